@@ -1,0 +1,40 @@
+GO      ?= go
+TAGS    ?= hashicorpmetrics
+PKGS    ?= ./...
+BIN     ?= bin/mesh
+
+.PHONY: build test bench run fmt lint fuzz e2e clean
+
+build:
+	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/mesh
+
+# The tests CI runs: unit, script, Git, gRPC/xDS and Raft tests, then each fuzz target briefly.
+test:
+	$(GO) vet -tags $(TAGS) $(PKGS)
+	$(GO) test -tags $(TAGS) -count=1 -timeout 12m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=5s
+
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list -tags $(TAGS) $(PKGS)); do \
+	  for f in $$($(GO) test -tags $(TAGS) -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
+
+run: build
+	$(BIN) serve --repo . --dir repo-example
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+lint:
+	$(GO) vet -tags $(TAGS) $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean:
+	rm -rf bin

@@ -1,0 +1,148 @@
+package mesh
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Request is what Authorize decides on. Method, Path and Headers matter only for L7 permissions;
+// Path may carry a query string, which queryParam matches read.
+type Request struct {
+	Source      string
+	Destination string
+	Method      string
+	Path        string
+	Headers     map[string]string // names are matched case-insensitively
+}
+
+func (r *Request) header(name string) (string, bool) {
+	if v, ok := r.Headers[name]; ok {
+		return v, true
+	}
+	for k, v := range r.Headers {
+		if strings.EqualFold(k, name) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// Decision is the verdict of Authorize and why.
+type Decision struct {
+	Verdict Action
+	// Reason explains the verdict in one lower-case sentence.
+	Reason string
+	// Intention is the intention that decided, or nil when the mesh default did because no
+	// intention applies.
+	Intention *Intention
+	// Permission is the index of the deciding permission of Intention, or -1 when its Action
+	// decided or none of its permissions matched.
+	Permission int
+	// Pos is where the deciding intention (or permission) is written.
+	Pos Pos
+}
+
+// Allowed reports whether the verdict is allow.
+func (d Decision) Allowed() bool { return d.Verdict == Allow }
+
+// Authorize decides whether r.Source may make request r to r.Destination, by the mesh's rules:
+// the first existing intention of intentions[D][S] (precedence 9), intentions[D]["*"] (8),
+// intentions["*"][S] (6) and intentions["*"]["*"] (5) decides. An action decides alone;
+// permissions are tried in order and the first whose match holds decides; if none holds, the
+// mesh default decides, without falling through to lower precedences. With no intention, the
+// mesh default decides.
+//
+// This is the only implementation of these rules: checks, reviews, policies and the RBAC rendered
+// for proxies all derive from it.
+func Authorize(s *Snapshot, r Request) Decision {
+	def := s.Mesh.DefaultIntention
+	if def == "" {
+		def = Deny
+	}
+	cands := s.Candidates(r.Source, r.Destination)
+	if len(cands) == 0 {
+		return Decision{
+			Verdict:    def,
+			Reason:     fmt.Sprintf("no intention from %s to %s; the mesh default is %s", r.Source, r.Destination, def),
+			Permission: -1,
+		}
+	}
+	in := cands[0]
+	pos := s.Pos(PathIntention(in.Destination, in.Source))
+	if in.Action != "" {
+		return Decision{
+			Verdict:    in.Action,
+			Reason:     fmt.Sprintf("intention %s → %s (precedence %d) says %s", in.Source, in.Destination, in.Precedence, in.Action),
+			Intention:  in,
+			Permission: -1,
+			Pos:        pos,
+		}
+	}
+	for i := range in.Permissions {
+		p := &in.Permissions[i]
+		if p.HTTP.Matches(&r) {
+			ppos := s.Pos(PathPermission(in.Destination, in.Source, i))
+			if !ppos.IsValid() {
+				ppos = pos
+			}
+			return Decision{
+				Verdict: p.Action,
+				Reason: fmt.Sprintf("permission %d of intention %s → %s (precedence %d) matches (%s) and says %s",
+					i+1, in.Source, in.Destination, in.Precedence, p.HTTP.Describe(), p.Action),
+				Intention:  in,
+				Permission: i,
+				Pos:        ppos,
+			}
+		}
+	}
+	return Decision{
+		Verdict: def,
+		Reason: fmt.Sprintf("no permission of intention %s → %s (precedence %d) matches; the mesh default is %s",
+			in.Source, in.Destination, in.Precedence, def),
+		Intention:  in,
+		Permission: -1,
+		Pos:        pos,
+	}
+}
+
+// Describe renders m in plain words, e.g. "GET|HEAD path prefix /admin/". A nil match is "any
+// request".
+func (m *HTTPMatch) Describe() string {
+	if m == nil {
+		return "any request"
+	}
+	var parts []string
+	if len(m.Methods) > 0 {
+		parts = append(parts, strings.Join(m.Methods, "|"))
+	}
+	switch {
+	case m.Path != "":
+		parts = append(parts, "path "+m.Path)
+	case m.PathPrefix != "":
+		parts = append(parts, "path prefix "+m.PathPrefix)
+	case m.PathRegex != "":
+		parts = append(parts, "path matching "+m.PathRegex)
+	}
+	for _, h := range m.Header {
+		not := ""
+		if h.Invert {
+			not = "not "
+		}
+		if h.Kind == MatchPresent {
+			parts = append(parts, fmt.Sprintf("header %s %spresent", h.Name, not))
+		} else {
+			parts = append(parts, fmt.Sprintf("header %s %s%s %q", h.Name, not, h.Kind, h.Value))
+		}
+	}
+	for _, q := range m.QueryParam {
+		if q.Kind == MatchPresent {
+			parts = append(parts, fmt.Sprintf("query %s present", q.Name))
+		} else {
+			parts = append(parts, fmt.Sprintf("query %s %s %q", q.Name, q.Kind, q.Value))
+		}
+	}
+	if len(parts) == 0 {
+		return "any request"
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
+)
+
+// source is where a command reads its mesh: a directory, or a directory of a Git commit.
+type source struct {
+	dir  string
+	repo string
+	ref  string
+}
+
+// addSourceFlags adds --repo and --ref; DIR comes from the command's arguments or --dir.
+func (s *source) addFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&s.repo, "repo", "", "read the mesh from a commit of this Git repository (path or URL) instead of the working tree")
+	cmd.Flags().StringVar(&s.ref, "ref", "HEAD", "with --repo: the branch, tag or commit to read")
+}
+
+func (s *source) String() string {
+	if s.repo == "" {
+		return s.dir
+	}
+	return fmt.Sprintf("%s@%s:%s", s.repo, s.ref, s.dir)
+}
+
+// compile compiles the mesh the source names. Configuration errors are printed to stderr, one
+// per line, and returned as an exit status of 1.
+func (s *source) compile(ctx context.Context, stderr io.Writer) (*mesh.Snapshot, error) {
+	var (
+		snap *mesh.Snapshot
+		err  error
+	)
+	if s.repo != "" {
+		dir := s.dir
+		if dir == "." {
+			dir = ""
+		}
+		snap, err = compiler.CompileGit(ctx, s.repo, s.ref, dir)
+	} else {
+		snap, err = compiler.CompileDir(ctx, s.dir)
+	}
+	var list compiler.Errors
+	if errors.As(err, &list) {
+		fmt.Fprintln(stderr, list.Error())
+		fmt.Fprintf(stderr, "%d error%s in %s\n", len(list), plural(len(list)), s)
+		return nil, exitWith(ExitInvalid)
+	}
+	return snap, err
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// dirArg returns the optional DIR argument, defaulting to ".".
+func dirArg(args []string) string {
+	if len(args) > 0 {
+		return args[0]
+	}
+	return "."
+}

@@ -1,0 +1,198 @@
+package compiler
+
+import (
+	"fmt"
+
+	"cuelang.org/go/cue"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+var sprintf = fmt.Sprintf
+
+// The raw forms of the repository format, as CUE decodes them. They mirror schema/mesh.cue.
+
+type rawMesh struct {
+	Name             string   `json:"name"`
+	TrustDomain      string   `json:"trustDomain"`
+	Datacenter       string   `json:"datacenter"`
+	Datacenters      []string `json:"datacenters"`
+	DefaultIntention string   `json:"defaultIntention"`
+	TLS              *struct {
+		MinVersion   string   `json:"minVersion"`
+		MaxVersion   string   `json:"maxVersion"`
+		CipherSuites []string `json:"cipherSuites"`
+	} `json:"tls"`
+	CA *struct {
+		LeafTTL string `json:"leafTTL"`
+	} `json:"ca"`
+	Policies []string `json:"policies"`
+}
+
+type rawService struct {
+	Protocol  string            `json:"protocol"`
+	Port      int               `json:"port"`
+	Owners    []string          `json:"owners"`
+	Meta      map[string]string `json:"meta"`
+	Upstreams map[string]struct {
+		LocalPort  int    `json:"localPort"`
+		Datacenter string `json:"datacenter"`
+	} `json:"upstreams"`
+	Endpoints []struct {
+		Address    string            `json:"address"`
+		Port       int               `json:"port"`
+		Datacenter string            `json:"datacenter"`
+		Meta       map[string]string `json:"meta"`
+	} `json:"endpoints"`
+	HealthCheck *struct {
+		HTTP     string `json:"http"`
+		TCP      bool   `json:"tcp"`
+		GRPC     string `json:"grpc"`
+		Interval string `json:"interval"`
+		Timeout  string `json:"timeout"`
+	} `json:"healthCheck"`
+}
+
+type rawIntention struct {
+	Action      string          `json:"action"`
+	Permissions []rawPermission `json:"permissions"`
+	Description string          `json:"description"`
+}
+
+type rawPermission struct {
+	Action string        `json:"action"`
+	HTTP   *rawHTTPMatch `json:"http"`
+}
+
+type rawHTTPMatch struct {
+	Path       string     `json:"path"`
+	PathPrefix string     `json:"pathPrefix"`
+	PathRegex  string     `json:"pathRegex"`
+	Methods    []string   `json:"methods"`
+	Header     []rawMatch `json:"header"`
+	QueryParam []rawMatch `json:"queryParam"`
+}
+
+type rawMatch struct {
+	Name    string  `json:"name"`
+	Exact   *string `json:"exact"`
+	Prefix  *string `json:"prefix"`
+	Suffix  *string `json:"suffix"`
+	Regex   *string `json:"regex"`
+	Present *bool   `json:"present"`
+	Invert  bool    `json:"invert"`
+}
+
+type rawRouter struct {
+	Routes []struct {
+		Match *struct {
+			HTTP *rawHTTPMatch `json:"http"`
+		} `json:"match"`
+		Destination *struct {
+			Service        string   `json:"service"`
+			Subset         string   `json:"subset"`
+			PrefixRewrite  string   `json:"prefixRewrite"`
+			RequestTimeout string   `json:"requestTimeout"`
+			NumRetries     int      `json:"numRetries"`
+			RetryOn        []string `json:"retryOn"`
+		} `json:"destination"`
+	} `json:"routes"`
+}
+
+type rawSplitter struct {
+	Splits []struct {
+		Weight  float64 `json:"weight"`
+		Service string  `json:"service"`
+		Subset  string  `json:"subset"`
+	} `json:"splits"`
+}
+
+type rawResolver struct {
+	DefaultSubset string `json:"defaultSubset"`
+	Subsets       map[string]struct {
+		Filter map[string]string `json:"filter"`
+	} `json:"subsets"`
+	ConnectTimeout string `json:"connectTimeout"`
+	Failover       map[string]struct {
+		Service     string   `json:"service"`
+		Datacenters []string `json:"datacenters"`
+	} `json:"failover"`
+	Redirect *struct {
+		Service    string `json:"service"`
+		Subset     string `json:"subset"`
+		Datacenter string `json:"datacenter"`
+	} `json:"redirect"`
+	LoadBalancer *struct {
+		Policy string `json:"policy"`
+	} `json:"loadBalancer"`
+}
+
+// entry is one element of a top-level map, with where it is written.
+type entry[T any] struct {
+	name string
+	pos  mesh.Pos
+	v    cue.Value
+	raw  T
+}
+
+// decodeMap decodes every field of the struct at path of v.
+func decodeMap[T any](v cue.Value, path string, errs *errorList) []entry[T] {
+	m := v.LookupPath(cue.ParsePath(path))
+	if !m.Exists() {
+		return nil
+	}
+	it, err := m.Fields()
+	if err != nil {
+		addCUEErrors(errs, err)
+		return nil
+	}
+	var out []entry[T]
+	for it.Next() {
+		fv := it.Value()
+		e := entry[T]{name: it.Selector().Unquoted(), pos: valuePos(fv), v: fv}
+		if err := fv.Decode(&e.raw); err != nil {
+			addCUEErrors(errs, err)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// fieldsOf lists the fields of a struct value with their positions.
+func fieldsOf(v cue.Value) []entry[struct{}] {
+	it, err := v.Fields()
+	if err != nil {
+		return nil
+	}
+	var out []entry[struct{}]
+	for it.Next() {
+		out = append(out, entry[struct{}]{name: it.Selector().Unquoted(), pos: valuePos(it.Value()), v: it.Value()})
+	}
+	return out
+}
+
+// valuePos is where a value is written in the user's files.
+func valuePos(v cue.Value) mesh.Pos {
+	if p := posOf(v.Pos()); p.IsValid() && !isSchemaPos(p) {
+		return p
+	}
+	// A value unified from several places: take the first one that is the user's.
+	_, parts := v.Expr()
+	for _, c := range parts {
+		if p := posOf(c.Pos()); p.IsValid() && !isSchemaPos(p) {
+			return p
+		}
+	}
+	return mesh.Pos{}
+}
+
+func isSchemaPos(p mesh.Pos) bool { return len(p.File) > len(schemaPrefix) && p.File[:len(schemaPrefix)] == schemaPrefix }
+
+// lookup returns the position of a sub-field of v, or fallback when it has none.
+func lookup(v cue.Value, fallback mesh.Pos, sels ...cue.Selector) mesh.Pos {
+	if p := valuePos(v.LookupPath(cue.MakePath(sels...))); p.IsValid() {
+		return p
+	}
+	return fallback
+}

@@ -1,0 +1,237 @@
+package compiler
+
+import (
+	"sort"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/build"
+	"cuelang.org/go/cue/cuecontext"
+	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/schema"
+)
+
+// schemaPrefix marks the positions of schema files, so messages can point at the user's files.
+const schemaPrefix = "$schema/"
+
+// topLevel are the fields a mesh repository may define.
+var topLevel = map[string]bool{
+	"mesh": true, "services": true, "intentions": true,
+	"routers": true, "splitters": true, "resolvers": true,
+}
+
+// load parses files, unifies them with the schema and validates the result. It returns the
+// unified value, or the positioned errors (it reports as many as CUE finds).
+func load(files []File, errs *errorList) (cue.Value, bool) {
+	bctx := build.NewContext()
+	inst := bctx.NewInstance("mesh", nil)
+	inst.PkgName = "mesh"
+	ok := true
+	if len(files) == 0 {
+		errs.add(mesh.Pos{}, "no .cue files in the mesh directory")
+		return cue.Value{}, false
+	}
+	var userFiles []*ast.File
+	for _, f := range files {
+		af, err := parser.ParseFile(f.Name, f.Data)
+		if err != nil {
+			addCUEErrors(errs, err)
+			ok = false
+			continue
+		}
+		switch name := af.PackageName(); name {
+		case "mesh":
+		case "":
+			errs.add(mesh.Pos{File: f.Name, Line: 1, Col: 1}, "missing package clause: every mesh file starts with `package mesh`")
+			ok = false
+			continue
+		default:
+			errs.add(posOf(af.Pos()), "package %s: every mesh file belongs to package mesh", name)
+			ok = false
+			continue
+		}
+		for imp := range af.ImportSpecs() {
+			p := strings.Trim(imp.Path.Value, `"`)
+			if strings.Contains(strings.SplitN(p, "/", 2)[0], ".") {
+				errs.add(posOf(imp.Pos()), "import %q: a mesh may import only CUE's standard library", p)
+				ok = false
+			}
+		}
+		userFiles = append(userFiles, af)
+	}
+	if !ok {
+		return cue.Value{}, false
+	}
+	for _, sf := range schema.Files() {
+		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
+		if err != nil {
+			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
+			return cue.Value{}, false
+		}
+		if err := inst.AddSyntax(af); err != nil {
+			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
+			return cue.Value{}, false
+		}
+	}
+	for _, af := range userFiles {
+		if err := inst.AddSyntax(af); err != nil {
+			addCUEErrors(errs, err)
+			ok = false
+		}
+		checkTopLevel(af, errs)
+	}
+	if !ok {
+		return cue.Value{}, false
+	}
+	if !hasTopLevel(userFiles, "mesh") {
+		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
+			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
+		return cue.Value{}, false
+	}
+	ctx := cuecontext.New()
+	v := ctx.BuildInstance(inst)
+	if err := v.Validate(cue.Concrete(true), cue.All()); err != nil {
+		addCUEErrors(errs, err)
+		return cue.Value{}, false
+	}
+	return v, true
+}
+
+// checkTopLevel reports regular top-level fields that are not part of the format. Definitions,
+// hidden fields and let clauses are the user's own helpers.
+func checkTopLevel(f *ast.File, errs *errorList) {
+	for _, d := range f.Decls {
+		field, ok := d.(*ast.Field)
+		if !ok {
+			continue
+		}
+		name, isIdent, err := ast.LabelName(field.Label)
+		if err != nil || !isIdent && name == "" {
+			continue
+		}
+		if strings.HasPrefix(name, "#") || strings.HasPrefix(name, "_") {
+			continue
+		}
+		if !topLevel[name] {
+			errs.add(posOf(field.Label.Pos()), "unknown top-level field %q (want mesh, services, intentions, routers, splitters or resolvers)", name)
+		}
+	}
+}
+
+func hasTopLevel(files []*ast.File, want string) bool {
+	for _, f := range files {
+		for _, d := range f.Decls {
+			if field, ok := d.(*ast.Field); ok {
+				if name, _, err := ast.LabelName(field.Label); err == nil && name == want {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// addCUEErrors converts CUE errors into positioned errors, pointing at the user's files rather
+// than the schema, and condensing CUE's verbose forms: the alternatives of an empty disjunction
+// become one "x is not one of a, b, c" message.
+func addCUEErrors(errs *errorList, err error) {
+	list := cueerrors.Errors(err)
+	paths := map[string]bool{}
+	for _, e := range list {
+		paths[strings.Join(e.Path(), ".")] = true
+	}
+	for i := 0; i < len(list); i++ {
+		e := list[i]
+		path := strings.Join(e.Path(), ".")
+		format, args := e.Msg()
+		if format == "field is required but not present" {
+			// The alternatives of a matchN: the matchN error on the parent says it better.
+			if j := strings.LastIndexByte(path, '.'); j > 0 && paths[path[:j]] {
+				continue
+			}
+		}
+		if strings.HasSuffix(format, "errors in empty disjunction:") {
+			var want []string
+			var got string
+			pos := userPos(e)
+			j := i + 1
+			for ; j < len(list) && strings.Join(list[j].Path(), ".") == path; j++ {
+				f, a := list[j].Msg()
+				if f == "conflicting values %s and %s" && len(a) == 2 {
+					want = append(want, sprintf("%v", a[0]))
+					got = sprintf("%v", a[1])
+				}
+				if !pos.IsValid() {
+					pos = userPos(list[j])
+				}
+			}
+			if got != "" && len(want) == j-i-1 {
+				sort.Strings(want)
+				errs.add(pos, "%s: %s is not one of %s", path, got, strings.Join(want, ", "))
+				i = j - 1
+				continue
+			}
+		}
+		errs.add(userPos(e), "%s", cueMessage(path, format, args))
+	}
+}
+
+// userPos picks the most useful position of a CUE error: the first one in a user file.
+func userPos(e cueerrors.Error) mesh.Pos {
+	cands := append([]token.Pos{e.Position()}, e.InputPositions()...)
+	for _, p := range cands {
+		if p.IsValid() && !strings.HasPrefix(p.Filename(), schemaPrefix) {
+			return posOf(p)
+		}
+	}
+	return mesh.Pos{}
+}
+
+func posOf(p token.Pos) mesh.Pos {
+	if !p.IsValid() {
+		return mesh.Pos{}
+	}
+	return mesh.Pos{File: p.Filename(), Line: p.Line(), Col: p.Column()}
+}
+
+// cueMessage turns one CUE error into a lower-case message prefixed with its field path.
+func cueMessage(path string, format string, args []any) string {
+	msg := format
+	if len(args) > 0 {
+		msg = sprintf(format, args...)
+	}
+	switch {
+	case strings.Contains(msg, "does not satisfy matchN"):
+		msg = matchNMessage(path, msg)
+	case strings.HasPrefix(msg, "incomplete value"):
+		msg = "missing required field (" + msg + ")"
+	case strings.Contains(msg, "field not allowed"):
+		msg = "field not allowed"
+	}
+	if path != "" {
+		return path + ": " + msg
+	}
+	return msg
+}
+
+func matchNMessage(path, msg string) string {
+	last := path[strings.LastIndexByte(path, '.')+1:]
+	switch {
+	case strings.Contains(path, ".header."):
+		return "a header match has exactly one of exact, prefix, suffix, regex and present"
+	case strings.Contains(path, ".queryParam."):
+		return "a queryParam match has exactly one of exact, regex and present"
+	case last == "http":
+		return "at most one of path, pathPrefix and pathRegex"
+	case last == "healthCheck":
+		return "a health check has exactly one of http, tcp and grpc"
+	case strings.HasPrefix(path, "intentions."):
+		return "an intention has exactly one of action and permissions"
+	}
+	return msg
+}
