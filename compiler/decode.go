@@ -187,7 +187,9 @@ func valuePos(v cue.Value) mesh.Pos {
 	return mesh.Pos{}
 }
 
-func isSchemaPos(p mesh.Pos) bool { return len(p.File) > len(schemaPrefix) && p.File[:len(schemaPrefix)] == schemaPrefix }
+func isSchemaPos(p mesh.Pos) bool {
+	return len(p.File) > len(schemaPrefix) && p.File[:len(schemaPrefix)] == schemaPrefix
+}
 
 // lookup returns the position of a sub-field of v, or fallback when it has none.
 func lookup(v cue.Value, fallback mesh.Pos, sels ...cue.Selector) mesh.Pos {
