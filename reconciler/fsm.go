@@ -1,0 +1,385 @@
+package reconciler
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// Entry is one snapshot in a server's history.
+type Entry struct {
+	Version string    `json:"version"`
+	Commit  string    `json:"commit"`
+	Time    time.Time `json:"time"` // when the leader applied it
+	// Forced is set when the commit does not descend from the previous one (a force-push).
+	Forced bool `json:"forced,omitempty"`
+}
+
+// Failure records a commit that did not compile: the snapshot served did not change.
+type Failure struct {
+	Commit string     `json:"commit"`
+	Time   time.Time  `json:"time"`
+	Errors []PosError `json:"errors"`
+}
+
+// PosError is one positioned compile error, as the compiler reported it.
+type PosError struct {
+	Pos mesh.Pos `json:"pos"`
+	Msg string   `json:"msg"`
+}
+
+// serverMeta is what the FSM knows about a server beyond Raft's configuration.
+type serverMeta struct {
+	HTTP string `json:"http"`
+}
+
+// Command encoding: a format byte, a type byte, a uvarint-prefixed JSON header and, for
+// snapshots, the gzip-compressed snapshot JSON as the rest. A server that meets a format it does
+// not know refuses the entry (deterministically, on every server) instead of guessing.
+const cmdFormat byte = 1
+
+type cmdType byte
+
+const (
+	cmdSnapshot     cmdType = 1 // header snapshotCmd, blob gzip(Snapshot.Encode())
+	cmdFailure      cmdType = 2 // header Failure
+	cmdPin          cmdType = 3 // header pinCmd
+	cmdUnpin        cmdType = 4 // header pinCmd (Version empty)
+	cmdServer       cmdType = 5 // header serverCmd
+	cmdRemoveServer cmdType = 6 // header serverCmd
+)
+
+type snapshotCmd struct {
+	Version string    `json:"version"`
+	Commit  string    `json:"commit"`
+	Time    time.Time `json:"time"`
+	Forced  bool      `json:"forced,omitempty"`
+}
+
+type pinCmd struct {
+	Version string    `json:"version,omitempty"`
+	Time    time.Time `json:"time"`
+}
+
+type serverCmd struct {
+	ID   string `json:"id"`
+	HTTP string `json:"http,omitempty"`
+}
+
+func encodeCommand(t cmdType, header any, blob []byte) ([]byte, error) {
+	h, err := json.Marshal(header)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, 2+binary.MaxVarintLen64+len(h)+len(blob))
+	b = append(b, cmdFormat, byte(t))
+	b = binary.AppendUvarint(b, uint64(len(h)))
+	b = append(b, h...)
+	return append(b, blob...), nil
+}
+
+func decodeCommand(b []byte) (cmdType, []byte, []byte, error) {
+	if len(b) < 2 {
+		return 0, nil, nil, fmt.Errorf("%w: %d bytes", ErrBadCommand, len(b))
+	}
+	if b[0] != cmdFormat {
+		return 0, nil, nil, fmt.Errorf("%w: format %d, this server knows %d", ErrBadCommand, b[0], cmdFormat)
+	}
+	n, k := binary.Uvarint(b[2:])
+	if k <= 0 || n > uint64(len(b)-2-k) {
+		return 0, nil, nil, fmt.Errorf("%w: bad header length", ErrBadCommand)
+	}
+	h := b[2+k : 2+k+int(n)]
+	return cmdType(b[1]), h, b[2+k+int(n):], nil
+}
+
+// compress and decompress the snapshot JSON carried in Raft entries and snapshots.
+func compress(b []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+// maxSnapshotJSON bounds decompression, so that a corrupt entry cannot exhaust memory.
+const maxSnapshotJSON = 1 << 30
+
+func decodeSnapshot(data []byte) (*mesh.Snapshot, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("decompress snapshot: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(zr, maxSnapshotJSON))
+	if err != nil {
+		return nil, fmt.Errorf("decompress snapshot: %w", err)
+	}
+	return mesh.Decode(b)
+}
+
+// histEntry is an Entry with its compressed snapshot.
+type histEntry struct {
+	Entry
+	data []byte
+}
+
+// state is the FSM's state. It is never modified once published: Apply builds a new one, so
+// readers (HTTP, the publisher, Raft snapshots) take the pointer and need no lock.
+type state struct {
+	history    []*histEntry // oldest first; the last is the newest applied snapshot (the head)
+	pin        string
+	lastError  *Failure
+	lastCommit string // the last commit applied or recorded as failed
+	servers    map[string]serverMeta
+
+	head        *mesh.Snapshot // decoded head of history
+	served      *mesh.Snapshot // head, or the pinned snapshot
+	servedIndex uint64         // the Raft index at which served last changed
+}
+
+func (s *state) clone() *state {
+	c := *s
+	return &c
+}
+
+func (s *state) headEntry() *histEntry {
+	if len(s.history) == 0 {
+		return nil
+	}
+	return s.history[len(s.history)-1]
+}
+
+// find returns the newest entry with version v.
+func (s *state) find(v string) *histEntry {
+	for i := len(s.history) - 1; i >= 0; i-- {
+		if s.history[i].Version == v {
+			return s.history[i]
+		}
+	}
+	return nil
+}
+
+// fsm is the replicated state machine. Apply is deterministic: it depends only on the entry's
+// bytes and the previous state (times come from the leader, inside the entry).
+type fsm struct {
+	st      atomic.Pointer[state]
+	keep    int           // history length
+	changed chan struct{} // capacity 1: "the state changed", coalesced
+	log     *slog.Logger
+}
+
+func newFSM(keep int, log *slog.Logger) *fsm {
+	f := &fsm{keep: keep, changed: make(chan struct{}, 1), log: log}
+	f.st.Store(&state{servers: map[string]serverMeta{}})
+	return f
+}
+
+func (f *fsm) state() *state { return f.st.Load() }
+
+func (f *fsm) set(s *state) {
+	f.st.Store(s)
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Apply applies one committed entry. It returns nil or an error (the entry changed nothing).
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	ns, err := f.apply(f.state(), l.Index, l.Data)
+	if err != nil {
+		return err
+	}
+	f.set(ns)
+	return nil
+}
+
+func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
+	t, h, blob, err := decodeCommand(data)
+	if err != nil {
+		return nil, err
+	}
+	s := old.clone()
+	switch t {
+	case cmdSnapshot:
+		var c snapshotCmd
+		if err := json.Unmarshal(h, &c); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		snap, err := decodeSnapshot(blob)
+		if err != nil {
+			return nil, err
+		}
+		if snap.Version != c.Version || snap.Commit != c.Commit {
+			return nil, fmt.Errorf("%w: entry says %s@%s, snapshot is %s@%s", ErrBadCommand, c.Version, shortSHA(c.Commit), snap.Version, shortSHA(snap.Commit))
+		}
+		e := &histEntry{Entry: Entry{Version: c.Version, Commit: c.Commit, Time: c.Time, Forced: c.Forced}, data: blob}
+		hist := append([]*histEntry(nil), old.history...)
+		if n := len(hist); n > 0 && hist[n-1].Version == e.Version {
+			hist[n-1] = e // same content, new commit: one entry, the newest commit
+		} else {
+			hist = append(hist, e)
+		}
+		s.history = trim(hist, f.keep, s.pin)
+		s.head = snap
+		s.lastCommit = c.Commit
+		s.lastError = nil
+		if s.pin == "" {
+			s.served, s.servedIndex = snap, index
+		}
+	case cmdFailure:
+		var c Failure
+		if err := json.Unmarshal(h, &c); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		s.lastError = &c
+		s.lastCommit = c.Commit
+	case cmdPin:
+		var c pinCmd
+		if err := json.Unmarshal(h, &c); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		e := old.find(c.Version)
+		if e == nil {
+			return nil, fmt.Errorf("%w: %s", ErrUnknownVersion, c.Version)
+		}
+		snap, err := decodeSnapshot(e.data)
+		if err != nil {
+			return nil, err
+		}
+		s.pin = c.Version
+		s.served, s.servedIndex = snap, index
+	case cmdUnpin:
+		if old.pin == "" {
+			return old, nil
+		}
+		s.pin = ""
+		s.served, s.servedIndex = s.head, index
+		s.history = trim(s.history, f.keep, "")
+	case cmdServer, cmdRemoveServer:
+		var c serverCmd
+		if err := json.Unmarshal(h, &c); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		s.servers = maps.Clone(old.servers)
+		if t == cmdServer {
+			s.servers[c.ID] = serverMeta{HTTP: c.HTTP}
+		} else {
+			delete(s.servers, c.ID)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, t)
+	}
+	return s, nil
+}
+
+// trim keeps the newest keep entries, and the newest entry of the pinned version wherever it is.
+func trim(hist []*histEntry, keep int, pin string) []*histEntry {
+	if len(hist) <= keep {
+		return hist
+	}
+	out := hist[len(hist)-keep:]
+	if pin == "" {
+		return out
+	}
+	for _, e := range out {
+		if e.Version == pin {
+			return out
+		}
+	}
+	for i := len(hist) - keep - 1; i >= 0; i-- {
+		if hist[i].Version == pin {
+			return append([]*histEntry{hist[i]}, hist[len(hist)-keep+1:]...)
+		}
+	}
+	return out
+}
+
+// persisted is the Raft snapshot format of the FSM.
+type persisted struct {
+	Format      int                   `json:"format"`
+	History     []persistedEntry      `json:"history"`
+	Pin         string                `json:"pin,omitempty"`
+	LastError   *Failure              `json:"lastError,omitempty"`
+	LastCommit  string                `json:"lastCommit,omitempty"`
+	Servers     map[string]serverMeta `json:"servers,omitempty"`
+	ServedIndex uint64                `json:"servedIndex"`
+}
+
+type persistedEntry struct {
+	Entry
+	Data []byte `json:"data"`
+}
+
+// Snapshot captures the current state; Persist does the I/O later, concurrently with Apply.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) { return fsmSnapshot{f.state()}, nil }
+
+type fsmSnapshot struct{ st *state }
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
+		Servers: s.st.servers, ServedIndex: s.st.servedIndex}
+	for _, e := range s.st.history {
+		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
+	}
+	if err := json.NewEncoder(sink).Encode(&p); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist fsm: %w", err)
+	}
+	return sink.Close()
+}
+
+func (fsmSnapshot) Release() {}
+
+// Restore replaces the state with a persisted one.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var p persisted
+	if err := json.NewDecoder(rc).Decode(&p); err != nil {
+		return fmt.Errorf("restore fsm: %w", err)
+	}
+	if p.Format != 1 {
+		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
+	}
+	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex}
+	if s.servers == nil {
+		s.servers = map[string]serverMeta{}
+	}
+	for _, e := range p.History {
+		s.history = append(s.history, &histEntry{Entry: e.Entry, data: e.Data})
+	}
+	if h := s.headEntry(); h != nil {
+		snap, err := decodeSnapshot(h.data)
+		if err != nil {
+			return fmt.Errorf("restore fsm: head: %w", err)
+		}
+		s.head, s.served = snap, snap
+	}
+	if s.pin != "" {
+		e := s.find(s.pin)
+		if e == nil {
+			return fmt.Errorf("restore fsm: pinned version %s not in history", s.pin)
+		}
+		snap, err := decodeSnapshot(e.data)
+		if err != nil {
+			return fmt.Errorf("restore fsm: pinned: %w", err)
+		}
+		s.served = snap
+	}
+	f.set(s)
+	return nil
+}

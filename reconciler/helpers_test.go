@@ -1,0 +1,232 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshgit/mesh/compiler"
+)
+
+// testTiming keeps elections short on loopback without flapping on a busy 2-core machine.
+var testTiming = RaftTiming{
+	HeartbeatTimeout:   400 * time.Millisecond,
+	ElectionTimeout:    400 * time.Millisecond,
+	LeaderLeaseTimeout: 200 * time.Millisecond,
+	CommitTimeout:      5 * time.Millisecond,
+}
+
+const testToken = "test-token"
+
+func testLogger(name string) *slog.Logger {
+	if os.Getenv("MESH_TEST_LOG") == "" {
+		return discardLogger()
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", name)
+}
+
+// testRepo is a bare repository ("origin") and a work tree that pushes to it with the git CLI.
+type testRepo struct {
+	t    testing.TB
+	bare string
+	work string
+}
+
+func newTestRepo(t testing.TB) *testRepo {
+	t.Helper()
+	dir := t.TempDir()
+	r := &testRepo{t: t, bare: filepath.Join(dir, "origin.git"), work: filepath.Join(dir, "work")}
+	r.git("", "init", "-q", "--bare", "-b", "main", r.bare)
+	r.git("", "init", "-q", "-b", "main", r.work)
+	r.git(r.work, "remote", "add", "origin", r.bare)
+	return r
+}
+
+func (r *testRepo) git(dir string, args ...string) string {
+	r.t.Helper()
+	base := []string{"-c", "user.name=mesh test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"}
+	if dir != "" {
+		base = append(base, "-C", dir)
+	}
+	cmd := exec.Command("git", append(base, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// commit writes files (an empty content deletes the file), commits, pushes to origin's main and
+// returns the commit SHA. It returns when `git push` has returned.
+func (r *testRepo) commit(files map[string]string, msg string, force bool) string {
+	r.t.Helper()
+	for name, data := range files {
+		p := filepath.Join(r.work, filepath.FromSlash(name))
+		if data == "" {
+			os.Remove(p)
+			continue
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.git(r.work, "add", "-A")
+	r.git(r.work, "commit", "-q", "--allow-empty", "-m", msg)
+	args := []string{"push", "-q", "origin", "HEAD:main"}
+	if force {
+		args = append(args, "--force")
+	}
+	r.git(r.work, args...)
+	return r.git(r.work, "rev-parse", "HEAD")
+}
+
+// meshFiles returns a valid mesh whose version depends on n.
+func meshFiles(n int) map[string]string {
+	return map[string]string{
+		"mesh/mesh.cue": `package mesh
+
+mesh: {
+	name:             "test"
+	trustDomain:      "test.mesh"
+	datacenter:       "dc1"
+	datacenters:      ["dc1"]
+	defaultIntention: "deny"
+}
+`,
+		"mesh/services.cue": fmt.Sprintf(`package mesh
+
+services: web: {protocol: "http", port: %d, upstreams: api: localPort: 9191, endpoints: [{address: "10.0.0.1", port: %d}]}
+services: api: {protocol: "http", port: 9090, endpoints: [{address: "10.0.0.2", port: 9090}]}
+intentions: api: web: action: "allow"
+`, 8000+n, 8000+n),
+		"mesh/bad.cue": "",
+	}
+}
+
+// brokenFile is a configuration error at mesh/bad.cue... relative to the mesh directory: bad.cue:3.
+var brokenFile = map[string]string{"mesh/bad.cue": `package mesh
+
+services: db: {protocol: "tcp", port: "eighty"}
+`}
+
+// versionOf compiles files as the server will and returns the version.
+func versionOf(t testing.TB, files map[string]string) string {
+	t.Helper()
+	var list []compiler.File
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if files[n] != "" && strings.HasPrefix(n, "mesh/") {
+			list = append(list, compiler.File{Name: strings.TrimPrefix(n, "mesh/"), Data: []byte(files[n])})
+		}
+	}
+	s, err := compiler.Compile(context.Background(), list)
+	if err != nil {
+		t.Fatalf("compile fixture: %v", err)
+	}
+	return s.Version
+}
+
+type nodeOpts struct {
+	dir, httpAddr, raftAddr, join string
+}
+
+func testConfig(t testing.TB, repo string, o nodeOpts) Config {
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	if o.httpAddr == "" {
+		o.httpAddr = "127.0.0.1:0"
+	}
+	if o.raftAddr == "" {
+		o.raftAddr = "127.0.0.1:0"
+	}
+	return Config{
+		Repo: repo, Ref: "main", Dir: "mesh", DataDir: o.dir,
+		HTTPAddr: o.httpAddr, RaftAddr: o.raftAddr, Join: o.join,
+		Token: testToken, Poll: 30 * time.Second, Raft: testTiming,
+		Log: testLogger(filepath.Base(o.dir)),
+	}
+}
+
+func startServer(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+// kill stops a server the way a crash would: no leadership transfer, no graceful HTTP shutdown.
+func (s *Server) kill() {
+	s.shutdownOnce.Do(func() {
+		s.httpSrv.Close()
+		s.bgCancel()
+	})
+	s.Close(context.Background())
+}
+
+// waitFor polls cond every 5ms until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func servedVersion(s *Server) string {
+	if snap := s.Served(); snap != nil {
+		return snap.Version
+	}
+	return ""
+}
+
+// waitServed waits, without polling, until s serves version; it returns false on timeout.
+func waitServed(s *Server, version string, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		ch := s.pub.changed()
+		if servedVersion(s) == version {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return servedVersion(s) == version
+		}
+	}
+}
+
+func merge(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}

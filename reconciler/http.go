@@ -1,0 +1,260 @@
+package reconciler
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Status is the answer of GET /v1/status: what this server serves, and the cluster around it.
+type Status struct {
+	Node      string `json:"node"`
+	RaftState string `json:"raftState"`
+	// Version and Commit are what this server serves now (the pinned snapshot while pinned).
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+	// Leader is the leader's node id, LeaderAddress its HTTP address ("" while there is none).
+	Leader        string         `json:"leader"`
+	LeaderAddress string         `json:"leaderAddress,omitempty"`
+	Servers       []ServerStatus `json:"servers"`
+	// LastError is the newest commit that failed to compile, if no good commit came after it.
+	LastError *Failure `json:"lastError"`
+	Pin       string   `json:"pin"`
+	// Head is the newest snapshot applied from Git (differs from Version while pinned).
+	Head         *Entry `json:"head,omitempty"`
+	AppliedIndex uint64 `json:"appliedIndex"`
+}
+
+// ServerStatus is one server of the Raft configuration.
+type ServerStatus struct {
+	ID          string `json:"id"`
+	RaftAddress string `json:"raftAddress"`
+	HTTPAddress string `json:"httpAddress,omitempty"`
+	Suffrage    string `json:"suffrage"`
+	Leader      bool   `json:"leader"`
+}
+
+// SnapshotInfo is one entry of GET /v1/snapshots, newest first.
+type SnapshotInfo struct {
+	Entry
+	Served bool `json:"served"`
+	Pinned bool `json:"pinned"`
+}
+
+// JoinRequest is the body of POST /v1/join.
+type JoinRequest struct {
+	ID          string `json:"id"`
+	RaftAddress string `json:"raftAddress"`
+	HTTPAddress string `json:"httpAddress"`
+}
+
+// PinRequest is the body of POST /v1/pin.
+type PinRequest struct {
+	Version string `json:"version"`
+}
+
+// Status returns this server's status.
+func (s *Server) Status() Status {
+	st := s.fsm.state()
+	out := Status{Node: s.id, RaftState: s.node.raft.State().String(), LastError: st.lastError, Pin: st.pin,
+		AppliedIndex: s.node.raft.AppliedIndex(), Servers: s.servers()}
+	if snap := s.pub.current(); snap != nil {
+		out.Version, out.Commit = snap.Version, snap.Commit
+	}
+	if h := st.headEntry(); h != nil {
+		e := h.Entry
+		out.Head = &e
+	}
+	_, lid := s.node.raft.LeaderWithID()
+	out.Leader = string(lid)
+	out.LeaderAddress = st.servers[out.Leader].HTTP
+	return out
+}
+
+func (s *Server) servers() []ServerStatus {
+	f := s.node.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	meta := s.fsm.state().servers
+	_, lid := s.node.raft.LeaderWithID()
+	var out []ServerStatus
+	for _, srv := range f.Configuration().Servers {
+		out = append(out, ServerStatus{ID: string(srv.ID), RaftAddress: string(srv.Address),
+			HTTPAddress: meta[string(srv.ID)].HTTP, Suffrage: srv.Suffrage.String(), Leader: srv.ID == lid})
+	}
+	return out
+}
+
+// Snapshots returns the history, newest first.
+func (s *Server) Snapshots() []SnapshotInfo {
+	st := s.fsm.state()
+	served := ""
+	if st.served != nil {
+		served = st.served.Version
+	}
+	out := make([]SnapshotInfo, 0, len(st.history))
+	for i := len(st.history) - 1; i >= 0; i-- {
+		e := st.history[i]
+		out = append(out, SnapshotInfo{Entry: e.Entry, Served: e.Version == served, Pinned: e.Version == st.pin})
+	}
+	return out
+}
+
+func (s *Server) leaderHTTP() string {
+	_, lid := s.node.raft.LeaderWithID()
+	if lid == "" {
+		return ""
+	}
+	return s.fsm.state().servers[string(lid)].HTTP
+}
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Status()) })
+	mux.HandleFunc("GET /v1/snapshots", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"snapshots": s.Snapshots()})
+	})
+	mux.HandleFunc("GET /v1/snapshots/{version}", s.handleSnapshot)
+	mux.HandleFunc("GET /v1/proxies", func(w http.ResponseWriter, r *http.Request) {
+		proxies := []ProxyStatus{}
+		if s.cfg.Proxies != nil {
+			proxies = append(proxies, s.cfg.Proxies()...)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"proxies": proxies})
+	})
+	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"servers": s.servers()})
+	})
+	mux.HandleFunc("POST /v1/pin", s.write(s.handlePin))
+	mux.HandleFunc("POST /v1/unpin", s.write(func(w http.ResponseWriter, r *http.Request) {
+		s.respond(w, s.apply(cmdUnpin, pinCmd{Time: time.Now().UTC()}, nil), "unpinned")
+	}))
+	mux.HandleFunc("POST /v1/join", s.write(s.handleJoin))
+	mux.HandleFunc("DELETE /v1/servers/{id}", s.write(func(w http.ResponseWriter, r *http.Request) {
+		s.respond(w, s.removeServer(r.PathValue("id")), "removed")
+	}))
+	mux.HandleFunc("POST /v1/reconcile", s.write(func(w http.ResponseWriter, r *http.Request) {
+		s.Kick()
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile scheduled"})
+	}))
+	mux.HandleFunc("POST /v1/webhook/git", s.handleWebhook)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// write guards a write endpoint: the token first, then leadership (a follower redirects to the
+// leader with 307, so the client repeats the same request there).
+func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			writeError(w, http.StatusUnauthorized, "%v", ErrUnauthorized)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		if !s.IsLeader() {
+			addr := s.leaderHTTP()
+			if addr == "" {
+				writeError(w, http.StatusServiceUnavailable, "%v", ErrNoLeader)
+				return
+			}
+			w.Header().Set("Location", "http://"+addr+r.URL.RequestURI())
+			writeError(w, http.StatusTemporaryRedirect, "%v: the leader is %s", ErrNotLeader, addr)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.cfg.Token == "" {
+		return false
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1
+}
+
+func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	v := r.PathValue("version")
+	e := s.fsm.state().find(v)
+	if e == nil {
+		writeError(w, http.StatusNotFound, "%v: %s", ErrUnknownVersion, v)
+		return
+	}
+	snap, err := decodeSnapshot(e.data)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, snap)
+}
+
+func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
+	var req PinRequest
+	if err := decodeBody(r, &req); err != nil || req.Version == "" {
+		writeError(w, http.StatusBadRequest, `want {"version": "..."}`)
+		return
+	}
+	s.respond(w, s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC()}, nil), "pinned")
+}
+
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req JoinRequest
+	if err := decodeBody(r, &req); err != nil || req.ID == "" || req.RaftAddress == "" {
+		writeError(w, http.StatusBadRequest, `want {"id", "raftAddress", "httpAddress"}`)
+		return
+	}
+	s.log.Info("join request", "id", req.ID, "raft", req.RaftAddress, "http", req.HTTPAddress)
+	s.respond(w, s.addServer(req.ID, req.RaftAddress, req.HTTPAddress), "joined")
+}
+
+func (s *Server) respond(w http.ResponseWriter, err error, ok string) {
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]string{"status": ok})
+	case errors.Is(err, ErrUnknownVersion):
+		writeError(w, http.StatusNotFound, "%v", err)
+	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+		writeError(w, http.StatusServiceUnavailable, "%v", err)
+	default:
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	}
+}
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

@@ -1,0 +1,96 @@
+package reconciler
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// metrics are one server's Prometheus metrics, in a registry of its own (several servers may run
+// in one process, as in tests).
+type metrics struct {
+	reg             *prometheus.Registry
+	compileDuration prometheus.Histogram
+	commitToApply   prometheus.Histogram
+	lastSuccess     prometheus.Gauge
+	fetches         prometheus.Counter
+	stepErrors      *prometheus.CounterVec
+	webhooks        *prometheus.CounterVec
+	leaderChanges   prometheus.Counter
+	publishErrors   prometheus.Counter
+	served          *prometheus.GaugeVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		compileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mesh_compile_duration_seconds", Help: "Time to compile one commit.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		commitToApply: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mesh_commit_to_apply_seconds", Help: "From noticing a new commit to its snapshot being committed by Raft.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mesh_last_success_timestamp_seconds", Help: "When a commit was last applied."}),
+		fetches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mesh_git_fetches_total", Help: "Reconcile passes (each fetches a remote, or re-reads a local repository)."}),
+		stepErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_reconcile_errors_total", Help: "Failed reconcile steps."}, []string{"step"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_webhooks_total", Help: "Webhook deliveries by outcome."}, []string{"result"}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mesh_raft_leadership_changes_total", Help: "Times this server gained or lost leadership."}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mesh_publish_errors_total", Help: "Snapshots the xDS server refused."}),
+		served: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mesh_served_info", Help: "The snapshot this server serves (value 1)."}, []string{"version", "commit"}),
+	}
+	m.reg.MustRegister(m.compileDuration, m.commitToApply, m.lastSuccess, m.fetches, m.stepErrors, m.webhooks,
+		m.leaderChanges, m.publishErrors, m.served, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{s})
+	return m
+}
+
+func (m *metrics) setServed(snap *mesh.Snapshot) {
+	m.served.Reset()
+	m.served.WithLabelValues(snap.Version, snap.Commit).Set(1)
+}
+
+// stateCollector reports, at scrape time, the Raft state and the proxies by acked version.
+type stateCollector struct{ s *Server }
+
+var (
+	raftStateDesc = prometheus.NewDesc("mesh_raft_state", "Raft state of this server (1 for the current one).", []string{"state"}, nil)
+	raftIndexDesc = prometheus.NewDesc("mesh_raft_applied_index", "The last Raft index applied to the FSM.", nil, nil)
+	proxiesDesc   = prometheus.NewDesc("mesh_proxies", "Connected proxies by the snapshot version they acked.", []string{"version"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- raftStateDesc
+	ch <- raftIndexDesc
+	ch <- proxiesDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	if n := c.s.node; n != nil && n.raft != nil {
+		cur := n.raft.State().String()
+		for _, st := range []string{"Follower", "Candidate", "Leader", "Shutdown"} {
+			v := 0.0
+			if st == cur {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(raftStateDesc, prometheus.GaugeValue, v, st)
+		}
+		ch <- prometheus.MustNewConstMetric(raftIndexDesc, prometheus.GaugeValue, float64(n.raft.AppliedIndex()))
+	}
+	if c.s.cfg.Proxies != nil {
+		by := map[string]int{}
+		for _, p := range c.s.cfg.Proxies() {
+			by[p.AckedVersion]++
+		}
+		for v, n := range by {
+			ch <- prometheus.MustNewConstMetric(proxiesDesc, prometheus.GaugeValue, float64(n), v)
+		}
+	}
+}

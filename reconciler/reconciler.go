@@ -1,0 +1,342 @@
+// Package reconciler is the running control plane: it keeps a Raft-replicated history of compiled
+// snapshots and serves the current one, and on the leader it watches a Git repository and turns
+// every new commit of the tracked ref into a snapshot.
+//
+// What it guarantees:
+//   - Every server serves what its FSM holds (the newest snapshot, or the pinned one), and a
+//     restarted server serves the last snapshot it served from disk before it reaches Git or its
+//     peers.
+//   - Only the leader reads Git and compiles. A commit that does not compile is recorded (commit,
+//     positioned errors) and changes nothing served; a later good commit clears it.
+//   - The FSM is deterministic: an entry's effect depends only on its bytes and the previous state.
+//   - Write endpoints (join, remove, pin, unpin) need the cluster token; the Git webhook needs its
+//     HMAC secret (or GitLab token), compared in constant time. Anything else changes nothing.
+package reconciler
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrNotLeader means a write reached a server that is not the Raft leader.
+	ErrNotLeader = errors.New("not the raft leader")
+	// ErrNoLeader means the cluster has no leader at the moment (writes cannot proceed).
+	ErrNoLeader = errors.New("no raft leader")
+	// ErrUnknownVersion means a pin named a version not in the history.
+	ErrUnknownVersion = errors.New("version not in history")
+	// ErrBadCommand means a Raft entry could not be decoded; the FSM ignores it.
+	ErrBadCommand = errors.New("malformed raft command")
+	// ErrUnauthorized means a write request had no token or the wrong one.
+	ErrUnauthorized = errors.New("missing or wrong token")
+	// ErrNodeID means the data directory belongs to another node id than the one requested.
+	ErrNodeID = errors.New("node id does not match the data directory")
+)
+
+// Publisher receives every snapshot a server is to serve (in practice the xDS server).
+// SetSnapshot is called from one goroutine at a time, in order; it must not block for long.
+type Publisher interface {
+	SetSnapshot(*mesh.Snapshot) error
+}
+
+// ProxyStatus is what a server knows about one connected proxy, for /v1/proxies and metrics.
+type ProxyStatus struct {
+	NodeID       string    `json:"nodeId"`
+	Service      string    `json:"service"`
+	AckedVersion string    `json:"ackedVersion"`
+	LastNack     string    `json:"lastNack,omitempty"`
+	LastNackTime time.Time `json:"lastNackTime,omitzero"`
+}
+
+// RaftTiming tunes Raft's timers; zero fields keep hashicorp/raft's defaults. Tests and
+// benchmarks on loopback use shorter ones.
+type RaftTiming struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+}
+
+// Config configures a Server. Repo is required; the rest have defaults.
+type Config struct {
+	Repo string // a local repository path (work tree or bare) or a remote URL
+	Ref  string // the branch (or ref) to follow; "" means the repository's HEAD
+	Dir  string // the mesh directory inside the repository; "" is its root
+
+	DataDir       string // default ./mesh-data
+	HTTPAddr      string // default 127.0.0.1:8500
+	HTTPAdvertise string // the HTTP address other servers use; default the listening address
+	RaftAddr      string // default 127.0.0.1:8300
+	RaftAdvertise string // default the listening address
+	NodeID        string // default derived from the hostname and data directory, then kept in DataDir
+	Join          string // the HTTP address of a server of an existing cluster; "" bootstraps
+
+	Token         string        // the write token; empty refuses every write
+	WebhookSecret []byte        // empty refuses every webhook
+	Poll          time.Duration // remote fetch interval and local safety-net poll; default 30s
+	History       int           // snapshots kept; default 20
+	GitAuth       transport.AuthMethod
+
+	Publisher Publisher                                                      // default: none (status only)
+	Proxies   func() []ProxyStatus                                           // default: none
+	Compile   func(context.Context, []compiler.File) (*mesh.Snapshot, error) // default compiler.Compile
+	Log       *slog.Logger                                                   // default: discard
+	Raft      RaftTiming                                                     //
+	// MaxWebhookBody bounds webhook bodies; default 1 MiB.
+	MaxWebhookBody int64
+}
+
+// Defaults of DESIGN.md.
+const (
+	DefaultHTTPAddr = "127.0.0.1:8500"
+	DefaultXDSAddr  = "127.0.0.1:8502"
+	DefaultRaftAddr = "127.0.0.1:8300"
+	DefaultDataDir  = "mesh-data"
+	DefaultPoll     = 30 * time.Second
+	DefaultHistory  = 20
+)
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = DefaultRaftAddr
+	}
+	if c.Poll <= 0 {
+		c.Poll = DefaultPoll
+	}
+	if c.History <= 0 {
+		c.History = DefaultHistory
+	}
+	if c.Compile == nil {
+		c.Compile = compiler.Compile
+	}
+	if c.Log == nil {
+		c.Log = discardLogger()
+	}
+	if c.MaxWebhookBody <= 0 {
+		c.MaxWebhookBody = 1 << 20
+	}
+}
+
+// Server is one mesh server: a Raft node with its FSM, the HTTP API, the publisher of served
+// snapshots and, while it leads, the Git reconcile loop.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	id      string
+	fsm     *fsm
+	node    *raftNode
+	metrics *metrics
+	src     source
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+	httpAdv string
+
+	kick     chan struct{} // wakes the reconcile loop: a ref changed, a webhook arrived
+	webhooks *replayCache
+
+	pub publisher
+
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
+	shutdownOnce sync.Once
+	closeOnce    sync.Once
+	closeErr     error
+}
+
+// New checks cfg and returns a Server; Open starts it.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.Repo == "" {
+		return nil, errors.New("reconciler: no repository")
+	}
+	src, err := newSource(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Log,
+		src:      src,
+		kick:     make(chan struct{}, 1),
+		webhooks: newReplayCache(1024),
+	}
+	s.fsm = newFSM(cfg.History, cfg.Log)
+	return s, nil
+}
+
+// Open starts the server: it serves the last snapshot it knows from disk, starts Raft (bootstrapping
+// a one-server cluster, or joining one), the HTTP API and the publisher. It returns once the
+// server listens; the cluster may elect its leader later.
+func (s *Server) Open(ctx context.Context) (err error) {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	s.id, err = nodeID(s.cfg.DataDir, s.cfg.NodeID)
+	if err != nil {
+		return err
+	}
+	s.log = s.log.With("node", s.id)
+	s.metrics = newMetrics(s)
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+
+	s.pub.init(s)
+	s.pub.loadCache() // serve from disk before anything else can answer
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.pub.run(s.bgCtx) }()
+
+	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	s.httpAdv = s.cfg.HTTPAdvertise
+	if s.httpAdv == "" {
+		s.httpAdv = s.httpLn.Addr().String()
+	}
+	if s.node, err = openRaft(s); err != nil {
+		return err
+	}
+	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.bg.Add(2)
+	go func() {
+		defer s.bg.Done()
+		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server", "err", err)
+		}
+	}()
+	go func() { defer s.bg.Done(); s.watchLeadership(s.bgCtx) }()
+	s.log.Info("mesh server started", "http", s.httpAdv, "raft", s.node.addr, "data", s.cfg.DataDir, "repo", s.cfg.Repo, "ref", s.cfg.Ref, "dir", s.cfg.Dir)
+
+	if s.cfg.Join != "" && !s.node.existing {
+		if err := s.join(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Shutdown stops accepting: the HTTP API stops and the reconcile loop ends. Raft keeps running
+// (and this server keeps serving its snapshot through the publisher) until Close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.shutdownOnce.Do(func() {
+		if s.httpSrv != nil {
+			if err = s.httpSrv.Shutdown(ctx); err != nil {
+				s.httpSrv.Close()
+			}
+		} else if s.httpLn != nil {
+			s.httpLn.Close()
+		}
+		if s.node != nil && s.node.raft.State().String() == "Leader" && s.node.voters() > 1 {
+			// Hand leadership over now rather than make the others wait for an election.
+			if e := s.node.raft.LeadershipTransfer().Error(); e != nil {
+				s.log.Warn("leadership transfer", "err", e)
+			}
+		}
+		if s.bgCancel != nil {
+			s.bgCancel()
+		}
+	})
+	return err
+}
+
+// Close shuts the server down in order: stop accepting (Shutdown), stop the loops, shut Raft down
+// and close its stores.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		err := s.Shutdown(ctx)
+		s.bg.Wait()
+		if s.node != nil {
+			err = errors.Join(err, s.node.close())
+		}
+		s.closeErr = err
+		s.log.Info("mesh server stopped")
+	})
+	return s.closeErr
+}
+
+// NodeID returns this server's Raft id.
+func (s *Server) NodeID() string { return s.id }
+
+// HTTPAddr returns the address the HTTP API listens on.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// RaftAddr returns the address Raft listens on.
+func (s *Server) RaftAddr() string { return string(s.node.addr) }
+
+// Served returns the snapshot this server serves now, or nil.
+func (s *Server) Served() *mesh.Snapshot { return s.pub.current() }
+
+// IsLeader reports whether this server is the Raft leader.
+func (s *Server) IsLeader() bool { return s.node != nil && s.node.isLeader() }
+
+// Kick asks the reconcile loop (if this server leads) to look at Git now.
+func (s *Server) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+var nodeIDRe = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// nodeID returns the node id kept in dir, writing it on first start: want if set, else the
+// hostname with a short hash of the data directory (so that several servers on one host differ
+// and each keeps its id across restarts).
+func nodeID(dir, want string) (string, error) {
+	file := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(file); err == nil {
+		have := strings.TrimSpace(string(b))
+		if want != "" && want != have {
+			return "", fmt.Errorf("%w: %s holds %q, --node-id is %q", ErrNodeID, dir, have, want)
+		}
+		return have, nil
+	} else if !os.IsNotExist(err) {
+		return "", err
+	}
+	id := want
+	if id == "" {
+		host, _ := os.Hostname()
+		host = strings.Trim(nodeIDRe.ReplaceAllString(strings.ToLower(host), "-"), "-")
+		if host == "" {
+			host = "mesh"
+		}
+		abs, _ := filepath.Abs(dir)
+		sum := sha256.Sum256([]byte(abs))
+		id = host + "-" + hex.EncodeToString(sum[:3])
+	}
+	if err := os.WriteFile(file, []byte(id+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return id, nil
+}
