@@ -1,0 +1,161 @@
+package xds
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// xdsClusterName is the bootstrap cluster through which Envoy reaches the mesh servers.
+const xdsClusterName = "mesh_xds"
+
+// EnvoyBootstrapOptions says how an Envoy sidecar reaches the xDS server and who it is.
+type EnvoyBootstrapOptions struct {
+	Service   string // node.cluster
+	ProxyID   string // node.id
+	XDSAddr   string // host:port of the mesh xDS server
+	AdminAddr string // host:port of Envoy's admin interface; default 127.0.0.1:19000
+}
+
+// EnvoyBootstrap returns an Envoy bootstrap whose dynamic resources all come over ADS (gRPC,
+// xDS v3) from the mesh server, with the node id and cluster set and the admin interface on
+// loopback. It passes ValidateAll.
+func EnvoyBootstrap(o EnvoyBootstrapOptions) (*bootstrapv3.Bootstrap, error) {
+	if o.Service == "" || o.ProxyID == "" {
+		return nil, fmt.Errorf("envoy bootstrap: service and proxy id are required")
+	}
+	host, port, err := splitHostPort(o.XDSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: xds address: %w", err)
+	}
+	admin := o.AdminAddr
+	if admin == "" {
+		admin = "127.0.0.1:19000"
+	}
+	ahost, aport, err := splitHostPort(admin)
+	if err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: admin address: %w", err)
+	}
+	ads := &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+	xdsCluster := &clusterv3.Cluster{
+		Name:                 xdsClusterName,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+		ConnectTimeout:       durationpb.New(defaultConnectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: xdsClusterName,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(host, port)},
+			}},
+		},
+	}
+	if err := setHTTP2(xdsCluster); err != nil {
+		return nil, err
+	}
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: o.ProxyID, Cluster: o.Service},
+		Admin: &bootstrapv3.Admin{
+			Address: socketAddress(ahost, aport),
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Clusters: []*clusterv3.Cluster{xdsCluster},
+		},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:             corev3.ApiConfigSource_GRPC,
+				TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcServices: []*corev3.GrpcService{{
+					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName}},
+				}},
+			},
+			LdsConfig: ads,
+			CdsConfig: ads,
+		},
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: %w", err)
+	}
+	return b, nil
+}
+
+// GRPCBootstrapOptions says how a proxyless gRPC service reaches the xDS server, who it is and
+// where its certificates are.
+type GRPCBootstrapOptions struct {
+	Service string // node.cluster
+	NodeID  string // node.id; default "<service>-grpc"
+	XDSAddr string // host:port of the mesh xDS server
+	// CertDir holds cert.pem, key.pem and ca.pem, watched by the file_watcher provider.
+	CertDir string
+	// RefreshInterval of the file_watcher; default "600s".
+	RefreshInterval string
+}
+
+// GRPCBootstrap returns the gRPC xDS bootstrap JSON (gRFC A27) for a proxyless service: the
+// xDS server (plaintext: see DESIGN.md, --xds-tls is for later), the node, the file_watcher
+// certificate provider instance CertProviderInstance, and the server listener name template.
+func GRPCBootstrap(o GRPCBootstrapOptions) ([]byte, error) {
+	if o.Service == "" {
+		return nil, fmt.Errorf("grpc bootstrap: service is required")
+	}
+	if _, _, err := splitHostPort(o.XDSAddr); err != nil {
+		return nil, fmt.Errorf("grpc bootstrap: xds address: %w", err)
+	}
+	id := o.NodeID
+	if id == "" {
+		id = o.Service + "-grpc"
+	}
+	refresh := o.RefreshInterval
+	if refresh == "" {
+		refresh = "600s"
+	}
+	b := map[string]any{
+		"xds_servers": []any{map[string]any{
+			"server_uri":      o.XDSAddr,
+			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"server_features": []any{"xds_v3"},
+		}},
+		"node": map[string]any{
+			"id":       id,
+			"cluster":  o.Service,
+			"metadata": map[string]any{ShapeMetadataKey: string(ShapeGRPC)},
+		},
+		"certificate_providers": map[string]any{
+			CertProviderInstance: map[string]any{
+				"plugin_name": "file_watcher",
+				"config": map[string]any{
+					"certificate_file":    filepath.Join(o.CertDir, "cert.pem"),
+					"private_key_file":    filepath.Join(o.CertDir, "key.pem"),
+					"ca_certificate_file": filepath.Join(o.CertDir, "ca.pem"),
+					"refresh_interval":    refresh,
+				},
+			},
+		},
+		"server_listener_resource_name_template": GRPCServerListenerTemplate,
+	}
+	return json.MarshalIndent(b, "", "  ")
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return host, port, nil
+}

@@ -1,0 +1,136 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// callbacks are the go-control-plane server callbacks of a Server. They run on the stream's
+// goroutine before the request reaches the cache, which is what lets a node that connects
+// after SetSnapshot get its configuration rendered on its first request.
+type callbacks Server
+
+func (c *callbacks) s() *Server { return (*Server)(c) }
+
+func (c *callbacks) OnStreamOpen(_ context.Context, id int64, typeURL string) error {
+	return c.s().open(id, false)
+}
+
+func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, typeURL string) error {
+	return c.s().open(id, true)
+}
+
+func (s *Server) open(id int64, delta bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return status.Error(codes.Unavailable, ErrClosed.Error())
+	}
+	s.streams[id] = &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
+	return nil
+}
+
+func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node)      { c.s().streamClosed(id) }
+func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.s().streamClosed(id) }
+
+// OnStreamRequest registers the node on its first request, and records ACKs and NACKs.
+//
+// A NACK's version_info is the last version the client accepted, which differs from the cache's
+// version, so go-control-plane would answer it at once with the very configuration that was just
+// rejected, and again after every NACK (a NACK storm). Rewriting the request's version to the
+// rejected one makes the cache wait for the next change instead.
+func (c *callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	s := c.s()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	nd, err := s.nodeFor(id, req.GetNode(), false)
+	if err != nil {
+		return err
+	}
+	if nacked := s.recordAck(id, nd, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail()); nacked != "" {
+		req.VersionInfo = nacked
+	}
+	return nil
+}
+
+func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	c.s().sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+}
+
+func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	s := c.s()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	nd, err := s.nodeFor(id, req.GetNode(), true)
+	if err != nil {
+		return err
+	}
+	s.recordAck(id, nd, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	return nil
+}
+
+func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	c.s().sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+}
+
+// OnFetchRequest renders the configuration of a REST client (no stream) if needed.
+func (c *callbacks) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRequest) error {
+	s := c.s()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return status.Error(codes.Unavailable, ErrClosed.Error())
+	}
+	p, err := ProxyFromNode(req.GetNode())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if s.snap == nil {
+		return status.Error(codes.Unavailable, "no snapshot yet")
+	}
+	g := s.groups[p]
+	if g == nil || g.snap != s.snap {
+		if g, err = s.render(s.snap, p, g); err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		if g.err != nil {
+			return status.Error(codes.NotFound, g.err.Error())
+		}
+	}
+	if g.cs == nil {
+		return status.Error(codes.NotFound, fmt.Sprintf("no configuration for %s", p))
+	}
+	return s.cache.SetSnapshot(s.ctx, req.GetNode().GetId(), g.cs)
+}
+
+func (c *callbacks) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+func (s *Server) sent(id int64, typeURL, nonce, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[id]; st != nil {
+		st.sent[typeURL] = sentResponse{nonce: nonce, version: version}
+	}
+}
+
+func errorsIsUnknown(err error) bool { return errors.Is(err, ErrUnknownService) }
+
+// cplLogger adapts slog to go-control-plane's logger. go-control-plane's info messages are
+// per-request chatter, so they go to debug.
+type cplLogger struct{ l *slog.Logger }
+
+func (l cplLogger) Debugf(format string, args ...any) {
+	if l.l.Enabled(context.Background(), slog.LevelDebug) {
+		l.l.Debug(fmt.Sprintf(format, args...))
+	}
+}
+func (l cplLogger) Infof(format string, args ...any) { l.Debugf(format, args...) }
+func (l cplLogger) Warnf(format string, args ...any)  { l.l.Warn(fmt.Sprintf(format, args...)) }
+func (l cplLogger) Errorf(format string, args ...any) { l.l.Error(fmt.Sprintf(format, args...)) }

@@ -1,0 +1,220 @@
+package xds
+
+import (
+	"sort"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// localAppCluster is the Envoy cluster of the application behind the sidecar.
+const localAppCluster = "local_app"
+
+// defaultConnectTimeout applies when a target has none.
+const defaultConnectTimeout = 5 * time.Second
+
+// proxyTarget is a target that a proxy sends traffic to, with the chain it came from.
+type proxyTarget struct {
+	chain  *mesh.Chain
+	target *mesh.Target
+}
+
+// proxyTargets returns the targets a proxy's routes and tcp proxies name, sorted by SNI.
+// Failover targets are not clusters of their own: they are lower priorities of the target's
+// endpoints (see endpoints.go).
+func proxyTargets(snap *mesh.Snapshot, service string) []proxyTarget {
+	seen := map[string]bool{}
+	var out []proxyTarget
+	for _, u := range upstreams(snap, service) {
+		chain := snap.Chains[u.Service]
+		if chain == nil {
+			continue
+		}
+		for _, r := range chain.Routes {
+			for _, s := range r.Splits {
+				t := chain.Targets[s.Target]
+				if t == nil || seen[t.SNI] {
+					continue
+				}
+				seen[t.SNI] = true
+				out = append(out, proxyTarget{chain: chain, target: t})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].target.SNI < out[j].target.SNI })
+	return out
+}
+
+// clusters renders a proxy's clusters: one EDS cluster per target, named by its SNI, whose TLS
+// checks the SPIFFE ID of the target (and of its failover targets); and for Envoy the local_app
+// cluster of the application behind the sidecar.
+func clusters(snap *mesh.Snapshot, p Proxy) ([]*clusterv3.Cluster, error) {
+	var out []*clusterv3.Cluster
+	if p.Shape == ShapeEnvoy {
+		if svc := snap.Services[p.Service]; svc != nil && (svc.Port > 0 || len(svc.Endpoints) > 0) {
+			c, err := localApp(svc)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, c)
+		}
+	}
+	for _, pt := range proxyTargets(snap, p.Service) {
+		c, err := buildTargetCluster(snap, pt, p.Shape)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func localApp(svc *mesh.Service) (*clusterv3.Cluster, error) {
+	c := &clusterv3.Cluster{
+		Name:                 localAppCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(defaultConnectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: localAppCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint("127.0.0.1", svc.Port)},
+			}},
+		},
+	}
+	if svc.Protocol == mesh.ProtocolHTTP2 || svc.Protocol == mesh.ProtocolGRPC {
+		if err := setHTTP2(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// setHTTP2 makes Envoy speak HTTP/2 to the cluster's endpoints.
+func setHTTP2(c *clusterv3.Cluster) error {
+	opts, err := toAny(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts,
+	}
+	return nil
+}
+
+// buildTargetCluster renders the cluster of one target.
+func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape) (*clusterv3.Cluster, error) {
+	t := pt.target
+	timeout := t.ConnectTimeout.D()
+	if timeout <= 0 {
+		timeout = defaultConnectTimeout
+	}
+	c := &clusterv3.Cluster{
+		Name:                 t.SNI,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
+			EdsConfig:   adsConfigSource(),
+			ServiceName: t.SNI,
+		},
+		ConnectTimeout: durationpb.New(timeout),
+	}
+	setLBPolicy(c, t.LoadBalancer, shape)
+	sans := targetSANs(snap, pt)
+	var upstream *tlsv3.UpstreamTlsContext
+	if shape == ShapeGRPC {
+		upstream = grpcUpstreamTLS(t.SNI, sans)
+	} else {
+		upstream = envoyUpstreamTLS(snap, t.SNI, sans)
+		if mesh.IsHTTP(pt.chain.Protocol) && pt.chain.Protocol != mesh.ProtocolHTTP {
+			if err := setHTTP2(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	ts, err := tlsTransportSocket(upstream)
+	if err != nil {
+		return nil, err
+	}
+	c.TransportSocket = ts
+	return c, nil
+}
+
+// setLBPolicy maps the mesh's load-balancing policy. gRPC supports round_robin, least_request
+// and ring_hash: random becomes round_robin and maglev becomes ring_hash for gRPC clients.
+func setLBPolicy(c *clusterv3.Cluster, policy string, shape Shape) {
+	switch policy {
+	case mesh.LBLeastRequest:
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	case mesh.LBRandom:
+		if shape == ShapeGRPC {
+			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+		} else {
+			c.LbPolicy = clusterv3.Cluster_RANDOM
+		}
+	case mesh.LBRingHash:
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+	case mesh.LBMaglev:
+		if shape == ShapeGRPC {
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+		} else {
+			c.LbPolicy = clusterv3.Cluster_MAGLEV
+		}
+	default:
+		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+	}
+	if c.LbPolicy == clusterv3.Cluster_RING_HASH {
+		// gRPC accepts only xxHash.
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+			HashFunction: clusterv3.Cluster_RingHashLbConfig_XX_HASH,
+		}}
+	}
+}
+
+// targetSANs returns the SPIFFE IDs a target's endpoints (and its failover targets' endpoints)
+// present, sorted and unique.
+func targetSANs(snap *mesh.Snapshot, pt proxyTarget) []string {
+	td := snap.Mesh.TrustDomain
+	set := map[string]bool{mesh.SpiffeID(td, pt.target.Datacenter, pt.target.Service): true}
+	for _, id := range pt.target.Failover {
+		if ft := pt.chain.Targets[id]; ft != nil {
+			set[mesh.SpiffeID(td, ft.Datacenter, ft.Service)] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sanMatchers(sans []string) []*matcherv3.StringMatcher {
+	out := make([]*matcherv3.StringMatcher, len(sans))
+	for i, s := range sans {
+		out[i] = exactString(s)
+	}
+	return out
+}
+
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}

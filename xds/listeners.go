@@ -1,0 +1,291 @@
+package xds
+
+import (
+	"net"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// Listener names and filter names.
+const (
+	PublicListener = "public_listener"
+	// GRPCServerListenerTemplate is the server_listener_resource_name_template of gRPC
+	// bootstraps: %s is the listening IP:PORT.
+	GRPCServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+
+	hcmFilterName      = "envoy.filters.network.http_connection_manager"
+	tcpProxyFilterName = "envoy.filters.network.tcp_proxy"
+	routerFilterName   = "envoy.filters.http.router"
+)
+
+// GRPCServerListenerName is the listener a gRPC xDS server listening on host:port asks for.
+func GRPCServerListenerName(host string, port int) string {
+	return "grpc/server?xds.resource.listening_address=" + net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// OutboundListenerName is the name of an Envoy sidecar's listener for an upstream.
+func OutboundListenerName(service string, port int) string {
+	return service + ":127.0.0.1:" + strconv.Itoa(port)
+}
+
+// listeners renders a proxy's listeners.
+//
+// Envoy: the inbound public_listener (mTLS requiring a client certificate, RBAC, then the
+// local application) and one outbound listener per upstream on 127.0.0.1:localPort.
+// gRPC: one API listener per upstream, named after the upstream service (the target
+// xds:///service), and one server listener per endpoint of the proxy's own service.
+func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
+	svc := snap.Services[p.Service]
+	if svc == nil {
+		return nil, nil
+	}
+	var out []*listenerv3.Listener
+	if p.Shape == ShapeGRPC {
+		for _, u := range upstreams(snap, p.Service) {
+			if snap.Chains[u.Service] == nil {
+				continue
+			}
+			l, err := apiListener(u.Service)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, l)
+		}
+		if len(svc.Endpoints) > 0 {
+			rules := rbacRules(snap, p.Service, mesh.IsHTTP(svc.Protocol))
+			seen := map[string]bool{}
+			for _, ep := range svc.Endpoints {
+				name := GRPCServerListenerName(ep.Address, ep.Port)
+				if seen[name] {
+					continue
+				}
+				seen[name] = true
+				l, err := grpcServerListener(name, ep, p.Service, rules)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, l)
+			}
+		}
+		return out, nil
+	}
+	if port := publicPort(svc); port > 0 {
+		l, err := publicListener(snap, svc, port)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	for _, u := range upstreams(snap, p.Service) {
+		chain := snap.Chains[u.Service]
+		if chain == nil || u.LocalPort <= 0 {
+			continue
+		}
+		l, err := outboundListener(u, chain)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// publicPort is the port of the public listener: the port the service's endpoints advertise
+// (what other proxies dial), which the sidecar binds. Services whose endpoints use several ports
+// take the first (endpoints are sorted); without endpoints, the service's port.
+func publicPort(svc *mesh.Service) int {
+	for _, ep := range svc.Endpoints {
+		if ep.Port > 0 {
+			return ep.Port
+		}
+	}
+	return svc.Port
+}
+
+func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listenerv3.Listener, error) {
+	ts, err := tlsTransportSocket(envoyDownstreamTLS(snap))
+	if err != nil {
+		return nil, err
+	}
+	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
+	chain := &listenerv3.FilterChain{TransportSocket: ts}
+	if mesh.IsHTTP(svc.Protocol) {
+		rbac, err := httpRBACFilter(rules)
+		if err != nil {
+			return nil, err
+		}
+		router, err := routerFilter()
+		if err != nil {
+			return nil, err
+		}
+		hcm, err := typedNetworkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+			StatPrefix:     PublicListener,
+			CodecType:      hcmv3.HttpConnectionManager_AUTO,
+			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: localAppRouteConfig(svc.Name)},
+			HttpFilters:    []*hcmv3.HttpFilter{rbac, router},
+		})
+		if err != nil {
+			return nil, err
+		}
+		chain.Filters = []*listenerv3.Filter{hcm}
+	} else {
+		rbac, err := networkRBACFilter(svc.Name, rules)
+		if err != nil {
+			return nil, err
+		}
+		tcp, err := typedNetworkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
+			StatPrefix:       PublicListener,
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: localAppCluster},
+		})
+		if err != nil {
+			return nil, err
+		}
+		chain.Filters = []*listenerv3.Filter{rbac, tcp}
+	}
+	return &listenerv3.Listener{
+		Name:             PublicListener,
+		Address:          socketAddress("0.0.0.0", port),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		FilterChains:     []*listenerv3.FilterChain{chain},
+	}, nil
+}
+
+func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener, error) {
+	name := OutboundListenerName(u.Service, u.LocalPort)
+	var filter *listenerv3.Filter
+	var err error
+	if mesh.IsHTTP(chain.Protocol) {
+		router, rerr := routerFilter()
+		if rerr != nil {
+			return nil, rerr
+		}
+		filter, err = typedNetworkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+			StatPrefix: "upstream." + u.Service,
+			CodecType:  hcmv3.HttpConnectionManager_AUTO,
+			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+				ConfigSource:    adsConfigSource(),
+				RouteConfigName: chain.Service,
+			}},
+			HttpFilters: []*hcmv3.HttpFilter{router},
+		})
+	} else {
+		tp := &tcpproxyv3.TcpProxy{StatPrefix: "upstream." + u.Service}
+		var splits []mesh.TargetWeight
+		if len(chain.Routes) > 0 {
+			splits = chain.Routes[len(chain.Routes)-1].Splits
+		}
+		if len(splits) == 1 {
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: targetCluster(chain, splits[0].Target)}
+		} else {
+			wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+			for _, s := range splits {
+				if s.Weight > 0 {
+					wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{
+						Name: targetCluster(chain, s.Target), Weight: uint32(s.Weight),
+					})
+				}
+			}
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+		}
+		filter, err = typedNetworkFilter(tcpProxyFilterName, tp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress("127.0.0.1", u.LocalPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
+	}, nil
+}
+
+// apiListener is a gRPC client's listener for the target xds:///service: an HTTP connection
+// manager that takes its routes over RDS. gRPC NACKs an RBAC filter here (RBAC is server side).
+func apiListener(service string) (*listenerv3.Listener, error) {
+	router, err := routerFilter()
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := toAny(&hcmv3.HttpConnectionManager{
+		StatPrefix: service,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: service,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{router},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:        service,
+		ApiListener: &listenerv3.ApiListener{ApiListener: hcm},
+	}, nil
+}
+
+// grpcServerListener is the listener of a gRPC xDS server on one endpoint: its address must be
+// the listening address; mTLS through the certificate provider; RBAC, then a non-forwarding route.
+func grpcServerListener(name string, ep mesh.Endpoint, service string, rules *rbacv3.RBAC) (*listenerv3.Listener, error) {
+	ts, err := tlsTransportSocket(grpcDownstreamTLS())
+	if err != nil {
+		return nil, err
+	}
+	rbac, err := httpRBACFilter(rules)
+	if err != nil {
+		return nil, err
+	}
+	router, err := routerFilter()
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := typedNetworkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+		StatPrefix:     "inbound_" + service,
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: serverRouteConfig(service)},
+		HttpFilters:    []*hcmv3.HttpFilter{rbac, router},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(ep.Address, ep.Port),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		FilterChains: []*listenerv3.FilterChain{{
+			Name:            "inbound_" + service,
+			TransportSocket: ts,
+			Filters:         []*listenerv3.Filter{hcm},
+		}},
+	}, nil
+}
+
+func routerFilter() (*hcmv3.HttpFilter, error) {
+	return typedHTTPFilter(routerFilterName, &routerv3.Router{})
+}
+
+func typedHTTPFilter(name string, m proto.Message) (*hcmv3.HttpFilter, error) {
+	a, err := toAny(m)
+	if err != nil {
+		return nil, err
+	}
+	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}, nil
+}
+
+func typedNetworkFilter(name string, m proto.Message) (*listenerv3.Filter, error) {
+	a, err := toAny(m)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}

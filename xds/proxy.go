@@ -1,0 +1,92 @@
+package xds
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// Shape is the kind of xDS client a proxy is, which decides how its configuration is rendered.
+type Shape string
+
+// Shapes.
+const (
+	// ShapeEnvoy is an Envoy sidecar: public listener, outbound listeners, SDS for TLS.
+	ShapeEnvoy Shape = "envoy"
+	// ShapeGRPC is a proxyless gRPC application: API listeners, server listeners, certificate
+	// provider instances for TLS.
+	ShapeGRPC Shape = "grpc"
+)
+
+// ShapeMetadataKey is the node metadata field that overrides the shape guessed from the
+// node's user agent: "envoy" or "grpc".
+const ShapeMetadataKey = "mesh.shape"
+
+// Proxy is what rendering needs to know about an xDS client: the service it runs as (the
+// node's cluster) and its shape. Every proxy of a service and shape gets the same resources.
+type Proxy struct {
+	Service string
+	Shape   Shape
+}
+
+func (p Proxy) String() string { return p.Service + "/" + string(p.Shape) }
+
+// ProxyFromNode reads a proxy's identity from its xDS node: node.cluster is the service;
+// the shape comes from node.metadata[ShapeMetadataKey] when set, otherwise from
+// node.user_agent_name (gRPC libraries say "gRPC Go", "gRPC Java"...; Envoy says "envoy").
+func ProxyFromNode(n *corev3.Node) (Proxy, error) {
+	if n == nil || n.GetId() == "" {
+		return Proxy{}, fmt.Errorf("%w: the first request must carry a node with an id", ErrBadNode)
+	}
+	if n.GetCluster() == "" {
+		return Proxy{}, fmt.Errorf("%w: node %q has no cluster (it must name the proxy's service)", ErrBadNode, n.GetId())
+	}
+	p := Proxy{Service: n.GetCluster(), Shape: ShapeEnvoy}
+	if strings.HasPrefix(strings.ToLower(n.GetUserAgentName()), "grpc") {
+		p.Shape = ShapeGRPC
+	}
+	if v, ok := n.GetMetadata().GetFields()[ShapeMetadataKey]; ok {
+		switch s := Shape(v.GetStringValue()); s {
+		case ShapeEnvoy, ShapeGRPC:
+			p.Shape = s
+		default:
+			return Proxy{}, fmt.Errorf("%w: node %q: metadata %s is %q, want %q or %q",
+				ErrBadNode, n.GetId(), ShapeMetadataKey, v.GetStringValue(), ShapeEnvoy, ShapeGRPC)
+		}
+	}
+	return p, nil
+}
+
+// upstreams returns the upstreams of a service, one per upstream service, sorted by service.
+// When a service is listed twice, the lowest local port wins.
+func upstreams(snap *mesh.Snapshot, service string) []*mesh.Upstream {
+	svc := snap.Services[service]
+	if svc == nil || len(svc.Upstreams) == 0 {
+		return nil
+	}
+	by := make(map[string]*mesh.Upstream, len(svc.Upstreams))
+	for key, u := range svc.Upstreams {
+		if u == nil {
+			continue
+		}
+		name := u.Service
+		if name == "" {
+			name = key
+		}
+		cp := *u
+		cp.Service = name
+		if prev, ok := by[name]; !ok || cp.LocalPort < prev.LocalPort {
+			by[name] = &cp
+		}
+	}
+	out := make([]*mesh.Upstream, 0, len(by))
+	for _, u := range by {
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}

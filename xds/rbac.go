@@ -1,0 +1,253 @@
+package xds
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// RBAC rendering. The rules come from Snapshot.Inbound(dest), the evaluator's own list of the
+// intentions that can decide a request to dest, in evaluation order; the first whose source
+// matches decides (mesh.Authorize). Envoy and gRPC RBAC have no order, so the order is encoded
+// the way Consul does it:
+//
+//   - The mesh default picks the engine: default deny renders ALLOW policies (the requests that
+//     are allowed), default allow renders DENY policies (the requests that are denied).
+//   - Each intention's principals exclude (with NOT) the sources of every intention before it, so
+//     a lower-precedence intention never decides for a source that a higher one names. An
+//     intention fully shadowed by earlier ones (a second wildcard, or an exact source already
+//     named) renders nothing.
+//   - An action intention whose action equals the engine's renders one policy with any
+//     permission; one whose action differs renders nothing (the engine's default does the job),
+//     but still excludes its sources from the intentions after it.
+//   - An intention with permissions renders one policy per permission of the engine's action,
+//     whose permission is the permission's match AND NOT any earlier permission of the opposite
+//     action. When no permission matches, nothing is rendered for the source and, because later
+//     intentions exclude it, the engine's default (the mesh default) decides: no fall-through.
+
+// Filter names, as Envoy and gRPC know them.
+const (
+	httpRBACFilterName    = "envoy.filters.http.rbac"
+	networkRBACFilterName = "envoy.filters.network.rbac"
+)
+
+// rbacRules renders the rules that enforce the intentions into dest. l7 says whether the
+// destination speaks HTTP (permissions may then be rendered); for a tcp destination, an
+// intention with permissions cannot be enforced and fails closed: it denies its sources.
+func rbacRules(snap *mesh.Snapshot, dest string, l7 bool) *rbacv3.RBAC {
+	def := snap.Mesh.DefaultIntention
+	if def == "" {
+		def = mesh.Deny
+	}
+	engine := mesh.Allow // the action of the rendered policies
+	rules := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
+	if def == mesh.Allow {
+		engine = mesh.Deny
+		rules.Action = rbacv3.RBAC_DENY
+	}
+	dcs := datacenters(snap)
+	var earlier []*rbacv3.Principal // sources of every intention so far
+	seen := map[string]bool{}
+	wildcardSeen := false
+	for i, in := range snap.Inbound(dest) {
+		if wildcardSeen || seen[in.Source] {
+			continue // shadowed: every source it names is decided by an earlier intention
+		}
+		var p *rbacv3.Principal
+		if in.Source == mesh.Wildcard {
+			p = wildcardPrincipal(snap.Mesh.TrustDomain)
+			if len(earlier) > 0 {
+				p = andIDs(p, notID(orIDs(earlier...)))
+			}
+			wildcardSeen = true
+		} else {
+			p = sourcePrincipal(snap.Mesh.TrustDomain, dcs, in.Source)
+			seen[in.Source] = true
+			// An exact source can only overlap an earlier wildcard, and none precedes it here.
+			earlier = append(earlier, sourcePrincipal(snap.Mesh.TrustDomain, dcs, in.Source))
+		}
+		name := fmt.Sprintf("%03d-%s-to-%s", i, policySource(in.Source), policySource(in.Destination))
+		switch {
+		case in.Action != "":
+			if in.Action == engine {
+				rules.Policies[name] = &rbacv3.Policy{
+					Principals:  []*rbacv3.Principal{p},
+					Permissions: []*rbacv3.Permission{anyPermission()},
+				}
+			}
+		case !l7:
+			// Permissions on a tcp destination are rejected by the compiler; if one gets here,
+			// deny its sources whatever the engine.
+			if engine == mesh.Deny {
+				rules.Policies[name] = &rbacv3.Policy{
+					Principals:  []*rbacv3.Principal{p},
+					Permissions: []*rbacv3.Permission{anyPermission()},
+				}
+			}
+		default:
+			var opposite []*rbacv3.Permission
+			for j := range in.Permissions {
+				perm := &in.Permissions[j]
+				m := matchPermission(perm.HTTP)
+				if perm.Action != engine {
+					opposite = append(opposite, m)
+					continue
+				}
+				if len(opposite) > 0 {
+					m = andRules(m, notRule(orRules(opposite...)))
+				}
+				rules.Policies[fmt.Sprintf("%s-perm-%d", name, j)] = &rbacv3.Policy{
+					Principals:  []*rbacv3.Principal{p},
+					Permissions: []*rbacv3.Permission{m},
+				}
+			}
+		}
+	}
+	return rules
+}
+
+func policySource(s string) string {
+	if s == mesh.Wildcard {
+		return "any"
+	}
+	return s
+}
+
+// datacenters returns every datacenter a source certificate may name, sorted.
+func datacenters(snap *mesh.Snapshot) []string {
+	set := map[string]bool{}
+	if snap.Mesh.Datacenter != "" {
+		set[snap.Mesh.Datacenter] = true
+	}
+	for _, dc := range snap.Mesh.Datacenters {
+		set[dc] = true
+	}
+	out := make([]string, 0, len(set))
+	for dc := range set {
+		out = append(out, dc)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func authenticated(sm *matcherv3.StringMatcher) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{
+		Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: sm},
+	}}
+}
+
+// sourcePrincipal matches the SPIFFE ID of service in any of the mesh's datacenters.
+func sourcePrincipal(trustDomain string, dcs []string, service string) *rbacv3.Principal {
+	if len(dcs) == 0 {
+		dcs = []string{""}
+	}
+	ids := make([]*rbacv3.Principal, len(dcs))
+	for i, dc := range dcs {
+		ids[i] = authenticated(exactString(mesh.SpiffeID(trustDomain, dc, service)))
+	}
+	return orIDs(ids...)
+}
+
+// wildcardPrincipal matches the SPIFFE ID of any service of the trust domain.
+func wildcardPrincipal(trustDomain string) *rbacv3.Principal {
+	return authenticated(regexString(`spiffe://` + regexp.QuoteMeta(trustDomain) + `/ns/default/dc/[^/]+/svc/[^/]+`))
+}
+
+func orIDs(ids ...*rbacv3.Principal) *rbacv3.Principal {
+	if len(ids) == 1 {
+		return ids[0]
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ids}}}
+}
+
+func andIDs(ids ...*rbacv3.Principal) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ids}}}
+}
+
+func notID(p *rbacv3.Principal) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
+}
+
+func anyPermission() *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+}
+
+func andRules(rules ...*rbacv3.Permission) *rbacv3.Permission {
+	if len(rules) == 1 {
+		return rules[0]
+	}
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: rules}}}
+}
+
+func orRules(rules ...*rbacv3.Permission) *rbacv3.Permission {
+	if len(rules) == 1 {
+		return rules[0]
+	}
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: rules}}}
+}
+
+func notRule(r *rbacv3.Permission) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: r}}
+}
+
+func headerPermission(h *routev3.HeaderMatcher) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: h}}
+}
+
+// matchPermission renders an HTTP match as an RBAC permission that holds exactly when
+// m.Matches does. A nil or empty match is any request.
+func matchPermission(m *mesh.HTTPMatch) *rbacv3.Permission {
+	if m == nil {
+		return anyPermission()
+	}
+	var rules []*rbacv3.Permission
+	if sm := pathStringMatcher(m); sm != nil {
+		rules = append(rules, &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{
+			UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{Path: sm}},
+		}})
+	}
+	if len(m.Methods) > 0 {
+		rules = append(rules, headerPermission(methodsMatcher(m.Methods)))
+	}
+	for _, h := range m.Header {
+		hm, negate := headerMatcher(h)
+		r := headerPermission(hm)
+		if negate {
+			r = notRule(r)
+		}
+		rules = append(rules, r)
+	}
+	for _, q := range m.QueryParam {
+		rules = append(rules, headerPermission(&routev3.HeaderMatcher{
+			Name:                 ":path",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexString(queryPathRegex(q))},
+		}))
+	}
+	if len(rules) == 0 {
+		return anyPermission()
+	}
+	return andRules(rules...)
+}
+
+// httpRBACFilter wraps rules as the HTTP filter of a public or gRPC server listener.
+func httpRBACFilter(rules *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
+	return typedHTTPFilter(httpRBACFilterName, &rbacfilterv3.RBAC{Rules: rules})
+}
+
+// networkRBACFilter wraps rules as the network filter of a tcp public listener.
+func networkRBACFilter(service string, rules *rbacv3.RBAC) (*listenerv3.Filter, error) {
+	return typedNetworkFilter(networkRBACFilterName, &netrbacv3.RBAC{
+		StatPrefix: "connect_authz_" + service,
+		Rules:      rules,
+	})
+}

@@ -1,0 +1,315 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// Resources is the configuration of one proxy, each list sorted by resource name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	Secrets   []*tlsv3.Secret
+}
+
+// Render renders the configuration of proxy p from snap. It is a pure function of its inputs.
+// A proxy whose service is not in snap gets ErrUnknownService.
+func Render(snap *mesh.Snapshot, p Proxy) (*Resources, error) {
+	if snap == nil {
+		return nil, errors.New("render: nil snapshot")
+	}
+	if snap.Services[p.Service] == nil {
+		return nil, fmt.Errorf("%w: %q is not a service of snapshot %s", ErrUnknownService, p.Service, snap.Version)
+	}
+	if p.Shape != ShapeEnvoy && p.Shape != ShapeGRPC {
+		return nil, fmt.Errorf("render %s: unknown shape %q", p.Service, p.Shape)
+	}
+	ls, err := listeners(snap, p)
+	if err != nil {
+		return nil, fmt.Errorf("render %s listeners: %w", p, err)
+	}
+	cs, err := clusters(snap, p)
+	if err != nil {
+		return nil, fmt.Errorf("render %s clusters: %w", p, err)
+	}
+	r := &Resources{
+		Listeners: ls,
+		Routes:    routes(snap, p),
+		Clusters:  cs,
+		Endpoints: endpoints(snap, p),
+		Secrets:   secrets(nil),
+	}
+	r.sort()
+	return r, nil
+}
+
+func (r *Resources) sort() {
+	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
+	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })
+	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })
+	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].ClusterName < r.Endpoints[j].ClusterName })
+	sort.Slice(r.Secrets, func(i, j int) bool { return r.Secrets[i].Name < r.Secrets[j].Name })
+}
+
+// byType returns the resources keyed by type URL, in name order.
+func (r *Resources) byType() map[resourcev3.Type][]types.Resource {
+	m := map[resourcev3.Type][]types.Resource{
+		resourcev3.ListenerType: nil, resourcev3.RouteType: nil, resourcev3.ClusterType: nil,
+		resourcev3.EndpointType: nil, resourcev3.SecretType: nil,
+	}
+	for _, x := range r.Listeners {
+		m[resourcev3.ListenerType] = append(m[resourcev3.ListenerType], x)
+	}
+	for _, x := range r.Routes {
+		m[resourcev3.RouteType] = append(m[resourcev3.RouteType], x)
+	}
+	for _, x := range r.Clusters {
+		m[resourcev3.ClusterType] = append(m[resourcev3.ClusterType], x)
+	}
+	for _, x := range r.Endpoints {
+		m[resourcev3.EndpointType] = append(m[resourcev3.EndpointType], x)
+	}
+	for _, x := range r.Secrets {
+		m[resourcev3.SecretType] = append(m[resourcev3.SecretType], x)
+	}
+	return m
+}
+
+// resourceTypes is the order in which types are hashed and reported.
+var resourceTypes = []resourcev3.Type{
+	resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType,
+	resourcev3.EndpointType, resourcev3.SecretType,
+}
+
+type validator interface{ ValidateAll() error }
+
+// Validate runs the generated protoc-gen-validate rules (ValidateAll) on every resource.
+func (r *Resources) Validate() error {
+	var errs []error
+	for _, t := range resourceTypes {
+		for _, res := range r.byType()[t] {
+			v, ok := res.(validator)
+			if !ok {
+				continue
+			}
+			if err := v.ValidateAll(); err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", shortType(t), cachev3.GetResourceName(res), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Consistent checks that the resources reference each other completely, more strictly than
+// go-control-plane's Snapshot.Consistent (which does not look inside API listeners): every
+// route configuration a listener names (in a filter chain or an API listener) exists and every
+// route configuration is named; every cluster a route or tcp proxy names exists; every EDS
+// cluster has exactly one load assignment and every load assignment has its cluster.
+func (r *Resources) Consistent() error {
+	var errs []error
+	routeNames := map[string]bool{}
+	for _, rc := range r.Routes {
+		routeNames[rc.Name] = true
+	}
+	clusterNames := map[string]bool{}
+	edsNames := map[string]bool{}
+	for _, c := range r.Clusters {
+		clusterNames[c.Name] = true
+		if c.GetType() == clusterv3.Cluster_EDS {
+			n := c.GetEdsClusterConfig().GetServiceName()
+			if n == "" {
+				n = c.Name
+			}
+			edsNames[n] = true
+		}
+	}
+	referencedRoutes := map[string]bool{}
+	var refClusters []string
+	for _, l := range r.Listeners {
+		var hcms []*hcmv3.HttpConnectionManager
+		if a := l.GetApiListener().GetApiListener(); a != nil {
+			h := &hcmv3.HttpConnectionManager{}
+			if err := a.UnmarshalTo(h); err != nil {
+				errs = append(errs, fmt.Errorf("listener %q: api listener: %w", l.Name, err))
+			} else {
+				hcms = append(hcms, h)
+			}
+		}
+		for _, fc := range l.FilterChains {
+			for _, f := range fc.Filters {
+				tc := f.GetTypedConfig()
+				if tc == nil {
+					continue
+				}
+				switch f.Name {
+				case hcmFilterName:
+					h := &hcmv3.HttpConnectionManager{}
+					if err := tc.UnmarshalTo(h); err != nil {
+						errs = append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
+						continue
+					}
+					hcms = append(hcms, h)
+				case tcpProxyFilterName:
+					refClusters = append(refClusters, tcpProxyClusters(tc)...)
+				}
+			}
+		}
+		for _, h := range hcms {
+			if rds := h.GetRds(); rds != nil {
+				if !routeNames[rds.RouteConfigName] {
+					errs = append(errs, fmt.Errorf("listener %q: route configuration %q is missing", l.Name, rds.RouteConfigName))
+				}
+				referencedRoutes[rds.RouteConfigName] = true
+			}
+			if rc := h.GetRouteConfig(); rc != nil {
+				refClusters = append(refClusters, routeClusters(rc)...)
+			}
+		}
+	}
+	for _, rc := range r.Routes {
+		if !referencedRoutes[rc.Name] {
+			errs = append(errs, fmt.Errorf("route configuration %q is not referenced by any listener", rc.Name))
+		}
+		refClusters = append(refClusters, routeClusters(rc)...)
+	}
+	for _, c := range refClusters {
+		if !clusterNames[c] {
+			errs = append(errs, fmt.Errorf("cluster %q is referenced but missing", c))
+		}
+	}
+	claNames := map[string]bool{}
+	for _, cla := range r.Endpoints {
+		if claNames[cla.ClusterName] {
+			errs = append(errs, fmt.Errorf("load assignment %q appears twice", cla.ClusterName))
+		}
+		claNames[cla.ClusterName] = true
+		if !edsNames[cla.ClusterName] {
+			errs = append(errs, fmt.Errorf("load assignment %q has no EDS cluster", cla.ClusterName))
+		}
+	}
+	for n := range edsNames {
+		if !claNames[n] {
+			errs = append(errs, fmt.Errorf("EDS cluster %q has no load assignment", n))
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+func routeClusters(rc *routev3.RouteConfiguration) []string {
+	var out []string
+	for _, vh := range rc.VirtualHosts {
+		for _, rt := range vh.Routes {
+			a := rt.GetRoute()
+			if a == nil {
+				continue
+			}
+			if c := a.GetCluster(); c != "" {
+				out = append(out, c)
+			}
+			for _, w := range a.GetWeightedClusters().GetClusters() {
+				out = append(out, w.Name)
+			}
+		}
+	}
+	return out
+}
+
+// hashTypes returns a content hash of each resource type (hex, 16 digits) and of the whole.
+func (r *Resources) hashTypes() (map[resourcev3.Type]string, string, error) {
+	byType := r.byType()
+	out := make(map[resourcev3.Type]string, len(resourceTypes))
+	all := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	var buf []byte
+	for _, t := range resourceTypes {
+		h := sha256.New()
+		for _, res := range byType[t] {
+			var err error
+			buf, err = opts.MarshalAppend(buf[:0], res)
+			if err != nil {
+				return nil, "", fmt.Errorf("hash %s: %w", shortType(t), err)
+			}
+			writeLen(h, len(buf))
+			h.Write(buf)
+		}
+		sum := hex.EncodeToString(h.Sum(nil))[:16]
+		out[t] = sum
+		all.Write([]byte(t))
+		all.Write([]byte(sum))
+	}
+	return out, hex.EncodeToString(all.Sum(nil))[:16], nil
+}
+
+func writeLen(h hash.Hash, n int) {
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(n >> (8 * i))
+	}
+	h.Write(b[:])
+}
+
+// shortType turns a type URL into the message name, for messages and file names.
+func shortType(t resourcev3.Type) string {
+	switch t {
+	case resourcev3.ListenerType:
+		return "listeners"
+	case resourcev3.RouteType:
+		return "routes"
+	case resourcev3.ClusterType:
+		return "clusters"
+	case resourcev3.EndpointType:
+		return "endpoints"
+	case resourcev3.SecretType:
+		return "secrets"
+	}
+	return t
+}
+
+func tcpProxyClusters(tc interface {
+	UnmarshalTo(proto.Message) error
+}) []string {
+	tp := &tcpproxyv3.TcpProxy{}
+	if err := tc.UnmarshalTo(tp); err != nil {
+		return nil
+	}
+	if c := tp.GetCluster(); c != "" {
+		return []string{c}
+	}
+	var out []string
+	for _, w := range tp.GetWeightedClusters().GetClusters() {
+		out = append(out, w.Name)
+	}
+	return out
+}
+
+// toAny packs m deterministically: Envoy configs hold maps (RBAC policies), and packing them in
+// random order would change content hashes, and so versions, of unchanged configuration.
+func toAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}

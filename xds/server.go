@@ -1,0 +1,538 @@
+// Package xds renders a compiled mesh.Snapshot into the configuration of each proxy and serves
+// it over xDS with go-control-plane.
+//
+// Guarantees:
+//
+//   - Rendering is pure: Render(snapshot, proxy) depends on nothing else, and every proxy of
+//     the same service and shape gets the same resources. One function per resource type
+//     (listeners.go, routes.go, clusters.go, endpoints.go, rbac.go, secrets.go).
+//   - Intentions are enforced with RBAC derived from Snapshot.Inbound, the evaluator's own
+//     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go).
+//   - Nothing inconsistent is served: every resource passes ValidateAll, and every per-proxy
+//     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
+//     inside API listeners; Envoy-shaped snapshots also pass Consistent itself). If any proxy's
+//     configuration fails, SetSnapshot returns the error and nothing served changes.
+//   - A proxy whose resources did not change is not pushed: per-proxy versions are derived
+//     from the mesh Snapshot version in which the content last changed and a hash of the
+//     content, per resource type; a new mesh snapshot re-renders only the proxies that the
+//     change can affect.
+//   - A NACKed configuration is recorded (version, error, time) and not resent: the proxy keeps
+//     its last good configuration until the next change.
+//   - A node that names an unknown service, or no node at all, gets an error on its stream and a
+//     log line; it never receives another service's configuration. Malformed requests never
+//     panic and never affect other streams.
+//   - No private key is logged, rendered into listeners or clusters, or written to golden files.
+package xds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// disconnectedTTL is how long a node that closed all its streams stays in Proxies().
+const disconnectedTTL = 10 * time.Minute
+
+// Server serves rendered snapshots over xDS (ADS state-of-the-world and delta, and the
+// per-type discovery services). It is safe for concurrent use.
+type Server struct {
+	log    *slog.Logger
+	cache  cachev3.SnapshotCache
+	xds    serverv3.Server
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	setMu sync.Mutex // serialises SetSnapshot
+
+	mu      sync.Mutex
+	closed  bool
+	snap    *mesh.Snapshot
+	groups  map[Proxy]*group
+	nodes   map[string]*node
+	streams map[int64]*streamState
+}
+
+// group is the rendered configuration shared by every proxy of one service and shape.
+type group struct {
+	proxy       Proxy
+	snap        *mesh.Snapshot // rendered from
+	version     string         // node-level version: <mesh version of last change>-<content hash>
+	hash        string
+	typeHash    map[resourcev3.Type]string
+	typeVersion map[resourcev3.Type]string
+	cs          *cachev3.Snapshot
+	err         error // why it could not be rendered (unknown service)
+}
+
+type node struct {
+	id           string
+	proxy        Proxy
+	streams      map[int64]bool
+	served       *cachev3.Snapshot // what the cache holds for it
+	ackedVersion string
+	lastNack     *Nack
+	connectedAt  time.Time
+	lastSeen     time.Time
+	closedAt     time.Time
+	lastErr      string
+}
+
+type streamState struct {
+	nodeID string
+	delta  bool
+	sent   map[string]sentResponse // type URL → latest response
+	acked  map[string]string       // type URL → last ACKed version
+}
+
+type sentResponse struct {
+	nonce, version string
+}
+
+// Nack is a configuration a proxy rejected.
+type Nack struct {
+	TypeURL string    `json:"typeUrl"`
+	Version string    `json:"version"`
+	Error   string    `json:"error"`
+	Time    time.Time `json:"time"`
+}
+
+// ProxyStatus is what GET /v1/proxies reports for one xDS node.
+type ProxyStatus struct {
+	NodeID    string `json:"nodeId"`
+	Service   string `json:"service"`
+	Shape     Shape  `json:"shape"`
+	Connected bool   `json:"connected"`
+	Streams   int    `json:"streams"`
+	// Version is the configuration the node should run; AckedVersion the last one it ACKed for
+	// every resource type it subscribes to (equal to Version when it is up to date).
+	Version      string            `json:"version"`
+	AckedVersion string            `json:"ackedVersion"`
+	Acked        map[string]string `json:"acked,omitempty"` // resource type → ACKed version
+	LastNack     *Nack             `json:"lastNack,omitempty"`
+	Error        string            `json:"error,omitempty"`
+	ConnectedAt  time.Time         `json:"connectedAt"`
+	LastSeen     time.Time         `json:"lastSeen"`
+}
+
+// NewServer returns a server with no snapshot: nodes may connect and get their configuration
+// when the first snapshot is set.
+func NewServer(log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		log:     log.With("component", "xds"),
+		groups:  map[Proxy]*group{},
+		nodes:   map[string]*node{},
+		streams: map[int64]*streamState{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	// ads=false: gRPC clients ask for subsets of each type (one xDS client per target plus one
+	// for the server, same node id), and an ADS-mode cache answers only complete requests.
+	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cplLogger{s.log})
+	s.xds = serverv3.NewServer(s.ctx, s.cache, (*callbacks)(s))
+	return s
+}
+
+// Register registers the aggregated (SotW and delta) and per-type discovery services on g.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+}
+
+// Close ends every xDS stream. It is idempotent.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+}
+
+// Snapshot returns the snapshot being served, or nil.
+func (s *Server) Snapshot() *mesh.Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap
+}
+
+// SetSnapshot renders snap for every known node and pushes only the nodes whose resources
+// changed. When any proxy's configuration fails validation or consistency, it returns the error
+// and nothing served changes. Nodes whose service is not in snap keep their last configuration
+// and are reported (log, Proxies) until they reconnect, when they get an error.
+func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
+	if snap == nil {
+		return fmt.Errorf("xds: nil snapshot")
+	}
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	prev := s.snap
+	work := make([]Proxy, 0, len(s.groups))
+	for p := range s.groups {
+		work = append(work, p)
+	}
+	s.mu.Unlock()
+
+	start := time.Now()
+	ch := diff(prev, snap)
+	rendered := map[Proxy]*group{}
+	for _, p := range work {
+		if !ch.affects(snap, p.Service) {
+			continue
+		}
+		old := s.groupOf(p)
+		g, err := s.render(snap, p, old)
+		if err != nil {
+			return err
+		}
+		rendered[p] = g
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Groups created by nodes that connected while we rendered were rendered from prev.
+	for p, g := range s.groups {
+		if _, ok := rendered[p]; ok || g.snap == snap {
+			continue
+		}
+		if g.snap != prev || ch.affects(snap, p.Service) {
+			ng, err := s.render(snap, p, g)
+			if err != nil {
+				return err
+			}
+			rendered[p] = ng
+		}
+	}
+	s.snap = snap
+	changed := 0
+	for p, g := range rendered {
+		old := s.groups[p]
+		s.groups[p] = g
+		if old == nil || old.cs != g.cs {
+			changed++
+		}
+		if g.err != nil {
+			s.log.Warn("proxies name a service that is not in the snapshot; they keep their last configuration",
+				"service", p.Service, "shape", p.Shape, "version", snap.Version)
+		}
+	}
+	for p, g := range s.groups {
+		if _, ok := rendered[p]; !ok {
+			g.snap = snap // unaffected: same content
+		}
+	}
+	pushed := 0
+	now := time.Now()
+	for id, n := range s.nodes {
+		if len(n.streams) == 0 && now.Sub(n.closedAt) > disconnectedTTL {
+			delete(s.nodes, id)
+			continue
+		}
+		if len(n.streams) == 0 {
+			continue
+		}
+		g := s.groups[n.proxy]
+		if g == nil {
+			continue
+		}
+		if g.err != nil {
+			n.lastErr = g.err.Error()
+			continue
+		}
+		n.lastErr = ""
+		if n.served != g.cs {
+			if err := s.cache.SetSnapshot(s.ctx, id, g.cs); err != nil {
+				s.log.Error("set node snapshot", "node", id, "err", err)
+				continue
+			}
+			n.served = g.cs
+			pushed++
+		}
+	}
+	s.gcGroups()
+	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit,
+		"rendered", len(rendered), "changed", changed, "pushed", pushed, "nodes", len(s.nodes),
+		"took", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+func (s *Server) groupOf(p Proxy) *group {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.groups[p]
+}
+
+// gcGroups drops groups no node uses any more. Called with s.mu held.
+func (s *Server) gcGroups() {
+	used := map[Proxy]bool{}
+	for _, n := range s.nodes {
+		used[n.proxy] = true
+	}
+	for p := range s.groups {
+		if !used[p] {
+			delete(s.groups, p)
+		}
+	}
+}
+
+// render renders p from snap into a group, reusing old's versions (and its cache snapshot)
+// for content that did not change. An unknown service is not an error of the snapshot: the
+// group records it. Invalid or inconsistent resources are.
+func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error) {
+	res, err := Render(snap, p)
+	if err != nil {
+		if errorsIsUnknown(err) {
+			g := &group{proxy: p, snap: snap, err: err}
+			if old != nil { // keep serving what it had
+				g.version, g.hash, g.typeHash, g.typeVersion, g.cs = old.version, old.hash, old.typeHash, old.typeVersion, old.cs
+			}
+			return g, nil
+		}
+		return nil, err
+	}
+	if err := res.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
+	}
+	if err := res.Consistent(); err != nil {
+		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
+	}
+	typeHash, hash, err := res.hashTypes()
+	if err != nil {
+		return nil, err
+	}
+	if old != nil && old.err == nil && old.hash == hash {
+		ng := *old
+		ng.snap = snap
+		return &ng, nil
+	}
+	g := &group{proxy: p, snap: snap, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
+	g.version = snap.Version + "-" + hash[:8]
+	cs := &cachev3.Snapshot{}
+	byType := res.byType()
+	for _, t := range resourceTypes {
+		v := snap.Version + "-" + typeHash[t][:8]
+		if old != nil && old.typeHash[t] == typeHash[t] {
+			v = old.typeVersion[t] // unchanged type: same version, not resent
+		}
+		g.typeVersion[t] = v
+		cs.Resources[cachev3.GetResponseType(t)] = cachev3.NewResources(v, byType[t])
+	}
+	if p.Shape == ShapeEnvoy {
+		if err := cs.Consistent(); err != nil {
+			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
+		}
+	}
+	// Build the delta version map now, so the snapshot is read-only once shared by nodes.
+	if err := cs.ConstructVersionMap(); err != nil {
+		return nil, err
+	}
+	g.cs = cs
+	return g, nil
+}
+
+// Proxies reports every node that is connected or disconnected recently, sorted by node id.
+func (s *Server) Proxies() []ProxyStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		ps := ProxyStatus{
+			NodeID:       n.id,
+			Service:      n.proxy.Service,
+			Shape:        n.proxy.Shape,
+			Connected:    len(n.streams) > 0,
+			Streams:      len(n.streams),
+			AckedVersion: n.ackedVersion,
+			LastNack:     n.lastNack,
+			Error:        n.lastErr,
+			ConnectedAt:  n.connectedAt,
+			LastSeen:     n.lastSeen,
+		}
+		if g := s.groups[n.proxy]; g != nil && g.cs != nil && n.served == g.cs {
+			ps.Version = g.version
+		}
+		for id := range n.streams {
+			st := s.streams[id]
+			if st == nil {
+				continue
+			}
+			for t, v := range st.acked {
+				if ps.Acked == nil {
+					ps.Acked = map[string]string{}
+				}
+				ps.Acked[shortType(t)] = v
+			}
+		}
+		if ps.LastNack != nil {
+			cp := *ps.LastNack
+			ps.LastNack = &cp
+		}
+		out = append(out, ps)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
+	return out
+}
+
+// nodeFor registers the node of a stream on its first request, renders its configuration if
+// there is a snapshot, and sets it in the cache before the request's watch is created. Called
+// with s.mu held.
+func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, error) {
+	st := s.streams[streamID]
+	if st == nil {
+		st = &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
+		s.streams[streamID] = st
+	}
+	if st.nodeID != "" {
+		if nd := s.nodes[st.nodeID]; nd != nil {
+			nd.lastSeen = time.Now()
+			return nd, nil
+		}
+	}
+	p, err := ProxyFromNode(n)
+	if err != nil {
+		s.log.Warn("rejecting xDS stream", "stream", streamID, "err", err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if s.snap != nil && s.snap.Services[p.Service] == nil {
+		err := fmt.Errorf("%w: node %q names service %q (node.cluster), which is not in mesh snapshot %s",
+			ErrUnknownService, n.GetId(), p.Service, s.snap.Version)
+		s.log.Warn("rejecting xDS stream", "stream", streamID, "node", n.GetId(), "service", p.Service, "err", err)
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	now := time.Now()
+	nd := s.nodes[n.GetId()]
+	if nd == nil || len(nd.streams) == 0 {
+		nd = &node{id: n.GetId(), proxy: p, streams: map[int64]bool{}, connectedAt: now}
+		if old := s.nodes[n.GetId()]; old != nil {
+			nd.lastNack = old.lastNack
+		}
+		s.nodes[n.GetId()] = nd
+		s.log.Info("proxy connected", "node", nd.id, "service", p.Service, "shape", p.Shape, "stream", streamID)
+	} else if nd.proxy != p {
+		err := fmt.Errorf("%w: node %q is connected as %s and cannot also be %s", ErrBadNode, nd.id, nd.proxy, p)
+		s.log.Warn("rejecting xDS stream", "stream", streamID, "err", err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	nd.streams[streamID] = true
+	nd.lastSeen = now
+	st.nodeID = nd.id
+	if s.snap == nil {
+		return nd, nil
+	}
+	g := s.groups[p]
+	if g == nil || g.snap != s.snap {
+		ng, err := s.render(s.snap, p, g)
+		if err != nil {
+			s.log.Error("render for new proxy", "node", nd.id, "err", err)
+			return nil, status.Error(codes.Internal, "cannot render configuration: "+err.Error())
+		}
+		g = ng
+		s.groups[p] = g
+	}
+	if g.cs != nil && nd.served != g.cs {
+		if err := s.cache.SetSnapshot(s.ctx, nd.id, g.cs); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		nd.served = g.cs
+	}
+	return nd, nil
+}
+
+// recordAck records an ACK or NACK of the response with nonce on a stream. It returns the
+// version that was NACKed, or "" for an ACK or a stale nonce. Called with s.mu held.
+func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errDetail *rpcstatus.Status) string {
+	st := s.streams[streamID]
+	if st == nil || nonce == "" {
+		return ""
+	}
+	sent, ok := st.sent[typeURL]
+	if !ok || sent.nonce != nonce {
+		return "" // stale or unknown nonce: the server ignores it too
+	}
+	if errDetail != nil {
+		n := &Nack{TypeURL: typeURL, Version: sent.version, Error: errDetail.GetMessage(), Time: time.Now()}
+		if p := nd.lastNack; p == nil || p.Version != n.Version || p.Error != n.Error || p.TypeURL != n.TypeURL {
+			s.log.Warn("proxy rejected configuration", "node", nd.id, "service", nd.proxy.Service,
+				"type", shortType(typeURL), "version", sent.version, "error", errDetail.GetMessage())
+		}
+		nd.lastNack = n
+		return sent.version
+	}
+	st.acked[typeURL] = sent.version
+	s.updateAcked(nd)
+	return ""
+}
+
+// updateAcked sets the node's acked version when every type each of its streams subscribes to
+// is ACKed at the version it should run. Called with s.mu held.
+func (s *Server) updateAcked(nd *node) {
+	g := s.groups[nd.proxy]
+	if g == nil || g.cs == nil || nd.served != g.cs {
+		return
+	}
+	for id := range nd.streams {
+		st := s.streams[id]
+		if st == nil {
+			continue
+		}
+		for t := range st.sent {
+			if st.acked[t] != g.typeVersion[t] {
+				return
+			}
+		}
+	}
+	if nd.ackedVersion != g.version {
+		nd.ackedVersion = g.version
+		s.log.Debug("proxy up to date", "node", nd.id, "version", g.version)
+	}
+}
+
+func (s *Server) streamClosed(streamID int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[streamID]
+	delete(s.streams, streamID)
+	if st == nil || st.nodeID == "" {
+		return
+	}
+	nd := s.nodes[st.nodeID]
+	if nd == nil {
+		return
+	}
+	delete(nd.streams, streamID)
+	if len(nd.streams) == 0 {
+		nd.closedAt = time.Now()
+		nd.served = nil
+		s.cache.ClearSnapshot(nd.id)
+		s.log.Info("proxy disconnected", "node", nd.id, "service", nd.proxy.Service)
+	}
+}
