@@ -3,6 +3,7 @@ package compiler
 import (
 	"context"
 	"math"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -133,6 +134,9 @@ func (c *compilation) meshConfig() {
 		DefaultIntention: mesh.Action(raw.DefaultIntention),
 		Policies:         raw.Policies,
 	}
+	if m.Datacenter == "" {
+		m.Datacenter = "dc1"
+	}
 	if len(m.Datacenters) == 0 {
 		m.Datacenters = []string{m.Datacenter}
 	}
@@ -238,6 +242,12 @@ func (c *compilation) services() {
 			hpos := lookup(e.v, e.pos, cue.Str("healthCheck"))
 			if hc.HTTP == "" && !hc.TCP && hc.GRPC == "" {
 				c.add(hpos, "service %s: healthCheck needs one of http, tcp and grpc", e.name)
+			}
+			if hc.Interval == "" {
+				hc.Interval = "10s"
+			}
+			if hc.Timeout == "" {
+				hc.Timeout = "2s"
 			}
 			s.HealthCheck = &mesh.HealthCheck{
 				HTTP: hc.HTTP, TCP: hc.TCP, GRPC: hc.GRPC,
@@ -362,6 +372,9 @@ func matchKind(r rawMatch) (kind, value string) {
 
 func (c *compilation) checkRegex(expr string, pos mesh.Pos, what string) {
 	if _, err := mesh.FullRegexp(expr); err != nil {
+		if _, rawErr := regexp.Compile(expr); rawErr != nil {
+			err = rawErr
+		}
 		msg := err.Error()
 		msg = strings.TrimPrefix(msg, "error parsing regexp: ")
 		c.add(pos, "%s: invalid RE2 regex %q: %s", what, expr, msg)

@@ -79,7 +79,12 @@ func OpenRepo(ctx context.Context, repo string) (*git.Repository, error) {
 		}
 		return r, nil
 	}
-	r, err := git.PlainOpenWithOptions(repo, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+	// A bare repository or a work tree's root opens as it is; a path inside a work tree finds
+	// the .git above it.
+	r, err := git.PlainOpenWithOptions(repo, &git.PlainOpenOptions{EnableDotGitCommonDir: true})
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		r, err = git.PlainOpenWithOptions(repo, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open git repository %s: %w", repo, err)
 	}

@@ -136,6 +136,13 @@ func hasTopLevel(files []*ast.File, want string) bool {
 	return false
 }
 
+// friendlyPatterns explains the schema's regular expressions in words.
+var friendlyPatterns = map[string]string{
+	`(ns|us|µs|ms|s|m|h))+$`:               `want a duration such as "250ms", "3s" or "1m30s"`,
+	`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`: `want a DNS label (lower-case letters, digits and '-', at most 63)`,
+	`=~"^/"`:                               `want a path starting with "/"`,
+}
+
 // addCUEErrors converts CUE errors into positioned errors, pointing at the user's files rather
 // than the schema, and condensing CUE's verbose forms: the alternatives of an empty disjunction
 // become one "x is not one of a, b, c" message.
@@ -173,9 +180,16 @@ func addCUEErrors(errs *errorList, err error) {
 			if got != "" && len(want) == j-i-1 {
 				sort.Strings(want)
 				errs.add(pos, "%s: %s is not one of %s", path, got, strings.Join(want, ", "))
-				i = j - 1
-				continue
+			} else {
+				var alts []string
+				for _, sub := range list[i+1 : j] {
+					f, a := sub.Msg()
+					alts = append(alts, cueMessage("", f, a))
+				}
+				errs.add(pos, "%s: no alternative matches: %s", path, strings.Join(alts, "; "))
 			}
+			i = j - 1
+			continue
 		}
 		errs.add(userPos(e), "%s", cueMessage(path, format, args))
 	}
@@ -212,6 +226,14 @@ func cueMessage(path string, format string, args []any) string {
 		msg = "missing required field (" + msg + ")"
 	case strings.Contains(msg, "field not allowed"):
 		msg = "field not allowed"
+	case strings.Contains(msg, "(out of bound =~"):
+		for pattern, want := range friendlyPatterns {
+			if strings.Contains(msg, pattern) {
+				val := strings.TrimPrefix(msg[:strings.Index(msg, " (out of bound")], "invalid value ")
+				msg = "invalid value " + val + ": " + want
+				break
+			}
+		}
 	}
 	if path != "" {
 		return path + ": " + msg

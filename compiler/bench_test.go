@@ -1,0 +1,240 @@
+package compiler_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/meshgen"
+	"github.com/meshgit/mesh/schema"
+)
+
+// The compiler's benchmarks, on meshes from internal/meshgen (about five intentions per service).
+// Run them with `make bench`, or only these:
+//
+//	go test -tags hashicorpmetrics -run '^$' -bench . -benchmem -count 5 ./compiler/
+//
+// Besides time and allocations each reports peak-RSS-MiB: the high-water mark of the process's
+// resident memory (VmHWM of /proc/self/status) while the benchmark ran, reset before it starts
+// through /proc/self/clear_refs, so it is the compiler's peak and not the generator's or an
+// earlier benchmark's. BenchmarkCUEExport runs `cue export` on the same tree as the reference.
+
+var benchSizes = []int{1000, 10000}
+
+// genTree writes a generated mesh of n services under a temporary directory.
+func genTree(b *testing.B, n int) (string, meshgen.Stats) {
+	b.Helper()
+	files, stats, err := meshgen.Generate(meshgen.Options{Services: n, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	if err := meshgen.WriteDir(dir, files); err != nil {
+		b.Fatal(err)
+	}
+	return dir, stats
+}
+
+// BenchmarkCompile is a cold compile of a whole mesh directory: read, parse, unify with the
+// schema, check and build the snapshot.
+func BenchmarkCompile(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			dir, stats := genTree(b, n)
+			ctx := context.Background()
+			peak := startPeakRSS(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				snap, err := compiler.CompileDir(ctx, dir)
+				if err != nil {
+					b.Fatal(firstLines(err))
+				}
+				if len(snap.Services) != stats.Services || len(snap.Intentions) != stats.Intentions {
+					b.Fatalf("compiled %d services, %d intentions; generated %d, %d",
+						len(snap.Services), len(snap.Intentions), stats.Services, stats.Intentions)
+				}
+			}
+			peak.report(b)
+		})
+	}
+}
+
+// BenchmarkCompileOneFileChanged compiles a mesh after one team's file changed (an intention's
+// action flips between allow and deny). The compiler has no incremental mode, so this is a full
+// recompile of a tree that differs from the previous one in one file; the number says what a
+// push that touches one file costs the reconciler.
+func BenchmarkCompileOneFileChanged(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			dir, _ := genTree(b, n)
+			ctx := context.Background()
+			if _, err := compiler.CompileDir(ctx, dir); err != nil {
+				b.Fatal(firstLines(err))
+			}
+			name, orig := changeableFile(b, dir)
+			variants := [2][]byte{
+				bytes.Replace(orig, []byte(`action: "allow"`), []byte(`action: "deny"`), 1),
+				orig,
+			}
+			peak := startPeakRSS(b)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				if err := os.WriteFile(name, variants[i%2], 0o644); err != nil {
+					b.Fatal(err)
+				}
+				i++
+				b.StartTimer()
+				if _, err := compiler.CompileDir(ctx, dir); err != nil {
+					b.Fatal(firstLines(err))
+				}
+			}
+			peak.report(b)
+		})
+	}
+}
+
+// changeableFile returns the path and content of the first team file with an allow intention.
+func changeableFile(b *testing.B, dir string) (string, []byte) {
+	b.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "teams", "*.cue"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if bytes.Contains(data, []byte(`action: "allow"`)) {
+			return name, data
+		}
+	}
+	b.Fatal("no team file with an allow intention")
+	return "", nil
+}
+
+// BenchmarkCUEExport is the reference: `cue export` of the same tree with the schema `mesh
+// schema` prints, run as a process (its startup included). It uses $MESH_CUE, else cue from
+// PATH, else /root/go/bin/cue, and skips when none exists. peak-RSS-MiB is the child's maxrss.
+func BenchmarkCUEExport(b *testing.B) {
+	cue := cueBinary()
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			if cue == "" {
+				b.Skip("no cue binary ($MESH_CUE, PATH or /root/go/bin/cue); skipping the cue export reference")
+			}
+			dir, _ := genTree(b, n)
+			var schemaText bytes.Buffer
+			for _, f := range schema.Files() {
+				schemaText.Write(f.Data)
+			}
+			schemaFile := filepath.Join(b.TempDir(), "mesh-schema.cue")
+			if err := os.WriteFile(schemaFile, schemaText.Bytes(), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			args := []string{"export", "--out", "json"}
+			err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if err == nil && strings.HasSuffix(p, ".cue") {
+					args = append(args, p)
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			args = append(args, schemaFile)
+			var maxRSS int64
+			for b.Loop() {
+				var stderr bytes.Buffer
+				cmd := exec.Command(cue, args...)
+				cmd.Stdout = io.Discard
+				cmd.Stderr = &stderr
+				if err := cmd.Run(); err != nil {
+					b.Fatalf("cue export: %v\n%s", err, firstLines(fmt.Errorf("%s", stderr.String())))
+				}
+				if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+					maxRSS = max(maxRSS, int64(ru.Maxrss)) // KiB on Linux
+				}
+			}
+			b.ReportMetric(float64(maxRSS)/1024, "peak-RSS-MiB")
+		})
+	}
+}
+
+func cueBinary() string {
+	if p := os.Getenv("MESH_CUE"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("cue"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/root/go/bin/cue"); err == nil {
+		return "/root/go/bin/cue"
+	}
+	return ""
+}
+
+// peakRSS measures the process's resident high-water mark from its creation.
+type peakRSS struct{ ok bool }
+
+// startPeakRSS frees what earlier work left behind and resets VmHWM to the current RSS (writing
+// 5 to /proc/self/clear_refs, Linux 4.0 and later). Where that is impossible it reports nothing.
+func startPeakRSS(b *testing.B) peakRSS {
+	runtime.GC()
+	debug.FreeOSMemory()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Logf("peak RSS not measured: %v", err)
+		return peakRSS{}
+	}
+	return peakRSS{ok: true}
+}
+
+func (p peakRSS) report(b *testing.B) {
+	if !p.ok {
+		return
+	}
+	kib, err := vmHWM()
+	if err != nil {
+		b.Logf("peak RSS not measured: %v", err)
+		return
+	}
+	b.ReportMetric(float64(kib)/1024, "peak-RSS-MiB")
+}
+
+// vmHWM reads the peak resident set size of this process, in KiB.
+func vmHWM() (int64, error) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
+}
+
+// firstLines keeps an error message short enough to read in benchmark output.
+func firstLines(err error) string {
+	lines := strings.SplitN(err.Error(), "\n", 6)
+	if len(lines) > 5 {
+		lines[5] = "..."
+	}
+	return strings.Join(lines, "\n")
+}
