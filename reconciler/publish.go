@@ -96,7 +96,11 @@ func (p *publisher) check() {
 		return
 	}
 	p.mu.Lock()
-	same := p.served == st.served
+	cur := p.served
+	same := cur == st.served || cur != nil && cur.Version == st.served.Version && cur.Commit == st.served.Commit
+	if same {
+		p.served = st.served // the FSM's copy; nothing changed for the proxies
+	}
 	p.mu.Unlock()
 	if same {
 		return

@@ -1,0 +1,109 @@
+package reconciler
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+// Three servers on loopback TCP: they serve the same version after a push; the leader dies and a
+// survivor compiles the next push; the dead server comes back and catches up; the whole cluster
+// restarts and serves the last version before Git is reachable.
+func TestThreeNodeCluster(t *testing.T) {
+	repo := newTestRepo(t)
+	f0, f1, f2 := meshFiles(0), meshFiles(1), meshFiles(2)
+	v0, v1, v2 := versionOf(t, f0), versionOf(t, f1), versionOf(t, f2)
+	repo.commit(f0, "v0", false)
+
+	var opts [3]nodeOpts
+	var nodes [3]*Server
+	for i := range nodes {
+		opts[i].dir = t.TempDir()
+		if i > 0 {
+			opts[i].join = nodes[0].HTTPAddr()
+		}
+		nodes[i] = startServer(t, testConfig(t, repo.bare, opts[i]))
+		// Restarts reuse the addresses: Raft's configuration names them.
+		opts[i].httpAddr, opts[i].raftAddr = nodes[i].HTTPAddr(), nodes[i].RaftAddr()
+	}
+	all := func(ns []*Server, v string, d time.Duration) {
+		t.Helper()
+		for _, n := range ns {
+			if !waitServed(n, v, d) {
+				t.Fatalf("%s serves %q, want %s", n.NodeID(), servedVersion(n), v)
+			}
+		}
+	}
+	all(nodes[:], v0, 10*time.Second)
+	if got := len(nodes[2].Status().Servers); got != 3 {
+		t.Fatalf("cluster has %d servers, want 3", got)
+	}
+
+	repo.commit(f1, "v1", false)
+	all(nodes[:], v1, 2*time.Second)
+
+	// Kill the leader; the survivors elect a new one, which compiles the next push.
+	li := leaderIndex(t, nodes[:])
+	old := nodes[li].NodeID()
+	nodes[li].kill()
+	survivors := []*Server{}
+	for i, n := range nodes {
+		if i != li {
+			survivors = append(survivors, n)
+		}
+	}
+	repo.commit(f2, "v2 after the leader died", false)
+	all(survivors, v2, 10*time.Second)
+	nl := leaderIndex(t, survivors)
+	if survivors[nl].NodeID() == old {
+		t.Fatal("the dead leader still leads")
+	}
+	if st := survivors[nl].Status(); st.Head == nil || st.Head.Version != v2 {
+		t.Errorf("new leader's head %+v, want %s", st.Head, v2)
+	}
+
+	// The dead server comes back (same data and addresses) and catches up.
+	opts[li].join = ""
+	nodes[li] = startServer(t, testConfig(t, repo.bare, opts[li]))
+	all(nodes[li:li+1], v2, 10*time.Second)
+
+	// Restart the whole cluster with Git gone: every server serves v2 as soon as it is open.
+	for _, n := range nodes {
+		n.Close(t.Context())
+	}
+	if err := os.Rename(repo.bare, repo.bare+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range nodes {
+		opts[i].join = ""
+		nodes[i] = startServer(t, testConfig(t, repo.bare, opts[i]))
+		if got := servedVersion(nodes[i]); got != v2 {
+			t.Errorf("restarted %s serves %q before reaching anything, want %s", nodes[i].NodeID(), got, v2)
+		}
+	}
+	leaderIndex(t, nodes[:])
+	for _, n := range nodes {
+		if st := n.Status(); st.Version != v2 {
+			t.Errorf("%s: status version %s, want %s", n.NodeID(), st.Version, v2)
+		}
+	}
+}
+
+// leaderIndex waits for exactly one of nodes to lead and returns its index.
+func leaderIndex(t *testing.T, nodes []*Server) int {
+	t.Helper()
+	idx := -1
+	waitFor(t, 10*time.Second, "a leader", func() bool {
+		idx = -1
+		for i, n := range nodes {
+			if n.IsLeader() {
+				if idx >= 0 {
+					return false
+				}
+				idx = i
+			}
+		}
+		return idx >= 0
+	})
+	return idx
+}

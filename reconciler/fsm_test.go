@@ -1,0 +1,150 @@
+package reconciler
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+func testSnapshot(t testing.TB, name, commit string) (*mesh.Snapshot, []byte) {
+	t.Helper()
+	s := &mesh.Snapshot{Commit: commit, Mesh: mesh.Config{Name: name}, Services: map[string]*mesh.Service{}}
+	if err := s.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, compress(b)
+}
+
+func cmd(t testing.TB, typ cmdType, h any, blob []byte) []byte {
+	t.Helper()
+	b, err := encodeCommand(typ, h, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// applyAll feeds entries to a new FSM and returns it with the responses.
+func applyAll(entries [][]byte, keep int) (*fsm, []any) {
+	f := newFSM(keep, discardLogger())
+	var out []any
+	for i, e := range entries {
+		out = append(out, f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: e}))
+	}
+	return f, out
+}
+
+func persist(t testing.TB, f *fsm) []byte {
+	t.Helper()
+	snap, _ := f.Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (*memSink) ID() string    { return "mem" }
+func (*memSink) Cancel() error { return nil }
+func (*memSink) Close() error  { return nil }
+
+func TestFSMDeterministicAndRestorable(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	var entries [][]byte
+	var versions []string
+	for i := range 25 {
+		commit := string(rune('a'+i%26)) + "0000000000000000000000000000000000000000"[:39]
+		s, blob := testSnapshot(t, "mesh"+string(rune('a'+i)), commit)
+		versions = append(versions, s.Version)
+		entries = append(entries, cmd(t, cmdSnapshot, snapshotCmd{Version: s.Version, Commit: commit, Time: t0.Add(time.Duration(i) * time.Second)}, blob))
+		if i == 3 {
+			entries = append(entries, cmd(t, cmdPin, pinCmd{Version: versions[1], Time: t0}, nil))
+		}
+	}
+	entries = append(entries,
+		cmd(t, cmdFailure, Failure{Commit: "bad", Time: t0, Errors: []PosError{{Pos: mesh.Pos{File: "a.cue", Line: 1, Col: 2}, Msg: "boom"}}}, nil),
+		cmd(t, cmdServer, serverCmd{ID: "n1", HTTP: "127.0.0.1:1"}, nil),
+		[]byte{9, 1, 0},                    // unknown format
+		[]byte{cmdFormat, 99, 2, '{', '}'}, // unknown type
+		cmd(t, cmdPin, pinCmd{Version: "nope"}, nil),
+	)
+	a, ra := applyAll(entries, 20)
+	b, _ := applyAll(entries, 20)
+	pa, pb := persist(t, a), persist(t, b)
+	if !bytes.Equal(pa, pb) {
+		t.Fatal("two FSMs fed the same log persist different states")
+	}
+	n := len(ra)
+	for i, want := range []error{ErrBadCommand, ErrBadCommand, ErrUnknownVersion} {
+		if err, _ := ra[n-3+i].(error); !errors.Is(err, want) {
+			t.Errorf("entry %d: %v, want %v", n-3+i, ra[n-3+i], want)
+		}
+	}
+	st := a.state()
+	// The pinned entry, which fell out of the window, and the 19 newest.
+	if len(st.history) != 20 || st.history[0].Version != versions[1] || st.headEntry().Version != versions[24] {
+		t.Errorf("history: %d entries, first %s, head %s", len(st.history), st.history[0].Version, st.headEntry().Version)
+	}
+	if st.served.Version != versions[1] || st.pin != versions[1] || st.lastError == nil {
+		t.Errorf("served %s pin %s lastError %v", st.served.Version, st.pin, st.lastError)
+	}
+
+	c := newFSM(20, discardLogger())
+	if err := c.Restore(io.NopCloser(bytes.NewReader(pa))); err != nil {
+		t.Fatal(err)
+	}
+	if pc := persist(t, c); !bytes.Equal(pc, pa) {
+		t.Error("restore then persist changes the state")
+	}
+	if c.state().served.Version != versions[1] || c.state().head.Version != versions[24] {
+		t.Error("restored FSM serves the wrong snapshot")
+	}
+
+	// Unpin serves the head again and lets the window trim the old pinned entry.
+	d, _ := applyAll(append(entries, cmd(t, cmdUnpin, pinCmd{Time: t0}, nil)), 20)
+	if st := d.state(); st.served.Version != versions[24] || len(st.history) != 20 {
+		t.Errorf("after unpin: served %s, %d entries", st.served.Version, len(st.history))
+	}
+}
+
+func TestFSMRejectsMismatchedSnapshot(t *testing.T) {
+	s, blob := testSnapshot(t, "x", "c1")
+	for _, h := range []snapshotCmd{{Version: "0000000000000000", Commit: "c1"}, {Version: s.Version, Commit: "other"}} {
+		_, r := applyAll([][]byte{cmd(t, cmdSnapshot, h, blob)}, 20)
+		if err, _ := r[0].(error); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%+v: %v, want ErrBadCommand", h, r[0])
+		}
+	}
+	_, r := applyAll([][]byte{cmd(t, cmdSnapshot, snapshotCmd{Version: s.Version, Commit: "c1"}, []byte("not gzip"))}, 20)
+	if r[0] == nil {
+		t.Error("garbage snapshot accepted")
+	}
+}
+
+// FuzzFSMApply: no entry, however malformed, panics the FSM or changes state when refused.
+func FuzzFSMApply(f *testing.F) {
+	_, blob := testSnapshot(f, "x", "c1")
+	s, _ := testSnapshot(f, "x", "c1")
+	f.Add(cmd(f, cmdSnapshot, snapshotCmd{Version: s.Version, Commit: "c1"}, blob))
+	f.Add(cmd(f, cmdPin, pinCmd{Version: s.Version}, nil))
+	f.Add([]byte{cmdFormat, byte(cmdFailure), 2, '{', '}'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fs := newFSM(20, discardLogger())
+		before := fs.state()
+		if r := fs.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data}); r != nil && fs.state() != before {
+			t.Fatal("a refused entry changed the state")
+		}
+	})
+}
