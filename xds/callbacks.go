@@ -131,6 +131,6 @@ func (l cplLogger) Debugf(format string, args ...any) {
 		l.l.Debug(fmt.Sprintf(format, args...))
 	}
 }
-func (l cplLogger) Infof(format string, args ...any) { l.Debugf(format, args...) }
+func (l cplLogger) Infof(format string, args ...any)  { l.Debugf(format, args...) }
 func (l cplLogger) Warnf(format string, args ...any)  { l.l.Warn(fmt.Sprintf(format, args...)) }
 func (l cplLogger) Errorf(format string, args ...any) { l.l.Error(fmt.Sprintf(format, args...)) }

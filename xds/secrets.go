@@ -174,4 +174,3 @@ func secrets(m *TLSMaterial) []*tlsv3.Secret {
 		},
 	}
 }
-

@@ -70,6 +70,10 @@ type Server struct {
 	groups  map[Proxy]*group
 	nodes   map[string]*node
 	streams map[int64]*streamState
+
+	// testHookResources, when set (by tests only), alters rendered resources before they are
+	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
+	testHookResources func(Proxy, *Resources)
 }
 
 // group is the rendered configuration shared by every proxy of one service and shape.
@@ -319,6 +323,9 @@ func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error
 		}
 		return nil, err
 	}
+	if s.testHookResources != nil {
+		s.testHookResources(p, res)
+	}
 	if err := res.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
 	}
@@ -479,10 +486,10 @@ func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errD
 		return "" // stale or unknown nonce: the server ignores it too
 	}
 	if errDetail != nil {
-		n := &Nack{TypeURL: typeURL, Version: sent.version, Error: errDetail.GetMessage(), Time: time.Now()}
+		n := &Nack{TypeURL: typeURL, Version: sent.version, Error: truncate(errDetail.GetMessage(), maxNackError), Time: time.Now()}
 		if p := nd.lastNack; p == nil || p.Version != n.Version || p.Error != n.Error || p.TypeURL != n.TypeURL {
 			s.log.Warn("proxy rejected configuration", "node", nd.id, "service", nd.proxy.Service,
-				"type", shortType(typeURL), "version", sent.version, "error", errDetail.GetMessage())
+				"type", shortType(typeURL), "version", sent.version, "error", n.Error)
 		}
 		nd.lastNack = n
 		return sent.version
@@ -535,4 +542,14 @@ func (s *Server) streamClosed(streamID int64) {
 		s.cache.ClearSnapshot(nd.id)
 		s.log.Info("proxy disconnected", "node", nd.id, "service", nd.proxy.Service)
 	}
+}
+
+// maxNackError bounds the NACK detail kept and logged: clients quote whole resources in it.
+const maxNackError = 2048
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
