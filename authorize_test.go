@@ -284,7 +284,7 @@ func TestCandidatesAndInbound(t *testing.T) {
 	}
 }
 
-// match is one HTTPMatch case: the request is GET / with the given headers unless set.
+// matchCase is one HTTPMatch case: the request is GET / unless method or path is set.
 type matchCase struct {
 	name    string
 	m       HTTPMatch
