@@ -20,6 +20,8 @@ var (
 	ErrInvalid = errors.New("invalid mesh configuration")
 	// ErrRef means a Git ref or commit could not be resolved.
 	ErrRef = errors.New("git ref not found")
+	// ErrInternal means the compiler itself failed (a bug), not the configuration.
+	ErrInternal = errors.New("compiler failure")
 )
 
 // Error is one problem with the configuration, at a position.

@@ -2,6 +2,7 @@ package compiler
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"regexp"
 	"sort"
@@ -22,7 +23,14 @@ const (
 
 // Compile compiles the files of one mesh directory into a sealed Snapshot (its Version set).
 // Configuration errors are returned together as Errors, sorted by position.
-func Compile(ctx context.Context, files []File) (*mesh.Snapshot, error) {
+func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error) {
+	// A panic in the CUE evaluator on some input must not take a server down: it becomes an
+	// error of this one compilation.
+	defer func() {
+		if r := recover(); r != nil {
+			snap, err = nil, fmt.Errorf("%w: internal error while compiling: %v", ErrInternal, r)
+		}
+	}()
 	var errs errorList
 	v, ok := load(files, &errs)
 	if !ok {
