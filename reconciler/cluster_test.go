@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/meshgit/mesh/xds"
 )
 
 // Three servers on loopback TCP: they serve the same version after a push; the leader dies and a
@@ -17,12 +19,16 @@ func TestThreeNodeCluster(t *testing.T) {
 
 	var opts [3]nodeOpts
 	var nodes [3]*Server
+	var xdss [3]*xds.Server
+	var xdsAddrs [3]string
 	for i := range nodes {
 		opts[i].dir = t.TempDir()
 		if i > 0 {
 			opts[i].join = nodes[0].HTTPAddr()
 		}
-		nodes[i] = startServer(t, testConfig(t, repo.bare, opts[i]))
+		cfg := testConfig(t, repo.bare, opts[i])
+		xdss[i], xdsAddrs[i] = attachXDS(t, &cfg)
+		nodes[i] = startServer(t, cfg)
 		// Restarts reuse the addresses: Raft's configuration names them.
 		opts[i].httpAddr, opts[i].raftAddr = nodes[i].HTTPAddr(), nodes[i].RaftAddr()
 	}
@@ -39,11 +45,17 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Fatalf("cluster has %d servers, want 3", got)
 	}
 
+	// A proxyless gRPC client on a follower, which stays up throughout.
+	li := leaderIndex(t, nodes[:])
+	fi := (li + 1) % 3
+	dialXDS(t, xdsAddrs[fi], "web-f")
+	waitFor(t, 20*time.Second, "the client on a follower to ACK v0", func() bool { return acked(xdss[fi], "web-f", v0) })
+
 	repo.commit(f1, "v1", false)
 	all(nodes[:], v1, 2*time.Second)
+	waitFor(t, 2*time.Second, "the client on a follower to ACK v1", func() bool { return acked(xdss[fi], "web-f", v1) })
 
 	// Kill the leader; the survivors elect a new one, which compiles the next push.
-	li := leaderIndex(t, nodes[:])
 	old := nodes[li].NodeID()
 	nodes[li].kill()
 	survivors := []*Server{}
@@ -61,6 +73,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	if st := survivors[nl].Status(); st.Head == nil || st.Head.Version != v2 {
 		t.Errorf("new leader's head %+v, want %s", st.Head, v2)
 	}
+	waitFor(t, 2*time.Second, "the client on a follower to ACK v2", func() bool { return acked(xdss[fi], "web-f", v2) })
 
 	// The dead server comes back (same data and addresses) and catches up.
 	opts[li].join = ""
@@ -76,9 +89,11 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 	for i := range nodes {
 		opts[i].join = ""
-		nodes[i] = startServer(t, testConfig(t, repo.bare, opts[i]))
-		if got := servedVersion(nodes[i]); got != v2 {
-			t.Errorf("restarted %s serves %q before reaching anything, want %s", nodes[i].NodeID(), got, v2)
+		cfg := testConfig(t, repo.bare, opts[i])
+		x, _ := attachXDS(t, &cfg)
+		nodes[i] = startServer(t, cfg)
+		if got := x.Snapshot(); got == nil || got.Version != v2 {
+			t.Errorf("restarted %s: xDS serves %v before reaching anything, want %s", nodes[i].NodeID(), got, v2)
 		}
 	}
 	leaderIndex(t, nodes[:])

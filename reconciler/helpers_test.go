@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	grpcxds "google.golang.org/grpc/xds"
+
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/xds"
 )
 
 // testTiming keeps elections short on loopback without flapping on a busy 2-core machine.
@@ -104,10 +110,10 @@ mesh: {
 `,
 		"mesh/services.cue": fmt.Sprintf(`package mesh
 
-services: web: {protocol: "http", port: %d, upstreams: api: localPort: 9191, endpoints: [{address: "10.0.0.1", port: %d}]}
-services: api: {protocol: "http", port: 9090, endpoints: [{address: "10.0.0.2", port: 9090}]}
+services: web: {protocol: "grpc", port: %d, upstreams: api: localPort: 9191, endpoints: [{address: "127.0.0.1", port: %d}]}
+services: api: {protocol: "grpc", port: 9090, endpoints: [{address: "127.0.0.1", port: %d}]}
 intentions: api: web: action: "allow"
-`, 8000+n, 8000+n),
+`, 8000+n, 8000+n, 9000+n),
 		"mesh/bad.cue": "",
 	}
 }
@@ -159,6 +165,53 @@ func testConfig(t testing.TB, repo string, o nodeOpts) Config {
 		Token: testToken, Poll: 30 * time.Second, Raft: testTiming,
 		Log: testLogger(filepath.Base(o.dir)),
 	}
+}
+
+// attachXDS gives the server configured by cfg a real xDS server on a loopback port.
+func attachXDS(t testing.TB, cfg *Config) (*xds.Server, string) {
+	t.Helper()
+	x := xds.NewServer(cfg.Log)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	x.Register(g)
+	go g.Serve(lis)
+	t.Cleanup(func() { x.Close(); g.Stop() })
+	cfg.Publisher, cfg.Proxies = x, x.Proxies
+	return x, lis.Addr().String()
+}
+
+// dialXDS starts a proxyless gRPC client of service web (node nodeID) for xds:///api through
+// the xDS server at addr: gRPC's own xDS client fetches and ACKs web's configuration.
+func dialXDS(t testing.TB, addr, nodeID string) *grpc.ClientConn {
+	t.Helper()
+	b, err := xds.GRPCBootstrap(xds.GRPCBootstrapOptions{Service: "web", NodeID: nodeID, XDSAddr: addr, CertDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := grpcxds.NewXDSResolverWithConfigForTesting(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///api", grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Connect()
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// acked reports whether proxy nodeID has ACKed its configuration as of mesh version v.
+func acked(x *xds.Server, nodeID, v string) bool {
+	for _, p := range x.Proxies() {
+		if p.NodeID == nodeID {
+			return p.AckedVersion == p.Version && strings.HasPrefix(p.AckedVersion, v+"-")
+		}
+	}
+	return false
 }
 
 func startServer(t testing.TB, cfg Config) *Server {

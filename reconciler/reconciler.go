@@ -33,6 +33,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/xds"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -57,14 +58,8 @@ type Publisher interface {
 	SetSnapshot(*mesh.Snapshot) error
 }
 
-// ProxyStatus is what a server knows about one connected proxy, for /v1/proxies and metrics.
-type ProxyStatus struct {
-	NodeID       string    `json:"nodeId"`
-	Service      string    `json:"service"`
-	AckedVersion string    `json:"ackedVersion"`
-	LastNack     string    `json:"lastNack,omitempty"`
-	LastNackTime time.Time `json:"lastNackTime,omitzero"`
-}
+// ProxyStatus is what the xDS server reports about one proxy (GET /v1/proxies, metrics).
+type ProxyStatus = xds.ProxyStatus
 
 // RaftTiming tunes Raft's timers; zero fields keep hashicorp/raft's defaults. Tests and
 // benchmarks on loopback use shorter ones.

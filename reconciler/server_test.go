@@ -16,7 +16,9 @@ func TestSingleNodeFollowsPushes(t *testing.T) {
 	repo := newTestRepo(t)
 	f0 := meshFiles(0)
 	repo.commit(f0, "initial", false)
-	s := startServer(t, testConfig(t, repo.bare, nodeOpts{}))
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	x, xdsAddr := attachXDS(t, &cfg)
+	s := startServer(t, cfg)
 	c := &Client{Addr: s.HTTPAddr()}
 	ctx := context.Background()
 
@@ -24,6 +26,8 @@ func TestSingleNodeFollowsPushes(t *testing.T) {
 	if !waitServed(s, v0, 10*time.Second) {
 		t.Fatalf("initial version %s not served; serving %q", v0, servedVersion(s))
 	}
+	dialXDS(t, xdsAddr, "web-1")
+	waitFor(t, 20*time.Second, "the gRPC xDS client to ACK v0", func() bool { return acked(x, "web-1", v0) })
 
 	f1 := meshFiles(1)
 	v1 := versionOf(t, f1)
@@ -33,7 +37,8 @@ func TestSingleNodeFollowsPushes(t *testing.T) {
 		st, err := c.Status(ctx)
 		return err == nil && st.Version == v1 && st.Commit == sha1
 	})
-	t.Logf("push served after %v", time.Since(start))
+	waitFor(t, 2*time.Second-time.Since(start), "the gRPC xDS client to ACK the pushed version", func() bool { return acked(x, "web-1", v1) })
+	t.Logf("push served and ACKed after %v", time.Since(start))
 
 	shaBad := repo.commit(merge(f1, brokenFile), "break it", false)
 	var st *Status
@@ -53,8 +58,8 @@ func TestSingleNodeFollowsPushes(t *testing.T) {
 			t.Errorf("error %s: %s, want one at bad.cue:3", e.Pos, e.Msg)
 		}
 	}
-	if got := servedVersion(s); got != v1 {
-		t.Errorf("xDS publisher has %s, want %s", got, v1)
+	if got := servedVersion(s); got != v1 || !acked(x, "web-1", v1) {
+		t.Errorf("after a broken commit the xDS server has %s, want %s ACKed", got, v1)
 	}
 	// The raw JSON carries positions as file:line:col.
 	raw := get(t, "http://"+s.HTTPAddr()+"/v1/status")
@@ -69,6 +74,10 @@ func TestSingleNodeFollowsPushes(t *testing.T) {
 		st, err := c.Status(ctx)
 		return err == nil && st.Version == v2 && st.Commit == sha2 && st.LastError == nil
 	})
+	waitFor(t, 2*time.Second, "the gRPC xDS client to ACK the fixed version", func() bool { return acked(x, "web-1", v2) })
+	if ps, err := c.Proxies(ctx); err != nil || len(ps) != 1 || ps[0].NodeID != "web-1" {
+		t.Errorf("proxies = %+v, %v", ps, err)
+	}
 
 	snaps, err := c.Snapshots(ctx)
 	if err != nil {
@@ -78,7 +87,7 @@ func TestSingleNodeFollowsPushes(t *testing.T) {
 		t.Errorf("snapshots = %+v, want v2, v1, v0", snaps)
 	}
 	metrics := get(t, "http://"+s.HTTPAddr()+"/metrics")
-	for _, m := range []string{"mesh_compile_duration_seconds_count", "mesh_commit_to_apply_seconds_count", "mesh_last_success_timestamp_seconds", `mesh_raft_state{state="Leader"} 1`, `mesh_served_info{commit="` + sha2} {
+	for _, m := range []string{"mesh_compile_duration_seconds_count", "mesh_commit_to_apply_seconds_count", "mesh_last_success_timestamp_seconds", `mesh_raft_state{state="Leader"} 1`, `mesh_proxies{version="` + v2, `mesh_served_info{commit="` + sha2} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)
 		}
