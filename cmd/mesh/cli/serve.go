@@ -1,0 +1,242 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/meshgit/mesh/reconciler"
+	"github.com/meshgit/mesh/xds"
+)
+
+func init() { register(newServeCmd) }
+
+// serveOptions are the flags of mesh serve.
+type serveOptions struct {
+	repo, ref, dir, data             string
+	http, httpAdvertise              string
+	xds                              string
+	raft, raftAdvertise              string
+	nodeID, join                     string
+	tokenFile, webhookSecretFile     string
+	gitTokenFile, gitUser, gitSSHKey string
+	poll                             time.Duration
+	history                          int
+	logLevel                         string
+
+	// ready, when set (tests), receives the running server once it listens.
+	ready func(*reconciler.Server, string)
+}
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve --repo PATH_OR_URL [--ref BRANCH] [--dir DIR] [flags]",
+		Short: "Run a mesh server: follow a Git branch, replicate snapshots with Raft, serve them over xDS",
+		Long: `Serve runs one server of the control plane. Without --join it bootstraps a one-server cluster
+in --data (or resumes the cluster recorded there); with --join it joins the cluster of the
+server at that HTTP address. The leader follows --ref of --repo (a local repository, watched
+for pushes, or a URL, fetched every --poll and on POST /v1/webhook/git), compiles every new
+commit and replicates the snapshot; every server serves its snapshot over xDS on --xds.
+
+Write endpoints (pin, unpin, join, remove) need the token of --token-file; without it, a
+random token is created in DATA/token on first start. SIGINT or SIGTERM shuts down cleanly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.repo == "" {
+				return usageError{errors.New("serve: --repo is required")}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runServe(ctx, o, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.repo, "repo", "", "the Git repository to follow: a local path (work tree or bare) or a URL (required)")
+	f.StringVar(&o.ref, "ref", "", "the branch to follow (default: the repository's HEAD)")
+	f.StringVar(&o.dir, "dir", "", "the mesh directory inside the repository (default: its root)")
+	f.StringVar(&o.data, "data", reconciler.DefaultDataDir, "the data directory (Raft log, snapshots, mirror, token)")
+	f.StringVar(&o.http, "http", reconciler.DefaultHTTPAddr, "address of the HTTP API")
+	f.StringVar(&o.httpAdvertise, "http-advertise", "", "HTTP address other servers and clients use (default: --http)")
+	f.StringVar(&o.xds, "xds", reconciler.DefaultXDSAddr, "address of the xDS gRPC server (plaintext)")
+	f.StringVar(&o.raft, "raft", reconciler.DefaultRaftAddr, "address of Raft")
+	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers use (default: --raft; required if --raft is 0.0.0.0)")
+	f.StringVar(&o.nodeID, "node-id", "", "this server's id (default: derived from the hostname, kept in --data)")
+	f.StringVar(&o.join, "join", "", "HTTP address of a server of the cluster to join")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token write endpoints require (default: DATA/token, created)")
+	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the Git webhook secret (without it, webhooks are refused)")
+	f.StringVar(&o.gitTokenFile, "git-token-file", "", "file holding an HTTPS token for a remote repository")
+	f.StringVar(&o.gitUser, "git-user", "x-access-token", "user name sent with --git-token-file")
+	f.StringVar(&o.gitSSHKey, "git-ssh-key-file", "", "SSH private key for a remote repository")
+	f.DurationVar(&o.poll, "poll", reconciler.DefaultPoll, "fetch interval of a remote repository (safety-net poll of a local one)")
+	f.IntVar(&o.history, "history", reconciler.DefaultHistory, "snapshots each server keeps")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// runServe runs a server until ctx ends, then shuts it down in order: stop accepting (HTTP API,
+// Git loop), stop xDS streams, shut Raft down and close its stores.
+func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return usageError{fmt.Errorf("serve: --log-level: %v", err)}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := reconciler.Config{
+		Repo: o.repo, Ref: o.ref, Dir: o.dir, DataDir: o.data,
+		HTTPAddr: o.http, HTTPAdvertise: o.httpAdvertise, RaftAddr: o.raft, RaftAdvertise: o.raftAdvertise,
+		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log,
+	}
+	var err error
+	if cfg.Token, err = serverToken(o.tokenFile, o.data, log); err != nil {
+		return err
+	}
+	if o.webhookSecretFile != "" {
+		if cfg.WebhookSecret, err = readSecret(o.webhookSecretFile); err != nil {
+			return err
+		}
+	}
+	if cfg.GitAuth, err = gitAuth(o); err != nil {
+		return err
+	}
+
+	lis, err := net.Listen("tcp", o.xds)
+	if err != nil {
+		return fmt.Errorf("serve: xds listen: %w", err)
+	}
+	if !isLoopback(lis.Addr()) {
+		msg := fmt.Sprintf("xDS listens on %s WITHOUT TLS OR AUTHENTICATION: any host that can reach it gets the mesh configuration. Use a loopback address for development.", lis.Addr())
+		log.Warn("!!! " + msg + " !!!")
+		fmt.Fprintf(stderr, "\nWARNING: %s\n\n", msg)
+	}
+	xsrv := xds.NewServer(log)
+	gsrv := grpc.NewServer()
+	xsrv.Register(gsrv)
+	cfg.Publisher, cfg.Proxies = xsrv, xsrv.Proxies
+
+	srv, err := reconciler.New(cfg)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = srv.Open(openCtx)
+	cancel()
+	if err != nil {
+		lis.Close()
+		xsrv.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+	go func() {
+		if err := gsrv.Serve(lis); err != nil {
+			log.Error("xds server", "err", err)
+		}
+	}()
+	log.Info("xds listening", "addr", lis.Addr().String())
+	if o.ready != nil {
+		o.ready(srv, lis.Addr().String())
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx) // stop accepting: HTTP API and Git loop
+	stopped := make(chan struct{})
+	go func() { gsrv.GracefulStop(); close(stopped) }() // stop accepting xDS connections
+	xsrv.Close()                                        // end the xDS streams
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		gsrv.Stop()
+	}
+	return errors.Join(err, srv.Close(sctx)) // Raft, then its stores
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+// serverToken reads the write token from file, or from DATA/token, creating it on first start.
+func serverToken(file, data string, log *slog.Logger) (string, error) {
+	if file != "" {
+		return readToken(file)
+	}
+	file = filepath.Join(data, "token")
+	if tok, err := readToken(file); err == nil {
+		return tok, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return "", err
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	tok := hex.EncodeToString(b)
+	if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	log.Info("created the write token", "file", file)
+	return tok, nil
+}
+
+func readToken(file string) (string, error) {
+	b, err := readSecret(file)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// readSecret reads a secret file, without its trailing newline.
+func readSecret(file string) ([]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read secret: %w", err)
+	}
+	b = []byte(strings.TrimRight(string(b), "\r\n"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("read secret: %s is empty", file)
+	}
+	return b, nil
+}
+
+func gitAuth(o serveOptions) (transport.AuthMethod, error) {
+	switch {
+	case o.gitSSHKey != "" && o.gitTokenFile != "":
+		return nil, usageError{errors.New("serve: --git-ssh-key-file and --git-token-file exclude each other")}
+	case o.gitSSHKey != "":
+		auth, err := gitssh.NewPublicKeysFromFile("git", o.gitSSHKey, "")
+		if err != nil {
+			return nil, fmt.Errorf("serve: ssh key: %w", err)
+		}
+		return auth, nil
+	case o.gitTokenFile != "":
+		tok, err := readToken(o.gitTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		return &githttp.BasicAuth{Username: o.gitUser, Password: tok}, nil
+	}
+	return nil, nil
+}

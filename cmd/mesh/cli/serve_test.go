@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshgit/mesh/reconciler"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's log and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// mesh serve on a real repository, driven by the status commands, then shut down cleanly.
+func TestServeAndStatusCommands(t *testing.T) {
+	repo := t.TempDir()
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	write := func(port string) {
+		t.Helper()
+		os.WriteFile(filepath.Join(repo, "mesh.cue"), []byte(`package mesh
+
+mesh: {name: "t", trustDomain: "t.mesh", datacenter: "dc1", datacenters: ["dc1"], defaultIntention: "deny"}
+services: web: {protocol: "http", port: `+port+`}
+`), 0o644)
+		git("add", "-A")
+		git("commit", "-q", "-m", "port "+port)
+	}
+	git("init", "-q", "-b", "main")
+	write("8080")
+
+	data := filepath.Join(t.TempDir(), "data")
+	var log syncBuffer
+	ready := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	o := serveOptions{repo: repo, data: data, http: "127.0.0.1:0", xds: "0.0.0.0:0", raft: "127.0.0.1:0",
+		poll: time.Minute, history: 20, logLevel: "info",
+		ready: func(s *reconciler.Server, xdsAddr string) { ready <- s.HTTPAddr() }}
+	go func() { done <- runServe(ctx, o, &log) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v\n%s", err, log.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+		if !strings.Contains(log.String(), "mesh server stopped") {
+			t.Errorf("no clean shutdown in the log:\n%s", log.String())
+		}
+	}()
+	if !strings.Contains(log.String(), "WARNING: xDS listens on [::]") && !strings.Contains(log.String(), "WARNING: xDS listens on 0.0.0.0") {
+		t.Errorf("no warning about plaintext xDS on a non-loopback address:\n%s", log.String())
+	}
+
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := Run(append(args, "--http", addr), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	var first string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out, _ := run("status", "--format", "json")
+		if code == 0 && strings.Contains(out, `"version": "`) && !strings.Contains(out, `"version": ""`) {
+			first = out
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no version served: %s\n%s", out, log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, out, _ := run("status"); code != 0 || !strings.Contains(out, "leader:") || !strings.Contains(out, "Leader") {
+		t.Errorf("status: %d\n%s", code, out)
+	}
+
+	write("8081")
+	var versions string
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		_, versions, _ = run("versions")
+		if strings.Count(versions, "\n") == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second commit not applied:\n%s", versions)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	old := strings.Fields(strings.Split(versions, "\n")[2])[0]
+
+	if code, _, errOut := run("pin", old, "--token-file", filepath.Join(t.TempDir(), "missing")); code != ExitError || errOut == "" {
+		t.Errorf("pin with a missing token file: exit %d %q", code, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	os.WriteFile(bad, []byte("nope\n"), 0o600)
+	if code, _, errOut := run("pin", old, "--token-file", bad); code != ExitError || !strings.Contains(errOut, "token") {
+		t.Errorf("pin with a wrong token: exit %d %q", code, errOut)
+	}
+	tok := filepath.Join(data, "token")
+	if code, out, errOut := run("pin", old, "--token-file", tok); code != 0 {
+		t.Fatalf("pin: exit %d %s %s", code, out, errOut)
+	}
+	if _, out, _ := run("status"); !strings.Contains(out, "pinned:   "+old) || !strings.Contains(out, "version:  "+old) {
+		t.Errorf("status while pinned:\n%s", out)
+	}
+	if code, _, errOut := run("unpin", "--token-file", tok); code != 0 {
+		t.Fatalf("unpin: exit %d %s", code, errOut)
+	}
+	if code, out, _ := run("servers", "list"); code != 0 || !strings.Contains(out, "Voter") {
+		t.Errorf("servers list: %d\n%s", code, out)
+	}
+	_ = first
+}
