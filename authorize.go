@@ -15,16 +15,19 @@ type Request struct {
 	Headers     map[string]string // names are matched case-insensitively
 }
 
+// header returns the value of the named header. Names are case-insensitive; should Headers hold
+// one name in several cases, the lexically smallest spelling wins, so the answer is stable.
 func (r *Request) header(name string) (string, bool) {
 	if v, ok := r.Headers[name]; ok {
 		return v, true
 	}
+	best, val, found := "", "", false
 	for k, v := range r.Headers {
-		if strings.EqualFold(k, name) {
-			return v, true
+		if strings.EqualFold(k, name) && (!found || k < best) {
+			best, val, found = k, v, true
 		}
 	}
-	return "", false
+	return val, found
 }
 
 // Decision is the verdict of Authorize and why.

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"regexp"
+	"regexp/syntax"
 	"sort"
 	"strings"
 	"sync"
@@ -98,9 +99,15 @@ type QueryMatch struct {
 // compiler; one that still fails to compile never matches.
 var regexCache sync.Map // string → *regexp.Regexp (nil when invalid)
 
-// FullRegexp compiles expr so that it must match a whole string, as Envoy's safe_regex does.
+// FullRegexp compiles expr (RE2 syntax) so that it must match a whole string, as Envoy's
+// safe_regex does. expr is parsed on its own first, so that an expression like "a)|(b" is
+// rejected rather than changing the meaning of the anchors around it.
 func FullRegexp(expr string) (*regexp.Regexp, error) {
-	return regexp.Compile(`^(?:` + expr + `)$`)
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	return regexp.Compile(`^(?:` + re.String() + `)$`)
 }
 
 func fullMatch(expr, s string) bool {
@@ -198,14 +205,12 @@ func (q *QueryMatch) matches(query string) bool {
 	return false
 }
 
-// splitPath separates a request path from its query string. Path matches ignore the query, as
-// Envoy's route and RBAC path matchers do.
+// splitPath separates a request path from its query string and fragment, and normalizes it (see
+// NormalizePath). Path matches ignore the query, as Envoy's route and RBAC path matchers do.
 func splitPath(p string) (path, query string) {
+	p, _, _ = strings.Cut(p, "#")
 	path, query, _ = strings.Cut(p, "?")
-	if i := strings.IndexByte(path, '#'); i >= 0 {
-		path = path[:i]
-	}
-	return path, query
+	return NormalizePath(path), query
 }
 
 // buildIndex indexes intentions by destination and source.

@@ -56,6 +56,9 @@ func ParsePos(s string) (Pos, error) {
 	if j < 0 {
 		return Pos{}, fmt.Errorf("position %q: want file:line:col", s)
 	}
+	if j == 0 {
+		return Pos{}, fmt.Errorf("position %q: no file name", s)
+	}
 	line, err1 := strconv.Atoi(s[j+1 : i])
 	col, err2 := strconv.Atoi(s[i+1:])
 	if err1 != nil || err2 != nil {
