@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/meshgit/mesh/compiler"
 	"github.com/meshgit/mesh/internal/meshgen"
@@ -26,10 +27,12 @@ import (
 //
 //	go test -tags hashicorpmetrics -run '^$' -bench . -benchmem -count 5 ./compiler/
 //
-// Besides time and allocations each reports peak-RSS-MiB: the high-water mark of the process's
+// Besides time and allocations each reports peak-RSS-MiB, the high-water mark of the process's
 // resident memory (VmHWM of /proc/self/status) while the benchmark ran, reset before it starts
 // through /proc/self/clear_refs, so it is the compiler's peak and not the generator's or an
-// earlier benchmark's. BenchmarkCUEExport runs `cue export` on the same tree as the reference.
+// earlier benchmark's; and cpu-ms/op, the process's CPU time per operation (all threads, the
+// garbage collector's included), which is the number to compare on a machine shared with other
+// work. BenchmarkCUEExport runs `cue export` on the same tree as the reference.
 
 var benchSizes = []int{1000, 10000}
 
@@ -130,7 +133,8 @@ func changeableFile(b *testing.B, dir string) (string, []byte) {
 
 // BenchmarkCUEExport is the reference: `cue export` of the same tree with the schema `mesh
 // schema` prints, run as a process (its startup included). It uses $MESH_CUE, else cue from
-// PATH, else /root/go/bin/cue, and skips when none exists. peak-RSS-MiB is the child's maxrss.
+// PATH, else /root/go/bin/cue, and skips when none exists. peak-RSS-MiB is the child's maxrss,
+// cpu-ms/op its user and system CPU time.
 func BenchmarkCUEExport(b *testing.B) {
 	cue := cueBinary()
 	for _, n := range benchSizes {
@@ -159,6 +163,7 @@ func BenchmarkCUEExport(b *testing.B) {
 			}
 			args = append(args, schemaFile)
 			var maxRSS int64
+			var cpu time.Duration
 			for b.Loop() {
 				var stderr bytes.Buffer
 				cmd := exec.Command(cue, args...)
@@ -170,8 +175,10 @@ func BenchmarkCUEExport(b *testing.B) {
 				if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 					maxRSS = max(maxRSS, int64(ru.Maxrss)) // KiB on Linux
 				}
+				cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 			}
 			b.ReportMetric(float64(maxRSS)/1024, "peak-RSS-MiB")
+			b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 		})
 	}
 }
@@ -189,22 +196,32 @@ func cueBinary() string {
 	return ""
 }
 
-// peakRSS measures the process's resident high-water mark from its creation.
-type peakRSS struct{ ok bool }
+// peakRSS measures the process's resident high-water mark and its CPU time (user and system,
+// all threads: the garbage collector's work included) while a benchmark runs. CPU time is the
+// number to compare on a machine shared with other work, where wall time includes waiting.
+type peakRSS struct {
+	ok  bool
+	cpu time.Duration
+}
 
 // startPeakRSS frees what earlier work left behind and resets VmHWM to the current RSS (writing
 // 5 to /proc/self/clear_refs, Linux 4.0 and later). Where that is impossible it reports nothing.
 func startPeakRSS(b *testing.B) peakRSS {
 	runtime.GC()
 	debug.FreeOSMemory()
+	p := peakRSS{cpu: cpuTime()}
 	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
 		b.Logf("peak RSS not measured: %v", err)
-		return peakRSS{}
+		return p
 	}
-	return peakRSS{ok: true}
+	p.ok = true
+	return p
 }
 
 func (p peakRSS) report(b *testing.B) {
+	if b.N > 0 {
+		b.ReportMetric(float64(cpuTime()-p.cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+	}
 	if !p.ok {
 		return
 	}
@@ -214,6 +231,15 @@ func (p peakRSS) report(b *testing.B) {
 		return
 	}
 	b.ReportMetric(float64(kib)/1024, "peak-RSS-MiB")
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // vmHWM reads the peak resident set size of this process, in KiB.
