@@ -78,6 +78,7 @@ type compilation struct {
 	// positions of chain entries, for messages
 	resolverVals map[string]cue.Value
 	splitterVals map[string]cue.Value
+	routerVals   map[string]cue.Value
 }
 
 func (c *compilation) add(pos mesh.Pos, format string, args ...any) { c.errs.add(pos, format, args...) }
@@ -390,7 +391,9 @@ func (c *compilation) checkRegex(expr string, pos mesh.Pos, what string) {
 }
 
 func (c *compilation) routers() {
+	c.routerVals = map[string]cue.Value{}
 	for _, e := range decodeMap[rawRouter](c.v, "routers", c.errs) {
+		c.routerVals[e.name] = e.v
 		if !c.checkName("router", e.name, e.pos, false) {
 			continue
 		}
@@ -560,7 +563,7 @@ func (c *compilation) resolvers() {
 					c.add(fpos, "resolver %s: failover for subset %s: no such subset", e.name, key)
 				}
 				if f.Service != "" && c.snap.Services[f.Service] == nil {
-					c.add(fpos, "resolver %s: failover to %s: no such service", e.name, f.Service)
+					c.add(lookup(e.v, fpos, cue.Str("failover"), cue.Str(key), cue.Str("service")), "resolver %s: failover to %s: no such service", e.name, f.Service)
 				}
 				for _, dc := range f.Datacenters {
 					if !c.hasDC(dc) {
@@ -576,7 +579,7 @@ func (c *compilation) resolvers() {
 	for _, name := range sortedKeys(c.snap.Routers) {
 		for i, r := range c.snap.Routers[name].Routes {
 			if r.Destination.Subset != "" {
-				c.checkSubset(r.Destination.Service, r.Destination.Subset, c.snap.Positions[mesh.PathRoute(name, i)],
+				c.checkSubset(r.Destination.Service, r.Destination.Subset, c.routePos(name, i, "subset"),
 					sprintf("router %s: route %d", name, i+1))
 			}
 		}
@@ -595,6 +598,14 @@ func (c *compilation) resolvers() {
 				sprintf("resolver %s: redirect", name))
 		}
 	}
+}
+
+// routePos is the position of a field of a route's destination, or of the route.
+func (c *compilation) routePos(router string, i int, field string) mesh.Pos {
+	if v, ok := c.routerVals[router]; ok {
+		return lookup(v, c.snap.Positions[mesh.PathRoute(router, i)], cue.Str("routes"), cue.Index(i), cue.Str("destination"), cue.Str(field))
+	}
+	return c.snap.Positions[mesh.PathRoute(router, i)]
 }
 
 // checkSubset reports a subset that service's resolver does not define.

@@ -191,8 +191,48 @@ func addCUEErrors(errs *errorList, err error) {
 			i = j - 1
 			continue
 		}
-		errs.add(userPos(e), "%s", cueMessage(path, format, args))
+		if format == "field not allowed" {
+			// CUE reports the first element of a disallowed list or struct; name the field.
+			for j := strings.LastIndexByte(path, '.'); j > 0 && isIndex(path[j+1:]); j = strings.LastIndexByte(path, '.') {
+				path = path[:j]
+			}
+		}
+		msg := cueMessage(path, format, args)
+		pos := userPos(e)
+		if others := otherUserPos(e, pos); len(others) > 0 {
+			msg += " (also at " + strings.Join(others, ", ") + ")"
+		}
+		errs.add(pos, "%s", msg)
 	}
+}
+
+// otherUserPos lists the user positions of a conflict other than the one it is reported at, so
+// that a conflict between two files names both.
+func otherUserPos(e cueerrors.Error, at mesh.Pos) []string {
+	var out []string
+	seen := map[mesh.Pos]bool{at: true}
+	for _, p := range e.InputPositions() {
+		mp := posOf(p)
+		if !mp.IsValid() || isSchemaPos(mp) || seen[mp] {
+			continue
+		}
+		seen[mp] = true
+		out = append(out, mp.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+func isIndex(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // userPos picks the most useful position of a CUE error: the first one in a user file.
