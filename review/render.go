@@ -1,0 +1,170 @@
+package review
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// AddFindings records the policy violations and analysis warnings at head and updates the
+// summary.
+func (r *Report) AddFindings(violations, warnings []Finding) {
+	r.Violations = append(r.Violations, violations...)
+	r.Warnings = append(r.Warnings, warnings...)
+	r.Summary = summary(r)
+}
+
+// JSON writes the report as indented JSON; empty lists are written as [].
+func (r *Report) JSON(w io.Writer) error {
+	c := *r
+	if c.Access == nil {
+		c.Access = []*Access{}
+	}
+	if c.Routing == nil {
+		c.Routing = []*RoutingChange{}
+	}
+	if c.Services == nil {
+		c.Services = []*ServiceChange{}
+	}
+	if c.Mesh == nil {
+		c.Mesh = []FieldChange{}
+	}
+	if c.Owners == nil {
+		c.Owners = []Owner{}
+	}
+	if c.Violations == nil {
+		c.Violations = []Finding{}
+	}
+	if c.Warnings == nil {
+		c.Warnings = []Finding{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(&c)
+}
+
+// maxNames is how many members of a group the Markdown report names.
+const maxNames = 10
+
+// Markdown writes the report as a pull-request comment: a one-line summary, then a table per
+// kind of change, who must approve, and the findings at head.
+func (r *Report) Markdown(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "**mesh review** `%s` → `%s`: %s\n", r.Base, r.Head, r.Summary)
+	if len(r.Access) > 0 {
+		b.WriteString("\n### Access changes\n\n| Source | Destination | Before | After | Decided by (head) |\n|---|---|---|---|---|\n")
+		for _, a := range r.Access {
+			src, dst := cell(a.Source), cell(a.Destination)
+			if a.Source == "*" {
+				src = "all " + names(a.Sources, "source") + " without their own intention"
+				if a.Destination == "*" {
+					src = names(a.Sources, "source")
+				}
+			}
+			if a.Destination == "*" {
+				dst = names(a.Destinations, "destination")
+				if a.Source != "*" {
+					dst = "all " + dst + " without their own intention"
+				}
+			}
+			if a.Source == "*" && a.Destination == "*" {
+				dst += fmt.Sprintf(" (%d pairs without an intention of their own)", a.Pairs)
+			}
+			at := ""
+			if a.Position != "" {
+				at = " at `" + a.Position + "`"
+			}
+			after := a.Detail
+			if i := strings.Index(after, "; before "); i >= 0 {
+				after = after[:i]
+			}
+			after = strings.TrimPrefix(after, "now ")
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s%s |\n", src, dst, cell(a.Before), cell(a.After), cell(after), at)
+		}
+	}
+	if len(r.Routing) > 0 {
+		b.WriteString("\n### Routing changes\n\n| Service | Entry | Field | Before | After |\n|---|---|---|---|---|\n")
+		for _, c := range r.Routing {
+			entry := c.Kind + " " + c.Change
+			if c.Position != "" {
+				entry += " (`" + c.Position + "`)"
+			}
+			if len(c.Fields) == 0 {
+				fmt.Fprintf(&b, "| %s | %s | | | |\n", c.Service, entry)
+			}
+			for _, f := range c.Fields {
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", c.Service, entry, cell(f.Field), cell(f.Before), cell(f.After))
+			}
+		}
+	}
+	if len(r.Services) > 0 {
+		b.WriteString("\n### Services\n\n| Service | Change | Field | Before | After |\n|---|---|---|---|---|\n")
+		for _, c := range r.Services {
+			change := c.Change
+			if c.Position != "" {
+				change += " (`" + c.Position + "`)"
+			}
+			if len(c.Fields) == 0 {
+				fmt.Fprintf(&b, "| %s | %s | | | |\n", c.Service, change)
+			}
+			for _, f := range c.Fields {
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", c.Service, change, cell(f.Field), cell(f.Before), cell(f.After))
+			}
+		}
+	}
+	if len(r.Mesh) > 0 {
+		b.WriteString("\n### Mesh settings\n\n| Setting | Before | After |\n|---|---|---|\n")
+		for _, f := range r.Mesh {
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", cell(f.Field), cell(f.Before), cell(f.After))
+		}
+	}
+	if len(r.Owners) > 0 {
+		b.WriteString("\n### Who must approve\n\n")
+		for _, o := range r.Owners {
+			who := o.Owner
+			if who == "" {
+				who = "(no owners listed)"
+			}
+			fmt.Fprintf(&b, "- %s: %s\n", who, names(o.Services, ""))
+		}
+	}
+	if len(r.Violations) > 0 {
+		b.WriteString("\n### Policy violations\n\n")
+		for _, f := range r.Violations {
+			fmt.Fprintf(&b, "- `%s`: %s\n", f.Position, f.Message)
+		}
+	}
+	if len(r.Warnings) > 0 {
+		b.WriteString("\n### Warnings\n\n")
+		for _, f := range r.Warnings {
+			fmt.Fprintf(&b, "- `%s`: %s\n", f.Position, f.Message)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// names lists up to maxNames names: "3 sources (a, b, c)" or, with noun "", just "a, b, c".
+func names(list []string, noun string) string {
+	shown := list
+	more := ""
+	if len(shown) > maxNames {
+		shown = shown[:maxNames]
+		more = fmt.Sprintf(", … %d more", len(list)-maxNames)
+	}
+	s := strings.Join(shown, ", ") + more
+	if noun == "" {
+		return s
+	}
+	return fmt.Sprintf("%d %ss (%s)", len(list), noun, s)
+}
+
+// cell escapes a table cell.
+func cell(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
