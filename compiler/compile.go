@@ -36,10 +36,11 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if !ok {
 		return nil, errs.err()
 	}
+	schemaFailed := len(errs.list) > 0
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &compilation{v: v, errs: &errs, snap: &mesh.Snapshot{
+	c := &compilation{v: v, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
 		Services:  map[string]*mesh.Service{},
 		Routers:   map[string]*mesh.Router{},
 		Splitters: map[string]*mesh.Splitter{},
@@ -75,6 +76,11 @@ type compilation struct {
 	v    cue.Value
 	errs *errorList
 	snap *mesh.Snapshot
+	// quiet is set when the schema rejected parts of the mesh: those parts are skipped rather
+	// than reported twice, and checks that depend on them are not made.
+	quiet bool
+	// broken names the elements the schema rejected, e.g. "resolvers.api" or "mesh".
+	broken map[string]bool
 	// positions of chain entries, for messages
 	resolverVals map[string]cue.Value
 	splitterVals map[string]cue.Value
@@ -131,7 +137,10 @@ func (c *compilation) meshConfig() {
 	mv := c.v.LookupPath(cue.ParsePath("mesh"))
 	var raw rawMesh
 	if err := mv.Decode(&raw); err != nil {
-		addCUEErrors(c.errs, err)
+		c.broken["mesh"] = true
+		if !c.quiet {
+			addCUEErrors(c.errs, err)
+		}
 		return
 	}
 	pos := valuePos(mv)
@@ -182,6 +191,9 @@ func (c *compilation) meshConfig() {
 }
 
 func (c *compilation) hasDC(dc string) bool {
+	if c.broken["mesh"] {
+		return true // unknown: the schema error on mesh says what is wrong
+	}
 	for _, d := range c.snap.Mesh.Datacenters {
 		if d == dc {
 			return true
@@ -191,8 +203,14 @@ func (c *compilation) hasDC(dc string) bool {
 }
 
 func (c *compilation) services() {
-	for _, e := range decodeMap[rawService](c.v, "services", c.errs) {
+	for _, e := range decodeMap[rawService](c.v, "services", c.errs, c.quiet) {
 		if !c.checkName("service", e.name, e.pos, false) {
+			continue
+		}
+		if !e.ok {
+			// Rejected by the schema: it exists, but its protocol and the rest are unknown.
+			c.snap.Services[e.name] = &mesh.Service{Name: e.name}
+			c.snap.Positions[mesh.PathService(e.name)] = e.pos
 			continue
 		}
 		r := e.raw
@@ -290,9 +308,9 @@ func (c *compilation) intentions() {
 		if dst != mesh.Wildcard && dsvc == nil {
 			c.add(d.pos, "intentions: destination %s: no such service", dst)
 		}
-		for _, sEntry := range decodeMap[rawIntention](d.v, "", c.errs) {
+		for _, sEntry := range decodeMap[rawIntention](d.v, "", c.errs, c.quiet) {
 			src := sEntry.name
-			if !c.checkName("intention source", src, sEntry.pos, true) {
+			if !c.checkName("intention source", src, sEntry.pos, true) || !sEntry.ok {
 				continue
 			}
 			if src != mesh.Wildcard && c.snap.Services[src] == nil {
@@ -311,7 +329,7 @@ func (c *compilation) intentions() {
 				switch {
 				case dst == mesh.Wildcard:
 					c.add(ppos, "intention %s → *: permissions are not allowed on destination \"*\"; L7 rules need a destination's protocol", src)
-				case dsvc != nil && !mesh.IsHTTP(dsvc.Protocol):
+				case notHTTP(dsvc):
 					c.add(ppos, "intention %s → %s: permissions need an http, http2 or grpc destination; %s speaks %s", src, dst, dst, dsvc.Protocol)
 				}
 			}
@@ -392,9 +410,13 @@ func (c *compilation) checkRegex(expr string, pos mesh.Pos, what string) {
 
 func (c *compilation) routers() {
 	c.routerVals = map[string]cue.Value{}
-	for _, e := range decodeMap[rawRouter](c.v, "routers", c.errs) {
+	for _, e := range decodeMap[rawRouter](c.v, "routers", c.errs, c.quiet) {
 		c.routerVals[e.name] = e.v
 		if !c.checkName("router", e.name, e.pos, false) {
+			continue
+		}
+		if !e.ok {
+			c.broken[mesh.PathRouter(e.name)] = true
 			continue
 		}
 		svc := c.snap.Services[e.name]
@@ -403,7 +425,7 @@ func (c *compilation) routers() {
 			c.add(e.pos, "router %s: no such service", e.name)
 			continue
 		}
-		if !mesh.IsHTTP(svc.Protocol) {
+		if notHTTP(svc) {
 			c.add(e.pos, "router %s: routers need an http, http2 or grpc service; %s speaks %s", e.name, e.name, svc.Protocol)
 			continue
 		}
@@ -436,7 +458,7 @@ func (c *compilation) routers() {
 			switch {
 			case dsvc == nil:
 				c.add(dpos, "router %s: route %d: destination service %s: no such service", e.name, i+1, ds)
-			case !mesh.IsHTTP(dsvc.Protocol):
+			case notHTTP(dsvc):
 				c.add(dpos, "router %s: route %d: destination %s speaks %s; routes need http, http2 or grpc", e.name, i+1, ds, dsvc.Protocol)
 			}
 			rt.Routes = append(rt.Routes, route)
@@ -447,8 +469,12 @@ func (c *compilation) routers() {
 
 func (c *compilation) splitters() {
 	c.splitterVals = map[string]cue.Value{}
-	for _, e := range decodeMap[rawSplitter](c.v, "splitters", c.errs) {
+	for _, e := range decodeMap[rawSplitter](c.v, "splitters", c.errs, c.quiet) {
 		if !c.checkName("splitter", e.name, e.pos, false) {
+			continue
+		}
+		if !e.ok {
+			c.broken[mesh.PathSplitter(e.name)] = true
 			continue
 		}
 		c.snap.Positions[mesh.PathSplitter(e.name)] = e.pos
@@ -458,7 +484,7 @@ func (c *compilation) splitters() {
 			c.add(e.pos, "splitter %s: no such service", e.name)
 			continue
 		}
-		if !mesh.IsHTTP(svc.Protocol) {
+		if notHTTP(svc) {
 			c.add(e.pos, "splitter %s: splitters need an http, http2 or grpc service; %s speaks %s", e.name, e.name, svc.Protocol)
 		}
 		sp := &mesh.Splitter{}
@@ -476,7 +502,7 @@ func (c *compilation) splitters() {
 			}
 			if ls := c.snap.Services[name]; ls == nil {
 				c.add(spos, "splitter %s: split %d: service %s: no such service", e.name, i+1, name)
-			} else if !mesh.IsHTTP(ls.Protocol) {
+			} else if notHTTP(ls) {
 				c.add(spos, "splitter %s: split %d: service %s speaks %s; splits need http, http2 or grpc", e.name, i+1, name, ls.Protocol)
 			}
 			sp.Splits = append(sp.Splits, mesh.Split{Weight: w, Service: name, Subset: s.Subset})
@@ -497,9 +523,13 @@ func formatWeight(w int) string {
 
 func (c *compilation) resolvers() {
 	c.resolverVals = map[string]cue.Value{}
-	entries := decodeMap[rawResolver](c.v, "resolvers", c.errs)
+	entries := decodeMap[rawResolver](c.v, "resolvers", c.errs, c.quiet)
 	for _, e := range entries {
 		if !c.checkName("resolver", e.name, e.pos, false) {
+			continue
+		}
+		if !e.ok {
+			c.broken[mesh.PathResolver(e.name)] = true
 			continue
 		}
 		c.snap.Positions[mesh.PathResolver(e.name)] = e.pos
@@ -610,7 +640,7 @@ func (c *compilation) routePos(router string, i int, field string) mesh.Pos {
 
 // checkSubset reports a subset that service's resolver does not define.
 func (c *compilation) checkSubset(service, subset string, pos mesh.Pos, what string) {
-	if c.snap.Services[service] == nil {
+	if c.snap.Services[service] == nil || c.broken[mesh.PathResolver(service)] {
 		return // reported already
 	}
 	r := c.snap.Resolvers[service]
@@ -703,6 +733,12 @@ func indexOf(list []string, s string) int {
 func hasKey[V any](m map[string]V, k string) bool {
 	_, ok := m[k]
 	return ok
+}
+
+// notHTTP reports whether svc is known to speak a protocol without L7 requests. A service the
+// schema rejected has no known protocol and is not reported again.
+func notHTTP(svc *mesh.Service) bool {
+	return svc != nil && svc.Protocol != "" && !mesh.IsHTTP(svc.Protocol)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

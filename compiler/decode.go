@@ -127,16 +127,19 @@ type rawResolver struct {
 	} `json:"loadBalancer"`
 }
 
-// entry is one element of a top-level map, with where it is written.
+// entry is one element of a top-level map, with where it is written. ok is false when it could
+// not be decoded because the schema rejected it (the error is reported already).
 type entry[T any] struct {
 	name string
 	pos  mesh.Pos
 	v    cue.Value
 	raw  T
+	ok   bool
 }
 
-// decodeMap decodes every field of the struct at path of v.
-func decodeMap[T any](v cue.Value, path string, errs *errorList) []entry[T] {
+// decodeMap decodes every field of the struct at path of v. With quiet (the schema already
+// reported errors) an element that fails to decode is returned with ok false and no new error.
+func decodeMap[T any](v cue.Value, path string, errs *errorList, quiet bool) []entry[T] {
 	m := v.LookupPath(cue.ParsePath(path))
 	if !m.Exists() {
 		return nil
@@ -151,9 +154,13 @@ func decodeMap[T any](v cue.Value, path string, errs *errorList) []entry[T] {
 		fv := it.Value()
 		e := entry[T]{name: it.Selector().Unquoted(), pos: valuePos(fv), v: fv}
 		if err := fv.Decode(&e.raw); err != nil {
-			addCUEErrors(errs, err)
+			if !quiet {
+				addCUEErrors(errs, err)
+			}
+			out = append(out, e)
 			continue
 		}
+		e.ok = true
 		out = append(out, e)
 	}
 	return out

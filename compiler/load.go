@@ -25,8 +25,10 @@ var topLevel = map[string]bool{
 	"routers": true, "splitters": true, "resolvers": true,
 }
 
-// load parses files, unifies them with the schema and validates the result. It returns the
-// unified value, or the positioned errors (it reports as many as CUE finds).
+// load parses files, unifies them with the schema and validates the result, adding every error
+// CUE finds to errs. It returns false when nothing can be checked further (a syntax error, a
+// wrong package); after schema errors it returns the value, whose sound parts can still be
+// checked.
 func load(files []File, errs *errorList) (cue.Value, bool) {
 	bctx := build.NewContext()
 	inst := bctx.NewInstance("mesh", nil)
@@ -93,11 +95,15 @@ func load(files []File, errs *errorList) (cue.Value, bool) {
 			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
 		return cue.Value{}, false
 	}
+	if v, ok := loadFast(files, userFiles); ok {
+		return v, true // see fastpath.go
+	}
 	ctx := cuecontext.New()
 	v := ctx.BuildInstance(inst)
 	if err := v.Validate(cue.Concrete(true), cue.All()); err != nil {
+		// Keep going: the semantic checks still run on every element that is sound, so that
+		// one run reports schema and reference errors together.
 		addCUEErrors(errs, err)
-		return cue.Value{}, false
 	}
 	return v, true
 }
