@@ -1,0 +1,210 @@
+package ca
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SignRequest is the body of POST /v1/ca/sign.
+type SignRequest struct {
+	Service string `json:"service"`
+	CSR     string `json:"csr"` // PEM CERTIFICATE REQUEST
+}
+
+// TokenRequest is the body of POST /v1/tokens: a service token, or an operator token when Scope
+// is "operator".
+type TokenRequest struct {
+	Service string `json:"service,omitempty"`
+	Scope   Scope  `json:"scope,omitempty"` // default "service"
+}
+
+// TokenResponse answers POST /v1/tokens. Token is shown this once; the CA keeps only its hash.
+type TokenResponse struct {
+	ID      string `json:"id"`
+	Scope   Scope  `json:"scope"`
+	Service string `json:"service,omitempty"`
+	Token   string `json:"token"`
+}
+
+// RotateResponse answers POST /v1/ca/rotate.
+type RotateResponse struct {
+	Active string  `json:"active"`
+	Bundle *Bundle `json:"bundle"`
+}
+
+// maxBody bounds request bodies: a CSR is a few KiB.
+const maxBody = 64 << 10
+
+// Handler returns the CA's HTTP API, to be mounted on a server's mux as is:
+//
+//	POST   /v1/ca/sign     service or operator token → Leaf (429 with Retry-After when limited)
+//	GET    /v1/ca/roots    no token → Bundle
+//	POST   /v1/ca/rotate   operator token → RotateResponse
+//	POST   /v1/tokens      operator token, TokenRequest → TokenResponse (201)
+//	DELETE /v1/tokens/{id} operator token
+//
+// Tokens come as "Authorization: Bearer TOKEN". A missing or unknown token is 401, a token whose
+// scope does not cover the request 403. Writes (rotate, tokens) go through the Store, so in a
+// cluster they must reach the leader; signing and roots work on every server.
+func (c *CA) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/ca/sign", c.handleSign)
+	mux.HandleFunc("GET /v1/ca/roots", func(w http.ResponseWriter, r *http.Request) {
+		b, err := c.Bundle()
+		if err != nil {
+			c.writeErr(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, b)
+	})
+	mux.HandleFunc("POST /v1/ca/rotate", c.operator(func(w http.ResponseWriter, r *http.Request) {
+		if err := c.Rotate(r.Context(), nil); err != nil {
+			c.writeErr(w, r, err)
+			return
+		}
+		b, err := c.Bundle()
+		if err != nil {
+			c.writeErr(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, RotateResponse{Active: c.State().Active().ID, Bundle: b})
+	}))
+	mux.HandleFunc("POST /v1/tokens", c.operator(func(w http.ResponseWriter, r *http.Request) {
+		var req TokenRequest
+		if err := decodeBody(w, r, &req); err != nil {
+			c.writeErr(w, r, err)
+			return
+		}
+		if req.Scope == "" {
+			req.Scope = ScopeService
+		}
+		tok, rec, err := c.CreateToken(r.Context(), req.Scope, req.Service)
+		if err != nil {
+			c.writeErr(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, TokenResponse{ID: rec.ID, Scope: rec.Scope, Service: rec.Service, Token: tok})
+	}))
+	mux.HandleFunc("DELETE /v1/tokens/{id}", c.operator(func(w http.ResponseWriter, r *http.Request) {
+		if err := c.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
+			c.writeErr(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+	}))
+	return mux
+}
+
+func bearer(r *http.Request) string {
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return strings.TrimSpace(tok)
+}
+
+func (c *CA) operator(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, err := c.Authorize(bearer(r), ""); err != nil {
+			c.writeErr(w, r, err)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (c *CA) handleSign(w http.ResponseWriter, r *http.Request) {
+	tok := bearer(r)
+	// Unknown tokens are refused before the body is read.
+	if _, err := c.Authorize(tok, ""); errors.Is(err, ErrUnauthorized) {
+		c.writeErr(w, r, err)
+		return
+	}
+	var req SignRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		c.writeErr(w, r, err)
+		return
+	}
+	if _, err := c.Authorize(tok, req.Service); err != nil {
+		c.writeErr(w, r, err)
+		return
+	}
+	if wait, err := c.Allow(); err != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		c.writeErr(w, r, err)
+		return
+	}
+	leaf, err := c.Sign(req.Service, []byte(req.CSR))
+	if err != nil {
+		c.writeErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, leaf)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: body: %v", ErrBadRequest, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON body", ErrBadRequest)
+	}
+	return nil
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrBadCSR), errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrNotInitialized):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// writeErr answers with err. Error texts of this package never carry key material; errors from
+// the Store (Raft) are passed through.
+func (c *CA) writeErr(w http.ResponseWriter, r *http.Request, err error) {
+	code := statusOf(err)
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mesh"`)
+	}
+	if code >= 500 {
+		c.log.Warn("ca request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		c.log.Debug("ca request refused", "method", r.Method, "path", r.URL.Path, "status", code, "err", err)
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// retryAfter parses a Retry-After of seconds.
+func retryAfter(h string) time.Duration {
+	n, err := strconv.Atoi(h)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
