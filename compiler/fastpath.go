@@ -1,0 +1,253 @@
+package compiler
+
+import (
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/build"
+	"cuelang.org/go/cue/cuecontext"
+	"cuelang.org/go/cue/format"
+	"cuelang.org/go/cue/parser"
+
+	"github.com/meshgit/mesh/schema"
+)
+
+// The fast path of load.
+//
+// The schema's matchN validators ("exactly one of action and permissions", "at most one of path,
+// pathPrefix and pathRegex", the header, queryParam and health check one-ofs) are most of the
+// cost of a compilation: CUE checks each one by copying the value and unifying the copy with
+// every alternative, on every intention, permission, header and health check. At 10k services
+// they took more than half of the CPU time and of the memory.
+//
+// So a valid mesh is first evaluated with those validators taken out of the schema, and the
+// one-ofs are checked here by counting fields, which is what the validators decide for a value
+// with no other error. When that evaluation has no error and every one-of holds, the full schema
+// would have accepted the mesh too and produced the same value (the validators add no field,
+// default or position), so its result is used. In every other case the fast path's result is
+// thrown away and load evaluates the schema as written, so every error message and position is
+// the one the full schema gives.
+//
+// The fast path applies only to files of plain data: no references, comprehensions, lets,
+// imports or computed labels. A reference could put a schema definition, and so a validator, at a
+// path the counting below does not visit (a user's `_x: #HTTPMatch & {...}`). Mesh repositories
+// are plain data in practice; anything else takes the full path.
+
+// fastPath can be turned off by tests, to compare with the full path.
+var fastPath = true
+
+// strippedOneOfs are the validators the fast path removes, by definition, in the exact form it
+// checks; a validator written differently is left in place. TestFastPathSchema keeps this list,
+// the schema and oneOfsHold in step.
+var strippedOneOfs = map[string]string{
+	"#HealthCheck": `matchN(1, [{http!: _}, {tcp!: _}, {grpc!: _}])`,
+	"#Intention":   `matchN(1, [{action!: _}, {permissions!: _}])`,
+	"#HTTPMatch":   `matchN(<=1, [{path!: _}, {pathPrefix!: _}, {pathRegex!: _}])`,
+	"#HeaderMatch": `matchN(1, [{exact!: _}, {prefix!: _}, {suffix!: _}, {regex!: _}, {present!: _}])`,
+	"#QueryMatch":  `matchN(1, [{exact!: _}, {regex!: _}, {present!: _}])`,
+}
+
+// loadFast evaluates files, already known to parse as package mesh, with the one-ofs checked
+// here instead of by CUE. It reports false when the mesh is not plain data, or has any error.
+func loadFast(files []File, userFiles []*ast.File) (cue.Value, bool) {
+	if !fastPath {
+		return cue.Value{}, false
+	}
+	for _, f := range userFiles {
+		if !isPlainData(f) {
+			return cue.Value{}, false
+		}
+	}
+	inst := build.NewContext().NewInstance("mesh", nil)
+	inst.PkgName = "mesh"
+	for _, sf := range schema.Files() {
+		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
+		if err != nil {
+			return cue.Value{}, false
+		}
+		stripOneOfs(af)
+		if err := inst.AddSyntax(af); err != nil {
+			return cue.Value{}, false
+		}
+	}
+	// The full path may still need userFiles, so the fast path evaluates its own parse.
+	for _, f := range files {
+		af, err := parser.ParseFile(f.Name, f.Data)
+		if err != nil {
+			return cue.Value{}, false
+		}
+		if err := inst.AddSyntax(af); err != nil {
+			return cue.Value{}, false
+		}
+	}
+	v := cuecontext.New().BuildInstance(inst)
+	if v.Validate(cue.Concrete(true), cue.All()) != nil || !oneOfsHold(v) {
+		return cue.Value{}, false
+	}
+	return v, true
+}
+
+// stripOneOfs removes the validators of strippedOneOfs from the schema file f.
+func stripOneOfs(f *ast.File) {
+	for _, d := range f.Decls {
+		field, ok := d.(*ast.Field)
+		if !ok {
+			continue
+		}
+		name, _, err := ast.LabelName(field.Label)
+		want, known := strippedOneOfs[name]
+		if err != nil || !known {
+			continue
+		}
+		st, ok := field.Value.(*ast.StructLit)
+		if !ok {
+			continue
+		}
+		elts := st.Elts[:0:0]
+		for _, e := range st.Elts {
+			if emb, ok := e.(*ast.EmbedDecl); ok && formatNode(emb.Expr) == want {
+				continue
+			}
+			elts = append(elts, e)
+		}
+		st.Elts = elts
+	}
+}
+
+func formatNode(n ast.Node) string {
+	b, err := format.Node(n)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+// isPlainData reports whether f is data only: fields with literal labels whose values are
+// literals, structs, lists and operators on them, without any identifier in a value.
+func isPlainData(f *ast.File) bool {
+	plain := true
+	var visit func(n ast.Node) bool
+	visit = func(n ast.Node) bool {
+		if !plain {
+			return false
+		}
+		switch x := n.(type) {
+		case *ast.Package:
+			return false // its name
+		case *ast.File, *ast.CommentGroup, *ast.Comment, *ast.Attribute,
+			*ast.StructLit, *ast.ListLit, *ast.BasicLit, *ast.BinaryExpr, *ast.UnaryExpr,
+			*ast.ParenExpr, *ast.Ellipsis, *ast.BottomLit:
+			return true
+		case *ast.Field:
+			switch x.Label.(type) {
+			case *ast.Ident, *ast.BasicLit:
+			default:
+				plain = false
+				return false
+			}
+			if x.Value != nil {
+				ast.Walk(x.Value, visit, nil)
+			}
+			return false
+		}
+		plain = false // identifiers, selectors, calls, comprehensions, lets, imports, aliases...
+		return false
+	}
+	ast.Walk(f, visit, nil)
+	return plain
+}
+
+// oneOfsHold checks the validators of strippedOneOfs wherever the schema applies them: it
+// counts the regular fields of each value as the validators would (a value with no error).
+func oneOfsHold(v cue.Value) bool {
+	c := &oneOfChecker{ok: true}
+	c.eachField(v.LookupPath(cue.ParsePath("services")), func(s cue.Value) {
+		if hc := s.LookupPath(cue.MakePath(cue.Str("healthCheck"))); hc.Exists() {
+			c.want(c.count(hc, "http", "tcp", "grpc") == 1)
+		}
+	})
+	c.eachField(v.LookupPath(cue.ParsePath("intentions")), func(d cue.Value) {
+		c.eachField(d, func(in cue.Value) {
+			c.want(c.count(in, "action", "permissions") == 1)
+			c.eachElem(in.LookupPath(cue.MakePath(cue.Str("permissions"))), func(p cue.Value) {
+				c.httpMatch(p.LookupPath(cue.MakePath(cue.Str("http"))))
+			})
+		})
+	})
+	c.eachField(v.LookupPath(cue.ParsePath("routers")), func(r cue.Value) {
+		c.eachElem(r.LookupPath(cue.MakePath(cue.Str("routes"))), func(route cue.Value) {
+			c.httpMatch(route.LookupPath(cue.MakePath(cue.Str("match"), cue.Str("http"))))
+		})
+	})
+	return c.ok
+}
+
+// oneOfChecker records whether every check held; any surprise (an error from CUE) is a failure,
+// which sends the mesh down the full path.
+type oneOfChecker struct{ ok bool }
+
+func (c *oneOfChecker) want(cond bool) { c.ok = c.ok && cond }
+
+func (c *oneOfChecker) httpMatch(m cue.Value) {
+	if !m.Exists() {
+		return
+	}
+	c.want(c.count(m, "path", "pathPrefix", "pathRegex") <= 1)
+	c.eachElem(m.LookupPath(cue.MakePath(cue.Str("header"))), func(h cue.Value) {
+		c.want(c.count(h, "exact", "prefix", "suffix", "regex", "present") == 1)
+	})
+	c.eachElem(m.LookupPath(cue.MakePath(cue.Str("queryParam"))), func(q cue.Value) {
+		c.want(c.count(q, "exact", "regex", "present") == 1)
+	})
+}
+
+// count counts how many of names are regular fields of v: the fields a `{name!: _}`
+// alternative of matchN requires.
+func (c *oneOfChecker) count(v cue.Value, names ...string) int {
+	it, err := v.Fields()
+	if err != nil {
+		c.ok = false
+		return 0
+	}
+	n := 0
+	for it.Next() {
+		sel := it.Selector()
+		if sel.LabelType() != cue.StringLabel {
+			continue
+		}
+		label := sel.Unquoted()
+		for _, name := range names {
+			if label == name {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (c *oneOfChecker) eachField(v cue.Value, f func(cue.Value)) {
+	if !c.ok || !v.Exists() {
+		return
+	}
+	it, err := v.Fields()
+	if err != nil {
+		c.ok = false
+		return
+	}
+	for it.Next() {
+		f(it.Value())
+	}
+}
+
+func (c *oneOfChecker) eachElem(v cue.Value, f func(cue.Value)) {
+	if !c.ok || !v.Exists() {
+		return
+	}
+	it, err := v.List()
+	if err != nil {
+		c.ok = false
+		return
+	}
+	for it.Next() {
+		f(it.Value())
+	}
+}

@@ -1,0 +1,171 @@
+package compiler
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/parser"
+
+	"github.com/meshgit/mesh/internal/meshgen"
+	"github.com/meshgit/mesh/schema"
+)
+
+// TestFastPathSchema keeps strippedOneOfs, the schema and oneOfsHold in step: every validator
+// the fast path strips is in the schema as written, and its definitions are used exactly where
+// oneOfsHold looks. If this fails after a schema change, update fastpath.go to match.
+func TestFastPathSchema(t *testing.T) {
+	var text strings.Builder
+	for _, f := range schema.Files() {
+		text.Write(f.Data)
+		af, err := parser.ParseFile(f.Name, f.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := formatNode(af)
+		stripOneOfs(af)
+		after := formatNode(af)
+		for def, v := range strippedOneOfs {
+			if strings.Count(before, v) != 1 {
+				t.Errorf("schema %s: %s: want %s once", f.Name, def, v)
+			}
+			if strings.Contains(after, v) {
+				t.Errorf("schema %s: %s: %s not stripped", f.Name, def, v)
+			}
+		}
+		if n := strings.Count(after, "matchN("); n != 0 {
+			t.Errorf("schema %s: %d matchN left after stripping; the fast path must check each one", f.Name, n)
+		}
+	}
+	// Where oneOfsHold looks: services.*.healthCheck, intentions.*.*, the http of permissions
+	// and of route matches, and their header and queryParam lists.
+	uses := map[string][]string{
+		"#HealthCheck": {"healthCheck?: #HealthCheck"},
+		"#Intention":   {`[#Name | "*"]: #Intention`},
+		"#HTTPMatch":   {"http:   #HTTPMatch", "match?: http?: #HTTPMatch"},
+		"#HeaderMatch": {"header?: [...#HeaderMatch]"},
+		"#QueryMatch":  {"queryParam?: [...#QueryMatch]"},
+	}
+	for def, wants := range uses {
+		n := strings.Count(text.String(), def) - 1 // its definition
+		if n != len(wants) {
+			t.Errorf("%s is used %d times in the schema, oneOfsHold knows %d: %q", def, n, len(wants), wants)
+		}
+		for _, w := range wants {
+			if !strings.Contains(text.String(), w) {
+				t.Errorf("%s: schema has no %q, which oneOfsHold relies on", def, w)
+			}
+		}
+	}
+}
+
+// TestFastPathSameSnapshot compiles valid meshes through the fast and the full path: the fast
+// path must be taken and give the same snapshot, positions included.
+func TestFastPathSameSnapshot(t *testing.T) {
+	example, err := ReadDir(filepath.Join("..", "repo-example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, _, err := meshgen.Generate(meshgen.Options{Services: 300, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated []File
+	for _, f := range gen {
+		generated = append(generated, File{Name: f.Name, Data: f.Data})
+	}
+	twice := []File{
+		{Name: "a.cue", Data: []byte(`package mesh
+mesh: {name: "m", trustDomain: "m.mesh"}
+services: api: {protocol: "http", port: 80, healthCheck: {http: "/h"}}
+services: web: {protocol: "http", port: 80}
+intentions: api: web: permissions: [{action: "allow", http: {pathPrefix: "/a", header: [{name: "x", present: true}], queryParam: [{name: "q", exact: "1"}]}}]
+routers: api: routes: [{match: http: {path: "/b", header: [{name: "y", regex: "a.*"}]}}]
+`)},
+		{Name: "b.cue", Data: []byte(`package mesh
+services: api: healthCheck: {http: "/h", interval: "20s"}
+intentions: api: web: permissions: [{action: "allow", http: {pathPrefix: "/a"}}]
+intentions: api: "*": {action: "deny"}
+`)},
+	}
+	for name, files := range map[string][]File{"repo-example": example, "generated": generated, "twice": twice} {
+		t.Run(name, func(t *testing.T) {
+			var errs errorList
+			if _, ok := load(files, &errs); !ok || len(errs.list) > 0 {
+				t.Fatalf("load: %v", errs.err())
+			}
+			userFiles := parseAll(t, files)
+			if _, ok := loadFast(files, userFiles); !ok {
+				t.Fatal("the fast path was not taken")
+			}
+			fast := compileJSON(t, files)
+			fastPath = false
+			defer func() { fastPath = true }()
+			full := compileJSON(t, files)
+			if fast != full {
+				t.Errorf("the fast path's snapshot differs from the full path's:\nfast: %.2000s\nfull: %.2000s", fast, full)
+			}
+		})
+	}
+}
+
+// TestFastPathDeclines checks that meshes the fast path must not decide go down the full path:
+// a violated one-of, and files that are not plain data.
+func TestFastPathDeclines(t *testing.T) {
+	for name, src := range map[string]string{
+		"both action and permissions": `intentions: api: web: {action: "allow", permissions: [{action: "allow", http: path: "/a"}]}`,
+		"neither":                     `intentions: api: web: {description: "x"}`,
+		"two paths":                   `intentions: api: web: permissions: [{action: "allow", http: {path: "/a", pathPrefix: "/b"}}]`,
+		"header two kinds":            `intentions: api: web: permissions: [{action: "allow", http: header: [{name: "x", exact: "1", prefix: "a"}]}]`,
+		"header no kind":              `intentions: api: web: permissions: [{action: "allow", http: header: [{name: "x"}]}]`,
+		"queryParam two kinds":        `routers: api: routes: [{match: http: queryParam: [{name: "x", exact: "1", regex: "a"}]}]`,
+		"route two paths":             `routers: api: routes: [{match: http: {path: "/a", pathRegex: "/b"}}]`,
+		"empty pathRegex beside path": `routers: api: routes: [{match: http: {path: "/a", pathRegex: ""}}]`,
+		"health check two kinds":      `services: web: healthCheck: {http: "/h", tcp: true}`,
+		"health check no kind":        `services: web: healthCheck: {interval: "10s"}`,
+		"extra field":                 `intentions: api: web: {action: "allow", note: "x"}`,
+		"reference":                   `_p: [{action: "allow", http: {path: "/a", pathPrefix: "/b"}}]` + "\n" + `intentions: api: web: permissions: _p`,
+		"definition reference":        `_x: #HTTPMatch & {path: "/a", pathPrefix: "/b"}`,
+		"comprehension":               `for s in ["web"] {intentions: api: (s): action: "allow"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			files := []File{{Name: "a.cue", Data: []byte(`package mesh
+mesh: {name: "m", trustDomain: "m.mesh"}
+services: api: {protocol: "http", port: 80}
+services: web: {protocol: "http", port: 80}
+` + src + "\n")}}
+			if _, ok := loadFast(files, parseAll(t, files)); ok {
+				t.Error("the fast path accepted it")
+			}
+		})
+	}
+}
+
+func parseAll(t *testing.T, files []File) []*ast.File {
+	t.Helper()
+	var out []*ast.File
+	for _, f := range files {
+		af, err := parser.ParseFile(f.Name, f.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, af)
+	}
+	return out
+}
+
+func compileJSON(t *testing.T, files []File) string {
+	t.Helper()
+	snap, err := Compile(context.Background(), files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
