@@ -6,31 +6,24 @@ import (
 	mesh "github.com/meshgit/mesh"
 )
 
-// change is what differs between two snapshots, at the granularity that rendering depends on.
-// It lets SetSnapshot re-render only the proxies a change can affect.
+// change is what differs between two snapshots, at the granularity rendering depends on. It
+// lets SetSnapshot re-render only the proxies a change can affect. Services and chains are
+// compared lazily, and only those some proxy depends on, each at most once: with 10k services
+// and 1,000 proxies that is a fraction of the snapshot. A change is used by one goroutine.
 type change struct {
+	prev, next *mesh.Snapshot
 	all        bool            // mesh-wide settings changed, or there is no previous snapshot
-	services   map[string]bool // services added, removed or changed (including endpoints, upstreams)
 	intentions map[string]bool // destinations whose inbound intentions changed ("*" for wildcard)
-	chains     map[string]bool // services whose discovery chain changed
+	services   map[string]bool // memo: service definition (incl. endpoints, upstreams) changed
+	chains     map[string]bool // memo: discovery chain changed
 }
 
 // diff compares two snapshots. A nil prev changes everything.
 func diff(prev, next *mesh.Snapshot) *change {
-	c := &change{services: map[string]bool{}, intentions: map[string]bool{}, chains: map[string]bool{}}
+	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}}
 	if prev == nil || !reflect.DeepEqual(prev.Mesh, next.Mesh) {
 		c.all = true
 		return c
-	}
-	for name, s := range next.Services {
-		if p, ok := prev.Services[name]; !ok || (p != s && !reflect.DeepEqual(p, s)) {
-			c.services[name] = true
-		}
-	}
-	for name := range prev.Services {
-		if _, ok := next.Services[name]; !ok {
-			c.services[name] = true
-		}
 	}
 	type key struct{ dst, src string }
 	pi := make(map[key]*mesh.Intention, len(prev.Intentions))
@@ -39,7 +32,7 @@ func diff(prev, next *mesh.Snapshot) *change {
 	}
 	for _, in := range next.Intentions {
 		k := key{in.Destination, in.Source}
-		if p, ok := pi[k]; !ok || (p != in && !reflect.DeepEqual(p, in)) {
+		if p, ok := pi[k]; !ok || !intentionEqual(p, in) {
 			c.intentions[in.Destination] = true
 		}
 		delete(pi, k)
@@ -47,39 +40,45 @@ func diff(prev, next *mesh.Snapshot) *change {
 	for k := range pi {
 		c.intentions[k.dst] = true
 	}
-	for name, ch := range next.Chains {
-		if p, ok := prev.Chains[name]; !ok || (p != ch && !reflect.DeepEqual(p, ch)) {
-			c.chains[name] = true
-		}
-	}
-	for name := range prev.Chains {
-		if _, ok := next.Chains[name]; !ok {
-			c.chains[name] = true
-		}
-	}
 	return c
 }
 
-// affects reports whether the change can alter the resources of a proxy of service, whose
-// dependencies are read from next: its own definition (ports, endpoints, upstreams), the
-// intentions into it, its upstreams' chains and the endpoints of their targets.
-func (c *change) affects(next *mesh.Snapshot, service string) bool {
-	if c.all || c.services[service] || c.intentions[service] || c.intentions[mesh.Wildcard] {
+func (c *change) serviceChanged(name string) bool {
+	if v, ok := c.services[name]; ok {
+		return v
+	}
+	v := !serviceEqual(c.prev.Services[name], c.next.Services[name])
+	c.services[name] = v
+	return v
+}
+
+func (c *change) chainChanged(name string) bool {
+	if v, ok := c.chains[name]; ok {
+		return v
+	}
+	v := !chainEqual(c.prev.Chains[name], c.next.Chains[name])
+	c.chains[name] = v
+	return v
+}
+
+// affects reports whether the change can alter the resources of a proxy of service: its own
+// definition (ports, endpoints, upstreams), the intentions into it, its upstreams' chains and
+// the endpoints of their targets. Upstreams are read from next; if they differ from prev, the
+// service itself changed.
+func (c *change) affects(service string) bool {
+	if c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) {
 		return true
 	}
-	if len(c.chains) == 0 && len(c.services) == 0 {
-		return false
-	}
-	for _, u := range upstreams(next, service) {
-		if c.chains[u.Service] || c.services[u.Service] {
+	for _, u := range upstreams(c.next, service) {
+		if c.chainChanged(u.Service) {
 			return true
 		}
-		ch := next.Chains[u.Service]
+		ch := c.next.Chains[u.Service]
 		if ch == nil {
 			continue
 		}
 		for _, t := range ch.Targets {
-			if c.services[t.Service] {
+			if c.serviceChanged(t.Service) {
 				return true
 			}
 		}
@@ -87,7 +86,25 @@ func (c *change) affects(next *mesh.Snapshot, service string) bool {
 	return false
 }
 
-// empty reports whether nothing changed.
+// empty reports whether nothing that rendering reads changed, for every service of next.
 func (c *change) empty() bool {
-	return !c.all && len(c.services) == 0 && len(c.intentions) == 0 && len(c.chains) == 0
+	if c.all || len(c.intentions) > 0 {
+		return false
+	}
+	for name := range c.prev.Services {
+		if c.serviceChanged(name) {
+			return false
+		}
+	}
+	for name := range c.next.Services {
+		if c.serviceChanged(name) || c.chainChanged(name) {
+			return false
+		}
+	}
+	for name := range c.prev.Chains {
+		if c.chainChanged(name) {
+			return false
+		}
+	}
+	return true
 }

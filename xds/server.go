@@ -200,20 +200,17 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 		return ErrClosed
 	}
 	prev := s.snap
-	work := make([]Proxy, 0, len(s.groups))
-	for p := range s.groups {
-		work = append(work, p)
-	}
+	work := s.neededProxies()
 	s.mu.Unlock()
 
 	start := time.Now()
 	ch := diff(prev, snap)
 	rendered := map[Proxy]*group{}
 	for _, p := range work {
-		if !ch.affects(snap, p.Service) {
+		old := s.groupOf(p)
+		if old != nil && old.snap == prev && !ch.affects(p.Service) {
 			continue
 		}
-		old := s.groupOf(p)
 		g, err := s.render(snap, p, old)
 		if err != nil {
 			return err
@@ -223,18 +220,21 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Groups created by nodes that connected while we rendered were rendered from prev.
-	for p, g := range s.groups {
-		if _, ok := rendered[p]; ok || g.snap == snap {
+	// Nodes may have connected while we rendered: their groups are missing or were rendered
+	// from prev.
+	for _, p := range s.neededProxies() {
+		if _, ok := rendered[p]; ok {
 			continue
 		}
-		if g.snap != prev || ch.affects(snap, p.Service) {
-			ng, err := s.render(snap, p, g)
-			if err != nil {
-				return err
-			}
-			rendered[p] = ng
+		g := s.groups[p]
+		if g != nil && (g.snap == snap || (g.snap == prev && !ch.affects(p.Service))) {
+			continue
 		}
+		ng, err := s.render(snap, p, g)
+		if err != nil {
+			return err
+		}
+		rendered[p] = ng
 	}
 	s.snap = snap
 	changed := 0
@@ -287,6 +287,21 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 		"rendered", len(rendered), "changed", changed, "pushed", pushed, "nodes", len(s.nodes),
 		"took", time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// neededProxies returns the proxies of connected nodes. Called with s.mu held.
+func (s *Server) neededProxies() []Proxy {
+	set := map[Proxy]bool{}
+	for _, n := range s.nodes {
+		if len(n.streams) > 0 {
+			set[n.proxy] = true
+		}
+	}
+	out := make([]Proxy, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	return out
 }
 
 func (s *Server) groupOf(p Proxy) *group {

@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshgit/mesh/xds"
+)
+
+func init() {
+	register(newEnvoyCmd)
+	register(newGRPCCmd)
+}
+
+const defaultXDSAddr = "127.0.0.1:8502"
+
+func newEnvoyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "envoy", Short: "Envoy sidecar helpers"}
+	var opts xds.EnvoyBootstrapOptions
+	boot := &cobra.Command{
+		Use:   "bootstrap --service S --proxy-id ID [--xds ADDR]",
+		Short: "Print the bootstrap of an Envoy sidecar (JSON)",
+		Long: `Bootstrap prints an Envoy bootstrap for a sidecar of a service: every listener, route, cluster,
+endpoint and secret comes over ADS (gRPC, xDS v3) from the mesh server at --xds; node.id is the
+proxy id and node.cluster the service; the admin interface listens on loopback.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Service == "" || opts.ProxyID == "" {
+				return usageError{fmt.Errorf("envoy bootstrap: --service and --proxy-id are required")}
+			}
+			b, err := xds.EnvoyBootstrap(opts)
+			if err != nil {
+				return usageError{err}
+			}
+			out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(b)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), string(out))
+			return err
+		},
+	}
+	boot.Flags().StringVar(&opts.Service, "service", "", "the service this sidecar runs as (node.cluster)")
+	boot.Flags().StringVar(&opts.ProxyID, "proxy-id", "", "the proxy instance id (node.id)")
+	boot.Flags().StringVar(&opts.XDSAddr, "xds", defaultXDSAddr, "address of the mesh xDS server")
+	boot.Flags().StringVar(&opts.AdminAddr, "admin", "127.0.0.1:19000", "address of Envoy's admin interface")
+	cmd.AddCommand(boot)
+	return cmd
+}
+
+func newGRPCCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "grpc", Short: "Proxyless gRPC helpers"}
+	var opts xds.GRPCBootstrapOptions
+	boot := &cobra.Command{
+		Use:   "bootstrap --service S [--xds ADDR] [--cert-dir DIR]",
+		Short: "Print the gRPC xDS bootstrap of a proxyless service (JSON)",
+		Long: `Bootstrap prints the xDS bootstrap (GRPC_XDS_BOOTSTRAP) of a proxyless gRPC service: the mesh
+server at --xds, the node (cluster = the service), the server listener name template, and the
+file_watcher certificate provider "mesh" reading cert.pem, key.pem and ca.pem from --cert-dir.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Service == "" {
+				return usageError{fmt.Errorf("grpc bootstrap: --service is required")}
+			}
+			b, err := xds.GRPCBootstrap(opts)
+			if err != nil {
+				return usageError{err}
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
+			return err
+		},
+	}
+	boot.Flags().StringVar(&opts.Service, "service", "", "the service (node.cluster)")
+	boot.Flags().StringVar(&opts.NodeID, "node-id", "", "the node id (default <service>-grpc)")
+	boot.Flags().StringVar(&opts.XDSAddr, "xds", defaultXDSAddr, "address of the mesh xDS server")
+	boot.Flags().StringVar(&opts.CertDir, "cert-dir", "/etc/mesh/certs", "directory with cert.pem, key.pem and ca.pem")
+	cmd.AddCommand(boot)
+	return cmd
+}

@@ -1,0 +1,251 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// Benchmarks (make bench): rendering a 10k-service mesh for 1,000 proxies with 5 upstreams
+// each, fully and after a one-intention change, and fanning a new snapshot out to 1,000 ADS
+// streams until every one ACKs.
+
+const (
+	benchServices  = 10000
+	benchProxies   = 1000
+	benchUpstreams = 5
+)
+
+func benchName(i int) string { return fmt.Sprintf("svc-%05d", i%benchServices) }
+
+// bigMesh builds the benchmark mesh. variant changes one intention into proxy service 17
+// (odd: deny, even: allow); tls changes a mesh-wide setting, which re-renders everything.
+func bigMesh(variant int, tls string) *mesh.Snapshot {
+	s := newSnap(mesh.Deny)
+	s.Mesh.TLS.MinVersion = tls
+	for i := 0; i < benchServices; i++ {
+		name := benchName(i)
+		proto := mesh.ProtocolHTTP
+		if i%10 == 9 {
+			proto = mesh.ProtocolTCP
+		}
+		a, b := i/250, i%250
+		addService(s, name, proto, 8080,
+			ep(fmt.Sprintf("10.%d.%d.1", a, b), 21000, "dc1", "version", "v1"),
+			ep(fmt.Sprintf("10.%d.%d.2", a, b), 21000, "dc1", "version", "v2"))
+		if i%10 == 3 { // a tenth of the services split 90/10 between subsets
+			v1, v2 := mesh.TargetID("v1", name, "dc1"), mesh.TargetID("v2", name, "dc1")
+			setChain(s, name, map[string]string{"v1": "v1", "v2": "v2"}, []mesh.ChainRoute{
+				{Match: &mesh.HTTPMatch{PathPrefix: "/canary/"}, Splits: []mesh.TargetWeight{{Target: v2, Weight: mesh.TotalWeight}}},
+				{Splits: []mesh.TargetWeight{{Target: v1, Weight: 9000}, {Target: v2, Weight: 1000}}},
+			})
+		}
+	}
+	for i := 0; i < benchProxies; i++ {
+		for k := 1; k <= benchUpstreams; k++ {
+			up := benchName(i*7 + k*131)
+			addUpstream(s, benchName(i), up, 10000+k)
+		}
+		for k := 1; k <= 3; k++ {
+			s.Intentions = append(s.Intentions, &mesh.Intention{Source: benchName(i + k*17), Destination: benchName(i),
+				Precedence: mesh.PrecedenceExact, Action: mesh.Allow})
+		}
+		if i%10 == 0 && i%10 != 9 {
+			s.Intentions = append(s.Intentions, &mesh.Intention{Source: benchName(i + 5000), Destination: benchName(i),
+				Precedence: mesh.PrecedenceExact, Permissions: []mesh.Permission{
+					{Action: mesh.Deny, HTTP: &mesh.HTTPMatch{PathPrefix: "/admin/"}},
+					{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{Methods: []string{"GET", "HEAD"}}},
+				}})
+		}
+	}
+	act := mesh.Allow
+	if variant%2 == 1 {
+		act = mesh.Deny
+	}
+	s.Intentions = append(s.Intentions, &mesh.Intention{Source: benchName(9999), Destination: benchName(17), Precedence: mesh.PrecedenceExact, Action: act})
+	s.Intentions = append(s.Intentions, &mesh.Intention{Source: mesh.Wildcard, Destination: mesh.Wildcard, Precedence: mesh.PrecedenceWildcardBoth, Action: mesh.Deny})
+	mesh.SortIntentions(s.Intentions)
+	return s
+}
+
+// registerNodes makes n envoy nodes known to s as if each had opened a stream (without a
+// client), one per proxy service.
+func registerNodes(b *testing.B, s *Server, n int) {
+	cb := (*callbacks)(s)
+	for i := 0; i < n; i++ {
+		id := int64(i + 1)
+		if err := cb.OnStreamOpen(context.Background(), id, ""); err != nil {
+			b.Fatal(err)
+		}
+		req := &discoveryv3.DiscoveryRequest{Node: envoyNode(fmt.Sprintf("node-%d", i), benchName(i%benchProxies)), TypeUrl: resourcev3.ListenerType}
+		if err := cb.OnStreamRequest(id, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRenderPure is the rendering alone: Render for 1,000 proxies, no validation.
+func BenchmarkRenderPure(b *testing.B) {
+	snap := seal(b, bigMesh(0, "TLSv1_2"))
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := 0; i < benchProxies; i++ {
+			if _, err := Render(snap, Proxy{Service: benchName(i), Shape: ShapeEnvoy}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkSetSnapshotFull re-renders every proxy (a mesh-wide setting changes each time):
+// render, ValidateAll, consistency checks, hashing and cache snapshots for 1,000 proxies.
+func BenchmarkSetSnapshotFull(b *testing.B) {
+	snaps := []*mesh.Snapshot{seal(b, bigMesh(0, "TLSv1_2")), seal(b, bigMesh(0, "TLSv1_3"))}
+	s := NewServer(nil)
+	defer s.Close()
+	registerNodes(b, s, benchProxies)
+	if err := s.SetSnapshot(snaps[1]); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := s.SetSnapshot(snaps[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkSetSnapshotOneIntention flips one intention: only the destination's proxies are
+// re-rendered (the time is mostly the snapshot diff).
+func BenchmarkSetSnapshotOneIntention(b *testing.B) {
+	snaps := []*mesh.Snapshot{seal(b, bigMesh(0, "TLSv1_2")), seal(b, bigMesh(1, "TLSv1_2"))}
+	s := NewServer(nil)
+	defer s.Close()
+	registerNodes(b, s, benchProxies)
+	if err := s.SetSnapshot(snaps[1]); err != nil {
+		b.Fatal(err)
+	}
+	ch := diff(snaps[0], snaps[1])
+	n := 0
+	for i := 0; i < benchProxies; i++ {
+		if ch.affects(benchName(i)) {
+			n++
+		}
+	}
+	if n != 1 {
+		b.Fatalf("one intention affects %d proxies, want 1", n)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := s.SetSnapshot(snaps[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkFanout1000Streams opens 1,000 ADS streams (one node each, 100 services), then
+// measures the time from SetSnapshot with a change affecting every proxy (the "* → *"
+// intention) to every stream having received and ACKed it. It reports the heap per idle
+// stream (client and server side together, in this process).
+func BenchmarkFanout1000Streams(b *testing.B) {
+	const streams = 1000
+	snaps := make([]*mesh.Snapshot, 2)
+	for v := range snaps {
+		m := bigMesh(0, "TLSv1_2")
+		for _, in := range m.Intentions {
+			if in.Source == mesh.Wildcard && in.Destination == mesh.Wildcard && v == 1 {
+				in.Action = mesh.Allow
+			}
+		}
+		snaps[v] = seal(b, m)
+	}
+	s := NewServer(nil)
+	addr := startXDS(b, s)
+	if err := s.SetSnapshot(snaps[0]); err != nil {
+		b.Fatal(err)
+	}
+	conns := make([]*grpc.ClientConn, 4)
+	for i := range conns {
+		conns[i] = dialRaw(b, addr)
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	var want atomic.Value // the snapshot version being fanned out
+	want.Store("")
+	var acked atomic.Int64
+	done := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var ready sync.WaitGroup
+	for i := 0; i < streams; i++ {
+		ready.Add(1)
+		st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conns[i%len(conns)]).StreamAggregatedResources(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		node := envoyNode(fmt.Sprintf("fan-%d", i), benchName(i%100))
+		if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ListenerType}); err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			first := true
+			for {
+				r, err := st.Recv()
+				if err != nil {
+					return
+				}
+				if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
+					return
+				}
+				if first {
+					first = false
+					ready.Done()
+					continue
+				}
+				if v := want.Load().(string); v != "" && strings.HasPrefix(r.VersionInfo, v) {
+					if acked.Add(1) == streams {
+						done <- struct{}{}
+					}
+				}
+			}
+		}()
+	}
+	ready.Wait()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/streams, "heap-B/idle-stream")
+
+	b.ResetTimer()
+	i := 1
+	for b.Loop() {
+		acked.Store(0)
+		want.Store(snaps[i%2].Version)
+		if err := s.SetSnapshot(snaps[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			b.Fatalf("only %d of %d streams ACKed within 60s", acked.Load(), streams)
+		}
+		i++
+	}
+}

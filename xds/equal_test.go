@@ -1,0 +1,46 @@
+package xds
+
+import (
+	"reflect"
+	"testing"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// TestEqualityCoversEveryField fails when a field is added to a type that equal.go compares
+// by hand: update the equality function, then the count here.
+func TestEqualityCoversEveryField(t *testing.T) {
+	for _, c := range []struct {
+		v    any
+		want int
+	}{
+		{mesh.Service{}, 8}, {mesh.Upstream{}, 3}, {mesh.Endpoint{}, 4}, {mesh.HealthCheck{}, 5},
+		{mesh.Chain{}, 4}, {mesh.ChainRoute{}, 6}, {mesh.TargetWeight{}, 2}, {mesh.Target{}, 9},
+		{mesh.Intention{}, 6},
+	} {
+		if got := reflect.TypeOf(c.v).NumField(); got != c.want {
+			t.Errorf("%T has %d fields, equal.go knows %d: compare the new ones", c.v, got, c.want)
+		}
+	}
+}
+
+func TestDiffFindsEveryChange(t *testing.T) {
+	base := seal(t, richMesh())
+	for name, mutate := range map[string]func(*mesh.Snapshot){
+		"endpoint meta": func(s *mesh.Snapshot) { s.Services["api"].Endpoints[0].Meta["version"] = "v9" },
+		"upstream port": func(s *mesh.Snapshot) { s.Services["web"].Upstreams["api"].LocalPort = 1 },
+		"chain timeout": func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].RequestTimeout = 1 },
+		"target lb":     func(s *mesh.Snapshot) { s.Chains["db"].Targets["db.dc1"].LoadBalancer = mesh.LBRingHash },
+		"permission":    func(s *mesh.Snapshot) { s.Intention("web", "auth").Permissions[0].Action = mesh.Allow },
+		"default":       func(s *mesh.Snapshot) { s.Mesh.DefaultIntention = mesh.Allow },
+	} {
+		next := seal(t, richMesh())
+		mutate(next)
+		if diff(base, next).empty() {
+			t.Errorf("%s: change not found", name)
+		}
+	}
+	if !diff(base, seal(t, richMesh())).empty() {
+		t.Error("identical snapshots differ")
+	}
+}
