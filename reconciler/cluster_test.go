@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -96,10 +97,29 @@ func TestThreeNodeCluster(t *testing.T) {
 			t.Errorf("restarted %s: xDS serves %v before reaching anything, want %s", nodes[i].NodeID(), got, v2)
 		}
 	}
-	leaderIndex(t, nodes[:])
+	li = leaderIndex(t, nodes[:])
 	for _, n := range nodes {
 		if st := n.Status(); st.Version != v2 {
 			t.Errorf("%s: status version %s, want %s", n.NodeID(), st.Version, v2)
+		}
+	}
+
+	// Shrink the cluster through a follower: the write is redirected to the leader.
+	follower, victim := nodes[(li+1)%3], nodes[(li+2)%3]
+	waitFor(t, 5*time.Second, "the follower to know the leader's HTTP address", func() bool { return follower.Status().LeaderAddress != "" })
+	if err := (&Client{Addr: follower.HTTPAddr()}).RemoveServer(t.Context(), victim.NodeID()); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("remove without a token: %v, want unauthorized", err)
+	}
+	if err := (&Client{Addr: follower.HTTPAddr(), Token: testToken}).RemoveServer(t.Context(), victim.NodeID()); err != nil {
+		t.Fatalf("remove through a follower: %v", err)
+	}
+	servers, err := (&Client{Addr: follower.HTTPAddr()}).Servers(t.Context())
+	if err != nil || len(servers) != 2 {
+		t.Errorf("after remove: %+v, %v", servers, err)
+	}
+	for _, srv := range servers {
+		if srv.ID == victim.NodeID() {
+			t.Errorf("%s still in the cluster", srv.ID)
 		}
 	}
 }

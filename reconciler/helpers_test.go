@@ -40,9 +40,10 @@ func testLogger(name string) *slog.Logger {
 
 // testRepo is a bare repository ("origin") and a work tree that pushes to it with the git CLI.
 type testRepo struct {
-	t    testing.TB
-	bare string
-	work string
+	t      testing.TB
+	bare   string
+	work   string
+	pushed time.Time // when the last `git push` returned
 }
 
 func newTestRepo(t testing.TB) *testRepo {
@@ -87,12 +88,14 @@ func (r *testRepo) commit(files map[string]string, msg string, force bool) strin
 	}
 	r.git(r.work, "add", "-A")
 	r.git(r.work, "commit", "-q", "--allow-empty", "-m", msg)
+	sha := r.git(r.work, "rev-parse", "HEAD")
 	args := []string{"push", "-q", "origin", "HEAD:main"}
 	if force {
 		args = append(args, "--force")
 	}
 	r.git(r.work, args...)
-	return r.git(r.work, "rev-parse", "HEAD")
+	r.pushed = time.Now()
+	return sha
 }
 
 // meshFiles returns a valid mesh whose version depends on n.

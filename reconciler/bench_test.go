@@ -1,0 +1,134 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshgit/mesh/internal/meshgen"
+	"github.com/meshgit/mesh/xds"
+)
+
+// BenchmarkCommitToServed measures, per push, the time from `git push` returning to a proxyless
+// gRPC xDS client having ACKed the new version: on the one server, or on every server of three.
+// Run with -benchtime 50x for the 50 pushes of the issue; it reports p50 and p99.
+func BenchmarkCommitToServed(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) { benchCommitToServed(b, n, testTiming) })
+	}
+	// hashicorp/raft's default timers (50ms commit timeout: followers learn of commits later).
+	b.Run("nodes=3/raft-defaults", func(b *testing.B) { benchCommitToServed(b, 3, RaftTiming{}) })
+}
+
+var benchRun int
+
+func benchCommitToServed(b *testing.B, n int, timing RaftTiming) {
+	benchRun++
+	repo := newTestRepo(b)
+	repo.commit(meshFiles(0), "v0", false)
+	v0 := versionOf(b, meshFiles(0))
+	xdss := make([]*xds.Server, n)
+	var join string
+	for i := range n {
+		cfg := testConfig(b, repo.bare, nodeOpts{join: join})
+		cfg.Raft = timing
+		var addr string
+		xdss[i], addr = attachXDS(b, &cfg)
+		s := startServer(b, cfg)
+		if i == 0 {
+			join = s.HTTPAddr()
+		}
+		dialXDS(b, addr, fmt.Sprintf("web-%d-%d", benchRun, i))
+	}
+	allAcked := func(v string) bool {
+		for i, x := range xdss {
+			if !acked(x, fmt.Sprintf("web-%d-%d", benchRun, i), v) {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !allAcked(v0) {
+		if time.Now().After(deadline) {
+			for i, x := range xdss {
+				b.Logf("xds %d: %+v", i, x.Proxies())
+			}
+			b.Fatal("clients did not ACK v0")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		files := meshFiles(i + 1)
+		b.StopTimer()
+		v := versionOf(b, files)
+		b.StartTimer()
+		repo.commit(files, "bench", false)
+		start := repo.pushed
+		deadline := start.Add(10 * time.Second)
+		for !allAcked(v) {
+			if time.Now().After(deadline) {
+				b.Fatalf("push %d not ACKed within 10s", i)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+}
+
+// BenchmarkRestart10k restarts a server whose FSM holds a 10,000-service snapshot and reports how
+// long until it serves it from disk (before Raft or Git) and until its FSM holds it again.
+func BenchmarkRestart10k(b *testing.B) {
+	files, stats, err := meshgen.Generate(meshgen.Options{Services: 10000, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	repo := newTestRepo(b)
+	m := map[string]string{}
+	for _, f := range files {
+		m["mesh/"+f.Name] = string(f.Data)
+	}
+	repo.commit(m, "10k services", false)
+	o := nodeOpts{dir: b.TempDir()}
+	cfg := testConfig(b, repo.bare, o)
+	s := startServer(b, cfg)
+	waitFor(b, 10*time.Minute, "the 10k-service snapshot to be served", func() bool { return s.Served() != nil })
+	want := s.Served().Version
+	b.Logf("%s; version %s", stats, want)
+	o.httpAddr, o.raftAddr = s.HTTPAddr(), s.RaftAddr()
+	s.Close(context.Background())
+
+	var disk, fsm time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		s = startServer(b, testConfig(b, repo.bare, o))
+		if got := s.Served(); got == nil || got.Version != want {
+			b.Fatal("not served from disk after Open")
+		}
+		disk += time.Since(start)
+		waitFor(b, time.Minute, "the FSM to hold the snapshot", func() bool {
+			st := s.fsm.state()
+			return st.served != nil && st.served.Version == want
+		})
+		fsm += time.Since(start)
+		b.StopTimer()
+		s.Close(context.Background())
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(disk.Milliseconds())/float64(b.N), "served-from-disk-ms")
+	b.ReportMetric(float64(fsm.Milliseconds())/float64(b.N), "fsm-restored-ms")
+}
