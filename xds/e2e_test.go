@@ -1,7 +1,11 @@
 package xds
 
 import (
+	"context"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	"math"
 	"strings"
 	"testing"
@@ -158,4 +162,28 @@ func breakRingHash(p Proxy, r *Resources) {
 			rh.HashFunction = clusterv3.Cluster_RingHashLbConfig_MURMUR_HASH_2
 		}
 	}
+}
+
+// TestEndToEndWrongServerIdentity: a client refuses a server whose certificate names another
+// service, because the cluster's TLS checks the target's SPIFFE ID.
+func TestEndToEndWrongServerIdentity(t *testing.T) {
+	ca := newTestCA(t)
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	lis1, p1 := listenLoopback(t)
+	lis2, p2 := listenLoopback(t)
+	if err := srv.SetSnapshot(seal(t, greeterMesh(p1, p2))); err != nil {
+		t.Fatal(err)
+	}
+	impostor := ca.issue(t, "batch") // a real mesh identity, but not greeter's
+	startGreeter(t, lis1, addr, "greeter", "greeter-v1", "v1", impostor)
+	startGreeter(t, lis2, addr, "greeter", "greeter-v2", "v2", impostor)
+	web := dialService(t, addr, "web", "web-1", "greeter", ca.issue(t, "web"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := web.Invoke(ctx, "/test.Greeter/Hello", wrapperspb.String("hi"), &wrapperspb.StringValue{})
+	if status.Code(err) == codes.OK {
+		t.Fatal("client accepted a server with the wrong SPIFFE ID")
+	}
+	t.Logf("refused as expected: %v", err)
 }

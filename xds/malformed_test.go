@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -197,6 +198,9 @@ func TestMalformedRequests(t *testing.T) {
 		p, _ := proxyStatus(srv, "storm-1")
 		if p.LastNack == nil || p.LastNack.Error != "storm" || p.LastNack.Version != r.VersionInfo {
 			t.Fatalf("last NACK = %+v, want version %s error storm", p.LastNack, r.VersionInfo)
+		}
+		if n := testutil.ToFloat64(srv.metrics.nacks.WithLabelValues("listeners")); n < 1 {
+			t.Fatalf("mesh_xds_nacks_total{type=listeners} = %v", n)
 		}
 	})
 

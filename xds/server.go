@@ -71,6 +71,8 @@ type Server struct {
 	nodes   map[string]*node
 	streams map[int64]*streamState
 
+	metrics *metrics
+
 	// testHookResources, when set (by tests only), alters rendered resources before they are
 	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
 	testHookResources func(Proxy, *Resources)
@@ -151,6 +153,7 @@ func NewServer(log *slog.Logger) *Server {
 		streams: map[int64]*streamState{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.metrics = newMetrics(s)
 	// ads=false: gRPC clients ask for subsets of each type (one xDS client per target plus one
 	// for the server, same node id), and an ADS-mode cache answers only complete requests.
 	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cplLogger{s.log})
@@ -283,6 +286,8 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 		}
 	}
 	s.gcGroups()
+	s.metrics.pushes.Add(float64(pushed))
+	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
 	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit,
 		"rendered", len(rendered), "changed", changed, "pushed", pushed, "nodes", len(s.nodes),
 		"took", time.Since(start).Round(time.Microsecond))
@@ -327,6 +332,7 @@ func (s *Server) gcGroups() {
 // for content that did not change. An unknown service is not an error of the snapshot: the
 // group records it. Invalid or inconsistent resources are.
 func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error) {
+	s.metrics.renders.Inc()
 	res, err := Render(snap, p)
 	if err != nil {
 		if errorsIsUnknown(err) {
@@ -442,12 +448,14 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 	p, err := ProxyFromNode(n)
 	if err != nil {
 		s.log.Warn("rejecting xDS stream", "stream", streamID, "err", err)
+		s.metrics.rejected.WithLabelValues("bad_node").Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if s.snap != nil && s.snap.Services[p.Service] == nil {
 		err := fmt.Errorf("%w: node %q names service %q (node.cluster), which is not in mesh snapshot %s",
 			ErrUnknownService, n.GetId(), p.Service, s.snap.Version)
 		s.log.Warn("rejecting xDS stream", "stream", streamID, "node", n.GetId(), "service", p.Service, "err", err)
+		s.metrics.rejected.WithLabelValues("unknown_service").Inc()
 		return nil, status.Error(codes.NotFound, err.Error())
 	}
 	now := time.Now()
@@ -507,9 +515,11 @@ func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errD
 				"type", shortType(typeURL), "version", sent.version, "error", n.Error)
 		}
 		nd.lastNack = n
+		s.metrics.nacks.WithLabelValues(shortType(typeURL)).Inc()
 		return sent.version
 	}
 	st.acked[typeURL] = sent.version
+	s.metrics.acks.WithLabelValues(shortType(typeURL)).Inc()
 	s.updateAcked(nd)
 	return ""
 }
