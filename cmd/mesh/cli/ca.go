@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshgit/mesh/ca"
+)
+
+func init() {
+	register(newCACmd)
+	register(newTokenCmd)
+}
+
+// caClient returns a client of the CA endpoints with the flags' address and, for writes, token.
+func (a *apiFlags) caClient(write bool) (*ca.Client, error) {
+	rc, err := a.client(write)
+	if err != nil {
+		return nil, err
+	}
+	if write && rc.Token == "" {
+		return nil, usageError{errors.New("no token: give --token-file, or set $MESH_TOKEN")}
+	}
+	return &ca.Client{Addr: rc.Addr, Token: rc.Token}, nil
+}
+
+func newCACmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ca",
+		Short: "Inspect and rotate the mesh's certificate authority",
+	}
+	cmd.AddCommand(newCARootsCmd(), newCARotateCmd())
+	return cmd
+}
+
+func newCARootsCmd() *cobra.Command {
+	var a apiFlags
+	cmd := &cobra.Command{
+		Use:   "roots [--http ADDR] [--format text|json]",
+		Short: "Print the trust bundle: every root not yet retired (PEM, or JSON with their state)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.caClient(false)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := apiContext(cmd)
+			defer cancel()
+			b, err := c.Roots(ctx)
+			if err != nil {
+				return err
+			}
+			if a.format == "json" {
+				return printJSON(cmd.OutOrStdout(), b)
+			}
+			for _, r := range b.Roots {
+				state := "active"
+				if !r.Active {
+					state = "retiring after " + r.RetireAfter.Format("2006-01-02T15:04:05Z07:00")
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "# root %s (%s), trust domain %s, expires %s\n%s", r.ID, state, b.TrustDomain,
+					r.NotAfter.Format("2006-01-02"), r.RootPEM)
+			}
+			return nil
+		},
+	}
+	a.add(cmd, false, true)
+	return cmd
+}
+
+func newCARotateCmd() *cobra.Command {
+	var a apiFlags
+	cmd := &cobra.Command{
+		Use:   "rotate [--http ADDR] [--token-file FILE]",
+		Short: "Make a new root, cross-signed by the current one; the old one retires once its leaves expire",
+		Long: `Rotate creates a new root and makes it sign every new leaf. The new root is cross-signed by the
+current one, so peers that trust only the current root keep accepting new leaves; both stay in
+the trust bundle until every leaf the current root signed has expired (leaf TTL plus a grace),
+and then the old root is retired. No handshake fails on the way. Needs an operator token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.caClient(true)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := apiContext(cmd)
+			defer cancel()
+			r, err := c.Rotate(ctx)
+			if err != nil {
+				return err
+			}
+			if a.format == "json" {
+				return printJSON(cmd.OutOrStdout(), r)
+			}
+			for _, root := range r.Bundle.Roots {
+				if root.Active {
+					fmt.Fprintf(cmd.OutOrStdout(), "active root: %s\n", root.ID)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "retiring root: %s (after %s)\n", root.ID, root.RetireAfter.Format("2006-01-02T15:04:05Z07:00"))
+				}
+			}
+			return nil
+		},
+	}
+	a.add(cmd, true, true)
+	return cmd
+}
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create and revoke the tokens that authorize certificate requests and CA operations",
+	}
+	cmd.AddCommand(newTokenCreateCmd(), newTokenRevokeCmd())
+	return cmd
+}
+
+func newTokenCreateCmd() *cobra.Command {
+	var a apiFlags
+	var service string
+	var operator bool
+	cmd := &cobra.Command{
+		Use:   "create (--service S | --operator) [--http ADDR] [--token-file ADMIN_TOKEN]",
+		Short: "Create a token for one service's certificates (or an operator token); printed once, as the last line",
+		Long: `Create makes a token and prints it as the last line of stdout. The server keeps only its SHA-256
+hash: the token cannot be shown again. A service token authorizes certificate requests for that
+service only; an operator token (--operator) may create tokens, rotate the CA and request any
+service's certificate. Needs an operator token (--token-file, the server's --token-file).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (service == "") == !operator {
+				return usageError{errors.New("token create: give exactly one of --service and --operator")}
+			}
+			c, err := a.caClient(true)
+			if err != nil {
+				return err
+			}
+			req := ca.TokenRequest{Service: service, Scope: ca.ScopeService}
+			if operator {
+				req.Scope = ca.ScopeOperator
+			}
+			ctx, cancel := apiContext(cmd)
+			defer cancel()
+			r, err := c.CreateToken(ctx, req)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if r.Scope == ca.ScopeOperator {
+				fmt.Fprintf(out, "created operator token %s\n", r.ID)
+			} else {
+				fmt.Fprintf(out, "created token %s for service %s\n", r.ID, r.Service)
+			}
+			fmt.Fprintf(out, "it is shown this once; the server keeps only its hash:\n%s\n", r.Token)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&service, "service", "", "the service whose certificates the token may request")
+	cmd.Flags().BoolVar(&operator, "operator", false, "create an operator token instead")
+	a.add(cmd, true, false)
+	return cmd
+}
+
+func newTokenRevokeCmd() *cobra.Command {
+	var a apiFlags
+	cmd := &cobra.Command{
+		Use:   "revoke ID [--http ADDR] [--token-file ADMIN_TOKEN]",
+		Short: "Revoke a token by the ID token create printed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.caClient(true)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := apiContext(cmd)
+			defer cancel()
+			if err := c.RevokeToken(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", args[0])
+			return nil
+		},
+	}
+	a.add(cmd, true, false)
+	return cmd
+}

@@ -1,0 +1,90 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/cmd/mesh/cli"
+)
+
+// TestCACommands runs mesh token create, agent --once, ca roots and ca rotate against the CA's
+// HTTP handler on loopback.
+func TestCACommands(t *testing.T) {
+	c := ca.New(ca.Config{OperatorToken: "admin-token"})
+	if err := c.Init(context.Background(), "shop.mesh", nil); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c.Handler())
+	defer srv.Close()
+	dir := t.TempDir()
+	admin := filepath.Join(dir, "admin")
+	os.WriteFile(admin, []byte("admin-token\n"), 0o600)
+	wrong := filepath.Join(dir, "wrong")
+	os.WriteFile(wrong, []byte("nope\n"), 0o600)
+	var all bytes.Buffer
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := cli.Run(args, &out, &errb)
+		all.Write(out.Bytes())
+		all.Write(errb.Bytes())
+		return code, out.String(), errb.String()
+	}
+
+	code, out, errs := run("token", "create", "--service", "api", "--http", srv.URL, "--token-file", admin)
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	tok := lines[len(lines)-1]
+	if _, err := c.Authorize(tok, "api"); err != nil {
+		t.Fatalf("the last line %q is not api's token: %v", tok, err)
+	}
+	if code, _, errs := run("token", "create", "--service", "api", "--http", srv.URL, "--token-file", wrong); code != 2 || !strings.Contains(errs, "401") {
+		t.Fatalf("wrong admin token: %d %s", code, errs)
+	}
+	if code, _, _ := run("token", "create", "--http", srv.URL, "--token-file", admin); code != 2 {
+		t.Fatalf("token create without --service: %d", code)
+	}
+
+	tokFile := filepath.Join(dir, "api-token")
+	os.WriteFile(tokFile, []byte(tok+"\n"), 0o600)
+	certs := filepath.Join(dir, "certs")
+	if code, out, errs := run("agent", "--service", "api", "--dir", certs, "--http", srv.URL, "--token-file", tokFile, "--once"); code != 0 ||
+		!strings.Contains(out, "spiffe://shop.mesh/ns/default/dc/dc1/svc/api") {
+		t.Fatalf("agent --once: %d %s %s", code, out, errs)
+	}
+	for _, f := range []string{ca.CertFile, ca.KeyFile, ca.CAFile} {
+		if _, err := os.Stat(filepath.Join(certs, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _, errs := run("agent", "--service", "db", "--dir", filepath.Join(dir, "db"), "--http", srv.URL, "--token-file", tokFile, "--once"); code != 2 ||
+		!strings.Contains(errs, "403") {
+		t.Fatalf("agent with another service's token: %d %s", code, errs)
+	}
+
+	if code, out, _ := run("ca", "roots", "--http", srv.URL); code != 0 || strings.Count(out, "BEGIN CERTIFICATE") != 1 {
+		t.Fatalf("ca roots: %d %s", code, out)
+	}
+	if code, out, errs := run("ca", "rotate", "--http", srv.URL, "--token-file", admin); code != 0 || !strings.Contains(out, "retiring root") {
+		t.Fatalf("ca rotate: %d %s %s", code, out, errs)
+	}
+	if code, _, _ := run("ca", "rotate", "--http", srv.URL, "--token-file", tokFile); code != 2 {
+		t.Fatal("ca rotate with a service token succeeded")
+	}
+	code, out, _ = run("ca", "roots", "--http", srv.URL, "--format", "json")
+	var b ca.Bundle
+	if code != 0 || json.Unmarshal([]byte(out), &b) != nil || len(b.Roots) != 2 {
+		t.Fatalf("ca roots --format json: %d %s", code, out)
+	}
+	if strings.Contains(all.String(), "PRIVATE KEY") {
+		t.Fatal("a command printed a private key")
+	}
+}
