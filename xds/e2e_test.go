@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"reflect"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/grpc/status"
@@ -104,10 +105,14 @@ func TestEndToEndGRPC(t *testing.T) {
 		if !strings.HasPrefix(after.Version, snap2.Version+"-") {
 			t.Errorf("version %q does not derive from snapshot version %s", after.Version, snap2.Version)
 		}
-		// The clients' configuration did not change: not pushed, same version.
+		// The clients' configuration did not change: not pushed (same wire versions), and
+		// reported up to date as of the new snapshot at once.
 		webAfter, _ := proxyStatus(srv, "web-1")
-		if webAfter.Version != webBefore.Version {
-			t.Errorf("web's version changed from %s to %s, but its resources did not", webBefore.Version, webAfter.Version)
+		if !reflect.DeepEqual(webAfter.Acked, webBefore.Acked) || len(webAfter.Acked) == 0 {
+			t.Errorf("web's ACKed versions changed from %v to %v, but its resources did not", webBefore.Acked, webAfter.Acked)
+		}
+		if !upToDate(srv, "web-1") || !strings.HasPrefix(webAfter.AckedVersion, snap2.Version+"-") {
+			t.Errorf("web is not reported up to date as of %s: %+v", snap2.Version, webAfter)
 		}
 		// Existing connections are drained by the servers; poll (bounded) until the flip shows.
 		waitFor(t, 10*time.Second, "batch allowed and web denied", func() bool {

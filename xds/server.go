@@ -12,10 +12,12 @@
 //     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
 //     inside API listeners; Envoy-shaped snapshots also pass Consistent itself). If any proxy's
 //     configuration fails, SetSnapshot returns the error and nothing served changes.
-//   - A proxy whose resources did not change is not pushed: per-proxy versions are derived
-//     from the mesh Snapshot version in which the content last changed and a hash of the
-//     content, per resource type; a new mesh snapshot re-renders only the proxies that the
-//     change can affect.
+//   - A proxy whose resources did not change is not pushed: the versions on the wire are, per
+//     resource type, the mesh Snapshot version in which that content last changed and a hash
+//     of it, so they change only with the content; a new mesh snapshot re-renders only the
+//     proxies that the change can affect. The version reported for a proxy (Proxies) is the
+//     current mesh Snapshot version and the hash of all its content: a proxy that ACKed its
+//     content is reported up to date as of every later snapshot that leaves it unchanged.
 //   - A NACKed configuration is recorded (version, error, time) and not resent: the proxy keeps
 //     its last good configuration until the next change.
 //   - A node that names an unknown service, or no node at all, gets an error on its stream and a
@@ -82,8 +84,7 @@ type Server struct {
 type group struct {
 	proxy       Proxy
 	snap        *mesh.Snapshot // rendered from
-	version     string         // node-level version: <mesh version of last change>-<content hash>
-	hash        string
+	hash        string         // of all the content
 	typeHash    map[resourcev3.Type]string
 	typeVersion map[resourcev3.Type]string
 	cs          *cachev3.Snapshot
@@ -95,7 +96,8 @@ type node struct {
 	proxy        Proxy
 	streams      map[int64]bool
 	served       *cachev3.Snapshot // what the cache holds for it
-	ackedVersion string
+	ackedVersion string            // reported when the content was last fully ACKed
+	ackedCS      *cachev3.Snapshot // what was fully ACKed
 	lastNack     *Nack
 	connectedAt  time.Time
 	lastSeen     time.Time
@@ -129,8 +131,9 @@ type ProxyStatus struct {
 	Shape     Shape  `json:"shape"`
 	Connected bool   `json:"connected"`
 	Streams   int    `json:"streams"`
-	// Version is the configuration the node should run; AckedVersion the last one it ACKed for
-	// every resource type it subscribes to (equal to Version when it is up to date).
+	// Version is the configuration the node should run, <mesh snapshot version>-<content hash>;
+	// AckedVersion the last one it ACKed for every resource type it subscribes to (equal to
+	// Version when it is up to date). Acked has the wire versions, per type.
 	Version      string            `json:"version"`
 	AckedVersion string            `json:"ackedVersion"`
 	Acked        map[string]string `json:"acked,omitempty"` // resource type → ACKed version
@@ -338,7 +341,7 @@ func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error
 		if errorsIsUnknown(err) {
 			g := &group{proxy: p, snap: snap, err: err}
 			if old != nil { // keep serving what it had
-				g.version, g.hash, g.typeHash, g.typeVersion, g.cs = old.version, old.hash, old.typeHash, old.typeVersion, old.cs
+				g.hash, g.typeHash, g.typeVersion, g.cs = old.hash, old.typeHash, old.typeVersion, old.cs
 			}
 			return g, nil
 		}
@@ -363,7 +366,6 @@ func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error
 		return &ng, nil
 	}
 	g := &group{proxy: p, snap: snap, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
-	g.version = snap.Version + "-" + hash[:8]
 	cs := &cachev3.Snapshot{}
 	byType := res.byType()
 	for _, t := range resourceTypes {
@@ -405,8 +407,11 @@ func (s *Server) Proxies() []ProxyStatus {
 			ConnectedAt:  n.connectedAt,
 			LastSeen:     n.lastSeen,
 		}
-		if g := s.groups[n.proxy]; g != nil && g.cs != nil && n.served == g.cs {
-			ps.Version = g.version
+		if g := s.groups[n.proxy]; g != nil && g.cs != nil && n.served == g.cs && s.snap != nil {
+			ps.Version = nodeVersion(s.snap, g)
+			if n.ackedCS == g.cs {
+				ps.AckedVersion = ps.Version
+			}
 		}
 		for id := range n.streams {
 			st := s.streams[id]
@@ -542,9 +547,9 @@ func (s *Server) updateAcked(nd *node) {
 			}
 		}
 	}
-	if nd.ackedVersion != g.version {
-		nd.ackedVersion = g.version
-		s.log.Debug("proxy up to date", "node", nd.id, "version", g.version)
+	if nd.ackedCS != g.cs && s.snap != nil {
+		nd.ackedCS, nd.ackedVersion = g.cs, nodeVersion(s.snap, g)
+		s.log.Debug("proxy up to date", "node", nd.id, "version", nd.ackedVersion)
 	}
 }
 
@@ -577,4 +582,9 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// nodeVersion is the version reported for a proxy running g's content under snap.
+func nodeVersion(snap *mesh.Snapshot, g *group) string {
+	return snap.Version + "-" + g.hash[:8]
 }
