@@ -46,8 +46,10 @@ var strippedOneOfs = map[string]string{
 	"#QueryMatch":  `matchN(1, [{exact!: _}, {regex!: _}, {present!: _}])`,
 }
 
-// loadFast evaluates files, already known to parse as package mesh, with the one-ofs checked
-// here instead of by CUE. It reports false when the mesh is not plain data, or has any error.
+// loadFast evaluates userFiles, already parsed and known to be package mesh, with the one-ofs
+// checked here instead of by CUE. It reports false when the mesh is not plain data, or has any
+// error. Evaluating the files twice is safe: CUE's build does not change their syntax trees, and
+// resolving the identifiers of plain data again changes nothing. (files, their text, is unused.)
 func loadFast(files []File, userFiles []*ast.File) (cue.Value, bool) {
 	if !fastPath {
 		return cue.Value{}, false
@@ -69,12 +71,7 @@ func loadFast(files []File, userFiles []*ast.File) (cue.Value, bool) {
 			return cue.Value{}, false
 		}
 	}
-	// The full path may still need userFiles, so the fast path evaluates its own parse.
-	for _, f := range files {
-		af, err := parser.ParseFile(f.Name, f.Data)
-		if err != nil {
-			return cue.Value{}, false
-		}
+	for _, af := range userFiles {
 		if err := inst.AddSyntax(af); err != nil {
 			return cue.Value{}, false
 		}
@@ -201,24 +198,12 @@ func (c *oneOfChecker) httpMatch(m cue.Value) {
 }
 
 // count counts how many of names are regular fields of v: the fields a `{name!: _}`
-// alternative of matchN requires.
+// alternative of matchN requires. (An optional field that is not set does not exist.)
 func (c *oneOfChecker) count(v cue.Value, names ...string) int {
-	it, err := v.Fields()
-	if err != nil {
-		c.ok = false
-		return 0
-	}
 	n := 0
-	for it.Next() {
-		sel := it.Selector()
-		if sel.LabelType() != cue.StringLabel {
-			continue
-		}
-		label := sel.Unquoted()
-		for _, name := range names {
-			if label == name {
-				n++
-			}
+	for _, name := range names {
+		if v.LookupPath(cue.MakePath(cue.Str(name))).Exists() {
+			n++
 		}
 	}
 	return n
