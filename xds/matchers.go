@@ -108,6 +108,10 @@ func queryPathRegex(q mesh.QueryMatch) string {
 		}
 	case mesh.MatchRegex:
 		value = `=(?:` + q.Value + `)`
+		// A parameter without '=' has the empty value.
+		if re, err := mesh.FullRegexp(q.Value); err == nil && re.MatchString("") {
+			value = `(?:` + value + `)?`
+		}
 	default:
 		return `[^\s\S]`
 	}
