@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/url"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,8 +62,9 @@ var (
 const (
 	DefaultLeafTTL     = 72 * time.Hour
 	DefaultRetireGrace = time.Minute
-	// DefaultRate and DefaultBurst bound signing at roughly a third of one core's signing
-	// throughput (see BenchmarkSign), leaving the rest for Raft and xDS.
+	// DefaultRate and DefaultBurst bound signing; with MaxConcurrent's default (half the cores)
+	// a storm costs at most about one core of two, leaving the rest to Raft and xDS (see
+	// BenchmarkSignHTTP for the numbers).
 	DefaultRate  = 2000
 	DefaultBurst = 200
 )
@@ -135,6 +137,9 @@ type Config struct {
 	// DefaultBurst, a negative Rate disables it.
 	Rate  float64
 	Burst int
+	// MaxConcurrent bounds the signatures in progress at once, so that a burst takes at most
+	// that many cores; default half of GOMAXPROCS (at least 1), negative means no bound.
+	MaxConcurrent int
 
 	// RetireGrace is added to the leaf TTL to decide when a rotated-out authority retires: it
 	// covers clock skew and a follower signing with the old key until it applies the rotation.
@@ -148,6 +153,7 @@ type Config struct {
 type CA struct {
 	cfg     Config
 	limiter *Limiter
+	sem     chan struct{} // nil: no bound
 	cache   atomic.Pointer[cachedSigner]
 	log     *slog.Logger
 }
@@ -183,7 +189,14 @@ func New(cfg Config) *CA {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &CA{cfg: cfg, limiter: NewLimiter(cfg.Rate, cfg.Burst), log: cfg.Log}
+	c := &CA{cfg: cfg, limiter: NewLimiter(cfg.Rate, cfg.Burst), log: cfg.Log}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = max(1, runtime.GOMAXPROCS(0)/2)
+	}
+	if cfg.MaxConcurrent > 0 {
+		c.sem = make(chan struct{}, cfg.MaxConcurrent)
+	}
+	return c
 }
 
 // State returns the current state (nil before Init). It holds the signing key: do not render it.
@@ -315,6 +328,25 @@ func (c *CA) Allow() (time.Duration, error) {
 		return wait, ErrRateLimited
 	}
 	return 0, nil
+}
+
+// SignLimited is Sign behind the signing limits: the rate limiter (ErrRateLimited and how long
+// to wait when it is empty), then at most MaxConcurrent signatures at once (waiting for a slot
+// until ctx ends). The HTTP handler signs through it.
+func (c *CA) SignLimited(ctx context.Context, service string, csrPEM []byte) (*Leaf, time.Duration, error) {
+	if wait, err := c.Allow(); err != nil {
+		return nil, wait, err
+	}
+	if c.sem != nil {
+		select {
+		case c.sem <- struct{}{}:
+			defer func() { <-c.sem }()
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+	l, err := c.Sign(service, csrPEM)
+	return l, 0, err
 }
 
 // Authorize checks that tok may act for service ("" for operator-only actions). It returns the

@@ -594,3 +594,21 @@ func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+func TestSignConcurrencyBound(t *testing.T) {
+	c := newTestCA(t, Config{MaxConcurrent: 1, Rate: -1})
+	csr := csrFor(t, p256(t), nil)
+	c.sem <- struct{}{} // a signature in progress
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.SignLimited(ctx, "api", csr); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second signature while the slot is taken: %v", err)
+	}
+	<-c.sem
+	if _, _, err := c.SignLimited(context.Background(), "api", csr); err != nil {
+		t.Fatal(err)
+	}
+	if New(Config{MaxConcurrent: -1}).sem != nil {
+		t.Fatal("negative MaxConcurrent still bounds")
+	}
+}

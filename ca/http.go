@@ -133,13 +133,11 @@ func (c *CA) handleSign(w http.ResponseWriter, r *http.Request) {
 		c.writeErr(w, r, err)
 		return
 	}
-	if wait, err := c.Allow(); err != nil {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		c.writeErr(w, r, err)
-		return
-	}
-	leaf, err := c.Sign(req.Service, []byte(req.CSR))
+	leaf, wait, err := c.SignLimited(r.Context(), req.Service, []byte(req.CSR))
 	if err != nil {
+		if errors.Is(err, ErrRateLimited) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		}
 		c.writeErr(w, r, err)
 		return
 	}
