@@ -474,6 +474,35 @@ func (c *CA) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// Lead runs the leader's CA duties until ctx ends: as soon as trustDomain returns one (in a
+// server: once the first snapshot is served), it creates the CA if there is none; then it
+// retires authorities whose time has come. Call it on the leader only, for as long as it leads.
+func (c *CA) Lead(ctx context.Context, trustDomain func() string, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if st := c.State(); st == nil {
+			if td := trustDomain(); td != "" {
+				if err := c.Init(ctx, td, nil); err != nil && !errors.Is(err, ErrInitialized) && ctx.Err() == nil {
+					c.log.Warn("ca init", "err", err)
+				}
+			}
+		} else {
+			if td := trustDomain(); td != "" && td != st.TrustDomain {
+				c.log.Warn("the mesh's trust domain differs from the CA's; leaves keep the CA's", "mesh", td, "ca", st.TrustDomain)
+			}
+			if _, err := c.Tidy(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("ca tidy", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // RootInfo describes one authority of the bundle, without its key.
 type RootInfo struct {
 	ID          string    `json:"id"`

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -610,5 +611,40 @@ func TestSignConcurrencyBound(t *testing.T) {
 	}
 	if New(Config{MaxConcurrent: -1}).sem != nil {
 		t.Fatal("negative MaxConcurrent still bounds")
+	}
+}
+
+func TestLeadInitializesAndRetires(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	c := New(Config{Now: clk.Now, LeafTTL: time.Minute, RetireGrace: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var td atomic.Value
+	td.Store("")
+	go c.Lead(ctx, func() string { return td.Load().(string) }, 5*time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	if c.State() != nil {
+		t.Fatal("initialized without a trust domain")
+	}
+	td.Store("shop.mesh")
+	waitFor(t, func() bool { return c.State() != nil })
+	if c.State().TrustDomain != "shop.mesh" {
+		t.Fatalf("trust domain %q", c.State().TrustDomain)
+	}
+	if err := c.Rotate(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute + 2*time.Second)
+	waitFor(t, func() bool { return len(c.State().Authorities) == 1 })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
