@@ -56,6 +56,10 @@ var (
 	ErrForbidden = errors.New("token not allowed to do this")
 	// ErrRateLimited means the signing rate limit is exhausted; retry later.
 	ErrRateLimited = errors.New("signing rate limit exceeded")
+	// ErrRotating means a rotation was asked for while the previous one is still in progress
+	// (its old root has not retired): a peer that trusts only the oldest root could not follow
+	// two cross-signatures, so rotations do not overlap.
+	ErrRotating = errors.New("a rotation is in progress: the previous root has not retired yet")
 )
 
 // Defaults.
@@ -411,6 +415,9 @@ func (c *CA) Rotate(ctx context.Context, next *Authority) error {
 	cur, st, err := c.signer()
 	if err != nil {
 		return err
+	}
+	if len(st.Authorities) > 1 {
+		return fmt.Errorf("%w (retires after %s)", ErrRotating, st.Authorities[0].RetireAfter.Format(time.RFC3339))
 	}
 	now := c.cfg.Now()
 	if next == nil {

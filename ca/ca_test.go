@@ -280,6 +280,9 @@ func TestRotation(t *testing.T) {
 	if len(b.Roots) != 2 || !b.Roots[1].Active || b.Roots[0].Active {
 		t.Fatalf("bundle %+v", b.Roots)
 	}
+	if err := c.Rotate(ctx, nil); !errors.Is(err, ErrRotating) {
+		t.Fatalf("a second rotation before the first retired: %v", err)
+	}
 	newLeaf, err := c.Sign("web", csrFor(t, p256(t), nil))
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -42,36 +43,56 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
-	var body io.Reader
+	var payload []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if payload, err = json.Marshal(in); err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
 	}
 	base := c.Addr
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return err
+	target := strings.TrimSuffix(base, "/") + path
+	// A follower answers writes with 307 to the leader: follow it (a few hops, same path only),
+	// sending the token again, which Go's client would drop on a change of port.
+	noRedirect := *hc
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	var resp *http.Response
+	var b []byte
+	for hop := 0; ; hop++ {
+		var body io.Reader
+		if in != nil {
+			body = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, target, body)
+		if err != nil {
+			return err
+		}
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		}
+		if resp, err = noRedirect.Do(req); err != nil {
+			return err
+		}
+		b, err = io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode == http.StatusTemporaryRedirect && hop < 3 {
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil || (loc.Scheme != "http" && loc.Scheme != "https") || loc.Path != path {
+				return fmt.Errorf("%s %s: bad redirect to %q", method, path, resp.Header.Get("Location"))
+			}
+			target = loc.String()
+			continue
+		}
+		break
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }

@@ -170,6 +170,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrNotInitialized):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrRotating):
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }

@@ -269,3 +269,27 @@ func noKeyMaterial(t *testing.T, what, text string, c *CA) {
 		}
 	}
 }
+
+// A follower redirects writes to the leader with 307; the client follows with the token.
+func TestClientFollowsLeaderRedirect(t *testing.T) {
+	c := newTestCA(t, Config{OperatorToken: "op"})
+	leader := httptest.NewServer(c.Handler())
+	defer leader.Close()
+	follower := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", leader.URL+r.URL.RequestURI())
+		w.WriteHeader(http.StatusTemporaryRedirect)
+	}))
+	defer follower.Close()
+	tr, err := (&Client{Addr: follower.URL, Token: "op"}).CreateToken(context.Background(), TokenRequest{Service: "api"})
+	if err != nil || tr.Service != "api" {
+		t.Fatalf("through a redirect: %+v %v", tr, err)
+	}
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", leader.URL+"/elsewhere")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+	}))
+	defer evil.Close()
+	if _, err := (&Client{Addr: evil.URL, Token: "op"}).CreateToken(context.Background(), TokenRequest{Service: "api"}); err == nil || !strings.Contains(err.Error(), "bad redirect") {
+		t.Fatalf("redirect to another path: %v", err)
+	}
+}
