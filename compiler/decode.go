@@ -184,6 +184,9 @@ func valuePos(v cue.Value) mesh.Pos {
 	if p := posOf(v.Pos()); p.IsValid() && !isSchemaPos(p) {
 		return p
 	}
+	if p, ok := indexedPos(v); ok {
+		return p // written in one place of plain data: see fastpath.go
+	}
 	// A value unified from several places: take the first one that is the user's.
 	_, parts := v.Expr()
 	for _, c := range parts {

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/parser"
 
+	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/internal/meshgen"
 	"github.com/meshgit/mesh/schema"
 )
@@ -168,4 +170,62 @@ func compileJSON(t *testing.T, files []File) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestIndexedPos compares posIndex with CUE's conjuncts (what valuePos does without it) at every
+// path of a generated mesh and of repo-example where valuePos would ask for them.
+func TestIndexedPos(t *testing.T) {
+	gen, _, err := meshgen.Generate(meshgen.Options{Services: 60, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated []File
+	for _, f := range gen {
+		generated = append(generated, File{Name: f.Name, Data: f.Data})
+	}
+	example, err := ReadDir(filepath.Join("..", "repo-example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, files := range map[string][]File{"generated": generated, "repo-example": example} {
+		t.Run(name, func(t *testing.T) {
+			v, ok := loadFast(files, parseAll(t, files))
+			if !ok {
+				t.Fatal("the fast path was not taken")
+			}
+			checked := 0
+			var walk func(v cue.Value)
+			walk = func(v cue.Value) {
+				if p := posOf(v.Pos()); !p.IsValid() || isSchemaPos(p) {
+					if got, ok := indexedPos(v); ok {
+						checked++
+						want := mesh.Pos{}
+						_, parts := v.Expr()
+						for _, c := range parts {
+							if p := posOf(c.Pos()); p.IsValid() && !isSchemaPos(p) {
+								want = p
+								break
+							}
+						}
+						if got != want {
+							t.Errorf("%s: index says %s, CUE's conjuncts %s", v.Path(), got, want)
+						}
+					}
+				}
+				if it, err := v.Fields(); err == nil {
+					for it.Next() {
+						walk(it.Value())
+					}
+				} else if it, err := v.List(); err == nil {
+					for it.Next() {
+						walk(it.Value())
+					}
+				}
+			}
+			walk(v)
+			if checked < 100 {
+				t.Errorf("only %d paths answered by the index", checked)
+			}
+		})
+	}
 }
