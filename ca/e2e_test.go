@@ -228,6 +228,9 @@ func TestGRPCMTLS(t *testing.T) {
 	cancel()
 	noKeyMaterial(t, "responses", e.rec.bodies.String(), e.ca)
 	noKeyMaterial(t, "logs", e.logs.String(), e.ca)
+	if strings.Contains(grpcLogs.String(), "PRIVATE KEY") {
+		t.Error("gRPC logged a private key")
+	}
 }
 
 // TestGRPCRenewalAndRotation runs a minute of continuous RPCs with 10-second leaves, rotates the
