@@ -84,6 +84,16 @@ func TestCACommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &b) != nil || len(b.Roots) != 2 {
 		t.Fatalf("ca roots --format json: %d %s", code, out)
 	}
+	for _, args := range [][]string{
+		{"agent", "--dir", certs, "--http", srv.URL, "--token-file", tokFile},
+		{"agent", "--service", "api", "--http", srv.URL, "--token-file", tokFile},
+		{"agent", "--service", "Bad_Name", "--dir", certs, "--http", srv.URL, "--token-file", tokFile},
+		{"agent", "--service", "api", "--dir", certs, "--http", srv.URL, "--token-file", filepath.Join(dir, "missing")},
+	} {
+		if code, _, _ := run(args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
 	if strings.Contains(all.String(), "PRIVATE KEY") {
 		t.Fatal("a command printed a private key")
 	}
