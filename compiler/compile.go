@@ -69,6 +69,10 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if err := c.snap.Seal(); err != nil {
 		return nil, err
 	}
+	// Guardrails: analysis warnings and policy violations (analysis.go, policy.go).
+	if err := guard(ctx, c.snap); err != nil {
+		return nil, err
+	}
 	return c.snap, nil
 }
 

@@ -22,7 +22,10 @@ func describeRule(in *mesh.Intention, def mesh.Action) string {
 			same = false
 		}
 	}
-	if same && len(in.Permissions) > 0 && in.Permissions[0].Action != def {
+	if same && len(in.Permissions) > 0 && in.Permissions[0].Action == def {
+		return string(def) // whichever permission matches, the verdict is the default's
+	}
+	if same && len(in.Permissions) > 0 {
 		var parts []string
 		for _, p := range in.Permissions {
 			parts = append(parts, describeMatch(p.HTTP))

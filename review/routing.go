@@ -348,7 +348,10 @@ func summary(r *Report) string {
 	if pairs == 0 {
 		parts = append(parts, "no access changes")
 	} else {
-		s := fmt.Sprintf("%d pair%s change access", pairs, plural(pairs))
+		s := fmt.Sprintf("%d pairs change access", pairs)
+		if pairs == 1 {
+			s = "1 pair changes access"
+		}
 		var d []string
 		if gained > 0 {
 			d = append(d, fmt.Sprintf("%d gain", gained))

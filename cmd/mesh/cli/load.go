@@ -14,15 +14,17 @@ import (
 
 // source is where a command reads its mesh: a directory, or a directory of a Git commit.
 type source struct {
-	dir  string
-	repo string
-	ref  string
+	dir    string
+	repo   string
+	ref    string
+	strict bool // analysis warnings are errors
 }
 
 // addSourceFlags adds --repo and --ref; DIR comes from the command's arguments or --dir.
 func (s *source) addFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.repo, "repo", "", "read the mesh from a commit of this Git repository (path or URL) instead of the working tree")
 	cmd.Flags().StringVar(&s.ref, "ref", "HEAD", "with --repo: the branch, tag or commit to read")
+	cmd.Flags().BoolVar(&s.strict, "strict", false, "treat analysis warnings as errors")
 }
 
 func (s *source) String() string {
@@ -37,16 +39,22 @@ func (s *source) String() string {
 func (s *source) compile(ctx context.Context, stderr io.Writer) (*mesh.Snapshot, error) {
 	var (
 		snap *mesh.Snapshot
+		rep  *compiler.Report
 		err  error
 	)
+	// Policies (the mesh's policies/ folder included) and analysis run with the compilation.
+	opts := compiler.Options{Strict: s.strict}
 	if s.repo != "" {
 		dir := s.dir
 		if dir == "." {
 			dir = ""
 		}
-		snap, err = compiler.CompileGit(ctx, s.repo, s.ref, dir)
+		snap, rep, err = compiler.CompileGitWithReport(ctx, s.repo, s.ref, dir, opts)
 	} else {
-		snap, err = compiler.CompileDir(ctx, s.dir)
+		snap, rep, err = compiler.CompileDirWithReport(ctx, s.dir, opts)
+	}
+	if rep != nil {
+		printWarnings(stderr, rep.Warnings)
 	}
 	var list compiler.Errors
 	if errors.As(err, &list) {
@@ -55,6 +63,17 @@ func (s *source) compile(ctx context.Context, stderr io.Writer) (*mesh.Snapshot,
 		return nil, exitWith(ExitInvalid)
 	}
 	return snap, err
+}
+
+// printWarnings prints analysis warnings as file:line:col: warning: message.
+func printWarnings(w io.Writer, list compiler.Errors) {
+	for _, e := range list {
+		if e.Pos.IsValid() {
+			fmt.Fprintf(w, "%s: warning: %s\n", e.Pos, e.Msg)
+		} else {
+			fmt.Fprintf(w, "warning: %s\n", e.Msg)
+		}
+	}
 }
 
 func plural(n int) string {

@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/spf13/cobra"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/review"
+)
+
+func init() { register(newReviewCmd) }
+
+func newReviewCmd() *cobra.Command {
+	var (
+		repo, base, head, format string
+		strict                   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "review --base REF --head REF [--repo PATH] [DIR]",
+		Short: "Show what a change does: access gained and lost, routing, owners, policy violations",
+		Long: `Review compiles the mesh directory DIR (default: the repository's root) at two commits of a
+Git repository and reports, for a pull request:
+
+  - every source → destination pair whose verdict changes (allow, deny, or the L7 rules in
+    words), with the intention that decides after and its position; pairs decided by wildcards
+    or the mesh default are summarised in groups;
+  - routing changes per service, services added, removed or changed, mesh-wide settings;
+  - who must approve: the owners of every destination whose inbound access changes;
+  - policy violations and analysis warnings at head.
+
+Verdicts come from the same evaluator as "mesh intention check". --format markdown (the default)
+is fit to post as a pull-request comment; --format json is for machines.
+Exit status: 0 ok, 1 head does not compile or violates a policy, 2 usage or internal error.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if base == "" || head == "" {
+				return usageError{errors.New("review needs --base and --head")}
+			}
+			if format != "markdown" && format != "json" {
+				return usageError{fmt.Errorf("--format %q: want markdown or json", format)}
+			}
+			dir := ""
+			if len(args) > 0 && args[0] != "." {
+				dir = args[0]
+			}
+			return runReview(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), repo, base, head, dir, format, strict)
+		},
+	}
+	cmd.Flags().StringVar(&repo, "repo", ".", "the Git repository (path or URL)")
+	cmd.Flags().StringVar(&base, "base", "", "the branch, tag or commit the change starts from")
+	cmd.Flags().StringVar(&head, "head", "", "the branch, tag or commit of the change")
+	cmd.Flags().StringVar(&format, "format", "markdown", "output format: markdown or json")
+	cmd.Flags().BoolVar(&strict, "strict", false, "treat analysis warnings at head as errors")
+	return cmd
+}
+
+type reviewSide struct {
+	name  string
+	hash  plumbing.Hash
+	files []compiler.File
+	own   []compiler.File
+	snap  *mesh.Snapshot
+	rep   *compiler.Report
+	err   error
+}
+
+func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, headRef, dir, format string, strict bool) error {
+	r, err := compiler.OpenRepo(ctx, repo)
+	if err != nil {
+		return err
+	}
+	sides := []*reviewSide{{name: "base"}, {name: "head"}}
+	for i, ref := range []string{baseRef, headRef} {
+		s := sides[i]
+		if s.hash, err = compiler.Resolve(r, ref); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		// Read both commits first: a go-git repository is not meant for concurrent reads.
+		if s.files, err = compiler.ReadCommit(r, s.hash, dir); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		if s.own, err = compiler.ReadPolicyCommit(r, s.hash, dir); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, s := range sides {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			opts := compiler.Options{PolicyFiles: s.own, ReportViolations: true, Strict: strict && s.name == "head"}
+			s.snap, s.rep, s.err = compiler.CompileWithReport(ctx, s.files, opts)
+			if s.snap != nil {
+				s.snap.Commit = s.hash.String()
+			}
+		}()
+	}
+	wg.Wait()
+	baseSide, headSide := sides[0], sides[1]
+	var list compiler.Errors
+	if errors.As(headSide.err, &list) {
+		fmt.Fprintln(stderr, list.Error())
+		fmt.Fprintf(stderr, "%d error%s in head %s\n", len(list), plural(len(list)), short(headSide.hash))
+		return exitWith(ExitInvalid)
+	}
+	if headSide.err != nil {
+		return fmt.Errorf("head: %w", headSide.err)
+	}
+	if errors.As(baseSide.err, &list) {
+		// A change that repairs a broken base is still reviewed: against an empty mesh.
+		fmt.Fprintf(stderr, "base %s does not compile (%d error%s); reviewing head against an empty mesh\n",
+			short(baseSide.hash), len(list), plural(len(list)))
+		baseSide.snap = nil
+	} else if baseSide.err != nil {
+		return fmt.Errorf("base: %w", baseSide.err)
+	}
+	rep := review.Review(baseSide.snap, headSide.snap)
+	if baseSide.snap == nil {
+		rep.Base = short(baseSide.hash)
+	}
+	rep.AddFindings(findings(headSide.rep.Violations), findings(headSide.rep.Warnings))
+	switch format {
+	case "json":
+		err = rep.JSON(stdout)
+	default:
+		err = rep.Markdown(stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if len(rep.Violations) > 0 {
+		fmt.Fprintf(stderr, "%d policy violation%s in head %s\n", len(rep.Violations), plural(len(rep.Violations)), short(headSide.hash))
+		return exitWith(ExitInvalid)
+	}
+	return nil
+}
+
+func findings(list compiler.Errors) []review.Finding {
+	var out []review.Finding
+	for _, e := range list {
+		out = append(out, review.Finding{Position: e.Pos.String(), Message: e.Msg})
+	}
+	return out
+}
+
+func short(h plumbing.Hash) string { return strings.TrimSpace(h.String()[:12]) }

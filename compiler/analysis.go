@@ -1,0 +1,274 @@
+package compiler
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// analyze looks for configurations that are valid but very likely wrong, and returns them as
+// warnings (errors with --strict), sorted by position:
+//
+//   - an upstream whose intentions deny its caller every request;
+//   - an exact intention that allows a caller that does not declare the destination as an
+//     upstream (its sidecar has no listener for it);
+//   - intentions that can never decide, because intentions of higher precedence cover every pair
+//     they could decide, and permissions that can never decide, because an earlier permission
+//     of the same intention matches every request they match;
+//   - resolver subsets that select none of the service's endpoints;
+//   - splitters and resolvers of services that no service calls, directly or through a chain.
+//
+// Verdicts come from mesh.Authorize; the other checks are sufficient conditions, so a warning is
+// never a false alarm, though not every dead rule is found (regexes are compared as text).
+func analyze(s *mesh.Snapshot) Errors {
+	var w errorList
+	names := s.ServiceNames()
+
+	// Upstreams denied, callers allowed without the upstream.
+	for _, name := range names {
+		svc := s.Services[name]
+		for _, u := range sortedKeys(svc.Upstreams) {
+			if s.Services[u] == nil {
+				continue
+			}
+			d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u})
+			if d.Allowed() || d.Intention != nil && allowsSome(d.Intention) {
+				continue
+			}
+			w.add(s.Pos(mesh.PathService(name)+".upstreams."+u), "service %s: upstream %s: every request is denied (%s)", name, u, d.Reason)
+		}
+	}
+	for _, in := range s.Intentions {
+		if in.Precedence != mesh.PrecedenceExact || !allowsSome(in) {
+			continue
+		}
+		src := s.Services[in.Source]
+		if src == nil || src.Upstreams[in.Destination] != nil {
+			continue
+		}
+		w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)),
+			"intention %s → %s allows %s, but %s does not declare %s as an upstream", in.Source, in.Destination, in.Source, in.Source, in.Destination)
+	}
+
+	// Intentions that never decide.
+	n := len(names)
+	exactInto := map[string]int{}            // destination → exact sources
+	exactFrom := map[string][]string{}       // source → destinations of its exact intentions
+	wildInto := map[string]bool{}            // destinations with D←*
+	wildFrom := map[string]*mesh.Intention{} // sources with *←S
+	var both *mesh.Intention
+	for _, in := range s.Intentions {
+		switch in.Precedence {
+		case mesh.PrecedenceExact:
+			exactInto[in.Destination]++
+			exactFrom[in.Source] = append(exactFrom[in.Source], in.Destination)
+		case mesh.PrecedenceWildcardSource:
+			wildInto[in.Destination] = true
+		case mesh.PrecedenceWildcardDest:
+			wildFrom[in.Source] = in
+		case mesh.PrecedenceWildcardBoth:
+			both = in
+		}
+	}
+	for _, in := range s.Intentions {
+		switch in.Precedence {
+		case mesh.PrecedenceWildcardSource:
+			if exactInto[in.Destination] == n {
+				w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)), "intention * → %s never decides: every service has its own intention into %s", in.Destination, in.Destination)
+			}
+		case mesh.PrecedenceWildcardDest:
+			covered := len(wildInto)
+			for _, d := range exactFrom[in.Source] {
+				if !wildInto[d] {
+					covered++
+				}
+			}
+			if covered == n {
+				w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)), "intention %s → * never decides: every service has an intention from %s or from * of its own", in.Source, in.Source)
+			}
+		}
+	}
+	if both != nil && n > 0 && bothShadowed(s, names, wildInto, wildFrom) {
+		w.add(s.Pos(mesh.PathIntention(mesh.Wildcard, mesh.Wildcard)), "intention * → * never decides: intentions of higher precedence cover every pair")
+	}
+	for _, in := range s.Intentions {
+		for j := 1; j < len(in.Permissions); j++ {
+			for i := 0; i < j; i++ {
+				if covers(in.Permissions[i].HTTP, in.Permissions[j].HTTP) {
+					w.add(s.Pos(mesh.PathPermission(in.Destination, in.Source, j)),
+						"intention %s → %s: permission %d never decides: permission %d matches every request it matches", in.Source, in.Destination, j+1, i+1)
+					break
+				}
+			}
+		}
+	}
+
+	// Subsets without endpoints.
+	for _, name := range sortedKeys(s.Resolvers) {
+		r, svc := s.Resolvers[name], s.Services[name]
+		if svc == nil || len(svc.Endpoints) == 0 {
+			continue
+		}
+		for _, sub := range sortedKeys(r.Subsets) {
+			found := false
+			for _, ep := range svc.Endpoints {
+				if mesh.SubsetMatches(r.Subsets[sub].Filter, ep.Meta) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				w.add(s.Pos(mesh.PathResolver(name)), "resolver %s: subset %s selects none of the endpoints of %s (filter %s)", name, sub, name, describeFilter(r.Subsets[sub].Filter))
+			}
+		}
+	}
+
+	// Splitters and resolvers nobody reaches.
+	reached := map[string]bool{}
+	for _, name := range names {
+		for u := range s.Services[name].Upstreams {
+			if reached[u] {
+				continue
+			}
+			reached[u] = true
+			if ch := s.Chains[u]; ch != nil {
+				for _, t := range ch.Targets {
+					reached[t.Service] = true
+				}
+			}
+		}
+	}
+	for _, name := range sortedKeys(s.Splitters) {
+		if !reached[name] {
+			w.add(s.Pos(mesh.PathSplitter(name)), "splitter %s: no service calls %s, as an upstream or through a chain", name, name)
+		}
+	}
+	for _, name := range sortedKeys(s.Resolvers) {
+		if !reached[name] {
+			w.add(s.Pos(mesh.PathResolver(name)), "resolver %s: no service calls %s, as an upstream or through a chain", name, name)
+		}
+	}
+	if len(w.list) == 0 {
+		return nil
+	}
+	w.list.sort()
+	return w.list
+}
+
+// allowsSome reports whether an intention allows at least some requests.
+func allowsSome(in *mesh.Intention) bool {
+	if in.Action != "" {
+		return in.Action == mesh.Allow
+	}
+	for _, p := range in.Permissions {
+		if p.Action == mesh.Allow {
+			return true
+		}
+	}
+	return false
+}
+
+// bothShadowed reports whether every pair has an intention of higher precedence than * → *.
+func bothShadowed(s *mesh.Snapshot, names []string, wildInto map[string]bool, wildFrom map[string]*mesh.Intention) bool {
+	var open []string // sources without *←S
+	for _, n := range names {
+		if wildFrom[n] == nil {
+			open = append(open, n)
+		}
+	}
+	if len(open) == 0 {
+		return true
+	}
+	for _, d := range names {
+		if wildInto[d] {
+			continue
+		}
+		for _, src := range open {
+			if s.Intention(src, d) == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// covers reports whether every request that b matches also matches a (a sufficient test).
+func covers(a, b *mesh.HTTPMatch) bool {
+	if a == nil || reflect.DeepEqual(*a, mesh.HTTPMatch{}) {
+		return true
+	}
+	if b == nil {
+		return false
+	}
+	switch {
+	case a.Path != "":
+		if b.Path != a.Path {
+			return false
+		}
+	case a.PathPrefix != "":
+		if !(b.Path != "" && strings.HasPrefix(b.Path, a.PathPrefix) || b.PathPrefix != "" && strings.HasPrefix(b.PathPrefix, a.PathPrefix)) {
+			return false
+		}
+	case a.PathRegex != "":
+		if b.PathRegex != a.PathRegex {
+			re, err := mesh.FullRegexp(a.PathRegex)
+			if err != nil || b.Path == "" || !re.MatchString(b.Path) {
+				return false
+			}
+		}
+	}
+	if len(a.Methods) > 0 {
+		if len(b.Methods) == 0 {
+			return false
+		}
+		for _, m := range b.Methods {
+			if !containsString(a.Methods, m) {
+				return false
+			}
+		}
+	}
+	for _, h := range a.Header {
+		found := false
+		for _, hb := range b.Header {
+			if h == hb {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	for _, q := range a.QueryParam {
+		found := false
+		for _, qb := range b.QueryParam {
+			if q == qb {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func describeFilter(f map[string]string) string {
+	var parts []string
+	for _, k := range sortedKeys(f) {
+		parts = append(parts, fmt.Sprintf("%s=%s", k, f[k]))
+	}
+	return strings.Join(parts, ", ")
+}
