@@ -2,6 +2,7 @@ package compiler
 
 import (
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"weak"
@@ -256,7 +257,7 @@ func (c *oneOfChecker) eachElem(v cue.Value, f func(cue.Value)) {
 // Expr would give; paths written in several places (a struct spread over files, lists unified
 // element by element) are left to Expr.
 
-// posIndex maps a path (cue.Path.String) to the position of the one value written at it.
+// posIndex maps a path (see pathKey) to the position of the one value written at it.
 type posIndex map[string]mesh.Pos
 
 // ambiguous marks a path written in several places.
@@ -271,7 +272,7 @@ func registerPositions(ctx *cue.Context, userFiles []*ast.File) {
 	for _, f := range userFiles {
 		for _, d := range f.Decls {
 			if field, ok := d.(*ast.Field); ok {
-				idx.addField(nil, field)
+				idx.addField("", field)
 			}
 		}
 	}
@@ -286,40 +287,65 @@ func indexedPos(v cue.Value) (mesh.Pos, bool) {
 	if !ok {
 		return mesh.Pos{}, false
 	}
-	p, ok := idx.(posIndex)[v.Path().String()]
+	key, ok := pathKey(v.Path())
+	if !ok {
+		return mesh.Pos{}, false
+	}
+	p, ok := idx.(posIndex)[key]
 	if !ok || p == ambiguous {
 		return mesh.Pos{}, false
 	}
 	return p, true
 }
 
-func (idx posIndex) addField(path []cue.Selector, f *ast.Field) {
-	var sel cue.Selector
+// pathKey encodes a path of regular fields and list indexes: each field as "\x00", the length of
+// its name, ":" and the name; each index as "\x01" and its digits. Other paths have no key.
+func pathKey(p cue.Path) (string, bool) {
+	var b strings.Builder
+	for _, sel := range p.Selectors() {
+		switch sel.LabelType() {
+		case cue.StringLabel:
+			name := sel.Unquoted()
+			b.WriteByte(0)
+			b.WriteString(strconv.Itoa(len(name)))
+			b.WriteByte(':')
+			b.WriteString(name)
+		case cue.IndexLabel:
+			b.WriteByte(1)
+			b.WriteString(strconv.Itoa(sel.Index()))
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}
+
+func (idx posIndex) addField(key string, f *ast.Field) {
+	var name string
 	switch l := f.Label.(type) {
 	case *ast.Ident:
 		if strings.HasPrefix(l.Name, "#") || strings.HasPrefix(l.Name, "_") {
 			return // the user's definitions and hidden fields: never asked for
 		}
-		sel = cue.Str(l.Name)
+		name = l.Name
 	case *ast.BasicLit:
-		name, _, err := ast.LabelName(l)
+		n, _, err := ast.LabelName(l)
 		if err != nil {
 			return
 		}
-		sel = cue.Str(name)
+		name = n
 	default:
 		return
 	}
 	if f.Constraint != token.ILLEGAL {
 		return // optional or required markers: no value of the user's own
 	}
-	idx.addValue(append(path[:len(path):len(path)], sel), f.Pos(), f.Value)
+	idx.addValue(key+"\x00"+strconv.Itoa(len(name))+":"+name, f.Pos(), f.Value)
 }
 
-// addValue records x, written at path, at pos: a field's label, or a list element's start,
-// which is where CUE places the conjunct.
-func (idx posIndex) addValue(path []cue.Selector, pos token.Pos, x ast.Expr) {
-	key := cue.MakePath(path...).String()
+// addValue records x, written at the path key, at pos: a field's label, or a list element's
+// start, which is where CUE places the conjunct.
+func (idx posIndex) addValue(key string, pos token.Pos, x ast.Expr) {
 	if _, seen := idx[key]; seen {
 		idx[key] = ambiguous
 	} else {
@@ -329,7 +355,7 @@ func (idx posIndex) addValue(path []cue.Selector, pos token.Pos, x ast.Expr) {
 	case *ast.StructLit:
 		for _, d := range x.Elts {
 			if field, ok := d.(*ast.Field); ok {
-				idx.addField(path, field)
+				idx.addField(key, field)
 			}
 		}
 	case *ast.ListLit:
@@ -337,7 +363,7 @@ func (idx posIndex) addValue(path []cue.Selector, pos token.Pos, x ast.Expr) {
 			if _, ok := e.(*ast.Ellipsis); ok {
 				continue
 			}
-			idx.addValue(append(path[:len(path):len(path)], cue.Index(i)), e.Pos(), e)
+			idx.addValue(key+"\x01"+strconv.Itoa(i), e.Pos(), e)
 		}
 	}
 }
