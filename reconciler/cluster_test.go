@@ -76,10 +76,20 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "the client on a follower to ACK v2", func() bool { return acked(xdss[fi], "web-f", v2) })
 
-	// The dead server comes back (same data and addresses) and catches up.
-	opts[li].join = ""
+	// The dead server comes back (same data and Raft address, a new HTTP address) and catches up;
+	// the cluster learns its new HTTP address.
+	opts[li].join, opts[li].httpAddr = "", "127.0.0.1:0"
 	nodes[li] = startServer(t, testConfig(t, repo.bare, opts[li]))
+	opts[li].httpAddr = nodes[li].HTTPAddr()
 	all(nodes[li:li+1], v2, 10*time.Second)
+	waitFor(t, 10*time.Second, "the new HTTP address to be registered", func() bool {
+		for _, srv := range survivors[nl].Status().Servers {
+			if srv.ID == nodes[li].NodeID() {
+				return srv.HTTPAddress == nodes[li].HTTPAddr()
+			}
+		}
+		return false
+	})
 
 	// Restart the whole cluster with Git gone: every server serves v2 as soon as it is open.
 	for _, n := range nodes {

@@ -109,6 +109,20 @@ func (n *raftNode) voters() int {
 	return c
 }
 
+// inConfiguration reports whether this server is a member of the Raft configuration it knows.
+func (s *Server) inConfiguration() bool {
+	f := s.node.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.ID == raft.ServerID(s.id) {
+			return true
+		}
+	}
+	return false
+}
+
 // close shuts Raft down, then closes the transport and the store, in that order.
 func (n *raftNode) close() error {
 	var err error

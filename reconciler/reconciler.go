@@ -230,6 +230,9 @@ func (s *Server) Open(ctx context.Context) (err error) {
 		}
 	}()
 	go func() { defer s.bg.Done(); s.watchLeadership(s.bgCtx) }()
+	if host, _, _ := net.SplitHostPort(s.httpAdv); host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		s.log.Warn("the HTTP API listens on an unspecified address: set an advertise address so that other servers can reach it", "http", s.httpAdv)
+	}
 	s.log.Info("mesh server started", "http", s.httpAdv, "raft", s.node.addr, "data", s.cfg.DataDir, "repo", s.cfg.Repo, "ref", s.cfg.Ref, "dir", s.cfg.Dir)
 
 	if s.cfg.Join != "" && !s.node.existing {
@@ -237,7 +240,38 @@ func (s *Server) Open(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.keepRegistered(s.bgCtx) }()
 	return nil
+}
+
+// keepRegistered makes sure the cluster knows this server's HTTP address (it may have changed
+// across a restart), asking the leader until the FSM holds the new one. The leader registers
+// itself.
+func (s *Server) keepRegistered(ctx context.Context) {
+	for attempt := 0; ; attempt++ {
+		if !sleepCtx(ctx, min(backoff(attempt), 5*time.Second)) {
+			return
+		}
+		// Only a changed address is corrected: a server without an entry may have been removed,
+		// and must not add itself back.
+		m, ok := s.fsm.state().servers[s.id]
+		if ok && m.HTTP == s.httpAdv {
+			return
+		}
+		if !ok {
+			continue
+		}
+		leader := s.leaderHTTP()
+		if leader == "" || s.IsLeader() || !s.inConfiguration() {
+			continue
+		}
+		c := &Client{Addr: leader, Token: s.cfg.Token}
+		err := c.Join(ctx, JoinRequest{ID: s.id, RaftAddress: string(s.node.addr), HTTPAddress: s.httpAdv})
+		if err != nil {
+			s.log.Warn("register http address with the leader", "leader", leader, "err", err)
+		}
+	}
 }
 
 // Shutdown stops accepting: the HTTP API stops and the reconcile loop ends. Raft keeps running
@@ -252,7 +286,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		} else if s.httpLn != nil {
 			s.httpLn.Close()
 		}
-		if s.node != nil && s.node.raft.State().String() == "Leader" && s.node.voters() > 1 {
+		if s.node != nil && s.node.isLeader() && s.node.voters() > 1 {
 			// Hand leadership over now rather than make the others wait for an election.
 			if e := s.node.raft.LeadershipTransfer().Error(); e != nil {
 				s.log.Warn("leadership transfer", "err", e)

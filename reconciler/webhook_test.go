@@ -131,3 +131,39 @@ func counterValue(c prometheus.Counter) float64 {
 	c.Write(&m)
 	return m.GetCounter().GetValue()
 }
+
+// A webhook that reaches a follower makes the leader fetch.
+func TestWebhookOnFollower(t *testing.T) {
+	repo := newTestRepo(t)
+	f0, f1 := meshFiles(0), meshFiles(1)
+	v0, v1 := versionOf(t, f0), versionOf(t, f1)
+	repo.commit(f0, "v0", false)
+	secret := []byte("webhook-secret")
+	var nodes []*Server
+	for i := range 2 {
+		o := nodeOpts{}
+		if i > 0 {
+			o.join = nodes[0].HTTPAddr()
+		}
+		cfg := testConfig(t, "file://"+repo.bare, o)
+		cfg.Poll, cfg.WebhookSecret = time.Hour, secret
+		nodes = append(nodes, startServer(t, cfg))
+	}
+	for _, n := range nodes {
+		if !waitServed(n, v0, 10*time.Second) {
+			t.Fatalf("%s: v0 not served", n.NodeID())
+		}
+	}
+	follower := nodes[1-leaderIndex(t, nodes)]
+	waitFor(t, 5*time.Second, "the follower to know the leader's HTTP address", func() bool { return follower.Status().LeaderAddress != "" })
+	sha := repo.commit(f1, "v1", false)
+	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":%q}`, sha))
+	if got := postWebhook(t, follower.HTTPAddr(), body, map[string]string{"X-Hub-Signature-256": sign(secret, body)}); got != http.StatusAccepted {
+		t.Fatalf("webhook to a follower: HTTP %d", got)
+	}
+	for _, n := range nodes {
+		if !waitServed(n, v1, 2*time.Second) {
+			t.Fatalf("%s: v1 not served after a webhook to the follower", n.NodeID())
+		}
+	}
+}
