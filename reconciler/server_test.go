@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -173,4 +175,50 @@ func get(t testing.TB, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// A Raft snapshot carries the whole FSM: a server restarted from it (without the served-snapshot
+// cache) has the history, the pin and the last error back.
+func TestRestartFromRaftSnapshot(t *testing.T) {
+	repo := newTestRepo(t)
+	f0, f1 := meshFiles(0), meshFiles(1)
+	v0, v1 := versionOf(t, f0), versionOf(t, f1)
+	repo.commit(f0, "v0", false)
+	o := nodeOpts{dir: t.TempDir()}
+	s := startServer(t, testConfig(t, repo.bare, o))
+	if !waitServed(s, v0, 10*time.Second) {
+		t.Fatal("v0 not served")
+	}
+	repo.commit(f1, "v1", false)
+	if !waitServed(s, v1, 2*time.Second) {
+		t.Fatal("v1 not served")
+	}
+	bad := repo.commit(merge(f1, brokenFile), "broken", false)
+	waitFor(t, 2*time.Second, "the failure to be recorded", func() bool {
+		e := s.Status().LastError
+		return e != nil && e.Commit == bad
+	})
+	if err := (&Client{Addr: s.HTTPAddr(), Token: testToken}).Pin(t.Context(), v0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.node.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	want := s.Status()
+	o.httpAddr, o.raftAddr = s.HTTPAddr(), s.RaftAddr()
+	s.Close(t.Context())
+
+	if err := os.Remove(filepath.Join(o.dir, "served.json.gz")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, repo.bare, o)
+	s = startServer(t, cfg)
+	if !waitServed(s, v0, 10*time.Second) {
+		t.Fatalf("restored server serves %q, want the pinned %s", servedVersion(s), v0)
+	}
+	got := s.Status()
+	if got.Pin != v0 || got.Head == nil || got.Head.Version != v1 || got.LastError == nil || got.LastError.Commit != bad ||
+		len(got.LastError.Errors) != len(want.LastError.Errors) || len(s.Snapshots()) != 2 {
+		t.Errorf("restored status %+v, want %+v", got, want)
+	}
 }
