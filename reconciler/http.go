@@ -32,6 +32,9 @@ type Status struct {
 	// Head is the newest snapshot applied from Git (differs from Version while pinned).
 	Head         *Entry `json:"head,omitempty"`
 	AppliedIndex uint64 `json:"appliedIndex"`
+	// PublishError is why the xDS server refused the FSM's snapshot, if it did (this server then
+	// keeps serving Version).
+	PublishError string `json:"publishError,omitempty"`
 }
 
 // ServerStatus is one server of the Raft configuration.
@@ -69,6 +72,9 @@ func (s *Server) Status() Status {
 		AppliedIndex: s.node.raft.AppliedIndex(), Servers: s.servers()}
 	if snap := s.pub.current(); snap != nil {
 		out.Version, out.Commit = snap.Version, snap.Commit
+	}
+	if err := s.pub.err(); err != nil {
+		out.PublishError = err.Error()
 	}
 	if h := st.headEntry(); h != nil {
 		e := h.Entry

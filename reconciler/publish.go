@@ -154,6 +154,12 @@ func (p *publisher) current() *mesh.Snapshot {
 	return p.served
 }
 
+func (p *publisher) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
+}
+
 // changed returns a channel closed at the next publication.
 func (p *publisher) changed() <-chan struct{} {
 	p.mu.Lock()

@@ -139,6 +139,9 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		}
 		fmt.Fprintf(w, "  %s raft=%s http=%s %s%s\n", s.ID, s.RaftAddress, s.HTTPAddress, s.Suffrage, mark)
 	}
+	if st.PublishError != "" {
+		fmt.Fprintf(w, "xds refused the newest snapshot: %s\n", st.PublishError)
+	}
 	if e := st.LastError; e != nil {
 		fmt.Fprintf(w, "last error: commit %s does not compile (%s); still serving %s\n", e.Commit, e.Time.Format(time.RFC3339), version)
 		for _, pe := range e.Errors {
