@@ -25,10 +25,13 @@ const (
 	CAFile   = "ca.pem"   // the trust bundle
 )
 
+// maxRefusals is how many refusals in a row (401, 403, 400) end an Agent's Run.
+const maxRefusals = 3
+
 // Agent keeps a service's certificate files fresh: it makes the key itself (the key never leaves
 // the process and its directory), asks the CA to sign a CSR, writes the files atomically, and
 // renews at RenewAt of each leaf. Transient failures (network, 429, 5xx) are retried with
-// exponential backoff; refusals (401, 403, 400) end Run with the error.
+// exponential backoff; refusals (401, 403, 400) end Run with the error once they repeat.
 //
 // The key is made once per directory and kept across renewals: gRPC's file_watcher reads cert.pem
 // and key.pem one after the other, and a pair caught between two renames would not match (gRPC
@@ -53,6 +56,7 @@ type Agent struct {
 func (a *Agent) Run(ctx context.Context) error {
 	log := a.logger()
 	backoff := a.minBackoff()
+	refusals := 0
 	for {
 		start := time.Now()
 		leaf, err := a.Issue(ctx)
@@ -61,8 +65,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		var next time.Time
 		if err != nil {
+			// A refusal is final, but not at the first sight: a follower may not have applied
+			// a token created a moment ago.
 			if !temporary(err) {
-				return err
+				if refusals++; refusals >= maxRefusals {
+					return err
+				}
 			}
 			wait := jitter(backoff)
 			if ae := (*APIError)(nil); errors.As(err, &ae) && ae.RetryAfter > wait {
@@ -72,7 +80,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			next = time.Now().Add(wait)
 			backoff = min(2*backoff, a.maxBackoff())
 		} else {
-			backoff = a.minBackoff()
+			backoff, refusals = a.minBackoff(), 0
 			from := leaf.NotBefore
 			if start.After(from) {
 				from = start

@@ -244,9 +244,13 @@ func TestAgentRetriesAndGivesUp(t *testing.T) {
 	}
 
 	// A refused token ends Run with the error.
-	b := &Agent{Client: &Client{Addr: srv.URL, Token: "mesh_bad"}, Service: "api", Dir: t.TempDir()}
+	b := &Agent{Client: &Client{Addr: srv.URL, Token: "mesh_bad"}, Service: "api", Dir: t.TempDir(), MinBackoff: time.Millisecond}
+	before := calls.Load()
 	if err := b.Run(context.Background()); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("bad token: %v", err)
+	}
+	if n := calls.Load() - before; n != maxRefusals {
+		t.Fatalf("%d requests before giving up, want %d", n, maxRefusals)
 	}
 }
 
