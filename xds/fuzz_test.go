@@ -7,6 +7,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+
+	mesh "github.com/meshgit/mesh"
 )
 
 // FuzzStreamRequests drives the server's stream callbacks (what every xDS request goes through
@@ -51,5 +53,40 @@ func FuzzStreamRequests(f *testing.F) {
 		cb.OnDeltaStreamClosed(2, node)
 		cb.OnStreamClosed(7, nil)
 		_ = s.Proxies()
+	})
+}
+
+// FuzzRenderMatches renders meshes whose permissions and routes carry arbitrary match strings.
+// Rendering must never panic; what it renders is either valid or reported by Validate (then
+// SetSnapshot refuses the whole snapshot).
+func FuzzRenderMatches(f *testing.F) {
+	f.Add("/a", "/b/", "x-h", "exact", "v", "GET", true, "q")
+	f.Add("", "", "", "", "", "", false, "")
+	f.Add("(", "\x00", ":path", "regex", "[", " ", true, "&=")
+	f.Fuzz(func(t *testing.T, path, prefix, header, kind, value, method string, invert bool, query string) {
+		s := richMesh()
+		m := &mesh.HTTPMatch{Path: path, PathPrefix: prefix,
+			Header:     []mesh.HeaderMatch{{Name: header, Kind: kind, Value: value, Invert: invert}},
+			QueryParam: []mesh.QueryMatch{{Name: query, Kind: kind, Value: value}}}
+		if method != "" {
+			m.Methods = []string{method}
+		}
+		addIntention(s, &mesh.Intention{Source: "db", Destination: "api", Permissions: []mesh.Permission{{Action: mesh.Allow, HTTP: m}}})
+		s.Chains["api"].Routes[0].Match = m
+		// No JSON round trip (seal): it would replace invalid UTF-8, which fuzzing produces.
+		_ = s.Seal()
+		snap := s
+		for _, svc := range []string{"api", "web"} {
+			for _, shape := range []Shape{ShapeEnvoy, ShapeGRPC} {
+				res, err := Render(snap, Proxy{Service: svc, Shape: shape})
+				if err != nil {
+					continue // e.g. invalid UTF-8 cannot be marshalled: an error, not a panic
+				}
+				_ = res.Validate()
+				if err := res.Consistent(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 	})
 }
