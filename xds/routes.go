@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -32,7 +33,9 @@ func routes(snap *mesh.Snapshot, p Proxy) []*routev3.RouteConfiguration {
 func routeConfig(snap *mesh.Snapshot, chain *mesh.Chain, shape Shape) *routev3.RouteConfiguration {
 	vh := &routev3.VirtualHost{Name: chain.Service, Domains: []string{"*"}}
 	for i := range chain.Routes {
-		vh.Routes = append(vh.Routes, chainRoute(snap, chain, &chain.Routes[i], shape))
+		if r := chainRoute(snap, chain, &chain.Routes[i], shape); r != nil {
+			vh.Routes = append(vh.Routes, r)
+		}
 	}
 	return &routev3.RouteConfiguration{
 		Name:             chain.Service,
@@ -41,7 +44,20 @@ func routeConfig(snap *mesh.Snapshot, chain *mesh.Chain, shape Shape) *routev3.R
 	}
 }
 
+// chainRoute renders one route of a chain, or returns nil when the route can never match for
+// this shape.
 func chainRoute(snap *mesh.Snapshot, chain *mesh.Chain, r *mesh.ChainRoute, shape Shape) *routev3.Route {
+	match := r.Match
+	if shape == ShapeGRPC && match != nil && len(match.Methods) > 0 {
+		// gRPC clients route on their outgoing metadata, which has no :method; every gRPC
+		// request is a POST. So a methods condition either always holds or never does.
+		if !slices.Contains(match.Methods, "POST") {
+			return nil
+		}
+		m := *match
+		m.Methods = nil
+		match = &m
+	}
 	action := &routev3.RouteAction{}
 	switch {
 	case len(r.Splits) == 1:
@@ -82,7 +98,7 @@ func chainRoute(snap *mesh.Snapshot, chain *mesh.Chain, r *mesh.ChainRoute, shap
 		action.RetryPolicy = rp
 	}
 	return &routev3.Route{
-		Match:  routeMatch(r.Match),
+		Match:  routeMatch(match),
 		Action: &routev3.Route_Route{Route: action},
 	}
 }
