@@ -141,7 +141,7 @@ func BenchmarkSetSnapshotOneIntention(b *testing.B) {
 	ch := diff(snaps[0], snaps[1])
 	n := 0
 	for i := 0; i < benchProxies; i++ {
-		if ch.affects(benchName(i)) {
+		if ch.affects(benchName(i), nil) {
 			n++
 		}
 	}

@@ -61,26 +61,55 @@ func (c *change) chainChanged(name string) bool {
 	return v
 }
 
-// affects reports whether the change can alter the resources of a proxy of service: its own
-// definition (ports, endpoints, upstreams), the intentions into it, its upstreams' chains and
-// the endpoints of their targets. Upstreams are read from next; if they differ from prev, the
-// service itself changed.
-func (c *change) affects(service string) bool {
-	if c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) {
-		return true
-	}
-	for _, u := range upstreams(c.next, service) {
-		if c.chainChanged(u.Service) {
-			return true
-		}
-		ch := c.next.Chains[u.Service]
+// deps are what a proxy's resources are rendered from, besides the mesh-wide settings and
+// the intentions into its service: its service's definition (ports, endpoints, upstreams), its
+// upstreams' chains, and the services (endpoints) of their targets.
+type deps struct {
+	services []string // its own first
+	chains   []string
+}
+
+// dependencies returns the deps of a proxy of service in snap. They stay valid for a later
+// snapshot unless the service itself or one of the chains changed, which affects reports.
+func dependencies(snap *mesh.Snapshot, service string) *deps {
+	d := &deps{services: []string{service}}
+	seen := map[string]bool{service: true}
+	for _, u := range upstreams(snap, service) {
+		d.chains = append(d.chains, u.Service)
+		ch := snap.Chains[u.Service]
 		if ch == nil {
 			continue
 		}
 		for _, t := range ch.Targets {
-			if c.serviceChanged(t.Service) {
-				return true
+			if !seen[t.Service] {
+				seen[t.Service] = true
+				d.services = append(d.services, t.Service)
 			}
+		}
+	}
+	return d
+}
+
+// affects reports whether the change can alter the resources of a proxy of service, whose
+// deps (computed from prev, or nil to compute them from next) are d.
+func (c *change) affects(service string, d *deps) bool {
+	if c.all || c.intentions[service] || c.intentions[mesh.Wildcard] {
+		return true
+	}
+	if d == nil {
+		if c.serviceChanged(service) {
+			return true
+		}
+		d = dependencies(c.next, service)
+	}
+	for _, ch := range d.chains {
+		if c.chainChanged(ch) {
+			return true
+		}
+	}
+	for _, svc := range d.services {
+		if c.serviceChanged(svc) {
+			return true
 		}
 	}
 	return false

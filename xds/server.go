@@ -84,6 +84,7 @@ type Server struct {
 type group struct {
 	proxy       Proxy
 	snap        *mesh.Snapshot // rendered from
+	deps        *deps          // what the content was rendered from
 	hash        string         // of all the content
 	typeHash    map[resourcev3.Type]string
 	typeVersion map[resourcev3.Type]string
@@ -214,7 +215,7 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 	rendered := map[Proxy]*group{}
 	for _, p := range work {
 		old := s.groupOf(p)
-		if old != nil && old.snap == prev && !ch.affects(p.Service) {
+		if old != nil && old.snap == prev && !ch.affects(p.Service, old.deps) {
 			continue
 		}
 		g, err := s.render(snap, p, old)
@@ -233,7 +234,7 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 			continue
 		}
 		g := s.groups[p]
-		if g != nil && (g.snap == snap || (g.snap == prev && !ch.affects(p.Service))) {
+		if g != nil && (g.snap == snap || (g.snap == prev && !ch.affects(p.Service, g.deps))) {
 			continue
 		}
 		ng, err := s.render(snap, p, g)
@@ -360,12 +361,13 @@ func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error
 	if err != nil {
 		return nil, err
 	}
+	d := dependencies(snap, p.Service)
 	if old != nil && old.err == nil && old.hash == hash {
 		ng := *old
-		ng.snap = snap
+		ng.snap, ng.deps = snap, d
 		return &ng, nil
 	}
-	g := &group{proxy: p, snap: snap, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
+	g := &group{proxy: p, snap: snap, deps: d, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
 	cs := &cachev3.Snapshot{}
 	byType := res.byType()
 	for _, t := range resourceTypes {
