@@ -16,7 +16,8 @@ import (
 // sources are listed in Sources), Destination "*" (its destinations are listed in
 // Destinations), or both; then its pairs are Sources × Destinations without the pairs that have
 // an intention of their own (those are reported, if they change, as named pairs). Group says in
-// words who the group is.
+// words who the group is. Sources and Destinations list at most MaxListed names each (sorted);
+// Truncated says that there are more, and Each enumerates every pair.
 type Access struct {
 	Source       string   `json:"source"`
 	Destination  string   `json:"destination"`
@@ -28,9 +29,16 @@ type Access struct {
 	Group        string   `json:"group,omitempty"`
 	Sources      []string `json:"sources,omitempty"`
 	Destinations []string `json:"destinations,omitempty"`
+	Truncated    bool     `json:"truncated,omitempty"`
 
-	named map[key]bool // pairs excluded from a two-sided group
+	each     func(f func(source, destination string)) // a group's pairs
+	nSources int                                      // a group's distinct sources and destinations
+	nDests   int
+	dsts     []string // every destination of a group with Destination "*"
 }
+
+// MaxListed is how many members of a group Access lists by name.
+const MaxListed = 1000
 
 // IsGroup reports whether a summarises several pairs.
 func (a *Access) IsGroup() bool { return a.Group != "" }
@@ -38,20 +46,19 @@ func (a *Access) IsGroup() bool { return a.Group != "" }
 // Each calls f for every pair that a stands for. A two-sided group may stand for very many
 // pairs; Each is meant for tests and small meshes.
 func (a *Access) Each(f func(source, destination string)) {
-	srcs, dsts := a.Sources, a.Destinations
-	if a.Source != mesh.Wildcard {
-		srcs = []string{a.Source}
+	if a.each != nil {
+		a.each(f)
+		return
 	}
-	if a.Destination != mesh.Wildcard {
-		dsts = []string{a.Destination}
+	f(a.Source, a.Destination)
+}
+
+// capped returns the first MaxListed names of list, and whether there were more.
+func capList(list []string) ([]string, bool) {
+	if len(list) > MaxListed {
+		return list[:MaxListed:MaxListed], true
 	}
-	for _, d := range dsts {
-		for _, s := range srcs {
-			if !a.named[key{d, s}] {
-				f(s, d)
-			}
-		}
-	}
+	return list, false
 }
 
 // key names an intention: destination and source, either may be "*".
@@ -187,31 +194,49 @@ func (d *differ) wildcardSources() {
 		if b != nil {
 			lacking = d.head
 		}
+		// The rest: sources decided alike, counted and listed (up to MaxListed) in one pass.
+		oneSided := b == nil || h == nil
+		inRest := func(src string) bool {
+			return !d.namedSrc[dst][src] && !(oneSided && lacking.Intention(src, mesh.Wildcard) != nil)
+		}
 		var rest []string
+		count := 0
 		for _, src := range d.services {
 			if d.namedSrc[dst][src] {
 				continue
 			}
-			if (b == nil || h == nil) && lacking.Intention(src, mesh.Wildcard) != nil {
+			if !inRest(src) {
 				if a := d.evaluate(src, dst); a != nil {
 					a.Pairs = 1
 					d.out = append(d.out, a)
 				}
 				continue
 			}
-			rest = append(rest, src)
+			count++
+			if len(rest) <= MaxListed {
+				rest = append(rest, src)
+			}
 		}
-		if len(rest) == 0 {
+		if count == 0 {
 			continue
 		}
 		if a := d.evaluate(rest[0], dst); a != nil {
-			if len(rest) == 1 {
+			if count == 1 {
 				a.Pairs = 1
 			} else {
 				a.Source = mesh.Wildcard
-				a.Sources = rest
-				a.Pairs = len(rest)
+				a.Sources, a.Truncated = capList(rest)
+				a.nSources, a.nDests = count, 1
+				a.Pairs = count
 				a.Group = "sources without their own intention"
+				services := d.services
+				a.each = func(f func(string, string)) {
+					for _, src := range services {
+						if inRest(src) {
+							f(src, dst)
+						}
+					}
+				}
 			}
 			d.out = append(d.out, a)
 		}
@@ -245,22 +270,36 @@ func (d *differ) fallbacks() {
 			continue
 		}
 		var dsts []string
+		count := 0
 		for _, dst := range open {
 			if !d.namedSrc[dst][src] {
-				dsts = append(dsts, dst)
+				count++
+				if len(dsts) <= MaxListed {
+					dsts = append(dsts, dst)
+				}
 			}
 		}
-		if len(dsts) == 0 {
+		if count == 0 {
 			continue
 		}
 		if a := d.evaluate(src, dsts[0]); a != nil {
-			if len(dsts) == 1 {
+			if count == 1 {
 				a.Pairs = 1
 			} else {
 				a.Destination = mesh.Wildcard
-				a.Destinations = dsts
-				a.Pairs = len(dsts)
+				a.Destinations, a.Truncated = capList(dsts)
+				a.nSources, a.nDests = 1, count
+				a.dsts = filter(open, func(dst string) bool { return !d.namedSrc[dst][src] })
+				a.Pairs = count
 				a.Group = "destinations without their own intention"
+				namedSrc := d.namedSrc
+				a.each = func(f func(string, string)) {
+					for _, dst := range open {
+						if !namedSrc[dst][src] {
+							f(src, dst)
+						}
+					}
+				}
 			}
 			d.out = append(d.out, a)
 		}
@@ -307,16 +346,37 @@ func (d *differ) fallbacks() {
 	}
 	if len(plain) > 1 {
 		a.Source = mesh.Wildcard
-		a.Sources = plain
+		a.Sources, a.Truncated = capList(plain)
 	}
 	if len(open) > 1 {
+		var t bool
 		a.Destination = mesh.Wildcard
-		a.Destinations = open
+		a.Destinations, t = capList(open)
+		a.Truncated = a.Truncated || t
 	}
 	a.Pairs = total
-	a.named = named
+	a.nSources, a.nDests, a.dsts = len(plain), len(open), open
 	a.Group = "pairs without an intention of their own"
+	a.each = func(f func(string, string)) {
+		for _, dst := range open {
+			for _, src := range plain {
+				if !named[key{dst, src}] {
+					f(src, dst)
+				}
+			}
+		}
+	}
 	d.out = append(d.out, a)
+}
+
+func filter(list []string, keep func(string) bool) []string {
+	var out []string
+	for _, x := range list {
+		if keep(x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func countIn(m map[string]bool, in map[string]bool) int {

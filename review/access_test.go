@@ -278,3 +278,31 @@ func TestWitnesses(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeGroup: a group lists at most MaxListed names but counts and enumerates every pair.
+func TestLargeGroup(t *testing.T) {
+	base := &mesh.Snapshot{Mesh: mesh.Config{DefaultIntention: mesh.Deny}, Services: map[string]*mesh.Service{}}
+	const n = MaxListed + 200
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("s%04d", i)
+		base.Services[name] = &mesh.Service{Name: name, Owners: []string{"@team" + fmt.Sprint(i%3)}}
+	}
+	head := &mesh.Snapshot{Mesh: mesh.Config{DefaultIntention: mesh.Allow}, Services: base.Services}
+	setIntention(head, &mesh.Intention{Source: "s0001", Destination: "s0002", Precedence: 9, Action: mesh.Deny})
+	r := Review(base, head)
+	if len(r.Access) != 1 {
+		t.Fatalf("got %d access changes, want 1 group", len(r.Access))
+	}
+	a := r.Access[0]
+	if !a.Truncated || len(a.Sources) != MaxListed || len(a.Destinations) != MaxListed {
+		t.Errorf("group lists %d sources, %d destinations (truncated %v); want %d each, truncated", len(a.Sources), len(a.Destinations), a.Truncated, MaxListed)
+	}
+	count := 0
+	a.Each(func(s, d string) { count++ })
+	if want := n*n - 1; a.Pairs != want || count != want {
+		t.Errorf("group says %d pairs, enumerates %d; want %d", a.Pairs, count, want)
+	}
+	if len(r.Owners) != 3 || len(r.Owners[0].Services)+len(r.Owners[1].Services)+len(r.Owners[2].Services) != n {
+		t.Errorf("owners = %d teams; want 3 covering all %d destinations", len(r.Owners), n)
+	}
+}

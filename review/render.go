@@ -57,20 +57,14 @@ func (r *Report) Markdown(w io.Writer) error {
 		b.WriteString("\n### Access changes\n\n| Source | Destination | Before | After | Decided by (head) |\n|---|---|---|---|---|\n")
 		for _, a := range r.Access {
 			src, dst := cell(a.Source), cell(a.Destination)
-			if a.Source == "*" {
-				src = "all " + names(a.Sources, "source") + " without their own intention"
-				if a.Destination == "*" {
-					src = names(a.Sources, "source")
-				}
-			}
-			if a.Destination == "*" {
-				dst = names(a.Destinations, "destination")
-				if a.Source != "*" {
-					dst = "all " + dst + " without their own intention"
-				}
-			}
-			if a.Source == "*" && a.Destination == "*" {
-				dst += fmt.Sprintf(" (%d pairs without an intention of their own)", a.Pairs)
+			switch {
+			case a.Source == "*" && a.Destination == "*":
+				src = names(a.Sources, a.nSources, "source")
+				dst = names(a.Destinations, a.nDests, "destination") + fmt.Sprintf(" (%d pairs without an intention of their own)", a.Pairs)
+			case a.Source == "*":
+				src = "all " + names(a.Sources, a.nSources, "source") + " without their own intention"
+			case a.Destination == "*":
+				dst = "all " + names(a.Destinations, a.nDests, "destination") + " without their own intention"
 			}
 			at := ""
 			if a.Position != "" {
@@ -127,7 +121,7 @@ func (r *Report) Markdown(w io.Writer) error {
 			if who == "" {
 				who = "(no owners listed)"
 			}
-			fmt.Fprintf(&b, "- %s: %s\n", who, names(o.Services, ""))
+			fmt.Fprintf(&b, "- %s: %s\n", who, names(o.Services, len(o.Services), ""))
 		}
 	}
 	if len(r.Violations) > 0 {
@@ -146,19 +140,21 @@ func (r *Report) Markdown(w io.Writer) error {
 	return err
 }
 
-// names lists up to maxNames names: "3 sources (a, b, c)" or, with noun "", just "a, b, c".
-func names(list []string, noun string) string {
+// names lists up to maxNames of the n names that list starts: "3 sources (a, b, c)" or, with
+// noun "", just "a, b, c".
+func names(list []string, n int, noun string) string {
 	shown := list
-	more := ""
 	if len(shown) > maxNames {
 		shown = shown[:maxNames]
-		more = fmt.Sprintf(", … %d more", len(list)-maxNames)
 	}
-	s := strings.Join(shown, ", ") + more
+	s := strings.Join(shown, ", ")
+	if n > len(shown) {
+		s += fmt.Sprintf(", … %d more", n-len(shown))
+	}
 	if noun == "" {
 		return s
 	}
-	return fmt.Sprintf("%d %ss (%s)", len(list), noun, s)
+	return fmt.Sprintf("%d %ss (%s)", n, noun, s)
 }
 
 // cell escapes a table cell.

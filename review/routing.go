@@ -303,7 +303,7 @@ func owners(base, head *mesh.Snapshot, access []*Access) []Owner {
 			dsts[a.Destination] = true
 			continue
 		}
-		for _, d := range a.Destinations {
+		for _, d := range a.dsts {
 			dsts[d] = true
 		}
 	}
