@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +186,20 @@ func TestBootstraps(t *testing.T) {
 	}
 	if v["server_listener_resource_name_template"] != GRPCServerListenerTemplate {
 		t.Fatalf("template %v", v["server_listener_resource_name_template"])
+	}
+}
+
+func TestCloseEndsStreams(t *testing.T) {
+	srv, addr := servingServer(t)
+	a := newRawADS(t, dialRaw(t, addr))
+	a.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("web-1", "web"), TypeUrl: resourcev3.ListenerType})
+	a.ack(a.mustRecv(resourcev3.ListenerType))
+	srv.Close()
+	srv.Close() // idempotent
+	if _, err := a.recv(5 * time.Second); err == nil {
+		t.Fatal("stream still open 5s after Close")
+	}
+	if err := srv.SetSnapshot(seal(t, richMesh())); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SetSnapshot after Close: %v, want ErrClosed", err)
 	}
 }
