@@ -141,20 +141,20 @@ func tlsTransportSocket[T *tlsv3.UpstreamTlsContext | *tlsv3.DownstreamTlsContex
 	}, nil
 }
 
-// TLSMaterial is a service's certificate material in PEM, for SDS. Its key is only ever placed
+// tlsMaterial is a service's certificate material in PEM, for SDS. Its key is only ever placed
 // in the Secret resource; String never prints it.
-type TLSMaterial struct {
+type tlsMaterial struct {
 	CertChainPEM  []byte
 	PrivateKeyPEM []byte
 	RootsPEM      []byte
 }
 
 // String describes m without its private key.
-func (m *TLSMaterial) String() string { return "TLSMaterial{cert, key: <redacted>, roots}" }
+func (m *tlsMaterial) String() string { return "tlsMaterial{cert, key: <redacted>, roots}" }
 
 // secrets renders the SDS secrets SecretLeaf and SecretRoots from m; with no material there are
 // none (an Envoy proxy then waits for them).
-func secrets(m *TLSMaterial) []*tlsv3.Secret {
+func secrets(m *tlsMaterial) []*tlsv3.Secret {
 	if m == nil {
 		return nil
 	}
