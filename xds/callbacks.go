@@ -19,21 +19,21 @@ type callbacks Server
 
 func (c *callbacks) s() *Server { return (*Server)(c) }
 
-func (c *callbacks) OnStreamOpen(_ context.Context, id int64, typeURL string) error {
-	return c.s().open(id, false)
+func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, typeURL string) error {
+	return c.s().open(ctx, id, false)
 }
 
-func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, typeURL string) error {
-	return c.s().open(id, true)
+func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string) error {
+	return c.s().open(ctx, id, true)
 }
 
-func (s *Server) open(id int64, delta bool) error {
+func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return status.Error(codes.Unavailable, ErrClosed.Error())
 	}
-	s.streams[id] = &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
+	s.streams[id] = &streamState{kill: streamKiller(ctx), sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
 	return nil
 }
 

@@ -21,7 +21,8 @@
 //   - A NACKed configuration is recorded (version, error, time) and not resent: the proxy keeps
 //     its last good configuration until the next change.
 //   - A node that names an unknown service, or no node at all, gets an error on its stream and a
-//     log line; it never receives another service's configuration. Malformed requests never
+//     log line (also when its service disappears later, or when it connected before the first
+//     snapshot); it never receives another service's configuration. Malformed requests never
 //     panic and never affect other streams.
 //   - No private key is logged, rendered into listeners or clusters, or written to golden files.
 package xds
@@ -107,6 +108,7 @@ type node struct {
 }
 
 type streamState struct {
+	kill   context.CancelCauseFunc // ends an ADS stream with an error; nil for others
 	nodeID string
 	delta  bool
 	sent   map[string]sentResponse // type URL → latest response
@@ -167,7 +169,7 @@ func NewServer(log *slog.Logger) *Server {
 
 // Register registers the aggregated (SotW and delta) and per-type discovery services on g.
 func (s *Server) Register(g *grpc.Server) {
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, ads{s})
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
@@ -192,8 +194,8 @@ func (s *Server) Snapshot() *mesh.Snapshot {
 
 // SetSnapshot renders snap for every known node and pushes only the nodes whose resources
 // changed. When any proxy's configuration fails validation or consistency, it returns the error
-// and nothing served changes. Nodes whose service is not in snap keep their last configuration
-// and are reported (log, Proxies) until they reconnect, when they get an error.
+// and nothing served changes. The ADS streams of nodes whose service is not in snap end with
+// NotFound (the proxies keep their last configuration; reconnecting, they get NotFound again).
 func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 	if snap == nil {
 		return fmt.Errorf("xds: nil snapshot")
@@ -252,7 +254,7 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 			changed++
 		}
 		if g.err != nil {
-			s.log.Warn("proxies name a service that is not in the snapshot; they keep their last configuration",
+			s.log.Warn("proxies name a service that is not in the snapshot; ending their streams",
 				"service", p.Service, "shape", p.Shape, "version", snap.Version)
 		}
 	}
@@ -277,6 +279,7 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 		}
 		if g.err != nil {
 			n.lastErr = g.err.Error()
+			s.killNode(n, status.Error(codes.NotFound, fmt.Sprintf("node %q: %v", n.id, g.err)))
 			continue
 		}
 		n.lastErr = ""
@@ -296,6 +299,16 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 		"rendered", len(rendered), "changed", changed, "pushed", pushed, "nodes", len(s.nodes),
 		"took", time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// killNode ends the node's ADS streams with err. Called with s.mu held.
+func (s *Server) killNode(n *node, err error) {
+	for id := range n.streams {
+		if st := s.streams[id]; st != nil && st.kill != nil {
+			s.log.Warn("ending xDS stream", "node", n.id, "stream", id, "err", err)
+			st.kill(err)
+		}
+	}
 }
 
 // neededProxies returns the proxies of connected nodes. Called with s.mu held.

@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/xds"
 )
 
@@ -201,5 +202,38 @@ func TestCloseEndsStreams(t *testing.T) {
 	}
 	if err := srv.SetSnapshot(seal(t, richMesh())); !errors.Is(err, ErrClosed) {
 		t.Fatalf("SetSnapshot after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestUnknownServiceLater: a node that connected before the first snapshot naming a service the
+// snapshot lacks, and a node whose service is removed, both get NotFound on their streams.
+func TestUnknownServiceLater(t *testing.T) {
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	cc := dialRaw(t, addr)
+	ghost := newRawADS(t, cc)
+	ghost.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("ghost-1", "ghost"), TypeUrl: resourcev3.ListenerType})
+	web := newRawADS(t, cc)
+	web.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("web-1", "web"), TypeUrl: resourcev3.ListenerType})
+	waitFor(t, 5*time.Second, "both registered", func() bool {
+		_, a := proxyStatus(srv, "ghost-1")
+		_, b := proxyStatus(srv, "web-1")
+		return a && b
+	})
+	if err := srv.SetSnapshot(seal(t, richMesh())); err != nil {
+		t.Fatal(err)
+	}
+	if st := ghost.expectError(); st.Code() != codes.NotFound || !strings.Contains(st.Message(), "ghost") {
+		t.Fatalf("ghost: got %v, want NotFound naming the service", st)
+	}
+	web.ack(web.mustRecv(resourcev3.ListenerType))
+	without := richMesh()
+	delete(without.Services, "web")
+	delete(without.Chains, "web")
+	if err := srv.SetSnapshot(seal(t, without)); err != nil {
+		t.Fatal(err)
+	}
+	if st := web.expectError(); st.Code() != codes.NotFound {
+		t.Fatalf("web after its removal: got %v, want NotFound", st)
 	}
 }
