@@ -208,7 +208,7 @@ func TestRestartFromRaftSnapshot(t *testing.T) {
 	o.httpAddr, o.raftAddr = s.HTTPAddr(), s.RaftAddr()
 	s.Close(t.Context())
 
-	if err := os.Remove(filepath.Join(o.dir, "served.json.gz")); err != nil {
+	if err := os.Remove(filepath.Join(o.dir, "served.gob.gz")); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t, repo.bare, o)
