@@ -235,10 +235,13 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	}
 	s.log.Info("mesh server started", "http", s.httpAdv, "raft", s.node.addr, "data", s.cfg.DataDir, "repo", s.cfg.Repo, "ref", s.cfg.Ref, "dir", s.cfg.Dir)
 
-	if s.cfg.Join != "" && !s.node.existing {
+	switch {
+	case s.cfg.Join != "" && !s.node.existing:
 		if err := s.join(ctx); err != nil {
 			return err
 		}
+	case s.cfg.Join != "":
+		s.log.Info("resuming the cluster recorded in the data directory; --join ignored", "join", s.cfg.Join)
 	}
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.keepRegistered(s.bgCtx) }()

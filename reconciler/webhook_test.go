@@ -42,6 +42,7 @@ func TestWebhook(t *testing.T) {
 	repo.commit(f0, "v0", false)
 	secret := []byte("webhook-secret")
 	cfg := testConfig(t, "file://"+repo.bare, nodeOpts{})
+	cfg.Ref = "" // follow the remote's HEAD
 	cfg.Poll = time.Hour
 	cfg.WebhookSecret = secret
 	cfg.MaxWebhookBody = 64 << 10
