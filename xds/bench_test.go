@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +80,23 @@ func bigMesh(variant int, tls string) *mesh.Snapshot {
 	return s
 }
 
+// cpuTime returns the CPU time (user and system) this process has used. The machines are
+// shared, so the benchmarks report CPU time per operation next to wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time per operation since start.
+func reportCPU(b *testing.B, start time.Duration, n int) {
+	if n > 0 {
+		b.ReportMetric(float64(cpuTime()-start)/float64(n)/1e6, "cpu-ms/op")
+	}
+}
+
 // registerNodes makes n envoy nodes known to s as if each had opened a stream (without a
 // client), one per proxy service.
 func registerNodes(b *testing.B, s *Server, n int) {
@@ -99,7 +117,10 @@ func registerNodes(b *testing.B, s *Server, n int) {
 func BenchmarkRenderPure(b *testing.B) {
 	snap := seal(b, bigMesh(0, "TLSv1_2"))
 	b.ReportAllocs()
+	n, cpu := 0, cpuTime()
+	defer func() { reportCPU(b, cpu, n) }()
 	for b.Loop() {
+		n++
 		for i := 0; i < benchProxies; i++ {
 			if _, err := Render(snap, Proxy{Service: benchName(i), Shape: ShapeEnvoy}); err != nil {
 				b.Fatal(err)
@@ -119,13 +140,14 @@ func BenchmarkSetSnapshotFull(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
-	i := 0
+	i, cpu := 0, cpuTime()
 	for b.Loop() {
 		if err := s.SetSnapshot(snaps[i%2]); err != nil {
 			b.Fatal(err)
 		}
 		i++
 	}
+	reportCPU(b, cpu, i)
 }
 
 // BenchmarkSetSnapshotOneIntention flips one intention: only the destination's proxies are
@@ -149,13 +171,14 @@ func BenchmarkSetSnapshotOneIntention(b *testing.B) {
 		b.Fatalf("one intention affects %d proxies, want 1", n)
 	}
 	b.ReportAllocs()
-	i := 0
+	i, cpu := 0, cpuTime()
 	for b.Loop() {
 		if err := s.SetSnapshot(snaps[i%2]); err != nil {
 			b.Fatal(err)
 		}
 		i++
 	}
+	reportCPU(b, cpu, i)
 }
 
 // BenchmarkFanout1000Streams opens 1,000 ADS streams (one node each, 100 services), then
@@ -238,7 +261,7 @@ func BenchmarkFanout1000Streams(b *testing.B) {
 	runtime.ReadMemStats(&after)
 	perStream := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / (streams - 100)
 
-	i := 1
+	i, cpu := 1, cpuTime()
 	for b.Loop() {
 		acked.Store(0)
 		want.Store(snaps[i%2].Version)
@@ -252,5 +275,6 @@ func BenchmarkFanout1000Streams(b *testing.B) {
 		}
 		i++
 	}
+	reportCPU(b, cpu, i-1)
 	b.ReportMetric(perStream, "heap-B/idle-stream")
 }

@@ -236,30 +236,40 @@ func routeClusters(rc *routev3.RouteConfiguration) []string {
 	return out
 }
 
-// hashTypes returns a content hash of each resource type (hex, 16 digits) and of the whole.
-func (r *Resources) hashTypes() (map[resourcev3.Type]string, string, error) {
+// hashTypes returns a content hash of each resource type (hex, 16 digits), of the whole, and
+// of each resource (type URL → name → hash, the version map delta xDS needs). Every resource
+// is marshalled once, deterministically.
+func (r *Resources) hashTypes() (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
 	byType := r.byType()
 	out := make(map[resourcev3.Type]string, len(resourceTypes))
+	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()
 	opts := proto.MarshalOptions{Deterministic: true}
 	var buf []byte
 	for _, t := range resourceTypes {
 		h := sha256.New()
+		names := make(map[string]string, len(byType[t]))
 		for _, res := range byType[t] {
 			var err error
 			buf, err = opts.MarshalAppend(buf[:0], res)
 			if err != nil {
-				return nil, "", fmt.Errorf("hash %s: %w", shortType(t), err)
+				return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
 			}
-			writeLen(h, len(buf))
-			h.Write(buf)
+			sum := sha256.Sum256(buf)
+			rh := hex.EncodeToString(sum[:8])
+			name := cachev3.GetResourceName(res)
+			names[name] = rh
+			writeLen(h, len(name))
+			h.Write([]byte(name))
+			h.Write([]byte(rh))
 		}
+		perResource[t] = names
 		sum := hex.EncodeToString(h.Sum(nil))[:16]
 		out[t] = sum
 		all.Write([]byte(t))
 		all.Write([]byte(sum))
 	}
-	return out, hex.EncodeToString(all.Sum(nil))[:16], nil
+	return out, hex.EncodeToString(all.Sum(nil))[:16], perResource, nil
 }
 
 func writeLen(h hash.Hash, n int) {
@@ -304,9 +314,15 @@ func tcpProxyClusters(tc interface {
 	return out
 }
 
-// toAny packs m deterministically: Envoy configs hold maps (RBAC policies), and packing them in
-// random order would change content hashes, and so versions, of unchanged configuration.
+// toAny validates m (ValidateAll on a resource does not look inside the typed configs it
+// carries) and packs it deterministically: Envoy configs hold maps (RBAC policies), and packing
+// them in random order would change content hashes, and so versions, of unchanged configuration.
 func toAny(m proto.Message) (*anypb.Any, error) {
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, m.ProtoReflect().Descriptor().FullName(), err)
+		}
+	}
 	a := &anypb.Any{}
 	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		return nil, err

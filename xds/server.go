@@ -370,7 +370,7 @@ func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error
 	if err := res.Consistent(); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
 	}
-	typeHash, hash, err := res.hashTypes()
+	typeHash, hash, versionMap, err := res.hashTypes()
 	if err != nil {
 		return nil, err
 	}
@@ -396,10 +396,9 @@ func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error
 			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
 		}
 	}
-	// Build the delta version map now, so the snapshot is read-only once shared by nodes.
-	if err := cs.ConstructVersionMap(); err != nil {
-		return nil, err
-	}
+	// The delta version map, from the hashes just computed (go-control-plane would marshal
+	// every resource again); with it set, the snapshot is read-only once shared by nodes.
+	cs.VersionMap = versionMap
 	g.cs = cs
 	return g, nil
 }

@@ -13,6 +13,8 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/xds"
+
+	mesh "github.com/meshgit/mesh"
 )
 
 func TestProxyFromNode(t *testing.T) {
@@ -236,4 +238,22 @@ func TestUnknownServiceLater(t *testing.T) {
 	if st := web.expectError(); st.Code() != codes.NotFound {
 		t.Fatalf("web after its removal: got %v, want NotFound", st)
 	}
+}
+
+// TestInvalidTypedConfigRefused: a resource whose typed config (here an RBAC header matcher
+// inside the HTTP connection manager) fails validation refuses the snapshot.
+func TestInvalidTypedConfigRefused(t *testing.T) {
+	srv, _ := servingServer(t)
+	srv.mu.Lock()
+	srv.nodes["api-1"] = &node{id: "api-1", proxy: Proxy{"api", ShapeEnvoy}, streams: map[int64]bool{99: true}}
+	srv.mu.Unlock()
+	bad := richMesh()
+	addIntention(bad, &mesh.Intention{Source: "db", Destination: "api", Permissions: []mesh.Permission{
+		{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{Header: []mesh.HeaderMatch{{Name: "", Kind: mesh.MatchExact, Value: "x"}}}},
+	}})
+	err := srv.SetSnapshot(seal(t, bad))
+	if !errors.Is(err, ErrInvalidResource) {
+		t.Fatalf("got %v, want ErrInvalidResource", err)
+	}
+	t.Logf("refused: %v", err)
 }
