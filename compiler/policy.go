@@ -372,9 +372,8 @@ type (
 		Path        string           `json:"path"`
 	}
 	viewPermission struct {
-		Action string          `json:"action"`
-		HTTP   *mesh.HTTPMatch `json:"http,omitempty"`
-		Path   string          `json:"path"`
+		Action string `json:"action"`
+		Path   string `json:"path"`
 	}
 	viewRoute struct {
 		Service        string   `json:"service"`
@@ -421,7 +420,7 @@ func policyView(s *mesh.Snapshot) *viewInput {
 		for i, p := range in.Permissions {
 			vi.Allows = vi.Allows || p.Action == mesh.Allow
 			vi.Permissions = append(vi.Permissions, viewPermission{
-				Action: string(p.Action), HTTP: p.HTTP, Path: mesh.PathPermission(in.Destination, in.Source, i),
+				Action: string(p.Action), Path: mesh.PathPermission(in.Destination, in.Source, i),
 			})
 		}
 		m := v.Intentions[in.Destination]

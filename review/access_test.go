@@ -3,6 +3,7 @@ package review
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -304,5 +305,40 @@ func TestLargeGroup(t *testing.T) {
 	}
 	if len(r.Owners) != 3 || len(r.Owners[0].Services)+len(r.Owners[1].Services)+len(r.Owners[2].Services) != n {
 		t.Errorf("owners = %d teams; want 3 covering all %d destinations", len(r.Owners), n)
+	}
+}
+
+func TestSameService(t *testing.T) {
+	a := &mesh.Service{Name: "a", Protocol: "http", Port: 1, Owners: []string{"o"}, Meta: map[string]string{"k": "v"},
+		Upstreams:   map[string]*mesh.Upstream{"b": {Service: "b", LocalPort: 2}},
+		Endpoints:   []mesh.Endpoint{{Address: "x", Port: 1, Datacenter: "dc1", Meta: map[string]string{"v": "1"}}},
+		HealthCheck: &mesh.HealthCheck{HTTP: "/h"}}
+	clone := func() *mesh.Service {
+		c := *a
+		c.Owners = append([]string(nil), a.Owners...)
+		c.Meta = map[string]string{"k": "v"}
+		c.Upstreams = map[string]*mesh.Upstream{"b": {Service: "b", LocalPort: 2}}
+		c.Endpoints = []mesh.Endpoint{{Address: "x", Port: 1, Datacenter: "dc1", Meta: map[string]string{"v": "1"}}}
+		hc := *a.HealthCheck
+		c.HealthCheck = &hc
+		return &c
+	}
+	if !sameService(a, clone()) {
+		t.Error("a clone differs")
+	}
+	for i, edit := range []func(*mesh.Service){
+		func(s *mesh.Service) { s.Port = 2 },
+		func(s *mesh.Service) { s.Owners = nil },
+		func(s *mesh.Service) { s.Meta["k"] = "w" },
+		func(s *mesh.Service) { s.Upstreams["b"].LocalPort = 3 },
+		func(s *mesh.Service) { s.Endpoints[0].Meta = nil },
+		func(s *mesh.Service) { s.HealthCheck.HTTP = "/x" },
+		func(s *mesh.Service) { s.HealthCheck = nil },
+	} {
+		c := clone()
+		edit(c)
+		if sameService(a, c) || reflect.DeepEqual(a, c) {
+			t.Errorf("edit %d: not seen", i)
+		}
 	}
 }
