@@ -13,6 +13,7 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 
 	mesh "github.com/meshgit/mesh"
@@ -141,6 +142,7 @@ func BenchmarkSetSnapshotFull(b *testing.B) {
 	}
 	b.ReportAllocs()
 	i, cpu := 0, cpuTime()
+	renders := testutil.ToFloat64(s.metrics.renders)
 	for b.Loop() {
 		if err := s.SetSnapshot(snaps[i%2]); err != nil {
 			b.Fatal(err)
@@ -148,6 +150,7 @@ func BenchmarkSetSnapshotFull(b *testing.B) {
 		i++
 	}
 	reportCPU(b, cpu, i)
+	b.ReportMetric((testutil.ToFloat64(s.metrics.renders)-renders)/float64(i), "renders/op")
 }
 
 // BenchmarkSetSnapshotOneIntention flips one intention: only the destination's proxies are
@@ -172,6 +175,7 @@ func BenchmarkSetSnapshotOneIntention(b *testing.B) {
 	}
 	b.ReportAllocs()
 	i, cpu := 0, cpuTime()
+	renders := testutil.ToFloat64(s.metrics.renders)
 	for b.Loop() {
 		if err := s.SetSnapshot(snaps[i%2]); err != nil {
 			b.Fatal(err)
@@ -179,6 +183,7 @@ func BenchmarkSetSnapshotOneIntention(b *testing.B) {
 		i++
 	}
 	reportCPU(b, cpu, i)
+	b.ReportMetric((testutil.ToFloat64(s.metrics.renders)-renders)/float64(i), "renders/op")
 }
 
 // BenchmarkFanout1000Streams opens 1,000 ADS streams (one node each, 100 services), then
