@@ -120,7 +120,7 @@ func TestPinUnpin(t *testing.T) {
 		t.Fatal("v0 not served")
 	}
 	repo.commit(f1, "v1", false)
-	if !waitServed(s, v1, 2*time.Second) {
+	if !waitServed(s, v1, 5*time.Second) {
 		t.Fatal("v1 not served")
 	}
 
@@ -144,11 +144,11 @@ func TestPinUnpin(t *testing.T) {
 	if err := c.Pin(ctx, v0); err != nil {
 		t.Fatal(err)
 	}
-	if !waitServed(s, v0, 2*time.Second) {
+	if !waitServed(s, v0, 5*time.Second) {
 		t.Fatal("pinned v0 not served")
 	}
 	repo.commit(f2, "v2 while pinned", false)
-	waitFor(t, 2*time.Second, "v2 to become the head while pinned", func() bool {
+	waitFor(t, 5*time.Second, "v2 to become the head while pinned", func() bool {
 		st := s.Status()
 		return st.Head != nil && st.Head.Version == v2
 	})
@@ -158,7 +158,7 @@ func TestPinUnpin(t *testing.T) {
 	if err := c.Unpin(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !waitServed(s, v2, 2*time.Second) {
+	if !waitServed(s, v2, 5*time.Second) {
 		t.Fatal("after unpin v2 not served")
 	}
 	if s.Status().Pin != "" {
@@ -190,11 +190,11 @@ func TestRestartFromRaftSnapshot(t *testing.T) {
 		t.Fatal("v0 not served")
 	}
 	repo.commit(f1, "v1", false)
-	if !waitServed(s, v1, 2*time.Second) {
+	if !waitServed(s, v1, 5*time.Second) {
 		t.Fatal("v1 not served")
 	}
 	bad := repo.commit(merge(f1, brokenFile), "broken", false)
-	waitFor(t, 2*time.Second, "the failure to be recorded", func() bool {
+	waitFor(t, 5*time.Second, "the failure to be recorded", func() bool {
 		e := s.Status().LastError
 		return e != nil && e.Commit == bad
 	})

@@ -51,7 +51,7 @@ func TestWebhook(t *testing.T) {
 		t.Fatal("v0 not served")
 	}
 	fetches := func() float64 { return counterValue(s, "mesh_git_fetches_total") }
-	waitFor(t, 2*time.Second, "the first fetch to end", func() bool { return fetches() >= 1 })
+	waitFor(t, 5*time.Second, "the first fetch to end", func() bool { return fetches() >= 1 })
 
 	sha1 := repo.commit(f1, "v1", false)
 	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":%q}`, sha1))
@@ -86,7 +86,7 @@ func TestWebhook(t *testing.T) {
 	if got := postWebhook(t, s.HTTPAddr(), body, map[string]string{"X-Hub-Signature-256": sign(secret, body), "X-GitHub-Event": "push"}); got != http.StatusAccepted {
 		t.Fatalf("valid webhook: HTTP %d", got)
 	}
-	if !waitServed(s, v1, 2*time.Second) {
+	if !waitServed(s, v1, 5*time.Second) {
 		t.Fatal("v1 not served after a valid webhook")
 	}
 	// The very same delivery again is a replay: refused, no fetch.
@@ -106,7 +106,7 @@ func TestWebhook(t *testing.T) {
 	if got := postWebhook(t, s.HTTPAddr(), body2, map[string]string{"X-Gitlab-Token": string(secret)}); got != http.StatusAccepted {
 		t.Fatalf("gitlab webhook: HTTP %d", got)
 	}
-	if !waitServed(s, v2, 2*time.Second) {
+	if !waitServed(s, v2, 5*time.Second) {
 		t.Fatal("v2 not served after a GitLab webhook")
 	}
 	if m := get(t, "http://"+s.HTTPAddr()+"/metrics"); !strings.Contains(m, `mesh_webhooks_total{result="unauthorized"} 6`) {
