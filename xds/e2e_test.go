@@ -192,3 +192,39 @@ func TestEndToEndWrongServerIdentity(t *testing.T) {
 	}
 	t.Logf("refused as expected: %v", err)
 }
+
+// TestEndToEndFailover: EDS priorities carry failover. A gRPC client sends everything to the
+// primary datacenter's endpoint (priority 0) and, when it goes away, to the failover
+// datacenter's (priority 1).
+func TestEndToEndFailover(t *testing.T) {
+	ca := newTestCA(t)
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	lis1, p1 := listenLoopback(t)
+	lis2, p2 := listenLoopback(t)
+	m := newSnap(mesh.Deny)
+	addService(m, "greeter", mesh.ProtocolGRPC, 8080, ep("127.0.0.1", p1, "dc1"), ep("127.0.0.1", p2, "dc2"))
+	addService(m, "web", mesh.ProtocolGRPC, 8080)
+	addUpstream(m, "web", "greeter", 9191)
+	primary, backup := mesh.TargetID("", "greeter", "dc1"), mesh.TargetID("", "greeter", "dc2")
+	setChain(m, "greeter", nil, []mesh.ChainRoute{{Splits: []mesh.TargetWeight{{Target: primary, Weight: mesh.TotalWeight}}}},
+		map[string][]string{primary: {backup}})
+	allow(m, "web", "greeter")
+	if err := srv.SetSnapshot(seal(t, m)); err != nil {
+		t.Fatal(err)
+	}
+	certs := ca.issue(t, "greeter")
+	dc1 := startGreeter(t, lis1, addr, "greeter", "greeter-dc1", "dc1", certs)
+	startGreeter(t, lis2, addr, "greeter", "greeter-dc2", "dc2", certs)
+	web := dialService(t, addr, "web", "web-1", "greeter", ca.issue(t, "web"))
+	for i := 0; i < 20; i++ {
+		if got, _, err := call(web, "/test.Greeter/Hello"); got != "dc1" {
+			t.Fatalf("RPC %d went to %q (%v), want the primary dc1", i, got, err)
+		}
+	}
+	dc1.Stop()
+	waitFor(t, 15*time.Second, "failover to dc2", func() bool {
+		got, _, _ := call(web, "/test.Greeter/Hello")
+		return got == "dc2"
+	})
+}

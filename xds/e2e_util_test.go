@@ -172,7 +172,7 @@ func echoHandler(subset string) grpc.StreamHandler {
 
 // startGreeter starts an xDS-enabled gRPC server on lis for service with the given subset
 // name, and waits until it is SERVING (it needs its listener from the control plane).
-func startGreeter(t testing.TB, lis net.Listener, xdsAddr, service, nodeID, subset, certDir string) {
+func startGreeter(t testing.TB, lis net.Listener, xdsAddr, service, nodeID, subset, certDir string) *xds.GRPCServer {
 	t.Helper()
 	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
@@ -202,6 +202,7 @@ func startGreeter(t testing.TB, lis net.Listener, xdsAddr, service, nodeID, subs
 	case <-time.After(20 * time.Second):
 		t.Fatalf("xDS server %s (%s) never became SERVING", service, subset)
 	}
+	return srv
 }
 
 // dialService returns a client of service to xds:///<target>, with its own bootstrap.
