@@ -122,8 +122,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("serve: xds listen: %w", err)
 	}
-	if !isLoopback(lis.Addr()) {
-		msg := fmt.Sprintf("xDS listens on %s WITHOUT TLS OR AUTHENTICATION: any host that can reach it gets the mesh configuration. Use a loopback address for development.", lis.Addr())
+	if msg := plaintextWarning(lis.Addr()); msg != "" {
 		log.Warn("!!! " + msg + " !!!")
 		fmt.Fprintf(stderr, "\nWARNING: %s\n\n", msg)
 	}
@@ -171,9 +170,12 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	return errors.Join(err, srv.Close(sctx)) // Raft, then its stores
 }
 
-func isLoopback(a net.Addr) bool {
-	tcp, ok := a.(*net.TCPAddr)
-	return ok && tcp.IP.IsLoopback()
+// plaintextWarning returns the warning for plaintext xDS on addr, or "" on a loopback address.
+func plaintextWarning(addr net.Addr) string {
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return ""
+	}
+	return fmt.Sprintf("xDS listens on %s WITHOUT TLS OR AUTHENTICATION: any host that can reach it gets the mesh configuration. Use a loopback address for development.", addr)
 }
 
 // serverToken reads the write token from file, or from DATA/token, creating it on first start.
