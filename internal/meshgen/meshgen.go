@@ -231,8 +231,8 @@ func (g *generator) plan(opts Options) {
 			case httpish && p < 0.11 && !(k == 0 && j == 0):
 				s.chain, s.canary = true, true
 				s.router = g.rnd.Float64() < 0.7
-			case p < 0.16:
-				s.failover = true
+			case p < 0.16 && !(k == 0 && j == 0):
+				s.failover = true // not on metrics, which nothing calls (a resolver there is dead)
 			case p < 0.40:
 				s.canary = true
 			}
