@@ -90,11 +90,14 @@ type Config struct {
 	History       int           // snapshots kept; default 20
 	GitAuth       transport.AuthMethod
 
-	Publisher Publisher                                                      // default: none (status only)
-	Proxies   func() []ProxyStatus                                           // default: none
-	Compile   func(context.Context, []compiler.File) (*mesh.Snapshot, error) // default compiler.Compile
-	Log       *slog.Logger                                                   // default: discard
-	Raft      RaftTiming                                                     //
+	// Publisher receives the snapshots to serve; in mesh serve, the xds.Server. Default: none.
+	Publisher Publisher
+	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
+	Proxies func() []ProxyStatus
+	// Compile compiles a commit's files; default compiler.Compile.
+	Compile func(context.Context, []compiler.File) (*mesh.Snapshot, error)
+	Log     *slog.Logger // default: discard
+	Raft    RaftTiming
 	// MaxWebhookBody bounds webhook bodies; default 1 MiB.
 	MaxWebhookBody int64
 }
