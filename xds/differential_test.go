@@ -19,6 +19,14 @@ import (
 // to grpc-go (google.golang.org/grpc/internal/xds/rbac), so the comparison runs real RPCs
 // through a real xDS gRPC server (mTLS with SPIFFE identities) from real xDS gRPC clients.
 
+// The request paths are canonical gRPC method names, which mesh.NormalizePath leaves unchanged
+// (TestDifferentialPathsAreCanonical checks it). That is deliberate: Authorize judges the
+// normalized path, as Envoy's HTTP connection managers do (normalize_path, merge_slashes), but
+// gRPC's RBAC engine sees the raw :path, so for a path like "/t.Svc/../u.Svc/A" the two may
+// disagree. They disagree harmlessly: gRPC dispatches on the exact "/service/method" string and
+// answers such a path UNIMPLEMENTED whether RBAC allowed it or not, so no request reaches a
+// method that Authorize would deny. The Envoy side of normalization is fixed by the golden
+// files and TestEnvoyNormalizesPaths.
 var (
 	diffPaths   = []string{"/t.Svc/A", "/t.Svc/B", "/t.Svc/AB", "/t.Other/A", "/u.Svc/A"}
 	diffHeaders = []string{"x-a", "x-b"}
@@ -133,6 +141,14 @@ func randomRequest(r *rand.Rand) diffRequest {
 		}
 	}
 	return q
+}
+
+func TestDifferentialPathsAreCanonical(t *testing.T) {
+	for _, p := range diffPaths {
+		if n := mesh.NormalizePath(p); n != p {
+			t.Errorf("differential path %q normalizes to %q: gRPC and Authorize would judge different paths", p, n)
+		}
+	}
 }
 
 func TestDifferentialAuthorizeVsGRPCRBAC(t *testing.T) {

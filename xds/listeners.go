@@ -11,6 +11,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -111,6 +112,15 @@ func publicPort(svc *mesh.Service) int {
 	return svc.Port
 }
 
+// Envoy HTTP connection managers normalize request paths (normalize_path: RFC 3986 percent
+// decoding of unreserved characters and dot-segment removal; merge_slashes) before RBAC and
+// routing see them, exactly as mesh.NormalizePath does for the evaluator: otherwise
+// "/v1/../admin" would pass an intention permission for "/v1/" and reach "/admin" in the
+// application. The outbound listeners do the same so that routes match what the destination's
+// RBAC will judge. Proxyless gRPC (server listeners, API listeners) does not normalize; it needs
+// not: gRPC dispatches on the exact "/service/method" string, so a path that normalization would
+// change names no method and is answered UNIMPLEMENTED whatever RBAC said.
+
 func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listenerv3.Listener, error) {
 	ts, err := tlsTransportSocket(envoyDownstreamTLS(snap))
 	if err != nil {
@@ -132,6 +142,8 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listener
 			CodecType:      hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: localAppRouteConfig(svc.Name)},
 			HttpFilters:    []*hcmv3.HttpFilter{rbac, router},
+			NormalizePath:  wrapperspb.Bool(true),
+			MergeSlashes:   true,
 		})
 		if err != nil {
 			return nil, err
@@ -175,7 +187,9 @@ func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener
 				ConfigSource:    adsConfigSource(),
 				RouteConfigName: chain.Service,
 			}},
-			HttpFilters: []*hcmv3.HttpFilter{router},
+			HttpFilters:   []*hcmv3.HttpFilter{router},
+			NormalizePath: wrapperspb.Bool(true),
+			MergeSlashes:  true,
 		})
 	} else {
 		tp := &tcpproxyv3.TcpProxy{StatPrefix: "upstream." + u.Service}
