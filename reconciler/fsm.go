@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/ca"
 )
 
 // Entry is one snapshot in a server's history.
@@ -58,6 +59,7 @@ const (
 	cmdUnpin        cmdType = 4 // header pinCmd (Version empty)
 	cmdServer       cmdType = 5 // header serverCmd
 	cmdRemoveServer cmdType = 6 // header serverCmd
+	cmdCA           cmdType = 7 // header ca.Command
 )
 
 type snapshotCmd struct {
@@ -142,6 +144,7 @@ type state struct {
 	lastError  *Failure
 	lastCommit string // the last commit applied or recorded as failed
 	servers    map[string]serverMeta
+	ca         *ca.State // the CA: roots, signing key, token hashes (nil until the leader creates it)
 
 	head        *mesh.Snapshot // decoded head of history
 	served      *mesh.Snapshot // head, or the pinned snapshot
@@ -281,6 +284,14 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		} else {
 			delete(s.servers, c.ID)
 		}
+	case cmdCA:
+		c, err := ca.DecodeCommand(h)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		if s.ca, err = old.ca.Apply(c); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, t)
 	}
@@ -318,6 +329,7 @@ type persisted struct {
 	LastCommit  string                `json:"lastCommit,omitempty"`
 	Servers     map[string]serverMeta `json:"servers,omitempty"`
 	ServedIndex uint64                `json:"servedIndex"`
+	CA          *ca.State             `json:"ca,omitempty"`
 }
 
 type persistedEntry struct {
@@ -332,7 +344,7 @@ type fsmSnapshot struct{ st *state }
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
-		Servers: s.st.servers, ServedIndex: s.st.servedIndex}
+		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca}
 	for _, e := range s.st.history {
 		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
 	}
@@ -355,7 +367,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if p.Format != 1 {
 		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
 	}
-	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex}
+	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA}
 	if s.servers == nil {
 		s.servers = map[string]serverMeta{}
 	}

@@ -155,6 +155,12 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile scheduled"})
 	}))
 	mux.HandleFunc("POST /v1/webhook/git", s.handleWebhook)
+	caAPI := s.ca.Handler() // signs and answers roots on any server; its writes go to the leader
+	mux.Handle("POST /v1/ca/sign", caAPI)
+	mux.Handle("GET /v1/ca/roots", caAPI)
+	mux.HandleFunc("POST /v1/ca/rotate", s.write(caAPI.ServeHTTP))
+	mux.HandleFunc("POST /v1/tokens", s.write(caAPI.ServeHTTP))
+	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(caAPI.ServeHTTP))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }

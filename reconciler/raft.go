@@ -207,6 +207,9 @@ func (s *Server) lead(ctx context.Context) {
 			s.log.Warn("register http address", "err", err)
 		}
 	}
+	caDone := make(chan struct{})
+	go func() { defer close(caDone); s.ca.Lead(ctx, s.trustDomain, time.Second) }()
+	defer func() { <-caDone }()
 	s.reconcileLoop(ctx)
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/compiler"
 	"github.com/meshgit/mesh/xds"
 )
@@ -146,6 +147,7 @@ type Server struct {
 	log     *slog.Logger
 	id      string
 	fsm     *fsm
+	ca      *ca.CA
 	node    *raftNode
 	metrics *metrics
 	src     source
@@ -186,6 +188,8 @@ func New(cfg Config) (*Server, error) {
 		webhooks: newReplayCache(1024),
 	}
 	s.fsm = newFSM(cfg.History, cfg.Log)
+	s.ca = ca.New(ca.Config{Store: caStore{s}, OperatorToken: cfg.Token, Log: cfg.Log.With("component", "ca"),
+		Settings: func() ca.Settings { return ca.SettingsFrom(s.Served()) }})
 	return s, nil
 }
 
@@ -374,4 +378,21 @@ func nodeID(dir, want string) (string, error) {
 		return "", err
 	}
 	return id, nil
+}
+
+// caStore keeps the CA's state in the FSM: its commands are Raft entries.
+type caStore struct{ s *Server }
+
+func (c caStore) State() *ca.State { return c.s.fsm.state().ca }
+
+func (c caStore) Commit(_ context.Context, cmd ca.Command) error { return c.s.apply(cmdCA, cmd, nil) }
+
+// CA returns this server's certificate authority (it signs on every server; writes need the leader).
+func (s *Server) CA() *ca.CA { return s.ca }
+
+func (s *Server) trustDomain() string {
+	if snap := s.Served(); snap != nil {
+		return snap.Mesh.TrustDomain
+	}
+	return ""
 }
