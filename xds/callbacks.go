@@ -33,7 +33,12 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	if s.closed {
 		return status.Error(codes.Unavailable, ErrClosed.Error())
 	}
-	s.streams[id] = &streamState{kill: streamKiller(ctx), sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
+	st := &streamState{kill: streamKiller(ctx), sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
+	if s.authPeers {
+		pi := peerIdentityFrom(ctx)
+		st.peer = &pi
+	}
+	s.streams[id] = st
 	return nil
 }
 
@@ -81,8 +86,13 @@ func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscover
 }
 
 // OnFetchRequest renders the configuration of a REST client (no stream) if needed.
-func (c *callbacks) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRequest) error {
+func (c *callbacks) OnFetchRequest(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
 	s := c.s()
+	var pi *peerIdentity
+	if s.authPeers {
+		v := peerIdentityFrom(ctx)
+		pi = &v
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -91,6 +101,9 @@ func (c *callbacks) OnFetchRequest(_ context.Context, req *discoveryv3.Discovery
 	p, err := ProxyFromNode(req.GetNode())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.authorizePeer(pi, req.GetNode(), p, 0); err != nil {
+		return err
 	}
 	if s.snap == nil {
 		return status.Error(codes.Unavailable, "no snapshot yet")

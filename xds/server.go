@@ -76,6 +76,8 @@ type Server struct {
 
 	metrics *metrics
 
+	authPeers bool // WithPeerAuthentication
+
 	// testHookResources, when set (by tests only), alters rendered resources before they are
 	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
 	testHookResources func(Proxy, *Resources)
@@ -109,6 +111,7 @@ type node struct {
 
 type streamState struct {
 	kill   context.CancelCauseFunc // ends an ADS stream with an error; nil for others
+	peer   *peerIdentity           // from the stream's TLS connection
 	nodeID string
 	delta  bool
 	sent   map[string]sentResponse // type URL → latest response
@@ -148,7 +151,7 @@ type ProxyStatus struct {
 
 // NewServer returns a server with no snapshot: nodes may connect and get their configuration
 // when the first snapshot is set.
-func NewServer(log *slog.Logger) *Server {
+func NewServer(log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -157,6 +160,9 @@ func NewServer(log *slog.Logger) *Server {
 		groups:  map[Proxy]*group{},
 		nodes:   map[string]*node{},
 		streams: map[int64]*streamState{},
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
@@ -469,6 +475,9 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 		s.log.Warn("rejecting xDS stream", "stream", streamID, "err", err)
 		s.metrics.rejected.WithLabelValues("bad_node").Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.authorizePeer(st.peer, n, p, streamID); err != nil {
+		return nil, err
 	}
 	if s.snap != nil && s.snap.Services[p.Service] == nil {
 		err := fmt.Errorf("%w: node %q names service %q (node.cluster), which is not in mesh snapshot %s",
