@@ -2,11 +2,19 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path"
+	"path/filepath"
 	"strings"
+	"sync"
 
+	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/spf13/cobra"
 
@@ -19,8 +27,8 @@ func init() { register(newReviewCmd) }
 
 func newReviewCmd() *cobra.Command {
 	var (
-		repo, base, head, format string
-		strict                   bool
+		repo, base, head, format, cache string
+		strict                          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "review --base REF --head REF [--repo PATH] [DIR]",
@@ -36,7 +44,9 @@ Git repository and reports, for a pull request:
   - policy violations and analysis warnings at head.
 
 Verdicts come from the same evaluator as "mesh intention check". --format markdown (the default)
-is fit to post as a pull-request comment; --format json is for machines.
+is fit to post as a pull-request comment; --format json is for machines. With --cache DIR, a
+commit whose mesh (its Git tree, policies included) was compiled before by the same mesh binary
+is not compiled again: in CI, keep DIR between runs so that base is compiled once.
 Exit status: 0 ok, 1 head does not compile or violates a policy, 2 usage or internal error.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -50,7 +60,7 @@ Exit status: 0 ok, 1 head does not compile or violates a policy, 2 usage or inte
 			if len(args) > 0 && args[0] != "." {
 				dir = args[0]
 			}
-			return runReview(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), repo, base, head, dir, format, strict)
+			return runReview(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), repo, base, head, dir, format, cache, strict)
 		},
 	}
 	cmd.Flags().StringVar(&repo, "repo", ".", "the Git repository (path or URL)")
@@ -58,11 +68,13 @@ Exit status: 0 ok, 1 head does not compile or violates a policy, 2 usage or inte
 	cmd.Flags().StringVar(&head, "head", "", "the branch, tag or commit of the change")
 	cmd.Flags().StringVar(&format, "format", "markdown", "output format: markdown or json")
 	cmd.Flags().BoolVar(&strict, "strict", false, "treat analysis warnings at head as errors")
+	cmd.Flags().StringVar(&cache, "cache", "", "keep compiled snapshots in this directory, keyed by the mesh's Git tree and the mesh binary")
 	return cmd
 }
 
 type reviewSide struct {
 	name  string
+	key   string // cache key, "" without a cache
 	hash  plumbing.Hash
 	files []compiler.File
 	own   []compiler.File
@@ -71,7 +83,7 @@ type reviewSide struct {
 	err   error
 }
 
-func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, headRef, dir, format string, strict bool) error {
+func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, headRef, dir, format, cache string, strict bool) error {
 	r, err := compiler.OpenRepo(ctx, repo)
 	if err != nil {
 		return err
@@ -81,6 +93,15 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 		s := sides[i]
 		if s.hash, err = compiler.Resolve(r, ref); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		if cache != "" {
+			if s.key, err = cacheKey(r, s.hash, dir, strict && s.name == "head"); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			if s.snap, s.rep = loadCached(cache, s.key); s.snap != nil {
+				s.snap.Commit = s.hash.String()
+				continue
+			}
 		}
 		// Read both commits first: a go-git repository is not meant for concurrent reads.
 		if s.files, err = compiler.ReadCommit(r, s.hash, dir); err != nil {
@@ -93,11 +114,19 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 	// One after the other: a compilation of a large mesh peaks at gigabytes, and two at once
 	// would double what a CI runner needs for little gain on its few cores.
 	for _, s := range sides {
+		if s.snap != nil {
+			continue // from the cache
+		}
 		opts := compiler.Options{PolicyFiles: s.own, ReportViolations: true, Strict: strict && s.name == "head"}
 		s.snap, s.rep, s.err = compiler.CompileWithReport(ctx, s.files, opts)
 		s.files = nil
 		if s.snap != nil {
 			s.snap.Commit = s.hash.String()
+			if s.key != "" {
+				if err := storeCached(cache, s.key, s.snap, s.rep); err != nil {
+					fmt.Fprintf(stderr, "warning: review cache: %v\n", err)
+				}
+			}
 		}
 	}
 	baseSide, headSide := sides[0], sides[1]
@@ -148,3 +177,79 @@ func findings(list compiler.Errors) []review.Finding {
 }
 
 func short(h plumbing.Hash) string { return strings.TrimSpace(h.String()[:12]) }
+
+// The review cache holds compiled snapshots with their warnings and violations, one file per
+// key. The key names everything a compilation depends on: the Git tree of the mesh directory
+// (which includes its policies/ folder), --strict, and the mesh binary itself (its SHA-256), so
+// a new build of mesh never reads what an old one wrote. Entries are written atomically; one
+// that does not decode, or whose content does not match its version, is compiled again.
+
+type cacheEntry struct {
+	Snapshot   json.RawMessage `json:"snapshot"`
+	Warnings   compiler.Errors `json:"warnings"`
+	Violations compiler.Errors `json:"violations"`
+}
+
+var (
+	binaryOnce sync.Once
+	binaryHash string
+)
+
+func cacheKey(r *git.Repository, h plumbing.Hash, dir string, strict bool) (string, error) {
+	c, err := r.CommitObject(h)
+	if err != nil {
+		return "", err
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return "", err
+	}
+	if d := strings.Trim(path.Clean("/"+filepath.ToSlash(dir)), "/"); d != "" {
+		if tree, err = tree.Tree(d); err != nil {
+			return "", fmt.Errorf("commit %s: directory %q: %w", short(h), d, err)
+		}
+	}
+	binaryOnce.Do(func() {
+		sum := sha256.New()
+		if exe, err := os.Executable(); err == nil {
+			if f, err := os.Open(exe); err == nil {
+				io.Copy(sum, f)
+				f.Close()
+			}
+		}
+		binaryHash = hex.EncodeToString(sum.Sum(nil))
+	})
+	sum := sha256.Sum256([]byte(fmt.Sprintf("mesh review cache 1\n%s\n%s\n%v\n", binaryHash, tree.Hash, strict)))
+	return hex.EncodeToString(sum[:16]), nil
+}
+
+func loadCached(dir, key string) (*mesh.Snapshot, *compiler.Report) {
+	b, err := os.ReadFile(filepath.Join(dir, key+".json"))
+	if err != nil {
+		return nil, nil
+	}
+	var e cacheEntry
+	if json.Unmarshal(b, &e) != nil {
+		return nil, nil
+	}
+	snap, err := mesh.Decode(e.Snapshot)
+	if err != nil {
+		return nil, nil
+	}
+	return snap, &compiler.Report{Warnings: e.Warnings, Violations: e.Violations}
+}
+
+func storeCached(dir, key string, snap *mesh.Snapshot, rep *compiler.Report) error {
+	raw, err := snap.Encode()
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(cacheEntry{Snapshot: raw, Warnings: rep.Warnings, Violations: rep.Violations})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, key+".json"), b)
+}
