@@ -182,11 +182,14 @@ func ReadPolicyCommit(r *git.Repository, h plumbing.Hash, dir string) ([]File, e
 // warnings.
 func guard(ctx context.Context, snap *mesh.Snapshot) error {
 	st, _ := ctx.Value(guardKey{}).(*guardState)
-	if st == nil {
-		st = &guardState{report: &Report{}}
-	}
 	var fail Errors
-	warnings := analyze(snap)
+	var warnings Errors
+	if st == nil {
+		// Plain Compile: nobody reads warnings, so the analysis is not run; policies are.
+		st = &guardState{report: &Report{}}
+	} else {
+		warnings = analyze(snap)
+	}
 	if st.opts.Strict {
 		for _, w := range warnings {
 			fail = append(fail, &Error{Pos: w.Pos, Msg: w.Msg + " (--strict)"})
