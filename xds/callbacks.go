@@ -109,8 +109,8 @@ func (c *callbacks) OnFetchRequest(ctx context.Context, req *discoveryv3.Discove
 		return status.Error(codes.Unavailable, "no snapshot yet")
 	}
 	g := s.groups[p]
-	if g == nil || g.snap != s.snap {
-		if g, err = s.render(s.snap, p, g); err != nil {
+	if !s.current(p, g) {
+		if g, err = s.render(s.snap, s.bundle, p, g); err != nil {
 			return status.Error(codes.Internal, err.Error())
 		}
 		if g.err != nil {

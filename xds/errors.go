@@ -13,6 +13,8 @@ var (
 	ErrInconsistent = errors.New("inconsistent xDS resources")
 	// ErrInvalidResource means a rendered resource fails Envoy's validation rules.
 	ErrInvalidResource = errors.New("invalid xDS resource")
+	// ErrBadBundle means a trust bundle is not a list of PEM CA certificates.
+	ErrBadBundle = errors.New("bad trust bundle")
 	// ErrClosed means the server is closed.
 	ErrClosed = errors.New("xds server closed")
 )

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 
@@ -26,11 +27,20 @@ const (
 // node's user agent: "envoy" or "grpc".
 const ShapeMetadataKey = "mesh.shape"
 
+// CertDirMetadataKey is the node metadata field in which an Envoy sidecar says where `mesh
+// agent` writes its certificate files (cert.pem, key.pem, ca.pem): an absolute, clean path on
+// the proxy's machine. `mesh envoy bootstrap --cert-dir` sets it.
+const CertDirMetadataKey = "mesh.certDir"
+
 // Proxy is what rendering needs to know about an xDS client: the service it runs as (the
-// node's cluster) and its shape. Every proxy of a service and shape gets the same resources.
+// node's cluster), its shape and, for Envoy, its certificate directory. Every proxy of a
+// service, shape and directory gets the same resources.
 type Proxy struct {
 	Service string
 	Shape   Shape
+	// CertDir is where the sidecar's certificate files are (Envoy only; "" for gRPC, which
+	// names its files in its own bootstrap).
+	CertDir string
 }
 
 func (p Proxy) String() string { return p.Service + "/" + string(p.Shape) }
@@ -57,6 +67,14 @@ func ProxyFromNode(n *corev3.Node) (Proxy, error) {
 			return Proxy{}, fmt.Errorf("%w: node %q: metadata %s is %q, want %q or %q",
 				ErrBadNode, n.GetId(), ShapeMetadataKey, v.GetStringValue(), ShapeEnvoy, ShapeGRPC)
 		}
+	}
+	if v, ok := n.GetMetadata().GetFields()[CertDirMetadataKey]; ok && p.Shape == ShapeEnvoy {
+		dir := v.GetStringValue()
+		if !path.IsAbs(dir) || path.Clean(dir) != dir || strings.ContainsAny(dir, "\x00\n") {
+			return Proxy{}, fmt.Errorf("%w: node %q: metadata %s is %q, want an absolute clean path",
+				ErrBadNode, n.GetId(), CertDirMetadataKey, v.GetStringValue())
+		}
+		p.CertDir = dir
 	}
 	return p, nil
 }

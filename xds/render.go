@@ -33,9 +33,16 @@ type Resources struct {
 	Secrets   []*tlsv3.Secret
 }
 
-// Render renders the configuration of proxy p from snap. It is a pure function of its inputs.
-// A proxy whose service is not in snap gets ErrUnknownService.
+// Render renders the configuration of proxy p from snap, without a trust bundle (no SecretRoots
+// secret). It is a pure function of its inputs. A proxy whose service is not in snap gets
+// ErrUnknownService.
 func Render(snap *mesh.Snapshot, p Proxy) (*Resources, error) {
+	return RenderWithBundle(snap, p, nil)
+}
+
+// RenderWithBundle is Render with the CA's trust bundle (PEM certificates), which Envoy
+// sidecars receive as the SecretRoots secret. It is a pure function of its inputs.
+func RenderWithBundle(snap *mesh.Snapshot, p Proxy, bundle []byte) (*Resources, error) {
 	if snap == nil {
 		return nil, errors.New("render: nil snapshot")
 	}
@@ -58,7 +65,7 @@ func Render(snap *mesh.Snapshot, p Proxy) (*Resources, error) {
 		Routes:    routes(snap, p),
 		Clusters:  cs,
 		Endpoints: endpoints(snap, p),
-		Secrets:   secrets(nil),
+		Secrets:   secrets(p, bundle),
 	}
 	r.sort()
 	return r, nil

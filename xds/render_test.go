@@ -3,7 +3,9 @@ package xds
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -79,14 +81,32 @@ func messages[T proto.Message](l []T) []proto.Message {
 	return out
 }
 
-// renderAndCheck renders every service of snap in both shapes, validates, checks consistency
-// and compares with golden files under testdata/golden/<name>.
+// goldenBundle is the trust bundle of the golden files: a public certificate only.
+func goldenBundle(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseBundle(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// renderAndCheck renders every service of snap in both shapes (Envoy with a certificate
+// directory and the golden trust bundle), validates, checks consistency and compares with
+// golden files under testdata/golden/<name>.
 func renderAndCheck(t *testing.T, name string, snap *mesh.Snapshot) {
+	bundle := goldenBundle(t)
 	for _, svc := range snap.ServiceNames() {
 		for _, shape := range []Shape{ShapeEnvoy, ShapeGRPC} {
 			p := Proxy{Service: svc, Shape: shape}
+			if shape == ShapeEnvoy {
+				p.CertDir = "/var/run/mesh/" + svc
+			}
 			t.Run(svc+"/"+string(shape), func(t *testing.T) {
-				res, err := Render(snap, p)
+				res, err := RenderWithBundle(snap, p, bundle)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -105,7 +125,7 @@ func renderAndCheck(t *testing.T, name string, snap *mesh.Snapshot) {
 						t.Errorf("go-control-plane Consistent: %v", err)
 					}
 				}
-				again, _ := Render(snap, p)
+				again, _ := RenderWithBundle(snap, p, bundle)
 				for _, typ := range resourceTypes {
 					if !equalResources(res.byType()[typ], again.byType()[typ]) {
 						t.Errorf("%s: rendering is not deterministic", shortType(typ))
@@ -117,6 +137,10 @@ func renderAndCheck(t *testing.T, name string, snap *mesh.Snapshot) {
 				checkGolden(t, filepath.Join(dir, base+"routes.json"), goldenJSON(t, messages(res.Routes)))
 				checkGolden(t, filepath.Join(dir, base+"clusters.json"), goldenJSON(t, messages(res.Clusters)))
 				checkGolden(t, filepath.Join(dir, base+"endpoints.json"), goldenJSON(t, messages(res.Endpoints)))
+				checkGolden(t, filepath.Join(dir, base+"secrets.json"), goldenJSON(t, messages(res.Secrets)))
+				if shape == ShapeEnvoy && len(res.Secrets) != 2 {
+					t.Errorf("envoy got %d secrets, want %s and %s", len(res.Secrets), SecretLeaf, SecretRoots)
+				}
 			})
 		}
 	}
@@ -162,6 +186,20 @@ func TestRenderUnknownService(t *testing.T) {
 	}
 }
 
+func walkJSON(v any, key string, f func(key string, val any)) {
+	f(key, v)
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			walkJSON(e, k, f)
+		}
+	case []any:
+		for _, e := range x {
+			walkJSON(e, key, f)
+		}
+	}
+}
+
 func TestNoPrivateKeyInGolden(t *testing.T) {
 	err := filepath.Walk(filepath.Join("testdata", "golden"), func(path string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
@@ -174,6 +212,24 @@ func TestNoPrivateKeyInGolden(t *testing.T) {
 		if bytes.Contains(b, []byte("PRIVATE KEY")) {
 			t.Errorf("%s contains a private key", path)
 		}
+		// Secrets carry PEM as base64 (inlineBytes): look inside, and a private key may only be
+		// a file reference.
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		walkJSON(v, "", func(key string, val any) {
+			if s, ok := val.(string); ok && key == "inlineBytes" {
+				if d, err := base64.StdEncoding.DecodeString(s); err == nil && bytes.Contains(d, []byte("PRIVATE KEY")) {
+					t.Errorf("%s: inline bytes hold a private key", path)
+				}
+			}
+			if m, ok := val.(map[string]any); ok && key == "privateKey" {
+				if _, ok := m["filename"]; !ok || len(m) != 1 {
+					t.Errorf("%s: a private key that is not a file reference: %v", path, m)
+				}
+			}
+		})
 		return nil
 	})
 	if err != nil {

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"path"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -13,9 +15,9 @@ import (
 // certificates rotate without touching the rest of the configuration and so that private keys
 // never pass through this package's rendering, logs or golden files.
 //
-//   - Envoy sidecars fetch it over SDS (on the same ADS stream): the leaf certificate and key as
-//     SecretLeaf, the trust bundle as SecretRoots. The CA issue fills these secrets; until then
-//     Envoy waits for them (its listeners and clusters stay warming), which fails closed.
+//   - Envoy sidecars fetch it over SDS (on the same ADS stream): the leaf as SecretLeaf (by file
+//     reference, see secrets), the trust bundle as SecretRoots. Until they arrive Envoy waits for
+//     them (its listeners and clusters stay warming), which fails closed.
 //   - Proxyless gRPC reads it from the certificate provider instance CertProviderInstance of its
 //     bootstrap (a file_watcher over files the CA writes), certificate names SecretLeaf and
 //     SecretRoots.
@@ -141,36 +143,50 @@ func tlsTransportSocket[T *tlsv3.UpstreamTlsContext | *tlsv3.DownstreamTlsContex
 	}, nil
 }
 
-// tlsMaterial is a service's certificate material in PEM, for SDS. Its key is only ever placed
-// in the Secret resource; String never prints it.
-type tlsMaterial struct {
-	CertChainPEM  []byte
-	PrivateKeyPEM []byte
-	RootsPEM      []byte
-}
-
-// String describes m without its private key.
-func (m *tlsMaterial) String() string { return "tlsMaterial{cert, key: <redacted>, roots}" }
-
-// secrets renders the SDS secrets SecretLeaf and SecretRoots from m; with no material there are
-// none (an Envoy proxy then waits for them).
-func secrets(m *tlsMaterial) []*tlsv3.Secret {
-	if m == nil {
+// secrets renders the SDS secrets of proxy p. Only Envoy sidecars take secrets over xDS
+// (proxyless gRPC reads certificate provider files):
+//
+//   - SecretRoots is the trust bundle (public certificates only), inline; it changes with CA
+//     rotation, and the server pushes it again then (SetTrustBundle). With no bundle there is none.
+//   - SecretLeaf is the proxy's certificate and key by reference: file names in the proxy's
+//     certificate directory (node metadata CertDirMetadataKey), which `mesh agent` beside Envoy
+//     keeps fresh, and a watched directory so that Envoy reloads the pair when the agent renames a
+//     renewed certificate into it (reading certificate and key together and checking that neither
+//     changed in between). The key never leaves the workload: this server knows its path only.
+//     With no directory there is none, and Envoy's TLS listeners and clusters wait (fail closed).
+func secrets(p Proxy, bundle []byte) []*tlsv3.Secret {
+	if p.Shape != ShapeEnvoy {
 		return nil
 	}
-	return []*tlsv3.Secret{
-		{
+	var out []*tlsv3.Secret
+	if p.CertDir != "" {
+		out = append(out, &tlsv3.Secret{
 			Name: SecretLeaf,
 			Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: m.CertChainPEM}},
-				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: m.PrivateKeyPEM}},
+				CertificateChain: fileSource(path.Join(p.CertDir, CertFile)),
+				PrivateKey:       fileSource(path.Join(p.CertDir, KeyFile)),
+				WatchedDirectory: &corev3.WatchedDirectory{Path: p.CertDir},
 			}},
-		},
-		{
+		})
+	}
+	if len(bundle) > 0 {
+		out = append(out, &tlsv3.Secret{
 			Name: SecretRoots,
 			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: m.RootsPEM}},
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: bundle}},
 			}},
-		},
+		})
 	}
+	return out
+}
+
+// Files of a certificate directory, as `mesh agent` writes them (ca.CertFile, ca.KeyFile, ca.CAFile).
+const (
+	CertFile = "cert.pem"
+	KeyFile  = "key.pem"
+	CAFile   = "ca.pem"
+)
+
+func fileSource(name string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: name}}
 }

@@ -3,8 +3,9 @@
 //
 // Guarantees:
 //
-//   - Rendering is pure: Render(snapshot, proxy) depends on nothing else, and every proxy of
-//     the same service and shape gets the same resources. One function per resource type
+//   - Rendering is pure: RenderWithBundle(snapshot, proxy, trust bundle) depends on nothing
+//     else, and every proxy of the same service, shape (and, for Envoy, certificate directory)
+//     gets the same resources. One function per resource type
 //     (listeners.go, routes.go, clusters.go, endpoints.go, rbac.go, secrets.go).
 //   - Intentions are enforced with RBAC derived from Snapshot.Inbound, the evaluator's own
 //     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go).
@@ -24,11 +25,18 @@
 //     log line (also when its service disappears later, or when it connected before the first
 //     snapshot); it never receives another service's configuration. Malformed requests never
 //     panic and never affect other streams.
-//   - No private key is logged, rendered into listeners or clusters, or written to golden files.
+//   - No private key is logged, rendered, or written to golden files, and the server never holds
+//     one of a proxy: Envoy's SDS leaf names the files `mesh agent` writes beside it, and the
+//     trust bundle (SetTrustBundle, pushed again on every CA rotation) is public certificates.
+//   - With WithPeerAuthentication (and ServerCredentials on the gRPC server), a stream is served
+//     only to a peer whose verified client certificate's SPIFFE service is its node.cluster.
 package xds
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -76,7 +84,8 @@ type Server struct {
 
 	metrics *metrics
 
-	authPeers bool // WithPeerAuthentication
+	authPeers bool         // WithPeerAuthentication
+	bundle    *trustBundle // SetTrustBundle; nil before
 
 	// testHookResources, when set (by tests only), alters rendered resources before they are
 	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
@@ -87,6 +96,7 @@ type Server struct {
 type group struct {
 	proxy       Proxy
 	snap        *mesh.Snapshot // rendered from
+	bundle      *trustBundle   // rendered with
 	deps        *deps          // what the content was rendered from
 	hash        string         // of all the content
 	typeHash    map[resourcev3.Type]string
@@ -208,25 +218,140 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 	}
 	s.setMu.Lock()
 	defer s.setMu.Unlock()
-
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	prev := s.snap
+	bundle := s.bundle
+	s.mu.Unlock()
+	return s.publish(snap, bundle)
+}
+
+// SetTrustBundle sets the trust bundle: the PEM certificates of every root of the mesh CA that
+// is not retired ((*ca.CA).Bundle().BundlePEM). Envoy sidecars receive it as the SecretRoots
+// secret, and it is pushed again to every Envoy proxy when it changes (a CA rotation adds a
+// root, a retirement removes one); TrustPool returns it for ServerCredentials. Anything but
+// CA certificates (a private key, garbage) is refused and changes nothing. Call it whenever the
+// CA's state changes; an unchanged bundle pushes nothing.
+func (s *Server) SetTrustBundle(pems []byte) error {
+	tb, err := parseBundle(pems)
+	if err != nil {
+		return err
+	}
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.bundle != nil && bytes.Equal(s.bundle.pem, tb.pem) {
+		s.mu.Unlock()
+		return nil
+	}
+	snap := s.snap
+	if snap == nil {
+		s.bundle = tb
+		s.mu.Unlock()
+		s.log.Info("trust bundle set", "roots", tb.n)
+		return nil
+	}
+	s.mu.Unlock()
+	if err := s.publish(snap, tb); err != nil {
+		return err
+	}
+	s.log.Info("trust bundle set", "roots", tb.n)
+	return nil
+}
+
+// TrustPool returns the trust bundle as a certificate pool (nil before SetTrustBundle); it is
+// the roots function of ServerCredentials. The pool is never modified: SetTrustBundle makes a
+// new one.
+func (s *Server) TrustPool() *x509.CertPool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bundle == nil {
+		return nil
+	}
+	return s.bundle.pool
+}
+
+// trustBundle is a parsed trust bundle; it is never modified.
+type trustBundle struct {
+	pem  []byte // the certificates only, re-encoded
+	pool *x509.CertPool
+	n    int
+}
+
+func parseBundle(pems []byte) (*trustBundle, error) {
+	tb := &trustBundle{pool: x509.NewCertPool()}
+	rest := pems
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			// Never quote the block: it may be a key.
+			return nil, fmt.Errorf("%w: a %q PEM block; only CERTIFICATE blocks belong in a trust bundle", ErrBadBundle, blk.Type)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadBundle, err)
+		}
+		if !c.IsCA {
+			return nil, fmt.Errorf("%w: certificate %q is not a CA", ErrBadBundle, c.Subject.String())
+		}
+		tb.pool.AddCert(c)
+		tb.pem = append(tb.pem, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		tb.n++
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, fmt.Errorf("%w: trailing data that is not PEM", ErrBadBundle)
+	}
+	if tb.n == 0 {
+		return nil, fmt.Errorf("%w: no certificate", ErrBadBundle)
+	}
+	return tb, nil
+}
+
+// current reports whether g is p's configuration under the served snapshot and bundle. Called
+// with s.mu held.
+func (s *Server) current(p Proxy, g *group) bool {
+	return g != nil && g.snap == s.snap && (p.Shape != ShapeEnvoy || g.bundle == s.bundle)
+}
+
+// publish renders snap with bundle for every connected node, pushes the nodes whose resources
+// changed and makes both the served ones; nothing changes when a proxy's configuration fails.
+// Called with s.setMu held.
+func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
+	s.mu.Lock()
+	prev, prevBundle := s.snap, s.bundle
 	work := s.neededProxies()
 	s.mu.Unlock()
 
 	start := time.Now()
 	ch := diff(prev, snap)
+	// unaffected reports whether g, rendered from prev and prevBundle, is also p's configuration
+	// under snap and bundle.
+	unaffected := func(p Proxy, g *group) bool {
+		if g == nil || g.snap != prev {
+			return false
+		}
+		if p.Shape == ShapeEnvoy && g.bundle != bundle {
+			return false
+		}
+		return !ch.affects(p.Service, g.deps)
+	}
 	rendered := map[Proxy]*group{}
 	for _, p := range work {
 		old := s.groupOf(p)
-		if old != nil && old.snap == prev && !ch.affects(p.Service, old.deps) {
+		if unaffected(p, old) {
 			continue
 		}
-		g, err := s.render(snap, p, old)
+		g, err := s.render(snap, bundle, p, old)
 		if err != nil {
 			return err
 		}
@@ -237,21 +362,26 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 	defer s.mu.Unlock()
 	// Nodes may have connected while we rendered: their groups are missing or were rendered
 	// from prev.
+	examined := map[Proxy]bool{}
+	for _, p := range work {
+		examined[p] = true
+	}
 	for _, p := range s.neededProxies() {
+		examined[p] = true
 		if _, ok := rendered[p]; ok {
 			continue
 		}
 		g := s.groups[p]
-		if g != nil && (g.snap == snap || (g.snap == prev && !ch.affects(p.Service, g.deps))) {
+		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		ng, err := s.render(snap, p, g)
+		ng, err := s.render(snap, bundle, p, g)
 		if err != nil {
 			return err
 		}
 		rendered[p] = ng
 	}
-	s.snap = snap
+	s.snap, s.bundle = snap, bundle
 	changed := 0
 	for p, g := range rendered {
 		old := s.groups[p]
@@ -265,9 +395,16 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 		}
 	}
 	for p, g := range s.groups {
-		if _, ok := rendered[p]; !ok {
-			g.snap = snap // unaffected: same content
+		if _, ok := rendered[p]; ok {
+			continue
 		}
+		if !examined[p] {
+			// No node of it is connected, so it was not checked against the change: drop it,
+			// a node that reconnects gets its configuration rendered afresh.
+			delete(s.groups, p)
+			continue
+		}
+		g.snap, g.bundle = snap, bundle // unaffected: same content
 	}
 	pushed := 0
 	now := time.Now()
@@ -301,7 +438,7 @@ func (s *Server) SetSnapshot(snap *mesh.Snapshot) error {
 	s.gcGroups()
 	s.metrics.pushes.Add(float64(pushed))
 	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
-	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit,
+	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit, "bundleChanged", bundle != prevBundle,
 		"rendered", len(rendered), "changed", changed, "pushed", pushed, "nodes", len(s.nodes),
 		"took", time.Since(start).Round(time.Microsecond))
 	return nil
@@ -354,12 +491,16 @@ func (s *Server) gcGroups() {
 // render renders p from snap into a group, reusing old's versions (and its cache snapshot)
 // for content that did not change. An unknown service is not an error of the snapshot: the
 // group records it. Invalid or inconsistent resources are.
-func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error) {
+func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *group) (*group, error) {
 	s.metrics.renders.Inc()
-	res, err := Render(snap, p)
+	var pems []byte
+	if bundle != nil {
+		pems = bundle.pem
+	}
+	res, err := RenderWithBundle(snap, p, pems)
 	if err != nil {
 		if errorsIsUnknown(err) {
-			g := &group{proxy: p, snap: snap, err: err}
+			g := &group{proxy: p, snap: snap, bundle: bundle, err: err}
 			if old != nil { // keep serving what it had
 				g.hash, g.typeHash, g.typeVersion, g.cs = old.hash, old.typeHash, old.typeVersion, old.cs
 			}
@@ -383,10 +524,10 @@ func (s *Server) render(snap *mesh.Snapshot, p Proxy, old *group) (*group, error
 	d := dependencies(snap, p.Service)
 	if old != nil && old.err == nil && old.hash == hash {
 		ng := *old
-		ng.snap, ng.deps = snap, d
+		ng.snap, ng.bundle, ng.deps = snap, bundle, d
 		return &ng, nil
 	}
-	g := &group{proxy: p, snap: snap, deps: d, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
+	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
 	cs := &cachev3.Snapshot{}
 	byType := res.byType()
 	for _, t := range resourceTypes {
@@ -507,8 +648,8 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 		return nd, nil
 	}
 	g := s.groups[p]
-	if g == nil || g.snap != s.snap {
-		ng, err := s.render(s.snap, p, g)
+	if !s.current(p, g) {
+		ng, err := s.render(s.snap, s.bundle, p, g)
 		if err != nil {
 			s.log.Error("render for new proxy", "node", nd.id, "err", err)
 			return nil, status.Error(codes.Internal, "cannot render configuration: "+err.Error())

@@ -23,12 +23,12 @@ func TestProxyFromNode(t *testing.T) {
 		want Proxy
 		err  bool
 	}{
-		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "envoy"}, Proxy{"web", ShapeEnvoy}, false},
-		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "gRPC Go"}, Proxy{"web", ShapeGRPC}, false},
-		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "gRPC Java"}, Proxy{"web", ShapeGRPC}, false},
-		{&corev3.Node{Id: "a", Cluster: "web"}, Proxy{"web", ShapeEnvoy}, false},
-		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "envoy", Metadata: mustStruct(map[string]any{ShapeMetadataKey: "grpc"})}, Proxy{"web", ShapeGRPC}, false},
-		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "gRPC Go", Metadata: mustStruct(map[string]any{ShapeMetadataKey: "envoy"})}, Proxy{"web", ShapeEnvoy}, false},
+		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "envoy"}, Proxy{Service: "web", Shape: ShapeEnvoy}, false},
+		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "gRPC Go"}, Proxy{Service: "web", Shape: ShapeGRPC}, false},
+		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "gRPC Java"}, Proxy{Service: "web", Shape: ShapeGRPC}, false},
+		{&corev3.Node{Id: "a", Cluster: "web"}, Proxy{Service: "web", Shape: ShapeEnvoy}, false},
+		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "envoy", Metadata: mustStruct(map[string]any{ShapeMetadataKey: "grpc"})}, Proxy{Service: "web", Shape: ShapeGRPC}, false},
+		{&corev3.Node{Id: "a", Cluster: "web", UserAgentName: "gRPC Go", Metadata: mustStruct(map[string]any{ShapeMetadataKey: "envoy"})}, Proxy{Service: "web", Shape: ShapeEnvoy}, false},
 		{&corev3.Node{Id: "a", Cluster: "web", Metadata: mustStruct(map[string]any{ShapeMetadataKey: 3})}, Proxy{}, true},
 		{&corev3.Node{Id: "a"}, Proxy{}, true},
 		{&corev3.Node{Cluster: "web"}, Proxy{}, true},
@@ -245,7 +245,7 @@ func TestUnknownServiceLater(t *testing.T) {
 func TestInvalidTypedConfigRefused(t *testing.T) {
 	srv, _ := servingServer(t)
 	srv.mu.Lock()
-	srv.nodes["api-1"] = &node{id: "api-1", proxy: Proxy{"api", ShapeEnvoy}, streams: map[int64]bool{99: true}}
+	srv.nodes["api-1"] = &node{id: "api-1", proxy: Proxy{Service: "api", Shape: ShapeEnvoy}, streams: map[int64]bool{99: true}}
 	srv.mu.Unlock()
 	bad := richMesh()
 	addIntention(bad, &mesh.Intention{Source: "db", Destination: "api", Permissions: []mesh.Permission{
@@ -256,4 +256,30 @@ func TestInvalidTypedConfigRefused(t *testing.T) {
 		t.Fatalf("got %v, want ErrInvalidResource", err)
 	}
 	t.Logf("refused: %v", err)
+}
+
+// TestReconnectAfterChange: a node that disconnected, missed a change that affects it and
+// reconnects (within the time its status is kept) gets the new configuration, not the one it
+// had.
+func TestReconnectAfterChange(t *testing.T) {
+	srv, addr := servingServer(t)
+	cc1 := dialRaw(t, addr)
+	a := newRawADS(t, cc1)
+	a.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("web-1", "web"), TypeUrl: resourcev3.ClusterType})
+	before := a.mustRecv(resourcev3.ClusterType)
+	a.ack(before)
+	cc1.Close()
+	waitFor(t, 5*time.Second, "web-1 disconnected", func() bool { p, _ := proxyStatus(srv, "web-1"); return !p.Connected })
+
+	next := richMesh()
+	delete(next.Services["web"].Upstreams, "auth")
+	if err := srv.SetSnapshot(seal(t, next)); err != nil {
+		t.Fatal(err)
+	}
+	b := newRawADS(t, dialRaw(t, addr))
+	b.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("web-1", "web"), TypeUrl: resourcev3.ClusterType})
+	after := b.mustRecv(resourcev3.ClusterType)
+	if len(after.Resources) >= len(before.Resources) {
+		t.Fatalf("after dropping an upstream, web got %d clusters (had %d): stale configuration", len(after.Resources), len(before.Resources))
+	}
 }
