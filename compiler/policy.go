@@ -360,6 +360,7 @@ type (
 	viewService struct {
 		Name      string            `json:"name"`
 		Protocol  string            `json:"protocol"`
+		Port      int               `json:"port"`
 		Owners    []string          `json:"owners"`
 		Meta      map[string]string `json:"meta"`
 		Upstreams []string          `json:"upstreams"`
@@ -410,7 +411,7 @@ func policyView(s *mesh.Snapshot) *viewInput {
 			meta = map[string]string{}
 		}
 		v.Services[name] = viewService{
-			Name: name, Protocol: svc.Protocol, Owners: nonNil(svc.Owners), Meta: meta,
+			Name: name, Protocol: svc.Protocol, Port: svc.Port, Owners: nonNil(svc.Owners), Meta: meta,
 			Upstreams: ups, Path: mesh.PathService(name),
 		}
 	}

@@ -111,8 +111,12 @@ func (s *Server) reconcile(ctx context.Context) error {
 		// A commit without the mesh directory is a configuration problem of that commit.
 		return s.reject(commit, StepRead, []PosError{{Msg: err.Error()}})
 	}
+	policies, err := compiler.ReadPolicyCommit(repo, hash, s.cfg.Dir)
+	if err != nil {
+		return s.reject(commit, StepRead, []PosError{{Msg: err.Error()}})
+	}
 	t0 := time.Now()
-	snap, err := s.cfg.Compile(ctx, files)
+	snap, err := s.cfg.Compile(ctx, files, policies)
 	s.metrics.compileDuration.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		if !errors.Is(err, compiler.ErrInvalid) {

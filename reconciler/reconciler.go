@@ -95,8 +95,9 @@ type Config struct {
 	Publisher Publisher
 	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
 	Proxies func() []ProxyStatus
-	// Compile compiles a commit's files; default compiler.Compile.
-	Compile func(context.Context, []compiler.File) (*mesh.Snapshot, error)
+	// Compile compiles a commit's mesh files with the mesh's own policy files (its policies/
+	// folder); default compileWithPolicies.
+	Compile func(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error)
 	Log     *slog.Logger // default: discard
 	Raft    RaftTiming
 	// MaxWebhookBody bounds webhook bodies; default 1 MiB.
@@ -130,7 +131,7 @@ func (c *Config) setDefaults() {
 		c.History = DefaultHistory
 	}
 	if c.Compile == nil {
-		c.Compile = compiler.Compile
+		c.Compile = compileWithPolicies
 	}
 	if c.Log == nil {
 		c.Log = discardLogger()
@@ -395,4 +396,11 @@ func (s *Server) trustDomain() string {
 		return snap.Mesh.TrustDomain
 	}
 	return ""
+}
+
+// compileWithPolicies compiles files and enforces the built-in policies the mesh enables and its
+// own policies. Analysis warnings are not the server's business: review and validate show them.
+func compileWithPolicies(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error) {
+	snap, _, err := compiler.CompileWithReport(ctx, files, compiler.Options{PolicyFiles: policies})
+	return snap, err
 }

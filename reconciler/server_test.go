@@ -222,3 +222,43 @@ func TestRestartFromRaftSnapshot(t *testing.T) {
 		t.Errorf("restored status %+v, want %+v", got, want)
 	}
 }
+
+// TestOwnPolicyRejectsCommit: a commit that violates one of the mesh's own policies (its
+// policies/ folder) is recorded with the violation's position and the last good version stays.
+func TestOwnPolicyRejectsCommit(t *testing.T) {
+	repo := newTestRepo(t)
+	f0 := meshFiles(0)
+	repo.commit(f0, "initial", false)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	s := startServer(t, cfg)
+	v0 := versionOf(t, f0)
+	if !waitServed(s, v0, 10*time.Second) {
+		t.Fatalf("initial version %s not served; serving %q", v0, servedVersion(s))
+	}
+	policy := map[string]string{"mesh/policies/ports.cue": `package policies
+
+policy: "no-low-ports": {
+	doc: "services listen on unprivileged ports"
+	violations: [for name, s in input.services if s.port < 1024 {
+		path:    s.path
+		message: "service \(name) listens on privileged port \(s.port)"
+	}]
+}
+`}
+	low := merge(f0, policy, map[string]string{"mesh/low.cue": "package mesh\n\nservices: legacy: {protocol: \"tcp\", port: 80}\n"})
+	sha := repo.commit(low, "a service on port 80", false)
+	c := &Client{Addr: s.HTTPAddr()}
+	var st *Status
+	waitFor(t, 5*time.Second, "the violating commit to be recorded", func() bool {
+		var err error
+		st, err = c.Status(context.Background())
+		return err == nil && st.LastError != nil && st.LastError.Commit == sha
+	})
+	if st.Version != v0 {
+		t.Errorf("serving %s after a violating commit, want %s", st.Version, v0)
+	}
+	if len(st.LastError.Errors) != 1 || st.LastError.Errors[0].Pos.File != "low.cue" ||
+		!strings.Contains(st.LastError.Errors[0].Msg, "policy no-low-ports: service legacy listens on privileged port 80") {
+		t.Errorf("lastError = %+v, want the no-low-ports violation at low.cue", st.LastError.Errors)
+	}
+}
