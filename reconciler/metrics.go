@@ -49,6 +49,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(m.compileDuration, m.commitToApply, m.lastSuccess, m.fetches, m.stepErrors, m.webhooks,
 		m.leaderChanges, m.publishErrors, m.served, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{s})
+	m.reg.MustRegister(s.cfg.Collectors...)
 	return m
 }
 

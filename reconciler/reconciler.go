@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/prometheus/client_golang/prometheus"
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
@@ -95,6 +96,9 @@ type Config struct {
 	Publisher Publisher
 	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
 	Proxies func() []ProxyStatus
+	// Collectors are served on GET /metrics with the server's own; in mesh serve, the xDS
+	// server's (*xds.Server).Collectors.
+	Collectors []prometheus.Collector
 	// Compile compiles a commit's mesh files with the mesh's own policy files (its policies/
 	// folder); default compileWithPolicies.
 	Compile func(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error)

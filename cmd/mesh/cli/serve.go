@@ -129,7 +129,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	xsrv := xds.NewServer(log)
 	gsrv := grpc.NewServer()
 	xsrv.Register(gsrv)
-	cfg.Publisher, cfg.Proxies = xsrv, xsrv.Proxies
+	cfg.Publisher, cfg.Proxies, cfg.Collectors = xsrv, xsrv.Proxies, xsrv.Collectors()
 
 	srv, err := reconciler.New(cfg)
 	if err != nil {
