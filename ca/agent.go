@@ -48,6 +48,11 @@ type Agent struct {
 	MaxBackoff time.Duration // default 30s
 	// OnIssue, if set, is called after each leaf's files are written.
 	OnIssue func(*Leaf)
+	// ExtraFiles (base name → content) are written into Dir (0644, atomically, not rewritten
+	// when unchanged) after each leaf's files, so that the files they name exist first. `mesh
+	// agent` beside Envoy passes xds.EnvoySDSFiles(Dir): the file-based SDS through which Envoy
+	// presents cert.pem/key.pem to an xDS server with --xds-tls. They must not hold key material.
+	ExtraFiles map[string][]byte
 
 	key crypto.Signer
 }
@@ -127,6 +132,14 @@ func (a *Agent) Issue(ctx context.Context) (*Leaf, error) {
 	}
 	if err := WriteFileAtomic(filepath.Join(a.Dir, CertFile), []byte(leaf.CertPEM), 0o644); err != nil {
 		return nil, err
+	}
+	for name, data := range a.ExtraFiles {
+		if name != filepath.Base(name) || name == "." || name == ".." || name == KeyFile || name == CertFile || name == CAFile {
+			return nil, fmt.Errorf("%w: extra file name %q", ErrBadRequest, name)
+		}
+		if err := WriteFileAtomic(filepath.Join(a.Dir, name), data, 0o644); err != nil {
+			return nil, err
+		}
 	}
 	if a.OnIssue != nil {
 		a.OnIssue(leaf)
