@@ -2,12 +2,18 @@ package xds
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
@@ -212,4 +218,91 @@ func (s *Server) authorizePeer(pi *peerIdentity, n *corev3.Node, p Proxy, stream
 		"node", n.GetId(), "service", p.Service, "err", err)
 	s.metrics.rejected.WithLabelValues("identity").Inc()
 	return status.Error(codes.PermissionDenied, fmt.Sprintf("node %q: %v", n.GetId(), err))
+}
+
+// ServingCertificate is the xDS server's own certificate: a leaf of the mesh CA for
+// ServerIdentity whose key this process makes and keeps in memory (it never leaves it, like
+// a workload's). Certificate is the cert function of ServerCredentials: it asks sign for a
+// leaf on first use and again once 75% of the leaf's life has passed, and keeps serving the
+// current leaf while signing fails and it is still valid. It is safe for concurrent use.
+type ServingCertificate struct {
+	// Sign turns a PEM certificate request into the PEM leaf and chain for ServerIdentity:
+	// in mesh serve, func(csr) { l, err := ca.Sign(xds.ServerIdentity, csr); return l.CertPEM }.
+	Sign func(csrPEM []byte) (certPEM []byte, err error)
+	Now  func() time.Time // default time.Now
+
+	mu      sync.Mutex
+	key     *ecdsa.PrivateKey
+	cert    *tls.Certificate
+	renewAt time.Time
+}
+
+// Certificate returns the current serving certificate, signing a new one when it is due.
+func (c *ServingCertificate) Certificate() (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if c.Now != nil {
+		now = c.Now()
+	}
+	if c.cert != nil && now.Before(c.renewAt) {
+		return c.cert, nil
+	}
+	cert, err := c.issue()
+	if err != nil {
+		if c.cert != nil && now.Before(c.cert.Leaf.NotAfter) {
+			return c.cert, nil // still valid: retry at the next handshake
+		}
+		return nil, err
+	}
+	c.cert = cert
+	c.renewAt = cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) * 3 / 4)
+	return cert, nil
+}
+
+func (c *ServingCertificate) issue() (*tls.Certificate, error) {
+	if c.Sign == nil {
+		return nil, errors.New("xds: serving certificate: no signer")
+	}
+	if c.key == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		c.key = k
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, c.key)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := c.Sign(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	if err != nil {
+		return nil, fmt.Errorf("xds: serving certificate: %w", err)
+	}
+	out := &tls.Certificate{PrivateKey: c.key}
+	for rest := certPEM; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type == "CERTIFICATE" {
+			out.Certificate = append(out.Certificate, blk.Bytes)
+		}
+	}
+	if len(out.Certificate) == 0 {
+		return nil, errors.New("xds: serving certificate: the signer returned no certificate")
+	}
+	leaf, err := x509.ParseCertificate(out.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("xds: serving certificate: %w", err)
+	}
+	if !c.key.PublicKey.Equal(leaf.PublicKey) {
+		return nil, errors.New("xds: serving certificate: the signed certificate is not for this key")
+	}
+	if id, err := ParseSPIFFEID(leaf); err != nil || id.Service != ServerIdentity {
+		return nil, fmt.Errorf("xds: serving certificate: identity %v (%v), want service %q", id, err, ServerIdentity)
+	}
+	out.Leaf = leaf
+	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -79,15 +80,34 @@ func livePool(t testing.TB, c *ca.CA) func() *x509.CertPool {
 	}
 }
 
-// startTLSXDS serves srv with ServerCredentials from c (serving certificate for ServerIdentity).
+// caSigner is how mesh serve lets ServingCertificate ask the CA for the server's leaf.
+func caSigner(c *ca.CA) func([]byte) ([]byte, error) {
+	return func(csr []byte) ([]byte, error) {
+		l, err := c.Sign(ServerIdentity, csr)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(l.CertPEM), nil
+	}
+}
+
+// startTLSXDS serves srv as mesh serve --xds-tls does: the trust bundle from c set on srv,
+// ServerCredentials with srv's live pool and a ServingCertificate signed by c.
 func startTLSXDS(t *testing.T, srv *Server, c *ca.CA) string {
 	t.Helper()
-	serverCert := caLeaf(t, c, ServerIdentity)
+	b, err := c.Bundle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetTrustBundle([]byte(b.BundlePEM)); err != nil {
+		t.Fatal(err)
+	}
+	sc := &ServingCertificate{Sign: caSigner(c)}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(ServerCredentials(livePool(t, c), func() (*tls.Certificate, error) { return serverCert, nil })))
+	g := grpc.NewServer(grpc.Creds(ServerCredentials(srv.TrustPool, sc.Certificate)))
 	srv.Register(g)
 	go g.Serve(lis)
 	t.Cleanup(func() {
@@ -251,11 +271,68 @@ func TestXDSTLS(t *testing.T) {
 			t.Fatalf("the client accepted a server whose identity is web: %v", st.Err())
 		}
 	})
+	t.Run("the server trusts the bundle it is given, at the next handshake", func(t *testing.T) {
+		other := newMeshCA(t)
+		foreign := caLeaf(t, other, "web")
+		both := func() *x509.CertPool {
+			p := roots()
+			ob, _ := other.Bundle()
+			p.AppendCertsFromPEM([]byte(ob.BundlePEM))
+			return p
+		}
+		if st := adsStatus(t, dialTLS(t, addr, both, foreign), "web-8", "web"); st.Code() == codes.OK {
+			t.Fatal("a foreign CA's leaf was accepted before its root was in the bundle")
+		}
+		cb, _ := c.Bundle()
+		ob, _ := other.Bundle()
+		if err := srv.SetTrustBundle([]byte(cb.BundlePEM + ob.BundlePEM)); err != nil {
+			t.Fatal(err)
+		}
+		if st := adsStatus(t, dialTLS(t, addr, both, foreign), "web-9", "web"); st.Code() != codes.OK {
+			t.Fatalf("after adding its root to the bundle: %v", st.Err())
+		}
+		if err := srv.SetTrustBundle([]byte(cb.BundlePEM)); err != nil {
+			t.Fatal(err)
+		}
+		if st := adsStatus(t, dialTLS(t, addr, both, foreign), "web-10", "web"); st.Code() == codes.OK {
+			t.Fatal("a foreign CA's leaf was accepted after its root left the bundle")
+		}
+	})
+	t.Run("an identity of another trust domain is refused", func(t *testing.T) {
+		od := ca.New(ca.Config{Store: ca.NewMemStore(nil), Rate: -1})
+		if err := od.Init(context.Background(), "other.mesh", nil); err != nil {
+			t.Fatal(err)
+		}
+		cb, _ := c.Bundle()
+		ob, _ := od.Bundle()
+		if err := srv.SetTrustBundle([]byte(cb.BundlePEM + ob.BundlePEM)); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.SetTrustBundle([]byte(cb.BundlePEM))
+		both := func() *x509.CertPool {
+			p := roots()
+			p.AppendCertsFromPEM([]byte(ob.BundlePEM))
+			return p
+		}
+		st := adsStatus(t, dialTLS(t, addr, both, caLeaf(t, od, "web")), "web-12", "web")
+		if st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "trust domain") {
+			t.Fatalf("other trust domain: got %v, want PermissionDenied", st.Err())
+		}
+	})
 	t.Run("after a CA rotation, leaves of the new authority are accepted", func(t *testing.T) {
 		if err := c.Rotate(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		fresh := caLeaf(t, c, "web")
+		// Before the server has the new bundle (the cross-signed chain carries the leaf to
+		// the old root), and after.
+		if st := adsStatus(t, dialTLS(t, addr, roots, fresh), "web-11", "web"); st.Code() != codes.OK {
+			t.Fatalf("new-authority leaf, old bundle: %v", st.Err())
+		}
+		b, _ := c.Bundle()
+		if err := srv.SetTrustBundle([]byte(b.BundlePEM)); err != nil {
+			t.Fatal(err)
+		}
 		if st := adsStatus(t, dialTLS(t, addr, roots, fresh), "web-6", "web"); st.Code() != codes.OK {
 			t.Fatalf("new-authority leaf: %v", st.Err())
 		}
@@ -310,4 +387,47 @@ func TestParseSPIFFEID(t *testing.T) {
 
 func slogTo(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func TestServingCertificate(t *testing.T) {
+	c := newMeshCA(t)
+	now := time.Now()
+	sc := &ServingCertificate{Sign: caSigner(c), Now: func() time.Time { return now }}
+	c1, err := sc.Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ParseSPIFFEID(c1.Leaf)
+	if err != nil || id.Service != ServerIdentity || id.TrustDomain != testTrustDomain {
+		t.Fatalf("serving identity %v, %v", id, err)
+	}
+	if c2, _ := sc.Certificate(); c2 != c1 {
+		t.Fatal("not cached")
+	}
+	now = c1.Leaf.NotBefore.Add(c1.Leaf.NotAfter.Sub(c1.Leaf.NotBefore) * 4 / 5)
+	c3, err := sc.Certificate()
+	if err != nil || c3 == c1 || c3.Leaf.SerialNumber.Cmp(c1.Leaf.SerialNumber) == 0 {
+		t.Fatalf("not renewed at 80%% of its life: %v", err)
+	}
+	// A failing signer keeps the valid certificate, and only that.
+	sc.Sign = func([]byte) ([]byte, error) { return nil, errors.New("ca down") }
+	now = c3.Leaf.NotBefore.Add(c3.Leaf.NotAfter.Sub(c3.Leaf.NotBefore) * 4 / 5)
+	if c4, err := sc.Certificate(); err != nil || c4 != c3 {
+		t.Fatalf("failing signer: %v", err)
+	}
+	now = c3.Leaf.NotAfter.Add(time.Second)
+	if _, err := sc.Certificate(); err == nil {
+		t.Fatal("an expired certificate was served")
+	}
+	// A signer that returns another identity is refused.
+	sc.Sign = func(csr []byte) ([]byte, error) {
+		l, err := c.Sign("web", csr)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(l.CertPEM), nil
+	}
+	if _, err := sc.Certificate(); err == nil || !strings.Contains(err.Error(), "identity") {
+		t.Fatalf("a web leaf as serving certificate: %v", err)
+	}
 }
