@@ -12,13 +12,14 @@ import (
 
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/reconciler"
+	"github.com/meshgit/mesh/xds"
 )
 
 func init() { register(newAgentCmd) }
 
 func newAgentCmd() *cobra.Command {
 	var service, dir, addr, tokenFile, logLevel string
-	var once bool
+	var once, envoy bool
 	cmd := &cobra.Command{
 		Use:   "agent --service S --dir DIR --token-file F [--http ADDR]",
 		Short: "Keep a proxyless gRPC service's certificate files (cert.pem, key.pem, ca.pem) issued and renewed",
@@ -57,6 +58,14 @@ With --once it writes the files once and exits (an init container).`,
 				Dir:     dir,
 				Log:     slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
 			}
+			if envoy {
+				// Envoy's own xDS connection (mesh serve --xds-tls) reads the agent's files
+				// through file-based SDS: write those descriptions too.
+				var err error
+				if a.ExtraFiles, err = xds.EnvoySDSFiles(dir); err != nil {
+					return fmt.Errorf("agent: %w", err)
+				}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if once {
@@ -84,5 +93,6 @@ With --once it writes the files once and exits (an init container).`,
 	f.StringVar(&tokenFile, "token-file", "", "file holding the service's token (default: $MESH_TOKEN)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&once, "once", false, "issue once, write the files and exit")
+	f.BoolVar(&envoy, "envoy", false, "the agent runs beside an Envoy sidecar: also write the SDS files Envoy's xDS connection reads (mesh envoy bootstrap --xds-tls)")
 	return cmd
 }

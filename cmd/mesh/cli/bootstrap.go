@@ -46,6 +46,9 @@ proxy id and node.cluster the service; the admin interface listens on loopback.`
 	boot.Flags().StringVar(&opts.ProxyID, "proxy-id", "", "the proxy instance id (node.id)")
 	boot.Flags().StringVar(&opts.XDSAddr, "xds", defaultXDSAddr, "address of the mesh xDS server")
 	boot.Flags().StringVar(&opts.AdminAddr, "admin", "127.0.0.1:19000", "address of Envoy's admin interface")
+	boot.Flags().StringVar(&opts.CertDir, "cert-dir", "", "directory where `mesh agent --service S --dir DIR --envoy` keeps this sidecar's certificate (the server sends only these file names; the key never leaves the host)")
+	boot.Flags().BoolVar(&opts.XDSTLS, "xds-tls", false, "connect to the xDS server with mTLS (mesh serve --xds-tls); needs --cert-dir and --trust-domain")
+	boot.Flags().StringVar(&opts.TrustDomain, "trust-domain", "", "the mesh's trust domain, to check the xDS server's identity with --xds-tls")
 	cmd.AddCommand(boot)
 	return cmd
 }

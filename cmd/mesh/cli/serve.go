@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/reconciler"
 	"github.com/meshgit/mesh/xds"
 )
@@ -33,6 +37,7 @@ type serveOptions struct {
 	repo, ref, dir, data             string
 	http, httpAdvertise              string
 	xds                              string
+	xdsTLS                           bool
 	raft, raftAdvertise              string
 	nodeID, join                     string
 	tokenFile, webhookSecretFile     string
@@ -75,7 +80,8 @@ random token is created in DATA/token on first start. SIGINT or SIGTERM shuts do
 	f.StringVar(&o.data, "data", reconciler.DefaultDataDir, "the data directory (Raft log, snapshots, mirror, token)")
 	f.StringVar(&o.http, "http", reconciler.DefaultHTTPAddr, "address of the HTTP API")
 	f.StringVar(&o.httpAdvertise, "http-advertise", "", "HTTP address other servers and clients use (default: --http)")
-	f.StringVar(&o.xds, "xds", reconciler.DefaultXDSAddr, "address of the xDS gRPC server (plaintext)")
+	f.StringVar(&o.xds, "xds", reconciler.DefaultXDSAddr, "address of the xDS gRPC server")
+	f.BoolVar(&o.xdsTLS, "xds-tls", false, "require mTLS on xDS: proxies present a certificate from the mesh CA whose service equals their node.cluster, and get only that service's configuration")
 	f.StringVar(&o.raft, "raft", reconciler.DefaultRaftAddr, "address of Raft")
 	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers use (default: --raft; required if --raft is 0.0.0.0)")
 	f.StringVar(&o.nodeID, "node-id", "", "this server's id (default: derived from the hostname, kept in --data)")
@@ -122,12 +128,24 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("serve: xds listen: %w", err)
 	}
-	if msg := plaintextWarning(lis.Addr()); msg != "" {
+	if msg := plaintextWarning(lis.Addr()); msg != "" && !o.xdsTLS {
 		log.Warn("!!! " + msg + " !!!")
 		fmt.Fprintf(stderr, "\nWARNING: %s\n\n", msg)
 	}
-	xsrv := xds.NewServer(log)
-	gsrv := grpc.NewServer()
+	var (
+		xsrv    *xds.Server
+		gsrv    *grpc.Server
+		serving = &xds.ServingCertificate{} // Sign is set once the reconciler (and its CA) exists
+		roots   = &liveRoots{}              // likewise its CA
+	)
+	if o.xdsTLS {
+		// Fail closed: until the CA exists, every handshake fails.
+		xsrv = xds.NewServer(log, xds.WithPeerAuthentication())
+		gsrv = grpc.NewServer(grpc.Creds(xds.ServerCredentials(roots.pool, serving.Certificate)))
+	} else {
+		xsrv = xds.NewServer(log)
+		gsrv = grpc.NewServer()
+	}
 	xsrv.Register(gsrv)
 	cfg.Publisher, cfg.Proxies, cfg.Collectors = xsrv, xsrv.Proxies, xsrv.Collectors()
 
@@ -135,6 +153,16 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	if err != nil {
 		lis.Close()
 		return err
+	}
+	authority := srv.CA()
+	roots.ca.Store(authority)
+	serving.Sign = func(csr []byte) ([]byte, error) {
+		// The serving key is made and kept in this process; only the CSR reaches the CA.
+		l, err := authority.Sign(xds.ServerIdentity, csr)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(l.CertPEM), nil
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = srv.Open(openCtx)
@@ -149,12 +177,15 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 			log.Error("xds server", "err", err)
 		}
 	}()
-	log.Info("xds listening", "addr", lis.Addr().String())
+	log.Info("xds listening", "addr", lis.Addr().String(), "tls", o.xdsTLS)
+	bundleDone := make(chan struct{})
+	go func() { defer close(bundleDone); followTrustBundle(ctx, authority, xsrv, log) }()
 	if o.ready != nil {
 		o.ready(srv, lis.Addr().String())
 	}
 
 	<-ctx.Done()
+	<-bundleDone
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -168,6 +199,61 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		gsrv.Stop()
 	}
 	return errors.Join(err, srv.Close(sctx)) // Raft, then its stores
+}
+
+// liveRoots verifies proxies against the CA's current bundle, read at every handshake, so a
+// rotation applies to the next connection without waiting for anything.
+type liveRoots struct {
+	ca   atomic.Pointer[ca.CA]
+	mu   sync.Mutex
+	pem  string
+	last *x509.CertPool
+}
+
+func (r *liveRoots) pool() *x509.CertPool {
+	authority := r.ca.Load()
+	if authority == nil {
+		return nil
+	}
+	b, err := authority.Bundle()
+	if err != nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b.BundlePEM != r.pem {
+		p := x509.NewCertPool()
+		if !p.AppendCertsFromPEM([]byte(b.BundlePEM)) {
+			return nil
+		}
+		r.pem, r.last = b.BundlePEM, p
+	}
+	return r.last
+}
+
+// followTrustBundle keeps the xDS server's trust bundle (Envoy's ROOTCA over SDS, and the roots
+// --xds-tls verifies proxies with) equal to the CA's: it is set once the CA exists and again after
+// every rotation or retirement, on every server. The CA state lives in the FSM; a cheap poll of
+// its bundle keeps this free of FSM callbacks, and an unchanged bundle pushes nothing.
+func followTrustBundle(ctx context.Context, authority *ca.CA, xsrv *xds.Server, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := ""
+	for {
+		if b, err := authority.Bundle(); err == nil && b.BundlePEM != last {
+			if err := xsrv.SetTrustBundle([]byte(b.BundlePEM)); err != nil {
+				log.Error("trust bundle refused by the xDS server", "err", err)
+			} else {
+				last = b.BundlePEM
+				log.Info("trust bundle set", "roots", len(b.Roots))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // plaintextWarning returns the warning for plaintext xDS on addr, or "" on a loopback address.
