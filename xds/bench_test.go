@@ -2,7 +2,14 @@ package xds
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"runtime"
 	"strings"
 	"sync"
@@ -282,4 +289,99 @@ func BenchmarkFanout1000Streams(b *testing.B) {
 	}
 	reportCPU(b, cpu, i-1)
 	b.ReportMetric(perStream, "heap-B/idle-stream")
+}
+
+// testRootPEM makes a self-signed CA certificate (the public half of a trust bundle).
+func testRootPEM(b *testing.B, cn string) []byte {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// BenchmarkRotation1000SDSStreams measures a root rotation reaching Envoy sidecars: from
+// SetTrustBundle with a new bundle (old and new root, as during a rotation) to every one of
+// 1,000 SDS streams having received and ACKed its new ROOTCA.
+func BenchmarkRotation1000SDSStreams(b *testing.B) {
+	const streams = 1000
+	s := NewServer(nil)
+	addr := startXDS(b, s)
+	if err := s.SetSnapshot(seal(b, bigMesh(0, "TLSv1_2"))); err != nil {
+		b.Fatal(err)
+	}
+	oldRoot, newRoot := testRootPEM(b, "old root"), testRootPEM(b, "new root")
+	bundles := [][]byte{oldRoot, append(append([]byte{}, oldRoot...), newRoot...)}
+	if err := s.SetTrustBundle(bundles[0]); err != nil {
+		b.Fatal(err)
+	}
+	conns := make([]*grpc.ClientConn, 4)
+	for i := range conns {
+		conns[i] = dialRaw(b, addr)
+	}
+	var gen atomic.Int64 // the bundle generation being fanned out; 0 before the first
+	var acked atomic.Int64
+	done := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var ready sync.WaitGroup
+	for i := 0; i < streams; i++ {
+		ready.Add(1)
+		st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conns[i%len(conns)]).StreamAggregatedResources(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		node := envoyNode(fmt.Sprintf("sds-%d", i), benchName(i%100))
+		if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.SecretType, ResourceNames: []string{SecretRoots}}); err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			first, seen := true, int64(0)
+			for {
+				r, err := st.Recv()
+				if err != nil {
+					return
+				}
+				if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce, ResourceNames: []string{SecretRoots}}); err != nil {
+					return
+				}
+				if first {
+					first = false
+					ready.Done()
+					continue
+				}
+				if g := gen.Load(); g > seen {
+					seen = g
+					if acked.Add(1) == streams {
+						done <- struct{}{}
+					}
+				}
+			}
+		}()
+	}
+	ready.Wait()
+	i, cpu := 1, cpuTime()
+	for b.Loop() {
+		acked.Store(0)
+		gen.Add(1)
+		if err := s.SetTrustBundle(bundles[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			b.Fatalf("only %d of %d SDS streams received the new bundle within 60s", acked.Load(), streams)
+		}
+		i++
+	}
+	reportCPU(b, cpu, i-1)
 }
