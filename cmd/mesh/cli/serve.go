@@ -293,7 +293,19 @@ func readToken(file string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return string(b), nil
+	// The token is the file's last non-empty line, so the whole output of
+	// `mesh token create ... > file` works as a token file.
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	tok := strings.TrimSpace(lines[len(lines)-1])
+	for _, c := range tok {
+		if c <= ' ' || c == 0x7f {
+			return "", fmt.Errorf("token file %s: the token has a space or control character", file)
+		}
+	}
+	if tok == "" {
+		return "", fmt.Errorf("token file %s: empty", file)
+	}
+	return tok, nil
 }
 
 // readSecret reads a secret file, without its trailing newline.
