@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -46,6 +47,14 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	}
 	all = append(all, h.args...)
 	all = append(all, args...)
+	for i, a := range all {
+		// hclog.Fmt("%+v", x) values are formatted lazily by hclog's own writers.
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				all[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
 	h.log.Log(context.Background(), lv, msg, all...)
 }
 
