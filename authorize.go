@@ -108,8 +108,9 @@ func Authorize(s *Snapshot, r Request) Decision {
 	}
 }
 
-// Describe renders m in plain words, e.g. "GET|HEAD path prefix /admin/". A nil match is "any
-// request".
+// Describe renders m compactly in plain words: "GET|HEAD /admin/*", "/v1/users",
+// "~/v[0-9]+/.*", with header and query conditions after it ("with header x-canary = \"1\"").
+// A nil or empty match is "any request". Reasons, `mesh intention match` and reviews use it.
 func (m *HTTPMatch) Describe() string {
 	if m == nil {
 		return "any request"
@@ -120,32 +121,41 @@ func (m *HTTPMatch) Describe() string {
 	}
 	switch {
 	case m.Path != "":
-		parts = append(parts, "path "+m.Path)
+		parts = append(parts, m.Path)
 	case m.PathPrefix != "":
-		parts = append(parts, "path prefix "+m.PathPrefix)
+		parts = append(parts, m.PathPrefix+"*")
 	case m.PathRegex != "":
-		parts = append(parts, "path matching "+m.PathRegex)
+		parts = append(parts, "~"+m.PathRegex)
 	}
+	var conds []string
 	for _, h := range m.Header {
-		not := ""
-		if h.Invert {
-			not = "not "
-		}
-		if h.Kind == MatchPresent {
-			parts = append(parts, fmt.Sprintf("header %s %spresent", h.Name, not))
-		} else {
-			parts = append(parts, fmt.Sprintf("header %s %s%s %q", h.Name, not, h.Kind, h.Value))
-		}
+		conds = append(conds, describeCondition("header", h.Name, h.Kind, h.Value, h.Invert))
 	}
 	for _, q := range m.QueryParam {
-		if q.Kind == MatchPresent {
-			parts = append(parts, fmt.Sprintf("query %s present", q.Name))
-		} else {
-			parts = append(parts, fmt.Sprintf("query %s %s %q", q.Name, q.Kind, q.Value))
-		}
+		conds = append(conds, describeCondition("query", q.Name, q.Kind, q.Value, false))
+	}
+	if len(conds) > 0 {
+		parts = append(parts, "with "+strings.Join(conds, " and "))
 	}
 	if len(parts) == 0 {
 		return "any request"
 	}
-	return strings.Join(parts, ", ")
+	return strings.Join(parts, " ")
+}
+
+func describeCondition(what, name, kind, value string, invert bool) string {
+	not := ""
+	if invert {
+		not = "not "
+	}
+	switch kind {
+	case MatchPresent:
+		return fmt.Sprintf("%s %s %spresent", what, name, not)
+	case MatchExact:
+		if invert {
+			return fmt.Sprintf("%s %s != %q", what, name, value)
+		}
+		return fmt.Sprintf("%s %s = %q", what, name, value)
+	}
+	return fmt.Sprintf("%s %s %s%s %q", what, name, not, kind, value)
 }

@@ -169,8 +169,8 @@ func TestAuthorizeL7(t *testing.T) {
 		pos          Pos
 		reason       string
 	}{
-		{"first match deny", Deny, "api", "GET", "/v1/admin/users", Deny, 0, pos(0, 0), "permission 1 of intention web → api (precedence 9) matches (path prefix /v1/admin/) and says deny"},
-		{"first match allow", Deny, "api", "GET", "/v1/items", Allow, 1, pos(0, 1), "permission 2 of intention web → api (precedence 9) matches (GET|HEAD, path prefix /v1/) and says allow"},
+		{"first match deny", Deny, "api", "GET", "/v1/admin/users", Deny, 0, pos(0, 0), "permission 1 of intention web → api (precedence 9) matches (/v1/admin/*) and says deny"},
+		{"first match allow", Deny, "api", "GET", "/v1/items", Allow, 1, pos(0, 1), "permission 2 of intention web → api (precedence 9) matches (GET|HEAD /v1/*) and says allow"},
 		{"head", Deny, "api", "HEAD", "/v1/items", Allow, 1, pos(0, 1), ""},
 		{"method misses, next permission", Deny, "api", "POST", "/v1/items", Deny, 2, pos(0, 2), "permission 3"},
 		{"exact path", Deny, "api", "POST", "/v2/orders", Allow, 3, pos(0, 3), ""},

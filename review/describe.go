@@ -43,53 +43,5 @@ func describeRule(in *mesh.Intention, def mesh.Action) string {
 	return strings.Join(parts, "; ")
 }
 
-// describeMatch renders a match compactly: "GET|HEAD /admin/*", "/v1/users", "~/v[0-9]+/.*",
-// with header and query conditions after it.
-func describeMatch(m *mesh.HTTPMatch) string {
-	if m == nil {
-		return "any request"
-	}
-	var parts []string
-	if len(m.Methods) > 0 {
-		parts = append(parts, strings.Join(m.Methods, "|"))
-	}
-	switch {
-	case m.Path != "":
-		parts = append(parts, m.Path)
-	case m.PathPrefix != "":
-		parts = append(parts, m.PathPrefix+"*")
-	case m.PathRegex != "":
-		parts = append(parts, "~"+m.PathRegex)
-	}
-	var conds []string
-	for _, h := range m.Header {
-		conds = append(conds, condition("header", h.Name, h.Kind, h.Value, h.Invert))
-	}
-	for _, q := range m.QueryParam {
-		conds = append(conds, condition("query", q.Name, q.Kind, q.Value, false))
-	}
-	if len(conds) > 0 {
-		parts = append(parts, "with "+strings.Join(conds, " and "))
-	}
-	if len(parts) == 0 {
-		return "any request"
-	}
-	return strings.Join(parts, " ")
-}
-
-func condition(what, name, kind, value string, invert bool) string {
-	not := ""
-	if invert {
-		not = "not "
-	}
-	switch kind {
-	case mesh.MatchPresent:
-		return fmt.Sprintf("%s %s %spresent", what, name, not)
-	case mesh.MatchExact:
-		if invert {
-			return fmt.Sprintf("%s %s != %q", what, name, value)
-		}
-		return fmt.Sprintf("%s %s = %q", what, name, value)
-	}
-	return fmt.Sprintf("%s %s %s%s %q", what, name, not, kind, value)
-}
+// describeMatch is mesh.HTTPMatch.Describe: one wording everywhere.
+func describeMatch(m *mesh.HTTPMatch) string { return m.Describe() }
