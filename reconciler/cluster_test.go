@@ -116,7 +116,11 @@ func TestThreeNodeCluster(t *testing.T) {
 
 	// Shrink the cluster through a follower: the write is redirected to the leader.
 	follower, victim := nodes[(li+1)%3], nodes[(li+2)%3]
-	waitFor(t, 5*time.Second, "the follower to know the leader's HTTP address", func() bool { return follower.Status().LeaderAddress != "" })
+	// The restarted servers listen on new HTTP ports; wait until the leader has registered its
+	// new address and the follower knows it, or the redirect would go to the old one.
+	waitFor(t, 10*time.Second, "the follower to know the leader's new HTTP address", func() bool {
+		return follower.Status().LeaderAddress == nodes[li].HTTPAddr()
+	})
 	if err := (&Client{Addr: follower.HTTPAddr()}).RemoveServer(t.Context(), victim.NodeID()); !errors.Is(err, ErrUnauthorized) {
 		t.Errorf("remove without a token: %v, want unauthorized", err)
 	}
