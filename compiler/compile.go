@@ -40,7 +40,7 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &compilation{v: v, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
+	c := &compilation{vals: v, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
 		Services:  map[string]*mesh.Service{},
 		Routers:   map[string]*mesh.Router{},
 		Splitters: map[string]*mesh.Splitter{},
@@ -77,7 +77,9 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 }
 
 type compilation struct {
-	v    cue.Value
+	// vals is the evaluated mesh: one value, or the chunks of a large one (chunks.go); every
+	// element is in exactly one of them.
+	vals []cue.Value
 	errs *errorList
 	snap *mesh.Snapshot
 	// quiet is set when the schema rejected parts of the mesh: those parts are skipped rather
@@ -138,7 +140,7 @@ func (c *compilation) duration(s string, pos mesh.Pos, what string) mesh.Duratio
 }
 
 func (c *compilation) meshConfig() {
-	mv := c.v.LookupPath(cue.ParsePath("mesh"))
+	mv := c.vals[0].LookupPath(cue.ParsePath("mesh")) // every chunk has the same mesh settings
 	var raw rawMesh
 	if err := mv.Decode(&raw); err != nil {
 		c.broken["mesh"] = true
@@ -207,7 +209,7 @@ func (c *compilation) hasDC(dc string) bool {
 }
 
 func (c *compilation) services() {
-	for _, e := range decodeMap[rawService](c.v, "services", c.errs, c.quiet) {
+	for _, e := range decodeMap[rawService](c.vals, "services", c.errs, c.quiet) {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
@@ -303,7 +305,11 @@ func (c *compilation) services() {
 }
 
 func (c *compilation) intentions() {
-	for _, d := range fieldsOf(c.v.LookupPath(cue.ParsePath("intentions"))) {
+	var dests []entry[struct{}]
+	for _, v := range c.vals {
+		dests = append(dests, fieldsOf(v.LookupPath(cue.ParsePath("intentions")))...)
+	}
+	for _, d := range dests {
 		dst := d.name
 		if !c.checkName("intention destination", dst, d.pos, true) {
 			continue
@@ -312,7 +318,7 @@ func (c *compilation) intentions() {
 		if dst != mesh.Wildcard && dsvc == nil {
 			c.add(d.pos, "intentions: destination %s: no such service", dst)
 		}
-		for _, sEntry := range decodeMap[rawIntention](d.v, "", c.errs, c.quiet) {
+		for _, sEntry := range decodeMap[rawIntention]([]cue.Value{d.v}, "", c.errs, c.quiet) {
 			src := sEntry.name
 			if !c.checkName("intention source", src, sEntry.pos, true) || !sEntry.ok {
 				continue
@@ -414,7 +420,7 @@ func (c *compilation) checkRegex(expr string, pos mesh.Pos, what string) {
 
 func (c *compilation) routers() {
 	c.routerVals = map[string]cue.Value{}
-	for _, e := range decodeMap[rawRouter](c.v, "routers", c.errs, c.quiet) {
+	for _, e := range decodeMap[rawRouter](c.vals, "routers", c.errs, c.quiet) {
 		c.routerVals[e.name] = e.v
 		if !c.checkName("router", e.name, e.pos, false) {
 			continue
@@ -473,7 +479,7 @@ func (c *compilation) routers() {
 
 func (c *compilation) splitters() {
 	c.splitterVals = map[string]cue.Value{}
-	for _, e := range decodeMap[rawSplitter](c.v, "splitters", c.errs, c.quiet) {
+	for _, e := range decodeMap[rawSplitter](c.vals, "splitters", c.errs, c.quiet) {
 		if !c.checkName("splitter", e.name, e.pos, false) {
 			continue
 		}
@@ -527,7 +533,7 @@ func formatWeight(w int) string {
 
 func (c *compilation) resolvers() {
 	c.resolverVals = map[string]cue.Value{}
-	entries := decodeMap[rawResolver](c.v, "resolvers", c.errs, c.quiet)
+	entries := decodeMap[rawResolver](c.vals, "resolvers", c.errs, c.quiet)
 	for _, e := range entries {
 		if !c.checkName("resolver", e.name, e.pos, false) {
 			continue

@@ -137,31 +137,34 @@ type entry[T any] struct {
 	ok   bool
 }
 
-// decodeMap decodes every field of the struct at path of v. With quiet (the schema already
-// reported errors) an element that fails to decode is returned with ok false and no new error.
-func decodeMap[T any](v cue.Value, path string, errs *errorList, quiet bool) []entry[T] {
-	m := v.LookupPath(cue.ParsePath(path))
-	if !m.Exists() {
-		return nil
-	}
-	it, err := m.Fields()
-	if err != nil {
-		addCUEErrors(errs, err)
-		return nil
-	}
+// decodeMap decodes every field of the struct at path of each of vals. With quiet (the schema
+// already reported errors) an element that fails to decode is returned with ok false and no new
+// error.
+func decodeMap[T any](vals []cue.Value, path string, errs *errorList, quiet bool) []entry[T] {
 	var out []entry[T]
-	for it.Next() {
-		fv := it.Value()
-		e := entry[T]{name: it.Selector().Unquoted(), pos: valuePos(fv), v: fv}
-		if err := fv.Decode(&e.raw); err != nil {
-			if !quiet {
-				addCUEErrors(errs, err)
-			}
-			out = append(out, e)
+	for _, v := range vals {
+		m := v.LookupPath(cue.ParsePath(path))
+		if !m.Exists() {
 			continue
 		}
-		e.ok = true
-		out = append(out, e)
+		it, err := m.Fields()
+		if err != nil {
+			addCUEErrors(errs, err)
+			continue
+		}
+		for it.Next() {
+			fv := it.Value()
+			e := entry[T]{name: it.Selector().Unquoted(), pos: valuePos(fv), v: fv}
+			if err := fv.Decode(&e.raw); err != nil {
+				if !quiet {
+					addCUEErrors(errs, err)
+				}
+				out = append(out, e)
+				continue
+			}
+			e.ok = true
+			out = append(out, e)
+		}
 	}
 	return out
 }

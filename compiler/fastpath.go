@@ -268,6 +268,11 @@ var ambiguous = mesh.Pos{Line: -1}
 var fastPositions sync.Map // weak.Pointer[cue.Context] → posIndex
 
 func registerPositions(ctx *cue.Context, userFiles []*ast.File) {
+	storePositions(ctx, buildPositions(userFiles))
+}
+
+// buildPositions indexes where each path of plain-data files is written.
+func buildPositions(userFiles []*ast.File) posIndex {
 	idx := posIndex{}
 	for _, f := range userFiles {
 		for _, d := range f.Decls {
@@ -276,6 +281,11 @@ func registerPositions(ctx *cue.Context, userFiles []*ast.File) {
 			}
 		}
 	}
+	return idx
+}
+
+// storePositions makes idx the position index of the values of ctx, for as long as it lives.
+func storePositions(ctx *cue.Context, idx posIndex) {
 	key := weak.Make(ctx)
 	fastPositions.Store(key, idx)
 	runtime.AddCleanup(ctx, func(k weak.Pointer[cue.Context]) { fastPositions.Delete(k) }, key)

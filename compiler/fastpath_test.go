@@ -229,3 +229,50 @@ func TestIndexedPos(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedSameSnapshot compiles meshes split into chunks (chunks.go) with chunks small enough
+// that every mesh here is split many ways: the chunked path must be taken and give the full
+// path's snapshot, positions included; and a mesh with an error in one chunk must give exactly
+// the full path's errors.
+func TestChunkedSameSnapshot(t *testing.T) {
+	defer func(n int) { chunkDecls = n }(chunkDecls)
+	chunkDecls = 7
+	example, err := ReadDir(filepath.Join("..", "repo-example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, _, err := meshgen.Generate(meshgen.Options{Services: 300, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated []File
+	for _, f := range gen {
+		generated = append(generated, File{Name: f.Name, Data: f.Data})
+	}
+	for name, files := range map[string][]File{"repo-example": example, "generated": generated} {
+		t.Run(name, func(t *testing.T) {
+			vals, ok := loadFastChunked(parseAll(t, files))
+			if !ok || len(vals) < 2 {
+				t.Fatalf("the chunked path was not taken (%d chunks)", len(vals))
+			}
+			chunked := compileJSON(t, files)
+			fastPath = false
+			defer func() { fastPath = true }()
+			full := compileJSON(t, files)
+			if chunked != full {
+				t.Errorf("the chunked snapshot differs from the full path's:\nchunked: %.2000s\nfull: %.2000s", chunked, full)
+			}
+		})
+	}
+	t.Run("errors", func(t *testing.T) {
+		broken := append(append([]File{}, example...), File{Name: "broken.cue", Data: []byte(
+			"package mesh\n\nservices: web: port: 70000\nintentions: api: ghost: {action: \"allow\"}\n")})
+		_, errChunked := Compile(context.Background(), broken)
+		fastPath = false
+		defer func() { fastPath = true }()
+		_, errFull := Compile(context.Background(), broken)
+		if errChunked == nil || errFull == nil || errChunked.Error() != errFull.Error() {
+			t.Errorf("errors differ:\nchunked: %v\nfull: %v", errChunked, errFull)
+		}
+	})
+}

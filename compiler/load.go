@@ -29,14 +29,14 @@ var topLevel = map[string]bool{
 // CUE finds to errs. It returns false when nothing can be checked further (a syntax error, a
 // wrong package); after schema errors it returns the value, whose sound parts can still be
 // checked.
-func load(files []File, errs *errorList) (cue.Value, bool) {
+func load(files []File, errs *errorList) ([]cue.Value, bool) {
 	bctx := build.NewContext()
 	inst := bctx.NewInstance("mesh", nil)
 	inst.PkgName = "mesh"
 	ok := true
 	if len(files) == 0 {
 		errs.add(mesh.Pos{}, "no .cue files in the mesh directory")
-		return cue.Value{}, false
+		return nil, false
 	}
 	var userFiles []*ast.File
 	for _, f := range files {
@@ -67,17 +67,17 @@ func load(files []File, errs *errorList) (cue.Value, bool) {
 		userFiles = append(userFiles, af)
 	}
 	if !ok {
-		return cue.Value{}, false
+		return nil, false
 	}
 	for _, sf := range schema.Files() {
 		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
 		if err != nil {
 			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return cue.Value{}, false
+			return nil, false
 		}
 		if err := inst.AddSyntax(af); err != nil {
 			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return cue.Value{}, false
+			return nil, false
 		}
 	}
 	for _, af := range userFiles {
@@ -88,15 +88,18 @@ func load(files []File, errs *errorList) (cue.Value, bool) {
 		checkTopLevel(af, errs)
 	}
 	if !ok {
-		return cue.Value{}, false
+		return nil, false
 	}
 	if !hasTopLevel(userFiles, "mesh") {
 		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
 			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
-		return cue.Value{}, false
+		return nil, false
+	}
+	if vals, ok := loadFastChunked(userFiles); ok {
+		return vals, true // see chunks.go
 	}
 	if v, ok := loadFast(files, userFiles); ok {
-		return v, true // see fastpath.go
+		return []cue.Value{v}, true // see fastpath.go
 	}
 	ctx := cuecontext.New()
 	v := ctx.BuildInstance(inst)
@@ -105,7 +108,7 @@ func load(files []File, errs *errorList) (cue.Value, bool) {
 		// one run reports schema and reference errors together.
 		addCUEErrors(errs, err)
 	}
-	return v, true
+	return []cue.Value{v}, true
 }
 
 // checkTopLevel reports regular top-level fields that are not part of the format. Definitions,
