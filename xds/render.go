@@ -288,6 +288,15 @@ func writeLen(h hash.Hash, n int) {
 }
 
 // shortType turns a type URL into the message name, for messages and file names.
+// metricType is shortType for a metric label: a type URL comes from the client, so anything
+// but the five types we serve is "other" (bounded cardinality, always valid UTF-8).
+func metricType(t resourcev3.Type) string {
+	if s := shortType(t); s != t {
+		return s
+	}
+	return "other"
+}
+
 func shortType(t resourcev3.Type) string {
 	switch t {
 	case resourcev3.ListenerType:

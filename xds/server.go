@@ -684,11 +684,11 @@ func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errD
 				"type", shortType(typeURL), "version", sent.version, "error", n.Error)
 		}
 		nd.lastNack = n
-		s.metrics.nacks.WithLabelValues(shortType(typeURL)).Inc()
+		s.metrics.nacks.WithLabelValues(metricType(typeURL)).Inc()
 		return sent.version
 	}
 	st.acked[typeURL] = sent.version
-	s.metrics.acks.WithLabelValues(shortType(typeURL)).Inc()
+	s.metrics.acks.WithLabelValues(metricType(typeURL)).Inc()
 	s.updateAcked(nd)
 	return ""
 }
