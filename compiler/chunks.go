@@ -37,13 +37,13 @@ var chunkedSections = map[string]bool{
 
 // loadFastChunked evaluates plain-data userFiles in chunks (see above). It reports false when the
 // mesh is not plain data, is small enough for one piece, or has any error.
-func loadFastChunked(userFiles []*ast.File) ([]cue.Value, bool) {
+func loadFastChunked(userFiles []*ast.File) ([]cue.Value, map[string]any, bool) {
 	if !fastPath {
-		return nil, false
+		return nil, nil, false
 	}
 	for _, f := range userFiles {
 		if !isPlainData(f) {
-			return nil, false
+			return nil, nil, false
 		}
 	}
 	var shared []ast.Decl
@@ -63,7 +63,13 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, bool) {
 	}
 	k := len(keyed) / chunkDecls
 	if k < 2 {
-		return nil, false
+		return nil, nil, false
+	}
+	// With the data read from the syntax, the one-ofs are checked on it, once, rather than on
+	// every chunk's value.
+	data, haveData := plainData(userFiles)
+	if haveData && !oneOfsHoldData(data) {
+		return nil, nil, false
 	}
 	buckets := make([][]ast.Decl, k)
 	for _, kd := range keyed {
@@ -80,11 +86,11 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, bool) {
 		for _, sf := range schema.Files() {
 			af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
 			if err != nil {
-				return nil, false
+				return nil, nil, false
 			}
 			stripOneOfs(af)
 			if err := inst.AddSyntax(af); err != nil {
-				return nil, false
+				return nil, nil, false
 			}
 		}
 		decls := make([]ast.Decl, 0, len(shared)+len(b)+1)
@@ -92,17 +98,20 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, bool) {
 		decls = append(decls, shared...)
 		decls = append(decls, b...)
 		if err := inst.AddSyntax(&ast.File{Decls: decls}); err != nil {
-			return nil, false
+			return nil, nil, false
 		}
 		ctx := cuecontext.New()
 		v := ctx.BuildInstance(inst)
-		if v.Validate(cue.Concrete(true), cue.All()) != nil || !oneOfsHold(v) {
-			return nil, false
+		if v.Validate(cue.Concrete(true), cue.All()) != nil || !haveData && !oneOfsHold(v) {
+			return nil, nil, false
 		}
 		storePositions(ctx, idx)
 		vals = append(vals, v)
 	}
-	return vals, true
+	if !haveData {
+		data = nil
+	}
+	return vals, data, true
 }
 
 type keyedDecl struct {

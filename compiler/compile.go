@@ -32,7 +32,7 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 		}
 	}()
 	var errs errorList
-	v, ok := load(files, &errs)
+	v, data, ok := load(files, &errs)
 	if !ok {
 		return nil, errs.err()
 	}
@@ -40,7 +40,7 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &compilation{vals: v, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
+	c := &compilation{vals: v, data: data, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
 		Services:  map[string]*mesh.Service{},
 		Routers:   map[string]*mesh.Router{},
 		Splitters: map[string]*mesh.Splitter{},
@@ -80,6 +80,9 @@ type compilation struct {
 	// vals is the evaluated mesh: one value, or the chunks of a large one (chunks.go); every
 	// element is in exactly one of them.
 	vals []cue.Value
+	// data is the mesh's data read from its syntax, when load could (plaindata.go); raw forms
+	// come from it instead of cue.Value.Decode.
+	data map[string]any
 	errs *errorList
 	snap *mesh.Snapshot
 	// quiet is set when the schema rejected parts of the mesh: those parts are skipped rather
@@ -142,7 +145,15 @@ func (c *compilation) duration(s string, pos mesh.Pos, what string) mesh.Duratio
 func (c *compilation) meshConfig() {
 	mv := c.vals[0].LookupPath(cue.ParsePath("mesh")) // every chunk has the same mesh settings
 	var raw rawMesh
-	if err := mv.Decode(&raw); err != nil {
+	fromSyntax := false
+	if c.data != nil {
+		raw, fromSyntax = decodeValue[rawMesh](c.data["mesh"])
+	}
+	if fromSyntax {
+		if raw.DefaultIntention == "" {
+			raw.DefaultIntention = string(mesh.Deny) // the schema's default (schemaDefaults)
+		}
+	} else if err := mv.Decode(&raw); err != nil {
 		c.broken["mesh"] = true
 		if !c.quiet {
 			addCUEErrors(c.errs, err)
@@ -209,7 +220,7 @@ func (c *compilation) hasDC(dc string) bool {
 }
 
 func (c *compilation) services() {
-	for _, e := range decodeMap[rawService](c.vals, "services", c.errs, c.quiet) {
+	for _, e := range decodeMap(c.vals, "services", preDecode[rawService](c.data, "services"), c.errs, c.quiet) {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
@@ -220,6 +231,9 @@ func (c *compilation) services() {
 			continue
 		}
 		r := e.raw
+		if r.Protocol == "" {
+			r.Protocol = mesh.ProtocolTCP // the schema's default (schemaDefaults), for raw forms read from syntax
+		}
 		s := &mesh.Service{
 			Name:     e.name,
 			Protocol: r.Protocol,
@@ -305,6 +319,7 @@ func (c *compilation) services() {
 }
 
 func (c *compilation) intentions() {
+	pre := preDecode[map[string]rawIntention](c.data, "intentions")
 	var dests []entry[struct{}]
 	for _, v := range c.vals {
 		dests = append(dests, fieldsOf(v.LookupPath(cue.ParsePath("intentions")))...)
@@ -318,7 +333,7 @@ func (c *compilation) intentions() {
 		if dst != mesh.Wildcard && dsvc == nil {
 			c.add(d.pos, "intentions: destination %s: no such service", dst)
 		}
-		for _, sEntry := range decodeMap[rawIntention]([]cue.Value{d.v}, "", c.errs, c.quiet) {
+		for _, sEntry := range decodeMap([]cue.Value{d.v}, "", pre[dst], c.errs, c.quiet) {
 			src := sEntry.name
 			if !c.checkName("intention source", src, sEntry.pos, true) || !sEntry.ok {
 				continue
@@ -420,7 +435,7 @@ func (c *compilation) checkRegex(expr string, pos mesh.Pos, what string) {
 
 func (c *compilation) routers() {
 	c.routerVals = map[string]cue.Value{}
-	for _, e := range decodeMap[rawRouter](c.vals, "routers", c.errs, c.quiet) {
+	for _, e := range decodeMap(c.vals, "routers", preDecode[rawRouter](c.data, "routers"), c.errs, c.quiet) {
 		c.routerVals[e.name] = e.v
 		if !c.checkName("router", e.name, e.pos, false) {
 			continue
@@ -479,7 +494,7 @@ func (c *compilation) routers() {
 
 func (c *compilation) splitters() {
 	c.splitterVals = map[string]cue.Value{}
-	for _, e := range decodeMap[rawSplitter](c.vals, "splitters", c.errs, c.quiet) {
+	for _, e := range decodeMap(c.vals, "splitters", preDecode[rawSplitter](c.data, "splitters"), c.errs, c.quiet) {
 		if !c.checkName("splitter", e.name, e.pos, false) {
 			continue
 		}
@@ -533,7 +548,7 @@ func formatWeight(w int) string {
 
 func (c *compilation) resolvers() {
 	c.resolverVals = map[string]cue.Value{}
-	entries := decodeMap[rawResolver](c.vals, "resolvers", c.errs, c.quiet)
+	entries := decodeMap(c.vals, "resolvers", preDecode[rawResolver](c.data, "resolvers"), c.errs, c.quiet)
 	for _, e := range entries {
 		if !c.checkName("resolver", e.name, e.pos, false) {
 			continue

@@ -137,10 +137,10 @@ type entry[T any] struct {
 	ok   bool
 }
 
-// decodeMap decodes every field of the struct at path of each of vals. With quiet (the schema
-// already reported errors) an element that fails to decode is returned with ok false and no new
-// error.
-func decodeMap[T any](vals []cue.Value, path string, errs *errorList, quiet bool) []entry[T] {
+// decodeMap decodes every field of the struct at path of each of vals, taking the raw form from
+// pre (decoded from the syntax) when it has the field. With quiet (the schema already reported
+// errors) an element that fails to decode is returned with ok false and no new error.
+func decodeMap[T any](vals []cue.Value, path string, pre map[string]T, errs *errorList, quiet bool) []entry[T] {
 	var out []entry[T]
 	for _, v := range vals {
 		m := v.LookupPath(cue.ParsePath(path))
@@ -155,6 +155,11 @@ func decodeMap[T any](vals []cue.Value, path string, errs *errorList, quiet bool
 		for it.Next() {
 			fv := it.Value()
 			e := entry[T]{name: it.Selector().Unquoted(), pos: valuePos(fv), v: fv}
+			if raw, ok := pre[e.name]; ok {
+				e.raw, e.ok = raw, true
+				out = append(out, e)
+				continue
+			}
 			if err := fv.Decode(&e.raw); err != nil {
 				if !quiet {
 					addCUEErrors(errs, err)
@@ -167,6 +172,18 @@ func decodeMap[T any](vals []cue.Value, path string, errs *errorList, quiet bool
 		}
 	}
 	return out
+}
+
+// preDecode decodes section of data (nil: none) into raw forms by key, or returns nil.
+func preDecode[T any](data map[string]any, section string) map[string]T {
+	if data == nil {
+		return nil
+	}
+	m, ok := decodeData[T](data, section)
+	if !ok {
+		return nil
+	}
+	return m
 }
 
 // fieldsOf lists the fields of a struct value with their positions.

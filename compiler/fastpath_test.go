@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -96,7 +97,7 @@ intentions: api: "*": {action: "deny"}
 	for name, files := range map[string][]File{"repo-example": example, "generated": generated, "twice": twice} {
 		t.Run(name, func(t *testing.T) {
 			var errs errorList
-			if _, ok := load(files, &errs); !ok || len(errs.list) > 0 {
+			if _, _, ok := load(files, &errs); !ok || len(errs.list) > 0 {
 				t.Fatalf("load: %v", errs.err())
 			}
 			userFiles := parseAll(t, files)
@@ -251,9 +252,12 @@ func TestChunkedSameSnapshot(t *testing.T) {
 	}
 	for name, files := range map[string][]File{"repo-example": example, "generated": generated} {
 		t.Run(name, func(t *testing.T) {
-			vals, ok := loadFastChunked(parseAll(t, files))
+			vals, _, ok := loadFastChunked(parseAll(t, files))
 			if !ok || len(vals) < 2 {
 				t.Fatalf("the chunked path was not taken (%d chunks)", len(vals))
+			}
+			if _, ok := plainData(parseAll(t, files)); !ok {
+				t.Fatal("the data is not read from the syntax")
 			}
 			chunked := compileJSON(t, files)
 			fastPath = false
@@ -275,4 +279,58 @@ func TestChunkedSameSnapshot(t *testing.T) {
 			t.Errorf("errors differ:\nchunked: %v\nfull: %v", errChunked, errFull)
 		}
 	})
+}
+
+// TestChunkedDeclinesOneOfs: the one-ofs checked on data read from syntax (oneOfsHoldData)
+// decline exactly what the schema's matchN would reject, so such a mesh takes the full path.
+func TestChunkedDeclinesOneOfs(t *testing.T) {
+	defer func(n int) { chunkDecls = n }(chunkDecls)
+	chunkDecls = 7
+	example, err := ReadDir(filepath.Join("..", "repo-example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, src := range map[string]string{
+		"both action and permissions": `intentions: api: admin: {action: "allow"}`,
+		"two paths":                   `intentions: api: web: permissions: [{action: "allow", http: {path: "/a"}}, {action: "allow", http: {path: "/a", pathPrefix: "/b"}}, {action: "deny", http: {path: "/c"}}]`,
+		"header two kinds":            `routers: api: routes: [{match: http: header: [{name: "x-canary", exact: "1", prefix: "a"}]}]`,
+		"health check two kinds":      `services: web: healthCheck: {tcp: true}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			files := append(append([]File{}, example...), File{Name: "z.cue", Data: []byte("package mesh\n\n" + src + "\n")})
+			if _, _, ok := loadFastChunked(parseAll(t, files)); ok {
+				t.Fatal("the chunked path accepted a mesh that violates a one-of")
+			}
+			if _, err := Compile(context.Background(), files); err == nil {
+				t.Fatal("the mesh compiled")
+			}
+		})
+	}
+}
+
+// defaultMarker finds a CUE default, `*value`, but not the string "*".
+var defaultMarker = regexp.MustCompile(`(^|[\s:(|&,\[])\*("|true|false|\[|\{|-?[0-9])`)
+
+// TestSchemaDefaults keeps schemaDefaults in step with the schema: decoding from syntax applies
+// exactly these defaults, so the schema must declare no other.
+func TestSchemaDefaults(t *testing.T) {
+	var text strings.Builder
+	for _, f := range schema.Files() {
+		text.Write(f.Data)
+	}
+	n := 0
+	for _, line := range strings.Split(text.String(), "\n") {
+		if i := strings.Index(line, "//"); i >= 0 {
+			line = line[:i]
+		}
+		n += len(defaultMarker.FindAllString(line, -1))
+	}
+	for _, d := range schemaDefaults {
+		if !strings.Contains(text.String(), d) {
+			t.Errorf("schema lacks %s", d)
+		}
+	}
+	if n != len(schemaDefaults) {
+		t.Errorf("the schema declares %d defaults, schemaDefaults lists %d: update plaindata.go and the compiler", n, len(schemaDefaults))
+	}
 }

@@ -26,17 +26,18 @@ var topLevel = map[string]bool{
 }
 
 // load parses files, unifies them with the schema and validates the result, adding every error
-// CUE finds to errs. It returns false when nothing can be checked further (a syntax error, a
+// CUE finds to errs. Besides the evaluated values it may return the mesh's data read from its
+// syntax (see plaindata.go), which decodes faster than the values. It returns false when nothing can be checked further (a syntax error, a
 // wrong package); after schema errors it returns the value, whose sound parts can still be
 // checked.
-func load(files []File, errs *errorList) ([]cue.Value, bool) {
+func load(files []File, errs *errorList) ([]cue.Value, map[string]any, bool) {
 	bctx := build.NewContext()
 	inst := bctx.NewInstance("mesh", nil)
 	inst.PkgName = "mesh"
 	ok := true
 	if len(files) == 0 {
 		errs.add(mesh.Pos{}, "no .cue files in the mesh directory")
-		return nil, false
+		return nil, nil, false
 	}
 	var userFiles []*ast.File
 	for _, f := range files {
@@ -67,17 +68,17 @@ func load(files []File, errs *errorList) ([]cue.Value, bool) {
 		userFiles = append(userFiles, af)
 	}
 	if !ok {
-		return nil, false
+		return nil, nil, false
 	}
 	for _, sf := range schema.Files() {
 		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
 		if err != nil {
 			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return nil, false
+			return nil, nil, false
 		}
 		if err := inst.AddSyntax(af); err != nil {
 			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return nil, false
+			return nil, nil, false
 		}
 	}
 	for _, af := range userFiles {
@@ -88,18 +89,19 @@ func load(files []File, errs *errorList) ([]cue.Value, bool) {
 		checkTopLevel(af, errs)
 	}
 	if !ok {
-		return nil, false
+		return nil, nil, false
 	}
 	if !hasTopLevel(userFiles, "mesh") {
 		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
 			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
-		return nil, false
+		return nil, nil, false
 	}
-	if vals, ok := loadFastChunked(userFiles); ok {
-		return vals, true // see chunks.go
+	if vals, data, ok := loadFastChunked(userFiles); ok {
+		// The data of a chunked mesh is read from its syntax when it can be (plaindata.go).
+		return vals, data, true // see chunks.go
 	}
 	if v, ok := loadFast(files, userFiles); ok {
-		return []cue.Value{v}, true // see fastpath.go
+		return []cue.Value{v}, nil, true // see fastpath.go
 	}
 	ctx := cuecontext.New()
 	v := ctx.BuildInstance(inst)
@@ -108,7 +110,7 @@ func load(files []File, errs *errorList) ([]cue.Value, bool) {
 		// one run reports schema and reference errors together.
 		addCUEErrors(errs, err)
 	}
-	return []cue.Value{v}, true
+	return []cue.Value{v}, nil, true
 }
 
 // checkTopLevel reports regular top-level fields that are not part of the format. Definitions,
