@@ -65,10 +65,10 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, map[string]any, bool) 
 	if k < 2 {
 		return nil, nil, false
 	}
-	// With the data read from the syntax, the one-ofs are checked on it, once, rather than on
-	// every chunk's value.
-	data, haveData := plainData(userFiles)
-	if haveData && !oneOfsHoldData(data) {
+	// The one-ofs the stripped schema no longer checks are checked on the data, read from the
+	// syntax (plaindata.go), once; data this cannot read takes the full path.
+	data, ok := plainData(userFiles)
+	if !ok || !oneOfsHoldData(data) {
 		return nil, nil, false
 	}
 	buckets := make([][]ast.Decl, k)
@@ -102,14 +102,11 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, map[string]any, bool) 
 		}
 		ctx := cuecontext.New()
 		v := ctx.BuildInstance(inst)
-		if v.Validate(cue.Concrete(true), cue.All()) != nil || !haveData && !oneOfsHold(v) {
+		if v.Validate(cue.Concrete(true), cue.All()) != nil {
 			return nil, nil, false
 		}
 		storePositions(ctx, idx)
 		vals = append(vals, v)
-	}
-	if !haveData {
-		data = nil
 	}
 	return vals, data, true
 }

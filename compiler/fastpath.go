@@ -45,7 +45,7 @@ var fastPath = true
 
 // strippedOneOfs are the validators the fast path removes, by definition, in the exact form it
 // checks; a validator written differently is left in place. TestFastPathSchema keeps this list,
-// the schema and oneOfsHold in step.
+// the schema and oneOfsHoldData in step.
 var strippedOneOfs = map[string]string{
 	"#HealthCheck": `matchN(1, [{http!: _}, {tcp!: _}, {grpc!: _}])`,
 	"#Intention":   `matchN(1, [{action!: _}, {permissions!: _}])`,
@@ -58,39 +58,45 @@ var strippedOneOfs = map[string]string{
 // checked here instead of by CUE. It reports false when the mesh is not plain data, or has any
 // error. Evaluating the files twice is safe: CUE's build does not change their syntax trees, and
 // resolving the identifiers of plain data again changes nothing. (files, their text, is unused.)
-func loadFast(files []File, userFiles []*ast.File) (cue.Value, bool) {
+func loadFast(files []File, userFiles []*ast.File) (cue.Value, map[string]any, bool) {
 	if !fastPath {
-		return cue.Value{}, false
+		return cue.Value{}, nil, false
 	}
 	for _, f := range userFiles {
 		if !isPlainData(f) {
-			return cue.Value{}, false
+			return cue.Value{}, nil, false
 		}
+	}
+	// The one-ofs the stripped schema no longer checks are checked on the data, read from the
+	// syntax (plaindata.go); data this cannot read takes the full path.
+	data, ok := plainData(userFiles)
+	if !ok || !oneOfsHoldData(data) {
+		return cue.Value{}, nil, false
 	}
 	inst := build.NewContext().NewInstance("mesh", nil)
 	inst.PkgName = "mesh"
 	for _, sf := range schema.Files() {
 		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
 		if err != nil {
-			return cue.Value{}, false
+			return cue.Value{}, nil, false
 		}
 		stripOneOfs(af)
 		if err := inst.AddSyntax(af); err != nil {
-			return cue.Value{}, false
+			return cue.Value{}, nil, false
 		}
 	}
 	for _, af := range userFiles {
 		if err := inst.AddSyntax(af); err != nil {
-			return cue.Value{}, false
+			return cue.Value{}, nil, false
 		}
 	}
 	ctx := cuecontext.New()
 	v := ctx.BuildInstance(inst)
-	if v.Validate(cue.Concrete(true), cue.All()) != nil || !oneOfsHold(v) {
-		return cue.Value{}, false
+	if v.Validate(cue.Concrete(true), cue.All()) != nil {
+		return cue.Value{}, nil, false
 	}
 	registerPositions(ctx, userFiles)
-	return v, true
+	return v, data, true
 }
 
 // stripOneOfs removes the validators of strippedOneOfs from the schema file f.
@@ -161,90 +167,6 @@ func isPlainData(f *ast.File) bool {
 	}
 	ast.Walk(f, visit, nil)
 	return plain
-}
-
-// oneOfsHold checks the validators of strippedOneOfs wherever the schema applies them: it
-// counts the regular fields of each value as the validators would (a value with no error).
-func oneOfsHold(v cue.Value) bool {
-	c := &oneOfChecker{ok: true}
-	c.eachField(v.LookupPath(cue.ParsePath("services")), func(s cue.Value) {
-		if hc := s.LookupPath(cue.MakePath(cue.Str("healthCheck"))); hc.Exists() {
-			c.want(c.count(hc, "http", "tcp", "grpc") == 1)
-		}
-	})
-	c.eachField(v.LookupPath(cue.ParsePath("intentions")), func(d cue.Value) {
-		c.eachField(d, func(in cue.Value) {
-			c.want(c.count(in, "action", "permissions") == 1)
-			c.eachElem(in.LookupPath(cue.MakePath(cue.Str("permissions"))), func(p cue.Value) {
-				c.httpMatch(p.LookupPath(cue.MakePath(cue.Str("http"))))
-			})
-		})
-	})
-	c.eachField(v.LookupPath(cue.ParsePath("routers")), func(r cue.Value) {
-		c.eachElem(r.LookupPath(cue.MakePath(cue.Str("routes"))), func(route cue.Value) {
-			c.httpMatch(route.LookupPath(cue.MakePath(cue.Str("match"), cue.Str("http"))))
-		})
-	})
-	return c.ok
-}
-
-// oneOfChecker records whether every check held; any surprise (an error from CUE) is a failure,
-// which sends the mesh down the full path.
-type oneOfChecker struct{ ok bool }
-
-func (c *oneOfChecker) want(cond bool) { c.ok = c.ok && cond }
-
-func (c *oneOfChecker) httpMatch(m cue.Value) {
-	if !m.Exists() {
-		return
-	}
-	c.want(c.count(m, "path", "pathPrefix", "pathRegex") <= 1)
-	c.eachElem(m.LookupPath(cue.MakePath(cue.Str("header"))), func(h cue.Value) {
-		c.want(c.count(h, "exact", "prefix", "suffix", "regex", "present") == 1)
-	})
-	c.eachElem(m.LookupPath(cue.MakePath(cue.Str("queryParam"))), func(q cue.Value) {
-		c.want(c.count(q, "exact", "regex", "present") == 1)
-	})
-}
-
-// count counts how many of names are regular fields of v: the fields a `{name!: _}`
-// alternative of matchN requires. (An optional field that is not set does not exist.)
-func (c *oneOfChecker) count(v cue.Value, names ...string) int {
-	n := 0
-	for _, name := range names {
-		if v.LookupPath(cue.MakePath(cue.Str(name))).Exists() {
-			n++
-		}
-	}
-	return n
-}
-
-func (c *oneOfChecker) eachField(v cue.Value, f func(cue.Value)) {
-	if !c.ok || !v.Exists() {
-		return
-	}
-	it, err := v.Fields()
-	if err != nil {
-		c.ok = false
-		return
-	}
-	for it.Next() {
-		f(it.Value())
-	}
-}
-
-func (c *oneOfChecker) eachElem(v cue.Value, f func(cue.Value)) {
-	if !c.ok || !v.Exists() {
-		return
-	}
-	it, err := v.List()
-	if err != nil {
-		c.ok = false
-		return
-	}
-	for it.Next() {
-		f(it.Value())
-	}
 }
 
 // Positions on the fast path.

@@ -17,9 +17,9 @@ import (
 	"github.com/meshgit/mesh/schema"
 )
 
-// TestFastPathSchema keeps strippedOneOfs, the schema and oneOfsHold in step: every validator
+// TestFastPathSchema keeps strippedOneOfs, the schema and oneOfsHoldData in step: every validator
 // the fast path strips is in the schema as written, and its definitions are used exactly where
-// oneOfsHold looks. If this fails after a schema change, update fastpath.go to match.
+// oneOfsHoldData looks. If this fails after a schema change, update fastpath.go to match.
 func TestFastPathSchema(t *testing.T) {
 	var text strings.Builder
 	for _, f := range schema.Files() {
@@ -43,7 +43,7 @@ func TestFastPathSchema(t *testing.T) {
 			t.Errorf("schema %s: %d matchN left after stripping; the fast path must check each one", f.Name, n)
 		}
 	}
-	// Where oneOfsHold looks: services.*.healthCheck, intentions.*.*, the http of permissions
+	// Where oneOfsHoldData looks: services.*.healthCheck, intentions.*.*, the http of permissions
 	// and of route matches, and their header and queryParam lists.
 	uses := map[string][]string{
 		"#HealthCheck": {"healthCheck?: #HealthCheck"},
@@ -55,11 +55,11 @@ func TestFastPathSchema(t *testing.T) {
 	for def, wants := range uses {
 		n := strings.Count(text.String(), def) - 1 // its definition
 		if n != len(wants) {
-			t.Errorf("%s is used %d times in the schema, oneOfsHold knows %d: %q", def, n, len(wants), wants)
+			t.Errorf("%s is used %d times in the schema, oneOfsHoldData knows %d: %q", def, n, len(wants), wants)
 		}
 		for _, w := range wants {
 			if !strings.Contains(text.String(), w) {
-				t.Errorf("%s: schema has no %q, which oneOfsHold relies on", def, w)
+				t.Errorf("%s: schema has no %q, which oneOfsHoldData relies on", def, w)
 			}
 		}
 	}
@@ -101,7 +101,7 @@ intentions: api: "*": {action: "deny"}
 				t.Fatalf("load: %v", errs.err())
 			}
 			userFiles := parseAll(t, files)
-			if _, ok := loadFast(files, userFiles); !ok {
+			if _, _, ok := loadFast(files, userFiles); !ok {
 				t.Fatal("the fast path was not taken")
 			}
 			fast := compileJSON(t, files)
@@ -140,7 +140,7 @@ mesh: {name: "m", trustDomain: "m.mesh"}
 services: api: {protocol: "http", port: 80}
 services: web: {protocol: "http", port: 80}
 ` + src + "\n")}}
-			if _, ok := loadFast(files, parseAll(t, files)); ok {
+			if _, _, ok := loadFast(files, parseAll(t, files)); ok {
 				t.Error("the fast path accepted it")
 			}
 		})
@@ -190,7 +190,7 @@ func TestIndexedPos(t *testing.T) {
 	}
 	for name, files := range map[string][]File{"generated": generated, "repo-example": example} {
 		t.Run(name, func(t *testing.T) {
-			v, ok := loadFast(files, parseAll(t, files))
+			v, _, ok := loadFast(files, parseAll(t, files))
 			if !ok {
 				t.Fatal("the fast path was not taken")
 			}

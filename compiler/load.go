@@ -100,8 +100,8 @@ func load(files []File, errs *errorList) ([]cue.Value, map[string]any, bool) {
 		// The data of a chunked mesh is read from its syntax when it can be (plaindata.go).
 		return vals, data, true // see chunks.go
 	}
-	if v, ok := loadFast(files, userFiles); ok {
-		return []cue.Value{v}, nil, true // see fastpath.go
+	if v, data, ok := loadFast(files, userFiles); ok {
+		return []cue.Value{v}, data, true // see fastpath.go
 	}
 	ctx := cuecontext.New()
 	v := ctx.BuildInstance(inst)

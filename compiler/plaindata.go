@@ -186,9 +186,10 @@ func decodeData[T any](data map[string]any, path ...string) (map[string]T, bool)
 	return out, true
 }
 
-// oneOfsHoldData is oneOfsHold on data read from syntax: the same checks at the same places, a
-// field counting when it is present. A field of plain data exists exactly when it is written, so
-// both agree; this one does not ask CUE to list (and order) every struct's fields.
+// oneOfsHoldData checks the validators of strippedOneOfs wherever the schema applies them, on
+// data read from syntax: it counts the fields of each value as the matchN validators would (a
+// field of plain data exists exactly when it is written). The fast paths rely on it in place of
+// the validators they strip; TestFastPathSchema keeps the places in step with the schema.
 func oneOfsHoldData(data map[string]any) bool {
 	ok := true
 	want := func(c bool) { ok = ok && c }
