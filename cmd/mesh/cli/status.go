@@ -73,6 +73,21 @@ func apiContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), 30*time.Second)
 }
 
+// call makes one request to the server with a bounded context; write requests carry the token.
+// An error is prefixed with what.
+func (a *apiFlags) call(cmd *cobra.Command, write bool, what string, f func(context.Context, *reconciler.Client) error) error {
+	c, err := a.client(write)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := apiContext(cmd)
+	defer cancel()
+	if err := f(ctx, c); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -86,15 +101,12 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show what a mesh server serves, its cluster, and the last commit that failed to compile",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(false)
-			if err != nil {
+			var st *reconciler.Status
+			if err := a.call(cmd, false, "status", func(ctx context.Context, c *reconciler.Client) (err error) {
+				st, err = c.Status(ctx)
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return fmt.Errorf("status: %w", err)
+			}); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if a.format == "json" {
@@ -161,15 +173,12 @@ func newVersionsCmd() *cobra.Command {
 		Short: "List the snapshots a mesh server keeps, newest first (the versions mesh pin accepts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(false)
-			if err != nil {
+			var list []reconciler.SnapshotInfo
+			if err := a.call(cmd, false, "versions", func(ctx context.Context, c *reconciler.Client) (err error) {
+				list, err = c.Snapshots(ctx)
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			list, err := c.Snapshots(ctx)
-			if err != nil {
-				return fmt.Errorf("versions: %w", err)
+			}); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if a.format == "json" {
@@ -211,14 +220,10 @@ func newPinCmd() *cobra.Command {
 		Short: "Serve VERSION (from mesh versions) on every server until mesh unpin, whatever Git says",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(true)
-			if err != nil {
+			if err := a.call(cmd, true, "pin", func(ctx context.Context, c *reconciler.Client) error {
+				return c.Pin(ctx, args[0])
+			}); err != nil {
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			if err := c.Pin(ctx, args[0]); err != nil {
-				return fmt.Errorf("pin: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pinned %s: every server serves it until mesh unpin\n", args[0])
 			return nil
@@ -235,14 +240,10 @@ func newUnpinCmd() *cobra.Command {
 		Short: "Remove the pin: serve the newest snapshot from Git again",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(true)
-			if err != nil {
+			if err := a.call(cmd, true, "unpin", func(ctx context.Context, c *reconciler.Client) error {
+				return c.Unpin(ctx)
+			}); err != nil {
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			if err := c.Unpin(ctx); err != nil {
-				return fmt.Errorf("unpin: %w", err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "unpinned: serving the newest snapshot")
 			return nil
@@ -263,15 +264,12 @@ func newServersCmd() *cobra.Command {
 		Short: "List the servers of the cluster",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := la.client(false)
-			if err != nil {
+			var servers []reconciler.ServerStatus
+			if err := la.call(cmd, false, "servers list", func(ctx context.Context, c *reconciler.Client) (err error) {
+				servers, err = c.Servers(ctx)
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			servers, err := c.Servers(ctx)
-			if err != nil {
-				return fmt.Errorf("servers list: %w", err)
+			}); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if la.format == "json" {
@@ -292,14 +290,10 @@ func newServersCmd() *cobra.Command {
 		Short: "Remove a server from the cluster",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := ra.client(true)
-			if err != nil {
+			if err := ra.call(cmd, true, "servers remove", func(ctx context.Context, c *reconciler.Client) error {
+				return c.RemoveServer(ctx, args[0])
+			}); err != nil {
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			if err := c.RemoveServer(ctx, args[0]); err != nil {
-				return fmt.Errorf("servers remove: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
 			return nil
