@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -26,6 +27,11 @@ func (a *apiFlags) caClient(write bool) (*ca.Client, error) {
 	return &ca.Client{Addr: rc.Addr, Token: rc.Token}, nil
 }
 
+// caCall makes one request to the CA API (see withClient); its errors say what failed already.
+func (a *apiFlags) caCall(cmd *cobra.Command, write bool, f func(context.Context, *ca.Client) error) error {
+	return withClient(cmd, func() (*ca.Client, error) { return a.caClient(write) }, "", f)
+}
+
 func newCACmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
@@ -42,14 +48,11 @@ func newCARootsCmd() *cobra.Command {
 		Short: "Print the trust bundle: every root not yet retired (PEM, or JSON with their state)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.caClient(false)
-			if err != nil {
+			var b *ca.Bundle
+			if err := a.caCall(cmd, false, func(ctx context.Context, c *ca.Client) (err error) {
+				b, err = c.Roots(ctx)
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			b, err := c.Roots(ctx)
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if a.format == "json" {
@@ -81,14 +84,11 @@ the trust bundle until every leaf the current root signed has expired (leaf TTL 
 and then the old root is retired. No handshake fails on the way. Needs an operator token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.caClient(true)
-			if err != nil {
+			var r *ca.RotateResponse
+			if err := a.caCall(cmd, true, func(ctx context.Context, c *ca.Client) (err error) {
+				r, err = c.Rotate(ctx)
 				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			r, err := c.Rotate(ctx)
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if a.format == "json" {
@@ -133,18 +133,15 @@ service's certificate. Needs an operator token (--token-file, the server's --tok
 			if (service == "") == !operator {
 				return usageError{errors.New("token create: give exactly one of --service and --operator")}
 			}
-			c, err := a.caClient(true)
-			if err != nil {
-				return err
-			}
 			req := ca.TokenRequest{Service: service, Scope: ca.ScopeService}
 			if operator {
 				req.Scope = ca.ScopeOperator
 			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			r, err := c.CreateToken(ctx, req)
-			if err != nil {
+			var r *ca.TokenResponse
+			if err := a.caCall(cmd, true, func(ctx context.Context, c *ca.Client) (err error) {
+				r, err = c.CreateToken(ctx, req)
+				return err
+			}); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -170,13 +167,9 @@ func newTokenRevokeCmd() *cobra.Command {
 		Short: "Revoke a token by the ID token create printed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.caClient(true)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := apiContext(cmd)
-			defer cancel()
-			if err := c.RevokeToken(ctx, args[0]); err != nil {
+			if err := a.caCall(cmd, true, func(ctx context.Context, c *ca.Client) error {
+				return c.RevokeToken(ctx, args[0])
+			}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", args[0])

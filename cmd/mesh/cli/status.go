@@ -76,13 +76,22 @@ func apiContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 // call makes one request to the server with a bounded context; write requests carry the token.
 // An error is prefixed with what.
 func (a *apiFlags) call(cmd *cobra.Command, write bool, what string, f func(context.Context, *reconciler.Client) error) error {
-	c, err := a.client(write)
+	return withClient(cmd, func() (*reconciler.Client, error) { return a.client(write) }, what, f)
+}
+
+// withClient makes a client, then one request with it under a bounded context. An error of the
+// request is prefixed with what, unless what is empty.
+func withClient[C any](cmd *cobra.Command, client func() (C, error), what string, f func(context.Context, C) error) error {
+	c, err := client()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := apiContext(cmd)
 	defer cancel()
 	if err := f(ctx, c); err != nil {
+		if what == "" {
+			return err
+		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
