@@ -7,9 +7,6 @@ import (
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
-	"cuelang.org/go/cue/parser"
-
-	"github.com/meshgit/mesh/schema"
 )
 
 // Chunked evaluation, the fast path for large meshes.
@@ -83,12 +80,11 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, map[string]any, bool) 
 	for _, b := range buckets {
 		inst := build.NewContext().NewInstance("mesh", nil)
 		inst.PkgName = "mesh"
-		for _, sf := range schema.Files() {
-			af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
-			if err != nil {
-				return nil, nil, false
-			}
-			stripOneOfs(af)
+		sfs, err := fastSchemaFiles()
+		if err != nil {
+			return nil, nil, false
+		}
+		for _, af := range sfs {
 			if err := inst.AddSyntax(af); err != nil {
 				return nil, nil, false
 			}

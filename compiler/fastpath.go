@@ -12,11 +12,9 @@ import (
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/format"
-	"cuelang.org/go/cue/parser"
 	"cuelang.org/go/cue/token"
 
 	mesh "github.com/meshgit/mesh"
-	"github.com/meshgit/mesh/schema"
 )
 
 // The fast path of load.
@@ -75,12 +73,11 @@ func loadFast(files []File, userFiles []*ast.File) (cue.Value, map[string]any, b
 	}
 	inst := build.NewContext().NewInstance("mesh", nil)
 	inst.PkgName = "mesh"
-	for _, sf := range schema.Files() {
-		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
-		if err != nil {
-			return cue.Value{}, nil, false
-		}
-		stripOneOfs(af)
+	sfs, err := fastSchemaFiles()
+	if err != nil {
+		return cue.Value{}, nil, false
+	}
+	for _, af := range sfs {
 		if err := inst.AddSyntax(af); err != nil {
 			return cue.Value{}, nil, false
 		}
