@@ -19,9 +19,9 @@ import (
 // ...) into chunks, each evaluated with the schema on its own; everything else (mesh, and the
 // user's hidden fields and definitions) goes into every chunk, so each chunk sees the same mesh
 // settings as a single evaluation would. Every key lands in exactly one chunk, so each element
-// is unified from the same conjuncts, at the same positions, as in one evaluation; the compiler
-// then reads the chunks one after the other. A chunk that fails any check sends the whole mesh
-// down the full path, which reports the errors.
+// is unified from the same conjuncts as in one evaluation, and the mesh is valid exactly when
+// every chunk is. A chunk that fails any check sends the whole mesh down the full path, which
+// reports the errors.
 
 // chunkDecls is about how many declarations a chunk holds; a mesh with fewer is evaluated in one
 // piece. Tests lower it to exercise the split on small meshes.
@@ -32,17 +32,10 @@ var chunkedSections = map[string]bool{
 	"services": true, "intentions": true, "routers": true, "splitters": true, "resolvers": true,
 }
 
-// loadFastChunked evaluates plain-data userFiles in chunks (see above). It reports false when the
-// mesh is not plain data, is small enough for one piece, or has any error.
-func loadFastChunked(userFiles []*ast.File) ([]cue.Value, map[string]any, bool) {
-	if !fastPath {
-		return nil, nil, false
-	}
-	for _, f := range userFiles {
-		if !isPlainData(f) {
-			return nil, nil, false
-		}
-	}
+// validChunks evaluates plain-data userFiles with the fast path's schema (fastschema.go) in
+// chunks (see above), one after the other, and reports whether every chunk is valid, and how many
+// there were. The evaluated values are dropped as soon as each chunk is validated.
+func validChunks(userFiles []*ast.File) (int, bool) {
 	var shared []ast.Decl
 	var keyed []keyedDecl
 	for _, f := range userFiles {
@@ -58,16 +51,7 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, map[string]any, bool) 
 			}
 		}
 	}
-	k := len(keyed) / chunkDecls
-	if k < 2 {
-		return nil, nil, false
-	}
-	// The one-ofs the stripped schema no longer checks are checked on the data, read from the
-	// syntax (plaindata.go), once; data this cannot read takes the full path.
-	data, ok := plainData(userFiles)
-	if !ok || !oneOfsHoldData(data) {
-		return nil, nil, false
-	}
+	k := max(1, len(keyed)/chunkDecls)
 	buckets := make([][]ast.Decl, k)
 	for _, kd := range keyed {
 		h := fnv.New32a()
@@ -75,36 +59,36 @@ func loadFastChunked(userFiles []*ast.File) ([]cue.Value, map[string]any, bool) 
 		b := int(h.Sum32() % uint32(k))
 		buckets[b] = append(buckets[b], kd.decl)
 	}
-	idx := buildPositions(userFiles)
-	vals := make([]cue.Value, 0, k)
 	for _, b := range buckets {
-		inst := build.NewContext().NewInstance("mesh", nil)
-		inst.PkgName = "mesh"
-		sfs, err := fastSchemaFiles()
-		if err != nil {
-			return nil, nil, false
+		if !validChunk(shared, b) {
+			return k, false
 		}
-		for _, af := range sfs {
-			if err := inst.AddSyntax(af); err != nil {
-				return nil, nil, false
-			}
-		}
-		decls := make([]ast.Decl, 0, len(shared)+len(b)+1)
-		decls = append(decls, &ast.Package{Name: ast.NewIdent("mesh")})
-		decls = append(decls, shared...)
-		decls = append(decls, b...)
-		if err := inst.AddSyntax(&ast.File{Decls: decls}); err != nil {
-			return nil, nil, false
-		}
-		ctx := cuecontext.New()
-		v := ctx.BuildInstance(inst)
-		if v.Validate(cue.Concrete(true), cue.All()) != nil {
-			return nil, nil, false
-		}
-		storePositions(ctx, idx)
-		vals = append(vals, v)
 	}
-	return vals, data, true
+	return k, true
+}
+
+// validChunk evaluates the declarations shared and keyed, with the fast path's schema.
+func validChunk(shared, keyed []ast.Decl) bool {
+	inst := build.NewContext().NewInstance("mesh", nil)
+	inst.PkgName = "mesh"
+	sfs, err := fastSchemaFiles()
+	if err != nil {
+		return false
+	}
+	for _, af := range sfs {
+		if err := inst.AddSyntax(af); err != nil {
+			return false
+		}
+	}
+	decls := make([]ast.Decl, 0, len(shared)+len(keyed)+1)
+	decls = append(decls, &ast.Package{Name: ast.NewIdent("mesh")})
+	decls = append(decls, shared...)
+	decls = append(decls, keyed...)
+	if err := inst.AddSyntax(&ast.File{Decls: decls}); err != nil {
+		return false
+	}
+	v := cuecontext.New().BuildInstance(inst)
+	return v.Validate(cue.Concrete(true), cue.All()) == nil
 }
 
 type keyedDecl struct {

@@ -32,7 +32,7 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 		}
 	}()
 	var errs errorList
-	v, data, ok := load(files, &errs)
+	l, ok := load(files, &errs)
 	if !ok {
 		return nil, errs.err()
 	}
@@ -40,7 +40,7 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &compilation{vals: v, data: data, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
+	c := &compilation{root: l.root(), fast: l.fast, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
 		Services:  map[string]*mesh.Service{},
 		Routers:   map[string]*mesh.Router{},
 		Splitters: map[string]*mesh.Splitter{},
@@ -77,12 +77,11 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 }
 
 type compilation struct {
-	// vals is the evaluated mesh: one value, or the chunks of a large one (chunks.go); every
-	// element is in exactly one of them.
-	vals []cue.Value
-	// data is the mesh's data read from its syntax, when load could (plaindata.go); raw forms
-	// come from it instead of cue.Value.Decode.
-	data map[string]any
+	// root is the whole mesh: its evaluated value, or its data and positions (node.go).
+	root node
+	// fast is the mesh read from its syntax on the fast path (fastpath.go), nil on the full
+	// path; raw forms come from it instead of cue.Value.Decode.
+	fast *fastMesh
 	errs *errorList
 	snap *mesh.Snapshot
 	// quiet is set when the schema rejected parts of the mesh: those parts are skipped rather
@@ -91,9 +90,9 @@ type compilation struct {
 	// broken names the elements the schema rejected, e.g. "resolvers.api" or "mesh".
 	broken map[string]bool
 	// positions of chain entries, for messages
-	resolverVals map[string]cue.Value
-	splitterVals map[string]cue.Value
-	routerVals   map[string]cue.Value
+	resolverNodes map[string]node
+	splitterNodes map[string]node
+	routerNodes   map[string]node
 }
 
 func (c *compilation) add(pos mesh.Pos, format string, args ...any) { c.errs.add(pos, format, args...) }
@@ -143,24 +142,18 @@ func (c *compilation) duration(s string, pos mesh.Pos, what string) mesh.Duratio
 }
 
 func (c *compilation) meshConfig() {
-	mv := c.vals[0].LookupPath(cue.ParsePath("mesh")) // every chunk has the same mesh settings
+	mv := c.root.at(cue.Str("mesh"))
 	var raw rawMesh
-	fromSyntax := false
-	if c.data != nil {
-		raw, fromSyntax = decodeValue[rawMesh](c.data["mesh"])
-	}
-	if fromSyntax {
-		if raw.DefaultIntention == "" {
-			raw.DefaultIntention = string(mesh.Deny) // the schema's default (schemaDefaults)
-		}
-	} else if err := mv.Decode(&raw); err != nil {
+	if c.fast != nil {
+		raw = c.fast.mesh
+	} else if err := mv.v.Decode(&raw); err != nil {
 		c.broken["mesh"] = true
 		if !c.quiet {
 			addCUEErrors(c.errs, err)
 		}
 		return
 	}
-	pos := valuePos(mv)
+	pos := mv.pos()
 	m := mesh.Config{
 		Name:             raw.Name,
 		TrustDomain:      raw.TrustDomain,
@@ -207,6 +200,14 @@ func (c *compilation) meshConfig() {
 	c.snap.Positions["mesh"] = pos
 }
 
+// fastSection is a section of the fast path's raw forms, or nil on the full path.
+func fastSection[T any](f *fastMesh, section func(*fastMesh) map[string]T) map[string]T {
+	if f == nil {
+		return nil
+	}
+	return section(f)
+}
+
 func (c *compilation) hasDC(dc string) bool {
 	if c.broken["mesh"] {
 		return true // unknown: the schema error on mesh says what is wrong
@@ -220,7 +221,7 @@ func (c *compilation) hasDC(dc string) bool {
 }
 
 func (c *compilation) services() {
-	for _, e := range decodeMap(c.vals, "services", preDecode[rawService](c.data, "services"), c.errs, c.quiet) {
+	for _, e := range decodeMap(c.root.at(cue.Str("services")), fastSection(c.fast, func(f *fastMesh) map[string]rawService { return f.services }), c.errs, c.quiet) {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
@@ -246,7 +247,7 @@ func (c *compilation) services() {
 			ports := map[int]string{}
 			for _, u := range sortedKeys(r.Upstreams) {
 				ru := r.Upstreams[u]
-				upos := lookup(e.v, e.pos, cue.Str("upstreams"), cue.Str(u))
+				upos := lookup(e.n, e.pos, cue.Str("upstreams"), cue.Str(u))
 				if prev, ok := ports[ru.LocalPort]; ok {
 					c.add(upos, "service %s: upstreams %s and %s both listen on localPort %d", e.name, prev, u, ru.LocalPort)
 				}
@@ -264,7 +265,7 @@ func (c *compilation) services() {
 			if dc == "" {
 				dc = c.snap.Mesh.Datacenter
 			}
-			epos := lookup(e.v, e.pos, cue.Str("endpoints"), cue.Index(i))
+			epos := lookup(e.n, e.pos, cue.Str("endpoints"), cue.Index(i))
 			if !c.hasDC(dc) {
 				c.add(epos, "service %s: endpoint %s:%d: unknown datacenter %q", e.name, ep.Address, ep.Port, dc)
 			}
@@ -286,7 +287,7 @@ func (c *compilation) services() {
 			return a.Port < b.Port
 		})
 		if hc := r.HealthCheck; hc != nil {
-			hpos := lookup(e.v, e.pos, cue.Str("healthCheck"))
+			hpos := lookup(e.n, e.pos, cue.Str("healthCheck"))
 			if hc.HTTP == "" && !hc.TCP && hc.GRPC == "" {
 				c.add(hpos, "service %s: healthCheck needs one of http, tcp and grpc", e.name)
 			}
@@ -319,21 +320,25 @@ func (c *compilation) services() {
 }
 
 func (c *compilation) intentions() {
-	pre := preDecode[map[string]rawIntention](c.data, "intentions")
-	var dests []entry[struct{}]
-	for _, v := range c.vals {
-		dests = append(dests, fieldsOf(v.LookupPath(cue.ParsePath("intentions")))...)
+	var pre map[string]map[string]rawIntention
+	if c.fast != nil {
+		pre = c.fast.intentions
+	}
+	dests, err := c.root.at(cue.Str("intentions")).fields()
+	if err != nil {
+		addCUEErrors(c.errs, err)
 	}
 	for _, d := range dests {
+		dpos := d.node.pos()
 		dst := d.name
-		if !c.checkName("intention destination", dst, d.pos, true) {
+		if !c.checkName("intention destination", dst, dpos, true) {
 			continue
 		}
 		dsvc := c.snap.Services[dst]
 		if dst != mesh.Wildcard && dsvc == nil {
-			c.add(d.pos, "intentions: destination %s: no such service", dst)
+			c.add(dpos, "intentions: destination %s: no such service", dst)
 		}
-		for _, sEntry := range decodeMap([]cue.Value{d.v}, "", pre[dst], c.errs, c.quiet) {
+		for _, sEntry := range decodeMap(d.node, pre[dst], c.errs, c.quiet) {
 			src := sEntry.name
 			if !c.checkName("intention source", src, sEntry.pos, true) || !sEntry.ok {
 				continue
@@ -350,7 +355,7 @@ func (c *compilation) intentions() {
 				Action: mesh.Action(r.Action), Description: r.Description,
 			}
 			if len(r.Permissions) > 0 {
-				ppos := lookup(sEntry.v, sEntry.pos, cue.Str("permissions"))
+				ppos := lookup(sEntry.n, sEntry.pos, cue.Str("permissions"))
 				switch {
 				case dst == mesh.Wildcard:
 					c.add(ppos, "intention %s → *: permissions are not allowed on destination \"*\"; L7 rules need a destination's protocol", src)
@@ -359,12 +364,12 @@ func (c *compilation) intentions() {
 				}
 			}
 			for i, rp := range r.Permissions {
-				pv := sEntry.v.LookupPath(cue.MakePath(cue.Str("permissions"), cue.Index(i)))
-				pp := valuePos(pv)
+				pv := sEntry.n.at(cue.Str("permissions"), cue.Index(i))
+				pp := pv.pos()
 				c.snap.Positions[mesh.PathPermission(dst, src, i)] = pp
 				in.Permissions = append(in.Permissions, mesh.Permission{
 					Action: mesh.Action(rp.Action),
-					HTTP:   c.httpMatch(rp.HTTP, pv.LookupPath(cue.ParsePath("http")), pp),
+					HTTP:   c.httpMatch(rp.HTTP, pv.at(cue.Str("http")), pp),
 				})
 			}
 			c.snap.Intentions = append(c.snap.Intentions, in)
@@ -375,7 +380,7 @@ func (c *compilation) intentions() {
 }
 
 // httpMatch converts a raw match, checking its regexes.
-func (c *compilation) httpMatch(r *rawHTTPMatch, v cue.Value, pos mesh.Pos) *mesh.HTTPMatch {
+func (c *compilation) httpMatch(r *rawHTTPMatch, v node, pos mesh.Pos) *mesh.HTTPMatch {
 	if r == nil {
 		return nil
 	}
@@ -434,9 +439,9 @@ func (c *compilation) checkRegex(expr string, pos mesh.Pos, what string) {
 }
 
 func (c *compilation) routers() {
-	c.routerVals = map[string]cue.Value{}
-	for _, e := range decodeMap(c.vals, "routers", preDecode[rawRouter](c.data, "routers"), c.errs, c.quiet) {
-		c.routerVals[e.name] = e.v
+	c.routerNodes = map[string]node{}
+	for _, e := range decodeMap(c.root.at(cue.Str("routers")), fastSection(c.fast, func(f *fastMesh) map[string]rawRouter { return f.routers }), c.errs, c.quiet) {
+		c.routerNodes[e.name] = e.n
 		if !c.checkName("router", e.name, e.pos, false) {
 			continue
 		}
@@ -456,12 +461,12 @@ func (c *compilation) routers() {
 		}
 		rt := &mesh.Router{}
 		for i, r := range e.raw.Routes {
-			rv := e.v.LookupPath(cue.MakePath(cue.Str("routes"), cue.Index(i)))
-			rpos := valuePos(rv)
+			rv := e.n.at(cue.Str("routes"), cue.Index(i))
+			rpos := rv.pos()
 			c.snap.Positions[mesh.PathRoute(e.name, i)] = rpos
 			route := mesh.Route{Destination: mesh.RouteDestination{Service: e.name}}
 			if r.Match != nil && r.Match.HTTP != nil {
-				route.Match = c.httpMatch(r.Match.HTTP, rv.LookupPath(cue.ParsePath("match.http")), rpos)
+				route.Match = c.httpMatch(r.Match.HTTP, rv.at(cue.Str("match"), cue.Str("http")), rpos)
 			}
 			if d := r.Destination; d != nil {
 				dpos := lookup(rv, rpos, cue.Str("destination"))
@@ -493,8 +498,8 @@ func (c *compilation) routers() {
 }
 
 func (c *compilation) splitters() {
-	c.splitterVals = map[string]cue.Value{}
-	for _, e := range decodeMap(c.vals, "splitters", preDecode[rawSplitter](c.data, "splitters"), c.errs, c.quiet) {
+	c.splitterNodes = map[string]node{}
+	for _, e := range decodeMap(c.root.at(cue.Str("splitters")), fastSection(c.fast, func(f *fastMesh) map[string]rawSplitter { return f.splitters }), c.errs, c.quiet) {
 		if !c.checkName("splitter", e.name, e.pos, false) {
 			continue
 		}
@@ -503,7 +508,7 @@ func (c *compilation) splitters() {
 			continue
 		}
 		c.snap.Positions[mesh.PathSplitter(e.name)] = e.pos
-		c.splitterVals[e.name] = e.v
+		c.splitterNodes[e.name] = e.n
 		svc := c.snap.Services[e.name]
 		if svc == nil {
 			c.add(e.pos, "splitter %s: no such service", e.name)
@@ -516,7 +521,7 @@ func (c *compilation) splitters() {
 		total := 0
 		for i, s := range e.raw.Splits {
 			w := int(math.Round(s.Weight * 100))
-			spos := lookup(e.v, e.pos, cue.Str("splits"), cue.Index(i))
+			spos := lookup(e.n, e.pos, cue.Str("splits"), cue.Index(i))
 			if math.Abs(s.Weight*100-float64(w)) > 1e-6 {
 				c.add(spos, "splitter %s: split %d: weight %v has more than two decimals", e.name, i+1, s.Weight)
 			}
@@ -547,8 +552,8 @@ func formatWeight(w int) string {
 }
 
 func (c *compilation) resolvers() {
-	c.resolverVals = map[string]cue.Value{}
-	entries := decodeMap(c.vals, "resolvers", preDecode[rawResolver](c.data, "resolvers"), c.errs, c.quiet)
+	c.resolverNodes = map[string]node{}
+	entries := decodeMap(c.root.at(cue.Str("resolvers")), fastSection(c.fast, func(f *fastMesh) map[string]rawResolver { return f.resolvers }), c.errs, c.quiet)
 	for _, e := range entries {
 		if !c.checkName("resolver", e.name, e.pos, false) {
 			continue
@@ -558,7 +563,7 @@ func (c *compilation) resolvers() {
 			continue
 		}
 		c.snap.Positions[mesh.PathResolver(e.name)] = e.pos
-		c.resolverVals[e.name] = e.v
+		c.resolverNodes[e.name] = e.n
 		if c.snap.Services[e.name] == nil {
 			c.add(e.pos, "resolver %s: no such service", e.name)
 			continue
@@ -567,7 +572,7 @@ func (c *compilation) resolvers() {
 		res := &mesh.Resolver{DefaultSubset: r.DefaultSubset}
 		if r.Redirect != nil {
 			rd := r.Redirect
-			rpos := lookup(e.v, e.pos, cue.Str("redirect"))
+			rpos := lookup(e.n, e.pos, cue.Str("redirect"))
 			if r.DefaultSubset != "" || len(r.Subsets) > 0 || len(r.Failover) > 0 || r.ConnectTimeout != "" || r.LoadBalancer != nil {
 				c.add(rpos, "resolver %s: redirect replaces everything else; remove the resolver's other fields", e.name)
 			}
@@ -579,10 +584,10 @@ func (c *compilation) resolvers() {
 				target = e.name
 			}
 			if c.snap.Services[target] == nil {
-				c.add(lookup(e.v, rpos, cue.Str("redirect"), cue.Str("service")), "resolver %s: redirect to %s: no such service", e.name, target)
+				c.add(lookup(e.n, rpos, cue.Str("redirect"), cue.Str("service")), "resolver %s: redirect to %s: no such service", e.name, target)
 			}
 			if rd.Datacenter != "" && !c.hasDC(rd.Datacenter) {
-				c.add(lookup(e.v, rpos, cue.Str("redirect"), cue.Str("datacenter")), "resolver %s: redirect: unknown datacenter %q", e.name, rd.Datacenter)
+				c.add(lookup(e.n, rpos, cue.Str("redirect"), cue.Str("datacenter")), "resolver %s: redirect: unknown datacenter %q", e.name, rd.Datacenter)
 			}
 			res.Redirect = &mesh.Redirect{Service: target, Subset: rd.Subset, Datacenter: rd.Datacenter}
 			c.snap.Resolvers[e.name] = res
@@ -591,7 +596,7 @@ func (c *compilation) resolvers() {
 		if len(r.Subsets) > 0 {
 			res.Subsets = map[string]mesh.Subset{}
 			for n, s := range r.Subsets {
-				spos := lookup(e.v, e.pos, cue.Str("subsets"), cue.Str(n))
+				spos := lookup(e.n, e.pos, cue.Str("subsets"), cue.Str(n))
 				if !c.checkName("subset", n, spos, false) {
 					continue
 				}
@@ -599,11 +604,11 @@ func (c *compilation) resolvers() {
 			}
 		}
 		if r.DefaultSubset != "" && !hasKey(r.Subsets, r.DefaultSubset) {
-			c.add(lookup(e.v, e.pos, cue.Str("defaultSubset")), "resolver %s: defaultSubset %s: no such subset", e.name, r.DefaultSubset)
+			c.add(lookup(e.n, e.pos, cue.Str("defaultSubset")), "resolver %s: defaultSubset %s: no such subset", e.name, r.DefaultSubset)
 		}
 		res.ConnectTimeout = mesh.Duration(DefaultConnectTimeout)
 		if r.ConnectTimeout != "" {
-			res.ConnectTimeout = c.duration(r.ConnectTimeout, lookup(e.v, e.pos, cue.Str("connectTimeout")), "connectTimeout")
+			res.ConnectTimeout = c.duration(r.ConnectTimeout, lookup(e.n, e.pos, cue.Str("connectTimeout")), "connectTimeout")
 		}
 		res.LoadBalancer = &mesh.LoadBalancer{Policy: mesh.LBRoundRobin}
 		if r.LoadBalancer != nil && r.LoadBalancer.Policy != "" {
@@ -613,12 +618,12 @@ func (c *compilation) resolvers() {
 			res.Failover = map[string]mesh.Failover{}
 			for _, key := range sortedKeys(r.Failover) {
 				f := r.Failover[key]
-				fpos := lookup(e.v, e.pos, cue.Str("failover"), cue.Str(key))
+				fpos := lookup(e.n, e.pos, cue.Str("failover"), cue.Str(key))
 				if key != mesh.Wildcard && !hasKey(r.Subsets, key) {
 					c.add(fpos, "resolver %s: failover for subset %s: no such subset", e.name, key)
 				}
 				if f.Service != "" && c.snap.Services[f.Service] == nil {
-					c.add(lookup(e.v, fpos, cue.Str("failover"), cue.Str(key), cue.Str("service")), "resolver %s: failover to %s: no such service", e.name, f.Service)
+					c.add(lookup(e.n, fpos, cue.Str("failover"), cue.Str(key), cue.Str("service")), "resolver %s: failover to %s: no such service", e.name, f.Service)
 				}
 				for _, dc := range f.Datacenters {
 					if !c.hasDC(dc) {
@@ -642,14 +647,14 @@ func (c *compilation) resolvers() {
 	for _, name := range sortedKeys(c.snap.Splitters) {
 		for i, s := range c.snap.Splitters[name].Splits {
 			if s.Subset != "" {
-				c.checkSubset(s.Service, s.Subset, lookup(c.splitterVals[name], c.snap.Positions[mesh.PathSplitter(name)], cue.Str("splits"), cue.Index(i)),
+				c.checkSubset(s.Service, s.Subset, lookup(c.splitterNodes[name], c.snap.Positions[mesh.PathSplitter(name)], cue.Str("splits"), cue.Index(i)),
 					sprintf("splitter %s: split %d", name, i+1))
 			}
 		}
 	}
 	for _, name := range sortedKeys(c.snap.Resolvers) {
 		if rd := c.snap.Resolvers[name].Redirect; rd != nil && rd.Subset != "" {
-			c.checkSubset(rd.Service, rd.Subset, lookup(c.resolverVals[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"), cue.Str("subset")),
+			c.checkSubset(rd.Service, rd.Subset, lookup(c.resolverNodes[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"), cue.Str("subset")),
 				sprintf("resolver %s: redirect", name))
 		}
 	}
@@ -657,7 +662,7 @@ func (c *compilation) resolvers() {
 
 // routePos is the position of a field of a route's destination, or of the route.
 func (c *compilation) routePos(router string, i int, field string) mesh.Pos {
-	if v, ok := c.routerVals[router]; ok {
+	if v, ok := c.routerNodes[router]; ok {
 		return lookup(v, c.snap.Positions[mesh.PathRoute(router, i)], cue.Str("routes"), cue.Index(i), cue.Str("destination"), cue.Str(field))
 	}
 	return c.snap.Positions[mesh.PathRoute(router, i)]
@@ -689,7 +694,7 @@ func (c *compilation) checkRedirects() {
 		if rd == nil {
 			continue
 		}
-		pos := lookup(c.resolverVals[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"))
+		pos := lookup(c.resolverNodes[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"))
 		if rd.Service == name && rd.Subset == "" && (rd.Datacenter == "" || rd.Datacenter == c.snap.Mesh.Datacenter) {
 			c.add(pos, "resolver %s: redirect loop: %s redirects to itself", name, name)
 			continue

@@ -132,69 +132,43 @@ type rawResolver struct {
 type entry[T any] struct {
 	name string
 	pos  mesh.Pos
-	v    cue.Value
+	n    node
 	raw  T
 	ok   bool
 }
 
-// decodeMap decodes every field of the struct at path of each of vals, taking the raw form from
-// pre (decoded from the syntax) when it has the field. With quiet (the schema already reported
-// errors) an element that fails to decode is returned with ok false and no new error.
-func decodeMap[T any](vals []cue.Value, path string, pre map[string]T, errs *errorList, quiet bool) []entry[T] {
-	var out []entry[T]
-	for _, v := range vals {
-		m := v.LookupPath(cue.ParsePath(path))
-		if !m.Exists() {
-			continue
-		}
-		it, err := m.Fields()
-		if err != nil {
-			addCUEErrors(errs, err)
-			continue
-		}
-		for it.Next() {
-			fv := it.Value()
-			e := entry[T]{name: it.Selector().Unquoted(), pos: valuePos(fv), v: fv}
-			if raw, ok := pre[e.name]; ok {
-				e.raw, e.ok = raw, true
-				out = append(out, e)
-				continue
-			}
-			if err := fv.Decode(&e.raw); err != nil {
-				if !quiet {
-					addCUEErrors(errs, err)
-				}
-				out = append(out, e)
-				continue
-			}
-			e.ok = true
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// preDecode decodes section of data (nil: none) into raw forms by key, or returns nil.
-func preDecode[T any](data map[string]any, section string) map[string]T {
-	if data == nil {
-		return nil
-	}
-	m, ok := decodeData[T](data, section)
-	if !ok {
-		return nil
-	}
-	return m
-}
-
-// fieldsOf lists the fields of a struct value with their positions.
-func fieldsOf(v cue.Value) []entry[struct{}] {
-	it, err := v.Fields()
+// decodeMap decodes every field of the struct node m, taking the raw form from pre (the fast
+// path's, decoded from the syntax) when it has the field. With quiet (the schema already
+// reported errors) an element that fails to decode is returned with ok false and no new error.
+func decodeMap[T any](m node, pre map[string]T, errs *errorList, quiet bool) []entry[T] {
+	fields, err := m.fields()
 	if err != nil {
+		addCUEErrors(errs, err)
 		return nil
 	}
-	var out []entry[struct{}]
-	for it.Next() {
-		out = append(out, entry[struct{}]{name: it.Selector().Unquoted(), pos: valuePos(it.Value()), v: it.Value()})
+	out := make([]entry[T], 0, len(fields))
+	for _, f := range fields {
+		e := entry[T]{name: f.name, pos: f.node.pos(), n: f.node}
+		if raw, ok := pre[e.name]; ok {
+			e.raw, e.ok = raw, true
+			out = append(out, e)
+			continue
+		}
+		if f.node.fast {
+			// The fast path decodes every element in load; one it could not is a bug.
+			errs.add(e.pos, "internal: %s was not decoded", e.name)
+			out = append(out, e)
+			continue
+		}
+		if err := f.node.v.Decode(&e.raw); err != nil {
+			if !quiet {
+				addCUEErrors(errs, err)
+			}
+			out = append(out, e)
+			continue
+		}
+		e.ok = true
+		out = append(out, e)
 	}
 	return out
 }
@@ -203,9 +177,6 @@ func fieldsOf(v cue.Value) []entry[struct{}] {
 func valuePos(v cue.Value) mesh.Pos {
 	if p := posOf(v.Pos()); p.IsValid() && !isSchemaPos(p) {
 		return p
-	}
-	if p, ok := indexedPos(v); ok {
-		return p // written in one place of plain data: see fastpath.go
 	}
 	// A value unified from several places: take the first one that is the user's.
 	_, parts := v.Expr()
@@ -219,12 +190,4 @@ func valuePos(v cue.Value) mesh.Pos {
 
 func isSchemaPos(p mesh.Pos) bool {
 	return len(p.File) > len(schemaPrefix) && p.File[:len(schemaPrefix)] == schemaPrefix
-}
-
-// lookup returns the position of a sub-field of v, or fallback when it has none.
-func lookup(v cue.Value, fallback mesh.Pos, sels ...cue.Selector) mesh.Pos {
-	if p := valuePos(v.LookupPath(cue.MakePath(sels...))); p.IsValid() {
-		return p
-	}
-	return fallback
 }

@@ -1,16 +1,9 @@
 package compiler
 
 import (
-	"runtime"
-	"strconv"
 	"strings"
-	"sync"
-	"weak"
 
-	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
-	"cuelang.org/go/cue/build"
-	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/format"
 	"cuelang.org/go/cue/token"
 
@@ -52,48 +45,66 @@ var strippedOneOfs = map[string]string{
 	"#QueryMatch":  `matchN(1, [{exact!: _}, {regex!: _}, {present!: _}])`,
 }
 
-// loadFast evaluates userFiles, already parsed and known to be package mesh, with the one-ofs
-// checked here instead of by CUE. It reports false when the mesh is not plain data, or has any
-// error. Evaluating the files twice is safe: CUE's build does not change their syntax trees, and
-// resolving the identifiers of plain data again changes nothing. (files, their text, is unused.)
-func loadFast(files []File, userFiles []*ast.File) (cue.Value, map[string]any, bool) {
+// fastMesh is what the fast path gives the compilation: the mesh's data read from its syntax,
+// decoded into raw forms, and where each part of it is written. CUE has validated the mesh; its
+// evaluated values are not kept.
+type fastMesh struct {
+	data       map[string]any
+	idx        posIndex
+	mesh       rawMesh
+	services   map[string]rawService
+	intentions map[string]map[string]rawIntention
+	routers    map[string]rawRouter
+	splitters  map[string]rawSplitter
+	resolvers  map[string]rawResolver
+}
+
+// root is the node of the whole mesh.
+func (f *fastMesh) root() node { return node{idx: f.idx, fast: true, data: f.data} }
+
+// loadFast validates userFiles, already parsed and known to be package mesh, with the one-ofs
+// checked here instead of by CUE, in chunks (chunks.go), and reads the mesh from the syntax. It
+// reports false when the mesh is not plain data, or has any error: the full path says which.
+// Evaluating the files again on the full path is safe: CUE's build does not change their syntax
+// trees, and resolving the identifiers of plain data again changes nothing.
+func loadFast(userFiles []*ast.File) (*fastMesh, bool) {
 	if !fastPath {
-		return cue.Value{}, nil, false
+		return nil, false
 	}
 	for _, f := range userFiles {
 		if !isPlainData(f) {
-			return cue.Value{}, nil, false
+			return nil, false
 		}
 	}
 	// The one-ofs the stripped schema no longer checks are checked on the data, read from the
 	// syntax (plaindata.go); data this cannot read takes the full path.
 	data, ok := plainData(userFiles)
 	if !ok || !oneOfsHoldData(data) {
-		return cue.Value{}, nil, false
+		return nil, false
 	}
-	inst := build.NewContext().NewInstance("mesh", nil)
-	inst.PkgName = "mesh"
-	sfs, err := fastSchemaFiles()
-	if err != nil {
-		return cue.Value{}, nil, false
+	fm := &fastMesh{data: data}
+	if fm.mesh, ok = decodeValue[rawMesh](data["mesh"]); !ok {
+		return nil, false
 	}
-	for _, af := range sfs {
-		if err := inst.AddSyntax(af); err != nil {
-			return cue.Value{}, nil, false
-		}
+	if fm.mesh.DefaultIntention == "" {
+		fm.mesh.DefaultIntention = string(mesh.Deny) // the schema's default (schemaDefaults)
 	}
-	for _, af := range userFiles {
-		if err := inst.AddSyntax(af); err != nil {
-			return cue.Value{}, nil, false
-		}
+	if !decodeSection(data, "services", &fm.services) || !decodeSection(data, "intentions", &fm.intentions) ||
+		!decodeSection(data, "routers", &fm.routers) || !decodeSection(data, "splitters", &fm.splitters) ||
+		!decodeSection(data, "resolvers", &fm.resolvers) {
+		return nil, false
 	}
-	ctx := cuecontext.New()
-	v := ctx.BuildInstance(inst)
-	if v.Validate(cue.Concrete(true), cue.All()) != nil {
-		return cue.Value{}, nil, false
+	if _, ok := validChunks(userFiles); !ok {
+		return nil, false
 	}
-	registerPositions(ctx, userFiles)
-	return v, data, true
+	fm.idx = buildPositions(userFiles)
+	return fm, true
+}
+
+func decodeSection[T any](data map[string]any, section string, out *map[string]T) bool {
+	m, ok := decodeData[T](data, section)
+	*out = m
+	return ok
 }
 
 // stripOneOfs removes the validators of strippedOneOfs from the schema file f.
@@ -166,29 +177,9 @@ func isPlainData(f *ast.File) bool {
 	return plain
 }
 
-// Positions on the fast path.
-//
-// When a value's own position is the schema's, valuePos asks CUE for its conjuncts
-// (Value.Expr), which evaluates each conjunct on its own: at 10k services that was a fifth of
-// the CPU time. For plain data the user's conjuncts at a path are exactly the fields (or list
-// elements) written at that path in the files, and Expr places each at its field's label (or
-// the element's start). So when a path is written in one place only, posIndex has the answer
-// Expr would give; paths written in several places (a struct spread over files, lists unified
-// element by element) are left to Expr.
-
-// posIndex maps a path (see pathKey) to the position of the one value written at it.
+// posIndex maps a path (see fieldKey) to where the files first write it: the value of a scalar
+// field, the label of any other field, the start of a list element. See node.
 type posIndex map[string]mesh.Pos
-
-// ambiguous marks a path written in several places.
-var ambiguous = mesh.Pos{Line: -1}
-
-// fastPositions holds the posIndex of each fast-path evaluation, by its cue.Context, for as long
-// as that context is alive.
-var fastPositions sync.Map // weak.Pointer[cue.Context] → posIndex
-
-func registerPositions(ctx *cue.Context, userFiles []*ast.File) {
-	storePositions(ctx, buildPositions(userFiles))
-}
 
 // buildPositions indexes where each path of plain-data files is written.
 func buildPositions(userFiles []*ast.File) posIndex {
@@ -201,52 +192,6 @@ func buildPositions(userFiles []*ast.File) posIndex {
 		}
 	}
 	return idx
-}
-
-// storePositions makes idx the position index of the values of ctx, for as long as it lives.
-func storePositions(ctx *cue.Context, idx posIndex) {
-	key := weak.Make(ctx)
-	fastPositions.Store(key, idx)
-	runtime.AddCleanup(ctx, func(k weak.Pointer[cue.Context]) { fastPositions.Delete(k) }, key)
-}
-
-// indexedPos returns the position of v when its path is written in one place of plain data.
-func indexedPos(v cue.Value) (mesh.Pos, bool) {
-	idx, ok := fastPositions.Load(weak.Make(v.Context()))
-	if !ok {
-		return mesh.Pos{}, false
-	}
-	key, ok := pathKey(v.Path())
-	if !ok {
-		return mesh.Pos{}, false
-	}
-	p, ok := idx.(posIndex)[key]
-	if !ok || p == ambiguous {
-		return mesh.Pos{}, false
-	}
-	return p, true
-}
-
-// pathKey encodes a path of regular fields and list indexes: each field as "\x00", the length of
-// its name, ":" and the name; each index as "\x01" and its digits. Other paths have no key.
-func pathKey(p cue.Path) (string, bool) {
-	var b strings.Builder
-	for _, sel := range p.Selectors() {
-		switch sel.LabelType() {
-		case cue.StringLabel:
-			name := sel.Unquoted()
-			b.WriteByte(0)
-			b.WriteString(strconv.Itoa(len(name)))
-			b.WriteByte(':')
-			b.WriteString(name)
-		case cue.IndexLabel:
-			b.WriteByte(1)
-			b.WriteString(strconv.Itoa(sel.Index()))
-		default:
-			return "", false
-		}
-	}
-	return b.String(), true
 }
 
 func (idx posIndex) addField(key string, f *ast.Field) {
@@ -269,15 +214,16 @@ func (idx posIndex) addField(key string, f *ast.Field) {
 	if f.Constraint != token.ILLEGAL {
 		return // optional or required markers: no value of the user's own
 	}
-	idx.addValue(key+"\x00"+strconv.Itoa(len(name))+":"+name, f.Pos(), f.Value)
+	pos := f.Pos()
+	if isScalar(f.Value) {
+		pos = f.Value.Pos() // a scalar is shown where its value is
+	}
+	idx.addValue(fieldKey(key, name), pos, f.Value)
 }
 
-// addValue records x, written at the path key, at pos: a field's label, or a list element's
-// start, which is where CUE places the conjunct.
+// addValue records x, written at the path key, at pos, unless the path is written before.
 func (idx posIndex) addValue(key string, pos token.Pos, x ast.Expr) {
-	if _, seen := idx[key]; seen {
-		idx[key] = ambiguous
-	} else {
+	if _, seen := idx[key]; !seen {
 		idx[key] = posOf(pos)
 	}
 	switch x := x.(type) {
@@ -292,7 +238,19 @@ func (idx posIndex) addValue(key string, pos token.Pos, x ast.Expr) {
 			if _, ok := e.(*ast.Ellipsis); ok {
 				continue
 			}
-			idx.addValue(key+"\x01"+strconv.Itoa(i), e.Pos(), e)
+			idx.addValue(indexKey(key, i), e.Pos(), e)
 		}
 	}
+}
+
+// isScalar reports whether x is a literal scalar: a string, number, bool or null, maybe negated.
+func isScalar(x ast.Expr) bool {
+	switch x := x.(type) {
+	case *ast.BasicLit:
+		return true
+	case *ast.UnaryExpr:
+		_, ok := x.X.(*ast.BasicLit)
+		return ok && (x.Op == token.SUB || x.Op == token.ADD)
+	}
+	return false
 }

@@ -3,6 +3,8 @@ package compiler
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -12,7 +14,6 @@ import (
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/parser"
 
-	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/internal/meshgen"
 	"github.com/meshgit/mesh/schema"
 )
@@ -97,11 +98,11 @@ intentions: api: "*": {action: "deny"}
 	for name, files := range map[string][]File{"repo-example": example, "generated": generated, "twice": twice} {
 		t.Run(name, func(t *testing.T) {
 			var errs errorList
-			if _, _, ok := load(files, &errs); !ok || len(errs.list) > 0 {
+			if _, ok := load(files, &errs); !ok || len(errs.list) > 0 {
 				t.Fatalf("load: %v", errs.err())
 			}
 			userFiles := parseAll(t, files)
-			if _, _, ok := loadFast(files, userFiles); !ok {
+			if _, ok := loadFast(userFiles); !ok {
 				t.Fatal("the fast path was not taken")
 			}
 			fast := compileJSON(t, files)
@@ -140,7 +141,7 @@ mesh: {name: "m", trustDomain: "m.mesh"}
 services: api: {protocol: "http", port: 80}
 services: web: {protocol: "http", port: 80}
 ` + src + "\n")}}
-			if _, _, ok := loadFast(files, parseAll(t, files)); ok {
+			if _, ok := loadFast(parseAll(t, files)); ok {
 				t.Error("the fast path accepted it")
 			}
 		})
@@ -173,9 +174,11 @@ func compileJSON(t *testing.T, files []File) string {
 	return string(b)
 }
 
-// TestIndexedPos compares posIndex with CUE's conjuncts (what valuePos does without it) at every
-// path of a generated mesh and of repo-example where valuePos would ask for them.
-func TestIndexedPos(t *testing.T) {
+// TestFastPositions compares the fast path's positions (the index of the syntax) with the full
+// path's (CUE's values) at every path of the data, on a generated mesh, repo-example, and
+// repo-example with its fields spread over many files in random ways, so that structs and lists
+// are unified from several places.
+func TestFastPositions(t *testing.T) {
 	gen, _, err := meshgen.Generate(meshgen.Options{Services: 60, Seed: 5})
 	if err != nil {
 		t.Fatal(err)
@@ -188,44 +191,50 @@ func TestIndexedPos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, files := range map[string][]File{"generated": generated, "repo-example": example} {
+	meshes := map[string][]File{"generated": generated, "repo-example": example}
+	decls := explodeAll(t, example)
+	for seed := int64(1); seed <= 6; seed++ {
+		meshes[fmt.Sprintf("spread-%d", seed)] = relayout(t, rand.New(rand.NewSource(seed)), decls)
+	}
+	for name, files := range meshes {
 		t.Run(name, func(t *testing.T) {
-			v, _, ok := loadFast(files, parseAll(t, files))
+			fm, ok := loadFast(parseAll(t, files))
 			if !ok {
 				t.Fatal("the fast path was not taken")
 			}
+			fastPath = false
+			var errs errorList
+			full, ok := load(files, &errs)
+			fastPath = true
+			if !ok || len(errs.list) > 0 {
+				t.Fatalf("load: %v", errs.err())
+			}
 			checked := 0
-			var walk func(v cue.Value)
-			walk = func(v cue.Value) {
-				if p := posOf(v.Pos()); !p.IsValid() || isSchemaPos(p) {
-					if got, ok := indexedPos(v); ok {
-						checked++
-						want := mesh.Pos{}
-						_, parts := v.Expr()
-						for _, c := range parts {
-							if p := posOf(c.Pos()); p.IsValid() && !isSchemaPos(p) {
-								want = p
-								break
-							}
-						}
-						if got != want {
-							t.Errorf("%s: index says %s, CUE's conjuncts %s", v.Path(), got, want)
-						}
+			var walk func(fast node, sels []cue.Selector)
+			walk = func(fast node, sels []cue.Selector) {
+				if len(sels) > 0 {
+					checked++
+					got, want := fast.pos(), full.root().at(sels...).pos()
+					if got != want {
+						t.Errorf("%s: fast path says %s, full path %s", cue.MakePath(sels...), got, want)
 					}
 				}
-				if it, err := v.Fields(); err == nil {
-					for it.Next() {
-						walk(it.Value())
+				switch d := fast.data.(type) {
+				case map[string]any:
+					for name := range d {
+						s := append(sels[:len(sels):len(sels)], cue.Str(name))
+						walk(fast.at(cue.Str(name)), s)
 					}
-				} else if it, err := v.List(); err == nil {
-					for it.Next() {
-						walk(it.Value())
+				case []any:
+					for i := range d {
+						s := append(sels[:len(sels):len(sels)], cue.Index(i))
+						walk(fast.at(cue.Index(i)), s)
 					}
 				}
 			}
-			walk(v)
+			walk(fm.root(), nil)
 			if checked < 100 {
-				t.Errorf("only %d paths answered by the index", checked)
+				t.Errorf("only %d paths compared", checked)
 			}
 		})
 	}
@@ -252,9 +261,8 @@ func TestChunkedSameSnapshot(t *testing.T) {
 	}
 	for name, files := range map[string][]File{"repo-example": example, "generated": generated} {
 		t.Run(name, func(t *testing.T) {
-			vals, _, ok := loadFastChunked(parseAll(t, files))
-			if !ok || len(vals) < 2 {
-				t.Fatalf("the chunked path was not taken (%d chunks)", len(vals))
+			if n, ok := validChunks(parseAll(t, files)); !ok || n < 2 {
+				t.Fatalf("the chunked path was not taken (%d chunks)", n)
 			}
 			if _, ok := plainData(parseAll(t, files)); !ok {
 				t.Fatal("the data is not read from the syntax")
@@ -298,7 +306,7 @@ func TestChunkedDeclinesOneOfs(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			files := append(append([]File{}, example...), File{Name: "z.cue", Data: []byte("package mesh\n\n" + src + "\n")})
-			if _, _, ok := loadFastChunked(parseAll(t, files)); ok {
+			if _, ok := loadFast(parseAll(t, files)); ok {
 				t.Fatal("the chunked path accepted a mesh that violates a one-of")
 			}
 			if _, err := Compile(context.Background(), files); err == nil {

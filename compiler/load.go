@@ -25,19 +25,34 @@ var topLevel = map[string]bool{
 	"routers": true, "splitters": true, "resolvers": true,
 }
 
+// loaded is a mesh unified with the schema: its evaluated value (the full path), or its data
+// read from the syntax once CUE has validated it (the fast path, fastpath.go).
+type loaded struct {
+	val  cue.Value
+	idx  posIndex
+	fast *fastMesh
+}
+
+// root is the node of the whole mesh.
+func (l loaded) root() node {
+	if l.fast != nil {
+		return l.fast.root()
+	}
+	return node{v: l.val, idx: l.idx}
+}
+
 // load parses files, unifies them with the schema and validates the result, adding every error
-// CUE finds to errs. Besides the evaluated values it may return the mesh's data read from its
-// syntax (see plaindata.go), which decodes faster than the values. It returns false when nothing can be checked further (a syntax error, a
+// CUE finds to errs. It returns false when nothing can be checked further (a syntax error, a
 // wrong package); after schema errors it returns the value, whose sound parts can still be
 // checked.
-func load(files []File, errs *errorList) ([]cue.Value, map[string]any, bool) {
+func load(files []File, errs *errorList) (loaded, bool) {
 	bctx := build.NewContext()
 	inst := bctx.NewInstance("mesh", nil)
 	inst.PkgName = "mesh"
 	ok := true
 	if len(files) == 0 {
 		errs.add(mesh.Pos{}, "no .cue files in the mesh directory")
-		return nil, nil, false
+		return loaded{}, false
 	}
 	var userFiles []*ast.File
 	for _, f := range files {
@@ -68,17 +83,17 @@ func load(files []File, errs *errorList) ([]cue.Value, map[string]any, bool) {
 		userFiles = append(userFiles, af)
 	}
 	if !ok {
-		return nil, nil, false
+		return loaded{}, false
 	}
 	for _, sf := range schema.Files() {
 		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
 		if err != nil {
 			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return nil, nil, false
+			return loaded{}, false
 		}
 		if err := inst.AddSyntax(af); err != nil {
 			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return nil, nil, false
+			return loaded{}, false
 		}
 	}
 	for _, af := range userFiles {
@@ -89,19 +104,15 @@ func load(files []File, errs *errorList) ([]cue.Value, map[string]any, bool) {
 		checkTopLevel(af, errs)
 	}
 	if !ok {
-		return nil, nil, false
+		return loaded{}, false
 	}
 	if !hasTopLevel(userFiles, "mesh") {
 		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
 			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
-		return nil, nil, false
+		return loaded{}, false
 	}
-	if vals, data, ok := loadFastChunked(userFiles); ok {
-		// The data of a chunked mesh is read from its syntax when it can be (plaindata.go).
-		return vals, data, true // see chunks.go
-	}
-	if v, data, ok := loadFast(files, userFiles); ok {
-		return []cue.Value{v}, data, true // see fastpath.go
+	if fm, ok := loadFast(userFiles); ok {
+		return loaded{fast: fm}, true // see fastpath.go
 	}
 	ctx := cuecontext.New()
 	v := ctx.BuildInstance(inst)
@@ -110,7 +121,7 @@ func load(files []File, errs *errorList) ([]cue.Value, map[string]any, bool) {
 		// one run reports schema and reference errors together.
 		addCUEErrors(errs, err)
 	}
-	return []cue.Value{v}, nil, true
+	return loaded{val: v, idx: buildPositions(userFiles)}, true
 }
 
 // checkTopLevel reports regular top-level fields that are not part of the format. Definitions,
