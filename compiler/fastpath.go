@@ -1,11 +1,9 @@
 package compiler
 
 import (
-	"strings"
 
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/format"
-	"cuelang.org/go/cue/token"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -50,7 +48,7 @@ var strippedOneOfs = map[string]string{
 // evaluated values are not kept.
 type fastMesh struct {
 	data       map[string]any
-	idx        posIndex
+	idx        *posIndex
 	mesh       rawMesh
 	services   map[string]rawService
 	intentions map[string]map[string]rawIntention
@@ -175,82 +173,4 @@ func isPlainData(f *ast.File) bool {
 	}
 	ast.Walk(f, visit, nil)
 	return plain
-}
-
-// posIndex maps a path (see fieldKey) to where the files first write it: the value of a scalar
-// field, the label of any other field, the start of a list element. See node.
-type posIndex map[string]mesh.Pos
-
-// buildPositions indexes where each path of plain-data files is written.
-func buildPositions(userFiles []*ast.File) posIndex {
-	idx := posIndex{}
-	for _, f := range userFiles {
-		for _, d := range f.Decls {
-			if field, ok := d.(*ast.Field); ok {
-				idx.addField("", field)
-			}
-		}
-	}
-	return idx
-}
-
-func (idx posIndex) addField(key string, f *ast.Field) {
-	var name string
-	switch l := f.Label.(type) {
-	case *ast.Ident:
-		if strings.HasPrefix(l.Name, "#") || strings.HasPrefix(l.Name, "_") {
-			return // the user's definitions and hidden fields: never asked for
-		}
-		name = l.Name
-	case *ast.BasicLit:
-		n, _, err := ast.LabelName(l)
-		if err != nil {
-			return
-		}
-		name = n
-	default:
-		return
-	}
-	if f.Constraint != token.ILLEGAL {
-		return // optional or required markers: no value of the user's own
-	}
-	pos := f.Pos()
-	if isScalar(f.Value) {
-		pos = f.Value.Pos() // a scalar is shown where its value is
-	}
-	idx.addValue(fieldKey(key, name), pos, f.Value)
-}
-
-// addValue records x, written at the path key, at pos, unless the path is written before.
-func (idx posIndex) addValue(key string, pos token.Pos, x ast.Expr) {
-	if _, seen := idx[key]; !seen {
-		idx[key] = posOf(pos)
-	}
-	switch x := x.(type) {
-	case *ast.StructLit:
-		for _, d := range x.Elts {
-			if field, ok := d.(*ast.Field); ok {
-				idx.addField(key, field)
-			}
-		}
-	case *ast.ListLit:
-		for i, e := range x.Elts {
-			if _, ok := e.(*ast.Ellipsis); ok {
-				continue
-			}
-			idx.addValue(indexKey(key, i), e.Pos(), e)
-		}
-	}
-}
-
-// isScalar reports whether x is a literal scalar: a string, number, bool or null, maybe negated.
-func isScalar(x ast.Expr) bool {
-	switch x := x.(type) {
-	case *ast.BasicLit:
-		return true
-	case *ast.UnaryExpr:
-		_, ok := x.X.(*ast.BasicLit)
-		return ok && (x.Op == token.SUB || x.Op == token.ADD)
-	}
-	return false
 }

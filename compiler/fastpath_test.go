@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/parser"
 
+	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/internal/meshgen"
 	"github.com/meshgit/mesh/schema"
 )
@@ -174,10 +176,12 @@ func compileJSON(t *testing.T, files []File) string {
 	return string(b)
 }
 
-// TestFastPositions compares the fast path's positions (the index of the syntax) with the full
-// path's (CUE's values) at every path of the data, on a generated mesh, repo-example, and
-// repo-example with its fields spread over many files in random ways, so that structs and lists
-// are unified from several places.
+// TestFastPositions checks the positions of every path of the data, on a generated mesh,
+// repo-example, and repo-example with its fields spread over many files in random ways, so that
+// structs and lists are unified from several places: the fast path's equal the full path's; they
+// equal those of a plain walk of every file in order, first place wins (an independent
+// rendering of the rule in node.go); and the text there is the field's label, or the scalar's
+// value, or the start of the list element.
 func TestFastPositions(t *testing.T) {
 	gen, _, err := meshgen.Generate(meshgen.Options{Services: 60, Seed: 5})
 	if err != nil {
@@ -209,14 +213,52 @@ func TestFastPositions(t *testing.T) {
 			if !ok || len(errs.list) > 0 {
 				t.Fatalf("load: %v", errs.err())
 			}
+			oracle := map[string]mesh.Pos{}
+			for _, f := range parseAll(t, files) {
+				for _, d := range f.Decls {
+					if field, ok := d.(*ast.Field); ok {
+						firstPlaces(oracle, "", field)
+					}
+				}
+			}
+			text := map[string][]string{}
+			for _, f := range files {
+				text[f.Name] = strings.Split(string(f.Data), "\n")
+			}
 			checked := 0
 			var walk func(fast node, sels []cue.Selector)
 			walk = func(fast node, sels []cue.Selector) {
 				if len(sels) > 0 {
 					checked++
+					path := cue.MakePath(sels...).String()
 					got, want := fast.pos(), full.root().at(sels...).pos()
 					if got != want {
-						t.Errorf("%s: fast path says %s, full path %s", cue.MakePath(sels...), got, want)
+						t.Errorf("%s: fast path says %s, full path %s", path, got, want)
+					}
+					if got != oracle[path] {
+						t.Errorf("%s: at %s, but first written at %s", path, got, oracle[path])
+					}
+					at := text[got.File][got.Line-1][got.Col-1:]
+					last := sels[len(sels)-1]
+					var wantText string
+					switch d := fast.data.(type) {
+					case map[string]any:
+						wantText = "{"
+						if last.LabelType() != cue.IndexLabel {
+							wantText = last.Unquoted()
+						}
+					case []any:
+						wantText = "["
+						if last.LabelType() != cue.IndexLabel {
+							wantText = last.Unquoted()
+						}
+					case string:
+						wantText = strconv.Quote(d)[:1]
+					default:
+						wantText = fmt.Sprint(d)
+					}
+					if !strings.HasPrefix(strings.TrimLeft(at, `#"`), wantText) && !strings.HasPrefix(strings.TrimLeft(at, "#"), wantText) {
+						t.Errorf("%s: at %s the text is %.20q, want %q", path, got, at, wantText)
 					}
 				}
 				switch d := fast.data.(type) {
@@ -237,6 +279,41 @@ func TestFastPositions(t *testing.T) {
 				t.Errorf("only %d paths compared", checked)
 			}
 		})
+	}
+}
+
+// firstPlaces records where each path below field is written first, as node.go defines it.
+func firstPlaces(out map[string]mesh.Pos, parent string, field *ast.Field) {
+	name, ok := fieldName(field)
+	if !ok {
+		return
+	}
+	path := cue.MakePath(cue.Str(name)).String()
+	if parent != "" {
+		path = parent + "." + path
+	}
+	pos := field.Pos()
+	if isScalar(field.Value) {
+		pos = field.Value.Pos()
+	}
+	firstPlacesValue(out, path, posOf(pos), field.Value)
+}
+
+func firstPlacesValue(out map[string]mesh.Pos, path string, pos mesh.Pos, x ast.Expr) {
+	if _, seen := out[path]; !seen {
+		out[path] = pos
+	}
+	switch x := x.(type) {
+	case *ast.StructLit:
+		for _, d := range x.Elts {
+			if f, ok := d.(*ast.Field); ok {
+				firstPlaces(out, path, f)
+			}
+		}
+	case *ast.ListLit:
+		for i, e := range x.Elts {
+			firstPlacesValue(out, fmt.Sprintf("%s[%d]", path, i), posOf(e.Pos()), e)
+		}
 	}
 }
 

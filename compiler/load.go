@@ -29,7 +29,7 @@ var topLevel = map[string]bool{
 // read from the syntax once CUE has validated it (the fast path, fastpath.go).
 type loaded struct {
 	val  cue.Value
-	idx  posIndex
+	idx  *posIndex
 	fast *fastMesh
 }
 

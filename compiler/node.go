@@ -2,7 +2,6 @@ package compiler
 
 import (
 	"sort"
-	"strconv"
 
 	"cuelang.org/go/cue"
 
@@ -23,10 +22,10 @@ import (
 type node struct {
 	v cue.Value // the full path
 
-	idx  posIndex // where each path is written
-	key  string   // the node's key in idx
-	fast bool     // on the fast path, which has data instead of v
-	data any      // the fast path: the data at the node, nil when nothing is written there
+	idx  *posIndex // where each path is written
+	path []pathSel // the node's path
+	fast bool      // on the fast path, which has data instead of v
+	data any       // the fast path: the data at the node, nil when nothing is written there
 }
 
 // namedNode is a field of a struct node.
@@ -38,7 +37,7 @@ type namedNode struct {
 // pos is where the node is written in the user's files, or the zero Pos when it is not (a
 // default, or nothing at all).
 func (n node) pos() mesh.Pos {
-	if p, ok := n.idx[n.key]; ok {
+	if p, ok := n.idx.pos(n.path); ok {
 		return p
 	}
 	if n.fast {
@@ -50,6 +49,7 @@ func (n node) pos() mesh.Pos {
 // at is the node at a path of regular fields and list indexes below n.
 func (n node) at(sels ...cue.Selector) node {
 	out := n
+	out.path = append(n.path[:len(n.path):len(n.path)], make([]pathSel, 0, len(sels))...)
 	if !n.fast {
 		out.v = n.v.LookupPath(cue.MakePath(sels...))
 	}
@@ -57,14 +57,14 @@ func (n node) at(sels ...cue.Selector) node {
 		switch s.LabelType() {
 		case cue.StringLabel:
 			name := s.Unquoted()
-			out.key = fieldKey(out.key, name)
+			out.path = append(out.path, fieldSel(name))
 			if n.fast {
 				m, _ := out.data.(map[string]any)
 				out.data = m[name]
 			}
 		case cue.IndexLabel:
 			i := s.Index()
-			out.key = indexKey(out.key, i)
+			out.path = append(out.path, pathSel{index: i})
 			if n.fast {
 				l, _ := out.data.([]any)
 				out.data = nil
@@ -73,7 +73,7 @@ func (n node) at(sels ...cue.Selector) node {
 				}
 			}
 		default:
-			out.key = "\xff" // not in the index
+			out.path = append(out.path, pathSel{name: "\x00", index: -1}) // not in the index
 			out.data = nil
 		}
 	}
@@ -94,7 +94,7 @@ func (n node) fields() ([]namedNode, error) {
 		var out []namedNode
 		for it.Next() {
 			name := it.Selector().Unquoted()
-			out = append(out, namedNode{name: name, node: node{v: it.Value(), idx: n.idx, key: fieldKey(n.key, name)}})
+			out = append(out, namedNode{name: name, node: node{v: it.Value(), idx: n.idx, path: n.child(name)}})
 		}
 		return out, nil
 	}
@@ -106,7 +106,7 @@ func (n node) fields() ([]namedNode, error) {
 	sort.Strings(names)
 	out := make([]namedNode, len(names))
 	for i, name := range names {
-		out[i] = namedNode{name: name, node: node{idx: n.idx, key: fieldKey(n.key, name), fast: true, data: m[name]}}
+		out[i] = namedNode{name: name, node: node{idx: n.idx, path: n.child(name), fast: true, data: m[name]}}
 	}
 	return out, nil
 }
@@ -119,12 +119,7 @@ func lookup(n node, fallback mesh.Pos, sels ...cue.Selector) mesh.Pos {
 	return fallback
 }
 
-// fieldKey and indexKey extend a pathKey by a field and by a list index: each field as "\x00",
-// the length of its name, ":" and the name; each index as "\x01" and its digits.
-func fieldKey(key, name string) string {
-	return key + "\x00" + strconv.Itoa(len(name)) + ":" + name
-}
-
-func indexKey(key string, i int) string {
-	return key + "\x01" + strconv.Itoa(i)
+// child is the path of n's field name.
+func (n node) child(name string) []pathSel {
+	return append(n.path[:len(n.path):len(n.path)], fieldSel(name))
 }

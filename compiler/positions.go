@@ -1,0 +1,171 @@
+package compiler
+
+import (
+	"strings"
+
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/token"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// posIndex says where the files write a path: the first place in the order of the files, at the
+// value of a scalar field, the label of any other field, the start of a list element (see
+// node). It indexes the fields of the top-level structs by section and key and walks the syntax
+// below them on demand: a compilation asks for a few positions per element, far fewer than the
+// paths the files write.
+type posIndex struct {
+	sections map[string][]*ast.Field  // the top-level fields, by label, in file order
+	elements map[elemKey][]*ast.Field // the fields of the top-level structs, in file order
+}
+
+type elemKey struct{ section, name string }
+
+// pathSel is one step of a path: a field, or a list index when index >= 0.
+type pathSel struct {
+	name  string
+	index int
+}
+
+func fieldSel(name string) pathSel { return pathSel{name: name, index: -1} }
+
+// buildPositions indexes files.
+func buildPositions(files []*ast.File) *posIndex {
+	idx := &posIndex{sections: map[string][]*ast.Field{}, elements: map[elemKey][]*ast.Field{}}
+	for _, f := range files {
+		for _, d := range f.Decls {
+			field, ok := d.(*ast.Field)
+			if !ok {
+				continue
+			}
+			section, ok := fieldName(field)
+			if !ok {
+				continue
+			}
+			idx.sections[section] = append(idx.sections[section], field)
+			st, ok := field.Value.(*ast.StructLit)
+			if !ok {
+				continue
+			}
+			for _, e := range st.Elts {
+				if ef, ok := e.(*ast.Field); ok {
+					if name, ok := fieldName(ef); ok {
+						k := elemKey{section, name}
+						idx.elements[k] = append(idx.elements[k], ef)
+					}
+				}
+			}
+		}
+	}
+	return idx
+}
+
+// pos is where path is first written, if it is.
+func (idx *posIndex) pos(path []pathSel) (mesh.Pos, bool) {
+	if idx == nil || len(path) == 0 || path[0].index >= 0 {
+		return mesh.Pos{}, false
+	}
+	if len(path) == 1 {
+		if fs := idx.sections[path[0].name]; len(fs) > 0 {
+			return fieldPos(fs[0]), true
+		}
+		return mesh.Pos{}, false
+	}
+	if path[1].index >= 0 {
+		for _, f := range idx.sections[path[0].name] {
+			if p, ok := walkExpr(f.Value, path[1:]); ok {
+				return p, true
+			}
+		}
+		return mesh.Pos{}, false
+	}
+	for _, f := range idx.elements[elemKey{path[0].name, path[1].name}] {
+		if p, ok := walkField(f, path[2:]); ok {
+			return p, true
+		}
+	}
+	return mesh.Pos{}, false
+}
+
+// walkField finds rest below the field f.
+func walkField(f *ast.Field, rest []pathSel) (mesh.Pos, bool) {
+	if len(rest) == 0 {
+		return fieldPos(f), true
+	}
+	return walkExpr(f.Value, rest)
+}
+
+// walkExpr finds rest, which is not empty, below the value x.
+func walkExpr(x ast.Expr, rest []pathSel) (mesh.Pos, bool) {
+	sel := rest[0]
+	if sel.index < 0 {
+		st, ok := x.(*ast.StructLit)
+		if !ok {
+			return mesh.Pos{}, false
+		}
+		for _, e := range st.Elts {
+			f, ok := e.(*ast.Field)
+			if !ok {
+				continue
+			}
+			if name, ok := fieldName(f); ok && name == sel.name {
+				if p, ok := walkField(f, rest[1:]); ok {
+					return p, true
+				}
+			}
+		}
+		return mesh.Pos{}, false
+	}
+	l, ok := x.(*ast.ListLit)
+	if !ok || sel.index >= len(l.Elts) {
+		return mesh.Pos{}, false
+	}
+	e := l.Elts[sel.index]
+	if _, ok := e.(*ast.Ellipsis); ok {
+		return mesh.Pos{}, false
+	}
+	if len(rest) == 1 {
+		return posOf(e.Pos()), true
+	}
+	return walkExpr(e, rest[1:])
+}
+
+// fieldName is the name of a regular field with a literal label. Definitions, hidden fields,
+// optional and required fields, and computed labels have none: they hold no value of the user's
+// data.
+func fieldName(f *ast.Field) (string, bool) {
+	if f.Constraint != token.ILLEGAL {
+		return "", false
+	}
+	switch l := f.Label.(type) {
+	case *ast.Ident:
+		if strings.HasPrefix(l.Name, "#") || strings.HasPrefix(l.Name, "_") {
+			return "", false
+		}
+		return l.Name, true
+	case *ast.BasicLit:
+		n, _, err := ast.LabelName(l)
+		return n, err == nil
+	}
+	return "", false
+}
+
+// fieldPos is where a field is shown: at its value when that is a scalar, else at its label.
+func fieldPos(f *ast.Field) mesh.Pos {
+	if isScalar(f.Value) {
+		return posOf(f.Value.Pos())
+	}
+	return posOf(f.Pos())
+}
+
+// isScalar reports whether x is a literal scalar: a string, number, bool or null, maybe negated.
+func isScalar(x ast.Expr) bool {
+	switch x := x.(type) {
+	case *ast.BasicLit:
+		return true
+	case *ast.UnaryExpr:
+		_, ok := x.X.(*ast.BasicLit)
+		return ok && (x.Op == token.SUB || x.Op == token.ADD)
+	}
+	return false
+}
