@@ -1,7 +1,6 @@
 package compiler
 
 import (
-
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/format"
 
