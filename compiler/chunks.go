@@ -2,6 +2,9 @@ package compiler
 
 import (
 	"hash/fnv"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
@@ -59,12 +62,29 @@ func validChunks(userFiles []*ast.File) (int, bool) {
 		b := int(h.Sum32() % uint32(k))
 		buckets[b] = append(buckets[b], kd.decl)
 	}
-	for _, b := range buckets {
-		if !validChunk(shared, b) {
-			return k, false
-		}
+	// The chunks are evaluated on every core. Each has its own cue.Context, and the syntax they
+	// share is only read: building an instance resolves identifiers, which plain data has none
+	// of in its values, and the schema and the package clause are each chunk's own.
+	var (
+		next    atomic.Int64
+		invalid atomic.Bool
+		wg      sync.WaitGroup
+	)
+	for range min(k, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for !invalid.Load() {
+				i := int(next.Add(1)) - 1
+				if i >= k {
+					return
+				}
+				if !validChunk(shared, buckets[i]) {
+					invalid.Store(true)
+				}
+			}
+		})
 	}
-	return k, true
+	wg.Wait()
+	return k, !invalid.Load()
 }
 
 // validChunk evaluates the declarations shared and keyed, with the fast path's schema.
