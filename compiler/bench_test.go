@@ -75,39 +75,49 @@ func BenchmarkCompile(b *testing.B) {
 }
 
 // BenchmarkCompileOneFileChanged compiles a mesh after one team's file changed (an intention's
-// action flips between allow and deny). The compiler has no incremental mode, so this is a full
-// recompile of a tree that differs from the previous one in one file; the number says what a
-// push that touches one file costs the reconciler.
+// action flips between allow and deny): what a push that touches one file costs the reconciler,
+// or a review its head. cache=false is a full recompile; cache=true compiles with the Cache of
+// the previous compilation (compiler.Options.Cache), as the reconciler and mesh review do.
 func BenchmarkCompileOneFileChanged(b *testing.B) {
 	for _, n := range benchSizes {
-		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			dir, _ := genTree(b, n)
-			ctx := context.Background()
-			if _, err := compiler.CompileDir(ctx, dir); err != nil {
-				b.Fatal(firstLines(err))
-			}
-			name, orig := changeableFile(b, dir)
-			variants := [2][]byte{
-				bytes.Replace(orig, []byte(`action: "allow"`), []byte(`action: "deny"`), 1),
-				orig,
-			}
-			peak := startPeakRSS(b)
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				b.StopTimer()
-				if err := os.WriteFile(name, variants[i%2], 0o644); err != nil {
-					b.Fatal(err)
-				}
-				i++
-				b.StartTimer()
-				if _, err := compiler.CompileDir(ctx, dir); err != nil {
-					b.Fatal(firstLines(err))
-				}
-			}
-			peak.report(b)
-		})
+		for _, cached := range []bool{false, true} {
+			b.Run(fmt.Sprintf("services=%d/cache=%v", n, cached), func(b *testing.B) {
+				benchOneFileChanged(b, n, cached)
+			})
+		}
 	}
+}
+
+func benchOneFileChanged(b *testing.B, n int, cached bool) {
+	dir, _ := genTree(b, n)
+	ctx := context.Background()
+	var opts compiler.Options
+	if cached {
+		opts.Cache = compiler.NewCache()
+	}
+	if _, _, err := compiler.CompileDirWithReport(ctx, dir, opts); err != nil {
+		b.Fatal(firstLines(err))
+	}
+	name, orig := changeableFile(b, dir)
+	variants := [2][]byte{
+		bytes.Replace(orig, []byte(`action: "allow"`), []byte(`action: "deny"`), 1),
+		orig,
+	}
+	peak := startPeakRSS(b)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		if err := os.WriteFile(name, variants[i%2], 0o644); err != nil {
+			b.Fatal(err)
+		}
+		i++
+		b.StartTimer()
+		if _, _, err := compiler.CompileDirWithReport(ctx, dir, opts); err != nil {
+			b.Fatal(firstLines(err))
+		}
+	}
+	peak.report(b)
 }
 
 // changeableFile returns the path and content of the first team file with an allow intention.

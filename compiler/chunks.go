@@ -35,12 +35,10 @@ var chunkedSections = map[string]bool{
 	"services": true, "intentions": true, "routers": true, "splitters": true, "resolvers": true,
 }
 
-// validChunks evaluates plain-data userFiles with the fast path's schema (fastschema.go) in
-// chunks (see above), one after the other, and reports whether every chunk is valid, and how many
-// there were. The evaluated values are dropped as soon as each chunk is validated.
-func validChunks(userFiles []*ast.File) (int, bool) {
-	var shared []ast.Decl
-	var keyed []keyedDecl
+// splitDecls splits the declarations of plain-data userFiles into those of the keys of
+// chunkedSections (see splitSection), in the order of the files, and the others. It reports
+// false when a declaration of those sections cannot be split by key.
+func splitDecls(userFiles []*ast.File) (shared []ast.Decl, keyed []keyedDecl, ok bool) {
 	for _, f := range userFiles {
 		for _, d := range f.Decls {
 			switch d.(type) {
@@ -49,11 +47,29 @@ func validChunks(userFiles []*ast.File) (int, bool) {
 			}
 			if parts, ok := splitSection(d); ok {
 				keyed = append(keyed, parts...)
+			} else if isSection(d) {
+				return nil, nil, false
 			} else {
 				shared = append(shared, d)
 			}
 		}
 	}
+	return shared, keyed, true
+}
+
+func isSection(d ast.Decl) bool {
+	f, ok := d.(*ast.Field)
+	if !ok {
+		return false
+	}
+	name, _, err := ast.LabelName(f.Label)
+	return err == nil && chunkedSections[name]
+}
+
+// validChunks evaluates the declarations shared and keyed with the fast path's schema
+// (fastschema.go) in chunks (see above), and reports whether every chunk is valid, and how many
+// there were. The evaluated values are dropped as soon as each chunk is validated.
+func validChunks(shared []ast.Decl, keyed []keyedDecl) (int, bool) {
 	k := max(1, len(keyed)/chunkDecls)
 	buckets := make([][]ast.Decl, k)
 	for _, kd := range keyed {
@@ -114,6 +130,7 @@ func validChunk(shared, keyed []ast.Decl) bool {
 type keyedDecl struct {
 	key  string // section.key, e.g. "services.api"
 	decl ast.Decl
+	sub  *ast.Field // the field of the key in the files' syntax
 }
 
 // splitSection splits a declaration of one of chunkedSections into one declaration per key:
@@ -145,6 +162,7 @@ func splitSection(d ast.Decl) ([]keyedDecl, bool) {
 		out = append(out, keyedDecl{
 			key:  name + "." + key,
 			decl: &ast.Field{Label: f.Label, Value: &ast.StructLit{Elts: []ast.Decl{sub}}},
+			sub:  sub,
 		})
 	}
 	return out, true

@@ -31,8 +31,14 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 			snap, err = nil, fmt.Errorf("%w: internal error while compiling: %v", ErrInternal, r)
 		}
 	}()
+	var cache *Cache
+	if st, ok := ctx.Value(guardKey{}).(*guardState); ok {
+		cache = st.opts.Cache
+	}
+	cache.begin()
+	defer cache.end()
 	var errs errorList
-	l, ok := load(files, &errs)
+	l, ok := load(files, &errs, cache)
 	if !ok {
 		return nil, errs.err()
 	}

@@ -3,8 +3,6 @@ package compiler
 import (
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/format"
-
-	mesh "github.com/meshgit/mesh"
 )
 
 // The fast path of load.
@@ -58,51 +56,6 @@ type fastMesh struct {
 
 // root is the node of the whole mesh.
 func (f *fastMesh) root() node { return node{idx: f.idx, fast: true, data: f.data} }
-
-// loadFast validates userFiles, already parsed and known to be package mesh, with the one-ofs
-// checked here instead of by CUE, in chunks (chunks.go), and reads the mesh from the syntax. It
-// reports false when the mesh is not plain data, or has any error: the full path says which.
-// Evaluating the files again on the full path is safe: CUE's build does not change their syntax
-// trees, and resolving the identifiers of plain data again changes nothing.
-func loadFast(userFiles []*ast.File) (*fastMesh, bool) {
-	if !fastPath {
-		return nil, false
-	}
-	for _, f := range userFiles {
-		if !isPlainData(f) {
-			return nil, false
-		}
-	}
-	// The one-ofs the stripped schema no longer checks are checked on the data, read from the
-	// syntax (plaindata.go); data this cannot read takes the full path.
-	data, ok := plainData(userFiles)
-	if !ok || !oneOfsHoldData(data) {
-		return nil, false
-	}
-	fm := &fastMesh{data: data}
-	if fm.mesh, ok = decodeValue[rawMesh](data["mesh"]); !ok {
-		return nil, false
-	}
-	if fm.mesh.DefaultIntention == "" {
-		fm.mesh.DefaultIntention = string(mesh.Deny) // the schema's default (schemaDefaults)
-	}
-	if !decodeSection(data, "services", &fm.services) || !decodeSection(data, "intentions", &fm.intentions) ||
-		!decodeSection(data, "routers", &fm.routers) || !decodeSection(data, "splitters", &fm.splitters) ||
-		!decodeSection(data, "resolvers", &fm.resolvers) {
-		return nil, false
-	}
-	if _, ok := validChunks(userFiles); !ok {
-		return nil, false
-	}
-	fm.idx = buildPositions(userFiles)
-	return fm, true
-}
-
-func decodeSection[T any](data map[string]any, section string, out *map[string]T) bool {
-	m, ok := decodeData[T](data, section)
-	*out = m
-	return ok
-}
 
 // stripOneOfs removes the validators of strippedOneOfs from the schema file f.
 func stripOneOfs(f *ast.File) {

@@ -100,11 +100,11 @@ intentions: api: "*": {action: "deny"}
 	for name, files := range map[string][]File{"repo-example": example, "generated": generated, "twice": twice} {
 		t.Run(name, func(t *testing.T) {
 			var errs errorList
-			if _, ok := load(files, &errs); !ok || len(errs.list) > 0 {
+			if _, ok := load(files, &errs, nil); !ok || len(errs.list) > 0 {
 				t.Fatalf("load: %v", errs.err())
 			}
 			userFiles := parseAll(t, files)
-			if _, ok := loadFast(userFiles); !ok {
+			if _, ok := loadFast(files, userFiles, nil); !ok {
 				t.Fatal("the fast path was not taken")
 			}
 			fast := compileJSON(t, files)
@@ -143,7 +143,7 @@ mesh: {name: "m", trustDomain: "m.mesh"}
 services: api: {protocol: "http", port: 80}
 services: web: {protocol: "http", port: 80}
 ` + src + "\n")}}
-			if _, ok := loadFast(parseAll(t, files)); ok {
+			if _, ok := loadFast(files, parseAll(t, files), nil); ok {
 				t.Error("the fast path accepted it")
 			}
 		})
@@ -202,13 +202,13 @@ func TestFastPositions(t *testing.T) {
 	}
 	for name, files := range meshes {
 		t.Run(name, func(t *testing.T) {
-			fm, ok := loadFast(parseAll(t, files))
+			fm, ok := loadFast(files, parseAll(t, files), nil)
 			if !ok {
 				t.Fatal("the fast path was not taken")
 			}
 			fastPath = false
 			var errs errorList
-			full, ok := load(files, &errs)
+			full, ok := load(files, &errs, nil)
 			fastPath = true
 			if !ok || len(errs.list) > 0 {
 				t.Fatalf("load: %v", errs.err())
@@ -338,7 +338,11 @@ func TestChunkedSameSnapshot(t *testing.T) {
 	}
 	for name, files := range map[string][]File{"repo-example": example, "generated": generated} {
 		t.Run(name, func(t *testing.T) {
-			if n, ok := validChunks(parseAll(t, files)); !ok || n < 2 {
+			shared, keyed, ok := splitDecls(parseAll(t, files))
+			if !ok {
+				t.Fatal("not split")
+			}
+			if n, ok := validChunks(shared, keyed); !ok || n < 2 {
 				t.Fatalf("the chunked path was not taken (%d chunks)", n)
 			}
 			if _, ok := plainData(parseAll(t, files)); !ok {
@@ -383,7 +387,7 @@ func TestChunkedDeclinesOneOfs(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			files := append(append([]File{}, example...), File{Name: "z.cue", Data: []byte("package mesh\n\n" + src + "\n")})
-			if _, ok := loadFast(parseAll(t, files)); ok {
+			if _, ok := loadFast(files, parseAll(t, files), nil); ok {
 				t.Fatal("the chunked path accepted a mesh that violates a one-of")
 			}
 			if _, err := Compile(context.Background(), files); err == nil {

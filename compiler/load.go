@@ -45,7 +45,7 @@ func (l loaded) root() node {
 // CUE finds to errs. It returns false when nothing can be checked further (a syntax error, a
 // wrong package); after schema errors it returns the value, whose sound parts can still be
 // checked.
-func load(files []File, errs *errorList) (loaded, bool) {
+func load(files []File, errs *errorList, cache *Cache) (loaded, bool) {
 	bctx := build.NewContext()
 	inst := bctx.NewInstance("mesh", nil)
 	inst.PkgName = "mesh"
@@ -56,7 +56,7 @@ func load(files []File, errs *errorList) (loaded, bool) {
 	}
 	var userFiles []*ast.File
 	for _, f := range files {
-		af, err := parser.ParseFile(f.Name, f.Data)
+		af, err := cache.parse(f.Name, f.Data)
 		if err != nil {
 			addCUEErrors(errs, err)
 			ok = false
@@ -111,7 +111,7 @@ func load(files []File, errs *errorList) (loaded, bool) {
 			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
 		return loaded{}, false
 	}
-	if fm, ok := loadFast(userFiles); ok {
+	if fm, ok := loadFast(files, userFiles, cache); ok {
 		return loaded{fast: fm}, true // see fastpath.go
 	}
 	ctx := cuecontext.New()

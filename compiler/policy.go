@@ -41,6 +41,8 @@ type Options struct {
 	// ReportViolations returns policy violations in the Report instead of failing the
 	// compilation with them, for callers that show them next to other results (mesh review).
 	ReportViolations bool
+	// Cache, when set, carries work over from the previous compilation that used it (cache.go).
+	Cache *Cache
 }
 
 // Report is what a compilation found besides errors.

@@ -1,0 +1,102 @@
+package compiler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/meshgit/mesh/internal/meshgen"
+)
+
+// TestCacheSameResults compiles a sequence of edits of a mesh with one Cache and without: every
+// snapshot (positions included) and every error must be the same, and the cache must have
+// evaluated only what each edit changed.
+func TestCacheSameResults(t *testing.T) {
+	defer func(n int) { chunkDecls = n }(chunkDecls)
+	chunkDecls = 20 // several chunks even for a small mesh
+	gen, stats, err := meshgen.Generate(meshgen.Options{Services: 120, Teams: 3, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []File
+	for _, f := range gen {
+		files = append(files, File{Name: f.Name, Data: f.Data})
+	}
+	team := 1 // files[0] is mesh.cue
+	if !strings.HasPrefix(files[team].Name, "teams/") {
+		t.Fatalf("unexpected layout: %s", files[team].Name)
+	}
+	edit := func(fs []File, i int, old, new string) []File {
+		t.Helper()
+		out := append([]File(nil), fs...)
+		if !bytes.Contains(out[i].Data, []byte(old)) {
+			t.Fatalf("%s has no %q", out[i].Name, old)
+		}
+		out[i].Data = bytes.Replace(out[i].Data, []byte(old), []byte(new), 1)
+		return out
+	}
+	elements := stats.Services + 1 // at least one per service, and the shared declarations
+	flipped := edit(files, team, `action: "allow"`, `action: "deny"`)
+	broken := edit(flipped, team, `port:     8080`, `port:     70000`)
+	// A service moved to the end of another file: same text, other positions.
+	moved := func() []File {
+		src := string(flipped[team].Data)
+		start := strings.Index(src, "services: ")
+		end := start + strings.Index(src[start:], "\n}\n") + 3
+		out := append([]File(nil), flipped...)
+		out[team].Data = []byte(src[:start] + src[end:])
+		out[team+1].Data = append(append([]byte(nil), out[team+1].Data...), "\n"+src[start:end]...)
+		return out
+	}()
+	settings := edit(moved, 0, `trustDomain:`, `datacenter: "dc1"`+"\n\ttrustDomain:")
+
+	steps := []struct {
+		name         string
+		files        []File
+		evaluatedMin int // elements CUE evaluated, at least and at most
+		evaluatedMax int
+		parsed       int
+	}{
+		{"cold", files, elements, 1 << 30, len(files)},
+		{"one intention flipped", flipped, 1, 1, 1},
+		{"schema error", broken, 0, 1 << 30, 1},
+		// The broken compilation did not use the service's valid text, so it was dropped.
+		{"repaired", flipped, 1, 1, 1},
+		{"a service moved between files", moved, 0, 0, 2},
+		{"mesh settings changed", settings, elements, 1 << 30, 1},
+	}
+	cache := NewCache()
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			want, wantErr := compileString(s.files, nil)
+			got, gotErr := compileString(s.files, cache)
+			if got != want || gotErr != wantErr {
+				t.Fatalf("with the cache:\n%.1500s\n%s\nwithout:\n%.1500s\n%s", got, gotErr, want, wantErr)
+			}
+			st := cache.Stats()
+			if st.ElementsEvaluated < s.evaluatedMin || st.ElementsEvaluated > s.evaluatedMax {
+				t.Errorf("evaluated %d elements, want %d to %d (%+v)", st.ElementsEvaluated, s.evaluatedMin, s.evaluatedMax, st)
+			}
+			if st.FilesParsed != s.parsed {
+				t.Errorf("parsed %d files, want %d (%+v)", st.FilesParsed, s.parsed, st)
+			}
+		})
+	}
+	if n := len(cache.files); n != len(settings) {
+		t.Errorf("the cache holds %d files after the last compilation of %d", n, len(settings))
+	}
+}
+
+func compileString(files []File, cache *Cache) (snapshot, errs string) {
+	snap, _, err := CompileWithReport(context.Background(), files, Options{Cache: cache})
+	if err != nil {
+		return "", err.Error()
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return "", err.Error()
+	}
+	return string(b), ""
+}

@@ -1,0 +1,212 @@
+package compiler
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"hash"
+	"strings"
+
+	"cuelang.org/go/cue/ast"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// loadFast validates userFiles (the parsed files, known to be package mesh) with the one-ofs
+// checked here instead of by CUE, in chunks (chunks.go), and reads the mesh from the syntax. It
+// reports false when the mesh is not plain data, or has any error: the full path says which.
+// Evaluating the files again on the full path is safe: CUE's build does not change their syntax
+// trees, and resolving the identifiers of plain data again changes nothing.
+//
+// Each element (services.api, intentions.web, ...) is keyed by its text and the text of the
+// shared declarations (the mesh settings); with a Cache, an element validated before under the
+// same key is taken from it (cache.go) and only the others are read and evaluated.
+func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, bool) {
+	if !fastPath {
+		return nil, false
+	}
+	for _, f := range userFiles {
+		if !cache.isPlain(f) {
+			return nil, false
+		}
+	}
+	shared, keyed, ok := splitDecls(userFiles)
+	if !ok {
+		return nil, false
+	}
+	text := sourceText(files, userFiles)
+	sharedHash := sha256.New()
+	sharedData := map[string]any{}
+	for _, d := range shared {
+		t, ok := text(d)
+		if !ok {
+			return nil, false
+		}
+		writeText(sharedHash, t)
+		if f, isField := d.(*ast.Field); isField && !mergeField(sharedData, f) {
+			return nil, false
+		}
+	}
+	var sharedKey [32]byte
+	sharedHash.Sum(sharedKey[:0])
+
+	// The declarations of each element, in the order of the files.
+	var elems []*element
+	byKey := map[string]*element{}
+	for _, kd := range keyed {
+		e := byKey[kd.key]
+		if e == nil {
+			section, name, _ := strings.Cut(kd.key, ".")
+			e = &element{section: section, name: name}
+			byKey[kd.key] = e
+			elems = append(elems, e)
+		}
+		e.decls = append(e.decls, kd)
+	}
+
+	// Elements the cache knows are done; the others are read from the syntax, checked for the
+	// one-ofs and evaluated.
+	var fresh []*element
+	var freshDecls []keyedDecl
+	freshData := map[string]any{"mesh": sharedData["mesh"]}
+	for _, e := range elems {
+		h := sha256.New()
+		h.Write(sharedKey[:])
+		writeText(h, e.section+"."+e.name)
+		for _, kd := range e.decls {
+			t, ok := text(kd.sub)
+			if !ok {
+				return nil, false
+			}
+			writeText(h, t)
+		}
+		h.Sum(e.key[:0])
+		if ce, ok := cache.elem(e.key); ok {
+			e.data, e.raw = ce.data, ce.raw
+			continue
+		}
+		m := map[string]any{}
+		for _, kd := range e.decls {
+			if !mergeField(m, kd.sub) {
+				return nil, false
+			}
+		}
+		e.data = m[e.name]
+		if e.raw, ok = decodeElement(e.section, e.data); !ok {
+			return nil, false
+		}
+		sec, _ := freshData[e.section].(map[string]any)
+		if sec == nil {
+			sec = map[string]any{}
+			freshData[e.section] = sec
+		}
+		sec[e.name] = e.data
+		fresh = append(fresh, e)
+		freshDecls = append(freshDecls, e.decls...)
+	}
+	// The one-ofs the stripped schema no longer checks are checked on the data read from the
+	// syntax (plaindata.go).
+	if !oneOfsHoldData(freshData) {
+		return nil, false
+	}
+	// The shared declarations are validated with every chunk; alone when nothing else is new.
+	if _, known := cache.elem(sharedKey); !known || len(freshDecls) > 0 {
+		if _, ok := validChunks(shared, freshDecls); !ok {
+			return nil, false
+		}
+		cache.putElem(sharedKey, nil, nil)
+	}
+	for _, e := range fresh {
+		cache.putElem(e.key, e.data, e.raw)
+	}
+	cache.evaluated(len(fresh))
+
+	fm := &fastMesh{
+		data:       sharedData,
+		services:   map[string]rawService{},
+		intentions: map[string]map[string]rawIntention{},
+		routers:    map[string]rawRouter{},
+		splitters:  map[string]rawSplitter{},
+		resolvers:  map[string]rawResolver{},
+	}
+	if fm.mesh, ok = decodeValue[rawMesh](sharedData["mesh"]); !ok {
+		return nil, false
+	}
+	if fm.mesh.DefaultIntention == "" {
+		fm.mesh.DefaultIntention = string(mesh.Deny) // the schema's default (schemaDefaults)
+	}
+	for _, e := range elems {
+		sec, _ := sharedData[e.section].(map[string]any)
+		if sec == nil {
+			sec = map[string]any{}
+			sharedData[e.section] = sec
+		}
+		sec[e.name] = e.data
+		switch raw := e.raw.(type) {
+		case rawService:
+			fm.services[e.name] = raw
+		case map[string]rawIntention:
+			fm.intentions[e.name] = raw
+		case rawRouter:
+			fm.routers[e.name] = raw
+		case rawSplitter:
+			fm.splitters[e.name] = raw
+		case rawResolver:
+			fm.resolvers[e.name] = raw
+		}
+	}
+	fm.idx = buildPositions(userFiles)
+	return fm, true
+}
+
+// element is one key of a top-level map, with every declaration of it.
+type element struct {
+	section, name string
+	decls         []keyedDecl
+	key           [32]byte // its cache key
+	data, raw     any
+}
+
+// decodeElement decodes the data of an element of section into its raw form.
+func decodeElement(section string, data any) (any, bool) {
+	switch section {
+	case "services":
+		return decodeValue[rawService](data)
+	case "intentions":
+		return decodeValue[map[string]rawIntention](data)
+	case "routers":
+		return decodeValue[rawRouter](data)
+	case "splitters":
+		return decodeValue[rawSplitter](data)
+	case "resolvers":
+		return decodeValue[rawResolver](data)
+	}
+	return nil, false
+}
+
+// sourceText returns a function giving the text of a node of userFiles, parsed from files.
+func sourceText(files []File, userFiles []*ast.File) func(ast.Node) (string, bool) {
+	src := make(map[string][]byte, len(files))
+	for i, f := range userFiles {
+		src[f.Filename] = files[i].Data
+	}
+	return func(n ast.Node) (string, bool) {
+		start, end := n.Pos(), n.End()
+		if !start.IsValid() || !end.IsValid() || start.Filename() != end.Filename() {
+			return "", false
+		}
+		data, ok := src[start.Filename()]
+		i, j := start.Offset(), end.Offset()
+		if !ok || i < 0 || j > len(data) || i > j {
+			return "", false
+		}
+		return string(data[i:j]), true
+	}
+}
+
+// writeText writes s to h, preceded by its length.
+func writeText(h hash.Hash, s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	h.Write(n[:])
+	h.Write([]byte(s))
+}
