@@ -100,7 +100,9 @@ type Config struct {
 	// server's (*xds.Server).Collectors.
 	Collectors []prometheus.Collector
 	// Compile compiles a commit's mesh files with the mesh's own policy files (its policies/
-	// folder); default compileWithPolicies.
+	// folder); default compileWithPolicies with a compiler.Cache kept from one commit to the
+	// next, so a push that changes a few files of a large mesh recompiles in a fraction of the
+	// time.
 	Compile func(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error)
 	Log     *slog.Logger // default: discard
 	Raft    RaftTiming
@@ -135,7 +137,10 @@ func (c *Config) setDefaults() {
 		c.History = DefaultHistory
 	}
 	if c.Compile == nil {
-		c.Compile = compileWithPolicies
+		cache := compiler.NewCache()
+		c.Compile = func(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error) {
+			return compileWithPolicies(ctx, files, policies, cache)
+		}
 	}
 	if c.Log == nil {
 		c.Log = discardLogger()
@@ -404,7 +409,7 @@ func (s *Server) trustDomain() string {
 
 // compileWithPolicies compiles files and enforces the built-in policies the mesh enables and its
 // own policies. Analysis warnings are not the server's business: review and validate show them.
-func compileWithPolicies(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error) {
-	snap, _, err := compiler.CompileWithReport(ctx, files, compiler.Options{PolicyFiles: policies})
+func compileWithPolicies(ctx context.Context, files, policies []compiler.File, cache *compiler.Cache) (*mesh.Snapshot, error) {
+	snap, _, err := compiler.CompileWithReport(ctx, files, compiler.Options{PolicyFiles: policies, Cache: cache})
 	return snap, err
 }
