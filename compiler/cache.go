@@ -1,7 +1,11 @@
 package compiler
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
+	"errors"
+	"io"
 	"sync"
 
 	"cuelang.org/go/cue/ast"
@@ -21,6 +25,12 @@ import (
 // A Cache keeps what the latest compilation used and drops the rest, so it holds about one
 // mesh. Compilations sharing a Cache run one at a time. The zero Cache is not usable; a nil
 // *Cache caches nothing.
+//
+// WriteElements and ReadElements carry the keys of the validated elements from one process to
+// the next (mesh review --cache): an element read back is known valid, so CUE does not evaluate
+// it again, but its data is read from the syntax again. Element keys include the schema, so
+// another version of the schema never trusts them. Whoever can write that file can make an
+// invalid element pass: keep it where only the mesh's own CI writes.
 type Cache struct {
 	mu    sync.Mutex
 	gen   uint64
@@ -50,8 +60,8 @@ type cachedFile struct {
 }
 
 // cachedElem is an element of plain data that CUE validated: its data read from the syntax and
-// its raw form (rawService, map[string]rawIntention, ...). Both are shared by the compilations
-// that use them, which only read them.
+// its raw form (rawService, map[string]rawIntention, ...), both nil for an element read by
+// ReadElements. They are shared by the compilations that use them, which only read them.
 type cachedElem struct {
 	data any
 	raw  any
@@ -101,26 +111,44 @@ func (c *Cache) end() {
 	}
 }
 
-// parse parses one file, or returns it from the cache. Syntax errors are not cached.
-func (c *Cache) parse(name string, data []byte) (*ast.File, error) {
-	if c == nil {
-		return parser.ParseFile(name, data)
+// parseFiles parses files on every core, taking those it has from c (nil: none). Syntax
+// errors are not cached.
+func (c *Cache) parseFiles(files []File) ([]*ast.File, []error) {
+	out := make([]*ast.File, len(files))
+	errs := make([]error, len(files))
+	keys := make([]fileKey, len(files))
+	plain := make([]bool, len(files))
+	var todo []int
+	for i, f := range files {
+		if c != nil {
+			keys[i] = fileKey{name: f.Name, sum: sha256.Sum256(f.Data)}
+			if cf, ok := c.files[keys[i]]; ok {
+				cf.used = c.gen
+				c.last.FilesReused++
+				out[i] = cf.file
+				continue
+			}
+		}
+		todo = append(todo, i)
 	}
-	k := fileKey{name: name, sum: sha256.Sum256(data)}
-	if f, ok := c.files[k]; ok {
-		f.used = c.gen
-		c.last.FilesReused++
-		return f.file, nil
+	parallel(len(todo), nil, func(j int) {
+		i := todo[j]
+		out[i], errs[i] = parser.ParseFile(files[i].Name, files[i].Data)
+		if errs[i] == nil && c != nil {
+			plain[i] = isPlainData(out[i])
+		}
+	})
+	if c != nil {
+		for _, i := range todo {
+			if errs[i] == nil {
+				c.last.FilesParsed++
+				cf := &cachedFile{file: out[i], plain: plain[i], used: c.gen}
+				c.files[keys[i]] = cf
+				c.byAST[out[i]] = cf
+			}
+		}
 	}
-	af, err := parser.ParseFile(name, data)
-	if err != nil {
-		return nil, err
-	}
-	c.last.FilesParsed++
-	cf := &cachedFile{file: af, plain: isPlainData(af), used: c.gen}
-	c.files[k] = cf
-	c.byAST[af] = cf
-	return af, nil
+	return out, errs
 }
 
 // isPlain is isPlainData(f), remembered for parsed files.
@@ -159,4 +187,43 @@ func (c *Cache) putElem(key [32]byte, data, raw any) {
 		return
 	}
 	c.elems[key] = &cachedElem{data: data, raw: raw, used: c.gen}
+}
+
+// elementsMagic starts the file WriteElements writes.
+const elementsMagic = "mesh compiler elements 1\n"
+
+// WriteElements writes the keys of the elements the latest compilation validated or reused.
+func (c *Cache) WriteElements(w io.Writer) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bw := bufio.NewWriter(w)
+	bw.WriteString(elementsMagic)
+	for k, e := range c.elems {
+		if e.used == c.gen {
+			bw.Write(k[:])
+		}
+	}
+	return bw.Flush()
+}
+
+// ReadElements adds the element keys WriteElements wrote to c. They stay until a compilation
+// does not use them.
+func (c *Cache) ReadElements(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	rest, ok := bytes.CutPrefix(b, []byte(elementsMagic))
+	if !ok || len(rest)%32 != 0 {
+		return errors.New("compiler cache: not an elements file of this version")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ; len(rest) > 0; rest = rest[32:] {
+		k := [32]byte(rest[:32])
+		if _, ok := c.elems[k]; !ok {
+			c.elems[k] = &cachedElem{used: c.gen}
+		}
+	}
+	return nil
 }

@@ -100,3 +100,65 @@ func compileString(files []File, cache *Cache) (snapshot, errs string) {
 	}
 	return string(b), ""
 }
+
+// TestCacheElementsAcrossProcesses carries validated elements through WriteElements and
+// ReadElements into a new Cache: the next compilation evaluates only what changed, parses every
+// file, and gives the same snapshot as without any cache.
+func TestCacheElementsAcrossProcesses(t *testing.T) {
+	defer func(n int) { chunkDecls = n }(chunkDecls)
+	chunkDecls = 20
+	gen, _, err := meshgen.Generate(meshgen.Options{Services: 80, Teams: 2, Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []File
+	for _, f := range gen {
+		files = append(files, File{Name: f.Name, Data: f.Data})
+	}
+	first := NewCache()
+	if _, err := compileString(files, first); err != "" {
+		t.Fatal(err)
+	}
+	var saved bytes.Buffer
+	if err := first.WriteElements(&saved); err != nil {
+		t.Fatal(err)
+	}
+
+	changed := append([]File(nil), files...)
+	changed[1].Data = bytes.Replace(changed[1].Data, []byte(`action: "allow"`), []byte(`action: "deny"`), 1)
+	second := NewCache()
+	if err := second.ReadElements(bytes.NewReader(saved.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	want, wantErr := compileString(changed, nil)
+	got, gotErr := compileString(changed, second)
+	if got != want || gotErr != wantErr {
+		t.Fatalf("with elements read back:\n%.1500s\n%s\nwithout:\n%.1500s\n%s", got, gotErr, want, wantErr)
+	}
+	if st := second.Stats(); st.ElementsEvaluated != 1 || st.FilesParsed != len(changed) {
+		t.Errorf("evaluated %d elements and parsed %d files, want 1 and %d (%+v)", st.ElementsEvaluated, st.FilesParsed, len(changed), st)
+	}
+
+	// An invalid element is never taken for a validated one: its text is not a known key.
+	broken := append([]File(nil), changed...)
+	broken[1].Data = bytes.Replace(broken[1].Data, []byte(`port:     8080`), []byte(`port:     70000`), 1)
+	third := NewCache()
+	if err := third.ReadElements(bytes.NewReader(saved.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if _, gotErr := compileString(broken, third); !strings.Contains(gotErr, "70000") {
+		t.Errorf("a broken mesh compiled with elements read back: %q", gotErr)
+	}
+
+	for name, data := range map[string][]byte{
+		"empty":        nil,
+		"other magic":  []byte("mesh compiler elements 0\n"),
+		"torn":         append([]byte(elementsMagic), make([]byte, 31)...),
+		"json":         []byte(`{"elements": []}`),
+		"magic alone?": []byte(elementsMagic[:10]),
+	} {
+		if err := NewCache().ReadElements(bytes.NewReader(data)); err == nil {
+			t.Errorf("%s: read without error", name)
+		}
+	}
+}

@@ -2,8 +2,6 @@ package compiler
 
 import (
 	"hash/fnv"
-	"runtime"
-	"sync"
 	"sync/atomic"
 
 	"cuelang.org/go/cue"
@@ -81,25 +79,12 @@ func validChunks(shared []ast.Decl, keyed []keyedDecl) (int, bool) {
 	// The chunks are evaluated on every core. Each has its own cue.Context, and the syntax they
 	// share is only read: building an instance resolves identifiers, which plain data has none
 	// of in its values, and the schema and the package clause are each chunk's own.
-	var (
-		next    atomic.Int64
-		invalid atomic.Bool
-		wg      sync.WaitGroup
-	)
-	for range min(k, runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for !invalid.Load() {
-				i := int(next.Add(1)) - 1
-				if i >= k {
-					return
-				}
-				if !validChunk(shared, buckets[i]) {
-					invalid.Store(true)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	var invalid atomic.Bool
+	parallel(k, invalid.Load, func(i int) {
+		if !validChunk(shared, buckets[i]) {
+			invalid.Store(true)
+		}
+	})
 	return k, !invalid.Load()
 }
 

@@ -5,10 +5,13 @@ import (
 	"encoding/binary"
 	"hash"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"cuelang.org/go/cue/ast"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/schema"
 )
 
 // loadFast validates userFiles (the parsed files, known to be package mesh) with the one-ofs
@@ -35,6 +38,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 	}
 	text := sourceText(files, userFiles)
 	sharedHash := sha256.New()
+	sharedHash.Write(schemaSum())
 	sharedData := map[string]any{}
 	for _, d := range shared {
 		t, ok := text(d)
@@ -63,15 +67,13 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 		e.decls = append(e.decls, kd)
 	}
 
-	// Elements the cache knows are done; the others are read from the syntax, checked for the
-	// one-ofs and evaluated.
-	var fresh []*element
-	var freshDecls []keyedDecl
-	freshData := map[string]any{"mesh": sharedData["mesh"]}
+	// Elements the cache knows are done; the others are read from the syntax (on every core),
+	// checked for the one-ofs and evaluated, unless an earlier process validated them.
+	var toRead []*element
 	for _, e := range elems {
 		h := sha256.New()
 		h.Write(sharedKey[:])
-		writeText(h, e.section+"."+e.name)
+		writeText(h, []byte(e.section+"."+e.name))
 		for _, kd := range e.decls {
 			t, ok := text(kd.sub)
 			if !ok {
@@ -80,19 +82,40 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 			writeText(h, t)
 		}
 		h.Sum(e.key[:0])
-		if ce, ok := cache.elem(e.key); ok {
+		ce, known := cache.elem(e.key)
+		if known && ce.data != nil {
 			e.data, e.raw = ce.data, ce.raw
 			continue
 		}
+		e.validated = known
+		toRead = append(toRead, e)
+	}
+	var unreadable atomic.Bool
+	parallel(len(toRead), unreadable.Load, func(i int) {
+		e := toRead[i]
 		m := map[string]any{}
 		for _, kd := range e.decls {
 			if !mergeField(m, kd.sub) {
-				return nil, false
+				unreadable.Store(true)
+				return
 			}
 		}
 		e.data = m[e.name]
+		var ok bool
 		if e.raw, ok = decodeElement(e.section, e.data); !ok {
-			return nil, false
+			unreadable.Store(true)
+		}
+	})
+	if unreadable.Load() {
+		return nil, false
+	}
+	var fresh []*element
+	var freshDecls []keyedDecl
+	freshData := map[string]any{"mesh": sharedData["mesh"]}
+	for _, e := range toRead {
+		if e.validated {
+			cache.putElem(e.key, e.data, e.raw) // validated by an earlier process (ReadElements)
+			continue
 		}
 		sec, _ := freshData[e.section].(map[string]any)
 		if sec == nil {
@@ -163,6 +186,7 @@ type element struct {
 	section, name string
 	decls         []keyedDecl
 	key           [32]byte // its cache key
+	validated     bool     // known valid without its data (Cache.ReadElements)
 	data, raw     any
 }
 
@@ -184,29 +208,40 @@ func decodeElement(section string, data any) (any, bool) {
 }
 
 // sourceText returns a function giving the text of a node of userFiles, parsed from files.
-func sourceText(files []File, userFiles []*ast.File) func(ast.Node) (string, bool) {
+func sourceText(files []File, userFiles []*ast.File) func(ast.Node) ([]byte, bool) {
 	src := make(map[string][]byte, len(files))
 	for i, f := range userFiles {
 		src[f.Filename] = files[i].Data
 	}
-	return func(n ast.Node) (string, bool) {
+	return func(n ast.Node) ([]byte, bool) {
 		start, end := n.Pos(), n.End()
 		if !start.IsValid() || !end.IsValid() || start.Filename() != end.Filename() {
-			return "", false
+			return nil, false
 		}
 		data, ok := src[start.Filename()]
 		i, j := start.Offset(), end.Offset()
 		if !ok || i < 0 || j > len(data) || i > j {
-			return "", false
+			return nil, false
 		}
-		return string(data[i:j]), true
+		return data[i:j], true
 	}
 }
 
-// writeText writes s to h, preceded by its length.
-func writeText(h hash.Hash, s string) {
+// writeText writes b to h, preceded by its length.
+func writeText(h hash.Hash, b []byte) {
 	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
 	h.Write(n[:])
-	h.Write([]byte(s))
+	h.Write(b)
 }
+
+// schemaSum identifies the schema and the fast path's reading of it, for element keys.
+var schemaSum = sync.OnceValue(func() []byte {
+	h := sha256.New()
+	writeText(h, []byte("fast path 1"))
+	for _, f := range schema.Files() {
+		writeText(h, []byte(f.Name))
+		writeText(h, f.Data)
+	}
+	return h.Sum(nil)
+})

@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -49,6 +50,25 @@ func FuzzCompile(f *testing.F) {
 		s2, err2 := Compile(context.Background(), files)
 		if err2 != nil || s2.Version != s1.Version {
 			t.Fatalf("recompile: %v, version %s then %v", err2, s1.Version, s2)
+		}
+	})
+}
+
+// FuzzReadElements: reading a review cache's elements file never panics, and accepts exactly
+// the magic line followed by whole 32-byte keys.
+func FuzzReadElements(f *testing.F) {
+	f.Add([]byte(elementsMagic))
+	f.Add(append([]byte(elementsMagic), make([]byte, 64)...))
+	f.Add([]byte("mesh compiler elements 1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := NewCache()
+		err := c.ReadElements(bytes.NewReader(data))
+		rest, ok := bytes.CutPrefix(data, []byte(elementsMagic))
+		if want := ok && len(rest)%32 == 0; (err == nil) != want {
+			t.Fatalf("ReadElements(%q) = %v", data, err)
+		}
+		if err == nil && len(c.elems) > len(rest)/32 {
+			t.Fatalf("%d keys from %d bytes", len(c.elems), len(rest))
 		}
 	})
 }

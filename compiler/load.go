@@ -55,8 +55,9 @@ func load(files []File, errs *errorList, cache *Cache) (loaded, bool) {
 		return loaded{}, false
 	}
 	var userFiles []*ast.File
-	for _, f := range files {
-		af, err := cache.parse(f.Name, f.Data)
+	parsed, parseErrs := cache.parseFiles(files)
+	for i, f := range files {
+		af, err := parsed[i], parseErrs[i]
 		if err != nil {
 			addCUEErrors(errs, err)
 			ok = false
@@ -85,6 +86,18 @@ func load(files []File, errs *errorList, cache *Cache) (loaded, bool) {
 	if !ok {
 		return loaded{}, false
 	}
+	for _, af := range userFiles {
+		checkTopLevel(af, errs)
+	}
+	if !hasTopLevel(userFiles, "mesh") {
+		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
+			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
+		return loaded{}, false
+	}
+	if fm, ok := loadFast(files, userFiles, cache); ok {
+		return loaded{fast: fm}, true // see fastpath.go
+	}
+	// The full path: the files as written, with the schema as written.
 	for _, sf := range schema.Files() {
 		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
 		if err != nil {
@@ -101,18 +114,9 @@ func load(files []File, errs *errorList, cache *Cache) (loaded, bool) {
 			addCUEErrors(errs, err)
 			ok = false
 		}
-		checkTopLevel(af, errs)
 	}
 	if !ok {
 		return loaded{}, false
-	}
-	if !hasTopLevel(userFiles, "mesh") {
-		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
-			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
-		return loaded{}, false
-	}
-	if fm, ok := loadFast(files, userFiles, cache); ok {
-		return loaded{fast: fm}, true // see fastpath.go
 	}
 	ctx := cuecontext.New()
 	v := ctx.BuildInstance(inst)
