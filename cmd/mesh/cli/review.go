@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -112,8 +113,13 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 		}
 	}
 	// One after the other, with one compiler.Cache: head reuses base's parsed files and the
-	// elements it validated, so it costs about what its change touches.
+	// elements it validated, so it costs about what its change touches. With --cache, the
+	// elements validated by earlier reviews are known too (reviewElements).
 	cc := compiler.NewCache()
+	compiled := false
+	if cache != "" && (sides[0].snap == nil || sides[1].snap == nil) {
+		readElements(cache, cc, stderr)
+	}
 	for _, s := range sides {
 		if s.snap != nil {
 			continue // from the cache
@@ -121,6 +127,7 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 		opts := compiler.Options{PolicyFiles: s.own, ReportViolations: true, Strict: strict && s.name == "head", Cache: cc}
 		s.snap, s.rep, s.err = compiler.CompileWithReport(ctx, s.files, opts)
 		s.files = nil
+		compiled = true
 		if s.snap != nil {
 			s.snap.Commit = s.hash.String()
 			if s.key != "" {
@@ -129,6 +136,9 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 				}
 			}
 		}
+	}
+	if cache != "" && compiled {
+		writeElements(cache, cc, stderr)
 	}
 	baseSide, headSide := sides[0], sides[1]
 	var list compiler.Errors
@@ -185,16 +195,29 @@ func short(h plumbing.Hash) string { return strings.TrimSpace(h.String()[:12]) }
 // a new build of mesh never reads what an old one wrote. Entries are written atomically; one
 // that does not decode, or whose content does not match its version, is compiled again.
 
-type cacheEntry struct {
-	Snapshot   json.RawMessage `json:"snapshot"`
+// An entry is one line of JSON (cacheHeader) and the snapshot as mesh.Snapshot.Encode writes
+// it; the header's SHA-256 of those bytes is checked on reading instead of re-deriving the
+// snapshot's version, which at 10k services would cost as much as a quarter of a compilation.
+type cacheHeader struct {
+	Format     string          `json:"format"`
+	SHA256     string          `json:"sha256"`
 	Warnings   compiler.Errors `json:"warnings"`
 	Violations compiler.Errors `json:"violations"`
 }
 
-var (
-	binaryOnce sync.Once
-	binaryHash string
-)
+const cacheFormat = "mesh review cache 2"
+
+// binaryDigest is the SHA-256 of the running mesh binary.
+var binaryDigest = sync.OnceValue(func() string {
+	sum := sha256.New()
+	if exe, err := os.Executable(); err == nil {
+		if f, err := os.Open(exe); err == nil {
+			io.Copy(sum, f)
+			f.Close()
+		}
+	}
+	return hex.EncodeToString(sum.Sum(nil))
+})
 
 func cacheKey(r *git.Repository, h plumbing.Hash, dir string, strict bool) (string, error) {
 	c, err := r.CommitObject(h)
@@ -210,17 +233,7 @@ func cacheKey(r *git.Repository, h plumbing.Hash, dir string, strict bool) (stri
 			return "", fmt.Errorf("commit %s: directory %q: %w", short(h), d, err)
 		}
 	}
-	binaryOnce.Do(func() {
-		sum := sha256.New()
-		if exe, err := os.Executable(); err == nil {
-			if f, err := os.Open(exe); err == nil {
-				io.Copy(sum, f)
-				f.Close()
-			}
-		}
-		binaryHash = hex.EncodeToString(sum.Sum(nil))
-	})
-	sum := sha256.Sum256([]byte(fmt.Sprintf("mesh review cache 1\n%s\n%s\n%v\n", binaryHash, tree.Hash, strict)))
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\n%s\n%s\n%v\n", cacheFormat, binaryDigest(), tree.Hash, strict)))
 	return hex.EncodeToString(sum[:16]), nil
 }
 
@@ -229,28 +242,65 @@ func loadCached(dir, key string) (*mesh.Snapshot, *compiler.Report) {
 	if err != nil {
 		return nil, nil
 	}
-	var e cacheEntry
-	if json.Unmarshal(b, &e) != nil {
+	line, body, ok := bytes.Cut(b, []byte("\n"))
+	var h cacheHeader
+	if !ok || json.Unmarshal(line, &h) != nil || h.Format != cacheFormat {
 		return nil, nil
 	}
-	snap, err := mesh.Decode(e.Snapshot)
-	if err != nil {
+	if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != h.SHA256 {
 		return nil, nil
 	}
-	return snap, &compiler.Report{Warnings: e.Warnings, Violations: e.Violations}
+	var snap mesh.Snapshot
+	if json.Unmarshal(body, &snap) != nil || snap.Version == "" {
+		return nil, nil
+	}
+	return &snap, &compiler.Report{Warnings: h.Warnings, Violations: h.Violations}
 }
 
 func storeCached(dir, key string, snap *mesh.Snapshot, rep *compiler.Report) error {
-	raw, err := snap.Encode()
+	body, err := snap.Encode()
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(cacheEntry{Snapshot: raw, Warnings: rep.Warnings, Violations: rep.Violations})
+	sum := sha256.Sum256(body)
+	line, err := json.Marshal(cacheHeader{Format: cacheFormat, SHA256: hex.EncodeToString(sum[:]), Warnings: rep.Warnings, Violations: rep.Violations})
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, key+".json"), b)
+	return writeFileAtomic(filepath.Join(dir, key+".json"), append(append(line, '\n'), body...))
+}
+
+// The elements file keeps the keys of the mesh elements validated by the latest review
+// (compiler.Cache.WriteElements), so that the next review's compilations evaluate only the
+// elements their commits changed. It is named by the mesh binary, like the entries.
+func elementsFile(dir string) string {
+	return filepath.Join(dir, "elements-"+binaryDigest()[:16]+".bin")
+}
+
+func readElements(dir string, cc *compiler.Cache, stderr io.Writer) {
+	f, err := os.Open(elementsFile(dir))
+	if err != nil {
+		return // none yet
+	}
+	defer f.Close()
+	if err := cc.ReadElements(f); err != nil {
+		fmt.Fprintf(stderr, "warning: review cache: %v\n", err)
+	}
+}
+
+func writeElements(dir string, cc *compiler.Cache, stderr io.Writer) {
+	var buf bytes.Buffer
+	err := cc.WriteElements(&buf)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = writeFileAtomic(elementsFile(dir), buf.Bytes())
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: review cache: %v\n", err)
+	}
 }
