@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/gob"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -195,17 +196,23 @@ func short(h plumbing.Hash) string { return strings.TrimSpace(h.String()[:12]) }
 // a new build of mesh never reads what an old one wrote. Entries are written atomically; one
 // that does not decode, or whose content does not match its version, is compiled again.
 
-// An entry is one line of JSON (cacheHeader) and the snapshot as mesh.Snapshot.Encode writes
-// it; the header's SHA-256 of those bytes is checked on reading instead of re-deriving the
-// snapshot's version, which at 10k services would cost as much as a quarter of a compilation.
+// An entry is one line of JSON (cacheHeader) and then, in gob, the snapshot with its warnings and
+// violations (cacheBody): gob decodes a 10k-service snapshot in less than half the time JSON
+// takes. The header's SHA-256 of the body is checked on reading instead of re-deriving the
+// snapshot's version, which would cost as much again. Gob leaves out empty maps: decodeBody
+// restores the top-level ones, which the compiler always makes (TestReviewCacheFaithful).
 type cacheHeader struct {
-	Format     string          `json:"format"`
-	SHA256     string          `json:"sha256"`
-	Warnings   compiler.Errors `json:"warnings"`
-	Violations compiler.Errors `json:"violations"`
+	Format string `json:"format"`
+	SHA256 string `json:"sha256"`
 }
 
-const cacheFormat = "mesh review cache 2"
+type cacheBody struct {
+	Snapshot   *mesh.Snapshot
+	Warnings   compiler.Errors
+	Violations compiler.Errors
+}
+
+const cacheFormat = "mesh review cache 3"
 
 // binaryDigest is the SHA-256 of the running mesh binary.
 var binaryDigest = sync.OnceValue(func() string {
@@ -250,27 +257,57 @@ func loadCached(dir, key string) (*mesh.Snapshot, *compiler.Report) {
 	if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != h.SHA256 {
 		return nil, nil
 	}
-	var snap mesh.Snapshot
-	if json.Unmarshal(body, &snap) != nil || snap.Version == "" {
+	e, err := decodeBody(body)
+	if err != nil {
 		return nil, nil
 	}
-	return &snap, &compiler.Report{Warnings: h.Warnings, Violations: h.Violations}
+	return e.Snapshot, &compiler.Report{Warnings: e.Warnings, Violations: e.Violations}
 }
 
 func storeCached(dir, key string, snap *mesh.Snapshot, rep *compiler.Report) error {
-	body, err := snap.Encode()
-	if err != nil {
+	var body bytes.Buffer
+	if err := gob.NewEncoder(&body).Encode(cacheBody{Snapshot: snap, Warnings: rep.Warnings, Violations: rep.Violations}); err != nil {
 		return err
 	}
-	sum := sha256.Sum256(body)
-	line, err := json.Marshal(cacheHeader{Format: cacheFormat, SHA256: hex.EncodeToString(sum[:]), Warnings: rep.Warnings, Violations: rep.Violations})
+	sum := sha256.Sum256(body.Bytes())
+	line, err := json.Marshal(cacheHeader{Format: cacheFormat, SHA256: hex.EncodeToString(sum[:])})
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, key+".json"), append(append(line, '\n'), body...))
+	return writeFileAtomic(filepath.Join(dir, key+".json"), append(append(line, '\n'), body.Bytes()...))
+}
+
+func decodeBody(b []byte) (*cacheBody, error) {
+	var e cacheBody
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&e); err != nil {
+		return nil, err
+	}
+	snap := e.Snapshot
+	if snap == nil || snap.Version == "" {
+		return nil, errors.New("no snapshot")
+	}
+	if snap.Services == nil {
+		snap.Services = map[string]*mesh.Service{}
+	}
+	if snap.Routers == nil {
+		snap.Routers = map[string]*mesh.Router{}
+	}
+	if snap.Splitters == nil {
+		snap.Splitters = map[string]*mesh.Splitter{}
+	}
+	if snap.Resolvers == nil {
+		snap.Resolvers = map[string]*mesh.Resolver{}
+	}
+	if snap.Chains == nil {
+		snap.Chains = map[string]*mesh.Chain{}
+	}
+	if snap.Positions == nil {
+		snap.Positions = map[string]mesh.Pos{}
+	}
+	return &e, nil
 }
 
 // The elements file keeps the keys of the mesh elements validated by the latest review
