@@ -16,14 +16,7 @@ import (
 func TestCacheSameResults(t *testing.T) {
 	defer func(n int) { chunkDecls = n }(chunkDecls)
 	chunkDecls = 20 // several chunks even for a small mesh
-	gen, stats, err := meshgen.Generate(meshgen.Options{Services: 120, Teams: 3, Seed: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var files []File
-	for _, f := range gen {
-		files = append(files, File{Name: f.Name, Data: f.Data})
-	}
+	files, stats := generatedFiles(t, meshgen.Options{Services: 120, Teams: 3, Seed: 9})
 	team := 1 // files[0] is mesh.cue
 	if !strings.HasPrefix(files[team].Name, "teams/") {
 		t.Fatalf("unexpected layout: %s", files[team].Name)
@@ -107,14 +100,7 @@ func compileString(files []File, cache *Cache) (snapshot, errs string) {
 func TestCacheElementsAcrossProcesses(t *testing.T) {
 	defer func(n int) { chunkDecls = n }(chunkDecls)
 	chunkDecls = 20
-	gen, _, err := meshgen.Generate(meshgen.Options{Services: 80, Teams: 2, Seed: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var files []File
-	for _, f := range gen {
-		files = append(files, File{Name: f.Name, Data: f.Data})
-	}
+	files, _ := generatedFiles(t, meshgen.Options{Services: 80, Teams: 2, Seed: 4})
 	first := NewCache()
 	if _, err := compileString(files, first); err != "" {
 		t.Fatal(err)
@@ -161,4 +147,18 @@ func TestCacheElementsAcrossProcesses(t *testing.T) {
 			t.Errorf("%s: read without error", name)
 		}
 	}
+}
+
+// generatedFiles is a mesh from internal/meshgen, as compiler Files.
+func generatedFiles(t *testing.T, opts meshgen.Options) ([]File, meshgen.Stats) {
+	t.Helper()
+	gen, stats, err := meshgen.Generate(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := make([]File, len(gen))
+	for i, f := range gen {
+		files[i] = File{Name: f.Name, Data: f.Data}
+	}
+	return files, stats
 }

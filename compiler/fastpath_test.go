@@ -75,14 +75,7 @@ func TestFastPathSameSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gen, _, err := meshgen.Generate(meshgen.Options{Services: 300, Seed: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var generated []File
-	for _, f := range gen {
-		generated = append(generated, File{Name: f.Name, Data: f.Data})
-	}
+	generated, _ := generatedFiles(t, meshgen.Options{Services: 300, Seed: 3})
 	twice := []File{
 		{Name: "a.cue", Data: []byte(`package mesh
 mesh: {name: "m", trustDomain: "m.mesh"}
@@ -183,14 +176,7 @@ func compileJSON(t *testing.T, files []File) string {
 // rendering of the rule in node.go); and the text there is the field's label, or the scalar's
 // value, or the start of the list element.
 func TestFastPositions(t *testing.T) {
-	gen, _, err := meshgen.Generate(meshgen.Options{Services: 60, Seed: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var generated []File
-	for _, f := range gen {
-		generated = append(generated, File{Name: f.Name, Data: f.Data})
-	}
+	generated, _ := generatedFiles(t, meshgen.Options{Services: 60, Seed: 5})
 	example, err := ReadDir(filepath.Join("..", "repo-example"))
 	if err != nil {
 		t.Fatal(err)
@@ -328,14 +314,7 @@ func TestChunkedSameSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gen, _, err := meshgen.Generate(meshgen.Options{Services: 300, Seed: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var generated []File
-	for _, f := range gen {
-		generated = append(generated, File{Name: f.Name, Data: f.Data})
-	}
+	generated, _ := generatedFiles(t, meshgen.Options{Services: 300, Seed: 5})
 	for name, files := range map[string][]File{"repo-example": example, "generated": generated} {
 		t.Run(name, func(t *testing.T) {
 			shared, keyed, ok := splitDecls(parseAll(t, files))
