@@ -20,7 +20,8 @@ func (s *Snapshot) Canonical() ([]byte, error) {
 		Splitters  map[string]*Splitter `json:"splitters,omitempty"`
 		Resolvers  map[string]*Resolver `json:"resolvers,omitempty"`
 		Chains     map[string]*Chain    `json:"chains"`
-	}{s.Mesh, s.Services, s.Intentions, s.Routers, s.Splitters, s.Resolvers, s.Chains}
+		Remote     map[string]*Chain    `json:"remoteChains,omitempty"`
+	}{s.Mesh, s.Services, s.Intentions, s.Routers, s.Splitters, s.Resolvers, s.Chains, s.RemoteChains}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

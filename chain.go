@@ -11,6 +11,9 @@ const TotalWeight = 10000
 type Chain struct {
 	Service  string `json:"service"`
 	Protocol string `json:"protocol"`
+	// Datacenter is the datacenter the chain is resolved in when it is not the mesh's own: the
+	// chain of an upstream that names another datacenter (Snapshot.UpstreamChain).
+	Datacenter string `json:"datacenter,omitempty"`
 	// Routes are tried in order; the last one has no match and catches everything else. A tcp
 	// chain has exactly that one route.
 	Routes []ChainRoute `json:"routes"`
@@ -103,3 +106,29 @@ func SubsetMatches(filter, meta map[string]string) bool {
 	}
 	return true
 }
+
+// RemoteChainKey is the key in Snapshot.RemoteChains of service's chain resolved in dc.
+func RemoteChainKey(service, dc string) string { return service + "@" + dc }
+
+// ChainKey is the key of the chain an upstream u follows: its service, or RemoteChainKey when it
+// names another datacenter than the mesh's.
+func (s *Snapshot) ChainKey(u *Upstream) string {
+	if u.Datacenter != "" && u.Datacenter != s.Mesh.Datacenter {
+		return RemoteChainKey(u.Service, u.Datacenter)
+	}
+	return u.Service
+}
+
+// ChainByKey returns the chain with a key of ChainKey, or nil.
+func (s *Snapshot) ChainByKey(key string) *Chain {
+	if c := s.Chains[key]; c != nil {
+		return c
+	}
+	return s.RemoteChains[key]
+}
+
+// UpstreamChain is the discovery chain a caller's upstream u follows: the chain of u.Service,
+// resolved in u.Datacenter when the upstream names another datacenter (as Consul's upstream
+// datacenter: the routers, splitters and resolvers of the mesh, with the targets' default
+// datacenter that one).
+func (s *Snapshot) UpstreamChain(u *Upstream) *Chain { return s.ChainByKey(s.ChainKey(u)) }

@@ -48,8 +48,11 @@ type Snapshot struct {
 	Splitters  map[string]*Splitter `json:"splitters,omitempty"`
 	Resolvers  map[string]*Resolver `json:"resolvers,omitempty"`
 	// Chains holds the resolved discovery chain of every service, keyed by service name.
-	Chains    map[string]*Chain `json:"chains"`
-	Positions map[string]Pos    `json:"positions,omitempty"`
+	Chains map[string]*Chain `json:"chains"`
+	// RemoteChains are the chains of upstreams that name another datacenter, by
+	// RemoteChainKey ("api@dc2").
+	RemoteChains map[string]*Chain `json:"remoteChains,omitempty"`
+	Positions    map[string]Pos    `json:"positions,omitempty"`
 
 	indexOnce sync.Once
 	index     map[string]map[string]*Intention // destination → source → intention

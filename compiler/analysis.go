@@ -128,12 +128,12 @@ func analyze(s *mesh.Snapshot) Errors {
 	// Splitters and resolvers nobody reaches.
 	reached := map[string]bool{}
 	for _, name := range names {
-		for u := range s.Services[name].Upstreams {
+		for u, up := range s.Services[name].Upstreams {
 			if reached[u] {
 				continue
 			}
 			reached[u] = true
-			if ch := s.Chains[u]; ch != nil {
+			if ch := s.UpstreamChain(up); ch != nil {
 				for _, t := range ch.Targets {
 					reached[t.Service] = true
 				}

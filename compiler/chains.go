@@ -11,24 +11,42 @@ import (
 // subsets, cycles and redirects are known to be sound.
 func (c *compilation) chains() {
 	for _, name := range c.snap.ServiceNames() {
-		svc := c.snap.Services[name]
-		ch := &mesh.Chain{Service: name, Protocol: svc.Protocol, Targets: map[string]*mesh.Target{}}
-		if rt := c.snap.Routers[name]; rt != nil {
-			for _, r := range rt.Routes {
-				d := r.Destination
-				ch.Routes = append(ch.Routes, mesh.ChainRoute{
-					Match:          r.Match,
-					Splits:         c.split(ch, d.Service, d.Subset, mesh.TotalWeight, nil),
-					PrefixRewrite:  d.PrefixRewrite,
-					RequestTimeout: d.RequestTimeout,
-					NumRetries:     d.NumRetries,
-					RetryOn:        d.RetryOn,
-				})
-			}
-		}
-		ch.Routes = append(ch.Routes, mesh.ChainRoute{Splits: c.split(ch, name, "", mesh.TotalWeight, nil)})
-		c.snap.Chains[name] = ch
+		c.snap.Chains[name] = c.chain(name, "")
 	}
+	// Upstreams that name another datacenter follow the chain resolved there.
+	for _, name := range c.snap.ServiceNames() {
+		for _, u := range c.snap.Services[name].Upstreams {
+			key := c.snap.ChainKey(u)
+			if key == u.Service || c.snap.RemoteChains[key] != nil || c.snap.Services[u.Service] == nil {
+				continue
+			}
+			if c.snap.RemoteChains == nil {
+				c.snap.RemoteChains = map[string]*mesh.Chain{}
+			}
+			c.snap.RemoteChains[key] = c.chain(u.Service, u.Datacenter)
+		}
+	}
+}
+
+// chain resolves the discovery chain of service in dc ("": the mesh's datacenter).
+func (c *compilation) chain(name, dc string) *mesh.Chain {
+	svc := c.snap.Services[name]
+	ch := &mesh.Chain{Service: name, Protocol: svc.Protocol, Datacenter: dc, Targets: map[string]*mesh.Target{}}
+	if rt := c.snap.Routers[name]; rt != nil {
+		for _, r := range rt.Routes {
+			d := r.Destination
+			ch.Routes = append(ch.Routes, mesh.ChainRoute{
+				Match:          r.Match,
+				Splits:         c.split(ch, d.Service, d.Subset, mesh.TotalWeight, nil),
+				PrefixRewrite:  d.PrefixRewrite,
+				RequestTimeout: d.RequestTimeout,
+				NumRetries:     d.NumRetries,
+				RetryOn:        d.RetryOn,
+			})
+		}
+	}
+	ch.Routes = append(ch.Routes, mesh.ChainRoute{Splits: c.split(ch, name, "", mesh.TotalWeight, nil)})
+	return ch
 }
 
 // split resolves traffic for service (and subset) with a share of weight out of TotalWeight,
@@ -79,11 +97,14 @@ func normalize(in []mesh.TargetWeight, total int) []mesh.TargetWeight {
 	return out
 }
 
-// resolve returns the ID of the target for subset of service in the local datacenter, following
-// the service's resolver (one redirect, default subset, failover), and adds it and its failover
-// targets to the chain.
+// resolve returns the ID of the target for subset of service in the chain's datacenter,
+// following the service's resolver (one redirect, default subset, failover), and adds it and its
+// failover targets to the chain.
 func (c *compilation) resolve(ch *mesh.Chain, service, subset string) string {
 	dc := c.snap.Mesh.Datacenter
+	if ch.Datacenter != "" {
+		dc = ch.Datacenter
+	}
 	if r := c.snap.Resolvers[service]; r != nil && r.Redirect != nil {
 		rd := r.Redirect
 		service = rd.Service

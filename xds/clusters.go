@@ -35,7 +35,7 @@ func proxyTargets(snap *mesh.Snapshot, service string) []proxyTarget {
 	seen := map[string]bool{}
 	var out []proxyTarget
 	for _, u := range upstreams(snap, service) {
-		chain := snap.Chains[u.Service]
+		chain := snap.UpstreamChain(u)
 		if chain == nil {
 			continue
 		}

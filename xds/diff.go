@@ -56,7 +56,7 @@ func (c *change) chainChanged(name string) bool {
 	if v, ok := c.chains[name]; ok {
 		return v
 	}
-	v := !chainEqual(c.prev.Chains[name], c.next.Chains[name])
+	v := !chainEqual(c.prev.ChainByKey(name), c.next.ChainByKey(name))
 	c.chains[name] = v
 	return v
 }
@@ -66,7 +66,7 @@ func (c *change) chainChanged(name string) bool {
 // upstreams' chains, and the services (endpoints) of their targets.
 type deps struct {
 	services []string // its own first
-	chains   []string
+	chains   []string // by Snapshot.ChainKey
 }
 
 // dependencies returns the deps of a proxy of service in snap. They stay valid for a later
@@ -75,8 +75,9 @@ func dependencies(snap *mesh.Snapshot, service string) *deps {
 	d := &deps{services: []string{service}}
 	seen := map[string]bool{service: true}
 	for _, u := range upstreams(snap, service) {
-		d.chains = append(d.chains, u.Service)
-		ch := snap.Chains[u.Service]
+		key := snap.ChainKey(u)
+		d.chains = append(d.chains, key)
+		ch := snap.ChainByKey(key)
 		if ch == nil {
 			continue
 		}
@@ -133,6 +134,13 @@ func (c *change) empty() bool {
 	for name := range c.prev.Chains {
 		if c.chainChanged(name) {
 			return false
+		}
+	}
+	for _, remote := range []map[string]*mesh.Chain{c.prev.RemoteChains, c.next.RemoteChains} {
+		for key := range remote {
+			if c.chainChanged(key) {
+				return false
+			}
 		}
 	}
 	return true

@@ -49,7 +49,7 @@ func chainEqual(a, b *mesh.Chain) bool {
 	if a == nil || b == nil {
 		return false
 	}
-	if a.Service != b.Service || a.Protocol != b.Protocol || len(a.Routes) != len(b.Routes) || len(a.Targets) != len(b.Targets) {
+	if a.Service != b.Service || a.Protocol != b.Protocol || a.Datacenter != b.Datacenter || len(a.Routes) != len(b.Routes) || len(a.Targets) != len(b.Targets) {
 		return false
 	}
 	for i := range a.Routes {

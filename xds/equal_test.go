@@ -15,7 +15,7 @@ func TestEqualityCoversEveryField(t *testing.T) {
 		want int
 	}{
 		{mesh.Service{}, 8}, {mesh.Upstream{}, 3}, {mesh.Endpoint{}, 4}, {mesh.HealthCheck{}, 5},
-		{mesh.Chain{}, 4}, {mesh.ChainRoute{}, 6}, {mesh.TargetWeight{}, 2}, {mesh.Target{}, 9},
+		{mesh.Chain{}, 5}, {mesh.ChainRoute{}, 6}, {mesh.TargetWeight{}, 2}, {mesh.Target{}, 9},
 		{mesh.Intention{}, 6},
 	} {
 		if got := reflect.TypeOf(c.v).NumField(); got != c.want {
@@ -33,6 +33,9 @@ func TestDiffFindsEveryChange(t *testing.T) {
 		"target lb":     func(s *mesh.Snapshot) { s.Chains["db"].Targets["db.dc1"].LoadBalancer = mesh.LBRingHash },
 		"permission":    func(s *mesh.Snapshot) { s.Intention("web", "auth").Permissions[0].Action = mesh.Allow },
 		"default":       func(s *mesh.Snapshot) { s.Mesh.DefaultIntention = mesh.Allow },
+		"remote chain": func(s *mesh.Snapshot) {
+			s.RemoteChains = map[string]*mesh.Chain{mesh.RemoteChainKey("api", "dc2"): {Service: "api", Datacenter: "dc2"}}
+		},
 	} {
 		next := seal(t, richMesh())
 		mutate(next)

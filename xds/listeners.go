@@ -52,7 +52,7 @@ func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
 	var out []*listenerv3.Listener
 	if p.Shape == ShapeGRPC {
 		for _, u := range upstreams(snap, p.Service) {
-			if snap.Chains[u.Service] == nil {
+			if snap.UpstreamChain(u) == nil {
 				continue
 			}
 			l, err := apiListener(u.Service)
@@ -87,7 +87,7 @@ func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
 		out = append(out, l)
 	}
 	for _, u := range upstreams(snap, p.Service) {
-		chain := snap.Chains[u.Service]
+		chain := snap.UpstreamChain(u)
 		if chain == nil || u.LocalPort <= 0 {
 			continue
 		}

@@ -19,7 +19,7 @@ import (
 func routes(snap *mesh.Snapshot, p Proxy) []*routev3.RouteConfiguration {
 	var out []*routev3.RouteConfiguration
 	for _, u := range upstreams(snap, p.Service) {
-		chain := snap.Chains[u.Service]
+		chain := snap.UpstreamChain(u)
 		// gRPC reaches every upstream through an API listener and RDS; Envoy only HTTP ones.
 		if chain == nil || (!mesh.IsHTTP(chain.Protocol) && p.Shape != ShapeGRPC) {
 			continue
