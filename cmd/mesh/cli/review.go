@@ -83,6 +83,21 @@ type reviewSide struct {
 	snap  *mesh.Snapshot
 	rep   *compiler.Report
 	err   error
+	// loading is closed once a cached entry has been read into snap and rep (nil snap: none).
+	loading chan struct{}
+}
+
+// read reads the side's mesh files and policies from its commit. A go-git repository is not
+// meant for concurrent reads: sides are read one after the other.
+func (s *reviewSide) read(r *git.Repository, dir string) error {
+	var err error
+	if s.files, err = compiler.ReadCommit(r, s.hash, dir); err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	if s.own, err = compiler.ReadPolicyCommit(r, s.hash, dir); err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	return nil
 }
 
 func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, headRef, dir, format, cache string, strict bool) error {
@@ -100,43 +115,80 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 			if s.key, err = cacheKey(r, s.hash, dir, strict && s.name == "head"); err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
-			if s.snap, s.rep = loadCached(cache, s.key); s.snap != nil {
-				s.snap.Commit = s.hash.String()
+			if _, err := os.Stat(cachePath(cache, s.key)); err == nil {
+				// Decoded while the other side is read and compiled; an entry that does not
+				// load is compiled after all (below).
+				s.loading = make(chan struct{})
+				go func() {
+					defer close(s.loading)
+					s.snap, s.rep = loadCached(cache, s.key)
+				}()
 				continue
 			}
 		}
-		// Read both commits first: a go-git repository is not meant for concurrent reads.
-		if s.files, err = compiler.ReadCommit(r, s.hash, dir); err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		if s.own, err = compiler.ReadPolicyCommit(r, s.hash, dir); err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
+		if err := s.read(r, dir); err != nil {
+			return err
 		}
 	}
 	// One after the other, with one compiler.Cache: head reuses base's parsed files and the
 	// elements it validated, so it costs about what its change touches. With --cache, the
-	// elements validated by earlier reviews are known too (reviewElements).
+	// elements validated by earlier reviews are known too (elementsFile), and the compiled
+	// snapshots are stored while the review goes on.
 	cc := compiler.NewCache()
-	compiled := false
-	if cache != "" && (sides[0].snap == nil || sides[1].snap == nil) {
-		readElements(cache, cc, stderr)
-	}
-	for _, s := range sides {
-		if s.snap != nil {
-			continue // from the cache
+	var stores sync.WaitGroup
+	var storeErrs []error
+	var storeMu sync.Mutex
+	defer func() {
+		stores.Wait()
+		for _, err := range storeErrs {
+			fmt.Fprintf(stderr, "warning: review cache: %v\n", err)
 		}
+	}()
+	compile := func(s *reviewSide) {
 		opts := compiler.Options{PolicyFiles: s.own, ReportViolations: true, Strict: strict && s.name == "head", Cache: cc}
 		s.snap, s.rep, s.err = compiler.CompileWithReport(ctx, s.files, opts)
 		s.files = nil
-		compiled = true
+		if s.snap == nil {
+			return
+		}
+		s.snap.Commit = s.hash.String()
+		if s.key != "" {
+			stores.Go(func() {
+				if err := storeCached(cache, s.key, s.snap, s.rep); err != nil {
+					storeMu.Lock()
+					storeErrs = append(storeErrs, err)
+					storeMu.Unlock()
+				}
+			})
+		}
+	}
+	compiled := false
+	for _, s := range sides {
+		if s.loading == nil {
+			if !compiled && cache != "" {
+				readElements(cache, cc, stderr)
+			}
+			compile(s)
+			compiled = true
+		}
+	}
+	for _, s := range sides {
+		if s.loading == nil {
+			continue
+		}
+		<-s.loading
 		if s.snap != nil {
 			s.snap.Commit = s.hash.String()
-			if s.key != "" {
-				if err := storeCached(cache, s.key, s.snap, s.rep); err != nil {
-					fmt.Fprintf(stderr, "warning: review cache: %v\n", err)
-				}
-			}
+			continue
 		}
+		if err := s.read(r, dir); err != nil {
+			return err
+		}
+		if !compiled && cache != "" {
+			readElements(cache, cc, stderr)
+		}
+		compile(s)
+		compiled = true
 	}
 	if cache != "" && compiled {
 		writeElements(cache, cc, stderr)
@@ -245,7 +297,7 @@ func cacheKey(r *git.Repository, h plumbing.Hash, dir string, strict bool) (stri
 }
 
 func loadCached(dir, key string) (*mesh.Snapshot, *compiler.Report) {
-	b, err := os.ReadFile(filepath.Join(dir, key+".json"))
+	b, err := os.ReadFile(cachePath(dir, key))
 	if err != nil {
 		return nil, nil
 	}
@@ -264,6 +316,8 @@ func loadCached(dir, key string) (*mesh.Snapshot, *compiler.Report) {
 	return e.Snapshot, &compiler.Report{Warnings: e.Warnings, Violations: e.Violations}
 }
 
+func cachePath(dir, key string) string { return filepath.Join(dir, key+".json") }
+
 func storeCached(dir, key string, snap *mesh.Snapshot, rep *compiler.Report) error {
 	var body bytes.Buffer
 	if err := gob.NewEncoder(&body).Encode(cacheBody{Snapshot: snap, Warnings: rep.Warnings, Violations: rep.Violations}); err != nil {
@@ -277,7 +331,7 @@ func storeCached(dir, key string, snap *mesh.Snapshot, rep *compiler.Report) err
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, key+".json"), append(append(line, '\n'), body.Bytes()...))
+	return writeFileAtomic(cachePath(dir, key), append(append(line, '\n'), body.Bytes()...))
 }
 
 func decodeBody(b []byte) (*cacheBody, error) {
