@@ -13,13 +13,14 @@ import (
 // every alternative, on every intention, permission, header and health check. At 10k services
 // they took more than half of the CPU time and of the memory.
 //
-// So a valid mesh is first evaluated with those validators taken out of the schema, and the
-// one-ofs are checked here by counting fields, which is what the validators decide for a value
-// with no other error. When that evaluation has no error and every one-of holds, the full schema
-// would have accepted the mesh too and produced the same value (the validators add no field,
-// default or position), so its result is used. In every other case the fast path's result is
-// thrown away and load evaluates the schema as written, so every error message and position is
-// the one the full schema gives.
+// So a valid mesh is first evaluated with those validators taken out of the schema (and its
+// enumerations simplified, fastschema.go), and the one-ofs are checked here by counting fields,
+// which is what the validators decide for a value with no other error. When that evaluation has
+// no error and every one-of holds, the full schema would have accepted the mesh too, and the
+// mesh's data, read from its syntax with the schema's defaults (plaindata.go, elements.go), is
+// what the full schema's value would have been. In every other case the fast path's result is
+// thrown away and load evaluates the schema as written, so every error message is the one the
+// full schema gives.
 //
 // The fast path applies only to files of plain data: no references, comprehensions, lets,
 // imports or computed labels. A reference could put a schema definition, and so a validator, at a

@@ -12,34 +12,16 @@ import (
 
 // Decoding plain data without CUE.
 //
-// Once CUE has validated a plain-data mesh (the chunked fast path), its data is the files'
-// literals merged key by key, plus the schema's defaults. Reading it back through
-// cue.Value.Decode costs as much as evaluating it (CUE orders the fields of every struct it
-// decodes), so on that path the raw forms are read from the syntax instead, and the schema's two
-// defaults (schemaDefaults) are applied by the compiler. Anything this does not understand
-// (expressions, optional fields, unusual number syntax) makes the whole mesh decode through CUE.
+// Once CUE has validated a plain-data mesh (the fast path), its data is the files' literals
+// merged key by key, plus the schema's defaults. Reading it back through cue.Value.Decode costs
+// as much as evaluating it (CUE orders the fields of every struct it decodes), so on that path
+// the raw forms are read from the syntax instead (elements.go), and the schema's two defaults
+// (schemaDefaults) are applied by the compiler. Anything this does not understand (expressions,
+// optional fields, unusual number syntax) sends the whole mesh down the full path.
 
 // schemaDefaults are the defaults schema/mesh.cue declares (`*value`), which decoding from syntax
 // must apply itself. TestSchemaDefaults keeps the list in step with the schema.
 var schemaDefaults = []string{`protocol: *"tcp"`, `defaultIntention: *"deny"`}
-
-// plainData merges the regular top-level fields of files into one Go value (maps, lists,
-// strings, json.Number, bools). It reports false when any of it is not literal data.
-func plainData(files []*ast.File) (map[string]any, bool) {
-	root := map[string]any{}
-	for _, f := range files {
-		for _, d := range f.Decls {
-			field, ok := d.(*ast.Field)
-			if !ok {
-				continue
-			}
-			if !mergeField(root, field) {
-				return nil, false
-			}
-		}
-	}
-	return root, true
-}
 
 // mergeField merges one field into m. Definitions and hidden fields are the user's helpers and
 // are skipped; they cannot reach data that has no references.
@@ -159,31 +141,6 @@ func decodeValue[T any](v any) (T, bool) {
 	}
 	err = json.Unmarshal(b, &out)
 	return out, err == nil
-}
-
-// decodeData decodes the value at path (a list of keys) of data into a map of raw forms, keyed
-// like the CUE struct there.
-func decodeData[T any](data map[string]any, path ...string) (map[string]T, bool) {
-	var cur any = data
-	for _, p := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		cur = m[p]
-	}
-	out := map[string]T{}
-	if cur == nil {
-		return out, true
-	}
-	b, err := json.Marshal(cur)
-	if err != nil {
-		return nil, false
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, false
-	}
-	return out, true
 }
 
 // oneOfsHoldData checks the validators of strippedOneOfs wherever the schema applies them, on
