@@ -3,6 +3,7 @@ package compiler
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -71,4 +72,71 @@ func FuzzReadElements(f *testing.F) {
 			t.Fatalf("%d keys from %d bytes", len(c.elems), len(rest))
 		}
 	})
+}
+
+// FuzzDecodeValue builds plain values from the fuzzer's bytes (maps keyed by the raw forms'
+// field names and a few others, lists, strings, numbers of every shape plain data allows,
+// bools) and decodes each into every raw form both with decodeValue and through encoding/json:
+// they must agree on success and on the value.
+func FuzzDecodeValue(f *testing.F) {
+	f.Add([]byte{0, 3, 1, 2, 4, 5})
+	f.Add([]byte{0, 2, 7, 0, 1, 3, 9, 2, 2})
+	f.Add([]byte("services and intentions"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v := plainFromBytes(&data, 0)
+		if typ, ok := sameAsJSON(v); !ok {
+			t.Fatalf("%#v as %s: decodeValue and encoding/json differ", v, typ)
+		}
+	})
+}
+
+var (
+	fuzzKeys = []string{"port", "protocol", "owners", "meta", "upstreams", "localPort", "datacenter",
+		"endpoints", "address", "healthCheck", "http", "tcp", "grpc", "interval", "action",
+		"permissions", "methods", "header", "queryParam", "name", "exact", "present", "invert",
+		"routes", "match", "destination", "numRetries", "retryOn", "splits", "weight", "service",
+		"subset", "subsets", "filter", "failover", "datacenters", "redirect", "loadBalancer",
+		"policy", "tls", "ca", "leafTTL", "web", "*", "other"}
+	fuzzNumbers = []string{"0", "1", "-1", "80", "1.5", "2.0", "1e3", "-0", "99999999999999999999", "0.125"}
+)
+
+// plainFromBytes reads one plain value from the front of *b.
+func plainFromBytes(b *[]byte, depth int) any {
+	next := func() int {
+		if len(*b) == 0 {
+			return 0
+		}
+		c := int((*b)[0])
+		*b = (*b)[1:]
+		return c
+	}
+	kind := next() % 6
+	if depth > 4 && kind < 2 {
+		kind += 2
+	}
+	switch kind {
+	case 0:
+		m := map[string]any{}
+		for n := next() % 5; n > 0; n-- {
+			m[fuzzKeys[next()%len(fuzzKeys)]] = plainFromBytes(b, depth+1)
+		}
+		return m
+	case 1:
+		var l []any
+		for n := next() % 4; n > 0; n-- {
+			l = append(l, plainFromBytes(b, depth+1))
+		}
+		if l == nil {
+			l = []any{}
+		}
+		return l
+	case 2:
+		return fuzzKeys[next()%len(fuzzKeys)]
+	case 3:
+		return json.Number(fuzzNumbers[next()%len(fuzzNumbers)])
+	case 4:
+		return next()%2 == 0
+	default:
+		return "/v1/" + string(rune('a'+next()%26))
+	}
 }

@@ -2,8 +2,11 @@ package compiler
 
 import (
 	"encoding/json"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/literal"
@@ -132,16 +135,126 @@ func mergeData(a, b any) (any, bool) {
 	}
 }
 
-// decodeValue decodes one plain value into a raw form.
+// decodeValue decodes one plain value (maps, lists, strings, json.Number, bools) into a raw
+// form as encoding/json decodes the same value's JSON, without writing the JSON: struct fields by
+// their json tags, fields the raw form does not have ignored, numbers into integers only when
+// they are integers that fit. It reports false where encoding/json fails. Field names match
+// exactly (encoding/json also tries other cases; the schema is closed, so no valid mesh has
+// them). TestDecodeValueLikeJSON and FuzzDecodeValue compare the two.
 func decodeValue[T any](v any) (T, bool) {
 	var out T
-	b, err := json.Marshal(v)
-	if err != nil {
-		return out, false
-	}
-	err = json.Unmarshal(b, &out)
-	return out, err == nil
+	ok := assign(reflect.ValueOf(&out).Elem(), v)
+	return out, ok
 }
+
+// assign decodes src into dst (see decodeValue).
+func assign(dst reflect.Value, src any) bool {
+	if src == nil {
+		return true // nothing written: the zero value, as JSON's absent field
+	}
+	switch dst.Kind() {
+	case reflect.Pointer:
+		if dst.IsNil() {
+			dst.Set(reflect.New(dst.Type().Elem()))
+		}
+		return assign(dst.Elem(), src)
+	case reflect.Struct:
+		m, ok := src.(map[string]any)
+		if !ok {
+			return false
+		}
+		fields := jsonFields(dst.Type())
+		for k, v := range m {
+			if i, ok := fields[k]; ok && !assign(dst.Field(i), v) {
+				return false
+			}
+		}
+		return true
+	case reflect.Map:
+		m, ok := src.(map[string]any)
+		if !ok || dst.Type().Key().Kind() != reflect.String {
+			return false
+		}
+		if dst.IsNil() {
+			dst.Set(reflect.MakeMapWithSize(dst.Type(), len(m)))
+		}
+		for k, v := range m {
+			e := reflect.New(dst.Type().Elem()).Elem()
+			if !assign(e, v) {
+				return false
+			}
+			dst.SetMapIndex(reflect.ValueOf(k).Convert(dst.Type().Key()), e)
+		}
+		return true
+	case reflect.Slice:
+		l, ok := src.([]any)
+		if !ok {
+			return false
+		}
+		out := reflect.MakeSlice(dst.Type(), len(l), len(l))
+		for i, v := range l {
+			if !assign(out.Index(i), v) {
+				return false
+			}
+		}
+		dst.Set(out)
+		return true
+	case reflect.String:
+		s, ok := src.(string)
+		dst.SetString(s)
+		return ok
+	case reflect.Bool:
+		b, ok := src.(bool)
+		dst.SetBool(b)
+		return ok
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, ok := src.(json.Number)
+		if !ok {
+			return false
+		}
+		i, err := strconv.ParseInt(string(n), 10, 64)
+		if err != nil || dst.OverflowInt(i) {
+			return false
+		}
+		dst.SetInt(i)
+		return true
+	case reflect.Float32, reflect.Float64:
+		n, ok := src.(json.Number)
+		if !ok {
+			return false
+		}
+		f, err := strconv.ParseFloat(string(n), dst.Type().Bits())
+		if err != nil {
+			return false
+		}
+		dst.SetFloat(f)
+		return true
+	}
+	return false
+}
+
+// jsonFields maps the json names of a struct type's fields to their indexes.
+func jsonFields(t reflect.Type) map[string]int {
+	if m, ok := fieldsByType.Load(t); ok {
+		return m.(map[string]int)
+	}
+	m := map[string]int{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		m[name] = i
+	}
+	fieldsByType.Store(t, m)
+	return m
+}
+
+var fieldsByType sync.Map // reflect.Type → map[string]int
 
 // oneOfsHoldData checks the validators of strippedOneOfs wherever the schema applies them, on
 // data read from syntax: it counts the fields of each value as the matchN validators would (a
