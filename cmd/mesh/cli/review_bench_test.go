@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"testing"
 
@@ -27,6 +28,8 @@ func BenchmarkReviewEndToEnd(b *testing.B) {
 	if _, err := exec.LookPath("git"); err != nil {
 		b.Fatal("the git CLI is needed")
 	}
+	// As Main sets it for one-shot commands (cli.Run, called here, does not).
+	defer debug.SetGCPercent(debug.SetGCPercent(200))
 	for _, n := range []int{1000, 10000} {
 		repo := reviewRepo(b, n)
 		for _, mode := range []string{"cold", "base-cached", "both-cached"} {
