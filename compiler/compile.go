@@ -292,7 +292,8 @@ func (c *compilation) services() {
 			}
 			return a.Port < b.Port
 		})
-		if hc := r.HealthCheck; hc != nil {
+		if r.HealthCheck != nil {
+			hc := *r.HealthCheck // a copy: raw forms may be shared through a Cache
 			hpos := lookup(e.n, e.pos, cue.Str("healthCheck"))
 			if hc.HTTP == "" && !hc.TCP && hc.GRPC == "" {
 				c.add(hpos, "service %s: healthCheck needs one of http, tcp and grpc", e.name)
