@@ -14,7 +14,9 @@ import (
 
 // FuzzCompile feeds arbitrary text to the loader as one mesh file next to a valid one. The
 // compiler must never panic, must return either a snapshot or configuration errors with
-// positions, and must compile the same input to the same version twice.
+// positions, and must compile the same input to the same version twice. The fast path, the full
+// path and a compilation through a Cache that has seen every earlier input must give the same
+// snapshot, positions included, or the same errors.
 func FuzzCompile(f *testing.F) {
 	base := File{Name: "base.cue", Data: []byte("package mesh\n\nmesh: {name: \"shop\", trustDomain: \"shop.mesh\"}\nservices: api: {protocol: \"http\", port: 8080}\n")}
 	seeds, _ := filepath.Glob("testdata/errors/*.txtar")
@@ -38,8 +40,19 @@ func FuzzCompile(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("package mesh\nintentions: api: api: permissions: [{action: \"allow\", http: pathRegex: \"(\"}]\n"))
+	cache := NewCache()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		files := []File{base, {Name: "fuzz.cue", Data: data}}
+		fast, fastErr := compileString(files, nil)
+		fastPath = false
+		full, fullErr := compileString(files, nil)
+		fastPath = true
+		if fast != full || fastErr != fullErr {
+			t.Fatalf("fast and full paths differ:\nfast: %.800s %s\nfull: %.800s %s", fast, fastErr, full, fullErr)
+		}
+		if cached, cachedErr := compileString(files, cache); cached != fast || cachedErr != fastErr {
+			t.Fatalf("with a Cache:\n%.800s %s\nwithout:\n%.800s %s", cached, cachedErr, fast, fastErr)
+		}
 		s1, err1 := Compile(context.Background(), files)
 		if err1 != nil {
 			var list Errors
