@@ -3,12 +3,14 @@ package reconciler
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -180,6 +182,12 @@ type fsm struct {
 	keep    int           // history length
 	changed chan struct{} // capacity 1: "the state changed", coalesced
 	log     *slog.Logger
+	// local holds the snapshots this server is replicating, by the SHA-256 of their command's
+	// blob: applying such an entry takes the snapshot the blob was encoded from instead of
+	// decompressing, decoding and re-verifying 30 MB at 10k services. The hash proves the entry
+	// carries exactly that encoding; every other server decodes it (TestEncodeDecodeRoundTrip
+	// shows decoding gives back the same snapshot).
+	local sync.Map // [32]byte → *mesh.Snapshot
 }
 
 func newFSM(keep int, log *slog.Logger) *fsm {
@@ -223,8 +231,10 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		if err := json.Unmarshal(h, &c); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
 		}
-		snap, err := decodeSnapshot(blob)
-		if err != nil {
+		var snap *mesh.Snapshot
+		if v, ok := f.local.Load(sha256.Sum256(blob)); ok {
+			snap = v.(*mesh.Snapshot)
+		} else if snap, err = decodeSnapshot(blob); err != nil {
 			return nil, err
 		}
 		if snap.Version != c.Version || snap.Commit != c.Commit {

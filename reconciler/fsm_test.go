@@ -2,14 +2,19 @@ package reconciler
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
+	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
 )
 
 func testSnapshot(t testing.TB, name, commit string) (*mesh.Snapshot, []byte) {
@@ -147,4 +152,56 @@ func FuzzFSMApply(f *testing.F) {
 			t.Fatal("a refused entry changed the state")
 		}
 	})
+}
+
+// TestFSMLocalSnapshot: the server that replicates a snapshot applies it from memory, any other
+// decodes it, and both end up serving the same snapshot; a local snapshot registered for other
+// bytes is not taken.
+func TestFSMLocalSnapshot(t *testing.T) {
+	snap, err := compiler.CompileDir(context.Background(), filepath.Join("..", "repo-example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Commit = "c1"
+	data, err := snap.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := compress(data)
+	entry := cmd(t, cmdSnapshot, snapshotCmd{Version: snap.Version, Commit: "c1"}, blob)
+
+	leader := newFSM(20, discardLogger())
+	leader.local.Store(sha256.Sum256(blob), snap)
+	if r := leader.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: entry}); r != nil {
+		t.Fatal(r)
+	}
+	follower, r := applyAll([][]byte{entry}, 20)
+	if r[0] != nil {
+		t.Fatal(r[0])
+	}
+	if leader.state().served != snap {
+		t.Error("the leader decoded the snapshot it replicated")
+	}
+	got, want := follower.state().served, leader.state().served
+	if got == want {
+		t.Fatal("the follower shares the leader's snapshot")
+	}
+	a, _ := got.Canonical()
+	b, _ := want.Canonical()
+	if !bytes.Equal(a, b) || got.Version != want.Version || got.Commit != want.Commit || !reflect.DeepEqual(got.Positions, want.Positions) {
+		t.Error("leader and follower serve different snapshots")
+	}
+	if !bytes.Equal(persist(t, leader), persist(t, follower)) {
+		t.Error("leader and follower persist different states")
+	}
+
+	// Registered for other bytes: decoded, not taken.
+	other := newFSM(20, discardLogger())
+	other.local.Store(sha256.Sum256([]byte("other bytes")), &mesh.Snapshot{Version: snap.Version, Commit: "c1"})
+	if r := other.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: entry}); r != nil {
+		t.Fatal(r)
+	}
+	if s := other.state().served; s == nil || len(s.Services) != len(snap.Services) {
+		t.Error("a snapshot registered for other bytes was taken")
+	}
 }

@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
@@ -124,16 +125,22 @@ func (s *Server) reconcile(ctx context.Context) error {
 		}
 		return s.reject(commit, StepCompile, posErrors(err))
 	}
-	snap.Commit = commit
-	if err := snap.Seal(); err != nil {
-		return &StepError{Step: StepCompile, Commit: commit, Retry: true, Err: err}
+	snap.Commit = commit // not part of the version: a sealed snapshot stays sealed
+	if snap.Version == "" {
+		if err := snap.Seal(); err != nil {
+			return &StepError{Step: StepCompile, Commit: commit, Retry: true, Err: err}
+		}
 	}
 	data, err := snap.Encode()
 	if err != nil {
 		return &StepError{Step: StepCompile, Commit: commit, Retry: true, Err: err}
 	}
+	blob := compress(data)
+	key := sha256.Sum256(blob)
+	s.fsm.local.Store(key, snap)
+	defer s.fsm.local.Delete(key)
 	cmd := snapshotCmd{Version: snap.Version, Commit: commit, Time: time.Now().UTC(), Forced: forced}
-	if err := s.apply(cmdSnapshot, cmd, compress(data)); err != nil {
+	if err := s.apply(cmdSnapshot, cmd, blob); err != nil {
 		return &StepError{Step: StepApply, Commit: commit, Retry: true, Err: err}
 	}
 	s.metrics.commitToApply.Observe(time.Since(seen).Seconds())
