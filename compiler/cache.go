@@ -26,7 +26,8 @@ import (
 // it: like every sealed snapshot, they must not be modified.
 //
 // A Cache keeps what the latest compilation used and drops the rest, so it holds about one
-// mesh: at 10k services about 290 MiB of syntax trees and data, against 70 MiB for the snapshot. Compilations sharing a Cache run one at a time. The zero Cache is not usable; a nil
+// mesh: at 10k services about 290 MiB of syntax trees and data, against 70 MiB for the
+// snapshot. Compilations sharing a Cache run one at a time. The zero Cache is not usable; a nil
 // *Cache caches nothing.
 //
 // WriteElements and ReadElements carry the keys of the validated elements from one process to

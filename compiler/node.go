@@ -11,10 +11,11 @@ import (
 // node is a part of the mesh being compiled, able to say where it and its parts are written.
 //
 // Where a part is written is the first place the files write its path, in the order of the
-// files: the value of a scalar field, the label of any other field, a list element's start. The position index of the syntax
-// (positions.go) answers that for every path written literally, on both paths; only what the
-// index does not know (fields made by comprehensions, for example) is asked of CUE's value. So
-// a mesh's semantic errors have the same positions whichever path compiles it.
+// files: the value of a scalar field, the label of any other field, a list element's start.
+// The position index of the syntax (positions.go) answers that for every path written
+// literally, on both paths; only what the index does not know (fields made by comprehensions,
+// for example) is asked of CUE's value. So a mesh's semantic errors have the same positions
+// whichever path compiles it.
 //
 // On the full path a node is also a CUE value. On the fast path (fastpath.go) the evaluated
 // values are not kept: CUE only validates the mesh, the compiler reads its data from the syntax,
@@ -49,7 +50,7 @@ func (n node) pos() mesh.Pos {
 // at is the node at a path of regular fields and list indexes below n.
 func (n node) at(sels ...cue.Selector) node {
 	out := n
-	out.path = append(n.path[:len(n.path):len(n.path)], make([]pathSel, 0, len(sels))...)
+	out.path = n.path[:len(n.path):len(n.path)] // appending copies: n's path stays as it is
 	if !n.fast {
 		out.v = n.v.LookupPath(cue.MakePath(sels...))
 	}
