@@ -94,16 +94,7 @@ func benchCommitToServed(b *testing.B, n int, timing RaftTiming) {
 // BenchmarkRestart10k restarts a server whose FSM holds a 10,000-service snapshot and reports how
 // long until it serves it from disk (before Raft or Git) and until its FSM holds it again.
 func BenchmarkRestart10k(b *testing.B) {
-	files, stats, err := meshgen.Generate(meshgen.Options{Services: 10000, Seed: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	repo := newTestRepo(b)
-	m := map[string]string{}
-	for _, f := range files {
-		m["mesh/"+f.Name] = string(f.Data)
-	}
-	repo.commit(m, "10k services", false)
+	repo, _, stats := repo10k(b)
 	o := nodeOpts{dir: b.TempDir()}
 	cfg := testConfig(b, repo.bare, o)
 	s := startServer(b, cfg)
@@ -139,20 +130,14 @@ func BenchmarkRestart10k(b *testing.B) {
 // returning to the server serving the new version, when the push flips one intention in one
 // team's file: what a routine change costs at that size, with the reconciler's compiler.Cache.
 func BenchmarkPush10k(b *testing.B) {
-	files, _, err := meshgen.Generate(meshgen.Options{Services: 10000, Seed: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	repo := newTestRepo(b)
-	m := map[string]string{}
+	repo, m, _ := repo10k(b)
 	team := ""
-	for _, f := range files {
-		m["mesh/"+f.Name] = string(f.Data)
-		if team == "" && strings.Contains(string(f.Data), `action: "allow"`) && strings.HasPrefix(f.Name, "teams/") {
-			team = "mesh/" + f.Name
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		if strings.HasPrefix(name, "mesh/teams/") && strings.Contains(m[name], `action: "allow"`) {
+			team = name
+			break
 		}
 	}
-	repo.commit(m, "10k services", false)
 	s := startServer(b, testConfig(b, repo.bare, nodeOpts{}))
 	waitFor(b, 10*time.Minute, "the 10k-service snapshot to be served", func() bool { return s.Served() != nil })
 	variants := [2]string{strings.Replace(m[team], `action: "allow"`, `action: "deny"`, 1), m[team]}
@@ -177,4 +162,19 @@ func BenchmarkPush10k(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Milliseconds()), "max-ms")
+}
+
+// repo10k is a repository whose one commit holds a generated 10,000-service mesh in mesh/.
+func repo10k(b *testing.B) (*testRepo, map[string]string, meshgen.Stats) {
+	files, stats, err := meshgen.Generate(meshgen.Options{Services: 10000, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	repo := newTestRepo(b)
+	m := map[string]string{}
+	for _, f := range files {
+		m["mesh/"+f.Name] = string(f.Data)
+	}
+	repo.commit(m, "10k services", false)
+	return repo, m, stats
 }
