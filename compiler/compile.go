@@ -46,7 +46,11 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &compilation{root: l.root(), fast: l.fast, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
+	raws := l.fast
+	if raws == nil {
+		raws = &fastMesh{} // the full path: every element decoded from CUE's value
+	}
+	c := &compilation{root: l.root(), fast: l.fast, raws: raws, errs: &errs, quiet: schemaFailed, broken: map[string]bool{}, snap: &mesh.Snapshot{
 		Services:  map[string]*mesh.Service{},
 		Routers:   map[string]*mesh.Router{},
 		Splitters: map[string]*mesh.Splitter{},
@@ -86,10 +90,11 @@ type compilation struct {
 	// root is the whole mesh: its evaluated value, or its data and positions (node.go).
 	root node
 	// fast is the mesh read from its syntax on the fast path (fastpath.go), nil on the full
-	// path; raw forms come from it instead of cue.Value.Decode.
-	fast *fastMesh
-	errs *errorList
-	snap *mesh.Snapshot
+	// path; raw forms come from it instead of cue.Value.Decode. raws is fast, or an empty
+	// fastMesh on the full path.
+	fast, raws *fastMesh
+	errs       *errorList
+	snap       *mesh.Snapshot
 	// quiet is set when the schema rejected parts of the mesh: those parts are skipped rather
 	// than reported twice, and checks that depend on them are not made.
 	quiet bool
@@ -206,14 +211,6 @@ func (c *compilation) meshConfig() {
 	c.snap.Positions["mesh"] = pos
 }
 
-// fastSection is a section of the fast path's raw forms, or nil on the full path.
-func fastSection[T any](f *fastMesh, section func(*fastMesh) map[string]T) map[string]T {
-	if f == nil {
-		return nil
-	}
-	return section(f)
-}
-
 func (c *compilation) hasDC(dc string) bool {
 	if c.broken["mesh"] {
 		return true // unknown: the schema error on mesh says what is wrong
@@ -227,7 +224,7 @@ func (c *compilation) hasDC(dc string) bool {
 }
 
 func (c *compilation) services() {
-	for _, e := range decodeMap(c.root.at(cue.Str("services")), fastSection(c.fast, func(f *fastMesh) map[string]rawService { return f.services }), c.errs, c.quiet) {
+	for _, e := range decodeMap(c.root.at(cue.Str("services")), c.raws.services, c.errs, c.quiet) {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
@@ -327,10 +324,7 @@ func (c *compilation) services() {
 }
 
 func (c *compilation) intentions() {
-	var pre map[string]map[string]rawIntention
-	if c.fast != nil {
-		pre = c.fast.intentions
-	}
+	pre := c.raws.intentions
 	dests, err := c.root.at(cue.Str("intentions")).fields()
 	if err != nil {
 		addCUEErrors(c.errs, err)
@@ -447,7 +441,7 @@ func (c *compilation) checkRegex(expr string, pos mesh.Pos, what string) {
 
 func (c *compilation) routers() {
 	c.routerNodes = map[string]node{}
-	for _, e := range decodeMap(c.root.at(cue.Str("routers")), fastSection(c.fast, func(f *fastMesh) map[string]rawRouter { return f.routers }), c.errs, c.quiet) {
+	for _, e := range decodeMap(c.root.at(cue.Str("routers")), c.raws.routers, c.errs, c.quiet) {
 		c.routerNodes[e.name] = e.n
 		if !c.checkName("router", e.name, e.pos, false) {
 			continue
@@ -506,7 +500,7 @@ func (c *compilation) routers() {
 
 func (c *compilation) splitters() {
 	c.splitterNodes = map[string]node{}
-	for _, e := range decodeMap(c.root.at(cue.Str("splitters")), fastSection(c.fast, func(f *fastMesh) map[string]rawSplitter { return f.splitters }), c.errs, c.quiet) {
+	for _, e := range decodeMap(c.root.at(cue.Str("splitters")), c.raws.splitters, c.errs, c.quiet) {
 		if !c.checkName("splitter", e.name, e.pos, false) {
 			continue
 		}
@@ -560,7 +554,7 @@ func formatWeight(w int) string {
 
 func (c *compilation) resolvers() {
 	c.resolverNodes = map[string]node{}
-	entries := decodeMap(c.root.at(cue.Str("resolvers")), fastSection(c.fast, func(f *fastMesh) map[string]rawResolver { return f.resolvers }), c.errs, c.quiet)
+	entries := decodeMap(c.root.at(cue.Str("resolvers")), c.raws.resolvers, c.errs, c.quiet)
 	for _, e := range entries {
 		if !c.checkName("resolver", e.name, e.pos, false) {
 			continue
