@@ -128,23 +128,9 @@ func ReadGit(ctx context.Context, repo, ref, dir string) ([]File, string, error)
 
 // ReadCommit reads every .cue file under dir in the tree of commit hash, without a checkout.
 func ReadCommit(r *git.Repository, hash plumbing.Hash, dir string) ([]File, error) {
-	c, err := r.CommitObject(hash)
+	tree, err := MeshTree(r, hash, dir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: commit %s: %v", ErrRef, hash, err)
-	}
-	tree, err := c.Tree()
-	if err != nil {
-		return nil, fmt.Errorf("commit %s: tree: %w", hash, err)
-	}
-	dir = strings.Trim(path.Clean("/"+filepath.ToSlash(dir)), "/")
-	if dir != "" {
-		tree, err = tree.Tree(dir)
-		if errors.Is(err, object.ErrDirectoryNotFound) {
-			return nil, fmt.Errorf("commit %s has no directory %q", hash.String()[:12], dir)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("commit %s: directory %q: %w", hash.String()[:12], dir, err)
-		}
+		return nil, err
 	}
 	var files []File
 	walker := object.NewTreeWalker(tree, true, nil)
@@ -157,28 +143,60 @@ func ReadCommit(r *git.Repository, hash plumbing.Hash, dir string) ([]File, erro
 		if err != nil {
 			return nil, fmt.Errorf("commit %s: walk tree: %w", hash.String()[:12], err)
 		}
-		if !entry.Mode.IsFile() {
+		if !entry.Mode.IsFile() || !strings.HasSuffix(name, ".cue") || skippedPath(name) {
 			continue
 		}
-		if !strings.HasSuffix(name, ".cue") || skippedPath(name) {
-			continue
-		}
-		f, err := tree.TreeEntryFile(&entry)
-		if err != nil {
-			return nil, fmt.Errorf("commit %s: %s: %w", hash.String()[:12], name, err)
-		}
-		rd, err := f.Reader()
-		if err != nil {
-			return nil, fmt.Errorf("commit %s: %s: %w", hash.String()[:12], name, err)
-		}
-		b, err := io.ReadAll(rd)
-		rd.Close()
+		b, err := readEntry(tree, &entry)
 		if err != nil {
 			return nil, fmt.Errorf("commit %s: %s: %w", hash.String()[:12], name, err)
 		}
 		files = append(files, File{Name: name, Data: b})
 	}
 	return files, nil
+}
+
+// MeshTree is the tree of directory dir (relative to the repository's root, "" or "." for the
+// root) in commit hash.
+func MeshTree(r *git.Repository, hash plumbing.Hash, dir string) (*object.Tree, error) {
+	c, err := r.CommitObject(hash)
+	if err != nil {
+		return nil, fmt.Errorf("%w: commit %s: %v", ErrRef, hash, err)
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: tree: %w", hash, err)
+	}
+	dir = repoPath(dir)
+	if dir == "" {
+		return tree, nil
+	}
+	sub, err := tree.Tree(dir)
+	if errors.Is(err, object.ErrDirectoryNotFound) {
+		return nil, fmt.Errorf("commit %s has no directory %q", hash.String()[:12], dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: directory %q: %w", hash.String()[:12], dir, err)
+	}
+	return sub, nil
+}
+
+// repoPath is dir as a slash path relative to the repository's root, "" for the root.
+func repoPath(dir string) string {
+	return strings.Trim(path.Clean("/"+filepath.ToSlash(dir)), "/")
+}
+
+// readEntry reads the file of a tree entry.
+func readEntry(tree *object.Tree, e *object.TreeEntry) ([]byte, error) {
+	f, err := tree.TreeEntryFile(e)
+	if err != nil {
+		return nil, err
+	}
+	rd, err := f.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return io.ReadAll(rd)
 }
 
 // skippedPath reports whether a slash path lies in a directory skipDir excludes.

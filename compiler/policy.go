@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -148,8 +147,7 @@ func ReadPolicyCommit(r *git.Repository, h plumbing.Hash, dir string) ([]File, e
 	if err != nil {
 		return nil, err
 	}
-	p := strings.Trim(path.Join(strings.Trim(path.Clean("/"+filepath.ToSlash(dir)), "/"), PolicyDir), "/")
-	sub, err := tree.Tree(p)
+	sub, err := tree.Tree(strings.Trim(path.Join(repoPath(dir), PolicyDir), "/"))
 	if errors.Is(err, object.ErrDirectoryNotFound) {
 		return []File{}, nil
 	}
@@ -161,16 +159,7 @@ func ReadPolicyCommit(r *git.Repository, h plumbing.Hash, dir string) ([]File, e
 		if !e.Mode.IsFile() || !strings.HasSuffix(e.Name, ".cue") {
 			continue
 		}
-		f, err := sub.TreeEntryFile(&e)
-		if err != nil {
-			return nil, err
-		}
-		rd, err := f.Reader()
-		if err != nil {
-			return nil, err
-		}
-		b, err := io.ReadAll(rd)
-		rd.Close()
+		b, err := readEntry(sub, &e)
 		if err != nil {
 			return nil, err
 		}

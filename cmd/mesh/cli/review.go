@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -279,18 +278,9 @@ var binaryDigest = sync.OnceValue(func() string {
 })
 
 func cacheKey(r *git.Repository, h plumbing.Hash, dir string, strict bool) (string, error) {
-	c, err := r.CommitObject(h)
+	tree, err := compiler.MeshTree(r, h, dir)
 	if err != nil {
 		return "", err
-	}
-	tree, err := c.Tree()
-	if err != nil {
-		return "", err
-	}
-	if d := strings.Trim(path.Clean("/"+filepath.ToSlash(dir)), "/"); d != "" {
-		if tree, err = tree.Tree(d); err != nil {
-			return "", fmt.Errorf("commit %s: directory %q: %w", short(h), d, err)
-		}
 	}
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\n%s\n%s\n%v\n", cacheFormat, binaryDigest(), tree.Hash, strict)))
 	return hex.EncodeToString(sum[:16]), nil
