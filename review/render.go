@@ -81,31 +81,13 @@ func (r *Report) Markdown(w io.Writer) error {
 	if len(r.Routing) > 0 {
 		b.WriteString("\n### Routing changes\n\n| Service | Entry | Field | Before | After |\n|---|---|---|---|---|\n")
 		for _, c := range r.Routing {
-			entry := c.Kind + " " + c.Change
-			if c.Position != "" {
-				entry += " (`" + c.Position + "`)"
-			}
-			if len(c.Fields) == 0 {
-				fmt.Fprintf(&b, "| %s | %s | | | |\n", c.Service, entry)
-			}
-			for _, f := range c.Fields {
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", c.Service, entry, cell(f.Field), cell(f.Before), cell(f.After))
-			}
+			fieldRows(&b, c.Service, c.Kind+" "+c.Change, c.Position, c.Fields)
 		}
 	}
 	if len(r.Services) > 0 {
 		b.WriteString("\n### Services\n\n| Service | Change | Field | Before | After |\n|---|---|---|---|---|\n")
 		for _, c := range r.Services {
-			change := c.Change
-			if c.Position != "" {
-				change += " (`" + c.Position + "`)"
-			}
-			if len(c.Fields) == 0 {
-				fmt.Fprintf(&b, "| %s | %s | | | |\n", c.Service, change)
-			}
-			for _, f := range c.Fields {
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", c.Service, change, cell(f.Field), cell(f.Before), cell(f.After))
-			}
+			fieldRows(&b, c.Service, c.Change, c.Position, c.Fields)
 		}
 	}
 	if len(r.Mesh) > 0 {
@@ -163,4 +145,17 @@ func cell(s string) string {
 		return "—"
 	}
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+// fieldRows writes the rows of one changed element: one per changed field, or one alone.
+func fieldRows(b *strings.Builder, service, change, position string, fields []FieldChange) {
+	if position != "" {
+		change += " (`" + position + "`)"
+	}
+	if len(fields) == 0 {
+		fmt.Fprintf(b, "| %s | %s | | | |\n", service, change)
+	}
+	for _, f := range fields {
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", service, change, cell(f.Field), cell(f.Before), cell(f.After))
+	}
 }
