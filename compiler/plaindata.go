@@ -272,34 +272,25 @@ func oneOfsHoldData(data map[string]any) bool {
 		}
 		return n
 	}
-	eachMap := func(v any, f func(map[string]any)) {
-		if v == nil {
+	// each calls f on every struct among the values of a map or the elements of a list, and
+	// fails the check on anything else; nothing written is nothing to check. (A map where the
+	// schema wants a list, or the reverse, passes here and fails CUE's evaluation.)
+	each := func(v any, f func(map[string]any)) {
+		var items []any
+		switch x := v.(type) {
+		case nil:
 			return
-		}
-		m, isMap := v.(map[string]any)
-		if !isMap {
-			ok = false
-			return
-		}
-		for _, x := range m {
-			xm, isMap := x.(map[string]any)
-			if !isMap {
-				ok = false
-				return
+		case map[string]any:
+			for _, e := range x {
+				items = append(items, e)
 			}
-			f(xm)
-		}
-	}
-	eachElem := func(v any, f func(map[string]any)) {
-		if v == nil {
-			return
-		}
-		l, isList := v.([]any)
-		if !isList {
+		case []any:
+			items = x
+		default:
 			ok = false
 			return
 		}
-		for _, x := range l {
+		for _, x := range items {
 			xm, isMap := x.(map[string]any)
 			if !isMap {
 				ok = false
@@ -318,16 +309,16 @@ func oneOfsHoldData(data map[string]any) bool {
 			return
 		}
 		want(count(m, "path", "pathPrefix", "pathRegex") <= 1)
-		eachElem(m["header"], func(h map[string]any) { want(count(h, "exact", "prefix", "suffix", "regex", "present") == 1) })
-		eachElem(m["queryParam"], func(q map[string]any) { want(count(q, "exact", "regex", "present") == 1) })
+		each(m["header"], func(h map[string]any) { want(count(h, "exact", "prefix", "suffix", "regex", "present") == 1) })
+		each(m["queryParam"], func(q map[string]any) { want(count(q, "exact", "regex", "present") == 1) })
 	}
-	eachMap(data["services"], func(s map[string]any) {
+	each(data["services"], func(s map[string]any) {
 		if hc, has := s["healthCheck"]; has {
 			hm, isMap := hc.(map[string]any)
 			want(isMap && count(hm, "http", "tcp", "grpc") == 1)
 		}
 	})
-	eachMap(data["intentions"], func(d map[string]any) {
+	each(data["intentions"], func(d map[string]any) {
 		for _, in := range d {
 			im, isMap := in.(map[string]any)
 			if !isMap {
@@ -335,11 +326,11 @@ func oneOfsHoldData(data map[string]any) bool {
 				return
 			}
 			want(count(im, "action", "permissions") == 1)
-			eachElem(im["permissions"], func(p map[string]any) { httpMatch(p["http"]) })
+			each(im["permissions"], func(p map[string]any) { httpMatch(p["http"]) })
 		}
 	})
-	eachMap(data["routers"], func(r map[string]any) {
-		eachElem(r["routes"], func(route map[string]any) {
+	each(data["routers"], func(r map[string]any) {
+		each(r["routes"], func(route map[string]any) {
 			if m, isMap := route["match"].(map[string]any); isMap {
 				httpMatch(m["http"])
 			}
