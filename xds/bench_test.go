@@ -137,16 +137,19 @@ func BenchmarkRenderPure(b *testing.B) {
 	}
 }
 
-// BenchmarkSetSnapshotFull re-renders every proxy (a mesh-wide setting changes each time):
-// render, ValidateAll, consistency checks, hashing and cache snapshots for 1,000 proxies.
-func BenchmarkSetSnapshotFull(b *testing.B) {
-	snaps := []*mesh.Snapshot{seal(b, bigMesh(0, "TLSv1_2")), seal(b, bigMesh(0, "TLSv1_3"))}
+// benchServer is a server with benchProxies registered nodes, serving snap.
+func benchServer(b *testing.B, snap *mesh.Snapshot) *Server {
 	s := NewServer(nil)
-	defer s.Close()
+	b.Cleanup(s.Close)
 	registerNodes(b, s, benchProxies)
-	if err := s.SetSnapshot(snaps[1]); err != nil {
+	if err := s.SetSnapshot(snap); err != nil {
 		b.Fatal(err)
 	}
+	return s
+}
+
+// alternate sets snaps[0] and snaps[1] in turn, reporting CPU time and renders per change.
+func alternate(b *testing.B, s *Server, snaps []*mesh.Snapshot) {
 	b.ReportAllocs()
 	i, cpu := 0, cpuTime()
 	renders := testutil.ToFloat64(s.metrics.renders)
@@ -160,16 +163,19 @@ func BenchmarkSetSnapshotFull(b *testing.B) {
 	b.ReportMetric((testutil.ToFloat64(s.metrics.renders)-renders)/float64(i), "renders/op")
 }
 
+// BenchmarkSetSnapshotFull re-renders every proxy (a mesh-wide setting changes each time):
+// render, ValidateAll, consistency checks, hashing and cache snapshots for 1,000 proxies.
+func BenchmarkSetSnapshotFull(b *testing.B) {
+	snaps := []*mesh.Snapshot{seal(b, bigMesh(0, "TLSv1_2")), seal(b, bigMesh(0, "TLSv1_3"))}
+	s := benchServer(b, snaps[1])
+	alternate(b, s, snaps)
+}
+
 // BenchmarkSetSnapshotOneIntention flips one intention: only the destination's proxies are
 // re-rendered (the time is mostly the snapshot diff).
 func BenchmarkSetSnapshotOneIntention(b *testing.B) {
 	snaps := []*mesh.Snapshot{seal(b, bigMesh(0, "TLSv1_2")), seal(b, bigMesh(1, "TLSv1_2"))}
-	s := NewServer(nil)
-	defer s.Close()
-	registerNodes(b, s, benchProxies)
-	if err := s.SetSnapshot(snaps[1]); err != nil {
-		b.Fatal(err)
-	}
+	s := benchServer(b, snaps[1])
 	ch := diff(snaps[0], snaps[1])
 	n := 0
 	for i := 0; i < benchProxies; i++ {
@@ -180,17 +186,7 @@ func BenchmarkSetSnapshotOneIntention(b *testing.B) {
 	if n != 1 {
 		b.Fatalf("one intention affects %d proxies, want 1", n)
 	}
-	b.ReportAllocs()
-	i, cpu := 0, cpuTime()
-	renders := testutil.ToFloat64(s.metrics.renders)
-	for b.Loop() {
-		if err := s.SetSnapshot(snaps[i%2]); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
-	reportCPU(b, cpu, i)
-	b.ReportMetric((testutil.ToFloat64(s.metrics.renders)-renders)/float64(i), "renders/op")
+	alternate(b, s, snaps)
 }
 
 // BenchmarkFanout1000Streams opens 1,000 ADS streams (one node each, 100 services), then
