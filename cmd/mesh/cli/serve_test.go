@@ -57,31 +57,7 @@ services: web: {protocol: "http", port: `+port+`}
 	write("8080")
 
 	data := filepath.Join(t.TempDir(), "data")
-	var log syncBuffer
-	ready := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	o := serveOptions{repo: repo, data: data, http: "127.0.0.1:0", xds: "127.0.0.1:0", raft: "127.0.0.1:0",
-		poll: time.Minute, history: 20, logLevel: "info",
-		ready: func(s *reconciler.Server, xdsAddr string) { ready <- s.HTTPAddr() }}
-	go func() { done <- runServe(ctx, o, &log) }()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v\n%s", err, log.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not start")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-		if !strings.Contains(log.String(), "mesh server stopped") {
-			t.Errorf("no clean shutdown in the log:\n%s", log.String())
-		}
-	}()
+	addr, _, log := startServe(t, serveOptions{repo: repo, data: data, logLevel: "info"})
 	if strings.Contains(log.String(), "WARNING") {
 		t.Errorf("a warning for plaintext xDS on loopback:\n%s", log.String())
 	}
@@ -158,4 +134,41 @@ func TestPlaintextWarning(t *testing.T) {
 			t.Errorf("%s: warning %v, want %v", addr, got, warn)
 		}
 	}
+}
+
+// startServe runs mesh serve with o on loopback ports until the test ends, and returns its HTTP
+// and xDS addresses and its log. At the end it must have stopped cleanly and never logged key
+// material.
+func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *syncBuffer) {
+	t.Helper()
+	log = &syncBuffer{}
+	type addrs struct{ http, xds string }
+	ready := make(chan addrs, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	o.http, o.xds, o.raft = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	o.poll, o.history = time.Minute, 20
+	o.ready = func(s *reconciler.Server, xdsAddr string) { ready <- addrs{s.HTTPAddr(), xdsAddr} }
+	go func() { done <- runServe(ctx, o, log) }()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v\n%s", err, log.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+		if !strings.Contains(log.String(), "mesh server stopped") {
+			t.Errorf("no clean shutdown in the log:\n%s", log.String())
+		}
+		if strings.Contains(log.String(), "PRIVATE KEY") {
+			t.Errorf("the server log contains private key material")
+		}
+	})
+	return a.http, a.xds, log
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +20,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgit/mesh/ca"
-	"github.com/meshgit/mesh/reconciler"
 	"github.com/meshgit/mesh/xds"
 )
 
@@ -52,35 +50,11 @@ intentions: db: web: action: "allow"
 	dir := t.TempDir()
 	adminToken := filepath.Join(dir, "admin-token")
 	os.WriteFile(adminToken, []byte("operator-secret-token\n"), 0o600)
-	var log syncBuffer
-	type addrs struct{ http, xds string }
-	ready := make(chan addrs, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	o := serveOptions{repo: repo, data: filepath.Join(dir, "data"), http: "127.0.0.1:0", xds: "127.0.0.1:0", raft: "127.0.0.1:0",
-		xdsTLS: true, tokenFile: adminToken, poll: time.Minute, history: 20, logLevel: "info",
-		ready: func(s *reconciler.Server, xdsAddr string) { ready <- addrs{s.HTTPAddr(), xdsAddr} }}
-	go func() { done <- runServe(ctx, o, &log) }()
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v\n%s", err, log.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not start")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-		if strings.Contains(log.String(), "PRIVATE KEY") {
-			t.Errorf("the server log contains private key material")
-		}
-	}()
+	httpAddr, xdsAddr, log := startServe(t, serveOptions{repo: repo, data: filepath.Join(dir, "data"),
+		xdsTLS: true, tokenFile: adminToken, logLevel: "info"})
 
 	// The leader creates the CA once the first snapshot names the trust domain.
-	op := &ca.Client{Addr: a.http, Token: "operator-secret-token"}
+	op := &ca.Client{Addr: httpAddr, Token: "operator-secret-token"}
 	deadline := time.Now().Add(20 * time.Second)
 	var tok *ca.TokenResponse
 	for {
@@ -97,7 +71,7 @@ intentions: db: web: action: "allow"
 	os.WriteFile(tokFile, []byte(tok.Token+"\n"), 0o600)
 	certs := filepath.Join(dir, "web-certs")
 	var out, errOut syncBuffer
-	if code := Run([]string{"agent", "--service", "web", "--dir", certs, "--http", a.http, "--token-file", tokFile, "--once"}, &out, &errOut); code != 0 {
+	if code := Run([]string{"agent", "--service", "web", "--dir", certs, "--http", httpAddr, "--token-file", tokFile, "--once"}, &out, &errOut); code != 0 {
 		t.Fatalf("mesh agent: exit %d\n%s", code, errOut.String())
 	}
 	pair, err := tls.LoadX509KeyPair(filepath.Join(certs, "cert.pem"), filepath.Join(certs, "key.pem"))
@@ -113,7 +87,7 @@ intentions: db: web: action: "allow"
 
 	// fetch opens an ADS stream as node (id, cluster) and returns the first answer's error.
 	fetch := func(creds grpc.DialOption, cluster string) error {
-		conn, err := grpc.NewClient(a.xds, creds)
+		conn, err := grpc.NewClient(xdsAddr, creds)
 		if err != nil {
 			return err
 		}
