@@ -1,15 +1,12 @@
 package ca
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
+
+	"github.com/meshgit/mesh/internal/apiclient"
 )
 
 // Client talks to the CA endpoints of a server's HTTP API.
@@ -39,74 +36,15 @@ func (e *APIError) Temporary() bool {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	api := apiclient.Client{Addr: c.Addr, Token: c.Token, HTTP: c.HTTP}
+	resp, err := api.Do(ctx, method, path, in, 4<<20)
+	if err != nil {
+		return err
 	}
-	var payload []byte
-	if in != nil {
-		var err error
-		if payload, err = json.Marshal(in); err != nil {
-			return err
-		}
+	if resp.Status/100 != 2 {
+		return &APIError{Status: resp.Status, Msg: resp.ErrorMessage(), RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	}
-	base := c.Addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	target := strings.TrimSuffix(base, "/") + path
-	// A follower answers writes with 307 to the leader: follow it (a few hops, same path only),
-	// sending the token again, which Go's client would drop on a change of port.
-	noRedirect := *hc
-	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	var resp *http.Response
-	var b []byte
-	for hop := 0; ; hop++ {
-		var body io.Reader
-		if in != nil {
-			body = bytes.NewReader(payload)
-		}
-		req, err := http.NewRequestWithContext(ctx, method, target, body)
-		if err != nil {
-			return err
-		}
-		if in != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if c.Token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.Token)
-		}
-		if resp, err = noRedirect.Do(req); err != nil {
-			return err
-		}
-		b, err = io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode == http.StatusTemporaryRedirect && hop < 3 {
-			loc, err := url.Parse(resp.Header.Get("Location"))
-			if err != nil || (loc.Scheme != "http" && loc.Scheme != "https") || loc.Path != path {
-				return fmt.Errorf("%s %s: bad redirect to %q", method, path, resp.Header.Get("Location"))
-			}
-			target = loc.String()
-			continue
-		}
-		break
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-		}
-		return &APIError{Status: resp.StatusCode, Msg: e.Error, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
-	}
-	return nil
+	return resp.DecodeInto(method, path, out)
 }
 
 // Sign asks for a leaf for service.

@@ -1,20 +1,17 @@
 package reconciler
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
-	"time"
+
+	"github.com/meshgit/mesh/internal/apiclient"
 )
 
 // Client talks to a server's HTTP API. Writes follow the 307 a follower answers with to the
-// leader, carrying the token only to the addresses the cluster names.
+// leader (internal/apiclient).
 type Client struct {
 	Addr  string // host:port or http://host:port
 	Token string
@@ -42,70 +39,16 @@ func (e *APIError) Is(target error) bool {
 	return false
 }
 
-func baseURL(addr string) string {
-	if strings.Contains(addr, "://") {
-		return strings.TrimSuffix(addr, "/")
-	}
-	return "http://" + addr
-}
-
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	api := apiclient.Client{Addr: c.Addr, Token: c.Token, HTTP: c.HTTP}
+	resp, err := api.Do(ctx, method, path, in, 64<<20)
+	if err != nil {
+		return err
 	}
-	noRedirect := *hc
-	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return err
-		}
+	if resp.Status/100 != 2 {
+		return &APIError{Status: resp.Status, Msg: resp.ErrorMessage()}
 	}
-	target := baseURL(c.Addr) + path
-	for hop := 0; ; hop++ {
-		req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		if in != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if c.Token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.Token)
-		}
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			return err
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode == http.StatusTemporaryRedirect && hop < 3 {
-			loc, err := url.Parse(resp.Header.Get("Location"))
-			if err != nil || loc.Scheme != "http" || loc.Path != path {
-				return fmt.Errorf("%s %s: bad redirect to %q", method, path, resp.Header.Get("Location"))
-			}
-			target = loc.String()
-			continue
-		}
-		if resp.StatusCode/100 != 2 {
-			var e struct{ Error string }
-			if json.Unmarshal(b, &e) != nil || e.Error == "" {
-				e.Error = strings.TrimSpace(string(b))
-			}
-			return &APIError{Status: resp.StatusCode, Msg: e.Error}
-		}
-		if out != nil {
-			if err := json.Unmarshal(b, out); err != nil {
-				return fmt.Errorf("%s %s: %w", method, path, err)
-			}
-		}
-		return nil
-	}
+	return resp.DecodeInto(method, path, out)
 }
 
 // Status fetches GET /v1/status.
