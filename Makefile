@@ -16,12 +16,7 @@ test:
 
 FUZZTIME ?= 30s
 fuzz:
-	@set -e; for pkg in $$($(GO) list -tags $(TAGS) $(PKGS)); do \
-	  for f in $$($(GO) test -tags $(TAGS) -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; \
-	    $(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
-	done
+	GO=$(GO) TAGS=$(TAGS) FUZZTIME=$(FUZZTIME) .ci/fuzz $(PKGS)
 
 bench:
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
