@@ -18,6 +18,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/catalog"
 )
 
 // Entry is one snapshot in a server's history.
@@ -62,6 +63,7 @@ const (
 	cmdServer       cmdType = 5 // header serverCmd
 	cmdRemoveServer cmdType = 6 // header serverCmd
 	cmdCA           cmdType = 7 // header ca.Command
+	cmdCatalog      cmdType = 8 // header catalog.Command
 )
 
 type snapshotCmd struct {
@@ -147,6 +149,7 @@ type state struct {
 	lastCommit string // the last commit applied or recorded as failed
 	servers    map[string]serverMeta
 	ca         *ca.State // the CA: roots, signing key, token hashes (nil until the leader creates it)
+	catalog    *catalog.State // live instances and their health (never nil)
 
 	head        *mesh.Snapshot // decoded head of history
 	served      *mesh.Snapshot // head, or the pinned snapshot
@@ -181,6 +184,7 @@ type fsm struct {
 	st      atomic.Pointer[state]
 	keep    int           // history length
 	changed chan struct{} // capacity 1: "the state changed", coalesced
+	watch   *catalog.Watch // notified when the catalog changed
 	log     *slog.Logger
 	// local holds the snapshots this server is replicating, by the SHA-256 of their command's
 	// blob: applying such an entry takes the snapshot the blob was encoded from instead of
@@ -191,15 +195,18 @@ type fsm struct {
 }
 
 func newFSM(keep int, log *slog.Logger) *fsm {
-	f := &fsm{keep: keep, changed: make(chan struct{}, 1), log: log}
-	f.st.Store(&state{servers: map[string]serverMeta{}})
+	f := &fsm{keep: keep, changed: make(chan struct{}, 1), watch: catalog.NewWatch(), log: log}
+	f.st.Store(&state{servers: map[string]serverMeta{}, catalog: catalog.Empty()})
 	return f
 }
 
 func (f *fsm) state() *state { return f.st.Load() }
 
 func (f *fsm) set(s *state) {
-	f.st.Store(s)
+	old := f.st.Swap(s)
+	if old == nil || old.catalog != s.catalog {
+		f.watch.Notify()
+	}
 	select {
 	case f.changed <- struct{}{}:
 	default:
@@ -302,6 +309,17 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		if s.ca, err = old.ca.Apply(c); err != nil {
 			return nil, err
 		}
+	case cmdCatalog:
+		c, err := catalog.DecodeCommand(h)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		if s.catalog, err = old.catalog.Apply(index, c); err != nil {
+			return nil, err
+		}
+		if s.catalog == old.catalog {
+			return old, nil
+		}
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, t)
 	}
@@ -340,6 +358,7 @@ type persisted struct {
 	Servers     map[string]serverMeta `json:"servers,omitempty"`
 	ServedIndex uint64                `json:"servedIndex"`
 	CA          *ca.State             `json:"ca,omitempty"`
+	Catalog     *catalog.State        `json:"catalog,omitempty"`
 }
 
 type persistedEntry struct {
@@ -354,7 +373,7 @@ type fsmSnapshot struct{ st *state }
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
-		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca}
+		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, Catalog: s.st.catalog}
 	for _, e := range s.st.history {
 		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
 	}
@@ -377,7 +396,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if p.Format != 1 {
 		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
 	}
-	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA}
+	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA, catalog: p.Catalog}
+	if s.catalog == nil {
+		s.catalog = catalog.Empty()
+	}
 	if s.servers == nil {
 		s.servers = map[string]serverMeta{}
 	}

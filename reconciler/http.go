@@ -162,6 +162,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/tokens", s.write(caAPI.ServeHTTP))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(caAPI.ServeHTTP))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.catalogAPI().Register(mux) // Consul's agent, catalog and health endpoints
 	return mux
 }
 

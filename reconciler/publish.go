@@ -13,6 +13,7 @@ import (
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/catalog"
 )
 
 // publisher hands the FSM's served snapshot to the Publisher (xDS) and keeps a copy on disk, so
@@ -23,6 +24,7 @@ type publisher struct {
 
 	mu         sync.Mutex
 	served     *mesh.Snapshot
+	catalog    *catalog.State // the catalog published with served
 	servedAt   time.Time
 	cacheIndex uint64 // the Raft index of the snapshot loaded from disk; older FSM states are not published
 	lastErr    error
@@ -58,7 +60,7 @@ func (p *publisher) loadCache() {
 		return
 	}
 	p.cacheIndex = c.Index
-	p.publish(c.Snapshot, false)
+	p.publish(c.Snapshot, nil, false)
 	p.s.log.Info("serving the last snapshot from disk", "version", c.Snapshot.Version, "commit", shortSHA(c.Snapshot.Commit))
 }
 
@@ -104,22 +106,25 @@ func (p *publisher) check() {
 	p.mu.Lock()
 	cur := p.served
 	same := cur == st.served || cur != nil && cur.Version == st.served.Version && cur.Commit == st.served.Commit
-	if same {
+	if same && p.catalog == st.catalog {
 		p.served = st.served // the FSM's copy; nothing changed for the proxies
 	}
+	sameCatalog := p.catalog == st.catalog
 	p.mu.Unlock()
-	if same {
+	if same && sameCatalog {
 		return
 	}
-	if p.publish(st.served, true) {
+	if p.publish(st.served, st.catalog, !same) && !same {
 		p.saveCache(st.servedIndex, st.served)
 	}
 }
 
-func (p *publisher) publish(snap *mesh.Snapshot, fromFSM bool) bool {
+// publish hands snap, with the catalog's instances, to the Publisher. fromFSM is set when the
+// snapshot itself (not only the catalog) changed.
+func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM bool) bool {
 	var err error
 	if pub := p.s.cfg.Publisher; pub != nil {
-		err = pub.SetSnapshot(snap)
+		err = pub.SetSnapshot(overlay(snap, cat))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -129,7 +134,7 @@ func (p *publisher) publish(snap *mesh.Snapshot, fromFSM bool) bool {
 		p.s.log.Error("publish snapshot", "version", snap.Version, "err", err)
 		return false
 	}
-	p.served, p.servedAt = snap, time.Now()
+	p.served, p.servedAt, p.catalog = snap, time.Now(), cat
 	p.s.metrics.setServed(snap)
 	for _, w := range p.waiters {
 		close(w)

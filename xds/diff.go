@@ -25,6 +25,9 @@ func diff(prev, next *mesh.Snapshot) *change {
 		c.all = true
 		return c
 	}
+	if len(prev.Intentions) == len(next.Intentions) && (len(prev.Intentions) == 0 || &prev.Intentions[0] == &next.Intentions[0]) {
+		return c // the same intentions (a catalog change shares them with the previous snapshot)
+	}
 	type key struct{ dst, src string }
 	pi := make(map[key]*mesh.Intention, len(prev.Intentions))
 	for _, in := range prev.Intentions {
