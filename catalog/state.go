@@ -44,7 +44,7 @@ func DecodeCommand(b []byte) (Command, error) {
 type State struct {
 	index    uint64
 	nodes    map[string]*Node
-	services map[string]*serviceEntry       // by service name
+	services map[string]*serviceEntry        // by service name
 	byNode   map[string]map[string]*Instance // node name → instance ID → instance
 }
 

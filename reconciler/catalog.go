@@ -92,4 +92,6 @@ func (s *Server) Catalog() *catalog.State { return s.fsm.state().catalog }
 func (s *Server) CatalogAgent() *catalog.Agent { return s.agent }
 
 // overlay is what the xDS server serves: the snapshot with the catalog's instances.
-func overlay(snap *mesh.Snapshot, cat *catalog.State) *mesh.Snapshot { return catalog.Overlay(snap, cat) }
+func overlay(snap *mesh.Snapshot, cat *catalog.State) *mesh.Snapshot {
+	return catalog.Overlay(snap, cat)
+}

@@ -148,7 +148,7 @@ type state struct {
 	lastError  *Failure
 	lastCommit string // the last commit applied or recorded as failed
 	servers    map[string]serverMeta
-	ca         *ca.State // the CA: roots, signing key, token hashes (nil until the leader creates it)
+	ca         *ca.State      // the CA: roots, signing key, token hashes (nil until the leader creates it)
 	catalog    *catalog.State // live instances and their health (never nil)
 
 	head        *mesh.Snapshot // decoded head of history
@@ -182,8 +182,8 @@ func (s *state) find(v string) *histEntry {
 // bytes and the previous state (times come from the leader, inside the entry).
 type fsm struct {
 	st      atomic.Pointer[state]
-	keep    int           // history length
-	changed chan struct{} // capacity 1: "the state changed", coalesced
+	keep    int            // history length
+	changed chan struct{}  // capacity 1: "the state changed", coalesced
 	watch   *catalog.Watch // notified when the catalog changed
 	log     *slog.Logger
 	// local holds the snapshots this server is replicating, by the SHA-256 of their command's
