@@ -1,0 +1,75 @@
+package xds
+
+import (
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// TestEndpointHealthPushesOnlyEDS: an endpoint's health changing (the catalog's doing) pushes
+// only EDS, only to the proxies that call the service: critical as UNHEALTHY (sent, not
+// dropped), warning with its weight.
+func TestEndpointHealthPushesOnlyEDS(t *testing.T) {
+	srv, addr := servingServer(t)
+	base := srv.Snapshot()
+	cc := dialRaw(t, addr)
+	web, db := newRawADS(t, cc), newRawADS(t, cc)
+	types := []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType}
+	for _, s := range []struct {
+		a    *rawADS
+		node *corev3.Node
+	}{{web, envoyNode("web-1", "web")}, {db, envoyNode("db-1", "db")}} {
+		for _, typ := range types {
+			s.a.send(&discoveryv3.DiscoveryRequest{Node: s.node, TypeUrl: typ})
+			s.a.ack(s.a.mustRecv(typ))
+		}
+	}
+	for _, a := range []*rawADS{web, db} { // RDS and anything else sent meanwhile
+		for r, _ := a.recv(300 * time.Millisecond); r != nil; r, _ = a.recv(300 * time.Millisecond) {
+			a.ack(r)
+		}
+	}
+
+	svcs := maps.Clone(base.Services)
+	api := *svcs["api"]
+	api.Endpoints = slices.Clone(api.Endpoints)
+	api.Endpoints[0].Health = mesh.HealthCritical
+	api.Endpoints[1].Health, api.Endpoints[1].Weight = mesh.HealthWarning, 3
+	svcs["api"] = &api
+	if err := srv.SetSnapshot(base.WithServices(svcs)); err != nil {
+		t.Fatal(err)
+	}
+	r := web.mustRecv(resourcev3.EndpointType)
+	web.ack(r)
+	health := map[string]corev3.HealthStatus{}
+	weight := map[string]uint32{}
+	for _, res := range r.Resources {
+		cla := &endpointv3.ClusterLoadAssignment{}
+		if err := res.UnmarshalTo(cla); err != nil {
+			t.Fatal(err)
+		}
+		for _, loc := range cla.Endpoints {
+			for _, le := range loc.LbEndpoints {
+				a := le.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()
+				health[a], weight[a] = le.HealthStatus, le.GetLoadBalancingWeight().GetValue()
+			}
+		}
+	}
+	if health["10.0.1.1"] != corev3.HealthStatus_UNHEALTHY || health["10.0.1.2"] != corev3.HealthStatus_HEALTHY || weight["10.0.1.2"] != 3 {
+		t.Fatalf("EDS health %v, weights %v: want 10.0.1.1 UNHEALTHY (sent), 10.0.1.2 HEALTHY with weight 3", health, weight)
+	}
+	if r, err := web.recv(300 * time.Millisecond); r != nil || err != nil {
+		t.Fatalf("web was pushed %s (err %v) besides EDS", r.GetTypeUrl(), err)
+	}
+	if r, err := db.recv(300 * time.Millisecond); r != nil || err != nil {
+		t.Fatalf("db, which does not call api, was pushed %s (err %v)", r.GetTypeUrl(), err)
+	}
+}
