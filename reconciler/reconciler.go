@@ -52,6 +52,8 @@ var (
 	ErrUnauthorized = errors.New("missing or wrong token")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
+	// ErrUnknownServer means a request named a server that is not in the Raft configuration.
+	ErrUnknownServer = errors.New("no such server in the cluster")
 )
 
 // Publisher receives every snapshot a server is to serve (in practice the xDS server).
@@ -96,6 +98,9 @@ type Config struct {
 	Publisher Publisher
 	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
 	Proxies func() []ProxyStatus
+	// ProxyConfig returns what the xDS server set for a connected node; in mesh serve,
+	// (*xds.Server).ProxyConfig. Default: none (GET /v1/proxies/{node}/config asks the peers).
+	ProxyConfig func(nodeID string) (*xds.ProxyConfig, error)
 	// Collectors are served on GET /metrics with the server's own; in mesh serve, the xDS
 	// server's (*xds.Server).Collectors.
 	Collectors []prometheus.Collector

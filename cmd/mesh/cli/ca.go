@@ -113,7 +113,7 @@ func newTokenCmd() *cobra.Command {
 		Use:   "token",
 		Short: "Create and revoke the tokens that authorize certificate requests and CA operations",
 	}
-	cmd.AddCommand(newTokenCreateCmd(), newTokenRevokeCmd())
+	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd(), newTokenRevokeCmd())
 	return cmd
 }
 
@@ -123,11 +123,14 @@ func newTokenCreateCmd() *cobra.Command {
 	var operator bool
 	cmd := &cobra.Command{
 		Use:   "create (--service S | --operator) [--http ADDR] [--token-file ADMIN_TOKEN]",
-		Short: "Create a token for one service's certificates (or an operator token); printed once, as the last line",
-		Long: `Create makes a token and prints it as the last line of stdout. The server keeps only its SHA-256
-hash: the token cannot be shown again. A service token authorizes certificate requests for that
-service only; an operator token (--operator) may create tokens, rotate the CA and request any
-service's certificate. Needs an operator token (--token-file, the server's --token-file).`,
+		Short: "Create a token for one service's certificates (or an operator token); only the token goes to stdout",
+		Long: `Create makes a token and prints it, alone, on stdout, so that "> FILE" saves a token file; what
+was made (its ID, kind and service) goes to stderr. The server keeps only its SHA-256 hash: the
+token cannot be shown again. A service token authorizes certificate requests for that service
+only; an operator token (--operator) may create tokens, rotate the CA and request any service's
+certificate. Needs an operator token (--token-file, the server's --token-file).`,
+		Example: `  mesh token create --service web --token-file mesh-data/token > web.token
+  mesh token create --operator --token-file mesh-data/token > ops.token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (service == "") == !operator {
@@ -144,14 +147,16 @@ service's certificate. Needs an operator token (--token-file, the server's --tok
 			}); err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			// Only the token on stdout; the prose on stderr.
+			errw := cmd.ErrOrStderr()
 			if r.Scope == ca.ScopeOperator {
-				fmt.Fprintf(out, "created operator token %s\n", r.ID)
+				fmt.Fprintf(errw, "created operator token %s", r.ID)
 			} else {
-				fmt.Fprintf(out, "created token %s for service %s\n", r.ID, r.Service)
+				fmt.Fprintf(errw, "created token %s for service %s", r.ID, r.Service)
 			}
-			fmt.Fprintf(out, "it is shown this once; the server keeps only its hash:\n%s\n", r.Token)
-			return nil
+			fmt.Fprintln(errw, "; it is shown this once (the server keeps only its hash)")
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), r.Token)
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&service, "service", "", "the service whose certificates the token may request")
