@@ -74,8 +74,8 @@ func printMembers(w io.Writer, v *reconciler.MembersView) error {
 			}
 			failures = append(failures, fmt.Sprintf("%s: %s", m.ID, m.Error))
 		}
-		if m.ID == v.Leader && m.Alive {
-			state += " (leader)"
+		if m.ID == v.Leader && m.Alive && m.RaftState != "Leader" {
+			state += " (the leader, as the server asked sees it)"
 		}
 		httpAddr := m.HTTPAddress
 		if httpAddr == "" {

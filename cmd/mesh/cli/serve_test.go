@@ -141,6 +141,14 @@ func TestPlaintextWarning(t *testing.T) {
 // material.
 func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *syncBuffer) {
 	t.Helper()
+	httpAddr, xdsAddr, log, _ = startServeStoppable(t, o)
+	return httpAddr, xdsAddr, log
+}
+
+// startServeStoppable is startServe that also returns a function stopping the server before the
+// test ends (with the same checks); it is idempotent.
+func startServeStoppable(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *syncBuffer, stop func()) {
+	t.Helper()
 	log = &syncBuffer{}
 	type addrs struct{ http, xds string }
 	ready := make(chan addrs, 1)
@@ -158,17 +166,21 @@ func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *sy
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not start")
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-		if !strings.Contains(log.String(), "mesh server stopped") {
-			t.Errorf("no clean shutdown in the log:\n%s", log.String())
-		}
-		if strings.Contains(log.String(), "PRIVATE KEY") {
-			t.Errorf("the server log contains private key material")
-		}
-	})
-	return a.http, a.xds, log
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve returned %v", err)
+			}
+			if !strings.Contains(log.String(), "mesh server stopped") {
+				t.Errorf("no clean shutdown in the log:\n%s", log.String())
+			}
+			if strings.Contains(log.String(), "PRIVATE KEY") {
+				t.Errorf("the server log contains private key material")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return a.http, a.xds, log, stop
 }
