@@ -36,6 +36,8 @@ func newCACmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
 		Short: "Inspect and rotate the mesh's certificate authority",
+		Example: `  mesh ca roots > bundle.pem
+  mesh ca rotate --token-file mesh-data/token`,
 	}
 	cmd.AddCommand(newCARootsCmd(), newCARotateCmd())
 	return cmd
@@ -46,7 +48,9 @@ func newCARootsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "roots [--http ADDR] [--format text|json]",
 		Short: "Print the trust bundle: every root not yet retired (PEM, or JSON with their state)",
-		Args:  cobra.NoArgs,
+		Example: `  mesh ca roots > bundle.pem
+  mesh ca roots --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var b *ca.Bundle
 			if err := a.caCall(cmd, false, func(ctx context.Context, c *ca.Client) (err error) {
@@ -111,7 +115,10 @@ and then the old root is retired. No handshake fails on the way. Needs an operat
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Create and revoke the tokens that authorize certificate requests and CA operations",
+		Short: "Create, list and revoke the tokens that authorize certificate requests and CA operations",
+		Example: `  mesh token create --service web --token-file mesh-data/token > web.token
+  mesh token list --token-file mesh-data/token
+  mesh token revoke 0123456789abcdef --token-file mesh-data/token`,
 	}
 	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd(), newTokenRevokeCmd())
 	return cmd
@@ -170,7 +177,9 @@ func newTokenRevokeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke ID [--http ADDR] [--token-file ADMIN_TOKEN]",
 		Short: "Revoke a token by the ID token create printed",
-		Args:  cobra.ExactArgs(1),
+		Example: `  mesh token list --token-file mesh-data/token
+  mesh token revoke 0123456789abcdef --token-file mesh-data/token`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.caCall(cmd, true, func(ctx context.Context, c *ca.Client) error {
 				return c.RevokeToken(ctx, args[0])

@@ -18,6 +18,8 @@ func newIntentionCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "intention",
 		Short: "Ask what the mesh's intentions decide",
+		Example: `  mesh intention check web api --dir repo-example --method GET --path /v1/items
+  mesh intention match --destination api --dir repo-example`,
 	}
 	cmd.AddCommand(newIntentionCheckCmd(), newIntentionMatchCmd())
 	return cmd
@@ -137,7 +139,9 @@ func newIntentionMatchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "match (--source S | --destination D)",
 		Short: "List the intentions that apply to a source or a destination, in evaluation order",
-		Args:  cobra.NoArgs,
+		Example: `  mesh intention match --destination api --dir repo-example
+  mesh intention match --source web --repo . --ref main --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (source == "") == (dst == "") {
 				return usageError{fmt.Errorf("give exactly one of --source and --destination")}

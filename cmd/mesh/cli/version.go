@@ -35,12 +35,21 @@ const (
 	modRaft           = "github.com/hashicorp/raft"
 )
 
-// readBuildVersion reads the running binary's build information; fields it lacks are "unknown".
+// readBuildVersion reads the running binary's build information; fields it lacks are "unknown"
+// (a test binary lists no dependencies).
 func readBuildVersion() buildVersion {
-	v := buildVersion{Module: "github.com/meshgit/mesh", Version: "unknown", Go: runtime.Version(),
-		Platform: runtime.GOOS + "/" + runtime.GOARCH, CUE: "unknown", GoControlPlane: "unknown", Raft: "unknown"}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
+		info = nil
+	}
+	return versionFrom(info)
+}
+
+// versionFrom reads a build information (nil: none).
+func versionFrom(info *debug.BuildInfo) buildVersion {
+	v := buildVersion{Module: "github.com/meshgit/mesh", Version: "unknown", Go: runtime.Version(),
+		Platform: runtime.GOOS + "/" + runtime.GOARCH, CUE: "unknown", GoControlPlane: "unknown", Raft: "unknown"}
+	if info == nil {
 		return v
 	}
 	if info.Main.Version != "" {
