@@ -32,6 +32,9 @@ type checkResult struct {
 	Source      string          `json:"source"`
 	Destination string          `json:"destination"`
 	Intention   *checkIntention `json:"intention"`
+	// L7, when the deciding intention's permissions look at request attributes the check did
+	// not give, names them and the permissions that would then decide otherwise.
+	L7 *l7Hint `json:"l7,omitempty"`
 }
 
 type checkIntention struct {
@@ -56,12 +59,24 @@ func newIntentionCheckCmd() *cobra.Command {
 		Long: `Check evaluates the mesh's intentions for a request from service SRC to service DST, with
 Consul's precedence (exact 9, wildcard source 8, wildcard destination 6, both 5) and L7
 permissions tried in order. Without --method/--path/--header it asks about a request with no
-method, path or headers, so only permissions that do not look at them can match.
+method, path or headers, so only permissions that do not look at them can match, and the answer names the attributes the deciding
+intention's permissions look at and the permissions that would then decide otherwise.
+--method is an HTTP method token (case-sensitive: GET, not get); --path starts with /.
 Exit status: 0 allow, 1 deny, 2 usage or internal error.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("--format %q: want text or json", format)}
+			}
+			note, err := checkMethod(method)
+			if err != nil {
+				return err
+			}
+			if err := checkPath(path); err != nil {
+				return err
+			}
+			if note != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), note)
 			}
 			req := mesh.Request{Source: args[0], Destination: args[1], Method: method, Path: path}
 			if len(headers) > 0 {
@@ -70,6 +85,9 @@ Exit status: 0 allow, 1 deny, 2 usage or internal error.`,
 					k, v, ok := strings.Cut(h, "=")
 					if !ok || k == "" {
 						return usageError{fmt.Errorf("--header %q: want name=value", h)}
+					}
+					if strings.ContainsFunc(k, func(c rune) bool { return !isTokenChar(c) }) {
+						return usageError{fmt.Errorf("--header %q: %q is not a header name", h, k)}
 					}
 					req.Headers[strings.ToLower(k)] = v
 				}
@@ -95,6 +113,7 @@ Exit status: 0 allow, 1 deny, 2 usage or internal error.`,
 					res.Intention.Permission = &n
 				}
 			}
+			res.L7 = hintFor(snap, req, d)
 			if format == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetEscapeHTML(false)
@@ -127,6 +146,9 @@ func printCheck(w io.Writer, r checkResult) {
 			r.Intention.Source, r.Intention.Destination, r.Intention.Precedence, r.Intention.Position)
 	} else {
 		fmt.Fprintln(w, "decided by: the mesh default (no intention applies)")
+	}
+	if r.L7 != nil {
+		r.L7.print(w, r.Verdict)
 	}
 }
 
