@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"net"
 	"os"
 	"os/exec"
@@ -83,6 +85,7 @@ services: web: {protocol: "http", port: `+port+`}
 	if code, out, _ := run("status"); code != 0 || !strings.Contains(out, "leader:") || !strings.Contains(out, "Leader") {
 		t.Errorf("status: %d\n%s", code, out)
 	}
+	checkRootPage(t, addr)
 
 	write("8081")
 	var versions string
@@ -183,4 +186,35 @@ func startServeStoppable(t *testing.T, o serveOptions) (httpAddr, xdsAddr string
 	}
 	t.Cleanup(stop)
 	return a.http, a.xds, log, stop
+}
+
+// checkRootPage: GET / answers browsers with a page linking /v1/status (and the UI to come), and
+// curl with the same as text; other unknown paths stay 404.
+func checkRootPage(t *testing.T, addr string) {
+	t.Helper()
+	get := func(path, accept string) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	code, ct, body := get("/", "text/html,application/xhtml+xml")
+	if code != 200 || !strings.HasPrefix(ct, "text/html") || !strings.Contains(body, `<a href="/v1/status">/v1/status</a>`) ||
+		!strings.Contains(body, "/ui/") || !strings.Contains(body, "Serving version <code>") {
+		t.Errorf("GET / (browser): %d %s\n%s", code, ct, body)
+	}
+	code, ct, body = get("/", "")
+	if code != 200 || !strings.HasPrefix(ct, "text/plain") || !strings.Contains(body, "/v1/status") || !strings.Contains(body, ": serving ") {
+		t.Errorf("GET / (curl): %d %s\n%s", code, ct, body)
+	}
+	if code, _, _ := get("/nosuch", ""); code != http.StatusNotFound {
+		t.Errorf("GET /nosuch: %d, want 404", code)
+	}
 }
