@@ -248,7 +248,7 @@ func (s *Server) localProxyConfig(node string, types []string) (*ProxyConfigView
 func (s *Server) self() Member {
 	r := s.node.raft
 	m := Member{ID: s.id, Alive: true, RaftState: r.State().String(), AppliedIndex: r.AppliedIndex(),
-		LastLogIndex: r.LastIndex()}
+		LastLogIndex: r.LastIndex(), Term: r.CurrentTerm()}
 	_, lid := r.LeaderWithID()
 	m.Leader = string(lid)
 	switch lc := r.LastContact(); {
@@ -259,7 +259,6 @@ func (s *Server) self() Member {
 	default:
 		m.LastContact = time.Since(lc).Round(time.Millisecond).String()
 	}
-	fmt.Sscan(r.Stats()["term"], &m.Term)
 	return m
 }
 

@@ -120,6 +120,13 @@ services: web: {protocol: "http", port: `+port+`}
 	if code, _, errOut := run("unpin", "--token-file", tok); code != 0 {
 		t.Fatalf("unpin: exit %d %s", code, errOut)
 	}
+	// GET /v1/tokens on the server: the server's token lists (none made yet); a wrong one is 401.
+	if code, out, errOut := run("token", "list", "--token-file", tok); code != 0 || out != "no tokens (mesh token create makes one)\n" {
+		t.Errorf("token list: exit %d %q %s", code, out, errOut)
+	}
+	if code, out, errOut := run("token", "list", "--token-file", bad); code != ExitError || out != "" || !strings.Contains(errOut, "401") {
+		t.Errorf("token list with a wrong token: exit %d %q %s", code, out, errOut)
+	}
 	if code, out, _ := run("servers", "list"); code != 0 || !strings.Contains(out, "Voter") {
 		t.Errorf("servers list: %d\n%s", code, out)
 	}
