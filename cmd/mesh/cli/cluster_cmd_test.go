@@ -227,6 +227,11 @@ func TestClusterCommands(t *testing.T) {
 	if code != ExitInvalid || !strings.Contains(out, "quorum: 2 of 3 voters alive, 2 needed") || !strings.Contains(out, "failed c: ") {
 		t.Fatalf("members with c stopped: exit %d\n%s", code, out)
 	}
+	// The proxies of the servers that answer are listed; the one that does not is named.
+	code, out, errOut = run("proxies")
+	if code != 0 || !strings.Contains(out, "web-1") || !strings.Contains(errOut, "warning: server c (") || !strings.Contains(errOut, "its proxies are not listed") {
+		t.Fatalf("proxies with c stopped: exit %d\n%s\n%s", code, out, errOut)
+	}
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
