@@ -59,8 +59,9 @@ func newIntentionCheckCmd() *cobra.Command {
 		Long: `Check evaluates the mesh's intentions for a request from service SRC to service DST, with
 Consul's precedence (exact 9, wildcard source 8, wildcard destination 6, both 5) and L7
 permissions tried in order. Without --method/--path/--header it asks about a request with no
-method, path or headers, so only permissions that do not look at them can match, and the answer names the attributes the deciding
-intention's permissions look at and the permissions that would then decide otherwise.
+method, path or headers, so only permissions that do not look at them can match; the answer
+then names the attributes the deciding intention's permissions look at, and the permissions
+that would decide otherwise.
 --method is an HTTP method token (case-sensitive: GET, not get); --path starts with /.
 Exit status: 0 allow, 1 deny, 2 usage or internal error.`,
 		Args: cobra.ExactArgs(2),
@@ -68,29 +69,12 @@ Exit status: 0 allow, 1 deny, 2 usage or internal error.`,
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("--format %q: want text or json", format)}
 			}
-			note, err := checkMethod(method)
+			req, note, err := checkRequest(args[0], args[1], method, path, headers)
 			if err != nil {
-				return err
-			}
-			if err := checkPath(path); err != nil {
 				return err
 			}
 			if note != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), note)
-			}
-			req := mesh.Request{Source: args[0], Destination: args[1], Method: method, Path: path}
-			if len(headers) > 0 {
-				req.Headers = map[string]string{}
-				for _, h := range headers {
-					k, v, ok := strings.Cut(h, "=")
-					if !ok || k == "" {
-						return usageError{fmt.Errorf("--header %q: want name=value", h)}
-					}
-					if strings.ContainsFunc(k, func(c rune) bool { return !isTokenChar(c) }) {
-						return usageError{fmt.Errorf("--header %q: %q is not a header name", h, k)}
-					}
-					req.Headers[strings.ToLower(k)] = v
-				}
 			}
 			snap, err := src.compile(cmd.Context(), cmd.ErrOrStderr())
 			if err != nil {

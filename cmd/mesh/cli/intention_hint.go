@@ -12,6 +12,32 @@ import (
 // knownMethods are the methods of RFC 9110 and PATCH; any other RFC 9110 token is accepted too.
 var knownMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 
+// checkRequest builds the request of intention check from its flags, refusing what no HTTP
+// request can carry; note is for stderr.
+func checkRequest(src, dst, method, path string, headers []string) (req mesh.Request, note string, err error) {
+	if note, err = checkMethod(method); err != nil {
+		return req, "", err
+	}
+	if err := checkPath(path); err != nil {
+		return req, "", err
+	}
+	req = mesh.Request{Source: src, Destination: dst, Method: method, Path: path}
+	if len(headers) > 0 {
+		req.Headers = map[string]string{}
+	}
+	for _, h := range headers {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok || k == "" {
+			return req, "", usageError{fmt.Errorf("--header %q: want name=value", h)}
+		}
+		if strings.ContainsFunc(k, func(c rune) bool { return !isTokenChar(c) }) {
+			return req, "", usageError{fmt.Errorf("--header %q: %q is not a header name", h, k)}
+		}
+		req.Headers[strings.ToLower(k)] = v
+	}
+	return req, note, nil
+}
+
 // checkMethod refuses a --method that is not an HTTP token (RFC 9110 section 5.6.2, as RFC 7230
 // had it). It returns a note for a known method in the wrong case: methods are case-sensitive,
 // so "get" never matches a rule for GET.
