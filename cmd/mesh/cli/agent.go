@@ -18,7 +18,7 @@ import (
 func init() { register(newAgentCmd) }
 
 func newAgentCmd() *cobra.Command {
-	var service, dir, addr, tokenFile, logLevel string
+	var service, dir, addr, caFile, tokenFile, logLevel string
 	var once, envoy bool
 	cmd := &cobra.Command{
 		Use:   "agent --service S --dir DIR --token-file F [--http ADDR]",
@@ -42,7 +42,10 @@ With --once it writes the files once and exits (an init container).`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("agent: --log-level: %v", err)}
 			}
-			tok := os.Getenv("MESH_TOKEN")
+			tok := envOr(envToken, os.Getenv(envTokenOld))
+			if tokenFile == "" && tok == "" {
+				tokenFile = os.Getenv(envTokenFile)
+			}
 			if tokenFile != "" {
 				var err error
 				if tok, err = readToken(tokenFile); err != nil {
@@ -50,10 +53,14 @@ With --once it writes the files once and exits (an init container).`,
 				}
 			}
 			if tok == "" {
-				return usageError{errors.New("agent: --token-file (or $MESH_TOKEN) is required")}
+				return usageError{errors.New("agent: --token-file (or $MESH_HTTP_TOKEN) is required")}
+			}
+			hc, err := apiHTTPClient(caFile)
+			if err != nil {
+				return err
 			}
 			a := &ca.Agent{
-				Client:  &ca.Client{Addr: addr, Token: tok},
+				Client:  &ca.Client{Addr: serverURL(addr, caFile), Token: tok, HTTP: hc},
 				Service: service,
 				Dir:     dir,
 				Log:     slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
@@ -82,15 +89,12 @@ With --once it writes the files once and exits (an init container).`,
 			return nil
 		},
 	}
-	def := os.Getenv("MESH_HTTP_ADDR")
-	if def == "" {
-		def = reconciler.DefaultHTTPAddr
-	}
 	f := cmd.Flags()
 	f.StringVar(&service, "service", "", "the service whose identity to obtain (required)")
 	f.StringVar(&dir, "dir", "", "directory of cert.pem, key.pem and ca.pem (required; created 0700)")
-	f.StringVar(&addr, "http", def, "HTTP address of a mesh server ($MESH_HTTP_ADDR)")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the service's token (default: $MESH_TOKEN)")
+	f.StringVar(&addr, "http", envOr(envHTTPAddr, reconciler.DefaultHTTPAddr), "HTTP address or URL of a mesh server ($MESH_HTTP_ADDR)")
+	f.StringVar(&caFile, "ca-file", os.Getenv(envCACert), "CA certificate to verify the server with; implies https ($MESH_CACERT)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the service's token (default: the token in $MESH_HTTP_TOKEN, else the file $MESH_HTTP_TOKEN_FILE)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&once, "once", false, "issue once, write the files and exit")
 	f.BoolVar(&envoy, "envoy", false, "the agent runs beside an Envoy sidecar: also write the SDS files Envoy's xDS connection reads (mesh envoy bootstrap --xds-tls)")
