@@ -65,10 +65,12 @@ func (m *Material) ServerConfig() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{m.cert}}
 }
 
-// ClientConfig is the configuration of this server's HTTP client (join, registration): it
-// verifies the other server against the CA and the address's host name or IP.
+// ClientConfig is the configuration of this server's HTTP client (join, registration): the other
+// end must present a server certificate of the CA. It is checked against ServerName, not the
+// address dialled, so servers reach each other at any address without listing it in their
+// certificates (clients, which verify the address, need --additional-ipaddress).
 func (m *Material) ClientConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.pool}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.pool, ServerName: ServerName, VerifyPeerCertificate: verifyServerPeer}
 }
 
 // PeerServerConfig is the configuration of the Raft listener: the peer must present a server
