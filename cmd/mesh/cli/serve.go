@@ -94,7 +94,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.StringVar(&o.raft, "raft", reconciler.DefaultRaftAddr, "address of Raft")
 	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers use (default: --raft; required if --raft is 0.0.0.0)")
 	f.StringVar(&o.nodeID, "node-id", "", "this server's id (default: derived from the hostname, kept in --data)")
-	f.StringVar(&o.join, "join", "", "HTTP address of a server of the cluster to join")
+	f.StringVar(&o.join, "join", "", "HTTP address of a server of the cluster to join (host:port, or https://host:port; https by default with --tls-cert-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token write endpoints require (default: DATA/token, created)")
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the Git webhook secret (without it, webhooks are refused)")
 	f.StringVar(&o.gitTokenFile, "git-token-file", "", "file holding an HTTPS token for a remote repository")

@@ -150,3 +150,12 @@ func TestDefaultTokenOnlyToLoopback(t *testing.T) {
 }
 
 var reconcilerAPIError401 = reconciler.APIError{Status: 401, Msg: "missing or wrong token"}
+
+// mesh status says plainly when the cluster has no leader.
+func TestStatusNoLeader(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &reconciler.Status{Node: "s1", RaftState: "Candidate", Servers: make([]reconciler.ServerStatus, 3)})
+	if !strings.Contains(out.String(), "lost quorum") || !strings.Contains(out.String(), "2 of the 3 servers") {
+		t.Errorf("status without a leader:\n%s", out.String())
+	}
+}

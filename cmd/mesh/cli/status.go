@@ -70,7 +70,7 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 	}
 	leader := st.Leader
 	if leader == "" {
-		leader = "(none)"
+		leader = fmt.Sprintf("(none): the cluster has lost quorum or is electing; nothing new is served until %d of the %d servers reach each other", len(st.Servers)/2+1, len(st.Servers))
 	} else if st.LeaderAddress != "" {
 		leader += " (" + st.LeaderAddress + ")"
 	}
