@@ -42,9 +42,17 @@ With --once it writes the files once and exits (an init container).`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("agent: --log-level: %v", err)}
 			}
-			tok := envOr(envToken, os.Getenv(envTokenOld))
+			// explain says where the token came from on a 401, and what to do when no server answers.
+			explain := apiFlags{url: serverURL(addr, caFile), tokenFrom: "$" + envToken}
+			tok := os.Getenv(envToken)
+			if tok == "" {
+				tok, explain.tokenFrom = os.Getenv(envTokenOld), "$"+envTokenOld
+			}
 			if tokenFile == "" && tok == "" {
 				tokenFile = os.Getenv(envTokenFile)
+				explain.tokenFrom = "$" + envTokenFile + " (" + tokenFile + ")"
+			} else if tokenFile != "" {
+				explain.tokenFrom = "--token-file " + tokenFile
 			}
 			if tokenFile != "" {
 				var err error
@@ -78,13 +86,13 @@ With --once it writes the files once and exits (an init container).`,
 			if once {
 				l, err := a.Issue(ctx)
 				if err != nil {
-					return fmt.Errorf("agent: %w", err)
+					return explain.explain(fmt.Errorf("agent: %w", err))
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s, valid until %s\n", l.SPIFFEID, l.NotAfter.Format("2006-01-02T15:04:05Z07:00"))
 				return nil
 			}
 			if err := a.Run(ctx); err != nil {
-				return fmt.Errorf("agent: %w", err)
+				return explain.explain(fmt.Errorf("agent: %w", err))
 			}
 			return nil
 		},

@@ -181,7 +181,7 @@ func (a *apiFlags) explain(err error) error {
 		return fmt.Errorf("%w\nno token was sent: give --token-file FILE, or set $%s or $%s (./%s/token is sent only to a loopback --http)",
 			err, envToken, envTokenFile, reconciler.DefaultDataDir)
 	case status == http.StatusUnauthorized:
-		return fmt.Errorf("%w\nthe token sent came from %s; the server accepts its own --token-file token (default DATA/token) or an operator token (mesh token create --operator)", err, a.tokenFrom)
+		return fmt.Errorf("%w\nthe token sent came from %s; the server accepts its own --token-file token (default DATA/token), an operator token (mesh token create --operator), and for a service's certificates that service's token (mesh token create --service)", err, a.tokenFrom)
 	case status == http.StatusBadRequest && strings.Contains(msg, "HTTPS server"):
 		return fmt.Errorf("%w\nthe server at %s speaks HTTPS: give --ca-file (or $%s) with its CA, or --http https://...", err, a.url, envCACert)
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -100,6 +100,12 @@ services: web: {protocol: "http", port: 8080}
 	if code, _, errOut := run("unpin"); code != ExitError || !strings.Contains(errOut, "the token sent came from $MESH_HTTP_TOKEN") {
 		t.Errorf("unpin with a wrong token: exit %d %s", code, errOut)
 	}
+	bad := filepath.Join(t.TempDir(), "bad-token")
+	os.WriteFile(bad, []byte("nope\n"), 0o600)
+	if code, _, errOut := run("agent", "--service", "web", "--dir", t.TempDir(), "--once", "--token-file", bad); code != ExitError ||
+		!strings.Contains(errOut, "the token sent came from --token-file "+bad) {
+		t.Errorf("agent with a wrong token: exit %d %s", code, errOut)
+	}
 	t.Setenv("MESH_HTTP_TOKEN", "")
 	t.Setenv("MESH_CACERT", "")
 	if code, _, errOut := run("status", "--http", "https://"+addr1); code != ExitError || !strings.Contains(errOut, "--ca-file") {
