@@ -11,6 +11,11 @@
 //   - The FSM is deterministic: an entry's effect depends only on its bytes and the previous state.
 //   - Write endpoints (join, remove, pin, unpin) need the cluster token; the Git webhook needs its
 //     HMAC secret (or GitLab token), compared in constant time. Anything else changes nothing.
+//   - With Config.TLS, Raft runs over mutual TLS and accepts only peers presenting a server
+//     certificate of the cluster's CA, on both ends; a joining server must show one on its Raft
+//     port before it becomes a voter; the HTTP API is HTTPS and its redirects keep the scheme.
+//   - The data directory and everything in it are owner-only once Open returns, and credentials
+//     in a repository URL appear in no log line, error or status field.
 package reconciler
 
 import (
