@@ -92,9 +92,6 @@ func (s *Server) peers() []peer {
 	return out
 }
 
-// peerClient is the client of a peer's API.
-func (s *Server) peerClient(addr string) *Client { return &Client{Addr: addr} }
-
 // askPeers asks every peer for path (GET) concurrently, decoding each answer into a new T, and
 // returns the answers and the peers that failed.
 func askPeers[T any](s *Server, ctx context.Context, path string) (map[string]*T, []PeerError) {
