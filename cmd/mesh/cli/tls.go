@@ -58,7 +58,7 @@ func newTLSCACreateCmd() *cobra.Command {
 		Short: "Create the servers' CA: D/mesh-ca.pem and D/mesh-ca-key.pem (0600)",
 		Example: `  mesh tls ca create --dir /etc/mesh/tls
   mesh tls ca create --dir /etc/mesh/tls --days 3650`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if days <= 0 {
 				return usageError{fmt.Errorf("tls ca create: --days must be positive")}
