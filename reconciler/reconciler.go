@@ -16,6 +16,9 @@
 //     port before it becomes a voter; the HTTP API is HTTPS and its redirects keep the scheme.
 //   - The data directory and everything in it are owner-only once Open returns, and credentials
 //     in a repository URL appear in no log line, error or status field.
+//   - The cluster views (GET /v1/proxies, /v1/proxies/{node}/config, /v1/members) answer for every
+//     server of the configuration, asking the peers; a peer that does not answer is named, never
+//     left out silently (cluster_view.go).
 package reconciler
 
 import (
