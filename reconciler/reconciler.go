@@ -48,8 +48,10 @@ var (
 	ErrUnknownVersion = errors.New("version not in history")
 	// ErrBadCommand means a Raft entry could not be decoded; the FSM ignores it.
 	ErrBadCommand = errors.New("malformed raft command")
-	// ErrUnauthorized means a write request had no token or the wrong one.
+	// ErrUnauthorized means a write request had no token or an unknown one.
 	ErrUnauthorized = errors.New("missing or wrong token")
+	// ErrForbidden means a write request's token is known but does not cover the request.
+	ErrForbidden = errors.New("token not allowed to do this")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
 )
@@ -86,7 +88,7 @@ type Config struct {
 	NodeID        string // default derived from the hostname and data directory, then kept in DataDir
 	Join          string // the HTTP address of a server of an existing cluster; "" bootstraps
 
-	Token         string        // the write token; empty refuses every write
+	Token         string        // the server token (see write in http.go); empty: only operator tokens write
 	WebhookSecret []byte        // empty refuses every webhook
 	Poll          time.Duration // remote fetch interval and local safety-net poll; default 30s
 	History       int           // snapshots kept; default 20
