@@ -228,8 +228,13 @@ func (c *compilation) services() {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
-		if !e.ok {
-			// Rejected by the schema: it exists, but its protocol and the rest are unknown.
+		reserved := e.name == mesh.ServerService
+		if reserved {
+			c.add(e.pos, "service %q: the name is reserved for the mesh servers' own identity; choose another", e.name)
+		}
+		if reserved || !e.ok {
+			// Reserved, or rejected by the schema: it exists (references to it are not errors too),
+			// but its protocol and the rest are unknown.
 			c.snap.Services[e.name] = &mesh.Service{Name: e.name}
 			c.snap.Positions[mesh.PathService(e.name)] = e.pos
 			continue
