@@ -217,6 +217,9 @@ func (s *Snapshot) Pos(path string) Pos { return s.Positions[path] }
 
 // Element paths, the keys of Snapshot.Positions.
 
+// PathMeshTLS is the path of the mesh-wide TLS settings (recorded when the mesh sets them).
+const PathMeshTLS = "mesh.tls"
+
 // PathService is the path of a service definition.
 func PathService(name string) string { return "services." + name }
 

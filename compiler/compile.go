@@ -199,6 +199,8 @@ func (c *compilation) meshConfig() {
 		if m.TLS.MaxVersion != "" && m.TLS.MaxVersion < m.TLS.MinVersion {
 			c.add(lookup(mv, pos, cue.Str("tls"), cue.Str("maxVersion")), "mesh.tls: maxVersion %s is below minVersion %s", m.TLS.MaxVersion, m.TLS.MinVersion)
 		}
+		c.checkCipherSuites(mv, pos, m.TLS)
+		c.snap.Positions[mesh.PathMeshTLS] = lookup(mv, pos, cue.Str("tls"))
 	}
 	m.CA.LeafTTL = mesh.Duration(DefaultLeafTTL)
 	if raw.CA != nil && raw.CA.LeafTTL != "" {
