@@ -51,7 +51,7 @@ const maxBody = 64 << 10
 //	DELETE /v1/tokens/{id} operator token
 //
 // Tokens come as "Authorization: Bearer TOKEN". A missing or unknown token is 401, a token whose
-// scope does not cover the request 403. Writes (rotate, tokens) go through the Store, so in a
+// scope does not cover the request 403; no token covers mesh.ServerService (see Authorize). Writes (rotate, tokens) go through the Store, so in a
 // cluster they must reach the leader; signing and roots work on every server.
 func (c *CA) Handler() http.Handler {
 	mux := http.NewServeMux()
