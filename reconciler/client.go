@@ -37,6 +37,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == http.StatusNotFound
 	case ErrNoLeader:
 		return e.Status == http.StatusServiceUnavailable
+	case ErrPeerRefused:
+		return e.Status == http.StatusForbidden
 	}
 	return false
 }

@@ -208,7 +208,7 @@ func (s *Server) write(need access, h http.HandlerFunc) http.HandlerFunc {
 				writeError(w, http.StatusServiceUnavailable, "%v", ErrNoLeader)
 				return
 			}
-			w.Header().Set("Location", "http://"+addr+r.URL.RequestURI())
+			w.Header().Set("Location", s.peerURL(addr)+r.URL.RequestURI())
 			writeError(w, http.StatusTemporaryRedirect, "%v: the leader is %s", ErrNotLeader, addr)
 			return
 		}
@@ -278,6 +278,8 @@ func (s *Server) respond(w http.ResponseWriter, err error, ok string) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": ok})
 	case errors.Is(err, ErrUnknownVersion):
 		writeError(w, http.StatusNotFound, "%v", err)
+	case errors.Is(err, ErrPeerRefused):
+		writeError(w, http.StatusForbidden, "%v", err)
 	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
 		writeError(w, http.StatusServiceUnavailable, "%v", err)
 	default:

@@ -22,14 +22,14 @@ func (a *apiFlags) caClient(write bool) (*ca.Client, error) {
 		return nil, err
 	}
 	if write && rc.Token == "" {
-		return nil, usageError{errors.New("no token: give --token-file, or set $MESH_TOKEN")}
+		return nil, usageError{fmt.Errorf("no token: give --token-file, or set $%s or $%s", envToken, envTokenFile)}
 	}
-	return &ca.Client{Addr: rc.Addr, Token: rc.Token}, nil
+	return &ca.Client{Addr: rc.Addr, Token: rc.Token, HTTP: rc.HTTP}, nil
 }
 
 // caCall makes one request to the CA API (see withClient); its errors say what failed already.
 func (a *apiFlags) caCall(cmd *cobra.Command, write bool, f func(context.Context, *ca.Client) error) error {
-	return withClient(cmd, func() (*ca.Client, error) { return a.caClient(write) }, "", f)
+	return a.explain(withClient(cmd, func() (*ca.Client, error) { return a.caClient(write) }, "", f))
 }
 
 func newCACmd() *cobra.Command {
