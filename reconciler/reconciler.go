@@ -9,8 +9,10 @@
 //   - Only the leader reads Git and compiles. A commit that does not compile is recorded (commit,
 //     positioned errors) and changes nothing served; a later good commit clears it.
 //   - The FSM is deterministic: an entry's effect depends only on its bytes and the previous state.
-//   - Write endpoints (join, remove, pin, unpin) need the cluster token; the Git webhook needs its
-//     HMAC secret (or GitLab token), compared in constant time. Anything else changes nothing.
+//   - Write endpoints need a token, compared in constant time: the server token may do every
+//     write, an operator token every write but join, a service token none (it only signs its own
+//     service's certificates); see write in http.go. The Git webhook needs its HMAC secret (or
+//     GitLab token), compared in constant time. Anything else changes nothing.
 //   - With Config.TLS, Raft runs over mutual TLS and accepts only peers presenting a server
 //     certificate of the cluster's CA, on both ends; a joining server must show one on its Raft
 //     port before it becomes a voter; the HTTP API is HTTPS and its redirects keep the scheme.
