@@ -31,6 +31,8 @@ func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
 	case ErrUnknownVersion, ErrUnknownServer:
 		return e.Status == http.StatusNotFound
 	case ErrNoLeader:

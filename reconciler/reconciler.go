@@ -9,8 +9,10 @@
 //   - Only the leader reads Git and compiles. A commit that does not compile is recorded (commit,
 //     positioned errors) and changes nothing served; a later good commit clears it.
 //   - The FSM is deterministic: an entry's effect depends only on its bytes and the previous state.
-//   - Write endpoints (join, remove, pin, unpin) need the cluster token; the Git webhook needs its
-//     HMAC secret (or GitLab token), compared in constant time. Anything else changes nothing.
+//   - Write endpoints need a token, compared in constant time: the server token may do every
+//     write, an operator token every write but join, a service token none (it only signs its own
+//     service's certificates); see write in http.go. The Git webhook needs its HMAC secret (or
+//     GitLab token), compared in constant time. Anything else changes nothing.
 //   - With Config.TLS, Raft runs over mutual TLS and accepts only peers presenting a server
 //     certificate of the cluster's CA, on both ends; a joining server must show one on its Raft
 //     port before it becomes a voter; the HTTP API is HTTPS and its redirects keep the scheme.
@@ -58,8 +60,10 @@ var (
 	ErrUnknownVersion = errors.New("version not in history")
 	// ErrBadCommand means a Raft entry could not be decoded; the FSM ignores it.
 	ErrBadCommand = errors.New("malformed raft command")
-	// ErrUnauthorized means a write request had no token or the wrong one.
+	// ErrUnauthorized means a write request had no token or an unknown one.
 	ErrUnauthorized = errors.New("missing or wrong token")
+	// ErrForbidden means a write request's token is known but does not cover the request.
+	ErrForbidden = errors.New("token not allowed to do this")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
 	// ErrUnknownServer means a request named a server that is not in the Raft configuration.
@@ -104,7 +108,7 @@ type Config struct {
 	// CA) and the HTTP API over HTTPS; joins and redirects then use https.
 	TLS *tlsutil.Material
 
-	Token         string        // the write token; empty refuses every write
+	Token         string        // the server token (see write in http.go); empty: only operator tokens write
 	WebhookSecret []byte        // empty refuses every webhook
 	Poll          time.Duration // remote fetch interval and local safety-net poll; default 30s
 	History       int           // snapshots kept; default 20

@@ -134,8 +134,10 @@ func newTokenCreateCmd() *cobra.Command {
 		Long: `Create makes a token and prints it, alone, on stdout, so that "> FILE" saves a token file; what
 was made (its ID, kind and service) goes to stderr. The server keeps only its SHA-256 hash: the
 token cannot be shown again. A service token authorizes certificate requests for that service
-only; an operator token (--operator) may create tokens, rotate the CA and request any service's
-certificate. Needs an operator token (--token-file, the server's --token-file).`,
+only. An operator token (--operator) may do every write the server token may but join a
+server: pin and unpin, reconcile, remove a server, create, list and revoke tokens, rotate the CA
+and request any service's certificate. Joining takes the server's own --token-file, because a
+server that joins receives the CA's key. Needs an operator token or the server's --token-file.`,
 		Example: `  mesh token create --service web --token-file mesh-data/token > web.token
   mesh token create --operator --token-file mesh-data/token > ops.token`,
 		Args: cobra.NoArgs,
