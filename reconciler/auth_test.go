@@ -67,7 +67,7 @@ func TestWriteAuthorization(t *testing.T) {
 	// want is the status for none, unknown, service, operator and server tokens, in that order.
 	// Each authorized call succeeds, but for the rotation the operator token made just before
 	// (409: one rotation at a time), a join without a body (400) and the removal of a server that
-// is not in the cluster (404).
+	// is not in the cluster (404).
 	endpoints := []struct {
 		call func() call
 		want [5]int
