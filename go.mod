@@ -2,10 +2,12 @@ module github.com/meshgit/mesh
 
 go 1.26.8
 
-// raft v1.8.0 needs hashicorp/go-metrics v0.7.0, which removed the `compat` package that
-// raft-boltdb/v2 v2.3.1 still imports. v0.6.1 has `compat` and raft builds against it unchanged.
-replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.1
-
+// raft stays at v1.7.x: raft v1.8.0 needs hashicorp/go-metrics v0.7.0, which removed the `compat`
+// package that raft-boltdb/v2 v2.3.1 (its latest release) imports, and the replace directive that
+// would paper over it makes `go install github.com/meshgit/mesh/cmd/mesh@VERSION` refuse the
+// module. raft v1.7.2 and raft-boltdb/v2 both build against go-metrics v0.5.4, whose `compat`
+// follows -tags hashicorpmetrics; the consul/api test dependency raises it to v0.6.0, which keeps
+// `compat` unchanged. gomod_test.go fails if a replace or exclude directive comes back.
 require (
 	cuelang.org/go v0.17.1
 	github.com/envoyproxy/go-control-plane v0.14.0
@@ -14,11 +16,12 @@ require (
 	github.com/go-git/go-git/v5 v5.19.3
 	github.com/hashicorp/consul/api v1.34.5
 	github.com/hashicorp/go-hclog v1.6.3
-	github.com/hashicorp/raft v1.8.0
+	github.com/hashicorp/raft v1.7.2
 	github.com/hashicorp/raft-boltdb/v2 v2.3.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/spf13/cobra v1.10.2
+	github.com/spf13/pflag v1.0.10
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
@@ -52,7 +55,7 @@ require (
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/hashicorp/go-immutable-radix v1.3.1 // indirect
-	github.com/hashicorp/go-metrics v0.7.0 // indirect
+	github.com/hashicorp/go-metrics v0.6.0 // indirect
 	github.com/hashicorp/go-msgpack/v2 v2.1.5 // indirect
 	github.com/hashicorp/go-multierror v1.1.1 // indirect
 	github.com/hashicorp/go-rootcerts v1.0.2 // indirect
@@ -76,7 +79,6 @@ require (
 	github.com/protocolbuffers/txtpbfmt v0.0.0-20260420112717-c39628bde8b5 // indirect
 	github.com/sergi/go-diff v1.3.2-0.20230802210424-5b0b94c5c0d3 // indirect
 	github.com/skeema/knownhosts v1.3.1 // indirect
-	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
 	github.com/xanzy/ssh-agent v0.3.3 // indirect
 	go.etcd.io/bbolt v1.3.5 // indirect

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshgit/mesh/ca"
 )
 
 // API serves the Consul-compatible endpoints:
@@ -74,8 +76,7 @@ func Token(r *http.Request) string {
 	if t := strings.TrimSpace(r.Header.Get("X-Consul-Token")); t != "" {
 		return t
 	}
-	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return strings.TrimSpace(t)
+	return ca.BearerToken(r)
 }
 
 func (a *API) handleRegister(w http.ResponseWriter, r *http.Request) {

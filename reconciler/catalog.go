@@ -82,7 +82,7 @@ func (s *Server) forwardCatalog(ctx context.Context, token string, c catalog.Com
 	if addr == "" || s.IsLeader() {
 		return fmt.Errorf("%w: %v", catalog.ErrUnavailable, ErrNoLeader)
 	}
-	return catalog.HTTPSubmitter(addr, nil)(ctx, token, c)
+	return catalog.HTTPSubmitter(s.peerURL(addr), s.httpClient)(ctx, token, c)
 }
 
 // Catalog returns the catalog this server holds.
