@@ -23,6 +23,9 @@ type AgentConfig struct {
 	Meta         map[string]string // the node's meta
 	SyncInterval time.Duration     // anti-entropy period; default 10s
 	Submit       Submitter         // required
+	// Token is the agent's own token, which says the node is alive and removes from the
+	// servers the instances of this node the agent does not hold (those it covers).
+	Token string
 	// Authorize, when set, decides locally whether token may write service (a server's own
 	// agent). Without it, a write with another token than the service was registered with is
 	// sent to the servers, which decide.
@@ -41,6 +44,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	services map[string]*localService // by instance ID
+	pending  map[string]int           // IDs being registered: kept by a concurrent sync
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -63,7 +67,7 @@ func NewAgent(cfg AgentConfig) *Agent {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log.With("component", "catalog-agent"), services: map[string]*localService{}, kick: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: cfg.Log.With("component", "catalog-agent"), services: map[string]*localService{}, pending: map[string]int{}, kick: make(chan struct{}, 1)}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	return a
 }
@@ -86,11 +90,18 @@ func (a *Agent) Register(ctx context.Context, token string, in *Instance) error 
 	if err := a.authorize(token, in.Service); err != nil {
 		return err
 	}
-	if err := a.cfg.Submit(ctx, token, Command{Op: OpRegister, Node: a.node(), Instance: in}); err != nil {
-		return err
-	}
+	a.mu.Lock()
+	a.pending[in.ID]++
+	a.mu.Unlock()
+	err := a.cfg.Submit(ctx, token, Command{Op: OpRegister, Node: a.node(), Instance: in})
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.pending[in.ID]--; a.pending[in.ID] == 0 {
+		delete(a.pending, in.ID)
+	}
+	if err != nil {
+		return err
+	}
 	if old := a.services[in.ID]; old != nil {
 		old.stop()
 	}
@@ -276,11 +287,21 @@ func (a *Agent) sync(ctx context.Context) {
 		tok string
 	}
 	var items []item
+	keep := slices.Sorted(maps.Keys(a.pending))
 	for _, id := range slices.Sorted(maps.Keys(a.services)) {
 		ls := a.services[id]
 		items = append(items, item{ls, ls.inst, ls.token})
+		keep = append(keep, id)
 	}
 	a.mu.Unlock()
+	if a.cfg.Token != "" {
+		cctx, cancel := context.WithTimeout(ctx, a.cfg.SyncInterval)
+		err := a.cfg.Submit(cctx, a.cfg.Token, Command{Op: OpSyncNode, Node: a.node(), Keep: keep})
+		cancel()
+		if err != nil {
+			a.log.Warn("anti-entropy sync of the node", "err", err)
+		}
+	}
 	for _, it := range items {
 		cctx, cancel := context.WithTimeout(ctx, a.cfg.SyncInterval)
 		err := a.cfg.Submit(cctx, it.tok, Command{Op: OpRegister, Node: a.node(), Instance: it.in})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -106,6 +107,13 @@ func Authorized(st *State, authorize func(token, service string) error, token st
 			return authorize(token, old.Service)
 		}
 		return nil
+	case OpSyncNode:
+		// Any valid token says the node is alive; removals are limited to what it covers
+		// (Submit keeps the rest).
+		if err := authorize(token, ""); errors.Is(err, ErrUnauthorized) {
+			return err
+		}
+		return nil
 	case OpDeregister, OpCheck:
 		node := c.NodeName
 		var service string
@@ -151,6 +159,18 @@ func (s *Server) Submit(ctx context.Context, token string, c Command) error {
 		}
 		if c.Node == nil || c.Node.Name == "" || c.Node.Name != c.Instance.Node {
 			return fmt.Errorf("%w: Node: the instance's node is missing", ErrBadRequest)
+		}
+	}
+	if c.Op == OpSyncNode {
+		if c.Node == nil || c.Node.Name == "" {
+			return fmt.Errorf("%w: Node: missing", ErrBadRequest)
+		}
+		// Instances the token may not remove stay.
+		c.Keep = slices.Clone(c.Keep)
+		for _, in := range st.NodeInstances(c.Node.Name) {
+			if !slices.Contains(c.Keep, in.ID) && s.cfg.Authorize(token, in.Service) != nil {
+				c.Keep = append(c.Keep, in.ID)
+			}
 		}
 	}
 	node := c.NodeName

@@ -15,6 +15,7 @@ const (
 	OpCheck          = "check"           // NodeName, ID (check), Status: a check's status changed
 	OpNodeHealth     = "node-health"     // NodeName, Status: the node-level check changed
 	OpDeregisterNode = "deregister-node" // NodeName: remove a node and its instances
+	OpSyncNode       = "sync-node"       // Node, Keep: the node's agent is alive and holds only Keep
 )
 
 // Command is one change of the catalog, replicated as one Raft entry.
@@ -25,6 +26,7 @@ type Command struct {
 	NodeName string    `json:"nodeName,omitempty"`
 	ID       string    `json:"id,omitempty"`
 	Status   string    `json:"status,omitempty"`
+	Keep     []string  `json:"keep,omitempty"` // OpSyncNode: the IDs of the node's instances that stay
 }
 
 // Encode returns the command's bytes for a Raft entry.
@@ -91,6 +93,11 @@ func (s *State) Apply(index uint64, c Command) (*State, error) {
 		return s.setNodeHealth(index, c.NodeName, c.Status), nil
 	case OpDeregisterNode:
 		return s.deregisterNode(index, c.NodeName), nil
+	case OpSyncNode:
+		if c.Node == nil || c.Node.Name == "" {
+			return nil, fmt.Errorf("%w: sync-node needs a node", ErrBadCommand)
+		}
+		return s.syncNode(index, c.Node, c.Keep), nil
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
@@ -227,6 +234,27 @@ func (s *State) setNodeHealth(index uint64, name, status string) *State {
 	for _, in := range s.byNode[name] {
 		if e := ns.services[in.Service]; e != nil && e.index != index {
 			ns.services[in.Service] = &serviceEntry{index: index, instances: e.instances}
+		}
+	}
+	return ns
+}
+
+// syncNode records the node (address, meta, sync interval) and removes its instances not in keep.
+func (s *State) syncNode(index uint64, nd *Node, keep []string) *State {
+	ns := s
+	if old := s.nodes[nd.Name]; old == nil || old.Address != nd.Address || old.SyncInterval != nd.SyncInterval || !equalMaps(old.Meta, nd.Meta) {
+		ns = s.clone(index)
+		n := &Node{Name: nd.Name, Address: nd.Address, Meta: maps.Clone(nd.Meta), SyncInterval: nd.SyncInterval,
+			Health: StatusPassing, CreateIndex: index, ModifyIndex: index}
+		if old != nil {
+			n.Health, n.CreateIndex = old.Health, old.CreateIndex
+		}
+		ns.nodes = maps.Clone(s.nodes)
+		ns.nodes[n.Name] = n
+	}
+	for _, id := range slices.Sorted(maps.Keys(s.byNode[nd.Name])) {
+		if !slices.Contains(keep, id) {
+			ns = ns.deregister(index, nd.Name, id)
 		}
 	}
 	return ns

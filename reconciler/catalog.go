@@ -47,7 +47,7 @@ func (s *Server) openCatalog() {
 	})
 	host, _, _ := net.SplitHostPort(s.httpAdv)
 	s.agent = catalog.NewAgent(catalog.AgentConfig{
-		Node: s.id, Address: host, SyncInterval: s.cfg.CatalogSync,
+		Node: s.id, Address: host, SyncInterval: s.cfg.CatalogSync, Token: s.cfg.Token,
 		Submit: s.cat.Submit, Authorize: s.authorizeCatalog, Log: s.log,
 	})
 }
