@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	mesh "github.com/meshgit/mesh"
 )
 
 // Submitter sends a catalog command to the servers with the token of whoever asked for it. On a
@@ -31,6 +33,9 @@ type AgentConfig struct {
 	// sent to the servers, which decide.
 	Authorize func(token, service string) error
 	Log       *slog.Logger
+	// DefaultCheck returns the healthCheck Git gives service (nil for none): the check of an
+	// instance registered without any. Optional.
+	DefaultCheck func(ctx context.Context, service string) (*mesh.HealthCheck, error)
 }
 
 // Agent is the catalog's view from one node: the instances registered on it, their checks
@@ -89,6 +94,15 @@ func (a *Agent) Register(ctx context.Context, token string, in *Instance) error 
 	}
 	if err := a.authorize(token, in.Service); err != nil {
 		return err
+	}
+	if len(in.Checks) == 0 && a.cfg.DefaultCheck != nil {
+		hc, err := a.cfg.DefaultCheck(ctx, in.Service)
+		if err != nil {
+			return err
+		}
+		if hc != nil {
+			in.Checks = []Check{GitCheck(hc, in.ID, in.Service, in.Address, in.Port)}
+		}
 	}
 	a.mu.Lock()
 	a.pending[in.ID]++
@@ -405,4 +419,24 @@ func (a *Agent) setOutput(ls *localService, checkID, output string) {
 // IsRefusal reports whether err is the servers refusing a request (as opposed to not answering).
 func IsRefusal(err error) bool {
 	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrBadRequest) || errors.Is(err, ErrNotFound)
+}
+
+// RegisterRetrying registers in like Register, retrying while the servers cannot be reached,
+// until it succeeds, they refuse it, or ctx ends. It is how an agent registers the definitions
+// of its configuration directory at start.
+func (a *Agent) RegisterRetrying(ctx context.Context, token string, in *Instance) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := a.Register(ctx, token, in)
+		if err == nil || IsRefusal(err) || ctx.Err() != nil {
+			return err
+		}
+		a.log.Warn("register; retrying", "id", in.ID, "err", err, "retryIn", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }

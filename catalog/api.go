@@ -26,6 +26,7 @@ import (
 //	GET /v1/catalog/services, /v1/catalog/service/{name}, /v1/catalog/nodes, /v1/health/service/{name}[?passing]
 //	PUT /v1/catalog/command                  mesh's own: a Command from an agent
 //	GET /v1/catalog/summary                  mesh's own: instances by health, undeclared services
+//	GET /v1/catalog/default-check/{service}  mesh's own: the healthCheck Git gives the service
 //
 // Reads take ?index=N&wait=D (blocking queries) and answer X-Consul-Index. Writes take the
 // token as X-Consul-Token or Authorization: Bearer.
@@ -68,6 +69,9 @@ func (a *API) Register(mux *http.ServeMux) {
 		mux.HandleFunc("GET /v1/health/service/{name}", a.handleHealthService)
 		mux.HandleFunc("PUT /v1/catalog/command", a.handleCommand)
 		mux.HandleFunc("GET /v1/catalog/summary", a.handleSummary)
+		mux.HandleFunc("GET /v1/catalog/default-check/{service}", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"HealthCheck": a.Server.cfg.DefaultCheck(r.PathValue("service"))})
+		})
 	}
 }
 

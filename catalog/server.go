@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	mesh "github.com/meshgit/mesh"
 )
 
 // Watch tells readers that the catalog changed. The FSM calls Notify after every change;
@@ -49,6 +51,8 @@ type ServerConfig struct {
 	Authorize func(token, service string) error
 	// Declared reports whether the served snapshot declares service (for the undeclared flag).
 	Declared func(service string) bool
+	// DefaultCheck returns the healthCheck Git gives service, or nil.
+	DefaultCheck func(service string) *mesh.HealthCheck
 	// Datacenter names the datacenter in answers.
 	Datacenter func() string
 	Log        *slog.Logger
@@ -80,6 +84,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.Declared == nil {
 		cfg.Declared = func(string) bool { return true }
+	}
+	if cfg.DefaultCheck == nil {
+		cfg.DefaultCheck = func(string) *mesh.HealthCheck { return nil }
 	}
 	if cfg.Datacenter == nil {
 		cfg.Datacenter = func() string { return "" }

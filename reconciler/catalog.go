@@ -42,13 +42,15 @@ func (s *Server) openCatalog() {
 			}
 			return ""
 		},
-		Log:  s.log,
-		Tick: s.cfg.CatalogTick,
+		DefaultCheck: s.gitCheck,
+		Log:          s.log,
+		Tick:         s.cfg.CatalogTick,
 	})
 	host, _, _ := net.SplitHostPort(s.httpAdv)
 	s.agent = catalog.NewAgent(catalog.AgentConfig{
 		Node: s.id, Address: host, SyncInterval: s.cfg.CatalogSync, Token: s.cfg.Token,
 		Submit: s.cat.Submit, Authorize: s.authorizeCatalog, Log: s.log,
+		DefaultCheck: func(_ context.Context, service string) (*mesh.HealthCheck, error) { return s.gitCheck(service), nil },
 	})
 }
 
@@ -94,4 +96,12 @@ func (s *Server) CatalogAgent() *catalog.Agent { return s.agent }
 // overlay is what the xDS server serves: the snapshot with the catalog's instances.
 func overlay(snap *mesh.Snapshot, cat *catalog.State) *mesh.Snapshot {
 	return catalog.Overlay(snap, cat)
+}
+
+// gitCheck is the healthCheck the served snapshot gives service, or nil.
+func (s *Server) gitCheck(service string) *mesh.HealthCheck {
+	if snap := s.Served(); snap != nil && snap.Services[service] != nil {
+		return snap.Services[service].HealthCheck
+	}
+	return nil
 }
