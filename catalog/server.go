@@ -51,6 +51,9 @@ type ServerConfig struct {
 	Authorize func(token, service string) error
 	// Declared reports whether the served snapshot declares service (for the undeclared flag).
 	Declared func(service string) bool
+	// Snapshot returns the served snapshot: the leader checks its endpoints that have a
+	// healthCheck. Optional.
+	Snapshot func() *mesh.Snapshot
 	// DefaultCheck returns the healthCheck Git gives service, or nil.
 	DefaultCheck func(service string) *mesh.HealthCheck
 	// Datacenter names the datacenter in answers.
@@ -219,7 +222,8 @@ func validateInstance(in *Instance) error {
 	return nil
 }
 
-// Lead runs the leader's duties until ctx ends: every Tick, nodes with a sync interval that
+// Lead runs the leader's duties until ctx ends: it checks Git's endpoints that have a
+// healthCheck; every Tick, nodes with a sync interval that
 // have not synced for 3 of them turn critical, and instances critical for longer than a check's
 // DeregisterCriticalServiceAfter are deregistered.
 func (s *Server) Lead(ctx context.Context) {
@@ -230,7 +234,14 @@ func (s *Server) Lead(ctx context.Context) {
 	s.mu.Unlock()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
+	static := map[string]*staticCheck{}
+	defer func() {
+		for _, rc := range static {
+			rc.cancel()
+		}
+	}()
 	for {
+		s.syncStatic(ctx, static)
 		select {
 		case <-ctx.Done():
 			return

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -16,6 +18,7 @@ const (
 	OpNodeHealth     = "node-health"     // NodeName, Status: the node-level check changed
 	OpDeregisterNode = "deregister-node" // NodeName: remove a node and its instances
 	OpSyncNode       = "sync-node"       // Node, Keep: the node's agent is alive and holds only Keep
+	OpStaticHealth   = "static-health"   // ID (StaticKey), Status: a Git endpoint's check ("" forgets it)
 )
 
 // Command is one change of the catalog, replicated as one Raft entry.
@@ -48,6 +51,7 @@ type State struct {
 	nodes    map[string]*Node
 	services map[string]*serviceEntry        // by service name
 	byNode   map[string]map[string]*Instance // node name → instance ID → instance
+	static   map[string]string               // StaticKey → status of a Git endpoint's check
 }
 
 type serviceEntry struct {
@@ -59,7 +63,7 @@ func instanceKey(node, id string) string { return node + "/" + id }
 
 // Empty returns a catalog with nothing in it.
 func Empty() *State {
-	return &State{nodes: map[string]*Node{}, services: map[string]*serviceEntry{}, byNode: map[string]map[string]*Instance{}}
+	return &State{nodes: map[string]*Node{}, services: map[string]*serviceEntry{}, byNode: map[string]map[string]*Instance{}, static: map[string]string{}}
 }
 
 // Index is the Raft index of the last change of the catalog (0 when nothing was ever applied).
@@ -93,6 +97,11 @@ func (s *State) Apply(index uint64, c Command) (*State, error) {
 		return s.setNodeHealth(index, c.NodeName, c.Status), nil
 	case OpDeregisterNode:
 		return s.deregisterNode(index, c.NodeName), nil
+	case OpStaticHealth:
+		if c.Status != "" && !validStatus(c.Status) || c.ID == "" {
+			return nil, fmt.Errorf("%w: static-health %q status %q", ErrBadCommand, c.ID, c.Status)
+		}
+		return s.setStatic(index, c.ID, c.Status), nil
 	case OpSyncNode:
 		if c.Node == nil || c.Node.Name == "" {
 			return nil, fmt.Errorf("%w: sync-node needs a node", ErrBadCommand)
@@ -107,7 +116,7 @@ func validStatus(st string) bool {
 }
 
 func (s *State) clone(index uint64) *State {
-	return &State{index: index, nodes: s.nodes, services: s.services, byNode: s.byNode}
+	return &State{index: index, nodes: s.nodes, services: s.services, byNode: s.byNode, static: s.static}
 }
 
 func (s *State) register(index uint64, c Command) (*State, error) {
@@ -239,6 +248,40 @@ func (s *State) setNodeHealth(index uint64, name, status string) *State {
 	return ns
 }
 
+// StaticKey names a Git endpoint of service in the state's static health.
+func StaticKey(service, address string, port int) string {
+	return service + "|" + net.JoinHostPort(address, strconv.Itoa(port))
+}
+
+// StaticHealth returns the status of the check of a Git endpoint ("" before any).
+func (s *State) StaticHealth(key string) string { return s.static[key] }
+
+// StaticKeys returns the keys with a static health, sorted.
+func (s *State) StaticKeys() []string { return slices.Sorted(maps.Keys(s.static)) }
+
+func (s *State) setStatic(index uint64, key, status string) *State {
+	if s.static[key] == status {
+		return s
+	}
+	ns := s.clone(index)
+	ns.static = maps.Clone(s.static)
+	if status == "" {
+		delete(ns.static, key)
+	} else {
+		ns.static[key] = status
+	}
+	service, _, _ := strings.Cut(key, "|")
+	ns.services = maps.Clone(s.services)
+	e := &serviceEntry{index: index, instances: map[string]*Instance{}}
+	if old := s.services[service]; old != nil {
+		e.instances = old.instances
+	}
+	if len(e.instances) > 0 {
+		ns.services[service] = e
+	}
+	return ns
+}
+
 // syncNode records the node (address, meta, sync interval) and removes its instances not in keep.
 func (s *State) syncNode(index uint64, nd *Node, keep []string) *State {
 	ns := s
@@ -334,11 +377,12 @@ type persistedState struct {
 	// ServiceIndexes keeps each service's index, which may be newer than its instances'
 	// (a deregistration, a node's health).
 	ServiceIndexes map[string]uint64 `json:"serviceIndexes,omitempty"`
+	Static         map[string]string `json:"static,omitempty"`
 }
 
 // MarshalJSON encodes the state deterministically, for Raft snapshots.
 func (s *State) MarshalJSON() ([]byte, error) {
-	p := persistedState{Index: s.Index(), Nodes: s.Nodes(), Instances: []*Instance{}, ServiceIndexes: map[string]uint64{}}
+	p := persistedState{Index: s.Index(), Nodes: s.Nodes(), Instances: []*Instance{}, ServiceIndexes: map[string]uint64{}, Static: s.static}
 	for _, name := range s.ServiceNames() {
 		p.Instances = append(p.Instances, s.Instances(name)...)
 		p.ServiceIndexes[name] = s.services[name].index
@@ -354,6 +398,9 @@ func (s *State) UnmarshalJSON(b []byte) error {
 	}
 	ns := Empty()
 	ns.index = p.Index
+	if p.Static != nil {
+		ns.static = p.Static
+	}
 	for _, n := range p.Nodes {
 		if n == nil || n.Name == "" {
 			return fmt.Errorf("catalog: a node without a name")

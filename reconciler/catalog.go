@@ -43,6 +43,7 @@ func (s *Server) openCatalog() {
 			return ""
 		},
 		DefaultCheck: s.gitCheck,
+		Snapshot:     s.Served,
 		Log:          s.log,
 		Tick:         s.cfg.CatalogTick,
 	})

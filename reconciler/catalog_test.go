@@ -232,3 +232,24 @@ func TestCatalogUndeclaredAndRestart(t *testing.T) {
 		t.Fatalf("restored catalog index %d < %d", got, index)
 	}
 }
+
+// TestTTLExpires: a TTL check not updated within its TTL turns critical with "TTL expired".
+func TestTTLExpires(t *testing.T) {
+	s := startCatalogServer(t)
+	c := consulClient(t, s.HTTPAddr(), testToken)
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "api-1", Name: "api", Address: "127.0.0.1", Port: 1,
+		Check: &consul.AgentServiceCheck{TTL: "300ms", Status: consul.HealthPassing}}); err != nil {
+		t.Fatal(err)
+	}
+	if in := s.Catalog().Instance(s.NodeID(), "api-1"); in == nil || in.Status(nil) != catalog.StatusPassing {
+		t.Fatalf("registered passing: %+v", in)
+	}
+	waitFor(t, 5*time.Second, "the TTL to expire", func() bool {
+		in := s.Catalog().Instance(s.NodeID(), "api-1")
+		return in != nil && in.Status(nil) == catalog.StatusCritical
+	})
+	checks, _ := c.Agent().Checks()
+	if checks["service:api-1"].Output != "TTL expired" {
+		t.Fatalf("output %q", checks["service:api-1"].Output)
+	}
+}

@@ -3,7 +3,13 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,4 +159,68 @@ func TestHealthMovesGRPCTraffic(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+}
+
+// TestGitHealthCheck: a service's healthCheck in Git checks its Git endpoints (on the leader)
+// and is the default check of an instance registered without one; an HTTP check follows a real
+// HTTP server: 2xx passing, 429 warning, else critical.
+func TestGitHealthCheck(t *testing.T) {
+	var code atomic.Int32
+	code.Store(200)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(404)
+			return
+		}
+		w.WriteHeader(int(code.Load()))
+	}))
+	defer app.Close()
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(app.URL, "http://"))
+	repo := newTestRepo(t)
+	files := maps.Clone(healthMesh)
+	files["mesh/services.cue"] = fmt.Sprintf(`package mesh
+
+services: web: {protocol: "grpc", port: 8000, upstreams: api: localPort: 9191}
+services: api: {protocol: "http", port: 9090, endpoints: [{address: %q, port: %s}],
+	healthCheck: {http: "/healthz", interval: "200ms", timeout: "150ms"}}
+intentions: api: web: action: "allow"
+`, host, port)
+	repo.commit(files, "v0", false)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	cfg.CatalogTick = 50 * time.Millisecond
+	x, _ := attachXDS(t, &cfg)
+	s := startServer(t, cfg)
+	waitFor(t, 10*time.Second, "a served snapshot", func() bool { return s.Served() != nil && s.IsLeader() })
+
+	staticHealth := func() string {
+		snap := x.Snapshot()
+		if snap == nil || len(snap.Services["api"].Endpoints) == 0 {
+			return ""
+		}
+		return snap.Services["api"].Endpoints[0].Health
+	}
+	waitFor(t, 10*time.Second, "the Git endpoint passing in xDS", func() bool { return staticHealth() == "passing" })
+	code.Store(429)
+	waitFor(t, 10*time.Second, "the Git endpoint warning (429)", func() bool { return staticHealth() == "warning" })
+	code.Store(503)
+	waitFor(t, 10*time.Second, "the Git endpoint critical (503)", func() bool { return staticHealth() == "critical" })
+
+	// An instance registered without a check gets the Git healthCheck against its own address.
+	c := consulClient(t, s.HTTPAddr(), testToken)
+	p, _ := strconv.Atoi(port)
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "api-2", Name: "api", Address: host, Port: p}); err != nil {
+		t.Fatal(err)
+	}
+	checks, err := c.Agent().Checks()
+	if err != nil || checks["service:api-2"] == nil || checks["service:api-2"].Type != "http" {
+		t.Fatalf("default check: %+v, %v", checks, err)
+	}
+	if def := checks["service:api-2"].Definition; def.HTTP != app.URL+"/healthz" || def.IntervalDuration != 200*time.Millisecond {
+		t.Fatalf("default check definition %+v", def)
+	}
+	code.Store(200)
+	waitFor(t, 10*time.Second, "the registered instance passing with Git's check", func() bool {
+		in := s.Catalog().Instance(s.NodeID(), "api-2")
+		return in != nil && in.Status(s.Catalog().Node(s.NodeID())) == "passing" && staticHealth() == "passing"
+	})
 }
