@@ -212,6 +212,9 @@ func (s *Snapshot) Pos(path string) Pos { return s.Positions[path] }
 
 // Element paths, the keys of Snapshot.Positions.
 
+// PathTrustDomain is the path of mesh.trustDomain.
+const PathTrustDomain = "mesh.trustDomain"
+
 // PathService is the path of a service definition.
 func PathService(name string) string { return "services." + name }
 

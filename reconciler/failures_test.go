@@ -1,0 +1,194 @@
+package reconciler
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
+)
+
+// statusOf returns the server's status through its HTTP API.
+func statusOf(t testing.TB, s *Server) *Status {
+	t.Helper()
+	st, err := (&Client{Addr: s.HTTPAddr()}).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// A compiler panic on one commit is recorded in lastError with the commit, the last good snapshot
+// stays served, the commit is retried only after a backoff that kicks do not shorten, and a later
+// good commit is served at once.
+func TestCompilerPanicIsShownAndBackedOff(t *testing.T) {
+	repo := newTestRepo(t)
+	f0 := meshFiles(0)
+	repo.commit(f0, "initial", false)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	var boomCalls atomic.Int32
+	cache := compiler.NewCache()
+	cfg.Compile = func(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error) {
+		for _, f := range files {
+			if f.Name == "boom.cue" {
+				boomCalls.Add(1)
+				panic("injected compiler panic")
+			}
+		}
+		return compileWithPolicies(ctx, files, policies, cache)
+	}
+	s := startServer(t, cfg)
+	v0 := versionOf(t, f0)
+	if !waitServed(s, v0, 10*time.Second) {
+		t.Fatalf("v0 not served")
+	}
+
+	shaBoom := repo.commit(merge(f0, map[string]string{"mesh/boom.cue": "package mesh\n"}), "boom", false)
+	var st *Status
+	waitFor(t, 5*time.Second, "the panic to be recorded", func() bool {
+		st = statusOf(t, s)
+		return st.LastError != nil && st.LastError.Commit == shaBoom
+	})
+	e := st.LastError
+	if e.Step != StepCompile || e.RetryAt.IsZero() || e.Attempts != 1 || len(e.Errors) != 1 ||
+		!strings.Contains(e.Errors[0].Msg, "panic: injected compiler panic") {
+		t.Fatalf("lastError = %+v, want the compiler panic with a retry time", e)
+	}
+	if st.Version != v0 {
+		t.Errorf("serving %s after the panic, want %s", st.Version, v0)
+	}
+	if h := e.Headline(time.Now()); !strings.Contains(h, "the compiler failed; retrying in") {
+		t.Errorf("headline %q", h)
+	}
+	// Kicks (polls, webhooks, ref events) must not retry it hot.
+	for range 5 {
+		if err := (&Client{Addr: s.HTTPAddr(), Token: testToken}).Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := boomCalls.Load(); n != 1 {
+		t.Errorf("the panicking commit was compiled %d times within 250ms of kicks, want once", n)
+	}
+	// It is retried after the backoff (1s), then backs off further (2s).
+	waitFor(t, 5*time.Second, "the retry to be recorded", func() bool {
+		st = statusOf(t, s)
+		return st.LastError != nil && st.LastError.Attempts == 2
+	})
+	if n := boomCalls.Load(); n != 2 {
+		t.Errorf("compiled %d times by the second attempt", n)
+	}
+	if d := st.LastError.RetryAt.Sub(st.LastError.Time); d < 1500*time.Millisecond {
+		t.Errorf("second retry scheduled %v after the failure, want a growing backoff", d)
+	}
+
+	f1 := merge(meshFiles(1), map[string]string{"mesh/boom.cue": ""})
+	v1 := versionOf(t, f1)
+	sha1 := repo.commit(f1, "fixed", false)
+	waitFor(t, 5*time.Second, "the good commit to be served", func() bool {
+		st = statusOf(t, s)
+		return st.Version == v1 && st.Commit == sha1 && st.LastError == nil
+	})
+}
+
+// A ref that does not exist is reported (not "nothing served yet" alone) and retried with
+// backoff; once the ref appears it is served.
+func TestMissingRefIsReportedThenServed(t *testing.T) {
+	repo := newTestRepo(t)
+	f0 := meshFiles(0)
+	repo.commit(f0, "initial", false)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	cfg.Ref = "nosuch"
+	s := startServer(t, cfg)
+	var st *Status
+	waitFor(t, 10*time.Second, "the missing ref to be reported", func() bool {
+		st = statusOf(t, s)
+		return st.LastError != nil && st.LastError.Attempts >= 2
+	})
+	e := st.LastError
+	if e.Step != StepResolve || e.Commit != "" || e.RetryAt.IsZero() || len(e.Errors) != 1 || !strings.Contains(e.Errors[0].Msg, `"nosuch"`) {
+		t.Fatalf("lastError = %+v, want the unresolved ref nosuch with a retry time", e)
+	}
+	if h := e.Headline(time.Now()); !strings.HasPrefix(h, "the ref cannot be resolved; retrying") {
+		t.Errorf("headline %q", h)
+	}
+	if st.Version != "" {
+		t.Errorf("serving %q", st.Version)
+	}
+
+	repo.git(repo.work, "push", "-q", "origin", "HEAD:nosuch")
+	v0 := versionOf(t, f0)
+	waitFor(t, 5*time.Second, "the new ref to be served", func() bool {
+		st = statusOf(t, s)
+		return st.Version == v0 && st.LastError == nil
+	})
+}
+
+// A --repo that is not a Git repository is reported with the reason.
+func TestNotARepositoryIsReported(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), nodeOpts{})
+	s := startServer(t, cfg)
+	var st *Status
+	waitFor(t, 10*time.Second, "the bad repository to be reported", func() bool {
+		st = statusOf(t, s)
+		return st.LastError != nil
+	})
+	e := st.LastError
+	if e.Step != StepFetch || e.RetryAt.IsZero() || len(e.Errors) != 1 || !strings.Contains(e.Errors[0].Msg, "repository does not exist") {
+		t.Fatalf("lastError = %+v, want the missing repository with a retry time", e)
+	}
+}
+
+// A commit that changes mesh.trustDomain once the CA exists is held with a positioned error that
+// says how to migrate; the last good snapshot stays served, and reverting is served.
+func TestTrustDomainChangeIsHeld(t *testing.T) {
+	repo := newTestRepo(t)
+	f0 := meshFiles(0)
+	repo.commit(f0, "initial", false)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	s := startServer(t, cfg)
+	v0 := versionOf(t, f0)
+	if !waitServed(s, v0, 10*time.Second) {
+		t.Fatalf("v0 not served")
+	}
+	waitFor(t, 10*time.Second, "the CA to be created", func() bool { return s.CA().State() != nil })
+
+	moved := meshFiles(1)
+	moved["mesh/mesh.cue"] = strings.Replace(moved["mesh/mesh.cue"], `"test.mesh"`, `"other.mesh"`, 1)
+	sha := repo.commit(moved, "move the trust domain", false)
+	var st *Status
+	waitFor(t, 5*time.Second, "the trust-domain change to be held", func() bool {
+		st = statusOf(t, s)
+		return st.LastError != nil && st.LastError.Commit == sha
+	})
+	e := st.LastError
+	if e.Step != StepCheck || len(e.Errors) != 1 {
+		t.Fatalf("lastError = %+v", e)
+	}
+	pe := e.Errors[0]
+	if pe.Pos.File != "mesh.cue" || pe.Pos.Line != 5 || pe.Pos.Col == 0 {
+		t.Errorf("position %s, want mesh.cue:5 (trustDomain)", pe.Pos)
+	}
+	for _, want := range []string{`"other.mesh" differs`, `"test.mesh"`, "break every mTLS handshake", "set trustDomain back", "new cluster"} {
+		if !strings.Contains(pe.Msg, want) {
+			t.Errorf("message lacks %q: %s", want, pe.Msg)
+		}
+	}
+	if st.Version != v0 {
+		t.Errorf("serving %s, want %s", st.Version, v0)
+	}
+	if got := s.CA().State().TrustDomain; got != "test.mesh" {
+		t.Errorf("CA trust domain %q", got)
+	}
+
+	f2 := meshFiles(2)
+	v2 := versionOf(t, f2)
+	repo.commit(f2, "back to test.mesh", false)
+	waitFor(t, 5*time.Second, "the reverted commit to be served", func() bool {
+		st = statusOf(t, s)
+		return st.Version == v2 && st.LastError == nil
+	})
+}
