@@ -2,13 +2,20 @@ package reconciler
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/commitsig"
+	"github.com/meshgit/mesh/internal/commitsig/sigtest"
 )
 
 // statusOf returns the server's status through its HTTP API.
@@ -191,4 +198,130 @@ func TestTrustDomainChangeIsHeld(t *testing.T) {
 		st = statusOf(t, s)
 		return st.Version == v2 && st.LastError == nil
 	})
+}
+
+// signedCommit writes files, commits them signed (sign makes the commit in the work tree) and
+// pushes to origin's main; it returns the commit's SHA.
+func (r *testRepo) signedCommit(files map[string]string, sign func() string) string {
+	r.t.Helper()
+	for name, data := range files {
+		p := filepath.Join(r.work, filepath.FromSlash(name))
+		if data == "" {
+			os.Remove(p)
+			continue
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.git(r.work, "add", "-A")
+	sha := sign()
+	r.git(r.work, "push", "-q", "origin", sha+":refs/heads/main")
+	return sha
+}
+
+// With --verify-commits (an allowed_signers file and an OpenPGP keyring), commits that are
+// unsigned or signed by unknown keys are refused before they are compiled, with the commit and
+// the reason in lastError, and the last good snapshot stays served; commits signed by a trusted
+// SSH or OpenPGP key are served.
+func TestVerifyCommits(t *testing.T) {
+	sigtest.NeedSSHKeygen(t)
+	keys := t.TempDir()
+	alice := sigtest.NewSSHKey(t, keys, "alice@example.com")
+	mallory := sigtest.NewSSHKey(t, keys, "mallory@example.com")
+	bob := sigtest.NewPGPKey(t, "Bob", "bob@example.com")
+	eve := sigtest.NewPGPKey(t, "Eve", "eve@example.com")
+	signers := filepath.Join(keys, "allowed_signers")
+	ring := filepath.Join(keys, "bob.asc")
+	os.WriteFile(signers, []byte(alice.AllowedSigner(`namespaces="git"`)), 0o644)
+	os.WriteFile(ring, []byte(bob.ArmoredPublic(t)), 0o644)
+	trusted, err := commitsig.Load(signers, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	repo := newTestRepo(t)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	cfg.VerifyCommits = trusted
+	x, xdsAddr := attachXDS(t, &cfg)
+	var mu sync.Mutex
+	compiled := map[string]bool{} // services.cue contents the compiler saw
+	cache := compiler.NewCache()
+	cfg.Compile = func(ctx context.Context, files, policies []compiler.File) (*mesh.Snapshot, error) {
+		mu.Lock()
+		for _, f := range files {
+			if f.Name == "services.cue" {
+				compiled[string(f.Data)] = true
+			}
+		}
+		mu.Unlock()
+		return compileWithPolicies(ctx, files, policies, cache)
+	}
+	s := startServer(t, cfg)
+	dialXDS(t, xdsAddr, "web-1")
+
+	sshSigned := func(k *sigtest.SSHKey) func() string {
+		return func() string {
+			repo.git(repo.work, append(k.GitArgs(), "commit", "-q", "-S", "-m", "ssh")...)
+			return repo.git(repo.work, "rev-parse", "HEAD")
+		}
+	}
+	pgp := func(k *sigtest.PGPKey) func() string {
+		return func() string { return sigtest.CommitPGP(t, repo.work, k, "openpgp") }
+	}
+	unsigned := func() string {
+		repo.git(repo.work, "commit", "-q", "-m", "unsigned")
+		return repo.git(repo.work, "rev-parse", "HEAD")
+	}
+	served := ""
+	refused := func(n int, sign func() string, want ...string) {
+		t.Helper()
+		sha := repo.signedCommit(meshFiles(n), sign)
+		var st *Status
+		waitFor(t, 5*time.Second, "the commit to be refused", func() bool {
+			st = statusOf(t, s)
+			return st.LastError != nil && st.LastError.Commit == sha
+		})
+		e := st.LastError
+		if e.Step != StepVerify || len(e.Errors) != 1 {
+			t.Fatalf("lastError = %+v, want a verification failure", e)
+		}
+		for _, w := range append(want, "--verify-commits "+signers+","+ring) {
+			if !strings.Contains(e.Errors[0].Msg, w) {
+				t.Errorf("lastError %q lacks %q", e.Errors[0].Msg, w)
+			}
+		}
+		if st.Version != served {
+			t.Errorf("serving %q after a refused commit, want %q", st.Version, served)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if compiled[meshFiles(n)["mesh/services.cue"]] {
+			t.Errorf("the refused commit %d was compiled", n)
+		}
+	}
+	accepted := func(n int, sign func() string) {
+		t.Helper()
+		sha := repo.signedCommit(meshFiles(n), sign)
+		v := versionOf(t, meshFiles(n))
+		waitFor(t, 5*time.Second, "the signed commit to be served", func() bool {
+			st := statusOf(t, s)
+			return st.Version == v && st.Commit == sha && st.LastError == nil
+		})
+		waitFor(t, 10*time.Second, "the proxy to ACK it", func() bool { return acked(x, "web-1", v) })
+		served = v
+	}
+
+	refused(1, unsigned, "commit is not signed")
+	refused(2, sshSigned(mallory), "untrusted key", ssh.FingerprintSHA256(mallory.Public))
+	refused(3, pgp(eve), "untrusted key", strings.ToUpper(eve.Entity.PrimaryKey.KeyIdString()))
+	accepted(4, sshSigned(alice))
+	refused(5, unsigned, "commit is not signed")
+	refused(6, pgp(eve), "untrusted key")
+	accepted(7, pgp(bob))
+	refused(8, sshSigned(mallory), "untrusted key")
+	if h := statusOf(t, s).LastError.Headline(time.Now()); !strings.Contains(h, "is refused: its signature does not verify") {
+		t.Errorf("headline %q", h)
+	}
 }

@@ -201,6 +201,9 @@ func upToDate(st *state, commit string) (bool, error) {
 // that says why not (recorded in the cluster's status unless it is retried).
 func (s *Server) build(ctx context.Context, repo *git.Repository, hash plumbing.Hash) (*mesh.Snapshot, error) {
 	commit := hash.String()
+	if err := s.verify(repo, hash); err != nil {
+		return nil, err
+	}
 	files, err := compiler.ReadCommit(repo, hash, s.cfg.Dir)
 	if err != nil {
 		// A commit without the mesh directory is a configuration problem of that commit.
@@ -231,6 +234,26 @@ func (s *Server) build(ctx context.Context, repo *git.Repository, hash plumbing.
 		return nil, s.reject(commit, StepCheck, []PosError{*pe})
 	}
 	return snap, nil
+}
+
+// verify checks the commit's signature when the server has trusted keys: a commit that is not
+// signed by one of them is refused before anything of it is read.
+func (s *Server) verify(repo *git.Repository, hash plumbing.Hash) error {
+	keys := s.cfg.VerifyCommits
+	if keys == nil {
+		return nil
+	}
+	commit := hash.String()
+	c, err := repo.CommitObject(hash)
+	if err != nil {
+		return &StepError{Step: StepVerify, Commit: commit, Retry: true, Record: true, Err: err}
+	}
+	signer, err := keys.Verify(c)
+	if err != nil {
+		return s.reject(commit, StepVerify, []PosError{{Msg: fmt.Sprintf("%v (--verify-commits %s)", err, keys)}})
+	}
+	s.log.Info("commit signature verified", "commit", shortSHA(commit), "signer", signer.String())
+	return nil
 }
 
 // compile runs the configured compiler, turning a panic into an ErrInternal error of this
