@@ -321,7 +321,30 @@ func TestVerifyCommits(t *testing.T) {
 	refused(6, pgp(eve), "untrusted key")
 	accepted(7, pgp(bob))
 	refused(8, sshSigned(mallory), "untrusted key")
-	if h := statusOf(t, s).LastError.Headline(time.Now()); !strings.Contains(h, "is refused: its signature does not verify") {
+	st := statusOf(t, s)
+	if h := st.LastError.Headline(time.Now()); !strings.Contains(h, "is refused: its signature does not verify") {
 		t.Errorf("headline %q", h)
 	}
+	// Checked again on every pass, the refused commit is not recorded again.
+	for range 3 {
+		if err := (&Client{Addr: s.HTTPAddr(), Token: testToken}).Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if again := statusOf(t, s); again.LastError == nil || !again.LastError.Time.Equal(st.LastError.Time) {
+		t.Errorf("the refused commit was recorded again: %+v", again.LastError)
+	}
+	// Restarted with mallory's key trusted too, the server serves the commit it refused.
+	s.Close(context.Background())
+	os.WriteFile(signers, []byte(alice.AllowedSigner("")+mallory.AllowedSigner("")), 0o644)
+	if cfg.VerifyCommits, err = commitsig.Load(signers, ring); err != nil {
+		t.Fatal(err)
+	}
+	s = startServer(t, cfg)
+	v8 := versionOf(t, meshFiles(8))
+	waitFor(t, 10*time.Second, "the commit refused before to be served", func() bool {
+		st := statusOf(t, s)
+		return st.Version == v8 && st.LastError == nil
+	})
 }

@@ -56,6 +56,10 @@ func (e *StepError) Unwrap() error { return e.Err }
 // a ref event elsewhere) must not make the loop retry a failing compilation hot.
 var errNotYet = errors.New("the commit is held until its retry time")
 
+// errRecorded means a pass failed exactly as the failure the status already holds (a refused
+// commit checked again): nothing to record, log or count again.
+var errRecorded = errors.New("failure already recorded")
+
 // reconcileLoop runs on the leader: watch the source, and reconcile at once when it says the ref
 // may have moved, on every poll, and after a backoff when a retryable step failed.
 func (s *Server) reconcileLoop(ctx context.Context) {
@@ -79,8 +83,8 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			attempt, retry = 0, nil
-		case errors.Is(err, errNotYet):
-			// The timer set when the commit failed stays as it is.
+		case errors.Is(err, errNotYet), errors.Is(err, errRecorded):
+			// Nothing new; a retry timer set by an earlier failure stays as it is.
 		case ctx.Err() != nil:
 			return
 		case errors.As(err, &se) && !se.Retry:
@@ -145,7 +149,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 	if done, err := upToDate(st, commit); done || err != nil {
 		return err
 	}
-	s.log.Info("new commit", "commit", shortSHA(commit), "ref", s.src.ref())
+	if commit != st.lastCommit {
+		s.log.Info("new commit", "commit", shortSHA(commit), "ref", s.src.ref())
+	}
 	forced := isForced(repo, st.lastCommit, hash)
 	snap, err := s.build(ctx, repo, hash)
 	if err != nil {
@@ -291,11 +297,12 @@ func (s *Server) trustDomainChange(snap *mesh.Snapshot) *PosError {
 // The failure is not written again when the status already holds it (a commit that keeps failing
 // verification is checked on every pass).
 func (s *Server) reject(commit string, step Step, errs []PosError) error {
-	if f := s.fsm.state().lastError; f == nil || f.Commit != commit || f.Step != step || !slices.Equal(f.Errors, errs) || !f.RetryAt.IsZero() {
-		f := Failure{Commit: commit, Time: time.Now().UTC(), Step: step, Errors: errs}
-		if err := s.apply(cmdFailure, f, nil); err != nil {
-			return &StepError{Step: StepApply, Commit: commit, Retry: true, Err: err}
-		}
+	if f := s.fsm.state().lastError; f != nil && f.Commit == commit && f.Step == step && slices.Equal(f.Errors, errs) && f.RetryAt.IsZero() {
+		return errRecorded
+	}
+	f := Failure{Commit: commit, Time: time.Now().UTC(), Step: step, Errors: errs}
+	if err := s.apply(cmdFailure, f, nil); err != nil {
+		return &StepError{Step: StepApply, Commit: commit, Retry: true, Err: err}
 	}
 	return &StepError{Step: step, Commit: commit, Err: fmt.Errorf("%d error(s), first: %s", len(errs), errs[0].Msg)}
 }
