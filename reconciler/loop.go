@@ -83,7 +83,12 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			attempt, retry = 0, nil
-		case errors.Is(err, errNotYet), errors.Is(err, errRecorded):
+		case errors.Is(err, errNotYet):
+			// A timer set by the failure stays; a new leader, which has none, sets one.
+			if f := s.fsm.state().lastError; retry == nil && f != nil {
+				retry = time.After(time.Until(f.RetryAt))
+			}
+		case errors.Is(err, errRecorded):
 			// Nothing new; a retry timer set by an earlier failure stays as it is.
 		case ctx.Err() != nil:
 			return

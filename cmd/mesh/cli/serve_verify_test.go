@@ -63,11 +63,11 @@ services: web: {protocol: "http", port: 8080}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	status("version:  (nothing served yet)", "last error: the ref cannot be resolved; retrying in", "; nothing served yet", `"release"`)
+	status("version:  (nothing served yet)", "the ref cannot be resolved; retrying in", "; nothing served yet", `"release"`)
 
 	git("branch", "release")
 	sha := git("rev-parse", "HEAD")
-	status("last error: commit "+sha[:12]+" is refused: its signature does not verify", "  commit "+sha, "commit is not signed (--verify-commits "+signers+")")
+	status("Z: commit "+sha[:12]+" is refused: its signature does not verify", "  commit "+sha, "commit is not signed (--verify-commits "+signers+")")
 
 	git(append(dev.GitArgs(), "commit", "-q", "-S", "--allow-empty", "-m", "signed")...)
 	git("push", "-q", ".", "HEAD:release")

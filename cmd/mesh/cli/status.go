@@ -168,7 +168,7 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		if st.Version == "" {
 			serving = "nothing served yet"
 		}
-		fmt.Fprintf(w, "last error: %s (%s); %s\n", e.Headline(time.Now()), e.Time.Format(time.RFC3339), serving)
+		fmt.Fprintf(w, "last error at %s: %s; %s\n", e.Time.Format(time.RFC3339), e.Headline(time.Now()), serving)
 		if e.Commit != "" {
 			fmt.Fprintf(w, "  commit %s\n", e.Commit)
 		}
