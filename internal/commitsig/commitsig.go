@@ -55,9 +55,10 @@ const (
 
 // Keys is the set of trusted keys read from one or more files.
 type Keys struct {
-	signers  []*allowedSigner
-	keyrings []string // armored OpenPGP public key blocks
-	files    []string
+	signers   []*allowedSigner
+	keyrings  []string // armored OpenPGP public key blocks
+	ringFiles []string // the files they came from
+	files     []string
 }
 
 // Signer says who signed a verified commit.
@@ -115,6 +116,9 @@ func (k *Keys) addKeyrings(file, text string) error {
 			return fmt.Errorf("%w: %s: %v", ErrKeys, file, err)
 		}
 		k.keyrings = append(k.keyrings, block+"\n")
+		if len(k.ringFiles) == 0 || k.ringFiles[len(k.ringFiles)-1] != file {
+			k.ringFiles = append(k.ringFiles, file)
+		}
 		text = text[i+j+len(pgpKeyEnd):]
 	}
 }
@@ -217,20 +221,15 @@ func (k *Keys) verifyPGP(c *object.Commit) (*Signer, error) {
 			return &Signer{Format: "openpgp", Identity: strings.Join(ids, ", "), Key: e.PrimaryKey.KeyIdString()}, nil
 		}
 		if !errors.Is(err, pgperrors.ErrUnknownIssuer) {
-			return nil, fmt.Errorf("%w: openpgp: %v", ErrBadSignature, err)
+			return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 		}
 		lastErr = err
 	}
-	return nil, fmt.Errorf("%w: openpgp: %v%s", ErrUnknownKey, lastErr, issuer(c))
-}
-
-// issuer names the key id a commit's OpenPGP signature claims, for messages.
-func issuer(c *object.Commit) string {
 	id, err := signatureKeyID(c.PGPSignature)
 	if err != nil || id == "" {
-		return ""
+		return nil, fmt.Errorf("%w: %v", ErrUnknownKey, lastErr)
 	}
-	return " (key id " + id + ")"
+	return nil, fmt.Errorf("%w: openpgp key %s is not in %s", ErrUnknownKey, id, strings.Join(k.ringFiles, ", "))
 }
 
 // parseTime parses an allowed_signers timestamp: YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, in
