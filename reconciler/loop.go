@@ -52,13 +52,15 @@ func (e *StepError) Error() string {
 
 func (e *StepError) Unwrap() error { return e.Err }
 
-// errNotYet means the head is a commit whose retry time has not come: a kick (a poll, a webhook,
-// a ref event elsewhere) must not make the loop retry a failing compilation hot.
-var errNotYet = errors.New("the commit is held until its retry time")
-
-// errRecorded means a pass failed exactly as the failure the status already holds (a refused
-// commit checked again): nothing to record, log or count again.
-var errRecorded = errors.New("failure already recorded")
+// Outcomes of a pass that changed nothing, matched by the loop with errors.Is.
+var (
+	// errNotYet means the head is a commit whose retry time has not come: a kick (a poll, a
+	// webhook, a ref event elsewhere) must not make the loop retry a failing compilation hot.
+	errNotYet = errors.New("the commit is held until its retry time")
+	// errRecorded means a pass failed exactly as the failure the status already holds (a refused
+	// commit checked again): nothing to record, log or count again.
+	errRecorded = errors.New("failure already recorded")
+)
 
 // reconcileLoop runs on the leader: watch the source, and reconcile at once when it says the ref
 // may have moved, on every poll, and after a backoff when a retryable step failed.
