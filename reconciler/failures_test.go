@@ -349,3 +349,27 @@ func TestVerifyCommits(t *testing.T) {
 		return st.Version == v8 && st.LastError == nil
 	})
 }
+
+func TestFailureHeadline(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sha := "0123456789abcdef0123456789abcdef01234567"
+	for _, tc := range []struct {
+		f    Failure
+		want string
+	}{
+		{Failure{Commit: sha}, "commit 0123456789ab does not compile"},
+		{Failure{Commit: sha, Step: StepCompile}, "commit 0123456789ab does not compile"},
+		{Failure{Commit: sha, Step: StepRead}, "commit 0123456789ab does not compile"},
+		{Failure{Commit: sha, Step: StepVerify}, "commit 0123456789ab is refused: its signature does not verify"},
+		{Failure{Commit: sha, Step: StepCheck}, "commit 0123456789ab is held"},
+		{Failure{Commit: sha, Step: StepCompile, RetryAt: now.Add(2 * time.Second), Backoff: "2s", Attempts: 2},
+			"commit 0123456789ab: the compiler failed; retrying in 2s (2 attempts so far)"},
+		{Failure{Step: StepResolve, RetryAt: now.Add(8 * time.Second), Backoff: "8s", Attempts: 1}, "the ref cannot be resolved; retrying in 8s"},
+		{Failure{Step: StepFetch, RetryAt: now.Add(-time.Minute), Backoff: "30s", Attempts: 9},
+			"the repository cannot be read; retrying every 30s (9 attempts and more)"},
+	} {
+		if got := tc.f.Headline(now); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.f, got, tc.want)
+		}
+	}
+}

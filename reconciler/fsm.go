@@ -41,8 +41,11 @@ type Failure struct {
 	Step   Step       `json:"step,omitempty"`
 	Errors []PosError `json:"errors"`
 	// RetryAt is set when the leader tries again by itself (the repository could not be read, the
-	// compiler failed): when it will. Attempts counts the failed attempts in a row.
+	// compiler failed): when it will, after Backoff (a Go duration). Attempts counts the failed
+	// attempts in a row. Once the backoff is at its cap, the same failure is not recorded again
+	// (Raft would grow by an entry per retry): the leader then retries every Backoff.
 	RetryAt  time.Time `json:"retryAt,omitzero"`
+	Backoff  string    `json:"backoff,omitempty"`
 	Attempts int       `json:"attempts,omitempty"`
 }
 
@@ -68,15 +71,17 @@ func (f *Failure) Headline(now time.Time) string {
 	default:
 		fmt.Fprintf(&b, "commit %s does not compile", c)
 	}
-	if !f.RetryAt.IsZero() {
-		if d := f.RetryAt.Sub(now); d > 0 {
-			fmt.Fprintf(&b, "; retrying in %s", d.Round(time.Second))
-		} else {
-			b.WriteString("; retrying now")
-		}
+	switch d := f.RetryAt.Sub(now); {
+	case f.RetryAt.IsZero():
+	case d > 0:
+		fmt.Fprintf(&b, "; retrying in %s", max(d.Round(time.Second), time.Second))
 		if f.Attempts > 1 {
 			fmt.Fprintf(&b, " (%d attempts so far)", f.Attempts)
 		}
+	case f.Backoff != "":
+		fmt.Fprintf(&b, "; retrying every %s (%d attempts and more)", f.Backoff, f.Attempts)
+	default:
+		b.WriteString("; retrying")
 	}
 	return b.String()
 }

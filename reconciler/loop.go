@@ -128,11 +128,17 @@ func retryDelay(se *StepError, attempt int) time.Duration {
 }
 
 // recordRetry records a failure the loop retries by itself in the cluster's status, with when it
-// tries next, so that /v1/status and mesh status show it on every server.
+// tries next, so that /v1/status and mesh status show it on every server. The same source
+// failure with the same backoff (at its 30s cap) is recorded once; a commit's failure is recorded
+// at every retry, since its RetryAt is what keeps kicks from retrying it hot (every 5 minutes
+// at the cap).
 func (s *Server) recordRetry(se *StepError, attempts int, d time.Duration) {
 	now := time.Now().UTC()
 	f := Failure{Commit: se.Commit, Time: now, Step: se.Step, Errors: []PosError{{Msg: se.Err.Error()}},
-		RetryAt: now.Add(d), Attempts: attempts}
+		RetryAt: now.Add(d), Backoff: d.String(), Attempts: attempts}
+	if p := s.fsm.state().lastError; f.Commit == "" && p != nil && p.Commit == "" && p.Step == f.Step && p.Backoff == f.Backoff && slices.Equal(p.Errors, f.Errors) {
+		return
+	}
 	if err := s.apply(cmdFailure, f, nil); err != nil {
 		s.log.Warn("record the failure in the status", "err", err)
 	}
