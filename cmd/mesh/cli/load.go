@@ -11,6 +11,7 @@ import (
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/compiler"
 	"github.com/meshgit/mesh/internal/commitsig"
+	"github.com/meshgit/mesh/internal/redact"
 )
 
 // source is where a command reads its mesh: a directory, or a directory of a Git commit.
@@ -36,7 +37,7 @@ func (s *source) String() string {
 	if s.repo == "" {
 		return s.dir
 	}
-	return fmt.Sprintf("%s@%s:%s", s.repo, s.ref, s.dir)
+	return fmt.Sprintf("%s@%s:%s", redact.URL(s.repo), s.ref, s.dir)
 }
 
 // compile compiles the mesh the source names. Configuration errors are printed to stderr, one
@@ -99,7 +100,7 @@ func (s *source) compileCommit(ctx context.Context, dir string, opts compiler.Op
 		}
 		signer, err := keys.Verify(c)
 		if err != nil {
-			fmt.Fprintf(stderr, "%s@%s: commit %s refused: %v (--verify-commits %s)\n", s.repo, s.ref, h.String()[:12], err, keys)
+			fmt.Fprintf(stderr, "%s@%s: commit %s refused: %v (--verify-commits %s)\n", redact.URL(s.repo), s.ref, h.String()[:12], err, keys)
 			return nil, nil, exitWith(ExitInvalid)
 		}
 		fmt.Fprintf(stderr, "commit %s: signed by %s\n", h.String()[:12], signer)
