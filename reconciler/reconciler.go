@@ -20,6 +20,9 @@
 //     port before it becomes a voter; the HTTP API is HTTPS and its redirects keep the scheme.
 //   - The data directory and everything in it are owner-only once Open returns, and credentials
 //     in a repository URL appear in no log line, error or status field.
+//   - The cluster views (GET /v1/proxies, /v1/proxies/{node}/config, /v1/members) answer for every
+//     server of the configuration, asking the peers; a peer that does not answer is named, never
+//     left out silently (cluster_view.go).
 package reconciler
 
 import (
@@ -66,6 +69,8 @@ var (
 	ErrForbidden = errors.New("token not allowed to do this")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
+	// ErrUnknownServer means a request named a server that is not in the Raft configuration.
+	ErrUnknownServer = errors.New("no such server in the cluster")
 	// ErrPeerRefused means a server asking to join did not show a server certificate of the
 	// cluster's CA on its Raft port.
 	ErrPeerRefused = errors.New("raft peer refused")
@@ -120,6 +125,9 @@ type Config struct {
 	Publisher Publisher
 	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
 	Proxies func() []ProxyStatus
+	// ProxyConfig returns what the xDS server set for a connected node; in mesh serve,
+	// (*xds.Server).ProxyConfig. Default: none (GET /v1/proxies/{node}/config asks the peers).
+	ProxyConfig func(nodeID string) (*xds.ProxyConfig, error)
 	// Collectors are served on GET /metrics with the server's own; in mesh serve, the xDS
 	// server's (*xds.Server).Collectors.
 	Collectors []prometheus.Collector

@@ -184,6 +184,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	xsrv.Register(gsrv)
 	cfg.Publisher, cfg.Proxies, cfg.Collectors = xsrv, xsrv.Proxies, xsrv.Collectors()
+	cfg.ProxyConfig = xsrv.ProxyConfig
 
 	srv, err := reconciler.New(cfg)
 	if err != nil {
