@@ -2,8 +2,10 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/meshgit/mesh/internal/apiclient"
 )
@@ -50,3 +52,54 @@ type remoteError struct {
 
 func (e remoteError) Error() string { return e.msg }
 func (e remoteError) Unwrap() error { return e.sentinel }
+
+// Client reads the catalog of a server (or an agent) for the CLI.
+type Client struct {
+	Addr  string // host:port or a URL
+	Token string
+	HTTP  *http.Client
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	api := apiclient.Client{Addr: c.Addr, Token: c.Token, HTTP: c.HTTP}
+	resp, err := api.Do(ctx, method, path, in, 64<<20)
+	if err != nil {
+		return err
+	}
+	if err := ErrorOf(resp.Status, resp.ErrorMessage()); err != nil {
+		return err
+	}
+	return resp.DecodeInto(method, path, out)
+}
+
+// Summary fetches GET /v1/catalog/summary.
+func (c *Client) Summary(ctx context.Context) (*Summary, error) {
+	var s Summary
+	return &s, c.get(ctx, "/v1/catalog/summary", &s)
+}
+
+// Nodes fetches GET /v1/catalog/nodes.
+func (c *Client) Nodes(ctx context.Context) ([]NodeJSON, error) {
+	var out []NodeJSON
+	return out, c.get(ctx, "/v1/catalog/nodes", &out)
+}
+
+// Health fetches GET /v1/health/service/{service}.
+func (c *Client) Health(ctx context.Context, service string) ([]ServiceEntry, error) {
+	var out []ServiceEntry
+	return out, c.get(ctx, "/v1/health/service/"+url.PathEscape(service), &out)
+}
+
+// Register sends one registration (Consul's JSON) to PUT /v1/agent/service/register.
+func (c *Client) Register(ctx context.Context, reg json.RawMessage) error {
+	return c.do(ctx, http.MethodPut, "/v1/agent/service/register", reg, nil)
+}
+
+// Deregister sends PUT /v1/agent/service/deregister/{id}.
+func (c *Client) Deregister(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPut, "/v1/agent/service/deregister/"+url.PathEscape(id), struct{}{}, nil)
+}

@@ -359,9 +359,9 @@ func duration(field, s string) (time.Duration, error) {
 	return d, nil
 }
 
-// ServiceDefinitions reads a service definition file as Consul's agent does in its config
-// directory: {"service": {...}} or {"services": [{...}, ...]}.
-func ServiceDefinitions(b []byte) ([]*Instance, error) {
+// SplitDefinitions returns the registrations of a service definition file (see
+// ServiceDefinitions), each checked, as the JSON to send to PUT /v1/agent/service/register.
+func SplitDefinitions(b []byte) ([]json.RawMessage, error) {
 	var f struct {
 		Service  json.RawMessage
 		Services []json.RawMessage
@@ -376,16 +376,24 @@ func ServiceDefinitions(b []byte) ([]*Instance, error) {
 	if len(raws) == 0 {
 		return nil, fmt.Errorf("%w: no \"service\" or \"services\"", ErrBadRequest)
 	}
-	var out []*Instance
 	for i, raw := range raws {
-		var reg Registration
-		if err := decodeStrict(raw, &reg); err != nil {
+		if _, err := DecodeRegistration(bytes.NewReader(raw)); err != nil {
 			return nil, fmt.Errorf("service %d: %w", i+1, err)
 		}
-		in, err := reg.Instance()
-		if err != nil {
-			return nil, fmt.Errorf("service %d: %w", i+1, err)
-		}
+	}
+	return raws, nil
+}
+
+// ServiceDefinitions reads a service definition file as Consul's agent does in its config
+// directory: {"service": {...}} or {"services": [{...}, ...]}.
+func ServiceDefinitions(b []byte) ([]*Instance, error) {
+	raws, err := SplitDefinitions(b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Instance, 0, len(raws))
+	for _, raw := range raws {
+		in, _ := DecodeRegistration(bytes.NewReader(raw)) // checked by SplitDefinitions
 		out = append(out, in)
 	}
 	return out, nil

@@ -97,6 +97,9 @@ func NewServer(cfg ServerConfig) *Server {
 	return &Server{cfg: cfg, log: cfg.Log.With("component", "catalog"), seen: map[string]time.Time{}, critical: map[string]time.Time{}}
 }
 
+// Declared reports whether the served snapshot declares service.
+func (s *Server) Declared(service string) bool { return s.cfg.Declared(service) }
+
 // State returns the current catalog.
 func (s *Server) State() *State { return s.cfg.State() }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/catalog"
 )
 
 // Status is the answer of GET /v1/status: what this server serves, and the cluster around it.
@@ -38,6 +39,8 @@ type Status struct {
 	// PublishError is why the xDS server refused the FSM's snapshot, if it did (this server then
 	// keeps serving Version).
 	PublishError string `json:"publishError,omitempty"`
+	// Catalog counts the live instances by health, and flags undeclared services.
+	Catalog *catalog.Summary `json:"catalog,omitempty"`
 }
 
 // ServerStatus is one server of the Raft configuration.
@@ -86,6 +89,10 @@ func (s *Server) Status() Status {
 	_, lid := s.node.raft.LeaderWithID()
 	out.Leader = string(lid)
 	out.LeaderAddress = st.servers[out.Leader].HTTP
+	if s.cat != nil {
+		sum := catalog.Summarize(st.catalog, s.cat.Declared)
+		out.Catalog = &sum
+	}
 	return out
 }
 
