@@ -3,7 +3,7 @@ TAGS    ?= hashicorpmetrics
 PKGS    ?= ./...
 BIN     ?= bin/mesh
 
-.PHONY: build test bench run fmt lint fuzz e2e clean
+.PHONY: build test bench run fmt lint fuzz e2e clean docs demo
 
 build:
 	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/mesh
@@ -23,6 +23,10 @@ bench:
 
 run: build
 	$(BIN) serve --repo . --dir repo-example
+
+# Regenerate docs/cli.md and docs/reference.md from the command tree and the schema.
+docs:
+	MESH_UPDATE=1 $(GO) test -tags $(TAGS) -count=1 ./cmd/mesh/cli -run '^TestDocs$$'
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
