@@ -21,6 +21,11 @@ fuzz:
 bench:
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
+# The end-to-end demo: a server on a Git repository made from repo-example, two proxyless gRPC
+# services with their agents, an allowed and a denied call, a commit flipping the intention.
+demo:
+	$(GO) run -tags $(TAGS) ./internal/demo
+
 run: build
 	$(BIN) serve --repo . --dir repo-example
 
