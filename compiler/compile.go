@@ -59,6 +59,9 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 		Positions: map[string]mesh.Pos{},
 	}}
 	c.meshConfig()
+	if l.fast == nil {
+		checkOneOfsClosed(c.root, &errs) // closed.go
+	}
 	c.services()
 	c.intentions()
 	c.routers()

@@ -6,7 +6,6 @@ import (
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
-	"cuelang.org/go/cue/ast/astutil"
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
 	cueerrors "cuelang.org/go/cue/errors"
@@ -106,71 +105,6 @@ func evaluate(userFiles []*ast.File, errs *errorList) (cue.Value, bool) {
 		}
 	}
 	return cuecontext.New().BuildInstance(inst), true
-}
-
-// addHiddenErrors reports the errors that CUE's first report hides: a value in conflict with
-// the schema (a string where a port goes) makes CUE skip the closedness check of the struct
-// around it, so an unknown field beside it went unreported. The files are parsed again with
-// every conflicting value replaced by _ (any value), evaluated once more, and each error that is
-// not at or under a path already reported is added.
-func addHiddenErrors(files []File, userFiles []*ast.File, first error, errs *errorList) {
-	firstList := cueerrors.Errors(first)
-	conflicts := map[mesh.Pos]bool{}
-	var reported []string
-	for _, e := range firstList {
-		reported = append(reported, strings.Join(e.Path(), "."))
-		for _, p := range append([]token.Pos{e.Position()}, e.InputPositions()...) {
-			if mp := posOf(p); mp.IsValid() && !isSchemaPos(mp) {
-				conflicts[mp] = true
-			}
-		}
-	}
-	data := map[string][]byte{}
-	for _, f := range files {
-		data[f.Name] = f.Data
-	}
-	replaced := 0
-	var again []*ast.File
-	for _, uf := range userFiles {
-		af, err := parser.ParseFile(uf.Filename, data[uf.Filename])
-		if err != nil {
-			return // parsed once already; cannot happen
-		}
-		astutil.Apply(af, func(c astutil.Cursor) bool {
-			if f, ok := c.Node().(*ast.Field); ok && f.Value != nil && conflicts[posOf(f.Value.Pos())] {
-				f.Value = ast.NewIdent("_")
-				replaced++
-			}
-			return true
-		}, nil)
-		again = append(again, af)
-	}
-	if replaced == 0 {
-		return
-	}
-	var scratch errorList
-	v, ok := evaluate(again, &scratch)
-	if !ok {
-		return
-	}
-	var hidden []cueerrors.Error
-	for _, e := range cueerrors.Errors(v.Validate(cue.Concrete(true), cue.All())) {
-		if !related(strings.Join(e.Path(), "."), reported) {
-			hidden = append(hidden, e)
-		}
-	}
-	addCUEErrorList(errs, hidden)
-}
-
-// related reports whether path is one of paths, inside one of them or around one of them: an
-// error there is one already reported, seen again.
-func related(path string, paths []string) bool {
-	for _, p := range paths {
-		if path == p || strings.HasPrefix(path, p+".") || strings.HasPrefix(p, path+".") {
-			return true
-		}
-	}
-	return false
 }
 
 // loadableFiles parses files and returns those that can be unified, reporting why the others
