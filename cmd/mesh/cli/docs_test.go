@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/meshgit/mesh/cmd/mesh/cli"
@@ -55,27 +56,31 @@ func TestDocs(t *testing.T) {
 	}
 }
 
-// TestCLIDocsCoverEveryCommand: every command that is not hidden has its section, with each of
-// its flags.
+// TestCLIDocsCoverEveryCommand: every command that is not hidden, at every level, has its
+// section, with each of its flags.
 func TestCLIDocsCoverEveryCommand(t *testing.T) {
 	doc := string(cli.CLIDocs())
-	root := cli.NewRoot(nil, nil)
 	n := 0
-	for _, c := range root.Commands() {
-		if c.Hidden {
-			continue
-		}
-		n++
-		if !strings.Contains(doc, "\n## "+c.CommandPath()+"\n") {
-			t.Errorf("no section for %s", c.CommandPath())
-		}
-		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
-			if !f.Hidden && !strings.Contains(doc, "--"+f.Name) {
-				t.Errorf("%s --%s is not in the docs", c.CommandPath(), f.Name)
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Hidden || sub.Name() == "help" {
+				continue
 			}
-		})
+			n++
+			if !strings.Contains(doc, "\n## "+sub.CommandPath()+"\n") {
+				t.Errorf("no section for %s", sub.CommandPath())
+			}
+			sub.LocalFlags().VisitAll(func(f *pflag.Flag) {
+				if !f.Hidden && f.Name != "help" && !strings.Contains(doc, "--"+f.Name) {
+					t.Errorf("%s --%s is not in the docs", sub.CommandPath(), f.Name)
+				}
+			})
+			walk(sub)
+		}
 	}
-	if n < 10 {
+	walk(cli.NewRoot(nil, nil))
+	if n < 20 {
 		t.Errorf("only %d commands", n)
 	}
 }
