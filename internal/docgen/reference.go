@@ -93,7 +93,7 @@ func structFields(prefix string, st *ast.StructLit, depth int) (fields []Field, 
 		case *ast.EmbedDecl:
 			c := expr(x.Expr)
 			if cm := comment(x); cm != "" {
-				c = cm + " (`" + c + "`)"
+				c = strings.TrimSuffix(cm, ".") + " (`" + c + "`)"
 			}
 			constraints = append(constraints, c)
 		case *ast.Field:
