@@ -91,9 +91,9 @@ func structFields(prefix string, st *ast.StructLit, depth int) (fields []Field, 
 	for _, d := range st.Elts {
 		switch x := d.(type) {
 		case *ast.EmbedDecl:
-			c := expr(x.Expr)
+			c := "`" + expr(x.Expr) + "`"
 			if cm := comment(x); cm != "" {
-				c = strings.TrimSuffix(cm, ".") + " (`" + c + "`)"
+				c = strings.TrimSuffix(cm, ".") + " (" + c + ")"
 			}
 			constraints = append(constraints, c)
 		case *ast.Field:
