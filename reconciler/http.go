@@ -27,7 +27,9 @@ type Status struct {
 	Leader        string         `json:"leader"`
 	LeaderAddress string         `json:"leaderAddress,omitempty"`
 	Servers       []ServerStatus `json:"servers"`
-	// LastError is the newest commit that failed to compile, if no good commit came after it.
+	// LastError is why the newest commit is not served, if no good commit came after it: it did
+	// not verify, compile or pass the cluster's checks, or the repository or ref could not be
+	// read (then its commit is "" and it says when the leader retries).
 	LastError *Failure `json:"lastError"`
 	Pin       string   `json:"pin"`
 	// Head is the newest snapshot applied from Git (differs from Version while pinned).
