@@ -363,6 +363,7 @@ func (d *demo) start(ctx context.Context, name string, env []string, args ...str
 	}
 	p.cmd = exec.Command(d.self, args...)
 	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.SysProcAttr = childAttr()
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
