@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -256,7 +258,11 @@ func (d *demo) identity(ctx context.Context, svc, adminToken string) (string, er
 	if err := waitFiles(ctx, 20*time.Second, filepath.Join(certs, "cert.pem"), filepath.Join(certs, "key.pem"), filepath.Join(certs, "ca.pem")); err != nil {
 		return "", fmt.Errorf("agent of %s: %w", svc, err)
 	}
-	d.say("%s/{cert,key,ca}.pem written: the SPIFFE identity of %s", certs, svc)
+	id, notAfter, err := identityOf(filepath.Join(certs, "cert.pem"))
+	if err != nil {
+		return "", err
+	}
+	d.say("%s/{cert,key,ca}.pem written: %s, valid until %s", certs, id, notAfter.Format(time.RFC3339))
 	out, err := d.mesh(ctx, 0, "grpc", "bootstrap", "--service", svc, "--cert-dir", certs, "--xds", d.xds)
 	if err != nil {
 		return "", err
@@ -465,6 +471,26 @@ func indent(w io.Writer, text string) {
 			fmt.Fprintf(w, "      %s\n", line)
 		}
 	}
+}
+
+// identityOf returns the URI SAN (the SPIFFE ID) of the first certificate of a PEM file.
+func identityOf(file string) (string, time.Time, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "", time.Time{}, fmt.Errorf("%s: no PEM block", file)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("%s: %w", file, err)
+	}
+	if len(cert.URIs) != 1 {
+		return "", time.Time{}, fmt.Errorf("%s: %d URI SANs, want one SPIFFE ID", file, len(cert.URIs))
+	}
+	return cert.URIs[0].String(), cert.NotAfter, nil
 }
 
 func editFile(file string, re *regexp.Regexp, repl string) error {

@@ -32,6 +32,7 @@ func TestDemo(t *testing.T) {
 		`(?m)^    web → payments /shop.payments.Payments/Charge: allowed \(payments ran /shop.payments.Payments/Charge for order-42\)$`,
 		`(?m)^    web → payments /shop.payments.Payments/Refund: denied \(incoming RPC did not match an allow policy\)$`,
 		`(?m)^      deny: .*$`,
+		`(?m)^    \S+/certs/payments/\{cert,key,ca\}\.pem written: spiffe://shop\.mesh/ns/default/dc/dc1/svc/payments, valid until `,
 		`(?m)^    web → payments /shop.payments.Payments/Refund: allowed \(payments ran /shop.payments.Payments/Refund for order-42\), [0-9.]+s after the commit$`,
 	} {
 		if !regexp.MustCompile(want).Match(out.Bytes()) {
