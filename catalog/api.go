@@ -46,11 +46,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	if a.Agent != nil {
 		mux.HandleFunc("PUT /v1/agent/service/register", a.handleRegister)
 		mux.HandleFunc("PUT /v1/agent/service/deregister/{id}", a.handleDeregister)
-		for _, v := range []struct{ verb, status string }{{"pass", StatusPassing}, {"warn", StatusWarning}, {"fail", StatusCritical}} {
-			mux.HandleFunc("PUT /v1/agent/check/"+v.verb+"/{id}", func(w http.ResponseWriter, r *http.Request) {
-				a.answer(w, r, a.Agent.UpdateTTL(r.Context(), Token(r), r.PathValue("id"), v.status, r.URL.Query().Get("note")))
-			})
-		}
+		mux.HandleFunc("PUT /v1/agent/check/pass/{id}", a.handleTTL(StatusPassing))
+		mux.HandleFunc("PUT /v1/agent/check/warn/{id}", a.handleTTL(StatusWarning))
+		mux.HandleFunc("PUT /v1/agent/check/fail/{id}", a.handleTTL(StatusCritical))
 		mux.HandleFunc("PUT /v1/agent/check/update/{id}", a.handleUpdate)
 		mux.HandleFunc("GET /v1/agent/services", a.handleAgentServices)
 		mux.HandleFunc("GET /v1/agent/checks", a.handleAgentChecks)
@@ -94,6 +92,13 @@ func (a *API) handleRegister(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) handleDeregister(w http.ResponseWriter, r *http.Request) {
 	a.answer(w, r, a.Agent.Deregister(r.Context(), Token(r), r.PathValue("id")))
+}
+
+// handleTTL sets a TTL check to status, with ?note= as its output.
+func (a *API) handleTTL(status string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		a.answer(w, r, a.Agent.UpdateTTL(r.Context(), Token(r), r.PathValue("id"), status, r.URL.Query().Get("note")))
+	}
 }
 
 func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
