@@ -3,234 +3,134 @@ package review
 import (
 	"regexp/syntax"
 	"sort"
+	"strconv"
 	"strings"
 
 	mesh "github.com/meshgit/mesh"
 )
 
-// other is a character no rule is expected to mention: a value that contains it differs from
-// every exact value, and extends a prefix without reaching a longer one.
-const other = "\x00"
-
-// maxProbes bounds the probe set of one pair; beyond it the set is reduced (see probes).
-const maxProbes = 4096
-
-// probes returns the requests on which two L7 rule lists must agree for the rules to agree on
-// every request, built from the matches of both lists:
+// values returns the representative values of one attribute for the conditions ms on it (each
+// a match holding conditions on this attribute only): for every combination of exact, prefix,
+// suffix, present and method conditions that some real value satisfies, one of the values
+// satisfies the same combination. Regexes add witnesses, which sample them.
 //
-//   - paths: every exact path, every prefix, and every prefix extended by a character no rule
-//     mentions, witnesses of every path regex, and "/" extended likewise. For a path P, the
-//     longest prefix it satisfies, extended so, satisfies the same prefixes and no exact path;
-//     so every combination of path conditions that a real path can satisfy is represented.
+//   - paths: "/", every exact path and prefix, and each prefix (and "/") extended by a character
+//     no rule mentions. For a canonical path P, the longest prefix it has, so extended,
+//     satisfies the same prefixes and no exact path (P itself is listed when it is an exact
+//     path or a prefix).
 //   - methods: every method named, and one named by no rule.
-//   - header and query values: absent, every exact value, prefixes and suffixes extended (and
-//     combined), regex witnesses, and a value no rule names; the argument is the same as for
-//     paths.
-//
-// The set is the product of these choices. Regex conditions are represented by witnesses only,
-// so for rules with regexes the set is a strong sample rather than a proof. When the product
-// exceeds maxProbes, the probes are each dimension varied alone around the first choice of the
-// others, plus one request that satisfies each match.
-func probes(matches []*mesh.HTTPMatch) []mesh.Request {
-	if len(matches) == 0 {
-		return []mesh.Request{{}}
-	}
-	paths := newSet("/", "/"+other)
-	methods := newSet(other)
-	headers := map[string]*set{}
-	queries := map[string]*set{}
-	valueChoices := func(m map[string]*set, name string) *set {
-		s := m[name]
-		if s == nil {
-			s = newSet("", other) // "" stands for absent
-			m[name] = s
-		}
-		return s
-	}
-	for _, m := range matches {
-		if m == nil {
-			continue
-		}
+//   - header and query values: absent, every exact value, and p+c+s for every prefix p and
+//     suffix s (or none) and a character c no rule mentions; the argument is the same.
+func values(at attr, ms []*mesh.HTTPMatch) []value {
+	var exact, prefixes, suffixes, samples []string
+	var methods []string
+	for _, m := range ms {
 		switch {
 		case m.Path != "":
-			paths.add(m.Path)
+			exact = append(exact, m.Path)
 		case m.PathPrefix != "":
-			paths.add(m.PathPrefix, m.PathPrefix+other)
+			prefixes = append(prefixes, m.PathPrefix)
 		case m.PathRegex != "":
-			paths.add(witnesses(m.PathRegex)...)
+			samples = append(samples, witnesses(m.PathRegex)...)
 		}
-		methods.add(m.Methods...)
+		methods = append(methods, m.Methods...)
 		for _, h := range m.Header {
-			addValue(valueChoices(headers, h.Name), h.Kind, h.Value)
+			switch h.Kind {
+			case mesh.MatchExact:
+				exact = append(exact, h.Value)
+			case mesh.MatchPrefix:
+				prefixes = append(prefixes, h.Value)
+			case mesh.MatchSuffix:
+				suffixes = append(suffixes, h.Value)
+			case mesh.MatchRegex:
+				samples = append(samples, witnesses(h.Value)...)
+			}
 		}
 		for _, q := range m.QueryParam {
-			addValue(valueChoices(queries, q.Name), q.Kind, q.Value)
-		}
-	}
-	// Combine prefixes with suffixes of the same header.
-	for _, m := range matches {
-		if m == nil {
-			continue
-		}
-		for _, p := range m.Header {
-			if p.Kind != mesh.MatchPrefix {
-				continue
-			}
-			for _, m2 := range matches {
-				if m2 == nil {
-					continue
-				}
-				for _, s := range m2.Header {
-					if s.Kind == mesh.MatchSuffix && s.Name == p.Name {
-						headers[p.Name].add(p.Value + other + s.Value)
-					}
-				}
+			switch q.Kind {
+			case mesh.MatchExact:
+				exact = append(exact, q.Value)
+			case mesh.MatchRegex:
+				samples = append(samples, witnesses(q.Value)...)
 			}
 		}
 	}
-	hnames, qnames := sortedKeys(headers), sortedKeys(queries)
-	dims := [][]string{paths.list(), methods.list()}
-	for _, n := range qnames {
-		dims = append(dims, queries[n].list())
+	if at.kind == 'm' {
+		out := newSet(methods...)
+		return present(append(out.list(), unused("OTHER", methods)))
 	}
-	for _, n := range hnames {
-		dims = append(dims, headers[n].list())
+	all := append(append(append(append([]string{}, exact...), prefixes...), suffixes...), samples...)
+	c := otherChar(all)
+	out := newSet(exact...)
+	out.add(prefixes...)
+	out.add(samples...)
+	if at.kind == 'p' {
+		out.add("/", "/"+c)
+		for _, p := range prefixes {
+			out.add(p + c)
+		}
+		return present(usable(at, out.list()))
 	}
-	build := func(choice []string) mesh.Request {
-		r := mesh.Request{Path: choice[0], Method: choice[1]}
-		var q []string
-		for i, n := range qnames {
-			if v := choice[2+i]; v != "" {
-				q = append(q, n+"="+strings.TrimPrefix(v, "\x01"))
-			}
-		}
-		if len(q) > 0 {
-			r.Path += "?" + strings.Join(q, "&")
-		}
-		for i, n := range hnames {
-			if v := choice[2+len(qnames)+i]; v != "" {
-				if r.Headers == nil {
-					r.Headers = map[string]string{}
-				}
-				r.Headers[n] = strings.TrimPrefix(v, "\x01")
-			}
-		}
-		return r
-	}
-	total := 1
-	for _, d := range dims {
-		total *= len(d)
-		if total > maxProbes {
-			break
+	for _, p := range append([]string{""}, prefixes...) {
+		for _, s := range append([]string{""}, suffixes...) {
+			out.add(p + c + s)
 		}
 	}
-	var out []mesh.Request
-	if total <= maxProbes {
-		choice := make([]string, len(dims))
-		var rec func(i int)
-		rec = func(i int) {
-			if i == len(dims) {
-				out = append(out, build(choice))
-				return
-			}
-			for _, v := range dims[i] {
-				choice[i] = v
-				rec(i + 1)
-			}
+	return append([]value{{absent: true}}, present(usable(at, out.list()))...)
+}
+
+// usable drops the values that a request cannot carry as this attribute: a path with a query
+// or fragment in it (it would be another path), a query value holding "&" or "#".
+func usable(at attr, l []string) []string {
+	var out []string
+	for _, v := range l {
+		switch {
+		case at.kind == 'p' && strings.ContainsAny(v, "?#"):
+		case at.kind == 'q' && strings.ContainsAny(v, "&#"):
+		default:
+			out = append(out, v)
 		}
-		rec(0)
-		return out
-	}
-	first := make([]string, len(dims))
-	for i, d := range dims {
-		first[i] = d[0]
-	}
-	for i, d := range dims {
-		for _, v := range d {
-			choice := append([]string(nil), first...)
-			choice[i] = v
-			out = append(out, build(choice))
-		}
-	}
-	for _, m := range matches {
-		out = append(out, satisfying(m))
 	}
 	return out
 }
 
-// addValue adds the choices of one header or query condition. A value may legitimately be
-// empty; it is marked with a leading \x01 so that it is not taken for "absent".
-func addValue(s *set, kind, value string) {
-	mark := func(v string) string {
-		if v == "" {
-			return "\x01"
-		}
-		return v
+func present(l []string) []value {
+	out := make([]value, len(l))
+	for i, v := range l {
+		out[i] = value{s: v}
 	}
-	switch kind {
-	case mesh.MatchExact:
-		s.add(mark(value))
-	case mesh.MatchPrefix:
-		s.add(mark(value), value+other)
-	case mesh.MatchSuffix:
-		s.add(mark(value), other+value)
-	case mesh.MatchRegex:
-		for _, w := range witnesses(value) {
-			s.add(mark(w))
-		}
-	}
+	return out
 }
 
-// satisfying returns a request that satisfies m where it can.
-func satisfying(m *mesh.HTTPMatch) mesh.Request {
-	r := mesh.Request{Path: "/", Method: other}
-	if m == nil {
-		return r
-	}
-	switch {
-	case m.Path != "":
-		r.Path = m.Path
-	case m.PathPrefix != "":
-		r.Path = m.PathPrefix
-	case m.PathRegex != "":
-		if w := witnesses(m.PathRegex); len(w) > 0 {
-			r.Path = w[0]
-		}
-	}
-	if len(m.Methods) > 0 {
-		r.Method = m.Methods[0]
-	}
-	value := func(kind, v string, invert bool) (string, bool) {
-		if invert {
-			return other, kind != mesh.MatchPresent
-		}
-		switch kind {
-		case mesh.MatchRegex:
-			if w := witnesses(v); len(w) > 0 {
-				return w[0], true
+// otherChar returns a character that none of the strings contains and that path
+// canonicalization leaves alone.
+func otherChar(l []string) string {
+	for _, c := range []string{"!", "$", "'", "(", ")", "*", "+", ",", ";", "@", "[", "]", ":", "="} {
+		used := false
+		for _, s := range l {
+			if strings.Contains(s, c) {
+				used = true
+				break
 			}
-		case mesh.MatchPresent:
-			return other, true
 		}
-		return v, true
-	}
-	for _, h := range m.Header {
-		if v, ok := value(h.Kind, h.Value, h.Invert); ok {
-			if r.Headers == nil {
-				r.Headers = map[string]string{}
-			}
-			r.Headers[h.Name] = v
+		if !used {
+			return c
 		}
 	}
-	var q []string
-	for _, p := range m.QueryParam {
-		v, _ := value(p.Kind, p.Value, false)
-		q = append(q, p.Name+"="+v)
+	return "\x00"
+}
+
+// unused returns base, or base followed by digits, such that it is not in l.
+func unused(base string, l []string) string {
+	in := map[string]bool{}
+	for _, s := range l {
+		in[s] = true
 	}
-	if len(q) > 0 {
-		r.Path += "?" + strings.Join(q, "&")
+	v := base
+	for i := 0; in[v]; i++ {
+		v = base + strconv.Itoa(i)
 	}
-	return r
+	return v
 }
 
 // witnesses returns a few strings that regex expr matches in full.
