@@ -145,7 +145,9 @@ func TestDecideManyHeaders(t *testing.T) {
 func TestUndecidedWhenSearchTooLarge(t *testing.T) {
 	defer func(n int) { maxStates = n }(maxStates)
 	maxStates = 0
-	hdr := func(name, v string) mesh.HeaderMatch { return mesh.HeaderMatch{Name: name, Kind: mesh.MatchExact, Value: v} }
+	hdr := func(name, v string) mesh.HeaderMatch {
+		return mesh.HeaderMatch{Name: name, Kind: mesh.MatchExact, Value: v}
+	}
 	both := mesh.Permission{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{Header: []mesh.HeaderMatch{hdr("h1", "a"), hdr("h2", "b")}}}
 	one := mesh.Permission{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{Header: []mesh.HeaderMatch{hdr("h1", "a")}}}
 	for _, c := range []struct {
