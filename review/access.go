@@ -409,8 +409,11 @@ func countIn(m map[string]bool, in map[string]bool) int {
 	return n
 }
 
+// maxStates is the search budget of one pair (0: mesh.DefaultCompareStates); tests lower it.
+var maxStates = 0
+
 // evaluate decides whether src → dst gets a different verdict in base and head for some
-// request (see decide), and returns the change, or nil when every verdict is the same. An
+// request (mesh.CompareAccess), and returns the change, or nil when every verdict is the same. An
 // Access with Undecided set says that the question could not be decided, and why.
 func (d *differ) evaluate(src, dst string) *Access {
 	bc, hc := d.base.Candidates(src, dst), d.head.Candidates(src, dst)
@@ -421,8 +424,8 @@ func (d *differ) evaluate(src, dst string) *Access {
 	if len(hc) > 0 {
 		hi = hc[0]
 	}
-	o := decide(d.base, d.head, src, dst, bi, hi, d.defBase, d.defHead)
-	if !o.changed && o.undecided == "" {
+	o := mesh.CompareAccess(d.base, d.head, src, dst, maxStates)
+	if !o.Differs && o.Undecided == "" {
 		return nil
 	}
 	a := &Access{
@@ -431,10 +434,10 @@ func (d *differ) evaluate(src, dst string) *Access {
 		After:  describeRule(hi, d.defHead),
 	}
 	a.Detail = "now " + deciderOf(hi, d.defHead) + "; before " + deciderOf(bi, d.defBase)
-	if o.changed && (hasPermissions(bi) || hasPermissions(hi)) {
-		a.Example = describeRequest(o.example)
+	if o.Differs && (hasPermissions(bi) || hasPermissions(hi)) {
+		a.Example = o.Example.Describe()
 	}
-	a.Undecided = o.undecided
+	a.Undecided = o.Undecided
 	if hi != nil {
 		a.Position = d.head.Pos(mesh.PathIntention(hi.Destination, hi.Source)).String()
 	} else if p := d.head.Pos("mesh"); p.IsValid() {
@@ -450,6 +453,15 @@ func deciderOf(in *mesh.Intention, def mesh.Action) string {
 		return fmt.Sprintf("the mesh default (%s)", def)
 	}
 	return fmt.Sprintf("intention %s → %s (precedence %d)", in.Source, in.Destination, in.Precedence)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func sortedSet(m map[string]bool) []string {

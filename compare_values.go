@@ -1,12 +1,10 @@
-package review
+package mesh
 
 import (
 	"regexp/syntax"
 	"sort"
 	"strconv"
 	"strings"
-
-	mesh "github.com/meshgit/mesh"
 )
 
 // values returns the representative values of one attribute for the conditions ms on it (each
@@ -21,7 +19,7 @@ import (
 //   - methods: every method named, and one named by no rule.
 //   - header and query values: absent, every exact value, and p+c+s for every prefix p and
 //     suffix s (or none) and a character c no rule mentions; the argument is the same.
-func values(at attr, ms []*mesh.HTTPMatch) []value {
+func values(at attr, ms []*HTTPMatch) []value {
 	var exact, prefixes, suffixes, samples []string
 	var methods []string
 	for _, m := range ms {
@@ -36,21 +34,21 @@ func values(at attr, ms []*mesh.HTTPMatch) []value {
 		methods = append(methods, m.Methods...)
 		for _, h := range m.Header {
 			switch h.Kind {
-			case mesh.MatchExact:
+			case MatchExact:
 				exact = append(exact, h.Value)
-			case mesh.MatchPrefix:
+			case MatchPrefix:
 				prefixes = append(prefixes, h.Value)
-			case mesh.MatchSuffix:
+			case MatchSuffix:
 				suffixes = append(suffixes, h.Value)
-			case mesh.MatchRegex:
+			case MatchRegex:
 				samples = append(samples, witnesses(h.Value)...)
 			}
 		}
 		for _, q := range m.QueryParam {
 			switch q.Kind {
-			case mesh.MatchExact:
+			case MatchExact:
 				exact = append(exact, q.Value)
-			case mesh.MatchRegex:
+			case MatchRegex:
 				samples = append(samples, witnesses(q.Value)...)
 			}
 		}
@@ -139,7 +137,7 @@ func witnesses(expr string) []string {
 	if err != nil {
 		return nil
 	}
-	full, err := mesh.FullRegexp(expr)
+	full, err := FullRegexp(expr)
 	if err != nil {
 		return nil
 	}

@@ -1,38 +1,73 @@
-package review
+package mesh
 
 import (
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
-
-	mesh "github.com/meshgit/mesh"
 )
 
-// This file decides whether two rule lists, the L7 permissions deciding one pair in base and in
-// head, give the same verdict on every request. It does so without enumerating the product of
-// every request attribute the rules mention (which grows exponentially with the number of
-// headers), and without a sampling fallback:
+// CompareAccess decides whether two versions of a mesh give the same verdict on every request
+// from one source to one destination. It does so without enumerating the product of every
+// request attribute the rules mention (which grows exponentially with the number of headers),
+// and without a sampling fallback:
 //
 //   - Each permission's match is split into atoms, one condition on one attribute of the
 //     request (the path, the method, one header, one query parameter). An atom's truth on a value
-//     is asked of the root package's matcher (mesh.HTTPMatch.Matches on a match holding that
+//     is asked of the evaluator's own matcher (HTTPMatch.Matches on a match holding that
 //     condition alone), never re-implemented here.
 //   - Per attribute, a finite set of representative values realizes every combination of that
 //     attribute's atoms that some real value realizes (see values). For exact, prefix, suffix,
 //     present and method conditions this is a proof; a regex is represented by witnesses only.
-//   - The search assigns attributes one at a time, simplifying both lists after each (a false
-//     match drops its permission, a true one ends the list), and stops a branch as soon as both
-//     lists are the same or can only say one thing. Equal residual states are decided once
+//   - The search assigns attributes one at a time, simplifying both rule lists after each (a
+//     false match drops its permission, a true one ends the list), and stops a branch as soon as
+//     both lists are the same or can only say one thing. Equal residual states are decided once
 //     (memoized). A difference is found as soon as one branch ends with different verdicts, and
-//     its request is confirmed with mesh.Authorize.
+//     its request is confirmed with Authorize.
 //
 // Deciding equivalence of two such lists is coNP-hard in general, so the search has a budget;
-// a pair it cannot decide within it, or whose "no change" rests on regex samples, is reported
-// as undecided with the reason, never as unchanged.
+// a pair it cannot decide within it, or whose "no difference" rests on regex samples, is
+// returned as undecided with the reason, never as equal.
 
-// maxStates bounds the search of one pair (a variable for tests).
-var maxStates = 200000
+// DefaultCompareStates is the search budget of CompareAccess when none is given.
+const DefaultCompareStates = 200000
+
+// Difference is what CompareAccess found.
+type Difference struct {
+	// Differs is true when some request gets different verdicts; Example is one.
+	Differs bool
+	Example Request
+	// Undecided says why the question could not be decided ("" when it was).
+	Undecided string
+}
+
+// CompareAccess decides whether some request from src to dst gets a different verdict from
+// Authorize in a and in b. maxStates bounds the search (0: DefaultCompareStates).
+func CompareAccess(a, b *Snapshot, src, dst string, maxStates int) Difference {
+	if maxStates <= 0 {
+		maxStates = DefaultCompareStates
+	}
+	first := func(s *Snapshot) *Intention {
+		if c := s.Candidates(src, dst); len(c) > 0 {
+			return c[0]
+		}
+		return nil
+	}
+	return decide(a, b, src, dst, first(a), first(b), defaultAction(a), defaultAction(b), maxStates)
+}
+
+// AllowsSome decides whether Authorize allows some request from src to dst: whether s differs
+// from a mesh that denies everything.
+func AllowsSome(s *Snapshot, src, dst string, maxStates int) Difference {
+	return CompareAccess(s, &Snapshot{Mesh: Config{DefaultIntention: Deny}}, src, dst, maxStates)
+}
+
+func defaultAction(s *Snapshot) Action {
+	if s.Mesh.DefaultIntention == "" {
+		return Deny
+	}
+	return s.Mesh.DefaultIntention
+}
 
 // attr is one attribute of a request: the path, the method, a header (lower-case name) or a
 // query parameter.
@@ -49,22 +84,22 @@ type value struct {
 
 // atom is one condition of a match.
 type atom struct {
-	attr  int             // index into decider.attrs
-	match *mesh.HTTPMatch // a match of this condition alone
-	regex bool            // a regex: its values are samples
-	truth []bool          // per value of the attribute
+	attr  int        // index into decider.attrs
+	match *HTTPMatch // a match of this condition alone
+	regex bool       // a regex: its values are samples
+	truth []bool     // per value of the attribute
 }
 
 // entry is a permission with the atoms of its match that are not yet decided.
 type entry struct {
 	atoms  []int
-	action mesh.Action
+	action Action
 }
 
 // rlist is a rule list: the first entry whose atoms all hold decides, else def.
 type rlist struct {
 	entries []entry
-	def     mesh.Action
+	def     Action
 }
 
 type decider struct {
@@ -75,21 +110,19 @@ type decider struct {
 	atomIdx  map[string]int
 	memo     map[string]bool // states known to agree
 	states   int
+	budget   int
 	exceeded bool
-	choice   []int // value chosen per attribute on the current branch, -1 for none
-}
-
-// outcome is what deciding one pair found.
-type outcome struct {
-	changed   bool
-	example   mesh.Request // a request on which the verdicts differ, when changed
-	undecided string       // why the pair could not be decided, or ""
+	// sampled holds the regex atoms whose (sampled) truth took part in the search; a regex
+	// that never did, because the entries holding it were always decided before it, is not a
+	// reason for doubt.
+	sampled map[int]bool
+	choice  []int // value chosen per attribute on the current branch, -1 for none
 }
 
 // decide compares the rule lists of base and head for src → dst: the deciding intentions bi, hi
 // (either may be nil) and the mesh defaults.
-func decide(base, head *mesh.Snapshot, src, dst string, bi, hi *mesh.Intention, defBase, defHead mesh.Action) outcome {
-	d := &decider{attrIdx: map[attr]int{}, atomIdx: map[string]int{}, memo: map[string]bool{}}
+func decide(base, head *Snapshot, src, dst string, bi, hi *Intention, defBase, defHead Action, budget int) Difference {
+	d := &decider{attrIdx: map[attr]int{}, atomIdx: map[string]int{}, memo: map[string]bool{}, budget: budget, sampled: map[int]bool{}}
 	b := d.compile(bi, defBase)
 	h := d.compile(hi, defHead)
 	d.computeValues()
@@ -100,29 +133,29 @@ func decide(base, head *mesh.Snapshot, src, dst string, bi, hi *mesh.Intention, 
 	if d.differ(b, h) {
 		q := d.request()
 		q.Source, q.Destination = src, dst
-		if mesh.Authorize(base, q).Verdict == mesh.Authorize(head, q).Verdict {
-			return outcome{undecided: "internal error: the request found to differ (" + describeRequest(q) + ") has the same verdict in both"}
+		if Authorize(base, q).Verdict == Authorize(head, q).Verdict {
+			return Difference{Undecided: "internal error: the request found to differ (" + q.Describe() + ") has the same verdict in both"}
 		}
-		return outcome{changed: true, example: q}
+		return Difference{Differs: true, Example: q}
 	}
 	if d.exceeded {
-		return outcome{undecided: fmt.Sprintf("the rules combine %d conditions on %d request attributes; the search stopped after %d cases", len(d.atoms), len(d.attrs), maxStates)}
+		return Difference{Undecided: fmt.Sprintf("the rules combine %d conditions on %d request attributes; deciding them needs more than %d search states", len(d.atoms), len(d.attrs), d.budget)}
 	}
 	var regexes []string
-	for _, a := range d.atoms {
-		if a.regex {
+	for i, a := range d.atoms {
+		if d.sampled[i] {
 			regexes = append(regexes, a.match.Describe())
 		}
 	}
 	if len(regexes) > 0 {
 		sort.Strings(regexes)
-		return outcome{undecided: "no difference found, but regex conditions are checked on sample values only: " + strings.Join(regexes, ", ")}
+		return Difference{Undecided: "no difference found, but regex conditions are checked on sample values only: " + strings.Join(regexes, ", ")}
 	}
-	return outcome{}
+	return Difference{}
 }
 
 // compile turns an intention into a rule list over atoms.
-func (d *decider) compile(in *mesh.Intention, def mesh.Action) rlist {
+func (d *decider) compile(in *Intention, def Action) rlist {
 	if in == nil {
 		return rlist{def: def}
 	}
@@ -137,35 +170,35 @@ func (d *decider) compile(in *mesh.Intention, def mesh.Action) rlist {
 }
 
 // split returns the atoms of m, sorted.
-func (d *decider) split(m *mesh.HTTPMatch) []int {
+func (d *decider) split(m *HTTPMatch) []int {
 	if m == nil {
 		return nil
 	}
 	var out []int
 	switch {
 	case m.Path != "":
-		out = append(out, d.atom(attr{kind: 'p'}, &mesh.HTTPMatch{Path: m.Path}, false))
+		out = append(out, d.atom(attr{kind: 'p'}, &HTTPMatch{Path: m.Path}, false))
 	case m.PathPrefix != "":
-		out = append(out, d.atom(attr{kind: 'p'}, &mesh.HTTPMatch{PathPrefix: m.PathPrefix}, false))
+		out = append(out, d.atom(attr{kind: 'p'}, &HTTPMatch{PathPrefix: m.PathPrefix}, false))
 	case m.PathRegex != "":
-		out = append(out, d.atom(attr{kind: 'p'}, &mesh.HTTPMatch{PathRegex: m.PathRegex}, true))
+		out = append(out, d.atom(attr{kind: 'p'}, &HTTPMatch{PathRegex: m.PathRegex}, true))
 	}
 	if len(m.Methods) > 0 {
-		out = append(out, d.atom(attr{kind: 'm'}, &mesh.HTTPMatch{Methods: m.Methods}, false))
+		out = append(out, d.atom(attr{kind: 'm'}, &HTTPMatch{Methods: m.Methods}, false))
 	}
 	for _, h := range m.Header {
 		a := attr{kind: 'h', name: strings.ToLower(h.Name)}
-		out = append(out, d.atom(a, &mesh.HTTPMatch{Header: []mesh.HeaderMatch{h}}, h.Kind == mesh.MatchRegex))
+		out = append(out, d.atom(a, &HTTPMatch{Header: []HeaderMatch{h}}, h.Kind == MatchRegex))
 	}
 	for _, q := range m.QueryParam {
 		a := attr{kind: 'q', name: q.Name}
-		out = append(out, d.atom(a, &mesh.HTTPMatch{QueryParam: []mesh.QueryMatch{q}}, q.Kind == mesh.MatchRegex))
+		out = append(out, d.atom(a, &HTTPMatch{QueryParam: []QueryMatch{q}}, q.Kind == MatchRegex))
 	}
 	sort.Ints(out)
 	return dedupe(out)
 }
 
-func (d *decider) atom(a attr, m *mesh.HTTPMatch, regex bool) int {
+func (d *decider) atom(a attr, m *HTTPMatch, regex bool) int {
 	key := string(a.kind) + a.name + "\x00" + fmt.Sprintf("%#v", *m)
 	if i, ok := d.atomIdx[key]; ok {
 		return i
@@ -182,9 +215,9 @@ func (d *decider) atom(a attr, m *mesh.HTTPMatch, regex bool) int {
 }
 
 // computeValues finds the representative values of every attribute and each atom's truth on
-// them, asking mesh.HTTPMatch.Matches.
+// them, asking HTTPMatch.Matches.
 func (d *decider) computeValues() {
-	byAttr := make([][]*mesh.HTTPMatch, len(d.attrs))
+	byAttr := make([][]*HTTPMatch, len(d.attrs))
 	for _, a := range d.atoms {
 		byAttr[a.attr] = append(byAttr[a.attr], a.match)
 	}
@@ -203,13 +236,13 @@ func (d *decider) computeValues() {
 }
 
 // requestOf returns a request whose attribute at has value v and that holds nothing else.
-func requestOf(at attr, v value) mesh.Request {
-	q := mesh.Request{Path: "/"}
+func requestOf(at attr, v value) Request {
+	q := Request{Path: "/"}
 	setValue(&q, at, v)
 	return q
 }
 
-func setValue(q *mesh.Request, at attr, v value) {
+func setValue(q *Request, at attr, v value) {
 	if v.absent {
 		return
 	}
@@ -239,8 +272,8 @@ func setValue(q *mesh.Request, at attr, v value) {
 
 // request builds the request of the current branch: the chosen value of every attribute,
 // and for the others a value no rule cares about on this branch.
-func (d *decider) request() mesh.Request {
-	q := mesh.Request{Path: "/", Method: "GET"}
+func (d *decider) request() Request {
+	q := Request{Path: "/", Method: "GET"}
 	// The path first, so that query parameters are appended to it.
 	order := make([]int, 0, len(d.attrs))
 	for i, a := range d.attrs {
@@ -271,7 +304,7 @@ func (d *decider) differ(b, h rlist) bool {
 	if d.memo[key] {
 		return false
 	}
-	if d.states++; d.states > maxStates {
+	if d.states++; d.states > d.budget {
 		d.exceeded = true
 		return false
 	}
@@ -315,12 +348,20 @@ func (d *decider) assign(l rlist, at, vi int) rlist {
 			switch {
 			case d.atoms[a].attr != at:
 				rest = append(rest, a)
-			case !d.atoms[a].truth[vi]:
-				keep = false
+			default:
+				if d.atoms[a].regex {
+					d.sampled[a] = true
+				}
+				if !d.atoms[a].truth[vi] {
+					keep = false
+				}
 			}
 		}
 		if keep {
 			out.entries = append(out.entries, entry{atoms: rest, action: e.action})
+			if len(rest) == 0 {
+				break // it always holds from here: the entries after it never decide
+			}
 		}
 	}
 	return simplify(out)
@@ -409,8 +450,8 @@ func dedupe(l []int) []int {
 	return out
 }
 
-// describeRequest renders q for a report: "GET /admin?x=1 with h1: a, h2: b".
-func describeRequest(q mesh.Request) string {
+// Describe renders q for a report: "GET /admin?x=1 with h1: a, h2: b".
+func (q Request) Describe() string {
 	method := q.Method
 	if method == "" {
 		method = "GET"
