@@ -420,10 +420,12 @@ func policyView(s *mesh.Snapshot) *viewInput {
 		}
 	}
 	anyone := unnamed(s)
+	allowsBy := map[*mesh.Intention]bool{}
 	for _, in := range s.Intentions {
+		allowsBy[in] = intentionAllows(s, in, anyone)
 		vi := viewIntention{
 			Source: in.Source, Destination: in.Destination, Precedence: in.Precedence,
-			Action: string(in.Action), Allows: intentionAllows(s, in, anyone),
+			Action: string(in.Action), Allows: allowsBy[in],
 			Permissions: []viewPermission{}, Path: mesh.PathIntention(in.Destination, in.Source),
 		}
 		for i, p := range in.Permissions {
@@ -438,7 +440,7 @@ func policyView(s *mesh.Snapshot) *viewInput {
 		}
 		m[in.Source] = vi
 	}
-	v.Access = accessView(s, anyone)
+	v.Access = accessView(s, anyone, allowsBy)
 	for _, name := range sortedKeys(s.Routers) {
 		for i, r := range s.Routers[name].Routes {
 			rt := viewRoute{
@@ -499,38 +501,46 @@ func intentionAllows(s *mesh.Snapshot, in *mesh.Intention, anyone string) bool {
 }
 
 // accessView returns, per service, what Authorize decides for the sources that no intention
-// into that service names: any such source ("*"), and each source with an intention into "*".
-// (A source with an intention of its own into the service is decided by it; its facts are in
-// intentions.)
-func accessView(s *mesh.Snapshot, anyone string) map[string]map[string]viewAccess {
+// into that service names: any such source ("*"), and each source with an intention into "*"
+// (unless an intention from "*" into the service decides for all of them alike). A source with
+// an intention of its own into the service is decided by it; its facts are in intentions.
+// allowsBy holds each intention's allows: the verdicts of the pairs an intention decides depend
+// on its rules and the mesh default only, so they are searched once per intention.
+func accessView(s *mesh.Snapshot, anyone string, allowsBy map[*mesh.Intention]bool) map[string]map[string]viewAccess {
 	var wildFrom []string // sources with *←S
 	for _, in := range s.Intentions {
 		if in.Destination == mesh.Wildcard && in.Source != mesh.Wildcard {
 			wildFrom = append(wildFrom, in.Source)
 		}
 	}
+	var byDefault *bool // whether the mesh default allows, asked once of a pair it decides
+	access := func(src, dst string) viewAccess {
+		in := mesh.Authorize(s, mesh.Request{Source: src, Destination: dst}).Intention
+		if in == nil {
+			if byDefault == nil {
+				a := allows(s, src, dst)
+				byDefault = &a
+			}
+			return viewAccess{Allows: *byDefault}
+		}
+		return viewAccess{Allows: allowsBy[in], DecidedBy: &viewRef{
+			Source: in.Source, Destination: in.Destination, Precedence: in.Precedence,
+			Path: mesh.PathIntention(in.Destination, in.Source),
+		}}
+	}
 	out := map[string]map[string]viewAccess{}
 	for _, dst := range s.ServiceNames() {
-		m := map[string]viewAccess{mesh.Wildcard: accessOf(s, anyone, dst)}
-		for _, src := range wildFrom {
-			if s.Intention(src, dst) == nil {
-				m[src] = accessOf(s, src, dst)
+		m := map[string]viewAccess{mesh.Wildcard: access(anyone, dst)}
+		if s.Intention(mesh.Wildcard, dst) == nil {
+			for _, src := range wildFrom {
+				if s.Intention(src, dst) == nil {
+					m[src] = access(src, dst)
+				}
 			}
 		}
 		out[dst] = m
 	}
 	return out
-}
-
-func accessOf(s *mesh.Snapshot, src, dst string) viewAccess {
-	a := viewAccess{Allows: allows(s, src, dst)}
-	if in := mesh.Authorize(s, mesh.Request{Source: src, Destination: dst}).Intention; in != nil {
-		a.DecidedBy = &viewRef{
-			Source: in.Source, Destination: in.Destination, Precedence: in.Precedence,
-			Path: mesh.PathIntention(in.Destination, in.Source),
-		}
-	}
-	return a
 }
 
 func nonNil(s []string) []string {
