@@ -51,7 +51,7 @@ const maxBody = 64 << 10
 //	DELETE /v1/tokens/{id} operator token
 //
 // Tokens come as "Authorization: Bearer TOKEN". A missing or unknown token is 401, a token whose
-// scope does not cover the request 403. Writes (rotate, tokens) go through the Store, so in a
+// scope does not cover the request 403; no token covers mesh.ServerService (see Authorize). Writes (rotate, tokens) go through the Store, so in a
 // cluster they must reach the leader; signing and roots work on every server.
 func (c *CA) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -102,14 +102,16 @@ func (c *CA) Handler() http.Handler {
 	return mux
 }
 
-func bearer(r *http.Request) string {
+// BearerToken returns the token of a request to the API, from "Authorization: Bearer TOKEN"
+// ("" when there is none). Every handler of the API reads tokens through it.
+func BearerToken(r *http.Request) string {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return strings.TrimSpace(tok)
 }
 
 func (c *CA) operator(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if _, err := c.Authorize(bearer(r), ""); err != nil {
+		if _, err := c.Authorize(BearerToken(r), ""); err != nil {
 			c.writeErr(w, r, err)
 			return
 		}
@@ -118,7 +120,7 @@ func (c *CA) operator(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (c *CA) handleSign(w http.ResponseWriter, r *http.Request) {
-	tok := bearer(r)
+	tok := BearerToken(r)
 	// Unknown tokens are refused before the body is read.
 	if _, err := c.Authorize(tok, ""); errors.Is(err, ErrUnauthorized) {
 		c.writeErr(w, r, err)

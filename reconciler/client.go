@@ -31,10 +31,14 @@ func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
 	case ErrUnknownVersion:
 		return e.Status == http.StatusNotFound
 	case ErrNoLeader:
 		return e.Status == http.StatusServiceUnavailable
+	case ErrPeerRefused:
+		return e.Status == http.StatusForbidden
 	}
 	return false
 }

@@ -19,6 +19,7 @@ const applyTimeout = 10 * time.Second
 type raftNode struct {
 	raft     *raft.Raft
 	trans    *raft.NetworkTransport
+	stream   *tlsStreamLayer // nil: plaintext Raft
 	store    *raftboltdb.BoltStore
 	addr     raft.ServerAddress
 	existing bool // the data directory held Raft state at start
@@ -61,7 +62,7 @@ func openRaft(s *Server) (n *raftNode, err error) {
 		}
 	}
 	hl := newHCLog(s.log, "raft-net")
-	if n.trans, err = raft.NewTCPTransportWithLogger(s.cfg.RaftAddr, adv, 3, 10*time.Second, hl); err != nil {
+	if n.trans, n.stream, err = newTransport(s, adv, hl); err != nil {
 		// An unspecified listening address (0.0.0.0) needs an advertise address.
 		return nil, fmt.Errorf("raft transport on %s: %w", s.cfg.RaftAddr, err)
 	}
@@ -232,6 +233,10 @@ func (s *Server) addServer(id, raftAddr, httpAddr string) error {
 			}
 		}
 	}
+	// Over TLS, a voter must first show a server certificate of the cluster's CA on its Raft port.
+	if err := s.node.probePeer(raftAddr); err != nil {
+		return fmt.Errorf("%w: %v", ErrPeerRefused, err)
+	}
 	if err := s.node.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, applyTimeout).Error(); err != nil {
 		return fmt.Errorf("add voter %s: %w", id, err)
 	}
@@ -258,7 +263,7 @@ func (s *Server) removeServer(id string) error {
 func (s *Server) join(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	c := &Client{Addr: s.cfg.Join, Token: s.cfg.Token}
+	c := s.peerClient(s.cfg.Join)
 	req := JoinRequest{ID: s.id, RaftAddress: string(s.node.addr), HTTPAddress: s.httpAdv}
 	for attempt := 0; ; attempt++ {
 		err := c.Join(ctx, req)
@@ -266,8 +271,8 @@ func (s *Server) join(ctx context.Context) error {
 			s.log.Info("joined the cluster", "via", s.cfg.Join)
 			return nil
 		}
-		if errors.Is(err, ErrUnauthorized) {
-			return fmt.Errorf("join %s: %w", s.cfg.Join, err)
+		if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrPeerRefused) || isTLSVerifyError(err) {
+			return fmt.Errorf("join %s: %w", c.Addr, err)
 		}
 		s.log.Warn("join failed, retrying", "via", s.cfg.Join, "err", err)
 		if !sleepCtx(ctx, backoff(attempt)) {

@@ -22,14 +22,14 @@ func (a *apiFlags) caClient(write bool) (*ca.Client, error) {
 		return nil, err
 	}
 	if write && rc.Token == "" {
-		return nil, usageError{errors.New("no token: give --token-file, or set $MESH_TOKEN")}
+		return nil, usageError{fmt.Errorf("no token: give --token-file, or set $%s or $%s", envToken, envTokenFile)}
 	}
-	return &ca.Client{Addr: rc.Addr, Token: rc.Token}, nil
+	return &ca.Client{Addr: rc.Addr, Token: rc.Token, HTTP: rc.HTTP}, nil
 }
 
 // caCall makes one request to the CA API (see withClient); its errors say what failed already.
 func (a *apiFlags) caCall(cmd *cobra.Command, write bool, f func(context.Context, *ca.Client) error) error {
-	return withClient(cmd, func() (*ca.Client, error) { return a.caClient(write) }, "", f)
+	return a.explain(withClient(cmd, func() (*ca.Client, error) { return a.caClient(write) }, "", f))
 }
 
 func newCACmd() *cobra.Command {
@@ -126,8 +126,10 @@ func newTokenCreateCmd() *cobra.Command {
 		Short: "Create a token for one service's certificates (or an operator token); printed once, as the last line",
 		Long: `Create makes a token and prints it as the last line of stdout. The server keeps only its SHA-256
 hash: the token cannot be shown again. A service token authorizes certificate requests for that
-service only; an operator token (--operator) may create tokens, rotate the CA and request any
-service's certificate. Needs an operator token (--token-file, the server's --token-file).`,
+service only. An operator token (--operator) may do every write the server token may but join a
+server: pin and unpin, reconcile, remove a server, create and revoke tokens, rotate the CA and
+request any service's certificate. Joining takes the server's own --token-file, because a server
+that joins receives the CA's key. Needs an operator token or the server's --token-file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (service == "") == !operator {

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -21,80 +19,6 @@ func init() {
 	register(newPinCmd)
 	register(newUnpinCmd)
 	register(newServersCmd)
-}
-
-// apiFlags are the flags of the commands that talk to a server's HTTP API.
-type apiFlags struct {
-	http      string
-	tokenFile string
-	format    string
-}
-
-func (a *apiFlags) add(cmd *cobra.Command, write, format bool) {
-	def := os.Getenv("MESH_HTTP_ADDR")
-	if def == "" {
-		def = reconciler.DefaultHTTPAddr
-	}
-	cmd.Flags().StringVar(&a.http, "http", def, "HTTP address of a mesh server ($MESH_HTTP_ADDR)")
-	if write {
-		cmd.Flags().StringVar(&a.tokenFile, "token-file", "", "file holding the write token (default: $MESH_TOKEN, else ./"+reconciler.DefaultDataDir+"/token)")
-	}
-	if format {
-		cmd.Flags().StringVar(&a.format, "format", "text", "output format: text or json")
-	}
-}
-
-func (a *apiFlags) client(write bool) (*reconciler.Client, error) {
-	if a.format != "" && a.format != "text" && a.format != "json" {
-		return nil, usageError{fmt.Errorf("--format must be text or json, not %q", a.format)}
-	}
-	c := &reconciler.Client{Addr: a.http}
-	if !write {
-		return c, nil
-	}
-	switch {
-	case a.tokenFile != "":
-		tok, err := readToken(a.tokenFile)
-		if err != nil {
-			return nil, err
-		}
-		c.Token = tok
-	case os.Getenv("MESH_TOKEN") != "":
-		c.Token = os.Getenv("MESH_TOKEN")
-	default:
-		if tok, err := readToken(filepath.Join(reconciler.DefaultDataDir, "token")); err == nil {
-			c.Token = tok
-		}
-	}
-	return c, nil
-}
-
-func apiContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(cmd.Context(), 30*time.Second)
-}
-
-// call makes one request to the server with a bounded context; write requests carry the token.
-// An error is prefixed with what.
-func (a *apiFlags) call(cmd *cobra.Command, write bool, what string, f func(context.Context, *reconciler.Client) error) error {
-	return withClient(cmd, func() (*reconciler.Client, error) { return a.client(write) }, what, f)
-}
-
-// withClient makes a client, then one request with it under a bounded context. An error of the
-// request is prefixed with what, unless what is empty.
-func withClient[C any](cmd *cobra.Command, client func() (C, error), what string, f func(context.Context, C) error) error {
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := apiContext(cmd)
-	defer cancel()
-	if err := f(ctx, c); err != nil {
-		if what == "" {
-			return err
-		}
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -146,7 +70,7 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 	}
 	leader := st.Leader
 	if leader == "" {
-		leader = "(none)"
+		leader = fmt.Sprintf("(none): the cluster has lost quorum or is electing; nothing new is served until %d of the %d servers reach each other", len(st.Servers)/2+1, len(st.Servers))
 	} else if st.LeaderAddress != "" {
 		leader += " (" + st.LeaderAddress + ")"
 	}
