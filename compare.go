@@ -17,8 +17,10 @@ import (
 //     is asked of the evaluator's own matcher (HTTPMatch.Matches on a match holding that
 //     condition alone), never re-implemented here.
 //   - Per attribute, a finite set of representative values realizes every combination of that
-//     attribute's atoms that some real value realizes (see values). For exact, prefix, suffix,
-//     present and method conditions this is a proof; a regex is represented by witnesses only.
+//     attribute's atoms that some real value realizes: built from the literal values (see
+//     values), or, when a regex takes part, found by a search of the product of the
+//     conditions' automata (see regexValues). Should that search not fit its budget, regexes
+//     are represented by witnesses only, and a "no difference" that rests on them is undecided.
 //   - The search assigns attributes one at a time, simplifying both rule lists after each (a
 //     false match drops its permission, a true one ends the list), and stops a branch as soon as
 //     both lists are the same or can only say one thing. Equal residual states are decided once
@@ -223,7 +225,7 @@ func (d *decider) computeValues() {
 	}
 	d.values = make([][]value, len(d.attrs))
 	for i, a := range d.attrs {
-		d.values[i] = values(a, byAttr[i])
+		d.values[i] = d.attrValues(i, a, byAttr[i])
 	}
 	for i := range d.atoms {
 		a := &d.atoms[i]
@@ -233,6 +235,33 @@ func (d *decider) computeValues() {
 			a.truth = append(a.truth, a.match.Matches(&q))
 		}
 	}
+}
+
+// attrValues returns the representative values of attribute i. With a regex condition they
+// come from the search of regexValues, which makes them exact (the regexes are then not
+// sampled); should it not fit its budget, from values, with witnesses of the regexes.
+func (d *decider) attrValues(i int, a attr, ms []*HTTPMatch) []value {
+	hasRegex := false
+	for _, at := range d.atoms {
+		hasRegex = hasRegex || (at.attr == i && at.regex)
+	}
+	if !hasRegex {
+		return values(a, ms)
+	}
+	vals, ok := regexValues(a, ms)
+	if !ok {
+		return values(a, ms)
+	}
+	for j := range d.atoms {
+		if d.atoms[j].attr == i {
+			d.atoms[j].regex = false
+		}
+	}
+	out := present(usable(a, vals))
+	if a.kind != 'p' {
+		out = append([]value{{absent: true}}, out...)
+	}
+	return out
 }
 
 // requestOf returns a request whose attribute at has value v and that holds nothing else.

@@ -1,9 +1,12 @@
 package mesh
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
+
+func newTestRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 3)) }
 
 func TestWitnesses(t *testing.T) {
 	for _, re := range []string{`/v[0-9]+/.*`, `/(a|b)/x?`, `[a-z]{3}`, `.*\.json`} {
@@ -37,7 +40,13 @@ func TestAllowsSome(t *testing.T) {
 		{"an allow behind a header deny", snap(Deny, deny(&HTTPMatch{Header: []HeaderMatch{{Name: "x", Kind: MatchPresent}}}), allow(nil)), true, ""},
 		{"a regex allow shadowed", snap(Deny, deny(&HTTPMatch{PathPrefix: "/"}), allow(&HTTPMatch{PathRegex: "/a.*"})), false, ""},
 		{"a regex deny", snap(Deny, allow(&HTTPMatch{PathRegex: "/a.*"})), true, ""},
-		{"a regex never shown to allow", snap(Deny, deny(&HTTPMatch{PathRegex: "/.*"}), allow(&HTTPMatch{PathPrefix: "/"})), false, "regex"},
+		{"an allow behind a regex deny of every path", snap(Deny, deny(&HTTPMatch{PathRegex: "/.*"}), allow(&HTTPMatch{PathPrefix: "/"})), false, ""},
+		{"an allow behind a regex deny of most paths", snap(Deny, deny(&HTTPMatch{PathRegex: "/[^x].*"}), allow(&HTTPMatch{PathPrefix: "/"})), true, ""},
+		{"header regexes", snap(Deny, deny(&HTTPMatch{Header: []HeaderMatch{{Name: "v", Kind: MatchRegex, Value: "[0-9]+"}}}),
+			allow(&HTTPMatch{Header: []HeaderMatch{{Name: "v", Kind: MatchRegex, Value: "[0-9]*"}}})), true, ""},
+		{"header regexes, shadowed", snap(Deny, deny(&HTTPMatch{Header: []HeaderMatch{{Name: "v", Kind: MatchRegex, Value: "[0-9]*"}}}),
+			allow(&HTTPMatch{Header: []HeaderMatch{{Name: "v", Kind: MatchRegex, Value: "1|2|[3-9][0-9]?"}}})), false, ""},
+		{"a path regex spelling a percent-encoding is sampled", snap(Deny, deny(&HTTPMatch{PathRegex: "/a%2F.*"}), allow(&HTTPMatch{PathPrefix: "/a%2F"})), false, "regex"},
 	} {
 		d := AllowsSome(c.s, "web", "api", 0)
 		if d.Differs != c.allows || (c.undecided == "") != (d.Undecided == "") || !strings.Contains(d.Undecided, c.undecided) {
@@ -47,6 +56,133 @@ func TestAllowsSome(t *testing.T) {
 			q := d.Example
 			if got := Authorize(c.s, q); !got.Allowed() {
 				t.Errorf("%s: example %s is not allowed: %s", c.name, q.Describe(), got.Reason)
+			}
+		}
+	}
+}
+
+// TestRegexValuesComplete: for random sets of header conditions (regexes, exact, prefix,
+// suffix values), every combination of them that some string of a brute-force set satisfies is
+// satisfied by one of the representative values regexValues finds.
+func TestRegexValuesComplete(t *testing.T) {
+	exprs := []string{"a*", "(ab)+", "a.b", "[ab]?b", ".*b.*", "b|ab|ba", "a{2,3}", `\w+`, "(?i)A", "[^a]*", `a\b.*`, ".+"}
+	lits := []string{"a", "b", "ab", "ba", ""}
+	kinds := []string{MatchExact, MatchPrefix, MatchSuffix}
+	var brute []string
+	var gen func(s string, n int)
+	gen = func(s string, n int) {
+		brute = append(brute, s)
+		if n == 0 {
+			return
+		}
+		for _, c := range []string{"a", "b", "A", " ", "é"} {
+			gen(s+c, n-1)
+		}
+	}
+	gen("", 4)
+	r := newTestRand(1)
+	for i := 0; i < 200; i++ {
+		var ms []*HTTPMatch
+		for j := 0; j < 1+r.IntN(4); j++ {
+			h := HeaderMatch{Name: "v", Kind: MatchRegex, Value: exprs[r.IntN(len(exprs))]}
+			if r.IntN(3) == 0 {
+				h.Kind, h.Value = kinds[r.IntN(len(kinds))], lits[r.IntN(len(lits))]
+			}
+			ms = append(ms, &HTTPMatch{Header: []HeaderMatch{h}})
+		}
+		vals, ok := regexValues(attr{kind: 'h', name: "v"}, ms)
+		if !ok {
+			t.Fatalf("case %d: the search did not fit", i)
+		}
+		vector := func(v string) string {
+			var b strings.Builder
+			for _, m := range ms {
+				if m.Matches(&Request{Headers: map[string]string{"v": v}}) {
+					b.WriteByte('1')
+				} else {
+					b.WriteByte('0')
+				}
+			}
+			return b.String()
+		}
+		have := map[string]bool{}
+		for _, v := range vals {
+			have[vector(v)] = true
+		}
+		for _, s := range brute {
+			if vec := vector(s); !have[vec] {
+				var desc []string
+				for _, m := range ms {
+					desc = append(desc, m.Describe())
+				}
+				t.Fatalf("case %d: %q satisfies %s of %v; no representative of %q does", i, s, vec, desc, vals)
+			}
+		}
+	}
+}
+
+// TestRegexValuesCompletePaths: the same for path conditions, over the paths Envoy can deliver
+// (those NormalizePath leaves alone): every representative is such a path, and every
+// combination such a path satisfies is represented.
+func TestRegexValuesCompletePaths(t *testing.T) {
+	regexes := []string{"/a.*", "/[ab]+/?", "/.*/b", `/a\.b`, "/(a|b)/.*", "/..", "/a/[^/]*", ".*b"}
+	lits := []string{"/", "/a", "/a/", "/a/b", "/.", "/a.", "/b"}
+	var brute []string
+	var gen func(s string, n int)
+	gen = func(s string, n int) {
+		if NormalizePath(s) == s {
+			brute = append(brute, s)
+		}
+		if n == 0 {
+			return
+		}
+		for _, c := range []string{"/", "a", "b", ".", "x"} {
+			gen(s+c, n-1)
+		}
+	}
+	gen("/", 5)
+	r := newTestRand(2)
+	for i := 0; i < 200; i++ {
+		var ms []*HTTPMatch
+		for j := 0; j < 1+r.IntN(4); j++ {
+			m := &HTTPMatch{PathRegex: regexes[r.IntN(len(regexes))]}
+			switch r.IntN(3) {
+			case 0:
+				m = &HTTPMatch{Path: lits[r.IntN(len(lits))]}
+			case 1:
+				m = &HTTPMatch{PathPrefix: lits[r.IntN(len(lits))]}
+			}
+			ms = append(ms, m)
+		}
+		vals, ok := regexValues(attr{kind: 'p'}, ms)
+		if !ok {
+			t.Fatalf("case %d: the search did not fit", i)
+		}
+		vector := func(p string) string {
+			var b strings.Builder
+			for _, m := range ms {
+				if m.Matches(&Request{Path: p}) {
+					b.WriteByte('1')
+				} else {
+					b.WriteByte('0')
+				}
+			}
+			return b.String()
+		}
+		have := map[string]bool{}
+		for _, v := range vals {
+			if NormalizePath(v) != v {
+				t.Fatalf("case %d: representative %q is not a path Envoy delivers", i, v)
+			}
+			have[vector(v)] = true
+		}
+		for _, p := range brute {
+			if vec := vector(p); !have[vec] {
+				var desc []string
+				for _, m := range ms {
+					desc = append(desc, m.Describe())
+				}
+				t.Fatalf("case %d: %q satisfies %s of %v; no representative of %q does", i, p, vec, desc, vals)
 			}
 		}
 	}

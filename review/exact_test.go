@@ -180,3 +180,23 @@ func TestUndecidedWhenSearchTooLarge(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewRegexesExact: regex conditions are decided, not sampled: an equivalent rewrite is
+// no change, and a narrowing is a change shown by the one request it drops.
+func TestReviewRegexesExact(t *testing.T) {
+	rx := func(expr string) []mesh.Permission {
+		return []mesh.Permission{{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{PathRegex: expr, Header: []mesh.HeaderMatch{{Name: "v", Kind: mesh.MatchRegex, Value: "[0-9]+"}}}}}
+	}
+	base := twoServices(mesh.Deny, rx("/a/.*"))
+	r := Review(base, twoServices(mesh.Deny, rx("/a/(.*)|/a/")))
+	if len(r.Access)+len(r.Undecided) != 0 {
+		t.Errorf("an equivalent regex: %s", r.Summary)
+	}
+	r = Review(base, twoServices(mesh.Deny, rx("/a/.+")))
+	if len(r.Undecided) != 0 || len(r.Access) != 1 {
+		t.Fatalf("a narrowed regex: %s", r.Summary)
+	}
+	if ex := r.Access[0].Example; !strings.HasPrefix(ex, "GET /a/ with v: ") {
+		t.Errorf("example %q; want the path /a/ with a numeric v", ex)
+	}
+}

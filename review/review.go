@@ -11,10 +11,10 @@
 //   - A pair is reported exactly when Authorize's verdict differs, in base and head, for some
 //     request. The rules deciding the pair are compared symbolically (see decide.go), attribute
 //     by attribute, over values that cover every distinct behaviour of exact, prefix, suffix,
-//     present and method conditions; a change is reported with a request that shows it,
-//     confirmed by Authorize. Where that cannot be decided (regex conditions, which are only
-//     sampled, or a search too large), the pair is listed in Undecided with the reason, never
-//     reported as unchanged.
+//     present, method and regex conditions (mesh.CompareAccess); a change is reported with a
+//     request that shows it, confirmed by Authorize. Where that cannot be decided (a search
+//     too large, or a path regex spelling a percent-encoding, which is only sampled), the pair
+//     is listed in Undecided with the reason, never reported as unchanged.
 //   - The cost is proportional to the number of intentions (a linear diff) plus the pairs the
 //     change affects, never to the number of pairs of the mesh: a wildcard change is one
 //     summarised group whose members are enumerated only in linear time.

@@ -40,8 +40,9 @@ Git repository and reports, for a pull request:
   - every source → destination pair whose verdict changes (allow, deny, or the L7 rules in
     words), with the intention that decides after, its position and a request that shows the
     change; pairs decided by wildcards or the mesh default are summarised in groups;
-  - the pairs it could not decide (regex conditions are only sampled; a search too large),
-    each with the reason, under a warning: they are never reported as unchanged;
+  - the pairs it could not decide (a search too large; a path regex that spells a
+    percent-encoding, which is only sampled), each with the reason, under a warning: they are
+    never reported as unchanged;
   - routing changes per service, services added, removed or changed, mesh-wide settings;
   - who must approve: the owners of every destination whose inbound access changes;
   - policy violations and analysis warnings at head.
