@@ -187,3 +187,41 @@ func TestRegexValuesCompletePaths(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCompareAccess: two one-permission rule lists over a header and a path, and a request.
+// When CompareAccess decides that no request tells them apart, Authorize must agree on the
+// fuzzed request; when it finds a difference, its example must show it.
+func FuzzCompareAccess(f *testing.F) {
+	f.Add(uint8(0), "a", uint8(3), "a.*", "/x/", "/x/.*", "a", "/x/y")
+	f.Add(uint8(1), "ab", uint8(2), "b", "/", "/[^/]*", "ab", "/abc")
+	f.Add(uint8(3), "[0-9]+", uint8(3), "[0-9]*", "/v1", `/v\d`, "", "/v1/..")
+	f.Fuzz(func(t *testing.T, k1 uint8, v1 string, k2 uint8, v2, prefix, pathRegex, hv, path string) {
+		kinds := []string{MatchExact, MatchPrefix, MatchSuffix, MatchRegex, MatchPresent}
+		mk := func(k uint8, v string, m *HTTPMatch) *Snapshot {
+			m.Header = []HeaderMatch{{Name: "x", Kind: kinds[int(k)%len(kinds)], Value: v, Invert: k >= 128}}
+			if _, err := FullRegexp(v); err != nil && m.Header[0].Kind == MatchRegex {
+				m.Header[0].Kind = MatchExact
+			}
+			return &Snapshot{Mesh: Config{DefaultIntention: Deny}, Intentions: []*Intention{{
+				Source: "s", Destination: "d", Precedence: PrecedenceExact,
+				Permissions: []Permission{{Action: Allow, HTTP: m}}}}}
+		}
+		if _, err := FullRegexp(pathRegex); err != nil || len(v1)+len(v2)+len(pathRegex) > 40 {
+			return
+		}
+		a := mk(k1, v1, &HTTPMatch{PathPrefix: prefix})
+		b := mk(k2, v2, &HTTPMatch{PathRegex: pathRegex})
+		d := CompareAccess(a, b, "s", "d", 20000)
+		q := Request{Source: "s", Destination: "d", Method: "GET", Path: path, Headers: map[string]string{"x": hv}}
+		switch {
+		case d.Differs:
+			if Authorize(a, d.Example).Verdict == Authorize(b, d.Example).Verdict {
+				t.Fatalf("example %s shows no difference", d.Example.Describe())
+			}
+		case d.Undecided == "":
+			if Authorize(a, q).Verdict != Authorize(b, q).Verdict {
+				t.Fatalf("decided equal, but %s differs (%s vs %s)", q.Describe(), Authorize(a, q).Reason, Authorize(b, q).Reason)
+			}
+		}
+	})
+}
