@@ -88,7 +88,7 @@ type value struct {
 type atom struct {
 	attr  int        // index into decider.attrs
 	match *HTTPMatch // a match of this condition alone
-	regex bool       // a regex: its values are samples
+	regex bool       // a regex sampled by witnesses (false once regexValues made its values exact)
 	truth []bool     // per value of the attribute
 }
 
