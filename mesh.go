@@ -220,6 +220,9 @@ func (s *Snapshot) Pos(path string) Pos { return s.Positions[path] }
 
 // Element paths, the keys of Snapshot.Positions.
 
+// PathTrustDomain is the path of mesh.trustDomain.
+const PathTrustDomain = "mesh.trustDomain"
+
 // PathMeshTLS is the path of the mesh-wide TLS settings (recorded when the mesh sets them).
 const PathMeshTLS = "mesh.tls"
 

@@ -412,6 +412,27 @@ func (c *CA) CreateToken(ctx context.Context, scope Scope, service string) (stri
 	return tok, rec, nil
 }
 
+// TokenInfo is a token as the CA lists it: what it is for and when it was made, never the token
+// nor its hash.
+type TokenInfo struct {
+	ID      string    `json:"id"`
+	Scope   Scope     `json:"scope"`
+	Service string    `json:"service,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// Tokens lists the tokens of the state, oldest first (the server's own --token-file token is
+// not one of them).
+func (c *CA) Tokens() []TokenInfo {
+	out := []TokenInfo{}
+	if st := c.State(); st != nil {
+		for _, t := range st.Tokens {
+			out = append(out, TokenInfo{ID: t.ID, Scope: t.Scope, Service: t.Service, Created: t.Created})
+		}
+	}
+	return out
+}
+
 // RevokeToken removes the token with the given ID.
 func (c *CA) RevokeToken(ctx context.Context, id string) error {
 	if err := c.cfg.Store.Commit(ctx, Command{Op: OpRevokeToken, Time: c.cfg.Now().UTC(), ID: id}); err != nil {

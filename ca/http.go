@@ -48,6 +48,7 @@ const maxBody = 64 << 10
 //	GET    /v1/ca/roots    no token → Bundle
 //	POST   /v1/ca/rotate   operator token → RotateResponse
 //	POST   /v1/tokens      operator token, TokenRequest → TokenResponse (201)
+//	GET    /v1/tokens      operator token → {"tokens": [TokenInfo...]} (never a token or its hash)
 //	DELETE /v1/tokens/{id} operator token
 //
 // Tokens come as "Authorization: Bearer TOKEN". A missing or unknown token is 401, a token whose
@@ -91,6 +92,9 @@ func (c *CA) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusCreated, TokenResponse{ID: rec.ID, Scope: rec.Scope, Service: rec.Service, Token: tok})
+	}))
+	mux.HandleFunc("GET /v1/tokens", c.operator(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string][]TokenInfo{"tokens": c.Tokens()})
 	}))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", c.operator(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.RevokeToken(r.Context(), r.PathValue("id")); err != nil {

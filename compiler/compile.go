@@ -211,6 +211,7 @@ func (c *compilation) meshConfig() {
 	}
 	c.snap.Mesh = m
 	c.snap.Positions["mesh"] = pos
+	c.snap.Positions[mesh.PathTrustDomain] = lookup(mv, pos, cue.Str("trustDomain"))
 }
 
 func (c *compilation) hasDC(dc string) bool {

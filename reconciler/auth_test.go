@@ -66,7 +66,8 @@ func TestWriteAuthorization(t *testing.T) {
 	}
 	// want is the status for none, unknown, service, operator and server tokens, in that order.
 	// Each authorized call succeeds, but for the rotation the operator token made just before
-	// (409: one rotation at a time) and a join without a body (400).
+	// (409: one rotation at a time), a join without a body (400) and the removal of a server that
+	// is not in the cluster (404).
 	endpoints := []struct {
 		call func() call
 		want [5]int
@@ -75,7 +76,9 @@ func TestWriteAuthorization(t *testing.T) {
 		{func() call { return call{"POST", "/v1/unpin", ``} }, [5]int{401, 401, 403, 200, 200}},
 		{func() call { return call{"POST", "/v1/reconcile", ``} }, [5]int{401, 401, 403, 202, 202}},
 		{func() call { return call{"POST", "/v1/join", `{}`} }, [5]int{401, 401, 403, 403, 400}},
-		{func() call { return call{"DELETE", "/v1/servers/nosuch", ``} }, [5]int{401, 401, 403, 200, 200}},
+		// An authorized removal of a server not in the cluster is 404 (issue 12.4).
+		{func() call { return call{"DELETE", "/v1/servers/nosuch", ``} }, [5]int{401, 401, 403, 404, 404}},
+		{func() call { return call{"GET", "/v1/tokens", ``} }, [5]int{401, 401, 403, 200, 200}},
 		{func() call { return call{"POST", "/v1/tokens", `{"service":"api"}`} }, [5]int{401, 401, 403, 201, 201}},
 		{func() call {
 			return call{"DELETE", "/v1/tokens/" + newToken(ca.TokenRequest{Service: "api"}).ID, ``}

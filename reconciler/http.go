@@ -27,7 +27,9 @@ type Status struct {
 	Leader        string         `json:"leader"`
 	LeaderAddress string         `json:"leaderAddress,omitempty"`
 	Servers       []ServerStatus `json:"servers"`
-	// LastError is the newest commit that failed to compile, if no good commit came after it.
+	// LastError is why the newest commit is not served, if no good commit came after it: it did
+	// not verify, compile or pass the cluster's checks, or the repository or ref could not be
+	// read (then its commit is "" and it says when the leader retries).
 	LastError *Failure `json:"lastError"`
 	Pin       string   `json:"pin"`
 	// Head is the newest snapshot applied from Git (differs from Version while pinned).
@@ -133,13 +135,10 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"snapshots": s.Snapshots()})
 	})
 	mux.HandleFunc("GET /v1/snapshots/{version}", s.handleSnapshot)
-	mux.HandleFunc("GET /v1/proxies", func(w http.ResponseWriter, r *http.Request) {
-		proxies := []ProxyStatus{}
-		if s.cfg.Proxies != nil {
-			proxies = append(proxies, s.cfg.Proxies()...)
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"proxies": proxies})
-	})
+	mux.HandleFunc("GET /{$}", s.handleRoot)
+	mux.HandleFunc("GET /v1/proxies", s.handleProxies)                   // cluster_view.go
+	mux.HandleFunc("GET /v1/proxies/{node}/config", s.handleProxyConfig) // cluster_view.go
+	mux.HandleFunc("GET /v1/members", s.handleMembers)                   // cluster_view.go
 	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"servers": s.servers()})
 	})
@@ -162,6 +161,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/ca/rotate", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.HandleFunc("POST /v1/tokens", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(operatorWrite, caAPI.ServeHTTP))
+	mux.Handle("GET /v1/tokens", caAPI) // operator token (the CA checks it); reads this server's state
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
@@ -276,7 +276,7 @@ func (s *Server) respond(w http.ResponseWriter, err error, ok string) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, map[string]string{"status": ok})
-	case errors.Is(err, ErrUnknownVersion):
+	case errors.Is(err, ErrUnknownVersion), errors.Is(err, ErrUnknownServer):
 		writeError(w, http.StatusNotFound, "%v", err)
 	case errors.Is(err, ErrPeerRefused):
 		writeError(w, http.StatusForbidden, "%v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -244,10 +245,22 @@ registered:
 	return s.apply(cmdServer, serverCmd{ID: id, HTTP: httpAddr}, nil)
 }
 
-// removeServer removes a server from the cluster and forgets its HTTP address.
+// removeServer removes a server from the cluster and forgets its HTTP address. A server that is
+// not in the configuration is ErrUnknownServer, naming the ones that are.
 func (s *Server) removeServer(id string) error {
 	if !s.IsLeader() {
 		return ErrNotLeader
+	}
+	var ids []string
+	for _, srv := range s.servers() {
+		if srv.ID == id {
+			ids = nil
+			break
+		}
+		ids = append(ids, srv.ID)
+	}
+	if ids != nil {
+		return fmt.Errorf("%w: %q (the servers are %s)", ErrUnknownServer, id, strings.Join(ids, ", "))
 	}
 	if err := s.apply(cmdRemoveServer, serverCmd{ID: id}, nil); err != nil {
 		return err

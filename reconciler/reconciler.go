@@ -6,8 +6,10 @@
 //   - Every server serves what its FSM holds (the newest snapshot, or the pinned one), and a
 //     restarted server serves the last snapshot it served from disk before it reaches Git or its
 //     peers.
-//   - Only the leader reads Git and compiles. A commit that does not compile is recorded (commit,
-//     positioned errors) and changes nothing served; a later good commit clears it.
+//   - Only the leader reads Git and compiles. A commit that does not compile, or whose signature
+//     does not verify (Config.VerifyCommits), is recorded (commit, positioned errors) and changes
+//     nothing served; a later good commit clears it. A repository or ref that cannot be read is
+//     recorded too, and retried with backoff.
 //   - The FSM is deterministic: an entry's effect depends only on its bytes and the previous state.
 //   - Write endpoints need a token, compared in constant time: the server token may do every
 //     write, an operator token every write but join, a service token none (it only signs its own
@@ -18,6 +20,9 @@
 //     port before it becomes a voter; the HTTP API is HTTPS and its redirects keep the scheme.
 //   - The data directory and everything in it are owner-only once Open returns, and credentials
 //     in a repository URL appear in no log line, error or status field.
+//   - The cluster views (GET /v1/proxies, /v1/proxies/{node}/config, /v1/members) answer for every
+//     server of the configuration, asking the peers; a peer that does not answer is named, never
+//     left out silently (cluster_view.go).
 package reconciler
 
 import (
@@ -43,6 +48,7 @@ import (
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/commitsig"
 	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/xds"
 )
@@ -63,6 +69,8 @@ var (
 	ErrForbidden = errors.New("token not allowed to do this")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
+	// ErrUnknownServer means a request named a server that is not in the Raft configuration.
+	ErrUnknownServer = errors.New("no such server in the cluster")
 	// ErrPeerRefused means a server asking to join did not show a server certificate of the
 	// cluster's CA on its Raft port.
 	ErrPeerRefused = errors.New("raft peer refused")
@@ -108,11 +116,18 @@ type Config struct {
 	Poll          time.Duration // remote fetch interval and local safety-net poll; default 30s
 	History       int           // snapshots kept; default 20
 	GitAuth       transport.AuthMethod
+	// VerifyCommits, when set, are the only keys whose signed commits are compiled and served:
+	// a commit whose signature is missing, bad or by another key is refused (lastError, step
+	// verify) and the last good snapshot stays served.
+	VerifyCommits *commitsig.Keys
 
 	// Publisher receives the snapshots to serve; in mesh serve, the xds.Server. Default: none.
 	Publisher Publisher
 	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
 	Proxies func() []ProxyStatus
+	// ProxyConfig returns what the xDS server set for a connected node; in mesh serve,
+	// (*xds.Server).ProxyConfig. Default: none (GET /v1/proxies/{node}/config asks the peers).
+	ProxyConfig func(nodeID string) (*xds.ProxyConfig, error)
 	// Collectors are served on GET /metrics with the server's own; in mesh serve, the xDS
 	// server's (*xds.Server).Collectors.
 	Collectors []prometheus.Collector

@@ -88,6 +88,21 @@ services: web: {protocol: "http", port: 8080}
 	if code, out, errOut := run("servers", "list"); code != 0 || !strings.Contains(out, "s2") {
 		t.Errorf("servers list from the environment: exit %d %s %s", code, out, errOut)
 	}
+	// The cluster views reach the peers over HTTPS, verified with the cluster's CA.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		code, out, errOut := run("members")
+		if code == 0 && strings.Count(out, " alive ") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members over https: exit %d\n%s%s", code, out, errOut)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, out, errOut := run("proxies"); code != 0 || errOut != "" || !strings.Contains(out, "no proxies connected to any server") {
+		t.Errorf("proxies over https: exit %d %s %s", code, out, errOut)
+	}
 	// A write through the follower follows the leader's https redirect, with the token from the environment.
 	tok, _ := readToken(filepath.Join(data1, "token"))
 	t.Setenv("MESH_HTTP_TOKEN", tok)

@@ -32,7 +32,9 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [--http ADDR]",
 		Short: "Show what a mesh server serves, its cluster, and the last commit that failed to compile",
-		Args:  cobra.NoArgs,
+		Example: `  mesh status
+  mesh status --http 127.0.0.1:8510 --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st *reconciler.Status
 			if err := a.call(cmd, false, "status", func(ctx context.Context, c *reconciler.Client) (err error) {
@@ -88,7 +90,14 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		fmt.Fprintf(w, "xds refused the newest snapshot: %s\n", st.PublishError)
 	}
 	if e := st.LastError; e != nil {
-		fmt.Fprintf(w, "last error: commit %s does not compile (%s); still serving %s\n", e.Commit, e.Time.Format(time.RFC3339), version)
+		serving := "still serving " + version
+		if st.Version == "" {
+			serving = "nothing served yet"
+		}
+		fmt.Fprintf(w, "last error at %s: %s; %s\n", e.Time.Format(time.RFC3339), e.Headline(time.Now()), serving)
+		if e.Commit != "" {
+			fmt.Fprintf(w, "  commit %s\n", e.Commit)
+		}
 		for _, pe := range e.Errors {
 			if pe.Pos.IsValid() {
 				fmt.Fprintf(w, "  %s: %s\n", pe.Pos, pe.Msg)
@@ -104,7 +113,9 @@ func newVersionsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "versions [--http ADDR]",
 		Short: "List the snapshots a mesh server keeps, newest first (the versions mesh pin accepts)",
-		Args:  cobra.NoArgs,
+		Example: `  mesh versions
+  mesh versions --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var list []reconciler.SnapshotInfo
 			if err := a.call(cmd, false, "versions", func(ctx context.Context, c *reconciler.Client) (err error) {
@@ -151,7 +162,9 @@ func newPinCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pin VERSION [--http ADDR] [--token-file FILE]",
 		Short: "Serve VERSION (from mesh versions) on every server until mesh unpin, whatever Git says",
-		Args:  cobra.ExactArgs(1),
+		Example: `  mesh versions
+  mesh pin 3f2a9c0d1e2b4a5c --token-file mesh-data/token`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.call(cmd, true, "pin", func(ctx context.Context, c *reconciler.Client) error {
 				return c.Pin(ctx, args[0])
@@ -169,9 +182,10 @@ func newPinCmd() *cobra.Command {
 func newUnpinCmd() *cobra.Command {
 	var a apiFlags
 	cmd := &cobra.Command{
-		Use:   "unpin [--http ADDR] [--token-file FILE]",
-		Short: "Remove the pin: serve the newest snapshot from Git again",
-		Args:  cobra.NoArgs,
+		Use:     "unpin [--http ADDR] [--token-file FILE]",
+		Short:   "Remove the pin: serve the newest snapshot from Git again",
+		Example: `  mesh unpin --token-file mesh-data/token`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.call(cmd, true, "unpin", func(ctx context.Context, c *reconciler.Client) error {
 				return c.Unpin(ctx)
@@ -190,12 +204,16 @@ func newServersCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "servers list|remove",
 		Short: "Inspect or shrink the cluster of mesh servers",
+		Example: `  mesh servers list
+  mesh servers remove node-3 --token-file mesh-data/token`,
 	}
 	var la apiFlags
 	list := &cobra.Command{
 		Use:   "list [--http ADDR]",
-		Short: "List the servers of the cluster",
-		Args:  cobra.NoArgs,
+		Short: "List the servers of the cluster (mesh members also says which are alive)",
+		Example: `  mesh servers list
+  mesh servers list --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var servers []reconciler.ServerStatus
 			if err := la.call(cmd, false, "servers list", func(ctx context.Context, c *reconciler.Client) (err error) {
@@ -221,7 +239,11 @@ func newServersCmd() *cobra.Command {
 	remove := &cobra.Command{
 		Use:   "remove ID [--http ADDR] [--token-file FILE]",
 		Short: "Remove a server from the cluster",
-		Args:  cobra.ExactArgs(1),
+		Long: `Remove takes server ID (as mesh servers list shows it) out of the Raft configuration and forgets
+its HTTP address. An ID that is not in the cluster is an error (exit 2). Needs the write token.`,
+		Example: `  mesh servers list
+  mesh servers remove node-3 --token-file mesh-data/token`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := ra.call(cmd, true, "servers remove", func(ctx context.Context, c *reconciler.Client) error {
 				return c.RemoveServer(ctx, args[0])

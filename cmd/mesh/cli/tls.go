@@ -39,9 +39,12 @@ of a CA of their own, distinct from the mesh CA that signs the services' identit
 Raft accepts only server certificates (they name ` + tlsutil.ServerName + `): a client certificate of the
 same CA cannot act as a server. Keep mesh-ca-key.pem offline; copy each server its own files.`,
 	}
-	caCmd := &cobra.Command{Use: "ca", Short: "Manage the servers' CA"}
+	caCmd := &cobra.Command{Use: "ca", Short: "Manage the servers' CA",
+		Example: `  mesh tls ca create --dir /etc/mesh/tls`}
 	caCmd.AddCommand(newTLSCACreateCmd())
-	certCmd := &cobra.Command{Use: "cert", Short: "Manage server and client certificates"}
+	certCmd := &cobra.Command{Use: "cert", Short: "Manage server and client certificates",
+		Example: `  mesh tls cert create --server --node s1 --dir /etc/mesh/tls --additional-ipaddress 10.0.0.1
+  mesh tls cert create --client --name ops --dir /etc/mesh/tls`}
 	certCmd.AddCommand(newTLSCertCreateCmd())
 	cmd.AddCommand(caCmd, certCmd)
 	return cmd
@@ -53,7 +56,9 @@ func newTLSCACreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create [--dir D] [--days N]",
 		Short: "Create the servers' CA: D/mesh-ca.pem and D/mesh-ca-key.pem (0600)",
-		Args:  cobra.NoArgs,
+		Example: `  mesh tls ca create --dir /etc/mesh/tls
+  mesh tls ca create --dir /etc/mesh/tls --days 3650`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if days <= 0 {
 				return usageError{fmt.Errorf("tls ca create: --days must be positive")}
