@@ -55,8 +55,19 @@ func CompareAccess(a, b *Snapshot, src, dst string, maxStates int) Difference {
 		}
 		return nil
 	}
-	return decide(a, b, src, dst, first(a), first(b), defaultAction(a), defaultAction(b), maxStates)
+	ai, bi := first(a), first(b)
+	if !hasPermissions(ai) && !hasPermissions(bi) {
+		// No L7 rule on either side: one request stands for all.
+		q := Request{Source: src, Destination: dst}
+		if Authorize(a, q).Verdict != Authorize(b, q).Verdict {
+			return Difference{Differs: true, Example: q}
+		}
+		return Difference{}
+	}
+	return decide(a, b, src, dst, ai, bi, defaultAction(a), defaultAction(b), maxStates)
 }
+
+func hasPermissions(in *Intention) bool { return in != nil && len(in.Permissions) > 0 }
 
 // AllowsSome decides whether Authorize allows some request from src to dst: whether s differs
 // from a mesh that denies everything.
