@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	mesh "github.com/meshgit/mesh"
@@ -248,5 +249,39 @@ func TestPolicyFactsOnGeneratedMeshes(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkFacts(t, fmt.Sprintf("meshgen seed %d", seed), s, reqs, false)
+	}
+}
+
+// TestAnalysisAllowsFromAuthorize: the analysis asks the evaluator whether an upstream is
+// allowed some request: a permission that allows but is shadowed by an earlier deny of every
+// request allows nothing, and a deny of one path under an allowing default leaves the rest.
+func TestAnalysisAllowsFromAuthorize(t *testing.T) {
+	mk := func(def mesh.Action, perms ...mesh.Permission) *mesh.Snapshot {
+		s := &mesh.Snapshot{Mesh: mesh.Config{DefaultIntention: def}, Services: map[string]*mesh.Service{
+			"web": {Name: "web", Protocol: mesh.ProtocolHTTP, Upstreams: map[string]*mesh.Upstream{"api": {Service: "api", LocalPort: 9001}}},
+			"api": {Name: "api", Protocol: mesh.ProtocolHTTP},
+		}}
+		s.Intentions = []*mesh.Intention{{Source: "web", Destination: "api", Precedence: mesh.PrecedenceExact, Permissions: perms}}
+		return s
+	}
+	denied := func(s *mesh.Snapshot) bool {
+		for _, e := range analyze(s) {
+			if strings.Contains(e.Msg, "upstream api: every request is denied") {
+				return true
+			}
+		}
+		return false
+	}
+	shadowed := mk(mesh.Deny, mesh.Permission{Action: mesh.Deny}, mesh.Permission{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{Path: "/x"}})
+	if !denied(shadowed) {
+		t.Error("an allow shadowed by a deny of every request: no warning that every request is denied")
+	}
+	rest := mk(mesh.Allow, mesh.Permission{Action: mesh.Deny, HTTP: &mesh.HTTPMatch{PathPrefix: "/"}}, mesh.Permission{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{Methods: []string{"GET"}}})
+	if !denied(rest) {
+		t.Error("every path denied before the allow: no warning")
+	}
+	open := mk(mesh.Allow, mesh.Permission{Action: mesh.Deny, HTTP: &mesh.HTTPMatch{PathPrefix: "/admin/"}})
+	if denied(open) {
+		t.Error("a deny of /admin/ under an allowing default: warned that every request is denied")
 	}
 }
