@@ -1,6 +1,9 @@
 // Package mesh is the domain model of the control plane: the compiled Snapshot of a mesh
 // repository (services, intentions, discovery chains), its canonical encoding and Version, and
-// Authorize, the one implementation of the intention rules.
+// Authorize, the one implementation of the intention rules. CompareAccess and AllowsSome answer
+// questions over every request (do two meshes ever disagree on a pair; is some request allowed)
+// by searching the requests Authorize tells apart, never by re-implementing it; request paths
+// are judged after the normalization Envoy applies (NormalizePath).
 //
 // Everything downstream of the compiler (xDS rendering, review, policies, the reconciler) reads
 // this model and nothing else: it never sees CUE or Git. The package imports only the standard

@@ -151,7 +151,11 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/pin", s.write(operatorWrite, s.handlePin))
 	mux.HandleFunc("POST /v1/unpin", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
-		s.respond(w, s.apply(cmdUnpin, pinCmd{Time: time.Now().UTC()}, nil), "unpinned")
+		err := s.apply(cmdUnpin, pinCmd{Time: time.Now().UTC()}, nil)
+		if err == nil {
+			s.pub.awaitServed(r.Context(), s.fsm)
+		}
+		s.respond(w, err, "unpinned")
 	}))
 	mux.HandleFunc("POST /v1/join", s.write(serverWrite, s.handleJoin))
 	mux.HandleFunc("DELETE /v1/servers/{id}", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
@@ -267,7 +271,13 @@ func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `want {"version": "..."}`)
 		return
 	}
-	s.respond(w, s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC()}, nil), "pinned")
+	err := s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC()}, nil)
+	if err == nil {
+		// Answer once this server serves the pinned snapshot, so that a status read right
+		// after the pin shows it.
+		s.pub.awaitServed(r.Context(), s.fsm)
+	}
+	s.respond(w, err, "pinned")
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
