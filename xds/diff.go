@@ -15,12 +15,13 @@ type change struct {
 	all        bool            // mesh-wide settings changed, or there is no previous snapshot
 	intentions map[string]bool // destinations whose inbound intentions changed ("*" for wildcard)
 	services   map[string]bool // memo: service definition (incl. endpoints, upstreams) changed
+	endpoints  map[string]bool // memo: of a changed service, whether only its endpoints changed
 	chains     map[string]bool // memo: discovery chain changed
 }
 
 // diff compares two snapshots. A nil prev changes everything.
 func diff(prev, next *mesh.Snapshot) *change {
-	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}}
+	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}, endpoints: map[string]bool{}}
 	if prev == nil || !reflect.DeepEqual(prev.Mesh, next.Mesh) {
 		c.all = true
 		return c
@@ -53,6 +54,44 @@ func (c *change) serviceChanged(name string) bool {
 	v := !serviceEqual(c.prev.Services[name], c.next.Services[name])
 	c.services[name] = v
 	return v
+}
+
+// endpointsOnly reports whether service, which changed, changed in its endpoints only (their
+// health, a catalog instance...): what only the EDS of its callers is rendered from.
+func (c *change) endpointsOnly(name string) bool {
+	if v, ok := c.endpoints[name]; ok {
+		return v
+	}
+	a, b := c.prev.Services[name], c.next.Services[name]
+	v := false
+	if a != nil && b != nil {
+		x, y := *a, *b
+		x.Endpoints, y.Endpoints = nil, nil
+		v = serviceEqual(&x, &y)
+	}
+	c.endpoints[name] = v
+	return v
+}
+
+// edsOnly reports whether, for a proxy of service whose deps (from prev) are d, the change
+// alters at most its EDS: its own service, its chains and the intentions are unchanged, and
+// the services of its targets that changed changed only in their endpoints. Listeners and
+// clusters read a proxy's own service's endpoints, never its targets'.
+func (c *change) edsOnly(service string, d *deps) bool {
+	if d == nil || c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) {
+		return false
+	}
+	for _, ch := range d.chains {
+		if c.chainChanged(ch) {
+			return false
+		}
+	}
+	for _, svc := range d.services {
+		if c.serviceChanged(svc) && !c.endpointsOnly(svc) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *change) chainChanged(name string) bool {

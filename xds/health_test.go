@@ -73,3 +73,51 @@ func TestEndpointHealthPushesOnlyEDS(t *testing.T) {
 		t.Fatalf("db, which does not call api, was pushed %s (err %v)", r.GetTypeUrl(), err)
 	}
 }
+
+// TestEDSOnlyRenderMatchesFull: when only the endpoints of services a proxy calls change, its
+// EDS alone is rendered, and the result equals a full rendering (same hashes for every type);
+// the proxies of the changed service itself are rendered in full.
+func TestEDSOnlyRenderMatchesFull(t *testing.T) {
+	srv := NewServer(testLogger(t))
+	base := seal(t, richMesh())
+	svcs := maps.Clone(base.Services)
+	api := *svcs["api"]
+	api.Endpoints = append(slices.Clone(api.Endpoints), mesh.Endpoint{Address: "10.0.1.9", Port: 21000, Datacenter: "dc1",
+		Meta: map[string]string{"version": "v1"}, Health: mesh.HealthCritical})
+	api.Endpoints[0].Health, api.Endpoints[0].Weight = mesh.HealthWarning, 5
+	svcs["api"] = &api
+	next := base.WithServices(svcs)
+	ch := diff(base, next)
+	for _, shape := range []Shape{ShapeEnvoy, ShapeGRPC} {
+		p := Proxy{Service: "web", Shape: shape}
+		old, err := srv.render(base, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ch.edsOnly("web", old.deps) {
+			t.Fatalf("%s: a change of api's endpoints is not EDS-only for web", shape)
+		}
+		if ch.edsOnly("api", dependencies(base, "api")) {
+			t.Fatalf("%s: a change of api's own endpoints is EDS-only for api's proxies (their listeners read them)", shape)
+		}
+		eds, ok, err := srv.renderEDS(next, nil, p, old)
+		if err != nil || !ok {
+			t.Fatalf("%s: renderEDS: %v %v", shape, ok, err)
+		}
+		full, err := srv.render(next, nil, p, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if eds.hash != full.hash || !maps.Equal(eds.typeHash, full.typeHash) || !maps.Equal(eds.typeVersion, full.typeVersion) {
+			t.Fatalf("%s: EDS-only %v %v, full %v %v", shape, eds.hash, eds.typeVersion, full.hash, full.typeVersion)
+		}
+		if eds.typeHash[resourcev3.EndpointType] == old.typeHash[resourcev3.EndpointType] {
+			t.Fatalf("%s: the EDS did not change", shape)
+		}
+		for _, typ := range resourceTypes {
+			if !maps.Equal(eds.cs.VersionMap[typ], full.cs.VersionMap[typ]) {
+				t.Fatalf("%s: version maps of %s differ", shape, typ)
+			}
+		}
+	}
+}

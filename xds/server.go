@@ -357,7 +357,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		if unaffected(p, old) {
 			continue
 		}
-		g, err := s.render(snap, bundle, p, old)
+		g, err := s.rerender(snap, prev, bundle, p, old, ch)
 		if err != nil {
 			return err
 		}
@@ -381,7 +381,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		ng, err := s.render(snap, bundle, p, g)
+		ng, err := s.rerender(snap, prev, bundle, p, g, ch)
 		if err != nil {
 			return err
 		}

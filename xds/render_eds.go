@@ -1,0 +1,72 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"sort"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// rerender renders p's configuration under snap after prev: only its EDS when the change
+// allows (an instance or its health changed in a service p calls), all of it otherwise.
+func (s *Server) rerender(snap, prev *mesh.Snapshot, bundle *trustBundle, p Proxy, old *group, ch *change) (*group, error) {
+	if old != nil && old.err == nil && old.cs != nil && old.snap == prev && (p.Shape != ShapeEnvoy || old.bundle == bundle) &&
+		s.testHookResources == nil && ch.edsOnly(p.Service, old.deps) {
+		if g, ok, err := s.renderEDS(snap, bundle, p, old); ok || err != nil {
+			return g, err
+		}
+	}
+	return s.render(snap, bundle, p, old)
+}
+
+// renderEDS renders only p's load assignments, keeping old's other resources, versions and
+// hashes. It reports false (and the caller renders everything) when the assignments do not
+// name exactly the clusters they named before.
+func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *group) (*group, bool, error) {
+	s.metrics.renders.Inc()
+	r := &Resources{Endpoints: endpoints(snap, p)}
+	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].ClusterName < r.Endpoints[j].ClusterName })
+	prevItems := old.cs.Resources[types.Endpoint].Items
+	if len(prevItems) != len(r.Endpoints) {
+		return nil, false, nil
+	}
+	for _, cla := range r.Endpoints {
+		if _, ok := prevItems[cla.ClusterName]; !ok {
+			return nil, false, nil
+		}
+	}
+	if err := r.Validate(); err != nil {
+		return nil, false, err
+	}
+	typeHash, _, versionMap, err := r.hashTypes()
+	if err != nil {
+		return nil, false, err
+	}
+	eds := resourcev3.EndpointType
+	ng := *old
+	ng.snap, ng.bundle = snap, bundle
+	if typeHash[eds] == old.typeHash[eds] {
+		return &ng, true, nil
+	}
+	ng.typeHash, ng.typeVersion = maps.Clone(old.typeHash), maps.Clone(old.typeVersion)
+	ng.typeHash[eds] = typeHash[eds]
+	ng.typeVersion[eds] = snap.Version + "-" + typeHash[eds][:8]
+	all := sha256.New() // as hashTypes combines the types
+	for _, t := range resourceTypes {
+		all.Write([]byte(t))
+		all.Write([]byte(ng.typeHash[t]))
+	}
+	ng.hash = hex.EncodeToString(all.Sum(nil))[:16]
+	cs := &cachev3.Snapshot{Resources: old.cs.Resources}
+	cs.Resources[types.Endpoint] = cachev3.NewResources(ng.typeVersion[eds], r.byType()[eds])
+	cs.VersionMap = maps.Clone(old.cs.VersionMap)
+	cs.VersionMap[eds] = versionMap[eds]
+	ng.cs = cs
+	return &ng, true, nil
+}
