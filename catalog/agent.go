@@ -105,6 +105,14 @@ func (a *Agent) Register(ctx context.Context, token string, in *Instance) error 
 		}
 	}
 	a.mu.Lock()
+	for id, ls := range a.services {
+		for _, c := range in.Checks {
+			if id != in.ID && ls.inst.check(c.ID) != nil {
+				a.mu.Unlock()
+				return fmt.Errorf("%w: CheckID: %q is a check of instance %s on this node", ErrBadRequest, c.ID, id)
+			}
+		}
+	}
 	a.pending[in.ID]++
 	a.mu.Unlock()
 	err := a.cfg.Submit(ctx, token, Command{Op: OpRegister, Node: a.node(), Instance: in})

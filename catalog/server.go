@@ -135,14 +135,11 @@ func Authorized(st *State, authorize func(token, service string) error, token st
 				service = in.Service
 			}
 		} else {
-			for _, in := range st.NodeInstances(node) {
-				if in.check(c.ID) != nil {
-					service = in.Service
-				}
-			}
-			if service == "" {
+			in := st.CheckOwner(node, c.ID)
+			if in == nil {
 				return fmt.Errorf("%w: check %q on node %q", ErrNotFound, c.ID, node)
 			}
+			service = in.Service
 		}
 		if service == "" {
 			// Nothing to remove: any valid token may learn that.

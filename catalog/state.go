@@ -129,6 +129,9 @@ func (s *State) register(index uint64, c Command) (*State, error) {
 			return nil, fmt.Errorf("%w: check %s status %q", ErrBadCommand, ch.ID, ch.Status)
 		}
 	}
+	if id := s.checkIDTaken(nd.Name, in); id != "" {
+		return nil, fmt.Errorf("%w: check ID %q is used by another instance of node %s", ErrBadCommand, id, nd.Name)
+	}
 	old := s.byNode[nd.Name][in.ID]
 	oldNode := s.nodes[nd.Name]
 	nodeSame := oldNode != nil && oldNode.Address == nd.Address && oldNode.SyncInterval == nd.SyncInterval && equalMaps(oldNode.Meta, nd.Meta)
@@ -160,6 +163,32 @@ func (s *State) register(index uint64, c Command) (*State, error) {
 	}
 	ns.putInstance(index, ni)
 	return ns, nil
+}
+
+// checkIDTaken returns a check ID of in that another instance of node uses, or "". Check IDs
+// are unique on a node, so that a check command names one check.
+func (s *State) checkIDTaken(node string, in *Instance) string {
+	for id, other := range s.byNode[node] {
+		if id == in.ID {
+			continue
+		}
+		for _, c := range in.Checks {
+			if other.check(c.ID) != nil {
+				return c.ID
+			}
+		}
+	}
+	return ""
+}
+
+// CheckOwner returns the instance of node that has check checkID, or nil.
+func (s *State) CheckOwner(node, checkID string) *Instance {
+	for _, in := range s.byNode[node] {
+		if in.check(checkID) != nil {
+			return in // unique: register refuses a check ID taken on the node
+		}
+	}
+	return nil
 }
 
 // putInstance adds or replaces in; ns is a fresh clone whose maps are still shared.
@@ -210,22 +239,19 @@ func (s *State) deregister(index uint64, node, id string) *State {
 }
 
 func (s *State) setCheck(index uint64, node, checkID, status string) (*State, error) {
-	for _, in := range s.byNode[node] {
-		c := in.check(checkID)
-		if c == nil {
-			continue
-		}
-		if c.Status == status {
-			return s, nil
-		}
-		ni := in.clone()
-		ni.check(checkID).Status = status
-		ni.ModifyIndex = index
-		ns := s.clone(index)
-		ns.putInstance(index, ni)
-		return ns, nil
+	in := s.CheckOwner(node, checkID)
+	if in == nil {
+		return nil, fmt.Errorf("%w: check %q on node %q", ErrNotFound, checkID, node)
 	}
-	return nil, fmt.Errorf("%w: check %q on node %q", ErrNotFound, checkID, node)
+	if in.check(checkID).Status == status {
+		return s, nil
+	}
+	ni := in.clone()
+	ni.check(checkID).Status = status
+	ni.ModifyIndex = index
+	ns := s.clone(index)
+	ns.putInstance(index, ni)
+	return ns, nil
 }
 
 func (s *State) setNodeHealth(index uint64, name, status string) *State {

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"maps"
 	"reflect"
 
 	mesh "github.com/meshgit/mesh"
@@ -73,12 +74,33 @@ func (c *change) endpointsOnly(name string) bool {
 	return v
 }
 
+// healthOnly reports whether service changed in its endpoints' health and weights only: the
+// same endpoints (address, port, datacenter, meta) in the same order.
+func (c *change) healthOnly(name string) bool {
+	if !c.endpointsOnly(name) {
+		return false
+	}
+	a, b := c.prev.Services[name].Endpoints, c.next.Services[name].Endpoints
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		x.Health, x.Weight, y.Health, y.Weight = "", 0, "", 0
+		if x.Address != y.Address || x.Port != y.Port || x.Datacenter != y.Datacenter || !maps.Equal(x.Meta, y.Meta) {
+			return false
+		}
+	}
+	return true
+}
+
 // edsOnly reports whether, for a proxy of service whose deps (from prev) are d, the change
 // alters at most its EDS: its own service, its chains and the intentions are unchanged, and
 // the services of its targets that changed changed only in their endpoints. Listeners and
-// clusters read a proxy's own service's endpoints, never its targets'.
+// clusters read a proxy's own service's endpoints (addresses and ports, never health), never
+// its targets'; so its own service may have changed in its endpoints' health only.
 func (c *change) edsOnly(service string, d *deps) bool {
-	if d == nil || c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) {
+	if d == nil || c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) && !c.healthOnly(service) {
 		return false
 	}
 	for _, ch := range d.chains {

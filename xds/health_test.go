@@ -98,7 +98,15 @@ func TestEDSOnlyRenderMatchesFull(t *testing.T) {
 			t.Fatalf("%s: a change of api's endpoints is not EDS-only for web", shape)
 		}
 		if ch.edsOnly("api", dependencies(base, "api")) {
-			t.Fatalf("%s: a change of api's own endpoints is EDS-only for api's proxies (their listeners read them)", shape)
+			t.Fatalf("%s: a new endpoint of api is EDS-only for api's own proxies (their listeners read them)", shape)
+		}
+		healthOnly := maps.Clone(base.Services)
+		h := *healthOnly["api"]
+		h.Endpoints = slices.Clone(h.Endpoints)
+		h.Endpoints[1].Health = mesh.HealthCritical
+		healthOnly["api"] = &h
+		if !diff(base, base.WithServices(healthOnly)).edsOnly("api", dependencies(base, "api")) {
+			t.Fatalf("%s: a change of api's endpoints' health alone is not EDS-only for api's own proxies", shape)
 		}
 		eds, ok, err := srv.renderEDS(next, nil, p, old)
 		if err != nil || !ok {
