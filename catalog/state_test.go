@@ -118,7 +118,7 @@ func TestCheckIDsUniqueOnNode(t *testing.T) {
 	if _, err := s.Apply(2, reg("n1", "api-2", "api", ttl("c1", StatusPassing))); !errors.Is(err, ErrBadCommand) {
 		t.Fatalf("a reused check ID: %v", err)
 	}
-	s = mustApply(t, s, 2, reg("n2", "api-2", "api", ttl("c1", StatusPassing))) // another node: fine
+	s = mustApply(t, s, 2, reg("n2", "api-2", "api", ttl("c1", StatusPassing)))  // another node: fine
 	s = mustApply(t, s, 3, reg("n1", "api-1", "api", ttl("c1", StatusCritical))) // the same instance: fine
 	if s.CheckOwner("n1", "c1").ID != "api-1" || s.CheckOwner("n2", "c1").ID != "api-2" {
 		t.Fatal("check owners")
