@@ -224,3 +224,52 @@ intentions: api: web: action: "allow"
 		return in != nil && in.Status(s.Catalog().Node(s.NodeID())) == "passing" && staticHealth() == "passing"
 	})
 }
+
+// TestHealthFailover: api's resolver fails over from dc1 to dc2. Its dc1 instance comes from
+// the catalog, its dc2 endpoint from Git. While the dc1 instance passes, it takes every RPC;
+// when it turns critical, the target has no healthy instance and the failover target takes
+// over; when it passes again, traffic comes back.
+func TestHealthFailover(t *testing.T) {
+	local, remote := startBackend(t, "dc1"), startBackend(t, "dc2")
+	repo := newTestRepo(t)
+	files := map[string]string{
+		"mesh/mesh.cue": strings.Replace(healthMesh["mesh/mesh.cue"], `datacenters:      ["dc1"]`, `datacenters:      ["dc1", "dc2"]`, 1),
+		"mesh/services.cue": fmt.Sprintf(`package mesh
+
+services: web: {protocol: "grpc", port: 8000, upstreams: api: localPort: 9191}
+services: api: {protocol: "grpc", port: 9090, endpoints: [{address: "127.0.0.1", port: %d, datacenter: "dc2"}]}
+resolvers: api: failover: "*": datacenters: ["dc2"]
+intentions: api: web: action: "allow"
+`, remote.port()),
+	}
+	repo.commit(files, "v0", false)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	_, xdsAddr := attachXDS(t, &cfg)
+	s := startServer(t, cfg)
+	waitFor(t, 10*time.Second, "a served snapshot", func() bool { return s.Served() != nil && s.IsLeader() })
+	c := consulClient(t, s.HTTPAddr(), testToken)
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "api-1", Name: "api", Address: "127.0.0.1", Port: local.port(),
+		Check: &consul.AgentServiceCheck{CheckID: "ttl", TTL: "1h", Status: consul.HealthPassing}}); err != nil {
+		t.Fatal(err)
+	}
+	cc := dialXDS(t, xdsAddr, "web-1")
+	only := func(want string) func() bool {
+		return func() bool {
+			for range 10 {
+				if got := callAPI(cc); got != want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 20*time.Second, "every RPC to the dc1 instance", only("dc1"))
+	if err := c.Agent().FailTTL("ttl", "down"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "failover: every RPC to dc2", only("dc2"))
+	if err := c.Agent().PassTTL("ttl", "up"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "every RPC back to dc1", only("dc1"))
+}
