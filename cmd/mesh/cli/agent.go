@@ -34,13 +34,15 @@ change to the servers and syncs all of it every --sync-interval. The servers mar
 instances critical when it stops syncing for 3 intervals. An instance registered without a check
 gets its service's healthCheck from Git.
 
-With --service and --dir it also makes the service's private key in DIR (key.pem, mode 0600; it
+With --service and --dir it makes the service's private key in DIR (key.pem, mode 0600; it
 never leaves the machine), sends a certificate request to the mesh server with the token of
 --token-file, and writes cert.pem (the leaf and its chain) and ca.pem (the trust bundle)
 atomically, for gRPC's file_watcher certificate provider (the "mesh" instance of mesh grpc
 bootstrap). It renews each leaf at a random point between 60% and 90% of its life, retries
 transient errors with backoff, and stops on SIGINT or SIGTERM, or with an error if the server
-refuses the token. With --once it writes the files once and exits (an init container).`,
+refuses the token. With --once it writes the files once and exits (an init container). With
+--service and --dir the agent endpoints are served only when --listen or --config-dir is given,
+so that several certificate agents can share a host.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (service == "") != (dir == "") || once && service == "" {
@@ -106,12 +108,17 @@ refuses the token. With --once it writes the files once and exits (an init conta
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s, valid until %s\n", l.SPIFFEID, l.NotAfter.Format("2006-01-02T15:04:05Z07:00"))
 				return nil
 			}
-			return explain.explain(runCatalogAgent(ctx, co, serverURL(addr, caFile), hc, tok, log, func(ctx context.Context) error {
+			renew := func(ctx context.Context) error {
 				if err := a.Run(ctx); err != nil {
 					return fmt.Errorf("agent: %w", err)
 				}
 				return nil
-			}))
+			}
+			if !cmd.Flags().Changed("listen") && co.configDir == "" {
+				// Certificates only, as before the catalog: several such agents share a host.
+				return explain.explain(renew(ctx))
+			}
+			return explain.explain(runCatalogAgent(ctx, co, serverURL(addr, caFile), hc, tok, log, renew))
 		},
 	}
 	f := cmd.Flags()
