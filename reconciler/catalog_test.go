@@ -253,3 +253,34 @@ func TestTTLExpires(t *testing.T) {
 		t.Fatalf("output %q", checks["service:api-1"].Output)
 	}
 }
+
+// TestCatalogServedFromDisk: a restarted server serves the catalog's instances it served, with
+// their health, as soon as it is open: before Raft has replayed anything.
+func TestCatalogServedFromDisk(t *testing.T) {
+	repo := newTestRepo(t)
+	repo.commit(healthMesh, "v0", false)
+	dir := t.TempDir()
+	cfg := testConfig(t, repo.bare, nodeOpts{dir: dir})
+	x, _ := attachXDS(t, &cfg)
+	s := startServer(t, cfg)
+	waitFor(t, 10*time.Second, "a served snapshot", func() bool { return s.Served() != nil && s.IsLeader() })
+	c := consulClient(t, s.HTTPAddr(), testToken)
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "api-1", Name: "api", Address: "127.0.0.1", Port: 9001,
+		Check: &consul.AgentServiceCheck{TTL: "1h", Status: consul.HealthWarning}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the instance in xDS", func() bool {
+		snap := x.Snapshot()
+		return snap != nil && len(snap.Services["api"].Endpoints) == 1
+	})
+	time.Sleep(1500 * time.Millisecond) // the catalog cache is written at most once a second
+	s.Close(context.Background())
+
+	cfg2 := testConfig(t, repo.bare, nodeOpts{dir: dir})
+	x2, _ := attachXDS(t, &cfg2)
+	startServer(t, cfg2)
+	snap := x2.Snapshot()
+	if snap == nil || len(snap.Services["api"].Endpoints) != 1 || snap.Services["api"].Endpoints[0].Health != "warning" {
+		t.Fatalf("right after the restart xDS serves api's endpoints %+v, want the warning instance", snap.Services["api"])
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/gob"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -29,9 +30,65 @@ type publisher struct {
 	cacheIndex uint64 // the Raft index of the snapshot loaded from disk; older FSM states are not published
 	lastErr    error
 	waiters    []chan struct{}
+	catSave    chan struct{} // capacity 1: the published catalog changed, save it
 }
 
-func (p *publisher) init(s *Server) { p.s = s }
+func (p *publisher) init(s *Server) { p.s, p.catSave = s, make(chan struct{}, 1) }
+
+// The catalog published with the snapshot is kept too (JSON, saved at most once a second), so
+// that a restarted server serves the instances it served, not only Git's endpoints, before
+// Raft has caught up.
+func (p *publisher) catalogFile() string { return filepath.Join(p.s.cfg.DataDir, "catalog.json.gz") }
+
+func (p *publisher) loadCatalog() *catalog.State {
+	b, err := os.ReadFile(p.catalogFile())
+	if err != nil {
+		if !os.IsNotExist(err) {
+			p.s.log.Warn("read catalog cache", "err", err)
+		}
+		return nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	var st catalog.State
+	if err == nil {
+		err = json.NewDecoder(io.LimitReader(zr, maxSnapshotJSON)).Decode(&st)
+	}
+	if err != nil {
+		p.s.log.Warn("catalog cache unusable, waiting for raft", "err", err)
+		return nil
+	}
+	return &st
+}
+
+// saveCatalogs saves the published catalog when it changes, at most once a second, until ctx
+// ends.
+func (p *publisher) saveCatalogs(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.catSave:
+		}
+		p.mu.Lock()
+		cat := p.catalog
+		p.mu.Unlock()
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		err := json.NewEncoder(zw).Encode(cat)
+		if err == nil {
+			err = zw.Close()
+		}
+		if err == nil {
+			err = writeFileAtomic(p.catalogFile(), buf.Bytes())
+		}
+		if err != nil {
+			p.s.log.Warn("save catalog cache", "err", err)
+		}
+		if !sleepCtx(ctx, time.Second) {
+			return
+		}
+	}
+}
 
 // The cache is private to this server, so it uses gob, which decodes a 10k-service snapshot
 // about twice as fast as its JSON; the decoded content is still checked against its version.
@@ -60,7 +117,7 @@ func (p *publisher) loadCache() {
 		return
 	}
 	p.cacheIndex = c.Index
-	p.publish(c.Snapshot, nil, false)
+	p.publish(c.Snapshot, p.loadCatalog(), false)
 	p.s.log.Info("serving the last snapshot from disk", "version", c.Snapshot.Version, "commit", shortSHA(c.Snapshot.Commit))
 }
 
@@ -88,6 +145,9 @@ func readCache(b []byte) (*servedCache, error) {
 
 // run publishes every change of the FSM's served snapshot until ctx ends.
 func (p *publisher) run(ctx context.Context) {
+	saved := make(chan struct{})
+	go func() { defer close(saved); p.saveCatalogs(ctx) }()
+	defer func() { <-saved }()
 	for {
 		p.check()
 		select {
@@ -133,6 +193,12 @@ func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM boo
 		p.s.metrics.publishErrors.Inc()
 		p.s.log.Error("publish snapshot", "version", snap.Version, "err", err)
 		return false
+	}
+	if cat != nil && cat != p.catalog {
+		select {
+		case p.catSave <- struct{}{}:
+		default:
+		}
 	}
 	p.served, p.servedAt, p.catalog = snap, time.Now(), cat
 	p.s.metrics.setServed(snap)
