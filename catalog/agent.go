@@ -380,7 +380,7 @@ func (ls *localService) stop() {
 
 // runCheck probes c every Interval and applies Consul's thresholds: SuccessBeforePassing
 // consecutive successes to turn passing, FailuresBeforeCritical consecutive failures to turn
-// critical.
+// critical (FailuresBeforeWarning, if set, to turn warning before that).
 func (a *Agent) runCheck(ctx context.Context, ls *localService, c Check) {
 	successes, failures := 0, 0
 	t := time.NewTimer(0)
@@ -397,9 +397,12 @@ func (a *Agent) runCheck(ctx context.Context, ls *localService, c Check) {
 		}
 		if status == StatusCritical {
 			successes, failures = 0, failures+1
-			if failures >= c.FailuresBeforeCritical {
+			switch {
+			case failures >= c.FailuresBeforeCritical:
 				a.setStatus(ctx, ls, c.ID, status, output)
-			} else {
+			case c.FailuresBeforeWarning > 0 && failures >= c.FailuresBeforeWarning:
+				a.setStatus(ctx, ls, c.ID, StatusWarning, output)
+			default:
 				a.setOutput(ls, c.ID, output)
 			}
 		} else {

@@ -125,6 +125,7 @@ type CheckDefinition struct {
 
 	SuccessBeforePassing           int           `json:",omitempty"`
 	FailuresBeforeCritical         int           `json:",omitempty"`
+	FailuresBeforeWarning          int           `json:",omitempty"`
 	DeregisterCriticalServiceAfter time.Duration `json:",omitempty"`
 }
 

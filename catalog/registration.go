@@ -335,7 +335,7 @@ func (cr *CheckRegistration) check(field string) (*Check, error) {
 	if cr.FailuresBeforeWarning < 0 || cr.FailuresBeforeWarning > 100 {
 		return nil, badField(field+".FailuresBeforeWarning", "%d is not between 0 and 100", cr.FailuresBeforeWarning)
 	}
-	c.SuccessBeforePassing, c.FailuresBeforeCritical = cr.SuccessBeforePassing, cr.FailuresBeforeCritical
+	c.SuccessBeforePassing, c.FailuresBeforeCritical, c.FailuresBeforeWarning = cr.SuccessBeforePassing, cr.FailuresBeforeCritical, cr.FailuresBeforeWarning
 	if cr.Status != "" {
 		if !validStatus(cr.Status) {
 			return nil, badField(field+".Status", "%q: want passing, warning or critical", cr.Status)
