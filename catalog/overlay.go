@@ -3,6 +3,7 @@ package catalog
 import (
 	"maps"
 	"strings"
+	"sync"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -10,11 +11,30 @@ import (
 // Overlay returns snap with the catalog's instances of every declared service appended to its
 // endpoints (after the static ones from Git), each with its health and weight, in the mesh's
 // datacenter, its meta used for subsets; Git's endpoints take the status of the servers' checks
-// of them (StaticHealth; none yet: routed to, as before checks existed). Services the catalog has nothing for keep their
-// definition (the same pointer), so that xds re-renders only the proxies that depend on a
-// service whose instances or health changed. Undeclared services are left out: nobody routes
-// to them. With no instances at all, snap itself is returned.
+// of them (StaticHealth; none yet: routed to, as before checks existed). Undeclared services
+// are left out: nobody routes to them. With no instances at all, snap itself is returned.
 func Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
+	return new(Overlayer).Overlay(snap, st)
+}
+
+// Overlayer computes Overlay from one catalog to the next, keeping the overlaid definition of
+// every service whose Git definition, instances and Git endpoints' health did not change: the
+// same pointer, so that xds finds it unchanged at once and re-renders only the proxies that
+// depend on a service that did change. Safe for concurrent use.
+type Overlayer struct {
+	mu    sync.Mutex
+	cache map[string]overlaid
+}
+
+type overlaid struct {
+	base   *mesh.Service
+	entry  *serviceEntry
+	static string // the Git endpoints' health, in order
+	out    *mesh.Service
+}
+
+// Overlay is the package's Overlay, reusing what did not change since the previous call.
+func (o *Overlayer) Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
 	if snap == nil || st == nil || len(st.services) == 0 && len(st.static) == 0 {
 		return snap
 	}
@@ -26,6 +46,9 @@ func Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
 		name, _, _ := strings.Cut(key, "|")
 		names[name] = true
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	next := make(map[string]overlaid, len(names))
 	var services map[string]*mesh.Service
 	for name := range names {
 		svc := snap.Services[name]
@@ -35,22 +58,40 @@ func Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
 		if services == nil {
 			services = maps.Clone(snap.Services)
 		}
-		ns := *svc
-		ns.Endpoints = append(make([]mesh.Endpoint, 0, len(svc.Endpoints)+len(st.services[name].instancesOrNil())), svc.Endpoints...)
-		for i, ep := range ns.Endpoints {
-			if h := st.static[StaticKey(name, ep.Address, ep.Port)]; h != "" {
-				ns.Endpoints[i].Health = h
+		e := st.services[name]
+		var static strings.Builder
+		if len(st.static) > 0 {
+			for _, ep := range svc.Endpoints {
+				static.WriteString(st.static[StaticKey(name, ep.Address, ep.Port)])
+				static.WriteByte(',')
 			}
 		}
-		for _, in := range st.Instances(name) {
-			ns.Endpoints = append(ns.Endpoints, endpoint(in, st.Node(in.Node), snap.Mesh.Datacenter))
+		if c, ok := o.cache[name]; ok && c.base == svc && c.entry == e && c.static == static.String() {
+			next[name], services[name] = c, c.out
+			continue
 		}
-		services[name] = &ns
+		out := overlayService(name, svc, e, st, snap.Mesh.Datacenter)
+		next[name], services[name] = overlaid{base: svc, entry: e, static: static.String(), out: out}, out
 	}
+	o.cache = next
 	if services == nil {
 		return snap
 	}
 	return snap.WithServices(services)
+}
+
+func overlayService(name string, svc *mesh.Service, e *serviceEntry, st *State, dc string) *mesh.Service {
+	ns := *svc
+	ns.Endpoints = append(make([]mesh.Endpoint, 0, len(svc.Endpoints)+len(e.instancesOrNil())), svc.Endpoints...)
+	for i, ep := range ns.Endpoints {
+		if h := st.static[StaticKey(name, ep.Address, ep.Port)]; h != "" {
+			ns.Endpoints[i].Health = h
+		}
+	}
+	for _, in := range st.Instances(name) {
+		ns.Endpoints = append(ns.Endpoints, endpoint(in, st.Node(in.Node), dc))
+	}
+	return &ns
 }
 
 func endpoint(in *Instance, node *Node, dc string) mesh.Endpoint {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ import (
 	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/internal/meshgen"
 )
+
+var healthCheckLine = regexp.MustCompile(`(?m)^\s*healthCheck: \{[^}]*\}\n`)
 
 // edsStream is one Envoy-shaped ADS stream subscribed to CDS and EDS, ACKing everything, and
 // recording which services its EDS names and when it last ACKed an EDS response.
@@ -103,7 +106,9 @@ func setupCatalogBench(b *testing.B, services, perService, streams int) *catalog
 	repo := newTestRepo(b)
 	m := map[string]string{}
 	for _, f := range files {
-		m["mesh/"+f.Name] = string(f.Data)
+		// Without Git health checks: the leader would probe the generated endpoints (addresses
+		// nobody serves), and their first results would land among the measured flips.
+		m["mesh/"+f.Name] = healthCheckLine.ReplaceAllString(string(f.Data), "")
 	}
 	repo.commit(m, "bench", false)
 	cfg := testConfig(b, repo.bare, nodeOpts{})
@@ -120,17 +125,30 @@ func setupCatalogBench(b *testing.B, services, perService, streams int) *catalog
 	start := time.Now()
 	ctx := context.Background()
 	node := &catalog.Node{Name: "bench-node", Address: "127.0.0.1", SyncInterval: time.Hour}
+	work := make(chan *catalog.Instance)
+	var wg sync.WaitGroup
+	for range 16 { // concurrent writes share Raft's disk writes
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for in := range work {
+				if err := s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpRegister, Node: node, Instance: in}); err != nil {
+					b.Error(err)
+				}
+			}
+		}()
+	}
 	for i, name := range cb.names {
 		for j := range perService {
 			in := &catalog.Instance{Node: node.Name, ID: fmt.Sprintf("%s-%d", name, j), Service: name, Address: fmt.Sprintf("127.1.%d.%d", i/250, j+1),
 				Port: 20000 + i%250, Weights: catalog.Weights{Passing: 1, Warning: 1}, Meta: map[string]string{"version": "v1"},
 				Checks: []catalog.Check{{ID: fmt.Sprintf("ttl:%s-%d", name, j), Name: "ttl", Type: catalog.CheckTTL, Status: catalog.StatusPassing,
 					CheckDefinition: catalog.CheckDefinition{TTL: time.Hour}}}}
-			if err := s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpRegister, Node: node, Instance: in}); err != nil {
-				b.Fatal(err)
-			}
+			work <- in
 		}
 	}
+	close(work)
+	wg.Wait()
 	b.Logf("%s; %d instances registered through Raft in %v", stats, len(cb.names)*perService, time.Since(start).Round(time.Millisecond))
 
 	conns := make([]*grpc.ClientConn, 8)

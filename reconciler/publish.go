@@ -31,6 +31,7 @@ type publisher struct {
 	lastErr    error
 	waiters    []chan struct{}
 	catSave    chan struct{} // capacity 1: the published catalog changed, save it
+	overlayer  catalog.Overlayer
 }
 
 func (p *publisher) init(s *Server) { p.s, p.catSave = s, make(chan struct{}, 1) }
@@ -184,7 +185,7 @@ func (p *publisher) check() {
 func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM bool) bool {
 	var err error
 	if pub := p.s.cfg.Publisher; pub != nil {
-		err = pub.SetSnapshot(overlay(snap, cat))
+		err = pub.SetSnapshot(p.overlayer.Overlay(snap, cat))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
