@@ -91,6 +91,7 @@ func (e *edsStream) acks() (int, time.Time) {
 
 type catalogBench struct {
 	s       *Server
+	nodeOf  map[string]string // check ID → node
 	streams []*edsStream
 	names   []string // services
 }
@@ -124,7 +125,12 @@ func setupCatalogBench(b *testing.B, services, perService, streams int) *catalog
 	slices.Sort(cb.names)
 	start := time.Now()
 	ctx := context.Background()
-	node := &catalog.Node{Name: "bench-node", Address: "127.0.0.1", SyncInterval: time.Hour}
+	// 100 nodes (hosts with their agents), the instances spread over them.
+	nodes := make([]*catalog.Node, 100)
+	for k := range nodes {
+		nodes[k] = &catalog.Node{Name: fmt.Sprintf("host-%d", k), Address: "127.0.0.1", SyncInterval: time.Hour}
+	}
+	cb.nodeOf = map[string]string{}
 	work := make(chan *catalog.Instance)
 	var wg sync.WaitGroup
 	for range 16 { // concurrent writes share Raft's disk writes
@@ -132,6 +138,7 @@ func setupCatalogBench(b *testing.B, services, perService, streams int) *catalog
 		go func() {
 			defer wg.Done()
 			for in := range work {
+				node := nodes[nodeIndex(in.Node)]
 				if err := s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpRegister, Node: node, Instance: in}); err != nil {
 					b.Error(err)
 				}
@@ -140,6 +147,8 @@ func setupCatalogBench(b *testing.B, services, perService, streams int) *catalog
 	}
 	for i, name := range cb.names {
 		for j := range perService {
+			node := nodes[(i*perService+j)%len(nodes)]
+			cb.nodeOf[fmt.Sprintf("ttl:%s-%d", name, j)] = node.Name
 			in := &catalog.Instance{Node: node.Name, ID: fmt.Sprintf("%s-%d", name, j), Service: name, Address: fmt.Sprintf("127.1.%d.%d", i/250, j+1),
 				Port: 20000 + i%250, Weights: catalog.Weights{Passing: 1, Warning: 1}, Meta: map[string]string{"version": "v1"},
 				Checks: []catalog.Check{{ID: fmt.Sprintf("ttl:%s-%d", name, j), Name: "ttl", Type: catalog.CheckTTL, Status: catalog.StatusPassing,
@@ -220,7 +229,7 @@ func benchHealthFlip(b *testing.B, n int) {
 		status := catalog.StatusCritical
 		b.StartTimer()
 		start := time.Now()
-		if err := cb.s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpCheck, NodeName: "bench-node", ID: "ttl:" + name + "-0", Status: status}); err != nil {
+		if err := cb.s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpCheck, NodeName: cb.nodeOf["ttl:"+name+"-0"], ID: "ttl:" + name + "-0", Status: status}); err != nil {
 			b.Fatal(err)
 		}
 		var last time.Time
@@ -254,7 +263,7 @@ func benchHealthFlip(b *testing.B, n int) {
 		}
 		affectedTotal += len(affected)
 		// Restore it, so that the next pick starts from passing everywhere.
-		cb.s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpCheck, NodeName: "bench-node", ID: "ttl:" + name + "-0", Status: catalog.StatusPassing})
+		cb.s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpCheck, NodeName: cb.nodeOf["ttl:"+name+"-0"], ID: "ttl:" + name + "-0", Status: catalog.StatusPassing})
 		waitFor(b, 30*time.Second, "the restore", func() bool {
 			for _, e := range affected {
 				if n, _ := e.acks(); n < before[e]+2 {
@@ -269,6 +278,13 @@ func benchHealthFlip(b *testing.B, n int) {
 	reportLatency(b, lat)
 	b.ReportMetric(float64(affectedTotal)/float64(b.N), "callers/flip")
 	b.ReportMetric(float64(unaffectedPushes), "pushes-to-others")
+}
+
+// nodeIndex is k of "host-k".
+func nodeIndex(name string) int {
+	var k int
+	fmt.Sscanf(name, "host-%d", &k)
+	return k
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
@@ -323,7 +339,7 @@ func benchChurn(b *testing.B, n int) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if cb.s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpCheck, NodeName: "bench-node", ID: id, Status: status}) == nil {
+					if cb.s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpCheck, NodeName: cb.nodeOf[id], ID: id, Status: status}) == nil {
 						writes.Add(1)
 					}
 				}()
