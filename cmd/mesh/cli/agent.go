@@ -55,26 +55,10 @@ so that several certificate agents can share a host.`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("agent: --log-level: %v", err)}
 			}
-			// explain says where the token came from on a 401, and what to do when no server answers.
-			explain := apiFlags{url: serverURL(addr, caFile), tokenFrom: "$" + envToken}
-			tok := os.Getenv(envToken)
-			if tok == "" {
-				tok, explain.tokenFrom = os.Getenv(envTokenOld), "$"+envTokenOld
-			}
-			if tokenFile == "" && tok == "" {
-				tokenFile = os.Getenv(envTokenFile)
-				explain.tokenFrom = "$" + envTokenFile + " (" + tokenFile + ")"
-			} else if tokenFile != "" {
-				explain.tokenFrom = "--token-file " + tokenFile
-			}
-			if tokenFile != "" {
-				var err error
-				if tok, err = readToken(tokenFile); err != nil {
-					return err
-				}
-			}
-			if tok == "" {
-				return usageError{errors.New("agent: --token-file (or $MESH_HTTP_TOKEN) is required")}
+			explain := apiFlags{url: serverURL(addr, caFile)}
+			tok, err := agentToken(tokenFile, &explain)
+			if err != nil {
+				return err
 			}
 			hc, err := apiHTTPClient(caFile)
 			if err != nil {
@@ -132,4 +116,30 @@ so that several certificate agents can share a host.`,
 	co.addFlags(f)
 	f.BoolVar(&envoy, "envoy", false, "the agent runs beside an Envoy sidecar: also write the SDS files Envoy's xDS connection reads (mesh envoy bootstrap --xds-tls)")
 	return cmd
+}
+
+// agentToken finds the agent's token: --token-file, $MESH_HTTP_TOKEN (or the older $MESH_TOKEN),
+// else the file of $MESH_HTTP_TOKEN_FILE; explain records where it came from, to say so on a 401.
+func agentToken(tokenFile string, explain *apiFlags) (string, error) {
+	explain.tokenFrom = "$" + envToken
+	tok := os.Getenv(envToken)
+	if tok == "" {
+		tok, explain.tokenFrom = os.Getenv(envTokenOld), "$"+envTokenOld
+	}
+	if tokenFile == "" && tok == "" {
+		tokenFile = os.Getenv(envTokenFile)
+		explain.tokenFrom = "$" + envTokenFile + " (" + tokenFile + ")"
+	} else if tokenFile != "" {
+		explain.tokenFrom = "--token-file " + tokenFile
+	}
+	if tokenFile != "" {
+		var err error
+		if tok, err = readToken(tokenFile); err != nil {
+			return "", err
+		}
+	}
+	if tok == "" {
+		return "", usageError{errors.New("agent: --token-file (or $MESH_HTTP_TOKEN) is required")}
+	}
+	return tok, nil
 }
