@@ -2,13 +2,10 @@
 "use strict";
 (function () {
   var m = mesh, el = m.el;
-  var TYPES = { CDS: "Cluster", LDS: "Listener", EDS: "ClusterLoadAssignment", RDS: "RouteConfiguration", SDS: "Secret" };
+  var TYPES = { CDS: "clusters", LDS: "listeners", EDS: "endpoints", RDS: "routes", SDS: "secrets" };
 
   function typeCell(p, short) {
-    var st = null;
-    for (var url in p.types || {}) {
-      if (url.slice(url.lastIndexOf(".") + 1) === TYPES[short]) { st = p.types[url]; }
-    }
+    var st = (p.types || {})[TYPES[short]];
     if (!st) { return el("td", { class: "muted", text: "—" }); }
     var kids = [m.syncBadge(st.state)];
     if (st.acked) { kids.push(el("br", {})); kids.push(el("code", { class: "small", text: st.acked })); }

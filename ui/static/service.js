@@ -70,7 +70,7 @@
   function proxies(view) {
     var tb = m.clear(document.getElementById("svc-proxies"));
     (view.proxies || []).filter(function (p) { return p.service === name; }).forEach(function (p) {
-      var types = Object.keys(p.types || {}).sort().map(function (u) { return u.slice(u.lastIndexOf(".") + 1) + " " + p.types[u].state; }).join(", ");
+      var types = Object.keys(p.types || {}).sort().map(function (u) { return u + " " + p.types[u].state; }).join(", ");
       tb.appendChild(el("tr", {}, [el("td", {}, [el("code", { text: p.nodeId })]), el("td", {}, [m.syncBadge(p.sync)]),
         el("td", { text: types + (p.lastNack ? "; NACK: " + p.lastNack.error : "") })]));
     });
