@@ -31,7 +31,21 @@ type Node struct {
 type Edge struct {
 	Source string `json:"source"`
 	Target string `json:"target"`
+	// Reach is what the edge is drawn as: "allow" or "deny" when the deciding intention (or the
+	// default) decides alone, "l7" when its permissions allow some requests and not others, and
+	// "deny" when they allow none (mesh.AllowsSome, which asks Authorize).
+	Reach string `json:"reach"`
 	Verdict
+}
+
+func reach(s *mesh.Snapshot, src, dst string, v Verdict) string {
+	if !v.L7 {
+		return string(v.Verdict)
+	}
+	if d := mesh.AllowsSome(s, src, dst, 0); !d.Differs && d.Undecided == "" {
+		return string(mesh.Deny)
+	}
+	return "l7"
 }
 
 func (u *ui) handleTopology(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +66,8 @@ func topology(s *mesh.Snapshot) *Topology {
 			if s.Services[up.Service] == nil {
 				continue
 			}
-			t.Edges = append(t.Edges, Edge{Source: name, Target: up.Service, Verdict: verdict(s, name, up.Service)})
+			v := verdict(s, name, up.Service)
+			t.Edges = append(t.Edges, Edge{Source: name, Target: up.Service, Reach: reach(s, name, up.Service, v), Verdict: v})
 		}
 	}
 	return t

@@ -6,8 +6,8 @@
   var m = mesh, el = m.el;
   var data = null, cy = null;
 
-  function edgeClass(e) { return e.verdict === "deny" ? "deny" : (e.l7 ? "l7" : "allow"); }
-  function edgeLabel(e) { return e.verdict === "deny" ? "DENIED" : (e.l7 ? "L7" : "allow"); }
+  function edgeClass(e) { return e.reach; }
+  function edgeLabel(e) { return { deny: "DENIED", l7: "L7", allow: "allow" }[e.reach]; }
 
   function filters() {
     return {
@@ -25,7 +25,7 @@
     var keep = {};
     nodes.forEach(function (n) { keep[n.id] = true; });
     var edges = data.edges.filter(function (e) {
-      return keep[e.source] && keep[e.target] && (!f.denied || e.verdict === "deny");
+      return keep[e.source] && keep[e.target] && (!f.denied || e.reach === "deny");
     });
     if (f.svc) {
       var near = {};
@@ -52,21 +52,21 @@
       elements: els,
       wheelSensitivity: 0.3,
       style: [
-        { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "font-size": 10, "text-valign": "bottom",
-          "background-color": "#4a6fa5", shape: "round-rectangle", width: 18, height: 18 } },
+        { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "font-size": 12, "text-valign": "bottom",
+          "background-color": "#4a6fa5", shape: "round-rectangle", width: 18, height: 18, "text-background-color": "#fff", "text-background-opacity": 0.85 } },
         { selector: "edge", style: { width: 1.5, "curve-style": "bezier", "target-arrow-shape": "triangle",
-          label: big ? "" : "data(label)", "font-size": 9, "text-background-color": "#fff", "text-background-opacity": 1 } },
+          label: big ? "" : "data(label)", "font-size": 10, "text-background-color": "#fff", "text-background-opacity": 1 } },
         { selector: "edge.allow", style: { "line-color": "#2e7d32", "target-arrow-color": "#2e7d32", "line-style": "solid" } },
         { selector: "edge.l7", style: { "line-color": "#b26a00", "target-arrow-color": "#b26a00", "line-style": "dashed" } },
         { selector: "edge.deny", style: { "line-color": "#c62828", "target-arrow-color": "#c62828", width: 4,
           "line-style": "solid", "target-arrow-shape": "tee", "font-weight": "bold" } }
       ],
-      layout: big ? { name: "grid", avoidOverlap: true } : { name: "breadthfirst", directed: true, spacingFactor: 1.2, animate: false }
+      layout: big ? { name: "grid", avoidOverlap: true } : { name: "cose", animate: false, randomize: false, nodeRepulsion: function () { return 400000; }, idealEdgeLength: function () { return 120; }, padding: 30 }
     });
     cy.on("tap", "node", function (ev) { location.href = "/ui/services/" + encodeURIComponent(ev.target.id()); });
     window.meshLayoutMs = performance.now() - started; // read by the benchmark
     document.getElementById("topo-stats").textContent = v.nodes.length + " services, " + v.edges.length +
-      " declared upstreams (" + v.edges.filter(function (e) { return e.verdict === "deny"; }).length + " denied); laid out in " +
+      " declared upstreams (" + v.edges.filter(function (e) { return e.reach === "deny"; }).length + " denied); laid out in " +
       Math.round(window.meshLayoutMs) + " ms";
     list(v);
   }
@@ -81,7 +81,7 @@
       if (out.length) {
         var sub = el("ul", {});
         out.forEach(function (e) {
-          sub.appendChild(el("li", { class: "edge-" + edgeClass(e) }, ["→ " + e.target + ": ", m.verdictBadge(e),
+          sub.appendChild(el("li", { class: "edge-" + edgeClass(e) }, ["→ " + e.target + ": ", el("b", { text: edgeLabel(e) }), " · intention check: ", m.verdictBadge(e),
             e.position ? " (" + e.position + ")" : ""]));
         });
         li.appendChild(sub);
