@@ -3,6 +3,7 @@ package reconciler
 import (
 	"fmt"
 	"net/http"
+	"sync"
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ui"
@@ -29,6 +30,19 @@ func (s *Server) SnapshotOf(version string) (*mesh.Snapshot, error) {
 // ServedChanged returns a channel closed the next time this server publishes a snapshot.
 func (s *Server) ServedChanged() <-chan struct{} { return s.pub.changed() }
 
+// uiHandler returns the UI. Its event streams end when the HTTP server shuts down (Shutdown waits
+// for active connections, and a stream would otherwise hold it until its deadline).
 func (s *Server) uiHandler(api http.Handler) http.Handler {
-	return ui.Handler(s, ui.Options{Repo: s.cfg.Repo, API: api, Log: s.log.With("component", "ui")})
+	stop := make(chan struct{})
+	h := ui.Handler(s, ui.Options{Repo: s.cfg.Repo, API: api, Stop: stop, Log: s.log.With("component", "ui")})
+	var once sync.Once
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			// s.httpSrv is set before it serves the first request.
+			if s.httpSrv != nil {
+				s.httpSrv.RegisterOnShutdown(func() { close(stop) })
+			}
+		})
+		h.ServeHTTP(w, r)
+	})
 }

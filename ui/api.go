@@ -101,6 +101,8 @@ func (u *ui) handleEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-u.opts.Stop:
+			return
 		case <-ch:
 		case <-keep.C:
 			fmt.Fprint(w, ": keepalive\n\n")

@@ -1,12 +1,14 @@
 package ui_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/review"
@@ -165,5 +167,24 @@ func TestJSONViews(t *testing.T) {
 	resp.Body.Close()
 	if resp.Request.URL.Path != "/ui/" || resp.StatusCode != 200 {
 		t.Errorf("GET /ui ended at %s with %d", resp.Request.URL.Path, resp.StatusCode)
+	}
+
+	// An open event stream sends the served version at once, and does not hold the server's
+	// shutdown.
+	resp, err = http.Get(m.base + "/ui/api/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 256)
+	n, _ := resp.Body.Read(first)
+	if !strings.Contains(string(first[:n]), "event: served") || !strings.Contains(string(first[:n]), snap.Version) {
+		t.Errorf("first event: %q", first[:n])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := m.srv.Shutdown(ctx); err != nil || time.Since(start) > 3*time.Second {
+		t.Errorf("shutdown with an open event stream: %v after %v", err, time.Since(start))
 	}
 }

@@ -48,7 +48,10 @@ type Options struct {
 	// API is the server's HTTP API; the UI asks it (in process) which optional routes exist,
 	// such as the catalog's. Nil: none.
 	API http.Handler
-	Log *slog.Logger
+	// Stop, when closed, ends the event streams (GET /ui/api/events), so that the HTTP server
+	// can shut down without waiting for the browsers to go away.
+	Stop <-chan struct{}
+	Log  *slog.Logger
 }
 
 // ErrUnknownVersion is wrapped by Source.SnapshotOf for a version the server does not keep.
