@@ -77,8 +77,29 @@
     if (!tb.firstChild) { tb.appendChild(el("tr", {}, [el("td", { colspan: 3, class: "muted", text: "no proxy connected" })])); }
   }
 
+  // catalog lists the instances registered in the catalog (when the server has one) with the
+  // worst status of their checks, after the instances declared in Git.
+  function catalog(entries) {
+    var inst = document.getElementById("svc-inst");
+    (entries || []).forEach(function (e) {
+      var worst = "passing";
+      (e.Checks || []).forEach(function (c) {
+        if (c.Status === "critical" || (c.Status === "warning" && worst === "passing")) { worst = c.Status; }
+      });
+      var sym = { passing: "✓", warning: "!", critical: "✗" }[worst] || "?";
+      var svc = e.Service || {};
+      inst.appendChild(el("tr", {}, [el("td", {}, [el("code", { text: (svc.Address || (e.Node || {}).Address || "") + ":" + (svc.Port || "") })]),
+        el("td", { text: (e.Node || {}).Datacenter || "" }), el("td", { text: "catalog: " + sym + " " + worst })]));
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    m.getJSON("/ui/api/snapshots/served/services/" + encodeURIComponent(name)).then(render).catch(m.showError);
+    m.getJSON("/ui/api/snapshots/served/services/" + encodeURIComponent(name)).then(function (v) {
+      render(v);
+      return m.info();
+    }).then(function (i) {
+      if (i.catalog) { return m.getJSON("/v1/health/service/" + encodeURIComponent(name)).then(catalog); }
+    }).catch(m.showError);
     m.getJSON("/v1/proxies").then(proxies).catch(m.showError);
   });
 })();
