@@ -20,6 +20,7 @@ package ui
 
 import (
 	"embed"
+	"encoding/json"
 	"errors"
 	"html/template"
 	"io/fs"
@@ -73,12 +74,42 @@ type ui struct {
 	mu    sync.Mutex
 	cache map[string]*mesh.Snapshot // recently asked versions (decoding a big one is not free)
 	order []string
+	// views holds encoded views of recent snapshots (a snapshot never changes, so neither do
+	// they), by kind, version and commit.
+	views     map[string][]byte
+	viewOrder []string
+}
+
+// view returns the JSON encoding of build(), computed once per kind and snapshot.
+func (u *ui) view(kind string, s *mesh.Snapshot, build func() any) ([]byte, error) {
+	key := kind + "/" + s.Version + "@" + s.Commit
+	u.mu.Lock()
+	b, ok := u.views[key]
+	u.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	b, err := json.Marshal(build())
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, ok := u.views[key]; !ok {
+		u.views[key] = b
+		u.viewOrder = append(u.viewOrder, key)
+		if len(u.viewOrder) > cachedVersions {
+			delete(u.views, u.viewOrder[0])
+			u.viewOrder = u.viewOrder[1:]
+		}
+	}
+	return b, nil
 }
 
 // Handler returns the UI: its pages and static files, and its JSON routes under /ui/api/.
 // Mount it at "/ui/".
 func Handler(src Source, opts Options) http.Handler {
-	u := &ui{src: src, opts: opts, log: opts.Log, cache: map[string]*mesh.Snapshot{}}
+	u := &ui{src: src, opts: opts, log: opts.Log, cache: map[string]*mesh.Snapshot{}, views: map[string][]byte{}}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}

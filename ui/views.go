@@ -53,7 +53,14 @@ func (u *ui) handleTopology(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, topology(s))
+	b, err := u.view("topology", s, func() any { return topology(s) })
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(b)
 }
 
 func topology(s *mesh.Snapshot) *Topology {

@@ -5,6 +5,7 @@
 (function () {
   var m = mesh, el = m.el;
   var data = null, cy = null;
+  var BIG_MESH = 300;
 
   function edgeClass(e) { return e.reach; }
   function edgeLabel(e) { return { deny: "DENIED", l7: "L7", allow: "allow" }[e.reach]; }
@@ -47,21 +48,24 @@
     }));
     if (cy) { cy.destroy(); }
     var big = v.nodes.length > 150;
+    var huge = v.nodes.length > 400;
     cy = cytoscape({
       container: document.getElementById("graph"),
       elements: els,
       wheelSensitivity: 0.3,
+      // Large graphs: straight edges, no redraw while panning, labels only when zoomed in.
+      hideEdgesOnViewport: big, textureOnViewport: big, pixelRatio: big ? 1 : "auto",
       style: [
         { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "font-size": 12, "text-valign": "bottom",
-          "background-color": "#4a6fa5", shape: "round-rectangle", width: 18, height: 18, "text-background-color": "#fff", "text-background-opacity": 0.85 } },
-        { selector: "edge", style: { width: 1.5, "curve-style": "bezier", "target-arrow-shape": "triangle",
+          "background-color": "#4a6fa5", shape: "round-rectangle", width: 18, height: 18, "text-background-color": "#fff", "text-background-opacity": 0.85, "min-zoomed-font-size": big ? 9 : 0 } },
+        { selector: "edge", style: { width: 1.5, "curve-style": huge ? "haystack" : "bezier", "target-arrow-shape": huge ? "none" : "triangle",
           label: big ? "" : "data(label)", "font-size": 10, "text-background-color": "#fff", "text-background-opacity": 1 } },
         { selector: "edge.allow", style: { "line-color": "#2e7d32", "target-arrow-color": "#2e7d32", "line-style": "solid" } },
         { selector: "edge.l7", style: { "line-color": "#b26a00", "target-arrow-color": "#b26a00", "line-style": "dashed" } },
         { selector: "edge.deny", style: { "line-color": "#c62828", "target-arrow-color": "#c62828", width: 4,
-          "line-style": "solid", "target-arrow-shape": "tee", "font-weight": "bold" } }
+          "line-style": "solid", "target-arrow-shape": huge ? "none" : "tee", "font-weight": "bold" } }
       ],
-      layout: big ? { name: "grid", avoidOverlap: true } : { name: "cose", animate: false, randomize: false, nodeRepulsion: function () { return 400000; }, idealEdgeLength: function () { return 120; }, padding: 30 }
+      layout: big ? { name: "grid", avoidOverlap: !huge, animate: false } : { name: "cose", animate: false, randomize: false, nodeRepulsion: function () { return 400000; }, idealEdgeLength: function () { return 120; }, padding: 30 }
     });
     cy.on("tap", "node", function (ev) { location.href = "/ui/services/" + encodeURIComponent(ev.target.id()); });
     window.meshLayoutMs = performance.now() - started; // read by the benchmark
@@ -69,6 +73,7 @@
       " declared upstreams (" + v.edges.filter(function (e) { return e.reach === "deny"; }).length + " denied); laid out in " +
       Math.round(window.meshLayoutMs) + " ms";
     list(v);
+    requestAnimationFrame(function () { window.meshPaintedMs = performance.now(); }); // read by the benchmark
   }
 
   function list(v) {
@@ -100,6 +105,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     m.getJSON("/ui/api/snapshots/served/topology").then(function (t) {
+      window.meshDataMs = performance.now(); // read by the benchmark
       data = t;
       var owners = {}, dcs = {};
       t.nodes.forEach(function (n) {
@@ -108,6 +114,16 @@
       });
       options("f-owner", Object.keys(owners));
       options("f-dc", Object.keys(dcs));
+      var q = new URLSearchParams(location.search);
+      document.getElementById("f-service").value = q.get("service") || "";
+      document.getElementById("f-dc").value = q.get("dc") || "";
+      if (q.has("owner")) {
+        document.getElementById("f-owner").value = q.get("owner");
+      } else if (t.nodes.length > BIG_MESH) {
+        // A whole large mesh is a hairball: start with the first owner's services and say so.
+        document.getElementById("f-owner").selectedIndex = 1;
+        document.getElementById("topo-hint").textContent = t.nodes.length + " services: showing one owner's; choose owner \u201cany\u201d for all.";
+      }
       ["f-owner", "f-dc", "f-denied"].forEach(function (id) { document.getElementById(id).addEventListener("change", draw); });
       var timer = 0;
       document.getElementById("f-service").addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(draw, 200); });
