@@ -64,6 +64,28 @@ func TestBrowser(t *testing.T) {
 	t.Run("pin needs the token", func(t *testing.T) { testPin(t, m, b) })
 	t.Run("diff is mesh review's", func(t *testing.T) { testDiff(t, m, b) })
 	t.Run("screenshots", func(t *testing.T) { testScreenshots(t, m, b) })
+	t.Run("overview shows a failed commit's errors", func(t *testing.T) { testLastError(t, m, b) })
+}
+
+// testLastError pushes a commit that does not compile while the overview is open, and wants its
+// errors, each with file:line:col, on the page (the served version stays).
+func testLastError(t *testing.T, m *meshServer, b *browser) {
+	served := m.srv.Served().Version
+	b.run(t, 20*time.Second, chromedp.Navigate(m.base+"/ui/"), waitJS(pages[0].ready, 15*time.Second))
+	m.commit(t, map[string]string{"teams/broken.cue": "package mesh\n\nservices: web: port: \"eighty\"\n"}, "a broken commit")
+	b.run(t, 20*time.Second, waitJS(`document.querySelectorAll('#error-list li').length >= 1`, 15*time.Second))
+	items := eval[[]string](t, b, `Array.from(document.querySelectorAll('#error-list li')).map(li => li.textContent)`)
+	for _, it := range items {
+		if !strings.Contains(it, "teams/broken.cue:3:22: ") {
+			t.Errorf("error without its position in the broken file: %q", it)
+		}
+	}
+	if got := text(t, b, "#served-version"); got != served {
+		t.Errorf("overview shows %s served after a broken commit, want %s", got, served)
+	}
+	if errs := b.takeErrors(); len(errs) > 0 {
+		t.Errorf("console errors: %q", errs)
+	}
 }
 
 type cell struct {

@@ -89,6 +89,10 @@
     var es = new EventSource("/ui/api/events");
     es.addEventListener("served", function () { live.textContent = "connected"; refresh(); });
     es.onerror = function () { live.textContent = "reconnecting…"; };
-    setInterval(refresh, 5000); // proxy sync and errors change without a new snapshot
+    // A failed commit or a pin changes the status without a new snapshot being served, and
+    // proxies change sync state on their own: poll those (the status often, the cluster-wide
+    // proxy view less).
+    setInterval(function () { m.getJSON("/v1/status").then(renderStatus).catch(m.showError); }, 2000);
+    setInterval(function () { m.getJSON("/v1/proxies").then(renderProxies).catch(m.showError); }, 5000);
   });
 })();
