@@ -62,7 +62,12 @@ const (
 	cmdServer       cmdType = 5 // header serverCmd
 	cmdRemoveServer cmdType = 6 // header serverCmd
 	cmdCA           cmdType = 7 // header ca.Command
+	cmdCluster      cmdType = 8 // header clusterCmd
 )
+
+type clusterCmd struct {
+	ID string `json:"id"`
+}
 
 type snapshotCmd struct {
 	Version string    `json:"version"`
@@ -147,10 +152,12 @@ type state struct {
 	lastCommit string // the last commit applied or recorded as failed
 	servers    map[string]serverMeta
 	ca         *ca.State // the CA: roots, signing key, token hashes (nil until the leader creates it)
+	clusterID  string    // the cluster's identity, set once by its first leader
 
 	head        *mesh.Snapshot // decoded head of history
 	served      *mesh.Snapshot // head, or the pinned snapshot
 	servedIndex uint64         // the Raft index at which served last changed
+	index       uint64         // the Raft index of the last command that changed the state
 }
 
 func (s *state) clone() *state {
@@ -181,6 +188,7 @@ type fsm struct {
 	st      atomic.Pointer[state]
 	keep    int           // history length
 	changed chan struct{} // capacity 1: "the state changed", coalesced
+	applied atomic.Uint64 // the Raft index of the last command applied, refused ones included
 	log     *slog.Logger
 	// local holds the snapshots this server is replicating, by the SHA-256 of their command's
 	// blob: applying such an entry takes the snapshot the blob was encoded from instead of
@@ -211,10 +219,17 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	ns, err := f.apply(f.state(), l.Index, l.Data)
+	defer f.applied.Store(l.Index)
+	old := f.state()
+	ns, err := f.apply(old, l.Index, l.Data)
 	if err != nil {
+		f.set(old) // wakes whoever waits for an index
 		return err
 	}
+	if ns == old {
+		ns = old.clone()
+	}
+	ns.index = l.Index
 	f.set(ns)
 	return nil
 }
@@ -302,6 +317,15 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		if s.ca, err = old.ca.Apply(c); err != nil {
 			return nil, err
 		}
+	case cmdCluster:
+		var c clusterCmd
+		if err := json.Unmarshal(h, &c); err != nil || c.ID == "" {
+			return nil, fmt.Errorf("%w: cluster id: %v", ErrBadCommand, err)
+		}
+		if old.clusterID != "" && old.clusterID != c.ID {
+			return nil, fmt.Errorf("%w: entry for cluster %s in the log of cluster %s", ErrClusterMismatch, c.ID, old.clusterID)
+		}
+		s.clusterID = c.ID
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, t)
 	}
@@ -339,7 +363,9 @@ type persisted struct {
 	LastCommit  string                `json:"lastCommit,omitempty"`
 	Servers     map[string]serverMeta `json:"servers,omitempty"`
 	ServedIndex uint64                `json:"servedIndex"`
+	Index       uint64                `json:"index,omitempty"`
 	CA          *ca.State             `json:"ca,omitempty"`
+	ClusterID   string                `json:"clusterId,omitempty"`
 }
 
 type persistedEntry struct {
@@ -354,7 +380,7 @@ type fsmSnapshot struct{ st *state }
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
-		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca}
+		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.st.index}
 	for _, e := range s.st.history {
 		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
 	}
@@ -377,7 +403,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if p.Format != 1 {
 		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
 	}
-	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA}
+	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA, clusterID: p.ClusterID, index: p.Index}
 	if s.servers == nil {
 		s.servers = map[string]serverMeta{}
 	}
@@ -402,6 +428,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 		s.served = snap
 	}
+	f.applied.Store(p.Index)
 	f.set(s)
 	return nil
 }

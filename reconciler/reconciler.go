@@ -15,17 +15,12 @@ package reconciler
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +47,15 @@ var (
 	ErrUnauthorized = errors.New("missing or wrong token")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
+	// ErrDataDirInUse means another process holds the data directory's lock.
+	ErrDataDirInUse = errors.New("data directory in use")
+	// ErrCorrupt means a file of the data directory cannot be read back; the error names the
+	// file and the recovery step.
+	ErrCorrupt = errors.New("corrupt data directory")
+	// ErrClusterMismatch means a Raft peer belongs to another cluster (another cluster id).
+	ErrClusterMismatch = errors.New("raft peer of another cluster")
+	// ErrRemoved means this server was removed from the cluster: it serves nothing.
+	ErrRemoved = errors.New("removed from the cluster")
 )
 
 // Publisher receives every snapshot a server is to serve (in practice the xDS server).
@@ -108,6 +112,12 @@ type Config struct {
 	Raft    RaftTiming
 	// MaxWebhookBody bounds webhook bodies; default 1 MiB.
 	MaxWebhookBody int64
+	// Lock is the data directory's lock if the caller took it (mesh serve takes it before
+	// anything else); Open takes it otherwise. Close releases it either way.
+	Lock *DirLock
+
+	// storageFault, when set (tests), fails the data directory writes it returns an error for.
+	storageFault func(op string) error
 }
 
 // Defaults of DESIGN.md.
@@ -171,6 +181,11 @@ type Server struct {
 
 	pub publisher
 
+	lock    *DirLock
+	cluster *clusterIdentity
+	storage storageHealth
+	health  health // removal and cluster conflicts: what stops this server serving
+
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -198,6 +213,7 @@ func New(cfg Config) (*Server, error) {
 		webhooks: newReplayCache(1024),
 	}
 	s.fsm = newFSM(cfg.History, cfg.Log)
+	s.storage.fault = cfg.storageFault
 	s.ca = ca.New(ca.Config{Store: caStore{s}, OperatorToken: cfg.Token, Log: cfg.Log.With("component", "ca"),
 		Settings: func() ca.Settings { return ca.SettingsFrom(s.Served()) }})
 	return s, nil
@@ -207,21 +223,25 @@ func New(cfg Config) (*Server, error) {
 // a one-server cluster, or joining one), the HTTP API and the publisher. It returns once the
 // server listens; the cluster may elect its leader later.
 func (s *Server) Open(ctx context.Context) (err error) {
-	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+	if s.lock = s.cfg.Lock; s.lock == nil {
+		if s.lock, err = LockDataDir(s.cfg.DataDir); err != nil {
+			return err
+		}
 	}
-	s.id, err = nodeID(s.cfg.DataDir, s.cfg.NodeID)
-	if err != nil {
-		return err
-	}
-	s.log = s.log.With("node", s.id)
-	s.metrics = newMetrics(s)
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
 		}
 	}()
+	s.id, err = nodeID(s.cfg.DataDir, s.cfg.NodeID)
+	if err != nil {
+		return err
+	}
+	s.log = s.log.With("node", s.id)
+	s.cluster = newClusterIdentity(s.log)
+	s.metrics = newMetrics(s)
+	s.storage.count = func(op string) { s.metrics.storageErrors.WithLabelValues(op).Inc() }
 
 	s.pub.init(s)
 	s.pub.loadCache() // serve from disk before anything else can answer
@@ -235,11 +255,12 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	if s.httpAdv == "" {
 		s.httpAdv = s.httpLn.Addr().String()
 	}
-	if s.node, err = openRaft(s); err != nil {
+	if s.node, err = openRaft(ctx, s); err != nil {
 		return err
 	}
 	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	s.bg.Add(2)
+	s.bg.Add(3)
+	go func() { defer s.bg.Done(); s.watchHealth(s.bgCtx) }()
 	go func() {
 		defer s.bg.Done()
 		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -328,6 +349,7 @@ func (s *Server) Close(ctx context.Context) error {
 		if s.node != nil {
 			err = errors.Join(err, s.node.close())
 		}
+		err = errors.Join(err, s.lock.Release())
 		s.closeErr = err
 		s.log.Info("mesh server stopped")
 	})
@@ -358,37 +380,6 @@ func (s *Server) Kick() {
 }
 
 var nodeIDRe = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// nodeID returns the node id kept in dir, writing it on first start: want if set, else the
-// hostname with a short hash of the data directory (so that several servers on one host differ
-// and each keeps its id across restarts).
-func nodeID(dir, want string) (string, error) {
-	file := filepath.Join(dir, "node-id")
-	if b, err := os.ReadFile(file); err == nil {
-		have := strings.TrimSpace(string(b))
-		if want != "" && want != have {
-			return "", fmt.Errorf("%w: %s holds %q, --node-id is %q", ErrNodeID, dir, have, want)
-		}
-		return have, nil
-	} else if !os.IsNotExist(err) {
-		return "", err
-	}
-	id := want
-	if id == "" {
-		host, _ := os.Hostname()
-		host = strings.Trim(nodeIDRe.ReplaceAllString(strings.ToLower(host), "-"), "-")
-		if host == "" {
-			host = "mesh"
-		}
-		abs, _ := filepath.Abs(dir)
-		sum := sha256.Sum256([]byte(abs))
-		id = host + "-" + hex.EncodeToString(sum[:3])
-	}
-	if err := os.WriteFile(file, []byte(id+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	return id, nil
-}
 
 // caStore keeps the CA's state in the FSM: its commands are Raft entries.
 type caStore struct{ s *Server }

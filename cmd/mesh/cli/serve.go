@@ -105,13 +105,18 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		return usageError{fmt.Errorf("serve: --log-level: %v", err)}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// The data directory's lock before anything else: a second server on it fails at once.
+	lock, err := reconciler.LockDataDir(o.data)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer lock.Release()
 
 	cfg := reconciler.Config{
 		Repo: o.repo, Ref: o.ref, Dir: o.dir, DataDir: o.data,
 		HTTPAddr: o.http, HTTPAdvertise: o.httpAdvertise, RaftAddr: o.raft, RaftAdvertise: o.raftAdvertise,
-		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log,
+		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, Lock: lock,
 	}
-	var err error
 	if cfg.Token, err = serverToken(o.tokenFile, o.data, log); err != nil {
 		return err
 	}

@@ -1,0 +1,106 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Suspender is implemented by a Publisher that can stop serving (the xDS server): Suspend ends
+// its streams and refuses new ones until Resume, so that proxies reconnect to another server.
+type Suspender interface {
+	Suspend(reason string)
+	Resume()
+}
+
+// health tracks what makes this server stop serving xDS: removal from the cluster, or finding
+// that a cluster it does not belong to counts it as a member.
+type health struct {
+	mu        sync.Mutex
+	wasMember bool   // this process saw itself in the Raft configuration
+	reason    string // why this server serves nothing; "" while it serves
+	since     time.Time
+}
+
+// conflictWindow is how long a refused connection from another cluster counts.
+const conflictWindow = 30 * time.Second
+
+// watchHealth checks, until ctx ends, whether this server may serve, and suspends or resumes the
+// publisher when that changes.
+func (s *Server) watchHealth(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.checkHealth()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) checkHealth() {
+	reason := s.unhealthyReason()
+	s.health.mu.Lock()
+	prev := s.health.reason
+	if reason != prev {
+		s.health.reason, s.health.since = reason, time.Now().UTC()
+	}
+	s.health.mu.Unlock()
+	if reason == prev {
+		return
+	}
+	sus, _ := s.cfg.Publisher.(Suspender)
+	if reason != "" {
+		s.log.Error("this server stops serving xDS: " + reason)
+		if sus != nil {
+			sus.Suspend(reason)
+		}
+		return
+	}
+	s.log.Info("this server serves xDS again")
+	if sus != nil {
+		sus.Resume()
+	}
+}
+
+// unhealthyReason says why this server must not serve, or "".
+func (s *Server) unhealthyReason() string {
+	if fid := s.fsm.state().clusterID; fid != "" && !s.cluster.adopt(fid) {
+		return fmt.Sprintf("%v: the replicated state belongs to cluster %s, this server's data directory to cluster %s; %s",
+			ErrClusterMismatch, fid, s.cluster.get(), recovery)
+	}
+	f := s.node.raft.GetConfiguration()
+	if f.Error() != nil {
+		return ""
+	}
+	servers := f.Configuration().Servers
+	member := false
+	for _, srv := range servers {
+		member = member || srv.ID == raft.ServerID(s.id)
+	}
+	s.health.mu.Lock()
+	s.health.wasMember = s.health.wasMember || member
+	was := s.health.wasMember
+	s.health.mu.Unlock()
+	if len(servers) > 0 && !member && (was || s.node.existing) {
+		return fmt.Sprintf("%v: this server is not in the cluster's Raft configuration (mesh servers remove); "+
+			"to serve again, move its data directory away and start it with --join HTTP_ADDR of a server of the cluster", ErrRemoved)
+	}
+	if c := s.cluster.conflict.Load(); c != nil && c.Incoming && time.Since(c.Time) < conflictWindow && member && len(servers) == 1 {
+		return fmt.Sprintf("%v: server %s of cluster %s counts this server as a member, but this server runs a one-server cluster %s of its own "+
+			"(its data directory was probably lost and it bootstrapped anew); %s", ErrClusterMismatch, c.Peer, c.PeerCluster, s.cluster.get(), recovery)
+	}
+	return ""
+}
+
+// notServing returns why this server serves nothing, or "".
+func (s *Server) notServing() string {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	return s.health.reason
+}
