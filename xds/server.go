@@ -78,10 +78,10 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	suspended string // Suspend's reason; "" while serving
-	snap    *mesh.Snapshot
-	groups  map[Proxy]*group
-	nodes   map[string]*node
-	streams map[int64]*streamState
+	snap      *mesh.Snapshot
+	groups    map[Proxy]*group
+	nodes     map[string]*node
+	streams   map[int64]*streamState
 
 	metrics *metrics
 
