@@ -453,6 +453,7 @@ func (s *Server) join(ctx context.Context) error {
 			// holds the snapshots it has since replaced.
 			s.pub.catchUp.Store(resp.Index)
 			s.cluster.adopt(resp.ClusterID)
+			s.fsm.set(s.fsm.state()) // the publisher looks again
 			s.log.Info("joined the cluster", "via", s.cfg.Join, "catch_up_index", resp.Index)
 			return nil
 		}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"regexp"
@@ -255,8 +256,15 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	if s.httpAdv == "" {
 		s.httpAdv = s.httpLn.Addr().String()
 	}
+	if s.cfg.Join != "" {
+		// Until the join tells how far the cluster is, what Raft replicates is its past.
+		s.pub.catchUp.Store(math.MaxUint64)
+	}
 	if s.node, err = openRaft(ctx, s); err != nil {
 		return err
+	}
+	if s.node.existing {
+		s.pub.catchUp.Store(0)
 	}
 	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	s.bg.Add(3)
