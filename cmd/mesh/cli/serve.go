@@ -62,7 +62,11 @@ for pushes, or a URL, fetched every --poll and on POST /v1/webhook/git), compile
 commit and replicates the snapshot; every server serves its snapshot over xDS on --xds.
 
 Write endpoints (pin, unpin, join, remove) need the token of --token-file; without it, a
-random token is created in DATA/token on first start. SIGINT or SIGTERM shuts down cleanly.`,
+random token is created in DATA/token on first start. SIGINT or SIGTERM shuts down cleanly.
+
+One server per data directory: a second one fails at once. A data directory that cannot be read
+back is refused with the file's name; recover by moving it away and starting with --join (see
+docs/operations.md, Recovery and faults).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.repo == "" {
