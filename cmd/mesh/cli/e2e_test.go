@@ -106,9 +106,9 @@ type faultCluster struct {
 	order   map[string]int // commit → push number
 	last    string         // the last commit pushed
 	pushed  int
-	served  [3]int           // the newest push number each server was seen serving
-	seen    map[string]bool  // every commit some server served
-	errs    []string         // violations
+	served  [3]int          // the newest push number each server was seen serving
+	seen    map[string]bool // every commit some server served
+	errs    []string        // violations
 	stopMon chan struct{}
 	monDone chan struct{}
 }
