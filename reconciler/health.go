@@ -23,6 +23,11 @@ type health struct {
 	wasMember bool   // this process saw itself in the Raft configuration
 	reason    string // why this server serves nothing; "" while it serves
 	since     time.Time
+
+	// What the other servers say, asked while this one knows no leader (a removed server may
+	// never receive the configuration that removes it, and then campaigns forever).
+	lastAsked    time.Time
+	peersRemoved bool
 }
 
 // conflictWindow is how long a refused connection from another cluster counts.
@@ -34,7 +39,7 @@ func (s *Server) watchHealth(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		s.checkHealth()
+		s.checkHealth(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -43,8 +48,8 @@ func (s *Server) watchHealth(ctx context.Context) {
 	}
 }
 
-func (s *Server) checkHealth() {
-	reason := s.unhealthyReason()
+func (s *Server) checkHealth(ctx context.Context) {
+	reason := s.unhealthyReason(ctx)
 	s.health.mu.Lock()
 	prev := s.health.reason
 	if reason != prev {
@@ -69,7 +74,7 @@ func (s *Server) checkHealth() {
 }
 
 // unhealthyReason says why this server must not serve, or "".
-func (s *Server) unhealthyReason() string {
+func (s *Server) unhealthyReason(ctx context.Context) string {
 	if fid := s.fsm.state().clusterID; fid != "" && !s.cluster.adopt(fid) {
 		return fmt.Sprintf("%v: the replicated state belongs to cluster %s, this server's data directory to cluster %s; %s",
 			ErrClusterMismatch, fid, s.cluster.get(), recovery)
@@ -87,7 +92,7 @@ func (s *Server) unhealthyReason() string {
 	s.health.wasMember = s.health.wasMember || member
 	was := s.health.wasMember
 	s.health.mu.Unlock()
-	if len(servers) > 0 && !member && (was || s.node.existing) {
+	if len(servers) > 0 && !member && (was || s.node.existing) || s.peersSayRemoved(ctx) {
 		return fmt.Sprintf("%v: this server is not in the cluster's Raft configuration (mesh servers remove); "+
 			"to serve again, move its data directory away and start it with --join HTTP_ADDR of a server of the cluster", ErrRemoved)
 	}
@@ -103,4 +108,52 @@ func (s *Server) notServing() string {
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
 	return s.health.reason
+}
+
+// peerAskInterval is how often a server without a leader asks the others about itself.
+const peerAskInterval = 2 * time.Second
+
+// peersSayRemoved reports whether, while this server knows no leader, a server of its cluster
+// that does know one has a Raft configuration without this server.
+func (s *Server) peersSayRemoved(ctx context.Context) bool {
+	if _, lid := s.node.raft.LeaderWithID(); lid != "" {
+		s.health.mu.Lock()
+		s.health.peersRemoved = false
+		s.health.mu.Unlock()
+		return false
+	}
+	s.health.mu.Lock()
+	if time.Since(s.health.lastAsked) < peerAskInterval {
+		defer s.health.mu.Unlock()
+		return s.health.peersRemoved
+	}
+	s.health.lastAsked = time.Now()
+	s.health.mu.Unlock()
+
+	removed := false
+	asked := 0
+	for id, m := range s.fsm.state().servers {
+		if id == s.id || m.HTTP == "" || asked == 5 {
+			continue
+		}
+		asked++
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := (&Client{Addr: m.HTTP}).Status(cctx)
+		cancel()
+		if err != nil || st.Leader == "" || st.ClusterID != s.cluster.get() {
+			continue
+		}
+		in := false
+		for _, srv := range st.Servers {
+			in = in || srv.ID == s.id
+		}
+		if !in {
+			removed = true
+			break
+		}
+	}
+	s.health.mu.Lock()
+	s.health.peersRemoved = removed
+	s.health.mu.Unlock()
+	return removed
 }
