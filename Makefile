@@ -5,8 +5,12 @@ BIN     ?= bin/mesh
 
 .PHONY: build test bench run fmt lint fuzz e2e clean
 
+# -buildvcs=auto stamps the Git commit into the binary (mesh version) when git and a work tree
+# are there, whatever GOFLAGS says.
 build:
-	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/mesh
+	@echo "==> building $(BIN) (a cold build compiles a few hundred packages: a few minutes on 2 cores)"
+	$(GO) build -buildvcs=auto -tags $(TAGS) -o $(BIN) ./cmd/mesh
+	@echo "==> built $(BIN): $$($(BIN) --version | head -1)"
 
 # The tests CI runs: unit, script, Git, gRPC/xDS and Raft tests, then each fuzz target briefly.
 test:
@@ -26,7 +30,9 @@ e2e:
 bench:
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
+# Serve the committed repo-example: builds first (visibly), then says where to look.
 run: build
+	@echo "==> serving repo-example from this repository's HEAD: open http://127.0.0.1:8500/ (status, API); Ctrl-C stops"
 	$(BIN) serve --repo . --dir repo-example
 
 fmt:

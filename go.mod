@@ -2,10 +2,11 @@ module github.com/meshgit/mesh
 
 go 1.26.8
 
-// raft v1.8.0 needs hashicorp/go-metrics v0.7.0, which removed the `compat` package that
-// raft-boltdb/v2 v2.3.1 still imports. v0.6.1 has `compat` and raft builds against it unchanged.
-replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.1
-
+// raft stays at v1.7.x: raft v1.8.0 needs hashicorp/go-metrics v0.7.0, which removed the `compat`
+// package that raft-boltdb/v2 v2.3.1 (its latest release) imports, and the replace directive that
+// would paper over it makes `go install github.com/meshgit/mesh/cmd/mesh@VERSION` refuse the
+// module. raft v1.7.2 and raft-boltdb/v2 both build against go-metrics v0.5.4, whose `compat`
+// follows -tags hashicorpmetrics. gomod_test.go fails if a replace or exclude directive comes back.
 require (
 	cuelang.org/go v0.17.1
 	github.com/envoyproxy/go-control-plane v0.14.0
@@ -13,7 +14,7 @@ require (
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/go-git/go-git/v5 v5.19.3
 	github.com/hashicorp/go-hclog v1.6.3
-	github.com/hashicorp/raft v1.8.0
+	github.com/hashicorp/raft v1.7.2
 	github.com/hashicorp/raft-boltdb/v2 v2.3.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rogpeppe/go-internal v1.16.0
@@ -48,7 +49,7 @@ require (
 	github.com/golang/groupcache v0.0.0-20241129210726-2c02b8208cf8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/hashicorp/go-immutable-radix v1.3.1 // indirect
-	github.com/hashicorp/go-metrics v0.7.0 // indirect
+	github.com/hashicorp/go-metrics v0.5.4 // indirect
 	github.com/hashicorp/go-msgpack/v2 v2.1.5 // indirect
 	github.com/hashicorp/golang-lru v1.0.2 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect

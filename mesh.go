@@ -31,6 +31,11 @@ func IsHTTP(protocol string) bool {
 // Wildcard names every service on either side of an intention.
 const Wildcard = "*"
 
+// ServerService is the reserved service name of the mesh servers' own identity: their xDS
+// serving certificate is a leaf of the mesh CA for it, and proxies accept only that name as a
+// server. No mesh may declare a service of that name, and the CA's API signs it for no token.
+const ServerService = "mesh-server"
+
 // Snapshot is a compiled mesh: every element sorted, defaults applied, durations parsed and
 // discovery chains resolved into weighted targets.
 //
@@ -211,6 +216,9 @@ func (s *Snapshot) ServiceNames() []string {
 func (s *Snapshot) Pos(path string) Pos { return s.Positions[path] }
 
 // Element paths, the keys of Snapshot.Positions.
+
+// PathMeshTLS is the path of the mesh-wide TLS settings (recorded when the mesh sets them).
+const PathMeshTLS = "mesh.tls"
 
 // PathService is the path of a service definition.
 func PathService(name string) string { return "services." + name }

@@ -295,7 +295,9 @@ func (c *CA) SPIFFEID(dc, service string) (string, error) {
 }
 
 // Sign issues a leaf for service from csrPEM. It does not authenticate and is not rate-limited:
-// callers do that first (the HTTP handler does both, see Authorize and Allow).
+// callers do that first (the HTTP handler does both, see Authorize and Allow). It signs
+// mesh.ServerService too: the servers call it in process for their own serving certificate,
+// while Authorize refuses that name to every token of the API.
 func (c *CA) Sign(service string, csrPEM []byte) (*Leaf, error) {
 	if !ValidName(service) {
 		return nil, fmt.Errorf("%w: service name %q", ErrBadRequest, service)
@@ -357,21 +359,30 @@ func (c *CA) SignLimited(ctx context.Context, service string, csrPEM []byte) (*L
 // token's record (for the operator token of Config, a record with ScopeOperator and no ID),
 // ErrUnauthorized for a missing or unknown token, ErrForbidden for one whose scope does not cover
 // the request.
+//
+// No token covers mesh.ServerService, the servers' own identity: the servers sign their serving
+// certificates in process (Sign), and a leaf for that name from the API would let its holder pose
+// as a server to every proxy.
 func (c *CA) Authorize(tok, service string) (TokenRecord, error) {
 	if tok == "" {
 		return TokenRecord{}, ErrUnauthorized
 	}
+	var r TokenRecord
 	if op := c.cfg.OperatorToken; op != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(op)) == 1 {
-		return TokenRecord{Scope: ScopeOperator}, nil
+		r = TokenRecord{Scope: ScopeOperator}
+	} else {
+		var records []TokenRecord
+		if st := c.State(); st != nil {
+			records = st.Tokens
+		}
+		var ok bool
+		if r, ok = lookupToken(records, tok); !ok {
+			return TokenRecord{}, ErrUnauthorized
+		}
 	}
-	var records []TokenRecord
-	if st := c.State(); st != nil {
-		records = st.Tokens
-	}
-	r, ok := lookupToken(records, tok)
 	switch {
-	case !ok:
-		return TokenRecord{}, ErrUnauthorized
+	case service == mesh.ServerService:
+		return r, fmt.Errorf("%w: %q is the servers' own identity, signed by no token", ErrForbidden, service)
 	case r.Scope == ScopeOperator:
 		return r, nil
 	case service == "" || r.Service != service:
@@ -386,6 +397,8 @@ func (c *CA) CreateToken(ctx context.Context, scope Scope, service string) (stri
 	switch {
 	case scope == ScopeService && !ValidName(service):
 		return "", TokenRecord{}, fmt.Errorf("%w: service name %q", ErrBadRequest, service)
+	case scope == ScopeService && service == mesh.ServerService:
+		return "", TokenRecord{}, fmt.Errorf("%w: %q is the servers' own identity, reserved", ErrBadRequest, service)
 	case scope == ScopeOperator && service != "":
 		return "", TokenRecord{}, fmt.Errorf("%w: an operator token has no service", ErrBadRequest)
 	case scope != ScopeService && scope != ScopeOperator:
@@ -397,6 +410,27 @@ func (c *CA) CreateToken(ctx context.Context, scope Scope, service string) (stri
 	}
 	c.log.Info("token created", "id", rec.ID, "scope", scope, "service", service)
 	return tok, rec, nil
+}
+
+// TokenInfo is a token as the CA lists it: what it is for and when it was made, never the token
+// nor its hash.
+type TokenInfo struct {
+	ID      string    `json:"id"`
+	Scope   Scope     `json:"scope"`
+	Service string    `json:"service,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// Tokens lists the tokens of the state, oldest first (the server's own --token-file token is
+// not one of them).
+func (c *CA) Tokens() []TokenInfo {
+	out := []TokenInfo{}
+	if st := c.State(); st != nil {
+		for _, t := range st.Tokens {
+			out = append(out, TokenInfo{ID: t.ID, Scope: t.Scope, Service: t.Service, Created: t.Created})
+		}
+	}
+	return out
 }
 
 // RevokeToken removes the token with the given ID.

@@ -83,6 +83,15 @@ func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (*TokenRespo
 	return &r, nil
 }
 
+// Tokens lists the tokens (operator token); never a token itself.
+func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	var r struct{ Tokens []TokenInfo }
+	if err := c.do(ctx, http.MethodGet, "/v1/tokens", nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Tokens, nil
+}
+
 // RevokeToken removes a token by its ID (operator token).
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+id, nil, nil)

@@ -48,10 +48,11 @@ const maxBody = 64 << 10
 //	GET    /v1/ca/roots    no token → Bundle
 //	POST   /v1/ca/rotate   operator token → RotateResponse
 //	POST   /v1/tokens      operator token, TokenRequest → TokenResponse (201)
+//	GET    /v1/tokens      operator token → {"tokens": [TokenInfo...]} (never a token or its hash)
 //	DELETE /v1/tokens/{id} operator token
 //
 // Tokens come as "Authorization: Bearer TOKEN". A missing or unknown token is 401, a token whose
-// scope does not cover the request 403. Writes (rotate, tokens) go through the Store, so in a
+// scope does not cover the request 403; no token covers mesh.ServerService (see Authorize). Writes (rotate, tokens) go through the Store, so in a
 // cluster they must reach the leader; signing and roots work on every server.
 func (c *CA) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -92,6 +93,9 @@ func (c *CA) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusCreated, TokenResponse{ID: rec.ID, Scope: rec.Scope, Service: rec.Service, Token: tok})
 	}))
+	mux.HandleFunc("GET /v1/tokens", c.operator(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string][]TokenInfo{"tokens": c.Tokens()})
+	}))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", c.operator(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
 			c.writeErr(w, r, err)
@@ -102,14 +106,16 @@ func (c *CA) Handler() http.Handler {
 	return mux
 }
 
-func bearer(r *http.Request) string {
+// BearerToken returns the token of a request to the API, from "Authorization: Bearer TOKEN"
+// ("" when there is none). Every handler of the API reads tokens through it.
+func BearerToken(r *http.Request) string {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return strings.TrimSpace(tok)
 }
 
 func (c *CA) operator(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if _, err := c.Authorize(bearer(r), ""); err != nil {
+		if _, err := c.Authorize(BearerToken(r), ""); err != nil {
 			c.writeErr(w, r, err)
 			return
 		}
@@ -118,7 +124,7 @@ func (c *CA) operator(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (c *CA) handleSign(w http.ResponseWriter, r *http.Request) {
-	tok := bearer(r)
+	tok := BearerToken(r)
 	// Unknown tokens are refused before the body is read.
 	if _, err := c.Authorize(tok, ""); errors.Is(err, ErrUnauthorized) {
 		c.writeErr(w, r, err)

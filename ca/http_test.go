@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	mesh "github.com/meshgit/mesh"
 )
 
 // recorder keeps every response body a server sends, to search them for key material.
@@ -295,5 +297,41 @@ func TestClientFollowsLeaderRedirect(t *testing.T) {
 	defer evil.Close()
 	if _, err := (&Client{Addr: evil.URL, Token: "op"}).CreateToken(context.Background(), TokenRequest{Service: "api"}); err == nil || !strings.Contains(err.Error(), "bad redirect") {
 		t.Fatalf("redirect to another path: %v", err)
+	}
+}
+
+// The servers' own identity (mesh.ServerService) is signed for no token, over the API: a
+// service token for it cannot be made, one stored by an older release signs nothing, and an
+// operator token, which may sign any service, is refused it too. The servers' in-process Sign
+// still issues it (their xDS serving certificate).
+func TestServerIdentityNeverSignedForTokens(t *testing.T) {
+	c := newTestCA(t, Config{OperatorToken: "op-secret"})
+	srv := httptest.NewServer(c.Handler())
+	defer srv.Close()
+	ctx := context.Background()
+	if _, _, err := c.CreateToken(ctx, ScopeService, mesh.ServerService); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("CreateToken(service %s): %v, want ErrBadRequest", mesh.ServerService, err)
+	}
+	if code, _, body := call(t, srv, "POST", "/v1/tokens", "op-secret", `{"service":"`+mesh.ServerService+`"}`); code != 400 {
+		t.Errorf("POST /v1/tokens for %s: HTTP %d (%s), want 400", mesh.ServerService, code, body)
+	}
+	// A token record for the name, as an older release could have replicated.
+	old, rec := NewToken(ScopeService, mesh.ServerService, time.Now())
+	if err := c.cfg.Store.Commit(ctx, Command{Op: OpAddToken, Time: rec.Created, Token: &rec}); err != nil {
+		t.Fatal(err)
+	}
+	csr := string(csrFor(t, p256(t), nil))
+	body := `{"service":"` + mesh.ServerService + `","csr":` + jsonString(csr) + `}`
+	for name, tok := range map[string]string{"its own service token": old, "the operator token": "op-secret"} {
+		if code, _, msg := call(t, srv, "POST", "/v1/ca/sign", tok, body); code != 403 || !strings.Contains(msg, "servers' own identity") {
+			t.Errorf("sign %s with %s: HTTP %d (%s), want 403", mesh.ServerService, name, code, msg)
+		}
+	}
+	if code, _, msg := call(t, srv, "POST", "/v1/ca/sign", "op-secret", `{"service":"api","csr":`+jsonString(csr)+`}`); code != 200 {
+		t.Errorf("operator signing api: HTTP %d (%s), want 200", code, msg)
+	}
+	leaf, err := c.Sign(mesh.ServerService, []byte(csr))
+	if err != nil || !strings.HasSuffix(leaf.SPIFFEID, "/svc/"+mesh.ServerService) {
+		t.Fatalf("in-process Sign for the servers: %+v, %v", leaf, err)
 	}
 }

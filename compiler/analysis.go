@@ -18,7 +18,8 @@ import (
 //     they could decide, and permissions that can never decide, because an earlier permission
 //     of the same intention matches every request they match;
 //   - resolver subsets that select none of the service's endpoints;
-//   - splitters and resolvers of services that no service calls, directly or through a chain.
+//   - splitters and resolvers of services that no service calls, directly or through a chain;
+//   - mesh.tls settings that proxyless gRPC cannot apply, when some service speaks grpc.
 //
 // Verdicts come from mesh.Authorize; the other checks are sufficient conditions, so a warning is
 // never a false alarm, though not every dead rule is found (regexes are compared as text).
@@ -150,11 +151,37 @@ func analyze(s *mesh.Snapshot) Errors {
 			w.add(s.Pos(mesh.PathResolver(name)), "resolver %s: no service calls %s, as an upstream or through a chain", name, name)
 		}
 	}
+	grpcIgnoresTLS(s, &w)
 	if len(w.list) == 0 {
 		return nil
 	}
 	w.list.sort()
 	return w.list
+}
+
+// grpcIgnoresTLS warns when mesh.tls asks for something proxyless gRPC cannot apply. gRPC's xDS
+// client NACKs a TLS context with tls_params (grpc-go: "unsupported tls_params field"), so the
+// gRPC shape carries none and gRPC negotiates with Go's crypto/tls defaults: TLS 1.2 to 1.3,
+// Go's cipher suites. Services that speak grpc are the ones proxyless gRPC may serve or call.
+func grpcIgnoresTLS(s *mesh.Snapshot, w *errorList) {
+	t := s.Mesh.TLS
+	if t.MinVersion == DefaultTLSMinVersion && (t.MaxVersion == "" || t.MaxVersion == "TLSv1_3") && len(t.CipherSuites) == 0 {
+		return
+	}
+	var grpc []string
+	for _, name := range s.ServiceNames() {
+		if s.Services[name].Protocol == mesh.ProtocolGRPC {
+			grpc = append(grpc, name)
+		}
+	}
+	if len(grpc) == 0 {
+		return
+	}
+	if len(grpc) > 3 {
+		grpc = append(grpc[:3], "...")
+	}
+	w.add(s.Pos(mesh.PathMeshTLS), "mesh.tls: applied by Envoy sidecars only; proxyless gRPC workloads of %s cannot take TLS "+
+		"settings over xDS and negotiate TLS 1.2 to 1.3 with Go's default cipher suites", strings.Join(grpc, ", "))
 }
 
 // allowsSome reports whether an intention allows at least some requests.

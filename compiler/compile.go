@@ -199,6 +199,8 @@ func (c *compilation) meshConfig() {
 		if m.TLS.MaxVersion != "" && m.TLS.MaxVersion < m.TLS.MinVersion {
 			c.add(lookup(mv, pos, cue.Str("tls"), cue.Str("maxVersion")), "mesh.tls: maxVersion %s is below minVersion %s", m.TLS.MaxVersion, m.TLS.MinVersion)
 		}
+		c.checkCipherSuites(mv, pos, m.TLS)
+		c.snap.Positions[mesh.PathMeshTLS] = lookup(mv, pos, cue.Str("tls"))
 	}
 	m.CA.LeafTTL = mesh.Duration(DefaultLeafTTL)
 	if raw.CA != nil && raw.CA.LeafTTL != "" {
@@ -228,8 +230,13 @@ func (c *compilation) services() {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
-		if !e.ok {
-			// Rejected by the schema: it exists, but its protocol and the rest are unknown.
+		reserved := e.name == mesh.ServerService
+		if reserved {
+			c.add(e.pos, "service %q: the name is reserved for the mesh servers' own identity; choose another", e.name)
+		}
+		if reserved || !e.ok {
+			// Reserved, or rejected by the schema: it exists (references to it are not errors too),
+			// but its protocol and the rest are unknown.
 			c.snap.Services[e.name] = &mesh.Service{Name: e.name}
 			c.snap.Positions[mesh.PathService(e.name)] = e.pos
 			continue

@@ -12,7 +12,8 @@ import (
 )
 
 // TestErrors compiles every testdata/errors/*.txtar archive and compares the complete list of
-// errors with its "want" section, positions included. MESH_UPDATE=1 rewrites the want sections.
+// errors with its "want" section, positions included, on the fast path and on the full path.
+// MESH_UPDATE=1 rewrites the want sections.
 func TestErrors(t *testing.T) {
 	paths, err := filepath.Glob("testdata/errors/*.txtar")
 	if err != nil || len(paths) == 0 {
@@ -43,6 +44,13 @@ func TestErrors(t *testing.T) {
 				t.Errorf("errors.Is(err, ErrInvalid) = false")
 			}
 			got := list.Error() + "\n"
+			// The full path (CUE evaluates the schema as written) gives the same errors.
+			fastPath = false
+			_, fullErr := Compile(context.Background(), files)
+			fastPath = true
+			if fullErr == nil || fullErr.Error()+"\n" != got {
+				t.Errorf("the full path's errors differ from the fast path's:\nfull:\n%v\nfast:\n%s", fullErr, got)
+			}
 			if os.Getenv("MESH_UPDATE") != "" && wantIdx >= 0 {
 				ar.Files[wantIdx].Data = []byte(got)
 				if err := os.WriteFile(p, txtar.Format(ar), 0o644); err != nil {

@@ -14,6 +14,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/memory"
+
+	"github.com/meshgit/mesh/internal/redact"
 )
 
 // skipDir reports whether a directory of a mesh tree holds no mesh definitions: hidden and
@@ -75,7 +77,7 @@ func OpenRepo(ctx context.Context, repo string) (*git.Repository, error) {
 	if IsRemote(repo) {
 		r, err := git.CloneContext(ctx, memory.NewStorage(), nil, &git.CloneOptions{URL: repo, Tags: git.AllTags})
 		if err != nil {
-			return nil, fmt.Errorf("clone %s: %w", repo, err)
+			return nil, redact.Error(fmt.Errorf("clone %s: %w", repo, err))
 		}
 		return r, nil
 	}

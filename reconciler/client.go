@@ -31,10 +31,14 @@ func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
-	case ErrUnknownVersion:
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
+	case ErrUnknownVersion, ErrUnknownServer:
 		return e.Status == http.StatusNotFound
 	case ErrNoLeader:
 		return e.Status == http.StatusServiceUnavailable
+	case ErrPeerRefused:
+		return e.Status == http.StatusForbidden
 	}
 	return false
 }
@@ -67,6 +71,29 @@ func (c *Client) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
 func (c *Client) Proxies(ctx context.Context) ([]ProxyStatus, error) {
 	var r struct{ Proxies []ProxyStatus }
 	return r.Proxies, c.do(ctx, http.MethodGet, "/v1/proxies", nil, &r)
+}
+
+// ClusterProxies fetches the proxies of every server of the cluster (GET /v1/proxies).
+func (c *Client) ClusterProxies(ctx context.Context) (*ProxiesView, error) {
+	var v ProxiesView
+	return &v, c.do(ctx, http.MethodGet, "/v1/proxies", nil, &v)
+}
+
+// ProxyConfig fetches what the server holding node's streams set for it; typ ("" for all) is
+// one of xds.ShortTypes.
+func (c *Client) ProxyConfig(ctx context.Context, node, typ string) (*ProxyConfigView, error) {
+	path := "/v1/proxies/" + url.PathEscape(node) + "/config"
+	if typ != "" {
+		path += "?type=" + url.QueryEscape(typ)
+	}
+	var v ProxyConfigView
+	return &v, c.do(ctx, http.MethodGet, path, nil, &v)
+}
+
+// Members fetches every server of the Raft configuration with what it reports of itself.
+func (c *Client) Members(ctx context.Context) (*MembersView, error) {
+	var v MembersView
+	return &v, c.do(ctx, http.MethodGet, "/v1/members", nil, &v)
 }
 
 // Servers fetches the Raft configuration.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -183,6 +184,10 @@ func (c *clusterConn) handshake() error {
 		return errors.New("raft handshake: this server is not ready")
 	}
 	line, err := readLine(c.Conn)
+	if errors.Is(err, io.EOF) {
+		c.Conn.Close()
+		return io.EOF // a probe (the leader checking a joining server's Raft port): nothing to log
+	}
 	if err != nil {
 		c.Conn.Close()
 		return fmt.Errorf("raft handshake: %w", err)
@@ -227,29 +232,41 @@ type tcpLayer struct {
 	adv net.Addr
 }
 
-func newTCPLayer(bind, advertise string) (*tcpLayer, error) {
-	var adv net.Addr
-	if advertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", advertise)
-		if err != nil {
-			return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
-		}
-		if a.IP == nil || a.IP.IsUnspecified() {
-			return nil, fmt.Errorf("raft advertise address %q: not an address other servers can reach", advertise)
-		}
-		adv = a
+func newTCPLayer(bind string, adv net.Addr) (*tcpLayer, error) {
+	ln, err := listenRaft(bind, adv)
+	if err != nil {
+		return nil, err
 	}
+	return &tcpLayer{ln: ln, adv: adv}, nil
+}
+
+// advertiseAddr parses --raft-advertise ("" is nil: the listening address).
+func advertiseAddr(advertise string) (net.Addr, error) {
+	if advertise == "" {
+		return nil, nil
+	}
+	a, err := net.ResolveTCPAddr("tcp", advertise)
+	if err != nil {
+		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
+	}
+	if a.IP == nil || a.IP.IsUnspecified() || a.Port == 0 {
+		return nil, fmt.Errorf("raft advertise address %q: not an address other servers can reach", advertise)
+	}
+	return a, nil
+}
+
+// listenRaft listens on bind; without an advertise address, bind must be one other servers
+// can dial.
+func listenRaft(bind string, adv net.Addr) (net.Listener, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen on %s: %w", bind, err)
 	}
-	if adv == nil {
-		if a := ln.Addr().(*net.TCPAddr); a.IP.IsUnspecified() {
-			ln.Close()
-			return nil, fmt.Errorf("raft listens on %s, which other servers cannot dial: set --raft-advertise", bind)
-		}
+	if a, ok := ln.Addr().(*net.TCPAddr); adv == nil && (!ok || a.IP.IsUnspecified()) {
+		ln.Close()
+		return nil, fmt.Errorf("raft listens on %s, which other servers cannot dial: set --raft-advertise", bind)
 	}
-	return &tcpLayer{ln: ln, adv: adv}, nil
+	return ln, nil
 }
 
 func (t *tcpLayer) Accept() (net.Conn, error) { return t.ln.Accept() }

@@ -3,8 +3,8 @@ package reconciler
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"

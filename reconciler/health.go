@@ -138,7 +138,7 @@ func (s *Server) peersSayRemoved(ctx context.Context) bool {
 		}
 		asked++
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := (&Client{Addr: m.HTTP}).Status(cctx)
+		st, err := s.peerClient(m.HTTP).Status(cctx)
 		cancel()
 		if err != nil || st.Leader == "" || st.ClusterID != s.cluster.get() {
 			continue

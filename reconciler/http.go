@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshgit/mesh/ca"
 )
 
 // Status is the answer of GET /v1/status: what this server serves, and the cluster around it.
@@ -161,25 +162,22 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"snapshots": s.Snapshots()})
 	})
 	mux.HandleFunc("GET /v1/snapshots/{version}", s.handleSnapshot)
-	mux.HandleFunc("GET /v1/proxies", func(w http.ResponseWriter, r *http.Request) {
-		proxies := []ProxyStatus{}
-		if s.cfg.Proxies != nil {
-			proxies = append(proxies, s.cfg.Proxies()...)
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"proxies": proxies})
-	})
+	mux.HandleFunc("GET /{$}", s.handleRoot)
+	mux.HandleFunc("GET /v1/proxies", s.handleProxies)                   // cluster_view.go
+	mux.HandleFunc("GET /v1/proxies/{node}/config", s.handleProxyConfig) // cluster_view.go
+	mux.HandleFunc("GET /v1/members", s.handleMembers)                   // cluster_view.go
 	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"servers": s.servers()})
 	})
-	mux.HandleFunc("POST /v1/pin", s.write(s.handlePin))
-	mux.HandleFunc("POST /v1/unpin", s.write(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/pin", s.write(operatorWrite, s.handlePin))
+	mux.HandleFunc("POST /v1/unpin", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
 		s.respond(w, s.apply(cmdUnpin, pinCmd{Time: time.Now().UTC()}, nil), "unpinned")
 	}))
-	mux.HandleFunc("POST /v1/join", s.write(s.handleJoin))
-	mux.HandleFunc("DELETE /v1/servers/{id}", s.write(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/join", s.write(serverWrite, s.handleJoin))
+	mux.HandleFunc("DELETE /v1/servers/{id}", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
 		s.respond(w, s.removeServer(r.PathValue("id")), "removed")
 	}))
-	mux.HandleFunc("POST /v1/reconcile", s.write(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/reconcile", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
 		s.Kick()
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile scheduled"})
 	}))
@@ -187,19 +185,47 @@ func (s *Server) Handler() http.Handler {
 	caAPI := s.ca.Handler() // signs and answers roots on any server; its writes go to the leader
 	mux.Handle("POST /v1/ca/sign", caAPI)
 	mux.Handle("GET /v1/ca/roots", caAPI)
-	mux.HandleFunc("POST /v1/ca/rotate", s.write(caAPI.ServeHTTP))
-	mux.HandleFunc("POST /v1/tokens", s.write(caAPI.ServeHTTP))
-	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(caAPI.ServeHTTP))
+	mux.HandleFunc("POST /v1/ca/rotate", s.write(operatorWrite, caAPI.ServeHTTP))
+	mux.HandleFunc("POST /v1/tokens", s.write(operatorWrite, caAPI.ServeHTTP))
+	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(operatorWrite, caAPI.ServeHTTP))
+	mux.Handle("GET /v1/tokens", caAPI) // operator token (the CA checks it); reads this server's state
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
 
+// Who may write. The model is Consul's ACLs reduced to three kinds of token, all given as
+// "Authorization: Bearer TOKEN":
+//
+//   - the server token (mesh serve --token-file; like Consul's initial management token) may do
+//     everything; the servers use it among themselves;
+//   - an operator token (mesh token create --operator) may do every write but join: pin and unpin,
+//     reconcile, remove a server, create and revoke tokens, rotate the CA, and ask for any service's
+//     certificate. Joining is for the server token only because a server that joins receives the
+//     replicated state, the CA's signing key included, which no operator API ever returns (Consul
+//     servers join by their gossip key and TLS, not by an ACL token);
+//   - a service token (mesh token create --service S) may only ask for S's certificates
+//     (POST /v1/ca/sign, checked by the CA).
+//
+// No token or an unknown one is 401; a known token whose kind does not cover the request, 403.
+// Tokens are compared in constant time (the server token here, the others by the CA).
+type access int
+
+const (
+	operatorWrite access = iota // the server token or an operator token
+	serverWrite                 // the server token only
+)
+
 // write guards a write endpoint: the token first, then leadership (a follower redirects to the
 // leader with 307, so the client repeats the same request there).
-func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
+func (s *Server) write(need access, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
-			writeError(w, http.StatusUnauthorized, "%v", ErrUnauthorized)
+		if err := s.authorize(r, need); err != nil {
+			code := http.StatusForbidden
+			if errors.Is(err, ErrUnauthorized) {
+				code = http.StatusUnauthorized
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mesh"`)
+			}
+			writeError(w, code, "%v", err)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -209,7 +235,7 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 				writeError(w, http.StatusServiceUnavailable, "%v", ErrNoLeader)
 				return
 			}
-			w.Header().Set("Location", "http://"+addr+r.URL.RequestURI())
+			w.Header().Set("Location", s.peerURL(addr)+r.URL.RequestURI())
 			writeError(w, http.StatusTemporaryRedirect, "%v: the leader is %s", ErrNotLeader, addr)
 			return
 		}
@@ -217,12 +243,26 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (s *Server) authorized(r *http.Request) bool {
-	if s.cfg.Token == "" {
-		return false
+// authorize says whether the request's token may do a write that needs need: nil,
+// ErrUnauthorized (no token or an unknown one) or ErrForbidden.
+func (s *Server) authorize(r *http.Request, need access) error {
+	tok := ca.BearerToken(r)
+	switch {
+	case tok == "":
+		return ErrUnauthorized
+	case s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1:
+		return nil
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1
+	rec, err := s.ca.Authorize(tok, "")
+	switch {
+	case errors.Is(err, ca.ErrUnauthorized):
+		return ErrUnauthorized
+	case err != nil:
+		return fmt.Errorf("%w: token %s is service %q's: it may only ask for that service's certificates", ErrForbidden, rec.ID, rec.Service)
+	case need == serverWrite:
+		return fmt.Errorf("%w: only the server token (mesh serve --token-file) may join a server", ErrForbidden)
+	}
+	return nil
 }
 
 func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
@@ -267,8 +307,10 @@ func (s *Server) respond(w http.ResponseWriter, err error, ok string) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, map[string]string{"status": ok})
-	case errors.Is(err, ErrUnknownVersion):
+	case errors.Is(err, ErrUnknownVersion), errors.Is(err, ErrUnknownServer):
 		writeError(w, http.StatusNotFound, "%v", err)
+	case errors.Is(err, ErrPeerRefused):
+		writeError(w, http.StatusForbidden, "%v", err)
 	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
 		writeError(w, http.StatusServiceUnavailable, "%v", err)
 	default:

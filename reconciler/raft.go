@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -20,6 +21,7 @@ const applyTimeout = 10 * time.Second
 type raftNode struct {
 	raft     *raft.Raft
 	trans    *raft.NetworkTransport
+	stream   *tlsStreamLayer // nil: plaintext Raft
 	store    *raftboltdb.BoltStore
 	addr     raft.ServerAddress
 	existing bool // the data directory held Raft state at start
@@ -61,13 +63,9 @@ func openRaft(ctx context.Context, s *Server) (_ *raftNode, err error) {
 			n.close()
 		}
 	}()
-	tcp, err := newTCPLayer(s.cfg.RaftAddr, s.cfg.RaftAdvertise)
-	if err != nil {
+	if n.trans, n.stream, err = newTransport(s, newHCLog(s.log, "raft-net")); err != nil {
 		return nil, err
 	}
-	layer := &clusterLayer{StreamLayer: tcp, id: s.cluster}
-	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHCLog(s.log, "raft-net")})
 	n.addr = n.trans.LocalAddr()
 
 	snapStore, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.DataDir, 2, newHCLog(s.log, "raft-snapshots"))
@@ -418,6 +416,10 @@ func (s *Server) addServer(id, raftAddr, httpAddr string) error {
 			}
 		}
 	}
+	// Over TLS, a voter must first show a server certificate of the cluster's CA on its Raft port.
+	if err := s.node.probePeer(raftAddr); err != nil {
+		return fmt.Errorf("%w: %v", ErrPeerRefused, err)
+	}
 	if err := s.node.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, applyTimeout).Error(); err != nil {
 		return fmt.Errorf("add voter %s: %w", id, err)
 	}
@@ -425,10 +427,22 @@ registered:
 	return s.apply(cmdServer, serverCmd{ID: id, HTTP: httpAddr}, nil)
 }
 
-// removeServer removes a server from the cluster and forgets its HTTP address.
+// removeServer removes a server from the cluster and forgets its HTTP address. A server that is
+// not in the configuration is ErrUnknownServer, naming the ones that are.
 func (s *Server) removeServer(id string) error {
 	if !s.IsLeader() {
 		return ErrNotLeader
+	}
+	var ids []string
+	for _, srv := range s.servers() {
+		if srv.ID == id {
+			ids = nil
+			break
+		}
+		ids = append(ids, srv.ID)
+	}
+	if ids != nil {
+		return fmt.Errorf("%w: %q (the servers are %s)", ErrUnknownServer, id, strings.Join(ids, ", "))
 	}
 	if err := s.apply(cmdRemoveServer, serverCmd{ID: id}, nil); err != nil {
 		return err
@@ -444,7 +458,7 @@ func (s *Server) removeServer(id string) error {
 func (s *Server) join(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	c := &Client{Addr: s.cfg.Join, Token: s.cfg.Token}
+	c := s.peerClient(s.cfg.Join)
 	req := JoinRequest{ID: s.id, RaftAddress: string(s.node.addr), HTTPAddress: s.httpAdv}
 	for attempt := 0; ; attempt++ {
 		resp, err := c.join(ctx, req)
@@ -457,8 +471,8 @@ func (s *Server) join(ctx context.Context) error {
 			s.log.Info("joined the cluster", "via", s.cfg.Join, "catch_up_index", resp.Index)
 			return nil
 		}
-		if errors.Is(err, ErrUnauthorized) {
-			return fmt.Errorf("join %s: %w", s.cfg.Join, err)
+		if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrPeerRefused) || isTLSVerifyError(err) {
+			return fmt.Errorf("join %s: %w", c.Addr, err)
 		}
 		s.log.Warn("join failed, retrying", "via", s.cfg.Join, "err", err)
 		if !sleepCtx(ctx, backoff(attempt)) {

@@ -9,12 +9,23 @@
 //   - Only the leader reads Git and compiles. A commit that does not compile is recorded (commit,
 //     positioned errors) and changes nothing served; a later good commit clears it.
 //   - The FSM is deterministic: an entry's effect depends only on its bytes and the previous state.
-//   - Write endpoints (join, remove, pin, unpin) need the cluster token; the Git webhook needs its
-//     HMAC secret (or GitLab token), compared in constant time. Anything else changes nothing.
+//   - Write endpoints need a token, compared in constant time: the server token may do every
+//     write, an operator token every write but join, a service token none (it only signs its own
+//     service's certificates); see write in http.go. The Git webhook needs its HMAC secret (or
+//     GitLab token), compared in constant time. Anything else changes nothing.
+//   - With Config.TLS, Raft runs over mutual TLS and accepts only peers presenting a server
+//     certificate of the cluster's CA, on both ends; a joining server must show one on its Raft
+//     port before it becomes a voter; the HTTP API is HTTPS and its redirects keep the scheme.
+//   - The data directory and everything in it are owner-only once Open returns, and credentials
+//     in a repository URL appear in no log line, error or status field.
+//   - The cluster views (GET /v1/proxies, /v1/proxies/{node}/config, /v1/members) answer for every
+//     server of the configuration, asking the peers; a peer that does not answer is named, never
+//     left out silently (cluster_view.go).
 package reconciler
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +33,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +43,7 @@ import (
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/xds"
 )
 
@@ -44,8 +57,10 @@ var (
 	ErrUnknownVersion = errors.New("version not in history")
 	// ErrBadCommand means a Raft entry could not be decoded; the FSM ignores it.
 	ErrBadCommand = errors.New("malformed raft command")
-	// ErrUnauthorized means a write request had no token or the wrong one.
+	// ErrUnauthorized means a write request had no token or an unknown one.
 	ErrUnauthorized = errors.New("missing or wrong token")
+	// ErrForbidden means a write request's token is known but does not cover the request.
+	ErrForbidden = errors.New("token not allowed to do this")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
 	// ErrDataDirInUse means another process holds the data directory's lock.
@@ -57,6 +72,11 @@ var (
 	ErrClusterMismatch = errors.New("raft peer of another cluster")
 	// ErrRemoved means this server was removed from the cluster: it serves nothing.
 	ErrRemoved = errors.New("removed from the cluster")
+	// ErrUnknownServer means a request named a server that is not in the Raft configuration.
+	ErrUnknownServer = errors.New("no such server in the cluster")
+	// ErrPeerRefused means a server asking to join did not show a server certificate of the
+	// cluster's CA on its Raft port.
+	ErrPeerRefused = errors.New("raft peer refused")
 )
 
 // Publisher receives every snapshot a server is to serve (in practice the xDS server).
@@ -89,9 +109,12 @@ type Config struct {
 	RaftAddr      string // default 127.0.0.1:8300
 	RaftAdvertise string // default the listening address
 	NodeID        string // default derived from the hostname and data directory, then kept in DataDir
-	Join          string // the HTTP address of a server of an existing cluster; "" bootstraps
+	Join          string // the HTTP address (or URL) of a server of an existing cluster; "" bootstraps
+	// TLS, when set, runs Raft over mutual TLS (peers must present a server certificate of its
+	// CA) and the HTTP API over HTTPS; joins and redirects then use https.
+	TLS *tlsutil.Material
 
-	Token         string        // the write token; empty refuses every write
+	Token         string        // the server token (see write in http.go); empty: only operator tokens write
 	WebhookSecret []byte        // empty refuses every webhook
 	Poll          time.Duration // remote fetch interval and local safety-net poll; default 30s
 	History       int           // snapshots kept; default 20
@@ -101,6 +124,9 @@ type Config struct {
 	Publisher Publisher
 	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
 	Proxies func() []ProxyStatus
+	// ProxyConfig returns what the xDS server set for a connected node; in mesh serve,
+	// (*xds.Server).ProxyConfig. Default: none (GET /v1/proxies/{node}/config asks the peers).
+	ProxyConfig func(nodeID string) (*xds.ProxyConfig, error)
 	// Collectors are served on GET /metrics with the server's own; in mesh serve, the xDS
 	// server's (*xds.Server).Collectors.
 	Collectors []prometheus.Collector
@@ -173,9 +199,10 @@ type Server struct {
 	metrics *metrics
 	src     source
 
-	httpLn  net.Listener
-	httpSrv *http.Server
-	httpAdv string
+	httpLn     net.Listener
+	httpSrv    *http.Server
+	httpAdv    string
+	httpClient *http.Client // this server's client of the others' HTTP API (join, registration)
 
 	kick     chan struct{} // wakes the reconcile loop: a ref changed, a webhook arrived
 	webhooks *replayCache
@@ -229,6 +256,10 @@ func (s *Server) Open(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if err := secureDataDir(s.cfg.DataDir); err != nil {
+		s.lock.Release()
+		return fmt.Errorf("data directory: %w", err)
+	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -252,6 +283,11 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
+	s.httpClient = &http.Client{Timeout: 30 * time.Second}
+	if s.cfg.TLS != nil {
+		s.httpLn = tls.NewListener(s.httpLn, s.cfg.TLS.ServerConfig())
+		s.httpClient.Transport = &http.Transport{TLSClientConfig: s.cfg.TLS.ClientConfig(), ForceAttemptHTTP2: true}
+	}
 	s.httpAdv = s.cfg.HTTPAdvertise
 	if s.httpAdv == "" {
 		s.httpAdv = s.httpLn.Addr().String()
@@ -266,6 +302,9 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	if s.node.existing {
 		s.pub.catchUp.Store(0)
 	}
+	if err := secureDataDir(s.cfg.DataDir); err != nil { // and what Raft just created in it
+		return fmt.Errorf("data directory: %w", err)
+	}
 	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	s.bg.Add(3)
 	go func() { defer s.bg.Done(); s.watchHealth(s.bgCtx) }()
@@ -279,7 +318,8 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	if host, _, _ := net.SplitHostPort(s.httpAdv); host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
 		s.log.Warn("the HTTP API listens on an unspecified address: set an advertise address so that other servers can reach it", "http", s.httpAdv)
 	}
-	s.log.Info("mesh server started", "http", s.httpAdv, "raft", s.node.addr, "data", s.cfg.DataDir, "repo", s.cfg.Repo, "ref", s.cfg.Ref, "dir", s.cfg.Dir)
+	s.log.Info("mesh server started", "http", s.peerURL(s.httpAdv), "raft", s.node.addr, "tls", s.cfg.TLS != nil,
+		"data", s.cfg.DataDir, "repo", redactURL(s.cfg.Repo), "ref", s.cfg.Ref, "dir", s.cfg.Dir)
 
 	switch {
 	case s.cfg.Join != "" && !s.node.existing:
@@ -315,7 +355,7 @@ func (s *Server) keepRegistered(ctx context.Context) {
 		if leader == "" || s.IsLeader() || !s.inConfiguration() {
 			continue
 		}
-		c := &Client{Addr: leader, Token: s.cfg.Token}
+		c := s.peerClient(leader)
 		err := c.Join(ctx, JoinRequest{ID: s.id, RaftAddress: string(s.node.addr), HTTPAddress: s.httpAdv})
 		if err != nil {
 			s.log.Warn("register http address with the leader", "leader", leader, "err", err)
@@ -362,6 +402,28 @@ func (s *Server) Close(ctx context.Context) error {
 		s.log.Info("mesh server stopped")
 	})
 	return s.closeErr
+}
+
+// scheme is the HTTP API's URL scheme.
+func (s *Server) scheme() string {
+	if s.cfg.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// peerURL turns another server's HTTP address into a URL of this cluster's scheme; a URL is kept.
+func (s *Server) peerURL(addr string) string {
+	if strings.Contains(addr, "://") {
+		return addr
+	}
+	return s.scheme() + "://" + addr
+}
+
+// peerClient is a client of another server's HTTP API, verifying it against the cluster's CA
+// when TLS is on.
+func (s *Server) peerClient(addr string) *Client {
+	return &Client{Addr: s.peerURL(addr), Token: s.cfg.Token, HTTP: s.httpClient}
 }
 
 // NodeID returns this server's Raft id.

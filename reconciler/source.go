@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/redact"
 )
 
 // source is where the leader reads commits from.
@@ -190,7 +191,9 @@ func (r *remoteSource) watch(ctx context.Context, kick func()) {
 	}
 }
 
-func (r *remoteSource) open(ctx context.Context) (*git.Repository, error) {
+func (r *remoteSource) open(ctx context.Context) (_ *git.Repository, err error) {
+	// Errors end up in logs and in status: whatever go-git put in them, no credentials.
+	defer func() { err = redact.Error(err) }()
 	repo, err := git.PlainOpen(r.mirror)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		repo, err = git.PlainInit(r.mirror, true)
@@ -240,12 +243,4 @@ func (r *remoteSource) open(ctx context.Context) (*git.Repository, error) {
 }
 
 // redactURL drops credentials from a URL before it is logged or returned.
-func redactURL(u string) string {
-	if i := strings.Index(u, "://"); i >= 0 {
-		rest := u[i+3:]
-		if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
-			return u[:i+3] + "REDACTED@" + rest[at+1:]
-		}
-	}
-	return u
-}
+func redactURL(u string) string { return redact.URL(u) }

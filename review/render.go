@@ -53,8 +53,9 @@ const maxNames = 10
 func (r *Report) Markdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "**mesh review** `%s` → `%s`: %s\n", r.Base, r.Head, r.Summary)
+	r.writeBaseError(&b)
 	if len(r.Access) > 0 {
-		b.WriteString("\n### Access changes\n\n| Source | Destination | Before | After | Decided by (head) |\n|---|---|---|---|---|\n")
+		b.WriteString("\n### " + r.heading("Access changes") + "\n\n| Source | Destination | Before | After | Decided by (head) |\n|---|---|---|---|---|\n")
 		for _, a := range r.Access {
 			src, dst := cell(a.Source), cell(a.Destination)
 			switch {
@@ -79,25 +80,25 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 	}
 	if len(r.Routing) > 0 {
-		b.WriteString("\n### Routing changes\n\n| Service | Entry | Field | Before | After |\n|---|---|---|---|---|\n")
+		b.WriteString("\n### " + r.heading("Routing changes") + "\n\n| Service | Entry | Field | Before | After |\n|---|---|---|---|---|\n")
 		for _, c := range r.Routing {
 			fieldRows(&b, c.Service, c.Kind+" "+c.Change, c.Position, c.Fields)
 		}
 	}
 	if len(r.Services) > 0 {
-		b.WriteString("\n### Services\n\n| Service | Change | Field | Before | After |\n|---|---|---|---|---|\n")
+		b.WriteString("\n### " + r.heading("Services") + "\n\n| Service | Change | Field | Before | After |\n|---|---|---|---|---|\n")
 		for _, c := range r.Services {
 			fieldRows(&b, c.Service, c.Change, c.Position, c.Fields)
 		}
 	}
 	if len(r.Mesh) > 0 {
-		b.WriteString("\n### Mesh settings\n\n| Setting | Before | After |\n|---|---|---|\n")
+		b.WriteString("\n### " + r.heading("Mesh settings") + "\n\n| Setting | Before | After |\n|---|---|---|\n")
 		for _, f := range r.Mesh {
 			fmt.Fprintf(&b, "| %s | %s | %s |\n", cell(f.Field), cell(f.Before), cell(f.After))
 		}
 	}
 	if len(r.Owners) > 0 {
-		b.WriteString("\n### Who must approve\n\n")
+		b.WriteString("\n### " + r.heading("Who must approve") + "\n\n")
 		for _, o := range r.Owners {
 			who := o.Owner
 			if who == "" {

@@ -25,9 +25,12 @@ import (
 
 // Report is the result of a review. Its JSON form is what `mesh review --format json` prints.
 type Report struct {
-	Base    string `json:"base"` // commit or version of base
-	Head    string `json:"head"`
-	Summary string `json:"summary"`
+	Base string `json:"base"` // commit or version of base
+	// BaseError is set when base does not compile: the report then compares head with an empty
+	// mesh (SetBaseError), and is not a diff of the change.
+	BaseError *BaseError `json:"baseError,omitempty"`
+	Head      string     `json:"head"`
+	Summary   string     `json:"summary"`
 	// Access lists every changed pair, and every summarised group of pairs.
 	Access []*Access `json:"access"`
 	// Routing lists routing changes per service.

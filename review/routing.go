@@ -426,7 +426,11 @@ func summary(r *Report) string {
 	if n := len(r.Warnings); n > 0 {
 		parts = append(parts, fmt.Sprintf("%d warning%s", n, plural(n)))
 	}
-	return strings.Join(parts, "; ")
+	s := strings.Join(parts, "; ")
+	if r.BaseError != nil {
+		s = baseBrokenPrefix + s
+	}
+	return s
 }
 
 func plural(n int) string {

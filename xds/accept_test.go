@@ -17,11 +17,11 @@ import (
 )
 
 // TestGRPCAcceptsClientConfig: real gRPC xDS clients of every service with upstreams, in the rich
-// fixture and in repo-example, fetch their listeners, routes, clusters and endpoints and ACK
+// fixture (also with every mesh.tls setting, which gRPC would NACK as tls_params) and in repo-example, fetch their listeners, routes, clusters and endpoints and ACK
 // them all: gRPC NACKs nothing we render (Envoy-only fields included in the shared route shape,
 // ring hash, least request, failover priorities, header and query matches, retries).
 func TestGRPCAcceptsClientConfig(t *testing.T) {
-	snaps := map[string]*mesh.Snapshot{"rich": seal(t, richMesh())}
+	snaps := map[string]*mesh.Snapshot{"rich": seal(t, richMesh()), "rich-tls": seal(t, tlsMesh())}
 	if s, err := compiler.CompileDir(context.Background(), filepath.Join("..", "repo-example")); err == nil {
 		snaps["repo-example"] = s
 	} else {
@@ -71,11 +71,11 @@ func TestGRPCAcceptsClientConfig(t *testing.T) {
 	}
 }
 
-// TestGRPCAcceptsServerConfig: every endpoint of every service, in the rich fixture and in
-// repo-example, moved to a loopback port and served by a real gRPC xDS server: each gets its
+// TestGRPCAcceptsServerConfig: every endpoint of every service, in the rich fixture (also with
+// every mesh.tls setting) and in repo-example, moved to a loopback port and served by a real gRPC xDS server: each gets its
 // listener (mTLS, the RBAC rendered from the service's intentions) and becomes SERVING.
 func TestGRPCAcceptsServerConfig(t *testing.T) {
-	snaps := map[string]*mesh.Snapshot{"rich": richMesh()}
+	snaps := map[string]*mesh.Snapshot{"rich": richMesh(), "rich-tls": tlsMesh()}
 	if s, err := compiler.CompileDir(context.Background(), filepath.Join("..", "repo-example")); err == nil {
 		snaps["repo-example"] = s
 	} else {
@@ -117,4 +117,12 @@ func TestGRPCAcceptsServerConfig(t *testing.T) {
 			t.Logf("%d gRPC xDS servers SERVING", len(servers))
 		})
 	}
+}
+
+// tlsMesh is richMesh with every mesh.tls setting.
+func tlsMesh() *mesh.Snapshot {
+	s := richMesh()
+	s.Mesh.TLS = mesh.TLS{MinVersion: "TLSv1_2", MaxVersion: "TLSv1_3",
+		CipherSuites: []string{"[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]", "ECDHE-ECDSA-AES256-GCM-SHA384"}}
+	return s
 }

@@ -37,8 +37,10 @@ import (
 
 // ServerIdentity is the service name of the mesh servers' own xDS serving certificate: a leaf
 // of the mesh CA whose SPIFFE ID is spiffe://<trustDomain>/ns/default/dc/<dc>/svc/mesh-server.
-// Clients check it (ClientCredentials).
-const ServerIdentity = "mesh-server"
+// Clients check it (ClientCredentials); a proxy presenting it is refused (authorizePeer). The
+// name is reserved (mesh.ServerService): the compiler rejects a service of that name and the
+// CA's API never signs it.
+const ServerIdentity = mesh.ServerService
 
 // ServerCredentials returns the TLS transport credentials of an authenticated xDS gRPC server.
 // roots returns the trust bundle (the CA's current roots; nil refuses every handshake) and cert
@@ -206,6 +208,8 @@ func (s *Server) authorizePeer(pi *peerIdentity, n *corev3.Node, p Proxy, stream
 		err = errors.New("the stream's peer is unknown")
 	case pi.err != nil:
 		err = pi.err
+	case pi.id.Service == ServerIdentity:
+		err = fmt.Errorf("identity %s is the servers' own, never a proxy's", pi.id)
 	case s.snap != nil && pi.id.TrustDomain != s.snap.Mesh.TrustDomain:
 		err = fmt.Errorf("identity %s is not of trust domain %q", pi.id, s.snap.Mesh.TrustDomain)
 	case pi.id.Service != p.Service:

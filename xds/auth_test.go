@@ -298,6 +298,12 @@ func TestXDSTLS(t *testing.T) {
 			t.Fatal("a foreign CA's leaf was accepted after its root left the bundle")
 		}
 	})
+	t.Run("the servers' own identity is no proxy's", func(t *testing.T) {
+		st := adsStatus(t, dialTLS(t, addr, roots, caLeaf(t, c, ServerIdentity)), "server-1", ServerIdentity)
+		if st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "servers' own") {
+			t.Fatalf("%s as a proxy: got %v, want PermissionDenied", ServerIdentity, st.Err())
+		}
+	})
 	t.Run("an identity of another trust domain is refused", func(t *testing.T) {
 		od := ca.New(ca.Config{Store: ca.NewMemStore(nil), Rate: -1})
 		if err := od.Init(context.Background(), "other.mesh", nil); err != nil {

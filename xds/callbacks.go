@@ -36,7 +36,7 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	if s.suspended != "" {
 		return status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
 	}
-	st := &streamState{kill: streamKiller(ctx), sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
+	st := &streamState{kill: streamKiller(ctx), sent: map[string]sentResponse{}, acked: map[string]string{}, nacked: map[string]*Nack{}, delta: delta}
 	if s.authPeers {
 		pi := peerIdentityFrom(ctx)
 		st.peer = &pi

@@ -17,4 +17,9 @@ var (
 	ErrBadBundle = errors.New("bad trust bundle")
 	// ErrClosed means the server is closed.
 	ErrClosed = errors.New("xds server closed")
+	// ErrUnknownNode means ProxyConfig was asked about a node that is not connected.
+	ErrUnknownNode = errors.New("no such proxy connected")
+	// ErrKeyMaterial means a secret to be shown carries a private key inline; rendering never
+	// makes one, so ProxyConfig refuses rather than show it.
+	ErrKeyMaterial = errors.New("a secret carries key material inline; refusing to show it")
 )

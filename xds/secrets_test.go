@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestSecrets(t *testing.T) {
@@ -164,4 +166,46 @@ func secretsOf(t *testing.T, r *discoveryv3.DiscoveryResponse) (leaf, roots *tls
 
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// mesh.tls reaches every TLS context Envoy gets, and none that gRPC gets (gRPC's xDS client
+// NACKs tls_params; it negotiates with Go's defaults, as mesh validate warns).
+func TestTLSParamsEnvoyOnly(t *testing.T) {
+	snap := seal(t, tlsMesh())
+	for _, svc := range snap.ServiceNames() {
+		for _, shape := range []Shape{ShapeEnvoy, ShapeGRPC} {
+			res, err := Render(snap, Proxy{Service: svc, Shape: shape, CertDir: "/certs"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var params []map[string]any
+			for _, list := range [][]proto.Message{messages(res.Listeners), messages(res.Clusters)} {
+				var v any
+				if err := json.Unmarshal(goldenJSON(t, list), &v); err != nil {
+					t.Fatal(err)
+				}
+				walkJSON(v, "", func(key string, val any) {
+					if m, ok := val.(map[string]any); ok && key == "tlsParams" {
+						params = append(params, m)
+					}
+				})
+			}
+			if shape == ShapeGRPC {
+				if len(params) != 0 {
+					t.Errorf("%s/grpc: %d TLS contexts with tls_params, want none", svc, len(params))
+				}
+				continue
+			}
+			if len(params) == 0 {
+				t.Errorf("%s/envoy: no TLS context with tls_params", svc)
+			}
+			for _, p := range params {
+				got, _ := json.Marshal(p)
+				want := `{"cipherSuites":["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]","ECDHE-ECDSA-AES256-GCM-SHA384"],"tlsMaximumProtocolVersion":"TLSv1_3","tlsMinimumProtocolVersion":"TLSv1_2"}`
+				if string(got) != want {
+					t.Errorf("%s/envoy: tls_params %s, want %s", svc, got, want)
+				}
+			}
+		}
+	}
 }

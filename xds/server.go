@@ -127,6 +127,7 @@ type streamState struct {
 	delta  bool
 	sent   map[string]sentResponse // type URL → latest response
 	acked  map[string]string       // type URL → last ACKed version
+	nacked map[string]*Nack        // type URL → the NACK of the latest response, until an ACK
 }
 
 type sentResponse struct {
@@ -155,9 +156,14 @@ type ProxyStatus struct {
 	AckedVersion string            `json:"ackedVersion"`
 	Acked        map[string]string `json:"acked,omitempty"` // resource type → ACKed version
 	LastNack     *Nack             `json:"lastNack,omitempty"`
-	Error        string            `json:"error,omitempty"`
-	ConnectedAt  time.Time         `json:"connectedAt"`
-	LastSeen     time.Time         `json:"lastSeen"`
+	// Sync is SYNCED when the node ACKed everything it should run, NACK when it rejected the
+	// latest configuration of a type, STALE otherwise (sent and not ACKed yet, or not sent yet),
+	// DISCONNECTED when it has no stream. Types has the same per resource type (proxystate.go).
+	Sync        string               `json:"sync"`
+	Types       map[string]TypeState `json:"types,omitempty"`
+	Error       string               `json:"error,omitempty"`
+	ConnectedAt time.Time            `json:"connectedAt"`
+	LastSeen    time.Time            `json:"lastSeen"`
 }
 
 // NewServer returns a server with no snapshot: nodes may connect and get their configuration
@@ -614,6 +620,7 @@ func (s *Server) Proxies() []ProxyStatus {
 			cp := *ps.LastNack
 			ps.LastNack = &cp
 		}
+		ps.Types, ps.Sync = s.typeStates(n)
 		out = append(out, ps)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
@@ -629,7 +636,7 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 	}
 	st := s.streams[streamID]
 	if st == nil {
-		st = &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
+		st = &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, nacked: map[string]*Nack{}, delta: delta}
 		s.streams[streamID] = st
 	}
 	if st.nodeID != "" {
@@ -711,10 +718,12 @@ func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errD
 				"type", shortType(typeURL), "version", sent.version, "error", n.Error)
 		}
 		nd.lastNack = n
+		st.nacked[typeURL] = n
 		s.metrics.nacks.WithLabelValues(metricType(typeURL)).Inc()
 		return sent.version
 	}
 	st.acked[typeURL] = sent.version
+	delete(st.nacked, typeURL)
 	s.metrics.acks.WithLabelValues(metricType(typeURL)).Inc()
 	s.updateAcked(nd)
 	return ""

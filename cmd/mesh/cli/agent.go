@@ -18,7 +18,7 @@ import (
 func init() { register(newAgentCmd) }
 
 func newAgentCmd() *cobra.Command {
-	var service, dir, addr, tokenFile, logLevel string
+	var service, dir, addr, caFile, tokenFile, logLevel string
 	var once, envoy bool
 	cmd := &cobra.Command{
 		Use:   "agent --service S --dir DIR --token-file F [--http ADDR]",
@@ -42,7 +42,18 @@ With --once it writes the files once and exits (an init container).`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("agent: --log-level: %v", err)}
 			}
-			tok := os.Getenv("MESH_TOKEN")
+			// explain says where the token came from on a 401, and what to do when no server answers.
+			explain := apiFlags{url: serverURL(addr, caFile), tokenFrom: "$" + envToken}
+			tok := os.Getenv(envToken)
+			if tok == "" {
+				tok, explain.tokenFrom = os.Getenv(envTokenOld), "$"+envTokenOld
+			}
+			if tokenFile == "" && tok == "" {
+				tokenFile = os.Getenv(envTokenFile)
+				explain.tokenFrom = "$" + envTokenFile + " (" + tokenFile + ")"
+			} else if tokenFile != "" {
+				explain.tokenFrom = "--token-file " + tokenFile
+			}
 			if tokenFile != "" {
 				var err error
 				if tok, err = readToken(tokenFile); err != nil {
@@ -50,10 +61,14 @@ With --once it writes the files once and exits (an init container).`,
 				}
 			}
 			if tok == "" {
-				return usageError{errors.New("agent: --token-file (or $MESH_TOKEN) is required")}
+				return usageError{errors.New("agent: --token-file (or $MESH_HTTP_TOKEN) is required")}
+			}
+			hc, err := apiHTTPClient(caFile)
+			if err != nil {
+				return err
 			}
 			a := &ca.Agent{
-				Client:  &ca.Client{Addr: addr, Token: tok},
+				Client:  &ca.Client{Addr: serverURL(addr, caFile), Token: tok, HTTP: hc},
 				Service: service,
 				Dir:     dir,
 				Log:     slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
@@ -71,26 +86,23 @@ With --once it writes the files once and exits (an init container).`,
 			if once {
 				l, err := a.Issue(ctx)
 				if err != nil {
-					return fmt.Errorf("agent: %w", err)
+					return explain.explain(fmt.Errorf("agent: %w", err))
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s, valid until %s\n", l.SPIFFEID, l.NotAfter.Format("2006-01-02T15:04:05Z07:00"))
 				return nil
 			}
 			if err := a.Run(ctx); err != nil {
-				return fmt.Errorf("agent: %w", err)
+				return explain.explain(fmt.Errorf("agent: %w", err))
 			}
 			return nil
 		},
 	}
-	def := os.Getenv("MESH_HTTP_ADDR")
-	if def == "" {
-		def = reconciler.DefaultHTTPAddr
-	}
 	f := cmd.Flags()
 	f.StringVar(&service, "service", "", "the service whose identity to obtain (required)")
 	f.StringVar(&dir, "dir", "", "directory of cert.pem, key.pem and ca.pem (required; created 0700)")
-	f.StringVar(&addr, "http", def, "HTTP address of a mesh server ($MESH_HTTP_ADDR)")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the service's token (default: $MESH_TOKEN)")
+	f.StringVar(&addr, "http", envOr(envHTTPAddr, reconciler.DefaultHTTPAddr), "HTTP address or URL of a mesh server ($MESH_HTTP_ADDR)")
+	f.StringVar(&caFile, "ca-file", os.Getenv(envCACert), "CA certificate to verify the server with; implies https ($MESH_CACERT)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the service's token (default: the token in $MESH_HTTP_TOKEN, else the file $MESH_HTTP_TOKEN_FILE)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&once, "once", false, "issue once, write the files and exit")
 	f.BoolVar(&envoy, "envoy", false, "the agent runs beside an Envoy sidecar: also write the SDS files Envoy's xDS connection reads (mesh envoy bootstrap --xds-tls)")

@@ -17,11 +17,15 @@ func init() {
 const defaultXDSAddr = "127.0.0.1:8502"
 
 func newEnvoyCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "envoy", Short: "Envoy sidecar helpers"}
+	cmd := &cobra.Command{Use: "envoy", Short: "Envoy sidecar helpers",
+		Example: `  mesh envoy bootstrap --service web --proxy-id web-1 --cert-dir /etc/mesh/web > envoy.json`}
 	var opts xds.EnvoyBootstrapOptions
 	boot := &cobra.Command{
 		Use:   "bootstrap --service S --proxy-id ID [--xds ADDR]",
 		Short: "Print the bootstrap of an Envoy sidecar (JSON)",
+		Example: `  mesh agent --service web --dir /etc/mesh/web --token-file web.token --envoy &
+  mesh envoy bootstrap --service web --proxy-id web-1 --cert-dir /etc/mesh/web > envoy.json
+  envoy -c envoy.json`,
 		Long: `Bootstrap prints an Envoy bootstrap for a sidecar of a service: every listener, route, cluster,
 endpoint and secret comes over ADS (gRPC, xDS v3) from the mesh server at --xds; node.id is the
 proxy id and node.cluster the service; the admin interface listens on loopback.`,
@@ -46,7 +50,7 @@ proxy id and node.cluster the service; the admin interface listens on loopback.`
 	boot.Flags().StringVar(&opts.ProxyID, "proxy-id", "", "the proxy instance id (node.id)")
 	boot.Flags().StringVar(&opts.XDSAddr, "xds", defaultXDSAddr, "address of the mesh xDS server")
 	boot.Flags().StringVar(&opts.AdminAddr, "admin", "127.0.0.1:19000", "address of Envoy's admin interface")
-	boot.Flags().StringVar(&opts.CertDir, "cert-dir", "", "directory where `mesh agent --service S --dir DIR --envoy` keeps this sidecar's certificate (the server sends only these file names; the key never leaves the host)")
+	boot.Flags().StringVar(&opts.CertDir, "cert-dir", "", "directory where mesh agent --envoy keeps this sidecar's certificate and key (its --dir); the server sends only these file names, and the key never leaves the host")
 	boot.Flags().BoolVar(&opts.XDSTLS, "xds-tls", false, "connect to the xDS server with mTLS (mesh serve --xds-tls); needs --cert-dir and --trust-domain")
 	boot.Flags().StringVar(&opts.TrustDomain, "trust-domain", "", "the mesh's trust domain, to check the xDS server's identity with --xds-tls")
 	cmd.AddCommand(boot)
@@ -54,7 +58,9 @@ proxy id and node.cluster the service; the admin interface listens on loopback.`
 }
 
 func newGRPCCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "grpc", Short: "Proxyless gRPC helpers"}
+	cmd := &cobra.Command{Use: "grpc", Short: "Proxyless gRPC helpers",
+		Example: `  mesh grpc bootstrap --service web --cert-dir /etc/mesh/web > bootstrap.json
+  GRPC_XDS_BOOTSTRAP=bootstrap.json ./web`}
 	var opts xds.GRPCBootstrapOptions
 	boot := &cobra.Command{
 		Use:   "bootstrap --service S [--xds ADDR] [--cert-dir DIR]",

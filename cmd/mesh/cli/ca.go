@@ -22,20 +22,22 @@ func (a *apiFlags) caClient(write bool) (*ca.Client, error) {
 		return nil, err
 	}
 	if write && rc.Token == "" {
-		return nil, usageError{errors.New("no token: give --token-file, or set $MESH_TOKEN")}
+		return nil, usageError{fmt.Errorf("no token: give --token-file, or set $%s or $%s", envToken, envTokenFile)}
 	}
-	return &ca.Client{Addr: rc.Addr, Token: rc.Token}, nil
+	return &ca.Client{Addr: rc.Addr, Token: rc.Token, HTTP: rc.HTTP}, nil
 }
 
 // caCall makes one request to the CA API (see withClient); its errors say what failed already.
 func (a *apiFlags) caCall(cmd *cobra.Command, write bool, f func(context.Context, *ca.Client) error) error {
-	return withClient(cmd, func() (*ca.Client, error) { return a.caClient(write) }, "", f)
+	return a.explain(withClient(cmd, func() (*ca.Client, error) { return a.caClient(write) }, "", f))
 }
 
 func newCACmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
 		Short: "Inspect and rotate the mesh's certificate authority",
+		Example: `  mesh ca roots > bundle.pem
+  mesh ca rotate --token-file mesh-data/token`,
 	}
 	cmd.AddCommand(newCARootsCmd(), newCARotateCmd())
 	return cmd
@@ -46,7 +48,9 @@ func newCARootsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "roots [--http ADDR] [--format text|json]",
 		Short: "Print the trust bundle: every root not yet retired (PEM, or JSON with their state)",
-		Args:  cobra.NoArgs,
+		Example: `  mesh ca roots > bundle.pem
+  mesh ca roots --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var b *ca.Bundle
 			if err := a.caCall(cmd, false, func(ctx context.Context, c *ca.Client) (err error) {
@@ -111,9 +115,12 @@ and then the old root is retired. No handshake fails on the way. Needs an operat
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Create and revoke the tokens that authorize certificate requests and CA operations",
+		Short: "Create, list and revoke the tokens that authorize certificate requests and CA operations",
+		Example: `  mesh token create --service web --token-file mesh-data/token > web.token
+  mesh token list --token-file mesh-data/token
+  mesh token revoke 0123456789abcdef --token-file mesh-data/token`,
 	}
-	cmd.AddCommand(newTokenCreateCmd(), newTokenRevokeCmd())
+	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd(), newTokenRevokeCmd())
 	return cmd
 }
 
@@ -123,11 +130,16 @@ func newTokenCreateCmd() *cobra.Command {
 	var operator bool
 	cmd := &cobra.Command{
 		Use:   "create (--service S | --operator) [--http ADDR] [--token-file ADMIN_TOKEN]",
-		Short: "Create a token for one service's certificates (or an operator token); printed once, as the last line",
-		Long: `Create makes a token and prints it as the last line of stdout. The server keeps only its SHA-256
-hash: the token cannot be shown again. A service token authorizes certificate requests for that
-service only; an operator token (--operator) may create tokens, rotate the CA and request any
-service's certificate. Needs an operator token (--token-file, the server's --token-file).`,
+		Short: "Create a token for one service's certificates (or an operator token); only the token goes to stdout",
+		Long: `Create makes a token and prints it, alone, on stdout, so that "> FILE" saves a token file; what
+was made (its ID, kind and service) goes to stderr. The server keeps only its SHA-256 hash: the
+token cannot be shown again. A service token authorizes certificate requests for that service
+only. An operator token (--operator) may do every write the server token may but join a
+server: pin and unpin, reconcile, remove a server, create, list and revoke tokens, rotate the CA
+and request any service's certificate. Joining takes the server's own --token-file, because a
+server that joins receives the CA's key. Needs an operator token or the server's --token-file.`,
+		Example: `  mesh token create --service web --token-file mesh-data/token > web.token
+  mesh token create --operator --token-file mesh-data/token > ops.token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (service == "") == !operator {
@@ -144,14 +156,16 @@ service's certificate. Needs an operator token (--token-file, the server's --tok
 			}); err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			// Only the token on stdout; the prose on stderr.
+			errw := cmd.ErrOrStderr()
 			if r.Scope == ca.ScopeOperator {
-				fmt.Fprintf(out, "created operator token %s\n", r.ID)
+				fmt.Fprintf(errw, "created operator token %s", r.ID)
 			} else {
-				fmt.Fprintf(out, "created token %s for service %s\n", r.ID, r.Service)
+				fmt.Fprintf(errw, "created token %s for service %s", r.ID, r.Service)
 			}
-			fmt.Fprintf(out, "it is shown this once; the server keeps only its hash:\n%s\n", r.Token)
-			return nil
+			fmt.Fprintln(errw, "; it is shown this once (the server keeps only its hash)")
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), r.Token)
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&service, "service", "", "the service whose certificates the token may request")
@@ -165,7 +179,9 @@ func newTokenRevokeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke ID [--http ADDR] [--token-file ADMIN_TOKEN]",
 		Short: "Revoke a token by the ID token create printed",
-		Args:  cobra.ExactArgs(1),
+		Example: `  mesh token list --token-file mesh-data/token
+  mesh token revoke 0123456789abcdef --token-file mesh-data/token`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.caCall(cmd, true, func(ctx context.Context, c *ca.Client) error {
 				return c.RevokeToken(ctx, args[0])

@@ -41,10 +41,16 @@ func TestCACommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("token create: %d %s", code, errs)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	tok := lines[len(lines)-1]
+	// stdout is the token alone (so "> file" makes a token file); the prose is on stderr.
+	tok, ok := strings.CutSuffix(out, "\n")
+	if !ok || strings.ContainsAny(tok, " \n") {
+		t.Fatalf("token create printed more than the token on stdout: %q", out)
+	}
 	if _, err := c.Authorize(tok, "api"); err != nil {
-		t.Fatalf("the last line %q is not api's token: %v", tok, err)
+		t.Fatalf("stdout %q is not api's token: %v", tok, err)
+	}
+	if !strings.Contains(errs, "created token ") || !strings.Contains(errs, " for service api") || strings.Contains(errs, tok) {
+		t.Fatalf("token create's stderr: %q", errs)
 	}
 	if code, _, errs := run("token", "create", "--service", "api", "--http", srv.URL, "--token-file", wrong); code != 2 || !strings.Contains(errs, "401") {
 		t.Fatalf("wrong admin token: %d %s", code, errs)
@@ -55,6 +61,23 @@ func TestCACommands(t *testing.T) {
 
 	tokFile := filepath.Join(dir, "api-token")
 	os.WriteFile(tokFile, []byte(tok+"\n"), 0o600)
+
+	// token list: ID, kind, service, created; never the token nor its hash.
+	code, out, errs = run("token", "list", "--http", srv.URL, "--token-file", admin)
+	id := c.State().Tokens[0].ID
+	if code != 0 || !strings.Contains(out, "ID") || !strings.Contains(out, id+"  service  api  ") || strings.Contains(out, tok) ||
+		strings.Contains(out, c.State().Tokens[0].Hash) {
+		t.Fatalf("token list: %d %q %s", code, out, errs)
+	}
+	code, out, _ = run("token", "list", "--http", srv.URL, "--token-file", admin, "--format", "json")
+	var listed []ca.TokenInfo
+	if code != 0 || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 1 || listed[0].ID != id || listed[0].Service != "api" ||
+		listed[0].Scope != ca.ScopeService || listed[0].Created.IsZero() || strings.Contains(out, "hash") {
+		t.Fatalf("token list --format json: %d %s", code, out)
+	}
+	if code, _, errs := run("token", "list", "--http", srv.URL, "--token-file", tokFile); code != 2 || !strings.Contains(errs, "403") {
+		t.Fatalf("token list with a service token: %d %s", code, errs)
+	}
 	certs := filepath.Join(dir, "certs")
 	if code, out, errs := run("agent", "--service", "api", "--dir", certs, "--http", srv.URL, "--token-file", tokFile, "--once"); code != 0 ||
 		!strings.Contains(out, "spiffe://shop.mesh/ns/default/dc/dc1/svc/api") {

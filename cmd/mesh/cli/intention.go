@@ -18,6 +18,8 @@ func newIntentionCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "intention",
 		Short: "Ask what the mesh's intentions decide",
+		Example: `  mesh intention check web api --dir repo-example --method GET --path /v1/items
+  mesh intention match --destination api --dir repo-example`,
 	}
 	cmd.AddCommand(newIntentionCheckCmd(), newIntentionMatchCmd())
 	return cmd
@@ -30,6 +32,9 @@ type checkResult struct {
 	Source      string          `json:"source"`
 	Destination string          `json:"destination"`
 	Intention   *checkIntention `json:"intention"`
+	// L7, when the deciding intention's permissions look at request attributes the check did
+	// not give, names them and the permissions that would then decide otherwise.
+	L7 *l7Hint `json:"l7,omitempty"`
 }
 
 type checkIntention struct {
@@ -54,23 +59,22 @@ func newIntentionCheckCmd() *cobra.Command {
 		Long: `Check evaluates the mesh's intentions for a request from service SRC to service DST, with
 Consul's precedence (exact 9, wildcard source 8, wildcard destination 6, both 5) and L7
 permissions tried in order. Without --method/--path/--header it asks about a request with no
-method, path or headers, so only permissions that do not look at them can match.
+method, path or headers, so only permissions that do not look at them can match; the answer
+then names the attributes the deciding intention's permissions look at, and the permissions
+that would decide otherwise.
+--method is an HTTP method token (case-sensitive: GET, not get); --path starts with /.
 Exit status: 0 allow, 1 deny, 2 usage or internal error.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("--format %q: want text or json", format)}
 			}
-			req := mesh.Request{Source: args[0], Destination: args[1], Method: method, Path: path}
-			if len(headers) > 0 {
-				req.Headers = map[string]string{}
-				for _, h := range headers {
-					k, v, ok := strings.Cut(h, "=")
-					if !ok || k == "" {
-						return usageError{fmt.Errorf("--header %q: want name=value", h)}
-					}
-					req.Headers[strings.ToLower(k)] = v
-				}
+			req, note, err := checkRequest(args[0], args[1], method, path, headers)
+			if err != nil {
+				return err
+			}
+			if note != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), note)
 			}
 			snap, err := src.compile(cmd.Context(), cmd.ErrOrStderr())
 			if err != nil {
@@ -93,6 +97,7 @@ Exit status: 0 allow, 1 deny, 2 usage or internal error.`,
 					res.Intention.Permission = &n
 				}
 			}
+			res.L7 = hintFor(snap, req, d)
 			if format == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetEscapeHTML(false)
@@ -126,6 +131,9 @@ func printCheck(w io.Writer, r checkResult) {
 	} else {
 		fmt.Fprintln(w, "decided by: the mesh default (no intention applies)")
 	}
+	if r.L7 != nil {
+		r.L7.print(w, r.Verdict)
+	}
 }
 
 func newIntentionMatchCmd() *cobra.Command {
@@ -137,7 +145,9 @@ func newIntentionMatchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "match (--source S | --destination D)",
 		Short: "List the intentions that apply to a source or a destination, in evaluation order",
-		Args:  cobra.NoArgs,
+		Example: `  mesh intention match --destination api --dir repo-example
+  mesh intention match --source web --repo . --ref main --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (source == "") == (dst == "") {
 				return usageError{fmt.Errorf("give exactly one of --source and --destination")}

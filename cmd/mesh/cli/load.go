@@ -10,6 +10,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/redact"
 )
 
 // source is where a command reads its mesh: a directory, or a directory of a Git commit.
@@ -31,7 +32,7 @@ func (s *source) String() string {
 	if s.repo == "" {
 		return s.dir
 	}
-	return fmt.Sprintf("%s@%s:%s", s.repo, s.ref, s.dir)
+	return fmt.Sprintf("%s@%s:%s", redact.URL(s.repo), s.ref, s.dir)
 }
 
 // compile compiles the mesh the source names. Configuration errors are printed to stderr, one

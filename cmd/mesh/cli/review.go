@@ -212,7 +212,9 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 	}
 	rep := review.Review(baseSide.snap, headSide.snap)
 	if baseSide.snap == nil {
-		rep.Base = short(baseSide.hash)
+		// Said in the report itself, not only here: a PR comment must not pass the empty-base
+		// comparison off as the change.
+		rep.SetBaseError(short(baseSide.hash), findings(list))
 	}
 	rep.AddFindings(findings(headSide.rep.Violations), findings(headSide.rep.Warnings))
 	switch format {

@@ -46,6 +46,10 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	// --version prints what mesh version prints (cobra adds the flag when Version is set).
+	bv := readBuildVersion()
+	root.Version = bv.Version
+	root.SetVersionTemplate(bv.text())
 	for _, f := range commands {
 		root.AddCommand(f())
 	}

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/reconciler"
 	"github.com/meshgit/mesh/xds"
 )
@@ -45,6 +46,8 @@ type serveOptions struct {
 	poll                             time.Duration
 	history                          int
 	logLevel                         string
+	tlsCert, tlsKey, tlsCA           string
+	insecurePlaintext                bool
 
 	// ready, when set (tests), receives the running server once it listens.
 	ready func(*reconciler.Server, string)
@@ -66,7 +69,13 @@ random token is created in DATA/token on first start. SIGINT or SIGTERM shuts do
 
 One server per data directory: a second one fails at once. A data directory that cannot be read
 back is refused with the file's name; recover by moving it away and starting with --join (see
-docs/operations.md, Recovery and faults).`,
+docs/operations.md, Recovery and faults).
+
+With --tls-cert-file, --tls-key-file and --tls-ca-file (made with mesh tls), Raft runs over
+mutual TLS (only server certificates of that CA are accepted, on both ends) and the HTTP API
+over HTTPS; --join then takes https://HOST:PORT or HOST:PORT. Without them, every address must
+be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is refused unless
+--insecure-plaintext is given. The data directory and everything in it are made owner-only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.repo == "" {
@@ -89,7 +98,7 @@ docs/operations.md, Recovery and faults).`,
 	f.StringVar(&o.raft, "raft", reconciler.DefaultRaftAddr, "address of Raft")
 	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers use (default: --raft; required if --raft is 0.0.0.0)")
 	f.StringVar(&o.nodeID, "node-id", "", "this server's id (default: derived from the hostname, kept in --data)")
-	f.StringVar(&o.join, "join", "", "HTTP address of a server of the cluster to join")
+	f.StringVar(&o.join, "join", "", "HTTP address of a server of the cluster to join (host:port, or https://host:port; https by default with --tls-cert-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token write endpoints require (default: DATA/token, created)")
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the Git webhook secret (without it, webhooks are refused)")
 	f.StringVar(&o.gitTokenFile, "git-token-file", "", "file holding an HTTPS token for a remote repository")
@@ -98,6 +107,10 @@ docs/operations.md, Recovery and faults).`,
 	f.DurationVar(&o.poll, "poll", reconciler.DefaultPoll, "fetch interval of a remote repository (safety-net poll of a local one)")
 	f.IntVar(&o.history, "history", reconciler.DefaultHistory, "snapshots each server keeps")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.tlsCert, "tls-cert-file", "", "this server's certificate (mesh tls cert create --server): TLS on Raft and the HTTP API")
+	f.StringVar(&o.tlsKey, "tls-key-file", "", "the key of --tls-cert-file")
+	f.StringVar(&o.tlsCA, "tls-ca-file", "", "the servers' CA (mesh-ca.pem of mesh tls ca create)")
+	f.BoolVar(&o.insecurePlaintext, "insecure-plaintext", false, "allow non-loopback addresses without TLS (anyone reaching them can read and replace the configuration)")
 	return cmd
 }
 
@@ -109,7 +122,17 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		return usageError{fmt.Errorf("serve: --log-level: %v", err)}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	// The data directory's lock before anything else: a second server on it fails at once.
+	material, err := tlsutil.Load(o.tlsCert, o.tlsKey, o.tlsCA)
+	if errors.Is(err, tlsutil.ErrIncomplete) {
+		return usageError{fmt.Errorf("serve: %w", err)}
+	} else if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := checkPlaintext(o, material != nil); err != nil {
+		return err
+	}
+	restrictUmask() // files the server creates are owner-only
+	// The data directory's lock before anything else is opened: a second server on it fails at once.
 	lock, err := reconciler.LockDataDir(o.data)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -119,7 +142,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	cfg := reconciler.Config{
 		Repo: o.repo, Ref: o.ref, Dir: o.dir, DataDir: o.data,
 		HTTPAddr: o.http, HTTPAdvertise: o.httpAdvertise, RaftAddr: o.raft, RaftAdvertise: o.raftAdvertise,
-		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, Lock: lock,
+		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, TLS: material, Lock: lock,
 	}
 	if cfg.Token, err = serverToken(o.tokenFile, o.data, log); err != nil {
 		return err
@@ -137,7 +160,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("serve: xds listen: %w", err)
 	}
-	if msg := plaintextWarning(lis.Addr()); msg != "" && !o.xdsTLS {
+	if msg := plaintextWarning(lis.Addr()); msg != "" && !o.xdsTLS { // only with --insecure-plaintext
 		log.Warn("!!! " + msg + " !!!")
 		fmt.Fprintf(stderr, "\nWARNING: %s\n\n", msg)
 	}
@@ -157,6 +180,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	xsrv.Register(gsrv)
 	cfg.Publisher, cfg.Proxies, cfg.Collectors = xsrv, xsrv.Proxies, xsrv.Collectors()
+	cfg.ProxyConfig = xsrv.ProxyConfig
 
 	srv, err := reconciler.New(cfg)
 	if err != nil {
@@ -263,6 +287,44 @@ func followTrustBundle(ctx context.Context, authority *ca.CA, xsrv *xds.Server, 
 		case <-t.C:
 		}
 	}
+}
+
+// checkPlaintext refuses non-loopback addresses that would carry plaintext: --http and --raft
+// without TLS material, --xds without --xds-tls, unless --insecure-plaintext.
+func checkPlaintext(o serveOptions, tls bool) error {
+	if o.insecurePlaintext {
+		return nil
+	}
+	var open []string
+	if !tls {
+		for _, a := range [][2]string{{"--http", o.http}, {"--raft", o.raft}} {
+			if !loopbackAddr(a[1]) {
+				open = append(open, a[0]+" "+a[1])
+			}
+		}
+	}
+	if !o.xdsTLS && !loopbackAddr(o.xds) {
+		open = append(open, "--xds "+o.xds+" (without --xds-tls)")
+	}
+	if len(open) == 0 {
+		return nil
+	}
+	return usageError{fmt.Errorf("serve: refusing to listen without TLS on %s: anyone who reaches it could read or replace the mesh's configuration and CA.\n"+
+		"Make certificates with mesh tls (mesh tls ca create; mesh tls cert create --server --node ID) and pass --tls-cert-file, --tls-key-file and --tls-ca-file (and --xds-tls for xDS),\n"+
+		"use loopback addresses, or accept the risk with --insecure-plaintext", strings.Join(open, ", "))}
+}
+
+// loopbackAddr reports whether a listening address host:port is on a loopback interface only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // plaintextWarning returns the warning for plaintext xDS on addr, or "" on a loopback address.

@@ -3,7 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,6 +85,7 @@ services: web: {protocol: "http", port: `+port+`}
 	if code, out, _ := run("status"); code != 0 || !strings.Contains(out, "leader:") || !strings.Contains(out, "Leader") {
 		t.Errorf("status: %d\n%s", code, out)
 	}
+	checkRootPage(t, addr)
 
 	write("8081")
 	var versions string
@@ -117,6 +120,13 @@ services: web: {protocol: "http", port: `+port+`}
 	if code, _, errOut := run("unpin", "--token-file", tok); code != 0 {
 		t.Fatalf("unpin: exit %d %s", code, errOut)
 	}
+	// GET /v1/tokens on the server: the server's token lists (none made yet); a wrong one is 401.
+	if code, out, errOut := run("token", "list", "--token-file", tok); code != 0 || out != "no tokens (mesh token create makes one)\n" {
+		t.Errorf("token list: exit %d %q %s", code, out, errOut)
+	}
+	if code, out, errOut := run("token", "list", "--token-file", bad); code != ExitError || out != "" || !strings.Contains(errOut, "401") {
+		t.Errorf("token list with a wrong token: exit %d %q %s", code, out, errOut)
+	}
 	if code, out, _ := run("servers", "list"); code != 0 || !strings.Contains(out, "Voter") {
 		t.Errorf("servers list: %d\n%s", code, out)
 	}
@@ -141,6 +151,14 @@ func TestPlaintextWarning(t *testing.T) {
 // material.
 func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *syncBuffer) {
 	t.Helper()
+	httpAddr, xdsAddr, log, _ = startServeStoppable(t, o)
+	return httpAddr, xdsAddr, log
+}
+
+// startServeStoppable is startServe that also returns a function stopping the server before the
+// test ends (with the same checks); it is idempotent.
+func startServeStoppable(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *syncBuffer, stop func()) {
+	t.Helper()
 	log = &syncBuffer{}
 	type addrs struct{ http, xds string }
 	ready := make(chan addrs, 1)
@@ -158,19 +176,54 @@ func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *sy
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not start")
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve returned %v", err)
+			}
+			if !strings.Contains(log.String(), "mesh server stopped") {
+				t.Errorf("no clean shutdown in the log:\n%s", log.String())
+			}
+			if strings.Contains(log.String(), "PRIVATE KEY") {
+				t.Errorf("the server log contains private key material")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return a.http, a.xds, log, stop
+}
+
+// checkRootPage: GET / answers browsers with a page linking /v1/status (and the UI to come), and
+// curl with the same as text; other unknown paths stay 404.
+func checkRootPage(t *testing.T, addr string) {
+	t.Helper()
+	get := func(path, accept string) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
 		}
-		if !strings.Contains(log.String(), "mesh server stopped") {
-			t.Errorf("no clean shutdown in the log:\n%s", log.String())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if strings.Contains(log.String(), "PRIVATE KEY") {
-			t.Errorf("the server log contains private key material")
-		}
-	})
-	return a.http, a.xds, log
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	code, ct, body := get("/", "text/html,application/xhtml+xml")
+	if code != 200 || !strings.HasPrefix(ct, "text/html") || !strings.Contains(body, `<a href="/v1/status">/v1/status</a>`) ||
+		!strings.Contains(body, "/ui/") || !strings.Contains(body, "Serving version <code>") {
+		t.Errorf("GET / (browser): %d %s\n%s", code, ct, body)
+	}
+	code, ct, body = get("/", "")
+	if code != 200 || !strings.HasPrefix(ct, "text/plain") || !strings.Contains(body, "/v1/status") || !strings.Contains(body, ": serving ") {
+		t.Errorf("GET / (curl): %d %s\n%s", code, ct, body)
+	}
+	if code, _, _ := get("/nosuch", ""); code != http.StatusNotFound {
+		t.Errorf("GET /nosuch: %d, want 404", code)
+	}
 }
 
 // mesh status shows what keeps a server from serving or from storing.

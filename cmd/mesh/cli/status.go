@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -23,80 +21,6 @@ func init() {
 	register(newServersCmd)
 }
 
-// apiFlags are the flags of the commands that talk to a server's HTTP API.
-type apiFlags struct {
-	http      string
-	tokenFile string
-	format    string
-}
-
-func (a *apiFlags) add(cmd *cobra.Command, write, format bool) {
-	def := os.Getenv("MESH_HTTP_ADDR")
-	if def == "" {
-		def = reconciler.DefaultHTTPAddr
-	}
-	cmd.Flags().StringVar(&a.http, "http", def, "HTTP address of a mesh server ($MESH_HTTP_ADDR)")
-	if write {
-		cmd.Flags().StringVar(&a.tokenFile, "token-file", "", "file holding the write token (default: $MESH_TOKEN, else ./"+reconciler.DefaultDataDir+"/token)")
-	}
-	if format {
-		cmd.Flags().StringVar(&a.format, "format", "text", "output format: text or json")
-	}
-}
-
-func (a *apiFlags) client(write bool) (*reconciler.Client, error) {
-	if a.format != "" && a.format != "text" && a.format != "json" {
-		return nil, usageError{fmt.Errorf("--format must be text or json, not %q", a.format)}
-	}
-	c := &reconciler.Client{Addr: a.http}
-	if !write {
-		return c, nil
-	}
-	switch {
-	case a.tokenFile != "":
-		tok, err := readToken(a.tokenFile)
-		if err != nil {
-			return nil, err
-		}
-		c.Token = tok
-	case os.Getenv("MESH_TOKEN") != "":
-		c.Token = os.Getenv("MESH_TOKEN")
-	default:
-		if tok, err := readToken(filepath.Join(reconciler.DefaultDataDir, "token")); err == nil {
-			c.Token = tok
-		}
-	}
-	return c, nil
-}
-
-func apiContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(cmd.Context(), 30*time.Second)
-}
-
-// call makes one request to the server with a bounded context; write requests carry the token.
-// An error is prefixed with what.
-func (a *apiFlags) call(cmd *cobra.Command, write bool, what string, f func(context.Context, *reconciler.Client) error) error {
-	return withClient(cmd, func() (*reconciler.Client, error) { return a.client(write) }, what, f)
-}
-
-// withClient makes a client, then one request with it under a bounded context. An error of the
-// request is prefixed with what, unless what is empty.
-func withClient[C any](cmd *cobra.Command, client func() (C, error), what string, f func(context.Context, C) error) error {
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := apiContext(cmd)
-	defer cancel()
-	if err := f(ctx, c); err != nil {
-		if what == "" {
-			return err
-		}
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
-}
-
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -108,7 +32,9 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [--http ADDR]",
 		Short: "Show what a mesh server serves, its cluster, and the last commit that failed to compile",
-		Args:  cobra.NoArgs,
+		Example: `  mesh status
+  mesh status --http 127.0.0.1:8510 --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st *reconciler.Status
 			if err := a.call(cmd, false, "status", func(ctx context.Context, c *reconciler.Client) (err error) {
@@ -147,7 +73,7 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 	}
 	leader := st.Leader
 	if leader == "" {
-		leader = "(none)"
+		leader = fmt.Sprintf("(none): the cluster has lost quorum or is electing; nothing new is served until %d of the %d servers reach each other", len(st.Servers)/2+1, len(st.Servers))
 	} else if st.LeaderAddress != "" {
 		leader += " (" + st.LeaderAddress + ")"
 	}
@@ -181,7 +107,9 @@ func newVersionsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "versions [--http ADDR]",
 		Short: "List the snapshots a mesh server keeps, newest first (the versions mesh pin accepts)",
-		Args:  cobra.NoArgs,
+		Example: `  mesh versions
+  mesh versions --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var list []reconciler.SnapshotInfo
 			if err := a.call(cmd, false, "versions", func(ctx context.Context, c *reconciler.Client) (err error) {
@@ -228,7 +156,9 @@ func newPinCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pin VERSION [--http ADDR] [--token-file FILE]",
 		Short: "Serve VERSION (from mesh versions) on every server until mesh unpin, whatever Git says",
-		Args:  cobra.ExactArgs(1),
+		Example: `  mesh versions
+  mesh pin 3f2a9c0d1e2b4a5c --token-file mesh-data/token`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.call(cmd, true, "pin", func(ctx context.Context, c *reconciler.Client) error {
 				return c.Pin(ctx, args[0])
@@ -246,9 +176,10 @@ func newPinCmd() *cobra.Command {
 func newUnpinCmd() *cobra.Command {
 	var a apiFlags
 	cmd := &cobra.Command{
-		Use:   "unpin [--http ADDR] [--token-file FILE]",
-		Short: "Remove the pin: serve the newest snapshot from Git again",
-		Args:  cobra.NoArgs,
+		Use:     "unpin [--http ADDR] [--token-file FILE]",
+		Short:   "Remove the pin: serve the newest snapshot from Git again",
+		Example: `  mesh unpin --token-file mesh-data/token`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.call(cmd, true, "unpin", func(ctx context.Context, c *reconciler.Client) error {
 				return c.Unpin(ctx)
@@ -267,12 +198,16 @@ func newServersCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "servers list|remove",
 		Short: "Inspect or shrink the cluster of mesh servers",
+		Example: `  mesh servers list
+  mesh servers remove node-3 --token-file mesh-data/token`,
 	}
 	var la apiFlags
 	list := &cobra.Command{
 		Use:   "list [--http ADDR]",
-		Short: "List the servers of the cluster",
-		Args:  cobra.NoArgs,
+		Short: "List the servers of the cluster (mesh members also says which are alive)",
+		Example: `  mesh servers list
+  mesh servers list --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var servers []reconciler.ServerStatus
 			if err := la.call(cmd, false, "servers list", func(ctx context.Context, c *reconciler.Client) (err error) {
@@ -298,7 +233,11 @@ func newServersCmd() *cobra.Command {
 	remove := &cobra.Command{
 		Use:   "remove ID [--http ADDR] [--token-file FILE]",
 		Short: "Remove a server from the cluster",
-		Args:  cobra.ExactArgs(1),
+		Long: `Remove takes server ID (as mesh servers list shows it) out of the Raft configuration and forgets
+its HTTP address. An ID that is not in the cluster is an error (exit 2). Needs the write token.`,
+		Example: `  mesh servers list
+  mesh servers remove node-3 --token-file mesh-data/token`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := ra.call(cmd, true, "servers remove", func(ctx context.Context, c *reconciler.Client) error {
 				return c.RemoveServer(ctx, args[0])
