@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -214,6 +215,15 @@ func TestWipedServerIsNotAbsorbed(t *testing.T) {
 	})
 	if wiped.Status().ClusterID == cluster {
 		t.Errorf("the wiped server kept cluster id %s", cluster)
+	}
+	// Nor does it sign certificates with its own CA.
+	resp, err := http.Post("http://"+wiped.HTTPAddr()+"/v1/ca/sign", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("the wiped server answers a signing request with %s, want 503", resp.Status)
 	}
 	survivors := nodes[1:]
 	leaderIndex(t, survivors)

@@ -183,7 +183,15 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.HandleFunc("POST /v1/webhook/git", s.handleWebhook)
 	caAPI := s.ca.Handler() // signs and answers roots on any server; its writes go to the leader
-	mux.Handle("POST /v1/ca/sign", caAPI)
+	mux.HandleFunc("POST /v1/ca/sign", func(w http.ResponseWriter, r *http.Request) {
+		// A server that must not serve (removed, or in a cluster of its own) signs nothing: its
+		// CA may not be the cluster's.
+		if why := s.notServing(); why != "" {
+			writeError(w, http.StatusServiceUnavailable, "this server does not sign: %s", why)
+			return
+		}
+		caAPI.ServeHTTP(w, r)
+	})
 	mux.Handle("GET /v1/ca/roots", caAPI)
 	mux.HandleFunc("POST /v1/ca/rotate", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.HandleFunc("POST /v1/tokens", s.write(operatorWrite, caAPI.ServeHTTP))
