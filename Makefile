@@ -23,7 +23,7 @@ fuzz:
 	GO=$(GO) TAGS=$(TAGS) FUZZTIME=$(FUZZTIME) .ci/fuzz $(PKGS)
 
 # The fault suite in full: three mesh serve processes under a stream of pushes, the leader
-# killed, paused and wiped, twice each (a few minutes). make test runs its short form.
+# killed, paused and wiped, three times each (a few minutes). make test runs its short form.
 e2e:
 	MESH_E2E=1 $(GO) test -tags $(TAGS) -count=1 -timeout 20m -run 'TestFaultSuite' -v ./cmd/mesh/cli/
 

@@ -21,12 +21,12 @@ import (
 // its CA roots and its snapshot history.
 //
 // `make test` runs a short form; `make e2e` (MESH_E2E=1) the full one: more pushes, a pause
-// longer than the election timeout many times over, each scenario twice.
+// longer than the election timeout many times over, each scenario three times.
 func TestFaultSuite(t *testing.T) {
 	full := os.Getenv("MESH_E2E") != ""
 	pushes, pause, rounds := 4, 3*time.Second, 1
 	if full {
-		pushes, pause, rounds = 15, 15*time.Second, 2
+		pushes, pause, rounds = 15, 15*time.Second, 3
 	}
 	c := newFaultCluster(t)
 	c.push(1)

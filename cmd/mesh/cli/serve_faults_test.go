@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshgit/mesh/reconciler"
 )
 
 // noCrash fails the test if out shows a Go panic.
@@ -158,5 +160,29 @@ func TestServeTruncatedRaftDB(t *testing.T) {
 	noCrash(t, out)
 	if line := lastLine(out); code != 2 || !strings.Contains(line, db) || !strings.Contains(line, "--join") {
 		t.Errorf("exit %d, last line %q; want 2, the file's name and the recovery step", code, line)
+	}
+}
+
+// SIGKILL at any moment of the very first start leaves a data directory that starts and serves.
+func TestServeKilledDuringFirstStart(t *testing.T) {
+	repo, _ := gitRepo(t)
+	for i, delay := range []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
+		a := newServeArgs(t, repo)
+		p := startMesh(t, a.args()...)
+		time.Sleep(delay)
+		p.signal(syscall.SIGKILL)
+		p.exited(10 * time.Second)
+		p = startMesh(t, a.args()...)
+		served := false
+		for deadline := time.Now().Add(30 * time.Second); !served && time.Now().Before(deadline) && p.running(); time.Sleep(50 * time.Millisecond) {
+			var st reconciler.Status
+			served = getJSON(a.http, "/v1/status", &st) == nil && st.Version != "" && st.RaftState == "Leader"
+		}
+		if !served {
+			t.Fatalf("kill %d after %v: the next start serves nothing:\n%s", i, delay, p.out.String())
+		}
+		noCrash(t, p.out.String())
+		p.signal(syscall.SIGTERM)
+		p.exited(20 * time.Second)
 	}
 }
