@@ -21,6 +21,16 @@
 //   - The cluster views (GET /v1/proxies, /v1/proxies/{node}/config, /v1/members) answer for every
 //     server of the configuration, asking the peers; a peer that does not answer is named, never
 //     left out silently (cluster_view.go).
+//   - One server per data directory (DATA/LOCK). The first start is atomic; a file of the data
+//     directory that cannot be read back is refused with its name and the recovery step
+//     (ErrCorrupt), never a panic (raft.go, datadir.go).
+//   - A server never joins, nor is absorbed into, another cluster than its own: every Raft
+//     connection carries the cluster id (clusterid.go). A server removed from its cluster, or
+//     counted as a member by another cluster, says so and serves no xDS and signs nothing
+//     (health.go).
+//   - A joining server publishes nothing older than the cluster's state when it joined.
+//   - Failed writes to the data directory show in the status and metrics until one succeeds
+//     (storage.go).
 package reconciler
 
 import (
