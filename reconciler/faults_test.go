@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/hashicorp/raft"
+
 	mesh "github.com/meshgit/mesh"
 )
 
@@ -329,5 +331,31 @@ func TestStorageErrorsReported(t *testing.T) {
 	}
 	if errs := s.Status().StorageErrors; len(errs) != 0 {
 		t.Errorf("storage errors after recovery: %+v", errs)
+	}
+}
+
+// The log guard lets Raft compact applied entries from the start of the log and drop entries
+// not yet applied from its end, but refuses to drop applied entries from its end (what an
+// absorbed server's log would do under a state machine that already applied them).
+func TestGuardLogStore(t *testing.T) {
+	store := raft.NewInmemStore()
+	for i := uint64(1); i <= 10; i++ {
+		if err := store.StoreLog(&raft.Log{Index: i, Term: 1, Type: raft.LogCommand}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got error
+	g := guardLogStore{LogStore: store, applied: func() uint64 { return 8 }, diverged: func(err error) { got = err }}
+	if err := g.DeleteRange(1, 3); err != nil || got != nil {
+		t.Errorf("compaction of applied entries refused: %v", err)
+	}
+	if err := g.DeleteRange(9, 10); err != nil || got != nil {
+		t.Errorf("dropping entries not yet applied refused: %v", err)
+	}
+	if err := g.DeleteRange(6, 8); !errors.Is(err, ErrClusterMismatch) || got == nil {
+		t.Errorf("dropping applied entries from the end: %v (reported %v), want ErrClusterMismatch", err, got)
+	}
+	if last, _ := store.LastIndex(); last != 8 {
+		t.Errorf("last index %d after the refusal, want 8", last)
 	}
 }

@@ -28,6 +28,18 @@ type health struct {
 	// never receive the configuration that removes it, and then campaigns forever).
 	lastAsked    time.Time
 	peersRemoved bool
+
+	diverged string // set once this server's log would lose what its state machine applied
+}
+
+// diverged records that this server's log diverged from what its state machine applied: it
+// serves nothing until it is wiped and rejoined.
+func (s *Server) diverged(err error) {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	if s.health.diverged == "" {
+		s.health.diverged = err.Error()
+	}
 }
 
 // conflictWindow is how long a refused connection from another cluster counts.
@@ -75,6 +87,12 @@ func (s *Server) checkHealth(ctx context.Context) {
 
 // unhealthyReason says why this server must not serve, or "".
 func (s *Server) unhealthyReason(ctx context.Context) string {
+	s.health.mu.Lock()
+	div := s.health.diverged
+	s.health.mu.Unlock()
+	if div != "" {
+		return div
+	}
 	if fid := s.fsm.state().clusterID; fid != "" && !s.cluster.adopt(fid) {
 		return fmt.Sprintf("%v: the replicated state belongs to cluster %s, this server's data directory to cluster %s; %s",
 			ErrClusterMismatch, fid, s.cluster.get(), recovery)

@@ -78,7 +78,8 @@ func openRaft(ctx context.Context, s *Server) (_ *raftNode, err error) {
 	if err := n.openStore(ctx, s, cfg, snapStore); err != nil {
 		return nil, err
 	}
-	logs, err := raft.NewLogCache(64, healthLogStore{n.store, &s.storage})
+	guarded := guardLogStore{LogStore: healthLogStore{n.store, &s.storage}, applied: s.fsm.applied.Load, diverged: s.diverged}
+	logs, err := raft.NewLogCache(64, guarded)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"fmt"
 	"io"
 	"sort"
 	"sync"
@@ -144,3 +145,27 @@ func (s *healthSink) Close() error {
 }
 
 var _ io.Writer = (*healthSink)(nil)
+
+// guardLogStore refuses to drop log entries the state machine has applied from the end of the
+// log: Raft does that only when another leader's log conflicts with this one (a server absorbed
+// by a cluster other than the one it applied from), and the state machine cannot take entries
+// back. Compaction (dropping applied entries from the start, with newer ones kept) passes.
+type guardLogStore struct {
+	raft.LogStore
+	applied  func() uint64
+	diverged func(error)
+}
+
+func (s guardLogStore) DeleteRange(min, max uint64) error {
+	last, err := s.LogStore.LastIndex()
+	if err != nil {
+		return err
+	}
+	if max >= last && min <= s.applied() {
+		err := fmt.Errorf("%w: Raft would drop entries %d to %d, and this server's state machine applied up to %d: "+
+			"its log diverged from the cluster's; %s", ErrClusterMismatch, min, max, s.applied(), recovery)
+		s.diverged(err)
+		return err
+	}
+	return s.LogStore.DeleteRange(min, max)
+}
