@@ -157,7 +157,6 @@ type state struct {
 	head        *mesh.Snapshot // decoded head of history
 	served      *mesh.Snapshot // head, or the pinned snapshot
 	servedIndex uint64         // the Raft index at which served last changed
-	index       uint64         // the Raft index of the last command that changed the state
 }
 
 func (s *state) clone() *state {
@@ -185,10 +184,9 @@ func (s *state) find(v string) *histEntry {
 // fsm is the replicated state machine. Apply is deterministic: it depends only on the entry's
 // bytes and the previous state (times come from the leader, inside the entry).
 type fsm struct {
-	st      atomic.Pointer[state]
+	cur     atomic.Pointer[point]
 	keep    int           // history length
 	changed chan struct{} // capacity 1: "the state changed", coalesced
-	applied atomic.Uint64 // the Raft index of the last command applied, refused ones included
 	log     *slog.Logger
 	// local holds the snapshots this server is replicating, by the SHA-256 of their command's
 	// blob: applying such an entry takes the snapshot the blob was encoded from instead of
@@ -198,16 +196,32 @@ type fsm struct {
 	local sync.Map // [32]byte → *mesh.Snapshot
 }
 
+// point is the FSM's state with the Raft index of the last command applied (refused ones
+// included), published together so that a reader waiting for an index sees the state that has it.
+type point struct {
+	st      *state
+	applied uint64
+}
+
 func newFSM(keep int, log *slog.Logger) *fsm {
 	f := &fsm{keep: keep, changed: make(chan struct{}, 1), log: log}
-	f.st.Store(&state{servers: map[string]serverMeta{}})
+	f.cur.Store(&point{st: &state{servers: map[string]serverMeta{}}})
 	return f
 }
 
-func (f *fsm) state() *state { return f.st.Load() }
+func (f *fsm) state() *state { return f.cur.Load().st }
 
-func (f *fsm) set(s *state) {
-	f.st.Store(s)
+// at returns the state and the index of the last command applied to it.
+func (f *fsm) at() point { return *f.cur.Load() }
+
+// setAt publishes s, at index applied, and wakes the publisher. Only Apply and Restore call it.
+func (f *fsm) setAt(s *state, applied uint64) {
+	f.cur.Store(&point{st: s, applied: applied})
+	f.poke()
+}
+
+// poke wakes the publisher without changing anything.
+func (f *fsm) poke() {
 	select {
 	case f.changed <- struct{}{}:
 	default:
@@ -219,18 +233,13 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	defer f.applied.Store(l.Index)
 	old := f.state()
 	ns, err := f.apply(old, l.Index, l.Data)
 	if err != nil {
-		f.set(old) // wakes whoever waits for an index
+		f.setAt(old, l.Index) // the state is unchanged, the index moves
 		return err
 	}
-	if ns == old {
-		ns = old.clone()
-	}
-	ns.index = l.Index
-	f.set(ns)
+	f.setAt(ns, l.Index)
 	return nil
 }
 
@@ -363,7 +372,7 @@ type persisted struct {
 	LastCommit  string                `json:"lastCommit,omitempty"`
 	Servers     map[string]serverMeta `json:"servers,omitempty"`
 	ServedIndex uint64                `json:"servedIndex"`
-	Index       uint64                `json:"index,omitempty"`
+	Index       uint64                `json:"index,omitempty"` // the last command applied
 	CA          *ca.State             `json:"ca,omitempty"`
 	ClusterID   string                `json:"clusterId,omitempty"`
 }
@@ -374,13 +383,20 @@ type persistedEntry struct {
 }
 
 // Snapshot captures the current state; Persist does the I/O later, concurrently with Apply.
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) { return fsmSnapshot{f.state()}, nil }
+// Raft calls it between two Applies, so applied is the index of the last command it covers.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	p := f.at()
+	return fsmSnapshot{st: p.st, applied: p.applied}, nil
+}
 
-type fsmSnapshot struct{ st *state }
+type fsmSnapshot struct {
+	st      *state
+	applied uint64
+}
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
-		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.st.index}
+		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.applied}
 	for _, e := range s.st.history {
 		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
 	}
@@ -403,7 +419,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if p.Format != 1 {
 		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
 	}
-	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA, clusterID: p.ClusterID, index: p.Index}
+	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA, clusterID: p.ClusterID}
 	if s.servers == nil {
 		s.servers = map[string]serverMeta{}
 	}
@@ -428,7 +444,6 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 		s.served = snap
 	}
-	f.applied.Store(p.Index)
-	f.set(s)
+	f.setAt(s, p.Index)
 	return nil
 }

@@ -308,7 +308,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		s.respond(w, err, "")
 		return
 	}
-	writeJSON(w, http.StatusOK, JoinResponse{Status: "joined", Index: s.fsm.applied.Load(), ClusterID: s.cluster.get()})
+	writeJSON(w, http.StatusOK, JoinResponse{Status: "joined", Index: s.fsm.at().applied, ClusterID: s.cluster.get()})
 }
 
 func (s *Server) respond(w http.ResponseWriter, err error, ok string) {

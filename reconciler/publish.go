@@ -114,8 +114,9 @@ func (p *publisher) run(ctx context.Context) {
 }
 
 func (p *publisher) check() {
-	st := p.s.fsm.state()
-	if st.served == nil || st.servedIndex < p.cacheIndex || p.s.fsm.applied.Load() < p.catchUp.Load() {
+	at := p.s.fsm.at()
+	st := at.st
+	if st.served == nil || st.servedIndex < p.cacheIndex || at.applied < p.catchUp.Load() {
 		return
 	}
 	p.mu.Lock()

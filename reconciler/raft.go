@@ -78,7 +78,7 @@ func openRaft(ctx context.Context, s *Server) (_ *raftNode, err error) {
 	if err := n.openStore(ctx, s, cfg, snapStore); err != nil {
 		return nil, err
 	}
-	guarded := guardLogStore{LogStore: healthLogStore{n.store, &s.storage}, applied: s.fsm.applied.Load, diverged: s.diverged}
+	guarded := guardLogStore{LogStore: healthLogStore{n.store, &s.storage}, applied: func() uint64 { return s.fsm.at().applied }, diverged: s.diverged}
 	logs, err := raft.NewLogCache(64, guarded)
 	if err != nil {
 		return nil, err
@@ -468,7 +468,7 @@ func (s *Server) join(ctx context.Context) error {
 			// holds the snapshots it has since replaced.
 			s.pub.catchUp.Store(resp.Index)
 			s.cluster.adopt(resp.ClusterID)
-			s.fsm.set(s.fsm.state()) // the publisher looks again
+			s.fsm.poke() // the publisher looks again
 			s.log.Info("joined the cluster", "via", s.cfg.Join, "catch_up_index", resp.Index)
 			return nil
 		}
