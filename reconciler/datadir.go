@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // The data directory holds, besides what Raft writes (raft.db, snapshots/):
@@ -42,10 +41,10 @@ func LockDataDir(dir string) (*DirLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data directory lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(f); err != nil {
 		b, _ := os.ReadFile(name)
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLocked) {
 			pid := strings.TrimSpace(string(b))
 			if _, perr := strconv.Atoi(pid); perr != nil {
 				pid = "unknown"
