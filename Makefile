@@ -3,7 +3,7 @@ TAGS    ?= hashicorpmetrics
 PKGS    ?= ./...
 BIN     ?= bin/mesh
 
-.PHONY: build test bench run fmt lint fuzz e2e clean
+.PHONY: build test bench run fmt lint fuzz e2e clean docs demo
 
 # -buildvcs=auto stamps the Git commit into the binary (mesh version) when git and a work tree
 # are there, whatever GOFLAGS says.
@@ -30,10 +30,19 @@ e2e:
 bench:
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
+# The end-to-end demo: a server on a Git repository made from repo-example, two proxyless gRPC
+# services with their agents, an allowed and a denied call, a commit flipping the intention.
+demo:
+	$(GO) run -tags $(TAGS) ./internal/demo
+
 # Serve the committed repo-example: builds first (visibly), then says where to look.
 run: build
 	@echo "==> serving repo-example from this repository's HEAD: open http://127.0.0.1:8500/ (status, API); Ctrl-C stops"
 	$(BIN) serve --repo . --dir repo-example
+
+# Regenerate docs/cli.md and docs/reference.md from the command tree and the schema.
+docs:
+	MESH_UPDATE=1 $(GO) test -tags $(TAGS) -count=1 ./cmd/mesh/cli -run '^TestDocs$$'
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

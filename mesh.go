@@ -1,6 +1,9 @@
 // Package mesh is the domain model of the control plane: the compiled Snapshot of a mesh
 // repository (services, intentions, discovery chains), its canonical encoding and Version, and
-// Authorize, the one implementation of the intention rules.
+// Authorize, the one implementation of the intention rules. CompareAccess and AllowsSome answer
+// questions over every request (do two meshes ever disagree on a pair; is some request allowed)
+// by searching the requests Authorize tells apart, never by re-implementing it; request paths
+// are judged after the normalization Envoy applies (NormalizePath).
 //
 // Everything downstream of the compiler (xDS rendering, review, policies, the reconciler) reads
 // this model and nothing else: it never sees CUE or Git. The package imports only the standard
@@ -216,6 +219,9 @@ func (s *Snapshot) ServiceNames() []string {
 func (s *Snapshot) Pos(path string) Pos { return s.Positions[path] }
 
 // Element paths, the keys of Snapshot.Positions.
+
+// PathTrustDomain is the path of mesh.trustDomain.
+const PathTrustDomain = "mesh.trustDomain"
 
 // PathMeshTLS is the path of the mesh-wide TLS settings (recorded when the mesh sets them).
 const PathMeshTLS = "mesh.tls"

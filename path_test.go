@@ -16,14 +16,84 @@ func TestNormalizePath(t *testing.T) {
 		{"/a/b/.", "/a/b/"},
 		{"/../../x", "/x"},
 		{"/%61dmin", "/admin"},
-		{"/a%2fb", "/a%2Fb"},        // an encoded slash stays encoded, upper-cased
-		{"/%2e%2e/admin", "/admin"}, // encoded dots are unreserved: decoded, then removed
+		{"/a%2fb", "/a%2fb"},        // an encoded slash stays encoded, exactly as written
+		{"/%2e%2e/admin", "/admin"}, // encoded dots are dots
 		{"/a%zz", "/a%zz"},
 		{"/a%", "/a%"},
 		{"/.hidden/x", "/.hidden/x"},
+		// Envoy canonicalizes first and merges slashes after: ".." removes the empty segment.
+		{"/public//../admin", "/public/admin"},
+		{"/a//b/../../c", "/a/c"},
+		{"/a\\..\\b", "/b"},
+		{"/a b", "/a%20b"},
 	} {
 		if got := NormalizePath(c.in); got != c.want {
 			t.Errorf("NormalizePath(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestEnvoyPathVectors holds CanonicalPath and MergeSlashes to the test vectors of Envoy's own
+// path normalization (test/common/http/path_utility_test.cc: NormalizeValidPaths,
+// NormalizeCasePath, InvalidPaths, MergeSlashes), and NormalizePath to Envoy's order.
+func TestEnvoyPathVectors(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"/xyz", "/xyz"},
+		{"/x/y/z", "/x/y/z"},
+		{"/a/b/../c", "/a/c"},
+		{"/a/b/./c", "/a/b/c"},
+		{"a/b/../c", "/a/c"},
+		{"/a/b/../../../../c", "/c"},
+		{"/a/..\\c", "/c"},
+		{"/%c0%af", "/%c0%af"},
+		{"/%5c%25", "/%5c%25"},
+		{"/a/b/%2E%2E/c", "/a/c"},
+		{"/a/b/%2E./c", "/a/c"},
+		{"/a/b/%2E/c", "/a/b/c"},
+		{"..", "/"},
+		{"/../a/b", "/a/b"},
+		{"/./a/b", "/a/b"},
+		{"/A/B/C", "/A/B/C"},
+		{"/a/b/%2e%2e/c", "/a/c"},
+		{"/a/%2F%2f/c", "/a/%2F%2f/c"},
+	} {
+		got, ok := CanonicalPath(c.in)
+		if !ok || got != c.want {
+			t.Errorf("CanonicalPath(%q) = %q, %v; want %q, true", c.in, got, ok, c.want)
+		}
+	}
+	for _, in := range []string{"/xyz/.%00../abc", "/xyz/%00.%00./abc", "/xyz/AAAAA%%0000/abc"} {
+		if got, ok := CanonicalPath(in); ok {
+			t.Errorf("CanonicalPath(%q) = %q, true; Envoy rejects it", in, got)
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{"", ""},
+		{"a//b/c", "a/b/c"},
+		{"/a//b/c/", "/a/b/c/"},
+		{"a//b/c/", "a/b/c/"},
+		{"/a", "/a"},
+		{"//a/b/c", "/a/b/c"},
+		{"/a//b/c", "/a/b/c"},
+		{"/a/b/c//", "/a/b/c/"},
+		{"/a///b/c", "/a/b/c"},
+		{"/a////b/c", "/a/b/c"},
+		{"/a//b?a=///c", "/a/b?a=///c"},
+		{"/a//b?", "/a/b?"},
+		{"//a/?b", "/a/?b"},
+	} {
+		if got := MergeSlashes(c.in); got != c.want {
+			t.Errorf("MergeSlashes(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	// Chromium's nested-escape rule: decoding must not create a new valid encoding.
+	for _, c := range []struct{ in, want string }{
+		{"/%%30%30", "/%2500"},
+		{"/%%30", "/%0"},
+		{"/%%3041", "/%25041"},
+	} {
+		if got, _ := CanonicalPath(c.in); got != c.want {
+			t.Errorf("CanonicalPath(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }

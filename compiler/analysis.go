@@ -34,15 +34,16 @@ func analyze(s *mesh.Snapshot) Errors {
 			if s.Services[u] == nil {
 				continue
 			}
-			d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u})
-			if d.Allowed() || d.Intention != nil && allowsSome(d.Intention) {
+			if allows(s, name, u) {
 				continue
 			}
+			// Every request is denied: any one says why.
+			d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u, Path: "/"})
 			w.add(s.Pos(mesh.PathService(name)+".upstreams."+u), "service %s: upstream %s: every request is denied (%s)", name, u, d.Reason)
 		}
 	}
 	for _, in := range s.Intentions {
-		if in.Precedence != mesh.PrecedenceExact || !allowsSome(in) {
+		if in.Precedence != mesh.PrecedenceExact || !allows(s, in.Source, in.Destination) {
 			continue
 		}
 		src := s.Services[in.Source]
@@ -182,19 +183,6 @@ func grpcIgnoresTLS(s *mesh.Snapshot, w *errorList) {
 	}
 	w.add(s.Pos(mesh.PathMeshTLS), "mesh.tls: applied by Envoy sidecars only; proxyless gRPC workloads of %s cannot take TLS "+
 		"settings over xDS and negotiate TLS 1.2 to 1.3 with Go's default cipher suites", strings.Join(grpc, ", "))
-}
-
-// allowsSome reports whether an intention allows at least some requests.
-func allowsSome(in *mesh.Intention) bool {
-	if in.Action != "" {
-		return in.Action == mesh.Allow
-	}
-	for _, p := range in.Permissions {
-		if p.Action == mesh.Allow {
-			return true
-		}
-	}
-	return false
 }
 
 // bothShadowed reports whether every pair has an intention of higher precedence than * → *.

@@ -71,7 +71,12 @@ func (l Errors) sort() {
 }
 
 // errorList collects errors during a compilation.
-type errorList struct{ list Errors }
+type errorList struct {
+	list Errors
+	// partial is set when some files could not be loaded (a syntax error, a wrong package): the
+	// others are still checked, without the errors that the missing files might resolve.
+	partial bool
+}
 
 func (l *errorList) add(pos mesh.Pos, format string, args ...any) {
 	l.list = append(l.list, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})

@@ -59,6 +59,9 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 		Positions: map[string]mesh.Pos{},
 	}}
 	c.meshConfig()
+	if l.fast == nil {
+		checkOneOfsClosed(c.root, &errs) // closed.go
+	}
 	c.services()
 	c.intentions()
 	c.routers()
@@ -107,6 +110,15 @@ type compilation struct {
 }
 
 func (c *compilation) add(pos mesh.Pos, format string, args ...any) { c.errs.add(pos, format, args...) }
+
+// addUnlessPartial reports an error that the files which could not be loaded might resolve (a
+// reference to something defined elsewhere, a protocol or setting left to its default, a field
+// given in another file): when some files were not loaded, it would be a guess, so it is left out.
+func (c *compilation) addUnlessPartial(pos mesh.Pos, format string, args ...any) {
+	if !c.errs.partial {
+		c.errs.add(pos, format, args...)
+	}
+}
 
 // checkName reports a key that is not a DNS label; partial wildcards get their own message.
 func (c *compilation) checkName(kind, name string, pos mesh.Pos, wildcardOK bool) bool {
@@ -187,7 +199,7 @@ func (c *compilation) meshConfig() {
 		seen[dc] = true
 	}
 	if !seen[m.Datacenter] {
-		c.add(lookup(mv, pos, cue.Str("datacenter")), "mesh.datacenter %q is not in mesh.datacenters", m.Datacenter)
+		c.addUnlessPartial(lookup(mv, pos, cue.Str("datacenter")), "mesh.datacenter %q is not in mesh.datacenters", m.Datacenter)
 	}
 	m.TLS.MinVersion = DefaultTLSMinVersion
 	if raw.TLS != nil {
@@ -211,6 +223,7 @@ func (c *compilation) meshConfig() {
 	}
 	c.snap.Mesh = m
 	c.snap.Positions["mesh"] = pos
+	c.snap.Positions[mesh.PathTrustDomain] = lookup(mv, pos, cue.Str("trustDomain"))
 }
 
 func (c *compilation) hasDC(dc string) bool {
@@ -263,7 +276,7 @@ func (c *compilation) services() {
 				}
 				ports[ru.LocalPort] = u
 				if ru.Datacenter != "" && !c.hasDC(ru.Datacenter) {
-					c.add(upos, "service %s: upstream %s: unknown datacenter %q", e.name, u, ru.Datacenter)
+					c.addUnlessPartial(upos, "service %s: upstream %s: unknown datacenter %q", e.name, u, ru.Datacenter)
 				}
 				s.Upstreams[u] = &mesh.Upstream{Service: u, LocalPort: ru.LocalPort, Datacenter: ru.Datacenter}
 				c.snap.Positions[mesh.PathService(e.name)+".upstreams."+u] = upos
@@ -277,7 +290,7 @@ func (c *compilation) services() {
 			}
 			epos := lookup(e.n, e.pos, cue.Str("endpoints"), cue.Index(i))
 			if !c.hasDC(dc) {
-				c.add(epos, "service %s: endpoint %s:%d: unknown datacenter %q", e.name, ep.Address, ep.Port, dc)
+				c.addUnlessPartial(epos, "service %s: endpoint %s:%d: unknown datacenter %q", e.name, ep.Address, ep.Port, dc)
 			}
 			key := sprintf("%s:%d", ep.Address, ep.Port)
 			if seen[key] {
@@ -300,7 +313,7 @@ func (c *compilation) services() {
 			hc := *r.HealthCheck // a copy: raw forms may be shared through a Cache
 			hpos := lookup(e.n, e.pos, cue.Str("healthCheck"))
 			if hc.HTTP == "" && !hc.TCP && hc.GRPC == "" {
-				c.add(hpos, "service %s: healthCheck needs one of http, tcp and grpc", e.name)
+				c.addUnlessPartial(hpos, "service %s: healthCheck needs one of http, tcp and grpc", e.name)
 			}
 			if hc.Interval == "" {
 				hc.Interval = "10s"
@@ -324,7 +337,7 @@ func (c *compilation) services() {
 	for _, name := range c.snap.ServiceNames() {
 		for u := range c.snap.Services[name].Upstreams {
 			if c.snap.Services[u] == nil {
-				c.add(c.snap.Positions[mesh.PathService(name)+".upstreams."+u], "service %s: upstream %s: no such service", name, u)
+				c.addUnlessPartial(c.snap.Positions[mesh.PathService(name)+".upstreams."+u], "service %s: upstream %s: no such service", name, u)
 			}
 		}
 	}
@@ -344,7 +357,7 @@ func (c *compilation) intentions() {
 		}
 		dsvc := c.snap.Services[dst]
 		if dst != mesh.Wildcard && dsvc == nil {
-			c.add(dpos, "intentions: destination %s: no such service", dst)
+			c.addUnlessPartial(dpos, "intentions: destination %s: no such service", dst)
 		}
 		for _, sEntry := range decodeMap(d.node, pre[dst], c.errs, c.quiet) {
 			src := sEntry.name
@@ -352,11 +365,11 @@ func (c *compilation) intentions() {
 				continue
 			}
 			if src != mesh.Wildcard && c.snap.Services[src] == nil {
-				c.add(sEntry.pos, "intention %s → %s: source %s: no such service", src, dst, src)
+				c.addUnlessPartial(sEntry.pos, "intention %s → %s: source %s: no such service", src, dst, src)
 			}
 			r := sEntry.raw
 			if r.Action == "" && len(r.Permissions) == 0 {
-				c.add(sEntry.pos, "intention %s → %s: needs an action or permissions", src, dst)
+				c.addUnlessPartial(sEntry.pos, "intention %s → %s: needs an action or permissions", src, dst)
 			}
 			in := &mesh.Intention{
 				Source: src, Destination: dst, Precedence: mesh.Precedence(src, dst),
@@ -368,7 +381,7 @@ func (c *compilation) intentions() {
 				case dst == mesh.Wildcard:
 					c.add(ppos, "intention %s → *: permissions are not allowed on destination \"*\"; L7 rules need a destination's protocol", src)
 				case notHTTP(dsvc):
-					c.add(ppos, "intention %s → %s: permissions need an http, http2 or grpc destination; %s speaks %s", src, dst, dst, dsvc.Protocol)
+					c.addUnlessPartial(ppos, "intention %s → %s: permissions need an http, http2 or grpc destination; %s speaks %s", src, dst, dst, dsvc.Protocol)
 				}
 			}
 			for i, rp := range r.Permissions {
@@ -400,7 +413,7 @@ func (c *compilation) httpMatch(r *rawHTTPMatch, v node, pos mesh.Pos) *mesh.HTT
 		hm := mesh.HeaderMatch{Name: strings.ToLower(h.Name), Invert: h.Invert}
 		hm.Kind, hm.Value = matchKind(h)
 		if hm.Kind == mesh.MatchPresent && (h.Present == nil || !*h.Present) {
-			c.add(lookup(v, pos, cue.Str("header"), cue.Index(i)), "header %s: needs one of exact, prefix, suffix, regex and present", h.Name)
+			c.addUnlessPartial(lookup(v, pos, cue.Str("header"), cue.Index(i)), "header %s: needs one of exact, prefix, suffix, regex and present", h.Name)
 		}
 		if hm.Kind == mesh.MatchRegex {
 			c.checkRegex(hm.Value, lookup(v, pos, cue.Str("header"), cue.Index(i), cue.Str("regex")), "header "+h.Name)
@@ -411,7 +424,7 @@ func (c *compilation) httpMatch(r *rawHTTPMatch, v node, pos mesh.Pos) *mesh.HTT
 		qm := mesh.QueryMatch{Name: q.Name}
 		qm.Kind, qm.Value = matchKind(q)
 		if qm.Kind == mesh.MatchPresent && (q.Present == nil || !*q.Present) {
-			c.add(lookup(v, pos, cue.Str("queryParam"), cue.Index(i)), "queryParam %s: needs one of exact, regex and present", q.Name)
+			c.addUnlessPartial(lookup(v, pos, cue.Str("queryParam"), cue.Index(i)), "queryParam %s: needs one of exact, regex and present", q.Name)
 		}
 		if qm.Kind == mesh.MatchRegex {
 			c.checkRegex(qm.Value, lookup(v, pos, cue.Str("queryParam"), cue.Index(i), cue.Str("regex")), "queryParam "+q.Name)
@@ -460,11 +473,11 @@ func (c *compilation) routers() {
 		svc := c.snap.Services[e.name]
 		c.snap.Positions[mesh.PathRouter(e.name)] = e.pos
 		if svc == nil {
-			c.add(e.pos, "router %s: no such service", e.name)
+			c.addUnlessPartial(e.pos, "router %s: no such service", e.name)
 			continue
 		}
 		if notHTTP(svc) {
-			c.add(e.pos, "router %s: routers need an http, http2 or grpc service; %s speaks %s", e.name, e.name, svc.Protocol)
+			c.addUnlessPartial(e.pos, "router %s: routers need an http, http2 or grpc service; %s speaks %s", e.name, e.name, svc.Protocol)
 			continue
 		}
 		rt := &mesh.Router{}
@@ -495,9 +508,9 @@ func (c *compilation) routers() {
 			dpos := lookup(rv, rpos, cue.Str("destination"), cue.Str("service"))
 			switch {
 			case dsvc == nil:
-				c.add(dpos, "router %s: route %d: destination service %s: no such service", e.name, i+1, ds)
+				c.addUnlessPartial(dpos, "router %s: route %d: destination service %s: no such service", e.name, i+1, ds)
 			case notHTTP(dsvc):
-				c.add(dpos, "router %s: route %d: destination %s speaks %s; routes need http, http2 or grpc", e.name, i+1, ds, dsvc.Protocol)
+				c.addUnlessPartial(dpos, "router %s: route %d: destination %s speaks %s; routes need http, http2 or grpc", e.name, i+1, ds, dsvc.Protocol)
 			}
 			rt.Routes = append(rt.Routes, route)
 		}
@@ -519,11 +532,11 @@ func (c *compilation) splitters() {
 		c.splitterNodes[e.name] = e.n
 		svc := c.snap.Services[e.name]
 		if svc == nil {
-			c.add(e.pos, "splitter %s: no such service", e.name)
+			c.addUnlessPartial(e.pos, "splitter %s: no such service", e.name)
 			continue
 		}
 		if notHTTP(svc) {
-			c.add(e.pos, "splitter %s: splitters need an http, http2 or grpc service; %s speaks %s", e.name, e.name, svc.Protocol)
+			c.addUnlessPartial(e.pos, "splitter %s: splitters need an http, http2 or grpc service; %s speaks %s", e.name, e.name, svc.Protocol)
 		}
 		sp := &mesh.Splitter{}
 		total := 0
@@ -539,9 +552,9 @@ func (c *compilation) splitters() {
 				name = e.name
 			}
 			if ls := c.snap.Services[name]; ls == nil {
-				c.add(spos, "splitter %s: split %d: service %s: no such service", e.name, i+1, name)
+				c.addUnlessPartial(spos, "splitter %s: split %d: service %s: no such service", e.name, i+1, name)
 			} else if notHTTP(ls) {
-				c.add(spos, "splitter %s: split %d: service %s speaks %s; splits need http, http2 or grpc", e.name, i+1, name, ls.Protocol)
+				c.addUnlessPartial(spos, "splitter %s: split %d: service %s speaks %s; splits need http, http2 or grpc", e.name, i+1, name, ls.Protocol)
 			}
 			sp.Splits = append(sp.Splits, mesh.Split{Weight: w, Service: name, Subset: s.Subset})
 		}
@@ -573,7 +586,7 @@ func (c *compilation) resolvers() {
 		c.snap.Positions[mesh.PathResolver(e.name)] = e.pos
 		c.resolverNodes[e.name] = e.n
 		if c.snap.Services[e.name] == nil {
-			c.add(e.pos, "resolver %s: no such service", e.name)
+			c.addUnlessPartial(e.pos, "resolver %s: no such service", e.name)
 			continue
 		}
 		r := e.raw
@@ -592,10 +605,10 @@ func (c *compilation) resolvers() {
 				target = e.name
 			}
 			if c.snap.Services[target] == nil {
-				c.add(lookup(e.n, rpos, cue.Str("redirect"), cue.Str("service")), "resolver %s: redirect to %s: no such service", e.name, target)
+				c.addUnlessPartial(lookup(e.n, rpos, cue.Str("redirect"), cue.Str("service")), "resolver %s: redirect to %s: no such service", e.name, target)
 			}
 			if rd.Datacenter != "" && !c.hasDC(rd.Datacenter) {
-				c.add(lookup(e.n, rpos, cue.Str("redirect"), cue.Str("datacenter")), "resolver %s: redirect: unknown datacenter %q", e.name, rd.Datacenter)
+				c.addUnlessPartial(lookup(e.n, rpos, cue.Str("redirect"), cue.Str("datacenter")), "resolver %s: redirect: unknown datacenter %q", e.name, rd.Datacenter)
 			}
 			res.Redirect = &mesh.Redirect{Service: target, Subset: rd.Subset, Datacenter: rd.Datacenter}
 			c.snap.Resolvers[e.name] = res
@@ -612,7 +625,7 @@ func (c *compilation) resolvers() {
 			}
 		}
 		if r.DefaultSubset != "" && !hasKey(r.Subsets, r.DefaultSubset) {
-			c.add(lookup(e.n, e.pos, cue.Str("defaultSubset")), "resolver %s: defaultSubset %s: no such subset", e.name, r.DefaultSubset)
+			c.addUnlessPartial(lookup(e.n, e.pos, cue.Str("defaultSubset")), "resolver %s: defaultSubset %s: no such subset", e.name, r.DefaultSubset)
 		}
 		res.ConnectTimeout = mesh.Duration(DefaultConnectTimeout)
 		if r.ConnectTimeout != "" {
@@ -628,14 +641,14 @@ func (c *compilation) resolvers() {
 				f := r.Failover[key]
 				fpos := lookup(e.n, e.pos, cue.Str("failover"), cue.Str(key))
 				if key != mesh.Wildcard && !hasKey(r.Subsets, key) {
-					c.add(fpos, "resolver %s: failover for subset %s: no such subset", e.name, key)
+					c.addUnlessPartial(fpos, "resolver %s: failover for subset %s: no such subset", e.name, key)
 				}
 				if f.Service != "" && c.snap.Services[f.Service] == nil {
-					c.add(lookup(e.n, fpos, cue.Str("failover"), cue.Str(key), cue.Str("service")), "resolver %s: failover to %s: no such service", e.name, f.Service)
+					c.addUnlessPartial(lookup(e.n, fpos, cue.Str("failover"), cue.Str(key), cue.Str("service")), "resolver %s: failover to %s: no such service", e.name, f.Service)
 				}
 				for _, dc := range f.Datacenters {
 					if !c.hasDC(dc) {
-						c.add(fpos, "resolver %s: failover: unknown datacenter %q", e.name, dc)
+						c.addUnlessPartial(fpos, "resolver %s: failover: unknown datacenter %q", e.name, dc)
 					}
 				}
 				res.Failover[key] = mesh.Failover{Service: f.Service, Datacenters: f.Datacenters}
@@ -686,7 +699,7 @@ func (c *compilation) checkSubset(service, subset string, pos mesh.Pos, what str
 		return // the redirect decides; checked by checkRedirects
 	}
 	if r == nil || !hasSubset(r, subset) {
-		c.add(pos, "%s: subset %s of service %s: no such subset (define it in resolvers.%s.subsets)", what, subset, service, service)
+		c.addUnlessPartial(pos, "%s: subset %s of service %s: no such subset (define it in resolvers.%s.subsets)", what, subset, service, service)
 	}
 }
 

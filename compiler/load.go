@@ -42,38 +42,92 @@ func (l loaded) root() node {
 }
 
 // load parses files, unifies them with the schema and validates the result, adding every error
-// CUE finds to errs. It returns false when nothing can be checked further (a syntax error, a
-// wrong package); after schema errors it returns the value, whose sound parts can still be
-// checked.
+// CUE finds to errs. A file that cannot be loaded (a syntax error, a wrong package, an import)
+// is reported and left out: the others are still checked, with errs.partial set. load returns
+// false when nothing can be checked further; after schema errors it returns the value, whose
+// sound parts can still be checked.
 func load(files []File, errs *errorList, cache *Cache) (loaded, bool) {
-	bctx := build.NewContext()
-	inst := bctx.NewInstance("mesh", nil)
-	inst.PkgName = "mesh"
-	ok := true
 	if len(files) == 0 {
 		errs.add(mesh.Pos{}, "no .cue files in the mesh directory")
 		return loaded{}, false
 	}
+	userFiles := loadableFiles(files, errs, cache)
+	if len(userFiles) == 0 {
+		return loaded{}, false
+	}
+	errs.partial = len(userFiles) < len(files)
+	for _, af := range userFiles {
+		checkTopLevel(af, errs)
+	}
+	if !hasTopLevel(userFiles, "mesh") && !errs.partial {
+		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
+			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
+		return loaded{}, false
+	}
+	if !errs.partial {
+		if fm, ok := loadFast(files, userFiles, cache); ok {
+			return loaded{fast: fm}, true // see fastpath.go
+		}
+	}
+	// The full path: the files as written, with the schema as written.
+	v, ok := evaluate(userFiles, errs)
+	if !ok {
+		return loaded{}, false
+	}
+	if err := v.Validate(cue.Concrete(true), cue.All()); err != nil {
+		// Keep going: the semantic checks still run on every element that is sound, so that
+		// one run reports schema and reference errors together.
+		addCUEErrors(errs, err)
+		addHiddenErrors(files, userFiles, err, errs)
+	}
+	return loaded{val: v, idx: buildPositions(userFiles)}, true
+}
+
+// evaluate unifies userFiles with the schema as written.
+func evaluate(userFiles []*ast.File, errs *errorList) (cue.Value, bool) {
+	inst := build.NewContext().NewInstance("mesh", nil)
+	inst.PkgName = "mesh"
+	for _, sf := range schema.Files() {
+		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
+		if err != nil {
+			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
+			return cue.Value{}, false
+		}
+		if err := inst.AddSyntax(af); err != nil {
+			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
+			return cue.Value{}, false
+		}
+	}
+	for _, af := range userFiles {
+		if err := inst.AddSyntax(af); err != nil {
+			addCUEErrors(errs, err)
+			return cue.Value{}, false
+		}
+	}
+	return cuecontext.New().BuildInstance(inst), true
+}
+
+// loadableFiles parses files and returns those that can be unified, reporting why the others
+// cannot: a syntax error, a package other than mesh, an import outside the standard library.
+func loadableFiles(files []File, errs *errorList, cache *Cache) []*ast.File {
 	var userFiles []*ast.File
 	parsed, parseErrs := cache.parseFiles(files)
 	for i, f := range files {
 		af, err := parsed[i], parseErrs[i]
 		if err != nil {
 			addCUEErrors(errs, err)
-			ok = false
 			continue
 		}
 		switch name := af.PackageName(); name {
 		case "mesh":
 		case "":
 			errs.add(mesh.Pos{File: f.Name, Line: 1, Col: 1}, "missing package clause: every mesh file starts with `package mesh`")
-			ok = false
 			continue
 		default:
 			errs.add(posOf(af.Pos()), "package %s: every mesh file belongs to package mesh", name)
-			ok = false
 			continue
 		}
+		ok := true
 		for imp := range af.ImportSpecs() {
 			p := strings.Trim(imp.Path.Value, `"`)
 			if strings.Contains(strings.SplitN(p, "/", 2)[0], ".") {
@@ -81,51 +135,11 @@ func load(files []File, errs *errorList, cache *Cache) (loaded, bool) {
 				ok = false
 			}
 		}
-		userFiles = append(userFiles, af)
-	}
-	if !ok {
-		return loaded{}, false
-	}
-	for _, af := range userFiles {
-		checkTopLevel(af, errs)
-	}
-	if !hasTopLevel(userFiles, "mesh") {
-		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},
-			"no mesh settings: one file must define mesh: {name: ..., trustDomain: ...}")
-		return loaded{}, false
-	}
-	if fm, ok := loadFast(files, userFiles, cache); ok {
-		return loaded{fast: fm}, true // see fastpath.go
-	}
-	// The full path: the files as written, with the schema as written.
-	for _, sf := range schema.Files() {
-		af, err := parser.ParseFile(schemaPrefix+sf.Name, sf.Data)
-		if err != nil {
-			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return loaded{}, false
-		}
-		if err := inst.AddSyntax(af); err != nil {
-			errs.add(mesh.Pos{}, "internal: schema %s: %v", sf.Name, err)
-			return loaded{}, false
+		if ok {
+			userFiles = append(userFiles, af)
 		}
 	}
-	for _, af := range userFiles {
-		if err := inst.AddSyntax(af); err != nil {
-			addCUEErrors(errs, err)
-			ok = false
-		}
-	}
-	if !ok {
-		return loaded{}, false
-	}
-	ctx := cuecontext.New()
-	v := ctx.BuildInstance(inst)
-	if err := v.Validate(cue.Concrete(true), cue.All()); err != nil {
-		// Keep going: the semantic checks still run on every element that is sound, so that
-		// one run reports schema and reference errors together.
-		addCUEErrors(errs, err)
-	}
-	return loaded{val: v, idx: buildPositions(userFiles)}, true
+	return userFiles
 }
 
 // checkTopLevel reports regular top-level fields that are not part of the format. Definitions,
@@ -173,7 +187,10 @@ var friendlyPatterns = map[string]string{
 // than the schema, and condensing CUE's verbose forms: the alternatives of an empty disjunction
 // become one "x is not one of a, b, c" message.
 func addCUEErrors(errs *errorList, err error) {
-	list := cueerrors.Errors(err)
+	addCUEErrorList(errs, cueerrors.Errors(err))
+}
+
+func addCUEErrorList(errs *errorList, list []cueerrors.Error) {
 	paths := map[string]bool{}
 	for _, e := range list {
 		paths[strings.Join(e.Path(), ".")] = true
@@ -182,6 +199,9 @@ func addCUEErrors(errs *errorList, err error) {
 		e := list[i]
 		path := strings.Join(e.Path(), ".")
 		format, args := e.Msg()
+		if errs.partial && (format == "field is required but not present" || strings.HasPrefix(format, "incomplete value")) {
+			continue // the files that were not loaded may give it
+		}
 		if format == "field is required but not present" {
 			// The alternatives of a matchN: the matchN error on the parent says it better.
 			if j := strings.LastIndexByte(path, '.'); j > 0 && paths[path[:j]] {

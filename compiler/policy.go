@@ -340,7 +340,20 @@ type (
 		Mesh       viewMesh                            `json:"mesh"`
 		Services   map[string]viewService              `json:"services"`
 		Intentions map[string]map[string]viewIntention `json:"intentions"`
+		Access     map[string]map[string]viewAccess    `json:"access"`
 		Routes     []viewRoute                         `json:"routes"`
+	}
+	// viewAccess is what mesh.Authorize says of the requests from one source (or from any
+	// source that no intention names, "*") into one service.
+	viewAccess struct {
+		Allows    bool     `json:"allows"`
+		DecidedBy *viewRef `json:"decidedBy,omitempty"`
+	}
+	viewRef struct {
+		Source      string `json:"source"`
+		Destination string `json:"destination"`
+		Precedence  int    `json:"precedence"`
+		Path        string `json:"path"`
 	}
 	viewMesh struct {
 		Name             string   `json:"name"`
@@ -406,14 +419,16 @@ func policyView(s *mesh.Snapshot) *viewInput {
 			Upstreams: ups, Path: mesh.PathService(name),
 		}
 	}
+	anyone := unnamed(s)
+	allowsBy := map[*mesh.Intention]bool{}
 	for _, in := range s.Intentions {
+		allowsBy[in] = intentionAllows(s, in, anyone)
 		vi := viewIntention{
 			Source: in.Source, Destination: in.Destination, Precedence: in.Precedence,
-			Action: string(in.Action), Allows: in.Action == mesh.Allow,
+			Action: string(in.Action), Allows: allowsBy[in],
 			Permissions: []viewPermission{}, Path: mesh.PathIntention(in.Destination, in.Source),
 		}
 		for i, p := range in.Permissions {
-			vi.Allows = vi.Allows || p.Action == mesh.Allow
 			vi.Permissions = append(vi.Permissions, viewPermission{
 				Action: string(p.Action), Path: mesh.PathPermission(in.Destination, in.Source, i),
 			})
@@ -425,6 +440,7 @@ func policyView(s *mesh.Snapshot) *viewInput {
 		}
 		m[in.Source] = vi
 	}
+	v.Access = accessView(s, anyone, allowsBy)
 	for _, name := range sortedKeys(s.Routers) {
 		for i, r := range s.Routers[name].Routes {
 			rt := viewRoute{
@@ -439,6 +455,92 @@ func policyView(s *mesh.Snapshot) *viewInput {
 		}
 	}
 	return v
+}
+
+// The facts about verdicts that policies read come from the one evaluator, mesh.Authorize
+// (through mesh.AllowsSome, which searches the requests Authorize decides on): policies never
+// re-encode precedence or the meaning of permissions. A pair whose answer cannot be decided
+// exactly (regex conditions) counts as allowing: a guardrail errs on the side of flagging.
+
+// unnamed returns a service name that no intention names, to stand for "any source (or
+// destination) without an intention of its own".
+func unnamed(s *mesh.Snapshot) string {
+	name := "\x00unnamed"
+	for i := 0; ; i++ {
+		used := false
+		for _, in := range s.Intentions {
+			if in.Source == name || in.Destination == name {
+				used = true
+				break
+			}
+		}
+		if !used {
+			return name
+		}
+		name = fmt.Sprintf("\x00unnamed%d", i)
+	}
+}
+
+// allows reports whether Authorize allows some request from src to dst.
+func allows(s *mesh.Snapshot, src, dst string) bool {
+	d := mesh.AllowsSome(s, src, dst, 0)
+	return d.Differs || d.Undecided != ""
+}
+
+// intentionAllows reports whether in allows some request of a pair it decides: with a "*"
+// side standing for a service that no intention names, Authorize's first candidate is in.
+func intentionAllows(s *mesh.Snapshot, in *mesh.Intention, anyone string) bool {
+	src, dst := in.Source, in.Destination
+	if src == mesh.Wildcard {
+		src = anyone
+	}
+	if dst == mesh.Wildcard {
+		dst = anyone
+	}
+	return allows(s, src, dst)
+}
+
+// accessView returns, per service, what Authorize decides for the sources that no intention
+// into that service names: any such source ("*"), and each source with an intention into "*"
+// (unless an intention from "*" into the service decides for all of them alike). A source with
+// an intention of its own into the service is decided by it; its facts are in intentions.
+// allowsBy holds each intention's allows: the verdicts of the pairs an intention decides depend
+// on its rules and the mesh default only, so they are searched once per intention.
+func accessView(s *mesh.Snapshot, anyone string, allowsBy map[*mesh.Intention]bool) map[string]map[string]viewAccess {
+	var wildFrom []string // sources with *←S
+	for _, in := range s.Intentions {
+		if in.Destination == mesh.Wildcard && in.Source != mesh.Wildcard {
+			wildFrom = append(wildFrom, in.Source)
+		}
+	}
+	var byDefault *bool // whether the mesh default allows, asked once of a pair it decides
+	access := func(src, dst string) viewAccess {
+		in := mesh.Authorize(s, mesh.Request{Source: src, Destination: dst}).Intention
+		if in == nil {
+			if byDefault == nil {
+				a := allows(s, src, dst)
+				byDefault = &a
+			}
+			return viewAccess{Allows: *byDefault}
+		}
+		return viewAccess{Allows: allowsBy[in], DecidedBy: &viewRef{
+			Source: in.Source, Destination: in.Destination, Precedence: in.Precedence,
+			Path: mesh.PathIntention(in.Destination, in.Source),
+		}}
+	}
+	out := map[string]map[string]viewAccess{}
+	for _, dst := range s.ServiceNames() {
+		m := map[string]viewAccess{mesh.Wildcard: access(anyone, dst)}
+		if s.Intention(mesh.Wildcard, dst) == nil {
+			for _, src := range wildFrom {
+				if s.Intention(src, dst) == nil {
+					m[src] = access(src, dst)
+				}
+			}
+		}
+		out[dst] = m
+	}
+	return out
 }
 
 func nonNil(s []string) []string {

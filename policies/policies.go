@@ -16,7 +16,10 @@
 //	}
 //
 // `input` is the view of the snapshot declared in input.cue (#Input): the mesh settings, the
-// services, the intentions as destination → source → intention, and the routes. Every element
+// services, the intentions as destination → source → intention, the access each service gets
+// from sources without an intention of their own, and the routes. Verdicts in it (`allows`,
+// `decidedBy`) come from the one evaluator, mesh.Authorize: a policy reads them and never
+// re-encodes precedence or the meaning of permissions. Every element
 // carries its `path`; a violation names the path of the element that violates the policy, and
 // the compiler turns it into that element's file:line:col.
 package policies

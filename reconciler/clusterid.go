@@ -25,7 +25,9 @@ import (
 // and a server never joins a cluster other than its own.
 //
 // A server without an id (one joining with an empty data directory, or one upgraded from a
-// version without ids) accepts the first cluster that contacts it and keeps its id.
+// version without ids) accepts the first cluster that contacts it and keeps its id. A server of
+// a version without ids (no preamble at all) is accepted as one without an id, so that a cluster
+// can be upgraded one server at a time.
 //
 // The check wraps any raft.StreamLayer (plain TCP or TLS), so it composes with the transport.
 
@@ -162,15 +164,21 @@ func (l *clusterLayer) Accept() (net.Conn, error) {
 
 type clusterConn struct {
 	net.Conn
-	id   *clusterIdentity
-	once sync.Once
-	err  error
+	id      *clusterIdentity
+	once    sync.Once
+	err     error
+	pending []byte // read while looking for the preamble, not part of it
 }
 
 func (c *clusterConn) Read(p []byte) (int, error) {
 	c.once.Do(func() { c.err = c.handshake() })
 	if c.err != nil {
 		return 0, c.err
+	}
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
 	}
 	return c.Conn.Read(p)
 }
@@ -183,7 +191,23 @@ func (c *clusterConn) handshake() error {
 	case <-time.After(handshakeWindow):
 		return errors.New("raft handshake: this server is not ready")
 	}
-	line, err := readLine(c.Conn)
+	// A server of a version without cluster ids sends Raft's first byte (an RPC type, 0 to 3)
+	// at once: it is let through as a server without an id, so that a cluster upgrades one
+	// server at a time.
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(c.Conn, first); err != nil {
+		c.Conn.Close()
+		if errors.Is(err, io.EOF) {
+			return io.EOF // a probe (the leader checking a joining server's Raft port)
+		}
+		return fmt.Errorf("raft handshake: %w", err)
+	}
+	if first[0] != clusterMagic[0] {
+		c.pending = first
+		return nil
+	}
+	rest, err := readLine(c.Conn)
+	line := string(first) + rest
 	if errors.Is(err, io.EOF) {
 		c.Conn.Close()
 		return io.EOF // a probe (the leader checking a joining server's Raft port): nothing to log

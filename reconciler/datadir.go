@@ -22,7 +22,7 @@ import (
 
 // recovery is the recovery step named by every "data directory is broken" error.
 const recovery = "stop this server, move its data directory away and start it again with --join HTTP_ADDR of a healthy server " +
-	"(a one-server cluster: restore the data directory from a backup); see docs/operations.md, Recovery"
+	"(a one-server cluster: restore the data directory from a backup); see docs/operations.md, Recovery from faults"
 
 // DirLock is the exclusive lock of a data directory, held while a server uses it.
 type DirLock struct {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,11 +30,60 @@ type Entry struct {
 	Forced bool `json:"forced,omitempty"`
 }
 
-// Failure records a commit that did not compile: the snapshot served did not change.
+// Failure records why the newest commit is not served: it did not verify, compile or pass the
+// cluster's checks, or the repository could not be read at all (Commit is then ""). The snapshot
+// served did not change.
 type Failure struct {
-	Commit string     `json:"commit"`
-	Time   time.Time  `json:"time"`
+	Commit string    `json:"commit"`
+	Time   time.Time `json:"time"`
+	// Step is the step that failed (fetch, resolve, verify, read, compile, check); "" in entries
+	// written before it was recorded, which were all compile failures.
+	Step   Step       `json:"step,omitempty"`
 	Errors []PosError `json:"errors"`
+	// RetryAt is set when the leader tries again by itself (the repository could not be read, the
+	// compiler failed): when it will, after Backoff (a Go duration). Attempts counts the failed
+	// attempts in a row. Once the backoff is at its cap, the same failure is not recorded again
+	// (Raft would grow by an entry per retry): the leader then retries every Backoff.
+	RetryAt  time.Time `json:"retryAt,omitzero"`
+	Backoff  string    `json:"backoff,omitempty"`
+	Attempts int       `json:"attempts,omitempty"`
+}
+
+// Headline says in one line what went wrong and what happens next, for mesh status and logs.
+func (f *Failure) Headline(now time.Time) string {
+	c := shortSHA(f.Commit)
+	var b strings.Builder
+	switch f.Step {
+	case StepFetch:
+		b.WriteString("the repository cannot be read")
+	case StepResolve:
+		b.WriteString("the ref cannot be resolved")
+	case StepVerify:
+		fmt.Fprintf(&b, "commit %s is refused: its signature does not verify", c)
+	case StepCheck:
+		fmt.Fprintf(&b, "commit %s is held", c)
+	case StepCompile:
+		if !f.RetryAt.IsZero() {
+			fmt.Fprintf(&b, "commit %s: the compiler failed", c)
+			break
+		}
+		fallthrough
+	default:
+		fmt.Fprintf(&b, "commit %s does not compile", c)
+	}
+	switch d := f.RetryAt.Sub(now); {
+	case f.RetryAt.IsZero():
+	case d > 0:
+		fmt.Fprintf(&b, "; retrying in %s", max(d.Round(time.Second), time.Second))
+		if f.Attempts > 1 {
+			fmt.Fprintf(&b, " (%d attempts so far)", f.Attempts)
+		}
+	case f.Backoff != "":
+		fmt.Fprintf(&b, "; retrying every %s (%d attempts and more)", f.Backoff, f.Attempts)
+	default:
+		b.WriteString("; retrying")
+	}
+	return b.String()
 }
 
 // PosError is one positioned compile error, as the compiler reported it.
@@ -284,7 +334,9 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
 		}
 		s.lastError = &c
-		s.lastCommit = c.Commit
+		if c.Commit != "" { // a source failure names no commit: the last one stays the last one
+			s.lastCommit = c.Commit
+		}
 	case cmdPin:
 		var c pinCmd
 		if err := json.Unmarshal(h, &c); err != nil {

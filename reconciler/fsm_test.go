@@ -205,3 +205,35 @@ func TestFSMLocalSnapshot(t *testing.T) {
 		t.Error("a snapshot registered for other bytes was taken")
 	}
 }
+
+// A source failure (no commit) is shown but keeps the last commit; a commit's failure moves it;
+// a snapshot clears the error. The retry fields survive a Raft snapshot.
+func TestFSMSourceFailureKeepsLastCommit(t *testing.T) {
+	_, blob := testSnapshot(t, "a", "c1")
+	snap, _ := testSnapshot(t, "a", "c1")
+	retry := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f, out := applyAll([][]byte{
+		cmd(t, cmdSnapshot, snapshotCmd{Version: snap.Version, Commit: "c1"}, blob),
+		cmd(t, cmdFailure, Failure{Step: StepResolve, Errors: []PosError{{Msg: "no ref"}}, RetryAt: retry, Attempts: 3}, nil),
+	}, 5)
+	for _, r := range out {
+		if r != nil {
+			t.Fatal(r)
+		}
+	}
+	st := f.state()
+	if st.lastCommit != "c1" || st.lastError == nil || st.lastError.Step != StepResolve || !st.lastError.RetryAt.Equal(retry) {
+		t.Fatalf("lastCommit %q lastError %+v", st.lastCommit, st.lastError)
+	}
+	g := newFSM(5, discardLogger())
+	if err := g.Restore(io.NopCloser(bytes.NewReader(persist(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.state().lastError; got == nil || !reflect.DeepEqual(*got, *st.lastError) {
+		t.Errorf("restored lastError %+v, want %+v", got, st.lastError)
+	}
+	f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: cmd(t, cmdFailure, Failure{Commit: "c2", Step: StepVerify, Errors: []PosError{{Msg: "unsigned"}}}, nil)})
+	if st := f.state(); st.lastCommit != "c2" || st.lastError.Commit != "c2" {
+		t.Errorf("after a commit's failure: lastCommit %q", st.lastCommit)
+	}
+}

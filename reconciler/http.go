@@ -27,7 +27,9 @@ type Status struct {
 	Leader        string         `json:"leader"`
 	LeaderAddress string         `json:"leaderAddress,omitempty"`
 	Servers       []ServerStatus `json:"servers"`
-	// LastError is the newest commit that failed to compile, if no good commit came after it.
+	// LastError is why the newest commit is not served, if no good commit came after it: it did
+	// not verify, compile or pass the cluster's checks, or the repository or ref could not be
+	// read (then its commit is "" and it says when the leader retries).
 	LastError *Failure `json:"lastError"`
 	Pin       string   `json:"pin"`
 	// Head is the newest snapshot applied from Git (differs from Version while pinned).
@@ -171,7 +173,11 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/pin", s.write(operatorWrite, s.handlePin))
 	mux.HandleFunc("POST /v1/unpin", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
-		s.respond(w, s.apply(cmdUnpin, pinCmd{Time: time.Now().UTC()}, nil), "unpinned")
+		err := s.apply(cmdUnpin, pinCmd{Time: time.Now().UTC()}, nil)
+		if err == nil {
+			s.pub.awaitServed(r.Context(), s.fsm)
+		}
+		s.respond(w, err, "unpinned")
 	}))
 	mux.HandleFunc("POST /v1/join", s.write(serverWrite, s.handleJoin))
 	mux.HandleFunc("DELETE /v1/servers/{id}", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
@@ -294,7 +300,13 @@ func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `want {"version": "..."}`)
 		return
 	}
-	s.respond(w, s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC()}, nil), "pinned")
+	err := s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC()}, nil)
+	if err == nil {
+		// Answer once this server serves the pinned snapshot, so that a status read right
+		// after the pin shows it.
+		s.pub.awaitServed(r.Context(), s.fsm)
+	}
+	s.respond(w, err, "pinned")
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {

@@ -198,6 +198,30 @@ func (p *publisher) err() error {
 	return p.lastErr
 }
 
+// servedWait bounds how long a write waits for its result to be served.
+const servedWait = 5 * time.Second
+
+// awaitServed waits, at most servedWait or until ctx ends, until the snapshot the FSM selects
+// for serving is the one published. It returns early when nothing is to be served.
+func (p *publisher) awaitServed(ctx context.Context, fsm *fsm) {
+	timer := time.NewTimer(servedWait)
+	defer timer.Stop()
+	for {
+		ch := p.changed()
+		want := fsm.state().served
+		if cur := p.current(); want == nil || cur != nil && cur.Version == want.Version && cur.Commit == want.Commit {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			return
+		}
+	}
+}
+
 // changed returns a channel closed at the next publication.
 func (p *publisher) changed() <-chan struct{} {
 	p.mu.Lock()

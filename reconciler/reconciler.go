@@ -6,8 +6,10 @@
 //   - Every server serves what its FSM holds (the newest snapshot, or the pinned one), and a
 //     restarted server serves the last snapshot it served from disk before it reaches Git or its
 //     peers.
-//   - Only the leader reads Git and compiles. A commit that does not compile is recorded (commit,
-//     positioned errors) and changes nothing served; a later good commit clears it.
+//   - Only the leader reads Git and compiles. A commit that does not compile, or whose signature
+//     does not verify (Config.VerifyCommits), is recorded (commit, positioned errors) and changes
+//     nothing served; a later good commit clears it. A repository or ref that cannot be read is
+//     recorded too, and retried with backoff.
 //   - The FSM is deterministic: an entry's effect depends only on its bytes and the previous state.
 //   - Write endpoints need a token, compared in constant time: the server token may do every
 //     write, an operator token every write but join, a service token none (it only signs its own
@@ -53,6 +55,7 @@ import (
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/commitsig"
 	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/xds"
 )
@@ -129,6 +132,10 @@ type Config struct {
 	Poll          time.Duration // remote fetch interval and local safety-net poll; default 30s
 	History       int           // snapshots kept; default 20
 	GitAuth       transport.AuthMethod
+	// VerifyCommits, when set, are the only keys whose signed commits are compiled and served:
+	// a commit whose signature is missing, bad or by another key is refused (lastError, step
+	// verify) and the last good snapshot stays served.
+	VerifyCommits *commitsig.Keys
 
 	// Publisher receives the snapshots to serve; in mesh serve, the xds.Server. Default: none.
 	Publisher Publisher

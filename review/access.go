@@ -30,6 +30,11 @@ type Access struct {
 	Sources      []string `json:"sources,omitempty"`
 	Destinations []string `json:"destinations,omitempty"`
 	Truncated    bool     `json:"truncated,omitempty"`
+	// Example is a request whose verdict changes, for pairs decided by L7 permissions.
+	Example string `json:"example,omitempty"`
+	// Undecided, on an entry of Report.Undecided, says why the review could not decide whether
+	// the pair's access changes.
+	Undecided string `json:"undecided,omitempty"`
 
 	each     func(f func(source, destination string)) // a group's pairs
 	nSources int                                      // a group's distinct sources and destinations
@@ -69,6 +74,14 @@ type key struct{ dst, src string }
 // wildcards or the mesh default summarised in groups. The order is: named pairs, then groups,
 // each sorted by destination and source.
 func AccessChanges(base, head *mesh.Snapshot) []*Access {
+	changed, _ := Accesses(base, head)
+	return changed
+}
+
+// Accesses returns the access changes (as AccessChanges does) and, apart, the pairs and groups
+// for which the review could not decide whether access changes (Undecided says why). Those
+// must be checked by hand: a review never reports them as unchanged.
+func Accesses(base, head *mesh.Snapshot) (changed, undecided []*Access) {
 	d := newDiffer(base, head)
 	d.named()
 	d.wildcardSources()
@@ -83,7 +96,14 @@ func AccessChanges(base, head *mesh.Snapshot) []*Access {
 		}
 		return a.Source < b.Source
 	})
-	return d.out
+	for _, a := range d.out {
+		if a.Undecided != "" {
+			undecided = append(undecided, a)
+		} else {
+			changed = append(changed, a)
+		}
+	}
+	return changed, undecided
 }
 
 type differ struct {
@@ -389,8 +409,12 @@ func countIn(m map[string]bool, in map[string]bool) int {
 	return n
 }
 
-// evaluate asks Authorize about src → dst in both versions, over the probe requests of the rules
-// deciding the pair, and returns the change, or nil when every verdict is the same.
+// maxStates is the search budget of one pair (0: mesh.DefaultCompareStates); tests lower it.
+var maxStates = 0
+
+// evaluate decides whether src → dst gets a different verdict in base and head for some
+// request (mesh.CompareAccess), and returns the change, or nil when every verdict is the same. An
+// Access with Undecided set says that the question could not be decided, and why.
 func (d *differ) evaluate(src, dst string) *Access {
 	bc, hc := d.base.Candidates(src, dst), d.head.Candidates(src, dst)
 	var bi, hi *mesh.Intention
@@ -400,24 +424,8 @@ func (d *differ) evaluate(src, dst string) *Access {
 	if len(hc) > 0 {
 		hi = hc[0]
 	}
-	var matches []*mesh.HTTPMatch
-	for _, in := range []*mesh.Intention{bi, hi} {
-		if in == nil {
-			continue
-		}
-		for i := range in.Permissions {
-			matches = append(matches, in.Permissions[i].HTTP)
-		}
-	}
-	changed := false
-	for _, p := range probes(matches) {
-		p.Source, p.Destination = src, dst
-		if mesh.Authorize(d.base, p).Verdict != mesh.Authorize(d.head, p).Verdict {
-			changed = true
-			break
-		}
-	}
-	if !changed {
+	o := mesh.CompareAccess(d.base, d.head, src, dst, maxStates)
+	if !o.Differs && o.Undecided == "" {
 		return nil
 	}
 	a := &Access{
@@ -425,7 +433,11 @@ func (d *differ) evaluate(src, dst string) *Access {
 		Before: describeRule(bi, d.defBase),
 		After:  describeRule(hi, d.defHead),
 	}
-	a.Detail = "now " + decider(hi, d.defHead) + "; before " + decider(bi, d.defBase)
+	a.Detail = "now " + deciderOf(hi, d.defHead) + "; before " + deciderOf(bi, d.defBase)
+	if o.Differs && (hasPermissions(bi) || hasPermissions(hi)) {
+		a.Example = o.Example.Describe()
+	}
+	a.Undecided = o.Undecided
 	if hi != nil {
 		a.Position = d.head.Pos(mesh.PathIntention(hi.Destination, hi.Source)).String()
 	} else if p := d.head.Pos("mesh"); p.IsValid() {
@@ -434,11 +446,22 @@ func (d *differ) evaluate(src, dst string) *Access {
 	return a
 }
 
-func decider(in *mesh.Intention, def mesh.Action) string {
+func hasPermissions(in *mesh.Intention) bool { return in != nil && len(in.Permissions) > 0 }
+
+func deciderOf(in *mesh.Intention, def mesh.Action) string {
 	if in == nil {
 		return fmt.Sprintf("the mesh default (%s)", def)
 	}
 	return fmt.Sprintf("intention %s → %s (precedence %d)", in.Source, in.Destination, in.Precedence)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func sortedSet(m map[string]bool) []string {

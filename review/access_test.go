@@ -272,14 +272,6 @@ func TestDescribeRule(t *testing.T) {
 	}
 }
 
-func TestWitnesses(t *testing.T) {
-	for _, re := range []string{`/v[0-9]+/.*`, `/(a|b)/x?`, `[a-z]{3}`, `.*\.json`} {
-		if len(witnesses(re)) == 0 {
-			t.Errorf("no witness for %q", re)
-		}
-	}
-}
-
 // TestLargeGroup: a group lists at most MaxListed names but counts and enumerates every pair.
 func TestLargeGroup(t *testing.T) {
 	base := &mesh.Snapshot{Mesh: mesh.Config{DefaultIntention: mesh.Deny}, Services: map[string]*mesh.Service{}}

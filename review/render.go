@@ -21,6 +21,9 @@ func (r *Report) JSON(w io.Writer) error {
 	if c.Access == nil {
 		c.Access = []*Access{}
 	}
+	if c.Undecided == nil {
+		c.Undecided = []*Access{}
+	}
 	if c.Routing == nil {
 		c.Routing = []*RoutingChange{}
 	}
@@ -57,16 +60,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	if len(r.Access) > 0 {
 		b.WriteString("\n### " + r.heading("Access changes") + "\n\n| Source | Destination | Before | After | Decided by (head) |\n|---|---|---|---|---|\n")
 		for _, a := range r.Access {
-			src, dst := cell(a.Source), cell(a.Destination)
-			switch {
-			case a.Source == "*" && a.Destination == "*":
-				src = names(a.Sources, a.nSources, "source")
-				dst = names(a.Destinations, a.nDests, "destination") + fmt.Sprintf(" (%d pairs without an intention of their own)", a.Pairs)
-			case a.Source == "*":
-				src = "all " + names(a.Sources, a.nSources, "source") + " without their own intention"
-			case a.Destination == "*":
-				dst = "all " + names(a.Destinations, a.nDests, "destination") + " without their own intention"
-			}
+			src, dst := pairCells(a)
 			at := ""
 			if a.Position != "" {
 				at = " at `" + a.Position + "`"
@@ -76,7 +70,19 @@ func (r *Report) Markdown(w io.Writer) error {
 				after = after[:i]
 			}
 			after = strings.TrimPrefix(after, "now ")
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s%s |\n", src, dst, cell(a.Before), cell(a.After), cell(after), at)
+			if a.Example != "" {
+				at += "; e.g. `" + a.Example + "`"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s%s |\n", src, dst, cell(a.Before), cell(a.After), cell(after), escape(at))
+		}
+	}
+	if len(r.Undecided) > 0 {
+		b.WriteString("\n### ⚠ Access the review could not decide\n\n")
+		b.WriteString("Check these by hand: the review could not prove whether their access changes.\n\n")
+		b.WriteString("| Source | Destination | Before | After | Why |\n|---|---|---|---|---|\n")
+		for _, a := range r.Undecided {
+			src, dst := pairCells(a)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", src, dst, cell(a.Before), cell(a.After), cell(a.Undecided))
 		}
 	}
 	if len(r.Routing) > 0 {
@@ -123,6 +129,21 @@ func (r *Report) Markdown(w io.Writer) error {
 	return err
 }
 
+// pairCells returns the Source and Destination cells of a pair or group.
+func pairCells(a *Access) (src, dst string) {
+	src, dst = cell(a.Source), cell(a.Destination)
+	switch {
+	case a.Source == "*" && a.Destination == "*":
+		src = names(a.Sources, a.nSources, "source")
+		dst = names(a.Destinations, a.nDests, "destination") + fmt.Sprintf(" (%d pairs without an intention of their own)", a.Pairs)
+	case a.Source == "*":
+		src = "all " + names(a.Sources, a.nSources, "source") + " without their own intention"
+	case a.Destination == "*":
+		dst = "all " + names(a.Destinations, a.nDests, "destination") + " without their own intention"
+	}
+	return src, dst
+}
+
 // names lists up to maxNames of the n names that list starts: "3 sources (a, b, c)" or, with
 // noun "", just "a, b, c".
 func names(list []string, n int, noun string) string {
@@ -145,8 +166,11 @@ func cell(s string) string {
 	if s == "" {
 		return "—"
 	}
-	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+	return escape(s)
 }
+
+// escape escapes text for a table cell.
+func escape(s string) string { return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s) }
 
 // fieldRows writes the rows of one changed element: one per changed field, or one alone.
 func fieldRows(b *strings.Builder, service, change, position string, fields []FieldChange) {

@@ -9,10 +9,12 @@
 //     the keys D←S, D←*, *←S, *←*) and asks Authorize about one representative of each group of
 //     pairs that share the same deciding rules in both versions.
 //   - A pair is reported exactly when Authorize's verdict differs, in base and head, for some
-//     request of a probe set derived from the L7 matches of the rules that decide the pair (see
-//     probe.go): every method, path, header and query value those rules mention, and values just
-//     outside them. For rules without regexes this set covers every distinct behaviour, so the
-//     report is exact.
+//     request. The rules deciding the pair are compared symbolically (see decide.go), attribute
+//     by attribute, over values that cover every distinct behaviour of exact, prefix, suffix,
+//     present, method and regex conditions (mesh.CompareAccess); a change is reported with a
+//     request that shows it, confirmed by Authorize. Where that cannot be decided (a search
+//     too large, or a path regex spelling a percent-encoding, which is only sampled), the pair
+//     is listed in Undecided with the reason, never reported as unchanged.
 //   - The cost is proportional to the number of intentions (a linear diff) plus the pairs the
 //     change affects, never to the number of pairs of the mesh: a wildcard change is one
 //     summarised group whose members are enumerated only in linear time.
@@ -33,6 +35,9 @@ type Report struct {
 	Summary   string     `json:"summary"`
 	// Access lists every changed pair, and every summarised group of pairs.
 	Access []*Access `json:"access"`
+	// Undecided lists the pairs (and groups) for which the review could not decide whether
+	// access changes, each with the reason; they need a reviewer's own judgement.
+	Undecided []*Access `json:"undecided"`
 	// Routing lists routing changes per service.
 	Routing []*RoutingChange `json:"routing"`
 	// Services lists services added, removed or changed (outside routing).
@@ -65,11 +70,11 @@ func Review(base, head *mesh.Snapshot) *Report {
 		base = empty(head)
 	}
 	r := &Report{Base: label(base), Head: label(head)}
-	r.Access = AccessChanges(base, head)
+	r.Access, r.Undecided = Accesses(base, head)
 	r.Routing = routingChanges(base, head)
 	r.Services = serviceChanges(base, head)
 	r.Mesh = meshChanges(base, head)
-	r.Owners = owners(base, head, r.Access)
+	r.Owners = owners(base, head, append(append([]*Access(nil), r.Access...), r.Undecided...))
 	r.Summary = summary(r)
 	return r
 }

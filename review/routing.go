@@ -361,6 +361,14 @@ func owners(base, head *mesh.Snapshot, access []*Access) []Owner {
 	return out
 }
 
+func undecidedPairs(r *Report) int {
+	n := 0
+	for _, a := range r.Undecided {
+		n += a.Pairs
+	}
+	return n
+}
+
 func summary(r *Report) string {
 	pairs, gained, lost, other := 0, 0, 0, 0
 	for _, a := range r.Access {
@@ -393,6 +401,9 @@ func summary(r *Report) string {
 			d = append(d, fmt.Sprintf("%d change L7 rules", other))
 		}
 		parts = append(parts, s+" ("+strings.Join(d, ", ")+")")
+	}
+	if n := undecidedPairs(r); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d pair%s UNDECIDED (check by hand)", n, plural(n)))
 	}
 	if n := len(r.Routing); n > 0 {
 		parts = append(parts, fmt.Sprintf("%d routing change%s", n, plural(n)))

@@ -10,6 +10,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/commitsig"
 	"github.com/meshgit/mesh/internal/redact"
 )
 
@@ -19,6 +20,9 @@ type source struct {
 	repo   string
 	ref    string
 	strict bool // analysis warnings are errors
+	// verify lists the files of trusted keys (--verify-commits): with --repo, the commit must
+	// be signed by one of them.
+	verify []string
 }
 
 // addSourceFlags adds --repo and --ref; DIR comes from the command's arguments or --dir.
@@ -26,6 +30,7 @@ func (s *source) addFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.repo, "repo", "", "read the mesh from a commit of this Git repository (path or URL) instead of the working tree")
 	cmd.Flags().StringVar(&s.ref, "ref", "HEAD", "with --repo: the branch, tag or commit to read")
 	cmd.Flags().BoolVar(&s.strict, "strict", false, "treat analysis warnings as errors")
+	cmd.Flags().StringSliceVar(&s.verify, "verify-commits", nil, "with --repo: refuse the commit (exit 1) unless it is signed by a key of these files: SSH allowed_signers or armored OpenPGP keyrings (repeatable or comma-separated)")
 }
 
 func (s *source) String() string {
@@ -50,8 +55,11 @@ func (s *source) compile(ctx context.Context, stderr io.Writer) (*mesh.Snapshot,
 		if dir == "." {
 			dir = ""
 		}
-		snap, rep, err = compiler.CompileGitWithReport(ctx, s.repo, s.ref, dir, opts)
+		snap, rep, err = s.compileCommit(ctx, dir, opts, stderr)
 	} else {
+		if len(s.verify) > 0 {
+			return nil, usageError{errors.New("--verify-commits needs --repo: a directory has no commit to verify")}
+		}
 		snap, rep, err = compiler.CompileDirWithReport(ctx, s.dir, opts)
 	}
 	if rep != nil {
@@ -64,6 +72,40 @@ func (s *source) compile(ctx context.Context, stderr io.Writer) (*mesh.Snapshot,
 		return nil, exitWith(ExitInvalid)
 	}
 	return snap, err
+}
+
+// compileCommit compiles the commit s.ref of s.repo, after checking its signature when
+// --verify-commits is given: a commit that is not signed by a trusted key is reported on stderr
+// and exits with status 1, without being compiled.
+func (s *source) compileCommit(ctx context.Context, dir string, opts compiler.Options, stderr io.Writer) (*mesh.Snapshot, *compiler.Report, error) {
+	var keys *commitsig.Keys
+	if len(s.verify) > 0 {
+		var err error
+		if keys, err = commitsig.Load(s.verify...); err != nil {
+			return nil, nil, err
+		}
+	}
+	r, err := compiler.OpenRepo(ctx, s.repo)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := compiler.Resolve(r, s.ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keys != nil {
+		c, err := r.CommitObject(h)
+		if err != nil {
+			return nil, nil, err
+		}
+		signer, err := keys.Verify(c)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s@%s: commit %s refused: %v (--verify-commits %s)\n", redact.URL(s.repo), s.ref, h.String()[:12], err, keys)
+			return nil, nil, exitWith(ExitInvalid)
+		}
+		fmt.Fprintf(stderr, "commit %s: signed by %s\n", h.String()[:12], signer)
+	}
+	return compiler.CompileCommitWithReport(ctx, r, h, dir, opts)
 }
 
 // printWarnings prints analysis warnings as file:line:col: warning: message.

@@ -38,8 +38,11 @@ func newReviewCmd() *cobra.Command {
 Git repository and reports, for a pull request:
 
   - every source → destination pair whose verdict changes (allow, deny, or the L7 rules in
-    words), with the intention that decides after and its position; pairs decided by wildcards
-    or the mesh default are summarised in groups;
+    words), with the intention that decides after, its position and a request that shows the
+    change; pairs decided by wildcards or the mesh default are summarised in groups;
+  - the pairs it could not decide (a search too large; a path regex that spells a
+    percent-encoding, which is only sampled), each with the reason, under a warning: they are
+    never reported as unchanged;
   - routing changes per service, services added, removed or changed, mesh-wide settings;
   - who must approve: the owners of every destination whose inbound access changes;
   - policy violations and analysis warnings at head.
@@ -48,7 +51,8 @@ Verdicts come from the same evaluator as "mesh intention check". --format markdo
 is fit to post as a pull-request comment; --format json is for machines. With --cache DIR, a
 commit whose mesh (its Git tree, policies included) was compiled before by the same mesh binary
 is not compiled again: in CI, keep DIR between runs so that base is compiled once.
-Exit status: 0 ok, 1 head does not compile or violates a policy, 2 usage or internal error.`,
+Exit status: 0 ok, 1 head does not compile, violates a policy or has undecided access changes,
+2 usage or internal error.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if base == "" || head == "" {
@@ -226,8 +230,19 @@ func runReview(ctx context.Context, stdout, stderr io.Writer, repo, baseRef, hea
 	if err != nil {
 		return err
 	}
+	failed := false
+	if len(rep.Undecided) > 0 {
+		fmt.Fprintf(stderr, "%d access change%s could not be decided; check them by hand:\n", len(rep.Undecided), plural(len(rep.Undecided)))
+		for _, a := range rep.Undecided {
+			fmt.Fprintf(stderr, "  %s → %s: %s\n", a.Source, a.Destination, a.Undecided)
+		}
+		failed = true
+	}
 	if len(rep.Violations) > 0 {
 		fmt.Fprintf(stderr, "%d policy violation%s in head %s\n", len(rep.Violations), plural(len(rep.Violations)), short(headSide.hash))
+		failed = true
+	}
+	if failed {
 		return exitWith(ExitInvalid)
 	}
 	return nil

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/internal/commitsig"
 	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/reconciler"
 	"github.com/meshgit/mesh/xds"
@@ -46,6 +47,7 @@ type serveOptions struct {
 	poll                             time.Duration
 	history                          int
 	logLevel                         string
+	verifyCommits                    []string
 	tlsCert, tlsKey, tlsCA           string
 	insecurePlaintext                bool
 
@@ -64,12 +66,17 @@ server at that HTTP address. The leader follows --ref of --repo (a local reposit
 for pushes, or a URL, fetched every --poll and on POST /v1/webhook/git), compiles every new
 commit and replicates the snapshot; every server serves its snapshot over xDS on --xds.
 
+With --verify-commits, a commit is compiled only if it is signed by a trusted key (an SSH
+allowed_signers file, as git verify-commit reads gpg.ssh.allowedSignersFile, or an armored
+OpenPGP keyring); any other is refused, shown in mesh status, and the last good snapshot stays
+served.
+
 Write endpoints (pin, unpin, join, remove) need the token of --token-file; without it, a
 random token is created in DATA/token on first start. SIGINT or SIGTERM shuts down cleanly.
 
 One server per data directory: a second one fails at once. A data directory that cannot be read
 back is refused with the file's name; recover by moving it away and starting with --join (see
-docs/operations.md, Recovery and faults).
+docs/operations.md, Recovery from faults).
 
 With --tls-cert-file, --tls-key-file and --tls-ca-file (made with mesh tls), Raft runs over
 mutual TLS (only server certificates of that CA are accepted, on both ends) and the HTTP API
@@ -107,6 +114,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.DurationVar(&o.poll, "poll", reconciler.DefaultPoll, "fetch interval of a remote repository (safety-net poll of a local one)")
 	f.IntVar(&o.history, "history", reconciler.DefaultHistory, "snapshots each server keeps")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringSliceVar(&o.verifyCommits, "verify-commits", nil, "serve only commits signed by a key of these files: SSH allowed_signers or armored OpenPGP keyrings (repeatable or comma-separated); others are refused and shown in status")
 	f.StringVar(&o.tlsCert, "tls-cert-file", "", "this server's certificate (mesh tls cert create --server): TLS on Raft and the HTTP API")
 	f.StringVar(&o.tlsKey, "tls-key-file", "", "the key of --tls-cert-file")
 	f.StringVar(&o.tlsCA, "tls-ca-file", "", "the servers' CA (mesh-ca.pem of mesh tls ca create)")
@@ -154,6 +162,12 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	if cfg.GitAuth, err = gitAuth(o); err != nil {
 		return err
+	}
+	if len(o.verifyCommits) > 0 {
+		if cfg.VerifyCommits, err = commitsig.Load(o.verifyCommits...); err != nil {
+			return usageError{fmt.Errorf("serve: --verify-commits: %w", err)}
+		}
+		log.Info("serving only signed commits", "keys", cfg.VerifyCommits.String())
 	}
 
 	lis, err := net.Listen("tcp", o.xds)

@@ -91,7 +91,14 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		fmt.Fprintf(w, "xds refused the newest snapshot: %s\n", st.PublishError)
 	}
 	if e := st.LastError; e != nil {
-		fmt.Fprintf(w, "last error: commit %s does not compile (%s); still serving %s\n", e.Commit, e.Time.Format(time.RFC3339), version)
+		serving := "still serving " + version
+		if st.Version == "" {
+			serving = "nothing served yet"
+		}
+		fmt.Fprintf(w, "last error at %s: %s; %s\n", e.Time.Format(time.RFC3339), e.Headline(time.Now()), serving)
+		if e.Commit != "" {
+			fmt.Fprintf(w, "  commit %s\n", e.Commit)
+		}
 		for _, pe := range e.Errors {
 			if pe.Pos.IsValid() {
 				fmt.Fprintf(w, "  %s: %s\n", pe.Pos, pe.Msg)
