@@ -4,6 +4,7 @@ package cli_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/meshgit/mesh/reconciler"
 )
@@ -186,5 +189,52 @@ func TestServeKilledDuringFirstStart(t *testing.T) {
 		noCrash(t, p.out.String())
 		p.signal(syscall.SIGTERM)
 		p.exited(20 * time.Second)
+	}
+}
+
+// A bit-flipped Raft snapshot is refused with its file's name and the recovery step, never a
+// crash.
+func TestServeBitFlippedSnapshot(t *testing.T) {
+	repo, _ := gitRepo(t)
+	a := newServeArgs(t, repo)
+	p := startMesh(t, a.args()...)
+	if !p.waitOutput("serving snapshot", 30*time.Second) {
+		t.Fatal("mesh serve serves nothing")
+	}
+	p.signal(syscall.SIGTERM)
+	if _, ok := p.exited(20 * time.Second); !ok {
+		t.Fatal("mesh serve did not stop")
+	}
+	// A snapshot as Raft writes it (its checksum in meta.json), then one bit flipped.
+	store, err := raft.NewFileSnapshotStore(a.data, 2, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := store.Create(raft.SnapshotVersionMax, 5, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink.Write([]byte(`{"format":1,"history":[],"servedIndex":0}`))
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(a.data, "snapshots", sink.ID(), "state.bin")
+	b, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[3] ^= 0x01
+	if err := os.WriteFile(state, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = startMesh(t, a.args()...)
+	code, ok := p.exited(20 * time.Second)
+	if !ok {
+		t.Fatal("mesh serve did not exit")
+	}
+	out := p.out.String()
+	noCrash(t, out)
+	if line := lastLine(out); code != 2 || !strings.Contains(line, state) || !strings.Contains(line, "--join") {
+		t.Errorf("exit %d, last line %q; want 2, the file's name and the recovery step", code, line)
 	}
 }
