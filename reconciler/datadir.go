@@ -26,8 +26,7 @@ const recovery = "stop this server, move its data directory away and start it ag
 
 // DirLock is the exclusive lock of a data directory, held while a server uses it.
 type DirLock struct {
-	f   *os.File
-	dir string
+	f *os.File
 }
 
 // LockDataDir creates dir if needed and takes its lock, or fails at once with ErrDataDirInUse
@@ -56,7 +55,7 @@ func LockDataDir(dir string) (*DirLock, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &DirLock{f: f, dir: dir}, nil
+	return &DirLock{f: f}, nil
 }
 
 // inUseError is ErrDataDirInUse with the directory and the holder's pid.
@@ -67,9 +66,6 @@ func (e inUseError) Error() string {
 }
 
 func (e inUseError) Is(target error) bool { return target == ErrDataDirInUse }
-
-// Dir returns the locked directory.
-func (l *DirLock) Dir() string { return l.dir }
 
 // Release gives the lock up. The LOCK file stays: removing it would race with the next owner.
 func (l *DirLock) Release() error {

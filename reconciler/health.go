@@ -22,7 +22,6 @@ type health struct {
 	mu        sync.Mutex
 	wasMember bool   // this process saw itself in the Raft configuration
 	reason    string // why this server serves nothing; "" while it serves
-	since     time.Time
 
 	// What the other servers say, asked while this one knows no leader (a removed server may
 	// never receive the configuration that removes it, and then campaigns forever).
@@ -64,9 +63,7 @@ func (s *Server) checkHealth(ctx context.Context) {
 	reason := s.unhealthyReason(ctx)
 	s.health.mu.Lock()
 	prev := s.health.reason
-	if reason != prev {
-		s.health.reason, s.health.since = reason, time.Now().UTC()
-	}
+	s.health.reason = reason
 	s.health.mu.Unlock()
 	if reason == prev {
 		return

@@ -2,7 +2,6 @@ package reconciler
 
 import (
 	"fmt"
-	"io"
 	"sort"
 	"sync"
 	"time"
@@ -143,8 +142,6 @@ func (s *healthSink) Close() error {
 	}
 	return s.h.record("raft-snapshot", s.SnapshotSink.Close())
 }
-
-var _ io.Writer = (*healthSink)(nil)
 
 // guardLogStore refuses to drop log entries the state machine has applied from the end of the
 // log: Raft does that only when another leader's log conflicts with this one (a server absorbed
