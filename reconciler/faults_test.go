@@ -103,6 +103,45 @@ func TestJoinPublishesOnlyCurrent(t *testing.T) {
 	}
 }
 
+// A follower restarted after missing several pushes serves its last snapshot from disk, then the
+// cluster's current one, and none of those in between that its log replays.
+func TestRestartedFollowerPublishesOnlyCurrent(t *testing.T) {
+	repo := newTestRepo(t)
+	var versions []string
+	for i := range 5 {
+		versions = append(versions, versionOf(t, meshFiles(i)))
+	}
+	repo.commit(meshFiles(0), "v0", false)
+	nodes, opts, _ := startCluster(t, repo, 3)
+	for _, n := range nodes {
+		if !waitServed(n, versions[0], 10*time.Second) {
+			t.Fatalf("%s serves %q, want %s", n.NodeID(), servedVersion(n), versions[0])
+		}
+	}
+	li := leaderIndex(t, nodes)
+	fi := (li + 1) % 3
+	nodes[fi].Close(t.Context())
+	for i := 1; i < 5; i++ {
+		repo.commit(meshFiles(i), fmt.Sprintf("v%d", i), false)
+		if !waitServed(nodes[li], versions[i], 10*time.Second) {
+			t.Fatalf("leader serves %q, want %s", servedVersion(nodes[li]), versions[i])
+		}
+	}
+	rec := &recorder{}
+	o := opts[fi]
+	o.join = ""
+	cfg := testConfig(t, repo.bare, o)
+	cfg.Publisher = rec
+	nodes[fi] = startServer(t, cfg)
+	if !waitServed(nodes[fi], versions[4], 15*time.Second) {
+		t.Fatalf("restarted follower serves %q, want %s", servedVersion(nodes[fi]), versions[4])
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := rec.published(); !slices.Equal(got, []string{versions[0], versions[4]}) {
+		t.Errorf("the restarted follower published %v, want its last %s then the current %s", got, versions[0], versions[4])
+	}
+}
+
 // A server removed from the cluster says so in its status and stops serving xDS: its streams
 // end and new ones are refused with Unavailable, so proxies go to another server.
 func TestRemovedServerStopsServing(t *testing.T) {

@@ -35,6 +35,9 @@ type Status struct {
 	// Head is the newest snapshot applied from Git (differs from Version while pinned).
 	Head         *Entry `json:"head,omitempty"`
 	AppliedIndex uint64 `json:"appliedIndex"`
+	// AppliedCommand is the Raft index of the last command the state machine applied (Raft's own
+	// entries aside): a restarted or joining server publishes nothing older than the leader's.
+	AppliedCommand uint64 `json:"appliedCommand"`
 	// PublishError is why the xDS server refused the FSM's snapshot, if it did (this server then
 	// keeps serving Version).
 	PublishError string `json:"publishError,omitempty"`
@@ -90,7 +93,7 @@ type PinRequest struct {
 func (s *Server) Status() Status {
 	st := s.fsm.state()
 	out := Status{Node: s.id, RaftState: s.node.raft.State().String(), LastError: st.lastError, Pin: st.pin,
-		AppliedIndex: s.node.raft.AppliedIndex(), Servers: s.servers()}
+		AppliedIndex: s.node.raft.AppliedIndex(), AppliedCommand: s.fsm.at().applied, Servers: s.servers()}
 	if snap := s.pub.current(); snap != nil {
 		out.Version, out.Commit = snap.Version, snap.Commit
 	}

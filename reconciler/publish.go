@@ -253,3 +253,36 @@ func writeFileAtomic(name string, b []byte) error {
 	}
 	return syncDir(filepath.Dir(name))
 }
+
+// catchUpWait bounds how long a restarted server waits to learn the leader's index before it
+// publishes what its own log holds.
+const catchUpWait = 30 * time.Second
+
+// learnCatchUp asks the leader how far the cluster's state is and holds publication until this
+// server's state machine has got there. Leading itself, it has everything; with no leader to
+// ask within catchUpWait, it publishes what it has.
+func (s *Server) learnCatchUp(ctx context.Context) {
+	defer s.fsm.poke()
+	deadline := time.Now().Add(catchUpWait)
+	for time.Now().Before(deadline) {
+		if s.IsLeader() {
+			s.pub.catchUp.Store(0)
+			return
+		}
+		if addr := s.leaderHTTP(); addr != "" {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := s.peerClient(addr).Status(cctx)
+			cancel()
+			if err == nil && st.Leader != "" && st.Leader == st.Node {
+				s.pub.catchUp.Store(st.AppliedCommand)
+				s.log.Info("catching up with the leader before publishing", "leader", st.Node, "index", st.AppliedCommand)
+				return
+			}
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+	s.log.Warn("no leader told how far the cluster is; publishing what this server's log holds")
+	s.pub.catchUp.Store(0)
+}

@@ -318,6 +318,14 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	}
 	if s.node.existing {
 		s.pub.catchUp.Store(0)
+		if s.node.voters() > 1 {
+			// A restarted member of a cluster: its log may be far behind, and what it replays
+			// is the cluster's past; it serves its last snapshot from disk until it has caught
+			// up with the leader.
+			s.pub.catchUp.Store(math.MaxUint64)
+			s.bg.Add(1)
+			go func() { defer s.bg.Done(); s.learnCatchUp(s.bgCtx) }()
+		}
 	}
 	if err := secureDataDir(s.cfg.DataDir); err != nil { // and what Raft just created in it
 		return fmt.Errorf("data directory: %w", err)
