@@ -22,6 +22,11 @@ FUZZTIME ?= 30s
 fuzz:
 	GO=$(GO) TAGS=$(TAGS) FUZZTIME=$(FUZZTIME) .ci/fuzz $(PKGS)
 
+# The fault suite in full: three mesh serve processes under a stream of pushes, the leader
+# killed, paused and wiped, three times each (a few minutes). make test runs its short form.
+e2e:
+	MESH_E2E=1 $(GO) test -tags $(TAGS) -count=1 -timeout 20m -run 'TestFaultSuite' -v ./cmd/mesh/cli/
+
 bench:
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
