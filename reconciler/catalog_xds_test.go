@@ -15,7 +15,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
+	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -45,7 +45,7 @@ intentions: api: web: action: "allow"
 type backend struct {
 	name   string
 	addr   string
-	health *health.Server
+	health *grpchealth.Server
 }
 
 func startBackend(t *testing.T, name string) *backend {
@@ -54,7 +54,7 @@ func startBackend(t *testing.T, name string) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{name: name, addr: lis.Addr().String(), health: health.NewServer()}
+	b := &backend{name: name, addr: lis.Addr().String(), health: grpchealth.NewServer()}
 	g := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		in := &wrapperspb.StringValue{}
 		if err := stream.RecvMsg(in); err != nil {
