@@ -2,11 +2,14 @@
 // whether they are healthy. Git says what a service is; the catalog says where it is.
 //
 // What it guarantees:
-//   - State is immutable and deterministic: Apply(index, Command) depends only on the command's
-//     bytes (times come inside it, from the leader) and the previous State, so every server that
-//     applies the same Raft log holds the same catalog. Every change carries the Raft index at
-//     which it was applied; State.Index never decreases, and an index of a service or of the
-//     whole catalog changes exactly when what the read endpoints answer about it changes.
+//   - State is immutable and deterministic: Apply(index, Command) depends only on the command and
+//     the previous State (no clock, no map order), so every server that applies the same Raft
+//     log holds the same catalog, and a Raft snapshot restores it. Every change carries the Raft
+//     index at which it was applied; State.Index never decreases, and the index of a service or
+//     of the whole catalog moves whenever what the read endpoints answer about it changes
+//     (blocking queries wake on it), never for a command that changes nothing.
+//   - Time-based decisions (a node that stopped syncing, DeregisterCriticalServiceAfter) are
+//     the leader's, made from its clock and written as commands.
 //   - The HTTP API speaks a subset of Consul's agent, catalog and health API with Consul's
 //     paths, JSON field names, status words (passing, warning, critical) and blocking queries
 //     (?index=&wait=, X-Consul-Index), so Consul clients work unchanged. A malformed request
