@@ -238,7 +238,7 @@ func TestTTLExpires(t *testing.T) {
 	s := startCatalogServer(t)
 	c := consulClient(t, s.HTTPAddr(), testToken)
 	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "api-1", Name: "api", Address: "127.0.0.1", Port: 1,
-		Check: &consul.AgentServiceCheck{TTL: "300ms", Status: consul.HealthPassing}}); err != nil {
+		Check: &consul.AgentServiceCheck{TTL: "1500ms", Status: consul.HealthPassing}}); err != nil {
 		t.Fatal(err)
 	}
 	if in := s.Catalog().Instance(s.NodeID(), "api-1"); in == nil || in.Status(nil) != catalog.StatusPassing {

@@ -117,7 +117,7 @@ services: web: {protocol: "tcp", port: 8080}
 	agent := start()
 	kill(agent)
 	took := waitUntil(t, 10*time.Second, "web-1 critical after SIGKILL", func() bool { return healthOf(t, addr, "web")["web-1"] == "critical" })
-	if limit := 3*sync + 2*time.Second; took > limit {
+	if limit := 3*sync + time.Second + 2*time.Second; took > limit { // the leader checks every second; slack for a busy machine
 		t.Errorf("critical %v after the kill, want within 3 sync intervals and the leader's tick (%v)", took, limit)
 	}
 	agent = start()
