@@ -273,7 +273,10 @@ func TestCatalogServedFromDisk(t *testing.T) {
 		snap := x.Snapshot()
 		return snap != nil && len(snap.Services["api"].Endpoints) == 1
 	})
-	time.Sleep(1500 * time.Millisecond) // the catalog cache is written at most once a second
+	waitFor(t, 10*time.Second, "the catalog cache on disk", func() bool { // written at most once a second
+		st := s.pub.loadCatalog()
+		return st != nil && st.Instance(s.NodeID(), "api-1") != nil
+	})
 	s.Close(context.Background())
 
 	cfg2 := testConfig(t, repo.bare, nodeOpts{dir: dir})
