@@ -230,7 +230,7 @@ func matchPermission(m *mesh.HTTPMatch) *rbacv3.Permission {
 	for _, q := range m.QueryParam {
 		rules = append(rules, headerPermission(&routev3.HeaderMatcher{
 			Name:                 ":path",
-			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexString(queryPathRegex(q))},
+			HeaderMatchSpecifier: headerRegex(queryPathRegex(q)),
 		}))
 	}
 	if len(rules) == 0 {
