@@ -18,7 +18,8 @@ import (
 // TestEveryGRPCConsumerUnderstands holds the rendering to what gRPC C-core 1.51 and grpc-js 1.14
 // accept, beside grpc-go (interop/ runs them): header matchers (in routes and in RBAC policies,
 // also inside typed_config Anys) use the explicit fields, never string_match, which C-core 1.51
-// rejects with the whole RouteConfiguration; gRPC clients' clusters use round_robin or
+// rejects with the whole RouteConfiguration; weighted clusters state their total_weight (C-core
+// 1.51 takes an unset one for 100); gRPC clients' clusters use round_robin or
 // ring_hash, the only policies C-core 1.51 and grpc-js accept in lb_policy.
 func TestEveryGRPCConsumerUnderstands(t *testing.T) {
 	example, err := compiler.CompileDir(context.Background(), filepath.Join("..", "repo-example"))
@@ -42,6 +43,15 @@ func TestEveryGRPCConsumerUnderstands(t *testing.T) {
 					walkMessages(t, m.ProtoReflect(), func(m protoreflect.Message) {
 						if h, ok := m.Interface().(*routev3.HeaderMatcher); ok && h.GetStringMatch() != nil {
 							t.Errorf("%s: header matcher %q uses string_match", where, h.GetName())
+						}
+						if wc, ok := m.Interface().(*routev3.WeightedCluster); ok {
+							var sum uint32
+							for _, c := range wc.GetClusters() {
+								sum += c.GetWeight().GetValue()
+							}
+							if wc.GetTotalWeight().GetValue() != sum {
+								t.Errorf("%s: weighted clusters sum to %d, total_weight is %v", where, sum, wc.GetTotalWeight())
+							}
 						}
 					})
 				}
