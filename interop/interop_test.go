@@ -1,0 +1,197 @@
+package interop
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+const trustDomain = "interop.mesh"
+
+// gRPC status codes the tests expect.
+const (
+	codeOK               = 0
+	codePermissionDenied = 7
+)
+
+// interopMesh is the mesh of TestInterop: per implementation a server service "<short>-srv"
+// with a v1 and a v2 endpoint (each a process of that implementation), a router sending
+// x-canary: 1 to v2 and a 90/10 split between v1 and v2; clients web (allowed), admin (L7:
+// Hello, and Delete with x-role: admin) and batch (denied until batchAllowed).
+func interopMesh(ims []impl, ports map[string][2]string, batchAllowed bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `package mesh
+
+mesh: {name: "interop", trustDomain: %q, datacenter: "dc1", datacenters: ["dc1"], defaultIntention: "deny"}
+`, trustDomain)
+	batch := "deny"
+	if batchAllowed {
+		batch = "allow"
+	}
+	var ups []string
+	for i, im := range ims {
+		s := im.short + "-srv"
+		ups = append(ups, fmt.Sprintf("%q: localPort: %d", s, 9100+i))
+		ep := func(addr, version string) string {
+			host, port, _ := strings.Cut(addr, ":")
+			return fmt.Sprintf(`{address: %q, port: %s, datacenter: "dc1", meta: {version: %q}}`, host, port, version)
+		}
+		fmt.Fprintf(&b, `
+services: %[1]q: {protocol: "grpc", port: 8080, endpoints: [%[2]s, %[3]s]}
+intentions: %[1]q: {
+	web: action: "allow"
+	admin: permissions: [
+		{action: "allow", http: {path: "/test.Greeter/Hello", methods: ["POST"]}},
+		{action: "allow", http: {path: "/test.Greeter/Delete", header: [{name: "x-role", exact: "admin"}]}},
+	]
+	batch: action: %[4]q
+}
+routers: %[1]q: routes: [{match: http: header: [{name: "x-canary", exact: "1"}], destination: {service: %[1]q, subset: "v2"}}]
+splitters: %[1]q: splits: [{weight: 90, subset: "v1"}, {weight: 10, subset: "v2"}]
+resolvers: %[1]q: {defaultSubset: "v1", subsets: {v1: filter: {version: "v1"}, v2: filter: {version: "v2"}}}
+`, s, ep(ports[s][0], "v1"), ep(ports[s][1], "v2"), batch)
+	}
+	for _, c := range []string{"web", "admin", "batch"} {
+		fmt.Fprintf(&b, "services: %s: {protocol: \"grpc\", port: 8080, upstreams: {%s}}\n", c, strings.Join(ups, ", "))
+	}
+	return b.String()
+}
+
+// TestInterop runs grpc-go, C-core and grpc-js servers and clients against one `mesh serve`:
+// every client calls every server (mTLS with SPIFFE identities, L4 and L7 RBAC enforced by the
+// server), every client routes by header and splits 90/10, and a committed intention flip
+// reaches every server.
+func TestInterop(t *testing.T) {
+	ims := impls(t)
+	ports := map[string][2]string{}
+	addrs := freePorts(t, 2*len(ims))
+	for i, im := range ims {
+		ports[im.short+"-srv"] = [2]string{addrs[2*i], addrs[2*i+1]}
+	}
+	e := newEnv(t, interopMesh(ims, ports, false))
+	var servers []*proc
+	for _, im := range ims {
+		s := im.short + "-srv"
+		certs := e.identity(s)
+		for i, v := range []string{"v1", "v2"} {
+			boot := e.bootstrap(s, s+"-"+v, certs)
+			env := append([]string{"GRPC_XDS_BOOTSTRAP=" + boot, roleEnv + "=go-server"}, im.env...)
+			servers = append(servers, e.start(s+"-"+v, nil, nil, env, im.server(ports[s][i], s+"-"+v)...))
+		}
+	}
+	clients := map[string]map[string]*client{} // identity → impl → client
+	for _, id := range []string{"web", "admin", "batch"} {
+		certs := e.identity(id)
+		clients[id] = map[string]*client{}
+		for _, im := range ims {
+			boot := e.bootstrap(id, id+"-"+im.short, certs)
+			clients[id][im.name] = e.startClient(im, id, boot)
+		}
+	}
+	start := time.Now()
+	for _, cim := range ims {
+		for _, sim := range ims {
+			t.Run(fmt.Sprintf("%s→%s", cim.name, sim.name), func(t *testing.T) {
+				pair(t, clients, cim, sim)
+			})
+		}
+	}
+	t.Logf("pairs: %s", time.Since(start).Round(time.Millisecond))
+	for i, cim := range ims {
+		sim := ims[(i+1)%len(ims)]
+		t.Run(fmt.Sprintf("%s routes to %s", cim.name, sim.name), func(t *testing.T) {
+			routing(t, clients["web"][cim.name], sim.short+"-srv")
+		})
+	}
+	t.Run("intention flip", func(t *testing.T) {
+		old := e.version()
+		e.commit(interopMesh(ims, ports, true), "allow batch")
+		e.waitVersion(old)
+		for _, cim := range ims {
+			for _, sim := range ims {
+				c, s := clients["batch"][cim.name], sim.short+"-srv"
+				deadline := time.Now().Add(20 * time.Second)
+				var r result
+				for r = c.call(s, "/test.Greeter/Hello"); r.Code != codeOK && time.Now().Before(deadline); r = c.call(s, "/test.Greeter/Hello") {
+					if r.Code != codePermissionDenied {
+						t.Errorf("%s batch → %s during the flip: %d %s %q", cim.name, sim.name, r.Code, r.Status, r.Details)
+						break
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				if r.Code != codeOK {
+					t.Errorf("%s batch → %s after the flip: %d %s %q, want OK within 20s", cim.name, sim.name, r.Code, r.Status, r.Details)
+				}
+			}
+		}
+	})
+	_ = servers
+}
+
+// pair checks one client implementation against one server implementation: mTLS carries the
+// caller's SPIFFE ID, and the server's RBAC allows, denies, and decides on path, method and
+// header as the intentions say.
+func pair(t *testing.T, clients map[string]map[string]*client, cim, sim impl) {
+	s := sim.short + "-srv"
+	web := clients["web"][cim.name].call(s, "/test.Greeter/Hello")
+	if web.Code != codeOK {
+		t.Fatalf("web → %s (allowed): %d %s %q", s, web.Code, web.Status, web.Details)
+	}
+	rep := replyOf(web)
+	if rep.Impl != sim.name || !strings.HasPrefix(rep.Server, s+"-") {
+		t.Errorf("web → %s answered by %q (%s)", s, rep.Server, rep.Impl)
+	}
+	wantID := mesh.SpiffeID(trustDomain, "dc1", "web")
+	if !slices.Contains(rep.Peer, wantID) {
+		t.Errorf("%s saw the caller as %v, want %s (its certificate from mesh agent)", sim.name, rep.Peer, wantID)
+	}
+	if r := clients["batch"][cim.name].call(s, "/test.Greeter/Hello"); r.Code != codePermissionDenied {
+		t.Errorf("batch → %s (denied): %d %s %q, want PERMISSION_DENIED", s, r.Code, r.Status, r.Details)
+	}
+	admin := clients["admin"][cim.name]
+	for _, c := range []struct {
+		method string
+		md     []string
+		want   int
+	}{
+		{"/test.Greeter/Hello", nil, codeOK},
+		{"/test.Greeter/Delete", nil, codePermissionDenied},
+		{"/test.Greeter/Delete", []string{"x-role", "admin"}, codeOK},
+		{"/test.Greeter/Delete", []string{"x-role", "user"}, codePermissionDenied},
+		{"/test.Greeter/Hello", []string{"x-role", "user"}, codeOK},
+	} {
+		if r := admin.call(s, c.method, c.md...); r.Code != c.want {
+			t.Errorf("admin → %s %s %v: %d %s %q, want code %d", s, c.method, c.md, r.Code, r.Status, r.Details, c.want)
+		}
+	}
+}
+
+// routing checks that x-canary: 1 always reaches v2 and that the split sends about 10% there.
+func routing(t *testing.T, c *client, s string) {
+	for _, r := range c.calls(s, "/test.Greeter/Hello", 20, "x-canary", "1") {
+		if r.Code != codeOK || replyOf(r).Server != s+"-v2" {
+			t.Fatalf("x-canary: 1 → %s reached %q (%d %q), want %s-v2", s, replyOf(r).Server, r.Code, r.Details, s)
+		}
+	}
+	const n = 500
+	v2 := 0
+	for _, r := range c.calls(s, "/test.Greeter/Hello", n) {
+		if r.Code != codeOK {
+			t.Fatalf("split → %s: %d %q", s, r.Code, r.Details)
+		}
+		if replyOf(r).Server == s+"-v2" {
+			v2++
+		}
+	}
+	// Binomial(500, 0.1): mean 50, sd ≈ 6.7; allow 5 sd.
+	sd := math.Sqrt(n * 0.1 * 0.9)
+	if math.Abs(float64(v2)-n*0.1) > 5*sd {
+		t.Errorf("v2 got %d of %d RPCs, want %d ± %.0f", v2, n, n/10, 5*sd)
+	}
+	t.Logf("v2 got %d of %d", v2, n)
+}
