@@ -413,4 +413,3 @@ func freePorts(t *testing.T, n int) []string {
 	}
 	return out
 }
-

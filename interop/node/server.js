@@ -38,6 +38,9 @@ methods.forEach((path, i) => {
   };
 });
 
+// register() installs the HTTP filters (router, RBAC) and the LB policies; without it every
+// listener is NACKed ("envoy.filters.http.router filter validation failed").
+xds.register();
 const server = new xds.XdsServer();
 server.addService(definition, handlers);
 server.addServingStateListener(args.listen, (st) => {
