@@ -27,13 +27,22 @@ func interopMesh(ims []impl, ports map[string][2]string, batchAllowed bool) stri
 	var b strings.Builder
 	fmt.Fprintf(&b, `package mesh
 
-mesh: {name: "interop", trustDomain: %q, datacenter: "dc1", datacenters: ["dc1"], defaultIntention: "deny"}
-`, trustDomain)
+mesh: {name: "interop", trustDomain: %q, datacenter: "dc1", datacenters: ["dc1", "dc2"], defaultIntention: "deny"}
+
+// Failover through EDS priorities: fo's dc1 endpoint is a closed port, its dc2 one a grpc-go
+// server (whose dc1 certificate the clients accept: a cluster's SANs include its primary's).
+services: fo: {protocol: "grpc", port: 8080, endpoints: [
+	{address: "127.0.0.1", port: %s, datacenter: "dc1"},
+	{address: "127.0.0.1", port: %s, datacenter: "dc2"},
+]}
+resolvers: fo: failover: "*": datacenters: ["dc2"]
+intentions: fo: web: action: "allow"
+`, trustDomain, port(ports["fo"][0]), port(ports["fo"][1]))
 	batch := "deny"
 	if batchAllowed {
 		batch = "allow"
 	}
-	var ups []string
+	ups := []string{"fo: localPort: 9099"}
 	for i, im := range ims {
 		s := im.short + "-srv"
 		ups = append(ups, fmt.Sprintf("%q: localPort: %d", s, 9100+i))
@@ -62,6 +71,11 @@ resolvers: %[1]q: {defaultSubset: "v1", subsets: {v1: filter: {version: "v1"}, v
 	return b.String()
 }
 
+func port(addr string) string {
+	_, p, _ := strings.Cut(addr, ":")
+	return p
+}
+
 // TestInterop runs grpc-go, C-core and grpc-js servers and clients against one `mesh serve`:
 // every client calls every server (mTLS with SPIFFE identities, L4 and L7 RBAC enforced by the
 // server), every client routes by header and splits 90/10, and a committed intention flip
@@ -69,10 +83,11 @@ resolvers: %[1]q: {defaultSubset: "v1", subsets: {v1: filter: {version: "v1"}, v
 func TestInterop(t *testing.T) {
 	ims := impls(t)
 	ports := map[string][2]string{}
-	addrs := freePorts(t, 2*len(ims))
+	addrs := freePorts(t, 2*len(ims)+2)
 	for i, im := range ims {
 		ports[im.short+"-srv"] = [2]string{addrs[2*i], addrs[2*i+1]}
 	}
+	ports["fo"] = [2]string{addrs[2*len(ims)], addrs[2*len(ims)+1]} // the first stays closed
 	e := newEnv(t, interopMesh(ims, ports, false))
 	var servers []*proc
 	for _, im := range ims {
@@ -84,6 +99,9 @@ func TestInterop(t *testing.T) {
 			servers = append(servers, e.start(s+"-"+v, nil, nil, env, im.server(ports[s][i], s+"-"+v)...))
 		}
 	}
+	foCerts := e.identity("fo")
+	e.start("fo-dc2", nil, nil, []string{"GRPC_XDS_BOOTSTRAP=" + e.bootstrap("fo", "fo-dc2", foCerts), roleEnv + "=go-server"},
+		ims[0].server(ports["fo"][1], "fo-dc2")...)
 	clients := map[string]map[string]*client{} // identity → impl → client
 	for _, id := range []string{"web", "admin", "batch"} {
 		certs := e.identity(id)
@@ -108,6 +126,15 @@ func TestInterop(t *testing.T) {
 			routing(t, clients["web"][cim.name], sim.short+"-srv")
 		})
 	}
+	t.Run("failover to the dc2 priority", func(t *testing.T) {
+		for _, cim := range ims {
+			for _, r := range clients["web"][cim.name].calls("fo", "/test.Greeter/Hello", 5) {
+				if r.Code != codeOK || replyOf(r).Server != "fo-dc2" {
+					t.Errorf("%s web → fo: %d %q from %q, want an answer from fo-dc2 (dc1 is down)", cim.name, r.Code, r.Details, replyOf(r).Server)
+				}
+			}
+		}
+	})
 	t.Run("intention flip", func(t *testing.T) {
 		old := e.version()
 		e.commit(interopMesh(ims, ports, true), "allow batch")
