@@ -21,7 +21,7 @@ const (
 
 // interopMesh is the mesh of TestInterop: per implementation a server service "<short>-srv"
 // with a v1 and a v2 endpoint (each a process of that implementation), a router sending
-// x-canary: 1 to v2 and a 90/10 split between v1 and v2; clients web (allowed), admin (L7:
+// x-canary: 1 or an x-tier other than gold to v2 and a 90/10 split between v1 and v2; clients web (allowed), admin (L7:
 // Hello, and Delete with x-role: admin) and batch (denied until batchAllowed).
 func interopMesh(ims []impl, ports map[string][2]string, batchAllowed bool) string {
 	var b strings.Builder
@@ -60,7 +60,11 @@ intentions: %[1]q: {
 	]
 	batch: action: %[4]q
 }
-routers: %[1]q: routes: [{match: http: header: [{name: "x-canary", exact: "1"}], destination: {service: %[1]q, subset: "v2"}}]
+routers: %[1]q: routes: [
+	{match: http: header: [{name: "x-canary", exact: "1"}], destination: {service: %[1]q, subset: "v2"}},
+	// An inverted match does not hold when the header is absent (grpc-js needed a presence guard).
+	{match: http: header: [{name: "x-tier", exact: "gold", invert: true}], destination: {service: %[1]q, subset: "v2"}},
+]
 splitters: %[1]q: splits: [{weight: 90, subset: "v1"}, {weight: 10, subset: "v2"}]
 resolvers: %[1]q: {defaultSubset: "v1", subsets: {v1: filter: {version: "v1"}, v2: filter: {version: "v2"}}}
 `, s, ep(ports[s][0], "v1"), ep(ports[s][1], "v2"), batch)
@@ -198,11 +202,17 @@ func pair(t *testing.T, clients map[string]map[string]*client, cim, sim impl) {
 	}
 }
 
-// routing checks that x-canary: 1 always reaches v2 and that the split sends about 10% there.
+// routing checks that x-canary: 1 and x-tier: silver always reach v2 and that the split (no
+// x-tier at all: the inverted match does not hold) sends about 10% there.
 func routing(t *testing.T, c *client, s string) {
 	for _, r := range c.calls(s, "/test.Greeter/Hello", 20, "x-canary", "1") {
 		if r.Code != codeOK || replyOf(r).Server != s+"-v2" {
 			t.Fatalf("x-canary: 1 → %s reached %q (%d %q), want %s-v2", s, replyOf(r).Server, r.Code, r.Details, s)
+		}
+	}
+	for _, r := range c.calls(s, "/test.Greeter/Hello", 10, "x-tier", "silver") {
+		if r.Code != codeOK || replyOf(r).Server != s+"-v2" {
+			t.Fatalf("x-tier: silver → %s reached %q (%d %q), want %s-v2", s, replyOf(r).Server, r.Code, r.Details, s)
 		}
 	}
 	const n = 500

@@ -170,6 +170,12 @@ func TestDifferentialAuthorizeVsCCoreRBAC(t *testing.T) {
 	differential(t, 20, startCCoreGreeter)
 }
 
+// TestDifferentialAuthorizeVsGRPCJSRBAC runs the random meshes through grpc-js-xds's RBAC filter
+// (interop/node/server.js, behind GRPC_XDS_EXPERIMENTAL_RBAC=true), as a real process.
+func TestDifferentialAuthorizeVsGRPCJSRBAC(t *testing.T) {
+	differential(t, 20, startGRPCJSGreeter)
+}
+
 // differential compares, for random meshes (MESH_DIFF_MESHES, default meshes) and random
 // requests (MESH_DIFF_SEED reproduces them), mesh.Authorize with the verdicts of a greeter that
 // startServer serves on lis, configured by our xDS server, called by grpc-go clients s1..s3.
@@ -236,6 +242,16 @@ func differential(t *testing.T, meshes int, startServer func(t *testing.T, lis n
 	t.Logf("%d RPCs compared, %d allowed", rpcs, allowed)
 }
 
+// startGRPCJSGreeter runs interop/node/server.js, serving every path of the differential test.
+func startGRPCJSGreeter(t *testing.T, lis net.Listener, xdsAddr, certDir string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join("..", "interop", "node", "node_modules", "@grpc", "grpc-js-xds")); err != nil {
+		t.Fatalf("no grpc-js-xds in interop/node/node_modules: run .ci/run's install step (npm ci in interop/node)")
+	}
+	startGreeterProcess(t, lis, xdsAddr, certDir, []string{"GRPC_XDS_EXPERIMENTAL_RBAC=true"},
+		"node", filepath.Join("..", "interop", "node", "server.js"), "--methods", strings.Join(diffPaths, ","))
+}
+
 // startCCoreGreeter runs interop/python/server.py on lis's address as node greeter-1 of
 // service greeter. It fails the test, saying how to install them, when /usr/bin/python3 or its
 // grpc module (python3-grpcio) is missing.
@@ -244,6 +260,13 @@ func startCCoreGreeter(t *testing.T, lis net.Listener, xdsAddr, certDir string) 
 	if out, err := exec.Command("/usr/bin/python3", "-c", "import grpc").CombinedOutput(); err != nil {
 		t.Fatalf("/usr/bin/python3 cannot import grpc (%v: %s): run .ci/run's install step (apt-get install -y python3-grpcio python3-protobuf)", err, out)
 	}
+	startGreeterProcess(t, lis, xdsAddr, certDir, nil, "/usr/bin/python3", filepath.Join("..", "interop", "python", "server.py"))
+}
+
+// startGreeterProcess runs an interop server program (argv, then --listen and --name) on lis's
+// address as node greeter-1 of service greeter, stopping it when the test ends.
+func startGreeterProcess(t *testing.T, lis net.Listener, xdsAddr, certDir string, env []string, argv ...string) {
+	t.Helper()
 	boot := filepath.Join(t.TempDir(), "bootstrap.json")
 	if err := os.WriteFile(boot, grpcBootstrap(t, xdsAddr, "greeter", "greeter-1", certDir), 0o644); err != nil {
 		t.Fatal(err)
@@ -251,8 +274,8 @@ func startCCoreGreeter(t *testing.T, lis net.Listener, xdsAddr, certDir string) 
 	addr := lis.Addr().String()
 	lis.Close() // the server binds the address itself
 	var out bytes.Buffer
-	cmd := exec.Command("/usr/bin/python3", filepath.Join("..", "interop", "python", "server.py"), "--listen", addr, "--name", "greeter-1")
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+boot)
+	cmd := exec.Command(argv[0], append(argv[1:], "--listen", addr, "--name", "greeter-1")...)
+	cmd.Env = append(append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+boot), env...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -268,7 +291,7 @@ func startCCoreGreeter(t *testing.T, lis net.Listener, xdsAddr, certDir string) 
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("C-core greeter output:\n%s", out.String())
+			t.Logf("%s output:\n%s", argv[1], out.String())
 		}
 	})
 }

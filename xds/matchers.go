@@ -74,7 +74,8 @@ func methodsMatcher(methods []string) *routev3.HeaderMatcher {
 
 // headerMatcher renders one header condition. For an inverted present match it returns the
 // positive matcher and negate=true: the caller wraps it in NOT where it can (RBAC), or uses
-// invert_match (routes, where Envoy has no NOT).
+// invert_match (routes, where Envoy has no NOT). Any other inverted matcher the caller puts
+// beside a presenceGuard.
 func headerMatcher(h mesh.HeaderMatch) (m *routev3.HeaderMatcher, negate bool) {
 	m = &routev3.HeaderMatcher{Name: strings.ToLower(h.Name)}
 	switch h.Kind {
@@ -95,6 +96,15 @@ func headerMatcher(h mesh.HeaderMatch) (m *routev3.HeaderMatcher, negate bool) {
 	}
 	m.InvertMatch = h.Invert
 	return m, false
+}
+
+// presenceGuard is the matcher that accompanies (in a conjunction) every inverted value matcher
+// of header name. grpc-js-xds 1.14 applies invert_match to an absent header too, so "x-b not
+// regex R" would hold there for a request without x-b, where Envoy, grpc-go, C-core and the
+// mesh say it does not. Requiring the header beside the inverted matcher gives every
+// implementation the mesh's meaning (TestDifferentialAuthorizeVsGRPCJSRBAC found it).
+func presenceGuard(name string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: headerRegex(presentRegex)}
 }
 
 // queryPathRegex renders a query parameter condition as a regex over the whole :path header, for

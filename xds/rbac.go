@@ -224,6 +224,8 @@ func matchPermission(m *mesh.HTTPMatch) *rbacv3.Permission {
 		r := headerPermission(hm)
 		if negate {
 			r = notRule(r)
+		} else if hm.InvertMatch {
+			rules = append(rules, headerPermission(presenceGuard(hm.Name)))
 		}
 		rules = append(rules, r)
 	}

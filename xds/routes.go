@@ -156,6 +156,8 @@ func routeMatch(m *mesh.HTTPMatch) *routev3.RouteMatch {
 			// Route matchers have no NOT: an inverted present match is absent.
 			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
 			hm.InvertMatch = true
+		} else if hm.InvertMatch {
+			rm.Headers = append(rm.Headers, presenceGuard(hm.Name))
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}
