@@ -1,12 +1,17 @@
 package interop
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -57,6 +62,8 @@ intentions: %[1]q: {
 	admin: permissions: [
 		{action: "allow", http: {path: "/test.Greeter/Hello", methods: ["POST"]}},
 		{action: "allow", http: {path: "/test.Greeter/Delete", header: [{name: "x-role", exact: "admin"}]}},
+		// gRPC calls are POSTs: this permission never matches one.
+		{action: "allow", http: {path: "/test.Greeter/Get", methods: ["GET"]}},
 	]
 	batch: action: %[4]q
 }
@@ -73,6 +80,18 @@ resolvers: %[1]q: {defaultSubset: "v1", subsets: {v1: filter: {version: "v1"}, v
 		fmt.Fprintf(&b, "services: %s: {protocol: \"grpc\", port: 8080, upstreams: {%s}}\n", c, strings.Join(ups, ", "))
 	}
 	return b.String()
+}
+
+// plaintextCall calls addr without TLS: it must not get through a server of the mesh.
+func plaintextCall(addr string) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return cc.Invoke(ctx, "/test.Greeter/Hello", wrapperspb.String("hi"), &wrapperspb.StringValue{})
 }
 
 func port(addr string) string {
@@ -130,6 +149,15 @@ func TestInterop(t *testing.T) {
 			routing(t, clients["web"][cim.name], sim.short+"-srv")
 		})
 	}
+	t.Run("servers require mTLS", func(t *testing.T) {
+		for _, sim := range ims {
+			if err := plaintextCall(ports[sim.short+"-srv"][0]); err == nil {
+				t.Errorf("a plaintext call straight to %s's server succeeded", sim.name)
+			} else {
+				t.Logf("%s refuses plaintext: %v", sim.name, err)
+			}
+		}
+	})
 	t.Run("failover to the dc2 priority", func(t *testing.T) {
 		for _, cim := range ims {
 			for _, r := range clients["web"][cim.name].calls("fo", "/test.Greeter/Hello", 5) {
@@ -195,6 +223,7 @@ func pair(t *testing.T, clients map[string]map[string]*client, cim, sim impl) {
 		{"/test.Greeter/Delete", []string{"x-role", "admin"}, codeOK},
 		{"/test.Greeter/Delete", []string{"x-role", "user"}, codePermissionDenied},
 		{"/test.Greeter/Hello", []string{"x-role", "user"}, codeOK},
+		{"/test.Greeter/Get", nil, codePermissionDenied},
 	} {
 		if r := admin.call(s, c.method, c.md...); r.Code != c.want {
 			t.Errorf("admin → %s %s %v: %d %s %q, want code %d", s, c.method, c.md, r.Code, r.Status, r.Details, c.want)

@@ -2,7 +2,7 @@
 // An xDS-enabled grpc-js server for mesh's interop tests.
 //
 // Usage: GRPC_XDS_BOOTSTRAP=boot.json node server.js --listen 127.0.0.1:PORT --name NAME
-//        [--methods /test.Greeter/Hello,/test.Greeter/Delete]
+//        [--methods /test.Greeter/Hello,/test.Greeter/Delete,/test.Greeter/Get]
 //
 // Its listener, mTLS (XdsServerCredentials, the bootstrap's file_watcher certificates) and RBAC
 // (only with GRPC_XDS_EXPERIMENTAL_RBAC=true) come from the mesh server. grpc-js has no handler
@@ -14,7 +14,7 @@ const xds = require('@grpc/grpc-js-xds');
 const { encodeString, decodeString, parseArgs } = require('./wire');
 
 const args = parseArgs(process.argv.slice(2));
-const methods = (args.methods || '/test.Greeter/Hello,/test.Greeter/Delete').split(',');
+const methods = (args.methods || '/test.Greeter/Hello,/test.Greeter/Delete,/test.Greeter/Get').split(',');
 const identity = (x) => x;
 
 function peerIDs(call) {
