@@ -26,9 +26,10 @@ const (
 
 // interopMesh is the mesh of TestInterop: per implementation a server service "<short>-srv"
 // with a v1 and a v2 endpoint (each a process of that implementation), a router sending
-// x-canary: 1 or an x-tier other than gold to v2 and a 90/10 split between v1 and v2; clients web (allowed), admin (L7:
-// Hello, and Delete with x-role: admin) and batch (denied until batchAllowed).
-func interopMesh(ims []impl, ports map[string][2]string, batchAllowed bool) string {
+// x-canary: 1 or an x-tier other than gold to v2, and a 90/10 split between v1 and v2; clients
+// web (allowed), admin (L7: Hello, Delete with x-role: admin, a GET-only Get) and batch
+// (denied); flipped, web is denied and batch allowed. fo fails over from dc1 to dc2.
+func interopMesh(ims []impl, ports map[string][2]string, flipped bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `package mesh
 
@@ -43,9 +44,9 @@ services: fo: {protocol: "grpc", port: 8080, endpoints: [
 resolvers: fo: failover: "*": datacenters: ["dc2"]
 intentions: fo: web: action: "allow"
 `, trustDomain, port(ports["fo"][0]), port(ports["fo"][1]))
-	batch := "deny"
-	if batchAllowed {
-		batch = "allow"
+	web, batch := "allow", "deny"
+	if flipped {
+		web, batch = "deny", "allow"
 	}
 	ups := []string{"fo: localPort: 9099"}
 	for i, im := range ims {
@@ -58,7 +59,7 @@ intentions: fo: web: action: "allow"
 		fmt.Fprintf(&b, `
 services: %[1]q: {protocol: "grpc", port: 8080, endpoints: [%[2]s, %[3]s]}
 intentions: %[1]q: {
-	web: action: "allow"
+	web: action: %[5]q
 	admin: permissions: [
 		{action: "allow", http: {path: "/test.Greeter/Hello", methods: ["POST"]}},
 		{action: "allow", http: {path: "/test.Greeter/Delete", header: [{name: "x-role", exact: "admin"}]}},
@@ -74,7 +75,7 @@ routers: %[1]q: routes: [
 ]
 splitters: %[1]q: splits: [{weight: 90, subset: "v1"}, {weight: 10, subset: "v2"}]
 resolvers: %[1]q: {defaultSubset: "v1", subsets: {v1: filter: {version: "v1"}, v2: filter: {version: "v2"}}}
-`, s, ep(ports[s][0], "v1"), ep(ports[s][1], "v2"), batch)
+`, s, ep(ports[s][0], "v1"), ep(ports[s][1], "v2"), batch, web)
 	}
 	for _, c := range []string{"web", "admin", "batch"} {
 		fmt.Fprintf(&b, "services: %s: {protocol: \"grpc\", port: 8080, upstreams: {%s}}\n", c, strings.Join(ups, ", "))
@@ -112,28 +113,7 @@ func TestInterop(t *testing.T) {
 	}
 	ports["fo"] = [2]string{addrs[2*len(ims)], addrs[2*len(ims)+1]} // the first stays closed
 	e := newEnv(t, interopMesh(ims, ports, false))
-	var servers []*proc
-	for _, im := range ims {
-		s := im.short + "-srv"
-		certs := e.identity(s)
-		for i, v := range []string{"v1", "v2"} {
-			boot := e.bootstrap(s, s+"-"+v, certs)
-			env := append([]string{"GRPC_XDS_BOOTSTRAP=" + boot, roleEnv + "=go-server"}, im.env...)
-			servers = append(servers, e.start(s+"-"+v, nil, nil, env, im.server(ports[s][i], s+"-"+v)...))
-		}
-	}
-	foCerts := e.identity("fo")
-	e.start("fo-dc2", nil, nil, []string{"GRPC_XDS_BOOTSTRAP=" + e.bootstrap("fo", "fo-dc2", foCerts), roleEnv + "=go-server"},
-		ims[0].server(ports["fo"][1], "fo-dc2")...)
-	clients := map[string]map[string]*client{} // identity → impl → client
-	for _, id := range []string{"web", "admin", "batch"} {
-		certs := e.identity(id)
-		clients[id] = map[string]*client{}
-		for _, im := range ims {
-			boot := e.bootstrap(id, id+"-"+im.short, certs)
-			clients[id][im.name] = e.startClient(im, id, boot)
-		}
-	}
+	clients := startAll(e, ims, ports)
 	start := time.Now()
 	for _, cim := range ims {
 		for _, sim := range ims {
@@ -169,27 +149,64 @@ func TestInterop(t *testing.T) {
 	})
 	t.Run("intention flip", func(t *testing.T) {
 		old := e.version()
-		e.commit(interopMesh(ims, ports, true), "allow batch")
+		e.commit(interopMesh(ims, ports, true), "deny web, allow batch")
 		e.waitVersion(old)
 		for _, cim := range ims {
 			for _, sim := range ims {
-				c, s := clients["batch"][cim.name], sim.short+"-srv"
-				deadline := time.Now().Add(20 * time.Second)
-				var r result
-				for r = c.call(s, "/test.Greeter/Hello"); r.Code != codeOK && time.Now().Before(deadline); r = c.call(s, "/test.Greeter/Hello") {
-					if r.Code != codePermissionDenied {
-						t.Errorf("%s batch → %s during the flip: %d %s %q", cim.name, sim.name, r.Code, r.Status, r.Details)
-						break
-					}
-					time.Sleep(200 * time.Millisecond)
-				}
-				if r.Code != codeOK {
-					t.Errorf("%s batch → %s after the flip: %d %s %q, want OK within 20s", cim.name, sim.name, r.Code, r.Status, r.Details)
-				}
+				s := sim.short + "-srv"
+				flipped(t, clients["batch"][cim.name], s, codeOK)
+				flipped(t, clients["web"][cim.name], s, codePermissionDenied)
 			}
 		}
 	})
-	_ = servers
+}
+
+// startAll starts every server process (v1 and v2 of each implementation, and fo's dc2 one)
+// and every client process (each implementation as web, admin and batch); it returns the
+// clients by identity and implementation.
+func startAll(e *env, ims []impl, ports map[string][2]string) map[string]map[string]*client {
+	for _, im := range ims {
+		s := im.short + "-srv"
+		certs := e.identity(s)
+		for i, v := range []string{"v1", "v2"} {
+			env := append([]string{"GRPC_XDS_BOOTSTRAP=" + e.bootstrap(s, s+"-"+v, certs), roleEnv + "=go-server"}, im.env...)
+			e.start(s+"-"+v, nil, nil, env, im.server(ports[s][i], s+"-"+v)...)
+		}
+	}
+	foCerts := e.identity("fo")
+	e.start("fo-dc2", nil, nil, []string{"GRPC_XDS_BOOTSTRAP=" + e.bootstrap("fo", "fo-dc2", foCerts), roleEnv + "=go-server"},
+		ims[0].server(ports["fo"][1], "fo-dc2")...)
+	clients := map[string]map[string]*client{}
+	for _, id := range []string{"web", "admin", "batch"} {
+		certs := e.identity(id)
+		clients[id] = map[string]*client{}
+		for _, im := range ims {
+			clients[id][im.name] = e.startClient(im, id, e.bootstrap(id, id+"-"+im.short, certs))
+		}
+	}
+	return clients
+}
+
+// flipped waits (20s at most) until c's calls to s get want after an intention flip; until then
+// they may get only the old verdict.
+func flipped(t *testing.T, c *client, s string, want int) {
+	t.Helper()
+	old := codePermissionDenied + codeOK - want
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := c.call(s, "/test.Greeter/Hello")
+		switch {
+		case r.Code == want:
+			return
+		case r.Code != old:
+			t.Errorf("%s → %s during the flip: %d %s %q", c.name, s, r.Code, r.Status, r.Details)
+			return
+		case time.Now().After(deadline):
+			t.Errorf("%s → %s after the flip: %d %s %q, want code %d within 20s", c.name, s, r.Code, r.Status, r.Details, want)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // pair checks one client implementation against one server implementation: mTLS carries the
