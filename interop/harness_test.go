@@ -248,7 +248,7 @@ func (e *env) start(name string, in *io.WriteCloser, stdout io.Writer, env []str
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Dir = e.dir
 	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = childAttr()
 	w := lockedWriter{p.mu, p.log}
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if stdout != nil {
@@ -313,9 +313,10 @@ type client struct {
 	in   io.WriteCloser
 	out  chan result
 	seq  int
+	proc *proc
 }
 
-// startClient starts im's client with the bootstrap of identity.
+// startClient starts im's client with the bootstrap of identity; waitReady waits for it.
 func (e *env) startClient(im impl, identity, boot string) *client {
 	e.t.Helper()
 	c := &client{e: e, name: im.name + "/" + identity, out: make(chan result, 4096)}
@@ -336,6 +337,14 @@ func (e *env) startClient(im impl, identity, boot string) *client {
 		close(c.out)
 	}()
 	go func() { <-p.done; w.Close() }()
+	c.proc = p
+	return c
+}
+
+// waitReady waits (30s at most) for the client's first line, which says it is ready.
+func (c *client) waitReady() {
+	c.e.t.Helper()
+	e, p := c.e, c.proc
 	select {
 	case res, ok := <-c.out:
 		if !ok || !res.Ready {
@@ -344,7 +353,6 @@ func (e *env) startClient(im impl, identity, boot string) *client {
 	case <-time.After(30 * time.Second):
 		e.t.Fatalf("client %s not ready in 30s:\n%s", c.name, p.output())
 	}
-	return c
 }
 
 // calls makes n calls to method of target with metadata md (key, value, ...) and returns

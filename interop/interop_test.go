@@ -112,8 +112,11 @@ func TestInterop(t *testing.T) {
 		ports[im.short+"-srv"] = [2]string{addrs[2*i], addrs[2*i+1]}
 	}
 	ports["fo"] = [2]string{addrs[2*len(ims)], addrs[2*len(ims)+1]} // the first stays closed
+	begin := time.Now()
 	e := newEnv(t, interopMesh(ims, ports, false))
+	t.Logf("mesh serve up: %s", time.Since(begin).Round(time.Millisecond))
 	clients := startAll(e, ims, ports)
+	t.Logf("servers and clients started: %s", time.Since(begin).Round(time.Millisecond))
 	start := time.Now()
 	for _, cim := range ims {
 		for _, sim := range ims {
@@ -182,6 +185,11 @@ func startAll(e *env, ims []impl, ports map[string][2]string) map[string]map[str
 		clients[id] = map[string]*client{}
 		for _, im := range ims {
 			clients[id][im.name] = e.startClient(im, id, e.bootstrap(id, id+"-"+im.short, certs))
+		}
+	}
+	for _, byImpl := range clients {
+		for _, c := range byImpl {
+			c.waitReady()
 		}
 	}
 	return clients
