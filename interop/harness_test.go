@@ -356,9 +356,10 @@ func (c *client) waitReady() {
 }
 
 // calls makes n calls to method of target with metadata md (key, value, ...) and returns
-// their results. Every call waits for the channel to be ready, for 10s at most.
-func (c *client) calls(target, method string, n int, md ...string) []result {
-	c.e.t.Helper()
+// their results, failing t when the client does not answer. Every call waits for the channel
+// to be ready, for 10s at most.
+func (c *client) calls(t *testing.T, target, method string, n int, md ...string) []result {
+	t.Helper()
 	c.seq++
 	req := request{ID: fmt.Sprint(c.seq), Target: target, Method: method, Count: n, TimeoutMS: 10000, Metadata: map[string]string{}}
 	for i := 0; i+1 < len(md); i += 2 {
@@ -366,7 +367,7 @@ func (c *client) calls(target, method string, n int, md ...string) []result {
 	}
 	b, _ := json.Marshal(req)
 	if _, err := c.in.Write(append(b, '\n')); err != nil {
-		c.e.t.Fatalf("client %s: %v", c.name, err)
+		t.Fatalf("client %s: %v", c.name, err)
 	}
 	var out []result
 	timeout := time.After(time.Duration(20+n/20) * time.Second)
@@ -374,7 +375,7 @@ func (c *client) calls(target, method string, n int, md ...string) []result {
 		select {
 		case res, ok := <-c.out:
 			if !ok {
-				c.e.t.Fatalf("client %s exited:\n%s", c.name, c.e.logs())
+				t.Fatalf("client %s exited:\n%s", c.name, c.e.logs())
 			}
 			if res.ID != req.ID {
 				continue
@@ -384,15 +385,15 @@ func (c *client) calls(target, method string, n int, md ...string) []result {
 			}
 			out = append(out, res)
 		case <-timeout:
-			c.e.t.Fatalf("client %s: %d of %d results of %s → %s in time", c.name, len(out), n, target, method)
+			t.Fatalf("client %s: %d of %d results of %s → %s in time", c.name, len(out), n, target, method)
 		}
 	}
 }
 
 // call makes one call.
-func (c *client) call(target, method string, md ...string) result {
-	c.e.t.Helper()
-	return c.calls(target, method, 1, md...)[0]
+func (c *client) call(t *testing.T, target, method string, md ...string) result {
+	t.Helper()
+	return c.calls(t, target, method, 1, md...)[0]
 }
 
 // replyOf decodes the server's answer of an OK result.

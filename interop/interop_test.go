@@ -143,7 +143,7 @@ func TestInterop(t *testing.T) {
 	})
 	t.Run("failover to the dc2 priority", func(t *testing.T) {
 		for _, cim := range ims {
-			for _, r := range clients["web"][cim.name].calls("fo", "/test.Greeter/Hello", 5) {
+			for _, r := range clients["web"][cim.name].calls(t, "fo", "/test.Greeter/Hello", 5) {
 				if r.Code != codeOK || replyOf(r).Server != "fo-dc2" {
 					t.Errorf("%s web → fo: %d %q from %q, want an answer from fo-dc2 (dc1 is down)", cim.name, r.Code, r.Details, replyOf(r).Server)
 				}
@@ -202,7 +202,7 @@ func flipped(t *testing.T, c *client, s string, want int) {
 	old := codePermissionDenied + codeOK - want
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		r := c.call(s, "/test.Greeter/Hello")
+		r := c.call(t, s, "/test.Greeter/Hello")
 		switch {
 		case r.Code == want:
 			return
@@ -222,7 +222,7 @@ func flipped(t *testing.T, c *client, s string, want int) {
 // header as the intentions say.
 func pair(t *testing.T, clients map[string]map[string]*client, cim, sim impl) {
 	s := sim.short + "-srv"
-	web := clients["web"][cim.name].call(s, "/test.Greeter/Hello")
+	web := clients["web"][cim.name].call(t, s, "/test.Greeter/Hello")
 	if web.Code != codeOK {
 		t.Fatalf("web → %s (allowed): %d %s %q", s, web.Code, web.Status, web.Details)
 	}
@@ -234,7 +234,7 @@ func pair(t *testing.T, clients map[string]map[string]*client, cim, sim impl) {
 	if !slices.Contains(rep.Peer, wantID) {
 		t.Errorf("%s saw the caller as %v, want %s (its certificate from mesh agent)", sim.name, rep.Peer, wantID)
 	}
-	if r := clients["batch"][cim.name].call(s, "/test.Greeter/Hello"); r.Code != codePermissionDenied {
+	if r := clients["batch"][cim.name].call(t, s, "/test.Greeter/Hello"); r.Code != codePermissionDenied {
 		t.Errorf("batch → %s (denied): %d %s %q, want PERMISSION_DENIED", s, r.Code, r.Status, r.Details)
 	}
 	admin := clients["admin"][cim.name]
@@ -250,7 +250,7 @@ func pair(t *testing.T, clients map[string]map[string]*client, cim, sim impl) {
 		{"/test.Greeter/Hello", []string{"x-role", "user"}, codeOK},
 		{"/test.Greeter/Get", nil, codePermissionDenied},
 	} {
-		if r := admin.call(s, c.method, c.md...); r.Code != c.want {
+		if r := admin.call(t, s, c.method, c.md...); r.Code != c.want {
 			t.Errorf("admin → %s %s %v: %d %s %q, want code %d", s, c.method, c.md, r.Code, r.Status, r.Details, c.want)
 		}
 	}
@@ -259,19 +259,19 @@ func pair(t *testing.T, clients map[string]map[string]*client, cim, sim impl) {
 // routing checks that x-canary: 1 and x-tier: silver always reach v2 and that the split (no
 // x-tier at all: the inverted match does not hold) sends about 10% there.
 func routing(t *testing.T, c *client, s string) {
-	for _, r := range c.calls(s, "/test.Greeter/Hello", 20, "x-canary", "1") {
+	for _, r := range c.calls(t, s, "/test.Greeter/Hello", 20, "x-canary", "1") {
 		if r.Code != codeOK || replyOf(r).Server != s+"-v2" {
 			t.Fatalf("x-canary: 1 → %s reached %q (%d %q), want %s-v2", s, replyOf(r).Server, r.Code, r.Details, s)
 		}
 	}
-	for _, r := range c.calls(s, "/test.Greeter/Hello", 10, "x-tier", "silver") {
+	for _, r := range c.calls(t, s, "/test.Greeter/Hello", 10, "x-tier", "silver") {
 		if r.Code != codeOK || replyOf(r).Server != s+"-v2" {
 			t.Fatalf("x-tier: silver → %s reached %q (%d %q), want %s-v2", s, replyOf(r).Server, r.Code, r.Details, s)
 		}
 	}
 	const n = 500
 	v2 := 0
-	for _, r := range c.calls(s, "/test.Greeter/Hello", n) {
+	for _, r := range c.calls(t, s, "/test.Greeter/Hello", n) {
 		if r.Code != codeOK {
 			t.Fatalf("split → %s: %d %q", s, r.Code, r.Details)
 		}
