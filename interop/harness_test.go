@@ -360,8 +360,14 @@ func (c *client) waitReady() {
 // to be ready, for 10s at most.
 func (c *client) calls(t *testing.T, target, method string, n int, md ...string) []result {
 	t.Helper()
+	return c.callsWithin(t, 10*time.Second, target, method, n, md...)
+}
+
+// callsWithin is calls with a deadline per call.
+func (c *client) callsWithin(t *testing.T, timeout time.Duration, target, method string, n int, md ...string) []result {
+	t.Helper()
 	c.seq++
-	req := request{ID: fmt.Sprint(c.seq), Target: target, Method: method, Count: n, TimeoutMS: 10000, Metadata: map[string]string{}}
+	req := request{ID: fmt.Sprint(c.seq), Target: target, Method: method, Count: n, TimeoutMS: int(timeout.Milliseconds()), Metadata: map[string]string{}}
 	for i := 0; i+1 < len(md); i += 2 {
 		req.Metadata[md[i]] = md[i+1]
 	}
@@ -370,7 +376,8 @@ func (c *client) calls(t *testing.T, target, method string, n int, md ...string)
 		t.Fatalf("client %s: %v", c.name, err)
 	}
 	var out []result
-	timeout := time.After(time.Duration(20+n/20) * time.Second)
+	// Calls answer in milliseconds; the bound allows one call to wait its whole deadline.
+	deadline := time.After(timeout + time.Duration(n)*100*time.Millisecond + 10*time.Second)
 	for {
 		select {
 		case res, ok := <-c.out:
@@ -384,7 +391,7 @@ func (c *client) calls(t *testing.T, target, method string, n int, md ...string)
 				return out
 			}
 			out = append(out, res)
-		case <-timeout:
+		case <-deadline:
 			t.Fatalf("client %s: %d of %d results of %s → %s in time", c.name, len(out), n, target, method)
 		}
 	}

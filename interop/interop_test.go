@@ -43,12 +43,16 @@ services: fo: {protocol: "grpc", port: 8080, endpoints: [
 ]}
 resolvers: fo: failover: "*": datacenters: ["dc2"]
 intentions: fo: web: action: "allow"
-`, trustDomain, port(ports["fo"][0]), port(ports["fo"][1]))
+
+// imp's endpoint is a server of imp that presents batch's certificate: clients must refuse it.
+services: imp: {protocol: "grpc", port: 8080, endpoints: [{address: "127.0.0.1", port: %s, datacenter: "dc1"}]}
+intentions: imp: web: action: "allow"
+`, trustDomain, port(ports["fo"][0]), port(ports["fo"][1]), port(ports["imp"][0]))
 	web, batch := "allow", "deny"
 	if flipped {
 		web, batch = "deny", "allow"
 	}
-	ups := []string{"fo: localPort: 9099"}
+	ups := []string{"fo: localPort: 9099", "imp: localPort: 9098"}
 	for i, im := range ims {
 		s := im.short + "-srv"
 		ups = append(ups, fmt.Sprintf("%q: localPort: %d", s, 9100+i))
@@ -107,11 +111,12 @@ func port(addr string) string {
 func TestInterop(t *testing.T) {
 	ims := impls(t)
 	ports := map[string][2]string{}
-	addrs := freePorts(t, 2*len(ims)+2)
+	addrs := freePorts(t, 2*len(ims)+3)
 	for i, im := range ims {
 		ports[im.short+"-srv"] = [2]string{addrs[2*i], addrs[2*i+1]}
 	}
 	ports["fo"] = [2]string{addrs[2*len(ims)], addrs[2*len(ims)+1]} // the first stays closed
+	ports["imp"] = [2]string{addrs[2*len(ims)+2]}
 	begin := time.Now()
 	e := newEnv(t, interopMesh(ims, ports, false))
 	t.Logf("mesh serve up: %s", time.Since(begin).Round(time.Millisecond))
@@ -138,6 +143,16 @@ func TestInterop(t *testing.T) {
 				t.Errorf("a plaintext call straight to %s's server succeeded", sim.name)
 			} else {
 				t.Logf("%s refuses plaintext: %v", sim.name, err)
+			}
+		}
+	})
+	t.Run("clients check the server's SPIFFE ID", func(t *testing.T) {
+		for _, cim := range ims {
+			r := clients["web"][cim.name].callsWithin(t, 2*time.Second, "imp", "/test.Greeter/Hello", 1)[0]
+			if r.Code == codeOK || r.Code == codePermissionDenied {
+				t.Errorf("%s web → imp (a server with batch's certificate): %d %q, want a refused handshake", cim.name, r.Code, r.Details)
+			} else {
+				t.Logf("%s refuses a server with batch's certificate: %s %q", cim.name, r.Status, r.Details)
 			}
 		}
 	})
@@ -182,6 +197,10 @@ func startAll(e *env, ims []impl, ports map[string][2]string) map[string]map[str
 	clients := map[string]map[string]*client{}
 	for _, id := range []string{"web", "admin", "batch"} {
 		certs := e.identity(id)
+		if id == "batch" {
+			e.start("imp", nil, nil, []string{"GRPC_XDS_BOOTSTRAP=" + e.bootstrap("imp", "imp-1", certs), roleEnv + "=go-server"},
+				ims[0].server(ports["imp"][0], "imp")...)
+		}
 		clients[id] = map[string]*client{}
 		for _, im := range ims {
 			clients[id][im.name] = e.startClient(im, id, e.bootstrap(id, id+"-"+im.short, certs))
