@@ -106,8 +106,9 @@ func port(addr string) string {
 
 // TestInterop runs grpc-go, C-core and grpc-js servers and clients against one `mesh serve`:
 // every client calls every server (mTLS with SPIFFE identities, L4 and L7 RBAC enforced by the
-// server), every client routes by header and splits 90/10, and a committed intention flip
-// reaches every server.
+// server), every client routes by header (also an inverted match) and splits 90/10, refuses a
+// server with another service's certificate and fails over to a dc2 priority, every server
+// refuses plaintext, and a committed intention flip reaches every pair. README.md has the table.
 func TestInterop(t *testing.T) {
 	ims := impls(t)
 	ports := map[string][2]string{}
