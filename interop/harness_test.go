@@ -382,7 +382,8 @@ func (c *client) callsWithin(t *testing.T, timeout time.Duration, target, method
 		select {
 		case res, ok := <-c.out:
 			if !ok {
-				t.Fatalf("client %s exited:\n%s", c.name, c.e.logs())
+				<-c.proc.done
+				t.Fatalf("client %s exited (%v):\n%s", c.name, c.proc.cmd.ProcessState, c.e.logs())
 			}
 			if res.ID != req.ID {
 				continue
