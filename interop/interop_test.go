@@ -170,7 +170,7 @@ func TestInterop(t *testing.T) {
 			if cim.name == "c-core" {
 				// Found here: the client dies with SIGSEGV on its first call to a ring_hash
 				// cluster, consistent with grpc/grpc#31766 (a crash in the ring_hash picker of
-				// 1.51, fixed by grpc/grpc#32012 for 1.52). So it is not called.
+				// 1.51, fixed by grpc/grpc#32012 after it). So it is not called.
 				t.Logf("c-core 1.51: ring_hash not supported by that implementation: its ring_hash picker crashes (grpc/grpc#31766); not called")
 				continue
 			}
