@@ -1,0 +1,372 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+)
+
+// handshakeTimeout bounds a TLS handshake on either side.
+const handshakeTimeout = 10 * time.Second
+
+// listenerConfig is what the proxy honours of a Listener's one filter chain.
+type listenerConfig struct {
+	addr     string
+	inbound  bool
+	tls      bool  // terminate mTLS (a DownstreamTlsContext requiring a client certificate)
+	rbac     *rbac // nil: no RBAC filter
+	clusters []weightedCluster
+	total    uint32
+}
+
+type weightedCluster struct {
+	name   string
+	weight uint32
+}
+
+func (c *listenerConfig) cluster() string {
+	if len(c.clusters) == 1 {
+		return c.clusters[0].name
+	}
+	n := rand.Uint32N(c.total)
+	for _, wc := range c.clusters {
+		if n < wc.weight {
+			return wc.name
+		}
+		n -= wc.weight
+	}
+	return c.clusters[len(c.clusters)-1].name
+}
+
+// parseListener reads a Listener; inboundHost, if set, replaces the host of inbound listeners.
+func parseListener(l *listenerv3.Listener, inboundHost string) (*listenerConfig, error) {
+	if l.GetApiListener() != nil {
+		return nil, fmt.Errorf("%w: an API listener (proxyless gRPC only)", ErrUnsupported)
+	}
+	if len(l.GetListenerFilters()) > 0 {
+		return nil, fmt.Errorf("%w: listener filter %s", ErrUnsupported, l.GetListenerFilters()[0].GetName())
+	}
+	sa := l.GetAddress().GetSocketAddress()
+	if sa == nil || sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return nil, fmt.Errorf("%w: an address that is not a TCP socket address", ErrUnsupported)
+	}
+	c := &listenerConfig{inbound: l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
+	host := sa.GetAddress()
+	if c.inbound && inboundHost != "" {
+		host = inboundHost
+	}
+	c.addr = net.JoinHostPort(host, strconv.Itoa(int(sa.GetPortValue())))
+	if len(l.GetFilterChains()) != 1 || l.GetDefaultFilterChain() != nil {
+		return nil, fmt.Errorf("%w: %d filter chains (one, without a match)", ErrUnsupported, len(l.GetFilterChains()))
+	}
+	fc := l.GetFilterChains()[0]
+	if fc.GetFilterChainMatch() != nil {
+		return nil, fmt.Errorf("%w: a filter chain match", ErrUnsupported)
+	}
+	if err := parseDownstreamTLS(fc.GetTransportSocket(), c); err != nil {
+		return nil, err
+	}
+	if err := parseFilters(fc.GetFilters(), c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func parseDownstreamTLS(ts *corev3.TransportSocket, c *listenerConfig) error {
+	if ts == nil {
+		return nil
+	}
+	var dtc tlsv3.DownstreamTlsContext
+	if err := ts.GetTypedConfig().UnmarshalTo(&dtc); err != nil {
+		return fmt.Errorf("%w: transport socket %s (want a DownstreamTlsContext): %v", ErrUnsupported, ts.GetName(), err)
+	}
+	if !dtc.GetRequireClientCertificate().GetValue() {
+		return fmt.Errorf("%w: inbound TLS without a required client certificate", ErrUnsupported)
+	}
+	c.tls = true
+	return nil
+}
+
+// parseFilters accepts [network RBAC] then tcp_proxy, nothing else.
+func parseFilters(filters []*listenerv3.Filter, c *listenerConfig) error {
+	for i, f := range filters {
+		a := f.GetTypedConfig()
+		if a == nil {
+			return fmt.Errorf("%w: filter %s without a typed config", ErrUnsupported, f.GetName())
+		}
+		switch {
+		case a.MessageIs(&hcmv3.HttpConnectionManager{}):
+			return fmt.Errorf("%w: filter %s: the HTTP connection manager and its HTTP filters are L7 (use Envoy for http, http2 and grpc services)", ErrUnsupported, f.GetName())
+		case a.MessageIs(&netrbacv3.RBAC{}):
+			var r netrbacv3.RBAC
+			if err := a.UnmarshalTo(&r); err != nil {
+				return err
+			}
+			if c.rbac != nil {
+				return fmt.Errorf("%w: two RBAC filters", ErrUnsupported)
+			}
+			if r.GetMatcher() != nil {
+				return fmt.Errorf("%w: filter %s: an RBAC matcher tree", ErrUnsupported, f.GetName())
+			}
+			rb, err := compileRBAC(r.GetRules())
+			if err != nil {
+				return fmt.Errorf("filter %s: %w", f.GetName(), err)
+			}
+			if rb == nil {
+				rb = &rbac{allow: false} // no rules: Envoy allows every connection
+			}
+			c.rbac = rb
+		case a.MessageIs(&tcpproxyv3.TcpProxy{}):
+			if i != len(filters)-1 {
+				return fmt.Errorf("%w: tcp_proxy must be the last filter", ErrUnsupported)
+			}
+			var tp tcpproxyv3.TcpProxy
+			if err := a.UnmarshalTo(&tp); err != nil {
+				return err
+			}
+			return parseTCPProxy(&tp, c)
+		default:
+			return fmt.Errorf("%w: filter %s (%s)", ErrUnsupported, f.GetName(), a.GetTypeUrl())
+		}
+	}
+	return fmt.Errorf("%w: a filter chain without tcp_proxy", ErrUnsupported)
+}
+
+func parseTCPProxy(tp *tcpproxyv3.TcpProxy, c *listenerConfig) error {
+	switch s := tp.GetClusterSpecifier().(type) {
+	case *tcpproxyv3.TcpProxy_Cluster:
+		c.clusters, c.total = []weightedCluster{{name: s.Cluster, weight: 1}}, 1
+	case *tcpproxyv3.TcpProxy_WeightedClusters:
+		for _, wc := range s.WeightedClusters.GetClusters() {
+			if wc.GetWeight() > 0 {
+				c.clusters = append(c.clusters, weightedCluster{name: wc.GetName(), weight: wc.GetWeight()})
+				c.total += wc.GetWeight()
+			}
+		}
+		if c.total == 0 {
+			return fmt.Errorf("%w: weighted clusters without weight", ErrUnsupported)
+		}
+	default:
+		return fmt.Errorf("%w: tcp_proxy without a cluster", ErrUnsupported)
+	}
+	return nil
+}
+
+// listener is a bound listener; its configuration can be swapped while it runs.
+type listener struct {
+	name string
+	ln   net.Listener
+	cfg  atomic.Pointer[listenerConfig]
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func (l *listener) track(c net.Conn, add bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if add {
+		if l.closed {
+			return false
+		}
+		l.conns[c] = struct{}{}
+	} else {
+		delete(l.conns, c)
+	}
+	return true
+}
+
+func (l *listener) close() {
+	l.mu.Lock()
+	l.closed = true
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	l.ln.Close()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+func (p *Proxy) applyListeners(resp *discoveryv3.DiscoveryResponse) error {
+	want := map[string]*listenerConfig{}
+	for _, r := range resp.GetResources() {
+		var l listenerv3.Listener
+		if err := r.UnmarshalTo(&l); err != nil {
+			return fmt.Errorf("listener: %w", err)
+		}
+		c, err := parseListener(&l, p.cfg.InboundHost)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", l.GetName(), err)
+		}
+		want[l.GetName()] = c
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Bind what is new first, so that a failure leaves the running listeners as they were.
+	bound := map[string]*listener{}
+	for name, c := range want {
+		if old := p.listeners[name]; old != nil && old.cfg.Load().addr == c.addr {
+			continue
+		}
+		ln, err := net.Listen("tcp", c.addr)
+		if err != nil {
+			for _, b := range bound {
+				b.close()
+			}
+			return fmt.Errorf("listener %s: %w", name, err)
+		}
+		bound[name] = &listener{name: name, ln: ln, conns: map[net.Conn]struct{}{}}
+	}
+	for name, old := range p.listeners {
+		if _, keep := want[name]; !keep || bound[name] != nil {
+			old.close()
+			delete(p.listeners, name)
+		}
+	}
+	for name, c := range want {
+		if l := bound[name]; l != nil {
+			l.cfg.Store(c)
+			p.listeners[name] = l
+			go p.serve(l)
+			continue
+		}
+		p.listeners[name].cfg.Store(c)
+	}
+	return nil
+}
+
+func (p *Proxy) serve(l *listener) {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		if !l.track(c, true) {
+			c.Close()
+			return
+		}
+		go func() {
+			defer l.track(c, false)
+			defer c.Close()
+			if err := p.handleConn(l, c); err != nil {
+				p.log.Debug("connection closed", "listener", l.name, "remote", c.RemoteAddr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+// handleConn runs one downstream connection to its end.
+func (p *Proxy) handleConn(l *listener, down net.Conn) error {
+	cfg := l.cfg.Load()
+	if cfg.tls {
+		tc := tls.Server(down, p.certs.serverTLS())
+		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("inbound handshake: %w", err)
+		}
+		down = tc
+		if id := peerID(tc.ConnectionState()); !cfg.rbac.allowed(id) {
+			return fmt.Errorf("%w: %s", ErrDenied, id)
+		}
+	} else if cfg.rbac != nil && !cfg.rbac.allowed("") {
+		return fmt.Errorf("%w: a caller without a certificate", ErrDenied)
+	}
+	up, err := p.dial(cfg.cluster())
+	if err != nil {
+		return err
+	}
+	if !l.track(up, true) {
+		up.Close()
+		return nil
+	}
+	defer l.track(up, false)
+	pipe(down, up)
+	return nil
+}
+
+// dial connects to an endpoint of cluster name, over mTLS when the cluster says so.
+func (p *Proxy) dial(name string) (net.Conn, error) {
+	st := p.state.Load()
+	c := st.clusters[name]
+	if c == nil {
+		return nil, fmt.Errorf("%w: unknown cluster %s", ErrNoEndpoint, name)
+	}
+	a := c.static
+	if a == nil {
+		a = st.endpoints[c.eds]
+	}
+	addr := c.choose(a.pick())
+	if addr == "" {
+		return nil, fmt.Errorf("%w: cluster %s", ErrNoEndpoint, name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", name, err)
+	}
+	if c.tls == nil {
+		return conn, nil
+	}
+	tc := tls.Client(conn, p.certs.clientTLS(c.tls))
+	hctx, hcancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer hcancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("cluster %s: %s: %w", name, addr, err)
+	}
+	return tc, nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// pipe copies both ways until both directions end, passing half-closes on.
+func pipe(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); copyHalf(a, b) }()
+	go func() { defer wg.Done(); copyHalf(b, a) }()
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+func copyHalf(dst, src net.Conn) {
+	buf := bufPool.Get().(*[]byte)
+	_, err := io.CopyBuffer(dst, src, *buf)
+	bufPool.Put(buf)
+	if cw, ok := dst.(closeWriter); ok && err == nil {
+		cw.CloseWrite()
+		return
+	}
+	// An error (a reset) on one side ends both.
+	dst.Close()
+	src.Close()
+}

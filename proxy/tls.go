@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/meshgit/mesh/ca"
+)
+
+// certFiles reads the agent's files, again whenever one of them changed (checked at most once a
+// second), so that renewed leaves and rotated roots apply to new connections.
+type certFiles struct {
+	dir string
+
+	mu      sync.Mutex
+	checked time.Time
+	stamp   string
+	cert    *tls.Certificate
+	roots   *x509.CertPool
+	err     error
+}
+
+func newCertFiles(dir string) *certFiles { return &certFiles{dir: dir} }
+
+func (c *certFiles) load() (*tls.Certificate, *x509.CertPool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cert != nil && time.Since(c.checked) < time.Second {
+		return c.cert, c.roots, nil
+	}
+	c.checked = time.Now()
+	var stamp bytes.Buffer
+	for _, f := range []string{ca.CertFile, ca.KeyFile, ca.CAFile} {
+		fi, err := os.Stat(filepath.Join(c.dir, f))
+		if err != nil {
+			return c.keep(fmt.Errorf("certificate files: %w", err))
+		}
+		fmt.Fprintf(&stamp, "%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+	}
+	if c.cert != nil && stamp.String() == c.stamp {
+		return c.cert, c.roots, nil
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(c.dir, ca.CertFile), filepath.Join(c.dir, ca.KeyFile))
+	if err != nil {
+		return c.keep(fmt.Errorf("certificate files: %w", err))
+	}
+	pem, err := os.ReadFile(filepath.Join(c.dir, ca.CAFile))
+	if err != nil {
+		return c.keep(fmt.Errorf("certificate files: %w", err))
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return c.keep(errors.New("certificate files: ca.pem holds no certificate"))
+	}
+	c.cert, c.roots, c.stamp = &cert, roots, stamp.String()
+	return c.cert, c.roots, nil
+}
+
+// keep returns the last good files when reading new ones failed (a rename in progress).
+func (c *certFiles) keep(err error) (*tls.Certificate, *x509.CertPool, error) {
+	if c.cert != nil {
+		return c.cert, c.roots, nil
+	}
+	return nil, nil, err
+}
+
+// serverTLS is the inbound TLS configuration: the caller must present a certificate that chains
+// to the trust bundle; its SPIFFE ID is checked by RBAC after the handshake.
+func (c *certFiles) serverTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequireAnyClientCert, // verified by VerifyConnection against the current roots
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cert, _, err := c.load()
+			return cert, err
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := c.verify(cs, x509.ExtKeyUsageClientAuth, nil)
+			return err
+		},
+	}
+}
+
+// clientTLS is the outbound TLS configuration for an upstream: its SNI, and a server
+// certificate that chains to the trust bundle and names one of the SPIFFE IDs in sans.
+func (c *certFiles) clientTLS(u *upstreamTLS) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         u.sni,
+		InsecureSkipVerify: true, // the leaves carry SPIFFE IDs, not host names: VerifyConnection checks them
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert, _, err := c.load()
+			return cert, err
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := c.verify(cs, x509.ExtKeyUsageServerAuth, u.sans)
+			return err
+		},
+	}
+}
+
+// verify checks a peer's chain against the current roots and, when want is set, its SPIFFE ID.
+func (c *certFiles) verify(cs tls.ConnectionState, usage x509.ExtKeyUsage, want map[string]bool) (string, error) {
+	_, roots, err := c.load()
+	if err != nil {
+		return "", err
+	}
+	raw := make([][]byte, len(cs.PeerCertificates))
+	for i, pc := range cs.PeerCertificates {
+		raw[i] = pc.Raw
+	}
+	id, err := ca.VerifyPeer(raw, roots, usage, time.Now())
+	if err != nil {
+		return "", err
+	}
+	if want != nil && !want[id] {
+		return "", fmt.Errorf("peer %s is not one of the SPIFFE IDs the cluster accepts", id)
+	}
+	return id, nil
+}
+
+// peerID returns the verified SPIFFE ID of a completed handshake.
+func peerID(cs tls.ConnectionState) string {
+	if len(cs.PeerCertificates) == 0 || len(cs.PeerCertificates[0].URIs) != 1 {
+		return ""
+	}
+	return cs.PeerCertificates[0].URIs[0].String()
+}
