@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+
+	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 )
 
@@ -132,4 +136,32 @@ func peerID(cs tls.ConnectionState) string {
 		return ""
 	}
 	return cs.PeerCertificates[0].URIs[0].String()
+}
+
+// XDSCredentials are the gRPC credentials of an xDS connection to a server run with --xds-tls:
+// the proxy presents the agent's leaf (its service must equal the node's cluster) and accepts
+// only a server whose leaf chains to the trust bundle and names the servers' identity
+// (mesh.ServerService) in trustDomain, in any datacenter.
+func XDSCredentials(certDir, trustDomain string) credentials.TransportCredentials {
+	c := newCertFiles(certDir)
+	prefix, suffix := "spiffe://"+trustDomain+"/ns/default/dc/", "/svc/"+mesh.ServerService
+	return credentials.NewTLS(&tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // VerifyConnection checks the chain and the SPIFFE ID
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert, _, err := c.load()
+			return cert, err
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			id, err := c.verify(cs, x509.ExtKeyUsageServerAuth, nil)
+			if err != nil {
+				return err
+			}
+			dc, ok := strings.CutPrefix(id, prefix)
+			if dc, ok = strings.CutSuffix(dc, suffix); !ok || dc == "" || strings.Contains(dc, "/") {
+				return fmt.Errorf("xds server %s is not a mesh server of trust domain %s", id, trustDomain)
+			}
+			return nil
+		},
+	})
 }
