@@ -40,20 +40,28 @@ type sidecars struct {
 	e                        *env
 	app                      *echoServer
 	apiPub, webPub, webUp    int
-	webApp                   int
+	webApp, appPort          int
 	web, api                 *Proxy
 	apiDir, webDir, batchDir string
 }
 
 func (s *sidecars) mesh(action string) string {
-	return fmt.Sprintf(sidecarMesh, s.app.port(), s.apiPub, s.webApp, s.webPub, s.webUp, action)
+	return fmt.Sprintf(sidecarMesh, s.appPort, s.apiPub, s.webApp, s.webPub, s.webUp, action)
 }
 
 func (s *sidecars) upstream() string { return fmt.Sprintf("127.0.0.1:%d", s.webUp) }
 
 func newSidecars(t testing.TB, action string) *sidecars {
+	app := newEchoServer(t)
+	s := newSidecarsFor(t, action, app.port())
+	s.app = app
+	return s
+}
+
+// newSidecarsFor starts web's and api's sidecars, api's in front of the application on appPort.
+func newSidecarsFor(t testing.TB, action string, appPort int) *sidecars {
 	e := newEnv(t)
-	s := &sidecars{e: e, app: newEchoServer(t), apiPub: freePort(t), webPub: freePort(t), webUp: freePort(t), webApp: freePort(t)}
+	s := &sidecars{e: e, appPort: appPort, apiPub: freePort(t), webPub: freePort(t), webUp: freePort(t), webApp: freePort(t)}
 	s.apiDir, s.webDir, s.batchDir = e.certDir("api"), e.certDir("web"), e.certDir("batch")
 	e.commit(s.mesh(action))
 	s.api = e.proxy("api", s.apiDir)
