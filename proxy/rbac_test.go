@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/xds"
+)
+
+// TestRBACAgreesWithAuthorize: the network RBAC the built-in proxy evaluates, parsed from the
+// public listener the server renders, decides every caller as mesh.Authorize does.
+func TestRBACAgreesWithAuthorize(t *testing.T) {
+	const base = `package mesh
+
+mesh: {name: "rbac", trustDomain: "shop.mesh", datacenter: "dc1", datacenters: ["dc1", "dc2"], defaultIntention: "%s"}
+
+services: {
+	api:   {protocol: "tcp", port: 8080, endpoints: [{address: "127.0.0.1", port: 21000}]}
+	db:    {protocol: "tcp", port: 5432, endpoints: [{address: "127.0.0.1", port: 21001}]}
+	web:   {protocol: "tcp", port: 8080}
+	batch: {protocol: "tcp", port: 8080}
+	admin: {protocol: "tcp", port: 8080}
+}
+`
+	cases := map[string]string{
+		"deny-default": `
+intentions: api: web: action: "allow"
+intentions: api: "*": action: "deny"
+intentions: "*": admin: action: "allow"
+intentions: db: batch: action: "allow"
+`,
+		"allow-default": `
+intentions: api: batch: action: "deny"
+intentions: "*": web: action: "deny"
+intentions: db: "*": action: "allow"
+intentions: db: admin: action: "deny"
+`,
+		"wildcards": `
+intentions: "*": "*": action: "allow"
+intentions: api: batch: action: "deny"
+`,
+	}
+	for name, intentions := range cases {
+		t.Run(name, func(t *testing.T) {
+			def := "deny"
+			if name == "allow-default" {
+				def = "allow"
+			}
+			snap, err := compiler.Compile(context.Background(), []compiler.File{{Name: "mesh.cue", Data: []byte(fmt.Sprintf(base, def) + intentions)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, dest := range []string{"api", "db"} {
+				res, err := xds.Render(snap, xds.Proxy{Service: dest, Shape: xds.ShapeEnvoy})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var cfg *listenerConfig
+				for _, l := range res.Listeners {
+					if l.GetName() == xds.PublicListener {
+						if cfg, err = parseListener(l, ""); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if cfg == nil || cfg.rbac == nil || !cfg.tls {
+					t.Fatalf("%s: no mTLS public listener with RBAC: %+v", dest, cfg)
+				}
+				for _, src := range []string{"api", "db", "web", "batch", "admin"} {
+					want := mesh.Authorize(snap, mesh.Request{Source: src, Destination: dest}).Verdict == mesh.Allow
+					for _, dc := range []string{"dc1", "dc2"} {
+						id := mesh.SpiffeID("shop.mesh", dc, src)
+						if got := cfg.rbac.allowed(id); got != want {
+							t.Errorf("%s → %s (%s): the proxy says allowed=%v, Authorize %v", src, dest, id, got, want)
+						}
+					}
+				}
+				// Another trust domain is never a source the intentions name.
+				if cfg.rbac.allowed(mesh.SpiffeID("evil.mesh", "dc1", "web")) && def == "deny" {
+					t.Errorf("%s: a caller of another trust domain is allowed", dest)
+				}
+			}
+		})
+	}
+}
