@@ -61,6 +61,10 @@ type Snapshot struct {
 	// RemoteChainKey ("api@dc2").
 	RemoteChains map[string]*Chain `json:"remoteChains,omitempty"`
 	Positions    map[string]Pos    `json:"positions,omitempty"`
+	// MeshGateways are the mesh gateways known live (never from Git, not in the canonical
+	// encoding), by datacenter: the local datacenter's from the catalog, others' from
+	// federation. Sidecars reach upstreams in other datacenters through them (MeshGatewayMode).
+	MeshGateways map[string][]Gateway `json:"meshGateways,omitempty"`
 
 	indexOnce sync.Once
 	index     map[string]map[string]*Intention // destination → source → intention
@@ -76,6 +80,64 @@ type Config struct {
 	TLS              TLS      `json:"tls"`
 	CA               CA       `json:"ca"`
 	Policies         []string `json:"policies,omitempty"`
+	// MeshGateway is the default mode of upstreams in other datacenters; left out of the
+	// canonical encoding when unset, so that meshes without it keep their versions.
+	MeshGateway MeshGateway `json:"meshGateway,omitzero"`
+}
+
+// MeshGateway holds Consul's mesh gateway settings.
+type MeshGateway struct {
+	// Mode is MeshGatewayLocal, MeshGatewayRemote, MeshGatewayNone or "" (none).
+	Mode string `json:"mode,omitempty"`
+}
+
+// Mesh gateway modes, Consul's: how a sidecar reaches an upstream in another datacenter.
+const (
+	// MeshGatewayNone: straight to the remote endpoints (they must be reachable).
+	MeshGatewayNone = "none"
+	// MeshGatewayLocal: through the local datacenter's gateways (LAN), which forward to the
+	// remote datacenter's gateways (WAN).
+	MeshGatewayLocal = "local"
+	// MeshGatewayRemote: straight to the remote datacenter's gateways (WAN).
+	MeshGatewayRemote = "remote"
+)
+
+// KindMeshGateway is the catalog Kind of a mesh gateway instance (Consul's name).
+const KindMeshGateway = "mesh-gateway"
+
+// Gateway is one mesh gateway instance: its LAN address (what proxies of its own datacenter
+// dial) and its WAN address (what other datacenters dial; the LAN one when it has none).
+type Gateway struct {
+	Service    string `json:"service"`
+	Address    string `json:"address"`
+	Port       int    `json:"port"`
+	WANAddress string `json:"wanAddress,omitempty"`
+	WANPort    int    `json:"wanPort,omitempty"`
+	// Health is as Endpoint.Health: "" (unknown), passing, warning or critical.
+	Health string `json:"health,omitempty"`
+}
+
+// WAN returns the address other datacenters dial.
+func (g Gateway) WAN() (string, int) {
+	if g.WANAddress == "" {
+		return g.Address, g.Port
+	}
+	if g.WANPort == 0 {
+		return g.WANAddress, g.Port
+	}
+	return g.WANAddress, g.WANPort
+}
+
+// GatewayMode returns the mesh gateway mode of upstream u: its own override, else the mesh's,
+// else MeshGatewayNone.
+func (c *Config) GatewayMode(u *Upstream) string {
+	if u != nil && u.MeshGateway != "" {
+		return u.MeshGateway
+	}
+	if c.MeshGateway.Mode != "" {
+		return c.MeshGateway.Mode
+	}
+	return MeshGatewayNone
 }
 
 // TLS holds the mesh-wide TLS settings applied to every mTLS connection.
@@ -107,6 +169,8 @@ type Upstream struct {
 	Service    string `json:"service"`
 	LocalPort  int    `json:"localPort"`
 	Datacenter string `json:"datacenter,omitempty"`
+	// MeshGateway overrides mesh.meshGateway.mode for this upstream ("" keeps it).
+	MeshGateway string `json:"meshGateway,omitempty"`
 }
 
 // Endpoint is one instance of a service.
@@ -136,8 +200,15 @@ func (s *Snapshot) WithServices(services map[string]*Service) *Snapshot {
 	s.indexOnce.Do(s.buildIndex)
 	c := &Snapshot{Version: s.Version, Commit: s.Commit, Mesh: s.Mesh, Services: services, Intentions: s.Intentions,
 		Routers: s.Routers, Splitters: s.Splitters, Resolvers: s.Resolvers, Chains: s.Chains,
-		RemoteChains: s.RemoteChains, Positions: s.Positions}
+		RemoteChains: s.RemoteChains, Positions: s.Positions, MeshGateways: s.MeshGateways}
 	c.indexOnce.Do(func() { c.index = s.index })
+	return c
+}
+
+// WithMeshGateways returns a shallow copy of s whose MeshGateways are gws.
+func (s *Snapshot) WithMeshGateways(gws map[string][]Gateway) *Snapshot {
+	c := s.WithServices(s.Services)
+	c.MeshGateways = gws
 	return c
 }
 

@@ -185,6 +185,9 @@ func (c *compilation) meshConfig() {
 		DefaultIntention: mesh.Action(raw.DefaultIntention),
 		Policies:         raw.Policies,
 	}
+	if raw.MeshGateway != nil {
+		m.MeshGateway.Mode = raw.MeshGateway.Mode
+	}
 	if m.Datacenter == "" {
 		m.Datacenter = "dc1"
 	}
@@ -279,6 +282,9 @@ func (c *compilation) services() {
 					c.addUnlessPartial(upos, "service %s: upstream %s: unknown datacenter %q", e.name, u, ru.Datacenter)
 				}
 				s.Upstreams[u] = &mesh.Upstream{Service: u, LocalPort: ru.LocalPort, Datacenter: ru.Datacenter}
+				if ru.MeshGateway != nil {
+					s.Upstreams[u].MeshGateway = ru.MeshGateway.Mode
+				}
 				c.snap.Positions[mesh.PathService(e.name)+".upstreams."+u] = upos
 			}
 		}

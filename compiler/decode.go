@@ -26,7 +26,12 @@ type rawMesh struct {
 	CA *struct {
 		LeafTTL string `json:"leafTTL"`
 	} `json:"ca"`
-	Policies []string `json:"policies"`
+	Policies    []string        `json:"policies"`
+	MeshGateway *rawMeshGateway `json:"meshGateway"`
+}
+
+type rawMeshGateway struct {
+	Mode string `json:"mode"`
 }
 
 type rawService struct {
@@ -35,8 +40,9 @@ type rawService struct {
 	Owners    []string          `json:"owners"`
 	Meta      map[string]string `json:"meta"`
 	Upstreams map[string]struct {
-		LocalPort  int    `json:"localPort"`
-		Datacenter string `json:"datacenter"`
+		LocalPort   int             `json:"localPort"`
+		Datacenter  string          `json:"datacenter"`
+		MeshGateway *rawMeshGateway `json:"meshGateway"`
 	} `json:"upstreams"`
 	Endpoints []struct {
 		Address    string            `json:"address"`

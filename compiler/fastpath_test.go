@@ -90,7 +90,12 @@ intentions: api: web: permissions: [{action: "allow", http: {pathPrefix: "/a"}}]
 intentions: api: "*": {action: "deny"}
 `)},
 	}
-	for name, files := range map[string][]File{"repo-example": example, "generated": generated, "twice": twice} {
+	gateways := []File{{Name: "g.cue", Data: []byte(`package mesh
+mesh: {name: "m", trustDomain: "m.mesh", datacenters: ["dc1", "dc2"], meshGateway: mode: "local"}
+services: api: {port: 80, endpoints: [{address: "10.0.0.1", port: 80, datacenter: "dc2"}]}
+services: web: {port: 80, upstreams: {api: {localPort: 9191, datacenter: "dc2", meshGateway: mode: "remote"}}}
+`)}}
+	for name, files := range map[string][]File{"repo-example": example, "generated": generated, "twice": twice, "gateways": gateways} {
 		t.Run(name, func(t *testing.T) {
 			var errs errorList
 			if _, ok := load(files, &errs, nil); !ok || len(errs.list) > 0 {
