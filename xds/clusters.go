@@ -26,6 +26,7 @@ const defaultConnectTimeout = 5 * time.Second
 type proxyTarget struct {
 	chain  *mesh.Chain
 	target *mesh.Target
+	mode   string // the mesh gateway mode of the upstream it came from
 }
 
 // proxyTargets returns the targets a proxy's routes and tcp proxies name, sorted by SNI.
@@ -46,7 +47,7 @@ func proxyTargets(snap *mesh.Snapshot, service string) []proxyTarget {
 					continue
 				}
 				seen[t.SNI] = true
-				out = append(out, proxyTarget{chain: chain, target: t})
+				out = append(out, proxyTarget{chain: chain, target: t, mode: snap.Mesh.GatewayMode(u)})
 			}
 		}
 	}

@@ -16,6 +16,9 @@ func endpoints(snap *mesh.Snapshot, p Proxy) []*endpointv3.ClusterLoadAssignment
 	targets := proxyTargets(snap, p.Service)
 	out := make([]*endpointv3.ClusterLoadAssignment, 0, len(targets))
 	for _, pt := range targets {
+		if p.Shape != ShapeEnvoy {
+			pt.mode = mesh.MeshGatewayNone // see targetEndpoints
+		}
 		out = append(out, loadAssignment(snap, pt))
 	}
 	return out
@@ -31,7 +34,7 @@ func loadAssignment(snap *mesh.Snapshot, pt proxyTarget) *endpointv3.ClusterLoad
 	}
 	priority := uint32(0)
 	for _, t := range chainOf {
-		eps := snap.Endpoints(t)
+		eps := targetEndpoints(snap, t, pt.mode)
 		if len(eps) == 0 {
 			continue
 		}
@@ -47,6 +50,30 @@ func loadAssignment(snap *mesh.Snapshot, pt proxyTarget) *endpointv3.ClusterLoad
 		priority++
 	}
 	return cla
+}
+
+// targetEndpoints returns the endpoints a sidecar dials for target t: the target's own, or for a
+// target in another datacenter under mode local or remote, mesh gateways: the local
+// datacenter's (LAN addresses) or the target datacenter's (WAN addresses). The cluster's SNI and
+// SPIFFE checks stay the target's, so the gateways route on the SNI and the mTLS session is end
+// to end. Proxyless gRPC always dials directly: gRPC clients send no SNI from xDS (gRFC A29), so
+// a gateway could not route their connections.
+func targetEndpoints(snap *mesh.Snapshot, t *mesh.Target, mode string) []mesh.Endpoint {
+	if t.Datacenter == snap.Mesh.Datacenter || mode != mesh.MeshGatewayLocal && mode != mesh.MeshGatewayRemote {
+		return snap.Endpoints(t)
+	}
+	var out []mesh.Endpoint
+	if mode == mesh.MeshGatewayLocal {
+		for _, g := range snap.MeshGateways[snap.Mesh.Datacenter] {
+			out = append(out, mesh.Endpoint{Address: g.Address, Port: g.Port, Datacenter: snap.Mesh.Datacenter, Health: g.Health})
+		}
+		return out
+	}
+	for _, g := range snap.MeshGateways[t.Datacenter] {
+		addr, port := g.WAN()
+		out = append(out, mesh.Endpoint{Address: addr, Port: port, Datacenter: t.Datacenter, Health: g.Health})
+	}
+	return out
 }
 
 // catalogEndpoint renders an endpoint with its health, as Consul does: critical is sent as

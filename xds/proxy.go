@@ -32,6 +32,10 @@ const ShapeMetadataKey = "mesh.shape"
 // the proxy's machine. `mesh envoy bootstrap --cert-dir` sets it.
 const CertDirMetadataKey = "mesh.certDir"
 
+// KindMetadataKey is the node metadata field that says the proxy is a gateway:
+// mesh.KindMeshGateway ("mesh-gateway") or absent (a sidecar).
+const KindMetadataKey = "mesh.kind"
+
 // Proxy is what rendering needs to know about an xDS client: the service it runs as (the
 // node's cluster), its shape and, for Envoy, its certificate directory. Every proxy of a
 // service, shape and directory gets the same resources.
@@ -41,9 +45,16 @@ type Proxy struct {
 	// CertDir is where the sidecar's certificate files are (Envoy only; "" for gRPC, which
 	// names its files in its own bootstrap).
 	CertDir string
+	// Kind is "" for a sidecar or mesh.KindMeshGateway.
+	Kind string
 }
 
-func (p Proxy) String() string { return p.Service + "/" + string(p.Shape) }
+func (p Proxy) String() string {
+	if p.Kind != "" {
+		return p.Service + "/" + p.Kind
+	}
+	return p.Service + "/" + string(p.Shape)
+}
 
 // ProxyFromNode reads a proxy's identity from its xDS node: node.cluster is the service;
 // the shape comes from node.metadata[ShapeMetadataKey] when set, otherwise from
@@ -67,6 +78,13 @@ func ProxyFromNode(n *corev3.Node) (Proxy, error) {
 			return Proxy{}, fmt.Errorf("%w: node %q: metadata %s is %q, want %q or %q",
 				ErrBadNode, n.GetId(), ShapeMetadataKey, v.GetStringValue(), ShapeEnvoy, ShapeGRPC)
 		}
+	}
+	if v, ok := n.GetMetadata().GetFields()[KindMetadataKey]; ok {
+		if v.GetStringValue() != mesh.KindMeshGateway {
+			return Proxy{}, fmt.Errorf("%w: node %q: metadata %s is %q, want %q or none",
+				ErrBadNode, n.GetId(), KindMetadataKey, v.GetStringValue(), mesh.KindMeshGateway)
+		}
+		p.Kind = mesh.KindMeshGateway
 	}
 	if v, ok := n.GetMetadata().GetFields()[CertDirMetadataKey]; ok && p.Shape == ShapeEnvoy {
 		dir := v.GetStringValue()

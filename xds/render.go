@@ -46,6 +46,12 @@ func RenderWithBundle(snap *mesh.Snapshot, p Proxy, bundle []byte) (*Resources, 
 	if snap == nil {
 		return nil, errors.New("render: nil snapshot")
 	}
+	if p.Kind == mesh.KindMeshGateway {
+		if p.Shape != ShapeEnvoy {
+			return nil, fmt.Errorf("render %s: a mesh gateway is an Envoy (or built-in) proxy, not %q", p.Service, p.Shape)
+		}
+		return renderGateway(snap, p)
+	}
 	if snap.Services[p.Service] == nil {
 		return nil, fmt.Errorf("%w: %q is not a service of snapshot %s", ErrUnknownService, p.Service, snap.Version)
 	}

@@ -373,6 +373,9 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		if p.Shape == ShapeEnvoy && g.bundle != bundle {
 			return false
 		}
+		if p.Kind == mesh.KindMeshGateway {
+			return false // a gateway depends on every service of its datacenter
+		}
 		return !ch.affects(p.Service, g.deps)
 	}
 	rendered := map[Proxy]*group{}
@@ -654,7 +657,7 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 	if err := s.authorizePeer(st.peer, n, p, streamID); err != nil {
 		return nil, err
 	}
-	if s.snap != nil && s.snap.Services[p.Service] == nil {
+	if s.snap != nil && s.snap.Services[p.Service] == nil && p.Kind != mesh.KindMeshGateway {
 		err := fmt.Errorf("%w: node %q names service %q (node.cluster), which is not in mesh snapshot %s",
 			ErrUnknownService, n.GetId(), p.Service, s.snap.Version)
 		s.log.Warn("rejecting xDS stream", "stream", streamID, "node", n.GetId(), "service", p.Service, "err", err)
