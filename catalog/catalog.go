@@ -26,6 +26,7 @@ package catalog
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"time"
 )
 
@@ -96,9 +97,18 @@ type Instance struct {
 	Weights Weights
 	Kind    string  `json:",omitempty"`
 	Checks  []Check `json:",omitempty"` // sorted by ID
+	// TaggedAddresses are Consul's service tagged addresses: "lan" and "wan" of a mesh gateway
+	// (what proxies of its datacenter and of other datacenters dial).
+	TaggedAddresses map[string]ServiceAddress `json:",omitempty"`
 
 	CreateIndex uint64
 	ModifyIndex uint64
+}
+
+// ServiceAddress is one tagged address of an instance, Consul's ServiceAddress.
+type ServiceAddress struct {
+	Address string
+	Port    int
 }
 
 // Check is a health check of an instance. Output is the agent's, kept where the check runs and
@@ -171,7 +181,7 @@ func (in *Instance) clone() *Instance {
 func sameContent(a, b *Instance) bool {
 	if a.Node != b.Node || a.ID != b.ID || a.Service != b.Service || a.Address != b.Address ||
 		a.Port != b.Port || a.Weights != b.Weights || a.Kind != b.Kind || len(a.Checks) != len(b.Checks) ||
-		!equalStrings(a.Tags, b.Tags) || !equalMaps(a.Meta, b.Meta) {
+		!equalStrings(a.Tags, b.Tags) || !equalMaps(a.Meta, b.Meta) || !maps.Equal(a.TaggedAddresses, b.TaggedAddresses) {
 		return false
 	}
 	for i := range a.Checks {

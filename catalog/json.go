@@ -1,5 +1,7 @@
 package catalog
 
+import mesh "github.com/meshgit/mesh"
+
 // The JSON shapes of Consul's API, with its field names, so that Consul clients decode them.
 // Undeclared is mesh's own: the served snapshot does not declare the service.
 
@@ -14,10 +16,11 @@ type AgentService struct {
 	Address           string
 	Weights           Weights
 	EnableTagOverride bool
-	CreateIndex       uint64 `json:",omitempty"`
-	ModifyIndex       uint64 `json:",omitempty"`
-	Datacenter        string `json:",omitempty"`
-	Undeclared        bool   `json:",omitempty"`
+	CreateIndex       uint64                    `json:",omitempty"`
+	ModifyIndex       uint64                    `json:",omitempty"`
+	Datacenter        string                    `json:",omitempty"`
+	Undeclared        bool                      `json:",omitempty"`
+	TaggedAddresses   map[string]ServiceAddress `json:",omitempty"`
 }
 
 // HealthCheck is Consul's HealthCheck (and AgentCheck).
@@ -121,7 +124,7 @@ func (a *API) datacenter() string {
 func (a *API) agentService(in *Instance) AgentService {
 	return AgentService{Kind: in.Kind, ID: in.ID, Service: in.Service, Tags: orEmpty(in.Tags), Meta: orEmptyMap(in.Meta),
 		Port: in.Port, Address: in.Address, Weights: in.Weights, CreateIndex: in.CreateIndex, ModifyIndex: in.ModifyIndex,
-		Datacenter: a.datacenter(), Undeclared: !a.declared(in.Service)}
+		Datacenter: a.datacenter(), Undeclared: !a.declared(in.Service) && in.Kind != mesh.KindMeshGateway, TaggedAddresses: in.TaggedAddresses}
 }
 
 func healthCheck(in *Instance, c Check) HealthCheck {

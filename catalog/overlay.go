@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"maps"
+	"sort"
 	"strings"
 	"sync"
 
@@ -36,6 +37,7 @@ type overlaid struct {
 // Overlay is the package's Overlay, reusing what did not change since the previous call.
 func (o *Overlayer) Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
 	if snap == nil || st == nil || len(st.services) == 0 && len(st.static) == 0 {
+		// No instances: no gateway of this datacenter either.
 		return snap
 	}
 	names := map[string]bool{}
@@ -74,10 +76,55 @@ func (o *Overlayer) Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
 		next[name], services[name] = overlaid{base: svc, entry: e, static: static.String(), out: out}, out
 	}
 	o.cache = next
-	if services == nil {
-		return snap
+	out := snap
+	if services != nil {
+		out = snap.WithServices(services)
 	}
-	return snap.WithServices(services)
+	if gws := gateways(st, snap.Mesh.Datacenter); len(gws) > 0 {
+		all := make(map[string][]mesh.Gateway, len(snap.MeshGateways)+1)
+		maps.Copy(all, snap.MeshGateways)
+		all[snap.Mesh.Datacenter] = gws
+		out = out.WithMeshGateways(all)
+	}
+	return out
+}
+
+// gateways returns the catalog's mesh gateway instances (Kind mesh-gateway, whether or not Git
+// declares their service), sorted by service, node and ID, with their health: the LAN address
+// is the "lan" tagged address, else the instance's, else its node's; the WAN one the "wan"
+// tagged address, if any. It looks at every service: O(services) per catalog change.
+func gateways(st *State, dc string) []mesh.Gateway {
+	var names []string
+	for name, e := range st.services {
+		for _, in := range e.instances {
+			if in.Kind == mesh.KindMeshGateway {
+				names = append(names, name)
+				break
+			}
+		}
+	}
+	sort.Strings(names)
+	var out []mesh.Gateway
+	for _, name := range names {
+		for _, in := range st.Instances(name) {
+			if in.Kind != mesh.KindMeshGateway {
+				continue
+			}
+			ep := endpoint(in, st.Node(in.Node), dc)
+			g := mesh.Gateway{Service: name, Address: ep.Address, Port: ep.Port, Health: ep.Health}
+			if lan, ok := in.TaggedAddresses["lan"]; ok {
+				g.Address = lan.Address
+				if lan.Port > 0 {
+					g.Port = lan.Port
+				}
+			}
+			if wan, ok := in.TaggedAddresses["wan"]; ok {
+				g.WANAddress, g.WANPort = wan.Address, wan.Port
+			}
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 func overlayService(name string, svc *mesh.Service, e *serviceEntry, st *State, dc string) *mesh.Service {

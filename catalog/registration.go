@@ -15,7 +15,8 @@ import (
 )
 
 // Registration is the body of PUT /v1/agent/service/register, Consul's AgentServiceRegistration.
-// Fields Consul has and mesh does not use (Connect, Proxy, TaggedAddresses...) are accepted and
+// TaggedAddresses ({"lan": {"Address": IP, "Port": N}, "wan": ...}) are kept: a mesh gateway's
+// say where it is reached. Fields Consul has and mesh does not use (Connect, Proxy...) are accepted and
 // ignored, so that Consul clients work unchanged; any other field is an error.
 type Registration struct {
 	Kind    string
@@ -167,6 +168,9 @@ func (reg *Registration) Instance() (*Instance, error) {
 		return nil, badField("Kind", "unknown kind %q", reg.Kind)
 	}
 	if err := checkTagsMeta(reg.Tags, reg.Meta); err != nil {
+		return nil, err
+	}
+	if err := reg.taggedAddresses(in); err != nil {
 		return nil, err
 	}
 	if w := reg.Weights; w != nil {
@@ -397,4 +401,33 @@ func ServiceDefinitions(b []byte) ([]*Instance, error) {
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// taggedAddresses decodes and checks reg.TaggedAddresses into in.
+func (reg *Registration) taggedAddresses(in *Instance) error {
+	if len(reg.TaggedAddresses) == 0 || string(reg.TaggedAddresses) == "null" {
+		return nil
+	}
+	var tagged map[string]ServiceAddress
+	if err := json.Unmarshal(reg.TaggedAddresses, &tagged); err != nil {
+		return badField("TaggedAddresses", "want {\"lan\": {\"Address\": IP, \"Port\": N}, ...}: %v", err)
+	}
+	if len(tagged) > 8 {
+		return badField("TaggedAddresses", "%d addresses, at most 8", len(tagged))
+	}
+	for tag, a := range tagged {
+		if !idRe.MatchString(tag) {
+			return badField("TaggedAddresses", "tag %q: want letters, digits, '.', '_', ':' or '-'", tag)
+		}
+		if net.ParseIP(a.Address) == nil {
+			return badField("TaggedAddresses."+tag+".Address", "%q is not an IP address", a.Address)
+		}
+		if a.Port < 0 || a.Port > 65535 {
+			return badField("TaggedAddresses."+tag+".Port", "%d is not between 0 and 65535", a.Port)
+		}
+	}
+	if len(tagged) > 0 {
+		in.TaggedAddresses = tagged
+	}
+	return nil
 }
