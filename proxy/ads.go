@@ -39,10 +39,14 @@ func (p *Proxy) run(ctx context.Context) {
 }
 
 func (p *Proxy) node() *corev3.Node {
-	md, _ := structpb.NewStruct(map[string]any{
-		xds.ShapeMetadataKey:   string(xds.ShapeEnvoy),
-		xds.CertDirMetadataKey: p.cfg.CertDir,
-	})
+	fields := map[string]any{xds.ShapeMetadataKey: string(xds.ShapeEnvoy)}
+	if p.cfg.CertDir != "" {
+		fields[xds.CertDirMetadataKey] = p.cfg.CertDir
+	}
+	if p.cfg.Kind != "" {
+		fields[xds.KindMetadataKey] = p.cfg.Kind
+	}
+	md, _ := structpb.NewStruct(fields)
 	return &corev3.Node{Id: p.cfg.ProxyID, Cluster: p.cfg.Service, UserAgentName: UserAgent, Metadata: md}
 }
 

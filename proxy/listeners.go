@@ -9,30 +9,42 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	sniclusterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/sni_cluster/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // handshakeTimeout bounds a TLS handshake on either side.
 const handshakeTimeout = 10 * time.Second
 
-// listenerConfig is what the proxy honours of a Listener's one filter chain.
+// listenerConfig is what the proxy honours of a Listener.
 type listenerConfig struct {
-	addr     string
-	inbound  bool
-	tls      bool  // terminate mTLS (a DownstreamTlsContext requiring a client certificate)
-	rbac     *rbac // nil: no RBAC filter
-	clusters []weightedCluster
-	total    uint32
+	addr    string
+	inbound bool
+	inspect bool // tls_inspector: read the SNI of the ClientHello, without decrypting
+	chains  []*chainConfig
+}
+
+// chainConfig is one filter chain: a sidecar's only one, or a gateway's, chosen by SNI.
+type chainConfig struct {
+	serverNames []string // the match; none: the default chain
+	tls         bool     // terminate mTLS (a DownstreamTlsContext requiring a client certificate)
+	rbac        *rbac    // nil: no RBAC filter
+	sniCluster  bool     // sni_cluster: the cluster is the SNI
+	clusters    []weightedCluster
+	total       uint32
 }
 
 type weightedCluster struct {
@@ -40,7 +52,7 @@ type weightedCluster struct {
 	weight uint32
 }
 
-func (c *listenerConfig) cluster() string {
+func (c *chainConfig) cluster() string {
 	if len(c.clusters) == 1 {
 		return c.clusters[0].name
 	}
@@ -59,36 +71,85 @@ func parseListener(l *listenerv3.Listener, inboundHost string) (*listenerConfig,
 	if l.GetApiListener() != nil {
 		return nil, fmt.Errorf("%w: an API listener (proxyless gRPC only)", ErrUnsupported)
 	}
-	if len(l.GetListenerFilters()) > 0 {
-		return nil, fmt.Errorf("%w: listener filter %s", ErrUnsupported, l.GetListenerFilters()[0].GetName())
+	c := &listenerConfig{inbound: l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
+	for _, lf := range l.GetListenerFilters() {
+		if !lf.GetTypedConfig().MessageIs(&tlsinspectorv3.TlsInspector{}) {
+			return nil, fmt.Errorf("%w: listener filter %s (only tls_inspector)", ErrUnsupported, lf.GetName())
+		}
+		c.inspect = true
 	}
 	sa := l.GetAddress().GetSocketAddress()
 	if sa == nil || sa.GetProtocol() != corev3.SocketAddress_TCP {
 		return nil, fmt.Errorf("%w: an address that is not a TCP socket address", ErrUnsupported)
 	}
-	c := &listenerConfig{inbound: l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
 	host := sa.GetAddress()
 	if c.inbound && inboundHost != "" {
 		host = inboundHost
 	}
 	c.addr = net.JoinHostPort(host, strconv.Itoa(int(sa.GetPortValue())))
-	if len(l.GetFilterChains()) != 1 || l.GetDefaultFilterChain() != nil {
-		return nil, fmt.Errorf("%w: %d filter chains (one, without a match)", ErrUnsupported, len(l.GetFilterChains()))
+	if l.GetDefaultFilterChain() != nil {
+		return nil, fmt.Errorf("%w: a default filter chain", ErrUnsupported)
 	}
-	fc := l.GetFilterChains()[0]
-	if fc.GetFilterChainMatch() != nil {
-		return nil, fmt.Errorf("%w: a filter chain match", ErrUnsupported)
+	if len(l.GetFilterChains()) > 1 && !c.inspect {
+		return nil, fmt.Errorf("%w: %d filter chains without tls_inspector", ErrUnsupported, len(l.GetFilterChains()))
 	}
-	if err := parseDownstreamTLS(fc.GetTransportSocket(), c); err != nil {
-		return nil, err
+	for i, fc := range l.GetFilterChains() {
+		cc, err := parseChain(fc, c.inspect)
+		if err != nil {
+			return nil, fmt.Errorf("filter chain %d: %w", i, err)
+		}
+		c.chains = append(c.chains, cc)
 	}
-	if err := parseFilters(fc.GetFilters(), c); err != nil {
-		return nil, err
+	if len(c.chains) == 0 {
+		return nil, fmt.Errorf("%w: a listener without filter chains", ErrUnsupported)
 	}
 	return c, nil
 }
 
-func parseDownstreamTLS(ts *corev3.TransportSocket, c *listenerConfig) error {
+// parseChain reads one filter chain; its match may only name server names, with tls_inspector.
+func parseChain(fc *listenerv3.FilterChain, inspect bool) (*chainConfig, error) {
+	cc := &chainConfig{}
+	if m := fc.GetFilterChainMatch(); m != nil {
+		only := &listenerv3.FilterChainMatch{ServerNames: m.GetServerNames()}
+		if !proto.Equal(m, only) || !inspect {
+			return nil, fmt.Errorf("%w: a filter chain match on more than server names (with tls_inspector)", ErrUnsupported)
+		}
+		cc.serverNames = m.GetServerNames()
+	}
+	if err := parseDownstreamTLS(fc.GetTransportSocket(), cc); err != nil {
+		return nil, err
+	}
+	if err := parseFilters(fc.GetFilters(), cc); err != nil {
+		return nil, err
+	}
+	return cc, nil
+}
+
+// chainFor picks the chain for a server name as Envoy does: an exact server name, else the
+// longest wildcard suffix ("*.dc2.internal.td"), else the chain without server names.
+func (c *listenerConfig) chainFor(sni string) *chainConfig {
+	var best, def *chainConfig
+	bestLen := -1
+	for _, cc := range c.chains {
+		if len(cc.serverNames) == 0 {
+			def = cc
+		}
+		for _, n := range cc.serverNames {
+			if n == sni {
+				return cc
+			}
+			if suffix, ok := strings.CutPrefix(n, "*"); ok && strings.HasSuffix(sni, suffix) && len(suffix) > bestLen {
+				best, bestLen = cc, len(suffix)
+			}
+		}
+	}
+	if best != nil {
+		return best
+	}
+	return def
+}
+
+func parseDownstreamTLS(ts *corev3.TransportSocket, c *chainConfig) error {
 	if ts == nil {
 		return nil
 	}
@@ -104,7 +165,7 @@ func parseDownstreamTLS(ts *corev3.TransportSocket, c *listenerConfig) error {
 }
 
 // parseFilters accepts [network RBAC] then tcp_proxy, nothing else.
-func parseFilters(filters []*listenerv3.Filter, c *listenerConfig) error {
+func parseFilters(filters []*listenerv3.Filter, c *chainConfig) error {
 	for i, f := range filters {
 		a := f.GetTypedConfig()
 		if a == nil {
@@ -113,6 +174,8 @@ func parseFilters(filters []*listenerv3.Filter, c *listenerConfig) error {
 		switch {
 		case a.MessageIs(&hcmv3.HttpConnectionManager{}):
 			return fmt.Errorf("%w: filter %s: the HTTP connection manager and its HTTP filters are L7 (use Envoy for http, http2 and grpc services)", ErrUnsupported, f.GetName())
+		case a.MessageIs(&sniclusterv3.SniCluster{}):
+			c.sniCluster = true
 		case a.MessageIs(&netrbacv3.RBAC{}):
 			var r netrbacv3.RBAC
 			if err := a.UnmarshalTo(&r); err != nil {
@@ -140,6 +203,9 @@ func parseFilters(filters []*listenerv3.Filter, c *listenerConfig) error {
 			if err := a.UnmarshalTo(&tp); err != nil {
 				return err
 			}
+			if c.sniCluster {
+				return nil // the SNI names the cluster
+			}
 			return parseTCPProxy(&tp, c)
 		default:
 			return fmt.Errorf("%w: filter %s (%s)", ErrUnsupported, f.GetName(), a.GetTypeUrl())
@@ -148,7 +214,7 @@ func parseFilters(filters []*listenerv3.Filter, c *listenerConfig) error {
 	return fmt.Errorf("%w: a filter chain without tcp_proxy", ErrUnsupported)
 }
 
-func parseTCPProxy(tp *tcpproxyv3.TcpProxy, c *listenerConfig) error {
+func parseTCPProxy(tp *tcpproxyv3.TcpProxy, c *chainConfig) error {
 	switch s := tp.GetClusterSpecifier().(type) {
 	case *tcpproxyv3.TcpProxy_Cluster:
 		c.clusters, c.total = []weightedCluster{{name: s.Cluster, weight: 1}}, 1
@@ -279,8 +345,23 @@ func (p *Proxy) serve(l *listener) {
 
 // handleConn runs one downstream connection to its end.
 func (p *Proxy) handleConn(l *listener, down net.Conn) error {
-	cfg := l.cfg.Load()
+	lc := l.cfg.Load()
+	var hello []byte // the ClientHello read by tls_inspector, to pass on
+	sni := ""
+	if lc.inspect {
+		var err error
+		if sni, hello, err = peekSNI(down); err != nil {
+			return err
+		}
+	}
+	cfg := lc.chainFor(sni)
+	if cfg == nil {
+		return fmt.Errorf("%w: no filter chain for server name %q", ErrNoEndpoint, sni)
+	}
 	if cfg.tls {
+		if hello != nil {
+			return fmt.Errorf("%w: TLS termination behind tls_inspector", ErrUnsupported)
+		}
 		tc := tls.Server(down, p.certs.serverTLS())
 		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 		err := tc.HandshakeContext(ctx)
@@ -295,8 +376,16 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 	} else if cfg.rbac != nil && !cfg.rbac.allowed("") {
 		return fmt.Errorf("%w: a caller without a certificate", ErrDenied)
 	}
-	up, err := p.dial(cfg.cluster())
+	cluster := sni
+	if !cfg.sniCluster {
+		cluster = cfg.cluster()
+	}
+	up, err := p.dial(cluster)
 	if err != nil {
+		return err
+	}
+	if _, err := up.Write(hello); err != nil {
+		up.Close()
 		return err
 	}
 	if !l.track(up, true) {

@@ -1,5 +1,5 @@
 // Package proxy is mesh's built-in L4 proxy (Consul's built-in proxy): an xDS client of a mesh
-// server that runs a service's sidecar on hosts without Envoy.
+// server that runs a service's sidecar, or a mesh gateway, on hosts without Envoy.
 //
 // It guarantees:
 //   - It asks for the configuration of an Envoy sidecar (node cluster = the service, shape envoy)
@@ -16,6 +16,10 @@
 //     endpoint of the cluster's EDS assignment (the lowest priority with a healthy endpoint), over
 //     mTLS with the cluster's SNI, and is dropped unless the server's certificate chains to the
 //     trust bundle and names one of the SPIFFE IDs the cluster's TLS context lists.
+//   - As a mesh gateway (Kind mesh-gateway), it reads the SNI of each connection's ClientHello
+//     (tls_inspector) and passes the connection, ClientHello included, to the cluster its filter
+//     chain names (a remote datacenter's gateways) or to the cluster the SNI names (sni_cluster,
+//     a local target); it holds no certificate and never decrypts.
 //   - Bytes are copied as they come, both ways, with half-closes passed on.
 package proxy
 
@@ -30,6 +34,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	mesh "github.com/meshgit/mesh"
 )
 
 // Errors.
@@ -52,8 +58,12 @@ type Config struct {
 	DialOptions []grpc.DialOption
 	// Service is the service the proxy runs for (the node's cluster); ProxyID the node id.
 	Service, ProxyID string
-	// CertDir holds cert.pem, key.pem and ca.pem (what `mesh agent --dir` writes).
+	// CertDir holds cert.pem, key.pem and ca.pem (what `mesh agent --dir` writes). A mesh
+	// gateway needs none: it never terminates TLS.
 	CertDir string
+	// Kind is "" for a sidecar or mesh.KindMeshGateway for a mesh gateway, which routes the
+	// connections it accepts by their SNI, without decrypting them.
+	Kind string
 	// InboundHost, if set, replaces the host of inbound listeners' addresses (rendered as
 	// 0.0.0.0): "127.0.0.1" keeps a test on loopback.
 	InboundHost string
@@ -91,8 +101,11 @@ type Status struct {
 
 // New checks cfg and returns a proxy that is not running yet.
 func New(cfg Config) (*Proxy, error) {
-	if cfg.XDSAddr == "" || cfg.Service == "" || cfg.CertDir == "" {
-		return nil, fmt.Errorf("%w: the xDS address, the service and the certificate directory are required", ErrBadConfig)
+	if cfg.Kind != "" && cfg.Kind != mesh.KindMeshGateway {
+		return nil, fmt.Errorf("%w: kind %q (want %q or none)", ErrBadConfig, cfg.Kind, mesh.KindMeshGateway)
+	}
+	if cfg.XDSAddr == "" || cfg.Service == "" || cfg.CertDir == "" && cfg.Kind == "" {
+		return nil, fmt.Errorf("%w: the xDS address, the service and (for a sidecar) the certificate directory are required", ErrBadConfig)
 	}
 	if cfg.ProxyID == "" {
 		cfg.ProxyID = cfg.Service + "-proxy"

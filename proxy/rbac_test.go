@@ -66,20 +66,20 @@ intentions: api: batch: action: "deny"
 						}
 					}
 				}
-				if cfg == nil || cfg.rbac == nil || !cfg.tls {
+				if cfg == nil || cfg.chains[0].rbac == nil || !cfg.chains[0].tls {
 					t.Fatalf("%s: no mTLS public listener with RBAC: %+v", dest, cfg)
 				}
 				for _, src := range []string{"api", "db", "web", "batch", "admin"} {
 					want := mesh.Authorize(snap, mesh.Request{Source: src, Destination: dest}).Verdict == mesh.Allow
 					for _, dc := range []string{"dc1", "dc2"} {
 						id := mesh.SpiffeID("shop.mesh", dc, src)
-						if got := cfg.rbac.allowed(id); got != want {
+						if got := cfg.chains[0].rbac.allowed(id); got != want {
 							t.Errorf("%s → %s (%s): the proxy says allowed=%v, Authorize %v", src, dest, id, got, want)
 						}
 					}
 				}
 				// Another trust domain is never a source the intentions name.
-				if cfg.rbac.allowed(mesh.SpiffeID("evil.mesh", "dc1", "web")) && def == "deny" {
+				if cfg.chains[0].rbac.allowed(mesh.SpiffeID("evil.mesh", "dc1", "web")) && def == "deny" {
 					t.Errorf("%s: a caller of another trust domain is allowed", dest)
 				}
 			}

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,3 +167,37 @@ func XDSCredentials(certDir, trustDomain string) credentials.TransportCredential
 		},
 	})
 }
+
+// errHelloRead stops the handshake peekSNI starts once the ClientHello is read.
+var errHelloRead = errors.New("client hello read")
+
+// peekSNI reads a TLS ClientHello from c without answering it (the tls_inspector), and returns
+// its server name and the bytes read, which the caller passes on before the rest.
+func peekSNI(c net.Conn) (string, []byte, error) {
+	var rec bytes.Buffer
+	var sni string
+	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	defer c.SetReadDeadline(time.Time{})
+	err := tls.Server(readOnly{io.TeeReader(c, &rec)}, &tls.Config{
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			sni = h.ServerName
+			return nil, errHelloRead
+		},
+	}).Handshake()
+	if !errors.Is(err, errHelloRead) {
+		return "", nil, fmt.Errorf("tls_inspector: not a TLS ClientHello: %w", err)
+	}
+	return sni, rec.Bytes(), nil
+}
+
+// readOnly is a net.Conn that reads from r and refuses to write or to be closed through.
+type readOnly struct{ r io.Reader }
+
+func (c readOnly) Read(b []byte) (int, error)     { return c.r.Read(b) }
+func (readOnly) Write([]byte) (int, error)        { return 0, io.ErrClosedPipe }
+func (readOnly) Close() error                     { return nil }
+func (readOnly) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (readOnly) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (readOnly) SetDeadline(time.Time) error      { return nil }
+func (readOnly) SetReadDeadline(time.Time) error  { return nil }
+func (readOnly) SetWriteDeadline(time.Time) error { return nil }

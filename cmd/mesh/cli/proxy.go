@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/proxy"
 )
@@ -21,7 +22,7 @@ func init() { register(newProxyCmd) }
 func newProxyCmd() *cobra.Command {
 	var cfg proxy.Config
 	var xdsTLS bool
-	var trustDomain, logLevel string
+	var trustDomain, logLevel, gateway string
 	cmd := &cobra.Command{
 		Use:   "proxy --service S --proxy-id ID --cert-dir DIR [--xds ADDR]",
 		Short: "Run the built-in L4 proxy: a sidecar for hosts without Envoy",
@@ -39,10 +40,22 @@ the SPIFFE IDs the target may present.
 It is L4 only: it NACKs, with an error that names what it cannot do, a configuration it cannot
 honour exactly (the HTTP connection manager of http, http2 and grpc services, listener filters,
 RBAC rules on anything but the caller's identity) and keeps running the last one it accepted.
-Use Envoy for L7 services. It stops on SIGINT or SIGTERM.`,
+Use Envoy for L7 services. It stops on SIGINT or SIGTERM.
+
+With --gateway mesh it is a mesh gateway (Consul's -gateway=mesh): register it in the catalog with
+Kind "mesh-gateway" and TaggedAddresses lan and wan; it reads the SNI of every connection and
+passes it on to the gateways of the datacenter the SNI names, or to the local target it names,
+without a certificate of its own and without decrypting.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.Service == "" || cfg.ProxyID == "" || cfg.CertDir == "" {
+			switch gateway {
+			case "":
+			case "mesh":
+				cfg.Kind = mesh.KindMeshGateway
+			default:
+				return usageError{fmt.Errorf("proxy: --gateway %q: only mesh", gateway)}
+			}
+			if cfg.Service == "" || cfg.ProxyID == "" || cfg.CertDir == "" && cfg.Kind == "" {
 				return usageError{fmt.Errorf("proxy: --service, --proxy-id and --cert-dir are required")}
 			}
 			if !ca.ValidName(cfg.Service) {
@@ -81,5 +94,6 @@ Use Envoy for L7 services. It stops on SIGINT or SIGTERM.`,
 	f.BoolVar(&xdsTLS, "xds-tls", false, "connect to the xDS server with mTLS (mesh serve --xds-tls) with the files of --cert-dir; needs --trust-domain")
 	f.StringVar(&trustDomain, "trust-domain", "", "the mesh's trust domain, to check the xDS server's identity with --xds-tls")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&gateway, "gateway", "", `"mesh": run as a mesh gateway of the service (catalog Kind mesh-gateway): route by SNI without decrypting; no --cert-dir`)
 	return cmd
 }
