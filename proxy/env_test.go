@@ -22,6 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/compiler"
 	"github.com/meshgit/mesh/xds"
@@ -36,6 +37,8 @@ type env struct {
 	xdsAddr string
 	repo    string
 	log     *slog.Logger
+	// serve, if set, serves each committed snapshot instead of e.xs.SetSnapshot.
+	serve func(*mesh.Snapshot)
 }
 
 func newEnv(t testing.TB) *env {
@@ -48,19 +51,25 @@ func newEnv(t testing.TB) *env {
 	if err := e.ca.Init(context.Background(), "shop.mesh", nil); err != nil {
 		t.Fatal(err)
 	}
-	e.xs = xds.NewServer(e.log.With("component", "xds"))
+	e.xs, e.xdsAddr = serveXDS(t, e.log.With("component", "xds"))
+	e.repo = t.TempDir()
+	e.git("init", "-q", "-b", "main")
+	return e
+}
+
+// serveXDS starts an xDS server on loopback.
+func serveXDS(t testing.TB, log *slog.Logger) (*xds.Server, string) {
+	t.Helper()
+	xs := xds.NewServer(log)
 	xl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	e.xs.Register(g)
+	xs.Register(g)
 	go g.Serve(xl)
-	t.Cleanup(func() { e.xs.Close(); g.Stop() })
-	e.xdsAddr = xl.Addr().String()
-	e.repo = t.TempDir()
-	e.git("init", "-q", "-b", "main")
-	return e
+	t.Cleanup(func() { xs.Close(); g.Stop() })
+	return xs, xl.Addr().String()
 }
 
 func (e *env) git(args ...string) {
@@ -83,6 +92,10 @@ func (e *env) commit(src string) {
 	snap, err := compiler.CompileGit(context.Background(), e.repo, "HEAD", "")
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if e.serve != nil {
+		e.serve(snap)
+		return
 	}
 	if err := e.xs.SetSnapshot(snap); err != nil {
 		e.t.Fatal(err)
@@ -132,8 +145,15 @@ func writeLeaf(t testing.TB, c *ca.CA, service string) string {
 // proxy starts a built-in proxy for service with the certificates of dir.
 func (e *env) proxy(service, dir string) *Proxy {
 	e.t.Helper()
-	p, err := New(Config{XDSAddr: e.xdsAddr, Service: service, ProxyID: service + "-1", CertDir: dir,
-		InboundHost: "127.0.0.1", Log: e.log.With("proxy", service), RetryInterval: 100 * time.Millisecond})
+	return e.proxyWith(Config{XDSAddr: e.xdsAddr, Service: service, CertDir: dir})
+}
+
+// proxyWith starts a built-in proxy with cfg, completed for tests.
+func (e *env) proxyWith(cfg Config) *Proxy {
+	e.t.Helper()
+	cfg.ProxyID, cfg.InboundHost, cfg.RetryInterval = cfg.Service+"-1", "127.0.0.1", 100*time.Millisecond
+	cfg.Log = e.log.With("proxy", cfg.Service)
+	p, err := New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
