@@ -214,8 +214,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.Handle("GET /v1/tokens", caAPI) // operator token (the CA checks it); reads this server's state
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	s.catalogAPI().Register(mux)         // Consul's agent, catalog and health endpoints
-	mux.Handle("/ui/", s.uiHandler(mux)) // ui.go
+	s.catalogAPI().Register(mux)      // Consul's agent, catalog and health endpoints
+	mux.Handle("/ui/", s.uiHandler()) // ui.go
 	return mux
 }
 
