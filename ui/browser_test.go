@@ -273,8 +273,12 @@ func testPin(t *testing.T, m *meshServer, b *browser) {
 		waitJS(`document.getElementById('write-result').textContent.startsWith('✓')`, 10*time.Second),
 		waitJS(`(r => r && r.querySelector('.state').textContent.includes('pinned'))(document.querySelector('tr[data-version="`+older+`"]'))`, 5*time.Second))
 	result = text(t, b, "#write-result")
-	if st := m.srv.Status(); st.Pin != older || st.Version != older {
-		t.Fatalf("after pin in the UI (%q): pin %q serving %q, want %s", result, st.Pin, st.Version, older)
+	if st := m.srv.Status(); st.Pin != older || st.Version != older || st.PinnedBy != "server token" {
+		t.Fatalf("after pin in the UI (%q): pin %q by %q serving %q, want %s by the server token", result, st.Pin, st.PinnedBy, st.Version, older)
+	}
+	// Who pinned: the token's kind, never the token.
+	if state := text(t, b, `tr[data-version="`+older+`"] .state`); !strings.Contains(state, "pinned by server token") || strings.Contains(state, testToken) {
+		t.Errorf("the pinned version's state: %q, want who pinned it", state)
 	}
 	// The token is kept for the tab: a reload still writes.
 	b.run(t, 20*time.Second, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("button.unpin")), chromedp.Click(chromedp.CSS("button.unpin")),
