@@ -22,6 +22,8 @@ var (
 	ErrRef = errors.New("git ref not found")
 	// ErrInternal means the compiler itself failed (a bug), not the configuration.
 	ErrInternal = errors.New("compiler failure")
+	// ErrDatacenter is a datacenter the mesh does not list (ForDatacenter).
+	ErrDatacenter = errors.New("unknown datacenter")
 )
 
 // Error is one problem with the configuration, at a position.
