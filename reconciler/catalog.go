@@ -37,6 +37,9 @@ func (s *Server) openCatalog() {
 			return snap != nil && snap.Services[name] != nil
 		},
 		Datacenter: func() string {
+			if s.cfg.Datacenter != "" {
+				return s.cfg.Datacenter
+			}
 			if snap := s.Served(); snap != nil {
 				return snap.Mesh.Datacenter
 			}

@@ -16,6 +16,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/catalog"
+	"github.com/meshgit/mesh/compiler"
 )
 
 // publisher hands the FSM's served snapshot to the Publisher (xDS) and keeps a copy on disk, so
@@ -40,6 +41,34 @@ type publisher struct {
 
 	catSave   chan struct{}     // capacity 1: the published catalog changed, save it
 	overlayer catalog.Overlayer // served with the catalog's instances
+
+	viewMu           sync.Mutex
+	viewOf, viewSnap *mesh.Snapshot // the last snapshot seen from Config.Datacenter, and that view
+	viewErr          error
+}
+
+// view returns snap as Config.Datacenter's servers serve it (snap itself without one), computed
+// once per snapshot: publishing follows every catalog change.
+func (p *publisher) view(snap *mesh.Snapshot) *mesh.Snapshot {
+	v, _ := p.viewErrOf(snap)
+	return v
+}
+
+func (p *publisher) viewErrOf(snap *mesh.Snapshot) (*mesh.Snapshot, error) {
+	dc := p.s.cfg.Datacenter
+	if dc == "" || snap == nil {
+		return snap, nil
+	}
+	p.viewMu.Lock()
+	defer p.viewMu.Unlock()
+	if p.viewOf != snap {
+		p.viewOf = snap
+		p.viewSnap, p.viewErr = compiler.ForDatacenter(snap, dc)
+	}
+	if p.viewErr != nil {
+		return snap, p.viewErr
+	}
+	return p.viewSnap, nil
 }
 
 // cachedHistory is the FSM history as the served snapshot cache recorded it.
@@ -205,7 +234,10 @@ func (p *publisher) check() {
 func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM bool) bool {
 	var err error
 	if pub := p.s.cfg.Publisher; pub != nil {
-		err = pub.SetSnapshot(p.overlayer.Overlay(snap, cat))
+		var view *mesh.Snapshot
+		if view, err = p.viewErrOf(snap); err == nil {
+			err = pub.SetSnapshot(p.overlayer.Overlay(view, cat))
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

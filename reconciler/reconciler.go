@@ -138,6 +138,12 @@ type Config struct {
 	// verify) and the last good snapshot stays served.
 	VerifyCommits *commitsig.Keys
 
+	// Datacenter, if set, is the datacenter this cluster serves: the snapshot is published
+	// from its point of view (compiler.ForDatacenter: same version, chains resolved there),
+	// the catalog's instances and gateways are in it and the CA's leaves name it. It must be
+	// one of mesh.datacenters; "" serves mesh.datacenter.
+	Datacenter string
+
 	// Publisher receives the snapshots to serve; in mesh serve, the xds.Server. Default: none.
 	Publisher Publisher
 	// Proxies lists the connected proxies; in mesh serve, (*xds.Server).Proxies. Default: none.
@@ -271,7 +277,7 @@ func New(cfg Config) (*Server, error) {
 	s.fsm = newFSM(cfg.History, cfg.Log)
 	s.storage.fault = cfg.storageFault
 	s.ca = ca.New(ca.Config{Store: caStore{s}, OperatorToken: cfg.Token, Log: cfg.Log.With("component", "ca"),
-		Settings: func() ca.Settings { return ca.SettingsFrom(s.Served()) }})
+		Settings: func() ca.Settings { return ca.SettingsFrom(s.pub.view(s.Served())) }})
 	return s, nil
 }
 

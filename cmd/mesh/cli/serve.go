@@ -40,6 +40,7 @@ type serveOptions struct {
 	http, httpAdvertise              string
 	xds                              string
 	xdsTLS                           bool
+	datacenter                       string
 	raft, raftAdvertise              string
 	nodeID, join                     string
 	tokenFile, webhookSecretFile     string
@@ -113,6 +114,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.StringVar(&o.gitSSHKey, "git-ssh-key-file", "", "SSH private key for a remote repository")
 	f.DurationVar(&o.poll, "poll", reconciler.DefaultPoll, "fetch interval of a remote repository (safety-net poll of a local one)")
 	f.IntVar(&o.history, "history", reconciler.DefaultHistory, "snapshots each server keeps")
+	f.StringVar(&o.datacenter, "datacenter", "", "the datacenter this cluster serves, one of mesh.datacenters (default mesh.datacenter): the same snapshot and version, with chains resolved there, its own catalog and leaves naming it")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringSliceVar(&o.verifyCommits, "verify-commits", nil, "serve only commits signed by a key of these files: SSH allowed_signers or armored OpenPGP keyrings (repeatable or comma-separated); others are refused and shown in status")
 	f.StringVar(&o.tlsCert, "tls-cert-file", "", "this server's certificate (mesh tls cert create --server): TLS on Raft and the HTTP API")
@@ -128,6 +130,9 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return usageError{fmt.Errorf("serve: --log-level: %v", err)}
+	}
+	if o.datacenter != "" && !ca.ValidName(o.datacenter) {
+		return usageError{fmt.Errorf("serve: --datacenter %q is not a datacenter name (a DNS label)", o.datacenter)}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	material, err := tlsutil.Load(o.tlsCert, o.tlsKey, o.tlsCA)
@@ -151,6 +156,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		Repo: o.repo, Ref: o.ref, Dir: o.dir, DataDir: o.data,
 		HTTPAddr: o.http, HTTPAdvertise: o.httpAdvertise, RaftAddr: o.raft, RaftAdvertise: o.raftAdvertise,
 		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, TLS: material, Lock: lock,
+		Datacenter: o.datacenter,
 	}
 	if cfg.Token, err = serverToken(o.tokenFile, o.data, log); err != nil {
 		return err

@@ -1,0 +1,84 @@
+package reconciler
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/ca"
+)
+
+var twoDCMesh = map[string]string{"mesh/mesh.cue": `package mesh
+
+mesh: {name: "test", trustDomain: "test.mesh", datacenter: "dc1", datacenters: ["dc1", "dc2"], meshGateway: mode: "local"}
+services: api: {protocol: "tcp", port: 9090, endpoints: [{address: "127.0.0.1", port: 21000, datacenter: "dc2"}]}
+services: web: {protocol: "tcp", port: 8080, upstreams: api: localPort: 9191}
+intentions: api: web: action: "allow"
+`}
+
+// TestTwoDatacentersOneRepository: two clusters (one server each, each its own Raft and catalog)
+// follow one repository; the dc2 one serves the same version from dc2's point of view (chains
+// resolved there), and a mesh gateway registered in its catalog is a dc2 gateway there only.
+func TestTwoDatacentersOneRepository(t *testing.T) {
+	repo := newTestRepo(t)
+	repo.commit(twoDCMesh, "two datacenters", false)
+	cfg1 := testConfig(t, repo.bare, nodeOpts{})
+	x1, _ := attachXDS(t, &cfg1)
+	cfg2 := testConfig(t, repo.bare, nodeOpts{})
+	cfg2.Datacenter = "dc2"
+	x2, _ := attachXDS(t, &cfg2)
+	s1, s2 := startServer(t, cfg1), startServer(t, cfg2)
+	waitFor(t, 10*time.Second, "both datacenters serve", func() bool {
+		return x1.Snapshot() != nil && x2.Snapshot() != nil && s1.IsLeader() && s2.IsLeader()
+	})
+	a, b := x1.Snapshot(), x2.Snapshot()
+	if a.Version != b.Version || a.Mesh.Datacenter != "dc1" || b.Mesh.Datacenter != "dc2" {
+		t.Fatalf("dc1 serves %s as %s, dc2 serves %s as %s", a.Version, a.Mesh.Datacenter, b.Version, b.Mesh.Datacenter)
+	}
+	chain := b.UpstreamChain(b.Services["web"].Upstreams["api"])
+	if tgt := chain.Targets[chain.Routes[0].Splits[0].Target]; tgt.Datacenter != "dc2" {
+		t.Fatalf("dc2 resolves web's upstream api in %s", tgt.Datacenter)
+	}
+
+	c := consulClient(t, s2.HTTPAddr(), testToken)
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{Kind: consul.ServiceKindMeshGateway, ID: "gw-1", Name: "gateway",
+		Address: "127.0.0.1", Port: 8443, TaggedAddresses: map[string]consul.ServiceAddress{
+			"lan": {Address: "127.0.0.1", Port: 8443}, "wan": {Address: "127.0.0.2", Port: 443}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "dc2's gateway in dc2's xDS", func() bool {
+		g := x2.Snapshot().MeshGateways["dc2"]
+		return len(g) == 1 && g[0].WANAddress == "127.0.0.2" && g[0].WANPort == 443
+	})
+	if g := x1.Snapshot().MeshGateways; len(g) != 0 {
+		t.Fatalf("dc1 knows gateways %v without federation", g)
+	}
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dc := self["Config"]["Datacenter"]; dc != "dc2" {
+		t.Fatalf("dc2's agent says datacenter %v", dc)
+	}
+	waitFor(t, 10*time.Second, "dc2's CA", func() bool { return s2.ca.State() != nil })
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := ca.NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := s2.ca.Sign("web", csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := mesh.SpiffeID("test.mesh", "dc2", "web"); leaf.SPIFFEID != want {
+		t.Fatalf("dc2's CA signed %s, want %s", leaf.SPIFFEID, want)
+	}
+}
