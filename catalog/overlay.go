@@ -80,7 +80,7 @@ func (o *Overlayer) Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
 	if services != nil {
 		out = snap.WithServices(services)
 	}
-	if gws := gateways(st, snap.Mesh.Datacenter); len(gws) > 0 {
+	if gws := Gateways(st, snap.Mesh.Datacenter); len(gws) > 0 {
 		all := make(map[string][]mesh.Gateway, len(snap.MeshGateways)+1)
 		maps.Copy(all, snap.MeshGateways)
 		all[snap.Mesh.Datacenter] = gws
@@ -89,11 +89,14 @@ func (o *Overlayer) Overlay(snap *mesh.Snapshot, st *State) *mesh.Snapshot {
 	return out
 }
 
-// gateways returns the catalog's mesh gateway instances (Kind mesh-gateway, whether or not Git
+// Gateways returns the catalog's mesh gateway instances (Kind mesh-gateway, whether or not Git
 // declares their service), sorted by service, node and ID, with their health: the LAN address
 // is the "lan" tagged address, else the instance's, else its node's; the WAN one the "wan"
 // tagged address, if any. It looks at every service: O(services) per catalog change.
-func gateways(st *State, dc string) []mesh.Gateway {
+func Gateways(st *State, dc string) []mesh.Gateway {
+	if st == nil {
+		return nil
+	}
 	var names []string
 	for name, e := range st.services {
 		for _, in := range e.instances {

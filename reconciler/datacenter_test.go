@@ -1,9 +1,11 @@
 package reconciler
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"net"
 	"testing"
 	"time"
 
@@ -81,4 +83,62 @@ func TestTwoDatacentersOneRepository(t *testing.T) {
 	if want := mesh.SpiffeID("test.mesh", "dc2", "web"); leaf.SPIFFEID != want {
 		t.Fatalf("dc2's CA signed %s, want %s", leaf.SPIFFEID, want)
 	}
+}
+
+// TestFederation: two clusters federated both ways: a gateway registered in dc2 reaches dc1's
+// proxies (its WAN address) through a blocking query, with dc2's healthy-instance counts in
+// dc1's status; when dc2 goes away dc1 keeps its last view and says the peer is failing.
+func TestFederation(t *testing.T) {
+	repo := newTestRepo(t)
+	repo.commit(twoDCMesh, "two datacenters", false)
+	ln1, ln2 := freeAddr(t), freeAddr(t)
+	cfg1 := testConfig(t, repo.bare, nodeOpts{httpAddr: ln1})
+	cfg1.Federate = map[string]string{"dc2": "http://" + ln2}
+	x1, _ := attachXDS(t, &cfg1)
+	cfg2 := testConfig(t, repo.bare, nodeOpts{httpAddr: ln2})
+	cfg2.Datacenter, cfg2.Federate = "dc2", map[string]string{"dc1": "http://" + ln1}
+	attachXDS(t, &cfg2)
+	s1, s2 := startServer(t, cfg1), startServer(t, cfg2)
+	waitFor(t, 10*time.Second, "both serve", func() bool { return s1.Served() != nil && s2.Served() != nil && s2.IsLeader() })
+
+	c := consulClient(t, s2.HTTPAddr(), testToken)
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{Kind: consul.ServiceKindMeshGateway, ID: "gw-1", Name: "gateway",
+		Address: "127.0.0.1", Port: 8443, TaggedAddresses: map[string]consul.ServiceAddress{"wan": {Address: "127.0.0.2", Port: 443}}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, 5*time.Second, "dc2's gateway in dc1's xDS", func() bool {
+		g := x1.Snapshot().MeshGateways["dc2"]
+		return len(g) == 1 && g[0].WANAddress == "127.0.0.2"
+	})
+	t.Logf("dc2's gateway reached dc1's xDS in %v", time.Since(start).Round(time.Millisecond))
+	waitFor(t, 5*time.Second, "dc1's status of dc2", func() bool {
+		f := s1.Status().Federation
+		return len(f) == 1 && f[0].State == PeerConnected && f[0].Healthy["api"] == 1 && f[0].Gateways == 1
+	})
+	waitFor(t, 5*time.Second, "dc2's status of dc1", func() bool {
+		f := s2.Status().Federation
+		return len(f) == 1 && f[0].Datacenter == "dc1" && f[0].State == PeerConnected
+	})
+
+	s2.Close(context.Background())
+	waitFor(t, 10*time.Second, "dc1 sees dc2 failing", func() bool {
+		f := s1.Status().Federation
+		return len(f) == 1 && f[0].State == PeerFailing
+	})
+	if g := x1.Snapshot().MeshGateways["dc2"]; len(g) != 1 {
+		t.Fatalf("dc1 forgot dc2's gateways when the link broke: %v", g)
+	}
+	if s1.Served() == nil || s1.Status().PublishError != "" {
+		t.Fatal("dc1 stopped serving")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -57,6 +57,8 @@ type Status struct {
 	ClusterConflict *ClusterConflict `json:"clusterConflict,omitempty"`
 	// StorageErrors are the failing writes to the data directory (a full disk...).
 	StorageErrors []StorageError `json:"storageErrors,omitempty"`
+	// Federation is the state of each federated datacenter (mesh serve --federate).
+	Federation []PeerStatus `json:"federation,omitempty"`
 }
 
 // ServerStatus is one server of the Raft configuration.
@@ -104,7 +106,8 @@ func (s *Server) Status() Status {
 	st := s.fsm.state()
 	out := Status{Node: s.id, RaftState: s.node.raft.State().String(), LastError: st.lastError, Pin: st.pin,
 		PinnedBy: st.pinBy, PinnedAt: st.pinTime,
-		AppliedIndex: s.node.raft.AppliedIndex(), AppliedCommand: s.fsm.at().applied, Servers: s.servers()}
+		AppliedIndex: s.node.raft.AppliedIndex(), AppliedCommand: s.fsm.at().applied, Servers: s.servers(),
+		Federation: s.fed.statuses()}
 	if snap := s.pub.current(); snap != nil {
 		out.Version, out.Commit = snap.Version, snap.Commit
 	}
@@ -190,6 +193,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/proxies", s.handleProxies)                   // cluster_view.go
 	mux.HandleFunc("GET /v1/proxies/{node}/config", s.handleProxyConfig) // cluster_view.go
 	mux.HandleFunc("GET /v1/members", s.handleMembers)                   // cluster_view.go
+	mux.HandleFunc("GET /v1/federation/state", s.handleFederationState)  // federation.go
 	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"servers": s.servers()})
 	})

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -52,6 +53,21 @@ type publisher struct {
 func (p *publisher) view(snap *mesh.Snapshot) *mesh.Snapshot {
 	v, _ := p.viewErrOf(snap)
 	return v
+}
+
+// withPeers adds the federated datacenters' gateways to snap.
+func (p *publisher) withPeers(snap *mesh.Snapshot) *mesh.Snapshot {
+	if p.s.fed == nil {
+		return snap
+	}
+	remote := p.s.fed.gateways()
+	if len(remote) == 0 {
+		return snap
+	}
+	all := make(map[string][]mesh.Gateway, len(snap.MeshGateways)+len(remote))
+	maps.Copy(all, remote)
+	maps.Copy(all, snap.MeshGateways) // the local catalog's own datacenter wins
+	return snap.WithMeshGateways(all)
 }
 
 func (p *publisher) viewErrOf(snap *mesh.Snapshot) (*mesh.Snapshot, error) {
@@ -196,12 +212,23 @@ func (p *publisher) run(ctx context.Context) {
 	saved := make(chan struct{})
 	go func() { defer close(saved); p.saveCatalogs(ctx) }()
 	defer func() { <-saved }()
+	var fedChanged chan struct{}
+	if p.s.fed != nil {
+		fedChanged = p.s.fed.changed
+	}
 	for {
 		p.check()
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.s.fsm.changed:
+		case <-fedChanged:
+			p.mu.Lock()
+			snap, cat := p.served, p.catalog
+			p.mu.Unlock()
+			if snap != nil {
+				p.publish(snap, cat, false)
+			}
 		}
 	}
 }
@@ -236,7 +263,7 @@ func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM boo
 	if pub := p.s.cfg.Publisher; pub != nil {
 		var view *mesh.Snapshot
 		if view, err = p.viewErrOf(snap); err == nil {
-			err = pub.SetSnapshot(p.overlayer.Overlay(view, cat))
+			err = pub.SetSnapshot(p.withPeers(p.overlayer.Overlay(view, cat)))
 		}
 	}
 	p.mu.Lock()

@@ -44,6 +44,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -143,6 +144,10 @@ type Config struct {
 	// the catalog's instances and gateways are in it and the CA's leaves name it. It must be
 	// one of mesh.datacenters; "" serves mesh.datacenter.
 	Datacenter string
+	// Federate maps the other datacenters of the mesh to the HTTP API of one of their servers
+	// (https://HOST:PORT): this cluster follows their gateways and healthy-instance counts
+	// (federation.go) and serves their gateways to its proxies.
+	Federate map[string]string
 
 	// Publisher receives the snapshots to serve; in mesh serve, the xds.Server. Default: none.
 	Publisher Publisher
@@ -237,6 +242,10 @@ type Server struct {
 	httpSrv    *http.Server
 	httpAdv    string
 	httpClient *http.Client // this server's client of the others' HTTP API (join, registration)
+	fedClient  *http.Client // httpClient without its timeout: blocking queries to federated peers
+	fed        *federation  // nil without Config.Federate
+	// httpStopping is closed when the HTTP server shuts down, which ends blocking queries.
+	httpStopping chan struct{}
 
 	kick     chan struct{} // wakes the reconcile loop: a ref changed, a webhook arrived
 	webhooks *replayCache
@@ -274,6 +283,18 @@ func New(cfg Config) (*Server, error) {
 		kick:     make(chan struct{}, 1),
 		webhooks: newReplayCache(1024),
 	}
+	for dc, u := range cfg.Federate {
+		if dc == "" || dc == cfg.Datacenter {
+			return nil, fmt.Errorf("federate: %q is not another datacenter", dc)
+		}
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			return nil, fmt.Errorf("federate %s: %q is not an http(s)://HOST:PORT URL", dc, u)
+		}
+	}
+	if len(cfg.Federate) > 0 {
+		s.fed = newFederation(cfg.Federate)
+	}
+	s.httpStopping = make(chan struct{})
 	s.fsm = newFSM(cfg.History, cfg.Log)
 	s.storage.fault = cfg.storageFault
 	s.ca = ca.New(ca.Config{Store: caStore{s}, OperatorToken: cfg.Token, Log: cfg.Log.With("component", "ca"),
@@ -322,6 +343,11 @@ func (s *Server) Open(ctx context.Context) (err error) {
 		s.httpLn = tls.NewListener(s.httpLn, s.cfg.TLS.ServerConfig())
 		s.httpClient.Transport = &http.Transport{TLSClientConfig: s.cfg.TLS.ClientConfig(), ForceAttemptHTTP2: true}
 	}
+	s.fedClient = &http.Client{Transport: s.httpClient.Transport}
+	if s.fed != nil {
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); s.runFederation(s.bgCtx) }()
+	}
 	s.httpAdv = s.cfg.HTTPAdvertise
 	if s.httpAdv == "" {
 		s.httpAdv = s.httpLn.Addr().String()
@@ -351,6 +377,7 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.agent.Run(s.bgCtx) }()
 	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.httpSrv.RegisterOnShutdown(func() { close(s.httpStopping) }) // ends blocking queries
 	s.bg.Add(3)
 	go func() { defer s.bg.Done(); s.watchHealth(s.bgCtx) }()
 	go func() {

@@ -41,6 +41,7 @@ type serveOptions struct {
 	xds                              string
 	xdsTLS                           bool
 	datacenter                       string
+	federate                         []string
 	raft, raftAdvertise              string
 	nodeID, join                     string
 	tokenFile, webhookSecretFile     string
@@ -114,6 +115,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.StringVar(&o.gitSSHKey, "git-ssh-key-file", "", "SSH private key for a remote repository")
 	f.DurationVar(&o.poll, "poll", reconciler.DefaultPoll, "fetch interval of a remote repository (safety-net poll of a local one)")
 	f.IntVar(&o.history, "history", reconciler.DefaultHistory, "snapshots each server keeps")
+	f.StringArrayVar(&o.federate, "federate", nil, "DC=https://HOST:PORT: follow datacenter DC's cluster at that HTTP API (its mesh gateways and healthy-instance counts, blocking queries); repeatable")
 	f.StringVar(&o.datacenter, "datacenter", "", "the datacenter this cluster serves, one of mesh.datacenters (default mesh.datacenter): the same snapshot and version, with chains resolved there, its own catalog and leaves naming it")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringSliceVar(&o.verifyCommits, "verify-commits", nil, "serve only commits signed by a key of these files: SSH allowed_signers or armored OpenPGP keyrings (repeatable or comma-separated); others are refused and shown in status")
@@ -133,6 +135,14 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	if o.datacenter != "" && !ca.ValidName(o.datacenter) {
 		return usageError{fmt.Errorf("serve: --datacenter %q is not a datacenter name (a DNS label)", o.datacenter)}
+	}
+	federate := map[string]string{}
+	for _, f := range o.federate {
+		dc, u, ok := strings.Cut(f, "=")
+		if !ok || !ca.ValidName(dc) || u == "" || federate[dc] != "" {
+			return usageError{fmt.Errorf("serve: --federate %q: want DC=https://HOST:PORT, once per datacenter", f)}
+		}
+		federate[dc] = u
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	material, err := tlsutil.Load(o.tlsCert, o.tlsKey, o.tlsCA)
@@ -156,7 +166,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		Repo: o.repo, Ref: o.ref, Dir: o.dir, DataDir: o.data,
 		HTTPAddr: o.http, HTTPAdvertise: o.httpAdvertise, RaftAddr: o.raft, RaftAdvertise: o.raftAdvertise,
 		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, TLS: material, Lock: lock,
-		Datacenter: o.datacenter,
+		Datacenter: o.datacenter, Federate: federate,
 	}
 	if cfg.Token, err = serverToken(o.tokenFile, o.data, log); err != nil {
 		return err

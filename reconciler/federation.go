@@ -1,0 +1,269 @@
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/catalog"
+	"github.com/meshgit/mesh/internal/redact"
+)
+
+// Federation between the clusters of a mesh's datacenters (mesh serve --federate dc=URL): each
+// cluster keeps a current view of every peer's mesh gateways and healthy-instance counts with
+// blocking queries on the peer's GET /v1/federation/state (an answer only when the peer's catalog
+// changed, or when the wait ends), and serves the peers' gateways to its proxies. A peer that
+// cannot be reached keeps its last view: a partitioned datacenter keeps serving local traffic,
+// and traffic through gateways whose addresses it last knew.
+
+// FederationState is what GET /v1/federation/state answers: this cluster's datacenter, its
+// mesh gateways and, per service, the instances in it that are not critical.
+type FederationState struct {
+	Datacenter string         `json:"datacenter"`
+	Index      uint64         `json:"index"`
+	Gateways   []mesh.Gateway `json:"gateways"`
+	Healthy    map[string]int `json:"healthy"`
+}
+
+// PeerStatus is one federated datacenter as /v1/status shows it.
+type PeerStatus struct {
+	Datacenter  string         `json:"datacenter"`
+	URL         string         `json:"url"`
+	State       string         `json:"state"` // connecting, connected, failing
+	Error       string         `json:"error,omitempty"`
+	LastContact time.Time      `json:"lastContact,omitzero"`
+	Index       uint64         `json:"index"`
+	Gateways    int            `json:"gateways"`
+	Healthy     map[string]int `json:"healthy,omitempty"`
+}
+
+// Peer states.
+const (
+	PeerConnecting = "connecting"
+	PeerConnected  = "connected"
+	PeerFailing    = "failing"
+)
+
+// federationWait is how long a blocking query waits at most (the peer answers sooner on change).
+const federationWait = 5 * time.Minute
+
+type federation struct {
+	mu      sync.Mutex
+	peers   map[string]*peerView // by datacenter
+	changed chan struct{}        // capacity 1: a peer's gateways changed
+	wait    time.Duration
+}
+
+type peerView struct {
+	status PeerStatus
+	state  *FederationState // the last good answer
+}
+
+func newFederation(peers map[string]string) *federation {
+	f := &federation{peers: map[string]*peerView{}, changed: make(chan struct{}, 1), wait: federationWait}
+	for dc, u := range peers {
+		f.peers[dc] = &peerView{status: PeerStatus{Datacenter: dc, URL: redact.URL(u), State: PeerConnecting}}
+	}
+	return f
+}
+
+// gateways returns the peers' gateways by datacenter, from their last good answers.
+func (f *federation) gateways() map[string][]mesh.Gateway {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string][]mesh.Gateway{}
+	for dc, p := range f.peers {
+		if p.state != nil && len(p.state.Gateways) > 0 {
+			out[dc] = p.state.Gateways
+		}
+	}
+	return out
+}
+
+// statuses returns the peers' states, sorted by datacenter.
+func (f *federation) statuses() []PeerStatus {
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]PeerStatus, 0, len(f.peers))
+	for _, p := range f.peers {
+		out = append(out, p.status)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Datacenter < out[j].Datacenter })
+	return out
+}
+
+// run follows every peer until ctx ends.
+func (s *Server) runFederation(ctx context.Context) {
+	var wg sync.WaitGroup
+	for dc, u := range s.cfg.Federate {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.followPeer(ctx, dc, u) }()
+	}
+	wg.Wait()
+}
+
+// followPeer runs blocking queries against one peer, backing off (up to 10s) while it fails.
+func (s *Server) followPeer(ctx context.Context, dc, base string) {
+	f := s.fed
+	var index uint64
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		st, err := s.fetchPeer(ctx, base, index, f.wait)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && st.Datacenter != dc {
+			err = fmt.Errorf("the peer serves datacenter %q, not %q", st.Datacenter, dc)
+		}
+		f.mu.Lock()
+		p := f.peers[dc]
+		if err != nil {
+			p.status.State, p.status.Error = PeerFailing, err.Error()
+		} else {
+			changed := p.state == nil || !gatewaysEqual(p.state.Gateways, st.Gateways)
+			p.state, index = st, st.Index
+			p.status = PeerStatus{Datacenter: dc, URL: p.status.URL, State: PeerConnected, LastContact: time.Now(),
+				Index: st.Index, Gateways: len(st.Gateways), Healthy: st.Healthy}
+			if changed {
+				select {
+				case f.changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+		f.mu.Unlock()
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		s.log.Warn("federation: peer unreachable; keeping its last view", "datacenter", dc, "err", err, "retryIn", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func gatewaysEqual(a, b []mesh.Gateway) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) fetchPeer(ctx context.Context, base string, index uint64, wait time.Duration) (*FederationState, error) {
+	u := base + "/v1/federation/state?index=" + strconv.FormatUint(index, 10) + "&wait=" + url.QueryEscape(wait.String())
+	rctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.fedClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("GET /v1/federation/state: %s: %s", resp.Status, b)
+	}
+	var st FederationState
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxSnapshotJSON)).Decode(&st); err != nil {
+		return nil, fmt.Errorf("GET /v1/federation/state: %w", err)
+	}
+	return &st, nil
+}
+
+// handleFederationState answers GET /v1/federation/state: at once without ?index, else when the
+// catalog's index passes it or ?wait (default 5m, at most 10m) ends.
+func (s *Server) handleFederationState(w http.ResponseWriter, r *http.Request) {
+	var index uint64
+	if v := r.URL.Query().Get("index"); v != "" {
+		var err error
+		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
+			http.Error(w, "index: not a number", http.StatusBadRequest)
+			return
+		}
+	}
+	wait := federationWait
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			http.Error(w, "wait: not a positive duration", http.StatusBadRequest)
+			return
+		}
+		wait = min(d, 10*time.Minute)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := s.CatalogChanged()
+		cat := s.Catalog()
+		if cat.Index() > index || index == 0 {
+			break
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			s.writeFederationState(w, cat)
+			return
+		case <-r.Context().Done():
+			return
+		case <-s.httpStopping:
+			s.writeFederationState(w, cat)
+			return
+		}
+	}
+	s.writeFederationState(w, s.Catalog())
+}
+
+func (s *Server) writeFederationState(w http.ResponseWriter, cat *catalog.State) {
+	st := s.federationState(cat)
+	if st == nil {
+		http.Error(w, "no snapshot served yet", http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// federationState is this cluster's state for its peers: the catalog's gateways and, from the
+// served snapshot with the catalog's instances, the endpoints in this datacenter not critical;
+// nil before a snapshot is served.
+func (s *Server) federationState(cat *catalog.State) *FederationState {
+	snap := s.pub.view(s.Served())
+	if snap == nil {
+		return nil
+	}
+	st := &FederationState{Index: cat.Index(), Healthy: map[string]int{}, Gateways: []mesh.Gateway{}}
+	dc := snap.Mesh.Datacenter
+	st.Datacenter = dc
+	st.Gateways = append(st.Gateways, catalog.Gateways(cat, dc)...)
+	over := catalog.Overlay(snap, cat)
+	for name, svc := range over.Services {
+		for _, ep := range svc.Endpoints {
+			if ep.Datacenter == dc && ep.Health != mesh.HealthCritical {
+				st.Healthy[name]++
+			}
+		}
+	}
+	return st
+}
