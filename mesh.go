@@ -65,6 +65,10 @@ type Snapshot struct {
 	// encoding), by datacenter: the local datacenter's from the catalog, others' from
 	// federation. Sidecars reach upstreams in other datacenters through them (MeshGatewayMode).
 	MeshGateways map[string][]Gateway `json:"meshGateways,omitempty"`
+	// RemoteHealthy counts, by datacenter then service, the instances that are not critical in
+	// the other datacenters (from federation; live, not in the canonical encoding). A datacenter
+	// absent here is not known: its targets are assumed reachable.
+	RemoteHealthy map[string]map[string]int `json:"remoteHealthy,omitempty"`
 
 	indexOnce sync.Once
 	index     map[string]map[string]*Intention // destination → source → intention
@@ -200,8 +204,15 @@ func (s *Snapshot) WithServices(services map[string]*Service) *Snapshot {
 	s.indexOnce.Do(s.buildIndex)
 	c := &Snapshot{Version: s.Version, Commit: s.Commit, Mesh: s.Mesh, Services: services, Intentions: s.Intentions,
 		Routers: s.Routers, Splitters: s.Splitters, Resolvers: s.Resolvers, Chains: s.Chains,
-		RemoteChains: s.RemoteChains, Positions: s.Positions, MeshGateways: s.MeshGateways}
+		RemoteChains: s.RemoteChains, Positions: s.Positions, MeshGateways: s.MeshGateways, RemoteHealthy: s.RemoteHealthy}
 	c.indexOnce.Do(func() { c.index = s.index })
+	return c
+}
+
+// WithRemote returns a shallow copy of s with the other datacenters' gateways and health.
+func (s *Snapshot) WithRemote(gws map[string][]Gateway, healthy map[string]map[string]int) *Snapshot {
+	c := s.WithServices(s.Services)
+	c.MeshGateways, c.RemoteHealthy = gws, healthy
 	return c
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"sort"
@@ -88,6 +89,19 @@ func (f *federation) gateways() map[string][]mesh.Gateway {
 	return out
 }
 
+// healthy returns the peers' healthy-instance counts by datacenter, from their last answers.
+func (f *federation) healthy() map[string]map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]map[string]int{}
+	for dc, p := range f.peers {
+		if p.state != nil {
+			out[dc] = p.state.Healthy
+		}
+	}
+	return out
+}
+
 // statuses returns the peers' states, sorted by datacenter.
 func (f *federation) statuses() []PeerStatus {
 	if f == nil {
@@ -131,7 +145,7 @@ func (s *Server) followPeer(ctx context.Context, dc, base string) {
 		if err != nil {
 			p.status.State, p.status.Error = PeerFailing, err.Error()
 		} else {
-			changed := p.state == nil || !gatewaysEqual(p.state.Gateways, st.Gateways)
+			changed := p.state == nil || !gatewaysEqual(p.state.Gateways, st.Gateways) || !maps.Equal(p.state.Healthy, st.Healthy)
 			p.state, index = st, st.Index
 			p.status = PeerStatus{Datacenter: dc, URL: p.status.URL, State: PeerConnected, LastContact: time.Now(),
 				Index: st.Index, Gateways: len(st.Gateways), Healthy: st.Healthy}

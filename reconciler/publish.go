@@ -55,19 +55,19 @@ func (p *publisher) view(snap *mesh.Snapshot) *mesh.Snapshot {
 	return v
 }
 
-// withPeers adds the federated datacenters' gateways to snap.
+// withPeers adds the federated datacenters' gateways and healthy-instance counts to snap.
 func (p *publisher) withPeers(snap *mesh.Snapshot) *mesh.Snapshot {
 	if p.s.fed == nil {
 		return snap
 	}
-	remote := p.s.fed.gateways()
-	if len(remote) == 0 {
+	remote, healthy := p.s.fed.gateways(), p.s.fed.healthy()
+	if len(remote) == 0 && len(healthy) == 0 {
 		return snap
 	}
 	all := make(map[string][]mesh.Gateway, len(snap.MeshGateways)+len(remote))
 	maps.Copy(all, remote)
 	maps.Copy(all, snap.MeshGateways) // the local catalog's own datacenter wins
-	return snap.WithMeshGateways(all)
+	return snap.WithRemote(all, healthy)
 }
 
 func (p *publisher) viewErrOf(snap *mesh.Snapshot) (*mesh.Snapshot, error) {

@@ -23,7 +23,8 @@ type change struct {
 // diff compares two snapshots. A nil prev changes everything.
 func diff(prev, next *mesh.Snapshot) *change {
 	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}, endpoints: map[string]bool{}}
-	if prev == nil || !reflect.DeepEqual(prev.Mesh, next.Mesh) || !reflect.DeepEqual(prev.MeshGateways, next.MeshGateways) {
+	if prev == nil || !reflect.DeepEqual(prev.Mesh, next.Mesh) || !reflect.DeepEqual(prev.MeshGateways, next.MeshGateways) ||
+		!reflect.DeepEqual(prev.RemoteHealthy, next.RemoteHealthy) {
 		c.all = true
 		return c
 	}

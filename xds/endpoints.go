@@ -19,12 +19,12 @@ func endpoints(snap *mesh.Snapshot, p Proxy) []*endpointv3.ClusterLoadAssignment
 		if p.Shape != ShapeEnvoy {
 			pt.mode = mesh.MeshGatewayNone // see targetEndpoints
 		}
-		out = append(out, loadAssignment(snap, pt))
+		out = append(out, loadAssignment(snap, pt, p.Shape))
 	}
 	return out
 }
 
-func loadAssignment(snap *mesh.Snapshot, pt proxyTarget) *endpointv3.ClusterLoadAssignment {
+func loadAssignment(snap *mesh.Snapshot, pt proxyTarget, shape Shape) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: pt.target.SNI}
 	chainOf := []*mesh.Target{pt.target}
 	for _, id := range pt.target.Failover {
@@ -33,9 +33,11 @@ func loadAssignment(snap *mesh.Snapshot, pt proxyTarget) *endpointv3.ClusterLoad
 		}
 	}
 	priority := uint32(0)
-	for _, t := range chainOf {
+	for i, t := range chainOf {
 		eps := targetEndpoints(snap, t, pt.mode)
-		if len(eps) == 0 {
+		if len(eps) == 0 || shape == ShapeGRPC && allCritical(eps) && laterHealthy(snap, chainOf[i+1:], pt.mode) {
+			// Proxyless gRPC does not weigh a priority by its health (it ignores
+			// overprovisioning): the control plane moves the failover up itself.
 			continue
 		}
 		loc := &endpointv3.LocalityLbEndpoints{
@@ -58,7 +60,15 @@ func loadAssignment(snap *mesh.Snapshot, pt proxyTarget) *endpointv3.ClusterLoad
 // SPIFFE checks stay the target's, so the gateways route on the SNI and the mTLS session is end
 // to end. Proxyless gRPC always dials directly: gRPC clients send no SNI from xDS (gRFC A29), so
 // a gateway could not route their connections.
+//
+// A target in a datacenter whose federated view counts no healthy instance of its service gets
+// no endpoints: its priority is skipped and traffic fails over past it.
 func targetEndpoints(snap *mesh.Snapshot, t *mesh.Target, mode string) []mesh.Endpoint {
+	if t.Datacenter != snap.Mesh.Datacenter {
+		if counts, ok := snap.RemoteHealthy[t.Datacenter]; ok && counts[t.Service] == 0 {
+			return nil
+		}
+	}
 	if t.Datacenter == snap.Mesh.Datacenter || mode != mesh.MeshGatewayLocal && mode != mesh.MeshGatewayRemote {
 		return snap.Endpoints(t)
 	}
@@ -107,4 +117,24 @@ func socketAddress(address string, port int) *corev3.Address {
 		Address:       address,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
 	}}}
+}
+
+// laterHealthy reports whether one of targets has an endpoint not known critical.
+func laterHealthy(snap *mesh.Snapshot, targets []*mesh.Target, mode string) bool {
+	for _, t := range targets {
+		if eps := targetEndpoints(snap, t, mode); len(eps) > 0 && !allCritical(eps) {
+			return true
+		}
+	}
+	return false
+}
+
+// allCritical reports whether every endpoint is known critical.
+func allCritical(eps []mesh.Endpoint) bool {
+	for _, ep := range eps {
+		if ep.Health != mesh.HealthCritical {
+			return false
+		}
+	}
+	return true
 }

@@ -3,7 +3,9 @@ package xds
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -134,5 +136,60 @@ func TestGatewayNode(t *testing.T) {
 	}
 	if _, err := ProxyFromNode(&corev3.Node{Id: "gw-1", Cluster: "gateway", Metadata: md("ingress-gateway")}); err == nil {
 		t.Fatal("an unknown kind was accepted")
+	}
+}
+
+// failoverMesh: api runs in dc1 and dc2 and fails over from dc1 to dc2; web calls it in dc1.
+const failoverMesh = `package mesh
+mesh: {name: "fo", trustDomain: "shop.mesh", datacenter: "dc1", datacenters: ["dc1", "dc2"], meshGateway: mode: "local"}
+services: api: {protocol: "grpc", port: 8080, endpoints: [{address: "10.1.0.7", port: 21000, datacenter: "dc1"}, {address: "10.2.0.7", port: 21000, datacenter: "dc2"}]}
+services: web: {protocol: "grpc", port: 8080, upstreams: api: localPort: 9191}
+resolvers: api: failover: "*": datacenters: ["dc2"]
+intentions: api: web: action: "allow"
+`
+
+// TestFailoverByRemoteHealth: a failover target in another datacenter is a priority only while
+// federation counts a healthy instance there; for proxyless gRPC, which does not weigh
+// priorities by health, a local target whose endpoints are all critical gives way to it.
+func TestFailoverByRemoteHealth(t *testing.T) {
+	base, err := compiler.Compile(context.Background(), []compiler.File{{Name: "m.cue", Data: []byte(failoverMesh)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gws := map[string][]mesh.Gateway{"dc1": {{Service: "gateway", Address: "10.1.0.2", Port: 8443}}, "dc2": {{Service: "gateway", Address: "10.2.0.2", Port: 8443}}}
+	critical := func(s *mesh.Snapshot) *mesh.Snapshot {
+		svcs := maps.Clone(s.Services)
+		api := *svcs["api"]
+		api.Endpoints = slices.Clone(api.Endpoints)
+		api.Endpoints[0].Health = mesh.HealthCritical
+		svcs["api"] = &api
+		return s.WithServices(svcs)
+	}
+	priorities := func(snap *mesh.Snapshot, shape Shape) []string {
+		res, err := Render(snap, Proxy{Service: "web", Shape: shape})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, loc := range res.Endpoints[0].Endpoints {
+			out = append(out, fmt.Sprintf("%d:%s", loc.Priority, loc.LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().GetAddress()))
+		}
+		return out
+	}
+	for name, tc := range map[string]struct {
+		snap  *mesh.Snapshot
+		shape Shape
+		want  string
+	}{
+		"envoy, dc2 healthy":              {critical(base).WithRemote(gws, map[string]map[string]int{"dc2": {"api": 1}}), ShapeEnvoy, "[0:10.1.0.7 1:10.1.0.2]"},
+		"envoy, dc2 down":                 {critical(base).WithRemote(gws, map[string]map[string]int{"dc2": {"api": 0}}), ShapeEnvoy, "[0:10.1.0.7]"},
+		"envoy, dc2 unknown":              {critical(base).WithRemote(gws, nil), ShapeEnvoy, "[0:10.1.0.7 1:10.1.0.2]"},
+		"grpc, dc1 critical":              {critical(base).WithRemote(gws, map[string]map[string]int{"dc2": {"api": 1}}), ShapeGRPC, "[0:10.2.0.7]"},
+		"grpc, dc1 healthy":               {base.WithRemote(gws, map[string]map[string]int{"dc2": {"api": 1}}), ShapeGRPC, "[0:10.1.0.7 1:10.2.0.7]"},
+		"grpc, dc1 critical and dc2 down": {critical(base).WithRemote(gws, map[string]map[string]int{"dc2": {"api": 0}}), ShapeGRPC, "[0:10.1.0.7]"},
+	} {
+		if got := fmt.Sprint(priorities(tc.snap, tc.shape)); got != tc.want {
+			t.Errorf("%s: priorities %s, want %s", name, got, tc.want)
+		}
 	}
 }
