@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +121,22 @@ func TestFederation(t *testing.T) {
 		f := s2.Status().Federation
 		return len(f) == 1 && f[0].Datacenter == "dc1" && f[0].State == PeerConnected
 	})
+
+	// ?dc= forwards catalog and health reads to the datacenter named, as Consul does.
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "api-2", Name: "api", Address: "127.0.0.1", Port: 21001}); err != nil {
+		t.Fatal(err)
+	}
+	c1 := consulClient(t, s1.HTTPAddr(), testToken)
+	waitFor(t, 5*time.Second, "dc2's api through dc1 with ?dc=dc2", func() bool {
+		es, _, err := c1.Health().Service("api", "", false, &consul.QueryOptions{Datacenter: "dc2"})
+		return err == nil && len(es) == 1 && es[0].Service.ID == "api-2" && es[0].Node.Datacenter == "dc2"
+	})
+	if es, _, err := c1.Health().Service("api", "", false, nil); err != nil || len(es) != 0 {
+		t.Fatalf("dc1's own api instances: %v, %v", es, err)
+	}
+	if _, _, err := c1.Health().Service("api", "", false, &consul.QueryOptions{Datacenter: "dc9"}); err == nil || !strings.Contains(err.Error(), "No path to datacenter") {
+		t.Fatalf("?dc=dc9: %v", err)
+	}
 
 	s2.Close(context.Background())
 	waitFor(t, 10*time.Second, "dc1 sees dc2 failing", func() bool {

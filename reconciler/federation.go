@@ -7,9 +7,11 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -280,4 +282,53 @@ func (s *Server) federationState(cat *catalog.State) *FederationState {
 		}
 	}
 	return st
+}
+
+// errNoPathToDatacenter is Consul's answer to ?dc= naming a datacenter it does not federate.
+const errNoPathToDatacenter = "No path to datacenter"
+
+// forwardDC passes catalog and health reads with ?dc= naming a federated datacenter to that
+// datacenter's servers, as Consul does (agent endpoints stay local); an unknown datacenter is a
+// 500 "No path to datacenter", Consul's answer.
+func (s *Server) forwardDC(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dc := r.URL.Query().Get("dc")
+		if dc == "" || dc == s.datacenter() ||
+			!strings.HasPrefix(r.URL.Path, "/v1/catalog/") && !strings.HasPrefix(r.URL.Path, "/v1/health/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		base, ok := s.cfg.Federate[dc]
+		if !ok {
+			http.Error(w, errNoPathToDatacenter, http.StatusInternalServerError)
+			return
+		}
+		target, err := url.Parse(base)
+		if err != nil {
+			http.Error(w, errNoPathToDatacenter, http.StatusInternalServerError)
+			return
+		}
+		rp := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(target)
+				pr.Out.Host = target.Host
+			},
+			Transport: s.fedClient.Transport,
+			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+				http.Error(w, fmt.Sprintf("datacenter %s: %v", dc, redact.Error(err)), http.StatusBadGateway)
+			},
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// datacenter is the datacenter this cluster serves.
+func (s *Server) datacenter() string {
+	if s.cfg.Datacenter != "" {
+		return s.cfg.Datacenter
+	}
+	if snap := s.Served(); snap != nil {
+		return snap.Mesh.Datacenter
+	}
+	return ""
 }

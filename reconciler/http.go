@@ -232,7 +232,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.catalogAPI().Register(mux)      // Consul's agent, catalog and health endpoints
 	mux.Handle("/ui/", s.uiHandler()) // ui.go
-	return mux
+	return s.forwardDC(mux)
 }
 
 // Who may write. The model is Consul's ACLs reduced to three kinds of token, all given as
