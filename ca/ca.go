@@ -132,6 +132,10 @@ type Config struct {
 	Datacenter string        // default "dc1"
 	LeafTTL    time.Duration // default DefaultLeafTTL
 	Settings   func() Settings
+	// ExtraRoots, when set, returns PEM roots of other datacenters' CAs (federation): appended to
+	// every trust bundle this CA hands out (leaves' ca.pem, Bundle), never used to sign, so that
+	// workloads of federated datacenters with their own CAs trust each other.
+	ExtraRoots func() string
 
 	// OperatorToken is accepted as an operator token (mesh serve --token-file); compared in
 	// constant time. Empty: only operator tokens in the state.
@@ -322,7 +326,7 @@ func (c *CA) Sign(service string, csrPEM []byte) (*Leaf, error) {
 		return nil, err
 	}
 	out := &Leaf{SPIFFEID: id, Serial: leaf.SerialNumber.Text(16), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
-		CertPEM: string(append(certPEM(der), s.chain...)), BundlePEM: string(bundlePEM(st))}
+		CertPEM: string(append(certPEM(der), s.chain...)), BundlePEM: string(bundlePEM(st)) + c.extraRoots()}
 	c.log.Debug("leaf signed", "service", service, "spiffeId", id, "serial", out.Serial, "notAfter", out.NotAfter, "authority", s.id)
 	return out, nil
 }
@@ -567,7 +571,7 @@ func (c *CA) Bundle() (*Bundle, error) {
 	if st == nil {
 		return nil, ErrNotInitialized
 	}
-	b := &Bundle{TrustDomain: st.TrustDomain, BundlePEM: string(bundlePEM(st)), Roots: []RootInfo{}}
+	b := &Bundle{TrustDomain: st.TrustDomain, BundlePEM: string(bundlePEM(st)) + c.extraRoots(), Roots: []RootInfo{}}
 	for i, a := range st.Authorities {
 		ri := RootInfo{ID: a.ID, Active: i == len(st.Authorities)-1, Created: a.Created, RetireAfter: a.RetireAfter, RootPEM: a.RootPEM}
 		if certs, err := parseCerts([]byte(a.RootPEM)); err == nil {
@@ -576,6 +580,23 @@ func (c *CA) Bundle() (*Bundle, error) {
 		b.Roots = append(b.Roots, ri)
 	}
 	return b, nil
+}
+
+// LocalRootsPEM returns this CA's own roots not retired (without ExtraRoots): what it offers
+// federated datacenters to trust.
+func (c *CA) LocalRootsPEM() string {
+	st := c.State()
+	if st == nil {
+		return ""
+	}
+	return string(bundlePEM(st))
+}
+
+func (c *CA) extraRoots() string {
+	if c.cfg.ExtraRoots == nil {
+		return ""
+	}
+	return c.cfg.ExtraRoots()
 }
 
 func bundlePEM(st *State) []byte {

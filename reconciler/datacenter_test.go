@@ -122,6 +122,15 @@ func TestFederation(t *testing.T) {
 		return len(f) == 1 && f[0].Datacenter == "dc1" && f[0].State == PeerConnected
 	})
 
+	// Each CA hands out the other's roots too: workloads of the two datacenters trust each other.
+	waitFor(t, 10*time.Second, "cross-trusted roots", func() bool {
+		b1, err1 := s1.ca.Bundle()
+		b2, err2 := s2.ca.Bundle()
+		r1, r2 := s1.ca.LocalRootsPEM(), s2.ca.LocalRootsPEM()
+		return err1 == nil && err2 == nil && r1 != "" && r2 != "" && r1 != r2 &&
+			strings.Contains(b1.BundlePEM, r2) && strings.Contains(b2.BundlePEM, r1)
+	})
+
 	// ?dc= forwards catalog and health reads to the datacenter named, as Consul does.
 	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "api-2", Name: "api", Address: "127.0.0.1", Port: 21001}); err != nil {
 		t.Fatal(err)

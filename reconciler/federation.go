@@ -1,14 +1,19 @@
 package reconciler
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +39,9 @@ type FederationState struct {
 	Index      uint64         `json:"index"`
 	Gateways   []mesh.Gateway `json:"gateways"`
 	Healthy    map[string]int `json:"healthy"`
+	// Roots are this cluster's CA roots (PEM certificates, public): the peers' workloads trust
+	// them, so that mTLS works across datacenters whose CAs differ.
+	Roots string `json:"roots,omitempty"`
 }
 
 // PeerStatus is one federated datacenter as /v1/status shows it.
@@ -104,6 +112,22 @@ func (f *federation) healthy() map[string]map[string]int {
 	return out
 }
 
+// roots returns the peers' CA roots (PEM), in datacenter order.
+func (f *federation) roots() string {
+	if f == nil {
+		return ""
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var b strings.Builder
+	for _, dc := range slices.Sorted(maps.Keys(f.peers)) {
+		if p := f.peers[dc]; p.state != nil {
+			b.WriteString(p.state.Roots)
+		}
+	}
+	return b.String()
+}
+
 // statuses returns the peers' states, sorted by datacenter.
 func (f *federation) statuses() []PeerStatus {
 	if f == nil {
@@ -142,12 +166,16 @@ func (s *Server) followPeer(ctx context.Context, dc, base string) {
 		if err == nil && st.Datacenter != dc {
 			err = fmt.Errorf("the peer serves datacenter %q, not %q", st.Datacenter, dc)
 		}
+		if err == nil {
+			err = checkRoots(st.Roots)
+		}
 		f.mu.Lock()
 		p := f.peers[dc]
 		if err != nil {
 			p.status.State, p.status.Error = PeerFailing, err.Error()
 		} else {
-			changed := p.state == nil || !gatewaysEqual(p.state.Gateways, st.Gateways) || !maps.Equal(p.state.Healthy, st.Healthy)
+			changed := p.state == nil || !gatewaysEqual(p.state.Gateways, st.Gateways) || !maps.Equal(p.state.Healthy, st.Healthy) ||
+				p.state.Roots != st.Roots
 			p.state, index = st, st.Index
 			p.status = PeerStatus{Datacenter: dc, URL: p.status.URL, State: PeerConnected, LastContact: time.Now(),
 				Index: st.Index, Gateways: len(st.Gateways), Healthy: st.Healthy}
@@ -159,6 +187,11 @@ func (s *Server) followPeer(ctx context.Context, dc, base string) {
 			}
 		}
 		f.mu.Unlock()
+		if err == nil && st.Roots == "" {
+			// The peer's CA does not exist yet, and its creation moves no catalog index: ask
+			// again without blocking, a little later.
+			index, err = 0, errors.New("the peer has no CA yet")
+		}
 		if err == nil {
 			backoff = 100 * time.Millisecond
 			continue
@@ -269,7 +302,7 @@ func (s *Server) federationState(cat *catalog.State) *FederationState {
 	if snap == nil {
 		return nil
 	}
-	st := &FederationState{Index: cat.Index(), Healthy: map[string]int{}, Gateways: []mesh.Gateway{}}
+	st := &FederationState{Index: cat.Index(), Healthy: map[string]int{}, Gateways: []mesh.Gateway{}, Roots: s.ca.LocalRootsPEM()}
 	dc := snap.Mesh.Datacenter
 	st.Datacenter = dc
 	st.Gateways = append(st.Gateways, catalog.Gateways(cat, dc)...)
@@ -331,4 +364,23 @@ func (s *Server) datacenter() string {
 		return snap.Mesh.Datacenter
 	}
 	return ""
+}
+
+// checkRoots accepts PEM holding CA certificates only (a peer's roots become trusted here).
+func checkRoots(p string) error {
+	rest := []byte(p)
+	for n := 0; ; n++ {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			if len(bytes.TrimSpace(rest)) > 0 || n > 16 {
+				return errors.New("the peer's roots are not PEM certificates (at most 16)")
+			}
+			return nil
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if b.Type != "CERTIFICATE" || err != nil || !c.IsCA {
+			return errors.New("the peer's roots hold something else than CA certificates")
+		}
+	}
 }
