@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,9 +167,13 @@ func testConfig(t testing.TB, repo string, o nodeOpts) Config {
 		Repo: repo, Ref: "main", Dir: "mesh", DataDir: o.dir,
 		HTTPAddr: o.httpAddr, RaftAddr: o.raftAddr, Join: o.join,
 		Token: testToken, Poll: 30 * time.Second, Raft: testTiming,
-		Log: testLogger(filepath.Base(o.dir)),
+		Log: testLogger(filepath.Base(o.dir)), CheckAllow: loopbackOnly,
 	}
 }
+
+// loopbackOnly keeps the servers' health checks of test meshes (whose Git endpoints are often
+// 10.x addresses) on loopback: tests send no packet elsewhere.
+var loopbackOnly = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // attachXDS gives the server configured by cfg a real xDS server on a loopback port.
 func attachXDS(t testing.TB, cfg *Config) (*xds.Server, string) {

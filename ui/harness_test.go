@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,7 +92,9 @@ func startMesh(t testing.TB, meshDir string) *meshServer {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	cfg := reconciler.Config{Repo: m.repo, Ref: "main", Dir: "mesh", DataDir: t.TempDir(),
-		HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", Token: testToken, Poll: 30 * time.Second,
+		// repo-example's Git endpoints are 10.x addresses: the servers' checks stay on loopback.
+		CheckAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		HTTPAddr:   "127.0.0.1:0", RaftAddr: "127.0.0.1:0", Token: testToken, Poll: 30 * time.Second,
 		Raft: testTiming, Log: log}
 	m.xds = xds.NewServer(log)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -99,7 +99,9 @@ func (d *demo) steps(ctx context.Context, example string) error {
 	d.step("2. A mesh server following it")
 	data := filepath.Join(d.dir, "data")
 	if _, err := d.start(ctx, "mesh-serve", nil, "serve", "--repo", d.repo, "--ref", "main", "--data", data,
-		"--http", d.http, "--xds", d.xds, "--raft", raft); err != nil {
+		"--http", d.http, "--xds", d.xds, "--raft", raft,
+		// Everything the demo runs is on this machine; repo-example's other endpoints are not.
+		"--check-allow", "127.0.0.0/8"); err != nil {
 		return err
 	}
 	st, err := d.waitVersion(ctx, "")
