@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/meshgit/mesh/internal/httpjson"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshgit/mesh/internal/httpjson"
 )
 
 // jsonReply writes the CA's replies; they carry certificates and tokens, so nothing caches them.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 const trustDomain = "interop.mesh"
@@ -122,7 +123,7 @@ func port(addr string) string {
 func TestInterop(t *testing.T) {
 	ims := impls(t)
 	ports := map[string][2]string{}
-	addrs := freePorts(t, 4*len(ims)+4)
+	addrs := testutil.FreeAddrs(t, 4*len(ims)+4)
 	for i, im := range ims {
 		ports[im.short+"-srv"] = [2]string{addrs[2*i], addrs[2*i+1]}
 		ports[hcService(im)] = [2]string{addrs[2*len(ims)+4+2*i], addrs[2*len(ims)+4+2*i+1]}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/xds"
 )
 
@@ -58,17 +58,7 @@ func newTestRepo(t testing.TB) *testRepo {
 
 func (r *testRepo) git(dir string, args ...string) string {
 	r.t.Helper()
-	base := []string{"-c", "user.name=mesh test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"}
-	if dir != "" {
-		base = append(base, "-C", dir)
-	}
-	cmd := exec.Command("git", append(base, args...)...)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
+	return testutil.Git(r.t, dir, args...)
 }
 
 // commit writes files (an empty content deletes the file), commits, pushes to origin's main and

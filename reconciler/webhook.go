@@ -6,11 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/meshgit/mesh/internal/httpjson"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/meshgit/mesh/internal/httpjson"
 )
 
 // handleWebhook accepts a push notification from GitHub (X-Hub-Signature-256: the HMAC-SHA256

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/reconciler"
 )
 
@@ -124,7 +125,7 @@ func TestServeStartupHonoursSignals(t *testing.T) {
 	repo, _ := gitRepo(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		a := newServeArgs(t, repo)
-		a.join = freePort(t)
+		a.join = testutil.FreeAddr(t)
 		p := startMesh(t, a.args()...)
 		if !p.waitOutput("join failed, retrying", 30*time.Second) {
 			t.Fatal("mesh serve does not try to join")
