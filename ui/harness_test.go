@@ -142,13 +142,7 @@ func (m *meshServer) grpcClient(t testing.TB, service, nodeID, target string) {
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, 10*time.Millisecond, what, cond)
 }
 
 // browser is a real headless Chromium (Debian's chromium package) driven over the DevTools

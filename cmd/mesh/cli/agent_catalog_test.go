@@ -93,7 +93,7 @@ services: web: {protocol: "tcp", port: 8080}
 		listen := testutil.FreeAddr(t)
 		cmd := exec.Command("mesh", "agent", "--http", addr, "--token-file", filepath.Join(data, "token"), "--listen", listen,
 			"--node", "host-1", "--config-dir", conf, "--sync-interval", sync.String(), "--log-level", "warn")
-		var errb syncBuffer
+		var errb testutil.SyncBuffer
 		cmd.Stderr = &errb
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -3,7 +3,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,36 +22,18 @@ import (
 // Helpers for tests that run mesh serve as real processes: the test binary is the mesh command
 // (TestMain puts it on PATH), so a process can be killed, paused and restarted like a server.
 
-// lockedBuf collects a process's output.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // meshProc is one running mesh process.
 type meshProc struct {
 	t    testing.TB
 	cmd  *exec.Cmd
-	out  *lockedBuf
+	out  *testutil.SyncBuffer
 	done chan struct{}
 	code int // exit status, -1 when killed by a signal
 }
 
 func startMesh(t testing.TB, args ...string) *meshProc {
 	t.Helper()
-	p := &meshProc{t: t, cmd: exec.Command("mesh", args...), out: &lockedBuf{}, done: make(chan struct{})}
+	p := &meshProc{t: t, cmd: exec.Command("mesh", args...), out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
