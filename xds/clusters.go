@@ -68,6 +68,9 @@ func clusters(snap *mesh.Snapshot, p Proxy) ([]*clusterv3.Cluster, error) {
 			out = append(out, c)
 		}
 	}
+	if needsPassthrough(snap, p) {
+		out = append(out, passthroughCluster())
+	}
 	for _, pt := range proxyTargets(snap, p.Service) {
 		c, err := buildTargetCluster(snap, pt, p.Shape)
 		if err != nil {

@@ -2,6 +2,8 @@ package xds
 
 import (
 	"reflect"
+	"slices"
+	"strconv"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -67,6 +69,22 @@ func (c *change) chainChanged(name string) bool {
 type deps struct {
 	services []string // its own first
 	chains   []string // by Snapshot.ChainKey
+	// reach is, for a transparent service, what its upstreams are: each one's name, local port
+	// and virtual IP. Intentions into any service and services added or removed change it.
+	reach []string
+}
+
+// reachKey describes a transparent service's upstreams, or is nil for a direct one.
+func reachKey(snap *mesh.Snapshot, service string, ups []*mesh.Upstream) []string {
+	if !snap.Services[service].Transparent() {
+		return nil
+	}
+	vips := virtualIPs(snap)
+	out := make([]string, len(ups))
+	for i, u := range ups {
+		out[i] = u.Service + "@" + u.Datacenter + ":" + strconv.Itoa(u.LocalPort) + "=" + vips[u.Service]
+	}
+	return out
 }
 
 // dependencies returns the deps of a proxy of service in snap. They stay valid for a later
@@ -74,7 +92,9 @@ type deps struct {
 func dependencies(snap *mesh.Snapshot, service string) *deps {
 	d := &deps{services: []string{service}}
 	seen := map[string]bool{service: true}
-	for _, u := range upstreams(snap, service) {
+	ups := upstreams(snap, service)
+	d.reach = reachKey(snap, service, ups)
+	for _, u := range ups {
 		key := snap.ChainKey(u)
 		d.chains = append(d.chains, key)
 		ch := snap.ChainByKey(key)
@@ -102,6 +122,8 @@ func (c *change) affects(service string, d *deps) bool {
 			return true
 		}
 		d = dependencies(c.next, service)
+	} else if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+		return true
 	}
 	for _, ch := range d.chains {
 		if c.chainChanged(ch) {

@@ -86,12 +86,20 @@ func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
 		}
 		out = append(out, l)
 	}
-	for _, u := range upstreams(snap, p.Service) {
+	ups := upstreams(snap, p.Service)
+	for _, u := range ups {
 		chain := snap.UpstreamChain(u)
 		if chain == nil || u.LocalPort <= 0 {
 			continue
 		}
 		l, err := outboundListener(u, chain)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	if svc.Transparent() {
+		l, err := transparentListener(snap, ups)
 		if err != nil {
 			return nil, err
 		}
@@ -172,7 +180,21 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listener
 }
 
 func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener, error) {
-	name := OutboundListenerName(u.Service, u.LocalPort)
+	filter, err := outboundFilter(u, chain)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:             OutboundListenerName(u.Service, u.LocalPort),
+		Address:          socketAddress("127.0.0.1", u.LocalPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
+	}, nil
+}
+
+// outboundFilter is the network filter that sends a connection to upstream u along its chain:
+// an HTTP connection manager with the chain's routes (RDS), or a TCP proxy to its targets.
+func outboundFilter(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Filter, error) {
 	var filter *listenerv3.Filter
 	var err error
 	if mesh.IsHTTP(chain.Protocol) {
@@ -215,12 +237,7 @@ func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener
 	if err != nil {
 		return nil, err
 	}
-	return &listenerv3.Listener{
-		Name:             name,
-		Address:          socketAddress("127.0.0.1", u.LocalPort),
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
-	}, nil
+	return filter, nil
 }
 
 // apiListener is a gRPC client's listener for the target xds:///service: an HTTP connection

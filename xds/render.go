@@ -163,7 +163,11 @@ func (r *Resources) Consistent() error {
 				hcms = append(hcms, h)
 			}
 		}
-		for _, fc := range l.FilterChains {
+		chains := l.FilterChains
+		if l.DefaultFilterChain != nil {
+			chains = append(chains[:len(chains):len(chains)], l.DefaultFilterChain)
+		}
+		for _, fc := range chains {
 			for _, f := range fc.Filters {
 				tc := f.GetTypedConfig()
 				if tc == nil {
