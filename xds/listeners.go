@@ -44,7 +44,7 @@ func OutboundListenerName(service string, port int) string {
 // local application) and one outbound listener per upstream on 127.0.0.1:localPort.
 // gRPC: one API listener per upstream, named after the upstream service (the target
 // xds:///service), and one server listener per endpoint of the proxy's own service.
-func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
+func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, error) {
 	svc := snap.Services[p.Service]
 	if svc == nil {
 		return nil, nil
@@ -55,32 +55,23 @@ func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
 			if snap.UpstreamChain(u) == nil {
 				continue
 			}
-			l, err := apiListener(u.Service)
+			l, err := shared(m, memoKey{kind: memoAPIListener, name: u.Service},
+				func() (*listenerv3.Listener, error) { return apiListener(u.Service) })
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, l)
 		}
-		if len(svc.Endpoints) > 0 {
-			rules := rbacRules(snap, p.Service, mesh.IsHTTP(svc.Protocol))
-			seen := map[string]bool{}
-			for _, ep := range svc.Endpoints {
-				name := GRPCServerListenerName(ep.Address, ep.Port)
-				if seen[name] {
-					continue
-				}
-				seen[name] = true
-				l, err := grpcServerListener(name, ep, p.Service, rules)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, l)
-			}
+		server, err := shared(m, memoKey{kind: memoServerLis, name: svc.Name},
+			func() ([]*listenerv3.Listener, error) { return grpcServerListeners(snap, svc) })
+		if err != nil {
+			return nil, err
 		}
-		return out, nil
+		return append(out, server...), nil
 	}
 	if port := publicPort(svc); port > 0 {
-		l, err := publicListener(snap, svc, port)
+		l, err := shared(m, memoKey{kind: memoPublicListener, name: svc.Name},
+			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port) })
 		if err != nil {
 			return nil, err
 		}
@@ -92,14 +83,38 @@ func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
 		if chain == nil || u.LocalPort <= 0 {
 			continue
 		}
-		l, err := outboundListener(u, chain)
+		l, err := shared(m, memoKey{kind: memoOutboundLis, chain: chain, name: OutboundListenerName(u.Service, u.LocalPort)},
+			func() (*listenerv3.Listener, error) { return outboundListener(u, chain) })
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, l)
 	}
 	if svc.Transparent() {
-		l, err := transparentListener(snap, ups)
+		l, err := transparentListener(snap, ups, m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// grpcServerListeners renders the server listeners of a gRPC service, one per endpoint address.
+func grpcServerListeners(snap *mesh.Snapshot, svc *mesh.Service) ([]*listenerv3.Listener, error) {
+	if len(svc.Endpoints) == 0 {
+		return nil, nil
+	}
+	var out []*listenerv3.Listener
+	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
+	seen := map[string]bool{}
+	for _, ep := range svc.Endpoints {
+		name := GRPCServerListenerName(ep.Address, ep.Port)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		l, err := grpcServerListener(name, ep, svc.Name, rules)
 		if err != nil {
 			return nil, err
 		}

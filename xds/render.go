@@ -43,6 +43,12 @@ func Render(snap *mesh.Snapshot, p Proxy) (*Resources, error) {
 // RenderWithBundle is Render with the CA's trust bundle (PEM certificates), which Envoy
 // sidecars receive as the SecretRoots secret. It is a pure function of its inputs.
 func RenderWithBundle(snap *mesh.Snapshot, p Proxy, bundle []byte) (*Resources, error) {
+	return renderShared(snap, p, bundle, nil)
+}
+
+// renderShared is RenderWithBundle taking the resources it shares with other proxies of snap
+// from m (shared.go); a nil m renders everything afresh.
+func renderShared(snap *mesh.Snapshot, p Proxy, bundle []byte, m *memo) (*Resources, error) {
 	if snap == nil {
 		return nil, errors.New("render: nil snapshot")
 	}
@@ -52,19 +58,19 @@ func RenderWithBundle(snap *mesh.Snapshot, p Proxy, bundle []byte) (*Resources, 
 	if p.Shape != ShapeEnvoy && p.Shape != ShapeGRPC {
 		return nil, fmt.Errorf("render %s: unknown shape %q", p.Service, p.Shape)
 	}
-	ls, err := listeners(snap, p)
+	ls, err := listeners(snap, p, m)
 	if err != nil {
 		return nil, fmt.Errorf("render %s listeners: %w", p, err)
 	}
-	cs, err := clusters(snap, p)
+	cs, err := clusters(snap, p, m)
 	if err != nil {
 		return nil, fmt.Errorf("render %s clusters: %w", p, err)
 	}
 	r := &Resources{
 		Listeners: ls,
-		Routes:    routes(snap, p),
+		Routes:    routes(snap, p, m),
 		Clusters:  cs,
-		Endpoints: endpoints(snap, p),
+		Endpoints: endpoints(snap, p, m),
 		Secrets:   secrets(p, bundle),
 	}
 	r.sort()
@@ -250,24 +256,20 @@ func routeClusters(rc *routev3.RouteConfiguration) []string {
 // hashTypes returns a content hash of each resource type (hex, 16 digits), of the whole, and
 // of each resource (type URL → name → hash, the version map delta xDS needs). Every resource
 // is marshalled once, deterministically.
-func (r *Resources) hashTypes() (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
+func (r *Resources) hashTypes(m *memo) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
 	byType := r.byType()
 	out := make(map[resourcev3.Type]string, len(resourceTypes))
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
 	var buf []byte
 	for _, t := range resourceTypes {
 		h := sha256.New()
 		names := make(map[string]string, len(byType[t]))
 		for _, res := range byType[t] {
-			var err error
-			buf, err = opts.MarshalAppend(buf[:0], res)
+			rh, err := m.resourceHash(res, &buf)
 			if err != nil {
 				return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
 			}
-			sum := sha256.Sum256(buf)
-			rh := hex.EncodeToString(sum[:8])
 			name := cachev3.GetResourceName(res)
 			names[name] = rh
 			writeLen(h, len(name))

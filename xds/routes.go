@@ -16,7 +16,7 @@ import (
 // upstream service, whose routes are the upstream's discovery chain in order (the chain's last
 // route catches everything). Envoy and gRPC share the shape; only the timeout field differs
 // (gRPC reads max_stream_duration, Envoy the route timeout).
-func routes(snap *mesh.Snapshot, p Proxy) []*routev3.RouteConfiguration {
+func routes(snap *mesh.Snapshot, p Proxy, m *memo) []*routev3.RouteConfiguration {
 	var out []*routev3.RouteConfiguration
 	for _, u := range upstreams(snap, p.Service) {
 		chain := snap.UpstreamChain(u)
@@ -24,7 +24,8 @@ func routes(snap *mesh.Snapshot, p Proxy) []*routev3.RouteConfiguration {
 		if chain == nil || (!mesh.IsHTTP(chain.Protocol) && p.Shape != ShapeGRPC) {
 			continue
 		}
-		out = append(out, routeConfig(snap, chain, p.Shape))
+		out = append(out, sharedOK(m, memoKey{kind: memoRoute, shape: p.Shape, chain: chain},
+			func() *routev3.RouteConfiguration { return routeConfig(snap, chain, p.Shape) }))
 	}
 	return out
 }

@@ -39,8 +39,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -78,6 +80,7 @@ type Server struct {
 	mu      sync.Mutex
 	closed  bool
 	snap    *mesh.Snapshot
+	memo    *memo // the resources shared by the proxies of snap (shared.go)
 	groups  map[Proxy]*group
 	nodes   map[string]*node
 	streams map[int64]*streamState
@@ -332,11 +335,23 @@ func (s *Server) current(p Proxy, g *group) bool {
 // publish renders snap with bundle for every connected node, pushes the nodes whose resources
 // changed and makes both the served ones; nothing changes when a proxy's configuration fails.
 // Called with s.setMu held.
+//
+// Rendering happens outside s.mu, on every core, with the resources proxies share built once
+// (shared.go); s.mu is held only to swap in the result, and the cache's snapshots are set after
+// it is released, so streams are served meanwhile and the first proxies get their configuration
+// while later ones are still being set.
 func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
-	prev, prevBundle := s.snap, s.bundle
+	prev, prevBundle, m := s.snap, s.bundle, s.memo
 	work := s.neededProxies()
+	old := make(map[Proxy]*group, len(work))
+	for _, p := range work {
+		old[p] = s.groups[p]
+	}
 	s.mu.Unlock()
+	if prev != snap || m == nil {
+		m = newMemo(snap)
+	}
 
 	start := time.Now()
 	ch := diff(prev, snap)
@@ -352,49 +367,104 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		return !ch.affects(p.Service, g.deps)
 	}
 	rendered := map[Proxy]*group{}
-	for _, p := range work {
-		old := s.groupOf(p)
-		if unaffected(p, old) {
-			continue
+	examined := map[Proxy]bool{}
+	// Nodes may connect while we render: their groups are missing or were rendered from prev.
+	// Each round renders, unlocked, what the last look under s.mu found missing.
+	for round := 0; ; round++ {
+		var todo []Proxy
+		for _, p := range work {
+			examined[p] = true
+			if _, ok := rendered[p]; ok {
+				continue
+			}
+			g := old[p]
+			if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
+				continue
+			}
+			todo = append(todo, p)
 		}
-		g, err := s.render(snap, bundle, p, old)
-		if err != nil {
+		if err := s.renderAll(snap, bundle, m, todo, old, rendered); err != nil {
 			return err
 		}
-		rendered[p] = g
+		s.mu.Lock()
+		work = work[:0]
+		for _, p := range s.neededProxies() {
+			if !examined[p] {
+				work = append(work, p)
+				old[p] = s.groups[p]
+			}
+		}
+		if len(work) == 0 || round == 3 {
+			break // with s.mu held
+		}
+		s.mu.Unlock()
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// Nodes may have connected while we rendered: their groups are missing or were rendered
-	// from prev.
-	examined := map[Proxy]bool{}
+	// Still new nodes after a few rounds: render them under the lock, rather than loop.
 	for _, p := range work {
 		examined[p] = true
-	}
-	for _, p := range s.neededProxies() {
-		examined[p] = true
-		if _, ok := rendered[p]; ok {
-			continue
-		}
-		g := s.groups[p]
+		g := old[p]
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		ng, err := s.render(snap, bundle, p, g)
+		ng, err := s.render(snap, bundle, m, p, g)
 		if err != nil {
+			s.mu.Unlock()
 			return err
 		}
 		rendered[p] = ng
 	}
-	s.snap, s.bundle = snap, bundle
-	changed := 0
-	for p, g := range rendered {
-		old := s.groups[p]
-		s.groups[p] = g
-		if old == nil || old.cs != g.cs {
-			changed++
+	sets := s.swap(snap, bundle, m, rendered, examined)
+	s.mu.Unlock()
+
+	for _, x := range sets {
+		if err := s.cache.SetSnapshot(s.ctx, x.id, x.cs); err != nil {
+			s.log.Error("set node snapshot", "node", x.id, "err", err)
 		}
+	}
+	s.metrics.pushes.Add(float64(len(sets)))
+	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
+	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit, "bundleChanged", bundle != prevBundle,
+		"rendered", len(rendered), "pushed", len(sets), "took", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+// nodeSet is a cache snapshot to set for a node.
+type nodeSet struct {
+	id string
+	cs *cachev3.Snapshot
+}
+
+// renderAll renders the proxies of todo in parallel into rendered.
+func (s *Server) renderAll(snap *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group) error {
+	groups := make([]*group, len(todo))
+	errs := make([]error, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
+				groups[i], errs[i] = s.render(snap, bundle, m, todo[i], old[todo[i]])
+			}
+		}()
+	}
+	wg.Wait()
+	for i, p := range todo {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		rendered[p] = groups[i]
+	}
+	return nil
+}
+
+// swap makes snap, bundle and the rendered groups the served ones and returns the nodes whose
+// cache snapshot is to be set (recorded as served already). Called with s.mu held.
+func (s *Server) swap(snap *mesh.Snapshot, bundle *trustBundle, m *memo, rendered map[Proxy]*group, examined map[Proxy]bool) []nodeSet {
+	s.snap, s.bundle, s.memo = snap, bundle, m
+	for p, g := range rendered {
+		s.groups[p] = g
 		if g.err != nil {
 			s.log.Warn("proxies name a service that is not in the snapshot; ending their streams",
 				"service", p.Service, "shape", p.Shape, "version", snap.Version)
@@ -412,7 +482,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		g.snap, g.bundle = snap, bundle // unaffected: same content
 	}
-	pushed := 0
+	var sets []nodeSet
 	now := time.Now()
 	for id, n := range s.nodes {
 		if len(n.streams) == 0 && now.Sub(n.closedAt) > disconnectedTTL {
@@ -433,21 +503,12 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		n.lastErr = ""
 		if n.served != g.cs {
-			if err := s.cache.SetSnapshot(s.ctx, id, g.cs); err != nil {
-				s.log.Error("set node snapshot", "node", id, "err", err)
-				continue
-			}
 			n.served = g.cs
-			pushed++
+			sets = append(sets, nodeSet{id: id, cs: g.cs})
 		}
 	}
 	s.gcGroups()
-	s.metrics.pushes.Add(float64(pushed))
-	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
-	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit, "bundleChanged", bundle != prevBundle,
-		"rendered", len(rendered), "changed", changed, "pushed", pushed, "nodes", len(s.nodes),
-		"took", time.Since(start).Round(time.Microsecond))
-	return nil
+	return sets
 }
 
 // killNode ends the node's ADS streams with err. Called with s.mu held.
@@ -497,13 +558,13 @@ func (s *Server) gcGroups() {
 // render renders p from snap into a group, reusing old's versions (and its cache snapshot)
 // for content that did not change. An unknown service is not an error of the snapshot: the
 // group records it. Invalid or inconsistent resources are.
-func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *group) (*group, error) {
+func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group) (*group, error) {
 	s.metrics.renders.Inc()
 	var pems []byte
 	if bundle != nil {
 		pems = bundle.pem
 	}
-	res, err := RenderWithBundle(snap, p, pems)
+	res, err := renderShared(snap, p, pems, m)
 	if err != nil {
 		if errorsIsUnknown(err) {
 			g := &group{proxy: p, snap: snap, bundle: bundle, err: err}
@@ -515,6 +576,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *
 		return nil, err
 	}
 	if s.testHookResources != nil {
+		res = res.clone() // shared resources are never altered
 		s.testHookResources(p, res)
 	}
 	if err := res.Validate(); err != nil {
@@ -523,7 +585,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *
 	if err := res.Consistent(); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
 	}
-	typeHash, hash, versionMap, err := res.hashTypes()
+	typeHash, hash, versionMap, err := res.hashTypes(m)
 	if err != nil {
 		return nil, err
 	}
@@ -656,7 +718,7 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 	}
 	g := s.groups[p]
 	if !s.current(p, g) {
-		ng, err := s.render(s.snap, s.bundle, p, g)
+		ng, err := s.render(s.snap, s.bundle, s.memo, p, g)
 		if err != nil {
 			s.log.Error("render for new proxy", "node", nd.id, "err", err)
 			return nil, status.Error(codes.Internal, "cannot render configuration: "+err.Error())

@@ -30,7 +30,7 @@ const (
 
 // transparentListener renders the outbound listener of a transparent Envoy sidecar: a filter
 // chain per upstream with a chain, matched by the upstream's virtual IP, in upstream order.
-func transparentListener(snap *mesh.Snapshot, ups []*mesh.Upstream) (*listenerv3.Listener, error) {
+func transparentListener(snap *mesh.Snapshot, ups []*mesh.Upstream, m *memo) (*listenerv3.Listener, error) {
 	origDst, err := toAny(&originaldstv3.OriginalDst{})
 	if err != nil {
 		return nil, err
@@ -51,7 +51,8 @@ func transparentListener(snap *mesh.Snapshot, ups []*mesh.Upstream) (*listenerv3
 		if chain == nil || !ok {
 			continue
 		}
-		filter, err := outboundFilter(u, chain)
+		filter, err := shared(m, memoKey{kind: memoOutbound, chain: chain, name: u.Service},
+			func() (*listenerv3.Filter, error) { return outboundFilter(u, chain) })
 		if err != nil {
 			return nil, err
 		}
