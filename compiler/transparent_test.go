@@ -2,6 +2,8 @@ package compiler
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"net/netip"
 	"testing"
 
@@ -90,5 +92,36 @@ services: api: {protocol: "http", port: 8080}
 	}
 	if direct.VirtualIPs != nil || direct.Version != plain.Version {
 		t.Errorf("mode \"direct\" changed the snapshot: virtual IPs %v, version %s vs %s", direct.VirtualIPs, direct.Version, plain.Version)
+	}
+}
+
+// TestPositionsWideStruct: the positions of the fields of a struct too wide to scan (a service
+// with hundreds of upstreams, indexed by name) are where they are written, the first place
+// when a field is written twice, on the fast and the full path.
+func TestPositionsWideStruct(t *testing.T) {
+	const n = 300
+	var b strings.Builder
+	b.WriteString("package mesh\nmesh: {name: \"m\", trustDomain: \"m.mesh\"}\nservices: web: {port: 80, upstreams: {\n")
+	for i := range n {
+		fmt.Fprintf(&b, "\tu%d: localPort: %d\n", i, 1000+i) // line 4+i
+	}
+	b.WriteString("\tu7: localPort: 1007\n}}\n") // u7 again, after the others
+	for i := range n {
+		fmt.Fprintf(&b, "services: u%d: port: 80\n", i)
+	}
+	files := []File{{Name: "a.cue", Data: []byte(b.String())}}
+	for _, fast := range []bool{true, false} {
+		fastPath = fast
+		snap, err := Compile(context.Background(), files)
+		fastPath = true
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			p := snap.Pos(mesh.PathService("web") + ".upstreams." + fmt.Sprintf("u%d", i))
+			if p.File != "a.cue" || p.Line != 4+i || p.Col != 2 {
+				t.Fatalf("fast path %v: upstream u%d at %v, want a.cue:%d:2", fast, i, p, 4+i)
+			}
+		}
 	}
 }
