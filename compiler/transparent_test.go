@@ -3,8 +3,8 @@ package compiler
 import (
 	"context"
 	"fmt"
-	"strings"
 	"net/netip"
+	"strings"
 	"testing"
 
 	mesh "github.com/meshgit/mesh"
