@@ -23,6 +23,14 @@ func (s *Service) Transparent() bool { return s != nil && s.Mode == ModeTranspar
 // port 0: reached by virtual IP or by name, in the mesh's datacenter). The result is shared
 // where it can be: callers must not modify the upstreams.
 func (s *Snapshot) Upstreams(service string) []*Upstream {
+	if v, ok := s.ups.Load(service); ok {
+		return v.([]*Upstream)
+	}
+	v, _ := s.ups.LoadOrStore(service, s.upstreams(service))
+	return v.([]*Upstream)
+}
+
+func (s *Snapshot) upstreams(service string) []*Upstream {
 	svc := s.Services[service]
 	if svc == nil {
 		return nil
@@ -69,24 +77,23 @@ func Reachable(s *Snapshot, src string) []string {
 	if v, ok := s.reach.Load(src); ok {
 		return v.([]string)
 	}
-	s.indexOnce.Do(s.buildIndex)
 	decided := map[*Intention]bool{} // first candidate → allows some request
 	var noIntention *bool            // the verdict with no candidate at all
 	out := []string{}
 	for _, d := range s.ServiceNames() {
-		cands := s.Candidates(src, d)
+		first := s.deciding(src, d)
 		var allows bool
-		if len(cands) == 0 {
+		if first == nil {
 			if noIntention == nil {
 				v := allowsSome(s, src, d)
 				noIntention = &v
 			}
 			allows = *noIntention
-		} else if v, ok := decided[cands[0]]; ok {
+		} else if v, ok := decided[first]; ok {
 			allows = v
 		} else {
 			allows = allowsSome(s, src, d)
-			decided[cands[0]] = allows
+			decided[first] = allows
 		}
 		if allows {
 			out = append(out, d)

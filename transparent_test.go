@@ -87,9 +87,14 @@ func TestReachableDifferential(t *testing.T) {
 // TestUpstreamsTransparent: a transparent service's upstreams are its declared ones, with
 // their ports, and every other reachable service; a direct one's only its declared ones.
 func TestUpstreamsTransparent(t *testing.T) {
-	s := newSnapshot(Deny, allow("web", "api"), allow("web", "db"), allow("*", "auth"))
-	s.Services["web"].Upstreams = map[string]*Upstream{"db": {Service: "db", LocalPort: 5432}, "cache": {Service: "cache", LocalPort: 6379}}
-	s.Services["cache"] = &Service{Name: "cache", Protocol: ProtocolTCP, Port: 6379}
+	build := func(mode string) *Snapshot { // a snapshot is immutable once used: one per mode
+		s := newSnapshot(Deny, allow("web", "api"), allow("web", "db"), allow("*", "auth"))
+		s.Services["web"].Upstreams = map[string]*Upstream{"db": {Service: "db", LocalPort: 5432}, "cache": {Service: "cache", LocalPort: 6379}}
+		s.Services["cache"] = &Service{Name: "cache", Protocol: ProtocolTCP, Port: 6379}
+		s.Services["web"].Mode = mode
+		return s
+	}
+	s := build("")
 	describe := func(ups []*Upstream) []string {
 		var out []string
 		for _, u := range ups {
@@ -100,7 +105,7 @@ func TestUpstreamsTransparent(t *testing.T) {
 	if got, want := describe(s.Upstreams("web")), []string{"cache:6379", "db:5432"}; !slices.Equal(got, want) {
 		t.Errorf("direct: %v, want %v", got, want)
 	}
-	s.Services["web"].Mode = ModeTransparent
+	s = build(ModeTransparent)
 	if got, want := describe(s.Upstreams("web")), []string{"api:0", "auth:0", "cache:6379", "db:5432"}; !slices.Equal(got, want) {
 		t.Errorf("transparent: %v, want %v", got, want)
 	}

@@ -118,7 +118,10 @@ var resourceTypes = []resourcev3.Type{
 type validator interface{ ValidateAll() error }
 
 // Validate runs the generated protoc-gen-validate rules (ValidateAll) on every resource.
-func (r *Resources) Validate() error {
+func (r *Resources) Validate() error { return r.validate(nil) }
+
+// validate is Validate, checking each message shared through m once.
+func (r *Resources) validate(m *memo) error {
 	var errs []error
 	for _, t := range resourceTypes {
 		for _, res := range r.byType()[t] {
@@ -126,7 +129,7 @@ func (r *Resources) Validate() error {
 			if !ok {
 				continue
 			}
-			if err := v.ValidateAll(); err != nil {
+			if err := m.validated(res, v.ValidateAll); err != nil {
 				errs = append(errs, fmt.Errorf("%s %q: %w", shortType(t), cachev3.GetResourceName(res), err))
 			}
 		}
@@ -139,7 +142,71 @@ func (r *Resources) Validate() error {
 // route configuration a listener names (in a filter chain or an API listener) exists and every
 // route configuration is named; every cluster a route or tcp proxy names exists; every EDS
 // cluster has exactly one load assignment and every load assignment has its cluster.
-func (r *Resources) Consistent() error {
+func (r *Resources) Consistent() error { return r.consistent(nil) }
+
+// refs are the route configurations and clusters a listener's filter (or API listener) names.
+type refs struct {
+	routes   []string
+	clusters []string
+	err      error
+}
+
+// filterRefs reads the references of one network filter.
+func filterRefs(f *listenerv3.Filter) refs {
+	tc := f.GetTypedConfig()
+	if tc == nil {
+		return refs{}
+	}
+	switch f.Name {
+	case hcmFilterName:
+		h := &hcmv3.HttpConnectionManager{}
+		if err := tc.UnmarshalTo(h); err != nil {
+			return refs{err: err}
+		}
+		return hcmRefs(h)
+	case tcpProxyFilterName:
+		return refs{clusters: tcpProxyClusters(tc)}
+	}
+	return refs{}
+}
+
+func hcmRefs(h *hcmv3.HttpConnectionManager) refs {
+	var out refs
+	if rds := h.GetRds(); rds != nil {
+		out.routes = append(out.routes, rds.RouteConfigName)
+	}
+	if rc := h.GetRouteConfig(); rc != nil {
+		out.clusters = routeClusters(rc)
+	}
+	return out
+}
+
+// listenerRefs lists the references of a listener, each filter's read once per memo.
+func listenerRefs(l *listenerv3.Listener, m *memo) []refs {
+	var out []refs
+	if a := l.GetApiListener().GetApiListener(); a != nil {
+		out = append(out, m.refsOf(a, func() refs {
+			h := &hcmv3.HttpConnectionManager{}
+			if err := a.UnmarshalTo(h); err != nil {
+				return refs{err: fmt.Errorf("api listener: %w", err)}
+			}
+			return hcmRefs(h)
+		}))
+	}
+	chains := l.FilterChains
+	if l.DefaultFilterChain != nil {
+		chains = append(chains[:len(chains):len(chains)], l.DefaultFilterChain)
+	}
+	for _, fc := range chains {
+		for _, f := range fc.Filters {
+			out = append(out, m.refsOf(f, func() refs { return filterRefs(f) }))
+		}
+	}
+	return out
+}
+
+// consistent is Consistent, reading the references of each filter shared through m once.
+func (r *Resources) consistent(m *memo) error {
 	var errs []error
 	routeNames := map[string]bool{}
 	for _, rc := range r.Routes {
@@ -160,55 +227,25 @@ func (r *Resources) Consistent() error {
 	referencedRoutes := map[string]bool{}
 	var refClusters []string
 	for _, l := range r.Listeners {
-		var hcms []*hcmv3.HttpConnectionManager
-		if a := l.GetApiListener().GetApiListener(); a != nil {
-			h := &hcmv3.HttpConnectionManager{}
-			if err := a.UnmarshalTo(h); err != nil {
-				errs = append(errs, fmt.Errorf("listener %q: api listener: %w", l.Name, err))
-			} else {
-				hcms = append(hcms, h)
+		for _, x := range listenerRefs(l, m) {
+			if x.err != nil {
+				errs = append(errs, fmt.Errorf("listener %q: %w", l.Name, x.err))
+				continue
 			}
-		}
-		chains := l.FilterChains
-		if l.DefaultFilterChain != nil {
-			chains = append(chains[:len(chains):len(chains)], l.DefaultFilterChain)
-		}
-		for _, fc := range chains {
-			for _, f := range fc.Filters {
-				tc := f.GetTypedConfig()
-				if tc == nil {
-					continue
+			for _, rc := range x.routes {
+				if !routeNames[rc] {
+					errs = append(errs, fmt.Errorf("listener %q: route configuration %q is missing", l.Name, rc))
 				}
-				switch f.Name {
-				case hcmFilterName:
-					h := &hcmv3.HttpConnectionManager{}
-					if err := tc.UnmarshalTo(h); err != nil {
-						errs = append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
-						continue
-					}
-					hcms = append(hcms, h)
-				case tcpProxyFilterName:
-					refClusters = append(refClusters, tcpProxyClusters(tc)...)
-				}
+				referencedRoutes[rc] = true
 			}
-		}
-		for _, h := range hcms {
-			if rds := h.GetRds(); rds != nil {
-				if !routeNames[rds.RouteConfigName] {
-					errs = append(errs, fmt.Errorf("listener %q: route configuration %q is missing", l.Name, rds.RouteConfigName))
-				}
-				referencedRoutes[rds.RouteConfigName] = true
-			}
-			if rc := h.GetRouteConfig(); rc != nil {
-				refClusters = append(refClusters, routeClusters(rc)...)
-			}
+			refClusters = append(refClusters, x.clusters...)
 		}
 	}
 	for _, rc := range r.Routes {
 		if !referencedRoutes[rc.Name] {
 			errs = append(errs, fmt.Errorf("route configuration %q is not referenced by any listener", rc.Name))
 		}
-		refClusters = append(refClusters, routeClusters(rc)...)
+		refClusters = append(refClusters, m.refsOf(rc, func() refs { return refs{clusters: routeClusters(rc)} }).clusters...)
 	}
 	for _, c := range refClusters {
 		if !clusterNames[c] {

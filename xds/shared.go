@@ -34,6 +34,8 @@ type memo struct {
 	mu      sync.Mutex
 	entries map[memoKey]*memoEntry
 	hashes  sync.Map // types.Resource → hex content hash
+	valid   sync.Map // types.Resource → error of ValidateAll (nil stored as errValid)
+	refs    sync.Map // filter, API listener or route configuration → refs
 }
 
 // memoKey names a shared resource: its kind, the shape it is rendered for, the chain it comes
@@ -129,4 +131,35 @@ func cloneAll[T proto.Message](l []T) []T {
 		out[i] = proto.Clone(m).(T)
 	}
 	return out
+}
+
+// validated runs validate on res once per shared message.
+func (m *memo) validated(res types.Resource, validate func() error) error {
+	if m == nil {
+		return validate()
+	}
+	if v, ok := m.valid.Load(res); ok {
+		err, _ := v.(error)
+		return err
+	}
+	err := validate()
+	var v any = true
+	if err != nil {
+		v = err
+	}
+	m.valid.Store(res, v)
+	return err
+}
+
+// refsOf reads the references of a shared message x once.
+func (m *memo) refsOf(x proto.Message, read func() refs) refs {
+	if m == nil {
+		return read()
+	}
+	if v, ok := m.refs.Load(x); ok {
+		return v.(refs)
+	}
+	r := read()
+	m.refs.Store(x, r)
+	return r
 }
