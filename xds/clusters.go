@@ -71,15 +71,22 @@ func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, erro
 	if needsPassthrough(snap, p) {
 		out = append(out, passthroughCluster())
 	}
-	for _, pt := range proxyTargets(snap, p.Service) {
-		c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI},
-			func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape) })
-		if err != nil {
-			return nil, err
+	targets, err := shared(m, m.setKey(memoClusterSet, p.Shape, p.Service), func() ([]*clusterv3.Cluster, error) {
+		var out []*clusterv3.Cluster
+		for _, pt := range proxyTargets(snap, p.Service) {
+			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI},
+				func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape) })
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, c)
 		}
-		out = append(out, c)
+		return out, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return append(out, targets...), nil
 }
 
 func localApp(svc *mesh.Service) (*clusterv3.Cluster, error) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
@@ -63,23 +64,26 @@ func denseBenchMesh(transparent bool, variant int) *mesh.Snapshot {
 	return s
 }
 
-// BenchmarkDenseMesh measures, per model and number of raw ADS streams (one node per
-// service, each subscribing to listeners, clusters, routes and endpoints and ACKing
-// everything): the authorization change until every stream has ACKed it (ns/op), the bytes
-// pushed per proxy for it, and once per run the initial sync of every stream and the bytes
-// per proxy it took.
+// BenchmarkDenseMesh measures, per model, protocol (state of the world or delta) and number
+// of raw ADS streams (one node per service, each subscribing to listeners, clusters, routes
+// and endpoints and ACKing everything): the authorization change until every stream has
+// received its new listeners and ACKed them (ns/op, and the CPU time it took), the bytes pushed
+// per proxy for it, and once per run the initial sync of every stream and the bytes per proxy
+// it took.
 func BenchmarkDenseMesh(b *testing.B) {
 	for _, model := range []string{"explicit", "transparent"} {
 		var snaps [2]*mesh.Snapshot
-		for _, streams := range []int{100, 500} {
-			b.Run(fmt.Sprintf("model=%s/streams=%d", model, streams), func(b *testing.B) {
-				if snaps[0] == nil {
-					for v := range snaps {
-						snaps[v] = seal(b, denseBenchMesh(model == "transparent", v))
+		for _, proto := range []string{"sotw", "delta"} {
+			for _, streams := range []int{100, 500} {
+				b.Run(fmt.Sprintf("model=%s/xds=%s/streams=%d", model, proto, streams), func(b *testing.B) {
+					if snaps[0] == nil {
+						for v := range snaps {
+							snaps[v] = seal(b, denseBenchMesh(model == "transparent", v))
+						}
 					}
-				}
-				benchDense(b, snaps, streams)
-			})
+					benchDense(b, snaps, streams, proto == "delta")
+				})
+			}
 		}
 	}
 }
@@ -91,7 +95,7 @@ type denseClient struct {
 	listen atomic.Value // version of the last listeners received
 }
 
-func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int) {
+func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) {
 	s := NewServer(nil)
 	addr := startXDS(b, s)
 	if err := s.SetSnapshot(snaps[0]); err != nil {
@@ -116,42 +120,14 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int) {
 		c := &denseClient{}
 		c.listen.Store("")
 		clients[i] = c
-		st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conns[i%len(conns)]).StreamAggregatedResources(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for k, typ := range envoyTypes {
-			req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
-			if k == 0 {
-				req.Node = envoyNode(fmt.Sprintf("dense-%d", i), denseName(i))
-			}
-			if err := st.Send(req); err != nil {
-				b.Fatal(err)
-			}
-		}
 		synced.Add(1)
-		go func() {
-			seen := map[string]bool{}
-			for {
-				r, err := st.Recv()
-				if err != nil {
-					return
-				}
-				c.bytes.Add(int64(proto.Size(r)))
-				if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
-					return
-				}
-				if r.TypeUrl == resourcev3.ListenerType {
-					c.listen.Store(r.VersionInfo)
-				}
-				if !seen[r.TypeUrl] {
-					seen[r.TypeUrl] = true
-					if c.types.Add(1) == int32(len(envoyTypes)) {
-						synced.Done()
-					}
-				}
-			}
-		}()
+		cc := conns[i%len(conns)]
+		node := envoyNode(fmt.Sprintf("dense-%d", i), denseName(i))
+		if delta {
+			openDenseDelta(b, ctx, cc, node, c, &synced)
+		} else {
+			openDenseSotW(b, ctx, cc, node, c, &synced)
+		}
 	}
 	synced.Wait()
 	initial := time.Since(start)
@@ -185,4 +161,79 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int) {
 	b.ReportMetric(initial.Seconds()*1000, "initial-sync-ms")
 	b.ReportMetric(float64(initialBytes)/float64(streams)/1024, "initial-KB/proxy")
 	b.ReportMetric(float64(changeBytes)/float64(streams)/float64(i-1)/1024, "change-KB/proxy")
+}
+
+// openDenseSotW opens a state-of-the-world stream for node and answers it in the background.
+func openDenseSotW(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, c *denseClient, synced *sync.WaitGroup) {
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for k, typ := range envoyTypes {
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
+		if k == 0 {
+			req.Node = node
+		}
+		if err := st.Send(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	go func() {
+		seen := map[string]bool{}
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			c.bytes.Add(int64(proto.Size(r)))
+			if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
+				return
+			}
+			c.received(r.TypeUrl, r.VersionInfo, seen, synced)
+		}
+	}()
+}
+
+// openDenseDelta opens a delta stream for node and answers it in the background.
+func openDenseDelta(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, c *denseClient, synced *sync.WaitGroup) {
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for k, typ := range envoyTypes {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
+		if k == 0 {
+			req.Node = node
+		}
+		if err := st.Send(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	go func() {
+		seen := map[string]bool{}
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			c.bytes.Add(int64(proto.Size(r)))
+			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
+				return
+			}
+			c.received(r.TypeUrl, r.SystemVersionInfo, seen, synced)
+		}
+	}()
+}
+
+// received records a response (already ACKed).
+func (c *denseClient) received(typeURL, version string, seen map[string]bool, synced *sync.WaitGroup) {
+	if typeURL == resourcev3.ListenerType {
+		c.listen.Store(version)
+	}
+	if !seen[typeURL] {
+		seen[typeURL] = true
+		if c.types.Add(1) == int32(len(envoyTypes)) {
+			synced.Done()
+		}
+	}
 }

@@ -51,17 +51,25 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 	}
 	var out []*listenerv3.Listener
 	if p.Shape == ShapeGRPC {
-		for _, u := range upstreams(snap, p.Service) {
-			if snap.UpstreamChain(u) == nil {
-				continue
+		api, err := shared(m, m.setKey(memoListenerSet, p.Shape, p.Service), func() ([]*listenerv3.Listener, error) {
+			var out []*listenerv3.Listener
+			for _, u := range upstreams(snap, p.Service) {
+				if snap.UpstreamChain(u) == nil {
+					continue
+				}
+				l, err := shared(m, memoKey{kind: memoAPIListener, name: u.Service},
+					func() (*listenerv3.Listener, error) { return apiListener(u.Service) })
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, l)
 			}
-			l, err := shared(m, memoKey{kind: memoAPIListener, name: u.Service},
-				func() (*listenerv3.Listener, error) { return apiListener(u.Service) })
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, l)
+			return out, nil
+		})
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, api...)
 		server, err := shared(m, memoKey{kind: memoServerLis, name: svc.Name},
 			func() ([]*listenerv3.Listener, error) { return grpcServerListeners(snap, svc) })
 		if err != nil {
@@ -77,7 +85,20 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 		}
 		out = append(out, l)
 	}
-	ups := upstreams(snap, p.Service)
+	outbound, err := shared(m, m.setKey(memoListenerSet, p.Shape, p.Service), func() ([]*listenerv3.Listener, error) {
+		return outboundListeners(snap, svc, m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(out, outbound...), nil
+}
+
+// outboundListeners renders an Envoy sidecar's listeners for its upstreams: one per upstream
+// with a local port, and in transparent mode the transparent listener.
+func outboundListeners(snap *mesh.Snapshot, svc *mesh.Service, m *memo) ([]*listenerv3.Listener, error) {
+	var out []*listenerv3.Listener
+	ups := upstreams(snap, svc.Name)
 	for _, u := range ups {
 		chain := snap.UpstreamChain(u)
 		if chain == nil || u.LocalPort <= 0 {

@@ -3,6 +3,8 @@ package xds
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -36,6 +38,35 @@ type memo struct {
 	hashes  sync.Map // types.Resource → hex content hash
 	valid   sync.Map // types.Resource → error of ValidateAll (nil stored as errValid)
 	refs    sync.Map // filter, API listener or route configuration → refs
+	upsKeys sync.Map // service → upstreamsKey
+}
+
+// setKey is the key of a list of resources that depends only on a service's upstreams (each
+// one's chain and local port), its mode and the shape: proxies of services with the same
+// upstreams share the list. A nil memo needs no key.
+func (m *memo) setKey(kind byte, shape Shape, service string) memoKey {
+	if m == nil {
+		return memoKey{}
+	}
+	if k, ok := m.upsKeys.Load(service); ok {
+		return memoKey{kind: kind, shape: shape, name: k.(string)}
+	}
+	var b strings.Builder
+	if m.snap.Services[service].Transparent() {
+		b.WriteString("transparent;")
+	}
+	for _, u := range upstreams(m.snap, service) {
+		b.WriteString(m.snap.ChainKey(u))
+		b.WriteByte('=')
+		b.WriteString(u.Service)
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(u.LocalPort))
+		b.WriteByte(';')
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	k := string(sum[:])
+	m.upsKeys.Store(service, k)
+	return memoKey{kind: kind, shape: shape, name: k}
 }
 
 // memoKey names a shared resource: its kind, the shape it is rendered for, the chain it comes
@@ -58,6 +89,12 @@ const (
 	memoPublicListener = 'p'
 	memoServerLis      = 's' // a gRPC service's server listeners
 	memoLocalApp       = 'l'
+	// Whole lists, shared by the proxies whose upstreams are the same (setKey): in a dense
+	// transparent mesh, most proxies reach the same services.
+	memoClusterSet  = 'C'
+	memoRouteSet    = 'R'
+	memoEndpointSet = 'E'
+	memoListenerSet = 'L'
 )
 
 type memoEntry struct {
