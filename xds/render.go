@@ -123,8 +123,9 @@ func (r *Resources) Validate() error { return r.validate(nil) }
 // validate is Validate, checking each message shared through m once.
 func (r *Resources) validate(m *memo) error {
 	var errs []error
+	byType := r.byType()
 	for _, t := range resourceTypes {
-		for _, res := range r.byType()[t] {
+		for _, res := range byType[t] {
 			v, ok := res.(validator)
 			if !ok {
 				continue
