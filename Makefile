@@ -3,7 +3,7 @@ TAGS    ?= hashicorpmetrics
 PKGS    ?= ./...
 BIN     ?= bin/mesh
 
-.PHONY: build test bench run fmt lint fuzz e2e clean docs demo
+.PHONY: build test bench run fmt lint fuzz e2e clean docs demo screenshots
 
 # -buildvcs=auto stamps the Git commit into the binary (mesh version) when git and a work tree
 # are there, whatever GOFLAGS says.
@@ -22,6 +22,11 @@ FUZZTIME ?= 30s
 fuzz:
 	GO=$(GO) TAGS=$(TAGS) FUZZTIME=$(FUZZTIME) .ci/fuzz $(PKGS)
 
+# The fault suite in full: three mesh serve processes under a stream of pushes, the leader
+# killed, paused and wiped, three times each (a few minutes). make test runs its short form.
+e2e:
+	MESH_E2E=1 $(GO) test -tags $(TAGS) -count=1 -timeout 20m -run 'TestFaultSuite' -v ./cmd/mesh/cli/
+
 bench:
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
@@ -32,12 +37,18 @@ demo:
 
 # Serve the committed repo-example: builds first (visibly), then says where to look.
 run: build
-	@echo "==> serving repo-example from this repository's HEAD: open http://127.0.0.1:8500/ (status, API); Ctrl-C stops"
+	@echo "==> serving repo-example from this repository's HEAD: open http://127.0.0.1:8500/ui/ (web UI) or http://127.0.0.1:8500/ (API); Ctrl-C stops"
 	$(BIN) serve --repo . --dir repo-example
 
 # Regenerate docs/cli.md and docs/reference.md from the command tree and the schema.
 docs:
 	MESH_UPDATE=1 $(GO) test -tags $(TAGS) -count=1 ./cmd/mesh/cli -run '^TestDocs$$'
+
+# Screenshots of the web UI (overview, topology, matrix) on repo-example, for the README: the UI's
+# browser test in headless Chromium writes them.
+screenshots:
+	mkdir -p docs/screenshots
+	MESH_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -tags $(TAGS) -count=1 ./ui -run '^TestBrowser$$/^screenshots$$'
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

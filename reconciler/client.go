@@ -114,7 +114,14 @@ func (c *Client) Unpin(ctx context.Context) error {
 
 // Join adds a server to the cluster.
 func (c *Client) Join(ctx context.Context, req JoinRequest) error {
-	return c.do(ctx, http.MethodPost, "/v1/join", req, nil)
+	_, err := c.join(ctx, req)
+	return err
+}
+
+func (c *Client) join(ctx context.Context, req JoinRequest) (JoinResponse, error) {
+	var resp JoinResponse
+	err := c.do(ctx, http.MethodPost, "/v1/join", req, &resp)
+	return resp, err
 }
 
 // RemoveServer removes a server from the cluster.

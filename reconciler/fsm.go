@@ -112,7 +112,12 @@ const (
 	cmdServer       cmdType = 5 // header serverCmd
 	cmdRemoveServer cmdType = 6 // header serverCmd
 	cmdCA           cmdType = 7 // header ca.Command
+	cmdCluster      cmdType = 8 // header clusterCmd
 )
+
+type clusterCmd struct {
+	ID string `json:"id"`
+}
 
 type snapshotCmd struct {
 	Version string    `json:"version"`
@@ -197,6 +202,7 @@ type state struct {
 	lastCommit string // the last commit applied or recorded as failed
 	servers    map[string]serverMeta
 	ca         *ca.State // the CA: roots, signing key, token hashes (nil until the leader creates it)
+	clusterID  string    // the cluster's identity, set once by its first leader
 
 	head        *mesh.Snapshot // decoded head of history
 	served      *mesh.Snapshot // head, or the pinned snapshot
@@ -228,7 +234,7 @@ func (s *state) find(v string) *histEntry {
 // fsm is the replicated state machine. Apply is deterministic: it depends only on the entry's
 // bytes and the previous state (times come from the leader, inside the entry).
 type fsm struct {
-	st      atomic.Pointer[state]
+	cur     atomic.Pointer[point]
 	keep    int           // history length
 	changed chan struct{} // capacity 1: "the state changed", coalesced
 	log     *slog.Logger
@@ -240,16 +246,32 @@ type fsm struct {
 	local sync.Map // [32]byte → *mesh.Snapshot
 }
 
+// point is the FSM's state with the Raft index of the last command applied (refused ones
+// included), published together so that a reader waiting for an index sees the state that has it.
+type point struct {
+	st      *state
+	applied uint64
+}
+
 func newFSM(keep int, log *slog.Logger) *fsm {
 	f := &fsm{keep: keep, changed: make(chan struct{}, 1), log: log}
-	f.st.Store(&state{servers: map[string]serverMeta{}})
+	f.cur.Store(&point{st: &state{servers: map[string]serverMeta{}}})
 	return f
 }
 
-func (f *fsm) state() *state { return f.st.Load() }
+func (f *fsm) state() *state { return f.cur.Load().st }
 
-func (f *fsm) set(s *state) {
-	f.st.Store(s)
+// at returns the state and the index of the last command applied to it.
+func (f *fsm) at() point { return *f.cur.Load() }
+
+// setAt publishes s, at index applied, and wakes the publisher. Only Apply and Restore call it.
+func (f *fsm) setAt(s *state, applied uint64) {
+	f.cur.Store(&point{st: s, applied: applied})
+	f.poke()
+}
+
+// poke wakes the publisher without changing anything.
+func (f *fsm) poke() {
 	select {
 	case f.changed <- struct{}{}:
 	default:
@@ -261,11 +283,13 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	ns, err := f.apply(f.state(), l.Index, l.Data)
+	old := f.state()
+	ns, err := f.apply(old, l.Index, l.Data)
 	if err != nil {
+		f.setAt(old, l.Index) // the state is unchanged, the index moves
 		return err
 	}
-	f.set(ns)
+	f.setAt(ns, l.Index)
 	return nil
 }
 
@@ -354,6 +378,15 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		if s.ca, err = old.ca.Apply(c); err != nil {
 			return nil, err
 		}
+	case cmdCluster:
+		var c clusterCmd
+		if err := json.Unmarshal(h, &c); err != nil || c.ID == "" {
+			return nil, fmt.Errorf("%w: cluster id: %v", ErrBadCommand, err)
+		}
+		if old.clusterID != "" && old.clusterID != c.ID {
+			return nil, fmt.Errorf("%w: entry for cluster %s in the log of cluster %s", ErrClusterMismatch, c.ID, old.clusterID)
+		}
+		s.clusterID = c.ID
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, t)
 	}
@@ -391,7 +424,9 @@ type persisted struct {
 	LastCommit  string                `json:"lastCommit,omitempty"`
 	Servers     map[string]serverMeta `json:"servers,omitempty"`
 	ServedIndex uint64                `json:"servedIndex"`
+	Index       uint64                `json:"index,omitempty"` // the last command applied
 	CA          *ca.State             `json:"ca,omitempty"`
+	ClusterID   string                `json:"clusterId,omitempty"`
 }
 
 type persistedEntry struct {
@@ -400,13 +435,20 @@ type persistedEntry struct {
 }
 
 // Snapshot captures the current state; Persist does the I/O later, concurrently with Apply.
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) { return fsmSnapshot{f.state()}, nil }
+// Raft calls it between two Applies, so applied is the index of the last command it covers.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	p := f.at()
+	return fsmSnapshot{st: p.st, applied: p.applied}, nil
+}
 
-type fsmSnapshot struct{ st *state }
+type fsmSnapshot struct {
+	st      *state
+	applied uint64
+}
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
-		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca}
+		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.applied}
 	for _, e := range s.st.history {
 		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
 	}
@@ -429,7 +471,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if p.Format != 1 {
 		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
 	}
-	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA}
+	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA, clusterID: p.ClusterID}
 	if s.servers == nil {
 		s.servers = map[string]serverMeta{}
 	}
@@ -454,6 +496,6 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 		s.served = snap
 	}
-	f.set(s)
+	f.setAt(s, p.Index)
 	return nil
 }

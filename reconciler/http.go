@@ -35,9 +35,21 @@ type Status struct {
 	// Head is the newest snapshot applied from Git (differs from Version while pinned).
 	Head         *Entry `json:"head,omitempty"`
 	AppliedIndex uint64 `json:"appliedIndex"`
+	// AppliedCommand is the Raft index of the last command the state machine applied (Raft's own
+	// entries aside): a restarted or joining server publishes nothing older than the leader's.
+	AppliedCommand uint64 `json:"appliedCommand"`
 	// PublishError is why the xDS server refused the FSM's snapshot, if it did (this server then
 	// keeps serving Version).
 	PublishError string `json:"publishError,omitempty"`
+	// ClusterID is the cluster's identity ("" until known).
+	ClusterID string `json:"clusterId,omitempty"`
+	// NotServing says why this server refuses xDS (it was removed from the cluster, or a server
+	// of another cluster counts it as a member); "" while it serves.
+	NotServing string `json:"notServing,omitempty"`
+	// ClusterConflict is the last Raft peer of another cluster met.
+	ClusterConflict *ClusterConflict `json:"clusterConflict,omitempty"`
+	// StorageErrors are the failing writes to the data directory (a full disk...).
+	StorageErrors []StorageError `json:"storageErrors,omitempty"`
 }
 
 // ServerStatus is one server of the Raft configuration.
@@ -63,6 +75,15 @@ type JoinRequest struct {
 	HTTPAddress string `json:"httpAddress"`
 }
 
+// JoinResponse is the answer to POST /v1/join.
+type JoinResponse struct {
+	Status string `json:"status"`
+	// Index is the leader's FSM index once the server was added: the joining server publishes
+	// nothing older.
+	Index     uint64 `json:"index"`
+	ClusterID string `json:"clusterId,omitempty"`
+}
+
 // PinRequest is the body of POST /v1/pin.
 type PinRequest struct {
 	Version string `json:"version"`
@@ -72,13 +93,15 @@ type PinRequest struct {
 func (s *Server) Status() Status {
 	st := s.fsm.state()
 	out := Status{Node: s.id, RaftState: s.node.raft.State().String(), LastError: st.lastError, Pin: st.pin,
-		AppliedIndex: s.node.raft.AppliedIndex(), Servers: s.servers()}
+		AppliedIndex: s.node.raft.AppliedIndex(), AppliedCommand: s.fsm.at().applied, Servers: s.servers()}
 	if snap := s.pub.current(); snap != nil {
 		out.Version, out.Commit = snap.Version, snap.Commit
 	}
 	if err := s.pub.err(); err != nil {
 		out.PublishError = err.Error()
 	}
+	out.ClusterID, out.NotServing, out.ClusterConflict = s.cluster.get(), s.notServing(), s.cluster.conflict.Load()
+	out.StorageErrors = s.storage.errors()
 	if h := st.headEntry(); h != nil {
 		e := h.Entry
 		out.Head = &e
@@ -104,8 +127,17 @@ func (s *Server) servers() []ServerStatus {
 	return out
 }
 
-// Snapshots returns the history, newest first.
+// Snapshots returns the history, newest first. Until the FSM has caught up with the snapshot
+// served from disk after a restart, it is the history saved with that snapshot.
 func (s *Server) Snapshots() []SnapshotInfo {
+	if h := s.pub.history(); h != nil {
+		out := make([]SnapshotInfo, 0, len(h.Entries))
+		for i := len(h.Entries) - 1; i >= 0; i-- {
+			e := h.Entries[i]
+			out = append(out, SnapshotInfo{Entry: e, Served: e.Version == h.Served, Pinned: e.Version == h.Pin})
+		}
+		return out
+	}
 	st := s.fsm.state()
 	served := ""
 	if st.served != nil {
@@ -160,13 +192,22 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.HandleFunc("POST /v1/webhook/git", s.handleWebhook)
 	caAPI := s.ca.Handler() // signs and answers roots on any server; its writes go to the leader
-	mux.Handle("POST /v1/ca/sign", caAPI)
+	mux.HandleFunc("POST /v1/ca/sign", func(w http.ResponseWriter, r *http.Request) {
+		// A server that must not serve (removed, or in a cluster of its own) signs nothing: its
+		// CA may not be the cluster's.
+		if why := s.notServing(); why != "" {
+			writeError(w, http.StatusServiceUnavailable, "this server does not sign: %s", why)
+			return
+		}
+		caAPI.ServeHTTP(w, r)
+	})
 	mux.Handle("GET /v1/ca/roots", caAPI)
 	mux.HandleFunc("POST /v1/ca/rotate", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.HandleFunc("POST /v1/tokens", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.Handle("GET /v1/tokens", caAPI) // operator token (the CA checks it); reads this server's state
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("/ui/", s.uiHandler(mux)) // ui.go
 	return mux
 }
 
@@ -279,7 +320,11 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("join request", "id", req.ID, "raft", req.RaftAddress, "http", req.HTTPAddress)
-	s.respond(w, s.addServer(req.ID, req.RaftAddress, req.HTTPAddress), "joined")
+	if err := s.addServer(req.ID, req.RaftAddress, req.HTTPAddress); err != nil {
+		s.respond(w, err, "")
+		return
+	}
+	writeJSON(w, http.StatusOK, JoinResponse{Status: "joined", Index: s.fsm.at().applied, ClusterID: s.cluster.get()})
 }
 
 func (s *Server) respond(w http.ResponseWriter, err error, ok string) {

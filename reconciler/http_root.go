@@ -25,7 +25,7 @@ var rootPage = template.Must(template.New("root").Parse(`<!doctype html>
 <ul>
 {{range .Links}}<li><a href="{{.Path}}">{{.Path}}</a>: {{.What}}</li>
 {{end}}</ul>
-<p>The web UI will live at <code>/ui/</code>. The CLI reads the same JSON: <code>mesh status --http {{.Addr}}</code>.</p>
+<p>The web UI is at <a href="/ui/">/ui/</a>. The CLI reads the same JSON: <code>mesh status --http {{.Addr}}</code>.</p>
 </body></html>
 `))
 
@@ -56,5 +56,5 @@ func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request) {
 	for _, l := range rootLinks {
 		fmt.Fprintf(w, "  %-14s %s\n", l.Path, l.What)
 	}
-	fmt.Fprintf(w, "\nThe web UI will live at /ui/. The CLI reads the same JSON: mesh status --http %s\n", r.Host)
+	fmt.Fprintf(w, "\nThe web UI is at /ui/. The CLI reads the same JSON: mesh status --http %s\n", r.Host)
 }

@@ -19,6 +19,7 @@ type metrics struct {
 	webhooks        *prometheus.CounterVec
 	leaderChanges   prometheus.Counter
 	publishErrors   prometheus.Counter
+	storageErrors   *prometheus.CounterVec
 	served          *prometheus.GaugeVec
 }
 
@@ -43,11 +44,13 @@ func newMetrics(s *Server) *metrics {
 			Name: "mesh_raft_leadership_changes_total", Help: "Times this server gained or lost leadership."}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mesh_publish_errors_total", Help: "Snapshots the xDS server refused."}),
+		storageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_storage_errors_total", Help: "Failed writes to the data directory (raft-log, raft-stable, raft-snapshot, served-cache)."}, []string{"op"}),
 		served: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mesh_served_info", Help: "The snapshot this server serves (value 1)."}, []string{"version", "commit"}),
 	}
 	m.reg.MustRegister(m.compileDuration, m.commitToApply, m.lastSuccess, m.fetches, m.stepErrors, m.webhooks,
-		m.leaderChanges, m.publishErrors, m.served, collectors.NewGoCollector(),
+		m.leaderChanges, m.publishErrors, m.storageErrors, m.served, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{s})
 	m.reg.MustRegister(s.cfg.Collectors...)
 	return m
@@ -65,12 +68,16 @@ var (
 	raftStateDesc = prometheus.NewDesc("mesh_raft_state", "Raft state of this server (1 for the current one).", []string{"state"}, nil)
 	raftIndexDesc = prometheus.NewDesc("mesh_raft_applied_index", "The last Raft index applied to the FSM.", nil, nil)
 	proxiesDesc   = prometheus.NewDesc("mesh_proxies", "Connected proxies by the snapshot version they acked.", []string{"version"}, nil)
+	storageDesc   = prometheus.NewDesc("mesh_storage_failing", "1 while the last write of this kind to the data directory failed.", []string{"op"}, nil)
+	servingDesc   = prometheus.NewDesc("mesh_serving", "1 while this server serves xDS, 0 while it refuses (removed, or another cluster claims it).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- raftStateDesc
 	ch <- raftIndexDesc
 	ch <- proxiesDesc
+	ch <- storageDesc
+	ch <- servingDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -85,6 +92,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(raftIndexDesc, prometheus.GaugeValue, float64(n.raft.AppliedIndex()))
 	}
+	for _, e := range c.s.storage.errors() {
+		ch <- prometheus.MustNewConstMetric(storageDesc, prometheus.GaugeValue, 1, e.Op)
+	}
+	serving := 1.0
+	if c.s.notServing() != "" {
+		serving = 0
+	}
+	ch <- prometheus.MustNewConstMetric(servingDesc, prometheus.GaugeValue, serving)
 	if c.s.cfg.Proxies != nil {
 		by := map[string]int{}
 		for _, p := range c.s.cfg.Proxies() {

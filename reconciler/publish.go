@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mesh "github.com/meshgit/mesh"
@@ -25,8 +26,21 @@ type publisher struct {
 	served     *mesh.Snapshot
 	servedAt   time.Time
 	cacheIndex uint64 // the Raft index of the snapshot loaded from disk; older FSM states are not published
-	lastErr    error
-	waiters    []chan struct{}
+	// diskHistory is the history saved with the snapshot loaded from disk, answered by
+	// GET /v1/snapshots until the FSM has caught up with that snapshot (then nil).
+	diskHistory *cachedHistory
+	// catchUp is the leader's FSM index when this server joined: the FSM states before it are
+	// the cluster's past (snapshots since replaced, intentions since revoked), not published.
+	catchUp atomic.Uint64
+	lastErr error
+	waiters []chan struct{}
+}
+
+// cachedHistory is the FSM history as the served snapshot cache recorded it.
+type cachedHistory struct {
+	Entries []Entry // oldest first
+	Pin     string
+	Served  string
 }
 
 func (p *publisher) init(s *Server) { p.s = s }
@@ -39,6 +53,7 @@ type servedCache struct {
 	Format   int
 	Index    uint64
 	Snapshot *mesh.Snapshot
+	History  *cachedHistory // nil in caches written by older versions
 }
 
 const cacheFormat = 1
@@ -57,7 +72,9 @@ func (p *publisher) loadCache() {
 		p.s.log.Warn("served snapshot cache unusable, waiting for raft", "err", err)
 		return
 	}
-	p.cacheIndex = c.Index
+	p.mu.Lock()
+	p.cacheIndex, p.diskHistory = c.Index, c.History
+	p.mu.Unlock()
 	p.publish(c.Snapshot, false)
 	p.s.log.Info("serving the last snapshot from disk", "version", c.Snapshot.Version, "commit", shortSHA(c.Snapshot.Commit))
 }
@@ -97,11 +114,13 @@ func (p *publisher) run(ctx context.Context) {
 }
 
 func (p *publisher) check() {
-	st := p.s.fsm.state()
-	if st.served == nil || st.servedIndex < p.cacheIndex {
+	at := p.s.fsm.at()
+	st := at.st
+	if st.served == nil || st.servedIndex < p.cacheIndex || at.applied < p.catchUp.Load() {
 		return
 	}
 	p.mu.Lock()
+	p.diskHistory = nil // the FSM knows at least what the disk did
 	cur := p.served
 	same := cur == st.served || cur != nil && cur.Version == st.served.Version && cur.Commit == st.served.Commit
 	if same {
@@ -112,7 +131,7 @@ func (p *publisher) check() {
 		return
 	}
 	if p.publish(st.served, true) {
-		p.saveCache(st.servedIndex, st.served)
+		p.saveCache(st)
 	}
 }
 
@@ -141,19 +160,30 @@ func (p *publisher) publish(snap *mesh.Snapshot, fromFSM bool) bool {
 	return true
 }
 
-func (p *publisher) saveCache(index uint64, snap *mesh.Snapshot) {
+func (p *publisher) saveCache(st *state) {
+	h := &cachedHistory{Pin: st.pin, Served: st.served.Version}
+	for _, e := range st.history {
+		h.Entries = append(h.Entries, e.Entry)
+	}
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	err := gob.NewEncoder(zw).Encode(servedCache{Format: cacheFormat, Index: index, Snapshot: snap})
+	err := gob.NewEncoder(zw).Encode(servedCache{Format: cacheFormat, Index: st.servedIndex, Snapshot: st.served, History: h})
 	if err == nil {
 		err = zw.Close()
 	}
 	if err == nil {
-		err = writeFileAtomic(p.cacheFile(), buf.Bytes())
+		err = p.s.storage.write("served-cache", func() error { return writeFileAtomic(p.cacheFile(), buf.Bytes()) })
 	}
 	if err != nil {
 		p.s.log.Warn("save served snapshot", "err", err)
 	}
+}
+
+// history returns the history saved on disk while the FSM has not caught up with it, or nil.
+func (p *publisher) history() *cachedHistory {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.diskHistory
 }
 
 func (p *publisher) current() *mesh.Snapshot {
@@ -221,5 +251,38 @@ func writeFileAtomic(name string, b []byte) error {
 	if err := os.Rename(tmp.Name(), name); err != nil {
 		return fmt.Errorf("replace %s: %w", name, err)
 	}
-	return nil
+	return syncDir(filepath.Dir(name))
+}
+
+// catchUpWait bounds how long a restarted server waits to learn the leader's index before it
+// publishes what its own log holds.
+const catchUpWait = 30 * time.Second
+
+// learnCatchUp asks the leader how far the cluster's state is and holds publication until this
+// server's state machine has got there. Leading itself, it has everything; with no leader to
+// ask within catchUpWait, it publishes what it has.
+func (s *Server) learnCatchUp(ctx context.Context) {
+	defer s.fsm.poke()
+	deadline := time.Now().Add(catchUpWait)
+	for time.Now().Before(deadline) {
+		if s.IsLeader() {
+			s.pub.catchUp.Store(0)
+			return
+		}
+		if addr := s.leaderHTTP(); addr != "" {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := s.peerClient(addr).Status(cctx)
+			cancel()
+			if err == nil && st.Leader != "" && st.Leader == st.Node {
+				s.pub.catchUp.Store(st.AppliedCommand)
+				s.log.Info("catching up with the leader before publishing", "leader", st.Node, "index", st.AppliedCommand)
+				return
+			}
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+	s.log.Warn("no leader told how far the cluster is; publishing what this server's log holds")
+	s.pub.catchUp.Store(0)
 }

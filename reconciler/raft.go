@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // applyTimeout bounds one Raft apply (enqueue and commit).
@@ -27,7 +28,7 @@ type raftNode struct {
 	notify   chan bool
 }
 
-func openRaft(s *Server) (n *raftNode, err error) {
+func raftConfig(s *Server) *raft.Config {
 	cfg := raft.DefaultConfig()
 	cfg.LocalID = raft.ServerID(s.id)
 	cfg.Logger = newHCLog(s.log, "raft")
@@ -48,51 +49,223 @@ func openRaft(s *Server) (n *raftNode, err error) {
 	cfg.SnapshotThreshold = 32
 	cfg.TrailingLogs = 64
 	cfg.SnapshotInterval = 30 * time.Second
-	n = &raftNode{notify: make(chan bool, 16)}
-	cfg.NotifyCh = n.notify
+	return cfg
+}
 
+// openRaft opens the transport and the stores, bootstraps a one-server cluster in an empty data
+// directory (unless joining), and starts Raft. On error everything opened is closed again.
+func openRaft(ctx context.Context, s *Server) (_ *raftNode, err error) {
+	cfg := raftConfig(s)
+	n := &raftNode{notify: make(chan bool, 16)}
+	cfg.NotifyCh = n.notify
 	defer func() {
 		if err != nil {
 			n.close()
 		}
 	}()
-	var adv net.Addr
-	if s.cfg.RaftAdvertise != "" {
-		if adv, err = net.ResolveTCPAddr("tcp", s.cfg.RaftAdvertise); err != nil {
-			return nil, fmt.Errorf("raft advertise address: %w", err)
-		}
-	}
-	hl := newHCLog(s.log, "raft-net")
-	if n.trans, n.stream, err = newTransport(s, adv, hl); err != nil {
-		// An unspecified listening address (0.0.0.0) needs an advertise address.
-		return nil, fmt.Errorf("raft transport on %s: %w", s.cfg.RaftAddr, err)
+	if n.trans, n.stream, err = newTransport(s, newHCLog(s.log, "raft-net")); err != nil {
+		return nil, err
 	}
 	n.addr = n.trans.LocalAddr()
-	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(s.cfg.DataDir, "raft.db")}); err != nil {
-		return nil, fmt.Errorf("raft store: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.DataDir, 2, newHCLog(s.log, "raft-snapshots"))
+
+	snapStore, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.DataDir, 2, newHCLog(s.log, "raft-snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("raft snapshot store: %w", err)
 	}
-	logs, err := raft.NewLogCache(64, n.store)
+	if err := checkSnapshots(s.cfg.DataDir, snapStore); err != nil {
+		return nil, err
+	}
+	if err := n.openStore(ctx, s, cfg, snapStore); err != nil {
+		return nil, err
+	}
+	guarded := guardLogStore{LogStore: healthLogStore{n.store, &s.storage}, applied: func() uint64 { return s.fsm.at().applied }, diverged: s.diverged}
+	logs, err := raft.NewLogCache(64, guarded)
 	if err != nil {
 		return nil, err
 	}
-	if n.existing, err = raft.HasExistingState(logs, n.store, snaps); err != nil {
-		return nil, fmt.Errorf("raft state: %w", err)
+	stable := healthStableStore{n.store, &s.storage}
+	snaps := healthSnapshotStore{snapStore, &s.storage}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	if !n.existing && s.cfg.Join == "" {
-		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: cfg.LocalID, Address: n.addr}}}
-		if err := raft.BootstrapCluster(cfg, logs, n.store, snaps, n.trans, boot); err != nil {
-			return nil, fmt.Errorf("raft bootstrap: %w", err)
-		}
-		s.log.Info("bootstrapped a one-server cluster")
-	}
-	if n.raft, err = raft.NewRaft(cfg, s.fsm, logs, n.store, snaps, n.trans); err != nil {
+	err = recoverCorrupt(filepath.Join(s.cfg.DataDir, "raft.db"), func() (err error) {
+		n.raft, err = raft.NewRaft(cfg, s.fsm, logs, stable, snaps, n.trans)
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("raft: %w", err)
 	}
 	return n, nil
+}
+
+// openStore opens raft.db, making it first if this server bootstraps. The first start is atomic:
+// the bootstrap state (term, configuration, cluster id) is written to raft.db.init, which is
+// renamed into place only once complete. A raft.db with a term but no configuration, as an older
+// version's crash during its first start could leave, is repaired the same way.
+func (n *raftNode) openStore(ctx context.Context, s *Server, cfg *raft.Config, snaps raft.SnapshotStore) error {
+	path := filepath.Join(s.cfg.DataDir, "raft.db")
+	os.Remove(path + ".init") // an interrupted first start
+	have, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft snapshot store: %w", err)
+	}
+	_, statErr := os.Stat(path)
+	if os.IsNotExist(statErr) && s.cfg.Join == "" && len(have) == 0 {
+		if err := bootstrapFile(ctx, path, cfg, snaps, n); err != nil {
+			return err
+		}
+		s.log.Info("bootstrapped a one-server cluster")
+	}
+	if n.store, err = openBolt(ctx, path); err != nil {
+		return err
+	}
+	var id []byte
+	var last uint64
+	err = recoverCorrupt(path, func() (err error) {
+		if id, err = n.store.Get(clusterIDKey); err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+			return err
+		}
+		if last, err = n.store.LastIndex(); err != nil {
+			return err
+		}
+		n.existing, err = raft.HasExistingState(n.store, n.store, snaps)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("raft state: %w", err)
+	}
+	half := n.existing && last == 0 && len(have) == 0 // a term, but no configuration
+	switch {
+	case half && len(id) == 0 && s.cfg.Join == "":
+		s.log.Warn("repairing a data directory left half-initialised by a crash during its first start", "data", s.cfg.DataDir)
+		if err := n.store.SetUint64([]byte("CurrentTerm"), 0); err != nil {
+			return fmt.Errorf("raft store: %w", err)
+		}
+		n.existing = false
+	case half && s.cfg.Join != "":
+		n.existing = false // the join did not complete: join again
+	}
+	if !n.existing && s.cfg.Join == "" {
+		if len(id) != 0 {
+			return fmt.Errorf("%w: %s belongs to cluster %s but holds no Raft state: start this server with --join", ErrCorrupt, path, id)
+		}
+		if err := bootstrapInto(cfg, n.store, snaps, n); err != nil {
+			return err
+		}
+		id, _ = n.store.Get(clusterIDKey)
+		s.log.Info("bootstrapped a one-server cluster")
+	}
+	store := n.store
+	s.cluster.start(string(id), func(id string) error {
+		return s.storage.write("raft-stable", func() error { return store.Set(clusterIDKey, []byte(id)) })
+	})
+	return nil
+}
+
+// bootstrapFile writes a complete bootstrap state to path+".init" and renames it to path.
+func bootstrapFile(ctx context.Context, path string, cfg *raft.Config, snaps raft.SnapshotStore, n *raftNode) error {
+	tmp := path + ".init"
+	st, err := openBolt(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	err = bootstrapInto(cfg, st, snaps, n)
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("raft bootstrap: %w", err)
+	}
+	return nil
+}
+
+// bootstrapInto writes a one-server configuration and a new cluster id into st.
+func bootstrapInto(cfg *raft.Config, st *raftboltdb.BoltStore, snaps raft.SnapshotStore, n *raftNode) error {
+	boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: cfg.LocalID, Address: n.addr}}}
+	if err := raft.BootstrapCluster(cfg, st, st, snaps, n.trans, boot); err != nil {
+		return fmt.Errorf("raft bootstrap: %w", err)
+	}
+	if err := st.Set(clusterIDKey, []byte(newClusterID())); err != nil {
+		return fmt.Errorf("raft bootstrap: %w", err)
+	}
+	return nil
+}
+
+// openBolt opens a Bolt file without waiting on another process's lock for long, and turns a
+// corrupt file (bbolt panics on some) into ErrCorrupt naming it.
+func openBolt(ctx context.Context, path string) (st *raftboltdb.BoltStore, err error) {
+	if err := checkBoltSize(path); err != nil {
+		return nil, err
+	}
+	err = recoverCorrupt(path, func() (err error) {
+		st, err = raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: 5 * time.Second}})
+		return err
+	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("raft store %s: locked by another process", path)
+	}
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		err = fmt.Errorf("%w: %s: %v; %s", ErrCorrupt, path, err, recovery)
+	}
+	if err == nil && ctx.Err() != nil {
+		st.Close()
+		return nil, ctx.Err()
+	}
+	return st, err
+}
+
+// checkBoltSize refuses a Bolt file shorter than its own meta page says it is (a truncated file,
+// which bbolt would read past the end of).
+func checkBoltSize(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() == 0 {
+		return nil // missing or new
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fmt.Errorf("raft store %s: locked by another process", path)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v; %s", ErrCorrupt, path, err, recovery)
+	}
+	defer db.Close()
+	var size int64
+	db.View(func(tx *bbolt.Tx) error { size = tx.Size(); return nil })
+	if size > fi.Size() {
+		return fmt.Errorf("%w: %s is truncated (%d bytes, its meta page says %d); %s", ErrCorrupt, path, fi.Size(), size, recovery)
+	}
+	return nil
+}
+
+// recoverCorrupt runs f, turning a panic (bbolt panics on some corrupt pages) into ErrCorrupt.
+func recoverCorrupt(path string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v; %s", ErrCorrupt, path, r, recovery)
+		}
+	}()
+	return f()
+}
+
+// checkSnapshots verifies the newest Raft snapshot's checksum (raft would otherwise fall back
+// to an older one, whose following log entries may have been compacted away).
+func checkSnapshots(dir string, snaps *raft.FileSnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("%w: raft snapshot %s: %v; %s", ErrCorrupt, filepath.Join(dir, "snapshots", list[0].ID, "state.bin"), err, recovery)
+	}
+	return rc.Close()
 }
 
 func (n *raftNode) isLeader() bool { return n.raft != nil && n.raft.State() == raft.Leader }
@@ -204,6 +377,16 @@ func (s *Server) lead(ctx context.Context) {
 			return
 		}
 	}
+	if s.fsm.state().clusterID == "" {
+		// The cluster's first leader (or the first after an upgrade) records its identity.
+		id := s.cluster.get()
+		if id == "" {
+			id = newClusterID()
+		}
+		if err := s.apply(cmdCluster, clusterCmd{ID: id}, nil); err != nil {
+			s.log.Warn("record the cluster id", "err", err)
+		}
+	}
 	if m, ok := s.fsm.state().servers[s.id]; !ok || m.HTTP != s.httpAdv {
 		if err := s.apply(cmdServer, serverCmd{ID: s.id, HTTP: s.httpAdv}, nil); err != nil {
 			s.log.Warn("register http address", "err", err)
@@ -279,9 +462,14 @@ func (s *Server) join(ctx context.Context) error {
 	c := s.peerClient(s.cfg.Join)
 	req := JoinRequest{ID: s.id, RaftAddress: string(s.node.addr), HTTPAddress: s.httpAdv}
 	for attempt := 0; ; attempt++ {
-		err := c.Join(ctx, req)
+		resp, err := c.join(ctx, req)
 		if err == nil {
-			s.log.Info("joined the cluster", "via", s.cfg.Join)
+			// Publish nothing older than the cluster's state at the join: the log before it
+			// holds the snapshots it has since replaced.
+			s.pub.catchUp.Store(resp.Index)
+			s.cluster.adopt(resp.ClusterID)
+			s.fsm.poke() // the publisher looks again
+			s.log.Info("joined the cluster", "via", s.cfg.Join, "catch_up_index", resp.Index)
 			return nil
 		}
 		if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrPeerRefused) || isTLSVerifyError(err) {

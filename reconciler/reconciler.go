@@ -23,20 +23,27 @@
 //   - The cluster views (GET /v1/proxies, /v1/proxies/{node}/config, /v1/members) answer for every
 //     server of the configuration, asking the peers; a peer that does not answer is named, never
 //     left out silently (cluster_view.go).
+//   - One server per data directory (DATA/LOCK). The first start is atomic; a file of the data
+//     directory that cannot be read back is refused with its name and the recovery step
+//     (ErrCorrupt), never a panic (raft.go, datadir.go).
+//   - A server never joins, nor is absorbed into, another cluster than its own: every Raft
+//     connection carries the cluster id (clusterid.go). A server removed from its cluster, or
+//     counted as a member by another cluster, says so and serves no xDS and signs nothing
+//     (health.go).
+//   - A joining server publishes nothing older than the cluster's state when it joined.
+//   - Failed writes to the data directory show in the status and metrics until one succeeds
+//     (storage.go).
 package reconciler
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -69,6 +76,15 @@ var (
 	ErrForbidden = errors.New("token not allowed to do this")
 	// ErrNodeID means the data directory belongs to another node id than the one requested.
 	ErrNodeID = errors.New("node id does not match the data directory")
+	// ErrDataDirInUse means another process holds the data directory's lock.
+	ErrDataDirInUse = errors.New("data directory in use")
+	// ErrCorrupt means a file of the data directory cannot be read back; the error names the
+	// file and the recovery step.
+	ErrCorrupt = errors.New("corrupt data directory")
+	// ErrClusterMismatch means a Raft peer belongs to another cluster (another cluster id).
+	ErrClusterMismatch = errors.New("raft peer of another cluster")
+	// ErrRemoved means this server was removed from the cluster: it serves nothing.
+	ErrRemoved = errors.New("removed from the cluster")
 	// ErrUnknownServer means a request named a server that is not in the Raft configuration.
 	ErrUnknownServer = errors.New("no such server in the cluster")
 	// ErrPeerRefused means a server asking to join did not show a server certificate of the
@@ -140,6 +156,12 @@ type Config struct {
 	Raft    RaftTiming
 	// MaxWebhookBody bounds webhook bodies; default 1 MiB.
 	MaxWebhookBody int64
+	// Lock is the data directory's lock if the caller took it (mesh serve takes it before
+	// anything else); Open takes it otherwise. Close releases it either way.
+	Lock *DirLock
+
+	// storageFault, when set (tests), fails the data directory writes it returns an error for.
+	storageFault func(op string) error
 }
 
 // Defaults of DESIGN.md.
@@ -204,6 +226,11 @@ type Server struct {
 
 	pub publisher
 
+	lock    *DirLock
+	cluster *clusterIdentity
+	storage storageHealth
+	health  health // removal and cluster conflicts: what stops this server serving
+
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -231,6 +258,7 @@ func New(cfg Config) (*Server, error) {
 		webhooks: newReplayCache(1024),
 	}
 	s.fsm = newFSM(cfg.History, cfg.Log)
+	s.storage.fault = cfg.storageFault
 	s.ca = ca.New(ca.Config{Store: caStore{s}, OperatorToken: cfg.Token, Log: cfg.Log.With("component", "ca"),
 		Settings: func() ca.Settings { return ca.SettingsFrom(s.Served()) }})
 	return s, nil
@@ -240,21 +268,29 @@ func New(cfg Config) (*Server, error) {
 // a one-server cluster, or joining one), the HTTP API and the publisher. It returns once the
 // server listens; the cluster may elect its leader later.
 func (s *Server) Open(ctx context.Context) (err error) {
+	if s.lock = s.cfg.Lock; s.lock == nil {
+		if s.lock, err = LockDataDir(s.cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	if err := secureDataDir(s.cfg.DataDir); err != nil {
+		s.lock.Release()
 		return fmt.Errorf("data directory: %w", err)
 	}
-	s.id, err = nodeID(s.cfg.DataDir, s.cfg.NodeID)
-	if err != nil {
-		return err
-	}
-	s.log = s.log.With("node", s.id)
-	s.metrics = newMetrics(s)
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
 		}
 	}()
+	s.id, err = nodeID(s.cfg.DataDir, s.cfg.NodeID)
+	if err != nil {
+		return err
+	}
+	s.log = s.log.With("node", s.id)
+	s.cluster = newClusterIdentity(s.log)
+	s.metrics = newMetrics(s)
+	s.storage.count = func(op string) { s.metrics.storageErrors.WithLabelValues(op).Inc() }
 
 	s.pub.init(s)
 	s.pub.loadCache() // serve from disk before anything else can answer
@@ -273,14 +309,30 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	if s.httpAdv == "" {
 		s.httpAdv = s.httpLn.Addr().String()
 	}
-	if s.node, err = openRaft(s); err != nil {
+	if s.cfg.Join != "" {
+		// Until the join tells how far the cluster is, what Raft replicates is its past.
+		s.pub.catchUp.Store(math.MaxUint64)
+	}
+	if s.node, err = openRaft(ctx, s); err != nil {
 		return err
+	}
+	if s.node.existing {
+		s.pub.catchUp.Store(0)
+		if s.node.voters() > 1 {
+			// A restarted member of a cluster: its log may be far behind, and what it replays
+			// is the cluster's past; it serves its last snapshot from disk until it has caught
+			// up with the leader.
+			s.pub.catchUp.Store(math.MaxUint64)
+			s.bg.Add(1)
+			go func() { defer s.bg.Done(); s.learnCatchUp(s.bgCtx) }()
+		}
 	}
 	if err := secureDataDir(s.cfg.DataDir); err != nil { // and what Raft just created in it
 		return fmt.Errorf("data directory: %w", err)
 	}
 	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	s.bg.Add(2)
+	s.bg.Add(3)
+	go func() { defer s.bg.Done(); s.watchHealth(s.bgCtx) }()
 	go func() {
 		defer s.bg.Done()
 		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -370,6 +422,7 @@ func (s *Server) Close(ctx context.Context) error {
 		if s.node != nil {
 			err = errors.Join(err, s.node.close())
 		}
+		err = errors.Join(err, s.lock.Release())
 		s.closeErr = err
 		s.log.Info("mesh server stopped")
 	})
@@ -422,37 +475,6 @@ func (s *Server) Kick() {
 }
 
 var nodeIDRe = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// nodeID returns the node id kept in dir, writing it on first start: want if set, else the
-// hostname with a short hash of the data directory (so that several servers on one host differ
-// and each keeps its id across restarts).
-func nodeID(dir, want string) (string, error) {
-	file := filepath.Join(dir, "node-id")
-	if b, err := os.ReadFile(file); err == nil {
-		have := strings.TrimSpace(string(b))
-		if want != "" && want != have {
-			return "", fmt.Errorf("%w: %s holds %q, --node-id is %q", ErrNodeID, dir, have, want)
-		}
-		return have, nil
-	} else if !os.IsNotExist(err) {
-		return "", err
-	}
-	id := want
-	if id == "" {
-		host, _ := os.Hostname()
-		host = strings.Trim(nodeIDRe.ReplaceAllString(strings.ToLower(host), "-"), "-")
-		if host == "" {
-			host = "mesh"
-		}
-		abs, _ := filepath.Abs(dir)
-		sum := sha256.Sum256([]byte(abs))
-		id = host + "-" + hex.EncodeToString(sum[:3])
-	}
-	if err := os.WriteFile(file, []byte(id+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	return id, nil
-}
 
 // caStore keeps the CA's state in the FSM: its commands are Raft entries.
 type caStore struct{ s *Server }

@@ -116,7 +116,7 @@ func raftTerm(s *Server) uint64 {
 }
 
 // peerTransport is a real Raft client over plain TCP (cfg nil) or TLS with cfg.
-func peerTransport(t *testing.T, cfg *tls.Config) *raft.NetworkTransport {
+func peerTransport(t *testing.T, cfg *tls.Config, cluster string) *raft.NetworkTransport {
 	t.Helper()
 	var trans *raft.NetworkTransport
 	if cfg == nil {
@@ -129,7 +129,9 @@ func peerTransport(t *testing.T, cfg *tls.Config) *raft.NetworkTransport {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 1, Timeout: 3 * time.Second})
+		id := newClusterIdentity(discardLogger()) // a member says which cluster it belongs to
+		id.start(cluster, nil)
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: &clusterLayer{StreamLayer: stream, id: id}, MaxPool: 1, Timeout: 3 * time.Second})
 	}
 	t.Cleanup(func() { trans.Close() })
 	return trans
@@ -170,7 +172,7 @@ func TestTLSCluster(t *testing.T) {
 				"client cert": {MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: tlsutil.ServerName, Certificates: []tls.Certificate{clientCert}},
 			} {
 				var resp raft.AppendEntriesResponse
-				err := peerTransport(t, cfg).AppendEntries("x", raft.ServerAddress(target.RaftAddr()), attack, &resp)
+				err := peerTransport(t, cfg, target.cluster.get()).AppendEntries("x", raft.ServerAddress(target.RaftAddr()), attack, &resp)
 				if err == nil {
 					t.Errorf("%s: %s answered an AppendEntries: %+v", target.NodeID(), name, resp)
 				}
@@ -179,7 +181,7 @@ func TestTLSCluster(t *testing.T) {
 			stale := *attack
 			stale.Term = 0
 			var resp raft.AppendEntriesResponse
-			if err := peerTransport(t, member).AppendEntries("x", raft.ServerAddress(target.RaftAddr()), &stale, &resp); err != nil {
+			if err := peerTransport(t, member, target.cluster.get()).AppendEntries("x", raft.ServerAddress(target.RaftAddr()), &stale, &resp); err != nil {
 				t.Errorf("%s: a server certificate of the CA: %v", target.NodeID(), err)
 			} else if resp.Success || resp.Term < term {
 				t.Errorf("%s: stale AppendEntries answered %+v", target.NodeID(), resp)
@@ -227,7 +229,7 @@ func TestTLSCluster(t *testing.T) {
 
 	t.Run("join", func(t *testing.T) {
 		// A Raft port that speaks plaintext is refused before it becomes a voter.
-		plain := peerTransport(t, nil)
+		plain := peerTransport(t, nil, "")
 		c := &Client{Addr: "https://" + leader.HTTPAddr(), Token: testToken, HTTP: pki.httpsClient(true)}
 		err := c.Join(context.Background(), JoinRequest{ID: "plain", RaftAddress: string(plain.LocalAddr()), HTTPAddress: "127.0.0.1:1"})
 		if !errors.Is(err, ErrPeerRefused) {

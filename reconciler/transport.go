@@ -3,7 +3,6 @@ package reconciler
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -30,17 +29,11 @@ type tlsStreamLayer struct {
 // newTLSStreamLayer listens on bind; adv is the address other servers dial (nil: the listener's,
 // which must then be a specific address).
 func newTLSStreamLayer(bind string, adv net.Addr, server, client *tls.Config) (*tlsStreamLayer, error) {
-	ln, err := net.Listen("tcp", bind)
+	ln, err := listenRaft(bind, adv)
 	if err != nil {
 		return nil, err
 	}
-	l := &tlsStreamLayer{ln: ln, adv: adv, server: server, client: client}
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok || addr.IP == nil || addr.IP.IsUnspecified() {
-		ln.Close()
-		return nil, errors.New("local bind address is not advertisable")
-	}
-	return l, nil
+	return &tlsStreamLayer{ln: ln, adv: adv, server: server, client: client}, nil
 }
 
 // Accept waits for the next connection; its TLS handshake runs (bounded) on its first read, in
@@ -105,16 +98,26 @@ func (n *raftNode) probePeer(raftAddr string) error {
 }
 
 // newTransport is Raft's network transport: over mutual TLS when the server has TLS material,
-// else plain TCP.
-func newTransport(s *Server, adv net.Addr, log hclog.Logger) (*raft.NetworkTransport, *tlsStreamLayer, error) {
-	if s.cfg.TLS == nil {
-		t, err := raft.NewTCPTransportWithLogger(s.cfg.RaftAddr, adv, 3, 10*time.Second, log)
-		return t, nil, err
-	}
-	stream, err := newTLSStreamLayer(s.cfg.RaftAddr, adv, s.cfg.TLS.PeerServerConfig(), s.cfg.TLS.PeerClientConfig())
+// else plain TCP; either way behind the cluster-id preamble (clusterLayer). The TLS layer is
+// returned for probePeer.
+func newTransport(s *Server, log hclog.Logger) (*raft.NetworkTransport, *tlsStreamLayer, error) {
+	adv, err := advertiseAddr(s.cfg.RaftAdvertise)
 	if err != nil {
 		return nil, nil, err
 	}
-	t := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: log})
-	return t, stream, nil
+	var inner raft.StreamLayer
+	var tlsLayer *tlsStreamLayer
+	if s.cfg.TLS == nil {
+		if inner, err = newTCPLayer(s.cfg.RaftAddr, adv); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		if tlsLayer, err = newTLSStreamLayer(s.cfg.RaftAddr, adv, s.cfg.TLS.PeerServerConfig(), s.cfg.TLS.PeerClientConfig()); err != nil {
+			return nil, nil, err
+		}
+		inner = tlsLayer
+	}
+	t := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: &clusterLayer{StreamLayer: inner, id: s.cluster}, MaxPool: 3, Timeout: 10 * time.Second, Logger: log})
+	return t, tlsLayer, nil
 }

@@ -33,6 +33,9 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	if s.closed {
 		return status.Error(codes.Unavailable, ErrClosed.Error())
 	}
+	if s.suspended != "" {
+		return status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
+	}
 	st := &streamState{kill: streamKiller(ctx), sent: map[string]sentResponse{}, acked: map[string]string{}, nacked: map[string]*Nack{}, delta: delta}
 	if s.authPeers {
 		pi := peerIdentityFrom(ctx)
@@ -97,6 +100,9 @@ func (c *callbacks) OnFetchRequest(ctx context.Context, req *discoveryv3.Discove
 	defer s.mu.Unlock()
 	if s.closed {
 		return status.Error(codes.Unavailable, ErrClosed.Error())
+	}
+	if s.suspended != "" {
+		return status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
 	}
 	p, err := ProxyFromNode(req.GetNode())
 	if err != nil {

@@ -77,13 +77,14 @@ type Server struct {
 
 	setMu sync.Mutex // serialises SetSnapshot
 
-	mu      sync.Mutex
-	closed  bool
-	snap    *mesh.Snapshot
-	memo    *memo // the resources shared by the proxies of snap (shared.go)
-	groups  map[Proxy]*group
-	nodes   map[string]*node
-	streams map[int64]*streamState
+	mu        sync.Mutex
+	closed    bool
+	suspended string // Suspend's reason; "" while serving
+	snap      *mesh.Snapshot
+	memo      *memo // the resources shared by the proxies of snap (shared.go)
+	groups    map[Proxy]*group
+	nodes     map[string]*node
+	streams   map[int64]*streamState
 
 	metrics *metrics
 
@@ -208,6 +209,29 @@ func (s *Server) Close() {
 	s.closed = true
 	s.mu.Unlock()
 	s.cancel()
+}
+
+// Suspend ends every ADS stream and refuses new streams and fetches with codes.Unavailable
+// and reason, until Resume: a server that must not serve (it was removed from its cluster) makes
+// its proxies reconnect to another server.
+func (s *Server) Suspend(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if reason == "" {
+		reason = "suspended"
+	}
+	s.suspended = reason
+	err := status.Error(codes.Unavailable, "xDS suspended: "+reason)
+	for _, n := range s.nodes {
+		s.killNode(n, err)
+	}
+}
+
+// Resume serves again after Suspend.
+func (s *Server) Resume() {
+	s.mu.Lock()
+	s.suspended = ""
+	s.mu.Unlock()
 }
 
 // Snapshot returns the snapshot being served, or nil.
@@ -668,6 +692,9 @@ func (s *Server) Proxies() []ProxyStatus {
 // there is a snapshot, and sets it in the cache before the request's watch is created. Called
 // with s.mu held.
 func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, error) {
+	if s.suspended != "" {
+		return nil, status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
+	}
 	st := s.streams[streamID]
 	if st == nil {
 		st = &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, nacked: map[string]*Nack{}, delta: delta}

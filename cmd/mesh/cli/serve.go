@@ -74,6 +74,10 @@ served.
 Write endpoints (pin, unpin, join, remove) need the token of --token-file; without it, a
 random token is created in DATA/token on first start. SIGINT or SIGTERM shuts down cleanly.
 
+One server per data directory: a second one fails at once. A data directory that cannot be read
+back is refused with the file's name; recover by moving it away and starting with --join (see
+docs/operations.md, Recovery from faults).
+
 With --tls-cert-file, --tls-key-file and --tls-ca-file (made with mesh tls), Raft runs over
 mutual TLS (only server certificates of that CA are accepted, on both ends) and the HTTP API
 over HTTPS; --join then takes https://HOST:PORT or HOST:PORT. Without them, every address must
@@ -136,11 +140,17 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		return err
 	}
 	restrictUmask() // files the server creates are owner-only
+	// The data directory's lock before anything else is opened: a second server on it fails at once.
+	lock, err := reconciler.LockDataDir(o.data)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer lock.Release()
 
 	cfg := reconciler.Config{
 		Repo: o.repo, Ref: o.ref, Dir: o.dir, DataDir: o.data,
 		HTTPAddr: o.http, HTTPAdvertise: o.httpAdvertise, RaftAddr: o.raft, RaftAdvertise: o.raftAdvertise,
-		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, TLS: material,
+		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, TLS: material, Lock: lock,
 	}
 	if cfg.Token, err = serverToken(o.tokenFile, o.data, log); err != nil {
 		return err

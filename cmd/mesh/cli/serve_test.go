@@ -225,3 +225,19 @@ func checkRootPage(t *testing.T, addr string) {
 		t.Errorf("GET /nosuch: %d, want 404", code)
 	}
 }
+
+// mesh status shows what keeps a server from serving or from storing.
+func TestPrintStatusHealth(t *testing.T) {
+	now := time.Now().UTC()
+	var b bytes.Buffer
+	printStatus(&b, &reconciler.Status{Version: "v", Node: "n1",
+		NotServing:      "removed from the cluster: this server is not in the cluster's Raft configuration",
+		ClusterConflict: &reconciler.ClusterConflict{Peer: "127.0.0.1:8300", PeerCluster: "c2", Incoming: true, Time: now},
+		StorageErrors:   []reconciler.StorageError{{Op: "raft-log", Error: "write raft.db: no space left on device", Time: now}}})
+	for _, want := range []string{"NOT SERVING xDS: removed from the cluster", "refused a connection from 127.0.0.1:8300 of another cluster (c2)",
+		"STORAGE ERROR (raft-log, since", "no space left on device"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+}

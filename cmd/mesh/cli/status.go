@@ -61,6 +61,7 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		version = "(nothing served yet)"
 	}
 	fmt.Fprintf(w, "version:  %s\n", version)
+	printHealth(w, st)
 	if st.Commit != "" {
 		fmt.Fprintf(w, "commit:   %s\n", st.Commit)
 	}
