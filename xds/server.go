@@ -373,6 +373,9 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		old[p] = s.groups[p]
 	}
 	s.mu.Unlock()
+	// The memo holds what was rendered from snap: it lives as long as snap is served (the trust
+	// bundle goes into secrets, which are never shared). Any other input of shared resources
+	// (the catalog's instances, for load assignments) must start a new memo when it changes.
 	if prev != snap || m == nil {
 		m = newMemo(snap)
 	}
