@@ -9,10 +9,18 @@
 //     (listeners.go, routes.go, clusters.go, endpoints.go, rbac.go, secrets.go).
 //   - Intentions are enforced with RBAC derived from Snapshot.Inbound, the evaluator's own
 //     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go).
+//   - Transparent sidecars (mesh.Service.Transparent) reach what mesh.Reachable says, one
+//     filter chain per service matched by its virtual IP on one outbound listener (Envoy), or
+//     by name (gRPC); see transparent.go.
+//   - Rendering costs what differs, not proxies × upstreams: resources that depend only on an
+//     upstream or a service are built, validated and hashed once per snapshot and shared by
+//     every proxy using them, and byte for byte what each proxy would get alone (shared.go).
+//     Rendering runs on every core, outside the lock that streams need.
 //   - Nothing inconsistent is served: every resource passes ValidateAll, and every per-proxy
 //     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
-//     inside API listeners; Envoy-shaped snapshots also pass Consistent itself). If any proxy's
-//     configuration fails, SetSnapshot returns the error and nothing served changes.
+//     inside API listeners; the golden tests hold Envoy-shaped snapshots to Consistent itself).
+//     If any proxy's configuration fails, SetSnapshot returns the error and nothing served
+//     changes.
 //   - A proxy whose resources did not change is not pushed: the versions on the wire are, per
 //     resource type, the mesh Snapshot version in which that content last changed and a hash
 //     of it, so they change only with the content; a new mesh snapshot re-renders only the
