@@ -701,7 +701,7 @@ func (s *Server) Proxies() []ProxyStatus {
 
 // nodeFor registers the node of a stream on its first request, renders its configuration if
 // there is a snapshot, and sets it in the cache before the request's watch is created. Called
-// with s.mu held.
+// with s.mu held (released while it renders: see groupFor).
 func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, error) {
 	if s.suspended != "" {
 		return nil, status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
@@ -753,15 +753,16 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 	if s.snap == nil {
 		return nd, nil
 	}
-	g := s.groups[p]
-	if !s.current(p, g) {
-		ng, err := s.render(s.snap, s.bundle, s.memo, p, g)
-		if err != nil {
-			s.log.Error("render for new proxy", "node", nd.id, "err", err)
-			return nil, status.Error(codes.Internal, "cannot render configuration: "+err.Error())
-		}
-		g = ng
-		s.groups[p] = g
+	g, err := s.groupFor(p)
+	if err != nil {
+		s.log.Error("render for new proxy", "node", nd.id, "err", err)
+		return nil, status.Error(codes.Internal, "cannot render configuration: "+err.Error())
+	}
+	if s.suspended != "" {
+		return nil, status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
+	}
+	if s.nodes[nd.id] != nd || !nd.streams[streamID] {
+		return nil, status.Error(codes.Canceled, "stream closed")
 	}
 	if g.cs != nil && nd.served != g.cs {
 		if err := s.cache.SetSnapshot(s.ctx, nd.id, g.cs); err != nil {
@@ -770,6 +771,35 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 		nd.served = g.cs
 	}
 	return nd, nil
+}
+
+// groupFor returns p's configuration under the served snapshot, rendering it if needed. Called
+// with s.mu held, which it releases while it renders, so that a thousand proxies connecting at
+// once are rendered on every core and streams are served meanwhile; anything may change in the
+// meantime (the caller checks its node again), and a snapshot set meanwhile is rendered for
+// under the lock.
+func (s *Server) groupFor(p Proxy) (*group, error) {
+	g := s.groups[p]
+	if s.current(p, g) {
+		return g, nil
+	}
+	snap, bundle, m := s.snap, s.bundle, s.memo
+	s.mu.Unlock()
+	ng, err := s.render(snap, bundle, m, p, g)
+	s.mu.Lock()
+	if err != nil {
+		return nil, err
+	}
+	if cur := s.groups[p]; s.current(p, cur) {
+		return cur, nil // rendered meanwhile by another stream or a publish
+	}
+	if s.snap != snap || s.bundle != bundle {
+		if ng, err = s.render(s.snap, s.bundle, s.memo, p, s.groups[p]); err != nil {
+			return nil, err
+		}
+	}
+	s.groups[p] = ng
+	return ng, nil
 }
 
 // recordAck records an ACK or NACK of the response with nonce on a stream. It returns the
