@@ -138,6 +138,30 @@ func (c *change) affects(service string, d *deps) bool {
 	return false
 }
 
+// inboundOnly reports whether, of what a proxy of service renders (deps d, from prev), the
+// change alters at most what the intentions into its service decide: its RBAC, in its public
+// or server listeners. Then what it reaches, and so its clusters, routes and endpoints, are as
+// they were.
+func (c *change) inboundOnly(service string, d *deps) bool {
+	if c.all || d == nil || !(c.intentions[service] || c.intentions[mesh.Wildcard]) {
+		return false
+	}
+	if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+		return false
+	}
+	for _, ch := range d.chains {
+		if c.chainChanged(ch) {
+			return false
+		}
+	}
+	for _, svc := range d.services {
+		if c.serviceChanged(svc) {
+			return false
+		}
+	}
+	return true
+}
+
 // empty reports whether nothing that rendering reads changed, for every service of next.
 func (c *change) empty() bool {
 	if c.all || len(c.intentions) > 0 {

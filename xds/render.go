@@ -77,6 +77,18 @@ func renderShared(snap *mesh.Snapshot, p Proxy, bundle []byte, m *memo) (*Resour
 	return r, nil
 }
 
+// rerenderListeners renders p's listeners from snap and keeps old's other resources: what
+// Server.render does when a change alters nothing but the RBAC of p's service. Only the new
+// listeners are sorted: old's lists are shared with the group they came from.
+func rerenderListeners(snap *mesh.Snapshot, p Proxy, m *memo, old *Resources) (*Resources, error) {
+	ls, err := listeners(snap, p, m)
+	if err != nil {
+		return nil, fmt.Errorf("render %s listeners: %w", p, err)
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	return &Resources{Listeners: ls, Routes: old.Routes, Clusters: old.Clusters, Endpoints: old.Endpoints, Secrets: old.Secrets}, nil
+}
+
 func (r *Resources) sort() {
 	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
 	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })

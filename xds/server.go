@@ -95,6 +95,8 @@ type Server struct {
 	streams   map[int64]*streamState
 
 	metrics *metrics
+	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
+	listenerOnly atomic.Int64
 
 	authPeers bool         // WithPeerAuthentication
 	bundle    *trustBundle // SetTrustBundle; nil before
@@ -114,7 +116,8 @@ type group struct {
 	typeHash    map[resourcev3.Type]string
 	typeVersion map[resourcev3.Type]string
 	cs          *cachev3.Snapshot
-	err         error // why it could not be rendered (unknown service)
+	res         *Resources // what cs holds (never modified)
+	err         error      // why it could not be rendered (unknown service)
 }
 
 type node struct {
@@ -385,7 +388,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	// bundle goes into secrets, which are never shared). Any other input of shared resources
 	// (the catalog's instances, for load assignments) must start a new memo when it changes.
 	if prev != snap || m == nil {
-		m = newMemo(snap)
+		m = newMemo(snap, m)
 	}
 
 	start := time.Now()
@@ -403,6 +406,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	}
 	rendered := map[Proxy]*group{}
 	examined := map[Proxy]bool{}
+	inbound := map[Proxy]bool{} // only its RBAC changed: re-render its listeners alone
 	// Nodes may connect while we render: their groups are missing or were rendered from prev.
 	// Each round renders, unlocked, what the last look under s.mu found missing.
 	for round := 0; ; round++ {
@@ -416,9 +420,12 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 			if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 				continue
 			}
+			if g != nil && g.snap == prev && (p.Shape != ShapeEnvoy || g.bundle == bundle) && ch.inboundOnly(p.Service, g.deps) {
+				inbound[p] = true
+			}
 			todo = append(todo, p)
 		}
-		if err := s.renderAll(snap, bundle, m, todo, old, rendered); err != nil {
+		if err := s.renderAll(snap, bundle, m, todo, old, rendered, inbound); err != nil {
 			return err
 		}
 		s.mu.Lock()
@@ -441,7 +448,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		ng, err := s.render(snap, bundle, m, p, g)
+		ng, err := s.render(snap, bundle, m, p, g, false)
 		if err != nil {
 			s.mu.Unlock()
 			return err
@@ -459,7 +466,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.metrics.pushes.Add(float64(len(sets)))
 	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
 	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit, "bundleChanged", bundle != prevBundle,
-		"rendered", len(rendered), "pushed", len(sets), "took", time.Since(start).Round(time.Microsecond))
+		"rendered", len(rendered), "listenersOnly", len(inbound), "pushed", len(sets), "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
@@ -470,7 +477,7 @@ type nodeSet struct {
 }
 
 // renderAll renders the proxies of todo in parallel into rendered.
-func (s *Server) renderAll(snap *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group) error {
+func (s *Server) renderAll(snap *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group, inbound map[Proxy]bool) error {
 	groups := make([]*group, len(todo))
 	errs := make([]error, len(todo))
 	var next atomic.Int64
@@ -480,7 +487,7 @@ func (s *Server) renderAll(snap *mesh.Snapshot, bundle *trustBundle, m *memo, to
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
-				groups[i], errs[i] = s.render(snap, bundle, m, todo[i], old[todo[i]])
+				groups[i], errs[i] = s.render(snap, bundle, m, todo[i], old[todo[i]], inbound[todo[i]])
 			}
 		}()
 	}
@@ -593,13 +600,25 @@ func (s *Server) gcGroups() {
 // render renders p from snap into a group, reusing old's versions (and its cache snapshot)
 // for content that did not change. An unknown service is not an error of the snapshot: the
 // group records it. Invalid or inconsistent resources are.
-func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group) (*group, error) {
+//
+// With inboundOnly (the change alters nothing of p's but the RBAC of its service: see
+// change.inboundOnly), only the listeners are rendered again and old's other resources are
+// kept, with what is known of them (old's memo facts): the cost of an authorization change
+// does not grow with what the proxy reaches.
+func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group, inboundOnly bool) (*group, error) {
 	s.metrics.renders.Inc()
 	var pems []byte
 	if bundle != nil {
 		pems = bundle.pem
 	}
-	res, err := renderShared(snap, p, pems, m)
+	var res *Resources
+	var err error
+	if inboundOnly && old != nil && old.res != nil && old.err == nil && snap.Services[p.Service] != nil {
+		res, err = rerenderListeners(snap, p, m, old.res)
+		s.listenerOnly.Add(1)
+	} else {
+		res, err = renderShared(snap, p, pems, m)
+	}
 	if err != nil {
 		if errorsIsUnknown(err) {
 			g := &group{proxy: p, snap: snap, bundle: bundle, err: err}
@@ -627,10 +646,10 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	d := dependencies(snap, p.Service)
 	if old != nil && old.err == nil && old.hash == hash {
 		ng := *old
-		ng.snap, ng.bundle, ng.deps = snap, bundle, d
+		ng.snap, ng.bundle, ng.deps, ng.res = snap, bundle, d, res
 		return &ng, nil
 	}
-	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
+	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
 	cs := &cachev3.Snapshot{}
 	byType := res.byType()
 	for _, t := range resourceTypes {
@@ -785,7 +804,7 @@ func (s *Server) groupFor(p Proxy) (*group, error) {
 	}
 	snap, bundle, m := s.snap, s.bundle, s.memo
 	s.mu.Unlock()
-	ng, err := s.render(snap, bundle, m, p, g)
+	ng, err := s.render(snap, bundle, m, p, g, false)
 	s.mu.Lock()
 	if err != nil {
 		return nil, err
@@ -794,7 +813,7 @@ func (s *Server) groupFor(p Proxy) (*group, error) {
 		return cur, nil // rendered meanwhile by another stream or a publish
 	}
 	if s.snap != snap || s.bundle != bundle {
-		if ng, err = s.render(s.snap, s.bundle, s.memo, p, s.groups[p]); err != nil {
+		if ng, err = s.render(s.snap, s.bundle, s.memo, p, s.groups[p], false); err != nil {
 			return nil, err
 		}
 	}

@@ -35,11 +35,34 @@ type memo struct {
 	snap    *mesh.Snapshot
 	mu      sync.Mutex
 	entries map[memoKey]*memoEntry
-	hashes  sync.Map // types.Resource → hex content hash
-	valid   sync.Map // types.Resource → error of ValidateAll (nil stored as errValid)
-	refs    sync.Map // filter, API listener or route configuration → refs
-	upsKeys sync.Map // service → upstreamsKey
+	upsKeys sync.Map // service → setKey's name
+	facts   *facts
+	// prev holds the facts of the previous snapshot's memo: a proxy re-rendered only for its
+	// RBAC keeps its other resources (Server.render), whose facts are there.
+	prev *facts
 }
+
+// facts are what is learnt of each message once: content hash, validity, references.
+type facts struct {
+	hashes sync.Map // types.Resource → hex content hash
+	valid  sync.Map // types.Resource → error of ValidateAll, or true
+	refs   sync.Map // filter, API listener or route configuration → refs
+}
+
+// load looks a message up in the facts of this memo, then of the previous one.
+func (m *memo) load(pick func(*facts) *sync.Map, x any) (any, bool) {
+	if v, ok := pick(m.facts).Load(x); ok {
+		return v, true
+	}
+	if m.prev != nil {
+		return pick(m.prev).Load(x)
+	}
+	return nil, false
+}
+
+func hashesOf(f *facts) *sync.Map { return &f.hashes }
+func validOf(f *facts) *sync.Map  { return &f.valid }
+func refsOf(f *facts) *sync.Map   { return &f.refs }
 
 // setKey is the key of a list of resources that depends only on a service's upstreams (each
 // one's chain and local port), its mode and the shape: proxies of services with the same
@@ -103,8 +126,14 @@ type memoEntry struct {
 	err  error
 }
 
-func newMemo(snap *mesh.Snapshot) *memo {
-	return &memo{snap: snap, entries: map[memoKey]*memoEntry{}}
+// newMemo returns the memo of snap; prev, the memo of the snapshot served before (or nil),
+// lends its facts.
+func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
+	m := &memo{snap: snap, entries: map[memoKey]*memoEntry{}, facts: &facts{}}
+	if prev != nil {
+		m.prev = prev.facts // not prev.prev: the chain stops here
+	}
+	return m
 }
 
 // shared returns the resource of key, building it with build the first time.
@@ -137,7 +166,7 @@ func sharedOK[T any](m *memo, key memoKey, build func() T) T {
 // deterministic encoding), computed once per shared message. buf is scratch space.
 func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
 	if m != nil {
-		if h, ok := m.hashes.Load(res); ok {
+		if h, ok := m.load(hashesOf, res); ok {
 			return h.(string), nil
 		}
 	}
@@ -149,7 +178,7 @@ func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
 	sum := sha256.Sum256(b)
 	h := hex.EncodeToString(sum[:8])
 	if m != nil {
-		m.hashes.Store(res, h)
+		m.facts.hashes.Store(res, h)
 	}
 	return h, nil
 }
@@ -175,7 +204,7 @@ func (m *memo) validated(res types.Resource, validate func() error) error {
 	if m == nil {
 		return validate()
 	}
-	if v, ok := m.valid.Load(res); ok {
+	if v, ok := m.load(validOf, res); ok {
 		err, _ := v.(error)
 		return err
 	}
@@ -184,7 +213,7 @@ func (m *memo) validated(res types.Resource, validate func() error) error {
 	if err != nil {
 		v = err
 	}
-	m.valid.Store(res, v)
+	m.facts.valid.Store(res, v)
 	return err
 }
 
@@ -193,10 +222,10 @@ func (m *memo) refsOf(x proto.Message, read func() refs) refs {
 	if m == nil {
 		return read()
 	}
-	if v, ok := m.refs.Load(x); ok {
+	if v, ok := m.load(refsOf, x); ok {
 		return v.(refs)
 	}
 	r := read()
-	m.refs.Store(x, r)
+	m.facts.refs.Store(x, r)
 	return r
 }

@@ -2,11 +2,15 @@ package xds
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
 	mesh "github.com/meshgit/mesh"
@@ -32,7 +36,7 @@ func TestSharedRenderingIdentical(t *testing.T) {
 				Proxy{Service: svc, Shape: ShapeEnvoy, CertDir: "/other/" + svc})
 		}
 		r.Shuffle(len(proxies), func(a, b int) { proxies[a], proxies[b] = proxies[b], proxies[a] })
-		m := newMemo(snap)
+		m := newMemo(snap, nil)
 		shared := make([]*Resources, len(proxies))
 		done := make(chan int)
 		for j, p := range proxies {
@@ -105,7 +109,7 @@ func sameBytes(t *testing.T, a, b []types.Resource) bool {
 // very same cluster, route and load assignment messages, built once.
 func TestSharedAcrossProxies(t *testing.T) {
 	snap := seal(t, transparentMesh())
-	m := newMemo(snap)
+	m := newMemo(snap, nil)
 	web, err := renderShared(snap, Proxy{Service: "web", Shape: ShapeEnvoy}, nil, m)
 	if err != nil {
 		t.Fatal(err)
@@ -138,4 +142,111 @@ func TestSharedAcrossProxies(t *testing.T) {
 	if wc == nil || we == nil || wr == nil || wc != oc || we != oe || wr != or {
 		t.Fatalf("web and ops do not share auth's cluster, endpoints and route: %p/%p %p/%p %p/%p", wc, oc, we, oe, wr, or)
 	}
+}
+
+// TestIncrementalRenderingIdentical serves random transparent and direct meshes to a proxy of
+// every service in both shapes, then changes intentions at random (some changes only RBAC,
+// some what services reach) and services' modes: after each change every proxy's served
+// resources are byte for byte a fresh rendering of the new snapshot, whether the server
+// re-rendered the proxy, its listeners alone, or nothing.
+func TestIncrementalRenderingIdentical(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 13))
+	var listenerOnly int64
+	for iter := range 8 {
+		base := randomTransparentMesh(r, 3+r.IntN(6))
+		srv := NewServer(testLogger(t))
+		if err := srv.SetSnapshot(seal(t, base)); err != nil {
+			t.Fatal(err)
+		}
+		cb := (*callbacks)(srv)
+		var proxies []Proxy
+		for i, svc := range base.ServiceNames() {
+			for k, shape := range []Shape{ShapeEnvoy, ShapeGRPC} {
+				id := int64(2*i + k + 1)
+				if err := cb.OnStreamOpen(context.Background(), id, ""); err != nil {
+					t.Fatal(err)
+				}
+				n := envoyNode(fmt.Sprintf("%s-%s", svc, shape), svc)
+				if shape == ShapeGRPC {
+					n.UserAgentName = "gRPC Go"
+				}
+				if err := cb.OnStreamRequest(id, &discoveryv3.DiscoveryRequest{Node: n, TypeUrl: resourcev3.ListenerType}); err != nil {
+					t.Fatal(err)
+				}
+				p, err := ProxyFromNode(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				proxies = append(proxies, p)
+			}
+		}
+		cur := base
+		for step := range 12 {
+			next := mutateIntentions(r, cur)
+			snap := seal(t, next)
+			if err := srv.SetSnapshot(snap); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range proxies {
+				srv.mu.Lock()
+				g := srv.groups[p]
+				srv.mu.Unlock()
+				if g == nil || g.res == nil {
+					t.Fatalf("mesh %d step %d: %s has no group", iter, step, p)
+				}
+				fresh, err := Render(snap, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, b := fresh.byType(), g.res.byType()
+				for _, typ := range resourceTypes {
+					if typ == resourcev3.SecretType {
+						continue // no bundle either way
+					}
+					if !sameBytes(t, a[typ], b[typ]) {
+						t.Fatalf("mesh %d step %d, %s: served %s differ from a fresh rendering", iter, step, p, shortType(typ))
+					}
+				}
+			}
+			cur = next
+		}
+		listenerOnly += srv.listenerOnly.Load()
+		srv.Close()
+	}
+	// The path under test was taken.
+	if listenerOnly == 0 {
+		t.Error("no proxy had its listeners alone re-rendered")
+	}
+}
+
+// mutateIntentions returns a copy of s with a few intentions added, removed or changed.
+func mutateIntentions(r *rand.Rand, s *mesh.Snapshot) *mesh.Snapshot {
+	b, err := s.Encode()
+	if err != nil {
+		panic(err)
+	}
+	next, err := mesh.Decode(b)
+	if err != nil {
+		panic(err)
+	}
+	names := append([]string{mesh.Wildcard}, next.ServiceNames()...)
+	for range 1 + r.IntN(2) {
+		switch r.IntN(3) {
+		case 0:
+			if len(next.Intentions) > 0 {
+				i := r.IntN(len(next.Intentions))
+				next.Intentions = append(next.Intentions[:i], next.Intentions[i+1:]...)
+			}
+		default:
+			src, dst := names[r.IntN(len(names))], names[1+r.IntN(len(names)-1)]
+			in := &mesh.Intention{Source: src, Destination: dst, Action: []mesh.Action{mesh.Allow, mesh.Deny}[r.IntN(2)]}
+			if mesh.IsHTTP(next.Services[dst].Protocol) && r.IntN(2) == 0 {
+				in.Action = ""
+				in.Permissions = []mesh.Permission{{Action: []mesh.Action{mesh.Allow, mesh.Deny}[r.IntN(2)], HTTP: randomMatch(r)}}
+			}
+			addIntention(next, in)
+		}
+	}
+	next.Version = ""
+	return next
 }
