@@ -133,10 +133,16 @@ type validator interface{ ValidateAll() error }
 func (r *Resources) Validate() error { return r.validate(nil) }
 
 // validate is Validate, checking each message shared through m once.
-func (r *Resources) validate(m *memo) error {
+func (r *Resources) validate(m *memo) error { return r.validateTypes(m, nil) }
+
+// validateTypes is validate leaving out the types in skip (validated before).
+func (r *Resources) validateTypes(m *memo, skip map[resourcev3.Type]bool) error {
 	var errs []error
 	byType := r.byType()
 	for _, t := range resourceTypes {
+		if skip[t] {
+			continue
+		}
 		for _, res := range byType[t] {
 			v, ok := res.(validator)
 			if !ok {
@@ -307,32 +313,79 @@ func routeClusters(rc *routev3.RouteConfiguration) []string {
 // of each resource (type URL → name → hash, the version map delta xDS needs). Every resource
 // is marshalled once, deterministically.
 func (r *Resources) hashTypes(m *memo) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
+	return r.hashTypesReusing(m, nil, nil)
+}
+
+// hashTypesReusing is hashTypes taking the hashes and version maps of the types in keep from
+// oldHash and oldVersions (what hashTypes returned for resources whose lists of those types
+// were the same).
+func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old *group) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
 	byType := r.byType()
 	out := make(map[resourcev3.Type]string, len(resourceTypes))
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()
 	var buf []byte
 	for _, t := range resourceTypes {
-		h := sha256.New()
-		names := make(map[string]string, len(byType[t]))
-		for _, res := range byType[t] {
-			rh, err := m.resourceHash(res, &buf)
-			if err != nil {
-				return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
+		if keep[t] {
+			out[t], perResource[t] = old.typeHash[t], old.cs.VersionMap[t]
+		} else {
+			h := sha256.New()
+			names := make(map[string]string, len(byType[t]))
+			for _, res := range byType[t] {
+				rh, err := m.resourceHash(res, &buf)
+				if err != nil {
+					return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
+				}
+				name := cachev3.GetResourceName(res)
+				names[name] = rh
+				writeLen(h, len(name))
+				h.Write([]byte(name))
+				h.Write([]byte(rh))
 			}
-			name := cachev3.GetResourceName(res)
-			names[name] = rh
-			writeLen(h, len(name))
-			h.Write([]byte(name))
-			h.Write([]byte(rh))
+			perResource[t] = names
+			out[t] = hex.EncodeToString(h.Sum(nil))[:16]
 		}
-		perResource[t] = names
-		sum := hex.EncodeToString(h.Sum(nil))[:16]
-		out[t] = sum
 		all.Write([]byte(t))
-		all.Write([]byte(sum))
+		all.Write([]byte(out[t]))
 	}
 	return out, hex.EncodeToString(all.Sum(nil))[:16], perResource, nil
+}
+
+// listenerRefs returns every route configuration and cluster the listeners name (sorted,
+// without repetition), each listener's read once per memo.
+func listenersRefs(ls []*listenerv3.Listener, m *memo) (routes, clusters []string, err error) {
+	seenR, seenC := map[string]bool{}, map[string]bool{}
+	for _, l := range ls {
+		sum := m.refsOf(l, func() refs {
+			var out refs
+			for _, x := range listenerRefs(l, m) {
+				if x.err != nil {
+					return refs{err: fmt.Errorf("listener %q: %w", l.Name, x.err)}
+				}
+				out.routes = append(out.routes, x.routes...)
+				out.clusters = append(out.clusters, x.clusters...)
+			}
+			return out
+		})
+		if sum.err != nil {
+			return nil, nil, sum.err
+		}
+		for _, x := range sum.routes {
+			if !seenR[x] {
+				seenR[x] = true
+				routes = append(routes, x)
+			}
+		}
+		for _, x := range sum.clusters {
+			if !seenC[x] {
+				seenC[x] = true
+				clusters = append(clusters, x)
+			}
+		}
+	}
+	sort.Strings(routes)
+	sort.Strings(clusters)
+	return routes, clusters, nil
 }
 
 func writeLen(h hash.Hash, n int) {

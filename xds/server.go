@@ -48,12 +48,14 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -613,7 +615,8 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	}
 	var res *Resources
 	var err error
-	if inboundOnly && old != nil && old.res != nil && old.err == nil && snap.Services[p.Service] != nil {
+	partial := inboundOnly && old != nil && old.res != nil && old.err == nil && old.cs != nil && snap.Services[p.Service] != nil
+	if partial {
 		res, err = rerenderListeners(snap, p, m, old.res)
 		s.listenerOnly.Add(1)
 	} else {
@@ -633,17 +636,31 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		res = res.clone() // shared resources are never altered
 		s.testHookResources(p, res)
 	}
-	if err := res.validate(m); err != nil {
+	// Only the listeners are new when they alone were rendered again: if they name the same
+	// routes and clusters as old's, the rest was checked, hashed and found consistent before.
+	var keep map[resourcev3.Type]bool
+	d := old.depsIf(partial)
+	if partial {
+		if same, err := sameRefs(old.res.Listeners, res.Listeners, m); err == nil && same {
+			keep = map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
+				resourcev3.EndpointType: true, resourcev3.SecretType: true}
+		}
+	}
+	if err := res.validateTypes(m, keep); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
 	}
-	if err := res.consistent(m); err != nil {
-		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
+	if keep == nil {
+		if err := res.consistent(m); err != nil {
+			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
+		}
 	}
-	typeHash, hash, versionMap, err := res.hashTypes(m)
+	typeHash, hash, versionMap, err := res.hashTypesReusing(m, keep, old)
 	if err != nil {
 		return nil, err
 	}
-	d := dependencies(snap, p.Service)
+	if d == nil {
+		d = dependencies(snap, p.Service)
+	}
 	if old != nil && old.err == nil && old.hash == hash {
 		ng := *old
 		ng.snap, ng.bundle, ng.deps, ng.res = snap, bundle, d, res
@@ -654,8 +671,11 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	byType := res.byType()
 	for _, t := range resourceTypes {
 		v := snap.Version + "-" + typeHash[t][:8]
-		if old != nil && old.typeHash[t] == typeHash[t] {
+		if old != nil && old.typeHash[t] == typeHash[t] && old.cs != nil {
 			v = old.typeVersion[t] // unchanged type: same version, not resent
+			g.typeVersion[t] = v
+			cs.Resources[cachev3.GetResponseType(t)] = old.cs.Resources[cachev3.GetResponseType(t)]
+			continue
 		}
 		g.typeVersion[t] = v
 		cs.Resources[cachev3.GetResponseType(t)] = cachev3.NewResources(v, byType[t])
@@ -669,6 +689,28 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	cs.VersionMap = versionMap
 	g.cs = cs
 	return g, nil
+}
+
+// depsIf returns g's deps when partial (a change that leaves them as they were), else nil.
+func (g *group) depsIf(partial bool) *deps {
+	if !partial || g == nil {
+		return nil
+	}
+	return g.deps
+}
+
+// sameRefs reports whether two lists of listeners name the same route configurations and
+// clusters.
+func sameRefs(a, b []*listenerv3.Listener, m *memo) (bool, error) {
+	ar, ac, err := listenersRefs(a, m)
+	if err != nil {
+		return false, err
+	}
+	br, bc, err := listenersRefs(b, m)
+	if err != nil {
+		return false, err
+	}
+	return slices.Equal(ar, br) && slices.Equal(ac, bc), nil
 }
 
 // Proxies reports every node that is connected or disconnected recently, sorted by node id.
