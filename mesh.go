@@ -137,6 +137,30 @@ type Endpoint struct {
 	Port       int               `json:"port"`
 	Datacenter string            `json:"datacenter"`
 	Meta       map[string]string `json:"meta,omitempty"`
+	// Health and Weight come from the live catalog (never from Git): Health is "" (unknown,
+	// routed to), "passing", "warning" or "critical" (sent to proxies as unhealthy, not routed
+	// to); Weight is the load-balancing weight, 0 meaning 1.
+	Health string `json:"health,omitempty"`
+	Weight int    `json:"weight,omitempty"`
+}
+
+// Endpoint health, the catalog's status words.
+const (
+	HealthPassing  = "passing"
+	HealthWarning  = "warning"
+	HealthCritical = "critical"
+)
+
+// WithServices returns a copy of s whose Services are services, everything else shared (the
+// live catalog's instances are added this way). The copy keeps s's Version: it is the version
+// of the configuration from Git, and services must differ from s's only in endpoints.
+func (s *Snapshot) WithServices(services map[string]*Service) *Snapshot {
+	s.indexOnce.Do(s.buildIndex)
+	c := &Snapshot{Version: s.Version, Commit: s.Commit, Mesh: s.Mesh, Services: services, Intentions: s.Intentions,
+		Routers: s.Routers, Splitters: s.Splitters, Resolvers: s.Resolvers, Chains: s.Chains,
+		RemoteChains: s.RemoteChains, VirtualIPs: s.VirtualIPs, Positions: s.Positions}
+	c.indexOnce.Do(func() { c.index = s.index })
+	return c
 }
 
 // HealthCheck says how an endpoint's health is probed: exactly one of HTTP (a path), TCP or GRPC.

@@ -19,6 +19,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/catalog"
 )
 
 // Entry is one snapshot in a server's history.
@@ -113,6 +114,7 @@ const (
 	cmdRemoveServer cmdType = 6 // header serverCmd
 	cmdCA           cmdType = 7 // header ca.Command
 	cmdCluster      cmdType = 8 // header clusterCmd
+	cmdCatalog      cmdType = 9 // header catalog.Command
 )
 
 type clusterCmd struct {
@@ -201,8 +203,9 @@ type state struct {
 	lastError  *Failure
 	lastCommit string // the last commit applied or recorded as failed
 	servers    map[string]serverMeta
-	ca         *ca.State // the CA: roots, signing key, token hashes (nil until the leader creates it)
-	clusterID  string    // the cluster's identity, set once by its first leader
+	ca         *ca.State      // the CA: roots, signing key, token hashes (nil until the leader creates it)
+	clusterID  string         // the cluster's identity, set once by its first leader
+	catalog    *catalog.State // live instances and their health (never nil)
 
 	head        *mesh.Snapshot // decoded head of history
 	served      *mesh.Snapshot // head, or the pinned snapshot
@@ -235,8 +238,9 @@ func (s *state) find(v string) *histEntry {
 // bytes and the previous state (times come from the leader, inside the entry).
 type fsm struct {
 	cur     atomic.Pointer[point]
-	keep    int           // history length
-	changed chan struct{} // capacity 1: "the state changed", coalesced
+	keep    int            // history length
+	changed chan struct{}  // capacity 1: "the state changed", coalesced
+	watch   *catalog.Watch // notified when the catalog changed
 	log     *slog.Logger
 	// local holds the snapshots this server is replicating, by the SHA-256 of their command's
 	// blob: applying such an entry takes the snapshot the blob was encoded from instead of
@@ -254,8 +258,8 @@ type point struct {
 }
 
 func newFSM(keep int, log *slog.Logger) *fsm {
-	f := &fsm{keep: keep, changed: make(chan struct{}, 1), log: log}
-	f.cur.Store(&point{st: &state{servers: map[string]serverMeta{}}})
+	f := &fsm{keep: keep, changed: make(chan struct{}, 1), watch: catalog.NewWatch(), log: log}
+	f.cur.Store(&point{st: &state{servers: map[string]serverMeta{}, catalog: catalog.Empty()}})
 	return f
 }
 
@@ -264,9 +268,13 @@ func (f *fsm) state() *state { return f.cur.Load().st }
 // at returns the state and the index of the last command applied to it.
 func (f *fsm) at() point { return *f.cur.Load() }
 
-// setAt publishes s, at index applied, and wakes the publisher. Only Apply and Restore call it.
+// setAt publishes s, at index applied, and wakes the publisher (and, when the catalog changed,
+// the catalog's blocking queries). Only Apply and Restore call it.
 func (f *fsm) setAt(s *state, applied uint64) {
-	f.cur.Store(&point{st: s, applied: applied})
+	old := f.cur.Swap(&point{st: s, applied: applied})
+	if old == nil || old.st.catalog != s.catalog {
+		f.watch.Notify()
+	}
 	f.poke()
 }
 
@@ -378,6 +386,17 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		if s.ca, err = old.ca.Apply(c); err != nil {
 			return nil, err
 		}
+	case cmdCatalog:
+		c, err := catalog.DecodeCommand(h)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		if s.catalog, err = old.catalog.Apply(index, c); err != nil {
+			return nil, err
+		}
+		if s.catalog == old.catalog {
+			return old, nil
+		}
 	case cmdCluster:
 		var c clusterCmd
 		if err := json.Unmarshal(h, &c); err != nil || c.ID == "" {
@@ -427,6 +446,7 @@ type persisted struct {
 	Index       uint64                `json:"index,omitempty"` // the last command applied
 	CA          *ca.State             `json:"ca,omitempty"`
 	ClusterID   string                `json:"clusterId,omitempty"`
+	Catalog     *catalog.State        `json:"catalog,omitempty"`
 }
 
 type persistedEntry struct {
@@ -448,7 +468,8 @@ type fsmSnapshot struct {
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
-		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.applied}
+		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.applied,
+		Catalog: s.st.catalog}
 	for _, e := range s.st.history {
 		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
 	}
@@ -471,7 +492,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if p.Format != 1 {
 		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
 	}
-	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA, clusterID: p.ClusterID}
+	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA,
+		clusterID: p.ClusterID, catalog: p.Catalog}
+	if s.catalog == nil {
+		s.catalog = catalog.Empty()
+	}
 	if s.servers == nil {
 		s.servers = map[string]serverMeta{}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/catalog"
 )
 
 // Status is the answer of GET /v1/status: what this server serves, and the cluster around it.
@@ -41,6 +42,8 @@ type Status struct {
 	// PublishError is why the xDS server refused the FSM's snapshot, if it did (this server then
 	// keeps serving Version).
 	PublishError string `json:"publishError,omitempty"`
+	// Catalog counts the live instances by health, and flags undeclared services.
+	Catalog *catalog.Summary `json:"catalog,omitempty"`
 	// ClusterID is the cluster's identity ("" until known).
 	ClusterID string `json:"clusterId,omitempty"`
 	// NotServing says why this server refuses xDS (it was removed from the cluster, or a server
@@ -109,6 +112,10 @@ func (s *Server) Status() Status {
 	_, lid := s.node.raft.LeaderWithID()
 	out.Leader = string(lid)
 	out.LeaderAddress = st.servers[out.Leader].HTTP
+	if s.cat != nil {
+		sum := catalog.Summarize(st.catalog, s.cat.Declared)
+		out.Catalog = &sum
+	}
 	return out
 }
 
@@ -207,6 +214,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.Handle("GET /v1/tokens", caAPI) // operator token (the CA checks it); reads this server's state
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.catalogAPI().Register(mux)         // Consul's agent, catalog and health endpoints
 	mux.Handle("/ui/", s.uiHandler(mux)) // ui.go
 	return mux
 }

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/gob"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/catalog"
 )
 
 // publisher hands the FSM's served snapshot to the Publisher (xDS) and keeps a copy on disk, so
@@ -24,6 +26,7 @@ type publisher struct {
 
 	mu         sync.Mutex
 	served     *mesh.Snapshot
+	catalog    *catalog.State // the catalog published with served
 	servedAt   time.Time
 	cacheIndex uint64 // the Raft index of the snapshot loaded from disk; older FSM states are not published
 	// diskHistory is the history saved with the snapshot loaded from disk, answered by
@@ -34,6 +37,9 @@ type publisher struct {
 	catchUp atomic.Uint64
 	lastErr error
 	waiters []chan struct{}
+
+	catSave   chan struct{}     // capacity 1: the published catalog changed, save it
+	overlayer catalog.Overlayer // served with the catalog's instances
 }
 
 // cachedHistory is the FSM history as the served snapshot cache recorded it.
@@ -43,7 +49,62 @@ type cachedHistory struct {
 	Served  string
 }
 
-func (p *publisher) init(s *Server) { p.s = s }
+func (p *publisher) init(s *Server) { p.s, p.catSave = s, make(chan struct{}, 1) }
+
+// The catalog published with the snapshot is kept too (JSON, saved at most once a second), so
+// that a restarted server serves the instances it served, not only Git's endpoints, before
+// Raft has caught up.
+func (p *publisher) catalogFile() string { return filepath.Join(p.s.cfg.DataDir, "catalog.json.gz") }
+
+func (p *publisher) loadCatalog() *catalog.State {
+	b, err := os.ReadFile(p.catalogFile())
+	if err != nil {
+		if !os.IsNotExist(err) {
+			p.s.log.Warn("read catalog cache", "err", err)
+		}
+		return nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	var st catalog.State
+	if err == nil {
+		err = json.NewDecoder(io.LimitReader(zr, maxSnapshotJSON)).Decode(&st)
+	}
+	if err != nil {
+		p.s.log.Warn("catalog cache unusable, waiting for raft", "err", err)
+		return nil
+	}
+	return &st
+}
+
+// saveCatalogs saves the published catalog when it changes, at most once a second, until ctx
+// ends.
+func (p *publisher) saveCatalogs(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.catSave:
+		}
+		p.mu.Lock()
+		cat := p.catalog
+		p.mu.Unlock()
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		err := json.NewEncoder(zw).Encode(cat)
+		if err == nil {
+			err = zw.Close()
+		}
+		if err == nil {
+			err = p.s.storage.write("catalog-cache", func() error { return writeFileAtomic(p.catalogFile(), buf.Bytes()) })
+		}
+		if err != nil {
+			p.s.log.Warn("save catalog cache", "err", err)
+		}
+		if !sleepCtx(ctx, time.Second) {
+			return
+		}
+	}
+}
 
 // The cache is private to this server, so it uses gob, which decodes a 10k-service snapshot
 // about twice as fast as its JSON; the decoded content is still checked against its version.
@@ -75,7 +136,7 @@ func (p *publisher) loadCache() {
 	p.mu.Lock()
 	p.cacheIndex, p.diskHistory = c.Index, c.History
 	p.mu.Unlock()
-	p.publish(c.Snapshot, false)
+	p.publish(c.Snapshot, p.loadCatalog(), false)
 	p.s.log.Info("serving the last snapshot from disk", "version", c.Snapshot.Version, "commit", shortSHA(c.Snapshot.Commit))
 }
 
@@ -103,6 +164,9 @@ func readCache(b []byte) (*servedCache, error) {
 
 // run publishes every change of the FSM's served snapshot until ctx ends.
 func (p *publisher) run(ctx context.Context) {
+	saved := make(chan struct{})
+	go func() { defer close(saved); p.saveCatalogs(ctx) }()
+	defer func() { <-saved }()
 	for {
 		p.check()
 		select {
@@ -123,22 +187,25 @@ func (p *publisher) check() {
 	p.diskHistory = nil // the FSM knows at least what the disk did
 	cur := p.served
 	same := cur == st.served || cur != nil && cur.Version == st.served.Version && cur.Commit == st.served.Commit
-	if same {
+	if same && p.catalog == st.catalog {
 		p.served = st.served // the FSM's copy; nothing changed for the proxies
 	}
+	sameCatalog := p.catalog == st.catalog
 	p.mu.Unlock()
-	if same {
+	if same && sameCatalog {
 		return
 	}
-	if p.publish(st.served, true) {
+	if p.publish(st.served, st.catalog, !same) && !same {
 		p.saveCache(st)
 	}
 }
 
-func (p *publisher) publish(snap *mesh.Snapshot, fromFSM bool) bool {
+// publish hands snap, with the catalog's instances, to the Publisher. fromFSM is set when the
+// snapshot itself (not only the catalog) changed.
+func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM bool) bool {
 	var err error
 	if pub := p.s.cfg.Publisher; pub != nil {
-		err = pub.SetSnapshot(snap)
+		err = pub.SetSnapshot(p.overlayer.Overlay(snap, cat))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -148,7 +215,13 @@ func (p *publisher) publish(snap *mesh.Snapshot, fromFSM bool) bool {
 		p.s.log.Error("publish snapshot", "version", snap.Version, "err", err)
 		return false
 	}
-	p.served, p.servedAt = snap, time.Now()
+	if cat != nil && cat != p.catalog {
+		select {
+		case p.catSave <- struct{}{}:
+		default:
+		}
+	}
+	p.served, p.servedAt, p.catalog = snap, time.Now(), cat
 	p.s.metrics.setServed(snap)
 	for _, w := range p.waiters {
 		close(w)

@@ -395,6 +395,9 @@ func (s *Server) lead(ctx context.Context) {
 	caDone := make(chan struct{})
 	go func() { defer close(caDone); s.ca.Lead(ctx, s.trustDomain, time.Second) }()
 	defer func() { <-caDone }()
+	catDone := make(chan struct{})
+	go func() { defer close(catDone); s.cat.Lead(ctx) }()
+	defer func() { <-catDone }()
 	s.reconcileLoop(ctx)
 }
 

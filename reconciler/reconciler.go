@@ -54,6 +54,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/compiler"
 	"github.com/meshgit/mesh/internal/commitsig"
 	"github.com/meshgit/mesh/internal/tlsutil"
@@ -156,6 +157,11 @@ type Config struct {
 	Raft    RaftTiming
 	// MaxWebhookBody bounds webhook bodies; default 1 MiB.
 	MaxWebhookBody int64
+	// CatalogSync is the anti-entropy period of the server's own catalog agent (default
+	// DefaultCatalogSync); CatalogTick the period of the leader's node-liveness and reaping
+	// checks (default 1s).
+	CatalogSync time.Duration
+	CatalogTick time.Duration
 	// Lock is the data directory's lock if the caller took it (mesh serve takes it before
 	// anything else); Open takes it otherwise. Close releases it either way.
 	Lock *DirLock
@@ -202,6 +208,9 @@ func (c *Config) setDefaults() {
 	if c.MaxWebhookBody <= 0 {
 		c.MaxWebhookBody = 1 << 20
 	}
+	if c.CatalogSync <= 0 {
+		c.CatalogSync = DefaultCatalogSync
+	}
 }
 
 // Server is one mesh server: a Raft node with its FSM, the HTTP API, the publisher of served
@@ -212,6 +221,8 @@ type Server struct {
 	id      string
 	fsm     *fsm
 	ca      *ca.CA
+	cat     *catalog.Server
+	agent   *catalog.Agent
 	node    *raftNode
 	metrics *metrics
 	src     source
@@ -330,6 +341,9 @@ func (s *Server) Open(ctx context.Context) (err error) {
 	if err := secureDataDir(s.cfg.DataDir); err != nil { // and what Raft just created in it
 		return fmt.Errorf("data directory: %w", err)
 	}
+	s.openCatalog()
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.agent.Run(s.bgCtx) }()
 	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	s.bg.Add(3)
 	go func() { defer s.bg.Done(); s.watchHealth(s.bgCtx) }()

@@ -215,11 +215,16 @@ type GRPCBootstrapOptions struct {
 	CertDir string
 	// RefreshInterval of the file_watcher; default "600s".
 	RefreshInterval string
+	// Datacenter goes into node.locality.region (as EDS localities name their datacenter).
+	// node.locality is always there, empty without a datacenter: grpc-js-xds refuses a
+	// bootstrap whose node has none ("locality field missing in node element").
+	Datacenter string
 }
 
 // GRPCBootstrap returns the gRPC xDS bootstrap JSON (gRFC A27) for a proxyless service: the
 // xDS server (plaintext: see DESIGN.md, --xds-tls is for later), the node, the file_watcher
 // certificate provider instance CertProviderInstance, and the server listener name template.
+// grpc-go, gRPC C-core and grpc-js-xds all accept it (interop/ starts each on one).
 func GRPCBootstrap(o GRPCBootstrapOptions) ([]byte, error) {
 	if o.Service == "" {
 		return nil, fmt.Errorf("grpc bootstrap: service is required")
@@ -235,6 +240,10 @@ func GRPCBootstrap(o GRPCBootstrapOptions) ([]byte, error) {
 	if refresh == "" {
 		refresh = "600s"
 	}
+	locality := map[string]any{}
+	if o.Datacenter != "" {
+		locality["region"] = o.Datacenter
+	}
 	b := map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      o.XDSAddr,
@@ -244,6 +253,7 @@ func GRPCBootstrap(o GRPCBootstrapOptions) ([]byte, error) {
 		"node": map[string]any{
 			"id":       id,
 			"cluster":  o.Service,
+			"locality": locality,
 			"metadata": map[string]any{ShapeMetadataKey: string(ShapeGRPC)},
 		},
 		"certificate_providers": map[string]any{

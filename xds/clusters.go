@@ -166,12 +166,20 @@ func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape) (*clus
 	return c, nil
 }
 
-// setLBPolicy maps the mesh's load-balancing policy. gRPC supports round_robin, least_request
-// and ring_hash: random becomes round_robin and maglev becomes ring_hash for gRPC clients.
+// setLBPolicy maps the mesh's load-balancing policy. Proxyless gRPC clients get only what every
+// gRPC xDS client understands, round_robin and ring_hash: grpc-go has least_request, but gRPC
+// C-core 1.51 and grpc-js 1.14 refuse a Cluster whose lb_policy is anything else ("unsupported
+// lb_policy"), which would fail every call to that upstream. So for gRPC clients least_request
+// and random become round_robin and maglev becomes ring_hash. The rendering is shared by every
+// client of a shape, so this is not decided per client version (see interop/README.md).
 func setLBPolicy(c *clusterv3.Cluster, policy string, shape Shape) {
 	switch policy {
 	case mesh.LBLeastRequest:
-		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		if shape == ShapeGRPC {
+			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+		} else {
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		}
 	case mesh.LBRandom:
 		if shape == ShapeGRPC {
 			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -17,15 +18,19 @@ type change struct {
 	all        bool            // mesh-wide settings changed, or there is no previous snapshot
 	intentions map[string]bool // destinations whose inbound intentions changed ("*" for wildcard)
 	services   map[string]bool // memo: service definition (incl. endpoints, upstreams) changed
+	endpoints  map[string]bool // memo: of a changed service, whether only its endpoints changed
 	chains     map[string]bool // memo: discovery chain changed
 }
 
 // diff compares two snapshots. A nil prev changes everything.
 func diff(prev, next *mesh.Snapshot) *change {
-	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}}
+	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}, endpoints: map[string]bool{}}
 	if prev == nil || !reflect.DeepEqual(prev.Mesh, next.Mesh) {
 		c.all = true
 		return c
+	}
+	if len(prev.Intentions) == len(next.Intentions) && (len(prev.Intentions) == 0 || &prev.Intentions[0] == &next.Intentions[0]) {
+		return c // the same intentions (a catalog change shares them with the previous snapshot)
 	}
 	type key struct{ dst, src string }
 	pi := make(map[key]*mesh.Intention, len(prev.Intentions))
@@ -52,6 +57,65 @@ func (c *change) serviceChanged(name string) bool {
 	v := !serviceEqual(c.prev.Services[name], c.next.Services[name])
 	c.services[name] = v
 	return v
+}
+
+// endpointsOnly reports whether service, which changed, changed in its endpoints only (their
+// health, a catalog instance...): what only the EDS of its callers is rendered from.
+func (c *change) endpointsOnly(name string) bool {
+	if v, ok := c.endpoints[name]; ok {
+		return v
+	}
+	a, b := c.prev.Services[name], c.next.Services[name]
+	v := false
+	if a != nil && b != nil {
+		x, y := *a, *b
+		x.Endpoints, y.Endpoints = nil, nil
+		v = serviceEqual(&x, &y)
+	}
+	c.endpoints[name] = v
+	return v
+}
+
+// healthOnly reports whether service changed in its endpoints' health and weights only: the
+// same endpoints (address, port, datacenter, meta) in the same order.
+func (c *change) healthOnly(name string) bool {
+	if !c.endpointsOnly(name) {
+		return false
+	}
+	a, b := c.prev.Services[name].Endpoints, c.next.Services[name].Endpoints
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		x.Health, x.Weight, y.Health, y.Weight = "", 0, "", 0
+		if x.Address != y.Address || x.Port != y.Port || x.Datacenter != y.Datacenter || !maps.Equal(x.Meta, y.Meta) {
+			return false
+		}
+	}
+	return true
+}
+
+// edsOnly reports whether, for a proxy of service whose deps (from prev) are d, the change
+// alters at most its EDS: its own service, its chains and the intentions are unchanged, and
+// the services of its targets that changed changed only in their endpoints. Listeners and
+// clusters read a proxy's own service's endpoints (addresses and ports, never health), never
+// its targets'; so its own service may have changed in its endpoints' health only.
+func (c *change) edsOnly(service string, d *deps) bool {
+	if d == nil || c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) && !c.healthOnly(service) {
+		return false
+	}
+	for _, ch := range d.chains {
+		if c.chainChanged(ch) {
+			return false
+		}
+	}
+	for _, svc := range d.services {
+		if c.serviceChanged(svc) && !c.endpointsOnly(svc) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *change) chainChanged(name string) bool {

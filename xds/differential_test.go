@@ -1,11 +1,16 @@
 package xds
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,7 +158,28 @@ func TestDifferentialPathsAreCanonical(t *testing.T) {
 }
 
 func TestDifferentialAuthorizeVsGRPCRBAC(t *testing.T) {
-	meshes := 40
+	differential(t, 40, func(t *testing.T, lis net.Listener, xdsAddr, certDir string) {
+		startGreeter(t, lis, xdsAddr, "greeter", "greeter-1", "v1", certDir)
+	})
+}
+
+// TestDifferentialAuthorizeVsCCoreRBAC runs the random meshes through gRPC C-core's own RBAC
+// engine: the greeter is interop/python/server.py, an xDS server of Debian's python3-grpcio
+// (C-core 1.51), as a real process; the clients stay grpc-go.
+func TestDifferentialAuthorizeVsCCoreRBAC(t *testing.T) {
+	differential(t, 20, startCCoreGreeter)
+}
+
+// TestDifferentialAuthorizeVsGRPCJSRBAC runs the random meshes through grpc-js-xds's RBAC filter
+// (interop/node/server.js, behind GRPC_XDS_EXPERIMENTAL_RBAC=true), as a real process.
+func TestDifferentialAuthorizeVsGRPCJSRBAC(t *testing.T) {
+	differential(t, 20, startGRPCJSGreeter)
+}
+
+// differential compares, for random meshes (MESH_DIFF_MESHES, default meshes) and random
+// requests (MESH_DIFF_SEED reproduces them), mesh.Authorize with the verdicts of a greeter that
+// startServer serves on lis, configured by our xDS server, called by grpc-go clients s1..s3.
+func differential(t *testing.T, meshes int, startServer func(t *testing.T, lis net.Listener, xdsAddr, certDir string)) {
 	if v, err := strconv.Atoi(os.Getenv("MESH_DIFF_MESHES")); err == nil && v > 0 {
 		meshes = v
 	}
@@ -171,7 +197,7 @@ func TestDifferentialAuthorizeVsGRPCRBAC(t *testing.T) {
 	if err := srv.SetSnapshot(seal(t, randomMesh(r, port))); err != nil {
 		t.Fatal(err)
 	}
-	startGreeter(t, lis, addr, "greeter", "greeter-1", "v1", ca.issue(t, "greeter"))
+	startServer(t, lis, addr, ca.issue(t, "greeter"))
 	certs := map[string]string{}
 	for _, src := range diffSources {
 		certs[src] = ca.issue(t, src)
@@ -206,7 +232,7 @@ func TestDifferentialAuthorizeVsGRPCRBAC(t *testing.T) {
 					t.Fatalf("mesh %d, %s %s %v: unexpected status %v", i, src, q.path, q.headers, code)
 				}
 				if (code == codes.OK) != want.Allowed() {
-					t.Errorf("mesh %d (seed %d): %s → greeter %s headers %v: Authorize says %s (%s), gRPC RBAC says %v\nintentions: %s",
+					t.Errorf("mesh %d (seed %d): %s → greeter %s headers %v: Authorize says %s (%s), the server's RBAC says %v\nintentions: %s",
 						i, seed, src, q.path, q.headers, want.Verdict, want.Reason, code, describeIntentions(snap))
 				}
 			}
@@ -214,6 +240,60 @@ func TestDifferentialAuthorizeVsGRPCRBAC(t *testing.T) {
 		}
 	}
 	t.Logf("%d RPCs compared, %d allowed", rpcs, allowed)
+}
+
+// startGRPCJSGreeter runs interop/node/server.js, serving every path of the differential test.
+func startGRPCJSGreeter(t *testing.T, lis net.Listener, xdsAddr, certDir string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join("..", "interop", "node", "node_modules", "@grpc", "grpc-js-xds")); err != nil {
+		t.Fatalf("no grpc-js-xds in interop/node/node_modules: run .ci/run's install step (npm ci in interop/node)")
+	}
+	startGreeterProcess(t, lis, xdsAddr, certDir, []string{"GRPC_XDS_EXPERIMENTAL_RBAC=true"},
+		"node", filepath.Join("..", "interop", "node", "server.js"), "--methods", strings.Join(diffPaths, ","))
+}
+
+// startCCoreGreeter runs interop/python/server.py on lis's address as node greeter-1 of
+// service greeter. It fails the test, saying how to install them, when /usr/bin/python3 or its
+// grpc module (python3-grpcio) is missing.
+func startCCoreGreeter(t *testing.T, lis net.Listener, xdsAddr, certDir string) {
+	t.Helper()
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import grpc").CombinedOutput(); err != nil {
+		t.Fatalf("/usr/bin/python3 cannot import grpc (%v: %s): run .ci/run's install step (apt-get install -y python3-grpcio python3-protobuf)", err, out)
+	}
+	startGreeterProcess(t, lis, xdsAddr, certDir, nil, "/usr/bin/python3", filepath.Join("..", "interop", "python", "server.py"))
+}
+
+// startGreeterProcess runs an interop server program (argv, then --listen and --name) on lis's
+// address as node greeter-1 of service greeter, stopping it when the test ends.
+func startGreeterProcess(t *testing.T, lis net.Listener, xdsAddr, certDir string, env []string, argv ...string) {
+	t.Helper()
+	boot := filepath.Join(t.TempDir(), "bootstrap.json")
+	if err := os.WriteFile(boot, grpcBootstrap(t, xdsAddr, "greeter", "greeter-1", certDir), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // the server binds the address itself
+	var out bytes.Buffer
+	cmd := exec.Command(argv[0], append(argv[1:], "--listen", addr, "--name", "greeter-1")...)
+	cmd.Env = append(append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+boot), env...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", argv[1], out.String())
+		}
+	})
 }
 
 // callVerdict makes one RPC and returns its status, retrying (a bounded number of times) only

@@ -45,12 +45,29 @@ func loadAssignment(snap *mesh.Snapshot, pt proxyTarget) *endpointv3.ClusterLoad
 			LoadBalancingWeight: wrapperspb.UInt32(uint32(len(eps))),
 		}
 		for _, ep := range eps {
-			loc.LbEndpoints = append(loc.LbEndpoints, lbEndpoint(ep.Address, ep.Port))
+			loc.LbEndpoints = append(loc.LbEndpoints, catalogEndpoint(ep))
 		}
 		cla.Endpoints = append(cla.Endpoints, loc)
 		priority++
 	}
 	return cla
+}
+
+// catalogEndpoint renders an endpoint with its health, as Consul does: critical is sent as
+// UNHEALTHY (proxies keep it out of rotation but know it), passing and warning as HEALTHY with
+// the instance's weight for that status; an endpoint from Git (no health) as UNKNOWN, routed to.
+func catalogEndpoint(ep mesh.Endpoint) *endpointv3.LbEndpoint {
+	le := lbEndpoint(ep.Address, ep.Port)
+	switch ep.Health {
+	case mesh.HealthPassing, mesh.HealthWarning:
+		le.HealthStatus = corev3.HealthStatus_HEALTHY
+	case mesh.HealthCritical:
+		le.HealthStatus = corev3.HealthStatus_UNHEALTHY
+	}
+	if ep.Weight > 0 {
+		le.LoadBalancingWeight = wrapperspb.UInt32(uint32(ep.Weight))
+	}
+	return le
 }
 
 func lbEndpoint(address string, port int) *endpointv3.LbEndpoint {

@@ -32,7 +32,8 @@ func serviceEqual(a, b *mesh.Service) bool {
 	}
 	for i := range a.Endpoints {
 		x, y := &a.Endpoints[i], &b.Endpoints[i]
-		if x.Address != y.Address || x.Port != y.Port || x.Datacenter != y.Datacenter || !maps.Equal(x.Meta, y.Meta) {
+		if x.Address != y.Address || x.Port != y.Port || x.Datacenter != y.Datacenter || !maps.Equal(x.Meta, y.Meta) ||
+			x.Health != y.Health || x.Weight != y.Weight {
 			return false
 		}
 	}

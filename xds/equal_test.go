@@ -14,7 +14,7 @@ func TestEqualityCoversEveryField(t *testing.T) {
 		v    any
 		want int
 	}{
-		{mesh.Service{}, 9}, {mesh.Upstream{}, 3}, {mesh.Endpoint{}, 4}, {mesh.HealthCheck{}, 5},
+		{mesh.Service{}, 9}, {mesh.Upstream{}, 3}, {mesh.Endpoint{}, 6}, {mesh.HealthCheck{}, 5},
 		{mesh.Chain{}, 5}, {mesh.ChainRoute{}, 6}, {mesh.TargetWeight{}, 2}, {mesh.Target{}, 9},
 		{mesh.Intention{}, 6},
 	} {
@@ -27,12 +27,14 @@ func TestEqualityCoversEveryField(t *testing.T) {
 func TestDiffFindsEveryChange(t *testing.T) {
 	base := seal(t, richMesh())
 	for name, mutate := range map[string]func(*mesh.Snapshot){
-		"endpoint meta": func(s *mesh.Snapshot) { s.Services["api"].Endpoints[0].Meta["version"] = "v9" },
-		"upstream port": func(s *mesh.Snapshot) { s.Services["web"].Upstreams["api"].LocalPort = 1 },
-		"chain timeout": func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].RequestTimeout = 1 },
-		"target lb":     func(s *mesh.Snapshot) { s.Chains["db"].Targets["db.dc1"].LoadBalancer = mesh.LBRingHash },
-		"permission":    func(s *mesh.Snapshot) { s.Intention("web", "auth").Permissions[0].Action = mesh.Allow },
-		"default":       func(s *mesh.Snapshot) { s.Mesh.DefaultIntention = mesh.Allow },
+		"endpoint meta":   func(s *mesh.Snapshot) { s.Services["api"].Endpoints[0].Meta["version"] = "v9" },
+		"endpoint health": func(s *mesh.Snapshot) { s.Services["api"].Endpoints[0].Health = mesh.HealthCritical },
+		"endpoint weight": func(s *mesh.Snapshot) { s.Services["api"].Endpoints[0].Weight = 3 },
+		"upstream port":   func(s *mesh.Snapshot) { s.Services["web"].Upstreams["api"].LocalPort = 1 },
+		"chain timeout":   func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].RequestTimeout = 1 },
+		"target lb":       func(s *mesh.Snapshot) { s.Chains["db"].Targets["db.dc1"].LoadBalancer = mesh.LBRingHash },
+		"permission":      func(s *mesh.Snapshot) { s.Intention("web", "auth").Permissions[0].Action = mesh.Allow },
+		"default":         func(s *mesh.Snapshot) { s.Mesh.DefaultIntention = mesh.Allow },
 		"remote chain": func(s *mesh.Snapshot) {
 			s.RemoteChains = map[string]*mesh.Chain{mesh.RemoteChainKey("api", "dc2"): {Service: "api", Datacenter: "dc2"}}
 		},

@@ -20,9 +20,17 @@ import (
 //   - an inverted exact/prefix/suffix/regex header match does not hold when the header is
 //     absent (Envoy and gRPC agree), while an inverted present match does.
 //
-// "present" is rendered as a safe_regex ".*" string match rather than present_match, because
-// gRPC treats a header whose value is empty as absent for present_match, while the mesh (and
-// Envoy) call it present.
+// "present" is rendered as a safe_regex ".*" match rather than present_match, because gRPC
+// treats a header whose value is empty as absent for present_match, while the mesh (and Envoy)
+// call it present.
+//
+// Header matchers use HeaderMatcher's explicit fields (exact_match, prefix_match, suffix_match,
+// safe_regex_match, present_match), not string_match: gRPC C-core 1.51 (Python, C++, Ruby, PHP)
+// rejects a whole RouteConfiguration whose header matcher uses string_match ("Invalid route
+// header matcher specified"). The explicit fields are deprecated in Envoy's v3 API but still
+// accepted by Envoy, grpc-go (xdsresource converts them to the equivalent StringMatcher), grpc-js
+// and C-core, and mean exactly what string_match means with ignore_case false, the only form we
+// emit. interop/ runs C-core and grpc-js against this configuration.
 
 // presentRegex matches any header value, including the empty one.
 const presentRegex = ".*"
@@ -33,6 +41,11 @@ func exactString(s string) *matcherv3.StringMatcher {
 
 func prefixString(s string) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s}}
+}
+
+// headerRegex is a header matcher specifier matching the whole value against expr.
+func headerRegex(expr string) *routev3.HeaderMatcher_SafeRegexMatch {
+	return &routev3.HeaderMatcher_SafeRegexMatch{SafeRegexMatch: &matcherv3.RegexMatcher{Regex: expr}}
 }
 
 func regexString(expr string) *matcherv3.StringMatcher {
@@ -46,7 +59,7 @@ func methodsMatcher(methods []string) *routev3.HeaderMatcher {
 	if len(methods) == 1 {
 		return &routev3.HeaderMatcher{
 			Name:                 ":method",
-			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exactString(methods[0])},
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_ExactMatch{ExactMatch: methods[0]},
 		}
 	}
 	quoted := make([]string, len(methods))
@@ -55,35 +68,43 @@ func methodsMatcher(methods []string) *routev3.HeaderMatcher {
 	}
 	return &routev3.HeaderMatcher{
 		Name:                 ":method",
-		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexString(strings.Join(quoted, "|"))},
+		HeaderMatchSpecifier: headerRegex(strings.Join(quoted, "|")),
 	}
 }
 
 // headerMatcher renders one header condition. For an inverted present match it returns the
 // positive matcher and negate=true: the caller wraps it in NOT where it can (RBAC), or uses
-// invert_match (routes, where Envoy has no NOT).
+// invert_match (routes, where Envoy has no NOT). Any other inverted matcher the caller puts
+// beside a presenceGuard.
 func headerMatcher(h mesh.HeaderMatch) (m *routev3.HeaderMatcher, negate bool) {
 	m = &routev3.HeaderMatcher{Name: strings.ToLower(h.Name)}
-	var sm *matcherv3.StringMatcher
 	switch h.Kind {
 	case mesh.MatchExact:
-		sm = exactString(h.Value)
+		m.HeaderMatchSpecifier = &routev3.HeaderMatcher_ExactMatch{ExactMatch: h.Value}
 	case mesh.MatchPrefix:
-		sm = prefixString(h.Value)
+		m.HeaderMatchSpecifier = &routev3.HeaderMatcher_PrefixMatch{PrefixMatch: h.Value}
 	case mesh.MatchSuffix:
-		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: h.Value}}
+		m.HeaderMatchSpecifier = &routev3.HeaderMatcher_SuffixMatch{SuffixMatch: h.Value}
 	case mesh.MatchRegex:
-		sm = regexString(h.Value)
+		m.HeaderMatchSpecifier = headerRegex(h.Value)
 	case mesh.MatchPresent:
-		m.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: regexString(presentRegex)}
+		m.HeaderMatchSpecifier = headerRegex(presentRegex)
 		return m, h.Invert
 	default:
 		// The compiler rejects unknown kinds; never match rather than match everything.
-		sm = regexString(`[^\s\S]`)
+		m.HeaderMatchSpecifier = headerRegex(`[^\s\S]`)
 	}
-	m.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
 	m.InvertMatch = h.Invert
 	return m, false
+}
+
+// presenceGuard is the matcher that accompanies (in a conjunction) every inverted value matcher
+// of header name. grpc-js-xds 1.14 applies invert_match to an absent header too, so "x-b not
+// regex R" would hold there for a request without x-b, where Envoy, grpc-go, C-core and the
+// mesh say it does not. Requiring the header beside the inverted matcher gives every
+// implementation the mesh's meaning (TestDifferentialAuthorizeVsGRPCJSRBAC found it).
+func presenceGuard(name string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: headerRegex(presentRegex)}
 }
 
 // queryPathRegex renders a query parameter condition as a regex over the whole :path header, for

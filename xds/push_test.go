@@ -67,7 +67,7 @@ func TestPushOnlyWhatChanged(t *testing.T) {
 	}
 	s0 := openDelta(t, cc, "s0-delta", "s0")
 	s5 := openDelta(t, cc, "s5-delta", "s5")
-	waitFor(t, 5*time.Second, "every stream ACKed", func() bool {
+	waitFor(t, 15*time.Second, "every stream ACKed", func() bool {
 		return upToDate(srv, "s0-sotw") && upToDate(srv, "s0-delta") && upToDate(srv, "s5-delta")
 	})
 
@@ -84,7 +84,7 @@ func TestPushOnlyWhatChanged(t *testing.T) {
 	}
 	t.Logf("SotW: %d bytes initially, %d bytes for the RBAC change", initial, proto.Size(r))
 
-	d := s0.recv(t, 5*time.Second)
+	d := s0.recv(t, 15*time.Second)
 	if d == nil || d.TypeUrl != resourcev3.ListenerType || len(d.Resources) != 1 || d.Resources[0].Name != PublicListener || len(d.RemovedResources) != 0 {
 		t.Fatalf("delta stream of s0 got %v, want public_listener alone", d)
 	}
@@ -131,7 +131,7 @@ func openDelta(t *testing.T, cc *grpc.ClientConn, id, service string) *deltaADS 
 		if err := st.Send(req); err != nil {
 			t.Fatal(err)
 		}
-		r := d.recv(t, 5*time.Second)
+		r := d.recv(t, 15*time.Second)
 		if r == nil || r.TypeUrl != typ {
 			t.Fatalf("%s: no initial %s response: %v", id, shortType(typ), r)
 		}

@@ -224,13 +224,15 @@ func matchPermission(m *mesh.HTTPMatch) *rbacv3.Permission {
 		r := headerPermission(hm)
 		if negate {
 			r = notRule(r)
+		} else if hm.InvertMatch {
+			rules = append(rules, headerPermission(presenceGuard(hm.Name)))
 		}
 		rules = append(rules, r)
 	}
 	for _, q := range m.QueryParam {
 		rules = append(rules, headerPermission(&routev3.HeaderMatcher{
 			Name:                 ":path",
-			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexString(queryPathRegex(q))},
+			HeaderMatchSpecifier: headerRegex(queryPathRegex(q)),
 		}))
 	}
 	if len(rules) == 0 {

@@ -68,6 +68,7 @@ func chainRoute(snap *mesh.Snapshot, chain *mesh.Chain, r *mesh.ChainRoute, shap
 		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: targetCluster(chain, r.Splits[0].Target)}
 	default:
 		wc := &routev3.WeightedCluster{}
+		var total uint32
 		for _, s := range r.Splits {
 			if s.Weight <= 0 {
 				continue
@@ -76,7 +77,13 @@ func chainRoute(snap *mesh.Snapshot, chain *mesh.Chain, r *mesh.ChainRoute, shap
 				Name:   targetCluster(chain, s.Target),
 				Weight: wrapperspb.UInt32(uint32(s.Weight)),
 			})
+			total += uint32(s.Weight)
 		}
+		// total_weight is deprecated, and Envoy, grpc-go and grpc-js sum the weights themselves,
+		// but gRPC C-core 1.51 takes an unset total_weight for 100 and refuses the whole
+		// RouteConfiguration when the weights sum to anything else ("RouteAction
+		// weighted_cluster has incorrect total weight").
+		wc.TotalWeight = wrapperspb.UInt32(total)
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
 	if r.PrefixRewrite != "" {
@@ -153,6 +160,8 @@ func routeMatch(m *mesh.HTTPMatch) *routev3.RouteMatch {
 			// Route matchers have no NOT: an inverted present match is absent.
 			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
 			hm.InvertMatch = true
+		} else if hm.InvertMatch {
+			rm.Headers = append(rm.Headers, presenceGuard(hm.Name))
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}

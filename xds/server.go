@@ -408,7 +408,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	}
 	rendered := map[Proxy]*group{}
 	examined := map[Proxy]bool{}
-	inbound := map[Proxy]bool{} // only its RBAC changed: re-render its listeners alone
+	how := map[Proxy]renderScope{} // what of each proxy is rendered again (ch is not for goroutines)
 	// Nodes may connect while we render: their groups are missing or were rendered from prev.
 	// Each round renders, unlocked, what the last look under s.mu found missing.
 	for round := 0; ; round++ {
@@ -422,12 +422,10 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 			if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 				continue
 			}
-			if g != nil && g.snap == prev && (p.Shape != ShapeEnvoy || g.bundle == bundle) && ch.inboundOnly(p.Service, g.deps) {
-				inbound[p] = true
-			}
+			how[p] = scopeOf(ch, p, g, prev, bundle)
 			todo = append(todo, p)
 		}
-		if err := s.renderAll(snap, bundle, m, todo, old, rendered, inbound); err != nil {
+		if err := s.renderAll(snap, prev, bundle, m, todo, old, rendered, how); err != nil {
 			return err
 		}
 		s.mu.Lock()
@@ -450,7 +448,8 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		ng, err := s.render(snap, bundle, m, p, g, false)
+		how[p] = scopeOf(ch, p, g, prev, bundle)
+		ng, err := s.rerender(snap, prev, bundle, m, p, g, how[p])
 		if err != nil {
 			s.mu.Unlock()
 			return err
@@ -468,7 +467,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.metrics.pushes.Add(float64(len(sets)))
 	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
 	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit, "bundleChanged", bundle != prevBundle,
-		"rendered", len(rendered), "listenersOnly", len(inbound), "pushed", len(sets), "took", time.Since(start).Round(time.Microsecond))
+		"rendered", len(rendered), "pushed", len(sets), "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
@@ -479,7 +478,7 @@ type nodeSet struct {
 }
 
 // renderAll renders the proxies of todo in parallel into rendered.
-func (s *Server) renderAll(snap *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group, inbound map[Proxy]bool) error {
+func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group, how map[Proxy]renderScope) error {
 	groups := make([]*group, len(todo))
 	errs := make([]error, len(todo))
 	var next atomic.Int64
@@ -489,7 +488,7 @@ func (s *Server) renderAll(snap *mesh.Snapshot, bundle *trustBundle, m *memo, to
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
-				groups[i], errs[i] = s.render(snap, bundle, m, todo[i], old[todo[i]], inbound[todo[i]])
+				groups[i], errs[i] = s.rerender(snap, prev, bundle, m, todo[i], old[todo[i]], how[todo[i]])
 			}
 		}()
 	}

@@ -185,6 +185,13 @@ func (d *demo) makeRepo(ctx context.Context, example, addr string) error {
 	if err != nil {
 		return err
 	}
+	// The servers check payments' endpoint with its healthCheck, and the demo's server serves
+	// only mTLS (its listener comes from the mesh): a plaintext grpc.health.v1 probe could not
+	// pass, a TCP connect does.
+	err = editFile(file, regexp.MustCompile(`healthCheck: \{grpc: [^}]*\}`), `healthCheck: {tcp: true, interval: "10s", timeout: "2s"}`)
+	if err != nil {
+		return err
+	}
 	if err := d.git(ctx, "init", "-q", "-b", "main"); err != nil {
 		return err
 	}

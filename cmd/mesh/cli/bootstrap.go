@@ -67,8 +67,10 @@ func newGRPCCmd() *cobra.Command {
 		Use:   "bootstrap --service S [--xds ADDR] [--cert-dir DIR]",
 		Short: "Print the gRPC xDS bootstrap of a proxyless service (JSON)",
 		Long: `Bootstrap prints the xDS bootstrap (GRPC_XDS_BOOTSTRAP) of a proxyless gRPC service: the mesh
-server at --xds, the node (cluster = the service), the server listener name template, and the
-file_watcher certificate provider "mesh" reading cert.pem, key.pem and ca.pem from --cert-dir.`,
+server at --xds, the node (cluster = the service, locality region = --datacenter), the server
+listener name template, and the file_watcher certificate provider "mesh" reading cert.pem,
+key.pem and ca.pem from --cert-dir every --refresh-interval. grpc-go, gRPC C-core (Python, C++)
+and grpc-js-xds (Node) accept it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.Service == "" {
@@ -86,6 +88,8 @@ file_watcher certificate provider "mesh" reading cert.pem, key.pem and ca.pem fr
 	boot.Flags().StringVar(&opts.NodeID, "node-id", "", "the node id (default <service>-grpc)")
 	boot.Flags().StringVar(&opts.XDSAddr, "xds", defaultXDSAddr, "address of the mesh xDS server")
 	boot.Flags().StringVar(&opts.CertDir, "cert-dir", "/etc/mesh/certs", "directory with cert.pem, key.pem and ca.pem")
+	boot.Flags().StringVar(&opts.Datacenter, "datacenter", "", "the service's datacenter (node.locality.region)")
+	boot.Flags().StringVar(&opts.RefreshInterval, "refresh-interval", "600s", "how often the file_watcher provider rereads the certificate files")
 	cmd.AddCommand(boot)
 	return cmd
 }
