@@ -105,6 +105,11 @@ func (c *change) edsOnly(service string, d *deps) bool {
 	if d == nil || c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) && !c.healthOnly(service) {
 		return false
 	}
+	// A transparent proxy also reaches services its intentions allow: one added or removed
+	// changes its listeners and clusters, not only its EDS.
+	if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+		return false
+	}
 	for _, ch := range d.chains {
 		if c.chainChanged(ch) {
 			return false

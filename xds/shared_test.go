@@ -250,3 +250,25 @@ func mutateIntentions(r *rand.Rand, s *mesh.Snapshot) *mesh.Snapshot {
 	next.Version = ""
 	return next
 }
+
+// TestTransparentNewServiceNotEDSOnly: a commit that adds a service the default allows and
+// changes another's endpoints re-renders a transparent proxy fully (its new filter chain),
+// not only its EDS.
+func TestTransparentNewServiceNotEDSOnly(t *testing.T) {
+	base := newSnap(mesh.Allow)
+	addService(base, "web", mesh.ProtocolHTTP, 8080, ep("10.0.0.1", 21000, "dc1")).Mode = mesh.ModeTransparent
+	addService(base, "api", mesh.ProtocolHTTP, 8080, ep("10.0.0.2", 21000, "dc1"))
+	next := newSnap(mesh.Allow)
+	addService(next, "web", mesh.ProtocolHTTP, 8080, ep("10.0.0.1", 21000, "dc1")).Mode = mesh.ModeTransparent
+	addService(next, "api", mesh.ProtocolHTTP, 8080, ep("10.0.0.2", 21000, "dc1"), ep("10.0.0.3", 21000, "dc1"))
+	addService(next, "new", mesh.ProtocolHTTP, 8080, ep("10.0.0.4", 21000, "dc1"))
+	a, b := seal(t, base), seal(t, next)
+	d := dependencies(a, "web")
+	ch := diff(a, b)
+	if !ch.affects("web", d) {
+		t.Fatal("a new reachable service does not affect a transparent proxy")
+	}
+	if ch.edsOnly("web", d) || ch.inboundOnly("web", d) {
+		t.Fatal("a new reachable service is taken for an EDS-only or RBAC-only change")
+	}
+}
