@@ -278,10 +278,14 @@ func firstLines(err error) string {
 // BenchmarkCompileDense compiles the dense mesh of issue 13 (services that may all call each
 // other, "*" → "*" allow) in the two models: "explicit", every service listing every other as
 // an upstream with its local port (services² entries), and "transparent", mode "transparent"
-// and nothing listed. It reports the size of the CUE each takes.
+// and nothing listed. It reports the size of the CUE each takes. The explicit model stops at
+// 300 services (2.7 MB of CUE, about a GiB to compile): at 1,000 it is 30 MB and many GiB.
 func BenchmarkCompileDense(b *testing.B) {
 	for _, n := range []int{300, 1000} {
 		for _, model := range []string{"explicit", "transparent"} {
+			if model == "explicit" && n > 300 {
+				continue
+			}
 			b.Run(fmt.Sprintf("services=%d/model=%s", n, model), func(b *testing.B) {
 				dir := b.TempDir()
 				size := writeDenseMesh(b, dir, n, model == "transparent")
