@@ -160,6 +160,10 @@ func (s *Snapshot) WithServices(services map[string]*Service) *Snapshot {
 		Routers: s.Routers, Splitters: s.Splitters, Resolvers: s.Resolvers, Chains: s.Chains,
 		RemoteChains: s.RemoteChains, VirtualIPs: s.VirtualIPs, Positions: s.Positions}
 	c.indexOnce.Do(func() { c.index = s.index })
+	// What services reach depends on their names, modes, upstreams and the intentions, which
+	// are s's: the answers found so far hold for the copy too.
+	s.reach.Range(func(k, v any) bool { c.reach.Store(k, v); return true })
+	s.ups.Range(func(k, v any) bool { c.ups.Store(k, v); return true })
 	return c
 }
 

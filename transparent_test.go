@@ -137,3 +137,25 @@ func TestAssignVirtualIPs(t *testing.T) {
 		t.Fatalf("a name's candidate addresses repeat: %s", a)
 	}
 }
+
+// TestWithServicesKeepsReach: a copy with other endpoints (the live catalog's) keeps the
+// virtual IPs and what each service reaches.
+func TestWithServicesKeepsReach(t *testing.T) {
+	s := newSnapshot(Deny, allow("web", "api"))
+	s.Services["web"].Mode = ModeTransparent
+	s.VirtualIPs = AssignVirtualIPs(s.ServiceNames())
+	want := Reachable(s, "web")
+	svcs := map[string]*Service{}
+	for n, svc := range s.Services {
+		cp := *svc
+		cp.Endpoints = []Endpoint{{Address: "10.0.0.9", Port: 1}}
+		svcs[n] = &cp
+	}
+	c := s.WithServices(svcs)
+	if !slices.Equal(Reachable(c, "web"), want) || len(c.VirtualIPs) != 2 || c.VirtualIPs["api"] != s.VirtualIPs["api"] {
+		t.Fatalf("copy: reach %v (want %v), virtual IPs %v", Reachable(c, "web"), want, c.VirtualIPs)
+	}
+	if ups := c.Upstreams("web"); len(ups) != 1 || ups[0].Service != "api" {
+		t.Fatalf("copy: upstreams %v", ups)
+	}
+}
