@@ -12,13 +12,17 @@ import (
 // endpoints at priority 0 and each failover target's endpoints at the next priorities, in order.
 // Priorities are contiguous: a failover target without endpoints takes no priority. Every
 // locality carries a load-balancing weight, because gRPC ignores localities without one.
-func endpoints(snap *mesh.Snapshot, p Proxy) []*endpointv3.ClusterLoadAssignment {
-	targets := proxyTargets(snap, p.Service)
-	out := make([]*endpointv3.ClusterLoadAssignment, 0, len(targets))
-	for _, pt := range targets {
-		out = append(out, loadAssignment(snap, pt))
-	}
-	return out
+func endpoints(snap *mesh.Snapshot, p Proxy, m *memo) []*endpointv3.ClusterLoadAssignment {
+	set := sharedOK(m, m.setKey(memoEndpointSet, "", p.Service), func() []*endpointv3.ClusterLoadAssignment {
+		targets := proxyTargets(snap, p.Service)
+		out := make([]*endpointv3.ClusterLoadAssignment, 0, len(targets))
+		for _, pt := range targets {
+			out = append(out, sharedOK(m, memoKey{kind: memoLoadAssignment, chain: pt.chain, name: pt.target.SNI},
+				func() *endpointv3.ClusterLoadAssignment { return loadAssignment(snap, pt) }))
+		}
+		return out
+	})
+	return append([]*endpointv3.ClusterLoadAssignment(nil), set...) // a copy: Resources.sort sorts in place
 }
 
 func loadAssignment(snap *mesh.Snapshot, pt proxyTarget) *endpointv3.ClusterLoadAssignment {
