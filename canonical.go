@@ -21,7 +21,8 @@ func (s *Snapshot) Canonical() ([]byte, error) {
 		Resolvers  map[string]*Resolver `json:"resolvers,omitempty"`
 		Chains     map[string]*Chain    `json:"chains"`
 		Remote     map[string]*Chain    `json:"remoteChains,omitempty"`
-	}{s.Mesh, s.Services, s.Intentions, s.Routers, s.Splitters, s.Resolvers, s.Chains, s.RemoteChains}
+		VirtualIPs map[string]string    `json:"virtualIPs,omitempty"`
+	}{s.Mesh, s.Services, s.Intentions, s.Routers, s.Splitters, s.Resolvers, s.Chains, s.RemoteChains, s.VirtualIPs}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

@@ -237,14 +237,28 @@ func (s *Snapshot) Intention(source, destination string) *Intention {
 // highest precedence first. The first one decides.
 func (s *Snapshot) Candidates(source, destination string) []*Intention {
 	var out []*Intention
-	for _, k := range [4][2]string{
-		{destination, source}, {destination, Wildcard}, {Wildcard, source}, {Wildcard, Wildcard},
-	} {
+	for _, k := range candidateKeys(source, destination) {
 		if in := s.Intention(k[1], k[0]); in != nil && !contains(out, in) {
 			out = append(out, in)
 		}
 	}
 	return out
+}
+
+// candidateKeys are the (destination, source) keys of the candidates, highest precedence first.
+func candidateKeys(source, destination string) [4][2]string {
+	return [4][2]string{{destination, source}, {destination, Wildcard}, {Wildcard, source}, {Wildcard, Wildcard}}
+}
+
+// deciding returns the first of Candidates(source, destination), or nil, without allocating.
+func (s *Snapshot) deciding(source, destination string) *Intention {
+	s.indexOnce.Do(s.buildIndex)
+	for _, k := range candidateKeys(source, destination) {
+		if in := s.index[k[0]][k[1]]; in != nil {
+			return in
+		}
+	}
+	return nil
 }
 
 func contains(list []*Intention, in *Intention) bool {

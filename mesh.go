@@ -60,7 +60,11 @@ type Snapshot struct {
 	// RemoteChains are the chains of upstreams that name another datacenter, by
 	// RemoteChainKey ("api@dc2").
 	RemoteChains map[string]*Chain `json:"remoteChains,omitempty"`
-	Positions    map[string]Pos    `json:"positions,omitempty"`
+	// VirtualIPs maps every service to its virtual IP (see AssignVirtualIPs) when some service
+	// is in transparent mode: what a transparent sidecar matches the destination address of an
+	// outbound connection against.
+	VirtualIPs map[string]string `json:"virtualIPs,omitempty"`
+	Positions  map[string]Pos    `json:"positions,omitempty"`
 	// MeshGateways are the mesh gateways known live (never from Git, not in the canonical
 	// encoding), by datacenter: the local datacenter's from the catalog, others' from
 	// federation. Sidecars reach upstreams in other datacenters through them (MeshGatewayMode).
@@ -72,6 +76,8 @@ type Snapshot struct {
 
 	indexOnce sync.Once
 	index     map[string]map[string]*Intention // destination → source → intention
+	reach     sync.Map                         // source → []string, memo of Reachable
+	ups       sync.Map                         // service → []*Upstream, memo of Upstreams
 }
 
 // Config is the mesh-wide configuration (the `mesh` field of the repository).
@@ -84,9 +90,20 @@ type Config struct {
 	TLS              TLS      `json:"tls"`
 	CA               CA       `json:"ca"`
 	Policies         []string `json:"policies,omitempty"`
+	// Mode is the proxy mode of every service that sets none (ModeDirect when empty).
+	Mode string `json:"mode,omitempty"`
+	// TransparentProxy holds the settings of transparent sidecars.
+	TransparentProxy TransparentProxy `json:"transparentProxy,omitzero"`
 	// MeshGateway is the default mode of upstreams in other datacenters; left out of the
 	// canonical encoding when unset, so that meshes without it keep their versions.
 	MeshGateway MeshGateway `json:"meshGateway,omitzero"`
+}
+
+// TransparentProxy holds the mesh-wide settings of transparent sidecars, as Consul's mesh
+// config entry: with MeshDestinationsOnly, a connection to an address that is no service's
+// virtual IP is closed; without it, it passes through to its original destination.
+type TransparentProxy struct {
+	MeshDestinationsOnly bool `json:"meshDestinationsOnly,omitempty"`
 }
 
 // MeshGateway holds Consul's mesh gateway settings.
@@ -158,11 +175,16 @@ type CA struct {
 
 // Service is a catalog entry together with its service defaults.
 type Service struct {
-	Name        string               `json:"name"`
-	Protocol    string               `json:"protocol"`
-	Port        int                  `json:"port"`
-	Owners      []string             `json:"owners,omitempty"`
-	Meta        map[string]string    `json:"meta,omitempty"`
+	Name     string            `json:"name"`
+	Protocol string            `json:"protocol"`
+	Port     int               `json:"port"`
+	Owners   []string          `json:"owners,omitempty"`
+	Meta     map[string]string `json:"meta,omitempty"`
+	// Mode is ModeTransparent when the service's sidecar reaches every service its intentions
+	// allow (set by the service, by the mesh, or by `upstreams: "*"`); empty otherwise.
+	Mode string `json:"mode,omitempty"`
+	// Upstreams are the upstreams the service declares, each with its local port. In
+	// transparent mode the service reaches more (see Snapshot.Upstreams).
 	Upstreams   map[string]*Upstream `json:"upstreams,omitempty"`
 	Endpoints   []Endpoint           `json:"endpoints,omitempty"`
 	HealthCheck *HealthCheck         `json:"healthCheck,omitempty"`
@@ -204,8 +226,12 @@ func (s *Snapshot) WithServices(services map[string]*Service) *Snapshot {
 	s.indexOnce.Do(s.buildIndex)
 	c := &Snapshot{Version: s.Version, Commit: s.Commit, Mesh: s.Mesh, Services: services, Intentions: s.Intentions,
 		Routers: s.Routers, Splitters: s.Splitters, Resolvers: s.Resolvers, Chains: s.Chains,
-		RemoteChains: s.RemoteChains, Positions: s.Positions, MeshGateways: s.MeshGateways, RemoteHealthy: s.RemoteHealthy}
+		RemoteChains: s.RemoteChains, VirtualIPs: s.VirtualIPs, Positions: s.Positions, MeshGateways: s.MeshGateways, RemoteHealthy: s.RemoteHealthy}
 	c.indexOnce.Do(func() { c.index = s.index })
+	// What services reach depends on their names, modes, upstreams and the intentions, which
+	// are s's: the answers found so far hold for the copy too.
+	s.reach.Range(func(k, v any) bool { c.reach.Store(k, v); return true })
+	s.ups.Range(func(k, v any) bool { c.ups.Store(k, v); return true })
 	return c
 }
 

@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/meshgit/mesh/internal/atomicfile"
 )
 
 // Files an Agent writes in its directory: what gRPC's file_watcher certificate provider (the
@@ -193,35 +195,14 @@ func NewCSR(key crypto.Signer) ([]byte, error) {
 	return pemBlock("CERTIFICATE REQUEST", der), nil
 }
 
-// WriteFileAtomic writes data to a temporary file in name's directory, syncs it and renames it
-// over name, so that a reader sees the old content or the new, never a part.
-func WriteFileAtomic(name string, data []byte, perm os.FileMode) (err error) {
+// WriteFileAtomic replaces name with data as atomicfile.Write does (a reader sees the old
+// content or the new, never a part); when name already holds data it leaves the file alone, so
+// that watchers of the certificate files see no change.
+func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
 	if old, err := os.ReadFile(name); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
+	return atomicfile.Write(name, data, perm)
 }
 
 func temporary(err error) bool {

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // clock is a settable time source.
@@ -36,19 +38,6 @@ func (c *clock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newTestCA(t testing.TB, cfg Config) *CA {
 	t.Helper()
@@ -460,7 +449,7 @@ func TestLimiter(t *testing.T) {
 }
 
 func TestTokens(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	c := newTestCA(t, Config{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	ctx := context.Background()
 	tok, rec, err := c.CreateToken(ctx, ScopeService, "api")

@@ -26,11 +26,13 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
+
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // grpcLogs holds gRPC's warnings and errors of the whole test run (gRPC's file_watcher logs file
 // contents when a pair does not match), searched for key material by the end-to-end tests.
-var grpcLogs syncBuffer
+var grpcLogs testutil.SyncBuffer
 
 func TestMain(m *testing.M) {
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, &grpcLogs, &grpcLogs))
@@ -42,7 +44,7 @@ type env struct {
 	ca       *CA
 	srv      *httptest.Server
 	rec      *recorder
-	logs     syncBuffer
+	logs     testutil.SyncBuffer
 	log      *slog.Logger
 	operator string
 }

@@ -10,7 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshgit/mesh/internal/httpjson"
 )
+
+// jsonReply writes the CA's replies; they carry certificates and tokens, so nothing caches them.
+var jsonReply = httpjson.Style{NoStore: true}
 
 // SignRequest is the body of POST /v1/ca/sign.
 type SignRequest struct {
@@ -63,7 +68,7 @@ func (c *CA) Handler() http.Handler {
 			c.writeErr(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, b)
+		jsonReply.Write(w, http.StatusOK, b)
 	})
 	mux.HandleFunc("POST /v1/ca/rotate", c.operator(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.Rotate(r.Context(), nil); err != nil {
@@ -75,7 +80,7 @@ func (c *CA) Handler() http.Handler {
 			c.writeErr(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, RotateResponse{Active: c.State().Active().ID, Bundle: b})
+		jsonReply.Write(w, http.StatusOK, RotateResponse{Active: c.State().Active().ID, Bundle: b})
 	}))
 	mux.HandleFunc("POST /v1/tokens", c.operator(func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest
@@ -91,17 +96,17 @@ func (c *CA) Handler() http.Handler {
 			c.writeErr(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, TokenResponse{ID: rec.ID, Scope: rec.Scope, Service: rec.Service, Token: tok})
+		jsonReply.Write(w, http.StatusCreated, TokenResponse{ID: rec.ID, Scope: rec.Scope, Service: rec.Service, Token: tok})
 	}))
 	mux.HandleFunc("GET /v1/tokens", c.operator(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string][]TokenInfo{"tokens": c.Tokens()})
+		jsonReply.Write(w, http.StatusOK, map[string][]TokenInfo{"tokens": c.Tokens()})
 	}))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", c.operator(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
 			c.writeErr(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+		jsonReply.Write(w, http.StatusOK, map[string]string{"status": "revoked"})
 	}))
 	return mux
 }
@@ -147,7 +152,7 @@ func (c *CA) handleSign(w http.ResponseWriter, r *http.Request) {
 		c.writeErr(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, leaf)
+	jsonReply.Write(w, http.StatusOK, leaf)
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
@@ -194,16 +199,7 @@ func (c *CA) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		c.log.Debug("ca request refused", "method", r.Method, "path", r.URL.Path, "status", code, "err", err)
 	}
-	writeJSON(w, code, map[string]string{"error": err.Error()})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	jsonReply.Write(w, code, map[string]string{"error": err.Error()})
 }
 
 // retryAfter parses a Retry-After of seconds.

@@ -17,12 +17,13 @@ import (
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // recorder keeps every response body a server sends, to search them for key material.
 type recorder struct {
 	h      http.Handler
-	bodies syncBuffer
+	bodies testutil.SyncBuffer
 }
 
 type teeWriter struct {
@@ -52,7 +53,7 @@ func call(t *testing.T, srv *httptest.Server, method, path, tok, body string) (i
 }
 
 func TestHandlerAuth(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := newTestCA(t, Config{OperatorToken: "op-secret", Log: log})
 	rec := &recorder{h: c.Handler()}
@@ -164,7 +165,7 @@ func TestHandlerRateLimit(t *testing.T) {
 }
 
 func TestAgentFiles(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := newTestCA(t, Config{Log: log})
 	rec := &recorder{h: c.Handler()}

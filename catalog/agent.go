@@ -36,6 +36,8 @@ type AgentConfig struct {
 	// DefaultCheck returns the healthCheck Git gives service (nil for none): the check of an
 	// instance registered without any. Optional.
 	DefaultCheck func(ctx context.Context, service string) (*mesh.HealthCheck, error)
+	// Prober runs the HTTP, TCP and gRPC checks (and limits where they may connect).
+	Prober Prober
 }
 
 // Agent is the catalog's view from one node: the instances registered on it, their checks
@@ -391,7 +393,7 @@ func (a *Agent) runCheck(ctx context.Context, ls *localService, c Check) {
 			return
 		case <-t.C:
 		}
-		status, output := probe(ctx, c)
+		status, output := a.cfg.Prober.probe(ctx, c)
 		if ctx.Err() != nil {
 			return
 		}

@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/internal/httpjson"
 )
 
 // API serves the Consul-compatible endpoints:
@@ -57,7 +57,7 @@ func (a *API) Register(mux *http.ServeMux) {
 			if a.Server != nil {
 				dc = a.Server.cfg.Datacenter()
 			}
-			writeJSON(w, http.StatusOK, map[string]any{"Config": map[string]string{"NodeName": a.Agent.NodeName(), "Datacenter": dc}})
+			httpjson.Write(w, http.StatusOK, map[string]any{"Config": map[string]string{"NodeName": a.Agent.NodeName(), "Datacenter": dc}})
 		})
 	}
 	if a.Server != nil {
@@ -68,7 +68,7 @@ func (a *API) Register(mux *http.ServeMux) {
 		mux.HandleFunc("PUT /v1/catalog/command", a.handleCommand)
 		mux.HandleFunc("GET /v1/catalog/summary", a.handleSummary)
 		mux.HandleFunc("GET /v1/catalog/default-check/{service}", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]any{"HealthCheck": a.Server.cfg.DefaultCheck(r.PathValue("service"))})
+			httpjson.Write(w, http.StatusOK, map[string]any{"HealthCheck": a.Server.cfg.DefaultCheck(r.PathValue("service"))})
 		})
 	}
 }
@@ -135,7 +135,7 @@ func (a *API) handleCommand(w http.ResponseWriter, r *http.Request) {
 // answer writes err the way Consul does (plain text), or true.
 func (a *API) answer(w http.ResponseWriter, r *http.Request, err error) {
 	if err == nil {
-		writeJSON(w, http.StatusOK, true)
+		httpjson.Write(w, http.StatusOK, true)
 		return
 	}
 	code := StatusOf(err)
@@ -219,14 +219,6 @@ func (a *API) answered(w http.ResponseWriter, st *State, idx uint64) *State {
 	return st
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
 func (a *API) handleServices(w http.ResponseWriter, r *http.Request) {
 	st, ok := a.block(w, r, (*State).Index)
 	if !ok {
@@ -245,7 +237,7 @@ func (a *API) handleServices(w http.ResponseWriter, r *http.Request) {
 		slices.Sort(tags)
 		out[name] = tags
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (a *API) handleCatalogService(w http.ResponseWriter, r *http.Request) {
@@ -262,7 +254,7 @@ func (a *API) handleCatalogService(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, a.catalogService(st, in))
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (a *API) handleHealthService(w http.ResponseWriter, r *http.Request) {
@@ -288,7 +280,7 @@ func (a *API) handleHealthService(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, a.serviceEntry(st, in))
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (a *API) handleNodes(w http.ResponseWriter, r *http.Request) {
@@ -300,7 +292,7 @@ func (a *API) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for _, n := range st.Nodes() {
 		out = append(out, a.nodeJSON(n))
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (a *API) handleAgentServices(w http.ResponseWriter, r *http.Request) {
@@ -308,7 +300,7 @@ func (a *API) handleAgentServices(w http.ResponseWriter, r *http.Request) {
 	for _, in := range a.Agent.Services() {
 		out[in.ID] = a.agentService(in)
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (a *API) handleAgentChecks(w http.ResponseWriter, r *http.Request) {
@@ -318,7 +310,7 @@ func (a *API) handleAgentChecks(w http.ResponseWriter, r *http.Request) {
 			out[c.ID] = healthCheck(in, c)
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 // Summary is the answer of GET /v1/catalog/summary.
@@ -369,5 +361,5 @@ func (a *API) handleSummary(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, Summarize(st, a.Server.cfg.Declared))
+	httpjson.Write(w, http.StatusOK, Summarize(st, a.Server.cfg.Declared))
 }

@@ -3,11 +3,14 @@ package catalog
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"syscall"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -15,29 +18,81 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// ErrCheckNotAllowed is the reason of a check whose address lies outside Prober.Allow.
+var ErrCheckNotAllowed = errors.New("address outside the networks checks may reach (--check-allow)")
+
+// Prober runs HTTP, TCP and gRPC checks. Checks are defined by whoever registers an instance,
+// and servers and agents run them from their own network position, so Allow, when not empty,
+// lists the only networks a check may connect to: any other address is refused after name
+// resolution and before a packet is sent, and the check is critical with ErrCheckNotAllowed.
+// The zero Prober allows every address.
+type Prober struct {
+	Allow []netip.Prefix
+}
+
+// ParseAllow parses CIDR prefixes (or single addresses) for Prober.Allow.
+func ParseAllow(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("check-allow %q: not a CIDR prefix or an address", s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// control refuses a connection to an address outside Allow; it runs for every address the
+// dialer tries, after name resolution.
+func (p Prober) control(_, address string, _ syscall.RawConn) error {
+	if len(p.Allow) == 0 {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%s: %w", address, ErrCheckNotAllowed)
+	}
+	for _, pre := range p.Allow {
+		if pre.Contains(ap.Addr().Unmap()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %w", address, ErrCheckNotAllowed)
+}
+
+func (p Prober) dialer() *net.Dialer { return &net.Dialer{Control: p.control} }
+
 // probe runs one HTTP, TCP or gRPC check within its Timeout and returns the status and output,
 // with Consul's meaning: HTTP 2xx passing, 429 warning, anything else (or no answer) critical;
 // TCP passing when it connects; gRPC passing when grpc.health.v1 answers SERVING.
-func probe(ctx context.Context, c Check) (string, string) {
+func (p Prober) probe(ctx context.Context, c Check) (string, string) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	switch c.Type {
 	case CheckHTTP:
-		return probeHTTP(ctx, c)
+		return p.probeHTTP(ctx, c)
 	case CheckTCP:
-		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", c.TCP)
+		conn, err := p.dialer().DialContext(ctx, "tcp", c.TCP)
 		if err != nil {
 			return StatusCritical, fmt.Sprintf("TCP connect %s: %v", c.TCP, err)
 		}
 		conn.Close()
 		return StatusPassing, fmt.Sprintf("TCP connect %s: Success", c.TCP)
 	case CheckGRPC:
-		return probeGRPC(ctx, c)
+		return p.probeGRPC(ctx, c)
 	}
 	return StatusCritical, "unknown check type " + c.Type
 }
 
-func probeHTTP(ctx context.Context, c Check) (string, string) {
+func (p Prober) probeHTTP(ctx context.Context, c Check) (string, string) {
 	method := c.Method
 	if method == "" {
 		method = http.MethodGet
@@ -52,7 +107,7 @@ func probeHTTP(ctx context.Context, c Check) (string, string) {
 		}
 	}
 	req.Header.Set("User-Agent", "mesh health check")
-	tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: c.TLSSkipVerify}} //nolint:gosec // the registration asked for it
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: p.dialer().DialContext, TLSClientConfig: &tls.Config{InsecureSkipVerify: c.TLSSkipVerify}} //nolint:gosec // the registration asked for it
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
 	if err != nil {
@@ -70,13 +125,15 @@ func probeHTTP(ctx context.Context, c Check) (string, string) {
 	return StatusCritical, out
 }
 
-func probeGRPC(ctx context.Context, c Check) (string, string) {
+func (p Prober) probeGRPC(ctx context.Context, c Check) (string, string) {
 	addr, service, _ := strings.Cut(c.GRPC, "/")
 	creds := insecure.NewCredentials()
 	if c.GRPCUseTLS {
 		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: c.TLSSkipVerify}) //nolint:gosec // the registration asked for it
 	}
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
+	dial := p.dialer()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dial.DialContext(ctx, "tcp", a) }))
 	if err != nil {
 		return StatusCritical, fmt.Sprintf("gRPC %s: %v", c.GRPC, err)
 	}

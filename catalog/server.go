@@ -61,6 +61,8 @@ type ServerConfig struct {
 	Log        *slog.Logger
 	// Tick is the period of the leader's liveness and reaping checks; default 1s.
 	Tick time.Duration
+	// Prober runs the checks of Git endpoints (and limits where they may connect).
+	Prober Prober
 }
 
 // Server is the catalog of a mesh server: it authorizes writes, commits the ones that change

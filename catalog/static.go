@@ -64,7 +64,7 @@ func (s *Server) runStatic(ctx context.Context, key string, c Check) {
 			return
 		case <-t.C:
 		}
-		status, output := probe(ctx, c)
+		status, output := s.cfg.Prober.probe(ctx, c)
 		if ctx.Err() != nil {
 			return
 		}

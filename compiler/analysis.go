@@ -47,7 +47,7 @@ func analyze(s *mesh.Snapshot) Errors {
 			continue
 		}
 		src := s.Services[in.Source]
-		if src == nil || src.Upstreams[in.Destination] != nil {
+		if src == nil || src.Transparent() || src.Upstreams[in.Destination] != nil {
 			continue
 		}
 		w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)),
@@ -127,8 +127,17 @@ func analyze(s *mesh.Snapshot) Errors {
 		}
 	}
 
-	// Splitters and resolvers nobody reaches.
+	// Splitters and resolvers nobody reaches. A transparent sidecar may reach any service; what
+	// it does reach is not worked out here (services × services), so then none is reported.
 	reached := map[string]bool{}
+	for _, name := range names {
+		if s.Services[name].Transparent() {
+			for _, n := range names {
+				reached[n] = true
+			}
+			break
+		}
+	}
 	for _, name := range names {
 		for u, up := range s.Services[name].Upstreams {
 			if reached[u] {

@@ -184,6 +184,13 @@ func (c *compilation) meshConfig() {
 		Datacenters:      raw.Datacenters,
 		DefaultIntention: mesh.Action(raw.DefaultIntention),
 		Policies:         raw.Policies,
+		Mode:             raw.Mode,
+	}
+	if m.Mode == mesh.ModeDirect {
+		m.Mode = "" // the default, recorded as when left out
+	}
+	if raw.TransparentProxy != nil {
+		m.TransparentProxy.MeshDestinationsOnly = raw.TransparentProxy.MeshDestinationsOnly
 	}
 	if raw.MeshGateway != nil {
 		m.MeshGateway.Mode = raw.MeshGateway.Mode
@@ -268,11 +275,24 @@ func (c *compilation) services() {
 			Owners:   sortedCopy(r.Owners),
 			Meta:     r.Meta,
 		}
-		if len(r.Upstreams) > 0 {
+		s.Mode = r.Mode
+		if s.Mode == "" {
+			s.Mode = c.snap.Mesh.Mode
+		}
+		if s.Mode == mesh.ModeDirect {
+			s.Mode = "" // the default is not recorded, so that versions stay as they were
+		}
+		if r.Upstreams.All {
+			if r.Mode == mesh.ModeDirect {
+				c.add(lookup(e.n, e.pos, cue.Str("upstreams")), "service %s: upstreams \"*\" needs transparent mode, but the service sets mode \"direct\"", e.name)
+			}
+			s.Mode = mesh.ModeTransparent
+		}
+		if len(r.Upstreams.ByName) > 0 {
 			s.Upstreams = map[string]*mesh.Upstream{}
 			ports := map[int]string{}
-			for _, u := range sortedKeys(r.Upstreams) {
-				ru := r.Upstreams[u]
+			for _, u := range sortedKeys(r.Upstreams.ByName) {
+				ru := r.Upstreams.ByName[u]
 				upos := lookup(e.n, e.pos, cue.Str("upstreams"), cue.Str(u))
 				if prev, ok := ports[ru.LocalPort]; ok {
 					c.add(upos, "service %s: upstreams %s and %s both listen on localPort %d", e.name, prev, u, ru.LocalPort)
@@ -338,6 +358,13 @@ func (c *compilation) services() {
 		}
 		c.snap.Services[e.name] = s
 		c.snap.Positions[mesh.PathService(e.name)] = e.pos
+	}
+	// Transparent sidecars match connections by the destinations' virtual IPs.
+	for _, svc := range c.snap.Services {
+		if svc.Transparent() {
+			c.snap.VirtualIPs = mesh.AssignVirtualIPs(c.snap.ServiceNames())
+			break
+		}
 	}
 	// Upstreams must name services; checked once all services are known.
 	for _, name := range c.snap.ServiceNames() {

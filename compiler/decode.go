@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"cuelang.org/go/cue"
@@ -26,7 +27,11 @@ type rawMesh struct {
 	CA *struct {
 		LeafTTL string `json:"leafTTL"`
 	} `json:"ca"`
-	Policies    []string        `json:"policies"`
+	Policies         []string `json:"policies"`
+	Mode             string   `json:"mode"`
+	TransparentProxy *struct {
+		MeshDestinationsOnly bool `json:"meshDestinationsOnly"`
+	} `json:"transparentProxy"`
 	MeshGateway *rawMeshGateway `json:"meshGateway"`
 }
 
@@ -39,11 +44,8 @@ type rawService struct {
 	Port      int               `json:"port"`
 	Owners    []string          `json:"owners"`
 	Meta      map[string]string `json:"meta"`
-	Upstreams map[string]struct {
-		LocalPort   int             `json:"localPort"`
-		Datacenter  string          `json:"datacenter"`
-		MeshGateway *rawMeshGateway `json:"meshGateway"`
-	} `json:"upstreams"`
+	Mode      string            `json:"mode"`
+	Upstreams rawUpstreams      `json:"upstreams"`
 	Endpoints []struct {
 		Address    string            `json:"address"`
 		Port       int               `json:"port"`
@@ -57,6 +59,32 @@ type rawService struct {
 		Interval string `json:"interval"`
 		Timeout  string `json:"timeout"`
 	} `json:"healthCheck"`
+}
+
+// rawUpstreams is a service's upstreams: "*" (All), or upstreams by name.
+type rawUpstreams struct {
+	All    bool
+	ByName map[string]rawUpstream
+}
+
+type rawUpstream struct {
+	LocalPort   int             `json:"localPort"`
+	Datacenter  string          `json:"datacenter"`
+	MeshGateway *rawMeshGateway `json:"meshGateway"`
+}
+
+// UnmarshalJSON decodes either form; CUE's Decode and decodeValue (plaindata.go) use it.
+func (u *rawUpstreams) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		if s != mesh.Wildcard {
+			return fmt.Errorf("upstreams: %q is neither \"*\" nor a struct", s)
+		}
+		*u = rawUpstreams{All: true}
+		return nil
+	}
+	u.All = false
+	return json.Unmarshal(b, &u.ByName)
 }
 
 type rawIntention struct {

@@ -33,8 +33,11 @@ func TestFlattenEnums(t *testing.T) {
 		full = append(full, af)
 	}
 	after := formatNode(fast[0])
-	if n := strings.Count(after, " | "); n != 0 {
-		t.Errorf("%d disjunctions left in the fast schema:\n%s", n, after)
+	// The one disjunction that is not of strings: upstreams, "*" or a struct. On plain data
+	// CUE decides it by the value's kind, without trying alternatives in depth.
+	const kinds = `upstreams?: "*" | {`
+	if n := strings.Count(after, " | ") - strings.Count(after, kinds); n != 0 || !strings.Contains(after, kinds) {
+		t.Errorf("%d disjunctions left in the fast schema besides %s:\n%s", n, kinds, after)
 	}
 
 	// Candidates: every string literal of the schema, and variations of each.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 const gitMeshV1 = `package mesh
@@ -25,22 +27,6 @@ const gitIntention = `package mesh
 
 intentions: api: web: {action: "allow"}
 `
-
-// gitRun runs the git CLI in dir and returns its trimmed output.
-func gitRun(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.invalid",
-		"GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.invalid",
-		"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
 
 func writeFile(t *testing.T, path, data string) {
 	t.Helper()
@@ -60,15 +46,15 @@ func newGitRepo(t *testing.T) (dir, first, second string) {
 		t.Fatalf("these tests need the git CLI (.ci/run installs it): %v", err)
 	}
 	dir = t.TempDir()
-	gitRun(t, dir, "init", "-q", "-b", "main")
+	testutil.Git(t, dir, "init", "-q", "-b", "main")
 	writeFile(t, filepath.Join(dir, "mesh", "mesh.cue"), gitMeshV1)
-	gitRun(t, dir, "add", ".")
-	gitRun(t, dir, "commit", "-q", "-m", "first")
-	first = gitRun(t, dir, "rev-parse", "HEAD")
+	testutil.Git(t, dir, "add", ".")
+	testutil.Git(t, dir, "commit", "-q", "-m", "first")
+	first = testutil.Git(t, dir, "rev-parse", "HEAD")
 	writeFile(t, filepath.Join(dir, "mesh", "teams", "api.cue"), gitIntention)
-	gitRun(t, dir, "add", ".")
-	gitRun(t, dir, "commit", "-q", "-m", "second")
-	second = gitRun(t, dir, "rev-parse", "HEAD")
+	testutil.Git(t, dir, "add", ".")
+	testutil.Git(t, dir, "commit", "-q", "-m", "second")
+	second = testutil.Git(t, dir, "rev-parse", "HEAD")
 	return dir, first, second
 }
 
@@ -137,7 +123,7 @@ func TestCompileGitErrors(t *testing.T) {
 	}
 	// A commit whose mesh is broken reports positions relative to the mesh directory.
 	writeFile(t, filepath.Join(dir, "mesh", "teams", "api.cue"), "package mesh\n\nintentions: api: ghost: {action: \"allow\"}\n")
-	gitRun(t, dir, "commit", "-q", "-am", "broken")
+	testutil.Git(t, dir, "commit", "-q", "-am", "broken")
 	_, err = CompileGit(ctx, dir, "main", "mesh")
 	var list Errors
 	if !errors.As(err, &list) || list.Error() != "teams/api.cue:3:18: intention ghost → api: source ghost: no such service" {
@@ -149,7 +135,7 @@ func TestCompileGitBareAndURL(t *testing.T) {
 	ctx := context.Background()
 	dir, _, second := newGitRepo(t)
 	bare := filepath.Join(t.TempDir(), "mesh.git")
-	gitRun(t, dir, "clone", "-q", "--bare", dir, bare)
+	testutil.Git(t, dir, "clone", "-q", "--bare", dir, bare)
 	for _, repo := range []string{bare, "file://" + bare} {
 		s, err := CompileGit(ctx, repo, "main", "mesh")
 		if err != nil {

@@ -223,6 +223,12 @@ func addCUEErrorList(errs *errorList, list []cueerrors.Error) {
 					pos = userPos(list[j])
 				}
 			}
+			if structBranchFailed(list[i+1 : j]) {
+				// A struct against `"*" | {...}` (upstreams): the struct alternative's own
+				// errors, inside it or in a value it refers to, are reported on their own.
+				i = j - 1
+				continue
+			}
 			if got != "" && len(want) == j-i-1 {
 				sort.Strings(want)
 				errs.add(pos, "%s: %s is not one of %s", path, got, strings.Join(want, ", "))
@@ -250,6 +256,19 @@ func addCUEErrorList(errs *errorList, list []cueerrors.Error) {
 		}
 		errs.add(pos, "%s", msg)
 	}
+}
+
+// structBranchFailed reports whether the alternatives' errors of an empty disjunction only say
+// that a struct is not one of its scalar alternatives: then the struct alternative failed for
+// reasons CUE reports as errors of their own, which say it better.
+func structBranchFailed(alts []cueerrors.Error) bool {
+	for _, e := range alts {
+		f, a := e.Msg()
+		if !strings.Contains(cueMessage("", f, a), "(mismatched types struct and ") {
+			return false
+		}
+	}
+	return len(alts) > 0
 }
 
 // otherUserPos lists the user positions of a conflict other than the one it is reported at, so

@@ -152,6 +152,13 @@ func assign(dst reflect.Value, src any) bool {
 	if src == nil {
 		return true // nothing written: the zero value, as JSON's absent field
 	}
+	if dst.CanAddr() {
+		// A raw form of several shapes (rawUpstreams) decodes itself, as with encoding/json.
+		if u, ok := dst.Addr().Interface().(json.Unmarshaler); ok {
+			b, err := json.Marshal(src)
+			return err == nil && u.UnmarshalJSON(b) == nil
+		}
+	}
 	switch dst.Kind() {
 	case reflect.Pointer:
 		if dst.IsNil() {

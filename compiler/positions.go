@@ -2,6 +2,7 @@ package compiler
 
 import (
 	"strings"
+	"sync"
 
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/token"
@@ -17,7 +18,15 @@ import (
 type posIndex struct {
 	sections map[string][]*ast.Field  // the top-level fields, by label, in file order
 	elements map[elemKey][]*ast.Field // the fields of the top-level structs, in file order
+	// wide indexes, on first use, the fields of each struct literal of more than wideStruct
+	// fields (*ast.StructLit → map[string][]*ast.Field, in order): a service with a thousand
+	// upstreams asks for each one's position, and scanning the struct for each would make
+	// compiling quadratic in upstreams per service.
+	wide sync.Map
 }
+
+// wideStruct is the size above which a struct literal's fields are indexed by name.
+const wideStruct = 16
 
 type elemKey struct{ section, name string }
 
@@ -73,14 +82,14 @@ func (idx *posIndex) pos(path []pathSel) (mesh.Pos, bool) {
 	}
 	if path[1].index >= 0 {
 		for _, f := range idx.sections[path[0].name] {
-			if p, ok := walkExpr(f.Value, path[1:]); ok {
+			if p, ok := idx.walkExpr(f.Value, path[1:]); ok {
 				return p, true
 			}
 		}
 		return mesh.Pos{}, false
 	}
 	for _, f := range idx.elements[elemKey{path[0].name, path[1].name}] {
-		if p, ok := walkField(f, path[2:]); ok {
+		if p, ok := idx.walkField(f, path[2:]); ok {
 			return p, true
 		}
 	}
@@ -88,19 +97,27 @@ func (idx *posIndex) pos(path []pathSel) (mesh.Pos, bool) {
 }
 
 // walkField finds rest below the field f.
-func walkField(f *ast.Field, rest []pathSel) (mesh.Pos, bool) {
+func (idx *posIndex) walkField(f *ast.Field, rest []pathSel) (mesh.Pos, bool) {
 	if len(rest) == 0 {
 		return fieldPos(f), true
 	}
-	return walkExpr(f.Value, rest)
+	return idx.walkExpr(f.Value, rest)
 }
 
 // walkExpr finds rest, which is not empty, below the value x.
-func walkExpr(x ast.Expr, rest []pathSel) (mesh.Pos, bool) {
+func (idx *posIndex) walkExpr(x ast.Expr, rest []pathSel) (mesh.Pos, bool) {
 	sel := rest[0]
 	if sel.index < 0 {
 		st, ok := x.(*ast.StructLit)
 		if !ok {
+			return mesh.Pos{}, false
+		}
+		if len(st.Elts) > wideStruct {
+			for _, f := range idx.fieldsOf(st)[sel.name] {
+				if p, ok := idx.walkField(f, rest[1:]); ok {
+					return p, true
+				}
+			}
 			return mesh.Pos{}, false
 		}
 		for _, e := range st.Elts {
@@ -109,7 +126,7 @@ func walkExpr(x ast.Expr, rest []pathSel) (mesh.Pos, bool) {
 				continue
 			}
 			if name, ok := fieldName(f); ok && name == sel.name {
-				if p, ok := walkField(f, rest[1:]); ok {
+				if p, ok := idx.walkField(f, rest[1:]); ok {
 					return p, true
 				}
 			}
@@ -127,7 +144,24 @@ func walkExpr(x ast.Expr, rest []pathSel) (mesh.Pos, bool) {
 	if len(rest) == 1 {
 		return posOf(e.Pos()), true
 	}
-	return walkExpr(e, rest[1:])
+	return idx.walkExpr(e, rest[1:])
+}
+
+// fieldsOf returns the regular fields of a wide struct literal by name, in order.
+func (idx *posIndex) fieldsOf(st *ast.StructLit) map[string][]*ast.Field {
+	if m, ok := idx.wide.Load(st); ok {
+		return m.(map[string][]*ast.Field)
+	}
+	m := make(map[string][]*ast.Field, len(st.Elts))
+	for _, e := range st.Elts {
+		if f, ok := e.(*ast.Field); ok {
+			if name, ok := fieldName(f); ok {
+				m[name] = append(m[name], f)
+			}
+		}
+	}
+	v, _ := idx.wide.LoadOrStore(st, m)
+	return v.(map[string][]*ast.Field)
 }
 
 // fieldName is the name of a regular field with a literal label. Definitions, hidden fields,

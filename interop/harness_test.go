@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,10 +15,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // TestMain lets the test binary play the roles of roles_test.go.
 func TestMain(m *testing.M) {
+	// Servers and agents started by these tests (in process or as processes) health-check only
+	// loopback addresses: the meshes' Git endpoints are often 10.x, and tests stay on loopback.
+	os.Setenv("MESH_CHECK_ALLOW", "127.0.0.0/8,::1/128")
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runRole(role, os.Args[1:]))
 	}
@@ -120,7 +124,7 @@ func newEnv(t *testing.T, meshCUE string) *env {
 	}
 	e := &env{t: t, dir: t.TempDir(), self: self}
 	e.repo = filepath.Join(e.dir, "repo")
-	ports := freePorts(t, 3)
+	ports := testutil.FreeAddrs(t, 3)
 	e.http, e.xds = ports[0], ports[1]
 	if err := os.MkdirAll(e.repo, 0o755); err != nil {
 		t.Fatal(err)
@@ -138,13 +142,7 @@ func newEnv(t *testing.T, meshCUE string) *env {
 
 func (e *env) git(args ...string) {
 	e.t.Helper()
-	cmd := exec.Command("git", append([]string{"-c", "commit.gpgsign=false"}, args...)...)
-	cmd.Dir = e.repo
-	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=interop", "GIT_AUTHOR_EMAIL=interop@example.invalid",
-		"GIT_COMMITTER_NAME=interop", "GIT_COMMITTER_EMAIL=interop@example.invalid")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		e.t.Fatalf("git %s: %v: %s", strings.Join(args, " "), err, b)
-	}
+	testutil.Git(e.t, e.repo, args...)
 }
 
 // commit writes mesh.cue and commits it.
@@ -409,24 +407,4 @@ func replyOf(r result) reply {
 	var rep reply
 	json.Unmarshal([]byte(r.Reply), &rep)
 	return rep
-}
-
-// freePorts returns n loopback addresses that were free a moment ago.
-func freePorts(t *testing.T, n int) []string {
-	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 const trustDomain = "interop.mesh"
@@ -28,7 +29,8 @@ const (
 // with a v1 and a v2 endpoint (each a process of that implementation), a router sending
 // x-canary: 1 or an x-tier other than gold to v2, and a 90/10 split between v1 and v2; clients
 // web (allowed), admin (L7: Hello, Delete with x-role: admin, a GET-only Get) and batch
-// (denied); flipped, web is denied and batch allowed. fo fails over from dc1 to dc2.
+// (denied); flipped, web is denied and batch allowed. fo fails over from dc1 to dc2. Each
+// implementation's hc service has only catalog instances (healthMeshCUE).
 func interopMesh(ims []impl, ports map[string][2]string, flipped bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `package mesh
@@ -60,7 +62,7 @@ intentions: rh: web: action: "allow"
 	ups := []string{"fo: localPort: 9099", "imp: localPort: 9098", "rh: localPort: 9097"}
 	for i, im := range ims {
 		s := im.short + "-srv"
-		ups = append(ups, fmt.Sprintf("%q: localPort: %d", s, 9100+i))
+		ups = append(ups, fmt.Sprintf("%q: localPort: %d", s, 9100+i), fmt.Sprintf("%q: localPort: %d", hcService(im), 9110+i))
 		ep := func(addr, version string) string {
 			host, port, _ := strings.Cut(addr, ":")
 			return fmt.Sprintf(`{address: %q, port: %s, datacenter: "dc1", meta: {version: %q}}`, host, port, version)
@@ -88,6 +90,7 @@ splitters: %[1]q: splits: [{weight: 90, subset: "v1"}, {weight: 10, subset: "v2"
 resolvers: %[1]q: {defaultSubset: "v1", subsets: {v1: filter: {version: "v1"}, v2: filter: {version: "v2"}}, loadBalancer: policy: "least_request"}
 `, s, ep(ports[s][0], "v1"), ep(ports[s][1], "v2"), batch, web)
 	}
+	b.WriteString(healthMeshCUE(ims))
 	for _, c := range []string{"web", "admin", "batch"} {
 		fmt.Fprintf(&b, "services: %s: {protocol: \"grpc\", port: 8080, upstreams: {%s}}\n", c, strings.Join(ups, ", "))
 	}
@@ -115,13 +118,15 @@ func port(addr string) string {
 // every client calls every server (mTLS with SPIFFE identities, L4 and L7 RBAC enforced by the
 // server), every client routes by header (also an inverted match) and splits 90/10, refuses a
 // server with another service's certificate and fails over to a dc2 priority, every server
-// refuses plaintext, and a committed intention flip reaches every pair. README.md has the table.
+// refuses plaintext, every client moves traffic off a catalog instance whose TTL check fails
+// (and back when it passes), and a committed intention flip reaches every pair. README.md has the table.
 func TestInterop(t *testing.T) {
 	ims := impls(t)
 	ports := map[string][2]string{}
-	addrs := freePorts(t, 2*len(ims)+4)
+	addrs := testutil.FreeAddrs(t, 4*len(ims)+4)
 	for i, im := range ims {
 		ports[im.short+"-srv"] = [2]string{addrs[2*i], addrs[2*i+1]}
+		ports[hcService(im)] = [2]string{addrs[2*len(ims)+4+2*i], addrs[2*len(ims)+4+2*i+1]}
 	}
 	ports["fo"] = [2]string{addrs[2*len(ims)], addrs[2*len(ims)+1]} // the first stays closed
 	ports["imp"] = [2]string{addrs[2*len(ims)+2]}
@@ -129,6 +134,7 @@ func TestInterop(t *testing.T) {
 	begin := time.Now()
 	e := newEnv(t, interopMesh(ims, ports, false))
 	t.Logf("mesh serve up: %s", time.Since(begin).Round(time.Millisecond))
+	startHealth(e, ims, ports)
 	clients := startAll(e, ims, ports)
 	t.Logf("servers and clients started: %s", time.Since(begin).Round(time.Millisecond))
 	start := time.Now()
@@ -189,6 +195,9 @@ func TestInterop(t *testing.T) {
 				}
 			}
 		}
+	})
+	t.Run("health moves traffic off an unhealthy instance", func(t *testing.T) {
+		health(t, e, ims, clients["web"])
 	})
 	t.Run("intention flip", func(t *testing.T) {
 		old := e.version()

@@ -4,29 +4,25 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgit/mesh/cmd/mesh/cli"
+
+	"github.com/meshgit/mesh/internal/xdsserve"
 )
 
 // roleEnv names the role a child process of the test binary plays: "mesh" (the mesh command),
@@ -64,49 +60,23 @@ func goServer(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	srv, err := xds.NewGRPCServer(grpc.Creds(creds),
-		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
-			if err := stream.RecvMsg(&wrapperspb.StringValue{}); err != nil {
-				return err
-			}
-			method, _ := grpc.MethodFromServerStream(stream)
-			r := reply{Server: *name, Impl: "grpc-go", Method: method, Peer: []string{}}
-			if p, ok := peer.FromContext(stream.Context()); ok {
-				if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-					for _, u := range ti.State.PeerCertificates[0].URIs {
-						r.Peer = append(r.Peer, u.String())
-					}
+	answer := func(_ any, stream grpc.ServerStream) error {
+		if err := stream.RecvMsg(&wrapperspb.StringValue{}); err != nil {
+			return err
+		}
+		method, _ := grpc.MethodFromServerStream(stream)
+		r := reply{Server: *name, Impl: "grpc-go", Method: method, Peer: []string{}}
+		if p, ok := peer.FromContext(stream.Context()); ok {
+			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+				for _, u := range ti.State.PeerCertificates[0].URIs {
+					r.Peer = append(r.Peer, u.String())
 				}
 			}
-			b, _ := json.Marshal(r)
-			return stream.SendMsg(wrapperspb.String(string(b)))
-		}),
-		xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
-			if a.Mode == connectivity.ServingModeServing {
-				fmt.Println("serving on", addr)
-			} else {
-				fmt.Println("not serving on", addr, a.Err)
-			}
-		}))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		}
+		b, _ := json.Marshal(r)
+		return stream.SendMsg(wrapperspb.String(string(b)))
 	}
-	lis, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() { <-sig; srv.Stop() }()
-	fmt.Println("started", *listen)
-	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	if err := xdsserve.Run(*listen, answer, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -49,12 +49,14 @@ func (s *Server) openCatalog() {
 		Snapshot:     s.Served,
 		Log:          s.log,
 		Tick:         s.cfg.CatalogTick,
+		Prober:       catalog.Prober{Allow: s.cfg.CheckAllow},
 	})
 	host, _, _ := net.SplitHostPort(s.httpAdv)
 	s.agent = catalog.NewAgent(catalog.AgentConfig{
 		Node: s.id, Address: host, SyncInterval: s.cfg.CatalogSync, Token: s.cfg.Token,
 		Submit: s.cat.Submit, Authorize: s.authorizeCatalog, Log: s.log,
 		DefaultCheck: func(_ context.Context, service string) (*mesh.HealthCheck, error) { return s.gitCheck(service), nil },
+		Prober:       catalog.Prober{Allow: s.cfg.CheckAllow},
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgit/mesh/internal/httpjson"
 	"github.com/meshgit/mesh/xds"
 )
 
@@ -150,7 +151,7 @@ func (s *Server) handleProxies(w http.ResponseWriter, r *http.Request) {
 		a, b := view.Proxies[i], view.Proxies[j]
 		return a.NodeID < b.NodeID || a.NodeID == b.NodeID && a.Server < b.Server
 	})
-	writeJSON(w, http.StatusOK, view)
+	httpjson.Write(w, http.StatusOK, view)
 }
 
 // ProxyConfigView is the answer of GET /v1/proxies/{node}/config: what the server holding the
@@ -170,7 +171,7 @@ func (s *Server) handleProxyConfig(w http.ResponseWriter, r *http.Request) {
 	types := xds.ShortTypes
 	if t := r.URL.Query().Get("type"); t != "" {
 		if !slices.Contains(xds.ShortTypes, t) {
-			writeError(w, http.StatusBadRequest, "type %q: want one of %s", t, strings.Join(xds.ShortTypes, ", "))
+			httpjson.Error(w, http.StatusBadRequest, "type %q: want one of %s", t, strings.Join(xds.ShortTypes, ", "))
 			return
 		}
 		types = []string{t}
@@ -178,13 +179,13 @@ func (s *Server) handleProxyConfig(w http.ResponseWriter, r *http.Request) {
 	view, err := s.localProxyConfig(node, types)
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, view)
+		httpjson.Write(w, http.StatusOK, view)
 		return
 	case !errors.Is(err, xds.ErrUnknownNode):
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		httpjson.Error(w, http.StatusInternalServerError, "%v", err)
 		return
 	case isLocal(r):
-		writeError(w, http.StatusNotFound, "%v", err)
+		httpjson.Error(w, http.StatusNotFound, "%v", err)
 		return
 	}
 	q := url.Values{"local": {"1"}}
@@ -193,7 +194,7 @@ func (s *Server) handleProxyConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	answers, errs := askPeers[ProxyConfigView](s, r.Context(), "/v1/proxies/"+url.PathEscape(node)+"/config?"+q.Encode())
 	for _, id := range sortedIDs(answers) {
-		writeJSON(w, http.StatusOK, answers[id])
+		httpjson.Write(w, http.StatusOK, answers[id])
 		return
 	}
 	msg := fmt.Sprintf("proxy %q is not connected to any server", node)
@@ -204,7 +205,7 @@ func (s *Server) handleProxyConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		msg += fmt.Sprintf(" that answered (no answer from %s)", strings.Join(names, ", "))
 	}
-	writeError(w, http.StatusNotFound, "%s", msg)
+	httpjson.Error(w, http.StatusNotFound, "%s", msg)
 }
 
 func sortedIDs[T any](m map[string]*T) []string {
@@ -261,7 +262,7 @@ func (s *Server) self() Member {
 
 func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 	if isLocal(r) {
-		writeJSON(w, http.StatusOK, s.self())
+		httpjson.Write(w, http.StatusOK, s.self())
 		return
 	}
 	answers, errs := askPeers[Member](s, r.Context(), "/v1/members?local=1")
@@ -293,5 +294,5 @@ func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 		view.Members = append(view.Members, m)
 	}
 	view.Quorum = view.Voters/2 + 1
-	writeJSON(w, http.StatusOK, view)
+	httpjson.Write(w, http.StatusOK, view)
 }

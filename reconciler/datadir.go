@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/meshgit/mesh/internal/atomicfile"
 )
 
 // The data directory holds, besides what Raft writes (raft.db, snapshots/):
@@ -104,18 +106,8 @@ func nodeID(dir, want string) (string, error) {
 		sum := sha256.Sum256([]byte(abs))
 		id = host + "-" + hex.EncodeToString(sum[:3])
 	}
-	if err := writeFileAtomic(file, []byte(id+"\n")); err != nil {
+	if err := atomicfile.Write(file, []byte(id+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return id, nil
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

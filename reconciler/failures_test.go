@@ -205,18 +205,7 @@ func TestTrustDomainChangeIsHeld(t *testing.T) {
 // pushes to origin's main; it returns the commit's SHA.
 func (r *testRepo) signedCommit(files map[string]string, sign func() string) string {
 	r.t.Helper()
-	for name, data := range files {
-		p := filepath.Join(r.work, filepath.FromSlash(name))
-		if data == "" {
-			os.Remove(p)
-			continue
-		}
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	r.git(r.work, "add", "-A")
+	r.stage(files)
 	sha := sign()
 	r.git(r.work, "push", "-q", "origin", sha+":refs/heads/main")
 	return sha

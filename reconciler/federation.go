@@ -22,6 +22,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/catalog"
+	"github.com/meshgit/mesh/internal/httpjson"
 	"github.com/meshgit/mesh/internal/redact"
 )
 
@@ -291,7 +292,7 @@ func (s *Server) writeFederationState(w http.ResponseWriter, cat *catalog.State)
 		http.Error(w, "no snapshot served yet", http.StatusServiceUnavailable)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	httpjson.Write(w, http.StatusOK, st)
 }
 
 // federationState is this cluster's state for its peers: the catalog's gateways and, from the

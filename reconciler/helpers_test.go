@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -18,6 +18,7 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/xds"
 )
 
@@ -58,22 +59,11 @@ func newTestRepo(t testing.TB) *testRepo {
 
 func (r *testRepo) git(dir string, args ...string) string {
 	r.t.Helper()
-	base := []string{"-c", "user.name=mesh test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"}
-	if dir != "" {
-		base = append(base, "-C", dir)
-	}
-	cmd := exec.Command("git", append(base, args...)...)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
+	return testutil.Git(r.t, dir, args...)
 }
 
-// commit writes files (an empty content deletes the file), commits, pushes to origin's main and
-// returns the commit SHA. It returns when `git push` has returned.
-func (r *testRepo) commit(files map[string]string, msg string, force bool) string {
+// stage writes files into the work tree (an empty content deletes the file) and stages all.
+func (r *testRepo) stage(files map[string]string) {
 	r.t.Helper()
 	for name, data := range files {
 		p := filepath.Join(r.work, filepath.FromSlash(name))
@@ -87,6 +77,13 @@ func (r *testRepo) commit(files map[string]string, msg string, force bool) strin
 		}
 	}
 	r.git(r.work, "add", "-A")
+}
+
+// commit writes files (an empty content deletes the file), commits, pushes to origin's main and
+// returns the commit SHA. It returns when `git push` has returned.
+func (r *testRepo) commit(files map[string]string, msg string, force bool) string {
+	r.t.Helper()
+	r.stage(files)
 	r.git(r.work, "commit", "-q", "--allow-empty", "-m", msg)
 	sha := r.git(r.work, "rev-parse", "HEAD")
 	args := []string{"push", "-q", "origin", "HEAD:main"}
@@ -166,9 +163,13 @@ func testConfig(t testing.TB, repo string, o nodeOpts) Config {
 		Repo: repo, Ref: "main", Dir: "mesh", DataDir: o.dir,
 		HTTPAddr: o.httpAddr, RaftAddr: o.raftAddr, Join: o.join,
 		Token: testToken, Poll: 30 * time.Second, Raft: testTiming,
-		Log: testLogger(filepath.Base(o.dir)),
+		Log: testLogger(filepath.Base(o.dir)), CheckAllow: loopbackOnly,
 	}
 }
+
+// loopbackOnly keeps the servers' health checks of test meshes (whose Git endpoints are often
+// 10.x addresses) on loopback: tests send no packet elsewhere.
+var loopbackOnly = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // attachXDS gives the server configured by cfg a real xDS server on a loopback port.
 func attachXDS(t testing.TB, cfg *Config) (*xds.Server, string) {
@@ -244,13 +245,7 @@ func (s *Server) kill() {
 // waitFor polls cond every 5ms until it holds or timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, 5*time.Millisecond, what, cond)
 }
 
 func servedVersion(s *Server) string {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/catalog"
+	"github.com/meshgit/mesh/internal/httpjson"
 )
 
 // Status is the answer of GET /v1/status: what this server serves, and the cluster around it.
@@ -184,9 +185,9 @@ func (s *Server) leaderHTTP() string {
 // Handler returns the HTTP API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Status()) })
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { httpjson.Write(w, http.StatusOK, s.Status()) })
 	mux.HandleFunc("GET /v1/snapshots", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"snapshots": s.Snapshots()})
+		httpjson.Write(w, http.StatusOK, map[string]any{"snapshots": s.Snapshots()})
 	})
 	mux.HandleFunc("GET /v1/snapshots/{version}", s.handleSnapshot)
 	mux.HandleFunc("GET /{$}", s.handleRoot)
@@ -195,7 +196,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/members", s.handleMembers)                   // cluster_view.go
 	mux.HandleFunc("GET /v1/federation/state", s.handleFederationState)  // federation.go
 	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"servers": s.servers()})
+		httpjson.Write(w, http.StatusOK, map[string]any{"servers": s.servers()})
 	})
 	mux.HandleFunc("POST /v1/pin", s.write(operatorWrite, s.handlePin))
 	mux.HandleFunc("POST /v1/unpin", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +212,7 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.HandleFunc("POST /v1/reconcile", s.write(operatorWrite, func(w http.ResponseWriter, r *http.Request) {
 		s.Kick()
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile scheduled"})
+		httpjson.Write(w, http.StatusAccepted, map[string]string{"status": "reconcile scheduled"})
 	}))
 	mux.HandleFunc("POST /v1/webhook/git", s.handleWebhook)
 	caAPI := s.ca.Handler() // signs and answers roots on any server; its writes go to the leader
@@ -219,7 +220,7 @@ func (s *Server) Handler() http.Handler {
 		// A server that must not serve (removed, or in a cluster of its own) signs nothing: its
 		// CA may not be the cluster's.
 		if why := s.notServing(); why != "" {
-			writeError(w, http.StatusServiceUnavailable, "this server does not sign: %s", why)
+			httpjson.Error(w, http.StatusServiceUnavailable, "this server does not sign: %s", why)
 			return
 		}
 		caAPI.ServeHTTP(w, r)
@@ -267,18 +268,18 @@ func (s *Server) write(need access, h http.HandlerFunc) http.HandlerFunc {
 				code = http.StatusUnauthorized
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mesh"`)
 			}
-			writeError(w, code, "%v", err)
+			httpjson.Error(w, code, "%v", err)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 		if !s.IsLeader() {
 			addr := s.leaderHTTP()
 			if addr == "" {
-				writeError(w, http.StatusServiceUnavailable, "%v", ErrNoLeader)
+				httpjson.Error(w, http.StatusServiceUnavailable, "%v", ErrNoLeader)
 				return
 			}
 			w.Header().Set("Location", s.peerURL(addr)+r.URL.RequestURI())
-			writeError(w, http.StatusTemporaryRedirect, "%v: the leader is %s", ErrNotLeader, addr)
+			httpjson.Error(w, http.StatusTemporaryRedirect, "%v: the leader is %s", ErrNotLeader, addr)
 			return
 		}
 		h(w, r)
@@ -326,21 +327,21 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	v := r.PathValue("version")
 	e := s.fsm.state().find(v)
 	if e == nil {
-		writeError(w, http.StatusNotFound, "%v: %s", ErrUnknownVersion, v)
+		httpjson.Error(w, http.StatusNotFound, "%v: %s", ErrUnknownVersion, v)
 		return
 	}
 	snap, err := decodeSnapshot(e.data)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		httpjson.Error(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, snap)
+	httpjson.Write(w, http.StatusOK, snap)
 }
 
 func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
 	var req PinRequest
 	if err := decodeBody(r, &req); err != nil || req.Version == "" {
-		writeError(w, http.StatusBadRequest, `want {"version": "..."}`)
+		httpjson.Error(w, http.StatusBadRequest, `want {"version": "..."}`)
 		return
 	}
 	err := s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC(), By: s.writer(r)}, nil)
@@ -355,7 +356,7 @@ func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req JoinRequest
 	if err := decodeBody(r, &req); err != nil || req.ID == "" || req.RaftAddress == "" {
-		writeError(w, http.StatusBadRequest, `want {"id", "raftAddress", "httpAddress"}`)
+		httpjson.Error(w, http.StatusBadRequest, `want {"id", "raftAddress", "httpAddress"}`)
 		return
 	}
 	s.log.Info("join request", "id", req.ID, "raft", req.RaftAddress, "http", req.HTTPAddress)
@@ -363,21 +364,21 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		s.respond(w, err, "")
 		return
 	}
-	writeJSON(w, http.StatusOK, JoinResponse{Status: "joined", Index: s.fsm.at().applied, ClusterID: s.cluster.get()})
+	httpjson.Write(w, http.StatusOK, JoinResponse{Status: "joined", Index: s.fsm.at().applied, ClusterID: s.cluster.get()})
 }
 
 func (s *Server) respond(w http.ResponseWriter, err error, ok string) {
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, map[string]string{"status": ok})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": ok})
 	case errors.Is(err, ErrUnknownVersion), errors.Is(err, ErrUnknownServer):
-		writeError(w, http.StatusNotFound, "%v", err)
+		httpjson.Error(w, http.StatusNotFound, "%v", err)
 	case errors.Is(err, ErrPeerRefused):
-		writeError(w, http.StatusForbidden, "%v", err)
+		httpjson.Error(w, http.StatusForbidden, "%v", err)
 	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
-		writeError(w, http.StatusServiceUnavailable, "%v", err)
+		httpjson.Error(w, http.StatusServiceUnavailable, "%v", err)
 	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		httpjson.Error(w, http.StatusInternalServerError, "%v", err)
 	}
 }
 
@@ -391,18 +392,6 @@ func decodeBody(r *http.Request, v any) error {
 		return errors.New("trailing data")
 	}
 	return nil
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, format string, args ...any) {
-	writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
 }
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {

@@ -18,6 +18,7 @@ import (
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/atomicfile"
 )
 
 // publisher hands the FSM's served snapshot to the Publisher (xDS) and keeps a copy on disk, so
@@ -140,7 +141,7 @@ func (p *publisher) saveCatalogs(ctx context.Context) {
 			err = zw.Close()
 		}
 		if err == nil {
-			err = p.s.storage.write("catalog-cache", func() error { return writeFileAtomic(p.catalogFile(), buf.Bytes()) })
+			err = p.s.storage.write("catalog-cache", func() error { return atomicfile.Write(p.catalogFile(), buf.Bytes(), 0o600) })
 		}
 		if err != nil {
 			p.s.log.Warn("save catalog cache", "err", err)
@@ -304,7 +305,7 @@ func (p *publisher) saveCache(st *state) {
 		err = zw.Close()
 	}
 	if err == nil {
-		err = p.s.storage.write("served-cache", func() error { return writeFileAtomic(p.cacheFile(), buf.Bytes()) })
+		err = p.s.storage.write("served-cache", func() error { return atomicfile.Write(p.cacheFile(), buf.Bytes(), 0o600) })
 	}
 	if err != nil {
 		p.s.log.Warn("save served snapshot", "err", err)
@@ -361,29 +362,6 @@ func (p *publisher) changed() <-chan struct{} {
 	c := make(chan struct{})
 	p.waiters = append(p.waiters, c)
 	return c
-}
-
-func writeFileAtomic(name string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), filepath.Base(name)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return fmt.Errorf("replace %s: %w", name, err)
-	}
-	return syncDir(filepath.Dir(name))
 }
 
 // catchUpWait bounds how long a restarted server waits to learn the leader's index before it

@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/meshgit/mesh/internal/atomicfile"
 )
 
 // applyTimeout bounds one Raft apply (enqueue and commit).
@@ -177,7 +179,7 @@ func bootstrapFile(ctx context.Context, path string, cfg *raft.Config, snaps raf
 		err = os.Rename(tmp, path)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = atomicfile.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -44,6 +44,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -173,6 +174,9 @@ type Config struct {
 	// checks (default 1s).
 	CatalogSync time.Duration
 	CatalogTick time.Duration
+	// CheckAllow, when not empty, lists the only networks the server's health checks (of Git
+	// endpoints and of instances registered with it) may connect to (catalog.Prober).
+	CheckAllow []netip.Prefix
 	// Lock is the data directory's lock if the caller took it (mesh serve takes it before
 	// anything else); Open takes it otherwise. Close releases it either way.
 	Lock *DirLock

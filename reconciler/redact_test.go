@@ -1,34 +1,16 @@
 package reconciler
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshgit/mesh/internal/testutil"
 )
-
-// lockedBuffer is a log destination the server and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Credentials in a repository URL, a password or a token given as the user name, appear in no
 // log line and no status field, though the fetch fails and is logged with go-git's error.
@@ -43,7 +25,7 @@ func TestRepoCredentialsRedacted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, host := range []string{git.Listener.Addr().String(), "127.0.0.1:1"} { // an error answer; a refused connection
-				log := &lockedBuffer{}
+				log := &testutil.SyncBuffer{}
 				cfg := testConfig(t, "http://"+tc.userinfo+"@"+host+"/org/mesh.git", nodeOpts{})
 				cfg.Log = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 				s := startServer(t, cfg)

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/meshgit/mesh/internal/httpjson"
 )
 
 // handleWebhook accepts a push notification from GitHub (X-Hub-Signature-256: the HMAC-SHA256
@@ -22,15 +24,15 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			s.metrics.webhooks.WithLabelValues("too_large").Inc()
-			writeError(w, http.StatusRequestEntityTooLarge, "webhook body exceeds %d bytes", s.cfg.MaxWebhookBody)
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, "webhook body exceeds %d bytes", s.cfg.MaxWebhookBody)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "read body: %v", err)
+		httpjson.Error(w, http.StatusBadRequest, "read body: %v", err)
 		return
 	}
 	if len(secret) == 0 {
 		s.metrics.webhooks.WithLabelValues("unauthorized").Inc()
-		writeError(w, http.StatusUnauthorized, "webhook secret not configured on this server")
+		httpjson.Error(w, http.StatusUnauthorized, "webhook secret not configured on this server")
 		return
 	}
 	var ok bool
@@ -41,23 +43,23 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		s.metrics.webhooks.WithLabelValues("unauthorized").Inc()
-		writeError(w, http.StatusUnauthorized, "missing or invalid webhook signature")
+		httpjson.Error(w, http.StatusUnauthorized, "missing or invalid webhook signature")
 		return
 	}
 	sum := sha256.Sum256(body)
 	if !s.webhooks.add(hex.EncodeToString(sum[:])) {
 		s.metrics.webhooks.WithLabelValues("replayed").Inc()
-		writeError(w, http.StatusUnauthorized, "replayed webhook delivery")
+		httpjson.Error(w, http.StatusUnauthorized, "replayed webhook delivery")
 		return
 	}
 	if r.Header.Get("X-GitHub-Event") == "ping" {
 		s.metrics.webhooks.WithLabelValues("ping").Inc()
-		writeJSON(w, http.StatusOK, map[string]string{"status": "pong"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "pong"})
 		return
 	}
 	s.metrics.webhooks.WithLabelValues("accepted").Inc()
 	s.trigger()
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": "fetch scheduled"})
+	httpjson.Write(w, http.StatusAccepted, map[string]string{"status": "fetch scheduled"})
 }
 
 // trigger makes the leader look at Git now: directly here, or by asking the leader.

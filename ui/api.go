@@ -13,8 +13,12 @@ import (
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/httpjson"
 	"github.com/meshgit/mesh/review"
 )
+
+// jsonReply writes the UI API's replies: live state, never cached; compact, for the browser.
+var jsonReply = httpjson.Style{NoStore: true, Compact: true}
 
 // Info is the answer of GET /ui/api/info: what the pages need to know about the server beyond
 // the API's own JSON.
@@ -28,7 +32,7 @@ type Info struct {
 }
 
 func (u *ui) handleInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, Info{CommitURL: CommitURL(u.opts.Repo), Catalog: u.opts.Catalog != nil})
+	jsonReply.Write(w, http.StatusOK, Info{CommitURL: CommitURL(u.opts.Repo), Catalog: u.opts.Catalog != nil})
 }
 
 var scpLike = regexp.MustCompile(`^[\w.-]+@([\w.-]+):(.+)$`)
@@ -66,7 +70,7 @@ func CommitURL(repo string) string {
 func (u *ui) handleEvents(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "streaming is not supported")
+		jsonReply.Error(w, http.StatusInternalServerError, "streaming is not supported")
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -170,11 +174,11 @@ func (u *ui) snapshotOr404(w http.ResponseWriter, version string) *mesh.Snapshot
 	s, err := u.snapshot(version)
 	switch {
 	case errors.Is(err, ErrUnknownVersion):
-		writeError(w, http.StatusNotFound, "%v", err)
+		jsonReply.Error(w, http.StatusNotFound, "%v", err)
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		jsonReply.Error(w, http.StatusInternalServerError, "%v", err)
 	case s == nil:
-		writeError(w, http.StatusNotFound, "nothing is served yet")
+		jsonReply.Error(w, http.StatusNotFound, "nothing is served yet")
 	}
 	return s
 }
@@ -184,7 +188,7 @@ func (u *ui) snapshotOr404(w http.ResponseWriter, version string) *mesh.Snapshot
 func (u *ui) handleDiff(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Get("base") == "" || q.Get("head") == "" {
-		writeError(w, http.StatusBadRequest, "want ?base=VERSION&head=VERSION")
+		jsonReply.Error(w, http.StatusBadRequest, "want ?base=VERSION&head=VERSION")
 		return
 	}
 	base := u.snapshotOr404(w, q.Get("base"))
@@ -198,23 +202,12 @@ func (u *ui) handleDiff(w http.ResponseWriter, r *http.Request) {
 	rep := review.Review(base, head)
 	var js, md bytes.Buffer
 	if err := rep.JSON(&js); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		jsonReply.Error(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	if err := rep.Markdown(&md); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		jsonReply.Error(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"report": json.RawMessage(js.Bytes()), "markdown": md.String()})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, format string, args ...any) {
-	writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
+	jsonReply.Write(w, http.StatusOK, map[string]any{"report": json.RawMessage(js.Bytes()), "markdown": md.String()})
 }

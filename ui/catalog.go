@@ -77,20 +77,20 @@ type EndpointView struct {
 
 func (u *ui) handleInstances(w http.ResponseWriter, r *http.Request) {
 	if u.opts.Catalog == nil {
-		writeError(w, http.StatusNotFound, "this server has no catalog")
+		jsonReply.Error(w, http.StatusNotFound, "this server has no catalog")
 		return
 	}
 	snap, err := u.src.SnapshotOf("")
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		jsonReply.Error(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	v := instancesView(snap, u.opts.Catalog.Catalog(), r.PathValue("name"))
 	if !v.Declared && len(v.Instances) == 0 {
-		writeError(w, http.StatusNotFound, "no service %q: Git does not declare it and the catalog has no instance of it", v.Service)
+		jsonReply.Error(w, http.StatusNotFound, "no service %q: Git does not declare it and the catalog has no instance of it", v.Service)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	jsonReply.Write(w, http.StatusOK, v)
 }
 
 func instancesView(snap *mesh.Snapshot, st *catalog.State, name string) *InstancesView {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	grpcxds "google.golang.org/grpc/xds"
 
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/reconciler"
 	"github.com/meshgit/mesh/xds"
 )
@@ -40,19 +42,6 @@ type meshServer struct {
 	xds     *xds.Server
 	xdsAddr string
 	base    string // http://127.0.0.1:PORT
-}
-
-func git(t testing.TB, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=ui test", "GIT_AUTHOR_EMAIL=ui@example.invalid",
-		"GIT_COMMITTER_NAME=ui test", "GIT_COMMITTER_EMAIL=ui@example.invalid", "GIT_CONFIG_GLOBAL=/dev/null")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // copyTree copies the .cue files of src into dst.
@@ -82,16 +71,18 @@ func copyTree(t testing.TB, src, dst string) {
 func startMesh(t testing.TB, meshDir string) *meshServer {
 	t.Helper()
 	m := &meshServer{repo: t.TempDir()}
-	git(t, m.repo, "init", "-q", "-b", "main")
+	testutil.Git(t, m.repo, "init", "-q", "-b", "main")
 	copyTree(t, meshDir, filepath.Join(m.repo, "mesh"))
-	git(t, m.repo, "add", "-A")
-	git(t, m.repo, "commit", "-q", "-m", "the mesh")
+	testutil.Git(t, m.repo, "add", "-A")
+	testutil.Git(t, m.repo, "commit", "-q", "-m", "the mesh")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	cfg := reconciler.Config{Repo: m.repo, Ref: "main", Dir: "mesh", DataDir: t.TempDir(),
-		HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", Token: testToken, Poll: 30 * time.Second,
+		// repo-example's Git endpoints are 10.x addresses: the servers' checks stay on loopback.
+		CheckAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		HTTPAddr:   "127.0.0.1:0", RaftAddr: "127.0.0.1:0", Token: testToken, Poll: 30 * time.Second,
 		Raft: testTiming, Log: log}
 	m.xds = xds.NewServer(log)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -127,9 +118,9 @@ func (m *meshServer) commit(t testing.TB, files map[string]string, msg string) s
 			t.Fatal(err)
 		}
 	}
-	git(t, m.repo, "add", "-A")
-	git(t, m.repo, "commit", "-q", "-m", msg)
-	return git(t, m.repo, "rev-parse", "HEAD")
+	testutil.Git(t, m.repo, "add", "-A")
+	testutil.Git(t, m.repo, "commit", "-q", "-m", msg)
+	return testutil.Git(t, m.repo, "rev-parse", "HEAD")
 }
 
 // grpcClient starts a proxyless gRPC client of service (node nodeID) for xds:///target: gRPC's
@@ -154,13 +145,7 @@ func (m *meshServer) grpcClient(t testing.TB, service, nodeID, target string) {
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, 10*time.Millisecond, what, cond)
 }
 
 // browser is a real headless Chromium (Debian's chromium package) driven over the DevTools

@@ -55,7 +55,7 @@ func (u *ui) handleTopology(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := u.view("topology", s, func() any { return topology(s) })
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		jsonReply.Error(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -140,7 +140,7 @@ func (u *ui) handleMatrix(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, matrix(s, q.Get("src"), q.Get("dst"), row, col, rows, cols))
+	jsonReply.Write(w, http.StatusOK, matrix(s, q.Get("src"), q.Get("dst"), row, col, rows, cols))
 }
 
 func atoi(s string, def int) int {
@@ -232,10 +232,10 @@ func (u *ui) handleService(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	if s.Services[name] == nil {
-		writeError(w, http.StatusNotFound, "no service %q in version %s", name, s.Version)
+		jsonReply.Error(w, http.StatusNotFound, "no service %q in version %s", name, s.Version)
 		return
 	}
-	writeJSON(w, http.StatusOK, serviceView(s, name))
+	jsonReply.Write(w, http.StatusOK, serviceView(s, name))
 }
 
 func serviceView(s *mesh.Snapshot, name string) *ServiceView {

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,7 +14,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // newMeshCA returns the real mesh CA (in memory) for the test trust domain.
@@ -162,28 +161,11 @@ func adsStatus(t *testing.T, cc *grpc.ClientConn, id, service string) *status.St
 	return status.New(codes.OK, "")
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // TestXDSTLS: with ServerCredentials and WithPeerAuthentication, real gRPC ADS clients with
 // certificates from the real mesh CA are served only their own service's configuration.
 func TestXDSTLS(t *testing.T) {
 	c := newMeshCA(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	srv := NewServer(slogTo(&logs), WithPeerAuthentication())
 	addr := startTLSXDS(t, srv, c)
 	if err := srv.SetSnapshot(seal(t, richMesh())); err != nil {

@@ -123,9 +123,12 @@ func xdsClientTLS(dir, trustDomain string) (*corev3.TransportSocket, error) {
 	}})
 }
 
-// EnvoyBootstrap returns an Envoy bootstrap whose dynamic resources all come over ADS (gRPC,
-// xDS v3) from the mesh server, with the node id and cluster set and the admin interface on
-// loopback. It passes ValidateAll.
+// EnvoyBootstrap returns an Envoy bootstrap whose dynamic resources all come over ADS (delta
+// gRPC, xDS v3) from the mesh server, with the node id and cluster set and the admin interface
+// on loopback. It passes ValidateAll. Delta (incremental) xDS, as Consul's sidecars use: a
+// change sends only the resources that changed (one inbound listener for an RBAC change), where
+// state of the world would send every listener again, a transparent sidecar's outbound
+// listener with a filter chain per reachable service among them.
 func EnvoyBootstrap(o EnvoyBootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if o.Service == "" || o.ProxyID == "" {
 		return nil, fmt.Errorf("envoy bootstrap: service and proxy id are required")
@@ -186,7 +189,7 @@ func EnvoyBootstrap(o EnvoyBootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
-				ApiType:             corev3.ApiConfigSource_GRPC,
+				ApiType:             corev3.ApiConfigSource_DELTA_GRPC,
 				TransportApiVersion: corev3.ApiVersion_V3,
 				GrpcServices: []*corev3.GrpcService{{
 					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName}},

@@ -116,7 +116,7 @@ func (c *callbacks) OnFetchRequest(ctx context.Context, req *discoveryv3.Discove
 	}
 	g := s.groups[p]
 	if !s.current(p, g) {
-		if g, err = s.render(s.snap, s.bundle, p, g); err != nil {
+		if g, err = s.render(s.snap, s.bundle, s.memo, p, g, false); err != nil {
 			return status.Error(codes.Internal, err.Error())
 		}
 		if g.err != nil {

@@ -58,25 +58,36 @@ func proxyTargets(snap *mesh.Snapshot, service string) []proxyTarget {
 // clusters renders a proxy's clusters: one EDS cluster per target, named by its SNI, whose TLS
 // checks the SPIFFE ID of the target (and of its failover targets); and for Envoy the local_app
 // cluster of the application behind the sidecar.
-func clusters(snap *mesh.Snapshot, p Proxy) ([]*clusterv3.Cluster, error) {
+func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	if p.Shape == ShapeEnvoy {
 		if svc := snap.Services[p.Service]; svc != nil && (svc.Port > 0 || len(svc.Endpoints) > 0) {
-			c, err := localApp(svc)
+			c, err := shared(m, memoKey{kind: memoLocalApp, name: svc.Name}, func() (*clusterv3.Cluster, error) { return localApp(svc) })
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, c)
 		}
 	}
-	for _, pt := range proxyTargets(snap, p.Service) {
-		c, err := buildTargetCluster(snap, pt, p.Shape)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	if needsPassthrough(snap, p) {
+		out = append(out, passthroughCluster())
 	}
-	return out, nil
+	targets, err := shared(m, m.setKey(memoClusterSet, p.Shape, p.Service), func() ([]*clusterv3.Cluster, error) {
+		var out []*clusterv3.Cluster
+		for _, pt := range proxyTargets(snap, p.Service) {
+			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI},
+				func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape) })
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, c)
+		}
+		return out, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(out, targets...), nil
 }
 
 func localApp(svc *mesh.Service) (*clusterv3.Cluster, error) {

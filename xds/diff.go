@@ -3,6 +3,8 @@ package xds
 import (
 	"maps"
 	"reflect"
+	"slices"
+	"strconv"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -104,6 +106,11 @@ func (c *change) edsOnly(service string, d *deps) bool {
 	if d == nil || c.all || c.intentions[service] || c.intentions[mesh.Wildcard] || c.serviceChanged(service) && !c.healthOnly(service) {
 		return false
 	}
+	// A transparent proxy also reaches services its intentions allow: one added or removed
+	// changes its listeners and clusters, not only its EDS.
+	if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+		return false
+	}
 	for _, ch := range d.chains {
 		if c.chainChanged(ch) {
 			return false
@@ -132,6 +139,22 @@ func (c *change) chainChanged(name string) bool {
 type deps struct {
 	services []string // its own first
 	chains   []string // by Snapshot.ChainKey
+	// reach is, for a transparent service, what its upstreams are: each one's name, local port
+	// and virtual IP. Intentions into any service and services added or removed change it.
+	reach []string
+}
+
+// reachKey describes a transparent service's upstreams, or is nil for a direct one.
+func reachKey(snap *mesh.Snapshot, service string, ups []*mesh.Upstream) []string {
+	if !snap.Services[service].Transparent() {
+		return nil
+	}
+	vips := virtualIPs(snap)
+	out := make([]string, len(ups))
+	for i, u := range ups {
+		out[i] = u.Service + "@" + u.Datacenter + ":" + strconv.Itoa(u.LocalPort) + "=" + vips[u.Service]
+	}
+	return out
 }
 
 // dependencies returns the deps of a proxy of service in snap. They stay valid for a later
@@ -139,7 +162,9 @@ type deps struct {
 func dependencies(snap *mesh.Snapshot, service string) *deps {
 	d := &deps{services: []string{service}}
 	seen := map[string]bool{service: true}
-	for _, u := range upstreams(snap, service) {
+	ups := upstreams(snap, service)
+	d.reach = reachKey(snap, service, ups)
+	for _, u := range ups {
 		key := snap.ChainKey(u)
 		d.chains = append(d.chains, key)
 		ch := snap.ChainByKey(key)
@@ -167,6 +192,8 @@ func (c *change) affects(service string, d *deps) bool {
 			return true
 		}
 		d = dependencies(c.next, service)
+	} else if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+		return true
 	}
 	for _, ch := range d.chains {
 		if c.chainChanged(ch) {
@@ -179,6 +206,30 @@ func (c *change) affects(service string, d *deps) bool {
 		}
 	}
 	return false
+}
+
+// inboundOnly reports whether, of what a proxy of service renders (deps d, from prev), the
+// change alters at most what the intentions into its service decide: its RBAC, in its public
+// or server listeners. Then what it reaches, and so its clusters, routes and endpoints, are as
+// they were.
+func (c *change) inboundOnly(service string, d *deps) bool {
+	if c.all || d == nil || !(c.intentions[service] || c.intentions[mesh.Wildcard]) {
+		return false
+	}
+	if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+		return false
+	}
+	for _, ch := range d.chains {
+		if c.chainChanged(ch) {
+			return false
+		}
+	}
+	for _, svc := range d.services {
+		if c.serviceChanged(svc) {
+			return false
+		}
+	}
+	return true
 }
 
 // empty reports whether nothing that rendering reads changed, for every service of next.

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // testCA is a throwaway certificate authority issuing SPIFFE leaf certificates.
@@ -242,13 +243,7 @@ func call(cc *grpc.ClientConn, method string, md ...string) (string, codes.Code,
 // waitFor polls cond every 20ms until it holds or timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, 20*time.Millisecond, what, cond)
 }
 
 func proxyStatus(s *Server, nodeID string) (ProxyStatus, bool) {

@@ -12,16 +12,20 @@ import (
 // endpoints at priority 0 and each failover target's endpoints at the next priorities, in order.
 // Priorities are contiguous: a failover target without endpoints takes no priority. Every
 // locality carries a load-balancing weight, because gRPC ignores localities without one.
-func endpoints(snap *mesh.Snapshot, p Proxy) []*endpointv3.ClusterLoadAssignment {
-	targets := proxyTargets(snap, p.Service)
-	out := make([]*endpointv3.ClusterLoadAssignment, 0, len(targets))
-	for _, pt := range targets {
-		if p.Shape != ShapeEnvoy {
-			pt.mode = mesh.MeshGatewayNone // see targetEndpoints
+func endpoints(snap *mesh.Snapshot, p Proxy, m *memo) []*endpointv3.ClusterLoadAssignment {
+	set := sharedOK(m, m.setKey(memoEndpointSet, p.Shape, p.Service), func() []*endpointv3.ClusterLoadAssignment {
+		targets := proxyTargets(snap, p.Service)
+		out := make([]*endpointv3.ClusterLoadAssignment, 0, len(targets))
+		for _, pt := range targets {
+			if p.Shape != ShapeEnvoy {
+				pt.mode = mesh.MeshGatewayNone // see targetEndpoints
+			}
+			key := memoKey{kind: memoLoadAssignment, shape: p.Shape, chain: pt.chain, name: pt.target.SNI + "|" + pt.mode}
+			out = append(out, sharedOK(m, key, func() *endpointv3.ClusterLoadAssignment { return loadAssignment(snap, pt, p.Shape) }))
 		}
-		out = append(out, loadAssignment(snap, pt, p.Shape))
-	}
-	return out
+		return out
+	})
+	return append([]*endpointv3.ClusterLoadAssignment(nil), set...) // a copy: Resources.sort sorts in place
 }
 
 func loadAssignment(snap *mesh.Snapshot, pt proxyTarget, shape Shape) *endpointv3.ClusterLoadAssignment {

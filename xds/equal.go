@@ -19,7 +19,7 @@ func serviceEqual(a, b *mesh.Service) bool {
 	if a == nil || b == nil {
 		return false
 	}
-	if a.Name != b.Name || a.Protocol != b.Protocol || a.Port != b.Port ||
+	if a.Name != b.Name || a.Protocol != b.Protocol || a.Port != b.Port || a.Mode != b.Mode ||
 		!slices.Equal(a.Owners, b.Owners) || !maps.Equal(a.Meta, b.Meta) ||
 		len(a.Upstreams) != len(b.Upstreams) || len(a.Endpoints) != len(b.Endpoints) {
 		return false

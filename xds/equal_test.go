@@ -14,7 +14,7 @@ func TestEqualityCoversEveryField(t *testing.T) {
 		v    any
 		want int
 	}{
-		{mesh.Service{}, 8}, {mesh.Upstream{}, 4}, {mesh.Endpoint{}, 6}, {mesh.HealthCheck{}, 5},
+		{mesh.Service{}, 9}, {mesh.Upstream{}, 4}, {mesh.Endpoint{}, 6}, {mesh.HealthCheck{}, 5},
 		{mesh.Chain{}, 5}, {mesh.ChainRoute{}, 6}, {mesh.TargetWeight{}, 2}, {mesh.Target{}, 9},
 		{mesh.Intention{}, 6},
 	} {

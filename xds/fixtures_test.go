@@ -234,3 +234,14 @@ func richMesh() *mesh.Snapshot {
 	}})
 	return s
 }
+
+// transparentMesh is richMesh with web in transparent mode (besides its declared upstreams)
+// and a transparent service ops that declares none: intentions alone say what they reach.
+func transparentMesh() *mesh.Snapshot {
+	s := richMesh()
+	s.Services["web"].Mode = mesh.ModeTransparent
+	addService(s, "ops", mesh.ProtocolHTTP, 8080, ep("10.0.4.1", 21000, "dc1")).Mode = mesh.ModeTransparent
+	allow(s, "ops", "db")
+	s.VirtualIPs = mesh.AssignVirtualIPs(s.ServiceNames())
+	return s
+}

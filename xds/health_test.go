@@ -90,7 +90,7 @@ func TestEDSOnlyRenderMatchesFull(t *testing.T) {
 	ch := diff(base, next)
 	for _, shape := range []Shape{ShapeEnvoy, ShapeGRPC} {
 		p := Proxy{Service: "web", Shape: shape}
-		old, err := srv.render(base, nil, p, nil)
+		old, err := srv.render(base, nil, newMemo(base, nil), p, nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,11 +108,11 @@ func TestEDSOnlyRenderMatchesFull(t *testing.T) {
 		if !diff(base, base.WithServices(healthOnly)).edsOnly("api", dependencies(base, "api")) {
 			t.Fatalf("%s: a change of api's endpoints' health alone is not EDS-only for api's own proxies", shape)
 		}
-		eds, ok, err := srv.renderEDS(next, nil, p, old)
+		eds, ok, err := srv.renderEDS(next, nil, newMemo(next, nil), p, old)
 		if err != nil || !ok {
 			t.Fatalf("%s: renderEDS: %v %v", shape, ok, err)
 		}
-		full, err := srv.render(next, nil, p, old)
+		full, err := srv.render(next, nil, nil, p, old, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,54 +44,98 @@ func OutboundListenerName(service string, port int) string {
 // local application) and one outbound listener per upstream on 127.0.0.1:localPort.
 // gRPC: one API listener per upstream, named after the upstream service (the target
 // xds:///service), and one server listener per endpoint of the proxy's own service.
-func listeners(snap *mesh.Snapshot, p Proxy) ([]*listenerv3.Listener, error) {
+func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, error) {
 	svc := snap.Services[p.Service]
 	if svc == nil {
 		return nil, nil
 	}
 	var out []*listenerv3.Listener
 	if p.Shape == ShapeGRPC {
-		for _, u := range upstreams(snap, p.Service) {
-			if snap.UpstreamChain(u) == nil {
-				continue
-			}
-			l, err := apiListener(u.Service)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, l)
-		}
-		if len(svc.Endpoints) > 0 {
-			rules := rbacRules(snap, p.Service, mesh.IsHTTP(svc.Protocol))
-			seen := map[string]bool{}
-			for _, ep := range svc.Endpoints {
-				name := GRPCServerListenerName(ep.Address, ep.Port)
-				if seen[name] {
+		api, err := shared(m, m.setKey(memoListenerSet, p.Shape, p.Service), func() ([]*listenerv3.Listener, error) {
+			var out []*listenerv3.Listener
+			for _, u := range upstreams(snap, p.Service) {
+				if snap.UpstreamChain(u) == nil {
 					continue
 				}
-				seen[name] = true
-				l, err := grpcServerListener(name, ep, p.Service, rules)
+				l, err := shared(m, memoKey{kind: memoAPIListener, name: u.Service},
+					func() (*listenerv3.Listener, error) { return apiListener(u.Service) })
 				if err != nil {
 					return nil, err
 				}
 				out = append(out, l)
 			}
+			return out, nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		return out, nil
+		out = append(out, api...)
+		server, err := shared(m, memoKey{kind: memoServerLis, name: svc.Name},
+			func() ([]*listenerv3.Listener, error) { return grpcServerListeners(snap, svc) })
+		if err != nil {
+			return nil, err
+		}
+		return append(out, server...), nil
 	}
 	if port := publicPort(svc); port > 0 {
-		l, err := publicListener(snap, svc, port)
+		l, err := shared(m, memoKey{kind: memoPublicListener, name: svc.Name},
+			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port) })
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, l)
 	}
-	for _, u := range upstreams(snap, p.Service) {
+	outbound, err := shared(m, m.setKey(memoListenerSet, p.Shape, p.Service), func() ([]*listenerv3.Listener, error) {
+		return outboundListeners(snap, svc, m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(out, outbound...), nil
+}
+
+// outboundListeners renders an Envoy sidecar's listeners for its upstreams: one per upstream
+// with a local port, and in transparent mode the transparent listener.
+func outboundListeners(snap *mesh.Snapshot, svc *mesh.Service, m *memo) ([]*listenerv3.Listener, error) {
+	var out []*listenerv3.Listener
+	ups := upstreams(snap, svc.Name)
+	for _, u := range ups {
 		chain := snap.UpstreamChain(u)
 		if chain == nil || u.LocalPort <= 0 {
 			continue
 		}
-		l, err := outboundListener(u, chain)
+		l, err := shared(m, memoKey{kind: memoOutboundLis, chain: chain, name: OutboundListenerName(u.Service, u.LocalPort)},
+			func() (*listenerv3.Listener, error) { return outboundListener(u, chain) })
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	if svc.Transparent() {
+		l, err := transparentListener(snap, ups, m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// grpcServerListeners renders the server listeners of a gRPC service, one per endpoint address.
+func grpcServerListeners(snap *mesh.Snapshot, svc *mesh.Service) ([]*listenerv3.Listener, error) {
+	if len(svc.Endpoints) == 0 {
+		return nil, nil
+	}
+	var out []*listenerv3.Listener
+	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
+	seen := map[string]bool{}
+	for _, ep := range svc.Endpoints {
+		name := GRPCServerListenerName(ep.Address, ep.Port)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		l, err := grpcServerListener(name, ep, svc.Name, rules)
 		if err != nil {
 			return nil, err
 		}
@@ -172,7 +216,21 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listener
 }
 
 func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener, error) {
-	name := OutboundListenerName(u.Service, u.LocalPort)
+	filter, err := outboundFilter(u, chain)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:             OutboundListenerName(u.Service, u.LocalPort),
+		Address:          socketAddress("127.0.0.1", u.LocalPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
+	}, nil
+}
+
+// outboundFilter is the network filter that sends a connection to upstream u along its chain:
+// an HTTP connection manager with the chain's routes (RDS), or a TCP proxy to its targets.
+func outboundFilter(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Filter, error) {
 	var filter *listenerv3.Filter
 	var err error
 	if mesh.IsHTTP(chain.Protocol) {
@@ -215,12 +273,7 @@ func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener
 	if err != nil {
 		return nil, err
 	}
-	return &listenerv3.Listener{
-		Name:             name,
-		Address:          socketAddress("127.0.0.1", u.LocalPort),
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
-	}, nil
+	return filter, nil
 }
 
 // apiListener is a gRPC client's listener for the target xds:///service: an HTTP connection

@@ -3,7 +3,6 @@ package xds
 import (
 	"fmt"
 	"path"
-	"sort"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -97,32 +96,9 @@ func ProxyFromNode(n *corev3.Node) (Proxy, error) {
 	return p, nil
 }
 
-// upstreams returns the upstreams of a service, one per upstream service, sorted by service.
-// When a service is listed twice, the lowest local port wins.
+// upstreams returns the upstreams of a service, one per upstream service, sorted by service:
+// the declared ones and, in transparent mode, every service its intentions allow
+// (mesh.Snapshot.Upstreams).
 func upstreams(snap *mesh.Snapshot, service string) []*mesh.Upstream {
-	svc := snap.Services[service]
-	if svc == nil || len(svc.Upstreams) == 0 {
-		return nil
-	}
-	by := make(map[string]*mesh.Upstream, len(svc.Upstreams))
-	for key, u := range svc.Upstreams {
-		if u == nil {
-			continue
-		}
-		name := u.Service
-		if name == "" {
-			name = key
-		}
-		cp := *u
-		cp.Service = name
-		if prev, ok := by[name]; !ok || cp.LocalPort < prev.LocalPort {
-			by[name] = &cp
-		}
-	}
-	out := make([]*mesh.Upstream, 0, len(by))
-	for _, u := range by {
-		out = append(out, u)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
-	return out
+	return snap.Upstreams(service)
 }

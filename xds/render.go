@@ -43,6 +43,12 @@ func Render(snap *mesh.Snapshot, p Proxy) (*Resources, error) {
 // RenderWithBundle is Render with the CA's trust bundle (PEM certificates), which Envoy
 // sidecars receive as the SecretRoots secret. It is a pure function of its inputs.
 func RenderWithBundle(snap *mesh.Snapshot, p Proxy, bundle []byte) (*Resources, error) {
+	return renderShared(snap, p, bundle, nil)
+}
+
+// renderShared is RenderWithBundle taking the resources it shares with other proxies of snap
+// from m (shared.go); a nil m renders everything afresh.
+func renderShared(snap *mesh.Snapshot, p Proxy, bundle []byte, m *memo) (*Resources, error) {
 	if snap == nil {
 		return nil, errors.New("render: nil snapshot")
 	}
@@ -58,23 +64,35 @@ func RenderWithBundle(snap *mesh.Snapshot, p Proxy, bundle []byte) (*Resources, 
 	if p.Shape != ShapeEnvoy && p.Shape != ShapeGRPC {
 		return nil, fmt.Errorf("render %s: unknown shape %q", p.Service, p.Shape)
 	}
-	ls, err := listeners(snap, p)
+	ls, err := listeners(snap, p, m)
 	if err != nil {
 		return nil, fmt.Errorf("render %s listeners: %w", p, err)
 	}
-	cs, err := clusters(snap, p)
+	cs, err := clusters(snap, p, m)
 	if err != nil {
 		return nil, fmt.Errorf("render %s clusters: %w", p, err)
 	}
 	r := &Resources{
 		Listeners: ls,
-		Routes:    routes(snap, p),
+		Routes:    routes(snap, p, m),
 		Clusters:  cs,
-		Endpoints: endpoints(snap, p),
+		Endpoints: endpoints(snap, p, m),
 		Secrets:   secrets(p, bundle),
 	}
 	r.sort()
 	return r, nil
+}
+
+// rerenderListeners renders p's listeners from snap and keeps old's other resources: what
+// Server.render does when a change alters nothing but the RBAC of p's service. Only the new
+// listeners are sorted: old's lists are shared with the group they came from.
+func rerenderListeners(snap *mesh.Snapshot, p Proxy, m *memo, old *Resources) (*Resources, error) {
+	ls, err := listeners(snap, p, m)
+	if err != nil {
+		return nil, fmt.Errorf("render %s listeners: %w", p, err)
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	return &Resources{Listeners: ls, Routes: old.Routes, Clusters: old.Clusters, Endpoints: old.Endpoints, Secrets: old.Secrets}, nil
 }
 
 func (r *Resources) sort() {
@@ -118,15 +136,25 @@ var resourceTypes = []resourcev3.Type{
 type validator interface{ ValidateAll() error }
 
 // Validate runs the generated protoc-gen-validate rules (ValidateAll) on every resource.
-func (r *Resources) Validate() error {
+func (r *Resources) Validate() error { return r.validate(nil) }
+
+// validate is Validate, checking each message shared through m once.
+func (r *Resources) validate(m *memo) error { return r.validateTypes(m, nil) }
+
+// validateTypes is validate leaving out the types in skip (validated before).
+func (r *Resources) validateTypes(m *memo, skip map[resourcev3.Type]bool) error {
 	var errs []error
+	byType := r.byType()
 	for _, t := range resourceTypes {
-		for _, res := range r.byType()[t] {
+		if skip[t] {
+			continue
+		}
+		for _, res := range byType[t] {
 			v, ok := res.(validator)
 			if !ok {
 				continue
 			}
-			if err := v.ValidateAll(); err != nil {
+			if err := m.validated(res, v.ValidateAll); err != nil {
 				errs = append(errs, fmt.Errorf("%s %q: %w", shortType(t), cachev3.GetResourceName(res), err))
 			}
 		}
@@ -139,7 +167,71 @@ func (r *Resources) Validate() error {
 // route configuration a listener names (in a filter chain or an API listener) exists and every
 // route configuration is named; every cluster a route or tcp proxy names exists; every EDS
 // cluster has exactly one load assignment and every load assignment has its cluster.
-func (r *Resources) Consistent() error {
+func (r *Resources) Consistent() error { return r.consistent(nil) }
+
+// refs are the route configurations and clusters a listener's filter (or API listener) names.
+type refs struct {
+	routes   []string
+	clusters []string
+	err      error
+}
+
+// filterRefs reads the references of one network filter.
+func filterRefs(f *listenerv3.Filter) refs {
+	tc := f.GetTypedConfig()
+	if tc == nil {
+		return refs{}
+	}
+	switch f.Name {
+	case hcmFilterName:
+		h := &hcmv3.HttpConnectionManager{}
+		if err := tc.UnmarshalTo(h); err != nil {
+			return refs{err: err}
+		}
+		return hcmRefs(h)
+	case tcpProxyFilterName:
+		return refs{clusters: tcpProxyClusters(tc)}
+	}
+	return refs{}
+}
+
+func hcmRefs(h *hcmv3.HttpConnectionManager) refs {
+	var out refs
+	if rds := h.GetRds(); rds != nil {
+		out.routes = append(out.routes, rds.RouteConfigName)
+	}
+	if rc := h.GetRouteConfig(); rc != nil {
+		out.clusters = routeClusters(rc)
+	}
+	return out
+}
+
+// listenerRefs lists the references of a listener, each filter's read once per memo.
+func listenerRefs(l *listenerv3.Listener, m *memo) []refs {
+	var out []refs
+	if a := l.GetApiListener().GetApiListener(); a != nil {
+		out = append(out, m.refsOf(a, func() refs {
+			h := &hcmv3.HttpConnectionManager{}
+			if err := a.UnmarshalTo(h); err != nil {
+				return refs{err: fmt.Errorf("api listener: %w", err)}
+			}
+			return hcmRefs(h)
+		}))
+	}
+	chains := l.FilterChains
+	if l.DefaultFilterChain != nil {
+		chains = append(chains[:len(chains):len(chains)], l.DefaultFilterChain)
+	}
+	for _, fc := range chains {
+		for _, f := range fc.Filters {
+			out = append(out, m.refsOf(f, func() refs { return filterRefs(f) }))
+		}
+	}
+	return out
+}
+
+// consistent is Consistent, reading the references of each filter shared through m once.
+func (r *Resources) consistent(m *memo) error {
 	var errs []error
 	routeNames := map[string]bool{}
 	for _, rc := range r.Routes {
@@ -160,51 +252,25 @@ func (r *Resources) Consistent() error {
 	referencedRoutes := map[string]bool{}
 	var refClusters []string
 	for _, l := range r.Listeners {
-		var hcms []*hcmv3.HttpConnectionManager
-		if a := l.GetApiListener().GetApiListener(); a != nil {
-			h := &hcmv3.HttpConnectionManager{}
-			if err := a.UnmarshalTo(h); err != nil {
-				errs = append(errs, fmt.Errorf("listener %q: api listener: %w", l.Name, err))
-			} else {
-				hcms = append(hcms, h)
+		for _, x := range listenerRefs(l, m) {
+			if x.err != nil {
+				errs = append(errs, fmt.Errorf("listener %q: %w", l.Name, x.err))
+				continue
 			}
-		}
-		for _, fc := range l.FilterChains {
-			for _, f := range fc.Filters {
-				tc := f.GetTypedConfig()
-				if tc == nil {
-					continue
+			for _, rc := range x.routes {
+				if !routeNames[rc] {
+					errs = append(errs, fmt.Errorf("listener %q: route configuration %q is missing", l.Name, rc))
 				}
-				switch f.Name {
-				case hcmFilterName:
-					h := &hcmv3.HttpConnectionManager{}
-					if err := tc.UnmarshalTo(h); err != nil {
-						errs = append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
-						continue
-					}
-					hcms = append(hcms, h)
-				case tcpProxyFilterName:
-					refClusters = append(refClusters, tcpProxyClusters(tc)...)
-				}
+				referencedRoutes[rc] = true
 			}
-		}
-		for _, h := range hcms {
-			if rds := h.GetRds(); rds != nil {
-				if !routeNames[rds.RouteConfigName] {
-					errs = append(errs, fmt.Errorf("listener %q: route configuration %q is missing", l.Name, rds.RouteConfigName))
-				}
-				referencedRoutes[rds.RouteConfigName] = true
-			}
-			if rc := h.GetRouteConfig(); rc != nil {
-				refClusters = append(refClusters, routeClusters(rc)...)
-			}
+			refClusters = append(refClusters, x.clusters...)
 		}
 	}
 	for _, rc := range r.Routes {
 		if !referencedRoutes[rc.Name] {
 			errs = append(errs, fmt.Errorf("route configuration %q is not referenced by any listener", rc.Name))
 		}
-		refClusters = append(refClusters, routeClusters(rc)...)
+		refClusters = append(refClusters, m.refsOf(rc, func() refs { return refs{clusters: routeClusters(rc)} }).clusters...)
 	}
 	for _, c := range refClusters {
 		if !clusterNames[c] {
@@ -252,37 +318,80 @@ func routeClusters(rc *routev3.RouteConfiguration) []string {
 // hashTypes returns a content hash of each resource type (hex, 16 digits), of the whole, and
 // of each resource (type URL → name → hash, the version map delta xDS needs). Every resource
 // is marshalled once, deterministically.
-func (r *Resources) hashTypes() (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
+func (r *Resources) hashTypes(m *memo) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
+	return r.hashTypesReusing(m, nil, nil)
+}
+
+// hashTypesReusing is hashTypes taking the hashes and version maps of the types in keep from
+// oldHash and oldVersions (what hashTypes returned for resources whose lists of those types
+// were the same).
+func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old *group) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
 	byType := r.byType()
 	out := make(map[resourcev3.Type]string, len(resourceTypes))
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
 	var buf []byte
 	for _, t := range resourceTypes {
-		h := sha256.New()
-		names := make(map[string]string, len(byType[t]))
-		for _, res := range byType[t] {
-			var err error
-			buf, err = opts.MarshalAppend(buf[:0], res)
-			if err != nil {
-				return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
+		if keep[t] {
+			out[t], perResource[t] = old.typeHash[t], old.cs.VersionMap[t]
+		} else {
+			h := sha256.New()
+			names := make(map[string]string, len(byType[t]))
+			for _, res := range byType[t] {
+				rh, err := m.resourceHash(res, &buf)
+				if err != nil {
+					return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
+				}
+				name := cachev3.GetResourceName(res)
+				names[name] = rh
+				writeLen(h, len(name))
+				h.Write([]byte(name))
+				h.Write([]byte(rh))
 			}
-			sum := sha256.Sum256(buf)
-			rh := hex.EncodeToString(sum[:8])
-			name := cachev3.GetResourceName(res)
-			names[name] = rh
-			writeLen(h, len(name))
-			h.Write([]byte(name))
-			h.Write([]byte(rh))
+			perResource[t] = names
+			out[t] = hex.EncodeToString(h.Sum(nil))[:16]
 		}
-		perResource[t] = names
-		sum := hex.EncodeToString(h.Sum(nil))[:16]
-		out[t] = sum
 		all.Write([]byte(t))
-		all.Write([]byte(sum))
+		all.Write([]byte(out[t]))
 	}
 	return out, hex.EncodeToString(all.Sum(nil))[:16], perResource, nil
+}
+
+// listenerRefs returns every route configuration and cluster the listeners name (sorted,
+// without repetition), each listener's read once per memo.
+func listenersRefs(ls []*listenerv3.Listener, m *memo) (routes, clusters []string, err error) {
+	seenR, seenC := map[string]bool{}, map[string]bool{}
+	for _, l := range ls {
+		sum := m.refsOf(l, func() refs {
+			var out refs
+			for _, x := range listenerRefs(l, m) {
+				if x.err != nil {
+					return refs{err: fmt.Errorf("listener %q: %w", l.Name, x.err)}
+				}
+				out.routes = append(out.routes, x.routes...)
+				out.clusters = append(out.clusters, x.clusters...)
+			}
+			return out
+		})
+		if sum.err != nil {
+			return nil, nil, sum.err
+		}
+		for _, x := range sum.routes {
+			if !seenR[x] {
+				seenR[x] = true
+				routes = append(routes, x)
+			}
+		}
+		for _, x := range sum.clusters {
+			if !seenC[x] {
+				seenC[x] = true
+				clusters = append(clusters, x)
+			}
+		}
+	}
+	sort.Strings(routes)
+	sort.Strings(clusters)
+	return routes, clusters, nil
 }
 
 func writeLen(h hash.Hash, n int) {

@@ -13,24 +13,50 @@ import (
 	mesh "github.com/meshgit/mesh"
 )
 
-// rerender renders p's configuration under snap after prev: only its EDS when the change
-// allows (an instance or its health changed in a service p calls), all of it otherwise.
-func (s *Server) rerender(snap, prev *mesh.Snapshot, bundle *trustBundle, p Proxy, old *group, ch *change) (*group, error) {
-	if old != nil && old.err == nil && old.cs != nil && old.snap == prev && (p.Shape != ShapeEnvoy || old.bundle == bundle) &&
-		s.testHookResources == nil && ch.edsOnly(p.Service, old.deps) {
-		if g, ok, err := s.renderEDS(snap, bundle, p, old); ok || err != nil {
+// renderScope is what of a proxy's configuration a change requires rendering again.
+type renderScope int
+
+const (
+	scopeAll       renderScope = iota
+	scopeEDS                   // an instance or its health changed in a service the proxy calls
+	scopeListeners             // the RBAC of its service changed, and nothing else of it
+)
+
+// scopeOf decides, on the publishing goroutine (a change is used by one goroutine), what of p's
+// configuration, rendered into g from prev, the change ch requires rendering again.
+func scopeOf(ch *change, p Proxy, g *group, prev *mesh.Snapshot, bundle *trustBundle) renderScope {
+	if g == nil || g.err != nil || g.cs == nil || g.snap != prev || p.Shape == ShapeEnvoy && g.bundle != bundle {
+		return scopeAll
+	}
+	switch {
+	case ch.edsOnly(p.Service, g.deps):
+		return scopeEDS
+	case ch.inboundOnly(p.Service, g.deps):
+		return scopeListeners
+	}
+	return scopeAll
+}
+
+// rerender renders p's configuration under snap after prev: only its EDS or its listeners when
+// scope allows, all of it otherwise.
+func (s *Server) rerender(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group, scope renderScope) (*group, error) {
+	if scope == scopeEDS && s.testHookResources == nil {
+		if g, ok, err := s.renderEDS(snap, bundle, m, p, old); ok || err != nil {
 			return g, err
 		}
 	}
-	return s.render(snap, bundle, p, old)
+	return s.render(snap, bundle, m, p, old, scope == scopeListeners)
 }
 
 // renderEDS renders only p's load assignments, keeping old's other resources, versions and
 // hashes. It reports false (and the caller renders everything) when the assignments do not
 // name exactly the clusters they named before.
-func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *group) (*group, bool, error) {
+func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group) (*group, bool, error) {
+	if old.res == nil {
+		return nil, false, nil
+	}
 	s.metrics.renders.Inc()
-	r := &Resources{Endpoints: endpoints(snap, p)}
+	r := &Resources{Endpoints: endpoints(snap, p, m)}
 	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].ClusterName < r.Endpoints[j].ClusterName })
 	prevItems := old.cs.Resources[types.Endpoint].Items
 	if len(prevItems) != len(r.Endpoints) {
@@ -41,10 +67,10 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, ol
 			return nil, false, nil
 		}
 	}
-	if err := r.Validate(); err != nil {
+	if err := r.validate(m); err != nil {
 		return nil, false, err
 	}
-	typeHash, _, versionMap, err := r.hashTypes()
+	typeHash, _, versionMap, err := r.hashTypes(m)
 	if err != nil {
 		return nil, false, err
 	}
@@ -54,6 +80,9 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, ol
 	if typeHash[eds] == old.typeHash[eds] {
 		return &ng, true, nil
 	}
+	res := *old.res
+	res.Endpoints = r.Endpoints
+	ng.res = &res
 	ng.typeHash, ng.typeVersion = maps.Clone(old.typeHash), maps.Clone(old.typeVersion)
 	ng.typeHash[eds] = typeHash[eds]
 	ng.typeVersion[eds] = snap.Version + "-" + typeHash[eds][:8]

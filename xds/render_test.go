@@ -164,6 +164,7 @@ func TestRenderGolden(t *testing.T) {
 	allowDefault := richMesh()
 	allowDefault.Mesh.DefaultIntention = mesh.Allow
 	t.Run("rich-default-allow", func(t *testing.T) { renderAndCheck(t, "rich-default-allow", seal(t, allowDefault)) })
+	t.Run("transparent", func(t *testing.T) { renderAndCheck(t, "transparent", seal(t, transparentMesh())) })
 }
 
 // TestRenderRepoExample covers every service of repo-example in both shapes.

@@ -16,17 +16,21 @@ import (
 // upstream service, whose routes are the upstream's discovery chain in order (the chain's last
 // route catches everything). Envoy and gRPC share the shape; only the timeout field differs
 // (gRPC reads max_stream_duration, Envoy the route timeout).
-func routes(snap *mesh.Snapshot, p Proxy) []*routev3.RouteConfiguration {
-	var out []*routev3.RouteConfiguration
-	for _, u := range upstreams(snap, p.Service) {
-		chain := snap.UpstreamChain(u)
-		// gRPC reaches every upstream through an API listener and RDS; Envoy only HTTP ones.
-		if chain == nil || (!mesh.IsHTTP(chain.Protocol) && p.Shape != ShapeGRPC) {
-			continue
+func routes(snap *mesh.Snapshot, p Proxy, m *memo) []*routev3.RouteConfiguration {
+	set := sharedOK(m, m.setKey(memoRouteSet, p.Shape, p.Service), func() []*routev3.RouteConfiguration {
+		var out []*routev3.RouteConfiguration
+		for _, u := range upstreams(snap, p.Service) {
+			chain := snap.UpstreamChain(u)
+			// gRPC reaches every upstream through an API listener and RDS; Envoy only HTTP ones.
+			if chain == nil || (!mesh.IsHTTP(chain.Protocol) && p.Shape != ShapeGRPC) {
+				continue
+			}
+			out = append(out, sharedOK(m, memoKey{kind: memoRoute, shape: p.Shape, chain: chain},
+				func() *routev3.RouteConfiguration { return routeConfig(snap, chain, p.Shape) }))
 		}
-		out = append(out, routeConfig(snap, chain, p.Shape))
-	}
-	return out
+		return out
+	})
+	return append([]*routev3.RouteConfiguration(nil), set...) // a copy: Resources.sort sorts in place
 }
 
 // routeConfig renders one upstream's chain.

@@ -9,10 +9,18 @@
 //     (listeners.go, routes.go, clusters.go, endpoints.go, rbac.go, secrets.go).
 //   - Intentions are enforced with RBAC derived from Snapshot.Inbound, the evaluator's own
 //     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go).
+//   - Transparent sidecars (mesh.Service.Transparent) reach what mesh.Reachable says, one
+//     filter chain per service matched by its virtual IP on one outbound listener (Envoy), or
+//     by name (gRPC); see transparent.go.
+//   - Rendering costs what differs, not proxies × upstreams: resources that depend only on an
+//     upstream or a service are built, validated and hashed once per snapshot and shared by
+//     every proxy using them, and byte for byte what each proxy would get alone (shared.go).
+//     Rendering runs on every core, outside the lock that streams need.
 //   - Nothing inconsistent is served: every resource passes ValidateAll, and every per-proxy
 //     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
-//     inside API listeners; Envoy-shaped snapshots also pass Consistent itself). If any proxy's
-//     configuration fails, SetSnapshot returns the error and nothing served changes.
+//     inside API listeners; the golden tests hold Envoy-shaped snapshots to Consistent itself).
+//     If any proxy's configuration fails, SetSnapshot returns the error and nothing served
+//     changes.
 //   - A proxy whose resources did not change is not pushed: the versions on the wire are, per
 //     resource type, the mesh Snapshot version in which that content last changed and a hash
 //     of it, so they change only with the content; a new mesh snapshot re-renders only the
@@ -39,11 +47,15 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -79,11 +91,14 @@ type Server struct {
 	closed    bool
 	suspended string // Suspend's reason; "" while serving
 	snap      *mesh.Snapshot
+	memo      *memo // the resources shared by the proxies of snap (shared.go)
 	groups    map[Proxy]*group
 	nodes     map[string]*node
 	streams   map[int64]*streamState
 
 	metrics *metrics
+	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
+	listenerOnly atomic.Int64
 
 	authPeers bool         // WithPeerAuthentication
 	bundle    *trustBundle // SetTrustBundle; nil before
@@ -103,7 +118,8 @@ type group struct {
 	typeHash    map[resourcev3.Type]string
 	typeVersion map[resourcev3.Type]string
 	cs          *cachev3.Snapshot
-	err         error // why it could not be rendered (unknown service)
+	res         *Resources // what cs holds (never modified)
+	err         error      // why it could not be rendered (unknown service)
 }
 
 type node struct {
@@ -356,11 +372,26 @@ func (s *Server) current(p Proxy, g *group) bool {
 // publish renders snap with bundle for every connected node, pushes the nodes whose resources
 // changed and makes both the served ones; nothing changes when a proxy's configuration fails.
 // Called with s.setMu held.
+//
+// Rendering happens outside s.mu, on every core, with the resources proxies share built once
+// (shared.go); s.mu is held only to swap in the result, and the cache's snapshots are set after
+// it is released, so streams are served meanwhile and the first proxies get their configuration
+// while later ones are still being set.
 func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
-	prev, prevBundle := s.snap, s.bundle
+	prev, prevBundle, m := s.snap, s.bundle, s.memo
 	work := s.neededProxies()
+	old := make(map[Proxy]*group, len(work))
+	for _, p := range work {
+		old[p] = s.groups[p]
+	}
 	s.mu.Unlock()
+	// The memo holds what was rendered from snap: it lives as long as snap is served (the trust
+	// bundle goes into secrets, which are never shared). Any other input of shared resources
+	// (the catalog's instances, for load assignments) must start a new memo when it changes.
+	if prev != snap || m == nil {
+		m = newMemo(snap, m)
+	}
 
 	start := time.Now()
 	ch := diff(prev, snap)
@@ -379,49 +410,107 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		return !ch.affects(p.Service, g.deps)
 	}
 	rendered := map[Proxy]*group{}
-	for _, p := range work {
-		old := s.groupOf(p)
-		if unaffected(p, old) {
-			continue
+	examined := map[Proxy]bool{}
+	how := map[Proxy]renderScope{} // what of each proxy is rendered again (ch is not for goroutines)
+	// Nodes may connect while we render: their groups are missing or were rendered from prev.
+	// Each round renders, unlocked, what the last look under s.mu found missing.
+	for round := 0; ; round++ {
+		var todo []Proxy
+		for _, p := range work {
+			examined[p] = true
+			if _, ok := rendered[p]; ok {
+				continue
+			}
+			g := old[p]
+			if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
+				continue
+			}
+			how[p] = scopeOf(ch, p, g, prev, bundle)
+			todo = append(todo, p)
 		}
-		g, err := s.rerender(snap, prev, bundle, p, old, ch)
-		if err != nil {
+		if err := s.renderAll(snap, prev, bundle, m, todo, old, rendered, how); err != nil {
 			return err
 		}
-		rendered[p] = g
+		s.mu.Lock()
+		work = work[:0]
+		for _, p := range s.neededProxies() {
+			if !examined[p] {
+				work = append(work, p)
+				old[p] = s.groups[p]
+			}
+		}
+		if len(work) == 0 || round == 3 {
+			break // with s.mu held
+		}
+		s.mu.Unlock()
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// Nodes may have connected while we rendered: their groups are missing or were rendered
-	// from prev.
-	examined := map[Proxy]bool{}
+	// Still new nodes after a few rounds: render them under the lock, rather than loop.
 	for _, p := range work {
 		examined[p] = true
-	}
-	for _, p := range s.neededProxies() {
-		examined[p] = true
-		if _, ok := rendered[p]; ok {
-			continue
-		}
-		g := s.groups[p]
+		g := old[p]
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		ng, err := s.rerender(snap, prev, bundle, p, g, ch)
+		how[p] = scopeOf(ch, p, g, prev, bundle)
+		ng, err := s.rerender(snap, prev, bundle, m, p, g, how[p])
 		if err != nil {
+			s.mu.Unlock()
 			return err
 		}
 		rendered[p] = ng
 	}
-	s.snap, s.bundle = snap, bundle
-	changed := 0
-	for p, g := range rendered {
-		old := s.groups[p]
-		s.groups[p] = g
-		if old == nil || old.cs != g.cs {
-			changed++
+	sets := s.swap(snap, bundle, m, rendered, examined)
+	s.mu.Unlock()
+
+	for _, x := range sets {
+		if err := s.cache.SetSnapshot(s.ctx, x.id, x.cs); err != nil {
+			s.log.Error("set node snapshot", "node", x.id, "err", err)
 		}
+	}
+	s.metrics.pushes.Add(float64(len(sets)))
+	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
+	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit, "bundleChanged", bundle != prevBundle,
+		"rendered", len(rendered), "pushed", len(sets), "took", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+// nodeSet is a cache snapshot to set for a node.
+type nodeSet struct {
+	id string
+	cs *cachev3.Snapshot
+}
+
+// renderAll renders the proxies of todo in parallel into rendered.
+func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group, how map[Proxy]renderScope) error {
+	groups := make([]*group, len(todo))
+	errs := make([]error, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
+				groups[i], errs[i] = s.rerender(snap, prev, bundle, m, todo[i], old[todo[i]], how[todo[i]])
+			}
+		}()
+	}
+	wg.Wait()
+	for i, p := range todo {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		rendered[p] = groups[i]
+	}
+	return nil
+}
+
+// swap makes snap, bundle and the rendered groups the served ones and returns the nodes whose
+// cache snapshot is to be set (recorded as served already). Called with s.mu held.
+func (s *Server) swap(snap *mesh.Snapshot, bundle *trustBundle, m *memo, rendered map[Proxy]*group, examined map[Proxy]bool) []nodeSet {
+	s.snap, s.bundle, s.memo = snap, bundle, m
+	for p, g := range rendered {
+		s.groups[p] = g
 		if g.err != nil {
 			s.log.Warn("proxies name a service that is not in the snapshot; ending their streams",
 				"service", p.Service, "shape", p.Shape, "version", snap.Version)
@@ -439,7 +528,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		g.snap, g.bundle = snap, bundle // unaffected: same content
 	}
-	pushed := 0
+	var sets []nodeSet
 	now := time.Now()
 	for id, n := range s.nodes {
 		if len(n.streams) == 0 && now.Sub(n.closedAt) > disconnectedTTL {
@@ -460,21 +549,12 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		n.lastErr = ""
 		if n.served != g.cs {
-			if err := s.cache.SetSnapshot(s.ctx, id, g.cs); err != nil {
-				s.log.Error("set node snapshot", "node", id, "err", err)
-				continue
-			}
 			n.served = g.cs
-			pushed++
+			sets = append(sets, nodeSet{id: id, cs: g.cs})
 		}
 	}
 	s.gcGroups()
-	s.metrics.pushes.Add(float64(pushed))
-	s.metrics.setSnapshot.Observe(time.Since(start).Seconds())
-	s.log.Info("snapshot set", "version", snap.Version, "commit", snap.Commit, "bundleChanged", bundle != prevBundle,
-		"rendered", len(rendered), "changed", changed, "pushed", pushed, "nodes", len(s.nodes),
-		"took", time.Since(start).Round(time.Microsecond))
-	return nil
+	return sets
 }
 
 // killNode ends the node's ADS streams with err. Called with s.mu held.
@@ -524,13 +604,26 @@ func (s *Server) gcGroups() {
 // render renders p from snap into a group, reusing old's versions (and its cache snapshot)
 // for content that did not change. An unknown service is not an error of the snapshot: the
 // group records it. Invalid or inconsistent resources are.
-func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *group) (*group, error) {
+//
+// With inboundOnly (the change alters nothing of p's but the RBAC of its service: see
+// change.inboundOnly), only the listeners are rendered again and old's other resources are
+// kept, with what is known of them (old's memo facts): the cost of an authorization change
+// does not grow with what the proxy reaches.
+func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group, inboundOnly bool) (*group, error) {
 	s.metrics.renders.Inc()
 	var pems []byte
 	if bundle != nil {
 		pems = bundle.pem
 	}
-	res, err := RenderWithBundle(snap, p, pems)
+	var res *Resources
+	var err error
+	partial := inboundOnly && old != nil && old.res != nil && old.err == nil && old.cs != nil && snap.Services[p.Service] != nil
+	if partial {
+		res, err = rerenderListeners(snap, p, m, old.res)
+		s.listenerOnly.Add(1)
+	} else {
+		res, err = renderShared(snap, p, pems, m)
+	}
 	if err != nil {
 		if errorsIsUnknown(err) {
 			g := &group{proxy: p, snap: snap, bundle: bundle, err: err}
@@ -542,45 +635,84 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, p Proxy, old *
 		return nil, err
 	}
 	if s.testHookResources != nil {
+		res = res.clone() // shared resources are never altered
 		s.testHookResources(p, res)
 	}
-	if err := res.Validate(); err != nil {
+	// Only the listeners are new when they alone were rendered again: if they name the same
+	// routes and clusters as old's, the rest was checked, hashed and found consistent before.
+	var keep map[resourcev3.Type]bool
+	d := old.depsIf(partial)
+	if partial {
+		if same, err := sameRefs(old.res.Listeners, res.Listeners, m); err == nil && same {
+			keep = map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
+				resourcev3.EndpointType: true, resourcev3.SecretType: true}
+		}
+	}
+	if err := res.validateTypes(m, keep); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
 	}
-	if err := res.Consistent(); err != nil {
-		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
+	if keep == nil {
+		if err := res.consistent(m); err != nil {
+			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
+		}
 	}
-	typeHash, hash, versionMap, err := res.hashTypes()
+	typeHash, hash, versionMap, err := res.hashTypesReusing(m, keep, old)
 	if err != nil {
 		return nil, err
 	}
-	d := dependencies(snap, p.Service)
+	if d == nil {
+		d = dependencies(snap, p.Service)
+	}
 	if old != nil && old.err == nil && old.hash == hash {
 		ng := *old
-		ng.snap, ng.bundle, ng.deps = snap, bundle, d
+		ng.snap, ng.bundle, ng.deps, ng.res = snap, bundle, d, res
 		return &ng, nil
 	}
-	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
+	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
 	cs := &cachev3.Snapshot{}
 	byType := res.byType()
 	for _, t := range resourceTypes {
 		v := snap.Version + "-" + typeHash[t][:8]
-		if old != nil && old.typeHash[t] == typeHash[t] {
+		if old != nil && old.typeHash[t] == typeHash[t] && old.cs != nil {
 			v = old.typeVersion[t] // unchanged type: same version, not resent
+			g.typeVersion[t] = v
+			cs.Resources[cachev3.GetResponseType(t)] = old.cs.Resources[cachev3.GetResponseType(t)]
+			continue
 		}
 		g.typeVersion[t] = v
 		cs.Resources[cachev3.GetResponseType(t)] = cachev3.NewResources(v, byType[t])
 	}
-	if p.Shape == ShapeEnvoy {
-		if err := cs.Consistent(); err != nil {
-			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
-		}
-	}
+	// go-control-plane's cs.Consistent() is not called: res.consistent above checks more (API
+	// listeners, unreferenced routes, load assignments without clusters), reading each shared
+	// filter once, where cs.Consistent would unmarshal every filter of every proxy again (a
+	// tenth of the CPU of a change in a dense mesh). TestRenderGolden holds the two together.
 	// The delta version map, from the hashes just computed (go-control-plane would marshal
 	// every resource again); with it set, the snapshot is read-only once shared by nodes.
 	cs.VersionMap = versionMap
 	g.cs = cs
 	return g, nil
+}
+
+// depsIf returns g's deps when partial (a change that leaves them as they were), else nil.
+func (g *group) depsIf(partial bool) *deps {
+	if !partial || g == nil {
+		return nil
+	}
+	return g.deps
+}
+
+// sameRefs reports whether two lists of listeners name the same route configurations and
+// clusters.
+func sameRefs(a, b []*listenerv3.Listener, m *memo) (bool, error) {
+	ar, ac, err := listenersRefs(a, m)
+	if err != nil {
+		return false, err
+	}
+	br, bc, err := listenersRefs(b, m)
+	if err != nil {
+		return false, err
+	}
+	return slices.Equal(ar, br) && slices.Equal(ac, bc), nil
 }
 
 // Proxies reports every node that is connected or disconnected recently, sorted by node id.
@@ -632,7 +764,7 @@ func (s *Server) Proxies() []ProxyStatus {
 
 // nodeFor registers the node of a stream on its first request, renders its configuration if
 // there is a snapshot, and sets it in the cache before the request's watch is created. Called
-// with s.mu held.
+// with s.mu held (released while it renders: see groupFor).
 func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, error) {
 	if s.suspended != "" {
 		return nil, status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
@@ -684,15 +816,16 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 	if s.snap == nil {
 		return nd, nil
 	}
-	g := s.groups[p]
-	if !s.current(p, g) {
-		ng, err := s.render(s.snap, s.bundle, p, g)
-		if err != nil {
-			s.log.Error("render for new proxy", "node", nd.id, "err", err)
-			return nil, status.Error(codes.Internal, "cannot render configuration: "+err.Error())
-		}
-		g = ng
-		s.groups[p] = g
+	g, err := s.groupFor(p)
+	if err != nil {
+		s.log.Error("render for new proxy", "node", nd.id, "err", err)
+		return nil, status.Error(codes.Internal, "cannot render configuration: "+err.Error())
+	}
+	if s.suspended != "" {
+		return nil, status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
+	}
+	if s.nodes[nd.id] != nd || !nd.streams[streamID] {
+		return nil, status.Error(codes.Canceled, "stream closed")
 	}
 	if g.cs != nil && nd.served != g.cs {
 		if err := s.cache.SetSnapshot(s.ctx, nd.id, g.cs); err != nil {
@@ -701,6 +834,35 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 		nd.served = g.cs
 	}
 	return nd, nil
+}
+
+// groupFor returns p's configuration under the served snapshot, rendering it if needed. Called
+// with s.mu held, which it releases while it renders, so that a thousand proxies connecting at
+// once are rendered on every core and streams are served meanwhile; anything may change in the
+// meantime (the caller checks its node again), and a snapshot set meanwhile is rendered for
+// under the lock.
+func (s *Server) groupFor(p Proxy) (*group, error) {
+	g := s.groups[p]
+	if s.current(p, g) {
+		return g, nil
+	}
+	snap, bundle, m := s.snap, s.bundle, s.memo
+	s.mu.Unlock()
+	ng, err := s.render(snap, bundle, m, p, g, false)
+	s.mu.Lock()
+	if err != nil {
+		return nil, err
+	}
+	if cur := s.groups[p]; s.current(p, cur) {
+		return cur, nil // rendered meanwhile by another stream or a publish
+	}
+	if s.snap != snap || s.bundle != bundle {
+		if ng, err = s.render(s.snap, s.bundle, s.memo, p, s.groups[p], false); err != nil {
+			return nil, err
+		}
+	}
+	s.groups[p] = ng
+	return ng, nil
 }
 
 // recordAck records an ACK or NACK of the response with nonce on a stream. It returns the

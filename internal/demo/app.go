@@ -2,23 +2,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgit/mesh/internal/xdsserve"
 )
 
 // Exit statuses of the call role.
@@ -39,38 +35,7 @@ func servePayments(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	srv, err := xds.NewGRPCServer(
-		grpc.Creds(creds),
-		grpc.UnknownServiceHandler(answer),
-		xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
-			if a.Mode == connectivity.ServingModeServing {
-				fmt.Println("serving on", addr)
-			} else {
-				fmt.Println("not serving on", addr, a.Err)
-			}
-		}),
-	)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	lis, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		srv.Stop()
-	}()
-	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	if err := xdsserve.Run(*listen, answer, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshgit/mesh/internal/freeport"
 )
 
 type options struct {
@@ -85,7 +87,7 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 }
 
 func (d *demo) steps(ctx context.Context, example string) error {
-	ports, err := freePorts(4)
+	ports, err := freeport.Addrs(4)
 	if err != nil {
 		return err
 	}
@@ -99,7 +101,9 @@ func (d *demo) steps(ctx context.Context, example string) error {
 	d.step("2. A mesh server following it")
 	data := filepath.Join(d.dir, "data")
 	if _, err := d.start(ctx, "mesh-serve", nil, "serve", "--repo", d.repo, "--ref", "main", "--data", data,
-		"--http", d.http, "--xds", d.xds, "--raft", raft); err != nil {
+		"--http", d.http, "--xds", d.xds, "--raft", raft,
+		// Everything the demo runs is on this machine; repo-example's other endpoints are not.
+		"--check-allow", "127.0.0.0/8"); err != nil {
 		return err
 	}
 	st, err := d.waitVersion(ctx, "")
@@ -540,26 +544,6 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
-}
-
-// freePorts returns n loopback addresses that were free a moment ago.
-func freePorts(n int) ([]string, error) {
-	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
 }
 
 // findExample finds repo-example in the working directory or above it (the module's root).

@@ -24,6 +24,7 @@ const DefaultAgentListen = "127.0.0.1:8501"
 type catalogAgentOptions struct {
 	listen, node, advertise, configDir string
 	sync                               time.Duration
+	checkAllow                         []string
 }
 
 func (o *catalogAgentOptions) addFlags(f *pflag.FlagSet) {
@@ -33,6 +34,16 @@ func (o *catalogAgentOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "this node's IP address: the address of instances registered without one")
 	f.StringVar(&o.configDir, "config-dir", "", "directory of service definitions (*.json) registered at start")
 	f.DurationVar(&o.sync, "sync-interval", 10*time.Second, "how often the agent syncs its instances to the servers")
+	addCheckAllowFlag(f, &o.checkAllow)
+}
+
+// addCheckAllowFlag adds --check-allow, whose default is $MESH_CHECK_ALLOW.
+func addCheckAllowFlag(f *pflag.FlagSet, v *[]string) {
+	var def []string
+	if env := os.Getenv("MESH_CHECK_ALLOW"); env != "" {
+		def = strings.Split(env, ",")
+	}
+	f.StringSliceVar(v, "check-allow", def, "networks (CIDR) health checks may connect to; a check of any other address is critical without a packet sent (repeatable or comma-separated; default $MESH_CHECK_ALLOW, else any)")
 }
 
 // runCatalogAgent serves the agent endpoints on o.listen and runs the node's agent until ctx
@@ -51,12 +62,17 @@ func runCatalogAgent(ctx context.Context, o catalogAgentOptions, server string, 
 			return usageError{fmt.Errorf("agent: --config-dir: %w", err)}
 		}
 	}
+	allow, err := catalog.ParseAllow(o.checkAllow)
+	if err != nil {
+		return usageError{fmt.Errorf("agent: --check-allow: %w", err)}
+	}
 	u, err := url.Parse(server)
 	if err != nil {
 		return usageError{fmt.Errorf("agent: --http: %v", err)}
 	}
 	agent := catalog.NewAgent(catalog.AgentConfig{Node: o.node, Address: o.advertise, SyncInterval: o.sync, Token: token,
-		Submit: catalog.HTTPSubmitter(server, hc), DefaultCheck: catalog.HTTPDefaults(server, hc), Log: log})
+		Submit: catalog.HTTPSubmitter(server, hc), DefaultCheck: catalog.HTTPDefaults(server, hc), Log: log,
+		Prober: catalog.Prober{Allow: allow}})
 	defer agent.Close()
 	mux := http.NewServeMux()
 	(&catalog.API{Agent: agent, Log: log}).Register(mux)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // healthOf returns the instances of service on the server at addr: ID → aggregated status.
@@ -88,12 +90,10 @@ services: web: {protocol: "tcp", port: 8080}
 	const sync = 300 * time.Millisecond
 	start := func() *exec.Cmd {
 		t.Helper()
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		listen := l.Addr().String()
-		l.Close()
+		listen := testutil.FreeAddr(t)
 		cmd := exec.Command("mesh", "agent", "--http", addr, "--token-file", filepath.Join(data, "token"), "--listen", listen,
 			"--node", "host-1", "--config-dir", conf, "--sync-interval", sync.String(), "--log-level", "warn")
-		var errb syncBuffer
+		var errb testutil.SyncBuffer
 		cmd.Stderr = &errb
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

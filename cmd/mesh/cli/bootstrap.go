@@ -27,8 +27,9 @@ func newEnvoyCmd() *cobra.Command {
   mesh envoy bootstrap --service web --proxy-id web-1 --cert-dir /etc/mesh/web > envoy.json
   envoy -c envoy.json`,
 		Long: `Bootstrap prints an Envoy bootstrap for a sidecar of a service: every listener, route, cluster,
-endpoint and secret comes over ADS (gRPC, xDS v3) from the mesh server at --xds; node.id is the
-proxy id and node.cluster the service; the admin interface listens on loopback.`,
+endpoint and secret comes over ADS (delta gRPC, xDS v3: a change sends only what changed) from
+the mesh server at --xds; node.id is the proxy id and node.cluster the service; the admin
+interface listens on loopback.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.Service == "" || opts.ProxyID == "" {

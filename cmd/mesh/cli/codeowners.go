@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/atomicfile"
 )
 
 func init() { register(newCodeownersCmd) }
@@ -45,7 +46,7 @@ DIR) is the mesh directory's path inside the repository.`,
 				_, err = cmd.OutOrStdout().Write(data)
 				return err
 			}
-			return writeFileAtomic(out, data)
+			return atomicfile.Write(out, data, 0o644)
 		},
 	}
 	src.addFlags(cmd)

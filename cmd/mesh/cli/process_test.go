@@ -3,56 +3,37 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshgit/mesh/internal/testutil"
 )
 
 // Helpers for tests that run mesh serve as real processes: the test binary is the mesh command
 // (TestMain puts it on PATH), so a process can be killed, paused and restarted like a server.
 
-// lockedBuf collects a process's output.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // meshProc is one running mesh process.
 type meshProc struct {
 	t    testing.TB
 	cmd  *exec.Cmd
-	out  *lockedBuf
+	out  *testutil.SyncBuffer
 	done chan struct{}
 	code int // exit status, -1 when killed by a signal
 }
 
 func startMesh(t testing.TB, args ...string) *meshProc {
 	t.Helper()
-	p := &meshProc{t: t, cmd: exec.Command("mesh", args...), out: &lockedBuf{}, done: make(chan struct{})}
+	p := &meshProc{t: t, cmd: exec.Command("mesh", args...), out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -118,30 +99,12 @@ func (p *meshProc) waitOutput(s string, d time.Duration) bool {
 	return false
 }
 
-// freePort returns a loopback address no one listens on (at the time of the call).
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // gitRepo makes a repository with a valid mesh at its root and returns its path and a function
 // that commits a new version of it (n changes the version).
 func gitRepo(t testing.TB) (string, func(n int) string) {
 	t.Helper()
 	repo := t.TempDir()
-	git := func(args ...string) string {
-		cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	git := func(args ...string) string { return testutil.Git(t, repo, args...) }
 	git("init", "-q", "-b", "main")
 	commit := func(n int) string {
 		err := os.WriteFile(filepath.Join(repo, "mesh.cue"), []byte(fmt.Sprintf(`package mesh
@@ -168,7 +131,7 @@ type serveArgs struct {
 }
 
 func newServeArgs(t testing.TB, repo string) serveArgs {
-	return serveArgs{repo: repo, data: filepath.Join(t.TempDir(), "data"), http: freePort(t), xds: freePort(t), raft: freePort(t)}
+	return serveArgs{repo: repo, data: filepath.Join(t.TempDir(), "data"), http: testutil.FreeAddr(t), xds: testutil.FreeAddr(t), raft: testutil.FreeAddr(t)}
 }
 
 func (a serveArgs) args() []string {

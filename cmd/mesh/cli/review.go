@@ -21,6 +21,7 @@ import (
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/compiler"
+	"github.com/meshgit/mesh/internal/atomicfile"
 	"github.com/meshgit/mesh/review"
 )
 
@@ -338,7 +339,7 @@ func storeCached(dir, key string, snap *mesh.Snapshot, rep *compiler.Report) err
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(cachePath(dir, key), append(append(line, '\n'), body.Bytes()...))
+	return atomicfile.Write(cachePath(dir, key), append(append(line, '\n'), body.Bytes()...), 0o644)
 }
 
 func decodeBody(b []byte) (*cacheBody, error) {
@@ -396,7 +397,7 @@ func writeElements(dir string, cc *compiler.Cache, stderr io.Writer) {
 		err = os.MkdirAll(dir, 0o755)
 	}
 	if err == nil {
-		err = writeFileAtomic(elementsFile(dir), buf.Bytes())
+		err = atomicfile.Write(elementsFile(dir), buf.Bytes(), 0o644)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "warning: review cache: %v\n", err)

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/internal/commitsig"
 	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/reconciler"
@@ -52,6 +53,7 @@ type serveOptions struct {
 	verifyCommits                    []string
 	tlsCert, tlsKey, tlsCA           string
 	insecurePlaintext                bool
+	checkAllow                       []string
 
 	// ready, when set (tests), receives the running server once it listens.
 	ready func(*reconciler.Server, string)
@@ -122,6 +124,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.StringVar(&o.tlsCert, "tls-cert-file", "", "this server's certificate (mesh tls cert create --server): TLS on Raft and the HTTP API")
 	f.StringVar(&o.tlsKey, "tls-key-file", "", "the key of --tls-cert-file")
 	f.StringVar(&o.tlsCA, "tls-ca-file", "", "the servers' CA (mesh-ca.pem of mesh tls ca create)")
+	addCheckAllowFlag(f, &o.checkAllow)
 	f.BoolVar(&o.insecurePlaintext, "insecure-plaintext", false, "allow non-loopback addresses without TLS (anyone reaching them can read and replace the configuration)")
 	return cmd
 }
@@ -178,6 +181,9 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	if cfg.GitAuth, err = gitAuth(o); err != nil {
 		return err
+	}
+	if cfg.CheckAllow, err = catalog.ParseAllow(o.checkAllow); err != nil {
+		return usageError{fmt.Errorf("serve: --check-allow: %w", err)}
 	}
 	if len(o.verifyCommits) > 0 {
 		if cfg.VerifyCommits, err = commitsig.Load(o.verifyCommits...); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/reconciler"
 )
 
@@ -124,7 +125,7 @@ func TestServeStartupHonoursSignals(t *testing.T) {
 	repo, _ := gitRepo(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		a := newServeArgs(t, repo)
-		a.join = freePort(t)
+		a.join = testutil.FreeAddr(t)
 		p := startMesh(t, a.args()...)
 		if !p.waitOutput("join failed, retrying", 30*time.Second) {
 			t.Fatal("mesh serve does not try to join")
@@ -156,16 +157,7 @@ func TestServeTruncatedRaftDB(t *testing.T) {
 	if err := os.Truncate(db, 4096+100); err != nil { // the first meta page and a bit
 		t.Fatal(err)
 	}
-	p = startMesh(t, a.args()...)
-	code, ok := p.exited(20 * time.Second)
-	if !ok {
-		t.Fatal("mesh serve did not exit")
-	}
-	out := p.out.String()
-	noCrash(t, out)
-	if line := lastLine(out); code != 2 || !strings.Contains(line, db) || !strings.Contains(line, "--join") {
-		t.Errorf("exit %d, last line %q; want 2, the file's name and the recovery step", code, line)
-	}
+	refusesDamaged(t, a, db)
 }
 
 // SIGKILL at any moment of the very first start leaves a data directory that starts and serves.
@@ -227,14 +219,21 @@ func TestServeBitFlippedSnapshot(t *testing.T) {
 	if err := os.WriteFile(state, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p = startMesh(t, a.args()...)
+	refusesDamaged(t, a, state)
+}
+
+// refusesDamaged starts mesh serve on a's data directory, in which file is damaged: it must exit
+// 2 without a crash, its last line naming the file and the recovery step (--join).
+func refusesDamaged(t *testing.T, a serveArgs, file string) {
+	t.Helper()
+	p := startMesh(t, a.args()...)
 	code, ok := p.exited(20 * time.Second)
 	if !ok {
 		t.Fatal("mesh serve did not exit")
 	}
 	out := p.out.String()
 	noCrash(t, out)
-	if line := lastLine(out); code != 2 || !strings.Contains(line, state) || !strings.Contains(line, "--join") {
+	if line := lastLine(out); code != 2 || !strings.Contains(line, file) || !strings.Contains(line, "--join") {
 		t.Errorf("exit %d, last line %q; want 2, the file's name and the recovery step", code, line)
 	}
 }

@@ -3,12 +3,12 @@ package cli
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/reconciler"
 )
 
@@ -17,14 +17,14 @@ import (
 // without it, and says where its token came from when the server refuses it.
 func TestServeTLSCluster(t *testing.T) {
 	repo := t.TempDir()
-	gitRun(t, repo, "init", "-q", "-b", "main")
+	testutil.Git(t, repo, "init", "-q", "-b", "main")
 	os.WriteFile(filepath.Join(repo, "mesh.cue"), []byte(`package mesh
 
 mesh: {name: "t", trustDomain: "t.mesh"}
 services: web: {protocol: "http", port: 8080}
 `), 0o644)
-	gitRun(t, repo, "add", "-A")
-	gitRun(t, repo, "commit", "-q", "-m", "mesh")
+	testutil.Git(t, repo, "add", "-A")
+	testutil.Git(t, repo, "commit", "-q", "-m", "mesh")
 
 	certs := t.TempDir()
 	run := func(args ...string) (int, string, string) {
@@ -128,14 +128,6 @@ services: web: {protocol: "http", port: 8080}
 	}
 	if code, _, errOut := run("status", "--http", addr1); code != ExitError || !strings.Contains(errOut, "speaks HTTPS") {
 		t.Errorf("status over http to https: exit %d %s", code, errOut)
-	}
-}
-
-func gitRun(t *testing.T, repo string, args ...string) {
-	t.Helper()
-	base := []string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"}
-	if out, err := exec.Command("git", append(base, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
 	}
 }
 

@@ -14,26 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/reconciler"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's log and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // mesh serve on a real repository, driven by the status commands, then shut down cleanly.
 func TestServeAndStatusCommands(t *testing.T) {
@@ -149,7 +132,7 @@ func TestPlaintextWarning(t *testing.T) {
 // startServe runs mesh serve with o on loopback ports until the test ends, and returns its HTTP
 // and xDS addresses and its log. At the end it must have stopped cleanly and never logged key
 // material.
-func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *syncBuffer) {
+func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *testutil.SyncBuffer) {
 	t.Helper()
 	httpAddr, xdsAddr, log, _ = startServeStoppable(t, o)
 	return httpAddr, xdsAddr, log
@@ -157,9 +140,9 @@ func startServe(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *sy
 
 // startServeStoppable is startServe that also returns a function stopping the server before the
 // test ends (with the same checks); it is idempotent.
-func startServeStoppable(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *syncBuffer, stop func()) {
+func startServeStoppable(t *testing.T, o serveOptions) (httpAddr, xdsAddr string, log *testutil.SyncBuffer, stop func()) {
 	t.Helper()
-	log = &syncBuffer{}
+	log = &testutil.SyncBuffer{}
 	type addrs struct{ http, xds string }
 	ready := make(chan addrs, 1)
 	ctx, cancel := context.WithCancel(context.Background())

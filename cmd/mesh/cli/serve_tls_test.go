@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgit/mesh/ca"
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/xds"
 )
 
@@ -70,7 +71,7 @@ intentions: db: web: action: "allow"
 	tokFile := filepath.Join(dir, "web-token")
 	os.WriteFile(tokFile, []byte(tok.Token+"\n"), 0o600)
 	certs := filepath.Join(dir, "web-certs")
-	var out, errOut syncBuffer
+	var out, errOut testutil.SyncBuffer
 	if code := Run([]string{"agent", "--service", "web", "--dir", certs, "--http", httpAddr, "--token-file", tokFile, "--once"}, &out, &errOut); code != 0 {
 		t.Fatalf("mesh agent: exit %d\n%s", code, errOut.String())
 	}

@@ -1,0 +1,153 @@
+package mesh
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"net/netip"
+	"sort"
+)
+
+// Proxy modes: a sidecar in direct mode listens for its declared upstreams only, each on its
+// local port; one in transparent mode also reaches every service its intentions allow, by
+// virtual IP (Envoy) or by name (proxyless gRPC), as Consul's transparent proxy.
+const (
+	ModeDirect      = "direct"
+	ModeTransparent = "transparent"
+)
+
+// Transparent reports whether the service's sidecar is in transparent mode.
+func (s *Service) Transparent() bool { return s != nil && s.Mode == ModeTransparent }
+
+// Upstreams returns the upstreams of a service, sorted by upstream service: those it declares
+// (with their local ports), and in transparent mode every other service Reachable finds (local
+// port 0: reached by virtual IP or by name, in the mesh's datacenter). The result is shared
+// where it can be: callers must not modify the upstreams.
+func (s *Snapshot) Upstreams(service string) []*Upstream {
+	if v, ok := s.ups.Load(service); ok {
+		return v.([]*Upstream)
+	}
+	v, _ := s.ups.LoadOrStore(service, s.upstreams(service))
+	return v.([]*Upstream)
+}
+
+func (s *Snapshot) upstreams(service string) []*Upstream {
+	svc := s.Services[service]
+	if svc == nil {
+		return nil
+	}
+	by := make(map[string]*Upstream, len(svc.Upstreams))
+	for key, u := range svc.Upstreams {
+		if u == nil {
+			continue
+		}
+		name := u.Service
+		if name == "" {
+			name = key
+		}
+		cp := *u
+		cp.Service = name
+		if prev, ok := by[name]; !ok || cp.LocalPort < prev.LocalPort {
+			by[name] = &cp
+		}
+	}
+	if svc.Transparent() {
+		for _, d := range Reachable(s, service) {
+			if by[d] == nil {
+				by[d] = &Upstream{Service: d}
+			}
+		}
+	}
+	out := make([]*Upstream, 0, len(by))
+	for _, u := range by {
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}
+
+// Reachable returns, sorted, the services to which Authorize allows src some request (by
+// AllowsSome; a pair it cannot decide counts as reachable, the destination's RBAC still
+// decides each request). It is what a transparent sidecar of src may reach.
+//
+// Its cost grows with the services and the destinations that have intentions of their own, not
+// with their product: the verdicts of every request from src to a destination D depend only on
+// the first of D's candidate intentions and the mesh default, so destinations are grouped by it
+// and each group is decided once. The answer is memoized per source on the snapshot.
+func Reachable(s *Snapshot, src string) []string {
+	if v, ok := s.reach.Load(src); ok {
+		return v.([]string)
+	}
+	decided := map[*Intention]bool{} // first candidate → allows some request
+	var noIntention *bool            // the verdict with no candidate at all
+	out := []string{}
+	for _, d := range s.ServiceNames() {
+		first := s.deciding(src, d)
+		var allows bool
+		if first == nil {
+			if noIntention == nil {
+				v := allowsSome(s, src, d)
+				noIntention = &v
+			}
+			allows = *noIntention
+		} else if v, ok := decided[first]; ok {
+			allows = v
+		} else {
+			allows = allowsSome(s, src, d)
+			decided[first] = allows
+		}
+		if allows {
+			out = append(out, d)
+		}
+	}
+	v, _ := s.reach.LoadOrStore(src, out)
+	return v.([]string)
+}
+
+// allowsSome is AllowsSome, an undecided answer counting as allowed.
+func allowsSome(s *Snapshot, src, dst string) bool {
+	d := AllowsSome(s, src, dst, 0)
+	return d.Differs || d.Undecided != ""
+}
+
+// VirtualIPPrefix is where virtual IPs are assigned: 240.0.0.0/4, reserved and never routed,
+// as Consul's.
+var VirtualIPPrefix = netip.MustParsePrefix("240.0.0.0/4")
+
+// AssignVirtualIPs gives every service a virtual IP in VirtualIPPrefix. A service's address is
+// a hash of its name alone, so it is the same in every snapshot whatever else changes; only
+// when two names hash to the same address (about one pair in a quarter million among a
+// thousand services) does the one that sorts later take the next address of its own sequence
+// of hashes. The prefix's first and last addresses are never assigned.
+func AssignVirtualIPs(names []string) map[string]string {
+	sorted := append([]string(nil), names...)
+	sort.Strings(sorted)
+	taken := make(map[netip.Addr]bool, len(sorted))
+	out := make(map[string]string, len(sorted))
+	for _, n := range sorted {
+		for i := uint32(0); ; i++ {
+			a := virtualIP(n, i)
+			if !taken[a] {
+				taken[a] = true
+				out[n] = a.String()
+				break
+			}
+		}
+	}
+	return out
+}
+
+// virtualIP is the attempt-th candidate address of a name.
+func virtualIP(name string, attempt uint32) netip.Addr {
+	h := sha256.New()
+	h.Write([]byte(name))
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], attempt)
+	h.Write(b[:])
+	sum := h.Sum(nil)
+	host := binary.BigEndian.Uint32(sum[:4]) & 0x0fffffff
+	if host == 0 || host == 0x0fffffff {
+		host = 1
+	}
+	v := 0xf0000000 | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

@@ -1,0 +1,158 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// denseMesh is n transparent HTTP services that may all call each other ("*" → "*" allow):
+// every proxy reaches every service. extraPerm adds an L7 intention s1 → s0 allowing one path
+// prefix: a change of s0's RBAC only, which leaves what everyone reaches as it was.
+func denseMesh(n int, extraPerm string) *mesh.Snapshot {
+	s := newSnap(mesh.Deny)
+	s.Mesh.Mode = mesh.ModeTransparent
+	for i := range n {
+		name := fmt.Sprintf("s%d", i)
+		addService(s, name, mesh.ProtocolHTTP, 8080, ep(fmt.Sprintf("10.0.%d.%d", i/200, i%200+1), 21000, "dc1")).Mode = mesh.ModeTransparent
+	}
+	allow(s, "*", "*")
+	if extraPerm != "" {
+		addIntention(s, &mesh.Intention{Source: "s1", Destination: "s0", Permissions: []mesh.Permission{
+			{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{PathPrefix: extraPerm}},
+		}})
+	}
+	s.VirtualIPs = mesh.AssignVirtualIPs(s.ServiceNames())
+	return s
+}
+
+var envoyTypes = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.EndpointType}
+
+// TestPushOnlyWhatChanged: when one service's RBAC changes in a dense transparent mesh, a
+// state-of-the-world stream of that service gets its listeners again (two: the public one and
+// the one transparent outbound listener, not one per upstream) and no clusters, routes or
+// endpoints; a delta stream gets the one changed listener; a proxy of another service gets
+// nothing.
+func TestPushOnlyWhatChanged(t *testing.T) {
+	const n = 40
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	if err := srv.SetSnapshot(seal(t, denseMesh(n, "/a"))); err != nil {
+		t.Fatal(err)
+	}
+	cc := dialRaw(t, addr)
+
+	sotw := newRawADS(t, cc)
+	initial := 0
+	for i, typ := range envoyTypes {
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
+		if i == 0 {
+			req.Node = envoyNode("s0-sotw", "s0")
+		}
+		sotw.send(req)
+		r := sotw.mustRecv(typ)
+		initial += proto.Size(r)
+		if typ != resourcev3.ListenerType && len(r.Resources) < n {
+			t.Fatalf("%s: %d resources, want one per reachable service (%d)", shortType(typ), len(r.Resources), n)
+		}
+		sotw.ack(r)
+	}
+	s0 := openDelta(t, cc, "s0-delta", "s0")
+	s5 := openDelta(t, cc, "s5-delta", "s5")
+	waitFor(t, 15*time.Second, "every stream ACKed", func() bool {
+		return upToDate(srv, "s0-sotw") && upToDate(srv, "s0-delta") && upToDate(srv, "s5-delta")
+	})
+
+	if err := srv.SetSnapshot(seal(t, denseMesh(n, "/b"))); err != nil {
+		t.Fatal(err)
+	}
+	r := sotw.mustRecv(resourcev3.ListenerType)
+	if len(r.Resources) != 2 {
+		t.Errorf("SotW listeners re-sent: %d, want 2 (public and transparent outbound)", len(r.Resources))
+	}
+	sotw.ack(r)
+	if extra, _ := sotw.recv(300 * time.Millisecond); extra != nil {
+		t.Errorf("SotW stream also got %s: %d resources", shortType(extra.TypeUrl), len(extra.Resources))
+	}
+	t.Logf("SotW: %d bytes initially, %d bytes for the RBAC change", initial, proto.Size(r))
+
+	d := s0.recv(t, 15*time.Second)
+	if d == nil || d.TypeUrl != resourcev3.ListenerType || len(d.Resources) != 1 || d.Resources[0].Name != PublicListener || len(d.RemovedResources) != 0 {
+		t.Fatalf("delta stream of s0 got %v, want public_listener alone", d)
+	}
+	s0.ack(t, d)
+	if extra := s0.recv(t, 300*time.Millisecond); extra != nil {
+		t.Errorf("delta stream of s0 also got %s: %d resources", shortType(extra.TypeUrl), len(extra.Resources))
+	}
+	if extra := s5.recv(t, 300*time.Millisecond); extra != nil {
+		t.Errorf("delta stream of s5, whose configuration did not change, got %s: %d resources", shortType(extra.TypeUrl), len(extra.Resources))
+	}
+}
+
+type deltaADS struct {
+	stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	resps  chan *discoveryv3.DeltaDiscoveryResponse
+}
+
+// openDelta opens a delta ADS stream subscribing to every Envoy type (wildcard) and ACKs the
+// initial responses.
+func openDelta(t *testing.T, cc *grpc.ClientConn, id, service string) *deltaADS {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deltaADS{stream: st, resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 16)}
+	go func() {
+		defer close(d.resps)
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			d.resps <- r
+		}
+	}()
+	for i, typ := range envoyTypes {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
+		if i == 0 {
+			req.Node = envoyNode(id, service)
+		}
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		r := d.recv(t, 15*time.Second)
+		if r == nil || r.TypeUrl != typ {
+			t.Fatalf("%s: no initial %s response: %v", id, shortType(typ), r)
+		}
+		d.ack(t, r)
+	}
+	return d
+}
+
+func (d *deltaADS) recv(t *testing.T, timeout time.Duration) *discoveryv3.DeltaDiscoveryResponse {
+	t.Helper()
+	select {
+	case r := <-d.resps:
+		return r
+	case <-time.After(timeout):
+		return nil
+	}
+}
+
+func (d *deltaADS) ack(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) {
+	t.Helper()
+	if err := d.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
+		t.Fatal(err)
+	}
+}

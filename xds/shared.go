@@ -1,0 +1,233 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// Rendering once, sharing everywhere.
+//
+// Most of a proxy's resources depend on far less than the proxy: a target's cluster and load
+// assignment, an upstream's route configuration and outbound filter depend only on the
+// upstream's chain (and the shape); a service's public listener, RBAC and gRPC server listeners
+// only on the service. A memo holds each such resource, built once per snapshot the first time
+// a proxy needs it and then shared, as the same immutable message, by every proxy that uses it;
+// the content hash of each shared message is computed once too. With a thousand proxies each
+// reaching a thousand services, that turns a million renderings and marshals of each upstream's
+// resources into a thousand.
+//
+// Sharing never changes what a proxy gets: a resource is keyed by everything its builder reads
+// besides the snapshot, and TestSharedRenderingIdentical holds shared rendering byte for byte
+// against rendering each proxy alone. Shared messages must not be modified once built (the
+// server's test hook clones what it alters).
+
+// memo holds the resources shared by the proxies of one snapshot. Its methods are safe for
+// concurrent use; a nil memo shares nothing.
+type memo struct {
+	snap    *mesh.Snapshot
+	mu      sync.Mutex
+	entries map[memoKey]*memoEntry
+	upsKeys sync.Map // service → setKey's name
+	facts   *facts
+	// prev holds the facts of the previous snapshot's memo: a proxy re-rendered only for its
+	// RBAC keeps its other resources (Server.render), whose facts are there.
+	prev *facts
+}
+
+// facts are what is learnt of each message once: content hash, validity, references.
+type facts struct {
+	hashes sync.Map // types.Resource → hex content hash
+	valid  sync.Map // types.Resource → error of ValidateAll, or true
+	refs   sync.Map // filter, API listener or route configuration → refs
+}
+
+// load looks a message up in the facts of this memo, then of the previous one.
+func (m *memo) load(pick func(*facts) *sync.Map, x any) (any, bool) {
+	if v, ok := pick(m.facts).Load(x); ok {
+		return v, true
+	}
+	if m.prev != nil {
+		return pick(m.prev).Load(x)
+	}
+	return nil, false
+}
+
+func hashesOf(f *facts) *sync.Map { return &f.hashes }
+func validOf(f *facts) *sync.Map  { return &f.valid }
+func refsOf(f *facts) *sync.Map   { return &f.refs }
+
+// setKey is the key of a list of resources that depends only on a service's upstreams (each
+// one's chain and local port), its mode and the shape: proxies of services with the same
+// upstreams share the list. A nil memo needs no key.
+func (m *memo) setKey(kind byte, shape Shape, service string) memoKey {
+	if m == nil {
+		return memoKey{}
+	}
+	if k, ok := m.upsKeys.Load(service); ok {
+		return memoKey{kind: kind, shape: shape, name: k.(string)}
+	}
+	var b strings.Builder
+	if m.snap.Services[service].Transparent() {
+		b.WriteString("transparent;")
+	}
+	for _, u := range upstreams(m.snap, service) {
+		b.WriteString(m.snap.ChainKey(u))
+		b.WriteByte('=')
+		b.WriteString(u.Service)
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(u.LocalPort))
+		b.WriteByte('/')
+		b.WriteString(m.snap.Mesh.GatewayMode(u)) // the endpoints of targets in other datacenters
+		b.WriteByte(';')
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	k := string(sum[:])
+	m.upsKeys.Store(service, k)
+	return memoKey{kind: kind, shape: shape, name: k}
+}
+
+// memoKey names a shared resource: its kind, the shape it is rendered for, the chain it comes
+// from (nil for per-service resources) and a name (target SNI, service, listener name).
+type memoKey struct {
+	kind  byte
+	shape Shape
+	chain *mesh.Chain
+	name  string
+}
+
+// Kinds of shared resources.
+const (
+	memoTargetCluster  = 'c'
+	memoLoadAssignment = 'e'
+	memoRoute          = 'r'
+	memoOutbound       = 'o' // the network filter of an upstream
+	memoOutboundLis    = 'O' // the local-port listener of an upstream
+	memoAPIListener    = 'a'
+	memoPublicListener = 'p'
+	memoServerLis      = 's' // a gRPC service's server listeners
+	memoLocalApp       = 'l'
+	// Whole lists, shared by the proxies whose upstreams are the same (setKey): in a dense
+	// transparent mesh, most proxies reach the same services.
+	memoClusterSet  = 'C'
+	memoRouteSet    = 'R'
+	memoEndpointSet = 'E'
+	memoListenerSet = 'L'
+)
+
+type memoEntry struct {
+	once sync.Once
+	v    any
+	err  error
+}
+
+// newMemo returns the memo of snap; prev, the memo of the snapshot served before (or nil),
+// lends its facts.
+func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
+	m := &memo{snap: snap, entries: map[memoKey]*memoEntry{}, facts: &facts{}}
+	if prev != nil {
+		m.prev = prev.facts // not prev.prev: the chain stops here
+	}
+	return m
+}
+
+// shared returns the resource of key, building it with build the first time.
+func shared[T any](m *memo, key memoKey, build func() (T, error)) (T, error) {
+	if m == nil {
+		return build()
+	}
+	m.mu.Lock()
+	e := m.entries[key]
+	if e == nil {
+		e = &memoEntry{}
+		m.entries[key] = e
+	}
+	m.mu.Unlock()
+	e.once.Do(func() { e.v, e.err = build() })
+	if e.err != nil {
+		var zero T
+		return zero, e.err
+	}
+	return e.v.(T), nil
+}
+
+// sharedOK is shared for builders that cannot fail.
+func sharedOK[T any](m *memo, key memoKey, build func() T) T {
+	v, _ := shared(m, key, func() (T, error) { return build(), nil })
+	return v
+}
+
+// resourceHash returns the content hash of a resource (16 hex digits of the SHA-256 of its
+// deterministic encoding), computed once per shared message. buf is scratch space.
+func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
+	if m != nil {
+		if h, ok := m.load(hashesOf, res); ok {
+			return h.(string), nil
+		}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], res)
+	if err != nil {
+		return "", err
+	}
+	*buf = b
+	sum := sha256.Sum256(b)
+	h := hex.EncodeToString(sum[:8])
+	if m != nil {
+		m.facts.hashes.Store(res, h)
+	}
+	return h, nil
+}
+
+// clone returns a deep copy of r, for altering without touching shared messages.
+func (r *Resources) clone() *Resources {
+	return &Resources{
+		Listeners: cloneAll(r.Listeners), Routes: cloneAll(r.Routes), Clusters: cloneAll(r.Clusters),
+		Endpoints: cloneAll(r.Endpoints), Secrets: cloneAll(r.Secrets),
+	}
+}
+
+func cloneAll[T proto.Message](l []T) []T {
+	out := make([]T, len(l))
+	for i, m := range l {
+		out[i] = proto.Clone(m).(T)
+	}
+	return out
+}
+
+// validated runs validate on res once per shared message.
+func (m *memo) validated(res types.Resource, validate func() error) error {
+	if m == nil {
+		return validate()
+	}
+	if v, ok := m.load(validOf, res); ok {
+		err, _ := v.(error)
+		return err
+	}
+	err := validate()
+	var v any = true
+	if err != nil {
+		v = err
+	}
+	m.facts.valid.Store(res, v)
+	return err
+}
+
+// refsOf reads the references of a shared message x once.
+func (m *memo) refsOf(x proto.Message, read func() refs) refs {
+	if m == nil {
+		return read()
+	}
+	if v, ok := m.load(refsOf, x); ok {
+		return v.(refs)
+	}
+	r := read()
+	m.facts.refs.Store(x, r)
+	return r
+}
