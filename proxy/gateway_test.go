@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -144,5 +146,49 @@ func TestTwoDatacentersThroughGateways(t *testing.T) {
 	})
 	if got, _ := roundTrip(up, []byte("ping"), 5*time.Second); len(got) != 0 {
 		t.Fatalf("after the deny, web got %q from dc2", got)
+	}
+}
+
+// TestGatewayFollowsEndpoints: a gateway's local targets follow the catalog: when api's
+// endpoint moves (a new sidecar on another port), the gateway routes to the new one.
+func TestGatewayFollowsEndpoints(t *testing.T) {
+	e := newEnv(t)
+	app := newEchoServer(t)
+	gw := freePort(t)
+	gateways := map[string][]mesh.Gateway{"dc1": {{Service: "gateway", Address: "127.0.0.1", Port: gw}}}
+	e.serve = func(snap *mesh.Snapshot) {
+		if err := e.xs.SetSnapshot(snap.WithMeshGateways(gateways)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	webDir, apiDir := e.certDir("web"), e.certDir("api")
+	e.proxyWith(Config{XDSAddr: e.xdsAddr, Service: "gateway", Kind: mesh.KindMeshGateway})
+	viaGateway := func() error {
+		cf := newCertFiles(webDir)
+		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", gw), cf.clientTLS(&upstreamTLS{
+			sni: "api.default.dc1.internal.shop.mesh", sans: map[string]bool{"spiffe://shop.mesh/ns/default/dc/dc1/svc/api": true}}))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write([]byte("hi")); err != nil {
+			return err
+		}
+		c.CloseWrite()
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "hi" {
+			return fmt.Errorf("got %q, %v", got, err)
+		}
+		return nil
+	}
+	for i := range 2 {
+		pub := freePort(t)
+		e.commit(fmt.Sprintf(sidecarMesh, app.port(), pub, freePort(t), freePort(t), freePort(t), "allow"))
+		api := e.proxyWith(Config{XDSAddr: e.xdsAddr, Service: "api", CertDir: apiDir})
+		eventually(t, 10*time.Second, fmt.Sprintf("api through the gateway, endpoint %d", i), viaGateway)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		api.Close(ctx) // the next round's api listens elsewhere
+		cancel()
 	}
 }

@@ -25,7 +25,8 @@ const (
 // scopeOf decides, on the publishing goroutine (a change is used by one goroutine), what of p's
 // configuration, rendered into g from prev, the change ch requires rendering again.
 func scopeOf(ch *change, p Proxy, g *group, prev *mesh.Snapshot, bundle *trustBundle) renderScope {
-	if g == nil || g.err != nil || g.cs == nil || g.snap != prev || p.Shape == ShapeEnvoy && g.bundle != bundle {
+	if g == nil || g.err != nil || g.cs == nil || g.snap != prev || p.Shape == ShapeEnvoy && g.bundle != bundle ||
+		p.Kind == mesh.KindMeshGateway { // a gateway's resources are not a sidecar's: render them whole
 		return scopeAll
 	}
 	switch {
