@@ -13,6 +13,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // state is the clusters and endpoint assignments the proxy runs with; it is replaced whole.
@@ -39,8 +40,33 @@ type cluster struct {
 	static  *assignment // a STATIC cluster's load assignment
 	timeout time.Duration
 	tls     *upstreamTLS // nil: plaintext
+	// matches are transport_socket_matches: an endpoint whose envoy.transport_socket_match
+	// metadata holds every field of a match uses its TLS context (a failover target's SNI).
+	matches []tlsMatch
 	policy  clusterv3.Cluster_LbPolicy
 	next    atomic.Uint64 // round robin
+}
+
+type tlsMatch struct {
+	match map[string]string
+	tls   *upstreamTLS
+}
+
+// tlsFor returns the TLS context for an endpoint with transport socket match metadata meta.
+func (c *cluster) tlsFor(meta map[string]string) *upstreamTLS {
+	for _, m := range c.matches {
+		ok := true
+		for k, v := range m.match {
+			if meta[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return m.tls
+		}
+	}
+	return c.tls
 }
 
 // upstreamTLS is an upstream TLS context: the SNI to send and the SPIFFE IDs to accept.
@@ -57,19 +83,20 @@ type assignment struct {
 type endpoint struct {
 	addr    string
 	healthy bool
+	match   map[string]string // envoy.transport_socket_match metadata
 }
 
 // pick returns the addresses to choose from: the healthy endpoints of the lowest priority that
 // has any; with none healthy anywhere, every endpoint of the lowest priority (Envoy's panic mode).
-func (a *assignment) pick() []string {
+func (a *assignment) pick() []endpoint {
 	if a == nil {
 		return nil
 	}
 	for _, eps := range a.byPriority {
-		var out []string
+		var out []endpoint
 		for _, e := range eps {
 			if e.healthy {
-				out = append(out, e.addr)
+				out = append(out, e)
 			}
 		}
 		if len(out) > 0 {
@@ -78,11 +105,7 @@ func (a *assignment) pick() []string {
 	}
 	for _, eps := range a.byPriority {
 		if len(eps) > 0 {
-			out := make([]string, len(eps))
-			for i, e := range eps {
-				out[i] = e.addr
-			}
-			return out
+			return eps
 		}
 	}
 	return nil
@@ -91,9 +114,9 @@ func (a *assignment) pick() []string {
 // choose picks one address by the cluster's policy. Without a hash key (L4), ring_hash and maglev
 // pick at random, as Envoy's tcp_proxy does; least_request is approximated by random too (two
 // random choices would need per-endpoint counters the proxy does not keep).
-func (c *cluster) choose(addrs []string) string {
+func (c *cluster) choose(addrs []endpoint) endpoint {
 	if len(addrs) == 0 {
-		return ""
+		return endpoint{}
 	}
 	if c.policy == clusterv3.Cluster_ROUND_ROBIN {
 		return addrs[int(c.next.Add(1)-1)%len(addrs)]
@@ -148,6 +171,25 @@ func parseCluster(c *clusterv3.Cluster) (*cluster, error) {
 			return nil, err
 		}
 		pc.tls = t
+	}
+	for _, m := range c.GetTransportSocketMatches() {
+		var utc tlsv3.UpstreamTlsContext
+		if err := m.GetTransportSocket().GetTypedConfig().UnmarshalTo(&utc); err != nil {
+			return nil, fmt.Errorf("%w: transport socket match %s (want an UpstreamTlsContext): %v", ErrUnsupported, m.GetName(), err)
+		}
+		t, err := parseUpstreamTLS(&utc)
+		if err != nil {
+			return nil, fmt.Errorf("transport socket match %s: %w", m.GetName(), err)
+		}
+		tm := tlsMatch{match: map[string]string{}, tls: t}
+		for k, v := range m.GetMatch().GetFields() {
+			sv, ok := v.GetKind().(*structpb.Value_StringValue)
+			if !ok {
+				return nil, fmt.Errorf("%w: transport socket match %s: a non-string field %s", ErrUnsupported, m.GetName(), k)
+			}
+			tm.match[k] = sv.StringValue
+		}
+		pc.matches = append(pc.matches, tm)
 	}
 	return pc, nil
 }
@@ -219,10 +261,17 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) (*assignment, error)
 				return nil, fmt.Errorf("%w: an endpoint without a socket address and port", ErrUnsupported)
 			}
 			hs := lb.GetHealthStatus()
-			a.byPriority[prio] = append(a.byPriority[prio], endpoint{
+			ep := endpoint{
 				addr:    net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
 				healthy: hs == corev3.HealthStatus_UNKNOWN || hs == corev3.HealthStatus_HEALTHY,
-			})
+			}
+			if md := lb.GetMetadata().GetFilterMetadata()["envoy.transport_socket_match"]; md != nil {
+				ep.match = map[string]string{}
+				for k, v := range md.GetFields() {
+					ep.match[k] = v.GetStringValue()
+				}
+			}
+			a.byPriority[prio] = append(a.byPriority[prio], ep)
 		}
 	}
 	return a, nil

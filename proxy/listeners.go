@@ -408,7 +408,8 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 	if a == nil {
 		a = st.endpoints[c.eds]
 	}
-	addr := c.choose(a.pick())
+	ep := c.choose(a.pick())
+	addr := ep.addr
 	if addr == "" {
 		return nil, fmt.Errorf("%w: cluster %s", ErrNoEndpoint, name)
 	}
@@ -419,10 +420,11 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", name, err)
 	}
-	if c.tls == nil {
+	ut := c.tlsFor(ep.match)
+	if ut == nil {
 		return conn, nil
 	}
-	tc := tls.Client(conn, p.certs.clientTLS(c.tls))
+	tc := tls.Client(conn, p.certs.clientTLS(ut))
 	hctx, hcancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer hcancel()
 	if err := tc.HandshakeContext(hctx); err != nil {

@@ -12,6 +12,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -75,7 +76,7 @@ func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, erro
 	targets, err := shared(m, m.setKey(memoClusterSet, p.Shape, p.Service), func() ([]*clusterv3.Cluster, error) {
 		var out []*clusterv3.Cluster
 		for _, pt := range proxyTargets(snap, p.Service) {
-			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI},
+			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI + "|" + pt.mode},
 				func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape) })
 			if err != nil {
 				return nil, err
@@ -164,7 +165,43 @@ func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape) (*clus
 		return nil, err
 	}
 	c.TransportSocket = ts
+	if shape == ShapeEnvoy {
+		// A failover target reached through mesh gateways needs its own SNI, which the gateways
+		// route on: its endpoints carry metadata that selects a transport socket with it.
+		for _, ft := range gatewayFailovers(snap, pt) {
+			fts, err := tlsTransportSocket(envoyUpstreamTLS(snap, ft.SNI, sans))
+			if err != nil {
+				return nil, err
+			}
+			match, err := structpb.NewStruct(map[string]any{transportSocketMatchTarget: ft.ID})
+			if err != nil {
+				return nil, err
+			}
+			c.TransportSocketMatches = append(c.TransportSocketMatches, &clusterv3.Cluster_TransportSocketMatch{
+				Name: ft.ID, Match: match, TransportSocket: fts,
+			})
+		}
+	}
 	return c, nil
+}
+
+// transportSocketMatchTarget is the endpoint metadata key (under
+// envoy.transport_socket_match) that names the failover target whose SNI the endpoint needs.
+const transportSocketMatchTarget = "target"
+
+// gatewayFailovers returns the failover targets of pt in other datacenters that its upstream's
+// mesh gateway mode reaches through gateways, in failover order.
+func gatewayFailovers(snap *mesh.Snapshot, pt proxyTarget) []*mesh.Target {
+	if pt.mode != mesh.MeshGatewayLocal && pt.mode != mesh.MeshGatewayRemote {
+		return nil
+	}
+	var out []*mesh.Target
+	for _, id := range pt.target.Failover {
+		if ft := pt.chain.Targets[id]; ft != nil && ft.Datacenter != snap.Mesh.Datacenter && ft.SNI != pt.target.SNI {
+			out = append(out, ft)
+		}
+	}
+	return out
 }
 
 // setLBPolicy maps the mesh's load-balancing policy. Proxyless gRPC clients get only what every

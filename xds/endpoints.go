@@ -1,8 +1,11 @@
 package xds
 
 import (
+	"slices"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mesh "github.com/meshgit/mesh"
@@ -49,8 +52,15 @@ func loadAssignment(snap *mesh.Snapshot, pt proxyTarget, shape Shape) *endpointv
 			Priority:            priority,
 			LoadBalancingWeight: wrapperspb.UInt32(uint32(len(eps))),
 		}
+		viaGateway := shape == ShapeEnvoy && t != pt.target && slices.Contains(gatewayFailovers(snap, pt), t)
 		for _, ep := range eps {
-			loc.LbEndpoints = append(loc.LbEndpoints, catalogEndpoint(ep))
+			le := catalogEndpoint(ep)
+			if viaGateway {
+				le.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+					"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{transportSocketMatchTarget: structpb.NewStringValue(t.ID)}},
+				}}
+			}
+			loc.LbEndpoints = append(loc.LbEndpoints, le)
 		}
 		cla.Endpoints = append(cla.Endpoints, loc)
 		priority++

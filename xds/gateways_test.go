@@ -170,6 +170,13 @@ func TestFailoverByRemoteHealth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := res.Validate(); err != nil {
+			t.Fatalf("ValidateAll: %v", err)
+		}
+		// Envoy reaches dc2 through the gateways: its endpoints select dc2's SNI.
+		if ms := res.Clusters[0].TransportSocketMatches; shape == ShapeEnvoy && (len(ms) != 1 || ms[0].Name != "api.dc2") {
+			t.Fatalf("transport socket matches %v, want one for api.dc2", ms)
+		}
 		var out []string
 		for _, loc := range res.Endpoints[0].Endpoints {
 			out = append(out, fmt.Sprintf("%d:%s", loc.Priority, loc.LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().GetAddress()))

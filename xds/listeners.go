@@ -77,7 +77,7 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 		}
 		return append(out, server...), nil
 	}
-	if port := publicPort(svc); port > 0 {
+	if port := publicPort(svc, snap.Mesh.Datacenter); port > 0 {
 		l, err := shared(m, memoKey{kind: memoPublicListener, name: svc.Name},
 			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port) })
 		if err != nil {
@@ -146,12 +146,20 @@ func grpcServerListeners(snap *mesh.Snapshot, svc *mesh.Service) ([]*listenerv3.
 
 // publicPort is the port of the public listener: the port the service's endpoints advertise
 // (what other proxies dial), which the sidecar binds. Services whose endpoints use several ports
-// take the first (endpoints are sorted); without endpoints, the service's port.
-func publicPort(svc *mesh.Service) int {
+// take the first (endpoints are sorted) of the proxy's own datacenter dc, else the first; without
+// endpoints, the service's port.
+func publicPort(svc *mesh.Service, dc string) int {
+	first := 0
 	for _, ep := range svc.Endpoints {
-		if ep.Port > 0 {
+		if ep.Port > 0 && ep.Datacenter == dc {
 			return ep.Port
 		}
+		if ep.Port > 0 && first == 0 {
+			first = ep.Port
+		}
+	}
+	if first > 0 {
+		return first
 	}
 	return svc.Port
 }
