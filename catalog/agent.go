@@ -36,6 +36,9 @@ type AgentConfig struct {
 	// DefaultCheck returns the healthCheck Git gives service (nil for none): the check of an
 	// instance registered without any. Optional.
 	DefaultCheck func(ctx context.Context, service string) (*mesh.HealthCheck, error)
+	// DataDir, when set, keeps the instances registered through Register across restarts
+	// (see Restore). Optional.
+	DataDir string
 }
 
 // Agent is the catalog's view from one node: the instances registered on it, their checks
@@ -54,6 +57,7 @@ type Agent struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	kick     chan struct{}
+	store    *store // nil until Restore
 }
 
 type localService struct {
@@ -85,9 +89,15 @@ func (a *Agent) node() *Node {
 }
 
 // Register registers in on this node with token: the servers must accept it first. Its checks
-// start running; an instance of the same ID is replaced.
+// start running; an instance of the same ID is replaced. Once Restore has opened the data
+// directory, the registration is kept there until Deregister.
 func (a *Agent) Register(ctx context.Context, token string, in *Instance) error {
+	return a.register(ctx, token, in, true)
+}
+
+func (a *Agent) register(ctx context.Context, token string, in *Instance, persist bool) error {
 	in = in.clone()
+	asGiven := in.clone() // what is kept on disk: Git's default check is looked up again
 	in.Node = a.cfg.Node
 	if in.Address == "" {
 		in.Address = a.cfg.Address
@@ -123,6 +133,11 @@ func (a *Agent) Register(ctx context.Context, token string, in *Instance) error 
 	}
 	if err != nil {
 		return err
+	}
+	if err := a.persist(token, asGiven, persist); err != nil {
+		// Registered on the servers but not kept: say so, as the next restart would lose it.
+		a.log.Error("keep the registration in the data directory", "id", in.ID, "err", err)
+		return fmt.Errorf("registered, but not kept across restarts: %w", err)
 	}
 	if old := a.services[in.ID]; old != nil {
 		old.stop()
@@ -174,6 +189,10 @@ func (a *Agent) Deregister(ctx context.Context, token, id string) error {
 	if a.services[id] == ls {
 		ls.stop()
 		delete(a.services, id)
+		if err := a.persist("", &Instance{ID: id}, false); err != nil {
+			a.log.Error("remove the registration from the data directory", "id", id, "err", err)
+			return fmt.Errorf("deregistered, but still in the data directory: %w", err)
+		}
 	}
 	a.log.Info("instance deregistered", "id", id, "service", ls.inst.Service)
 	return nil
@@ -434,11 +453,16 @@ func IsRefusal(err error) bool {
 
 // RegisterRetrying registers in like Register, retrying while the servers cannot be reached,
 // until it succeeds, they refuse it, or ctx ends. It is how an agent registers the definitions
-// of its configuration directory at start.
+// of its configuration directory at start; they are not kept in the data directory (the
+// configuration directory is their record).
 func (a *Agent) RegisterRetrying(ctx context.Context, token string, in *Instance) error {
+	return a.registerRetrying(ctx, token, in, false)
+}
+
+func (a *Agent) registerRetrying(ctx context.Context, token string, in *Instance, persist bool) error {
 	wait := 100 * time.Millisecond
 	for {
-		err := a.Register(ctx, token, in)
+		err := a.register(ctx, token, in, persist)
 		if err == nil || IsRefusal(err) || ctx.Err() != nil {
 			return err
 		}
@@ -449,5 +473,80 @@ func (a *Agent) RegisterRetrying(ctx context.Context, token string, in *Instance
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// persist keeps (keep) or forgets the registration of in in the data directory, if there is
+// one. Called with a.mu held, so that files follow the order of registrations.
+func (a *Agent) persist(token string, in *Instance, keep bool) error {
+	if a.store == nil {
+		return nil
+	}
+	if keep {
+		return a.store.save(token, in)
+	}
+	return a.store.remove(in.ID)
+}
+
+// Restore opens the data directory (AgentConfig.DataDir; nothing to do without one) and
+// registers again, in the background, every instance registered through Register before the
+// agent stopped, with the token it was registered with, retrying while the servers cannot be
+// reached. Until each is registered again, syncs keep it on the servers; one the servers refuse
+// now (a revoked token) is dropped with a warning. It returns an error if the directory
+// cannot be read; call it before the agent serves its API.
+func (a *Agent) Restore(ctx context.Context) error {
+	if a.cfg.DataDir == "" {
+		return nil
+	}
+	st, err := openStore(a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	kept, err := st.load()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.store = st
+	for _, p := range kept {
+		a.pending[p.Instance.ID]++
+	}
+	a.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(a.ctx, cancel) // Close ends the retries
+	var restoring sync.WaitGroup
+	for _, p := range kept {
+		a.wg.Add(1)
+		restoring.Add(1)
+		go func() {
+			defer a.wg.Done()
+			defer restoring.Done()
+			defer a.unpend(p.Instance.ID)
+			err := a.registerRetrying(ctx, p.Token, p.Instance, true)
+			switch {
+			case err == nil:
+				a.log.Info("registration restored from the data directory", "id", p.Instance.ID, "service", p.Instance.Service)
+			case IsRefusal(err):
+				a.log.Warn("the servers refuse a kept registration now; dropping it", "id", p.Instance.ID, "err", err)
+				a.mu.Lock()
+				if a.services[p.Instance.ID] == nil {
+					if err := st.remove(p.Instance.ID); err != nil {
+						a.log.Error("remove the registration from the data directory", "id", p.Instance.ID, "err", err)
+					}
+				}
+				a.mu.Unlock()
+			}
+		}()
+	}
+	go func() { restoring.Wait(); stop(); cancel() }()
+	a.log.Info("data directory opened", "dir", a.cfg.DataDir, "registrations", len(kept))
+	return nil
+}
+
+func (a *Agent) unpend(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pending[id]--; a.pending[id] <= 0 {
+		delete(a.pending, id)
 	}
 }

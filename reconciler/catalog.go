@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	mesh "github.com/meshgit/mesh"
@@ -52,6 +53,7 @@ func (s *Server) openCatalog() {
 		Node: s.id, Address: host, SyncInterval: s.cfg.CatalogSync, Token: s.cfg.Token,
 		Submit: s.cat.Submit, Authorize: s.authorizeCatalog, Log: s.log,
 		DefaultCheck: func(_ context.Context, service string) (*mesh.HealthCheck, error) { return s.gitCheck(service), nil },
+		DataDir:      filepath.Join(s.cfg.DataDir, "catalog-agent"), // its registrations outlive a restart
 	})
 }
 
