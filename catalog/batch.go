@@ -11,16 +11,31 @@ import (
 // commands before it made, exactly as if each were its own entry, and gets its own result: one
 // that fails changes nothing and leaves the others applied. Like Apply, it is deterministic.
 func (s *State) ApplyBatch(index uint64, cs []Command) (*State, []error) {
+	if s == nil {
+		s = Empty()
+	}
 	errs := make([]error, len(cs))
+	// A private copy (its maps still shared) that the batch's commands change: a map they copy
+	// once is theirs, and changed in place by the commands after (see owned). Commands check
+	// their input before they change anything, so a failing one leaves it as it was.
+	w := s.clone(s.index)
+	w.own = &owned{entries: map[string]bool{}, nodeMaps: map[string]bool{}}
+	cur, changed := w, false
 	for i, c := range cs {
-		ns, err := s.Apply(index, c)
+		ns, err := cur.Apply(index, c)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		s = ns
+		changed = changed || ns != cur
+		cur = ns
 	}
-	return s, errs
+	if !changed {
+		return s, errs
+	}
+	out := cur.clone(cur.index)
+	out.own = nil // published: later changes copy again
+	return out, errs
 }
 
 // DecodeBatch decodes the commands of one batch entry (a JSON list of commands).

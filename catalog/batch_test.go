@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +35,11 @@ func TestApplyBatchSameAsOneByOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	baseJSON, _ := json.Marshal(base)
 	batched, errs := base.ApplyBatch(2, decoded)
+	if after, _ := json.Marshal(base); string(after) != string(baseJSON) {
+		t.Fatalf("the batch changed the state it started from")
+	}
 	one := base
 	failures := 0
 	for i, c := range cs {
@@ -113,5 +119,62 @@ func TestBatcherCoalesces(t *testing.T) {
 		if (err != nil) != (i%10 == 0) {
 			t.Errorf("command %d: %v", i, err)
 		}
+	}
+}
+
+// TestApplyBatchRandom: random batches (registrations, deregistrations, check flips, node health
+// and syncs over a few nodes and services, many touching the same instance) give the same
+// results and state as their commands applied one by one, and leave every earlier state as it
+// was (a batch changes in place only what it made).
+func TestApplyBatchRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	nodes, services := []string{"n1", "n2", "n3"}, []string{"api", "web"}
+	random := func() Command {
+		node := nodes[rng.IntN(len(nodes))]
+		id := fmt.Sprintf("%s-%d", services[rng.IntN(len(services))], rng.IntN(4))
+		svc, _, _ := strings.Cut(id, "-")
+		check := "c:" + node + ":" + id
+		switch rng.IntN(7) {
+		case 0, 1:
+			return reg(node, id, svc, ttl(check, []string{StatusPassing, StatusCritical}[rng.IntN(2)]))
+		case 2:
+			return Command{Op: OpDeregister, NodeName: node, ID: id}
+		case 3:
+			return Command{Op: OpNodeHealth, NodeName: node, Status: []string{StatusPassing, StatusCritical}[rng.IntN(2)]}
+		case 4:
+			return Command{Op: OpSyncNode, Node: &Node{Name: node, Address: "127.0.0.1", SyncInterval: time.Second}, Keep: []string{id}}
+		}
+		return Command{Op: OpCheck, NodeName: node, ID: check, Status: []string{StatusPassing, StatusWarning, StatusCritical, "bogus"}[rng.IntN(4)]}
+	}
+	batched, one := Empty(), Empty()
+	var history [][2]any // earlier states and their JSON
+	for round := range 200 {
+		index := uint64(round + 1)
+		cs := make([]Command, 1+rng.IntN(12))
+		for i := range cs {
+			cs[i] = random()
+		}
+		next, errs := batched.ApplyBatch(index, cs)
+		for i, c := range cs {
+			ns, err := one.Apply(index, c)
+			if fmt.Sprint(err) != fmt.Sprint(errs[i]) {
+				t.Fatalf("round %d command %d (%+v): batched %v, alone %v", round, i, c, errs[i], err)
+			}
+			if err == nil {
+				one = ns
+			}
+		}
+		x, _ := json.Marshal(next)
+		y, _ := json.Marshal(one)
+		if string(x) != string(y) {
+			t.Fatalf("round %d: batched state\n%s\nwant\n%s", round, x, y)
+		}
+		for _, h := range history {
+			if b, _ := json.Marshal(h[0]); string(b) != h[1].(string) {
+				t.Fatalf("round %d changed an earlier state", round)
+			}
+		}
+		history = append(history, [2]any{next, string(x)})
+		batched = next
 	}
 }
