@@ -178,3 +178,32 @@ func TestApplyBatchRandom(t *testing.T) {
 		batched = next
 	}
 }
+
+// TestChangesAgreesWithApply: Changes says what Apply does (changed or not, and its error) for
+// every kind of command, the cheap path of check commands included.
+func TestChangesAgreesWithApply(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	st := Empty()
+	for i := range 300 {
+		node := fmt.Sprintf("n%d", rng.IntN(3))
+		id := fmt.Sprintf("api-%d", rng.IntN(4))
+		check := "c:" + node + ":" + id
+		var c Command
+		switch rng.IntN(4) {
+		case 0:
+			c = reg(node, id, "api", ttl(check, StatusPassing))
+		case 1:
+			c = Command{Op: OpDeregister, NodeName: node, ID: id}
+		default:
+			c = Command{Op: OpCheck, NodeName: node, ID: check, Status: []string{StatusPassing, StatusWarning, StatusCritical, "bogus"}[rng.IntN(4)]}
+		}
+		changes, err := st.Changes(c)
+		ns, aerr := st.Apply(st.Index()+1, c)
+		if fmt.Sprint(err) != fmt.Sprint(aerr) || changes != (aerr == nil && ns != st) {
+			t.Fatalf("command %d %+v: Changes %v %v, Apply changed %v, %v", i, c, changes, err, ns != st, aerr)
+		}
+		if aerr == nil {
+			st = ns
+		}
+	}
+}

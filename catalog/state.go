@@ -287,10 +287,32 @@ func (s *State) deregister(index uint64, node, id string) *State {
 	return ns
 }
 
-func (s *State) setCheck(index uint64, node, checkID, status string) (*State, error) {
+// Changes reports whether c would change s, and the error Apply would return, without
+// building the new state where that is cheap to tell (a check's status: the common command).
+func (s *State) Changes(c Command) (bool, error) {
+	if c.Op == OpCheck && validStatus(c.Status) {
+		in, err := s.checkOwner(c.NodeName, c.ID)
+		if err != nil {
+			return false, err
+		}
+		return in.check(c.ID).Status != c.Status, nil
+	}
+	ns, err := s.Apply(s.Index()+1, c)
+	return err == nil && ns != s, err
+}
+
+func (s *State) checkOwner(node, checkID string) (*Instance, error) {
 	in := s.CheckOwner(node, checkID)
 	if in == nil {
 		return nil, fmt.Errorf("%w: check %q on node %q", ErrNotFound, checkID, node)
+	}
+	return in, nil
+}
+
+func (s *State) setCheck(index uint64, node, checkID, status string) (*State, error) {
+	in, err := s.checkOwner(node, checkID)
+	if err != nil {
+		return nil, err
 	}
 	if in.check(checkID).Status == status {
 		return s, nil
