@@ -21,7 +21,7 @@ const (
 	OpStaticHealth   = "static-health"   // ID (StaticKey), Status: a Git endpoint's check ("" forgets it)
 )
 
-// Command is one change of the catalog, replicated as one Raft entry.
+// Command is one change of the catalog, replicated as a Raft entry (alone, or in a batch).
 type Command struct {
 	Op       string    `json:"op"`
 	Node     *Node     `json:"node,omitempty"`
