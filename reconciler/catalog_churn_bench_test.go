@@ -307,9 +307,18 @@ func reportChurn(b *testing.B, res churnResult, samples []churnSample, entries f
 	b.ReportMetric(samples[0].rss, "rss-first-MiB")
 	b.ReportMetric(samples[len(samples)-1].rss, "rss-last-MiB")
 	b.ReportMetric(maxRSS, "rss-max-MiB")
+	h := len(samples) / 2 // the second half: past the heap's warm-up
 	b.ReportMetric(slope(xs, rss), "rss-slope-MiB/min")
+	b.ReportMetric(slope(xs[h:], rss[h:]), "rss-slope-2nd-half-MiB/min")
 	b.ReportMetric(maxLag, "lag-max-ms")
 	b.ReportMetric(slope(xs, lag), "lag-slope-ms/min")
+	b.ReportMetric(slope(xs[h:], lag[h:]), "lag-slope-2nd-half-ms/min")
+	var series strings.Builder
+	for i := 0; i < len(samples); i += max(1, len(samples)/12) {
+		s := samples[i]
+		fmt.Fprintf(&series, " %ds: %.2f cores %.0f MiB lag %v;", int(s.at.Seconds()), s.cores, s.rss, s.lag.Round(time.Millisecond))
+	}
+	b.Logf("server every %ds:%s", max(1, len(samples)/12), series.String())
 	b.ReportMetric(float64(catchUp.Microseconds())/1000, "catch-up-ms")
 }
 
