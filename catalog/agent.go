@@ -57,7 +57,14 @@ type Agent struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	kick     chan struct{}
-	store    *store // nil until Restore
+	store    *store               // nil until Restore
+	files    map[string]*fileLock // per instance ID: one write of its file at a time
+}
+
+// fileLock serializes the writes of one instance's file, outside a.mu (they fsync).
+type fileLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 type localService struct {
@@ -66,6 +73,7 @@ type localService struct {
 	cancel  context.CancelFunc
 	ttl     map[string]*time.Timer // TTL checks' expiry
 	pending bool                   // a transition failed to reach the servers
+	kept    *Instance              // as registered through the API, kept in the data directory; nil if not kept
 }
 
 // NewAgent returns an agent; Run starts its anti-entropy loop.
@@ -76,7 +84,8 @@ func NewAgent(cfg AgentConfig) *Agent {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log.With("component", "catalog-agent"), services: map[string]*localService{}, pending: map[string]int{}, kick: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: cfg.Log.With("component", "catalog-agent"), services: map[string]*localService{}, pending: map[string]int{}, kick: make(chan struct{}, 1),
+		files: map[string]*fileLock{}}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	return a
 }
@@ -127,25 +136,29 @@ func (a *Agent) register(ctx context.Context, token string, in *Instance, persis
 	a.mu.Unlock()
 	err := a.cfg.Submit(ctx, token, Command{Op: OpRegister, Node: a.node(), Instance: in})
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.pending[in.ID]--; a.pending[in.ID] == 0 {
 		delete(a.pending, in.ID)
 	}
 	if err != nil {
+		a.mu.Unlock()
 		return err
-	}
-	if err := a.persist(token, asGiven, persist); err != nil {
-		// Registered on the servers but not kept: say so, as the next restart would lose it.
-		a.log.Error("keep the registration in the data directory", "id", in.ID, "err", err)
-		return fmt.Errorf("registered, but not kept across restarts: %w", err)
 	}
 	if old := a.services[in.ID]; old != nil {
 		old.stop()
 	}
 	ls := &localService{inst: in, token: token, ttl: map[string]*time.Timer{}}
+	if persist {
+		ls.kept = asGiven
+	}
 	a.services[in.ID] = ls
 	a.start(ls)
+	a.mu.Unlock()
 	a.log.Info("instance registered", "id", in.ID, "service", in.Service, "address", in.Address, "port", in.Port, "checks", len(in.Checks))
+	if err := a.writeFile(in.ID); err != nil {
+		// Registered on the servers but not kept: say so, as the next restart would lose it.
+		a.log.Error("keep the registration in the data directory", "id", in.ID, "err", err)
+		return fmt.Errorf("registered, but not kept across restarts: %w", err)
+	}
 	return nil
 }
 
@@ -185,16 +198,16 @@ func (a *Agent) Deregister(ctx context.Context, token, id string) error {
 		return err
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.services[id] == ls {
 		ls.stop()
 		delete(a.services, id)
-		if err := a.persist("", &Instance{ID: id}, false); err != nil {
-			a.log.Error("remove the registration from the data directory", "id", id, "err", err)
-			return fmt.Errorf("deregistered, but still in the data directory: %w", err)
-		}
 	}
+	a.mu.Unlock()
 	a.log.Info("instance deregistered", "id", id, "service", ls.inst.Service)
+	if err := a.writeFile(id); err != nil {
+		a.log.Error("remove the registration from the data directory", "id", id, "err", err)
+		return fmt.Errorf("deregistered, but still in the data directory: %w", err)
+	}
 	return nil
 }
 
@@ -476,16 +489,44 @@ func (a *Agent) registerRetrying(ctx context.Context, token string, in *Instance
 	}
 }
 
-// persist keeps (keep) or forgets the registration of in in the data directory, if there is
-// one. Called with a.mu held, so that files follow the order of registrations.
-func (a *Agent) persist(token string, in *Instance, keep bool) error {
-	if a.store == nil {
+// writeFile makes instance id's file in the data directory (if there is one) say what the
+// agent holds now: its registration if it is kept, else no file. Writes of one ID take turns
+// and each writes the state current when its turn comes, so the last one leaves the latest;
+// other IDs, and everything else the agent does, do not wait for the disk.
+func (a *Agent) writeFile(id string) error {
+	a.mu.Lock()
+	st := a.store
+	if st == nil {
+		a.mu.Unlock()
 		return nil
 	}
-	if keep {
-		return a.store.save(token, in)
+	l := a.files[id]
+	if l == nil {
+		l = &fileLock{}
+		a.files[id] = l
 	}
-	return a.store.remove(in.ID)
+	l.refs++
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(a.files, id)
+		}
+		a.mu.Unlock()
+	}()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a.mu.Lock()
+	var token string
+	var kept *Instance
+	if ls := a.services[id]; ls != nil {
+		token, kept = ls.token, ls.kept
+	}
+	a.mu.Unlock()
+	if kept == nil {
+		return st.remove(id)
+	}
+	return st.save(token, kept)
 }
 
 // Restore opens the data directory (AgentConfig.DataDir; nothing to do without one) and
@@ -528,13 +569,9 @@ func (a *Agent) Restore(ctx context.Context) error {
 				a.log.Info("registration restored from the data directory", "id", p.Instance.ID, "service", p.Instance.Service)
 			case IsRefusal(err):
 				a.log.Warn("the servers refuse a kept registration now; dropping it", "id", p.Instance.ID, "err", err)
-				a.mu.Lock()
-				if a.services[p.Instance.ID] == nil {
-					if err := st.remove(p.Instance.ID); err != nil {
-						a.log.Error("remove the registration from the data directory", "id", p.Instance.ID, "err", err)
-					}
+				if err := a.writeFile(p.Instance.ID); err != nil {
+					a.log.Error("remove the registration from the data directory", "id", p.Instance.ID, "err", err)
 				}
-				a.mu.Unlock()
 			}
 		}()
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -65,6 +66,25 @@ func TestAgentPersists(t *testing.T) {
 	rec.mu.Unlock()
 	if !restored || a.Services()[0].ID != "web/1" {
 		t.Fatalf("web/1 not registered again: %+v", rec.cmds)
+	}
+
+	// Concurrent registrations of one ID: the file ends with the one the agent holds.
+	a = newAgent(&recorder{})
+	var wg sync.WaitGroup
+	for port := 1; port <= 20; port++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Register(ctx, "tok", &Instance{ID: "web/1", Service: "web", Port: port}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	a.Close()
+	kept, err := a.store.load()
+	if err != nil || len(kept) != 1 || kept[0].Instance.Port != a.Services()[0].Port {
+		t.Fatalf("after concurrent registrations the file holds %+v (%v), the agent port %d", kept, err, a.Services()[0].Port)
 	}
 
 	if err := os.WriteFile(files[0], []byte("{junk"), 0o600); err != nil {
