@@ -23,7 +23,7 @@ func newAgentCmd() *cobra.Command {
 	var once, envoy bool
 	var co catalogAgentOptions
 	cmd := &cobra.Command{
-		Use:   "agent [--service S --dir DIR] --token-file F [--http ADDR] [--listen ADDR] [--config-dir DIR]",
+		Use:   "agent [--service S --dir DIR] --token-file F [--http ADDR] [--listen ADDR] [--config-dir DIR] [--data DIR]",
 		Short: "The node agent: registers instances and runs their health checks; keeps a service's certificate files issued and renewed",
 		Long: `Agent is the node's agent, like a Consul client agent. It serves Consul's agent endpoints on
 --listen (default 127.0.0.1:8501: PUT /v1/agent/service/register, /v1/agent/check/...,
