@@ -138,6 +138,8 @@ type snapshotCmd struct {
 type pinCmd struct {
 	Version string    `json:"version,omitempty"`
 	Time    time.Time `json:"time"`
+	// By names who pinned by the token's kind and ID (Server.writer), never the token.
+	By string `json:"by,omitempty"`
 }
 
 type serverCmd struct {
@@ -207,6 +209,8 @@ type histEntry struct {
 type state struct {
 	history    []*histEntry // oldest first; the last is the newest applied snapshot (the head)
 	pin        string
+	pinBy      string    // who pinned (pinCmd.By); "" in entries written before it was recorded
+	pinTime    time.Time // when
 	lastError  *Failure
 	lastCommit string // the last commit applied or recorded as failed
 	servers    map[string]serverMeta
@@ -387,13 +391,13 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.pin = c.Version
+		s.pin, s.pinBy, s.pinTime = c.Version, c.By, c.Time
 		s.served, s.servedIndex = snap, index
 	case cmdUnpin:
 		if old.pin == "" {
 			return old, nil
 		}
-		s.pin = ""
+		s.pin, s.pinBy, s.pinTime = "", "", time.Time{}
 		s.served, s.servedIndex = s.head, index
 		s.history = trim(s.history, f.keep, "")
 	case cmdServer, cmdRemoveServer:
@@ -468,6 +472,8 @@ type persisted struct {
 	Format      int                   `json:"format"`
 	History     []persistedEntry      `json:"history"`
 	Pin         string                `json:"pin,omitempty"`
+	PinBy       string                `json:"pinBy,omitempty"`
+	PinTime     time.Time             `json:"pinTime,omitzero"`
 	LastError   *Failure              `json:"lastError,omitempty"`
 	LastCommit  string                `json:"lastCommit,omitempty"`
 	Servers     map[string]serverMeta `json:"servers,omitempty"`
@@ -496,7 +502,7 @@ type fsmSnapshot struct {
 }
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	p := persisted{Format: 1, Pin: s.st.pin, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
+	p := persisted{Format: 1, Pin: s.st.pin, PinBy: s.st.pinBy, PinTime: s.st.pinTime, LastError: s.st.lastError, LastCommit: s.st.lastCommit,
 		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.applied,
 		Catalog: s.st.catalog}
 	for _, e := range s.st.history {
@@ -521,7 +527,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if p.Format != 1 {
 		return fmt.Errorf("restore fsm: unknown format %d", p.Format)
 	}
-	s := &state{pin: p.Pin, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA,
+	s := &state{pin: p.Pin, pinBy: p.PinBy, pinTime: p.PinTime, lastError: p.LastError, lastCommit: p.LastCommit, servers: p.Servers, servedIndex: p.ServedIndex, ca: p.CA,
 		clusterID: p.ClusterID, catalog: p.Catalog}
 	if s.catalog == nil {
 		s.catalog = catalog.Empty()

@@ -33,6 +33,10 @@ type Status struct {
 	// read (then its commit is "" and it says when the leader retries).
 	LastError *Failure `json:"lastError"`
 	Pin       string   `json:"pin"`
+	// PinnedBy names who pinned (the token's kind and ID, as mesh token list shows it: "server
+	// token", "operator token 0123456789abcdef"), PinnedAt when; empty when not pinned.
+	PinnedBy string    `json:"pinnedBy,omitempty"`
+	PinnedAt time.Time `json:"pinnedAt,omitzero"`
 	// Head is the newest snapshot applied from Git (differs from Version while pinned).
 	Head         *Entry `json:"head,omitempty"`
 	AppliedIndex uint64 `json:"appliedIndex"`
@@ -69,6 +73,9 @@ type SnapshotInfo struct {
 	Entry
 	Served bool `json:"served"`
 	Pinned bool `json:"pinned"`
+	// PinnedBy and PinnedAt say who pinned the pinned version, and when (Status's).
+	PinnedBy string    `json:"pinnedBy,omitempty"`
+	PinnedAt time.Time `json:"pinnedAt,omitzero"`
 }
 
 // JoinRequest is the body of POST /v1/join.
@@ -96,6 +103,7 @@ type PinRequest struct {
 func (s *Server) Status() Status {
 	st := s.fsm.state()
 	out := Status{Node: s.id, RaftState: s.node.raft.State().String(), LastError: st.lastError, Pin: st.pin,
+		PinnedBy: st.pinBy, PinnedAt: st.pinTime,
 		AppliedIndex: s.node.raft.AppliedIndex(), AppliedCommand: s.fsm.at().applied, Servers: s.servers()}
 	if snap := s.pub.current(); snap != nil {
 		out.Version, out.Commit = snap.Version, snap.Commit
@@ -153,7 +161,11 @@ func (s *Server) Snapshots() []SnapshotInfo {
 	out := make([]SnapshotInfo, 0, len(st.history))
 	for i := len(st.history) - 1; i >= 0; i-- {
 		e := st.history[i]
-		out = append(out, SnapshotInfo{Entry: e.Entry, Served: e.Version == served, Pinned: e.Version == st.pin})
+		info := SnapshotInfo{Entry: e.Entry, Served: e.Version == served, Pinned: e.Version == st.pin}
+		if info.Pinned {
+			info.PinnedBy, info.PinnedAt = st.pinBy, st.pinTime
+		}
+		out = append(out, info)
 	}
 	return out
 }
@@ -214,8 +226,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/tokens/{id}", s.write(operatorWrite, caAPI.ServeHTTP))
 	mux.Handle("GET /v1/tokens", caAPI) // operator token (the CA checks it); reads this server's state
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	s.catalogAPI().Register(mux)         // Consul's agent, catalog and health endpoints
-	mux.Handle("/ui/", s.uiHandler(mux)) // ui.go
+	s.catalogAPI().Register(mux)      // Consul's agent, catalog and health endpoints
+	mux.Handle("/ui/", s.uiHandler()) // ui.go
 	return mux
 }
 
@@ -291,6 +303,21 @@ func (s *Server) authorize(r *http.Request, need access) error {
 	return nil
 }
 
+// writer names who makes a write by its token's kind and, for a token the CA issued, its ID (the
+// first 16 hex digits of its SHA-256, as mesh token list shows it): never the token itself. The
+// write has been authorized already.
+func (s *Server) writer(r *http.Request) string {
+	tok := ca.BearerToken(r)
+	if s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1 {
+		return "server token"
+	}
+	rec, err := s.ca.Authorize(tok, "")
+	if err != nil || rec.ID == "" {
+		return ""
+	}
+	return string(rec.Scope) + " token " + rec.ID
+}
+
 func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	v := r.PathValue("version")
 	e := s.fsm.state().find(v)
@@ -312,7 +339,7 @@ func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `want {"version": "..."}`)
 		return
 	}
-	err := s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC()}, nil)
+	err := s.apply(cmdPin, pinCmd{Version: req.Version, Time: time.Now().UTC(), By: s.writer(r)}, nil)
 	if err == nil {
 		// Answer once this server serves the pinned snapshot, so that a status read right
 		// after the pin shows it.

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,22 +22,13 @@ type Info struct {
 	// CommitURL, when the repository is on a known forge, is the URL of a commit's page with
 	// the commit's SHA to be appended.
 	CommitURL string `json:"commitURL,omitempty"`
-	// Catalog says whether the server has the catalog API (GET /v1/catalog/services).
+	// Catalog says whether the server has a catalog (the overview gets its summary on the
+	// event stream, the service page its instances from /ui/api/services/{name}/instances).
 	Catalog bool `json:"catalog"`
 }
 
 func (u *ui) handleInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, Info{CommitURL: CommitURL(u.opts.Repo), Catalog: u.hasRoute("/v1/catalog/services")})
-}
-
-// hasRoute asks the API, in process, whether it answers GET path.
-func (u *ui) hasRoute(path string) bool {
-	if u.opts.API == nil {
-		return false
-	}
-	rec := httptest.NewRecorder()
-	u.opts.API.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
-	return rec.Code == http.StatusOK
+	writeJSON(w, http.StatusOK, Info{CommitURL: CommitURL(u.opts.Repo), Catalog: u.opts.Catalog != nil})
 }
 
 var scpLike = regexp.MustCompile(`^[\w.-]+@([\w.-]+):(.+)$`)
@@ -68,8 +59,10 @@ func CommitURL(repo string) string {
 }
 
 // handleEvents streams server-sent events: "served" with {"version","commit"} at once and each
-// time the snapshot served changes, and a comment every eventKeepalive so that proxies between
-// keep the stream open.
+// time the snapshot served changes; with a catalog, "catalog" with the catalog's summary
+// (catalog.Summary) at once and each time the catalog or the snapshot served changes, at most
+// one per catalogEventGap; and a comment every eventKeepalive so that proxies between keep the
+// stream open.
 func (u *ui) handleEvents(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -81,9 +74,16 @@ func (u *ui) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	keep := time.NewTicker(eventKeepalive)
 	defer keep.Stop()
-	last := ""
+	cat := u.opts.Catalog
+	lastServed, lastCatalog := "", ""
+	var catalogSent time.Time
+	var later <-chan time.Time // a catalog summary held back by catalogEventGap
 	for {
-		ch := u.src.ServedChanged()
+		servedCh := u.src.ServedChanged()
+		var catCh <-chan struct{}
+		if cat != nil {
+			catCh = cat.CatalogChanged()
+		}
 		snap, _ := u.src.SnapshotOf("")
 		ev := struct {
 			Version string `json:"version"`
@@ -92,24 +92,47 @@ func (u *ui) handleEvents(w http.ResponseWriter, r *http.Request) {
 		if snap != nil {
 			ev.Version, ev.Commit = snap.Version, snap.Commit
 		}
-		if cur := ev.Version + "@" + ev.Commit; cur != last {
-			last = cur
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: served\ndata: %s\n\n", b)
-			fl.Flush()
+		if cur := ev.Version + "@" + ev.Commit; cur != lastServed {
+			lastServed = cur
+			writeEvent(w, "served", ev)
 		}
+		if cat != nil {
+			st := cat.Catalog()
+			cur := strconv.FormatUint(st.Index(), 10) + "@" + ev.Version
+			// A catalog under churn changes many times a second: one summary per gap at most.
+			if wait := time.Until(catalogSent.Add(catalogEventGap)); cur != lastCatalog && wait > 0 {
+				if later == nil {
+					later = time.After(wait)
+				}
+			} else if cur != lastCatalog {
+				lastCatalog, catalogSent, later = cur, time.Now(), nil
+				writeEvent(w, "catalog", summary(snap, st))
+			}
+		}
+		fl.Flush()
 		select {
 		case <-r.Context().Done():
 			return
 		case <-u.opts.Stop:
 			return
-		case <-ch:
+		case <-servedCh:
+		case <-catCh:
+		case <-later:
+			later = nil
 		case <-keep.C:
 			fmt.Fprint(w, ": keepalive\n\n")
 			fl.Flush()
 		}
 	}
 }
+
+func writeEvent(w http.ResponseWriter, name string, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, b)
+}
+
+// catalogEventGap bounds how often one stream sends the catalog's summary.
+const catalogEventGap = 200 * time.Millisecond
 
 const eventKeepalive = 15 * time.Second
 

@@ -1,16 +1,20 @@
 package ui_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/review"
 	"github.com/meshgit/mesh/ui"
 )
@@ -136,9 +140,10 @@ func TestJSONViews(t *testing.T) {
 
 	var info ui.Info
 	getJSON(t, m.base+"/ui/api/info", 200, &info)
-	if info.CommitURL != "" || info.Catalog {
-		t.Errorf("info for a local repository without a catalog: %+v", info)
+	if info.CommitURL != "" || !info.Catalog {
+		t.Errorf("info for a local repository (every server has a catalog): %+v", info)
 	}
+	testInstancesJSON(t, m)
 
 	for path, code := range map[string]int{
 		"/ui/api/snapshots/0000000000000000/topology": 404,
@@ -149,6 +154,7 @@ func TestJSONViews(t *testing.T) {
 		"/ui/static/cytoscape.LICENSE":                200,
 		"/ui/static/cytoscape.min.js":                 200,
 		"/ui/services/web":                            200,
+		"/ui/api/services/nope/instances":             404,
 	} {
 		resp, err := http.Get(m.base + path)
 		if err != nil {
@@ -176,15 +182,74 @@ func TestJSONViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	first := make([]byte, 256)
-	n, _ := resp.Body.Read(first)
-	if !strings.Contains(string(first[:n]), "event: served") || !strings.Contains(string(first[:n]), snap.Version) {
-		t.Errorf("first event: %q", first[:n])
+	events := bufio.NewReader(resp.Body)
+	if ev, data := readEvent(t, events); ev != "served" || !strings.Contains(data, snap.Version) {
+		t.Errorf("first event: %s %s", ev, data)
+	}
+	// Then the catalog's summary: catalog.Summarize's, as GET /v1/catalog/summary answers it.
+	var sum, api catalog.Summary
+	if ev, data := readEvent(t, events); ev != "catalog" || json.Unmarshal([]byte(data), &sum) != nil {
+		t.Errorf("second event: %s %s, want the catalog's summary", ev, data)
+	}
+	getJSON(t, m.base+"/v1/catalog/summary", 200, &api)
+	sum.Index, api.Index = 0, 0 // the servers' checks of Git's endpoints may have moved it since
+	if !reflect.DeepEqual(sum, api) || len(sum.Services) != 1 || !sum.Services[0].Undeclared {
+		t.Errorf("the catalog event says %+v; /v1/catalog/summary %+v; want one undeclared service", sum, api)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
 	if err := m.srv.Shutdown(ctx); err != nil || time.Since(start) > 3*time.Second {
 		t.Errorf("shutdown with an open event stream: %v after %v", err, time.Since(start))
+	}
+}
+
+// readEvent reads one server-sent event: its name and data.
+func readEvent(t *testing.T, r *bufio.Reader) (name, data string) {
+	t.Helper()
+	for range 100 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("event stream: %v", err)
+		}
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = strings.TrimPrefix(line, "data: ")
+		case line == "" && name != "":
+			return name, data
+		}
+	}
+	t.Fatal("no event in 100 lines")
+	return "", ""
+}
+
+// testInstancesJSON: /ui/api/services/{name}/instances of a declared service lists Git's
+// endpoints (with the servers' health, or "elsewhere" for another datacenter's) and the catalog's
+// instances with the catalog's status; an undeclared service's, its instance, flagged.
+func testInstancesJSON(t *testing.T, m *meshServer) {
+	m.put(t, "/v1/agent/service/register", registerUndeclared)
+	var v ui.InstancesView
+	getJSON(t, m.base+"/ui/api/services/"+undeclaredService+"/instances", 200, &v)
+	if v.Declared || len(v.Instances) != 1 || v.Instances[0].Status != catalog.StatusPassing || len(v.Instances[0].Checks) != 1 ||
+		v.Instances[0].Checks[0].Status != catalog.StatusPassing || len(v.Endpoints) != 0 {
+		t.Errorf("instances of the undeclared service: %+v", v)
+	}
+	snap := m.srv.Served()
+	getJSON(t, m.base+"/ui/api/services/api/instances", 200, &v)
+	eps := snap.Services["api"].Endpoints
+	if !v.Declared || v.Version != snap.Version || len(v.Instances) != 0 || len(v.Endpoints) != len(eps) {
+		t.Fatalf("instances of api: %+v, want its %d Git endpoints", v, len(eps))
+	}
+	for i, e := range v.Endpoints {
+		want := []string{ui.HealthElsewhere}
+		if eps[i].Datacenter == snap.Mesh.Datacenter {
+			want = []string{ui.HealthPending, catalog.StatusPassing, catalog.StatusWarning, catalog.StatusCritical}
+		}
+		if e.Address != eps[i].Address || e.Port != eps[i].Port || !slices.Contains(want, e.Health) {
+			t.Errorf("Git endpoint %d of api: %+v, want %s:%d with health in %v", i, e, eps[i].Address, eps[i].Port, want)
+		}
 	}
 }

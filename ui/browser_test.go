@@ -24,18 +24,21 @@ import (
 // pages are the UI's pages and, for each, a JavaScript condition that holds once its data is
 // rendered.
 var pages = []struct{ path, ready string }{
-	{"/ui/", `document.querySelector('#served-version code') && document.querySelector('#count-synced') !== null`},
+	{"/ui/", `document.querySelector('#served-version code') && document.querySelector('#count-synced') !== null && document.querySelector('#cat-passing') !== null`},
 	{"/ui/topology", `window.meshLayoutMs !== undefined && document.querySelectorAll('#node-list > li').length === 10`},
 	{"/ui/services/web", `document.querySelectorAll('#svc-up tr').length > 0 && document.querySelector('#svc-chain ol') !== null`},
 	{"/ui/intentions", `document.querySelectorAll('#matrix td.cell').length === 100`},
 	{"/ui/proxies", `/^\d+ proxies/.test(document.getElementById('p-stats').textContent)`},
 	{"/ui/versions", `document.querySelectorAll('#versions tr').length > 0`},
+	{"/ui/services/" + undeclaredService, `document.querySelectorAll('#svc-catalog tr[data-instance]').length === 1`},
 }
 
 // TestBrowser drives the UI served by a real server (a one-server Raft cluster following a Git
-// repository of repo-example, a real xDS server) in a real headless Chromium.
+// repository of repo-example, a real xDS server, instances registered through the catalog API)
+// in a real headless Chromium.
 func TestBrowser(t *testing.T) {
 	m := startMesh(t, filepath.Join("..", "repo-example"))
+	registerInstances(t, m)
 	m.grpcClient(t, "web", "web-grpc-1", "api")
 	waitFor(t, 20*time.Second, "the gRPC xDS client to ACK", func() bool {
 		for _, p := range m.xds.Proxies() {
@@ -63,7 +66,10 @@ func TestBrowser(t *testing.T) {
 	t.Run("overview updates live", func(t *testing.T) { testLive(t, m, b) })
 	t.Run("pin needs the token", func(t *testing.T) { testPin(t, m, b) })
 	t.Run("diff is mesh review's", func(t *testing.T) { testDiff(t, m, b) })
+	t.Run("catalog health", func(t *testing.T) { testCatalog(t, m, b) })
 	t.Run("screenshots", func(t *testing.T) { testScreenshots(t, m, b) })
+	// These two change the mesh (a service more, then a broken commit): last.
+	t.Run("Git endpoints' health", func(t *testing.T) { testGitEndpointHealth(t, m, b) })
 	t.Run("overview shows a failed commit's errors", func(t *testing.T) { testLastError(t, m, b) })
 }
 
@@ -267,8 +273,12 @@ func testPin(t *testing.T, m *meshServer, b *browser) {
 		waitJS(`document.getElementById('write-result').textContent.startsWith('✓')`, 10*time.Second),
 		waitJS(`(r => r && r.querySelector('.state').textContent.includes('pinned'))(document.querySelector('tr[data-version="`+older+`"]'))`, 5*time.Second))
 	result = text(t, b, "#write-result")
-	if st := m.srv.Status(); st.Pin != older || st.Version != older {
-		t.Fatalf("after pin in the UI (%q): pin %q serving %q, want %s", result, st.Pin, st.Version, older)
+	if st := m.srv.Status(); st.Pin != older || st.Version != older || st.PinnedBy != "server token" {
+		t.Fatalf("after pin in the UI (%q): pin %q by %q serving %q, want %s by the server token", result, st.Pin, st.PinnedBy, st.Version, older)
+	}
+	// Who pinned: the token's kind, never the token.
+	if state := text(t, b, `tr[data-version="`+older+`"] .state`); !strings.Contains(state, "pinned by server token") || strings.Contains(state, testToken) {
+		t.Errorf("the pinned version's state: %q, want who pinned it", state)
 	}
 	// The token is kept for the tab: a reload still writes.
 	b.run(t, 20*time.Second, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("button.unpin")), chromedp.Click(chromedp.CSS("button.unpin")),

@@ -10,6 +10,11 @@
 //     views the API does not have are JSON routes under /ui/api/, computed from the snapshots
 //     the server keeps: every verdict comes from mesh.Authorize (the one evaluator), and a diff
 //     between two versions is review.Review's report, the same code path as mesh review.
+//   - Catalog health is the catalog's own: the overview's counts are catalog.Summarize's (the
+//     code of GET /v1/catalog/summary) over the catalog the server holds, pushed on the event
+//     stream at each change of the catalog or of the snapshot served; an instance's health word
+//     is catalog.Instance.Status, the one EDS is rendered from. Health is always written as a
+//     word with a symbol, never as a colour alone.
 //   - The UI holds no credentials of its own: writes (pin, unpin) go to the API's write routes
 //     with the token the user typed, kept in the browser's sessionStorage; without one the UI
 //     refuses to send the write, and the server refuses it too.
@@ -46,9 +51,8 @@ type Source interface {
 type Options struct {
 	// Repo is the repository the server follows; when it is on a known forge, commits link there.
 	Repo string
-	// API is the server's HTTP API; the UI asks it (in process) which optional routes exist,
-	// such as the catalog's. Nil: none.
-	API http.Handler
+	// Catalog is the server's live catalog. Nil: the server has none, and the pages say so.
+	Catalog Catalog
 	// Stop, when closed, ends the event streams (GET /ui/api/events), so that the HTTP server
 	// can shut down without waiting for the browsers to go away.
 	Stop <-chan struct{}
@@ -128,6 +132,7 @@ func Handler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /ui/api/snapshots/{version}/matrix", u.handleMatrix)
 	mux.HandleFunc("GET /ui/api/snapshots/{version}/services/{name}", u.handleService)
 	mux.HandleFunc("GET /ui/api/diff", u.handleDiff)
+	mux.HandleFunc("GET /ui/api/services/{name}/instances", u.handleInstances)
 	return secure(mux)
 }
 

@@ -65,6 +65,17 @@ var mesh = (function () {
     return el("span", { class: "badge s-" + (s || "").toLowerCase() }, [sym + " " + s]);
   }
 
+  // healthBadge renders a health word (passing, warning, critical, or a Git endpoint's unchecked,
+  // pending, elsewhere) with a symbol, never colour alone.
+  function healthBadge(h) {
+    var sym = { passing: "✓", warning: "!", critical: "✗", unchecked: "–", pending: "…", elsewhere: "↗" }[h] || "?";
+    return el("span", { class: "badge h-" + h, "data-health": h }, [sym + " " + h]);
+  }
+
+  function undeclaredBadge() {
+    return el("span", { class: "badge undeclared", title: "Git does not declare this service: its instances are routed to nobody" }, ["⚠ undeclared"]);
+  }
+
   function short(sha) { return (sha || "").slice(0, 12); }
 
   var info = null;
@@ -115,7 +126,7 @@ var mesh = (function () {
 
   return {
     getJSON: getJSON, write: write, el: el, clear: clear, verdictBadge: verdictBadge,
-    syncBadge: syncBadge, short: short, commitLink: commitLink, serviceLink: serviceLink,
+    syncBadge: syncBadge, healthBadge: healthBadge, undeclaredBadge: undeclaredBadge, short: short, commitLink: commitLink, serviceLink: serviceLink,
     showError: showError, info: getInfo
   };
 })();

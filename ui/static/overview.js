@@ -1,4 +1,5 @@
-// Overview: /v1/status and /v1/proxies, refreshed on every "served" server-sent event.
+// Overview: /v1/status and /v1/proxies, refreshed on every "served" server-sent event; the
+// catalog's health counts from every "catalog" event.
 "use strict";
 (function () {
   var m = mesh, el = m.el;
@@ -50,29 +51,35 @@
     if (other) { ul.appendChild(el("li", { text: other + " on another version" })); }
   }
 
-  function renderCatalog() {
-    return m.getJSON("/v1/catalog/services").then(function (svcs) {
-      var names = Object.keys(svcs || {}).slice(0, 100);
-      return Promise.all(names.map(function (n) { return m.getJSON("/v1/health/service/" + encodeURIComponent(n)); }))
-        .then(function (all) {
-          var c = { passing: 0, warning: 0, critical: 0 };
-          all.forEach(function (entries) {
-            (entries || []).forEach(function (e) {
-              var worst = "passing";
-              (e.Checks || []).forEach(function (ch) {
-                if (ch.Status === "critical" || (ch.Status === "warning" && worst === "passing")) { worst = ch.Status; }
-              });
-              c[worst] = (c[worst] || 0) + 1;
-            });
-          });
-          var ul = m.clear(document.getElementById("catalog-counts"));
-          ul.appendChild(el("li", { text: Object.keys(svcs || {}).length + " services registered" }));
-          ul.appendChild(el("li", { text: "✓ passing " + c.passing }));
-          ul.appendChild(el("li", { text: "! warning " + c.warning }));
-          ul.appendChild(el("li", { text: "✗ critical " + c.critical }));
-          document.getElementById("catalog").hidden = false;
-        });
+  // renderCatalog shows the catalog's summary (catalog.Summarize, as GET /v1/catalog/summary
+  // answers it) that the event stream sends at once and at each change.
+  function renderCatalog(sum) {
+    var c = { passing: 0, warning: 0, critical: 0 }, undeclared = [];
+    (sum.services || []).forEach(function (s) {
+      c.passing += s.passing; c.warning += s.warning; c.critical += s.critical;
+      if (s.undeclared) { undeclared.push(s); }
     });
+    var ul = m.clear(document.getElementById("catalog-counts"));
+    ul.appendChild(el("li", { id: "cat-services" }, [(sum.services || []).length + " services with instances"]));
+    [["passing", "✓"], ["warning", "!"], ["critical", "✗"]].forEach(function (k) {
+      ul.appendChild(el("li", { id: "cat-" + k[0], "data-count": String(c[k[0]]) },
+        [m.healthBadge(k[0]), " " + c[k[0]] + " instance" + (c[k[0]] === 1 ? "" : "s")]));
+    });
+    ul.appendChild(el("li", { id: "cat-nodes" }, [sum.nodes + " node" + (sum.nodes === 1 ? "" : "s") +
+      (sum.criticalNodes ? ", " + sum.criticalNodes + " not syncing" : "")]));
+    var box = m.clear(document.getElementById("catalog-undeclared"));
+    if (undeclared.length) {
+      box.appendChild(el("p", { text: "Registered but not declared in Git (listed, routed to nobody):" }));
+      var list = el("ul", { id: "undeclared-list" });
+      undeclared.forEach(function (s) {
+        list.appendChild(el("li", { "data-service": s.name }, [m.undeclaredBadge(), " ", m.serviceLink(s.name),
+          " · " + (s.passing + s.warning + s.critical) + " instance(s)"]));
+      });
+      box.appendChild(list);
+    }
+    var sec = document.getElementById("catalog");
+    sec.dataset.index = String(sum.index);
+    sec.hidden = false;
   }
 
   function refresh() {
@@ -84,10 +91,17 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     refresh();
-    m.info().then(function (i) { if (i.catalog) { return renderCatalog(); } }).catch(m.showError);
+    m.info().then(function (i) {
+      if (!i.catalog) {
+        var sec = document.getElementById("catalog");
+        m.clear(document.getElementById("catalog-counts")).appendChild(el("li", { text: "this server has no catalog" }));
+        sec.hidden = false;
+      }
+    }).catch(m.showError);
     var live = document.getElementById("live");
     var es = new EventSource("/ui/api/events");
     es.addEventListener("served", function () { live.textContent = "connected"; refresh(); });
+    es.addEventListener("catalog", function (e) { renderCatalog(JSON.parse(e.data)); });
     es.onerror = function () { live.textContent = "reconnecting…"; };
     // A failed commit or a pin changes the status without a new snapshot being served, and
     // proxies change sync state on their own: poll those (the status often, the cluster-wide

@@ -57,14 +57,64 @@
         el("td", {}, [el("code", { text: i.position || "—" })])]));
     });
     chain(v.chain);
-    var inst = m.clear(document.getElementById("svc-inst"));
-    (s.endpoints || []).forEach(function (e) {
-      inst.appendChild(el("tr", {}, [el("td", {}, [el("code", { text: e.address + ":" + e.port })]), el("td", { text: e.datacenter }),
-        el("td", { text: JSON.stringify(e.meta || {}) })]));
-    });
     var hc = s.healthCheck;
-    document.getElementById("svc-health").textContent = hc ? "health check: " + (hc.http ? "HTTP " + hc.http : hc.grpc ? "gRPC " + hc.grpc : "TCP") +
-      " every " + hc.interval + ", timeout " + hc.timeout : "no health check declared";
+    document.getElementById("svc-health").textContent = hc ? "health check (run by the servers on the endpoints of their datacenter): " +
+      (hc.http ? "HTTP " + hc.http : hc.grpc ? "gRPC " + hc.grpc : "TCP") + " every " + hc.interval + ", timeout " + hc.timeout :
+      "no health check declared: Git's endpoints are routed to as healthy";
+  }
+
+  // instances shows /ui/api/services/{name}/instances: the catalog's instances with their
+  // health and every check's status, and Git's endpoints with the health the servers recorded.
+  function instances(v) {
+    var tb = m.clear(document.getElementById("svc-catalog"));
+    v.instances.forEach(function (i) {
+      var checks = el("ul", { class: "checks" });
+      i.checks.forEach(function (c) {
+        checks.appendChild(el("li", { "data-check": c.id }, [m.healthBadge(c.status), " " + (c.name || c.id) + " (" + c.type + ")"]));
+      });
+      if (i.nodeHealth === "critical") { checks.appendChild(el("li", {}, [m.healthBadge("critical"), " node " + i.node + " stopped syncing"])); }
+      if (!checks.firstChild) { checks.appendChild(el("li", { class: "muted", text: "no checks" })); }
+      tb.appendChild(el("tr", { "data-instance": i.id, "data-health": i.status, class: v.declared ? "" : "undeclared-row" }, [
+        el("td", {}, [el("code", { text: i.id })]), el("td", { text: i.node }),
+        el("td", {}, [el("code", { text: i.address + ":" + i.port })]),
+        el("td", { class: "health" }, [m.healthBadge(i.status)]), el("td", {}, [checks])]));
+    });
+    if (!tb.firstChild) { tb.appendChild(el("tr", {}, [el("td", { colspan: 5, class: "muted", text: "no instance registered" })])); }
+    var gt = m.clear(document.getElementById("svc-inst"));
+    v.endpoints.forEach(function (e) {
+      gt.appendChild(el("tr", { "data-endpoint": e.address + ":" + e.port, "data-health": e.health }, [
+        el("td", {}, [el("code", { text: e.address + ":" + e.port })]), el("td", { text: e.datacenter }),
+        el("td", { text: JSON.stringify(e.meta || {}) }), el("td", { class: "health" }, [m.healthBadge(e.health)])]));
+    });
+    if (!gt.firstChild) { gt.appendChild(el("tr", {}, [el("td", { colspan: 4, class: "muted", text: v.declared ? "none in Git" : "not declared in Git" })])); }
+    var flag = document.getElementById("svc-undeclared");
+    flag.hidden = v.declared;
+    if (!v.declared) {
+      m.clear(flag).appendChild(el("span", {}, [m.undeclaredBadge(), " Git does not declare " + name +
+        ": its instances are listed here and routed to nobody until a commit declares it."]));
+    }
+    document.getElementById("svc-catalog").dataset.index = String(v.index);
+  }
+
+  // undeclared fills the facts of a service that only the catalog knows.
+  function undeclared() {
+    var dl = m.clear(document.getElementById("svc-facts"));
+    dl.appendChild(el("dt", { text: "Declared in Git" }));
+    dl.appendChild(el("dd", {}, [m.undeclaredBadge(), " no: not in the served snapshot"]));
+    ["svc-up", "svc-down", "svc-in"].forEach(function (id) {
+      var tb = m.clear(document.getElementById(id));
+      tb.appendChild(el("tr", {}, [el("td", { colspan: 5, class: "muted", text: "none: the service is not declared" })]));
+    });
+    m.clear(document.getElementById("svc-chain")).appendChild(el("p", { class: "muted", text: "no chain: nobody routes to it" }));
+  }
+
+  var shown = "";
+  function loadInstances() {
+    return m.getJSON("/ui/api/services/" + encodeURIComponent(name) + "/instances").then(function (v) {
+      var key = v.index + "@" + v.version;
+      if (key !== shown) { shown = key; instances(v); }
+      return v;
+    });
   }
 
   function proxies(view) {
@@ -77,28 +127,20 @@
     if (!tb.firstChild) { tb.appendChild(el("tr", {}, [el("td", { colspan: 3, class: "muted", text: "no proxy connected" })])); }
   }
 
-  // catalog lists the instances registered in the catalog (when the server has one) with the
-  // worst status of their checks, after the instances declared in Git.
-  function catalog(entries) {
-    var inst = document.getElementById("svc-inst");
-    (entries || []).forEach(function (e) {
-      var worst = "passing";
-      (e.Checks || []).forEach(function (c) {
-        if (c.Status === "critical" || (c.Status === "warning" && worst === "passing")) { worst = c.Status; }
-      });
-      var sym = { passing: "✓", warning: "!", critical: "✗" }[worst] || "?";
-      var svc = e.Service || {};
-      inst.appendChild(el("tr", {}, [el("td", {}, [el("code", { text: (svc.Address || (e.Node || {}).Address || "") + ":" + (svc.Port || "") })]),
-        el("td", { text: (e.Node || {}).Datacenter || "" }), el("td", { text: "catalog: " + sym + " " + worst })]));
-    });
-  }
-
   document.addEventListener("DOMContentLoaded", function () {
-    m.getJSON("/ui/api/snapshots/served/services/" + encodeURIComponent(name)).then(function (v) {
-      render(v);
-      return m.info();
-    }).then(function (i) {
-      if (i.catalog) { return m.getJSON("/v1/health/service/" + encodeURIComponent(name)).then(catalog); }
+    var view = "/ui/api/snapshots/served/services/" + encodeURIComponent(name);
+    m.info().then(function (i) {
+      if (!i.catalog) {
+        m.clear(document.getElementById("svc-catalog")).appendChild(el("tr", {}, [el("td", { colspan: 5, class: "muted", text: "this server has no catalog" })]));
+        return m.getJSON(view).then(render);
+      }
+      // The catalog first: a service only the catalog knows has no view in the snapshot.
+      return loadInstances().then(function (v) {
+        var es = new EventSource("/ui/api/events");
+        es.addEventListener("catalog", function () { loadInstances().catch(m.showError); });
+        if (!v.declared) { undeclared(); return; }
+        return m.getJSON(view).then(render);
+      });
     }).catch(m.showError);
     m.getJSON("/v1/proxies").then(proxies).catch(m.showError);
   });

@@ -22,7 +22,7 @@
     list.forEach(function (s) {
       var state = [];
       if (s.served) { state.push("▶ served"); }
-      if (s.pinned) { state.push("📌 pinned"); }
+      if (s.pinned) { state.push("📌 pinned" + (s.pinnedBy ? " by " + s.pinnedBy : "") + (s.pinnedAt ? " at " + s.pinnedAt : "")); }
       if (s.forced) { state.push("force-pushed"); }
       var btn = s.pinned
         ? el("button", { type: "button", class: "unpin", "data-version": s.version, text: "Unpin" })

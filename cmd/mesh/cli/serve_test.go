@@ -114,7 +114,7 @@ services: web: {protocol: "http", port: `+port+`}
 	if code, out, errOut := run("pin", old, "--token-file", tok); code != 0 {
 		t.Fatalf("pin: exit %d %s %s", code, out, errOut)
 	}
-	if _, out, _ := run("status"); !strings.Contains(out, "pinned:   "+old) || !strings.Contains(out, "version:  "+old) {
+	if _, out, _ := run("status"); !strings.Contains(out, "pinned:   "+old) || !strings.Contains(out, "version:  "+old) || !strings.Contains(out, "by server token at ") {
 		t.Errorf("status while pinned:\n%s", out)
 	}
 	if code, _, errOut := run("unpin", "--token-file", tok); code != 0 {

@@ -67,6 +67,9 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 	}
 	if st.Pin != "" {
 		fmt.Fprintf(w, "pinned:   %s (mesh unpin to follow Git again)\n", st.Pin)
+		if st.PinnedBy != "" {
+			fmt.Fprintf(w, "          by %s at %s\n", st.PinnedBy, st.PinnedAt.Format(time.RFC3339))
+		}
 		if st.Head != nil {
 			fmt.Fprintf(w, "head:     %s %s\n", st.Head.Version, st.Head.Commit)
 		}
