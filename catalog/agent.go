@@ -38,6 +38,9 @@ type AgentConfig struct {
 	DefaultCheck func(ctx context.Context, service string) (*mesh.HealthCheck, error)
 	// Prober runs the HTTP, TCP and gRPC checks (and limits where they may connect).
 	Prober Prober
+	// DataDir, when set, keeps the instances registered through Register across restarts
+	// (see Restore). Optional.
+	DataDir string
 }
 
 // Agent is the catalog's view from one node: the instances registered on it, their checks
@@ -56,6 +59,14 @@ type Agent struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	kick     chan struct{}
+	store    *store               // nil until Restore
+	files    map[string]*fileLock // per instance ID: one write of its file at a time
+}
+
+// fileLock serializes the writes of one instance's file, outside a.mu (they fsync).
+type fileLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 type localService struct {
@@ -64,6 +75,7 @@ type localService struct {
 	cancel  context.CancelFunc
 	ttl     map[string]*time.Timer // TTL checks' expiry
 	pending bool                   // a transition failed to reach the servers
+	kept    *Instance              // as registered through the API, kept in the data directory; nil if not kept
 }
 
 // NewAgent returns an agent; Run starts its anti-entropy loop.
@@ -74,7 +86,8 @@ func NewAgent(cfg AgentConfig) *Agent {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log.With("component", "catalog-agent"), services: map[string]*localService{}, pending: map[string]int{}, kick: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: cfg.Log.With("component", "catalog-agent"), services: map[string]*localService{}, pending: map[string]int{}, kick: make(chan struct{}, 1),
+		files: map[string]*fileLock{}}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	return a
 }
@@ -87,9 +100,15 @@ func (a *Agent) node() *Node {
 }
 
 // Register registers in on this node with token: the servers must accept it first. Its checks
-// start running; an instance of the same ID is replaced.
+// start running; an instance of the same ID is replaced. Once Restore has opened the data
+// directory, the registration is kept there until Deregister.
 func (a *Agent) Register(ctx context.Context, token string, in *Instance) error {
+	return a.register(ctx, token, in, true)
+}
+
+func (a *Agent) register(ctx context.Context, token string, in *Instance, persist bool) error {
 	in = in.clone()
+	asGiven := in.clone() // what is kept on disk: Git's default check is looked up again
 	in.Node = a.cfg.Node
 	if in.Address == "" {
 		in.Address = a.cfg.Address
@@ -119,20 +138,29 @@ func (a *Agent) Register(ctx context.Context, token string, in *Instance) error 
 	a.mu.Unlock()
 	err := a.cfg.Submit(ctx, token, Command{Op: OpRegister, Node: a.node(), Instance: in})
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.pending[in.ID]--; a.pending[in.ID] == 0 {
 		delete(a.pending, in.ID)
 	}
 	if err != nil {
+		a.mu.Unlock()
 		return err
 	}
 	if old := a.services[in.ID]; old != nil {
 		old.stop()
 	}
 	ls := &localService{inst: in, token: token, ttl: map[string]*time.Timer{}}
+	if persist {
+		ls.kept = asGiven
+	}
 	a.services[in.ID] = ls
 	a.start(ls)
+	a.mu.Unlock()
 	a.log.Info("instance registered", "id", in.ID, "service", in.Service, "address", in.Address, "port", in.Port, "checks", len(in.Checks))
+	if err := a.writeFile(in.ID); err != nil {
+		// Registered on the servers but not kept: say so, as the next restart would lose it.
+		a.log.Error("keep the registration in the data directory", "id", in.ID, "err", err)
+		return fmt.Errorf("registered, but not kept across restarts: %w", err)
+	}
 	return nil
 }
 
@@ -172,12 +200,16 @@ func (a *Agent) Deregister(ctx context.Context, token, id string) error {
 		return err
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.services[id] == ls {
 		ls.stop()
 		delete(a.services, id)
 	}
+	a.mu.Unlock()
 	a.log.Info("instance deregistered", "id", id, "service", ls.inst.Service)
+	if err := a.writeFile(id); err != nil {
+		a.log.Error("remove the registration from the data directory", "id", id, "err", err)
+		return fmt.Errorf("deregistered, but still in the data directory: %w", err)
+	}
 	return nil
 }
 
@@ -436,11 +468,16 @@ func IsRefusal(err error) bool {
 
 // RegisterRetrying registers in like Register, retrying while the servers cannot be reached,
 // until it succeeds, they refuse it, or ctx ends. It is how an agent registers the definitions
-// of its configuration directory at start.
+// of its configuration directory at start; they are not kept in the data directory (the
+// configuration directory is their record).
 func (a *Agent) RegisterRetrying(ctx context.Context, token string, in *Instance) error {
+	return a.registerRetrying(ctx, token, in, false)
+}
+
+func (a *Agent) registerRetrying(ctx context.Context, token string, in *Instance, persist bool) error {
 	wait := 100 * time.Millisecond
 	for {
-		err := a.Register(ctx, token, in)
+		err := a.register(ctx, token, in, persist)
 		if err == nil || IsRefusal(err) || ctx.Err() != nil {
 			return err
 		}
@@ -451,5 +488,104 @@ func (a *Agent) RegisterRetrying(ctx context.Context, token string, in *Instance
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// writeFile makes instance id's file in the data directory (if there is one) say what the
+// agent holds now: its registration if it is kept, else no file. Writes of one ID take turns
+// and each writes the state current when its turn comes, so the last one leaves the latest;
+// other IDs, and everything else the agent does, do not wait for the disk.
+func (a *Agent) writeFile(id string) error {
+	a.mu.Lock()
+	st := a.store
+	if st == nil {
+		a.mu.Unlock()
+		return nil
+	}
+	l := a.files[id]
+	if l == nil {
+		l = &fileLock{}
+		a.files[id] = l
+	}
+	l.refs++
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(a.files, id)
+		}
+		a.mu.Unlock()
+	}()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a.mu.Lock()
+	var token string
+	var kept *Instance
+	if ls := a.services[id]; ls != nil {
+		token, kept = ls.token, ls.kept
+	}
+	a.mu.Unlock()
+	if kept == nil {
+		return st.remove(id)
+	}
+	return st.save(token, kept)
+}
+
+// Restore opens the data directory (AgentConfig.DataDir; nothing to do without one) and
+// registers again, in the background, every instance registered through Register before the
+// agent stopped, with the token it was registered with, retrying while the servers cannot be
+// reached. Until each is registered again, syncs keep it on the servers; one the servers refuse
+// now (a revoked token) is dropped with a warning. It returns an error if the directory
+// cannot be read; call it before the agent serves its API.
+func (a *Agent) Restore(ctx context.Context) error {
+	if a.cfg.DataDir == "" {
+		return nil
+	}
+	st, err := openStore(a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	kept, err := st.load()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.store = st
+	for _, p := range kept {
+		a.pending[p.Instance.ID]++
+	}
+	a.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(a.ctx, cancel) // Close ends the retries
+	var restoring sync.WaitGroup
+	for _, p := range kept {
+		a.wg.Add(1)
+		restoring.Add(1)
+		go func() {
+			defer a.wg.Done()
+			defer restoring.Done()
+			defer a.unpend(p.Instance.ID)
+			err := a.registerRetrying(ctx, p.Token, p.Instance, true)
+			switch {
+			case err == nil:
+				a.log.Info("registration restored from the data directory", "id", p.Instance.ID, "service", p.Instance.Service)
+			case IsRefusal(err):
+				a.log.Warn("the servers refuse a kept registration now; dropping it", "id", p.Instance.ID, "err", err)
+				if err := a.writeFile(p.Instance.ID); err != nil {
+					a.log.Error("remove the registration from the data directory", "id", p.Instance.ID, "err", err)
+				}
+			}
+		}()
+	}
+	go func() { restoring.Wait(); stop(); cancel() }()
+	a.log.Info("data directory opened", "dir", a.cfg.DataDir, "registrations", len(kept))
+	return nil
+}
+
+func (a *Agent) unpend(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pending[id]--; a.pending[id] <= 0 {
+		delete(a.pending, id)
 	}
 }

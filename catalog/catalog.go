@@ -21,6 +21,11 @@
 //     failing with a different message each time writes nothing.
 //   - An instance with any critical check, or on a node that stopped syncing, is critical;
 //     otherwise one with a warning check is warning; otherwise passing.
+//   - Commands committed concurrently on the leader may share one Raft entry (Batcher,
+//     State.ApplyBatch): each is applied in order, as if alone, and gets its own result.
+//   - An agent with a data directory keeps the instances registered through its API across
+//     restarts and crashes (atomic, owner-only files) and registers them again at start, before
+//     any sync of its could remove them from the servers.
 package catalog
 
 import (

@@ -198,9 +198,9 @@ func (s *Server) Submit(ctx context.Context, token string, c Command) error {
 			return err
 		}
 	}
-	if ns, err := st.Apply(st.Index()+1, c); err != nil {
+	if changes, err := st.Changes(c); err != nil {
 		return err
-	} else if ns == st {
+	} else if !changes {
 		return nil // changes nothing: no Raft write
 	}
 	return s.cfg.Commit(ctx, c)

@@ -21,7 +21,7 @@ const (
 	OpStaticHealth   = "static-health"   // ID (StaticKey), Status: a Git endpoint's check ("" forgets it)
 )
 
-// Command is one change of the catalog, replicated as one Raft entry.
+// Command is one change of the catalog, replicated as a Raft entry (alone, or in a batch).
 type Command struct {
 	Op       string    `json:"op"`
 	Node     *Node     `json:"node,omitempty"`
@@ -52,6 +52,69 @@ type State struct {
 	services map[string]*serviceEntry        // by service name
 	byNode   map[string]map[string]*Instance // node name → instance ID → instance
 	static   map[string]string               // StaticKey → status of a Git endpoint's check
+	own      *owned                          // nil but inside ApplyBatch
+}
+
+// owned records which maps of the state ApplyBatch is building were copied during the batch,
+// and so are referenced by no other State: the batch's later commands change them in place
+// instead of copying them again (a thousand services are not copied a thousand times). Outside
+// a batch (own nil), every change copies what it changes.
+type owned struct {
+	services, byNode bool
+	entries          map[string]bool // services whose entry, and its instances map, were made in the batch
+	nodeMaps         map[string]bool // nodes whose byNode map was made in the batch
+}
+
+// mutServices makes ns.services ns's own.
+func (ns *State) mutServices() {
+	if ns.own != nil && ns.own.services {
+		return
+	}
+	ns.services = maps.Clone(ns.services)
+	if ns.own != nil {
+		ns.own.services = true
+	}
+}
+
+// mutEntry returns service's entry in ns, ns's own (its instances map too), at index.
+func (ns *State) mutEntry(index uint64, service string) *serviceEntry {
+	ns.mutServices()
+	old := ns.services[service]
+	if ns.own != nil && ns.own.entries[service] && old != nil {
+		old.index = index
+		return old
+	}
+	e := &serviceEntry{index: index, instances: map[string]*Instance{}}
+	if old != nil {
+		e.instances = maps.Clone(old.instances)
+	}
+	ns.services[service] = e
+	if ns.own != nil {
+		ns.own.entries[service] = true
+	}
+	return e
+}
+
+// mutNodeMap returns node's map of instances in ns, ns's own.
+func (ns *State) mutNodeMap(node string) map[string]*Instance {
+	if ns.own == nil || !ns.own.byNode {
+		ns.byNode = maps.Clone(ns.byNode)
+		if ns.own != nil {
+			ns.own.byNode = true
+		}
+	}
+	m := ns.byNode[node]
+	if ns.own == nil || !ns.own.nodeMaps[node] || m == nil {
+		m = maps.Clone(m)
+		if m == nil {
+			m = map[string]*Instance{}
+		}
+		ns.byNode[node] = m
+		if ns.own != nil {
+			ns.own.nodeMaps[node] = true
+		}
+	}
+	return m
 }
 
 type serviceEntry struct {
@@ -116,7 +179,7 @@ func validStatus(st string) bool {
 }
 
 func (s *State) clone(index uint64) *State {
-	return &State{index: index, nodes: s.nodes, services: s.services, byNode: s.byNode, static: s.static}
+	return &State{index: index, nodes: s.nodes, services: s.services, byNode: s.byNode, static: s.static, own: s.own}
 }
 
 func (s *State) register(index uint64, c Command) (*State, error) {
@@ -193,35 +256,24 @@ func (s *State) CheckOwner(node, checkID string) *Instance {
 
 // putInstance adds or replaces in; ns is a fresh clone whose maps are still shared.
 func (ns *State) putInstance(index uint64, in *Instance) {
-	ns.services = maps.Clone(ns.services)
-	e := &serviceEntry{index: index, instances: map[string]*Instance{}}
-	if old := ns.services[in.Service]; old != nil {
-		e.instances = maps.Clone(old.instances)
-	}
-	e.instances[instanceKey(in.Node, in.ID)] = in
-	ns.services[in.Service] = e
-	ns.byNode = maps.Clone(ns.byNode)
-	m := maps.Clone(ns.byNode[in.Node])
-	if m == nil {
-		m = map[string]*Instance{}
-	}
-	m[in.ID] = in
-	ns.byNode[in.Node] = m
+	ns.mutEntry(index, in.Service).instances[instanceKey(in.Node, in.ID)] = in
+	ns.mutNodeMap(in.Node)[in.ID] = in
 }
 
 func (ns *State) removeFromService(index uint64, in *Instance) {
-	ns.services = maps.Clone(ns.services)
 	old := ns.services[in.Service]
 	if old == nil {
 		return
 	}
 	if len(old.instances) == 1 {
+		ns.mutServices()
 		delete(ns.services, in.Service)
+		if ns.own != nil {
+			delete(ns.own.entries, in.Service)
+		}
 		return
 	}
-	e := &serviceEntry{index: index, instances: maps.Clone(old.instances)}
-	delete(e.instances, instanceKey(in.Node, in.ID))
-	ns.services[in.Service] = e
+	delete(ns.mutEntry(index, in.Service).instances, instanceKey(in.Node, in.ID))
 }
 
 func (s *State) deregister(index uint64, node, id string) *State {
@@ -231,17 +283,36 @@ func (s *State) deregister(index uint64, node, id string) *State {
 	}
 	ns := s.clone(index)
 	ns.removeFromService(index, in)
-	ns.byNode = maps.Clone(s.byNode)
-	m := maps.Clone(s.byNode[node])
-	delete(m, id)
-	ns.byNode[node] = m
+	delete(ns.mutNodeMap(node), id)
 	return ns
 }
 
-func (s *State) setCheck(index uint64, node, checkID, status string) (*State, error) {
+// Changes reports whether c would change s, and the error Apply would return, without
+// building the new state where that is cheap to tell (a check's status: the common command).
+func (s *State) Changes(c Command) (bool, error) {
+	if c.Op == OpCheck && validStatus(c.Status) {
+		in, err := s.checkOwner(c.NodeName, c.ID)
+		if err != nil {
+			return false, err
+		}
+		return in.check(c.ID).Status != c.Status, nil
+	}
+	ns, err := s.Apply(s.Index()+1, c)
+	return err == nil && ns != s, err
+}
+
+func (s *State) checkOwner(node, checkID string) (*Instance, error) {
 	in := s.CheckOwner(node, checkID)
 	if in == nil {
 		return nil, fmt.Errorf("%w: check %q on node %q", ErrNotFound, checkID, node)
+	}
+	return in, nil
+}
+
+func (s *State) setCheck(index uint64, node, checkID, status string) (*State, error) {
+	in, err := s.checkOwner(node, checkID)
+	if err != nil {
+		return nil, err
 	}
 	if in.check(checkID).Status == status {
 		return s, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	mesh "github.com/meshgit/mesh"
@@ -23,13 +24,19 @@ func (s *Server) openCatalog() {
 		State:    func() *catalog.State { return s.fsm.state().catalog },
 		Watch:    s.fsm.watch,
 		IsLeader: s.IsLeader,
-		Commit: func(ctx context.Context, c catalog.Command) error {
-			err := s.apply(cmdCatalog, c, nil)
+		// Concurrent commands share Raft entries (each keeps its own result).
+		Commit: catalog.NewBatcher(func(_ context.Context, cs []catalog.Command) ([]error, error) {
+			errs, err := s.applyCatalogBatch(cs)
 			if errors.Is(err, ErrNotLeader) {
-				return fmt.Errorf("%w: %v", catalog.ErrUnavailable, err)
+				return nil, fmt.Errorf("%w: %v", catalog.ErrUnavailable, err)
 			}
-			return err
-		},
+			for i, e := range errs {
+				if errors.Is(e, ErrNotLeader) {
+					errs[i] = fmt.Errorf("%w: %v", catalog.ErrUnavailable, e)
+				}
+			}
+			return errs, err
+		}, 0).Commit,
 		Forward:   s.forwardCatalog,
 		Authorize: s.authorizeCatalog,
 		Declared: func(name string) bool {
@@ -57,6 +64,7 @@ func (s *Server) openCatalog() {
 		Submit: s.cat.Submit, Authorize: s.authorizeCatalog, Log: s.log,
 		DefaultCheck: func(_ context.Context, service string) (*mesh.HealthCheck, error) { return s.gitCheck(service), nil },
 		Prober:       catalog.Prober{Allow: s.cfg.CheckAllow},
+		DataDir:      filepath.Join(s.cfg.DataDir, "catalog-agent"), // its registrations outlive a restart
 	})
 }
 

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,14 +36,14 @@ type edsStream struct {
 	lastAck  time.Time
 }
 
-func (e *edsStream) run(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, ready *sync.WaitGroup) {
+func (e *edsStream) run(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, ready *sync.WaitGroup) error {
 	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType} {
 		if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
-			b.Fatal(err)
+			return err
 		}
 	}
 	go func() {
@@ -82,6 +80,7 @@ func (e *edsStream) run(b *testing.B, ctx context.Context, cc *grpc.ClientConn, 
 			}
 		}
 	}()
+	return nil
 }
 
 func (e *edsStream) acks() (int, time.Time) {
@@ -92,6 +91,7 @@ func (e *edsStream) acks() (int, time.Time) {
 
 type catalogBench struct {
 	s       *Server
+	xdsAddr string
 	nodeOf  map[string]string // check ID → node
 	streams []*edsStream
 	names   []string // services
@@ -119,7 +119,7 @@ func setupCatalogBench(b *testing.B, services, perService, streams int) *catalog
 	s := startServer(b, cfg)
 	waitFor(b, 5*time.Minute, "the snapshot", func() bool { return s.Served() != nil && s.IsLeader() })
 	snap := s.Served()
-	cb := &catalogBench{s: s}
+	cb := &catalogBench{s: s, xdsAddr: xdsAddr}
 	for name := range snap.Services {
 		cb.names = append(cb.names, name)
 	}
@@ -161,28 +161,51 @@ func setupCatalogBench(b *testing.B, services, perService, streams int) *catalog
 	wg.Wait()
 	b.Logf("%s; %d instances registered through Raft in %v", stats, len(cb.names)*perService, time.Since(start).Round(time.Millisecond))
 
-	conns := make([]*grpc.ClientConn, 8)
-	for i := range conns {
-		cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { cc.Close() })
-		conns[i] = cc
+	if streams == 0 {
+		return cb
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	var ready sync.WaitGroup
 	start = time.Now()
-	for i := range streams {
-		e := &edsStream{service: cb.names[i%len(cb.names)]}
-		ready.Add(1)
-		e.run(b, sctx, conns[i%len(conns)], &corev3.Node{Id: fmt.Sprintf("bench-%d", i), Cluster: e.service, UserAgentName: "envoy"}, &ready)
-		cb.streams = append(cb.streams, e)
+	var err2 error
+	if cb.streams, err2 = connectStreams(sctx, xdsAddr, cb.names, streams); err2 != nil {
+		b.Fatal(err2)
 	}
-	ready.Wait()
 	b.Logf("%d ADS streams have their first EDS after %v", streams, time.Since(start).Round(time.Millisecond))
 	return cb
+}
+
+// connectStreams connects n Envoy-shaped ADS streams to the xDS server at addr over 8
+// connections, one per service of names in turn, and returns once each has its first EDS (or
+// ctx ends: the connections close with it).
+func connectStreams(ctx context.Context, addr string, names []string, n int) ([]*edsStream, error) {
+	conns := make([]*grpc.ClientConn, 8)
+	for i := range conns {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		context.AfterFunc(ctx, func() { cc.Close() })
+		conns[i] = cc
+	}
+	var ready sync.WaitGroup
+	var out []*edsStream
+	for i := range n {
+		e := &edsStream{service: names[i%len(names)]}
+		ready.Add(1)
+		if err := e.run(ctx, conns[i%len(conns)], &corev3.Node{Id: fmt.Sprintf("bench-%d", i), Cluster: e.service, UserAgentName: "envoy"}, &ready); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	done := make(chan struct{})
+	go func() { ready.Wait(); close(done) }()
+	select {
+	case <-done:
+		return out, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // callers returns the streams whose EDS holds service.
@@ -296,81 +319,6 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func maxRSS() int64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Maxrss // KiB on Linux
-}
-
-// BenchmarkCatalogChurn: health flips of random instances at a target rate (1,000/s) for 10 s
-// ($MESH_BENCH_CHURN to change it)
-// with the streams of BenchmarkHealthFlip connected; reports the rate achieved, the Raft writes
-// per second, the CPU used (cores, the whole process: server and clients) and how long after
-// the last write every caller had ACKed (the backlog).
-func BenchmarkCatalogChurn(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("services=%d/instances=%d/streams=%d", n, 10*n, n), func(b *testing.B) { benchChurn(b, n) })
-	}
-}
-
-func benchChurn(b *testing.B, n int) {
-	cb := setupCatalogBench(b, n, 10, n)
-	const rate = 1000
-	dur := 10 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("MESH_BENCH_CHURN")); err == nil && d > 0 {
-		dur = d // the 60s: MESH_BENCH_CHURN=60s
-	}
-	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(3, 4))
-	for range b.N {
-		var writes atomic.Int64
-		cpu, rss, idx := cpuTime(), maxRSS(), cb.s.Catalog().Index()
-		start := time.Now()
-		tick := time.NewTicker(time.Second / 100)
-		var wg sync.WaitGroup
-		issued := 0
-		for time.Since(start) < dur {
-			<-tick.C
-			// As many as the rate asks for by now: a tick the machine dropped is made up for.
-			want := int(time.Since(start).Seconds() * rate)
-			for ; issued < want; issued++ {
-				name := cb.names[rng.IntN(len(cb.names))]
-				id := fmt.Sprintf("ttl:%s-%d", name, rng.IntN(10))
-				status := []string{catalog.StatusPassing, catalog.StatusCritical, catalog.StatusWarning}[rng.IntN(3)]
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if cb.s.cat.Submit(ctx, testToken, catalog.Command{Op: catalog.OpCheck, NodeName: cb.nodeOf[id], ID: id, Status: status}) == nil {
-						writes.Add(1)
-					}
-				}()
-			}
-		}
-		tick.Stop()
-		wg.Wait()
-		end := time.Now()
-		elapsed := end.Sub(start)
-		// Backlog: until the served snapshot reflects the last write.
-		last := cb.s.Catalog()
-		waitFor(b, time.Minute, "the publisher to catch up", func() bool {
-			cb.s.pub.mu.Lock()
-			defer cb.s.pub.mu.Unlock()
-			return cb.s.pub.catalog == last || cb.s.pub.catalog.Index() >= last.Index()
-		})
-		b.ReportMetric(float64(writes.Load())/elapsed.Seconds(), "changes/s")
-		b.ReportMetric(float64(cb.s.Catalog().Index()-idx)/elapsed.Seconds(), "raft-entries/s")
-		b.ReportMetric((cpuTime()-cpu).Seconds()/time.Since(start).Seconds(), "cores")
-		b.ReportMetric(float64(time.Since(end).Microseconds())/1000, "catch-up-ms")
-		b.ReportMetric(float64(maxRSS()-rss)/1024, "rss-growth-MiB")
-	}
 }
 
 // BenchmarkRegisterConsulAPI: registrations through the HTTP API with the real consul/api

@@ -11,7 +11,8 @@ import (
 
 // TestCatalogThreeServers: an instance registered through a follower is served by every server;
 // the leader is killed and the catalog survives, the dead server's own instances turning
-// critical within 3 sync intervals; the dead server restarts with the catalog from disk.
+// critical within 3 sync intervals; the dead server restarts with the catalog from disk and the
+// instances registered on it (its agent's data directory).
 func TestCatalogThreeServers(t *testing.T) {
 	repo := newTestRepo(t)
 	repo.commit(meshFiles(0), "v0", false)
@@ -74,10 +75,17 @@ func TestCatalogThreeServers(t *testing.T) {
 	waitFor(t, 10*time.Second, "the restarted server's catalog", func() bool {
 		return nodes[li].Catalog().Instance(nodes[fi].NodeID(), "api-f") != nil
 	})
-	// Its node syncs again; its agent is authoritative for it and lost what was registered on
-	// it (as a Consul agent without its data directory): that instance goes.
-	waitFor(t, 10*time.Second, "the restarted node to be passing again, without the instance it lost", func() bool {
+	// Its node syncs again; its agent is authoritative for it and kept what was registered on
+	// it in its data directory (as a Consul agent does): that instance is passing again, and
+	// stays through the following syncs.
+	restored := func() bool {
 		st := survivors[nl].Catalog()
-		return st.Node(deadID) != nil && st.Node(deadID).Health == catalog.StatusPassing && st.Instance(deadID, "api-l") == nil
-	})
+		in := st.Instance(deadID, "api-l")
+		return st.Node(deadID) != nil && st.Node(deadID).Health == catalog.StatusPassing && in != nil && in.Status(st.Node(deadID)) == catalog.StatusPassing
+	}
+	waitFor(t, 10*time.Second, "the restarted node to be passing again, with the instance registered on it", restored)
+	time.Sleep(3 * sync)
+	if !restored() {
+		t.Fatal("the restarted server's syncs removed the instance registered on it")
+	}
 }

@@ -287,3 +287,48 @@ func TestCatalogServedFromDisk(t *testing.T) {
 		t.Fatalf("right after the restart xDS serves api's endpoints %+v, want the warning instance", snap.Services["api"])
 	}
 }
+
+// TestCatalogBatchEntry: commands committed together as one Raft entry each get their own
+// result (a bad one refused, the others applied), and a server restarted on the same data
+// directory replays the entry to the same catalog.
+func TestCatalogBatchEntry(t *testing.T) {
+	repo := newTestRepo(t)
+	repo.commit(meshFiles(0), "v0", false)
+	cfg := testConfig(t, repo.bare, nodeOpts{})
+	s := startServer(t, cfg)
+	waitFor(t, 10*time.Second, "a leader", func() bool { return s.IsLeader() })
+	node := &catalog.Node{Name: "host-1", Address: "127.0.0.1"}
+	inst := func(id string) *catalog.Instance {
+		return &catalog.Instance{Node: "host-1", ID: id, Service: "api", Address: "127.0.0.1", Port: 9000, Weights: catalog.Weights{Passing: 1, Warning: 1},
+			Checks: []catalog.Check{{ID: "ttl:" + id, Name: "ttl", Type: catalog.CheckTTL, Status: catalog.StatusCritical, CheckDefinition: catalog.CheckDefinition{TTL: time.Hour}}}}
+	}
+	errs, err := s.applyCatalogBatch([]catalog.Command{
+		{Op: catalog.OpRegister, Node: node, Instance: inst("api-1")},
+		{Op: catalog.OpCheck, NodeName: "host-1", ID: "ttl:api-1", Status: "sideways"},
+		{Op: catalog.OpRegister, Node: node, Instance: inst("api-2")},
+		{Op: catalog.OpCheck, NodeName: "host-1", ID: "ttl:api-2", Status: catalog.StatusPassing},
+		{Op: catalog.OpCheck, NodeName: "host-1", ID: "ttl:nope", Status: catalog.StatusPassing},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 5 || errs[0] != nil || errs[1] == nil || errs[2] != nil || errs[3] != nil || errs[4] == nil {
+		t.Fatalf("results %v: want the bad status and the unknown check refused, the rest applied", errs)
+	}
+	check := func(st *catalog.State) {
+		t.Helper()
+		a1, a2 := st.Instance("host-1", "api-1"), st.Instance("host-1", "api-2")
+		if a1 == nil || a2 == nil || a1.Checks[0].Status != catalog.StatusCritical || a2.Checks[0].Status != catalog.StatusPassing {
+			t.Fatalf("catalog after the batch: %+v %+v", a1, a2)
+		}
+	}
+	check(s.Catalog())
+	before, _ := json.Marshal(s.Catalog())
+	s.Close(context.Background())
+	s = startServer(t, cfg)
+	waitFor(t, 10*time.Second, "the log replayed", func() bool { return s.Catalog().Instance("host-1", "api-2") != nil })
+	check(s.Catalog())
+	if after, _ := json.Marshal(s.Catalog()); string(after) != string(before) {
+		t.Fatalf("replayed catalog\n%s\nwant\n%s", after, before)
+	}
+}

@@ -115,7 +115,14 @@ const (
 	cmdCA           cmdType = 7 // header ca.Command
 	cmdCluster      cmdType = 8 // header clusterCmd
 	cmdCatalog      cmdType = 9 // header catalog.Command
+	// header []catalog.Command: commands committed together (catalog.Batcher), applied in
+	// order, each with its own result; the response is a catalogBatchResult.
+	cmdCatalogBatch cmdType = 10
 )
+
+// catalogBatchResult is the FSM's response to a cmdCatalogBatch entry: one error (or nil) per
+// command.
+type catalogBatchResult []error
 
 type clusterCmd struct {
 	ID string `json:"id"`
@@ -296,6 +303,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	old := f.state()
+	if t, h, _, err := decodeCommand(l.Data); err == nil && t == cmdCatalogBatch {
+		return f.applyCatalogBatch(old, l.Index, h)
+	}
 	ns, err := f.apply(old, l.Index, l.Data)
 	if err != nil {
 		f.setAt(old, l.Index) // the state is unchanged, the index moves
@@ -303,6 +313,25 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.setAt(ns, l.Index)
 	return nil
+}
+
+// applyCatalogBatch applies a cmdCatalogBatch entry: its commands in order, each with its own
+// result, as catalog.State.ApplyBatch does.
+func (f *fsm) applyCatalogBatch(old *state, index uint64, h []byte) any {
+	cs, err := catalog.DecodeBatch(h)
+	if err != nil {
+		f.setAt(old, index)
+		return fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	cat, errs := old.catalog.ApplyBatch(index, cs)
+	if cat == old.catalog {
+		f.setAt(old, index)
+	} else {
+		s := old.clone()
+		s.catalog = cat
+		f.setAt(s, index)
+	}
+	return catalogBatchResult(errs)
 }
 
 func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {

@@ -13,6 +13,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
+	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/internal/atomicfile"
 )
 
@@ -332,6 +333,32 @@ func (s *Server) apply(t cmdType, header any, blob []byte) error {
 		return err
 	}
 	return nil
+}
+
+// applyCatalogBatch commits cs as one Raft entry (one command alone as a cmdCatalog entry) and
+// returns each command's result.
+func (s *Server) applyCatalogBatch(cs []catalog.Command) ([]error, error) {
+	if len(cs) == 1 {
+		return []error{s.apply(cmdCatalog, cs[0], nil)}, nil
+	}
+	b, err := encodeCommand(cmdCatalogBatch, cs, nil)
+	if err != nil {
+		return nil, err
+	}
+	f := s.node.raft.Apply(b, applyTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, fmt.Errorf("raft apply: %w", err)
+	}
+	switch r := f.Response().(type) {
+	case catalogBatchResult:
+		return r, nil
+	case error:
+		return nil, r
+	}
+	return nil, fmt.Errorf("%w: no result for a catalog batch", ErrBadCommand)
 }
 
 // watchLeadership runs the leader's duties while this server leads, and stops them, waiting for

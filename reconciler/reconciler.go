@@ -379,6 +379,9 @@ func (s *Server) Open(ctx context.Context) (err error) {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	s.openCatalog()
+	if err := s.agent.Restore(s.bgCtx); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.agent.Run(s.bgCtx) }()
 	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}

@@ -23,7 +23,7 @@ func newAgentCmd() *cobra.Command {
 	var once, envoy bool
 	var co catalogAgentOptions
 	cmd := &cobra.Command{
-		Use:   "agent [--service S --dir DIR] --token-file F [--http ADDR] [--listen ADDR] [--config-dir DIR]",
+		Use:   "agent [--service S --dir DIR] --token-file F [--http ADDR] [--listen ADDR] [--config-dir DIR] [--data DIR]",
 		Short: "The node agent: registers instances and runs their health checks; keeps a service's certificate files issued and renewed",
 		Long: `Agent is the node's agent, like a Consul client agent. It serves Consul's agent endpoints on
 --listen (default 127.0.0.1:8501: PUT /v1/agent/service/register, /v1/agent/check/...,
@@ -32,7 +32,10 @@ service definitions of --config-dir (*.json, Consul's {"service": {...}} format)
 the checks of the instances registered on it (HTTP, TCP, gRPC health, TTL), sends every status
 change to the servers and syncs all of it every --sync-interval. The servers mark the node's
 instances critical when it stops syncing for 3 intervals. An instance registered without a check
-gets its service's healthCheck from Git.
+gets its service's healthCheck from Git. Instances registered through the agent's API are kept
+in --data (one owner-only file each, written atomically, removed on deregistration) and
+registered again when the agent restarts, even after a crash; those of --config-dir are
+registered from there.
 
 With --service and --dir it makes the service's private key in DIR (key.pem, mode 0600; it
 never leaves the machine), sends a certificate request to the mesh server with the token of
@@ -67,6 +70,7 @@ so that several certificate agents can share a host.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			co.data = co.dataDir(dir)
 			if service == "" {
 				return explain.explain(runCatalogAgent(ctx, co, serverURL(addr, caFile), hc, tok, log, nil))
 			}

@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,10 +22,25 @@ import (
 // DefaultAgentListen is where `mesh agent` serves Consul's agent endpoints.
 const DefaultAgentListen = "127.0.0.1:8501"
 
+// DefaultAgentData is where `mesh agent` keeps the registrations made through its API when it
+// has neither --data nor --dir.
+const DefaultAgentData = "mesh-agent-data"
+
 type catalogAgentOptions struct {
-	listen, node, advertise, configDir string
-	sync                               time.Duration
-	checkAllow                         []string
+	listen, node, advertise, configDir, data string
+	sync                                     time.Duration
+	checkAllow                               []string
+}
+
+// dataDir is --data, else DIR/catalog beside the certificates of --dir, else DefaultAgentData.
+func (o *catalogAgentOptions) dataDir(certDir string) string {
+	switch {
+	case o.data != "":
+		return o.data
+	case certDir != "":
+		return filepath.Join(certDir, "catalog")
+	}
+	return DefaultAgentData
 }
 
 func (o *catalogAgentOptions) addFlags(f *pflag.FlagSet) {
@@ -33,6 +49,7 @@ func (o *catalogAgentOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.node, "node", host, "this node's name in the catalog")
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "this node's IP address: the address of instances registered without one")
 	f.StringVar(&o.configDir, "config-dir", "", "directory of service definitions (*.json) registered at start")
+	f.StringVar(&o.data, "data", "", "directory keeping the instances registered through the agent's API across restarts (created 0700; default: DIR/catalog with --dir, else ./"+DefaultAgentData+")")
 	f.DurationVar(&o.sync, "sync-interval", 10*time.Second, "how often the agent syncs its instances to the servers")
 	addCheckAllowFlag(f, &o.checkAllow)
 }
@@ -71,9 +88,13 @@ func runCatalogAgent(ctx context.Context, o catalogAgentOptions, server string, 
 		return usageError{fmt.Errorf("agent: --http: %v", err)}
 	}
 	agent := catalog.NewAgent(catalog.AgentConfig{Node: o.node, Address: o.advertise, SyncInterval: o.sync, Token: token,
-		Submit: catalog.HTTPSubmitter(server, hc), DefaultCheck: catalog.HTTPDefaults(server, hc), Log: log,
+		Submit: catalog.HTTPSubmitter(server, hc), DefaultCheck: catalog.HTTPDefaults(server, hc), Log: log, DataDir: o.data,
 		Prober: catalog.Prober{Allow: allow}})
 	defer agent.Close()
+	// Before the API serves and the first sync: the restored instances are kept on the servers.
+	if err := agent.Restore(ctx); err != nil {
+		return fmt.Errorf("agent: --data: %w", err)
+	}
 	mux := http.NewServeMux()
 	(&catalog.API{Agent: agent, Log: log}).Register(mux)
 	proxy := httputil.NewSingleHostReverseProxy(u) // catalog and health reads go to the server

@@ -3,11 +3,13 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,9 +57,10 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) tim
 }
 
 // TestAgentKilled runs `mesh agent` as a real process with a service definition and a TCP
-// check against a real listener: its instance turns passing; SIGKILLed, the instance turns
-// critical within 3 sync intervals (plus the leader's 1s tick); restarted, it is passing again;
-// killed again, DeregisterCriticalServiceAfter removes it.
+// check against a real listener, and registers a second instance through the agent's own API:
+// both turn passing; SIGKILLed, they turn critical within 3 sync intervals (plus the leader's
+// tick); restarted, both are passing again (the API registration restored from the agent's data
+// directory, kept owner-only); killed again, DeregisterCriticalServiceAfter removes them.
 func TestAgentKilled(t *testing.T) {
 	repo := gitRepo(t, `package mesh
 
@@ -88,11 +91,13 @@ services: web: {protocol: "tcp", port: 8080}
 		t.Fatal(err)
 	}
 	const sync = 300 * time.Millisecond
+	agentData := filepath.Join(t.TempDir(), "agent-data")
+	var listen string
 	start := func() *exec.Cmd {
 		t.Helper()
-		listen := testutil.FreeAddr(t)
+		listen = testutil.FreeAddr(t)
 		cmd := exec.Command("mesh", "agent", "--http", addr, "--token-file", filepath.Join(data, "token"), "--listen", listen,
-			"--node", "host-1", "--config-dir", conf, "--sync-interval", sync.String(), "--log-level", "warn")
+			"--node", "host-1", "--config-dir", conf, "--sync-interval", sync.String(), "--log-level", "warn", "--data", agentData)
 		var errb testutil.SyncBuffer
 		cmd.Stderr = &errb
 		if err := cmd.Start(); err != nil {
@@ -115,18 +120,62 @@ services: web: {protocol: "tcp", port: 8080}
 	}
 
 	agent := start()
+	registerThroughAgent(t, listen, filepath.Join(data, "token"), fmt.Sprintf(`{"Name": "web", "ID": "web-2", "Port": %d,
+  "Check": {"TCP": %q, "Interval": "200ms", "DeregisterCriticalServiceAfter": "4s"}}`, app.Addr().(*net.TCPAddr).Port, app.Addr().String()))
+	waitUntil(t, 20*time.Second, "web-2 passing", func() bool { return healthOf(t, addr, "web")["web-2"] == "passing" })
+	files, err := filepath.Glob(filepath.Join(agentData, "*.json"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("the agent's data directory holds %v (%v), want the one API registration", files, err)
+	}
+	for _, p := range []string{agentData, files[0]} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("%s: %v, %v: want owner-only", p, fi.Mode(), err)
+		}
+	}
 	kill(agent)
-	took := waitUntil(t, 10*time.Second, "web-1 critical after SIGKILL", func() bool { return healthOf(t, addr, "web")["web-1"] == "critical" })
+	bothCritical := func() bool {
+		h := healthOf(t, addr, "web")
+		return h["web-1"] == "critical" && h["web-2"] == "critical"
+	}
+	took := waitUntil(t, 10*time.Second, "web-1 and web-2 critical after SIGKILL", bothCritical)
 	if limit := 3*sync + time.Second + 2*time.Second; took > limit { // the leader checks every second; slack for a busy machine
 		t.Errorf("critical %v after the kill, want within 3 sync intervals and the leader's tick (%v)", took, limit)
 	}
 	agent = start()
+	waitUntil(t, 20*time.Second, "web-2 passing again after the restart", func() bool { return healthOf(t, addr, "web")["web-2"] == "passing" })
+	time.Sleep(3 * sync) // a few anti-entropy syncs of the restarted agent: they keep web-2
+	if h := healthOf(t, addr, "web"); h["web-1"] != "passing" || h["web-2"] != "passing" {
+		t.Fatalf("after the restart and a few syncs: %v, want web-1 and web-2 passing", h)
+	}
 	kill(agent)
-	waitUntil(t, 20*time.Second, "DeregisterCriticalServiceAfter to remove web-1", func() bool {
-		_, ok := healthOf(t, addr, "web")["web-1"]
-		return !ok
+	waitUntil(t, 20*time.Second, "DeregisterCriticalServiceAfter to remove web-1 and web-2", func() bool {
+		return len(healthOf(t, addr, "web")) == 0
 	})
 	if out := healthOf(t, addr, "web"); len(out) != 0 {
 		t.Fatalf("instances left: %v", out)
+	}
+}
+
+// registerThroughAgent registers def (Consul's service definition) through the agent's API at
+// listen with the token in tokenFile.
+func registerThroughAgent(t *testing.T, listen, tokenFile, def string) {
+	t.Helper()
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPut, "http://"+listen+"/v1/agent/service/register", strings.NewReader(def))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Consul-Token", strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("register through the agent: %s: %s", resp.Status, b)
 	}
 }

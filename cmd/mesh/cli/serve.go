@@ -48,6 +48,7 @@ type serveOptions struct {
 	tokenFile, webhookSecretFile     string
 	gitTokenFile, gitUser, gitSSHKey string
 	poll                             time.Duration
+	syncInterval                     time.Duration
 	history                          int
 	logLevel                         string
 	verifyCommits                    []string
@@ -82,6 +83,11 @@ One server per data directory: a second one fails at once. A data directory that
 back is refused with the file's name; recover by moving it away and starting with --join (see
 docs/operations.md, Recovery from faults).
 
+Instances registered on this server (PUT /v1/agent/service/register here) belong to its own
+catalog node, synced every --sync-interval; every catalog node (a server or a mesh agent) that
+stops syncing for 3 of its intervals has its instances marked critical by the leader, which
+checks every min(1s, --sync-interval/3).
+
 With --tls-cert-file, --tls-key-file and --tls-ca-file (made with mesh tls), Raft runs over
 mutual TLS (only server certificates of that CA are accepted, on both ends) and the HTTP API
 over HTTPS; --join then takes https://HOST:PORT or HOST:PORT. Without them, every address must
@@ -91,6 +97,9 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.repo == "" {
 				return usageError{errors.New("serve: --repo is required")}
+			}
+			if o.syncInterval < 30*time.Millisecond {
+				return usageError{fmt.Errorf("serve: --sync-interval %v: want at least 30ms", o.syncInterval)}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -116,6 +125,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.StringVar(&o.gitUser, "git-user", "x-access-token", "user name sent with --git-token-file")
 	f.StringVar(&o.gitSSHKey, "git-ssh-key-file", "", "SSH private key for a remote repository")
 	f.DurationVar(&o.poll, "poll", reconciler.DefaultPoll, "fetch interval of a remote repository (safety-net poll of a local one)")
+	f.DurationVar(&o.syncInterval, "sync-interval", reconciler.DefaultCatalogSync, "anti-entropy period of this server's own catalog node (instances registered on it); the leader checks nodes' liveness every min(1s, this/3)")
 	f.IntVar(&o.history, "history", reconciler.DefaultHistory, "snapshots each server keeps")
 	f.StringArrayVar(&o.federate, "federate", nil, "DC=https://HOST:PORT: follow datacenter DC's cluster at that HTTP API (its mesh gateways and healthy-instance counts, blocking queries); repeatable")
 	f.StringVar(&o.datacenter, "datacenter", "", "the datacenter this cluster serves, one of mesh.datacenters (default mesh.datacenter): the same snapshot and version, with chains resolved there, its own catalog and leaves naming it")
@@ -170,6 +180,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		HTTPAddr: o.http, HTTPAdvertise: o.httpAdvertise, RaftAddr: o.raft, RaftAdvertise: o.raftAdvertise,
 		NodeID: o.nodeID, Join: o.join, Poll: o.poll, History: o.history, Log: log, TLS: material, Lock: lock,
 		Datacenter: o.datacenter, Federate: federate,
+		CatalogSync: o.syncInterval, CatalogTick: min(time.Second, o.syncInterval/3),
 	}
 	if cfg.Token, err = serverToken(o.tokenFile, o.data, log); err != nil {
 		return err
