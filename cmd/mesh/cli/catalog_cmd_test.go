@@ -32,7 +32,9 @@ func TestCatalogCommands(t *testing.T) {
 	tok := filepath.Join(data, "token")
 	// Whether a service is declared is read from the served snapshot: register once it is served.
 	eventually(t, "a snapshot served", func() (int, string, string) { return run("status") },
-		func(code int, out string) bool { return code == 0 && strings.HasPrefix(out, "version:  ") && !strings.Contains(out, "nothing served") })
+		func(code int, out string) bool {
+			return code == 0 && strings.HasPrefix(out, "version:  ") && !strings.Contains(out, "nothing served")
+		})
 	eventually(t, "services register (once there is a leader)", func() (int, string, string) {
 		return run("services", "register", file, "--token-file", tok)
 	}, func(code int, out string) bool { return code == 0 && strings.Contains(out, "registered 3") })
