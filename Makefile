@@ -15,6 +15,7 @@ build:
 # The tests CI runs: unit, script, Git, gRPC/xDS and Raft tests, then each fuzz target briefly.
 test:
 	$(GO) vet -tags $(TAGS) $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt would change:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -tags $(TAGS) -count=1 -timeout 12m $(PKGS)
 	$(MAKE) fuzz FUZZTIME=5s
 

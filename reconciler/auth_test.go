@@ -20,19 +20,7 @@ import (
 // unknown one is 401; a service token is 403 everywhere but its own service's sign; an operator
 // token may do every write but join; the server token may do everything.
 func TestWriteAuthorization(t *testing.T) {
-	repo := newTestRepo(t)
-	f0, f1 := meshFiles(0), meshFiles(1)
-	v0, v1 := versionOf(t, f0), versionOf(t, f1)
-	repo.commit(f0, "v0", false)
-	s := startServer(t, testConfig(t, repo.bare, nodeOpts{}))
-	if !waitServed(s, v0, 10*time.Second) {
-		t.Fatal("v0 not served")
-	}
-	repo.commit(f1, "v1", false)
-	if !waitServed(s, v1, 5*time.Second) {
-		t.Fatal("v1 not served")
-	}
-	waitFor(t, 10*time.Second, "the CA to be created", func() bool { return s.CA().State() != nil })
+	s, v0, v1 := serverWithTwoVersions(t)
 	ctx := context.Background()
 	admin := &ca.Client{Addr: s.HTTPAddr(), Token: testToken}
 	newToken := func(req ca.TokenRequest) *ca.TokenResponse {

@@ -281,3 +281,23 @@ func merge(ms ...map[string]string) map[string]string {
 	}
 	return out
 }
+
+// serverWithTwoVersions starts a one-server cluster on a repository with two commits, waits
+// until the second (v1) is served and the CA exists, and returns the server and both versions.
+func serverWithTwoVersions(t *testing.T) (s *Server, v0, v1 string) {
+	t.Helper()
+	repo := newTestRepo(t)
+	f0, f1 := meshFiles(0), meshFiles(1)
+	v0, v1 = versionOf(t, f0), versionOf(t, f1)
+	repo.commit(f0, "v0", false)
+	s = startServer(t, testConfig(t, repo.bare, nodeOpts{}))
+	if !waitServed(s, v0, 10*time.Second) {
+		t.Fatal("v0 not served")
+	}
+	repo.commit(f1, "v1", false)
+	if !waitServed(s, v1, 5*time.Second) {
+		t.Fatal("v1 not served")
+	}
+	waitFor(t, 10*time.Second, "the CA to be created", func() bool { return s.CA().State() != nil })
+	return s, v0, v1
+}

@@ -15,19 +15,7 @@ import (
 // token list shows it), never the token. Status and the history say it, a Raft snapshot keeps it,
 // and unpin forgets it.
 func TestPinRecordsWho(t *testing.T) {
-	repo := newTestRepo(t)
-	f0, f1 := meshFiles(0), meshFiles(1)
-	v0, v1 := versionOf(t, f0), versionOf(t, f1)
-	repo.commit(f0, "v0", false)
-	s := startServer(t, testConfig(t, repo.bare, nodeOpts{}))
-	if !waitServed(s, v0, 10*time.Second) {
-		t.Fatal("v0 not served")
-	}
-	repo.commit(f1, "v1", false)
-	if !waitServed(s, v1, 5*time.Second) {
-		t.Fatal("v1 not served")
-	}
-	waitFor(t, 10*time.Second, "the CA to be created", func() bool { return s.CA().State() != nil })
+	s, v0, _ := serverWithTwoVersions(t)
 	ctx := context.Background()
 	op, err := (&ca.Client{Addr: s.HTTPAddr(), Token: testToken}).CreateToken(ctx, ca.TokenRequest{Scope: ca.ScopeOperator})
 	if err != nil {
