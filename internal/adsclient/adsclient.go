@@ -1,0 +1,450 @@
+// Package adsclient opens raw ADS streams that play Envoy sidecars for benchmarks: one stream per
+// proxy, state of the world or delta, that ACKs every response at once and counts what it
+// received. It is the one client of the dense-mesh benchmarks (xds.BenchmarkDenseMesh) and of the
+// side-by-side comparison with istiod (bench/istio), so both servers are measured by the same
+// code.
+//
+// A stream subscribes to every listener and cluster (wildcard). For routes and endpoints it
+// either subscribes wildcard as well (Options.Follow false: what go-control-plane based servers
+// answer) or, like Envoy, by name: the route configurations its listeners' HTTP connection
+// managers name over RDS and the endpoints of its EDS clusters, updated whenever listeners or
+// clusters change (Options.Follow true: what istiod needs, and what mesh serve answers too).
+// A stream never NACKs: it does not validate what it receives beyond decoding what it follows.
+package adsclient
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Types are the four resource types a sidecar stream subscribes to, listeners first.
+var Types = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.EndpointType}
+
+// Options say how a stream talks.
+type Options struct {
+	Delta  bool // delta xDS (DeltaAggregatedResources); otherwise state of the world
+	Follow bool // subscribe to routes and endpoints by name, as Envoy does; otherwise wildcard
+}
+
+// Client is one open stream. Its counters may be read while it runs.
+type Client struct {
+	bytes     atomic.Int64 // received, protobuf size of each response
+	types     atomic.Int32 // types received at least once
+	listeners atomic.Int64 // listener responses received
+	version   atomic.Value // version of the last listener response
+	marker    atomic.Pointer[[]byte]
+	markerAt  atomic.Int64 // unix nanoseconds at which the marker was first seen (and ACKed), 0 before
+	synced    chan struct{}
+	done      chan struct{}
+	err       atomic.Value // error that ended the stream
+
+	opts  Options
+	mu    sync.Mutex             // guards send and the subscriptions below
+	send  func(typ string) error // (re)subscribes to typ with the names below
+	names map[string][]string    // type → subscribed names (Follow), nil for wildcard
+	sent  map[string][]string    // type → names last subscribed (delta), for the differences
+	// What a following delta stream knows of the resources it holds: every listener's route
+	// configurations and every EDS cluster's endpoint name.
+	routes    map[string][]string
+	endpoints map[string]string
+}
+
+// Open opens a stream on cc for node and answers it in the background until ctx ends or the
+// server closes the stream. It returns once the initial requests are sent.
+func Open(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, opts Options) (*Client, error) {
+	c := &Client{opts: opts, synced: make(chan struct{}), done: make(chan struct{}), names: map[string][]string{}, sent: map[string][]string{},
+		routes: map[string][]string{}, endpoints: map[string]string{}}
+	c.version.Store("")
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(cc)
+	var err error
+	if opts.Delta {
+		err = c.openDelta(ctx, ads, node)
+	} else {
+		err = c.openSotW(ctx, ads, node)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Synced is closed once every type has been received (and ACKed) at least once.
+func (c *Client) Synced() <-chan struct{} { return c.synced }
+
+// Done is closed when the stream has ended; Err then says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is the error that ended the stream, nil while it runs.
+func (c *Client) Err() error {
+	if e, ok := c.err.Load().(error); ok {
+		return e
+	}
+	return nil
+}
+
+// Bytes is the number of bytes received so far; SwapBytes resets it.
+func (c *Client) Bytes() int64            { return c.bytes.Load() }
+func (c *Client) SwapBytes(n int64) int64 { return c.bytes.Swap(n) }
+
+// ListenerVersion is the version of the last listener response (SotW version_info, delta
+// system_version_info).
+func (c *Client) ListenerVersion() string { return c.version.Load().(string) }
+
+// Listeners is the number of listener responses received.
+func (c *Client) Listeners() int64 { return c.listeners.Load() }
+
+// Expect arms the marker: from now on, the first listener response holding a resource whose
+// encoding contains marker records the time it was ACKed (MarkerAt).
+func (c *Client) Expect(marker []byte) {
+	c.markerAt.Store(0)
+	c.marker.Store(&marker)
+}
+
+// MarkerAt is when the armed marker was first received and ACKed, the zero time before.
+func (c *Client) MarkerAt() time.Time {
+	if n := c.markerAt.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+func (c *Client) end(err error) {
+	c.err.Store(err)
+	close(c.done)
+}
+
+func (c *Client) openSotW(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, node *corev3.Node) error {
+	st, err := ads.StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	// The last version and nonce of each type, for requests that change a subscription.
+	versions, nonces := map[string]string{}, map[string]string{}
+	c.send = func(typ string) error {
+		return st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: c.names[typ], VersionInfo: versions[typ], ResponseNonce: nonces[typ]})
+	}
+	if err := c.subscribeAll(func(typ string, first bool) error {
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
+		if first {
+			req.Node = node
+		}
+		return st.Send(req)
+	}); err != nil {
+		return err
+	}
+	go func() {
+		seen := map[string]bool{}
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				c.end(err)
+				return
+			}
+			c.bytes.Add(int64(proto.Size(r)))
+			c.mu.Lock()
+			versions[r.TypeUrl], nonces[r.TypeUrl] = r.VersionInfo, r.Nonce
+			err = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce, ResourceNames: c.names[r.TypeUrl]})
+			if err == nil {
+				err = c.follow(r.TypeUrl, r.Resources)
+			}
+			c.mu.Unlock()
+			if err != nil {
+				c.end(err)
+				return
+			}
+			c.received(r.TypeUrl, r.VersionInfo, r.Resources, seen)
+		}
+	}()
+	return nil
+}
+
+func (c *Client) openDelta(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, node *corev3.Node) error {
+	st, err := ads.DeltaAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	c.send = func(typ string) error {
+		add, remove := diff(c.sent[typ], c.names[typ])
+		c.sent[typ] = c.names[typ]
+		if len(add)+len(remove) == 0 {
+			return nil
+		}
+		return st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: add, ResourceNamesUnsubscribe: remove})
+	}
+	if err := c.subscribeAll(func(typ string, first bool) error {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
+		if first {
+			req.Node = node
+		}
+		return st.Send(req)
+	}); err != nil {
+		return err
+	}
+	go func() {
+		seen := map[string]bool{}
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				c.end(err)
+				return
+			}
+			c.bytes.Add(int64(proto.Size(r)))
+			anys := make([]*anypb.Any, 0, len(r.Resources))
+			for _, res := range r.Resources {
+				if res.Resource != nil {
+					anys = append(anys, res.Resource)
+				}
+			}
+			c.mu.Lock()
+			err = st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
+			if err == nil {
+				err = c.followDelta(r.TypeUrl, anys, r.RemovedResources)
+			}
+			c.mu.Unlock()
+			if err != nil {
+				c.end(err)
+				return
+			}
+			c.received(r.TypeUrl, r.SystemVersionInfo, anys, seen)
+		}
+	}()
+	return nil
+}
+
+// subscribeAll sends the initial request of each type: wildcard, except routes and endpoints
+// when following (Envoy asks for those once it knows their names).
+func (c *Client) subscribeAll(send func(typ string, first bool) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, typ := range Types {
+		if c.opts.Follow && (typ == resourcev3.RouteType || typ == resourcev3.EndpointType) {
+			continue
+		}
+		if err := send(typ, k == 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// received records a response (already ACKed).
+func (c *Client) received(typeURL, version string, resources []*anypb.Any, seen map[string]bool) {
+	if typeURL == resourcev3.ListenerType {
+		c.version.Store(version)
+		c.listeners.Add(1)
+		if m := c.marker.Load(); m != nil && c.markerAt.Load() == 0 {
+			for _, r := range resources {
+				if bytes.Contains(r.GetValue(), *m) {
+					c.markerAt.Store(time.Now().UnixNano())
+					break
+				}
+			}
+		}
+	}
+	if !seen[typeURL] {
+		seen[typeURL] = true
+		if c.types.Add(1) == int32(len(Types)) {
+			close(c.synced)
+		}
+	}
+}
+
+// follow updates the route and endpoint subscriptions from a full state-of-the-world response.
+func (c *Client) follow(typ string, resources []*anypb.Any) error {
+	if !c.opts.Follow {
+		return nil
+	}
+	switch typ {
+	case resourcev3.ListenerType:
+		var names []string
+		for _, r := range resources {
+			_, routes := listenerRoutes(r)
+			names = append(names, routes...)
+		}
+		return c.resubscribe(resourcev3.RouteType, names)
+	case resourcev3.ClusterType:
+		var names []string
+		for _, r := range resources {
+			if _, eds := clusterEDS(r); eds != "" {
+				names = append(names, eds)
+			}
+		}
+		return c.resubscribe(resourcev3.EndpointType, names)
+	}
+	return nil
+}
+
+// followDelta is follow for a delta response: added or changed resources and removed names.
+func (c *Client) followDelta(typ string, resources []*anypb.Any, removed []string) error {
+	if !c.opts.Follow {
+		return nil
+	}
+	switch typ {
+	case resourcev3.ListenerType:
+		for _, n := range removed {
+			delete(c.routes, n)
+		}
+		for _, r := range resources {
+			n, routes := listenerRoutes(r)
+			c.routes[n] = routes
+		}
+		var names []string
+		for _, rs := range c.routes {
+			names = append(names, rs...)
+		}
+		return c.resubscribe(resourcev3.RouteType, names)
+	case resourcev3.ClusterType:
+		for _, n := range removed {
+			delete(c.endpoints, n)
+		}
+		for _, r := range resources {
+			if n, eds := clusterEDS(r); eds != "" {
+				c.endpoints[n] = eds
+			} else {
+				delete(c.endpoints, n)
+			}
+		}
+		var names []string
+		for _, n := range c.endpoints {
+			names = append(names, n)
+		}
+		return c.resubscribe(resourcev3.EndpointType, names)
+	}
+	return nil
+}
+
+// resubscribe subscribes typ to names (sorted, deduplicated) if they differ from the current ones.
+func (c *Client) resubscribe(typ string, names []string) error {
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if names == nil {
+		names = []string{}
+	}
+	old, ok := c.names[typ]
+	if ok && slices.Equal(old, names) || !ok && len(names) == 0 {
+		return nil // unchanged; or nothing to ask for yet (an empty list would be a wildcard)
+	}
+	c.names[typ] = names
+	return c.send(typ)
+}
+
+// Decoding a listener or cluster to follow it costs the benchmark's CPU, on the machine the
+// servers run on: what was decoded is remembered by a hash of its encoding (proxies of the same
+// service, and every response re-sending an unchanged resource, share it).
+var (
+	seed    = maphash.MakeSeed()
+	decoded sync.Map // uint64 → followed
+)
+
+// followed is what a stream follows of one listener or cluster.
+type followed struct {
+	name   string
+	routes []string // a listener's route configurations
+	eds    string   // an EDS cluster's endpoint name
+}
+
+// listenerRoutes are a listener's name and the route configurations its HTTP connection
+// managers (in its filter chains or its API listener) fetch over RDS.
+func listenerRoutes(r *anypb.Any) (string, []string) {
+	f := decode(r, func(f *followed) {
+		var l listenerv3.Listener
+		if err := r.UnmarshalTo(&l); err != nil {
+			return
+		}
+		f.name = l.Name
+		add := func(a *anypb.Any) {
+			var h hcmv3.HttpConnectionManager
+			if a.MessageIs(&h) && a.UnmarshalTo(&h) == nil {
+				if rds := h.GetRds(); rds != nil {
+					f.routes = append(f.routes, rds.RouteConfigName)
+				}
+			}
+		}
+		chains := l.FilterChains
+		if l.DefaultFilterChain != nil {
+			chains = append(chains, l.DefaultFilterChain)
+		}
+		for _, fc := range chains {
+			for _, fl := range fc.Filters {
+				if a := fl.GetTypedConfig(); a != nil {
+					add(a)
+				}
+			}
+		}
+		if a := l.GetApiListener().GetApiListener(); a != nil {
+			add(a)
+		}
+	})
+	return f.name, f.routes
+}
+
+// clusterEDS is a cluster's name and the name under which its endpoints are fetched, "" for a
+// cluster that is not EDS.
+func clusterEDS(r *anypb.Any) (string, string) {
+	f := decode(r, func(f *followed) {
+		var cl clusterv3.Cluster
+		if err := r.UnmarshalTo(&cl); err != nil {
+			return
+		}
+		f.name = cl.Name
+		if cl.GetType() == clusterv3.Cluster_EDS {
+			f.eds = cmp.Or(cl.GetEdsClusterConfig().GetServiceName(), cl.Name)
+		}
+	})
+	return f.name, f.eds
+}
+
+func decode(r *anypb.Any, fill func(*followed)) *followed {
+	h := maphash.Bytes(seed, r.GetValue()) ^ maphash.String(seed, r.GetTypeUrl())
+	if v, ok := decoded.Load(h); ok {
+		return v.(*followed)
+	}
+	f := &followed{}
+	fill(f)
+	decoded.Store(h, f)
+	return f
+}
+
+// diff is what to subscribe and unsubscribe to go from old to new (both sorted).
+func diff(old, new []string) (add, remove []string) {
+	for _, n := range new {
+		if _, ok := slices.BinarySearch(old, n); !ok {
+			add = append(add, n)
+		}
+	}
+	for _, o := range old {
+		if _, ok := slices.BinarySearch(new, o); !ok {
+			remove = append(remove, o)
+		}
+	}
+	return add, remove
+}
+
+// String names the stream's mode, for tables.
+func (o Options) String() string {
+	p := "sotw"
+	if o.Delta {
+		p = "delta"
+	}
+	if o.Follow {
+		return fmt.Sprintf("%s, RDS/EDS by name", p)
+	}
+	return p
+}
