@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,8 +33,8 @@ type result struct {
 func (r result) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ready %.2fs", seconds(r.ready))
-	for n, d := range r.change {
-		fmt.Fprintf(&b, "  change@%d %.3fs (%.2f CPU-s, %.1f KB/proxy)", n, seconds(d), seconds(r.changeCPU[n]), r.changeBytes[n]/1024)
+	for _, n := range slices.Sorted(maps.Keys(r.change)) {
+		fmt.Fprintf(&b, "  change@%d %.3fs (%.2f CPU-s, %.1f KB/proxy)", n, seconds(r.change[n]), seconds(r.changeCPU[n]), r.changeBytes[n]/1024)
 	}
 	fmt.Fprintf(&b, "  sync %.2fs (%.0f KB/proxy)  RSS ready %s idle %s peak %s", seconds(r.sync), r.syncBytes/1024, mib(r.rssReady), mib(r.rssIdle), mib(r.peak))
 	return b.String()
