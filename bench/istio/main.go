@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -107,23 +108,68 @@ func run() error {
 	return nil
 }
 
-// buildIstiod builds pilot-discovery into cache/bin unless it is there. `go install pkg@version`
-// builds Istio with its own go.mod, outside this module (whose go.mod never names Istio).
+// buildIstiod builds pilot-discovery into cache/bin unless it is there: from a copy of Istio's
+// module source (cache/istio-src, with its own go.mod: this module's go.mod never names Istio)
+// with istioPatch applied.
 func buildIstiod(cache string) (string, error) {
 	bin := filepath.Join(cache, "bin", "pilot-discovery")
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
-	fmt.Printf("==> building istiod (%s/pilot/cmd/pilot-discovery) into %s: ~10+ minutes on 2 cores, once\n", istioModule[:strings.Index(istioModule, "@")], bin)
-	pkg := strings.Replace(istioModule, "@", "/pilot/cmd/pilot-discovery@", 1)
-	cmd := exec.Command("go", "install", pkg)
-	cmd.Dir = os.TempDir() // outside any module
-	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Dir(bin), "GOFLAGS=-mod=mod", "GOWORK=off")
+	fmt.Printf("==> building istiod (%s, pilot/cmd/pilot-discovery) into %s: ~15 minutes on 2 cores, once\n", istioModule, bin)
+	src := filepath.Join(cache, "istio-src")
+	if err := copyIstio(src); err != nil {
+		return "", err
+	}
+	cmd := exec.Command("go", "build", "-o", bin, "./pilot/cmd/pilot-discovery")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("building istiod: %w", err)
 	}
 	return bin, nil
+}
+
+// istioPatch makes this Istio run without Kubernetes at all: its ServiceEntry registry reads
+// namespaces through the multicluster controller, which exists only with a Kubernetes client
+// (a nil dereference at start otherwise). Without one, the namespaces are an empty collection.
+var istioPatch = struct{ file, old, new string }{
+	file: "pilot/pkg/serviceregistry/serviceentry/controller.go",
+	old:  "\t\ts.inputs.Namespaces = multiclusterController.ConfigCluster().Namespaces()\n",
+	new: "\t\tif multiclusterController != nil {\n\t\t\ts.inputs.Namespaces = multiclusterController.ConfigCluster().Namespaces()\n" +
+		"\t\t} else { // mesh bench/istio: no Kubernetes\n\t\t\ts.inputs.Namespaces = krt.NewStaticCollection[*v1.Namespace](nil, nil, s.opts.WithName(\"inputs/Namespaces\")...)\n\t\t}\n",
+}
+
+// copyIstio downloads Istio's module (go mod download) and copies it, writable, to src with
+// istioPatch applied.
+func copyIstio(src string) error {
+	out, err := exec.Command("go", "mod", "download", "-json", istioModule).Output()
+	if err != nil {
+		return fmt.Errorf("go mod download %s: %w", istioModule, err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return fmt.Errorf("go mod download %s: no directory in %s", istioModule, out)
+	}
+	if err := os.RemoveAll(src); err != nil {
+		return err
+	}
+	if err := os.CopyFS(src, os.DirFS(mod.Dir)); err != nil {
+		return fmt.Errorf("copying Istio's source: %w", err)
+	}
+	p := filepath.Join(src, istioPatch.file)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	if strings.Count(string(b), istioPatch.old) != 1 {
+		return fmt.Errorf("patching %s: the line to patch is not there once (another Istio version?)", istioPatch.file)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(strings.Replace(string(b), istioPatch.old, istioPatch.new, 1)), 0o644)
 }
 
 // buildMesh builds this repository's mesh command into cache (every time: it is quick once
