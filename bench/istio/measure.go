@@ -24,6 +24,7 @@ type result struct {
 	changeCPU   map[int]time.Duration // proxies → the server's CPU time for the change
 	changeBytes map[int]float64       // proxies → bytes received per proxy for the change
 	sync        time.Duration         // the last number of proxies: first stream opened → all synced
+	refused     int64                 // streams reopened during that sync (istiod's rate limit)
 	syncBytes   float64               // bytes per proxy of that initial sync
 	rssReady    int64                 // RSS once ready, no proxy connected
 	rssIdle     int64                 // RSS with the last number of proxies synced, idle
@@ -36,7 +37,7 @@ func (r result) String() string {
 	for _, n := range slices.Sorted(maps.Keys(r.change)) {
 		fmt.Fprintf(&b, "  change@%d %.3fs (%.2f CPU-s, %.1f KB/proxy)", n, seconds(r.change[n]), seconds(r.changeCPU[n]), r.changeBytes[n]/1024)
 	}
-	fmt.Fprintf(&b, "  sync %.2fs (%.0f KB/proxy)  RSS ready %s idle %s peak %s", seconds(r.sync), r.syncBytes/1024, mib(r.rssReady), mib(r.rssIdle), mib(r.peak))
+	fmt.Fprintf(&b, "  sync %.2fs (%d streams reopened, %.0f KB/proxy)  RSS ready %s idle %s peak %s", seconds(r.sync), r.refused, r.syncBytes/1024, mib(r.rssReady), mib(r.rssIdle), mib(r.peak))
 	return b.String()
 }
 
@@ -87,6 +88,9 @@ func measure(ctx context.Context, s server, dir string, o options) (result, erro
 				res.syncBytes += float64(c.Bytes())
 			}
 			res.syncBytes /= float64(n)
+			for _, c := range clients {
+				res.refused += c.Retries()
+			}
 			time.Sleep(2 * time.Second)
 			res.rssIdle, _ = p.memory()
 		}
@@ -114,36 +118,37 @@ func dial(addr string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(512<<20)))
 }
 
-// waitReady opens a probe stream until one is fully synced: the server is then ready to serve
-// proxies (istiod refuses streams until its caches are synced; mesh serve answers once its first
-// snapshot is applied).
+// waitReady opens a probe stream, reopened every 50 ms while the server refuses it, until it
+// is fully synced: the server is then ready to serve proxies (istiod refuses streams until its
+// caches are synced; mesh serve answers once its first snapshot is applied).
 func waitReady(ctx context.Context, s server, p *proc) error {
-	deadline := time.Now().Add(readyTimeout)
-	for attempt := 0; time.Now().Before(deadline); attempt++ {
-		if err := p.exited(); err != nil {
-			return err
-		}
-		cc, err := dial(s.XDSAddr())
-		if err != nil {
-			return err
-		}
-		pctx, cancel := context.WithDeadline(ctx, deadline)
-		c, err := adsclient.Open(pctx, cc, s.Node(0, fmt.Sprintf("probe%d", attempt)), s.XDS())
-		if err == nil {
-			select {
-			case <-c.Synced():
-				cancel()
-				cc.Close()
-				return nil
-			case <-c.Done():
-			case <-pctx.Done():
+	cc, err := dial(s.XDSAddr())
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	opts := s.XDS()
+	opts.Backoff, opts.MaxBackoff = 50*time.Millisecond, 50*time.Millisecond
+	c, err := adsclient.Open(ctx, cc, s.Node(0, "probe"), opts)
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.Synced():
+			return nil
+		case <-c.Done():
+			return fmt.Errorf("not ready within %s: %v", readyTimeout, c.Err())
+		case <-tick.C:
+			if err := p.exited(); err != nil {
+				return err
 			}
 		}
-		cancel()
-		cc.Close()
-		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("not ready within %s: %w", readyTimeout, errTimeout)
 }
 
 // connect opens n proxies' streams and waits until every one is synced; it returns how long
@@ -258,6 +263,8 @@ func printTable(w io.Writer, list []server, results map[string][]result, o optio
 	}
 	rows = append(rows,
 		row{fmt.Sprintf("initial sync of %d proxies", last), 0.5, "≤ 0.5×", func(r result) float64 { return seconds(r.sync) }, secs},
+		row{fmt.Sprintf("streams refused and reopened during that sync, %d proxies", last), 0, "",
+			func(r result) float64 { return float64(r.refused) }, func(v float64) string { return fmt.Sprintf("%.0f", v) }},
 		row{fmt.Sprintf("bytes per proxy of the initial sync, %d proxies", last), 0, "", func(r result) float64 { return r.syncBytes }, kb},
 		row{"RSS ready, no proxies", 0, "", func(r result) float64 { return float64(r.rssReady) }, mb},
 		row{fmt.Sprintf("RSS idle, %d proxies synced", last), 0, "", func(r result) float64 { return float64(r.rssIdle) }, mb},

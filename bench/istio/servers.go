@@ -132,7 +132,9 @@ type istiod struct {
 
 func (s *istiod) Name() string { return "istiod" }
 
-func (s *istiod) XDS() adsclient.Options { return adsclient.Options{Delta: s.delta, Follow: true} }
+func (s *istiod) XDS() adsclient.Options {
+	return adsclient.Options{Delta: s.delta, Follow: true, Retry: true}
+}
 
 func (s *istiod) XDSAddr() string { return s.addrs[1] }
 
@@ -201,7 +203,9 @@ type meshServe struct {
 
 func (s *meshServe) Name() string { return "mesh serve" }
 
-func (s *meshServe) XDS() adsclient.Options { return adsclient.Options{Delta: true, Follow: true} }
+func (s *meshServe) XDS() adsclient.Options {
+	return adsclient.Options{Delta: true, Follow: true, Retry: true}
+}
 
 func (s *meshServe) XDSAddr() string { return s.addrs[1] }
 

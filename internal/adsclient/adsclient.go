@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -41,17 +42,25 @@ var Types = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3
 type Options struct {
 	Delta  bool // delta xDS (DeltaAggregatedResources); otherwise state of the world
 	Follow bool // subscribe to routes and endpoints by name, as Envoy does; otherwise wildcard
+	// Retry reopens a stream the server ended (or refused, as istiod's rate limit on new
+	// streams does), as Envoy does: after a random delay below Backoff (default 500 ms), doubled
+	// at each failure in a row up to MaxBackoff (default 30 s). Without it the client ends with
+	// the stream.
+	Retry      bool
+	Backoff    time.Duration
+	MaxBackoff time.Duration
 }
 
 // Client is one open stream. Its counters may be read while it runs.
 type Client struct {
 	bytes     atomic.Int64 // received, protobuf size of each response
-	types     atomic.Int32 // types received at least once
 	listeners atomic.Int64 // listener responses received
 	version   atomic.Value // version of the last listener response
 	marker    atomic.Pointer[[]byte]
 	markerAt  atomic.Int64 // unix nanoseconds at which the marker was first seen (and ACKed), 0 before
+	retries   atomic.Int64 // streams reopened
 	synced    chan struct{}
+	syncOnce  sync.Once
 	done      chan struct{}
 	err       atomic.Value // error that ended the stream
 
@@ -67,25 +76,59 @@ type Client struct {
 }
 
 // Open opens a stream on cc for node and answers it in the background until ctx ends or the
-// server closes the stream. It returns once the initial requests are sent.
+// server ends the stream (without Options.Retry).
 func Open(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, opts Options) (*Client, error) {
-	c := &Client{opts: opts, synced: make(chan struct{}), done: make(chan struct{}), names: map[string][]string{}, sent: map[string][]string{},
-		routes: map[string][]string{}, endpoints: map[string]string{}}
+	c := &Client{opts: opts, synced: make(chan struct{}), done: make(chan struct{})}
 	c.version.Store("")
 	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(cc)
-	var err error
-	if opts.Delta {
-		err = c.openDelta(ctx, ads, node)
-	} else {
-		err = c.openSotW(ctx, ads, node)
-	}
-	if err != nil {
-		return nil, err
-	}
+	go func() {
+		for failures := 0; ; failures++ {
+			c.mu.Lock()
+			c.names, c.sent = map[string][]string{}, map[string][]string{}
+			c.routes, c.endpoints = map[string][]string{}, map[string]string{}
+			c.mu.Unlock()
+			var err error
+			received := false
+			if opts.Delta {
+				err = c.runDelta(ctx, ads, node, &received)
+			} else {
+				err = c.runSotW(ctx, ads, node, &received)
+			}
+			if !opts.Retry || ctx.Err() != nil {
+				c.end(err)
+				return
+			}
+			if received {
+				failures = 0
+			}
+			c.retries.Add(1)
+			select {
+			case <-time.After(opts.backoff(failures)):
+			case <-ctx.Done():
+				c.end(ctx.Err())
+				return
+			}
+		}
+	}()
 	return c, nil
 }
 
-// Synced is closed once every type has been received (and ACKed) at least once.
+// backoff is the delay before reopening a stream after failures failed streams in a row.
+func (o Options) backoff(failures int) time.Duration {
+	d, limit := cmp.Or(o.Backoff, 500*time.Millisecond), cmp.Or(o.MaxBackoff, 30*time.Second)
+	for range failures {
+		if d >= limit {
+			break
+		}
+		d *= 2
+	}
+	return rand.N(min(d, limit)) + 1
+}
+
+// Retries is the number of times the stream was reopened.
+func (c *Client) Retries() int64 { return c.retries.Load() }
+
+// Synced is closed once one stream has received (and ACKed) every type.
 func (c *Client) Synced() <-chan struct{} { return c.synced }
 
 // Done is closed when the stream has ended; Err then says why.
@@ -130,16 +173,20 @@ func (c *Client) end(err error) {
 	close(c.done)
 }
 
-func (c *Client) openSotW(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, node *corev3.Node) error {
+func (c *Client) runSotW(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, node *corev3.Node, received *bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	st, err := ads.StreamAggregatedResources(ctx)
 	if err != nil {
 		return err
 	}
 	// The last version and nonce of each type, for requests that change a subscription.
 	versions, nonces := map[string]string{}, map[string]string{}
+	c.mu.Lock()
 	c.send = func(typ string) error {
 		return st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: c.names[typ], VersionInfo: versions[typ], ResponseNonce: nonces[typ]})
 	}
+	c.mu.Unlock()
 	if err := c.subscribeAll(func(typ string, first bool) error {
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
 		if first {
@@ -149,37 +196,36 @@ func (c *Client) openSotW(ctx context.Context, ads discoveryv3.AggregatedDiscove
 	}); err != nil {
 		return err
 	}
-	go func() {
-		seen := map[string]bool{}
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				c.end(err)
-				return
-			}
-			c.bytes.Add(int64(proto.Size(r)))
-			c.mu.Lock()
-			versions[r.TypeUrl], nonces[r.TypeUrl] = r.VersionInfo, r.Nonce
-			err = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce, ResourceNames: c.names[r.TypeUrl]})
-			if err == nil {
-				err = c.follow(r.TypeUrl, r.Resources)
-			}
-			c.mu.Unlock()
-			if err != nil {
-				c.end(err)
-				return
-			}
-			c.received(r.TypeUrl, r.VersionInfo, r.Resources, seen)
+	seen := map[string]bool{}
+	for {
+		r, err := st.Recv()
+		if err != nil {
+			return err
 		}
-	}()
-	return nil
+		*received = true
+		c.bytes.Add(int64(proto.Size(r)))
+		c.mu.Lock()
+		versions[r.TypeUrl], nonces[r.TypeUrl] = r.VersionInfo, r.Nonce
+		err = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce, ResourceNames: c.names[r.TypeUrl]})
+		if err == nil {
+			err = c.follow(r.TypeUrl, r.Resources)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		c.received(r.TypeUrl, r.VersionInfo, r.Resources, seen)
+	}
 }
 
-func (c *Client) openDelta(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, node *corev3.Node) error {
+func (c *Client) runDelta(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, node *corev3.Node, received *bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	st, err := ads.DeltaAggregatedResources(ctx)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
 	c.send = func(typ string) error {
 		add, remove := diff(c.sent[typ], c.names[typ])
 		c.sent[typ] = c.names[typ]
@@ -188,6 +234,7 @@ func (c *Client) openDelta(ctx context.Context, ads discoveryv3.AggregatedDiscov
 		}
 		return st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: add, ResourceNamesUnsubscribe: remove})
 	}
+	c.mu.Unlock()
 	if err := c.subscribeAll(func(typ string, first bool) error {
 		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
 		if first {
@@ -197,35 +244,31 @@ func (c *Client) openDelta(ctx context.Context, ads discoveryv3.AggregatedDiscov
 	}); err != nil {
 		return err
 	}
-	go func() {
-		seen := map[string]bool{}
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				c.end(err)
-				return
-			}
-			c.bytes.Add(int64(proto.Size(r)))
-			anys := make([]*anypb.Any, 0, len(r.Resources))
-			for _, res := range r.Resources {
-				if res.Resource != nil {
-					anys = append(anys, res.Resource)
-				}
-			}
-			c.mu.Lock()
-			err = st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
-			if err == nil {
-				err = c.followDelta(r.TypeUrl, anys, r.RemovedResources)
-			}
-			c.mu.Unlock()
-			if err != nil {
-				c.end(err)
-				return
-			}
-			c.received(r.TypeUrl, r.SystemVersionInfo, anys, seen)
+	seen := map[string]bool{}
+	for {
+		r, err := st.Recv()
+		if err != nil {
+			return err
 		}
-	}()
-	return nil
+		*received = true
+		c.bytes.Add(int64(proto.Size(r)))
+		anys := make([]*anypb.Any, 0, len(r.Resources))
+		for _, res := range r.Resources {
+			if res.Resource != nil {
+				anys = append(anys, res.Resource)
+			}
+		}
+		c.mu.Lock()
+		err = st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
+		if err == nil {
+			err = c.followDelta(r.TypeUrl, anys, r.RemovedResources)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		c.received(r.TypeUrl, r.SystemVersionInfo, anys, seen)
+	}
 }
 
 // subscribeAll sends the initial request of each type: wildcard, except routes and endpoints
@@ -260,8 +303,8 @@ func (c *Client) received(typeURL, version string, resources []*anypb.Any, seen 
 	}
 	if !seen[typeURL] {
 		seen[typeURL] = true
-		if c.types.Add(1) == int32(len(Types)) {
-			close(c.synced)
+		if len(seen) == len(Types) {
+			c.syncOnce.Do(func() { close(c.synced) })
 		}
 	}
 }
