@@ -29,6 +29,7 @@ type options struct {
 	proxies        []int
 	servers        []string
 	istiodSotW     bool
+	istiodEnv      []string
 	cache, work    string
 	keep           bool
 }
@@ -49,6 +50,8 @@ func run() error {
 	flag.StringVar(&proxies, "proxies", proxies, "numbers of proxies to measure the change with, in order; the last one also measures the initial sync")
 	flag.StringVar(&servers, "servers", servers, "servers to run, of istiod and mesh")
 	flag.BoolVar(&o.istiodSotW, "istiod-sotw", false, "drive istiod with state-of-the-world ADS instead of delta (what its agent uses by default)")
+	istiodEnv := ""
+	flag.StringVar(&istiodEnv, "istiod-env", "", "comma-separated KEY=VALUE settings for istiod (e.g. PILOT_MAX_REQUESTS_PER_SECOND=1000); default: none, istiod's defaults")
 	flag.StringVar(&o.cache, "cache", filepath.Join(home, ".cache", "mesh-bench"), "where pilot-discovery and mesh are built")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configurations, Git repository, server logs)")
 	flag.Parse()
@@ -60,6 +63,9 @@ func run() error {
 		o.proxies = append(o.proxies, n)
 	}
 	o.servers = strings.Split(servers, ",")
+	if istiodEnv != "" {
+		o.istiodEnv = strings.Split(istiodEnv, ",")
+	}
 
 	work, err := os.MkdirTemp("", "mesh-bench-istio-")
 	if err != nil {
@@ -80,7 +86,7 @@ func run() error {
 			if err != nil {
 				return err
 			}
-			list = append(list, &istiod{bin: bin, delta: !o.istiodSotW})
+			list = append(list, &istiod{bin: bin, delta: !o.istiodSotW, env: o.istiodEnv})
 		case "mesh":
 			bin, err := buildMesh(o.cache)
 			if err != nil {

@@ -278,6 +278,9 @@ func printTable(w io.Writer, list []server, results map[string][]result, o optio
 		}
 		fmt.Fprintf(w, "%s %s", s.Name(), s.XDS())
 	}
+	if len(o.istiodEnv) > 0 {
+		fmt.Fprintf(w, "; istiod with %s", strings.Join(o.istiodEnv, " "))
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
 	head := "| |"

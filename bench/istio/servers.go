@@ -128,6 +128,7 @@ type istiod struct {
 	n                int
 	addrs            []string // http, grpc (plaintext xDS), secure grpc, monitoring, https
 	delta            bool
+	env              []string // extra settings
 }
 
 func (s *istiod) Name() string { return "istiod" }
@@ -152,7 +153,8 @@ func (s *istiod) Start(log *os.File) (*proc, error) {
 		return nil, err
 	}
 	s.addrs = addrs
-	env := []string{"POD_NAMESPACE=istio-system", "POD_NAME=istiod-bench", "REVISION=default", "ISTIO_DELTA_XDS=true"}
+	env := []string{"POD_NAMESPACE=istio-system", "POD_NAME=istiod-bench", "REVISION=default"}
+	env = append(env, s.env...)
 	return startProc(log, s.dir, env, s.bin, "discovery",
 		"--meshConfig", filepath.Join(s.dir, "mesh.yaml"),
 		"--networksConfig", filepath.Join(s.dir, "meshNetworks.yaml"),
