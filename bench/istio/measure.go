@@ -82,6 +82,7 @@ func measure(ctx context.Context, s server, dir string, o options) (result, erro
 			cancel()
 			return res, err
 		}
+		settle(p) // a server busy with the connections (or anything else) would slow the change
 		if last {
 			res.sync = took
 			for _, c := range clients {
@@ -91,7 +92,6 @@ func measure(ctx context.Context, s server, dir string, o options) (result, erro
 			for _, c := range clients {
 				res.refused += c.Retries()
 			}
-			time.Sleep(2 * time.Second)
 			res.rssIdle, _ = p.memory()
 		}
 		variant = 1 - variant
@@ -110,6 +110,19 @@ func measure(ctx context.Context, s server, dir string, o options) (result, erro
 	}
 	_, res.peak = p.memory()
 	return res, p.exited()
+}
+
+// settle waits until the server process has used less than a tenth of a core for half a
+// second (at most a minute), at least a second.
+func settle(p *proc) {
+	time.Sleep(time.Second)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		before := p.cpu()
+		time.Sleep(500 * time.Millisecond)
+		if p.cpu()-before < 50*time.Millisecond {
+			return
+		}
+	}
 }
 
 // dial opens a client connection to the server's xDS address: one per proxy, as sidecars have.
