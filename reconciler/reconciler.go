@@ -302,8 +302,10 @@ func New(cfg Config) (*Server, error) {
 	s.fsm = newFSM(cfg.History, cfg.Log)
 	s.storage.fault = cfg.storageFault
 	s.ca = ca.New(ca.Config{Store: caStore{s}, OperatorToken: cfg.Token, Log: cfg.Log.With("component", "ca"),
-		Settings:   func() ca.Settings { return ca.SettingsFrom(s.pub.view(s.Served())) },
-		ExtraRoots: func() string { return s.fed.roots() }})
+		Settings:     func() ca.Settings { return ca.SettingsFrom(s.pub.view(s.Served())) },
+		ExtraRoots:   func() string { return s.fed.roots() },
+		RootsChanged: func() <-chan struct{} { return s.fsm.roots.Changed() },
+		Stopping:     s.httpStopping})
 	return s, nil
 }
 
