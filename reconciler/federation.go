@@ -78,14 +78,42 @@ type federation struct {
 type peerView struct {
 	status PeerStatus
 	state  *FederationState // the last good answer
+	urls   []string         // the peer's servers
+	cur    int              // the one followed now (the others are tried in turn when it fails)
+}
+
+// peerURLs splits a Config.Federate value: one URL, or several comma-separated.
+func peerURLs(v string) []string {
+	var out []string
+	for u := range strings.SplitSeq(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, strings.TrimSuffix(u, "/"))
+		}
+	}
+	return out
 }
 
 func newFederation(peers map[string]string) *federation {
 	f := &federation{peers: map[string]*peerView{}, changed: make(chan struct{}, 1), wait: federationWait}
 	for dc, u := range peers {
-		f.peers[dc] = &peerView{status: PeerStatus{Datacenter: dc, URL: redact.URL(u), State: PeerConnecting}}
+		urls := peerURLs(u)
+		f.peers[dc] = &peerView{status: PeerStatus{Datacenter: dc, URL: redact.URL(urls[0]), State: PeerConnecting}, urls: urls}
 	}
 	return f
+}
+
+// url returns the peer server followed now.
+func (f *federation) url(dc string) (string, bool) {
+	if f == nil {
+		return "", false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.peers[dc]
+	if p == nil {
+		return "", false
+	}
+	return p.urls[p.cur], true
 }
 
 // gateways returns the peers' gateways by datacenter, from their last good answers.
@@ -148,17 +176,18 @@ func (f *federation) statuses() []PeerStatus {
 // run follows every peer until ctx ends.
 func (s *Server) runFederation(ctx context.Context) {
 	var wg sync.WaitGroup
-	for dc, u := range s.cfg.Federate {
+	for dc := range s.cfg.Federate {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.followPeer(ctx, dc, u) }()
+		go func() { defer wg.Done(); s.followPeer(ctx, dc) }()
 	}
 	wg.Wait()
 }
 
 // followPeer runs blocking queries against one peer, backing off (up to 10s) while it fails.
 // The first query, and the first after a failure, asks without an index: answered at once, it
-// tells whether the peer is back.
-func (s *Server) followPeer(ctx context.Context, dc, base string) {
+// tells whether the peer is back. A failure moves on to the peer's next server, if it has
+// several: any server of a cluster answers with the cluster's replicated state.
+func (s *Server) followPeer(ctx context.Context, dc string) {
 	f := s.fed
 	var index uint64
 	known := false // index is the last answer's: block on it
@@ -166,9 +195,11 @@ func (s *Server) followPeer(ctx context.Context, dc, base string) {
 	for ctx.Err() == nil {
 		f.mu.Lock()
 		var roots string
-		if p := f.peers[dc]; p.state != nil {
+		p := f.peers[dc]
+		if p.state != nil {
 			roots = p.state.Roots
 		}
+		base := p.urls[p.cur]
 		f.mu.Unlock()
 		st, err := s.fetchPeer(ctx, base, index, known, roots, f.wait)
 		if ctx.Err() != nil {
@@ -181,14 +212,14 @@ func (s *Server) followPeer(ctx context.Context, dc, base string) {
 			err = checkRoots(st.Roots)
 		}
 		f.mu.Lock()
-		p := f.peers[dc]
 		if err != nil {
-			p.status.State, p.status.Error = PeerFailing, err.Error()
+			p.status.State, p.status.Error = PeerFailing, redact.Error(err).Error()
+			p.cur = (p.cur + 1) % len(p.urls)
 		} else {
 			rootsChanged := p.state == nil || p.state.Roots != st.Roots
 			changed := rootsChanged || !gatewaysEqual(p.state.Gateways, st.Gateways) || !maps.Equal(p.state.Healthy, st.Healthy)
 			p.state, index, known = st, st.Index, true
-			p.status = PeerStatus{Datacenter: dc, URL: p.status.URL, State: PeerConnected, LastContact: time.Now(),
+			p.status = PeerStatus{Datacenter: dc, URL: redact.URL(base), State: PeerConnected, LastContact: time.Now(),
 				Index: st.Index, Gateways: len(st.Gateways), Healthy: st.Healthy}
 			if st.Roots == "" { // connected means cross-trusted: not yet
 				p.status.State, p.status.Error = PeerConnecting, "the peer has no CA yet"
@@ -353,7 +384,7 @@ func (s *Server) forwardDC(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		base, ok := s.cfg.Federate[dc]
+		base, ok := s.fed.url(dc)
 		if !ok {
 			http.Error(w, errNoPathToDatacenter, http.StatusInternalServerError)
 			return
