@@ -211,4 +211,3 @@ func echoServer(t *testing.T, addr string) {
 		}
 	}()
 }
-
