@@ -50,10 +50,11 @@ func TestTwoDatacenterClusters(t *testing.T) {
 	}
 	var dcs [2][3]serveArgs
 	urls := [2][]string{}
+	addrs := testutil.FreeAddrs(t, 18) // distinct
 	for d := range dcs {
 		for i := range dcs[d] {
-			dcs[d][i] = newServeArgs(t, repo)
-			dcs[d][i].token = token
+			k := 3 * (3*d + i)
+			dcs[d][i] = serveArgs{repo: repo, data: filepath.Join(t.TempDir(), "data"), http: addrs[k], xds: addrs[k+1], raft: addrs[k+2], token: token}
 			urls[d] = append(urls[d], "http://"+dcs[d][i].http)
 		}
 	}

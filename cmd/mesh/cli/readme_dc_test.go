@@ -41,11 +41,15 @@ func TestReadmeTwoDatacenters(t *testing.T) {
 	// Every port the walkthrough names, replaced by a free one.
 	ports := map[string]string{}
 	re := regexp.MustCompile(`\b(8[0-9]{3}|9[0-9]{3}|21000)\b`)
+	var named []string
 	for _, p := range re.FindAllString(cue+sh, -1) {
 		if ports[p] == "" {
-			_, free, _ := net.SplitHostPort(testutil.FreeAddr(t))
-			ports[p] = free
+			ports[p] = "?"
+			named = append(named, p)
 		}
+	}
+	for i, a := range testutil.FreeAddrs(t, len(named)) { // distinct
+		_, ports[named[i]], _ = net.SplitHostPort(a)
 	}
 	remap := func(s string) string { return re.ReplaceAllStringFunc(s, func(p string) string { return ports[p] }) }
 
