@@ -45,6 +45,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -59,6 +60,7 @@ import (
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	extensionservice "github.com/envoyproxy/go-control-plane/envoy/service/extension/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -206,7 +208,9 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 	return s
 }
 
-// Register registers the aggregated (SotW and delta) and per-type discovery services on g.
+// Register registers the aggregated (SotW and delta) and per-type discovery services on g
+// (extension configurations included: Envoy sidecars fetch their RBAC over ADS, see
+// extensions.go).
 func (s *Server) Register(g *grpc.Server) {
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, ads{s})
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
@@ -214,6 +218,7 @@ func (s *Server) Register(g *grpc.Server) {
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
 	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+	extensionservice.RegisterExtensionConfigDiscoveryServiceServer(g, s.xds)
 }
 
 // Close ends every xDS stream. It is idempotent.
@@ -655,6 +660,8 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		if err := res.consistent(m); err != nil {
 			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
 		}
+	} else if errs := extensionsConsistent(res.Listeners, res.Extensions, m); len(errs) > 0 {
+		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, errors.Join(errs...))
 	}
 	typeHash, hash, versionMap, err := res.hashTypesReusing(m, keep, old)
 	if err != nil {
