@@ -92,20 +92,26 @@ func renderShared(snap *mesh.Snapshot, p Proxy, bundle []byte, m *memo) (*Resour
 	return r, nil
 }
 
-// rerenderListeners renders p's listeners and extension configurations (where an Envoy
-// sidecar's RBAC is) from snap and keeps old's other resources: what Server.render does when a
-// change alters nothing but the RBAC of p's service. Only the new lists are sorted: old's are
-// shared with the group they came from.
+// rerenderListeners renders p's RBAC again from snap, keeping old's other resources: what
+// Server.render does when a change alters nothing but the RBAC of p's service. An Envoy
+// sidecar's RBAC is its extension configurations (ECDS), and its listeners are kept as they
+// were (the same messages): they depend on the service, its upstreams and the mesh-wide
+// settings, which such a change leaves alone. A gRPC proxy's server listeners carry the RBAC
+// inline and are rendered again. Only the new lists are sorted: old's are shared with the
+// group they came from.
 func rerenderListeners(snap *mesh.Snapshot, p Proxy, m *memo, old *Resources) (*Resources, error) {
-	ls, err := listeners(snap, p, m)
-	if err != nil {
-		return nil, fmt.Errorf("render %s listeners: %w", p, err)
+	ls := old.Listeners
+	if p.Shape != ShapeEnvoy {
+		var err error
+		if ls, err = listeners(snap, p, m); err != nil {
+			return nil, fmt.Errorf("render %s listeners: %w", p, err)
+		}
+		sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
 	}
 	xs, err := extensionConfigs(snap, p, m)
 	if err != nil {
 		return nil, fmt.Errorf("render %s extension configs: %w", p, err)
 	}
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
 	sort.Slice(xs, func(i, j int) bool { return xs[i].Name < xs[j].Name })
 	return &Resources{Listeners: ls, Routes: old.Routes, Clusters: old.Clusters, Endpoints: old.Endpoints, Secrets: old.Secrets, Extensions: xs}, nil
 }

@@ -643,14 +643,17 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		res = res.clone() // shared resources are never altered
 		s.testHookResources(p, res)
 	}
-	// Only the listeners are new when they alone were rendered again: if they name the same
-	// routes and clusters as old's, the rest was checked, hashed and found consistent before.
+	// Only the listeners (gRPC) or the extension configs (Envoy) are new when the RBAC alone was
+	// rendered again: if the listeners name the same routes and clusters as old's, the rest
+	// was checked, hashed and found consistent before.
 	var keep map[resourcev3.Type]bool
 	d := old.depsIf(partial)
 	if partial {
 		if same, err := sameRefs(old.res.Listeners, res.Listeners, m); err == nil && same {
 			keep = map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
 				resourcev3.EndpointType: true, resourcev3.SecretType: true}
+			// An Envoy sidecar's listeners were kept as they were (its RBAC is in ECDS).
+			keep[resourcev3.ListenerType] = sameList(old.res.Listeners, res.Listeners)
 		}
 	}
 	if err := res.validateTypes(m, keep); err != nil {
@@ -706,6 +709,11 @@ func (g *group) depsIf(partial bool) *deps {
 		return nil
 	}
 	return g.deps
+}
+
+// sameList reports whether a and b are the same list of the same messages.
+func sameList(a, b []*listenerv3.Listener) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // sameRefs reports whether two lists of listeners name the same route configurations and
