@@ -8,7 +8,11 @@
 //     gets the same resources. One function per resource type
 //     (listeners.go, routes.go, clusters.go, endpoints.go, rbac.go, secrets.go).
 //   - Intentions are enforced with RBAC derived from Snapshot.Inbound, the evaluator's own
-//     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go).
+//     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go). An Envoy
+//     sidecar takes its inbound RBAC as an extension config (ECDS) that public_listener's RBAC
+//     filter names, with a deny-all default: an intention change sends that resource alone and
+//     leaves every listener byte for byte as it was, over state of the world as over delta
+//     (extensions.go). Proxyless gRPC keeps it inline in its server listeners.
 //   - Transparent sidecars (mesh.Service.Transparent) reach what mesh.Reachable says, one
 //     filter chain per service matched by its virtual IP on one outbound listener (Envoy), or
 //     by name (gRPC); see transparent.go.
