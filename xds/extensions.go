@@ -36,6 +36,13 @@ import (
 // names, as Envoy subscribes to a filter's configuration by the filter's name). The two
 // filter types have two names, so that a service changing protocol never sends a filter a
 // configuration of the other type.
+//
+// Both are rendered for every Envoy sidecar, whatever its protocol: a proxy is sent only the
+// names it subscribes to (those its listeners name), so the other costs nothing on the wire,
+// and a protocol change never removes the configuration the running listener uses. Removing it
+// (delta xDS sends removals) would make the old listener's filter fall back to its deny-all
+// default until the new listener is warm; kept, the old listener runs the current rules until
+// Envoy replaces it (make before break, as the xDS protocol asks of removals).
 const (
 	PublicNetworkRBAC = "rbac:" + PublicListener + ":network"
 	PublicHTTPRBAC    = "rbac:" + PublicListener + ":http"
@@ -52,37 +59,39 @@ func typeURL(m proto.Message) string {
 }
 
 // extensionConfigs renders the extension configurations of proxy p: for an Envoy sidecar
-// with a public listener, the rules of its RBAC filter; nothing for the other shapes.
+// with a public listener, the rules of its RBAC filter, as the HTTP and as the network filter
+// (sorted by name); nothing for the other shapes.
 func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExtensionConfig, error) {
 	svc := snap.Services[p.Service]
 	if svc == nil || p.Shape != ShapeEnvoy || p.Kind == mesh.KindMeshGateway || publicPort(svc, snap.Mesh.Datacenter) <= 0 {
 		return nil, nil
 	}
-	x, err := shared(m, memoKey{kind: memoPublicRBAC, name: svc.Name}, func() (*corev3.TypedExtensionConfig, error) {
+	return shared(m, memoKey{kind: memoPublicRBAC, name: svc.Name}, func() ([]*corev3.TypedExtensionConfig, error) {
 		return publicRBAC(snap, svc)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return []*corev3.TypedExtensionConfig{x}, nil
 }
 
-// publicRBAC renders the RBAC of svc's public listener: the network filter's rules for a tcp
-// service, the HTTP filter's for an HTTP one.
-func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service) (*corev3.TypedExtensionConfig, error) {
+// publicRBAC renders the RBAC of svc's public listener as the configuration of the HTTP RBAC
+// filter and of the network RBAC filter; the listener uses the one of its protocol. The rules
+// are those of svc's protocol in both (for a tcp service, an intention with permissions fails
+// closed in either).
+func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service) ([]*corev3.TypedExtensionConfig, error) {
 	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
-	if mesh.IsHTTP(svc.Protocol) {
-		a, err := toAny(&rbacfilterv3.RBAC{Rules: rules})
-		if err != nil {
-			return nil, err
-		}
-		return &corev3.TypedExtensionConfig{Name: PublicHTTPRBAC, TypedConfig: a}, nil
-	}
-	a, err := toAny(networkRBAC(svc.Name, rules))
+	h, err := toAny(&rbacfilterv3.RBAC{Rules: rules})
 	if err != nil {
 		return nil, err
 	}
-	return &corev3.TypedExtensionConfig{Name: PublicNetworkRBAC, TypedConfig: a}, nil
+	n, err := toAny(networkRBAC(svc.Name, rules))
+	if err != nil {
+		return nil, err
+	}
+	return []*corev3.TypedExtensionConfig{{Name: PublicHTTPRBAC, TypedConfig: h}, {Name: PublicNetworkRBAC, TypedConfig: n}}, nil
+}
+
+// unreferencedOK reports whether an extension config no listener names may be rendered: one
+// of public_listener's RBAC pair when the other is named.
+func unreferencedOK(name string, named map[string]bool) bool {
+	return name == PublicHTTPRBAC && named[PublicNetworkRBAC] || name == PublicNetworkRBAC && named[PublicHTTPRBAC]
 }
 
 // denyAll is RBAC rules that match no caller: an ALLOW engine without policies.

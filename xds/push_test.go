@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -123,6 +124,12 @@ type deltaADS struct {
 // public listener's RBAC extension config (by name), and ACKs the initial responses.
 func openDelta(t *testing.T, cc *grpc.ClientConn, id, service string) *deltaADS {
 	t.Helper()
+	return openDeltaRBAC(t, cc, id, service, PublicHTTPRBAC)
+}
+
+// openDeltaRBAC is openDelta subscribing to the extension config rbac.
+func openDeltaRBAC(t *testing.T, cc *grpc.ClientConn, id, service, rbac string) *deltaADS {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
@@ -146,7 +153,7 @@ func openDelta(t *testing.T, cc *grpc.ClientConn, id, service string) *deltaADS 
 			req.Node = envoyNode(id, service)
 		}
 		if typ == resourcev3.ExtensionConfigType {
-			req.ResourceNamesSubscribe = []string{PublicHTTPRBAC} // as Envoy subscribes: by name
+			req.ResourceNamesSubscribe = []string{rbac} // as Envoy subscribes: by name
 		}
 		if err := st.Send(req); err != nil {
 			t.Fatal(err)
@@ -174,5 +181,47 @@ func (d *deltaADS) ack(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) {
 	t.Helper()
 	if err := d.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProtocolChangeKeepsRBAC: when a tcp service becomes an http one, its sidecar's new
+// public_listener names the HTTP RBAC extension config, and the network one that the running
+// listener uses is not removed (make before break): a delta stream gets the new listener and
+// no removal, and then the HTTP rules it subscribes to.
+func TestProtocolChangeKeepsRBAC(t *testing.T) {
+	mk := func(protocol string) *mesh.Snapshot {
+		s := newSnap(mesh.Deny)
+		addService(s, "api", protocol, 8080, ep("10.0.0.1", 21000, "dc1"))
+		addService(s, "web", mesh.ProtocolTCP, 8080, ep("10.0.0.2", 21000, "dc1"))
+		allow(s, "web", "api")
+		return s
+	}
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	if err := srv.SetSnapshot(seal(t, mk(mesh.ProtocolTCP))); err != nil {
+		t.Fatal(err)
+	}
+	d := openDeltaRBAC(t, dialRaw(t, addr), "api-1", "api", PublicNetworkRBAC)
+	if err := srv.SetSnapshot(seal(t, mk(mesh.ProtocolHTTP))); err != nil {
+		t.Fatal(err)
+	}
+	sawListener := false
+	for r := d.recv(t, 5*time.Second); r != nil; r = d.recv(t, 500*time.Millisecond) {
+		if slices.Contains(r.RemovedResources, PublicNetworkRBAC) {
+			t.Fatalf("the network RBAC that the running listener uses was removed (%s response)", shortType(r.TypeUrl))
+		}
+		sawListener = sawListener || r.TypeUrl == resourcev3.ListenerType
+		d.ack(t, r)
+	}
+	if !sawListener {
+		t.Fatal("no new public_listener")
+	}
+	// The new listener names the HTTP RBAC: Envoy subscribes to it.
+	if err := d.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ExtensionConfigType, ResourceNamesSubscribe: []string{PublicHTTPRBAC}}); err != nil {
+		t.Fatal(err)
+	}
+	r := d.recv(t, 5*time.Second)
+	if r == nil || r.TypeUrl != resourcev3.ExtensionConfigType || len(r.Resources) != 1 || r.Resources[0].Name != PublicHTTPRBAC {
+		t.Fatalf("after subscribing to %s: %v", PublicHTTPRBAC, r)
 	}
 }

@@ -340,7 +340,8 @@ func (r *Resources) consistent(m *memo) error {
 }
 
 // extensionsConsistent checks that every extension configuration a listener's filter names
-// exists, with a type the filter admits, and that every extension configuration is named.
+// exists, with a type the filter admits, and that every extension configuration is named (but
+// for the other of public_listener's RBAC pair: extensions.go).
 func extensionsConsistent(ls []*listenerv3.Listener, xs []*corev3.TypedExtensionConfig, m *memo) []error {
 	var errs []error
 	types := make(map[string]string, len(xs))
@@ -363,7 +364,7 @@ func extensionsConsistent(ls []*listenerv3.Listener, xs []*corev3.TypedExtension
 		}
 	}
 	for _, x := range xs {
-		if !named[x.Name] {
+		if !named[x.Name] && !unreferencedOK(x.Name, named) {
 			errs = append(errs, fmt.Errorf("extension config %q is not referenced by any listener", x.Name))
 		}
 	}
