@@ -653,11 +653,18 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	var keep map[resourcev3.Type]bool
 	d := old.depsIf(partial)
 	if partial {
-		if same, err := sameRefs(old.res.Listeners, res.Listeners, m); err == nil && same {
+		// An Envoy sidecar's listeners are kept as they were (its RBAC is in ECDS): nothing of
+		// them is read again, however many filter chains they have.
+		kept := sameList(old.res.Listeners, res.Listeners)
+		same := kept
+		if !kept {
+			var err error
+			same, err = sameRefs(old.res.Listeners, res.Listeners, m)
+			same = same && err == nil
+		}
+		if same {
 			keep = map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
-				resourcev3.EndpointType: true, resourcev3.SecretType: true}
-			// An Envoy sidecar's listeners were kept as they were (its RBAC is in ECDS).
-			keep[resourcev3.ListenerType] = sameList(old.res.Listeners, res.Listeners)
+				resourcev3.EndpointType: true, resourcev3.SecretType: true, resourcev3.ListenerType: kept}
 		}
 	}
 	if err := res.validateTypes(m, keep); err != nil {
@@ -667,8 +674,11 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		if err := res.consistent(m); err != nil {
 			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
 		}
-	} else if errs := extensionsConsistent(res.Listeners, res.Extensions, m); len(errs) > 0 {
-		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, errors.Join(errs...))
+	} else if !keep[resourcev3.ListenerType] || !sameExtensionNames(old.res.Extensions, res.Extensions) {
+		// The same listeners name the same extension configs: old's were found consistent.
+		if errs := extensionsConsistent(res.Listeners, res.Extensions, m); len(errs) > 0 {
+			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, errors.Join(errs...))
+		}
 	}
 	typeHash, hash, versionMap, err := res.hashTypesReusing(m, keep, old)
 	if err != nil {
@@ -718,6 +728,14 @@ func (g *group) depsIf(partial bool) *deps {
 // sameList reports whether a and b are the same list of the same messages.
 func sameList(a, b []*listenerv3.Listener) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// sameExtensionNames reports whether two sorted lists of extension configs have the same names
+// and types.
+func sameExtensionNames(a, b []*corev3.TypedExtensionConfig) bool {
+	return slices.EqualFunc(a, b, func(x, y *corev3.TypedExtensionConfig) bool {
+		return x.Name == y.Name && extensionTypeURL(x) == extensionTypeURL(y)
+	})
 }
 
 // sameRefs reports whether two lists of listeners name the same route configurations and
