@@ -653,19 +653,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	var keep map[resourcev3.Type]bool
 	d := old.depsIf(partial)
 	if partial {
-		// An Envoy sidecar's listeners are kept as they were (its RBAC is in ECDS): nothing of
-		// them is read again, however many filter chains they have.
-		kept := sameList(old.res.Listeners, res.Listeners)
-		same := kept
-		if !kept {
-			var err error
-			same, err = sameRefs(old.res.Listeners, res.Listeners, m)
-			same = same && err == nil
-		}
-		if same {
-			keep = map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
-				resourcev3.EndpointType: true, resourcev3.SecretType: true, resourcev3.ListenerType: kept}
-		}
+		keep = keptTypes(old.res, res, m)
 	}
 	if err := res.validateTypes(m, keep); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
@@ -715,6 +703,21 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	cs.VersionMap = versionMap
 	g.cs = cs
 	return g, nil
+}
+
+// keptTypes returns the types of res, re-rendered for its RBAC alone from old, that are old's
+// (checked, hashed and found consistent before), or nil when its listeners name other routes or
+// clusters. An Envoy sidecar's listeners are kept as they were (its RBAC is in ECDS): nothing
+// of them is read again, however many filter chains they have.
+func keptTypes(old, res *Resources, m *memo) map[resourcev3.Type]bool {
+	kept := sameList(old.Listeners, res.Listeners)
+	if !kept {
+		if same, err := sameRefs(old.Listeners, res.Listeners, m); err != nil || !same {
+			return nil
+		}
+	}
+	return map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
+		resourcev3.EndpointType: true, resourcev3.SecretType: true, resourcev3.ListenerType: kept}
 }
 
 // depsIf returns g's deps when partial (a change that leaves them as they were), else nil.
