@@ -28,7 +28,8 @@ import (
 // Envoy's default initial_fetch_timeout.
 const extensionWait = 15 * time.Second
 
-var networkRBACType = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+// networkRBACType is the type URL of the network RBAC filter's configuration.
+const networkRBACType = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
 
 // discoveredFilter is a network filter whose configuration comes over ECDS.
 type discoveredFilter struct {
