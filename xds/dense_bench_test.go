@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -61,8 +62,9 @@ func denseBenchMesh(transparent bool, variant int) *mesh.Snapshot {
 
 // BenchmarkDenseMesh measures, per model, protocol (state of the world or delta) and number
 // of raw ADS streams (one node per service, each subscribing to listeners, clusters, routes
-// and endpoints and ACKing everything): the authorization change until every stream has
-// received its new listeners and ACKed them (ns/op, and the CPU time it took), the bytes pushed
+// and endpoints, and by name to its public listener's RBAC extension config, as Envoy does,
+// and ACKing everything): the authorization change until every stream has received its new
+// RBAC and ACKed it (ns/op, and the CPU time it took), the bytes pushed
 // per proxy for it, and once per run the initial sync of every stream and the bytes per proxy
 // it took.
 func BenchmarkDenseMesh(b *testing.B) {
@@ -105,7 +107,7 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 	start := time.Now()
 	for i := range streams {
 		node := envoyNode(fmt.Sprintf("dense-%d", i), denseName(i))
-		c, err := adsclient.Open(ctx, conns[i%len(conns)], node, adsclient.Options{Delta: delta})
+		c, err := adsclient.Open(ctx, conns[i%len(conns)], node, adsclient.Options{Delta: delta, Extensions: []string{PublicHTTPRBAC}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -132,7 +134,7 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 		}
 		deadline := time.Now().Add(120 * time.Second)
 		for _, c := range clients {
-			for !strings.HasPrefix(c.ListenerVersion(), want) {
+			for !strings.HasPrefix(c.Version(resourcev3.ExtensionConfigType), want) {
 				if time.Now().After(deadline) {
 					b.Fatalf("not every stream got version %s within 120s", want)
 				}

@@ -7,8 +7,9 @@
 // A stream subscribes to every listener and cluster (wildcard). For routes and endpoints it
 // either subscribes wildcard as well (Options.Follow false: what go-control-plane based servers
 // answer) or, like Envoy, by name: the route configurations its listeners' HTTP connection
-// managers name over RDS and the endpoints of its EDS clusters, updated whenever listeners or
-// clusters change (Options.Follow true: what istiod needs, and what mesh serve answers too).
+// managers name over RDS, the extension configurations (ECDS) its filters name, and the endpoints
+// of its EDS clusters, updated whenever listeners or clusters change (Options.Follow true: what
+// istiod needs, and what mesh serve answers too).
 // A stream never NACKs: it does not validate what it receives beyond decoding what it follows.
 package adsclient
 
@@ -35,13 +36,18 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// Types are the four resource types a sidecar stream subscribes to, listeners first.
+// Types are the four resource types every sidecar stream subscribes to, listeners first;
+// extension configurations (ECDS) are a fifth when the listeners name some (or
+// Options.Extensions does).
 var Types = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.EndpointType}
 
 // Options say how a stream talks.
 type Options struct {
 	Delta  bool // delta xDS (DeltaAggregatedResources); otherwise state of the world
 	Follow bool // subscribe to routes and endpoints by name, as Envoy does; otherwise wildcard
+	// Extensions are extension configurations (ECDS) to subscribe to from the start; with
+	// Follow, those the listeners' filters name are added.
+	Extensions []string
 	// Retry reopens a stream the server ended (or refused, as istiod's rate limit on new
 	// streams does), as Envoy does: after a random delay below Backoff (default 500 ms), doubled
 	// at each failure in a row up to MaxBackoff (default 30 s). Without it the client ends with
@@ -53,16 +59,17 @@ type Options struct {
 
 // Client is one open stream. Its counters may be read while it runs.
 type Client struct {
-	bytes     atomic.Int64 // received, protobuf size of each response
-	listeners atomic.Int64 // listener responses received
-	version   atomic.Value // version of the last listener response
-	marker    atomic.Pointer[[]byte]
-	markerAt  atomic.Int64 // unix nanoseconds at which the marker was first seen (and ACKed), 0 before
-	retries   atomic.Int64 // streams reopened
-	synced    chan struct{}
-	syncOnce  sync.Once
-	done      chan struct{}
-	err       atomic.Value // error that ended the stream
+	bytes    atomic.Int64 // received, protobuf size of each response
+	ecds     atomic.Bool  // extension configurations are subscribed to: synced waits for them too
+	vmu      sync.Mutex
+	versions map[string]string // type → version of its last response
+	marker   atomic.Pointer[[]byte]
+	markerAt atomic.Int64 // unix nanoseconds at which the marker was first seen (and ACKed), 0 before
+	retries  atomic.Int64 // streams reopened
+	synced   chan struct{}
+	syncOnce sync.Once
+	done     chan struct{}
+	err      atomic.Value // error that ended the stream
 
 	opts  Options
 	mu    sync.Mutex             // guards send and the subscriptions below
@@ -71,7 +78,7 @@ type Client struct {
 	sent  map[string][]string    // type → names last subscribed (delta), for the differences
 	// What a following delta stream knows of the resources it holds: every listener's route
 	// configurations and every EDS cluster's endpoint name.
-	routes    map[string][]string
+	routes    map[string]*followed // listener name → what it names
 	endpoints map[string]string
 }
 
@@ -79,13 +86,13 @@ type Client struct {
 // server ends the stream (without Options.Retry).
 func Open(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, opts Options) (*Client, error) {
 	c := &Client{opts: opts, synced: make(chan struct{}), done: make(chan struct{})}
-	c.version.Store("")
+	c.versions = map[string]string{}
 	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(cc)
 	go func() {
 		for failures := 0; ; failures++ {
 			c.mu.Lock()
 			c.names, c.sent = map[string][]string{}, map[string][]string{}
-			c.routes, c.endpoints = map[string][]string{}, map[string]string{}
+			c.routes, c.endpoints = map[string]*followed{}, map[string]string{}
 			c.mu.Unlock()
 			var err error
 			received := false
@@ -146,15 +153,16 @@ func (c *Client) Err() error {
 func (c *Client) Bytes() int64            { return c.bytes.Load() }
 func (c *Client) SwapBytes(n int64) int64 { return c.bytes.Swap(n) }
 
-// ListenerVersion is the version of the last listener response (SotW version_info, delta
-// system_version_info).
-func (c *Client) ListenerVersion() string { return c.version.Load().(string) }
+// Version is the version of the last response of type typ (SotW version_info, delta
+// system_version_info), "" before the first.
+func (c *Client) Version(typ string) string {
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	return c.versions[typ]
+}
 
-// Listeners is the number of listener responses received.
-func (c *Client) Listeners() int64 { return c.listeners.Load() }
-
-// Expect arms the marker: from now on, the first listener response holding a resource whose
-// encoding contains marker records the time it was ACKed (MarkerAt).
+// Expect arms the marker: from now on, the first response (of any type) holding a resource
+// whose encoding contains marker records the time it was ACKed (MarkerAt).
 func (c *Client) Expect(marker []byte) {
 	c.markerAt.Store(0)
 	c.marker.Store(&marker)
@@ -187,8 +195,8 @@ func (c *Client) runSotW(ctx context.Context, ads discoveryv3.AggregatedDiscover
 		return st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: c.names[typ], VersionInfo: versions[typ], ResponseNonce: nonces[typ]})
 	}
 	c.mu.Unlock()
-	if err := c.subscribeAll(func(typ string, first bool) error {
-		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
+	if err := c.subscribeAll(func(typ string, names []string, first bool) error {
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: names}
 		if first {
 			req.Node = node
 		}
@@ -235,8 +243,8 @@ func (c *Client) runDelta(ctx context.Context, ads discoveryv3.AggregatedDiscove
 		return st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: add, ResourceNamesUnsubscribe: remove})
 	}
 	c.mu.Unlock()
-	if err := c.subscribeAll(func(typ string, first bool) error {
-		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
+	if err := c.subscribeAll(func(typ string, names []string, first bool) error {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: names}
 		if first {
 			req.Node = node
 		}
@@ -272,40 +280,49 @@ func (c *Client) runDelta(ctx context.Context, ads discoveryv3.AggregatedDiscove
 }
 
 // subscribeAll sends the initial request of each type: wildcard, except routes and endpoints
-// when following (Envoy asks for those once it knows their names).
-func (c *Client) subscribeAll(send func(typ string, first bool) error) error {
+// when following (Envoy asks for those once it knows their names), and extension
+// configurations by name.
+func (c *Client) subscribeAll(send func(typ string, names []string, first bool) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, typ := range Types {
 		if c.opts.Follow && (typ == resourcev3.RouteType || typ == resourcev3.EndpointType) {
 			continue
 		}
-		if err := send(typ, k == 0); err != nil {
+		if err := send(typ, nil, k == 0); err != nil {
 			return err
 		}
 	}
-	return nil
+	if len(c.opts.Extensions) == 0 {
+		return nil
+	}
+	names := slices.Sorted(slices.Values(c.opts.Extensions))
+	c.names[resourcev3.ExtensionConfigType], c.sent[resourcev3.ExtensionConfigType] = names, names
+	c.ecds.Store(true)
+	return send(resourcev3.ExtensionConfigType, names, false)
 }
 
 // received records a response (already ACKed).
 func (c *Client) received(typeURL, version string, resources []*anypb.Any, seen map[string]bool) {
-	if typeURL == resourcev3.ListenerType {
-		c.version.Store(version)
-		c.listeners.Add(1)
-		if m := c.marker.Load(); m != nil && c.markerAt.Load() == 0 {
-			for _, r := range resources {
-				if bytes.Contains(r.GetValue(), *m) {
-					c.markerAt.Store(time.Now().UnixNano())
-					break
-				}
+	c.vmu.Lock()
+	c.versions[typeURL] = version
+	c.vmu.Unlock()
+	if m := c.marker.Load(); m != nil && c.markerAt.Load() == 0 {
+		for _, r := range resources {
+			if bytes.Contains(r.GetValue(), *m) {
+				c.markerAt.Store(time.Now().UnixNano())
+				break
 			}
 		}
 	}
-	if !seen[typeURL] {
-		seen[typeURL] = true
-		if len(seen) == len(Types) {
-			c.syncOnce.Do(func() { close(c.synced) })
+	seen[typeURL] = true
+	for _, t := range Types {
+		if !seen[t] {
+			return
 		}
+	}
+	if !c.ecds.Load() || seen[resourcev3.ExtensionConfigType] {
+		c.syncOnce.Do(func() { close(c.synced) })
 	}
 }
 
@@ -316,10 +333,13 @@ func (c *Client) follow(typ string, resources []*anypb.Any) error {
 	}
 	switch typ {
 	case resourcev3.ListenerType:
-		var names []string
+		var names, ecds []string
 		for _, r := range resources {
-			_, routes := listenerRoutes(r)
-			names = append(names, routes...)
+			f := listener(r)
+			names, ecds = append(names, f.routes...), append(ecds, f.ecds...)
+		}
+		if err := c.resubscribe(resourcev3.ExtensionConfigType, append(ecds, c.opts.Extensions...)); err != nil {
+			return err
 		}
 		return c.resubscribe(resourcev3.RouteType, names)
 	case resourcev3.ClusterType:
@@ -345,12 +365,15 @@ func (c *Client) followDelta(typ string, resources []*anypb.Any, removed []strin
 			delete(c.routes, n)
 		}
 		for _, r := range resources {
-			n, routes := listenerRoutes(r)
-			c.routes[n] = routes
+			f := listener(r)
+			c.routes[f.name] = f
 		}
-		var names []string
-		for _, rs := range c.routes {
-			names = append(names, rs...)
+		var names, ecds []string
+		for _, f := range c.routes {
+			names, ecds = append(names, f.routes...), append(ecds, f.ecds...)
+		}
+		if err := c.resubscribe(resourcev3.ExtensionConfigType, append(ecds, c.opts.Extensions...)); err != nil {
+			return err
 		}
 		return c.resubscribe(resourcev3.RouteType, names)
 	case resourcev3.ClusterType:
@@ -385,6 +408,9 @@ func (c *Client) resubscribe(typ string, names []string) error {
 		return nil // unchanged; or nothing to ask for yet (an empty list would be a wildcard)
 	}
 	c.names[typ] = names
+	if typ == resourcev3.ExtensionConfigType && len(names) > 0 {
+		c.ecds.Store(true)
+	}
 	return c.send(typ)
 }
 
@@ -400,23 +426,31 @@ var (
 type followed struct {
 	name   string
 	routes []string // a listener's route configurations
+	ecds   []string // the extension configurations a listener's filters name
 	eds    string   // an EDS cluster's endpoint name
 }
 
-// listenerRoutes are a listener's name and the route configurations its HTTP connection
-// managers (in its filter chains or its API listener) fetch over RDS.
-func listenerRoutes(r *anypb.Any) (string, []string) {
-	f := decode(r, func(f *followed) {
+// listener is what a listener names: the route configurations its HTTP connection managers
+// (in its filter chains or its API listener) fetch over RDS, and the extension configurations
+// its network and HTTP filters fetch over ECDS.
+func listener(r *anypb.Any) *followed {
+	return decode(r, func(f *followed) {
 		var l listenerv3.Listener
 		if err := r.UnmarshalTo(&l); err != nil {
 			return
 		}
 		f.name = l.Name
-		add := func(a *anypb.Any) {
+		hcm := func(a *anypb.Any) {
 			var h hcmv3.HttpConnectionManager
-			if a.MessageIs(&h) && a.UnmarshalTo(&h) == nil {
-				if rds := h.GetRds(); rds != nil {
-					f.routes = append(f.routes, rds.RouteConfigName)
+			if !a.MessageIs(&h) || a.UnmarshalTo(&h) != nil {
+				return
+			}
+			if rds := h.GetRds(); rds != nil {
+				f.routes = append(f.routes, rds.RouteConfigName)
+			}
+			for _, hf := range h.HttpFilters {
+				if hf.GetConfigDiscovery() != nil {
+					f.ecds = append(f.ecds, hf.Name)
 				}
 			}
 		}
@@ -426,16 +460,18 @@ func listenerRoutes(r *anypb.Any) (string, []string) {
 		}
 		for _, fc := range chains {
 			for _, fl := range fc.Filters {
+				if fl.GetConfigDiscovery() != nil {
+					f.ecds = append(f.ecds, fl.Name)
+				}
 				if a := fl.GetTypedConfig(); a != nil {
-					add(a)
+					hcm(a)
 				}
 			}
 		}
 		if a := l.GetApiListener().GetApiListener(); a != nil {
-			add(a)
+			hcm(a)
 		}
 	})
-	return f.name, f.routes
 }
 
 // clusterEDS is a cluster's name and the name under which its endpoints are fetched, "" for a
