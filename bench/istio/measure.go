@@ -322,6 +322,10 @@ func printTable(w io.Writer, list []server, results map[string][]result, o optio
 		}
 		if both {
 			ratio := med["mesh serve"] / med["istiod"]
+			shown := fmt.Sprintf("%.2f×", ratio)
+			if med["istiod"] == 0 {
+				shown = "—"
+			}
 			met := ""
 			if r.target > 0 {
 				met = "no"
@@ -329,7 +333,7 @@ func printTable(w io.Writer, list []server, results map[string][]result, o optio
 					met = "yes"
 				}
 			}
-			line += fmt.Sprintf(" %.2f× | %s | %s |", ratio, r.goal, met)
+			line += fmt.Sprintf(" %s | %s | %s |", shown, r.goal, met)
 		}
 		fmt.Fprintln(w, line)
 	}
