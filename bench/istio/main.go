@@ -29,6 +29,7 @@ type options struct {
 	proxies        []int
 	servers        []string
 	istiodSotW     bool
+	meshSotW       bool
 	istiodEnv      []string
 	cache, work    string
 	keep           bool
@@ -50,6 +51,7 @@ func run() error {
 	flag.StringVar(&proxies, "proxies", proxies, "numbers of proxies to measure the change with, in order; the last one also measures the initial sync")
 	flag.StringVar(&servers, "servers", servers, "servers to run, of istiod and mesh")
 	flag.BoolVar(&o.istiodSotW, "istiod-sotw", false, "drive istiod with state-of-the-world ADS instead of delta (what its agent uses by default)")
+	flag.BoolVar(&o.meshSotW, "mesh-sotw", false, "drive mesh serve with state-of-the-world ADS instead of delta (what mesh envoy bootstrap configures)")
 	istiodEnv := ""
 	flag.StringVar(&istiodEnv, "istiod-env", "", "comma-separated KEY=VALUE settings for istiod (e.g. PILOT_MAX_REQUESTS_PER_SECOND=1000); default: none, istiod's defaults")
 	flag.StringVar(&o.cache, "cache", filepath.Join(home, ".cache", "mesh-bench"), "where pilot-discovery and mesh are built")
@@ -92,7 +94,7 @@ func run() error {
 			if err != nil {
 				return err
 			}
-			list = append(list, &meshServe{bin: bin})
+			list = append(list, &meshServe{bin: bin, delta: !o.meshSotW})
 		default:
 			return fmt.Errorf("-servers: unknown server %q (istiod, mesh)", name)
 		}

@@ -201,12 +201,13 @@ type meshServe struct {
 	bin, dir, repo string
 	n              int
 	addrs          []string // http, xds, raft
+	delta          bool
 }
 
 func (s *meshServe) Name() string { return "mesh serve" }
 
 func (s *meshServe) XDS() adsclient.Options {
-	return adsclient.Options{Delta: true, Follow: true, Retry: true}
+	return adsclient.Options{Delta: s.delta, Follow: true, Retry: true}
 }
 
 func (s *meshServe) XDSAddr() string { return s.addrs[1] }
