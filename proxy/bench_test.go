@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,7 +254,8 @@ func throughputPaths(b *testing.B) []benchPath {
 // undecrypted: "gateway"); through one sidecar, plaintext in and mTLS out to a TLS endpoint with
 // the target's certificate ("sidecar-outbound"), or mTLS in and plaintext out
 // ("sidecar-inbound"); and through a pair of sidecars ("sidecar-pair"). Each case reports its
-// ratio to direct ("x-direct", only when direct ran in the same run).
+// ratio to direct ("x-direct", only when direct ran in the same run) and the CPU time
+// the process spent per byte ("cpu-ns/B").
 func BenchmarkThroughput(b *testing.B) {
 	n := benchBytes(b)
 	paths := throughputPaths(b)
@@ -261,7 +263,7 @@ func BenchmarkThroughput(b *testing.B) {
 	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {
 			b.SetBytes(n)
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuTime()
 			for b.Loop() {
 				c, err := p.dial()
 				if err != nil {
@@ -272,6 +274,7 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 			}
 			mbs := float64(n) * float64(b.N) / time.Since(start).Seconds() / 1e6
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(n)/float64(b.N), "cpu-ns/B")
 			if p.name == "direct" {
 				direct = mbs
 			} else if direct > 0 {
@@ -279,6 +282,16 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cpuTime is the CPU time the process used so far (user and system): the benchmark's client
+// and sinks too, the same on every path, so that a path's cost is its excess over direct.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // connectSamples is how many connections one iteration of BenchmarkConnect opens per path.

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -362,7 +361,7 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 		if hello != nil {
 			return fmt.Errorf("%w: TLS termination behind tls_inspector", ErrUnsupported)
 		}
-		tc := tls.Server(down, p.certs.serverTLS())
+		tc := tls.Server(newRecordConn(down), p.certs.serverTLS())
 		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
@@ -424,7 +423,7 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 	if ut == nil {
 		return conn, nil
 	}
-	tc := tls.Client(conn, p.certs.clientTLS(ut))
+	tc := tls.Client(newRecordConn(conn), p.certs.clientTLS(ut))
 	hctx, hcancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer hcancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -432,32 +431,4 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 		return nil, fmt.Errorf("cluster %s: %s: %w", name, addr, err)
 	}
 	return tc, nil
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// pipe copies both ways until both directions end, passing half-closes on.
-func pipe(a, b net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); copyHalf(a, b) }()
-	go func() { defer wg.Done(); copyHalf(b, a) }()
-	wg.Wait()
-	a.Close()
-	b.Close()
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-func copyHalf(dst, src net.Conn) {
-	buf := bufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(dst, src, *buf)
-	bufPool.Put(buf)
-	if cw, ok := dst.(closeWriter); ok && err == nil {
-		cw.CloseWrite()
-		return
-	}
-	// An error (a reset) on one side ends both.
-	dst.Close()
-	src.Close()
 }
