@@ -299,12 +299,22 @@ const connectSamples = 200
 
 // BenchmarkConnect measures connection setup: dial, one byte there and back, close; reported as
 // the mean (ns/op) and the p50 and p99 of connectSamples connections per iteration. "inbound"
-// is a caller speaking mTLS to one sidecar, a full handshake each time; "two-proxies" goes
-// through the sidecar pair, whose hop is mTLS (the caller's legs are plaintext on loopback).
+// is a caller speaking mTLS to one sidecar, a full handshake each time ("inbound-resumed": it
+// resumes its session); "two-proxies" goes through the sidecar pair, whose hop is mTLS (resumed
+// once the first connection is made; the caller's legs are plaintext on loopback).
 func BenchmarkConnect(b *testing.B) {
 	app := newEchoServer(b)
 	s := newSidecarsFor(b, "allow", app.port())
 	waitListening(b, s)
+	// The caller of "inbound" keeps its certificate files (and, resuming, its sessions).
+	inbound := func(resume bool) func() (net.Conn, error) {
+		cf := newCertFiles(s.webDir)
+		cfg := cf.clientTLS(&upstreamTLS{sans: map[string]bool{"spiffe://shop.mesh/ns/default/dc/dc1/svc/api": true}})
+		if resume {
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		}
+		return func() (net.Conn, error) { return tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.apiPub), cfg) }
+	}
 	plain := func(addr string) func() (net.Conn, error) {
 		return func() (net.Conn, error) { return net.Dial("tcp", addr) }
 	}
@@ -313,7 +323,8 @@ func BenchmarkConnect(b *testing.B) {
 		dial func() (net.Conn, error)
 	}{
 		{"direct", plain(fmt.Sprintf("127.0.0.1:%d", app.port()))},
-		{"inbound", func() (net.Conn, error) { return mtlsDial(fmt.Sprintf("127.0.0.1:%d", s.apiPub), s.webDir) }},
+		{"inbound", inbound(false)},
+		{"inbound-resumed", inbound(true)},
 		{"two-proxies", plain(s.upstream())},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

@@ -423,7 +423,9 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 	if ut == nil {
 		return conn, nil
 	}
-	tc := tls.Client(newRecordConn(conn), p.certs.clientTLS(ut))
+	tcfg := p.certs.clientTLS(ut)
+	tcfg.ClientSessionCache = p.certs.clientSessions(addr)
+	tc := tls.Client(newRecordConn(conn), tcfg)
 	hctx, hcancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer hcancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
