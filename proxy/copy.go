@@ -33,15 +33,18 @@ const (
 // bufPool holds the buffers of copies and of recordConns: a chunk and the records it becomes.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize+16*(maxRecordLen-maxPlaintext)+maxRecordLen); return &b }}
 
-// pipe copies both ways until both directions end, passing half-closes on.
-func pipe(a, b net.Conn) {
+// pipe copies both ways until both directions end, passing half-closes on; spliced reports
+// whether the kernel copied both ways.
+func pipe(a, b net.Conn) (spliced bool) {
 	var wg sync.WaitGroup
+	var ab, ba bool
 	wg.Add(2)
-	go func() { defer wg.Done(); copyHalf(a, b) }()
-	go func() { defer wg.Done(); copyHalf(b, a) }()
+	go func() { defer wg.Done(); _, ab, _ = copyHalf(a, b) }()
+	go func() { defer wg.Done(); _, ba, _ = copyHalf(b, a) }()
 	wg.Wait()
 	a.Close()
 	b.Close()
+	return ab && ba
 }
 
 type closeWriter interface{ CloseWrite() error }

@@ -392,7 +392,9 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 		return nil
 	}
 	defer l.track(up, false)
-	pipe(down, up)
+	if pipe(down, up) {
+		p.spliced.Add(1)
+	}
 	return nil
 }
 

@@ -79,7 +79,8 @@ type Proxy struct {
 	log   *slog.Logger
 	certs *certFiles
 
-	state atomic.Pointer[state] // clusters and endpoints as last ACKed
+	state   atomic.Pointer[state] // clusters and endpoints as last ACKed
+	spliced atomic.Int64          // connections the kernel relayed both ways (splice)
 
 	mu        sync.Mutex
 	listeners map[string]*listener // by name
