@@ -369,6 +369,9 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 			return fmt.Errorf("inbound handshake: %w", err)
 		}
 		down = tc
+		if tc.ConnectionState().DidResume {
+			p.resumed.Add(1)
+		}
 		if id := peerID(tc.ConnectionState()); !cfg.rbac.allowed(id) {
 			return fmt.Errorf("%w: %s", ErrDenied, id)
 		}

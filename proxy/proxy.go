@@ -81,6 +81,7 @@ type Proxy struct {
 
 	state   atomic.Pointer[state] // clusters and endpoints as last ACKed
 	spliced atomic.Int64          // connections the kernel relayed both ways (splice)
+	resumed atomic.Int64          // inbound connections that resumed a TLS session
 
 	mu        sync.Mutex
 	listeners map[string]*listener // by name

@@ -115,6 +115,7 @@ func newTicketKey() [32]byte {
 // present a certificate that chains to the trust bundle; its SPIFFE ID is checked by RBAC after
 // the handshake, a resumed one's too.
 func (c *certFiles) serverTLS() *tls.Config {
+	c.load() // files that changed make new ticket keys before this connection resumes a session
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.server == nil {
@@ -127,6 +128,7 @@ func (c *certFiles) serverTLS() *tls.Config {
 // clientSessions is the session cache of connections to the endpoint addr: a session is only
 // offered to the endpoint that issued it.
 func (c *certFiles) clientSessions(addr string) tls.ClientSessionCache {
+	c.load() // files that changed forget their sessions before this connection resumes one
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return endpointSessions{cache: c.sessions, addr: addr}
