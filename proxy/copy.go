@@ -111,7 +111,9 @@ func waitData(c net.Conn) error {
 		return waitReadable(c)
 	case *tls.Conn:
 		if rc, ok := c.NetConn().(*recordConn); ok {
-			return rc.fill()
+			if err := rc.fill(); err != nil && len(rc.buffered()) == 0 {
+				return err
+			}
 		}
 	}
 	return nil
@@ -181,9 +183,19 @@ func newRecordConn(c net.Conn) net.Conn {
 	return c
 }
 
-// fill waits until at least a record header is buffered (or an error).
+// need reports whether the tls.Conn cannot be handed a byte: within a record, none is buffered;
+// between records, less than a header.
+func (c *recordConn) need() bool {
+	if c.left > 0 {
+		return c.r == c.w
+	}
+	return c.w-c.r < recordHeaderLen
+}
+
+// fill waits until the tls.Conn can be handed bytes (or an error), with one read of everything
+// that has arrived.
 func (c *recordConn) fill() error {
-	for c.w-c.r < recordHeaderLen || c.left > 0 && c.r == c.w {
+	for c.need() {
 		if err := waitReadable(c.tcp); err != nil {
 			return err
 		}
@@ -196,16 +208,10 @@ func (c *recordConn) fill() error {
 		n, err := c.tcp.Read((*c.rbuf)[c.w:])
 		c.w += n
 		if err != nil {
-			if n > 0 {
-				return nil
-			}
 			if c.r == c.w {
 				c.release()
 			}
 			return err
-		}
-		if c.left > 0 {
-			return nil
 		}
 	}
 	return nil
@@ -237,7 +243,7 @@ func (c *recordConn) buffered() []byte {
 
 // Read hands out buffered bytes up to the end of the current record.
 func (c *recordConn) Read(p []byte) (int, error) {
-	if c.r == c.w || c.left == 0 && c.w-c.r < recordHeaderLen {
+	if c.need() {
 		if err := c.fill(); err != nil && c.r == c.w {
 			return 0, err
 		}

@@ -386,3 +386,48 @@ func TestHalfCloseEveryRole(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordConnFraming: a recordConn hands out records as they arrive, however the network
+// cuts them (a header in pieces, a record's last bytes alone), never past a record's end, and
+// never waits for bytes the peer has not sent (an interactive peer sends nothing more).
+func TestRecordConnFraming(t *testing.T) {
+	w, r := tcpPair(t)
+	rc := newRecordConn(r).(*recordConn)
+	record := func(n int, fill byte) []byte {
+		b := append([]byte{23, 3, 3, byte(n >> 8), byte(n)}, bytes.Repeat([]byte{fill}, n)...)
+		return b
+	}
+	recs := [][]byte{record(100, 'a'), record(1<<14+20, 'b'), record(1, 'c')}
+	// How the writer cuts the stream: pieces sent alone after a pause, one spanning the end of a
+	// record and the start of the next.
+	stream := bytes.Join(recs, nil)
+	end1 := len(recs[0]) + len(recs[1])
+	cuts := []int{3, 103, 105, 109, 9000, end1 - 1, end1 + 3, len(stream)}
+	go func() {
+		from := 0
+		for _, to := range cuts {
+			w.Write(stream[from:to])
+			from = to
+			time.Sleep(5 * time.Millisecond)
+		}
+		// No close: the peer waits for an answer.
+	}()
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i, want := range recs {
+		var got []byte
+		buf := make([]byte, 64<<10)
+		for len(got) < len(want) {
+			n, err := rc.Read(buf)
+			if err != nil {
+				t.Fatalf("record %d: after %d of %d bytes: %v", i, len(got), len(want), err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("record %d: read %d bytes that differ from (or run past) the %d sent", i, len(got), len(want))
+		}
+	}
+	if rc.recordReady() {
+		t.Fatal("a record is reported ready with nothing buffered")
+	}
+}
