@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -282,16 +281,6 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 		})
 	}
-}
-
-// cpuTime is the CPU time the process used so far (user and system): the benchmark's client
-// and sinks too, the same on every path, so that a path's cost is its excess over direct.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // connectSamples is how many connections one iteration of BenchmarkConnect opens per path.
