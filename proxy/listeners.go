@@ -40,10 +40,12 @@ type listenerConfig struct {
 type chainConfig struct {
 	serverNames []string // the match; none: the default chain
 	tls         bool     // terminate mTLS (a DownstreamTlsContext requiring a client certificate)
-	rbac        *rbac    // nil: no RBAC filter
+	rbac        *rbac    // nil: no RBAC filter (or one configured over ECDS)
 	sniCluster  bool     // sni_cluster: the cluster is the SNI
 	clusters    []weightedCluster
 	total       uint32
+	// discovered is the RBAC filter whose configuration comes over ECDS (extensions.go).
+	discovered *discoveredFilter
 }
 
 type weightedCluster struct {
@@ -163,9 +165,20 @@ func parseDownstreamTLS(ts *corev3.TransportSocket, c *chainConfig) error {
 	return nil
 }
 
-// parseFilters accepts [network RBAC] then tcp_proxy, nothing else.
+// parseFilters accepts [network RBAC, inline or over ECDS] then tcp_proxy, nothing else.
 func parseFilters(filters []*listenerv3.Filter, c *chainConfig) error {
 	for i, f := range filters {
+		if f.GetConfigDiscovery() != nil {
+			if c.rbac != nil || c.discovered != nil {
+				return fmt.Errorf("%w: two RBAC filters", ErrUnsupported)
+			}
+			d, err := parseDiscoveredFilter(f)
+			if err != nil {
+				return err
+			}
+			c.discovered = d
+			continue
+		}
 		a := f.GetTypedConfig()
 		if a == nil {
 			return fmt.Errorf("%w: filter %s without a typed config", ErrUnsupported, f.GetName())
@@ -180,18 +193,12 @@ func parseFilters(filters []*listenerv3.Filter, c *chainConfig) error {
 			if err := a.UnmarshalTo(&r); err != nil {
 				return err
 			}
-			if c.rbac != nil {
+			if c.rbac != nil || c.discovered != nil {
 				return fmt.Errorf("%w: two RBAC filters", ErrUnsupported)
 			}
-			if r.GetMatcher() != nil {
-				return fmt.Errorf("%w: filter %s: an RBAC matcher tree", ErrUnsupported, f.GetName())
-			}
-			rb, err := compileRBAC(r.GetRules())
+			rb, err := compileNetworkRBAC(&r)
 			if err != nil {
 				return fmt.Errorf("filter %s: %w", f.GetName(), err)
-			}
-			if rb == nil {
-				rb = &rbac{allow: false} // no rules: Envoy allows every connection
 			}
 			c.rbac = rb
 		case a.MessageIs(&tcpproxyv3.TcpProxy{}):
@@ -357,6 +364,10 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 	if cfg == nil {
 		return fmt.Errorf("%w: no filter chain for server name %q", ErrNoEndpoint, sni)
 	}
+	rb, err := p.rbacFor(cfg)
+	if err != nil {
+		return err
+	}
 	if cfg.tls {
 		if hello != nil {
 			return fmt.Errorf("%w: TLS termination behind tls_inspector", ErrUnsupported)
@@ -372,10 +383,10 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 		if tc.ConnectionState().DidResume {
 			p.resumed.Add(1)
 		}
-		if id := peerID(tc.ConnectionState()); !cfg.rbac.allowed(id) {
+		if id := peerID(tc.ConnectionState()); !rb.allowed(id) {
 			return fmt.Errorf("%w: %s", ErrDenied, id)
 		}
-	} else if cfg.rbac != nil && !cfg.rbac.allowed("") {
+	} else if rb != nil && !rb.allowed("") {
 		return fmt.Errorf("%w: a caller without a certificate", ErrDenied)
 	}
 	cluster := sni
