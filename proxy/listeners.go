@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -373,7 +372,7 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 		if hello != nil {
 			return fmt.Errorf("%w: TLS termination behind tls_inspector", ErrUnsupported)
 		}
-		tc := tls.Server(down, p.certs.serverTLS())
+		tc := tls.Server(newRecordConn(down), p.certs.serverTLS())
 		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
@@ -381,6 +380,9 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 			return fmt.Errorf("inbound handshake: %w", err)
 		}
 		down = tc
+		if tc.ConnectionState().DidResume {
+			p.resumed.Add(1)
+		}
 		if id := peerID(tc.ConnectionState()); !rb.allowed(id) {
 			return fmt.Errorf("%w: %s", ErrDenied, id)
 		}
@@ -404,7 +406,9 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 		return nil
 	}
 	defer l.track(up, false)
-	pipe(down, up)
+	if pipe(down, up) {
+		p.spliced.Add(1)
+	}
 	return nil
 }
 
@@ -435,7 +439,9 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 	if ut == nil {
 		return conn, nil
 	}
-	tc := tls.Client(conn, p.certs.clientTLS(ut))
+	tcfg := p.certs.clientTLS(ut)
+	tcfg.ClientSessionCache = p.certs.clientSessions(addr)
+	tc := tls.Client(newRecordConn(conn), tcfg)
 	hctx, hcancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer hcancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -443,32 +449,4 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 		return nil, fmt.Errorf("cluster %s: %s: %w", name, addr, err)
 	}
 	return tc, nil
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// pipe copies both ways until both directions end, passing half-closes on.
-func pipe(a, b net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); copyHalf(a, b) }()
-	go func() { defer wg.Done(); copyHalf(b, a) }()
-	wg.Wait()
-	a.Close()
-	b.Close()
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-func copyHalf(dst, src net.Conn) {
-	buf := bufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(dst, src, *buf)
-	bufPool.Put(buf)
-	if cw, ok := dst.(closeWriter); ok && err == nil {
-		cw.CloseWrite()
-		return
-	}
-	// An error (a reset) on one side ends both.
-	dst.Close()
-	src.Close()
 }

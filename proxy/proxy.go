@@ -24,7 +24,13 @@
 //     (tls_inspector) and passes the connection, ClientHello included, to the cluster its filter
 //     chain names (a remote datacenter's gateways) or to the cluster the SNI names (sni_cluster,
 //     a local target); it holds no certificate and never decrypts.
-//   - Bytes are copied as they come, both ways, with half-closes passed on.
+//   - Bytes are copied as they come, both ways, with half-closes passed on (a TCP FIN, or a TLS
+//     close_notify on a TLS side). Between two TCP connections (a gateway) the kernel copies
+//     (splice); with TLS on a side, in chunks of up to 256 KiB whose records leave in one write.
+//     An idle connection holds no copy buffer.
+//   - TLS sessions are resumed between sidecars; a resumed handshake is verified as a full one
+//     (chain against the current roots, the accepted SPIFFE IDs, RBAC), and new certificate
+//     files forget every session.
 package proxy
 
 import (
@@ -83,8 +89,10 @@ type Proxy struct {
 	log   *slog.Logger
 	certs *certFiles
 
-	state atomic.Pointer[state] // clusters and endpoints as last ACKed
-	ext   *extensions           // filter configurations over ECDS, as last ACKed
+	state   atomic.Pointer[state] // clusters and endpoints as last ACKed
+	ext     *extensions           // filter configurations over ECDS, as last ACKed
+	spliced atomic.Int64          // connections the kernel relayed both ways (splice)
+	resumed atomic.Int64          // inbound connections that resumed a TLS session
 	// extWait bounds the wait of a connection for its filter's first configuration.
 	extWait time.Duration
 
