@@ -17,10 +17,11 @@ import (
 //
 //   - parsed files, by name and content;
 //   - for meshes of plain data (fastpath.go), each element CUE has validated (services.api,
-//     intentions.web, ...), by its text and the text of the mesh's other settings, with its
-//     data and raw form. Plain data has no references, so an element's validity and value
-//     depend on nothing else; an element whose text did not change is neither evaluated nor
-//     decoded again.
+//     intentions.web, ...), by its text, the schema and the user's top-level declarations other
+//     than `mesh` (elementDeps in elements.go), with its data and raw form. Plain data has no
+//     references, so an element's validity and value depend on nothing else; an element whose
+//     text did not change is neither evaluated nor decoded again, and a change to the mesh
+//     settings (defaultIntention, tls) evaluates the settings alone.
 //
 // Snapshots compiled with a Cache share maps (service and endpoint meta, subset filters) with
 // it: like every sealed snapshot, they must not be modified.
@@ -50,6 +51,10 @@ type Cache struct {
 type CacheStats struct {
 	FilesParsed, FilesReused          int
 	ElementsEvaluated, ElementsReused int
+	// SettingsEvaluated is set when the mesh settings (the shared declarations: mesh, and the
+	// user's top-level definitions) were new and CUE evaluated them; they are not counted in
+	// ElementsEvaluated or ElementsReused.
+	SettingsEvaluated bool
 }
 
 type fileKey struct {
@@ -181,6 +186,26 @@ func (c *Cache) elem(key [32]byte) (*cachedElem, bool) {
 	if ok {
 		e.used = c.gen
 		c.last.ElementsReused++
+	}
+	return e, ok
+}
+
+// settings records that the shared declarations were evaluated.
+func (c *Cache) settings() {
+	if c != nil {
+		c.last.SettingsEvaluated = true
+	}
+}
+
+// settingsKnown is elem for the key of the shared declarations, which is not counted as an
+// element reused.
+func (c *Cache) settingsKnown(key [32]byte) (*cachedElem, bool) {
+	if c == nil {
+		return nil, false
+	}
+	e, ok := c.elems[key]
+	if ok {
+		e.used = c.gen
 	}
 	return e, ok
 }
