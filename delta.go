@@ -6,6 +6,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"sort"
 )
 
 // Delta is what changed from one snapshot (its Base) to the next: the elements set (added or
@@ -64,17 +65,17 @@ func Diff(base, s *Snapshot) *Delta {
 		m := s.Mesh
 		d.Mesh = &m
 	}
-	d.Services = diffMap(base.Services, s.Services)
+	d.Services = diffMap(base.Services, s.Services, deepEqual)
 	d.Intentions = diffIntentions(base.Intentions, s.Intentions)
-	d.Routers = diffMap(base.Routers, s.Routers)
-	d.Splitters = diffMap(base.Splitters, s.Splitters)
-	d.Resolvers = diffMap(base.Resolvers, s.Resolvers)
-	d.Chains = diffMap(base.Chains, s.Chains)
-	d.RemoteChains = diffMap(base.RemoteChains, s.RemoteChains)
-	d.VirtualIPs = diffMap(base.VirtualIPs, s.VirtualIPs)
-	d.Positions = diffMap(base.Positions, s.Positions)
-	d.MeshGateways = diffMap(base.MeshGateways, s.MeshGateways)
-	d.RemoteHealth = diffMap(base.RemoteHealthy, s.RemoteHealthy)
+	d.Routers = diffMap(base.Routers, s.Routers, deepEqual)
+	d.Splitters = diffMap(base.Splitters, s.Splitters, deepEqual)
+	d.Resolvers = diffMap(base.Resolvers, s.Resolvers, deepEqual)
+	d.Chains = diffMap(base.Chains, s.Chains, deepEqual)
+	d.RemoteChains = diffMap(base.RemoteChains, s.RemoteChains, deepEqual)
+	d.VirtualIPs = diffMap(base.VirtualIPs, s.VirtualIPs, equal)
+	d.Positions = diffMap(base.Positions, s.Positions, equal)
+	d.MeshGateways = diffMap(base.MeshGateways, s.MeshGateways, deepEqual)
+	d.RemoteHealth = diffMap(base.RemoteHealthy, s.RemoteHealthy, deepEqual)
 	return d
 }
 
@@ -129,25 +130,33 @@ func (m *MapDelta[V]) changes() int {
 	return len(m.Set) + len(m.Del)
 }
 
-func diffMap[V any](old, new map[string]V) *MapDelta[V] {
-	if (old == nil) == (new == nil) && len(old) == len(new) && reflect.DeepEqual(old, new) {
-		return nil
-	}
+func equal[V comparable](a, b V) bool { return a == b }
+
+func deepEqual[V any](a, b V) bool { return reflect.DeepEqual(a, b) }
+
+// diffMap compares each element once (eq), and reports nil when nothing changed, nil-ness
+// included: a nil map and an empty one encode differently.
+func diffMap[V any](old, new map[string]V, eq func(a, b V) bool) *MapDelta[V] {
 	d := &MapDelta[V]{Nil: new == nil}
 	for k, v := range new {
-		if ov, ok := old[k]; !ok || !reflect.DeepEqual(ov, v) {
+		if ov, ok := old[k]; !ok || !eq(ov, v) {
 			if d.Set == nil {
 				d.Set = map[string]V{}
 			}
 			d.Set[k] = v
 		}
 	}
-	for k := range old {
-		if _, ok := new[k]; !ok {
-			d.Del = append(d.Del, k)
+	if len(new)-len(d.Set) != len(old) { // some of old's keys are gone
+		for k := range old {
+			if _, ok := new[k]; !ok {
+				d.Del = append(d.Del, k)
+			}
 		}
+		slices.Sort(d.Del)
 	}
-	slices.Sort(d.Del)
+	if d.Set == nil && d.Del == nil && (old == nil) == (new == nil) {
+		return nil
+	}
 	return d
 }
 
@@ -170,9 +179,6 @@ func applyMap[V any](base map[string]V, d *MapDelta[V]) map[string]V {
 func intentionKey(in *Intention) [2]string { return [2]string{in.Destination, in.Source} }
 
 func diffIntentions(old, new []*Intention) *IntentionsDelta {
-	if (old == nil) == (new == nil) && len(old) == len(new) && reflect.DeepEqual(old, new) {
-		return nil
-	}
 	d := &IntentionsDelta{Nil: new == nil}
 	byKey := make(map[[2]string]*Intention, len(old))
 	for _, in := range old {
@@ -194,6 +200,9 @@ func diffIntentions(old, new []*Intention) *IntentionsDelta {
 		}
 		return compareStrings(a[1], b[1])
 	})
+	if d.Set == nil && d.Del == nil && (old == nil) == (new == nil) {
+		return nil
+	}
 	return d
 }
 
@@ -207,6 +216,7 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
+// applyIntentions merges d into base, which is in canonical order (SortIntentions), in one pass.
 func applyIntentions(base []*Intention, d *IntentionsDelta) []*Intention {
 	if d == nil {
 		return base
@@ -214,20 +224,32 @@ func applyIntentions(base []*Intention, d *IntentionsDelta) []*Intention {
 	if d.Nil {
 		return nil
 	}
-	byKey := make(map[[2]string]*Intention, len(base)+len(d.Set))
-	for _, in := range base {
-		byKey[intentionKey(in)] = in
+	set := slices.Clone(d.Set)
+	sort.Slice(set, func(i, j int) bool { return intentionLess(set[i], set[j]) })
+	var del map[[2]string]bool
+	if len(d.Del) > 0 {
+		del = make(map[[2]string]bool, len(d.Del))
+		for _, k := range d.Del {
+			del[k] = true
+		}
 	}
-	for _, k := range d.Del {
-		delete(byKey, k)
+	out := make([]*Intention, 0, len(base)+len(set))
+	i, j := 0, 0
+	for i < len(base) || j < len(set) {
+		switch {
+		case j == len(set) || i < len(base) && intentionLess(base[i], set[j]):
+			if !del[intentionKey(base[i])] {
+				out = append(out, base[i])
+			}
+			i++
+		case i < len(base) && intentionKey(base[i]) == intentionKey(set[j]):
+			out = append(out, set[j]) // changed
+			i++
+			j++
+		default:
+			out = append(out, set[j]) // added
+			j++
+		}
 	}
-	for _, in := range d.Set {
-		byKey[intentionKey(in)] = in
-	}
-	out := make([]*Intention, 0, len(byKey))
-	for _, in := range byKey {
-		out = append(out, in)
-	}
-	SortIntentions(out)
 	return out
 }

@@ -316,14 +316,16 @@ func (s *Snapshot) Outbound(source string) []*Intention {
 // SortIntentions orders intentions by precedence (highest first), then destination, then source:
 // the canonical order of Snapshot.Intentions.
 func SortIntentions(list []*Intention) {
-	sort.Slice(list, func(i, j int) bool {
-		a, b := list[i], list[j]
-		if a.Precedence != b.Precedence {
-			return a.Precedence > b.Precedence
-		}
-		if a.Destination != b.Destination {
-			return a.Destination < b.Destination
-		}
-		return a.Source < b.Source
-	})
+	sort.Slice(list, func(i, j int) bool { return intentionLess(list[i], list[j]) })
+}
+
+// intentionLess is the canonical order of intentions (SortIntentions).
+func intentionLess(a, b *Intention) bool {
+	if a.Precedence != b.Precedence {
+		return a.Precedence > b.Precedence
+	}
+	if a.Destination != b.Destination {
+		return a.Destination < b.Destination
+	}
+	return a.Source < b.Source
 }
