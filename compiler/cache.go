@@ -42,6 +42,8 @@ type Cache struct {
 	files map[fileKey]*cachedFile
 	byAST map[*ast.File]*cachedFile
 	elems map[[32]byte]*cachedElem
+	// verdicts of the analysis's L7 questions, by what they depend on (analysis.go).
+	verdicts map[string]*cachedVerdict
 
 	// What the latest compilation did, for tests and benchmarks.
 	last CacheStats
@@ -55,6 +57,9 @@ type CacheStats struct {
 	// user's top-level definitions) were new and CUE evaluated them; they are not counted in
 	// ElementsEvaluated or ElementsReused.
 	SettingsEvaluated bool
+	// VerdictsSearched and VerdictsReused count the analysis's L7 verdicts (analysis.go) that
+	// needed a search and that the Cache answered.
+	VerdictsSearched, VerdictsReused int
 }
 
 type fileKey struct {
@@ -79,7 +84,8 @@ type cachedElem struct {
 
 // NewCache returns an empty Cache.
 func NewCache() *Cache {
-	return &Cache{files: map[fileKey]*cachedFile{}, byAST: map[*ast.File]*cachedFile{}, elems: map[[32]byte]*cachedElem{}}
+	return &Cache{files: map[fileKey]*cachedFile{}, byAST: map[*ast.File]*cachedFile{}, elems: map[[32]byte]*cachedElem{},
+		verdicts: map[string]*cachedVerdict{}}
 }
 
 // Stats reports what the latest compilation that used c took from it.
@@ -118,6 +124,39 @@ func (c *Cache) end() {
 			delete(c.elems, k)
 		}
 	}
+	for k, v := range c.verdicts {
+		if v.used != c.gen {
+			delete(c.verdicts, k)
+		}
+	}
+}
+
+type cachedVerdict struct {
+	allows bool
+	used   uint64
+}
+
+// verdict returns the answer kept under key, if any.
+func (c *Cache) verdict(key string) (bool, bool) {
+	if c == nil {
+		return false, false
+	}
+	v, ok := c.verdicts[key]
+	if !ok {
+		return false, false
+	}
+	v.used = c.gen
+	c.last.VerdictsReused++
+	return v.allows, true
+}
+
+// putVerdict keeps an answer the analysis searched for.
+func (c *Cache) putVerdict(key string, allows bool) {
+	if c == nil {
+		return
+	}
+	c.last.VerdictsSearched++
+	c.verdicts[key] = &cachedVerdict{allows: allows, used: c.gen}
 }
 
 // parseFiles parses files on every core, taking those it has from c (nil: none). Syntax

@@ -83,8 +83,10 @@ func TestCacheSameResults(t *testing.T) {
 	}
 }
 
+// compileString compiles files and returns the snapshot's JSON followed by the analysis's
+// warnings, or the errors.
 func compileString(files []File, cache *Cache) (snapshot, errs string) {
-	snap, _, err := CompileWithReport(context.Background(), files, Options{Cache: cache})
+	snap, report, err := CompileWithReport(context.Background(), files, Options{Cache: cache})
 	if err != nil {
 		return "", err.Error()
 	}
@@ -92,7 +94,7 @@ func compileString(files []File, cache *Cache) (snapshot, errs string) {
 	if err != nil {
 		return "", err.Error()
 	}
-	return string(b), ""
+	return string(b) + "\nwarnings:\n" + report.Warnings.Error(), ""
 }
 
 // TestCacheElementsAcrossProcesses carries validated elements through WriteElements and

@@ -57,7 +57,8 @@ func TestCacheMeshWideChange(t *testing.T) {
 // TestCacheKeyDependencies is the guard of the Cache's keys (elementDeps): over random sequences
 // of edits (mesh-wide settings, a user's definitions that constrain elements, elements changed,
 // added, removed and moved between files, invalid values), every compilation with one warm Cache
-// gives exactly the snapshot, positions included, or the errors of a compilation without one.
+// gives exactly the snapshot, positions included, and the analysis's warnings (whose L7
+// verdicts the Cache keeps too), or the errors of a compilation without one.
 // A key that leaves out something an element depends on makes the warm compilation take a
 // stale element and differ.
 func TestCacheKeyDependencies(t *testing.T) {
@@ -155,7 +156,8 @@ func (m *editModel) edit(r *rand.Rand) string {
 		}
 		return "port"
 	case 5:
-		s.action = pick(r, "allow", "deny")
+		// An L7 intention's verdict (analysis warnings) depends on mesh.defaultIntention.
+		s.action = pick(r, "allow", "deny", "l7")
 		return "intention"
 	case 6:
 		if len(m.services) > 2 {
@@ -194,6 +196,9 @@ func (m *editModel) files() []File {
 			}
 			svc := fmt.Sprintf("\nservices: %q: {\n\tprotocol: \"http\"\n\tport: %d\n}\n", s.name, s.port)
 			in := fmt.Sprintf("\nintentions: %q: web: action: %q\n", s.name, s.action)
+			if s.action == "l7" {
+				in = fmt.Sprintf("\nintentions: %q: web: permissions: [{action: \"deny\", http: pathPrefix: \"/admin/\"}]\n", s.name)
+			}
 			if s.first {
 				f.WriteString(svc + in)
 			} else {
