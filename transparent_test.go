@@ -159,3 +159,26 @@ func TestWithServicesKeepsReach(t *testing.T) {
 		t.Fatalf("copy: upstreams %v", ups)
 	}
 }
+
+// BenchmarkReachableDense asks what every service of the dense transparent mesh of issue 13
+// ("*" → "*" allowed, every service transparent) reaches, on a new snapshot each time, as xds
+// does after every commit: all sources share one list instead of deciding services² pairs.
+func BenchmarkReachableDense(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				s := &Snapshot{Mesh: Config{DefaultIntention: Deny}, Services: map[string]*Service{}}
+				for i := range n {
+					name := fmt.Sprintf("svc-%05d", i)
+					s.Services[name] = &Service{Name: name, Protocol: ProtocolHTTP, Mode: ModeTransparent}
+				}
+				s.Intentions = []*Intention{{Source: Wildcard, Destination: Wildcard, Precedence: PrecedenceWildcardBoth, Action: Allow}}
+				for _, name := range s.ServiceNames() {
+					if got := Reachable(s, name); len(got) != n {
+						b.Fatalf("%s reaches %d services, want %d", name, len(got), n)
+					}
+				}
+			}
+		})
+	}
+}

@@ -126,33 +126,45 @@ func benchEdit(b *testing.B, dir, name string, cached bool, a, bb []byte) {
 		st := opts.Cache.Stats()
 		b.ReportMetric(float64(st.ElementsEvaluated), "elems-evaluated")
 		b.ReportMetric(float64(st.ElementsReused), "elems-reused")
+		b.ReportMetric(float64(st.VerdictsSearched), "verdicts-searched")
 	}
 }
 
 // BenchmarkCompileMeshWideChange compiles a mesh after a mesh-wide setting changed
-// (mesh.defaultIntention flips between deny and allow), with the Cache of the previous
-// compilation: on the dense transparent mesh of issue 13 (1,000 services, each may reach every
-// other) and on a generated mesh of 10,000 services. No element depends on the settings, so
-// only the settings are evaluated (elems-evaluated 0).
+// (setting=defaultIntention flips between deny and allow, setting=tls mesh.tls.minVersion
+// between TLSv1_2 and TLSv1_3), with the Cache of the previous compilation: on the dense
+// transparent mesh of issue 13 (1,000 services, each may reach every other) and on a generated
+// mesh of 10,000 services. No element depends on the settings, so only the settings are
+// evaluated (elems-evaluated 0).
 func BenchmarkCompileMeshWideChange(b *testing.B) {
-	b.Run("dense-transparent/services=1000", func(b *testing.B) {
-		dir := b.TempDir()
-		writeDenseMesh(b, dir, 1000, true)
-		name := filepath.Join(dir, "mesh.cue")
-		orig := readFile(b, name)
-		deny := bytes.Replace(orig, []byte(`trustDomain: "dense.mesh"`), []byte(`trustDomain: "dense.mesh", defaultIntention: "deny"`), 1)
-		allow := bytes.Replace(deny, []byte(`"deny"`), []byte(`"allow"`), 1)
-		if err := os.WriteFile(name, deny, 0o644); err != nil {
-			b.Fatal(err)
-		}
-		benchEdit(b, dir, name, true, allow, deny)
-	})
-	b.Run("services=10000", func(b *testing.B) {
-		dir, _ := genTree(b, 10000)
-		name := filepath.Join(dir, "mesh.cue")
-		orig := readFile(b, name)
-		benchEdit(b, dir, name, true, bytes.Replace(orig, []byte(`defaultIntention: "deny"`), []byte(`defaultIntention: "allow"`), 1), orig)
-	})
+	settings := []struct{ name, a, b string }{
+		{"defaultIntention", `defaultIntention: "deny"`, `defaultIntention: "allow"`},
+		{"tls", `minVersion:  "TLSv1_2"`, `minVersion:  "TLSv1_3"`},
+	}
+	for _, set := range settings {
+		b.Run("dense-transparent/services=1000/setting="+set.name, func(b *testing.B) {
+			dir := b.TempDir()
+			writeDenseMesh(b, dir, 1000, true)
+			name := filepath.Join(dir, "mesh.cue")
+			orig := readFile(b, name)
+			a := bytes.Replace(orig, []byte(`trustDomain: "dense.mesh"`), []byte(`trustDomain: "dense.mesh", defaultIntention: "deny", tls: {minVersion:  "TLSv1_2"}`), 1)
+			if err := os.WriteFile(name, a, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			benchEdit(b, dir, name, true, bytes.Replace(a, []byte(set.a), []byte(set.b), 1), a)
+		})
+	}
+	for _, set := range settings {
+		b.Run("services=10000/setting="+set.name, func(b *testing.B) {
+			dir, _ := genTree(b, 10000)
+			name := filepath.Join(dir, "mesh.cue")
+			orig := readFile(b, name)
+			if !bytes.Contains(orig, []byte(set.a)) {
+				b.Fatalf("mesh.cue has no %s", set.a)
+			}
+			benchEdit(b, dir, name, true, bytes.Replace(orig, []byte(set.a), []byte(set.b), 1), orig)
+		})
+	}
 }
 
 // BenchmarkCompileDenseOneFileChanged is BenchmarkCompileOneFileChanged on the dense
