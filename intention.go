@@ -250,6 +250,10 @@ func candidateKeys(source, destination string) [4][2]string {
 	return [4][2]string{{destination, source}, {destination, Wildcard}, {Wildcard, source}, {Wildcard, Wildcard}}
 }
 
+// Deciding returns the intention that decides requests from source to destination (the first
+// of Candidates), or nil when the mesh default does, without allocating.
+func (s *Snapshot) Deciding(source, destination string) *Intention { return s.deciding(source, destination) }
+
 // deciding returns the first of Candidates(source, destination), or nil, without allocating.
 func (s *Snapshot) deciding(source, destination string) *Intention {
 	s.indexOnce.Do(s.buildIndex)

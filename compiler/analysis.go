@@ -319,11 +319,13 @@ type l7Verdicts struct {
 }
 
 func (v *l7Verdicts) allows(src, dst string) bool {
-	c := v.s.Candidates(src, dst)
-	if len(c) == 0 || len(c[0].Permissions) == 0 {
-		return allows(v.s, src, dst) // no search: one request stands for all
+	in := v.s.Deciding(src, dst)
+	switch {
+	case in == nil: // the default decides every request (Authorize's "" is deny)
+		return v.s.Mesh.DefaultIntention == mesh.Allow
+	case len(in.Permissions) == 0: // the action decides every request
+		return in.Action == mesh.Allow
 	}
-	in := c[0]
 	if a, ok := v.byIntention[in]; ok {
 		return a
 	}

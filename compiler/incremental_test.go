@@ -2,12 +2,14 @@ package compiler
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
+	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/internal/meshgen"
 )
 
@@ -216,4 +218,39 @@ func dumpFiles(files []File) string {
 		fmt.Fprintf(&b, "-- %s --\n%s", f.Name, f.Data)
 	}
 	return b.String()
+}
+
+// TestVerdictsAgreeWithAllowsSome: the analysis's verdicts (decided without a search where the
+// action or the default decides, and kept in a Cache by what they depend on) are AllowsSome's,
+// for every pair of services of generated meshes, with a warm Cache and without one, under
+// both defaults.
+func TestVerdictsAgreeWithAllowsSome(t *testing.T) {
+	for _, def := range []string{"deny", "allow"} {
+		files, _ := generatedFiles(t, meshgen.Options{Services: 40, Teams: 2, Seed: 3})
+		files[0].Data = bytes.Replace(files[0].Data, []byte(`defaultIntention: "deny"`), []byte(`defaultIntention: "`+def+`"`), 1)
+		cache := NewCache()
+		for round := range 2 {
+			cache.begin()
+			s, err := Compile(context.Background(), files)
+			if err != nil {
+				cache.end()
+				t.Fatal(err)
+			}
+			cold := &l7Verdicts{s: s, byIntention: map[*mesh.Intention]bool{}}
+			warm := &l7Verdicts{s: s, cache: cache, byIntention: map[*mesh.Intention]bool{}}
+			names := append(s.ServiceNames(), mesh.Wildcard)
+			for _, src := range names {
+				for _, dst := range names {
+					want := allows(s, src, dst)
+					if cold.allows(src, dst) != want || warm.allows(src, dst) != want {
+						t.Errorf("default %s, round %d: %s → %s: verdicts say %v (cold) %v (warm), AllowsSome %v", def, round, src, dst, cold.allows(src, dst), warm.allows(src, dst), want)
+					}
+				}
+			}
+			if round == 1 && (cache.last.VerdictsReused == 0 || cache.last.VerdictsSearched != 0) {
+				t.Errorf("default %s: the second round searched %d verdicts and reused %d; want all reused", def, cache.last.VerdictsSearched, cache.last.VerdictsReused)
+			}
+			cache.end()
+		}
+	}
 }
