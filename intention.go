@@ -252,7 +252,9 @@ func candidateKeys(source, destination string) [4][2]string {
 
 // Deciding returns the intention that decides requests from source to destination (the first
 // of Candidates), or nil when the mesh default does, without allocating.
-func (s *Snapshot) Deciding(source, destination string) *Intention { return s.deciding(source, destination) }
+func (s *Snapshot) Deciding(source, destination string) *Intention {
+	return s.deciding(source, destination)
+}
 
 // deciding returns the first of Candidates(source, destination), or nil, without allocating.
 func (s *Snapshot) deciding(source, destination string) *Intention {
