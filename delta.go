@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"sync"
 )
 
 // Delta is what changed from one snapshot (its Base) to the next: the elements set (added or
@@ -65,17 +66,21 @@ func Diff(base, s *Snapshot) *Delta {
 		m := s.Mesh
 		d.Mesh = &m
 	}
-	d.Services = diffMap(base.Services, s.Services, deepEqual)
-	d.Intentions = diffIntentions(base.Intentions, s.Intentions)
+	// The parts are compared concurrently: both snapshots are immutable, and each part of d is
+	// written by one goroutine.
+	var wg sync.WaitGroup
+	wg.Go(func() { d.Services = diffMap(base.Services, s.Services, deepEqual) })
+	wg.Go(func() { d.Intentions = diffIntentions(base.Intentions, s.Intentions) })
+	wg.Go(func() { d.Chains = diffMap(base.Chains, s.Chains, deepEqual) })
+	wg.Go(func() { d.Positions = diffMap(base.Positions, s.Positions, equal) })
 	d.Routers = diffMap(base.Routers, s.Routers, deepEqual)
 	d.Splitters = diffMap(base.Splitters, s.Splitters, deepEqual)
 	d.Resolvers = diffMap(base.Resolvers, s.Resolvers, deepEqual)
-	d.Chains = diffMap(base.Chains, s.Chains, deepEqual)
 	d.RemoteChains = diffMap(base.RemoteChains, s.RemoteChains, deepEqual)
 	d.VirtualIPs = diffMap(base.VirtualIPs, s.VirtualIPs, equal)
-	d.Positions = diffMap(base.Positions, s.Positions, equal)
 	d.MeshGateways = diffMap(base.MeshGateways, s.MeshGateways, deepEqual)
 	d.RemoteHealth = diffMap(base.RemoteHealthy, s.RemoteHealthy, deepEqual)
+	wg.Wait()
 	return d
 }
 
