@@ -35,6 +35,9 @@ func (s *Snapshot) upstreams(service string) []*Upstream {
 	if svc == nil {
 		return nil
 	}
+	if svc.Transparent() && len(svc.Upstreams) == 0 {
+		return s.reachUpstreams(Reachable(s, service))
+	}
 	by := make(map[string]*Upstream, len(svc.Upstreams))
 	for key, u := range svc.Upstreams {
 		if u == nil {
@@ -51,9 +54,10 @@ func (s *Snapshot) upstreams(service string) []*Upstream {
 		}
 	}
 	if svc.Transparent() {
+		x := s.reachIndex()
 		for _, d := range Reachable(s, service) {
 			if by[d] == nil {
-				by[d] = &Upstream{Service: d}
+				by[d] = x.upstream[d]
 			}
 		}
 	}
@@ -150,16 +154,41 @@ func Reachable(s *Snapshot, src string) []string {
 	return v.([]string)
 }
 
-// reachIdx is what Reachable needs of the intentions, built once per snapshot.
+// reachUpstreams is the upstreams of a transparent service that declares none: one per service
+// it reaches. The Upstreams are shared by every service of the snapshot, and so is the list of
+// all of them, which is what every service of a dense mesh reaches: serving it costs what the
+// services do, not their square.
+func (s *Snapshot) reachUpstreams(reach []string) []*Upstream {
+	x := s.reachIndex()
+	if len(reach) == len(x.names) && (len(reach) == 0 || &reach[0] == &x.names[0]) {
+		return x.all
+	}
+	out := make([]*Upstream, len(reach))
+	for i, d := range reach {
+		out[i] = x.upstream[d]
+	}
+	return out
+}
+
+// reachIdx is what Reachable needs of the intentions, built once per snapshot, with the
+// Upstreams of transparent reach.
 type reachIdx struct {
 	names    []string            // the services, sorted
 	wildInto []string            // services D with an intention D ← *
 	bySource map[string][]string // source → the services D with an intention D ← source
+	all      []*Upstream         // an Upstream per service, in the order of names
+	upstream map[string]*Upstream
 }
 
 func (s *Snapshot) reachIndex() *reachIdx {
 	s.reachOnce.Do(func() {
 		x := &reachIdx{names: s.ServiceNames(), bySource: map[string][]string{}}
+		x.all = make([]*Upstream, len(x.names))
+		x.upstream = make(map[string]*Upstream, len(x.names))
+		for i, d := range x.names {
+			x.all[i] = &Upstream{Service: d}
+			x.upstream[d] = x.all[i]
+		}
 		for _, in := range s.Intentions {
 			if in.Destination == Wildcard || s.Services[in.Destination] == nil {
 				continue
