@@ -244,9 +244,10 @@ func decodeDelta(blob []byte) (*mesh.Delta, error) {
 // HTTP API). The head's snap is kept; an older entry with data drops its snap.
 type histEntry struct {
 	Entry
-	mu   sync.Mutex
-	data []byte
-	snap *mesh.Snapshot
+	mu      sync.Mutex
+	data    []byte
+	snap    *mesh.Snapshot
+	retired bool // no longer the head: snap is dropped once data exists
 }
 
 // blob returns the entry's compressed snapshot JSON, encoding it once if need be.
@@ -259,6 +260,9 @@ func (e *histEntry) blob() ([]byte, error) {
 			return nil, err
 		}
 		e.data = compress(b)
+		if e.retired {
+			e.snap = nil
+		}
 	}
 	return e.data, nil
 }
@@ -278,6 +282,7 @@ func (e *histEntry) snapshot() (*mesh.Snapshot, error) {
 func (e *histEntry) retire() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.retired = true
 	if e.data != nil {
 		e.snap = nil
 	}
