@@ -66,8 +66,9 @@ func denseBenchMesh(transparent bool, variant int) *mesh.Snapshot {
 
 // BenchmarkDenseMesh measures, per model, protocol (state of the world or delta) and number
 // of raw ADS streams (one node per service, each subscribing to listeners, clusters, routes
-// and endpoints and ACKing everything): the authorization change until every stream has
-// received its new listeners and ACKed them (ns/op, and the CPU time it took), the bytes pushed
+// and endpoints, and by name to its public listener's RBAC extension config, as Envoy does,
+// and ACKing everything): the authorization change until every stream has received its new
+// RBAC and ACKed it (ns/op, and the CPU time it took), the bytes pushed
 // per proxy for it, and once per run the initial sync of every stream and the bytes per proxy
 // it took.
 func BenchmarkDenseMesh(b *testing.B) {
@@ -90,10 +91,14 @@ func BenchmarkDenseMesh(b *testing.B) {
 
 // denseClient is one raw ADS stream.
 type denseClient struct {
-	bytes  atomic.Int64 // received
-	types  atomic.Int32 // types received at least once
-	listen atomic.Value // version of the last listeners received
+	bytes atomic.Int64 // received
+	types atomic.Int32 // types received at least once
+	rbac  atomic.Value // version of the last RBAC extension config received
 }
+
+// denseTypes are what a dense client subscribes to: the Envoy types and the RBAC of its
+// public listener (by name).
+var denseTypes = append(envoyTypes[:len(envoyTypes):len(envoyTypes)], resourcev3.ExtensionConfigType)
 
 func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) {
 	s := NewServer(nil)
@@ -118,7 +123,7 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 	start := time.Now()
 	for i := range streams {
 		c := &denseClient{}
-		c.listen.Store("")
+		c.rbac.Store("")
 		clients[i] = c
 		synced.Add(1)
 		cc := conns[i%len(conns)]
@@ -144,7 +149,7 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 		}
 		deadline := time.Now().Add(120 * time.Second)
 		for _, c := range clients {
-			for !strings.HasPrefix(c.listen.Load().(string), want) {
+			for !strings.HasPrefix(c.rbac.Load().(string), want) {
 				if time.Now().After(deadline) {
 					b.Fatalf("not every stream got version %s within 120s", want)
 				}
@@ -169,10 +174,13 @@ func openDenseSotW(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node 
 	if err != nil {
 		b.Fatal(err)
 	}
-	for k, typ := range envoyTypes {
+	for k, typ := range denseTypes {
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
 		if k == 0 {
 			req.Node = node
+		}
+		if typ == resourcev3.ExtensionConfigType {
+			req.ResourceNames = []string{PublicHTTPRBAC}
 		}
 		if err := st.Send(req); err != nil {
 			b.Fatal(err)
@@ -186,7 +194,11 @@ func openDenseSotW(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node 
 				return
 			}
 			c.bytes.Add(int64(proto.Size(r)))
-			if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
+			ack := &discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}
+			if r.TypeUrl == resourcev3.ExtensionConfigType {
+				ack.ResourceNames = []string{PublicHTTPRBAC}
+			}
+			if err := st.Send(ack); err != nil {
 				return
 			}
 			c.received(r.TypeUrl, r.VersionInfo, seen, synced)
@@ -200,10 +212,13 @@ func openDenseDelta(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node
 	if err != nil {
 		b.Fatal(err)
 	}
-	for k, typ := range envoyTypes {
+	for k, typ := range denseTypes {
 		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
 		if k == 0 {
 			req.Node = node
+		}
+		if typ == resourcev3.ExtensionConfigType {
+			req.ResourceNamesSubscribe = []string{PublicHTTPRBAC}
 		}
 		if err := st.Send(req); err != nil {
 			b.Fatal(err)
@@ -227,12 +242,12 @@ func openDenseDelta(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node
 
 // received records a response (already ACKed).
 func (c *denseClient) received(typeURL, version string, seen map[string]bool, synced *sync.WaitGroup) {
-	if typeURL == resourcev3.ListenerType {
-		c.listen.Store(version)
+	if typeURL == resourcev3.ExtensionConfigType {
+		c.rbac.Store(version)
 	}
 	if !seen[typeURL] {
 		seen[typeURL] = true
-		if c.types.Add(1) == int32(len(envoyTypes)) {
+		if c.types.Add(1) == int32(len(denseTypes)) {
 			synced.Done()
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -32,8 +33,9 @@ func newProxyCmd() *cobra.Command {
 xDS client of the mesh server at --xds and gets the configuration of an Envoy sidecar of the
 service: the public listener terminates mTLS with the certificate files mesh agent keeps in
 --cert-dir (cert.pem, key.pem, ca.pem), requires a client certificate from the trust bundle,
-lets the network RBAC rules the intentions render decide on the caller's SPIFFE ID, and forwards
-to the application (local_app); each upstream gets a listener on 127.0.0.1:localPort that
+lets the network RBAC rules the intentions render decide on the caller's SPIFFE ID (they come
+over ECDS, as Envoy takes them, so an intention change sends the rules alone; until they arrive a
+caller waits, then is refused), and forwards to the application (local_app); each upstream gets a listener on 127.0.0.1:localPort that
 connects to a healthy endpoint of the upstream over mTLS with the target's SNI, and accepts only
 the SPIFFE IDs the target may present.
 
@@ -60,6 +62,14 @@ without a certificate of its own and without decrypting.`,
 			}
 			if !ca.ValidName(cfg.Service) {
 				return usageError{fmt.Errorf("proxy: %q is not a service name", cfg.Service)}
+			}
+			if cfg.CertDir != "" {
+				// The server checks the node's mesh.certDir metadata: an absolute clean path.
+				abs, err := filepath.Abs(cfg.CertDir)
+				if err != nil {
+					return usageError{fmt.Errorf("proxy: --cert-dir: %w", err)}
+				}
+				cfg.CertDir = abs
 			}
 			if xdsTLS != (trustDomain != "") {
 				return usageError{fmt.Errorf("proxy: --xds-tls and --trust-domain go together")}
