@@ -55,8 +55,26 @@ type IntentionsDelta struct {
 	Nil bool         `json:"nil,omitempty"`
 }
 
-// ErrDeltaBase is returned when a Delta is applied to a snapshot other than its base.
-var ErrDeltaBase = errors.New("delta applied to another snapshot than its base")
+var (
+	// ErrDeltaBase is returned when a Delta is applied to a snapshot other than its base.
+	ErrDeltaBase = errors.New("delta applied to another snapshot than its base")
+	// ErrDeltaNil is returned for a Delta that sets an element to nothing (null).
+	ErrDeltaNil = errors.New("delta sets an element to null")
+)
+
+// hasNil reports whether m sets some key to a nil pointer.
+func hasNil[V comparable](m *MapDelta[V]) bool {
+	if m == nil {
+		return false
+	}
+	var zero V
+	for _, v := range m.Set {
+		if v == zero {
+			return true
+		}
+	}
+	return false
+}
 
 // Diff returns the Delta from base to s. Elements are compared by value, so s may be compiled
 // afresh (no element shared with base) and only what differs is in the Delta.
@@ -92,6 +110,10 @@ func (d *Delta) Apply(base *Snapshot) (*Snapshot, error) {
 			have = base.Version
 		}
 		return nil, fmt.Errorf("%w: delta to %s is for %s, the snapshot is %s", ErrDeltaBase, d.Version, d.Base, have)
+	}
+	if hasNil(d.Services) || hasNil(d.Routers) || hasNil(d.Splitters) || hasNil(d.Resolvers) ||
+		hasNil(d.Chains) || hasNil(d.RemoteChains) || d.Intentions != nil && slices.Contains(d.Intentions.Set, nil) {
+		return nil, ErrDeltaNil
 	}
 	s := &Snapshot{Version: d.Version, Commit: d.Commit, Mesh: base.Mesh}
 	if d.Mesh != nil {

@@ -64,4 +64,11 @@ func TestDeltaRoundTrip(t *testing.T) {
 	if _, err := d.Apply(b); !errors.Is(err, ErrDeltaBase) {
 		t.Errorf("applied to another base: %v", err)
 	}
+	var null Delta
+	if err := json.Unmarshal([]byte(`{"base":"`+a.Version+`","services":{"set":{"api":null}}}`), &null); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := null.Apply(a); !errors.Is(err, ErrDeltaNil) {
+		t.Errorf("a delta setting a service to null: %v", err)
+	}
 }

@@ -144,16 +144,30 @@ func TestFSMRejectsMismatchedSnapshot(t *testing.T) {
 
 // FuzzFSMApply: no entry, however malformed, panics the FSM or changes state when refused.
 func FuzzFSMApply(f *testing.F) {
-	_, blob := testSnapshot(f, "x", "c1")
-	s, _ := testSnapshot(f, "x", "c1")
-	f.Add(cmd(f, cmdSnapshot, snapshotCmd{Version: s.Version, Commit: "c1"}, blob))
+	s, blob := testSnapshot(f, "x", "c1")
+	head := cmd(f, cmdSnapshot, snapshotCmd{Version: s.Version, Commit: "c1"}, blob)
+	f.Add(head)
 	f.Add(cmd(f, cmdPin, pinCmd{Version: s.Version}, nil))
 	f.Add([]byte{cmdFormat, byte(cmdFailure), 2, '{', '}'})
+	next, _ := testSnapshot(f, "y", "c2")
+	typ, c, delta, err := snapshotEntry(s, next)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(cmd(f, typ, c, delta))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fs := newFSM(20, discardLogger())
-		before := fs.state()
-		if r := fs.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data}); r != nil && fs.state() != before {
-			t.Fatal("a refused entry changed the state")
+		// Applied to an empty FSM, and to one with a head that deltas apply to.
+		for _, first := range [][]byte{nil, head} {
+			fs := newFSM(20, discardLogger())
+			if first != nil {
+				if r := fs.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: first}); r != nil {
+					t.Fatal(r)
+				}
+			}
+			before := fs.state()
+			if r := fs.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: data}); r != nil && fs.state() != before {
+				t.Fatal("a refused entry changed the state")
+			}
 		}
 	})
 }
