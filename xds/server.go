@@ -689,10 +689,14 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 			v = old.typeVersion[t] // unchanged type: same version, not resent
 			g.typeVersion[t] = v
 			cs.Resources[cachev3.GetResponseType(t)] = old.cs.Resources[cachev3.GetResponseType(t)]
+			if vm := old.cs.VersionMap[t]; vm != nil {
+				versionMap[t] = vm // the same content: share old's rather than keep a copy
+			}
 			continue
 		}
 		g.typeVersion[t] = v
-		cs.Resources[cachev3.GetResponseType(t)] = cachev3.NewResources(v, byType[t])
+		// Shared with every group of the same content of t (cacheshare.go).
+		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.cacheResources(t, typeHash[t], v, byType[t], versionMap[t])
 	}
 	// go-control-plane's cs.Consistent() is not called: res.consistent above checks more (API
 	// listeners, unreferenced routes, load assignments without clusters), reading each shared

@@ -40,6 +40,9 @@ type memo struct {
 	// prev holds the facts of the previous snapshot's memo: a proxy re-rendered only for its
 	// RBAC keeps its other resources (Server.render), whose facts are there.
 	prev *facts
+	// cache holds what groups with the same content share in go-control-plane's cache
+	// (cacheshare.go).
+	cache cacheTypes
 }
 
 // facts are what is learnt of each message once: content hash, validity, references.

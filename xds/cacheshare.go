@@ -1,0 +1,57 @@
+package xds
+
+import (
+	"sync"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// What go-control-plane's snapshot cache keeps of one resource type of a group (its resources
+// indexed by name, and for delta xDS the version of each) is the same for every group whose
+// content of that type is the same. A memo builds it once per content hash and version and
+// every such group's cache snapshot shares it: in a dense mesh, where every proxy holds the
+// same 3,000 clusters, routes and load assignments, the name index and the version map are
+// built once, not once per proxy. go-control-plane only reads them (Snapshot.GetResources
+// copies), as it reads a group's snapshot shared by the nodes of the group.
+
+// cacheTypeKey names one type's content: its type, content hash and version on the wire.
+type cacheTypeKey struct {
+	t             resourcev3.Type
+	hash, version string
+}
+
+// cacheType is what the cache snapshots of every group with that content share.
+type cacheType struct {
+	res      cachev3.Resources
+	versions map[string]string // name → version (a cachev3.Snapshot's VersionMap[t])
+}
+
+// cacheTypes holds a memo's cacheType of each content.
+type cacheTypes struct {
+	mu sync.Mutex
+	m  map[cacheTypeKey]*cacheType
+}
+
+// cacheResources returns the cache's resources of type t with content hash and version, and
+// their version map, the ones another group of m's snapshot has when it has the same content:
+// items and versions (what hashTypes found for items) are used the first time only. A nil memo
+// shares nothing.
+func (m *memo) cacheResources(t resourcev3.Type, hash, version string, items []types.Resource, versions map[string]string) (cachev3.Resources, map[string]string) {
+	if m == nil {
+		return cachev3.NewResources(version, items), versions
+	}
+	k := cacheTypeKey{t: t, hash: hash, version: version}
+	m.cache.mu.Lock()
+	defer m.cache.mu.Unlock()
+	if c := m.cache.m[k]; c != nil {
+		return c.res, c.versions
+	}
+	if m.cache.m == nil {
+		m.cache.m = map[cacheTypeKey]*cacheType{}
+	}
+	c := &cacheType{res: cachev3.NewResources(version, items), versions: versions}
+	m.cache.m[k] = c
+	return c.res, c.versions
+}
