@@ -28,10 +28,37 @@ type cacheType struct {
 	versions map[string]string // name → version (a cachev3.Snapshot's VersionMap[t])
 }
 
-// cacheTypes holds a memo's cacheType of each content.
+// cacheTypes holds a memo's cacheType of each content, and the version map of each.
 type cacheTypes struct {
-	mu sync.Mutex
-	m  map[cacheTypeKey]*cacheType
+	mu       sync.Mutex
+	m        map[cacheTypeKey]*cacheType
+	versions map[cacheTypeKey]map[string]string // version ""
+}
+
+// versionMap returns the version map (name → content hash) of the resources of type t whose
+// content hash is hash, made with build the first time in m. A nil memo shares nothing.
+func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[string]string) map[string]string {
+	if m == nil {
+		return build()
+	}
+	k := cacheTypeKey{t: t, hash: hash}
+	m.cache.mu.Lock()
+	v, ok := m.cache.versions[k]
+	m.cache.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = build()
+	m.cache.mu.Lock()
+	defer m.cache.mu.Unlock()
+	if w, ok := m.cache.versions[k]; ok {
+		return w // built meanwhile by another group: share that one
+	}
+	if m.cache.versions == nil {
+		m.cache.versions = map[cacheTypeKey]map[string]string{}
+	}
+	m.cache.versions[k] = v
+	return v
 }
 
 // cacheResources returns the cache's resources of type t with content hash and version, and

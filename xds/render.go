@@ -406,25 +406,33 @@ func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()
 	var buf []byte
+	var hashes []string
 	for _, t := range resourceTypes {
 		if keep[t] {
 			out[t], perResource[t] = old.typeHash[t], old.cs.VersionMap[t]
 		} else {
 			h := sha256.New()
-			names := make(map[string]string, len(byType[t]))
+			hashes = hashes[:0]
 			for _, res := range byType[t] {
 				rh, err := m.resourceHash(res, &buf)
 				if err != nil {
 					return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
 				}
 				name := cachev3.GetResourceName(res)
-				names[name] = rh
+				hashes = append(hashes, rh)
 				writeLen(h, len(name))
 				h.Write([]byte(name))
 				h.Write([]byte(rh))
 			}
-			perResource[t] = names
 			out[t] = hex.EncodeToString(h.Sum(nil))[:16]
+			// The same content has the same version map: made once per memo (cacheshare.go).
+			perResource[t] = m.versionMap(t, out[t], func() map[string]string {
+				names := make(map[string]string, len(hashes))
+				for i, res := range byType[t] {
+					names[cachev3.GetResourceName(res)] = hashes[i]
+				}
+				return names
+			})
 		}
 		all.Write([]byte(t))
 		all.Write([]byte(out[t]))
