@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -28,6 +29,7 @@ import (
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/internal/commitsig"
+	"github.com/meshgit/mesh/internal/memlimit"
 	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/reconciler"
 	"github.com/meshgit/mesh/xds"
@@ -55,6 +57,7 @@ type serveOptions struct {
 	tlsCert, tlsKey, tlsCA           string
 	insecurePlaintext                bool
 	checkAllow                       []string
+	memoryLimit                      string
 
 	// ready, when set (tests), receives the running server once it listens.
 	ready func(*reconciler.Server, string)
@@ -130,6 +133,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.StringArrayVar(&o.federate, "federate", nil, "DC=https://HOST:PORT[,https://HOST:PORT...]: follow datacenter DC's cluster at that HTTP API (its mesh gateways and healthy-instance counts, blocking queries; with several of its servers, the next is tried when one fails); repeatable, once per datacenter")
 	f.StringVar(&o.datacenter, "datacenter", "", "the datacenter this cluster serves, one of mesh.datacenters (default mesh.datacenter): the same snapshot and version, with chains resolved there, its own catalog and leaves naming it")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.memoryLimit, "memory-limit", "", "soft memory limit of the Go runtime, as GOMEMLIMIT reads it (e.g. 600MiB, 2GiB, off): the garbage collector works harder near it instead of letting the process grow to twice its live heap (default: GOMEMLIMIT, else none)")
 	f.StringSliceVar(&o.verifyCommits, "verify-commits", nil, "serve only commits signed by a key of these files: SSH allowed_signers or armored OpenPGP keyrings (repeatable or comma-separated); others are refused and shown in status")
 	f.StringVar(&o.tlsCert, "tls-cert-file", "", "this server's certificate (mesh tls cert create --server): TLS on Raft and the HTTP API")
 	f.StringVar(&o.tlsKey, "tls-key-file", "", "the key of --tls-cert-file")
@@ -166,6 +170,13 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	if err := checkPlaintext(o, material != nil); err != nil {
 		return err
+	}
+	limit, err := memlimit.Set(o.memoryLimit)
+	if err != nil {
+		return usageError{fmt.Errorf("serve: --memory-limit %w", err)}
+	}
+	if limit != math.MaxInt64 {
+		log.Info("go runtime soft memory limit", "limit", memlimit.Format(limit))
 	}
 	restrictUmask() // files the server creates are owner-only
 	// The data directory's lock before anything else is opened: a second server on it fails at once.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -42,7 +43,15 @@ services: web: {protocol: "http", port: `+port+`}
 	write("8080")
 
 	data := filepath.Join(t.TempDir(), "data")
-	addr, _, log := startServe(t, serveOptions{repo: repo, data: data, logLevel: "info"})
+	oldLimit := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(oldLimit) })
+	addr, _, log := startServe(t, serveOptions{repo: repo, data: data, logLevel: "info", memoryLimit: "3GiB"})
+	if got := debug.SetMemoryLimit(-1); got != 3<<30 {
+		t.Errorf("--memory-limit 3GiB: the runtime's limit is %d", got)
+	}
+	if !strings.Contains(log.String(), "go runtime soft memory limit") || !strings.Contains(log.String(), "limit=3GiB") {
+		t.Errorf("--memory-limit 3GiB not logged:\n%s", log.String())
+	}
 	if strings.Contains(log.String(), "WARNING") {
 		t.Errorf("a warning for plaintext xDS on loopback:\n%s", log.String())
 	}
