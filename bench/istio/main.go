@@ -31,6 +31,7 @@ type options struct {
 	istiodSotW     bool
 	meshSotW       bool
 	istiodEnv      []string
+	meshMemLimit   string
 	cache, work    string
 	keep           bool
 }
@@ -54,6 +55,7 @@ func run() error {
 	flag.BoolVar(&o.meshSotW, "mesh-sotw", false, "drive mesh serve with state-of-the-world ADS instead of delta (what mesh envoy bootstrap configures)")
 	istiodEnv := ""
 	flag.StringVar(&istiodEnv, "istiod-env", "", "comma-separated KEY=VALUE settings for istiod (e.g. PILOT_MAX_REQUESTS_PER_SECOND=1000); default: none, istiod's defaults")
+	flag.StringVar(&o.meshMemLimit, "mesh-memory-limit", "", "run mesh serve with --memory-limit this (e.g. 600MiB); default: none, as mesh serve's default")
 	flag.StringVar(&o.cache, "cache", filepath.Join(home, ".cache", "mesh-bench"), "where pilot-discovery and mesh are built")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configurations, Git repository, server logs)")
 	flag.Parse()
@@ -94,7 +96,7 @@ func run() error {
 			if err != nil {
 				return err
 			}
-			list = append(list, &meshServe{bin: bin, delta: !o.meshSotW})
+			list = append(list, &meshServe{bin: bin, delta: !o.meshSotW, memLimit: o.meshMemLimit})
 		default:
 			return fmt.Errorf("-servers: unknown server %q (istiod, mesh)", name)
 		}

@@ -294,6 +294,9 @@ func printTable(w io.Writer, list []server, results map[string][]result, o optio
 	if len(o.istiodEnv) > 0 {
 		fmt.Fprintf(w, "; istiod with %s", strings.Join(o.istiodEnv, " "))
 	}
+	if o.meshMemLimit != "" {
+		fmt.Fprintf(w, "; mesh serve with --memory-limit %s", o.meshMemLimit)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
 	head := "| |"

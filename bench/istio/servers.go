@@ -202,6 +202,7 @@ type meshServe struct {
 	n              int
 	addrs          []string // http, xds, raft
 	delta          bool
+	memLimit       string // --memory-limit, if not empty
 }
 
 func (s *meshServe) Name() string { return "mesh serve" }
@@ -242,9 +243,13 @@ func (s *meshServe) Start(log *os.File) (*proc, error) {
 		return nil, err
 	}
 	s.addrs = addrs
-	return startProc(log, s.dir, nil, s.bin, "serve", "--repo", s.repo, "--ref", "main",
+	args := []string{"serve", "--repo", s.repo, "--ref", "main",
 		"--data", filepath.Join(s.dir, "data"), "--node-id", "s1",
-		"--http", addrs[0], "--xds", addrs[1], "--raft", addrs[2])
+		"--http", addrs[0], "--xds", addrs[1], "--raft", addrs[2]}
+	if s.memLimit != "" {
+		args = append(args, "--memory-limit", s.memLimit)
+	}
+	return startProc(log, s.dir, nil, s.bin, args...)
 }
 
 // Node is what `mesh envoy bootstrap --service S --proxy-id ID` gives Envoy.
