@@ -140,7 +140,7 @@ func startXDS(t testing.TB, s *Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(GRPCServerOptions()...)
 	s.Register(g)
 	go g.Serve(lis)
 	t.Cleanup(func() {

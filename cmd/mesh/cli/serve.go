@@ -231,10 +231,10 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	if o.xdsTLS {
 		// Fail closed: until the CA exists, every handshake fails.
 		xsrv = xds.NewServer(log, xds.WithPeerAuthentication())
-		gsrv = grpc.NewServer(grpc.Creds(xds.ServerCredentials(roots.pool, serving.Certificate)))
+		gsrv = grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(xds.ServerCredentials(roots.pool, serving.Certificate)))...)
 	} else {
 		xsrv = xds.NewServer(log)
-		gsrv = grpc.NewServer()
+		gsrv = grpc.NewServer(xds.GRPCServerOptions()...)
 	}
 	xsrv.Register(gsrv)
 	cfg.Publisher, cfg.Proxies, cfg.Collectors = xsrv, xsrv.Proxies, xsrv.Collectors()
