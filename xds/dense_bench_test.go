@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -107,6 +108,7 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clients := make([]*adsclient.Client, streams)
+	stopPeak := watchPeakHeap(b, fmt.Sprintf("streams=%d", streams))
 	start := time.Now()
 	for i := range streams {
 		node := envoyNode(fmt.Sprintf("dense-%d", i), denseName(i))
@@ -124,6 +126,7 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 		}
 	}
 	initial := time.Since(start)
+	stopPeak()
 	var initialBytes int64
 	for _, c := range clients {
 		initialBytes += c.SwapBytes(0)
@@ -177,4 +180,39 @@ func writeHeapProfile(b *testing.B, name string) {
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// watchPeakHeap, when MESH_BENCH_HEAPPROFILE names a file, writes a heap profile to that file
+// with name and ".peak" appended each time a garbage collection finds more live heap than any
+// before, until the returned function is called: the profile of the initial sync's peak.
+func watchPeakHeap(b *testing.B, name string) (stop func()) {
+	path := os.Getenv("MESH_BENCH_HEAPPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var peak uint64
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			rtmetrics.Read(sample)
+			if live := sample[0].Value.Uint64(); live > peak {
+				peak = live
+				f, err := os.Create(path + "." + name + ".peak")
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
