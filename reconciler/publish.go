@@ -40,6 +40,11 @@ type publisher struct {
 	catchUp atomic.Uint64
 	lastErr error
 	waiters []chan struct{}
+	// verifyErr says why the FSM's served snapshot is not served (it does not hash to its
+	// version) and how its repair goes; "" once a snapshot built from a delta verifies.
+	verifyErr string
+	repairing atomic.Bool // a repair goroutine runs
+	bg        sync.WaitGroup
 
 	catSave   chan struct{}     // capacity 1: the published catalog changed, save it
 	overlayer catalog.Overlayer // served with the catalog's instances
@@ -213,12 +218,13 @@ func (p *publisher) run(ctx context.Context) {
 	saved := make(chan struct{})
 	go func() { defer close(saved); p.saveCatalogs(ctx) }()
 	defer func() { <-saved }()
+	defer p.bg.Wait()
 	var fedChanged chan struct{}
 	if p.s.fed != nil {
 		fedChanged = p.s.fed.changed
 	}
 	for {
-		p.check()
+		p.check(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -234,10 +240,13 @@ func (p *publisher) run(ctx context.Context) {
 	}
 }
 
-func (p *publisher) check() {
+func (p *publisher) check(ctx context.Context) {
 	at := p.s.fsm.at()
 	st := at.st
 	if st.served == nil || st.servedIndex < p.cacheIndex || at.applied < p.catchUp.Load() {
+		return
+	}
+	if !p.verified(ctx, st) {
 		return
 	}
 	p.mu.Lock()

@@ -91,6 +91,9 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		fmt.Fprintf(w, "  %s raft=%s http=%s %s%s\n", s.ID, s.RaftAddress, s.HTTPAddress, s.Suffrage, mark)
 	}
 	printCatalogSummary(w, st.Catalog)
+	if st.VerifyError != "" {
+		fmt.Fprintf(w, "snapshot check: %s\n", st.VerifyError)
+	}
 	if st.PublishError != "" {
 		fmt.Fprintf(w, "xds refused the newest snapshot: %s\n", st.PublishError)
 	}
