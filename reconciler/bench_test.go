@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -283,6 +284,59 @@ func benchEntry(b *testing.B, base, next *mesh.Snapshot, delta bool) {
 	}
 	b.ReportMetric(float64(len(entry)), "entry-bytes")
 	b.ReportMetric(float64(encodeTime.Microseconds())/1000, "encode-ms")
+	if delta {
+		// What a follower adds before serving it: the check that it hashes to its version
+		// (verify.go), once, on the publisher's goroutine.
+		ns, err := f.apply(st, 2, entry)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if err, _ := ns.servedCheck.verify(ns.served); err != nil || ns.servedCheck == nil {
+			b.Fatalf("verify: %v (check %v)", err, ns.servedCheck)
+		}
+		b.ReportMetric(float64(time.Since(t0).Microseconds())/1000, "verify-ms")
+	}
+}
+
+// BenchmarkServedCache measures the served-snapshot cache (publish.go) on the dense mesh of
+// 1,000 services and on 10,000 generated services: op=write encodes and atomically writes one
+// snapshot with its history (what the publisher did after each snapshot it served, before it
+// could serve the next), op=save is what the publisher does now (hand the state to
+// saveCaches, which writes the newest in the background).
+//
+//	go test -tags hashicorpmetrics -run '^$' -bench BenchmarkServedCache -benchtime 3x ./reconciler/
+func BenchmarkServedCache(b *testing.B) {
+	for _, m := range []struct {
+		name  string
+		files []compiler.File
+	}{{"dense-transparent/services=1000", denseFiles(1000)}, {"services=10000", genFiles(b, 10000)}} {
+		snap, _, err := compiler.CompileWithReport(context.Background(), m.files, compiler.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := &Server{cfg: Config{DataDir: b.TempDir()}, log: discardLogger()}
+		s.pub.init(s)
+		st := &state{served: snap, servedIndex: 1, history: []*histEntry{{Entry: Entry{Version: snap.Version, Commit: snap.Commit}, snap: snap}}}
+		b.Run(m.name+"/op=write", func(b *testing.B) {
+			for b.Loop() {
+				s.pub.writeCache(st)
+			}
+			if errs := s.storage.errors(); len(errs) > 0 {
+				b.Fatal(errs)
+			}
+			fi, err := os.Stat(s.pub.cacheFile())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(fi.Size()), "file-bytes")
+		})
+		b.Run(m.name+"/op=save", func(b *testing.B) {
+			for b.Loop() {
+				s.pub.saveCache(st)
+			}
+		})
+	}
 }
 
 // denseFiles is the dense transparent mesh of issue 13: n services, one file each, in

@@ -47,6 +47,10 @@ type publisher struct {
 	bg        sync.WaitGroup
 
 	catSave   chan struct{}     // capacity 1: the published catalog changed, save it
+	cacheSave chan struct{}     // capacity 1: cachePending is to be written
+	// cachePending is the FSM state whose served snapshot was published last and is not on
+	// disk yet (nil once written): only the newest is written.
+	cachePending *state
 	overlayer catalog.Overlayer // served with the catalog's instances
 
 	viewMu           sync.Mutex
@@ -100,7 +104,9 @@ type cachedHistory struct {
 	Served  string
 }
 
-func (p *publisher) init(s *Server) { p.s, p.catSave = s, make(chan struct{}, 1) }
+func (p *publisher) init(s *Server) {
+	p.s, p.catSave, p.cacheSave = s, make(chan struct{}, 1), make(chan struct{}, 1)
+}
 
 // The catalog published with the snapshot is kept too (JSON, saved at most once a second), so
 // that a restarted server serves the instances it served, not only Git's endpoints, before
@@ -215,9 +221,10 @@ func readCache(b []byte) (*servedCache, error) {
 
 // run publishes every change of the FSM's served snapshot until ctx ends.
 func (p *publisher) run(ctx context.Context) {
-	saved := make(chan struct{})
+	saved, cached := make(chan struct{}), make(chan struct{})
 	go func() { defer close(saved); p.saveCatalogs(ctx) }()
-	defer func() { <-saved }()
+	go func() { defer close(cached); p.saveCaches(ctx) }()
+	defer func() { <-saved; <-cached }()
 	defer p.bg.Wait()
 	var fedChanged chan struct{}
 	if p.s.fed != nil {
@@ -302,7 +309,50 @@ func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM boo
 	return true
 }
 
+// saveCache has the served snapshot of st, just published, written to disk by saveCaches. At
+// 10k services encoding and writing it takes about a second, proportional to the mesh and not to
+// the change: the publisher does not wait for it (the next commit is served meanwhile), and
+// snapshots published while a write runs are coalesced into one write of the newest.
 func (p *publisher) saveCache(st *state) {
+	p.mu.Lock()
+	p.cachePending = st
+	p.mu.Unlock()
+	select {
+	case p.cacheSave <- struct{}{}:
+	default:
+	}
+}
+
+// saveCaches writes the newest published snapshot each time one is pending, until ctx ends;
+// then it writes the last one pending, so that a server closed cleanly restarts with what it
+// served last. A crash may leave the file a snapshot or more behind what was served (as a crash
+// between publishing and writing always could): the file is replaced atomically, holds a
+// snapshot this server served, is checked against its version when read, and the FSM's newer
+// states replace it once Raft has them (cacheIndex).
+func (p *publisher) saveCaches(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			p.writePendingCache()
+			return
+		case <-p.cacheSave:
+			p.writePendingCache()
+		}
+	}
+}
+
+func (p *publisher) writePendingCache() {
+	p.mu.Lock()
+	st := p.cachePending
+	p.cachePending = nil
+	p.mu.Unlock()
+	if st != nil {
+		p.writeCache(st)
+	}
+}
+
+// writeCache writes the served snapshot of st, with the history, to the cache file.
+func (p *publisher) writeCache(st *state) {
 	h := &cachedHistory{Pin: st.pin, Served: st.served.Version}
 	for _, e := range st.history {
 		h.Entries = append(h.Entries, e.Entry)
