@@ -46,12 +46,12 @@ type publisher struct {
 	repairing atomic.Bool // a repair goroutine runs
 	bg        sync.WaitGroup
 
-	catSave   chan struct{}     // capacity 1: the published catalog changed, save it
-	cacheSave chan struct{}     // capacity 1: cachePending is to be written
+	catSave   chan struct{} // capacity 1: the published catalog changed, save it
+	cacheSave chan struct{} // capacity 1: cachePending is to be written
 	// cachePending is the FSM state whose served snapshot was published last and is not on
 	// disk yet (nil once written): only the newest is written.
 	cachePending *state
-	overlayer catalog.Overlayer // served with the catalog's instances
+	overlayer    catalog.Overlayer // served with the catalog's instances
 
 	viewMu           sync.Mutex
 	viewOf, viewSnap *mesh.Snapshot // the last snapshot seen from Config.Datacenter, and that view
