@@ -221,10 +221,10 @@ func readCache(b []byte) (*servedCache, error) {
 
 // run publishes every change of the FSM's served snapshot until ctx ends.
 func (p *publisher) run(ctx context.Context) {
-	saved, cached := make(chan struct{}), make(chan struct{})
+	saved, cached, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() { defer close(saved); p.saveCatalogs(ctx) }()
-	go func() { defer close(cached); p.saveCaches(ctx) }()
-	defer func() { <-saved; <-cached }()
+	go func() { defer close(cached); p.saveCaches(stop) }()
+	defer func() { close(stop); <-saved; <-cached }() // after the last publication
 	defer p.bg.Wait()
 	var fedChanged chan struct{}
 	if p.s.fed != nil {
@@ -323,16 +323,16 @@ func (p *publisher) saveCache(st *state) {
 	}
 }
 
-// saveCaches writes the newest published snapshot each time one is pending, until ctx ends;
-// then it writes the last one pending, so that a server closed cleanly restarts with what it
+// saveCaches writes the newest published snapshot each time one is pending, until stop is
+// closed (after the publisher's last publication); then it writes the last one pending, so that a server closed cleanly restarts with what it
 // served last. A crash may leave the file a snapshot or more behind what was served (as a crash
 // between publishing and writing always could): the file is replaced atomically, holds a
 // snapshot this server served, is checked against its version when read, and the FSM's newer
 // states replace it once Raft has them (cacheIndex).
-func (p *publisher) saveCaches(ctx context.Context) {
+func (p *publisher) saveCaches(stop <-chan struct{}) {
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			p.writePendingCache()
 			return
 		case <-p.cacheSave:

@@ -2,6 +2,8 @@ package reconciler
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,5 +139,60 @@ func TestFollowerRefusesSnapshotThatDoesNotHashToItsVersion(t *testing.T) {
 				t.Errorf("%s published content hashing to %s (%v) as %s", nodes[i].NodeID(), v, err, s.Version)
 			}
 		}
+	}
+}
+
+// The served-snapshot cache is written off the publish path: while its write is stuck (a slow
+// disk, a 10k-service snapshot), new commits are served; the snapshots published meanwhile are
+// coalesced, and a clean close leaves the newest served one on disk for the next start.
+func TestServedCacheWriteDoesNotHoldPublishing(t *testing.T) {
+	repo := newTestRepo(t)
+	f0, f1, f2 := meshFiles(0), meshFiles(1), meshFiles(2)
+	v0, v1, v2 := versionOf(t, f0), versionOf(t, f1), versionOf(t, f2)
+	repo.commit(f0, "v0", false)
+	release := make(chan struct{})
+	var writes atomic.Int32
+	o := nodeOpts{dir: t.TempDir()}
+	cfg := testConfig(t, repo.bare, o)
+	cfg.storageFault = func(op string) error {
+		if op == "served-cache" {
+			writes.Add(1)
+			select { // bounded: the test releases it long before
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		return nil
+	}
+	s := startServer(t, cfg)
+	if !waitServed(s, v0, 10*time.Second) {
+		t.Fatal("v0 not served")
+	}
+	waitFor(t, 5*time.Second, "the cache write of v0 to start", func() bool { return writes.Load() == 1 })
+	for _, c := range []struct {
+		files map[string]string
+		v     string
+	}{{f1, v1}, {f2, v2}} {
+		repo.commit(c.files, c.v, false)
+		s.Kick()
+		if !waitServed(s, c.v, 5*time.Second) {
+			t.Fatalf("%s not served while the cache write is stuck", c.v)
+		}
+	}
+	close(release)
+	s.Close(t.Context())
+	if n := writes.Load(); n > 3 {
+		t.Errorf("%d cache writes for 3 snapshots", n)
+	}
+	b, err := os.ReadFile(filepath.Join(o.dir, "served.gob.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := readCache(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Snapshot.Version != v2 {
+		t.Errorf("cache holds %s after a clean close, want the last served %s", c.Snapshot.Version, v2)
 	}
 }
