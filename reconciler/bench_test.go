@@ -135,7 +135,15 @@ func BenchmarkRestart10k(b *testing.B) {
 // BenchmarkPush10k measures, per push to a 10,000-service mesh, the time from `git push`
 // returning to the server serving the new version, when the push flips one intention in one
 // team's file: what a routine change costs at that size, with the reconciler's compiler.Cache.
-func BenchmarkPush10k(b *testing.B) {
+func BenchmarkPush10k(b *testing.B) { benchPush10k(b, 1) }
+
+// BenchmarkPush10kFollower is BenchmarkPush10k on a two-server cluster: p50-ms is the follower's
+// commit → served, leader-p50-ms the leader's, and lag-p50-ms the follower's lag behind the
+// leader: replicating and applying the delta, and checking the snapshot it builds against its
+// version before serving it (verify.go).
+func BenchmarkPush10kFollower(b *testing.B) { benchPush10k(b, 2) }
+
+func benchPush10k(b *testing.B, n int) {
 	repo, m, _ := repo10k(b)
 	team := ""
 	for _, name := range slices.Sorted(maps.Keys(m)) {
@@ -144,8 +152,17 @@ func BenchmarkPush10k(b *testing.B) {
 			break
 		}
 	}
-	s := startServer(b, testConfig(b, repo.bare, nodeOpts{}))
-	waitFor(b, 10*time.Minute, "the 10k-service snapshot to be served", func() bool { return s.Served() != nil })
+	var nodes []*Server
+	join := ""
+	for i := range n {
+		s := startServer(b, testConfig(b, repo.bare, nodeOpts{join: join}))
+		if i == 0 {
+			join = s.HTTPAddr()
+		}
+		nodes = append(nodes, s)
+	}
+	leader, last := nodes[0], nodes[n-1]
+	waitFor(b, 10*time.Minute, "the 10k-service snapshot to be served", func() bool { return last.Served() != nil })
 	variants := [2]string{strings.Replace(m[team], `action: "allow"`, `action: "deny"`, 1), m[team]}
 	versions := [2]string{}
 	for i, v := range variants {
@@ -153,21 +170,36 @@ func BenchmarkPush10k(b *testing.B) {
 		next[team] = v
 		versions[i] = versionOf(b, next)
 	}
-	var lat []time.Duration
+	var lat, leaderLat, lag []time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		repo.commit(map[string]string{team: variants[i%2]}, "flip one intention", false)
 		start := repo.pushed
+		var leaderAt time.Time
 		waitFor(b, time.Minute, "the push to be served", func() bool {
-			got := s.Served()
+			if got := leader.Served(); leaderAt.IsZero() && got != nil && got.Version == versions[i%2] {
+				leaderAt = time.Now()
+			}
+			got := last.Served()
 			return got != nil && got.Version == versions[i%2]
 		})
 		lat = append(lat, time.Since(start))
+		if leaderAt.IsZero() {
+			leaderAt = time.Now()
+		}
+		leaderLat, lag = append(leaderLat, leaderAt.Sub(start)), append(lag, time.Since(leaderAt))
 	}
 	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-ms")
+	p50 := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Microseconds()) / 1000
+	}
+	b.ReportMetric(p50(lat), "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Milliseconds()), "max-ms")
+	if n > 1 {
+		b.ReportMetric(p50(leaderLat), "leader-p50-ms")
+		b.ReportMetric(p50(lag), "lag-p50-ms")
+	}
 }
 
 // repo10k is a repository whose one commit holds a generated 10,000-service mesh in mesh/.

@@ -310,9 +310,10 @@ func (p *publisher) publish(snap *mesh.Snapshot, cat *catalog.State, fromFSM boo
 }
 
 // saveCache has the served snapshot of st, just published, written to disk by saveCaches. At
-// 10k services encoding and writing it takes about a second, proportional to the mesh and not to
-// the change: the publisher does not wait for it (the next commit is served meanwhile), and
-// snapshots published while a write runs are coalesced into one write of the newest.
+// 10k services encoding and writing it takes 0.4 s (BenchmarkServedCache), proportional to the
+// mesh, not to the change: the publisher does not wait for it (the next commit is served
+// meanwhile), and snapshots published while a write runs are coalesced into one write of the
+// newest.
 func (p *publisher) saveCache(st *state) {
 	p.mu.Lock()
 	p.cachePending = st
