@@ -155,7 +155,14 @@ func benchPush10k(b *testing.B, n int) {
 	var nodes []*Server
 	join := ""
 	for i := range n {
-		s := startServer(b, testConfig(b, repo.bare, nodeOpts{join: join}))
+		cfg := testConfig(b, repo.bare, nodeOpts{join: join})
+		if n > 1 {
+			// Compiling 10k services starves two shared cores for seconds: the tests' 400 ms
+			// timers would have the servers take leadership from each other all along.
+			cfg.Raft = RaftTiming{HeartbeatTimeout: 5 * time.Second, ElectionTimeout: 5 * time.Second,
+				LeaderLeaseTimeout: 2 * time.Second, CommitTimeout: 5 * time.Millisecond}
+		}
+		s := startServer(b, cfg)
 		if i == 0 {
 			join = s.HTTPAddr()
 		}
