@@ -680,7 +680,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 			continue
 		}
 		g.typeVersion[t] = v
-		cs.Resources[cachev3.GetResponseType(t)] = cachev3.NewResources(v, byType[t])
+		cs.Resources[cachev3.GetResponseType(t)] = m.cacheResources(v, byType[t])
 	}
 	// go-control-plane's cs.Consistent() is not called: res.consistent above checks more (API
 	// listeners, unreferenced routes, load assignments without clusters), reading each shared

@@ -44,7 +44,7 @@ type memo struct {
 
 // facts are what is learnt of each message once: content hash, validity, references.
 type facts struct {
-	hashes sync.Map // types.Resource → hex content hash
+	hashes sync.Map // types.Resource → *encoded: hex content hash and wire
 	valid  sync.Map // types.Resource → error of ValidateAll, or true
 	refs   sync.Map // filter, API listener or route configuration → refs
 }
@@ -165,24 +165,32 @@ func sharedOK[T any](m *memo, key memoKey, build func() T) T {
 }
 
 // resourceHash returns the content hash of a resource (16 hex digits of the SHA-256 of its
-// deterministic encoding), computed once per shared message. buf is scratch space.
+// deterministic encoding), computed once per shared message; the encoding is kept as the
+// message's wire, which the cache sends (wire.go). buf is scratch space for a nil memo.
 func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
-	if m != nil {
-		if h, ok := m.load(hashesOf, res); ok {
-			return h.(string), nil
+	if m == nil {
+		b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], res)
+		if err != nil {
+			return "", err
 		}
+		*buf = b
+		return hashOf(b), nil
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], res)
+	if e, ok := m.load(hashesOf, res); ok {
+		return e.(*encoded).hash, nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
 	if err != nil {
 		return "", err
 	}
-	*buf = b
+	e := &encoded{hash: hashOf(b), wire: newWire(res, b)}
+	m.facts.hashes.Store(res, e)
+	return e.hash, nil
+}
+
+func hashOf(b []byte) string {
 	sum := sha256.Sum256(b)
-	h := hex.EncodeToString(sum[:8])
-	if m != nil {
-		m.facts.hashes.Store(res, h)
-	}
-	return h, nil
+	return hex.EncodeToString(sum[:8])
 }
 
 // clone returns a deep copy of r, for altering without touching shared messages.
