@@ -619,6 +619,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	var err error
 	partial := inboundOnly && old != nil && old.res != nil && old.err == nil && old.cs != nil && snap.Services[p.Service] != nil
 	if partial {
+		m.carryListenerSet(p)
 		res, err = rerenderListeners(snap, p, m, old.res)
 		s.listenerOnly.Add(1)
 	} else {
