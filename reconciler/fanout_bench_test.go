@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -181,15 +182,18 @@ type fanoutServer struct {
 	// set makes variant v the served one; it returns when the server was handed it.
 	set func(b *testing.B, v int)
 	lat []time.Duration
+	cpu []time.Duration // process CPU time over each change
 }
 
 func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int) {
 	// Initial sync, three times per server, on fresh servers.
-	var initial [2][]time.Duration
+	var initial, initialCPU [2][]time.Duration
 	for range 3 {
 		for k, start := range []func(*testing.B, *fanoutFixture, int) *fanoutServer{startRawFanout, startMeshFanout} {
 			srv := start(b, fx, streams)
+			cpu := cpuTime()
 			initial[k] = append(initial[k], srv.connect(b, fx, streams))
+			initialCPU[k] = append(initialCPU[k], cpuTime()-cpu)
 			srv.close()
 		}
 	}
@@ -205,7 +209,13 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int) {
 	v := 1
 	for b.Loop() {
 		for _, srv := range servers {
+			if only := os.Getenv("FANOUT_ONLY"); only != "" && only != srv.name {
+				srv.lat, srv.cpu = append(srv.lat, time.Millisecond), append(srv.cpu, time.Millisecond)
+				continue
+			}
+			cpu := cpuTime()
 			srv.lat = append(srv.lat, srv.change(b, fx, v))
+			srv.cpu = append(srv.cpu, cpuTime()-cpu)
 		}
 		v = 1 - v
 	}
@@ -218,11 +228,17 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int) {
 		b.ReportMetric(p(srv.lat, 0.5), srv.name+"-change-p50-ms")
 		b.ReportMetric(p(srv.lat, 0.99), srv.name+"-change-p99-ms")
 	}
+	for _, srv := range servers {
+		b.ReportMetric(p(srv.cpu, 0.5), srv.name+"-change-cpu-ms")
+	}
 	b.ReportMetric(p(meshSrv.lat, 0.5)/p(raw.lat, 0.5), "mesh/raw-change")
+	b.ReportMetric(p(meshSrv.cpu, 0.5)/p(raw.cpu, 0.5), "mesh/raw-change-cpu")
 	b.ReportMetric(p(commit.lat, 0.5)/p(raw.lat, 0.5), "commit/raw-change")
 	b.ReportMetric(p(initial[0], 0.5), "raw-initial-ms")
 	b.ReportMetric(p(initial[1], 0.5), "mesh-initial-ms")
 	b.ReportMetric(p(initial[1], 0.5)/p(initial[0], 0.5), "mesh/raw-initial")
+	b.ReportMetric(p(initialCPU[0], 0.5), "raw-initial-cpu-ms")
+	b.ReportMetric(p(initialCPU[1], 0.5), "mesh-initial-cpu-ms")
 }
 
 func fanNode(i int) string { return fmt.Sprintf("fan-%d", i) }
@@ -333,7 +349,11 @@ func (srv *fanoutServer) change(b *testing.B, fx *fanoutFixture, v int) time.Dur
 	}
 	start := time.Now()
 	srv.set(b, v)
+	setTook := time.Since(start)
 	w.wait(b, srv.name+" change", 5*time.Minute)
+	if os.Getenv("FANOUT_DEBUG") != "" {
+		b.Logf("%s: set %v, all ACKed %v", srv.name, setTook, time.Since(start))
+	}
 	return time.Since(start)
 }
 
