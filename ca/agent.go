@@ -14,6 +14,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/meshgit/mesh/internal/atomicfile"
@@ -56,11 +57,19 @@ type Agent struct {
 	// presents cert.pem/key.pem to an xDS server with --xds-tls. They must not hold key material.
 	ExtraFiles map[string][]byte
 
-	key crypto.Signer
+	key  crypto.Signer
+	caMu sync.Mutex // serializes writes of ca.pem: Issue's and followRoots'
 }
 
 // Run issues a leaf and renews it until ctx ends (returning nil) or the CA refuses the agent.
+// Once the first leaf is written it also follows the trust bundle (followRoots): ca.pem is
+// rewritten when the roots change between renewals (a federated datacenter's roots arrive, a
+// rotation), without a new leaf.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	following := false
 	log := a.logger()
 	backoff := a.minBackoff()
 	refusals := 0
@@ -88,6 +97,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			backoff = min(2*backoff, a.maxBackoff())
 		} else {
 			backoff, refusals = a.minBackoff(), 0
+			if !following {
+				following = true
+				wg.Add(1)
+				go func() { defer wg.Done(); a.followRoots(ctx) }()
+			}
 			from := leaf.NotBefore
 			if start.After(from) {
 				from = start
@@ -129,7 +143,7 @@ func (a *Agent) Issue(ctx context.Context) (*Leaf, error) {
 	if !publicKeyEqual(certs[0].PublicKey, a.key.Public()) {
 		return nil, errors.New("ca: the signed certificate is not for this agent's key")
 	}
-	if err := WriteFileAtomic(filepath.Join(a.Dir, CAFile), []byte(leaf.BundlePEM), 0o644); err != nil {
+	if err := a.writeCA([]byte(leaf.BundlePEM)); err != nil {
 		return nil, err
 	}
 	if err := WriteFileAtomic(filepath.Join(a.Dir, CertFile), []byte(leaf.CertPEM), 0o644); err != nil {
@@ -147,6 +161,51 @@ func (a *Agent) Issue(ctx context.Context) (*Leaf, error) {
 		a.OnIssue(leaf)
 	}
 	return leaf, nil
+}
+
+func (a *Agent) writeCA(bundle []byte) error {
+	a.caMu.Lock()
+	defer a.caMu.Unlock()
+	return WriteFileAtomic(filepath.Join(a.Dir, CAFile), bundle, 0o644)
+}
+
+// followRoots keeps ca.pem equal to the CA's trust bundle until ctx ends: blocking queries on
+// GET /v1/ca/roots with the hash of what ca.pem holds answer when the bundle differs. Failures
+// are retried with the agent's backoff; a refusal is not final here (Run's renewals decide).
+func (a *Agent) followRoots(ctx context.Context) {
+	log := a.logger()
+	backoff := a.minBackoff()
+	for ctx.Err() == nil {
+		cur, _ := os.ReadFile(filepath.Join(a.Dir, CAFile))
+		start := time.Now()
+		b, err := a.Client.RootsAfter(ctx, RootsHash(cur), rootsWait)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && b.Hash != RootsHash(cur) && b.BundlePEM != "" {
+			if err = a.writeCA([]byte(b.BundlePEM)); err == nil {
+				log.Info("trust bundle updated", "service", a.Service, "roots", len(b.Roots))
+			}
+		}
+		wait := time.Duration(0)
+		if err != nil {
+			wait = jitter(backoff)
+			backoff = min(2*backoff, a.maxBackoff())
+			log.Warn("following the trust bundle failed; retrying", "service", a.Service, "err", err, "retryIn", wait.Round(time.Millisecond))
+		} else {
+			backoff = a.minBackoff()
+			if b.Hash == RootsHash(cur) && time.Since(start) < time.Second {
+				wait = a.minBackoff() // a server that does not block: do not spin
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // loadKey reuses the directory's key when it is one this agent would have made, else makes one.

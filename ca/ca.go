@@ -22,7 +22,9 @@ package ca
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +36,7 @@ import (
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/notify"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -109,6 +112,18 @@ func (m *MemStore) Commit(_ context.Context, c Command) error {
 	return nil
 }
 
+// notifyingStore wakes the roots' blocking queries after each commit (a standalone CA: no other
+// server changes its state).
+type notifyingStore struct {
+	Store
+	w *notify.Watch
+}
+
+func (n notifyingStore) Commit(ctx context.Context, c Command) error {
+	defer n.w.Notify()
+	return n.Store.Commit(ctx, c)
+}
+
 // Settings are the mesh-wide parameters of leaves, which come from the served snapshot.
 type Settings struct {
 	Datacenter string
@@ -136,6 +151,12 @@ type Config struct {
 	// every trust bundle this CA hands out (leaves' ca.pem, Bundle), never used to sign, so that
 	// workloads of federated datacenters with their own CAs trust each other.
 	ExtraRoots func() string
+	// RootsChanged, when set, returns a channel closed when the trust bundle may have changed
+	// after the call (the Store's state applied by another server, ExtraRoots): GET
+	// /v1/ca/roots?hash= waits on it. Nil: the CA's own commits (Init, Rotate, Tidy) notify.
+	RootsChanged func() <-chan struct{}
+	// Stopping, when set, is closed when the HTTP server shuts down: blocking queries answer.
+	Stopping <-chan struct{}
 
 	// OperatorToken is accepted as an operator token (mesh serve --token-file); compared in
 	// constant time. Empty: only operator tokens in the state.
@@ -164,6 +185,7 @@ type CA struct {
 	sem     chan struct{} // nil: no bound
 	cache   atomic.Pointer[cachedSigner]
 	log     *slog.Logger
+	roots   *notify.Watch // without Config.RootsChanged: notified after this CA's commits
 }
 
 type cachedSigner struct {
@@ -197,7 +219,11 @@ func New(cfg Config) *CA {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &CA{cfg: cfg, limiter: NewLimiter(cfg.Rate, cfg.Burst), log: cfg.Log}
+	c := &CA{cfg: cfg, limiter: NewLimiter(cfg.Rate, cfg.Burst), log: cfg.Log, roots: notify.New()}
+	if c.cfg.RootsChanged == nil {
+		c.cfg.Store = notifyingStore{cfg.Store, c.roots}
+		c.cfg.RootsChanged = c.roots.Changed
+	}
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = max(1, runtime.GOMAXPROCS(0)/2)
 	}
@@ -563,6 +589,15 @@ type Bundle struct {
 	TrustDomain string     `json:"trustDomain"`
 	Roots       []RootInfo `json:"roots"`
 	BundlePEM   string     `json:"bundlePEM"`
+	// Hash is RootsHash(BundlePEM): GET /v1/ca/roots?hash=H waits until the bundle's differs.
+	Hash string `json:"hash"`
+}
+
+// RootsHash identifies a trust bundle (PEM) in blocking queries on GET /v1/ca/roots; an agent
+// computes it from its ca.pem.
+func RootsHash(bundlePEM []byte) string {
+	h := sha256.Sum256(bundlePEM)
+	return hex.EncodeToString(h[:16])
 }
 
 // Bundle returns the trust bundle.
@@ -572,6 +607,7 @@ func (c *CA) Bundle() (*Bundle, error) {
 		return nil, ErrNotInitialized
 	}
 	b := &Bundle{TrustDomain: st.TrustDomain, BundlePEM: string(bundlePEM(st)) + c.extraRoots(), Roots: []RootInfo{}}
+	b.Hash = RootsHash([]byte(b.BundlePEM))
 	for i, a := range st.Authorities {
 		ri := RootInfo{ID: a.ID, Active: i == len(st.Authorities)-1, Created: a.Created, RetireAfter: a.RetireAfter, RootPEM: a.RootPEM}
 		if certs, err := parseCerts([]byte(a.RootPEM)); err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/meshgit/mesh/internal/apiclient"
@@ -36,7 +37,11 @@ func (e *APIError) Temporary() bool {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	api := apiclient.Client{Addr: c.Addr, Token: c.Token, HTTP: c.HTTP}
+	return c.doWith(ctx, c.HTTP, method, path, in, out)
+}
+
+func (c *Client) doWith(ctx context.Context, hc *http.Client, method, path string, in, out any) error {
+	api := apiclient.Client{Addr: c.Addr, Token: c.Token, HTTP: hc}
 	resp, err := api.Do(ctx, method, path, in, 4<<20)
 	if err != nil {
 		return err
@@ -60,6 +65,23 @@ func (c *Client) Sign(ctx context.Context, service string, csrPEM []byte) (*Leaf
 func (c *Client) Roots(ctx context.Context) (*Bundle, error) {
 	var b Bundle
 	if err := c.do(ctx, http.MethodGet, "/v1/ca/roots", nil, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// RootsAfter is a blocking query for the trust bundle: it returns once the bundle's Hash
+// differs from hash, or when wait ends (then possibly the same bundle). The request's timeout
+// is wait and 10s more, whatever the Client's HTTP timeout.
+func (c *Client) RootsAfter(ctx context.Context, hash string, wait time.Duration) (*Bundle, error) {
+	hc := &http.Client{}
+	if c.HTTP != nil {
+		*hc = *c.HTTP
+	}
+	hc.Timeout = wait + 10*time.Second
+	var b Bundle
+	q := url.Values{"hash": {hash}, "wait": {wait.String()}}
+	if err := c.doWith(ctx, hc, http.MethodGet, "/v1/ca/roots?"+q.Encode(), nil, &b); err != nil {
 		return nil, err
 	}
 	return &b, nil

@@ -50,7 +50,9 @@ const maxBody = 64 << 10
 // Handler returns the CA's HTTP API, to be mounted on a server's mux as is:
 //
 //	POST   /v1/ca/sign     service or operator token → Leaf (429 with Retry-After when limited)
-//	GET    /v1/ca/roots    no token → Bundle
+//	GET    /v1/ca/roots    no token → Bundle; with ?hash=H (a Bundle's Hash) a blocking query:
+//	                       answered when the bundle's hash differs from H, or when ?wait
+//	                       (default 5m, at most 10m) ends
 //	POST   /v1/ca/rotate   operator token → RotateResponse
 //	POST   /v1/tokens      operator token, TokenRequest → TokenResponse (201)
 //	GET    /v1/tokens      operator token → {"tokens": [TokenInfo...]} (never a token or its hash)
@@ -62,14 +64,7 @@ const maxBody = 64 << 10
 func (c *CA) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/ca/sign", c.handleSign)
-	mux.HandleFunc("GET /v1/ca/roots", func(w http.ResponseWriter, r *http.Request) {
-		b, err := c.Bundle()
-		if err != nil {
-			c.writeErr(w, r, err)
-			return
-		}
-		jsonReply.Write(w, http.StatusOK, b)
-	})
+	mux.HandleFunc("GET /v1/ca/roots", c.handleRoots)
 	mux.HandleFunc("POST /v1/ca/rotate", c.operator(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.Rotate(r.Context(), nil); err != nil {
 			c.writeErr(w, r, err)
@@ -153,6 +148,52 @@ func (c *CA) handleSign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	jsonReply.Write(w, http.StatusOK, leaf)
+}
+
+// rootsWait is how long GET /v1/ca/roots?hash= waits by default, and at most.
+const (
+	rootsWait    = 5 * time.Minute
+	rootsMaxWait = 10 * time.Minute
+)
+
+func (c *CA) handleRoots(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	wait := rootsWait
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			c.writeErr(w, r, fmt.Errorf("%w: wait: not a positive duration", ErrBadRequest))
+			return
+		}
+		wait = min(d, rootsMaxWait)
+	}
+	var timeout <-chan time.Time
+	if q.Has("hash") {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		changed := c.cfg.RootsChanged()
+		b, err := c.Bundle()
+		if timeout == nil || err == nil && b.Hash != q.Get("hash") || err != nil && !errors.Is(err, ErrNotInitialized) {
+			if err != nil {
+				c.writeErr(w, r, err)
+				return
+			}
+			jsonReply.Write(w, http.StatusOK, b)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			timeout = nil // answer what there is
+		case <-c.cfg.Stopping:
+			timeout = nil
+		case <-r.Context().Done():
+			return
+		}
+	}
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {

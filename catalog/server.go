@@ -10,32 +10,15 @@ import (
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/notify"
 )
 
 // Watch tells readers that the catalog changed. The FSM calls Notify after every change;
 // blocking queries wait on Changed.
-type Watch struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
+type Watch = notify.Watch
 
 // NewWatch returns a Watch.
-func NewWatch() *Watch { return &Watch{ch: make(chan struct{})} }
-
-// Notify wakes everyone waiting on a channel returned by Changed before it.
-func (w *Watch) Notify() {
-	w.mu.Lock()
-	close(w.ch)
-	w.ch = make(chan struct{})
-	w.mu.Unlock()
-}
-
-// Changed returns a channel closed at the next Notify.
-func (w *Watch) Changed() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ch
-}
+func NewWatch() *Watch { return notify.New() }
 
 // ServerConfig configures the catalog of a server.
 type ServerConfig struct {

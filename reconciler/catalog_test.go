@@ -15,7 +15,7 @@ import (
 	"github.com/meshgit/mesh/catalog"
 )
 
-func consulClient(t *testing.T, addr, token string) *consul.Client {
+func consulClient(t testing.TB, addr, token string) *consul.Client {
 	t.Helper()
 	c, err := consul.NewClient(&consul.Config{Address: addr, Token: token})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/internal/httpjson"
 	"github.com/meshgit/mesh/internal/redact"
@@ -77,14 +78,42 @@ type federation struct {
 type peerView struct {
 	status PeerStatus
 	state  *FederationState // the last good answer
+	urls   []string         // the peer's servers
+	cur    int              // the one followed now (the others are tried in turn when it fails)
+}
+
+// peerURLs splits a Config.Federate value: one URL, or several comma-separated.
+func peerURLs(v string) []string {
+	var out []string
+	for u := range strings.SplitSeq(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, strings.TrimSuffix(u, "/"))
+		}
+	}
+	return out
 }
 
 func newFederation(peers map[string]string) *federation {
 	f := &federation{peers: map[string]*peerView{}, changed: make(chan struct{}, 1), wait: federationWait}
 	for dc, u := range peers {
-		f.peers[dc] = &peerView{status: PeerStatus{Datacenter: dc, URL: redact.URL(u), State: PeerConnecting}}
+		urls := peerURLs(u)
+		f.peers[dc] = &peerView{status: PeerStatus{Datacenter: dc, URL: redact.URL(urls[0]), State: PeerConnecting}, urls: urls}
 	}
 	return f
+}
+
+// url returns the peer server followed now.
+func (f *federation) url(dc string) (string, bool) {
+	if f == nil {
+		return "", false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.peers[dc]
+	if p == nil {
+		return "", false
+	}
+	return p.urls[p.cur], true
 }
 
 // gateways returns the peers' gateways by datacenter, from their last good answers.
@@ -147,20 +176,32 @@ func (f *federation) statuses() []PeerStatus {
 // run follows every peer until ctx ends.
 func (s *Server) runFederation(ctx context.Context) {
 	var wg sync.WaitGroup
-	for dc, u := range s.cfg.Federate {
+	for dc := range s.cfg.Federate {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.followPeer(ctx, dc, u) }()
+		go func() { defer wg.Done(); s.followPeer(ctx, dc) }()
 	}
 	wg.Wait()
 }
 
 // followPeer runs blocking queries against one peer, backing off (up to 10s) while it fails.
-func (s *Server) followPeer(ctx context.Context, dc, base string) {
+// The first query, and the first after a failure, asks without an index: answered at once, it
+// tells whether the peer is back. A failure moves on to the peer's next server, if it has
+// several: any server of a cluster answers with the cluster's replicated state.
+func (s *Server) followPeer(ctx context.Context, dc string) {
 	f := s.fed
 	var index uint64
+	known := false // index is the last answer's: block on it
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		st, err := s.fetchPeer(ctx, base, index, f.wait)
+		f.mu.Lock()
+		var roots string
+		p := f.peers[dc]
+		if p.state != nil {
+			roots = p.state.Roots
+		}
+		base := p.urls[p.cur]
+		f.mu.Unlock()
+		st, err := s.fetchPeer(ctx, base, index, known, roots, f.wait)
 		if ctx.Err() != nil {
 			return
 		}
@@ -171,32 +212,35 @@ func (s *Server) followPeer(ctx context.Context, dc, base string) {
 			err = checkRoots(st.Roots)
 		}
 		f.mu.Lock()
-		p := f.peers[dc]
 		if err != nil {
-			p.status.State, p.status.Error = PeerFailing, err.Error()
+			p.status.State, p.status.Error = PeerFailing, redact.Error(err).Error()
+			p.cur = (p.cur + 1) % len(p.urls)
 		} else {
-			changed := p.state == nil || !gatewaysEqual(p.state.Gateways, st.Gateways) || !maps.Equal(p.state.Healthy, st.Healthy) ||
-				p.state.Roots != st.Roots
-			p.state, index = st, st.Index
-			p.status = PeerStatus{Datacenter: dc, URL: p.status.URL, State: PeerConnected, LastContact: time.Now(),
+			rootsChanged := p.state == nil || p.state.Roots != st.Roots
+			changed := rootsChanged || !gatewaysEqual(p.state.Gateways, st.Gateways) || !maps.Equal(p.state.Healthy, st.Healthy)
+			p.state, index, known = st, st.Index, true
+			p.status = PeerStatus{Datacenter: dc, URL: redact.URL(base), State: PeerConnected, LastContact: time.Now(),
 				Index: st.Index, Gateways: len(st.Gateways), Healthy: st.Healthy}
+			if st.Roots == "" { // connected means cross-trusted: not yet
+				p.status.State, p.status.Error = PeerConnecting, "the peer has no CA yet"
+			}
 			if changed {
 				select {
 				case f.changed <- struct{}{}:
 				default:
 				}
 			}
+			if rootsChanged {
+				s.fsm.roots.Notify() // the CA's trust bundle changed: wake the agents' queries
+			}
 		}
 		f.mu.Unlock()
-		if err == nil && st.Roots == "" {
-			// The peer's CA does not exist yet, and its creation moves no catalog index: ask
-			// again without blocking, a little later.
-			index, err = 0, errors.New("the peer has no CA yet")
-		}
+		// A peer without a CA yet answers the next query when it has one (?roots).
 		if err == nil {
 			backoff = 100 * time.Millisecond
 			continue
 		}
+		known = false
 		s.log.Warn("federation: peer unreachable; keeping its last view", "datacenter", dc, "err", err, "retryIn", backoff)
 		select {
 		case <-ctx.Done():
@@ -219,8 +263,12 @@ func gatewaysEqual(a, b []mesh.Gateway) bool {
 	return true
 }
 
-func (s *Server) fetchPeer(ctx context.Context, base string, index uint64, wait time.Duration) (*FederationState, error) {
-	u := base + "/v1/federation/state?index=" + strconv.FormatUint(index, 10) + "&wait=" + url.QueryEscape(wait.String())
+func (s *Server) fetchPeer(ctx context.Context, base string, index uint64, block bool, roots string, wait time.Duration) (*FederationState, error) {
+	u := base + "/v1/federation/state"
+	if block {
+		u += "?index=" + strconv.FormatUint(index, 10) + "&wait=" + url.QueryEscape(wait.String()) +
+			"&roots=" + ca.RootsHash([]byte(roots))
+	}
 	rctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
@@ -244,10 +292,12 @@ func (s *Server) fetchPeer(ctx context.Context, base string, index uint64, wait 
 }
 
 // handleFederationState answers GET /v1/federation/state: at once without ?index, else when the
-// catalog's index passes it or ?wait (default 5m, at most 10m) ends.
+// catalog's index passes it, the CA roots' hash differs from ?roots (ca.RootsHash: a rotation
+// reaches the peers at once), or ?wait (default 5m, at most 10m) ends.
 func (s *Server) handleFederationState(w http.ResponseWriter, r *http.Request) {
 	var index uint64
-	if v := r.URL.Query().Get("index"); v != "" {
+	blocking := r.URL.Query().Has("index")
+	if v := r.URL.Query().Get("index"); blocking {
 		var err error
 		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
 			http.Error(w, "index: not a number", http.StatusBadRequest)
@@ -265,14 +315,16 @@ func (s *Server) handleFederationState(w http.ResponseWriter, r *http.Request) {
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	roots := r.URL.Query().Get("roots")
 	for {
-		changed := s.CatalogChanged()
+		changed, rootsChanged := s.CatalogChanged(), s.fsm.roots.Changed()
 		cat := s.Catalog()
-		if cat.Index() > index || index == 0 {
+		if !blocking || cat.Index() > index || roots != "" && ca.RootsHash([]byte(s.ca.LocalRootsPEM())) != roots {
 			break
 		}
 		select {
 		case <-changed:
+		case <-rootsChanged:
 		case <-timer.C:
 			s.writeFederationState(w, cat)
 			return
@@ -332,7 +384,7 @@ func (s *Server) forwardDC(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		base, ok := s.cfg.Federate[dc]
+		base, ok := s.fed.url(dc)
 		if !ok {
 			http.Error(w, errNoPathToDatacenter, http.StatusInternalServerError)
 			return

@@ -20,6 +20,7 @@ import (
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/catalog"
+	"github.com/meshgit/mesh/internal/notify"
 )
 
 // Entry is one snapshot in a server's history.
@@ -252,6 +253,7 @@ type fsm struct {
 	keep    int            // history length
 	changed chan struct{}  // capacity 1: "the state changed", coalesced
 	watch   *catalog.Watch // notified when the catalog changed
+	roots   *notify.Watch  // notified when the CA's state changed, or a federated peer's roots
 	log     *slog.Logger
 	// local holds the snapshots this server is replicating, by the SHA-256 of their command's
 	// blob: applying such an entry takes the snapshot the blob was encoded from instead of
@@ -269,7 +271,7 @@ type point struct {
 }
 
 func newFSM(keep int, log *slog.Logger) *fsm {
-	f := &fsm{keep: keep, changed: make(chan struct{}, 1), watch: catalog.NewWatch(), log: log}
+	f := &fsm{keep: keep, changed: make(chan struct{}, 1), watch: catalog.NewWatch(), roots: notify.New(), log: log}
 	f.cur.Store(&point{st: &state{servers: map[string]serverMeta{}, catalog: catalog.Empty()}})
 	return f
 }
@@ -285,6 +287,9 @@ func (f *fsm) setAt(s *state, applied uint64) {
 	old := f.cur.Swap(&point{st: s, applied: applied})
 	if old == nil || old.st.catalog != s.catalog {
 		f.watch.Notify()
+	}
+	if old == nil || old.st.ca != s.ca {
+		f.roots.Notify()
 	}
 	f.poke()
 }

@@ -59,6 +59,7 @@ import (
 	"github.com/meshgit/mesh/catalog"
 	"github.com/meshgit/mesh/compiler"
 	"github.com/meshgit/mesh/internal/commitsig"
+	"github.com/meshgit/mesh/internal/redact"
 	"github.com/meshgit/mesh/internal/tlsutil"
 	"github.com/meshgit/mesh/xds"
 )
@@ -145,9 +146,10 @@ type Config struct {
 	// the catalog's instances and gateways are in it and the CA's leaves name it. It must be
 	// one of mesh.datacenters; "" serves mesh.datacenter.
 	Datacenter string
-	// Federate maps the other datacenters of the mesh to the HTTP API of one of their servers
-	// (https://HOST:PORT): this cluster follows their gateways and healthy-instance counts
-	// (federation.go) and serves their gateways to its proxies.
+	// Federate maps the other datacenters of the mesh to the HTTP API of their servers
+	// (https://HOST:PORT, several comma-separated: tried in turn when one fails): this cluster
+	// follows their gateways and healthy-instance counts (federation.go) and serves their
+	// gateways to its proxies.
 	Federate map[string]string
 
 	// Publisher receives the snapshots to serve; in mesh serve, the xds.Server. Default: none.
@@ -291,8 +293,13 @@ func New(cfg Config) (*Server, error) {
 		if dc == "" || dc == cfg.Datacenter {
 			return nil, fmt.Errorf("federate: %q is not another datacenter", dc)
 		}
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
-			return nil, fmt.Errorf("federate %s: %q is not an http(s)://HOST:PORT URL", dc, u)
+		if len(peerURLs(u)) == 0 {
+			return nil, fmt.Errorf("federate %s: no URL", dc)
+		}
+		for _, u := range peerURLs(u) {
+			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+				return nil, fmt.Errorf("federate %s: %q is not an http(s)://HOST:PORT URL", dc, redact.URL(u))
+			}
 		}
 	}
 	if len(cfg.Federate) > 0 {
@@ -302,8 +309,10 @@ func New(cfg Config) (*Server, error) {
 	s.fsm = newFSM(cfg.History, cfg.Log)
 	s.storage.fault = cfg.storageFault
 	s.ca = ca.New(ca.Config{Store: caStore{s}, OperatorToken: cfg.Token, Log: cfg.Log.With("component", "ca"),
-		Settings:   func() ca.Settings { return ca.SettingsFrom(s.pub.view(s.Served())) },
-		ExtraRoots: func() string { return s.fed.roots() }})
+		Settings:     func() ca.Settings { return ca.SettingsFrom(s.pub.view(s.Served())) },
+		ExtraRoots:   func() string { return s.fed.roots() },
+		RootsChanged: func() <-chan struct{} { return s.fsm.roots.Changed() },
+		Stopping:     s.httpStopping})
 	return s, nil
 }
 

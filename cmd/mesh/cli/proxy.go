@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -60,6 +61,14 @@ without a certificate of its own and without decrypting.`,
 			}
 			if !ca.ValidName(cfg.Service) {
 				return usageError{fmt.Errorf("proxy: %q is not a service name", cfg.Service)}
+			}
+			if cfg.CertDir != "" {
+				// The server checks the node's mesh.certDir metadata: an absolute clean path.
+				abs, err := filepath.Abs(cfg.CertDir)
+				if err != nil {
+					return usageError{fmt.Errorf("proxy: --cert-dir: %w", err)}
+				}
+				cfg.CertDir = abs
 			}
 			if xdsTLS != (trustDomain != "") {
 				return usageError{fmt.Errorf("proxy: --xds-tls and --trust-domain go together")}

@@ -127,7 +127,7 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.DurationVar(&o.poll, "poll", reconciler.DefaultPoll, "fetch interval of a remote repository (safety-net poll of a local one)")
 	f.DurationVar(&o.syncInterval, "sync-interval", reconciler.DefaultCatalogSync, "anti-entropy period of this server's own catalog node (instances registered on it); the leader checks nodes' liveness every min(1s, this/3)")
 	f.IntVar(&o.history, "history", reconciler.DefaultHistory, "snapshots each server keeps")
-	f.StringArrayVar(&o.federate, "federate", nil, "DC=https://HOST:PORT: follow datacenter DC's cluster at that HTTP API (its mesh gateways and healthy-instance counts, blocking queries); repeatable")
+	f.StringArrayVar(&o.federate, "federate", nil, "DC=https://HOST:PORT[,https://HOST:PORT...]: follow datacenter DC's cluster at that HTTP API (its mesh gateways and healthy-instance counts, blocking queries; with several of its servers, the next is tried when one fails); repeatable, once per datacenter")
 	f.StringVar(&o.datacenter, "datacenter", "", "the datacenter this cluster serves, one of mesh.datacenters (default mesh.datacenter): the same snapshot and version, with chains resolved there, its own catalog and leaves naming it")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringSliceVar(&o.verifyCommits, "verify-commits", nil, "serve only commits signed by a key of these files: SSH allowed_signers or armored OpenPGP keyrings (repeatable or comma-separated); others are refused and shown in status")
