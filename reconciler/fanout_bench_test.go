@@ -40,7 +40,9 @@ import (
 // changes the RBAC of every service and so the listeners of every proxy. streams=N opens N
 // state-of-the-world ADS streams, one Envoy node each, node i running service i mod 1,000
 // (sorted by name), each subscribing to listeners, clusters, routes and endpoints and ACKing
-// every response at once. Three servers hold the same streams, each over 4 gRPC connections:
+// every response at once; xds=sotw opens state-of-the-world streams, xds=delta delta ones (what
+// `mesh envoy bootstrap` configures). Three servers hold the same streams, each over 4 gRPC
+// connections:
 //
 //   - raw: go-control-plane's server and SnapshotCache, fed cache snapshots holding exactly
 //     the resources our renderer produces for each service (rendered, versioned per type by a
@@ -83,13 +85,15 @@ func BenchmarkMeshWideChange(b *testing.B) {
 		b.Fatal("mesh.cue has no defaultIntention to flip")
 	}
 	var fx *fanoutFixture
-	for _, streams := range []int{1000, 2000} {
-		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
-			if fx == nil {
-				fx = newFanoutFixture(b, variants)
-			}
-			benchMeshWideChange(b, fx, streams)
-		})
+	for _, proto := range []string{"sotw", "delta"} {
+		for _, streams := range []int{1000, 2000} {
+			b.Run(fmt.Sprintf("xds=%s/streams=%d", proto, streams), func(b *testing.B) {
+				if fx == nil {
+					fx = newFanoutFixture(b, variants)
+				}
+				benchMeshWideChange(b, fx, streams, proto == "delta")
+			})
+		}
 	}
 }
 
@@ -158,6 +162,9 @@ func newFanoutFixture(b *testing.B, variants [2]map[string]string) *fanoutFixtur
 				hs[k] = hex.EncodeToString(h.Sum(nil))[:16]
 				cs.Resources[cachev3.GetResponseType(t)] = cachev3.NewResources(hs[k], byType[t])
 			}
+			if err := cs.ConstructVersionMap(); err != nil { // for delta, before the timer
+				b.Fatal(err)
+			}
 			hashes[v][svc] = hs
 			fx.raw[v][svc] = cs
 		}
@@ -183,6 +190,7 @@ func newFanoutFixture(b *testing.B, variants [2]map[string]string) *fanoutFixtur
 type fanoutServer struct {
 	name    string
 	addr    string
+	delta   bool // the streams are delta ADS streams
 	clients []*fanoutClient
 	cancel  context.CancelFunc
 	// set makes variant v the served one; it returns when the server was handed it.
@@ -191,12 +199,13 @@ type fanoutServer struct {
 	cpu []time.Duration // process CPU time over each change
 }
 
-func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int) {
+func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta bool) {
 	// Initial sync, three times per server, on fresh servers.
 	var initial, initialCPU [2][]time.Duration
 	for range 3 {
 		for k, start := range []func(*testing.B, *fanoutFixture, int) *fanoutServer{startRawFanout, startMeshFanout} {
 			srv := start(b, fx, streams)
+			srv.delta = delta
 			cpu := cpuTime()
 			initial[k] = append(initial[k], srv.connect(b, fx, streams))
 			initialCPU[k] = append(initialCPU[k], cpuTime()-cpu)
@@ -206,6 +215,7 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int) {
 	raw, meshSrv, commit := startRawFanout(b, fx, streams), startMeshFanout(b, fx, streams), startCommitFanout(b, fx, streams)
 	servers := []*fanoutServer{raw, meshSrv, commit}
 	for _, srv := range servers {
+		srv.delta = delta
 		srv.connect(b, fx, streams)
 		defer srv.close()
 	}
@@ -340,7 +350,12 @@ func (srv *fanoutServer) connect(b *testing.B, fx *fanoutFixture, streams int) t
 	}
 	start := time.Now()
 	for i, c := range srv.clients {
-		c.open(b, ctx, conns[i%len(conns)], &corev3.Node{Id: fanNode(i), Cluster: fx.services[i%len(fx.services)], UserAgentName: "envoy"})
+		node := &corev3.Node{Id: fanNode(i), Cluster: fx.services[i%len(fx.services)], UserAgentName: "envoy"}
+		if srv.delta {
+			c.openDelta(b, ctx, conns[i%len(conns)], node)
+		} else {
+			c.open(b, ctx, conns[i%len(conns)], node)
+		}
 	}
 	w.wait(b, srv.name+" initial sync", 5*time.Minute)
 	return time.Since(start)
@@ -446,20 +461,63 @@ func (c *fanoutClient) open(b *testing.B, ctx context.Context, cc *grpc.ClientCo
 			if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
 				return
 			}
-			c.received(r)
+			c.received(r.TypeUrl, r.VersionInfo, func(int) int { return len(r.Resources) })
 		}
 	}()
 }
 
-func (c *fanoutClient) received(r *discoveryv3.DiscoveryResponse) {
-	k := slices.Index(fanoutTypes, r.TypeUrl)
+func (c *fanoutClient) openDelta(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node *corev3.Node) {
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for k, typ := range fanoutTypes {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
+		if k == 0 {
+			req.Node = node
+		}
+		if err := st.Send(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	go func() {
+		var known [4]map[string]bool // resources held, per type
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
+				return
+			}
+			c.received(r.TypeUrl, r.SystemVersionInfo, func(k int) int {
+				if known[k] == nil {
+					known[k] = map[string]bool{}
+				}
+				for _, x := range r.Resources {
+					known[k][x.Name] = true
+				}
+				for _, name := range r.RemovedResources {
+					delete(known[k], name)
+				}
+				return len(known[k])
+			})
+		}
+	}()
+}
+
+// received records a response of typeURL at version (ACKed already); count says how many
+// resources of the type the stream holds now, given the type's index.
+func (c *fanoutClient) received(typeURL, version string, count func(int) int) {
+	k := slices.Index(fanoutTypes, typeURL)
 	if k < 0 {
 		return
 	}
+	n := count(k)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.last[k], c.n[k] = r.VersionInfo, len(r.Resources)
-	if c.want&(1<<k) != 0 && r.VersionInfo != c.versions[k] {
+	c.last[k], c.n[k] = version, n
+	if c.want&(1<<k) != 0 && version != c.versions[k] {
 		c.want &^= 1 << k
 		if c.want == 0 {
 			c.w.finished()
