@@ -15,6 +15,9 @@
 //   - Rendering costs what differs, not proxies × upstreams: resources that depend only on an
 //     upstream or a service are built, validated and hashed once per snapshot and shared by
 //     every proxy using them, and byte for byte what each proxy would get alone (shared.go).
+//     Each distinct resource is marshalled once, and every stream is sent those bytes, equal
+//     to go-control-plane's own marshal of it (wire.go). A change of the default intention or
+//     of intentions alone rebuilds only inbound listeners: outbound ones are kept.
 //     Rendering runs on every core, outside the lock that streams need.
 //   - Nothing inconsistent is served: every resource passes ValidateAll, and every per-proxy
 //     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
