@@ -3,7 +3,7 @@ TAGS    ?= hashicorpmetrics
 PKGS    ?= ./...
 BIN     ?= bin/mesh
 
-.PHONY: build test bench run fmt lint fuzz e2e clean docs demo screenshots
+.PHONY: build test bench bench-istio run fmt lint fuzz e2e clean docs demo screenshots
 
 # -buildvcs=auto stamps the Git commit into the binary (mesh version) when git and a work tree
 # are there, whatever GOFLAGS says.
@@ -61,3 +61,10 @@ lint:
 
 clean:
 	rm -rf bin
+
+# The side-by-side comparison with istiod of issue 13 (bench/istio/README.md): builds istiod from
+# source into ~/.cache/mesh-bench once (~10+ minutes on 2 cores), then runs both on the same dense
+# mesh with the same raw ADS clients, three times each (~10 minutes). Not part of make test.
+BENCH_ISTIO_FLAGS ?=
+bench-istio:
+	$(GO) run -tags $(TAGS) ./bench/istio $(BENCH_ISTIO_FLAGS)

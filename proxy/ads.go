@@ -55,6 +55,7 @@ type adsState struct {
 	version map[string]string
 	nonce   map[string]string
 	edsSub  []string // the EDS names subscribed to
+	ecdsSub []string // the extension configs (ECDS) subscribed to
 	send    func(*discoveryv3.DiscoveryRequest) error
 	node    *corev3.Node
 	first   bool
@@ -118,6 +119,9 @@ func (p *Proxy) handle(a *adsState, resp *discoveryv3.DiscoveryResponse) error {
 	case resourcev3.EndpointType:
 		aerr = p.applyEndpoints(resp)
 		names = a.edsSub
+	case resourcev3.ExtensionConfigType:
+		aerr = p.applyExtensions(resp)
+		names = a.ecdsSub
 	default:
 		aerr = fmt.Errorf("%w: resource type %s", ErrUnsupported, typ)
 	}
@@ -136,6 +140,14 @@ func (p *Proxy) handle(a *adsState, resp *discoveryv3.DiscoveryResponse) error {
 		if !equalStrings(want, a.edsSub) {
 			a.edsSub = want
 			return a.request(resourcev3.EndpointType, want, nil)
+		}
+	}
+	// The filter configurations the listeners take over ECDS, once they are bound.
+	if typ == resourcev3.ListenerType && aerr == nil {
+		want := p.extensionNames()
+		if len(want) > 0 && !equalStrings(want, a.ecdsSub) {
+			a.ecdsSub = want
+			return a.request(resourcev3.ExtensionConfigType, want, nil)
 		}
 	}
 	return nil

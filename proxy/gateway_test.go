@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/ca"
 )
@@ -136,11 +138,18 @@ func TestTwoDatacentersThroughGateways(t *testing.T) {
 		t.Fatalf("api's application saw %d connections", n)
 	}
 
-	acked := api.Status().Acked["type.googleapis.com/envoy.config.listener.v3.Listener"]
+	// The deny reaches api's sidecar as the RBAC extension config of its public listener.
+	var acked string
+	eventually(t, 10*time.Second, "api ACKed its RBAC", func() error {
+		if acked = api.Status().Acked[resourcev3.ExtensionConfigType]; acked == "" {
+			return fmt.Errorf("no RBAC ACKed")
+		}
+		return nil
+	})
 	e.commit(src("deny"))
 	eventually(t, 10*time.Second, "dc2 applies the deny", func() error {
-		if api.Status().Acked["type.googleapis.com/envoy.config.listener.v3.Listener"] == acked {
-			return fmt.Errorf("api still runs %s", acked)
+		if api.Status().Acked[resourcev3.ExtensionConfigType] == acked {
+			return fmt.Errorf("api still runs RBAC %s", acked)
 		}
 		return nil
 	})

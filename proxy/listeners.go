@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -41,10 +40,12 @@ type listenerConfig struct {
 type chainConfig struct {
 	serverNames []string // the match; none: the default chain
 	tls         bool     // terminate mTLS (a DownstreamTlsContext requiring a client certificate)
-	rbac        *rbac    // nil: no RBAC filter
+	rbac        *rbac    // nil: no RBAC filter (or one configured over ECDS)
 	sniCluster  bool     // sni_cluster: the cluster is the SNI
 	clusters    []weightedCluster
 	total       uint32
+	// discovered is the RBAC filter whose configuration comes over ECDS (extensions.go).
+	discovered *discoveredFilter
 }
 
 type weightedCluster struct {
@@ -164,9 +165,20 @@ func parseDownstreamTLS(ts *corev3.TransportSocket, c *chainConfig) error {
 	return nil
 }
 
-// parseFilters accepts [network RBAC] then tcp_proxy, nothing else.
+// parseFilters accepts [network RBAC, inline or over ECDS] then tcp_proxy, nothing else.
 func parseFilters(filters []*listenerv3.Filter, c *chainConfig) error {
 	for i, f := range filters {
+		if f.GetConfigDiscovery() != nil {
+			if c.rbac != nil || c.discovered != nil {
+				return fmt.Errorf("%w: two RBAC filters", ErrUnsupported)
+			}
+			d, err := parseDiscoveredFilter(f)
+			if err != nil {
+				return err
+			}
+			c.discovered = d
+			continue
+		}
 		a := f.GetTypedConfig()
 		if a == nil {
 			return fmt.Errorf("%w: filter %s without a typed config", ErrUnsupported, f.GetName())
@@ -181,18 +193,12 @@ func parseFilters(filters []*listenerv3.Filter, c *chainConfig) error {
 			if err := a.UnmarshalTo(&r); err != nil {
 				return err
 			}
-			if c.rbac != nil {
+			if c.rbac != nil || c.discovered != nil {
 				return fmt.Errorf("%w: two RBAC filters", ErrUnsupported)
 			}
-			if r.GetMatcher() != nil {
-				return fmt.Errorf("%w: filter %s: an RBAC matcher tree", ErrUnsupported, f.GetName())
-			}
-			rb, err := compileRBAC(r.GetRules())
+			rb, err := compileNetworkRBAC(&r)
 			if err != nil {
 				return fmt.Errorf("filter %s: %w", f.GetName(), err)
-			}
-			if rb == nil {
-				rb = &rbac{allow: false} // no rules: Envoy allows every connection
 			}
 			c.rbac = rb
 		case a.MessageIs(&tcpproxyv3.TcpProxy{}):
@@ -358,11 +364,15 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 	if cfg == nil {
 		return fmt.Errorf("%w: no filter chain for server name %q", ErrNoEndpoint, sni)
 	}
+	rb, err := p.rbacFor(cfg)
+	if err != nil {
+		return err
+	}
 	if cfg.tls {
 		if hello != nil {
 			return fmt.Errorf("%w: TLS termination behind tls_inspector", ErrUnsupported)
 		}
-		tc := tls.Server(down, p.certs.serverTLS())
+		tc := tls.Server(newRecordConn(down), p.certs.serverTLS())
 		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
@@ -370,10 +380,13 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 			return fmt.Errorf("inbound handshake: %w", err)
 		}
 		down = tc
-		if id := peerID(tc.ConnectionState()); !cfg.rbac.allowed(id) {
+		if tc.ConnectionState().DidResume {
+			p.resumed.Add(1)
+		}
+		if id := peerID(tc.ConnectionState()); !rb.allowed(id) {
 			return fmt.Errorf("%w: %s", ErrDenied, id)
 		}
-	} else if cfg.rbac != nil && !cfg.rbac.allowed("") {
+	} else if rb != nil && !rb.allowed("") {
 		return fmt.Errorf("%w: a caller without a certificate", ErrDenied)
 	}
 	cluster := sni
@@ -393,7 +406,9 @@ func (p *Proxy) handleConn(l *listener, down net.Conn) error {
 		return nil
 	}
 	defer l.track(up, false)
-	pipe(down, up)
+	if pipe(down, up) {
+		p.spliced.Add(1)
+	}
 	return nil
 }
 
@@ -424,7 +439,9 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 	if ut == nil {
 		return conn, nil
 	}
-	tc := tls.Client(conn, p.certs.clientTLS(ut))
+	tcfg := p.certs.clientTLS(ut)
+	tcfg.ClientSessionCache = p.certs.clientSessions(addr)
+	tc := tls.Client(newRecordConn(conn), tcfg)
 	hctx, hcancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer hcancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -432,32 +449,4 @@ func (p *Proxy) dial(name string) (net.Conn, error) {
 		return nil, fmt.Errorf("cluster %s: %s: %w", name, addr, err)
 	}
 	return tc, nil
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// pipe copies both ways until both directions end, passing half-closes on.
-func pipe(a, b net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); copyHalf(a, b) }()
-	go func() { defer wg.Done(); copyHalf(b, a) }()
-	wg.Wait()
-	a.Close()
-	b.Close()
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-func copyHalf(dst, src net.Conn) {
-	buf := bufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(dst, src, *buf)
-	bufPool.Put(buf)
-	if cw, ok := dst.(closeWriter); ok && err == nil {
-		cw.CloseWrite()
-		return
-	}
-	// An error (a reset) on one side ends both.
-	dst.Close()
-	src.Close()
 }

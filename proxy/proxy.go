@@ -11,7 +11,11 @@
 //   - Inbound (public_listener): mTLS is terminated with the files `mesh agent` writes (cert.pem,
 //     key.pem, ca.pem, read again when they change), a client certificate from the trust bundle is
 //     required, and the network RBAC rules of the listener decide on the caller's SPIFFE ID before
-//     a single byte reaches the application (local_app).
+//     a single byte reaches the application (local_app). The rules may be inline or, as the mesh
+//     server sends them, an extension configuration (ECDS) the RBAC filter names: the proxy
+//     subscribes to what its listeners name, a connection waits for the first rules (Envoy's
+//     warming) and gets the filter's default (deny-all) if they do not come, or is refused
+//     without a default (extensions.go).
 //   - Outbound (one listener per upstream, 127.0.0.1:localPort): each connection goes to an
 //     endpoint of the cluster's EDS assignment (the lowest priority with a healthy endpoint), over
 //     mTLS with the cluster's SNI, and is dropped unless the server's certificate chains to the
@@ -20,7 +24,13 @@
 //     (tls_inspector) and passes the connection, ClientHello included, to the cluster its filter
 //     chain names (a remote datacenter's gateways) or to the cluster the SNI names (sni_cluster,
 //     a local target); it holds no certificate and never decrypts.
-//   - Bytes are copied as they come, both ways, with half-closes passed on.
+//   - Bytes are copied as they come, both ways, with half-closes passed on (a TCP FIN, or a TLS
+//     close_notify on a TLS side). Between two TCP connections (a gateway) the kernel copies
+//     (splice); with TLS on a side, in chunks of up to 256 KiB whose records leave in one write.
+//     An idle connection holds no copy buffer.
+//   - TLS sessions are resumed between sidecars; a resumed handshake is verified as a full one
+//     (chain against the current roots, the accepted SPIFFE IDs, RBAC), and new certificate
+//     files forget every session.
 package proxy
 
 import (
@@ -79,7 +89,12 @@ type Proxy struct {
 	log   *slog.Logger
 	certs *certFiles
 
-	state atomic.Pointer[state] // clusters and endpoints as last ACKed
+	state   atomic.Pointer[state] // clusters and endpoints as last ACKed
+	ext     *extensions           // filter configurations over ECDS, as last ACKed
+	spliced atomic.Int64          // connections the kernel relayed both ways (splice)
+	resumed atomic.Int64          // inbound connections that resumed a TLS session
+	// extWait bounds the wait of a connection for its filter's first configuration.
+	extWait time.Duration
 
 	mu        sync.Mutex
 	listeners map[string]*listener // by name
@@ -119,7 +134,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.DialOptions == nil {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Log, certs: newCertFiles(cfg.CertDir), listeners: map[string]*listener{}}
+	p := &Proxy{cfg: cfg, log: cfg.Log, certs: newCertFiles(cfg.CertDir), listeners: map[string]*listener{},
+		ext: newExtensions(), extWait: extensionWait}
 	p.state.Store(&state{clusters: map[string]*cluster{}, endpoints: map[string]*assignment{}})
 	p.status = Status{Acked: map[string]string{}, LastNACK: map[string]string{}, Listeners: map[string]string{}}
 	return p, nil

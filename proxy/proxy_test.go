@@ -109,15 +109,25 @@ func TestSidecarsMoveBytesOverMTLS(t *testing.T) {
 		t.Fatalf("web's certificate at api's public listener: %v", err)
 	}
 
-	// A deny in Git: the proxy ACKs the new listener and the connection is refused.
-	acked := s.api.Status().Acked[resourcev3.ListenerType]
-	s.e.commit(s.mesh("deny"))
-	eventually(t, 10*time.Second, "deny applied", func() error {
-		if v := s.api.Status().Acked[resourcev3.ListenerType]; v == acked {
-			return fmt.Errorf("api's sidecar still runs listeners %s", v)
+	// A deny in Git: the proxy ACKs the new RBAC of its public listener (ECDS; the listeners do
+	// not change) and the connection is refused.
+	var acked map[string]string
+	eventually(t, 10*time.Second, "api ACKed its RBAC", func() error {
+		if acked = s.api.Status().Acked; acked[resourcev3.ExtensionConfigType] == "" {
+			return fmt.Errorf("acked %v", acked)
 		}
 		return nil
 	})
+	s.e.commit(s.mesh("deny"))
+	eventually(t, 10*time.Second, "deny applied", func() error {
+		if v := s.api.Status().Acked[resourcev3.ExtensionConfigType]; v == acked[resourcev3.ExtensionConfigType] {
+			return fmt.Errorf("api's sidecar still runs RBAC %s", v)
+		}
+		return nil
+	})
+	if v := s.api.Status().Acked[resourcev3.ListenerType]; v != acked[resourcev3.ListenerType] {
+		t.Errorf("the deny changed api's listeners (%s, then %s): only its RBAC extension config should", acked[resourcev3.ListenerType], v)
+	}
 	got, _ := roundTrip(s.upstream(), []byte("ping"), 5*time.Second)
 	if len(got) != 0 {
 		t.Fatalf("after the deny, web got %q back", got)
@@ -125,8 +135,8 @@ func TestSidecarsMoveBytesOverMTLS(t *testing.T) {
 	if err := tlsEcho(apiPub, s.webDir, "api"); err == nil {
 		t.Fatal("after the deny, web's certificate still reaches api")
 	}
-	if st := s.api.Status(); st.LastNACK[resourcev3.ListenerType] != "" {
-		t.Fatalf("api NACKed: %s", st.LastNACK[resourcev3.ListenerType])
+	if st := s.api.Status(); len(st.LastNACK) != 0 {
+		t.Fatalf("api NACKed: %v", st.LastNACK)
 	}
 }
 

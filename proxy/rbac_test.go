@@ -11,7 +11,8 @@ import (
 )
 
 // TestRBACAgreesWithAuthorize: the network RBAC the built-in proxy evaluates, parsed from the
-// public listener the server renders, decides every caller as mesh.Authorize does.
+// extension config that the public listener the server renders names (ECDS), decides every
+// caller as mesh.Authorize does; the filter's default, until the rules arrive, denies all.
 func TestRBACAgreesWithAuthorize(t *testing.T) {
 	const base = `package mesh
 
@@ -66,20 +67,37 @@ intentions: api: batch: action: "deny"
 						}
 					}
 				}
-				if cfg == nil || cfg.chains[0].rbac == nil || !cfg.chains[0].tls {
-					t.Fatalf("%s: no mTLS public listener with RBAC: %+v", dest, cfg)
+				if cfg == nil || cfg.chains[0].discovered == nil || !cfg.chains[0].tls {
+					t.Fatalf("%s: no mTLS public listener with an RBAC filter over ECDS: %+v", dest, cfg)
+				}
+				// The rules come in the extension config the filter names; until they do, the
+				// default denies everyone.
+				d := cfg.chains[0].discovered
+				var rules *rbac
+				for _, x := range res.Extensions {
+					if x.GetName() == d.name {
+						if rules, err = compileNetworkRBACAny(x.GetTypedConfig()); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if rules == nil || !d.hasDefault || d.noWarming {
+					t.Fatalf("%s: extension config %q: rules %v, default %v (without warming %v)", dest, d.name, rules, d.hasDefault, d.noWarming)
 				}
 				for _, src := range []string{"api", "db", "web", "batch", "admin"} {
 					want := mesh.Authorize(snap, mesh.Request{Source: src, Destination: dest}).Verdict == mesh.Allow
 					for _, dc := range []string{"dc1", "dc2"} {
 						id := mesh.SpiffeID("shop.mesh", dc, src)
-						if got := cfg.chains[0].rbac.allowed(id); got != want {
+						if got := rules.allowed(id); got != want {
 							t.Errorf("%s → %s (%s): the proxy says allowed=%v, Authorize %v", src, dest, id, got, want)
+						}
+						if d.def.allowed(id) {
+							t.Errorf("%s → %s (%s): the default RBAC allows", src, dest, id)
 						}
 					}
 				}
 				// Another trust domain is never a source the intentions name.
-				if cfg.chains[0].rbac.allowed(mesh.SpiffeID("evil.mesh", "dc1", "web")) && def == "deny" {
+				if rules.allowed(mesh.SpiffeID("evil.mesh", "dc1", "web")) && def == "deny" {
 					t.Errorf("%s: a caller of another trust domain is allowed", dest)
 				}
 			}

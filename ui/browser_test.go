@@ -196,6 +196,10 @@ func testNack(t *testing.T, m *meshServer, b *browser) {
 	if !strings.Contains(synced, "SYNCED") {
 		t.Errorf("the gRPC client that ACKed shows %q, want SYNCED", synced)
 	}
+	// Envoy sidecars take their inbound RBAC over ECDS: the table has its column.
+	if head := text(t, b, "thead"); !strings.Contains(head, "ECDS") {
+		t.Errorf("the proxies table has no ECDS column: %q", head)
+	}
 	if errs := b.takeErrors(); len(errs) > 0 {
 		t.Errorf("console errors: %q", errs)
 	}

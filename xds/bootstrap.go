@@ -126,9 +126,10 @@ func xdsClientTLS(dir, trustDomain string) (*corev3.TransportSocket, error) {
 // EnvoyBootstrap returns an Envoy bootstrap whose dynamic resources all come over ADS (delta
 // gRPC, xDS v3) from the mesh server, with the node id and cluster set and the admin interface
 // on loopback. It passes ValidateAll. Delta (incremental) xDS, as Consul's sidecars use: a
-// change sends only the resources that changed (one inbound listener for an RBAC change), where
-// state of the world would send every listener again, a transparent sidecar's outbound
-// listener with a filter chain per reachable service among them.
+// change sends only the resources that changed, where state of the world would send every
+// listener again when one changes, a transparent sidecar's outbound listener with a filter
+// chain per reachable service among them. (An RBAC change changes no listener either way: the
+// rules are an extension config of their own, extensions.go.)
 func EnvoyBootstrap(o EnvoyBootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if o.Service == "" || o.ProxyID == "" {
 		return nil, fmt.Errorf("envoy bootstrap: service and proxy id are required")

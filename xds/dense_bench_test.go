@@ -4,19 +4,15 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/internal/adsclient"
 )
 
 // The dense mesh of issue 13: 1,000 HTTP services, each proxy able to reach every service
@@ -66,8 +62,9 @@ func denseBenchMesh(transparent bool, variant int) *mesh.Snapshot {
 
 // BenchmarkDenseMesh measures, per model, protocol (state of the world or delta) and number
 // of raw ADS streams (one node per service, each subscribing to listeners, clusters, routes
-// and endpoints and ACKing everything): the authorization change until every stream has
-// received its new listeners and ACKed them (ns/op, and the CPU time it took), the bytes pushed
+// and endpoints, and by name to its public listener's RBAC extension config, as Envoy does,
+// and ACKing everything): the authorization change until every stream has received its new
+// RBAC and ACKed it (ns/op, and the CPU time it took), the bytes pushed
 // per proxy for it, and once per run the initial sync of every stream and the bytes per proxy
 // it took.
 func BenchmarkDenseMesh(b *testing.B) {
@@ -88,13 +85,6 @@ func BenchmarkDenseMesh(b *testing.B) {
 	}
 }
 
-// denseClient is one raw ADS stream.
-type denseClient struct {
-	bytes  atomic.Int64 // received
-	types  atomic.Int32 // types received at least once
-	listen atomic.Value // version of the last listeners received
-}
-
 func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) {
 	s := NewServer(nil)
 	addr := startXDS(b, s)
@@ -113,27 +103,27 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	clients := make([]*denseClient, streams)
-	var synced sync.WaitGroup
+	clients := make([]*adsclient.Client, streams)
 	start := time.Now()
 	for i := range streams {
-		c := &denseClient{}
-		c.listen.Store("")
-		clients[i] = c
-		synced.Add(1)
-		cc := conns[i%len(conns)]
 		node := envoyNode(fmt.Sprintf("dense-%d", i), denseName(i))
-		if delta {
-			openDenseDelta(b, ctx, cc, node, c, &synced)
-		} else {
-			openDenseSotW(b, ctx, cc, node, c, &synced)
+		c, err := adsclient.Open(ctx, conns[i%len(conns)], node, adsclient.Options{Delta: delta, Extensions: []string{PublicHTTPRBAC}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		clients[i] = c
+	}
+	for _, c := range clients {
+		select {
+		case <-c.Synced():
+		case <-c.Done():
+			b.Fatal(c.Err())
 		}
 	}
-	synced.Wait()
 	initial := time.Since(start)
 	var initialBytes int64
 	for _, c := range clients {
-		initialBytes += c.bytes.Swap(0)
+		initialBytes += c.SwapBytes(0)
 	}
 
 	i, cpu := 1, cpuTime()
@@ -144,7 +134,7 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 		}
 		deadline := time.Now().Add(120 * time.Second)
 		for _, c := range clients {
-			for !strings.HasPrefix(c.listen.Load().(string), want) {
+			for !strings.HasPrefix(c.Version(resourcev3.ExtensionConfigType), want) {
 				if time.Now().After(deadline) {
 					b.Fatalf("not every stream got version %s within 120s", want)
 				}
@@ -156,84 +146,9 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 	reportCPU(b, cpu, i-1)
 	var changeBytes int64
 	for _, c := range clients {
-		changeBytes += c.bytes.Load()
+		changeBytes += c.Bytes()
 	}
 	b.ReportMetric(initial.Seconds()*1000, "initial-sync-ms")
 	b.ReportMetric(float64(initialBytes)/float64(streams)/1024, "initial-KB/proxy")
 	b.ReportMetric(float64(changeBytes)/float64(streams)/float64(i-1)/1024, "change-KB/proxy")
-}
-
-// openDenseSotW opens a state-of-the-world stream for node and answers it in the background.
-func openDenseSotW(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, c *denseClient, synced *sync.WaitGroup) {
-	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for k, typ := range envoyTypes {
-		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
-		if k == 0 {
-			req.Node = node
-		}
-		if err := st.Send(req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	go func() {
-		seen := map[string]bool{}
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				return
-			}
-			c.bytes.Add(int64(proto.Size(r)))
-			if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
-				return
-			}
-			c.received(r.TypeUrl, r.VersionInfo, seen, synced)
-		}
-	}()
-}
-
-// openDenseDelta opens a delta stream for node and answers it in the background.
-func openDenseDelta(b *testing.B, ctx context.Context, cc *grpc.ClientConn, node *corev3.Node, c *denseClient, synced *sync.WaitGroup) {
-	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for k, typ := range envoyTypes {
-		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
-		if k == 0 {
-			req.Node = node
-		}
-		if err := st.Send(req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	go func() {
-		seen := map[string]bool{}
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				return
-			}
-			c.bytes.Add(int64(proto.Size(r)))
-			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
-				return
-			}
-			c.received(r.TypeUrl, r.SystemVersionInfo, seen, synced)
-		}
-	}()
-}
-
-// received records a response (already ACKed).
-func (c *denseClient) received(typeURL, version string, seen map[string]bool, synced *sync.WaitGroup) {
-	if typeURL == resourcev3.ListenerType {
-		c.listen.Store(version)
-	}
-	if !seen[typeURL] {
-		seen[typeURL] = true
-		if c.types.Add(1) == int32(len(envoyTypes)) {
-			synced.Done()
-		}
-	}
 }

@@ -74,6 +74,10 @@ func TestRenderGatewayGolden(t *testing.T) {
 		checkGolden(t, filepath.Join(dir, name+".listeners.json"), goldenJSON(t, messages(res.Listeners)))
 		checkGolden(t, filepath.Join(dir, name+".clusters.json"), goldenJSON(t, messages(res.Clusters)))
 		checkGolden(t, filepath.Join(dir, name+".endpoints.json"), goldenJSON(t, messages(res.Endpoints)))
+		checkGolden(t, filepath.Join(dir, name+".extensions.json"), goldenJSON(t, messages(res.Extensions)))
+		if p.Kind == mesh.KindMeshGateway && len(res.Extensions) != 0 {
+			t.Errorf("a gateway got %d extension configs; it has no RBAC", len(res.Extensions))
+		}
 		return res
 	}
 	gw := Proxy{Service: "gateway", Shape: ShapeEnvoy, Kind: mesh.KindMeshGateway}

@@ -40,8 +40,8 @@ func OutboundListenerName(service string, port int) string {
 
 // listeners renders a proxy's listeners.
 //
-// Envoy: the inbound public_listener (mTLS requiring a client certificate, RBAC, then the
-// local application) and one outbound listener per upstream on 127.0.0.1:localPort.
+// Envoy: the inbound public_listener (mTLS requiring a client certificate, RBAC whose rules
+// come over ECDS, then the local application) and one outbound listener per upstream on 127.0.0.1:localPort.
 // gRPC: one API listener per upstream, named after the upstream service (the target
 // xds:///service), and one server listener per endpoint of the proxy's own service.
 func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, error) {
@@ -173,15 +173,18 @@ func publicPort(svc *mesh.Service, dc string) int {
 // not: gRPC dispatches on the exact "/service/method" string, so a path that normalization would
 // change names no method and is answered UNIMPLEMENTED whatever RBAC said.
 
+// publicListener is an Envoy sidecar's inbound listener. It depends on the service's protocol
+// and port and on the mesh's TLS settings, not on intentions.
 func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listenerv3.Listener, error) {
 	ts, err := tlsTransportSocket(envoyDownstreamTLS(snap))
 	if err != nil {
 		return nil, err
 	}
-	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
+	// The RBAC filter's rules come over ECDS (extensions.go): the listener does not change
+	// when the intentions do.
 	chain := &listenerv3.FilterChain{TransportSocket: ts}
 	if mesh.IsHTTP(svc.Protocol) {
-		rbac, err := httpRBACFilter(rules)
+		rbac, err := discoveredHTTPRBAC()
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +205,7 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listener
 		}
 		chain.Filters = []*listenerv3.Filter{hcm}
 	} else {
-		rbac, err := networkRBACFilter(svc.Name, rules)
+		rbac, err := discoveredNetworkRBAC(svc.Name)
 		if err != nil {
 			return nil, err
 		}

@@ -98,8 +98,8 @@ func (a *rawADS) mustRecv(typeURL string) *discoveryv3.DiscoveryResponse {
 	return nil
 }
 
-func (a *rawADS) ack(r *discoveryv3.DiscoveryResponse) {
-	a.send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce})
+func (a *rawADS) ack(r *discoveryv3.DiscoveryResponse, names ...string) {
+	a.send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce, ResourceNames: names})
 }
 
 // expectError waits for the stream to fail and returns its status.

@@ -81,7 +81,8 @@ func (s *Server) typeStates(n *node) (map[string]TypeState, string) {
 }
 
 // ProxyConfig is what the server last set for one node: the resources of its current
-// configuration, by short type name (listeners, routes, clusters, endpoints, secrets), in name
+// configuration, by short type name (listeners, routes, clusters, endpoints, secrets, and
+// extensions: the filter configurations of ECDS, where an Envoy sidecar's RBAC is), in name
 // order. It never holds a private key: secrets name the files `mesh agent` writes (see secrets),
 // and ProxyConfig refuses any secret that carries key material inline.
 type ProxyConfig struct {
@@ -94,7 +95,7 @@ type ProxyConfig struct {
 
 // ShortTypes are the resource type names ProxyConfig and ProxyStatus.Types use, in the order of
 // the xDS flow (CDS, LDS, EDS, RDS, SDS are their discovery services).
-var ShortTypes = []string{"clusters", "listeners", "endpoints", "routes", "secrets"}
+var ShortTypes = []string{"clusters", "listeners", "endpoints", "routes", "secrets", "extensions"}
 
 // ProxyConfig returns the configuration the server holds for the connected node nodeID
 // (ErrUnknownNode when no such node is connected).

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,10 +38,10 @@ func denseMesh(n int, extraPerm string) *mesh.Snapshot {
 var envoyTypes = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.EndpointType}
 
 // TestPushOnlyWhatChanged: when one service's RBAC changes in a dense transparent mesh, a
-// state-of-the-world stream of that service gets its listeners again (two: the public one and
-// the one transparent outbound listener, not one per upstream) and no clusters, routes or
-// endpoints; a delta stream gets the one changed listener; a proxy of another service gets
-// nothing.
+// stream of a proxy of that service, state of the world or delta, gets the RBAC extension
+// configuration of its public listener (ECDS) and nothing else: no listeners (SotW LDS would
+// carry the transparent outbound listener, a filter chain per reachable service, again), no
+// clusters, routes or endpoints; a proxy of another service gets nothing.
 func TestPushOnlyWhatChanged(t *testing.T) {
 	const n = 40
 	srv := NewServer(testLogger(t))
@@ -51,7 +52,7 @@ func TestPushOnlyWhatChanged(t *testing.T) {
 	cc := dialRaw(t, addr)
 
 	sotw := newRawADS(t, cc)
-	initial := 0
+	initial := map[string]int{}
 	for i, typ := range envoyTypes {
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
 		if i == 0 {
@@ -59,11 +60,18 @@ func TestPushOnlyWhatChanged(t *testing.T) {
 		}
 		sotw.send(req)
 		r := sotw.mustRecv(typ)
-		initial += proto.Size(r)
+		initial[shortType(typ)] = proto.Size(r)
 		if typ != resourcev3.ListenerType && len(r.Resources) < n {
 			t.Fatalf("%s: %d resources, want one per reachable service (%d)", shortType(typ), len(r.Resources), n)
 		}
 		sotw.ack(r)
+	}
+	// As Envoy does on seeing public_listener's RBAC filter: subscribe to its configuration.
+	sotw.send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ExtensionConfigType, ResourceNames: []string{PublicHTTPRBAC}})
+	if r := sotw.mustRecv(resourcev3.ExtensionConfigType); len(r.Resources) != 1 {
+		t.Fatalf("extension configs: %d, want the public listener's RBAC", len(r.Resources))
+	} else {
+		sotw.ack(r, PublicHTTPRBAC)
 	}
 	s0 := openDelta(t, cc, "s0-delta", "s0")
 	s5 := openDelta(t, cc, "s5-delta", "s5")
@@ -74,19 +82,20 @@ func TestPushOnlyWhatChanged(t *testing.T) {
 	if err := srv.SetSnapshot(seal(t, denseMesh(n, "/b"))); err != nil {
 		t.Fatal(err)
 	}
-	r := sotw.mustRecv(resourcev3.ListenerType)
-	if len(r.Resources) != 2 {
-		t.Errorf("SotW listeners re-sent: %d, want 2 (public and transparent outbound)", len(r.Resources))
+	r, err := sotw.recv(15 * time.Second)
+	if err != nil || r.GetTypeUrl() != resourcev3.ExtensionConfigType || len(r.Resources) != 1 {
+		t.Fatalf("SotW stream got %s with %d resources (err %v), want the RBAC extension config alone",
+			shortType(r.GetTypeUrl()), len(r.GetResources()), err)
 	}
-	sotw.ack(r)
+	sotw.ack(r, PublicHTTPRBAC)
 	if extra, _ := sotw.recv(300 * time.Millisecond); extra != nil {
 		t.Errorf("SotW stream also got %s: %d resources", shortType(extra.TypeUrl), len(extra.Resources))
 	}
-	t.Logf("SotW: %d bytes initially, %d bytes for the RBAC change", initial, proto.Size(r))
+	t.Logf("SotW: %d bytes initially (%v), %d bytes for the RBAC change", sum(initial), initial, proto.Size(r))
 
 	d := s0.recv(t, 15*time.Second)
-	if d == nil || d.TypeUrl != resourcev3.ListenerType || len(d.Resources) != 1 || d.Resources[0].Name != PublicListener || len(d.RemovedResources) != 0 {
-		t.Fatalf("delta stream of s0 got %v, want public_listener alone", d)
+	if d == nil || d.TypeUrl != resourcev3.ExtensionConfigType || len(d.Resources) != 1 || d.Resources[0].Name != PublicHTTPRBAC || len(d.RemovedResources) != 0 {
+		t.Fatalf("delta stream of s0 got %v, want %s alone", d, PublicHTTPRBAC)
 	}
 	s0.ack(t, d)
 	if extra := s0.recv(t, 300*time.Millisecond); extra != nil {
@@ -95,6 +104,15 @@ func TestPushOnlyWhatChanged(t *testing.T) {
 	if extra := s5.recv(t, 300*time.Millisecond); extra != nil {
 		t.Errorf("delta stream of s5, whose configuration did not change, got %s: %d resources", shortType(extra.TypeUrl), len(extra.Resources))
 	}
+	t.Logf("delta: %d bytes for the RBAC change", proto.Size(d))
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 type deltaADS struct {
@@ -102,9 +120,15 @@ type deltaADS struct {
 	resps  chan *discoveryv3.DeltaDiscoveryResponse
 }
 
-// openDelta opens a delta ADS stream subscribing to every Envoy type (wildcard) and ACKs the
-// initial responses.
+// openDelta opens a delta ADS stream subscribing to every Envoy type (wildcard) and to the HTTP
+// public listener's RBAC extension config (by name), and ACKs the initial responses.
 func openDelta(t *testing.T, cc *grpc.ClientConn, id, service string) *deltaADS {
+	t.Helper()
+	return openDeltaRBAC(t, cc, id, service, PublicHTTPRBAC)
+}
+
+// openDeltaRBAC is openDelta subscribing to the extension config rbac.
+func openDeltaRBAC(t *testing.T, cc *grpc.ClientConn, id, service, rbac string) *deltaADS {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -123,10 +147,13 @@ func openDelta(t *testing.T, cc *grpc.ClientConn, id, service string) *deltaADS 
 			d.resps <- r
 		}
 	}()
-	for i, typ := range envoyTypes {
+	for i, typ := range append(envoyTypes[:len(envoyTypes):len(envoyTypes)], resourcev3.ExtensionConfigType) {
 		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
 		if i == 0 {
 			req.Node = envoyNode(id, service)
+		}
+		if typ == resourcev3.ExtensionConfigType {
+			req.ResourceNamesSubscribe = []string{rbac} // as Envoy subscribes: by name
 		}
 		if err := st.Send(req); err != nil {
 			t.Fatal(err)
@@ -154,5 +181,47 @@ func (d *deltaADS) ack(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) {
 	t.Helper()
 	if err := d.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProtocolChangeKeepsRBAC: when a tcp service becomes an http one, its sidecar's new
+// public_listener names the HTTP RBAC extension config, and the network one that the running
+// listener uses is not removed (make before break): a delta stream gets the new listener and
+// no removal, and then the HTTP rules it subscribes to.
+func TestProtocolChangeKeepsRBAC(t *testing.T) {
+	mk := func(protocol string) *mesh.Snapshot {
+		s := newSnap(mesh.Deny)
+		addService(s, "api", protocol, 8080, ep("10.0.0.1", 21000, "dc1"))
+		addService(s, "web", mesh.ProtocolTCP, 8080, ep("10.0.0.2", 21000, "dc1"))
+		allow(s, "web", "api")
+		return s
+	}
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	if err := srv.SetSnapshot(seal(t, mk(mesh.ProtocolTCP))); err != nil {
+		t.Fatal(err)
+	}
+	d := openDeltaRBAC(t, dialRaw(t, addr), "api-1", "api", PublicNetworkRBAC)
+	if err := srv.SetSnapshot(seal(t, mk(mesh.ProtocolHTTP))); err != nil {
+		t.Fatal(err)
+	}
+	sawListener := false
+	for r := d.recv(t, 5*time.Second); r != nil; r = d.recv(t, 500*time.Millisecond) {
+		if slices.Contains(r.RemovedResources, PublicNetworkRBAC) {
+			t.Fatalf("the network RBAC that the running listener uses was removed (%s response)", shortType(r.TypeUrl))
+		}
+		sawListener = sawListener || r.TypeUrl == resourcev3.ListenerType
+		d.ack(t, r)
+	}
+	if !sawListener {
+		t.Fatal("no new public_listener")
+	}
+	// The new listener names the HTTP RBAC: Envoy subscribes to it.
+	if err := d.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ExtensionConfigType, ResourceNamesSubscribe: []string{PublicHTTPRBAC}}); err != nil {
+		t.Fatal(err)
+	}
+	r := d.recv(t, 5*time.Second)
+	if r == nil || r.TypeUrl != resourcev3.ExtensionConfigType || len(r.Resources) != 1 || r.Resources[0].Name != PublicHTTPRBAC {
+		t.Fatalf("after subscribing to %s: %v", PublicHTTPRBAC, r)
 	}
 }

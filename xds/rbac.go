@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"sort"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -247,10 +246,7 @@ func httpRBACFilter(rules *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
 	return typedHTTPFilter(httpRBACFilterName, &rbacfilterv3.RBAC{Rules: rules})
 }
 
-// networkRBACFilter wraps rules as the network filter of a tcp public listener.
-func networkRBACFilter(service string, rules *rbacv3.RBAC) (*listenerv3.Filter, error) {
-	return typedNetworkFilter(networkRBACFilterName, &netrbacv3.RBAC{
-		StatPrefix: "connect_authz_" + service,
-		Rules:      rules,
-	})
+// networkRBAC is the configuration of the network RBAC filter of a tcp public listener.
+func networkRBAC(service string, rules *rbacv3.RBAC) *netrbacv3.RBAC {
+	return &netrbacv3.RBAC{StatPrefix: "connect_authz_" + service, Rules: rules}
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -31,6 +33,8 @@ type Resources struct {
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
 	Secrets   []*tlsv3.Secret
+	// Extensions are the filter configurations listeners take over ECDS (extensions.go).
+	Extensions []*corev3.TypedExtensionConfig
 }
 
 // Render renders the configuration of proxy p from snap, without a trust bundle (no SecretRoots
@@ -72,27 +76,44 @@ func renderShared(snap *mesh.Snapshot, p Proxy, bundle []byte, m *memo) (*Resour
 	if err != nil {
 		return nil, fmt.Errorf("render %s clusters: %w", p, err)
 	}
+	xs, err := extensionConfigs(snap, p, m)
+	if err != nil {
+		return nil, fmt.Errorf("render %s extension configs: %w", p, err)
+	}
 	r := &Resources{
-		Listeners: ls,
-		Routes:    routes(snap, p, m),
-		Clusters:  cs,
-		Endpoints: endpoints(snap, p, m),
-		Secrets:   secrets(p, bundle),
+		Listeners:  ls,
+		Routes:     routes(snap, p, m),
+		Clusters:   cs,
+		Endpoints:  endpoints(snap, p, m),
+		Secrets:    secrets(p, bundle),
+		Extensions: xs,
 	}
 	r.sort()
 	return r, nil
 }
 
-// rerenderListeners renders p's listeners from snap and keeps old's other resources: what
-// Server.render does when a change alters nothing but the RBAC of p's service. Only the new
-// listeners are sorted: old's lists are shared with the group they came from.
+// rerenderListeners renders p's RBAC again from snap, keeping old's other resources: what
+// Server.render does when a change alters nothing but the RBAC of p's service. An Envoy
+// sidecar's RBAC is its extension configurations (ECDS), and its listeners are kept as they
+// were (the same messages): they depend on the service, its upstreams and the mesh-wide
+// settings, which such a change leaves alone. A gRPC proxy's server listeners carry the RBAC
+// inline and are rendered again. Only the new lists are sorted: old's are shared with the
+// group they came from.
 func rerenderListeners(snap *mesh.Snapshot, p Proxy, m *memo, old *Resources) (*Resources, error) {
-	ls, err := listeners(snap, p, m)
-	if err != nil {
-		return nil, fmt.Errorf("render %s listeners: %w", p, err)
+	ls := old.Listeners
+	if p.Shape != ShapeEnvoy {
+		var err error
+		if ls, err = listeners(snap, p, m); err != nil {
+			return nil, fmt.Errorf("render %s listeners: %w", p, err)
+		}
+		sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
 	}
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
-	return &Resources{Listeners: ls, Routes: old.Routes, Clusters: old.Clusters, Endpoints: old.Endpoints, Secrets: old.Secrets}, nil
+	xs, err := extensionConfigs(snap, p, m)
+	if err != nil {
+		return nil, fmt.Errorf("render %s extension configs: %w", p, err)
+	}
+	sort.Slice(xs, func(i, j int) bool { return xs[i].Name < xs[j].Name })
+	return &Resources{Listeners: ls, Routes: old.Routes, Clusters: old.Clusters, Endpoints: old.Endpoints, Secrets: old.Secrets, Extensions: xs}, nil
 }
 
 func (r *Resources) sort() {
@@ -101,6 +122,7 @@ func (r *Resources) sort() {
 	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })
 	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].ClusterName < r.Endpoints[j].ClusterName })
 	sort.Slice(r.Secrets, func(i, j int) bool { return r.Secrets[i].Name < r.Secrets[j].Name })
+	sort.Slice(r.Extensions, func(i, j int) bool { return r.Extensions[i].Name < r.Extensions[j].Name })
 }
 
 // byType returns the resources keyed by type URL, in name order.
@@ -108,7 +130,7 @@ func (r *Resources) byType() map[resourcev3.Type][]types.Resource {
 	return map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: asResources(r.Listeners), resourcev3.RouteType: asResources(r.Routes),
 		resourcev3.ClusterType: asResources(r.Clusters), resourcev3.EndpointType: asResources(r.Endpoints),
-		resourcev3.SecretType: asResources(r.Secrets),
+		resourcev3.SecretType: asResources(r.Secrets), resourcev3.ExtensionConfigType: asResources(r.Extensions),
 	}
 }
 
@@ -128,7 +150,7 @@ func asResources[T types.Resource](l []T) []types.Resource {
 // resourceTypes is the order in which types are hashed and reported.
 var resourceTypes = []resourcev3.Type{
 	resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType,
-	resourcev3.EndpointType, resourcev3.SecretType,
+	resourcev3.EndpointType, resourcev3.SecretType, resourcev3.ExtensionConfigType,
 }
 
 type validator interface{ ValidateAll() error }
@@ -167,15 +189,27 @@ func (r *Resources) validateTypes(m *memo, skip map[resourcev3.Type]bool) error 
 // cluster has exactly one load assignment and every load assignment has its cluster.
 func (r *Resources) Consistent() error { return r.consistent(nil) }
 
-// refs are the route configurations and clusters a listener's filter (or API listener) names.
+// refs are the route configurations, clusters and extension configurations a listener's
+// filter (or API listener) names.
 type refs struct {
-	routes   []string
-	clusters []string
-	err      error
+	routes     []string
+	clusters   []string
+	extensions []extensionRef
+	err        error
+}
+
+// extensionRef is a filter configured over ECDS: the extension configuration it names and the
+// type URLs it admits.
+type extensionRef struct {
+	name     string
+	typeURLs []string
 }
 
 // filterRefs reads the references of one network filter.
 func filterRefs(f *listenerv3.Filter) refs {
+	if d := f.GetConfigDiscovery(); d != nil {
+		return refs{extensions: []extensionRef{{name: f.Name, typeURLs: d.GetTypeUrls()}}}
+	}
 	tc := f.GetTypedConfig()
 	if tc == nil {
 		return refs{}
@@ -200,6 +234,11 @@ func hcmRefs(h *hcmv3.HttpConnectionManager) refs {
 	}
 	if rc := h.GetRouteConfig(); rc != nil {
 		out.clusters = routeClusters(rc)
+	}
+	for _, f := range h.GetHttpFilters() {
+		if d := f.GetConfigDiscovery(); d != nil {
+			out.extensions = append(out.extensions, extensionRef{name: f.Name, typeURLs: d.GetTypeUrls()})
+		}
 	}
 	return out
 }
@@ -275,6 +314,7 @@ func (r *Resources) consistent(m *memo) error {
 			errs = append(errs, fmt.Errorf("cluster %q is referenced but missing", c))
 		}
 	}
+	errs = append(errs, extensionsConsistent(r.Listeners, r.Extensions, m)...)
 	claNames := map[string]bool{}
 	for _, cla := range r.Endpoints {
 		if claNames[cla.ClusterName] {
@@ -292,6 +332,38 @@ func (r *Resources) consistent(m *memo) error {
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
+}
+
+// extensionsConsistent checks that every extension configuration a listener's filter names
+// exists, with a type the filter admits, and that every extension configuration is named (but
+// for the other of public_listener's RBAC pair: extensions.go).
+func extensionsConsistent(ls []*listenerv3.Listener, xs []*corev3.TypedExtensionConfig, m *memo) []error {
+	var errs []error
+	types := make(map[string]string, len(xs))
+	for _, x := range xs {
+		types[x.Name] = extensionTypeURL(x)
+	}
+	named := map[string]bool{}
+	for _, l := range ls {
+		for _, x := range listenerRefs(l, m) {
+			for _, e := range x.extensions {
+				named[e.name] = true
+				t, ok := types[e.name]
+				switch {
+				case !ok:
+					errs = append(errs, fmt.Errorf("listener %q: extension config %q is missing", l.Name, e.name))
+				case !slices.Contains(e.typeURLs, t):
+					errs = append(errs, fmt.Errorf("listener %q: extension config %q is a %s, the filter admits %v", l.Name, e.name, t, e.typeURLs))
+				}
+			}
+		}
+	}
+	for _, x := range xs {
+		if !named[x.Name] && !unreferencedOK(x.Name, named) {
+			errs = append(errs, fmt.Errorf("extension config %q is not referenced by any listener", x.Name))
+		}
+	}
+	return errs
 }
 
 func routeClusters(rc *routev3.RouteConfiguration) []string {
@@ -402,7 +474,7 @@ func writeLen(h hash.Hash, n int) {
 
 // shortType turns a type URL into the message name, for messages and file names.
 // metricType is shortType for a metric label: a type URL comes from the client, so anything
-// but the five types we serve is "other" (bounded cardinality, always valid UTF-8).
+// but the six types we serve is "other" (bounded cardinality, always valid UTF-8).
 func metricType(t resourcev3.Type) string {
 	if s := shortType(t); s != t {
 		return s
@@ -422,6 +494,8 @@ func shortType(t resourcev3.Type) string {
 		return "endpoints"
 	case resourcev3.SecretType:
 		return "secrets"
+	case resourcev3.ExtensionConfigType:
+		return "extensions"
 	}
 	return t
 }

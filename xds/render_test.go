@@ -138,6 +138,11 @@ func renderAndCheck(t *testing.T, name string, snap *mesh.Snapshot) {
 				checkGolden(t, filepath.Join(dir, base+"clusters.json"), goldenJSON(t, messages(res.Clusters)))
 				checkGolden(t, filepath.Join(dir, base+"endpoints.json"), goldenJSON(t, messages(res.Endpoints)))
 				checkGolden(t, filepath.Join(dir, base+"secrets.json"), goldenJSON(t, messages(res.Secrets)))
+				if shape == ShapeEnvoy {
+					checkGolden(t, filepath.Join(dir, base+"extensions.json"), goldenJSON(t, messages(res.Extensions)))
+				} else if len(res.Extensions) != 0 {
+					t.Errorf("gRPC got %d extension configs; proxyless gRPC does not do ECDS", len(res.Extensions))
+				}
 				if shape == ShapeEnvoy && len(res.Secrets) != 2 {
 					t.Errorf("envoy got %d secrets, want %s and %s", len(res.Secrets), SecretLeaf, SecretRoots)
 				}

@@ -8,7 +8,11 @@
 //     gets the same resources. One function per resource type
 //     (listeners.go, routes.go, clusters.go, endpoints.go, rbac.go, secrets.go).
 //   - Intentions are enforced with RBAC derived from Snapshot.Inbound, the evaluator's own
-//     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go).
+//     ordering, so that what proxies enforce equals mesh.Authorize (see rbac.go). An Envoy
+//     sidecar takes its inbound RBAC as an extension config (ECDS) that public_listener's RBAC
+//     filter names, with a deny-all default: an intention change sends that resource alone and
+//     leaves every listener byte for byte as it was, over state of the world as over delta
+//     (extensions.go). Proxyless gRPC keeps it inline in its server listeners.
 //   - Transparent sidecars (mesh.Service.Transparent) reach what mesh.Reachable says, one
 //     filter chain per service matched by its virtual IP on one outbound listener (Envoy), or
 //     by name (gRPC); see transparent.go.
@@ -48,6 +52,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -62,6 +67,7 @@ import (
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	extensionservice "github.com/envoyproxy/go-control-plane/envoy/service/extension/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -209,7 +215,9 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 	return s
 }
 
-// Register registers the aggregated (SotW and delta) and per-type discovery services on g.
+// Register registers the aggregated (SotW and delta) and per-type discovery services on g
+// (extension configurations included: Envoy sidecars fetch their RBAC over ADS, see
+// extensions.go).
 func (s *Server) Register(g *grpc.Server) {
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, ads{s})
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
@@ -217,6 +225,7 @@ func (s *Server) Register(g *grpc.Server) {
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
 	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+	extensionservice.RegisterExtensionConfigDiscoveryServiceServer(g, s.xds)
 }
 
 // Close ends every xDS stream. It is idempotent.
@@ -642,15 +651,13 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		res = res.clone() // shared resources are never altered
 		s.testHookResources(p, res)
 	}
-	// Only the listeners are new when they alone were rendered again: if they name the same
-	// routes and clusters as old's, the rest was checked, hashed and found consistent before.
+	// Only the listeners (gRPC) or the extension configs (Envoy) are new when the RBAC alone was
+	// rendered again: if the listeners name the same routes and clusters as old's, the rest
+	// was checked, hashed and found consistent before.
 	var keep map[resourcev3.Type]bool
 	d := old.depsIf(partial)
 	if partial {
-		if same, err := sameRefs(old.res.Listeners, res.Listeners, m); err == nil && same {
-			keep = map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
-				resourcev3.EndpointType: true, resourcev3.SecretType: true}
-		}
+		keep = keptTypes(old.res, res, m)
 	}
 	if err := res.validateTypes(m, keep); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
@@ -658,6 +665,11 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	if keep == nil {
 		if err := res.consistent(m); err != nil {
 			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, err)
+		}
+	} else if !keep[resourcev3.ListenerType] || !sameExtensionNames(old.res.Extensions, res.Extensions) {
+		// The same listeners name the same extension configs: old's were found consistent.
+		if errs := extensionsConsistent(res.Listeners, res.Extensions, m); len(errs) > 0 {
+			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, errors.Join(errs...))
 		}
 	}
 	typeHash, hash, versionMap, err := res.hashTypesReusing(m, keep, old)
@@ -697,12 +709,40 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	return g, nil
 }
 
+// keptTypes returns the types of res, re-rendered for its RBAC alone from old, that are old's
+// (checked, hashed and found consistent before), or nil when its listeners name other routes or
+// clusters. An Envoy sidecar's listeners are kept as they were (its RBAC is in ECDS): nothing
+// of them is read again, however many filter chains they have.
+func keptTypes(old, res *Resources, m *memo) map[resourcev3.Type]bool {
+	kept := sameList(old.Listeners, res.Listeners)
+	if !kept {
+		if same, err := sameRefs(old.Listeners, res.Listeners, m); err != nil || !same {
+			return nil
+		}
+	}
+	return map[resourcev3.Type]bool{resourcev3.RouteType: true, resourcev3.ClusterType: true,
+		resourcev3.EndpointType: true, resourcev3.SecretType: true, resourcev3.ListenerType: kept}
+}
+
 // depsIf returns g's deps when partial (a change that leaves them as they were), else nil.
 func (g *group) depsIf(partial bool) *deps {
 	if !partial || g == nil {
 		return nil
 	}
 	return g.deps
+}
+
+// sameList reports whether a and b are the same list of the same messages.
+func sameList(a, b []*listenerv3.Listener) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// sameExtensionNames reports whether two sorted lists of extension configs have the same names
+// and types.
+func sameExtensionNames(a, b []*corev3.TypedExtensionConfig) bool {
+	return slices.EqualFunc(a, b, func(x, y *corev3.TypedExtensionConfig) bool {
+		return x.Name == y.Name && extensionTypeURL(x) == extensionTypeURL(y)
+	})
 }
 
 // sameRefs reports whether two lists of listeners name the same route configurations and

@@ -79,21 +79,40 @@ func TestNodeBeforeFirstSnapshot(t *testing.T) {
 }
 
 // TestUnchangedProxyNotPushed: a change that affects api's proxies only is not sent to web's.
+// An RBAC change reaches the proxies of its service as their RBAC extension configuration
+// alone: their listeners do not change.
 func TestUnchangedProxyNotPushed(t *testing.T) {
 	srv, addr := servingServer(t)
 	cc := dialRaw(t, addr)
 	web := newRawADS(t, cc)
 	db := newRawADS(t, cc)
-	web.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("web-1", "web"), TypeUrl: resourcev3.ListenerType})
-	db.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("db-1", "db"), TypeUrl: resourcev3.ListenerType})
-	web.ack(web.mustRecv(resourcev3.ListenerType))
-	db.ack(db.mustRecv(resourcev3.ListenerType))
+	for _, c := range []struct {
+		a        *rawADS
+		id, svc  string
+		ecdsName string
+	}{{web, "web-1", "web", PublicHTTPRBAC}, {db, "db-1", "db", PublicNetworkRBAC}} {
+		c.a.send(&discoveryv3.DiscoveryRequest{Node: envoyNode(c.id, c.svc), TypeUrl: resourcev3.ListenerType})
+		c.a.ack(c.a.mustRecv(resourcev3.ListenerType))
+		c.a.send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ExtensionConfigType, ResourceNames: []string{c.ecdsName}})
+		if r := c.a.mustRecv(resourcev3.ExtensionConfigType); len(r.Resources) != 1 {
+			t.Fatalf("%s: %d extension configs, want its RBAC (%s)", c.id, len(r.Resources), c.ecdsName)
+		} else {
+			c.a.ack(r, c.ecdsName)
+		}
+	}
 	next := richMesh()
 	allow(next, "auth", "db") // changes db's RBAC, nothing of web's
 	if err := srv.SetSnapshot(seal(t, next)); err != nil {
 		t.Fatal(err)
 	}
-	db.ack(db.mustRecv(resourcev3.ListenerType))
+	r, err := db.recv(5 * time.Second)
+	if err != nil || r.GetTypeUrl() != resourcev3.ExtensionConfigType || len(r.Resources) != 1 {
+		t.Fatalf("db got %s (err %v), want its RBAC extension config alone", shortType(r.GetTypeUrl()), err)
+	}
+	db.ack(r, PublicNetworkRBAC)
+	if r, err := db.recv(300 * time.Millisecond); r != nil || err != nil {
+		t.Fatalf("db was also pushed %s (err %v): only its RBAC changed", shortType(r.GetTypeUrl()), err)
+	}
 	if r, err := web.recv(300 * time.Millisecond); r != nil || err != nil {
 		t.Fatalf("web was pushed %v (err %v) although its resources did not change", r, err)
 	}

@@ -118,6 +118,7 @@ const (
 	memoPublicListener = 'p'
 	memoServerLis      = 's' // a gRPC service's server listeners
 	memoLocalApp       = 'l'
+	memoPublicRBAC     = 'x' // the RBAC extension configuration of a service's public listener
 	// Whole lists, shared by the proxies whose upstreams are the same (setKey): in a dense
 	// transparent mesh, most proxies reach the same services.
 	memoClusterSet  = 'C'

@@ -2,7 +2,7 @@
 "use strict";
 (function () {
   var m = mesh, el = m.el;
-  var TYPES = { CDS: "clusters", LDS: "listeners", EDS: "endpoints", RDS: "routes", SDS: "secrets" };
+  var TYPES = { CDS: "clusters", LDS: "listeners", EDS: "endpoints", RDS: "routes", SDS: "secrets", ECDS: "extensions" };
 
   function typeCell(p, short) {
     var st = (p.types || {})[TYPES[short]];
@@ -22,7 +22,7 @@
       var tr = el("tr", { "data-node": p.nodeId }, [el("td", {}, [el("code", { text: p.nodeId })]), el("td", {}, [m.serviceLink(p.service)]),
         el("td", { text: p.server }), el("td", { text: p.shape }), el("td", {}, [el("code", { class: "small", text: p.version || "" })]),
         el("td", { class: "sync" }, [m.syncBadge(p.sync)])]);
-      ["CDS", "LDS", "EDS", "RDS", "SDS"].forEach(function (t) { tr.appendChild(typeCell(p, t)); });
+      ["CDS", "LDS", "EDS", "RDS", "SDS", "ECDS"].forEach(function (t) { tr.appendChild(typeCell(p, t)); });
       tr.appendChild(nack);
       tb.appendChild(tr);
     });

@@ -203,6 +203,10 @@ func TestClusterCommands(t *testing.T) {
 		!strings.Contains(out, "public_listener") {
 		t.Fatalf("proxy-config --format table: %d %s\n%s", code, errOut, out)
 	}
+	// The inbound RBAC is an extension config (ECDS), shown with its policies.
+	if !strings.Contains(out, "EXTENSIONS (2)") || !regexpMatch(`rbac:public_listener:(http|network)\s+envoy\.extensions\.filters\.(http|network)\.rbac\.v3\.RBAC (ALLOW|DENY) policies: `, out) {
+		t.Fatalf("proxy-config --format table shows no RBAC extension config:\n%s", out)
+	}
 	if strings.Contains(out, "PRIVATE KEY") {
 		t.Fatal("proxy-config printed a private key")
 	}

@@ -18,6 +18,7 @@ func init() { register(newProxiesCmd) }
 // it carries (xds.ProxyStatus.Types keys).
 var proxyTypeColumns = []struct{ col, typ string }{
 	{"CDS", "clusters"}, {"LDS", "listeners"}, {"EDS", "endpoints"}, {"RDS", "routes"}, {"SDS", "secrets"},
+	{"ECDS", "extensions"},
 }
 
 func newProxiesCmd() *cobra.Command {
@@ -30,12 +31,13 @@ func newProxiesCmd() *cobra.Command {
 		Short: "List every proxy connected to any server of the cluster and whether it runs the configuration it should",
 		Long: `Proxies lists the xDS nodes of the whole cluster, like istioctl proxy-status: the server asked
 collects the proxies of every server. For each node: its service, the server holding its
-streams, and per discovery service (CDS, LDS, EDS, RDS, SDS) its state:
+streams, and per discovery service (CDS, LDS, EDS, RDS, SDS, and ECDS: the filter
+configurations, where an Envoy sidecar's inbound RBAC is) its state:
 
   SYNCED        the proxy ACKed the version it should run
   STALE         sent and not ACKed yet, or the server has newer configuration not sent yet
   NACK          the proxy rejected the latest version; the error is printed below the table
-  -             the proxy does not subscribe to that type (proxyless gRPC takes no SDS)
+  -             the proxy does not subscribe to that type (proxyless gRPC takes no SDS or ECDS)
 
 VERSION is the configuration the node ACKed for every type (<snapshot version>-<content hash>).
 --wide adds each type's ACKed wire version. Servers that do not answer are named on stderr;

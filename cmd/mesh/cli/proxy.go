@@ -33,8 +33,9 @@ func newProxyCmd() *cobra.Command {
 xDS client of the mesh server at --xds and gets the configuration of an Envoy sidecar of the
 service: the public listener terminates mTLS with the certificate files mesh agent keeps in
 --cert-dir (cert.pem, key.pem, ca.pem), requires a client certificate from the trust bundle,
-lets the network RBAC rules the intentions render decide on the caller's SPIFFE ID, and forwards
-to the application (local_app); each upstream gets a listener on 127.0.0.1:localPort that
+lets the network RBAC rules the intentions render decide on the caller's SPIFFE ID (they come
+over ECDS, as Envoy takes them, so an intention change sends the rules alone; until they arrive a
+caller waits, then is refused), and forwards to the application (local_app); each upstream gets a listener on 127.0.0.1:localPort that
 connects to a healthy endpoint of the upstream over mTLS with the target's SNI, and accepts only
 the SPIFFE IDs the target may present.
 

@@ -23,13 +23,15 @@ func newProxyConfigCmd() *cobra.Command {
 		typ string
 	)
 	cmd := &cobra.Command{
-		Use:   "proxy-config NODE [--type clusters|listeners|routes|endpoints|secrets] [--format json|table]",
+		Use:   "proxy-config NODE [--type clusters|listeners|routes|endpoints|secrets|extensions] [--format json|table]",
 		Short: "Print the xDS configuration a proxy was sent, from whichever server holds its streams",
 		Long: `Proxy-config prints what the server holding NODE's xDS streams last set for it, like
 istioctl proxy-config: every resource of each type (or only --type), as JSON in the xDS
 field names (--format json, the default), or one line per resource (--format table). The
-server asked finds the node on any server of the cluster. Secrets name the certificate and
-key files mesh agent writes beside the proxy; no private key is ever sent or printed.`,
+server asked finds the node on any server of the cluster. Extensions are the filter
+configurations a proxy fetches by name (ECDS): an Envoy sidecar's inbound RBAC rules are there,
+not in its listeners. Secrets name the certificate and key files mesh agent writes beside the
+proxy; no private key is ever sent or printed.`,
 		Example: `  mesh proxy-config web-1
   mesh proxy-config web-1 --type clusters --format table
   mesh proxy-config web-1 --type listeners | jq '.resources.listeners[].name'`,
@@ -145,8 +147,36 @@ func describeResource(typ string, m map[string]any) (string, string) {
 			return str("name"), "certificate " + f + ", key " + str("tls_certificate", "private_key", "filename")
 		}
 		return str("name"), "trusted CA bundle (public certificates)"
+	case "extensions":
+		return str("name"), describeExtension(m)
 	}
 	return str("name"), ""
+}
+
+// describeExtension summarises an extension configuration: its type and, for RBAC, the
+// engine's action and its policies.
+func describeExtension(m map[string]any) string {
+	tc, _ := m["typed_config"].(map[string]any)
+	typ := fmt.Sprint(tc["@type"])
+	typ = typ[strings.LastIndex(typ, "/")+1:]
+	rules, ok := tc["rules"].(map[string]any)
+	if !ok {
+		return typ
+	}
+	action := "ALLOW"
+	if a, ok := rules["action"]; ok {
+		action = fmt.Sprint(a)
+	}
+	pols, _ := rules["policies"].(map[string]any)
+	names := make([]string, 0, len(pols))
+	for n := range pols {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		names = []string{"none"}
+	}
+	return fmt.Sprintf("%s %s policies: %s", typ, action, strings.Join(names, ", "))
 }
 
 func digMap(m map[string]any, path ...string) (map[string]any, bool) {
