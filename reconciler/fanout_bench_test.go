@@ -37,11 +37,11 @@ import (
 // The mesh is meshgen's 1,000-service repository (seed 1: 20 teams, ~5 intentions per
 // destination, ~6 explicit upstreams per caller, canary chains on a tenth), compiled by our
 // compiler; the mesh-wide change flips mesh.defaultIntention between "deny" and "allow", which
-// changes the RBAC of every service and so the listeners of every proxy. streams=N opens N
-// state-of-the-world ADS streams, one Envoy node each, node i running service i mod 1,000
-// (sorted by name), each subscribing to listeners, clusters, routes and endpoints and ACKing
-// every response at once; xds=sotw opens state-of-the-world streams, xds=delta delta ones (what
-// `mesh envoy bootstrap` configures). Three servers hold the same streams, each over 4 gRPC
+// changes the RBAC of every service: the RBAC extension configs (ECDS) of every proxy.
+// streams=N opens N ADS streams, one Envoy node each, node i running service i mod 1,000
+// (sorted by name), each subscribing to listeners, clusters, routes, endpoints and extension
+// configs and ACKing every response at once; xds=sotw opens state-of-the-world streams,
+// xds=delta delta ones (what `mesh envoy bootstrap` configures). Three servers hold the same streams, each over 4 gRPC
 // connections:
 //
 //   - raw: go-control-plane's server and SnapshotCache, fed cache snapshots holding exactly
@@ -58,7 +58,7 @@ import (
 // on the machine falls on all), alternating direction. It reports per server p50/p99 of the
 // change and the ratio of mesh and commit p50 to raw p50; and, measured three times before the
 // loop on fresh servers (interleaved too), the median initial sync: from opening every stream
-// to every stream having ACKed all four types (raw: node snapshots set before; mesh: the server
+// to every stream having ACKed all five types (raw: node snapshots set before; mesh: the server
 // serves the snapshot, proxies rendered as they connect). Both report wall time and the
 // process's CPU time (the machines are shared: CPU time is the steadier of the two), and
 // -benchmem's figures are of the three changes together. Run with -benchtime 10x; with
@@ -107,10 +107,12 @@ type fanoutFixture struct {
 	changed  map[string]uint8 // service → bit set of fanoutTypes that the change alters
 }
 
-// fanoutTypes are the types every stream subscribes to, in the order of its bit set.
-var fanoutTypes = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.EndpointType}
+// fanoutTypes are the types every stream subscribes to, in the order of its bit set: an Envoy
+// sidecar's, its RBAC extension configs (ECDS) included.
+var fanoutTypes = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.EndpointType,
+	resourcev3.ExtensionConfigType}
 
-const allFanoutTypes = 1<<4 - 1
+const allFanoutTypes = 1<<5 - 1
 
 func newFanoutFixture(b *testing.B, variants [2]map[string]string) *fanoutFixture {
 	fx := &fanoutFixture{files: variants, changed: map[string]uint8{}}
@@ -127,9 +129,9 @@ func newFanoutFixture(b *testing.B, variants [2]map[string]string) *fanoutFixtur
 		fx.raw[v] = map[string]*cachev3.Snapshot{}
 	}
 	fx.services = slices.Sorted(maps.Keys(fx.snaps[0].Services))
-	var hashes [2]map[string][4]string
+	var hashes [2]map[string][5]string
 	for v, snap := range fx.snaps {
-		hashes[v] = map[string][4]string{}
+		hashes[v] = map[string][5]string{}
 		for _, svc := range fx.services {
 			res, err := xds.Render(snap, xds.Proxy{Service: svc, Shape: xds.ShapeEnvoy})
 			if err != nil {
@@ -148,8 +150,11 @@ func newFanoutFixture(b *testing.B, variants [2]map[string]string) *fanoutFixtur
 			for _, x := range res.Endpoints {
 				byType[resourcev3.EndpointType] = append(byType[resourcev3.EndpointType], x)
 			}
+			for _, x := range res.Extensions {
+				byType[resourcev3.ExtensionConfigType] = append(byType[resourcev3.ExtensionConfigType], x)
+			}
 			cs := &cachev3.Snapshot{}
-			var hs [4]string
+			var hs [5]string
 			for k, t := range fanoutTypes {
 				h := sha256.New()
 				for _, r := range byType[t] {
@@ -417,9 +422,9 @@ type fanoutClient struct {
 	mu       sync.Mutex
 	w        *waiter
 	want     uint8     // types still awaited with a new version
-	versions [4]string // as of arm
-	last     [4]string // the last version ACKed per type
-	n        [4]int    // resources in the last response per type
+	versions [5]string // as of arm
+	last     [5]string // the last version ACKed per type
+	n        [5]int    // resources in the last response per type
 }
 
 // arm makes the client wait for a new version of each type in want.
@@ -432,7 +437,7 @@ func (c *fanoutClient) arm(want uint8) {
 	}
 }
 
-func (c *fanoutClient) counts() [4]int {
+func (c *fanoutClient) counts() [5]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
@@ -481,7 +486,7 @@ func (c *fanoutClient) openDelta(b *testing.B, ctx context.Context, cc *grpc.Cli
 		}
 	}
 	go func() {
-		var known [4]map[string]bool // resources held, per type
+		var known [5]map[string]bool // resources held, per type
 		for {
 			r, err := st.Recv()
 			if err != nil {
