@@ -22,6 +22,9 @@ import (
 type Status struct {
 	Node      string `json:"node"`
 	RaftState string `json:"raftState"`
+	// Ready is set once this server serves a snapshot and the CA's trust bundle: a proxy that
+	// connects gets its whole configuration, mTLS trust included, and can get its certificate.
+	Ready bool `json:"ready"`
 	// Version and Commit are what this server serves now (the pinned snapshot while pinned).
 	Version string `json:"version"`
 	Commit  string `json:"commit"`
@@ -108,7 +111,7 @@ func (s *Server) Status() Status {
 	out := Status{Node: s.id, RaftState: s.node.raft.State().String(), LastError: st.lastError, Pin: st.pin,
 		PinnedBy: st.pinBy, PinnedAt: st.pinTime,
 		AppliedIndex: s.node.raft.AppliedIndex(), AppliedCommand: s.fsm.at().applied, Servers: s.servers(),
-		Federation: s.fed.statuses()}
+		Federation: s.fed.statuses(), Ready: s.pub.ready()}
 	if snap := s.pub.current(); snap != nil {
 		out.Version, out.Commit = snap.Version, snap.Commit
 	}

@@ -41,6 +41,9 @@ type publisher struct {
 	lastErr error
 	waiters []chan struct{}
 
+	// bundle is the CA's trust bundle (PEM) as handed to the Publisher ("" before the CA exists).
+	bundle string
+
 	catSave   chan struct{}     // capacity 1: the published catalog changed, save it
 	overlayer catalog.Overlayer // served with the catalog's instances
 
@@ -227,6 +230,7 @@ func (p *publisher) run(ctx context.Context) {
 			p.mu.Lock()
 			snap, cat := p.served, p.catalog
 			p.mu.Unlock()
+			p.syncBundle() // a peer's roots may have changed
 			if snap != nil {
 				p.publish(snap, cat, false)
 			}
@@ -235,6 +239,7 @@ func (p *publisher) run(ctx context.Context) {
 }
 
 func (p *publisher) check() {
+	p.syncBundle() // first: a snapshot applied after the CA's creation is published with its bundle
 	at := p.s.fsm.at()
 	st := at.st
 	if st.served == nil || st.servedIndex < p.cacheIndex || at.applied < p.catchUp.Load() {
@@ -255,6 +260,36 @@ func (p *publisher) check() {
 	if p.publish(st.served, st.catalog, !same) && !same {
 		p.saveCache(st)
 	}
+}
+
+// syncBundle hands the CA's trust bundle to the Publisher when it differs from what it has: once
+// the CA exists, after a rotation or a retirement, and when a federated peer's roots change.
+func (p *publisher) syncBundle() {
+	pem := p.s.ca.BundlePEM()
+	p.mu.Lock()
+	same := pem == p.bundle
+	p.mu.Unlock()
+	if same || pem == "" {
+		return
+	}
+	if tb, ok := p.s.cfg.Publisher.(TrustBundler); ok {
+		if err := tb.SetTrustBundle([]byte(pem)); err != nil {
+			p.s.metrics.publishErrors.Inc()
+			p.s.log.Error("trust bundle refused by the publisher", "err", err)
+			return
+		}
+	}
+	p.mu.Lock()
+	p.bundle = pem
+	p.mu.Unlock()
+}
+
+// ready reports whether this server serves a snapshot and the CA's trust bundle: a proxy that
+// connects gets its whole configuration, its mTLS trust included.
+func (p *publisher) ready() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.served != nil && p.bundle != ""
 }
 
 // publish hands snap, with the catalog's instances, to the Publisher. fromFSM is set when the
