@@ -22,8 +22,9 @@ import (
 type Status struct {
 	Node      string `json:"node"`
 	RaftState string `json:"raftState"`
-	// Ready is set once this server serves a snapshot and the CA's trust bundle: a proxy that
-	// connects gets its whole configuration, mTLS trust included, and can get its certificate.
+	// Ready is set while this server serves a snapshot and the CA's trust bundle over xDS: a
+	// proxy that connects gets its whole configuration, mTLS trust included, and can get its
+	// certificate. It is false before, and while the server refuses xDS (NotServing).
 	Ready bool `json:"ready"`
 	// Version and Commit are what this server serves now (the pinned snapshot while pinned).
 	Version string `json:"version"`
@@ -111,7 +112,7 @@ func (s *Server) Status() Status {
 	out := Status{Node: s.id, RaftState: s.node.raft.State().String(), LastError: st.lastError, Pin: st.pin,
 		PinnedBy: st.pinBy, PinnedAt: st.pinTime,
 		AppliedIndex: s.node.raft.AppliedIndex(), AppliedCommand: s.fsm.at().applied, Servers: s.servers(),
-		Federation: s.fed.statuses(), Ready: s.pub.ready()}
+		Federation: s.fed.statuses()}
 	if snap := s.pub.current(); snap != nil {
 		out.Version, out.Commit = snap.Version, snap.Commit
 	}
@@ -119,6 +120,7 @@ func (s *Server) Status() Status {
 		out.PublishError = err.Error()
 	}
 	out.ClusterID, out.NotServing, out.ClusterConflict = s.cluster.get(), s.notServing(), s.cluster.conflict.Load()
+	out.Ready = out.NotServing == "" && s.pub.ready()
 	out.StorageErrors = s.storage.errors()
 	if h := st.headEntry(); h != nil {
 		e := h.Entry
