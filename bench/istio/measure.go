@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgit/mesh/internal/adsclient"
@@ -138,6 +139,17 @@ func dial(addr string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(512<<20)))
 }
 
+// dialProbe is dial with gRPC's connection backoff at 50 ms: the probe dials before the server
+// listens, and the default backoff (1 s, ±20%) would measure gRPC's wait, not the server.
+func dialProbe(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(512<<20)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1, MaxDelay: 50 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
+}
+
 // A readier says when it is ready beyond serving a synced probe stream.
 type readier interface {
 	// awaitReady returns once the server says it is ready, until ctx ends or p exits.
@@ -150,7 +162,7 @@ type readier interface {
 // until its caches are synced; mesh serve answers once its first snapshot is applied, and says
 // ready in /v1/status once the CA's trust bundle is served too).
 func waitReady(ctx context.Context, s server, p *proc) error {
-	cc, err := dial(s.XDSAddr())
+	cc, err := dialProbe(s.XDSAddr())
 	if err != nil {
 		return err
 	}
