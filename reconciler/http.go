@@ -335,7 +335,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "%v: %s", ErrUnknownVersion, v)
 		return
 	}
-	snap, err := decodeSnapshot(e.data)
+	snap, err := e.snapshot()
 	if err != nil {
 		httpjson.Error(w, http.StatusInternalServerError, "%v", err)
 		return

@@ -172,16 +172,15 @@ func (s *Server) reconcile(ctx context.Context) error {
 		return err
 	}
 	s.ensureCA(ctx, snap)
-	data, err := snap.Encode()
+	t, cmd, blob, err := snapshotEntry(st.head, snap)
 	if err != nil {
 		return &StepError{Step: StepCompile, Commit: commit, Retry: true, Err: err}
 	}
-	blob := compress(data)
+	cmd.Time, cmd.Forced = time.Now().UTC(), forced
 	key := sha256.Sum256(blob)
 	s.fsm.local.Store(key, snap)
 	defer s.fsm.local.Delete(key)
-	cmd := snapshotCmd{Version: snap.Version, Commit: commit, Time: time.Now().UTC(), Forced: forced}
-	if err := s.apply(cmdSnapshot, cmd, blob); err != nil {
+	if err := s.apply(t, cmd, blob); err != nil {
 		return &StepError{Step: StepApply, Commit: commit, Retry: true, Err: err}
 	}
 	s.metrics.commitToApply.Observe(time.Since(seen).Seconds())
@@ -201,6 +200,22 @@ func (s *Server) ensureCA(ctx context.Context, snap *mesh.Snapshot) {
 	if err := s.ca.Init(ctx, snap.Mesh.TrustDomain, nil); err != nil && !errors.Is(err, ca.ErrInitialized) && ctx.Err() == nil {
 		s.log.Warn("ca init", "err", err)
 	}
+}
+
+// snapshotEntry encodes snap for Raft: as a delta against head, the head every server holds,
+// or whole when there is none.
+func snapshotEntry(head, snap *mesh.Snapshot) (cmdType, snapshotCmd, []byte, error) {
+	cmd := snapshotCmd{Version: snap.Version, Commit: snap.Commit}
+	if head != nil {
+		cmd.Base = head.Version
+		blob, err := encodeDelta(mesh.Diff(head, snap))
+		return cmdSnapshotDelta, cmd, blob, err
+	}
+	data, err := snap.Encode()
+	if err != nil {
+		return 0, cmd, nil, err
+	}
+	return cmdSnapshot, cmd, compress(data), nil
 }
 
 // upToDate reports whether commit needs no pass: it was applied, or it failed in a way that only
