@@ -250,6 +250,12 @@ func candidateKeys(source, destination string) [4][2]string {
 	return [4][2]string{{destination, source}, {destination, Wildcard}, {Wildcard, source}, {Wildcard, Wildcard}}
 }
 
+// Deciding returns the intention that decides requests from source to destination (the first
+// of Candidates), or nil when the mesh default does, without allocating.
+func (s *Snapshot) Deciding(source, destination string) *Intention {
+	return s.deciding(source, destination)
+}
+
 // deciding returns the first of Candidates(source, destination), or nil, without allocating.
 func (s *Snapshot) deciding(source, destination string) *Intention {
 	s.indexOnce.Do(s.buildIndex)
@@ -316,14 +322,16 @@ func (s *Snapshot) Outbound(source string) []*Intention {
 // SortIntentions orders intentions by precedence (highest first), then destination, then source:
 // the canonical order of Snapshot.Intentions.
 func SortIntentions(list []*Intention) {
-	sort.Slice(list, func(i, j int) bool {
-		a, b := list[i], list[j]
-		if a.Precedence != b.Precedence {
-			return a.Precedence > b.Precedence
-		}
-		if a.Destination != b.Destination {
-			return a.Destination < b.Destination
-		}
-		return a.Source < b.Source
-	})
+	sort.Slice(list, func(i, j int) bool { return intentionLess(list[i], list[j]) })
+}
+
+// intentionLess is the canonical order of intentions (SortIntentions).
+func intentionLess(a, b *Intention) bool {
+	if a.Precedence != b.Precedence {
+		return a.Precedence > b.Precedence
+	}
+	if a.Destination != b.Destination {
+		return a.Destination < b.Destination
+	}
+	return a.Source < b.Source
 }

@@ -77,7 +77,9 @@ type Snapshot struct {
 	indexOnce sync.Once
 	index     map[string]map[string]*Intention // destination → source → intention
 	reach     sync.Map                         // source → []string, memo of Reachable
-	ups       sync.Map                         // service → []*Upstream, memo of Upstreams
+	reachOnce sync.Once
+	reachIdxV *reachIdx // what Reachable needs of the intentions (transparent.go)
+	ups       sync.Map  // service → []*Upstream, memo of Upstreams
 }
 
 // Config is the mesh-wide configuration (the `mesh` field of the repository).

@@ -35,6 +35,9 @@ func (s *Snapshot) upstreams(service string) []*Upstream {
 	if svc == nil {
 		return nil
 	}
+	if svc.Transparent() && len(svc.Upstreams) == 0 {
+		return s.reachUpstreams(Reachable(s, service))
+	}
 	by := make(map[string]*Upstream, len(svc.Upstreams))
 	for key, u := range svc.Upstreams {
 		if u == nil {
@@ -51,9 +54,10 @@ func (s *Snapshot) upstreams(service string) []*Upstream {
 		}
 	}
 	if svc.Transparent() {
+		x := s.reachIndex()
 		for _, d := range Reachable(s, service) {
 			if by[d] == nil {
-				by[d] = &Upstream{Service: d}
+				by[d] = x.upstream[d]
 			}
 		}
 	}
@@ -67,40 +71,137 @@ func (s *Snapshot) upstreams(service string) []*Upstream {
 
 // Reachable returns, sorted, the services to which Authorize allows src some request (by
 // AllowsSome; a pair it cannot decide counts as reachable, the destination's RBAC still
-// decides each request). It is what a transparent sidecar of src may reach.
+// decides each request). It is what a transparent sidecar of src may reach. The result is
+// shared: callers must not modify it.
 //
 // Its cost grows with the services and the destinations that have intentions of their own, not
 // with their product: the verdicts of every request from src to a destination D depend only on
-// the first of D's candidate intentions and the mesh default, so destinations are grouped by it
-// and each group is decided once. The answer is memoized per source on the snapshot.
+// the first of D's candidate intentions and the mesh default. A destination with no intention
+// D ← src nor D ← * of its own is decided by *'s intentions (* ← src, * ← *) or the default,
+// the same for all of them: decided once, for every source, and when it allows and none of the
+// destinations with intentions of their own denies, every source shares one list of all
+// services (the dense mesh of "*" → "*": linear in the services, not quadratic). The other
+// destinations are grouped by their deciding intention and each group is decided once. The
+// answer is memoized per source on the snapshot.
 func Reachable(s *Snapshot, src string) []string {
 	if v, ok := s.reach.Load(src); ok {
 		return v.([]string)
 	}
+	x := s.reachIndex()
+	special := make(map[string]bool, len(x.wildInto)+len(x.bySource[src]))
+	for _, d := range x.wildInto {
+		special[d] = true
+	}
+	for _, d := range x.bySource[src] {
+		special[d] = true
+	}
 	decided := map[*Intention]bool{} // first candidate → allows some request
 	var noIntention *bool            // the verdict with no candidate at all
-	out := []string{}
-	for _, d := range s.ServiceNames() {
+	verdict := func(d string) bool {
 		first := s.deciding(src, d)
-		var allows bool
 		if first == nil {
 			if noIntention == nil {
 				v := allowsSome(s, src, d)
 				noIntention = &v
 			}
-			allows = *noIntention
-		} else if v, ok := decided[first]; ok {
-			allows = v
+			return *noIntention
+		}
+		v, ok := decided[first]
+		if !ok {
+			v = allowsSome(s, src, d)
+			decided[first] = v
+		}
+		return v
+	}
+	base := false // the verdict of the destinations without intentions of their own
+	for _, d := range x.names {
+		if !special[d] {
+			base = verdict(d)
+			break
+		}
+	}
+	var allowed, denied []string
+	for d := range special {
+		if verdict(d) {
+			allowed = append(allowed, d)
 		} else {
-			allows = allowsSome(s, src, d)
-			decided[first] = allows
+			denied = append(denied, d)
 		}
-		if allows {
-			out = append(out, d)
+	}
+	var out []string
+	switch {
+	case base && len(denied) == 0:
+		out = x.names
+	case base:
+		gone := make(map[string]bool, len(denied))
+		for _, d := range denied {
+			gone[d] = true
 		}
+		out = make([]string, 0, len(x.names)-len(denied))
+		for _, d := range x.names {
+			if !gone[d] {
+				out = append(out, d)
+			}
+		}
+	default:
+		out = allowed
+		if out == nil {
+			out = []string{}
+		}
+		sort.Strings(out)
 	}
 	v, _ := s.reach.LoadOrStore(src, out)
 	return v.([]string)
+}
+
+// reachUpstreams is the upstreams of a transparent service that declares none: one per service
+// it reaches. The Upstreams are shared by every service of the snapshot, and so is the list of
+// all of them, which is what every service of a dense mesh reaches: serving it costs what the
+// services do, not their square.
+func (s *Snapshot) reachUpstreams(reach []string) []*Upstream {
+	x := s.reachIndex()
+	if len(reach) == len(x.names) && (len(reach) == 0 || &reach[0] == &x.names[0]) {
+		return x.all
+	}
+	out := make([]*Upstream, len(reach))
+	for i, d := range reach {
+		out[i] = x.upstream[d]
+	}
+	return out
+}
+
+// reachIdx is what Reachable needs of the intentions, built once per snapshot, with the
+// Upstreams of transparent reach.
+type reachIdx struct {
+	names    []string            // the services, sorted
+	wildInto []string            // services D with an intention D ← *
+	bySource map[string][]string // source → the services D with an intention D ← source
+	all      []*Upstream         // an Upstream per service, in the order of names
+	upstream map[string]*Upstream
+}
+
+func (s *Snapshot) reachIndex() *reachIdx {
+	s.reachOnce.Do(func() {
+		x := &reachIdx{names: s.ServiceNames(), bySource: map[string][]string{}}
+		x.all = make([]*Upstream, len(x.names))
+		x.upstream = make(map[string]*Upstream, len(x.names))
+		for i, d := range x.names {
+			x.all[i] = &Upstream{Service: d}
+			x.upstream[d] = x.all[i]
+		}
+		for _, in := range s.Intentions {
+			if in.Destination == Wildcard || s.Services[in.Destination] == nil {
+				continue
+			}
+			if in.Source == Wildcard {
+				x.wildInto = append(x.wildInto, in.Destination)
+			} else {
+				x.bySource[in.Source] = append(x.bySource[in.Source], in.Destination)
+			}
+		}
+		s.reachIdxV = x
+	})
+	return s.reachIdxV
 }
 
 // allowsSome is AllowsSome, an undecided answer counting as allowed.

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -84,6 +85,43 @@ func TestReachableDifferential(t *testing.T) {
 	}
 }
 
+// TestUpstreamsDifferential: Upstreams of transparent services (shared lists and Upstreams
+// where a service declares none) are the declared upstreams, each with its port, and one
+// Upstream (port 0) per other service Reachable finds, sorted; for random meshes, with and
+// without declared upstreams.
+func TestUpstreamsDifferential(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 8))
+	for iter := range 200 {
+		s := randomIntentionMesh(r, 2+r.IntN(6))
+		names := s.ServiceNames()
+		for _, n := range names {
+			s.Services[n].Mode = ModeTransparent
+			if r.IntN(3) == 0 {
+				u := names[r.IntN(len(names))]
+				s.Services[n].Upstreams = map[string]*Upstream{u: {Service: u, LocalPort: 9000 + r.IntN(100)}}
+			}
+		}
+		for _, src := range names {
+			want := map[string]Upstream{}
+			for _, d := range Reachable(s, src) {
+				want[d] = Upstream{Service: d}
+			}
+			for _, u := range s.Services[src].Upstreams {
+				want[u.Service] = *u
+			}
+			got := s.Upstreams(src)
+			if len(got) != len(want) || !slices.IsSortedFunc(got, func(a, b *Upstream) int { return strings.Compare(a.Service, b.Service) }) {
+				t.Fatalf("mesh %d: %s: upstreams %v, want %v", iter, src, got, want)
+			}
+			for _, u := range got {
+				if *u != want[u.Service] {
+					t.Fatalf("mesh %d: %s: upstream %+v, want %+v", iter, src, *u, want[u.Service])
+				}
+			}
+		}
+	}
+}
+
 // TestUpstreamsTransparent: a transparent service's upstreams are its declared ones, with
 // their ports, and every other reachable service; a direct one's only its declared ones.
 func TestUpstreamsTransparent(t *testing.T) {
@@ -157,5 +195,50 @@ func TestWithServicesKeepsReach(t *testing.T) {
 	}
 	if ups := c.Upstreams("web"); len(ups) != 1 || ups[0].Service != "api" {
 		t.Fatalf("copy: upstreams %v", ups)
+	}
+}
+
+// BenchmarkReachableDense asks what every service of the dense transparent mesh of issue 13
+// ("*" → "*" allowed, every service transparent) reaches, on a new snapshot each time, as xds
+// does after every commit: all sources share one list instead of deciding services² pairs.
+func BenchmarkReachableDense(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				s := &Snapshot{Mesh: Config{DefaultIntention: Deny}, Services: map[string]*Service{}}
+				for i := range n {
+					name := fmt.Sprintf("svc-%05d", i)
+					s.Services[name] = &Service{Name: name, Protocol: ProtocolHTTP, Mode: ModeTransparent}
+				}
+				s.Intentions = []*Intention{{Source: Wildcard, Destination: Wildcard, Precedence: PrecedenceWildcardBoth, Action: Allow}}
+				for _, name := range s.ServiceNames() {
+					if got := Reachable(s, name); len(got) != n {
+						b.Fatalf("%s reaches %d services, want %d", name, len(got), n)
+					}
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUpstreamsDense is BenchmarkReachableDense for Upstreams, which xds asks for each
+// proxied service: every service of the dense mesh shares one list.
+func BenchmarkUpstreamsDense(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				s := &Snapshot{Mesh: Config{DefaultIntention: Deny}, Services: map[string]*Service{}}
+				for i := range n {
+					name := fmt.Sprintf("svc-%05d", i)
+					s.Services[name] = &Service{Name: name, Protocol: ProtocolHTTP, Mode: ModeTransparent}
+				}
+				s.Intentions = []*Intention{{Source: Wildcard, Destination: Wildcard, Precedence: PrecedenceWildcardBoth, Action: Allow}}
+				for _, name := range s.ServiceNames() {
+					if got := s.Upstreams(name); len(got) != n {
+						b.Fatalf("%s has %d upstreams, want %d", name, len(got), n)
+					}
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -23,9 +24,14 @@ import (
 //
 // Verdicts come from mesh.Authorize; the other checks are sufficient conditions, so a warning is
 // never a false alarm, though not every dead rule is found (regexes are compared as text).
-func analyze(s *mesh.Snapshot) Errors {
+func analyze(s *mesh.Snapshot) Errors { return analyzeCached(s, nil) }
+
+// analyzeCached is analyze with the verdicts of L7 intentions taken from, and kept in, cache
+// (nil: none): what a one-file change leaves alone is not decided again.
+func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	var w errorList
 	names := s.ServiceNames()
+	v := &l7Verdicts{s: s, cache: cache, byIntention: map[*mesh.Intention]bool{}}
 
 	// Upstreams denied, callers allowed without the upstream.
 	for _, name := range names {
@@ -34,7 +40,7 @@ func analyze(s *mesh.Snapshot) Errors {
 			if s.Services[u] == nil {
 				continue
 			}
-			if allows(s, name, u) {
+			if v.allows(name, u) {
 				continue
 			}
 			// Every request is denied: any one says why.
@@ -43,7 +49,7 @@ func analyze(s *mesh.Snapshot) Errors {
 		}
 	}
 	for _, in := range s.Intentions {
-		if in.Precedence != mesh.PrecedenceExact || !allows(s, in.Source, in.Destination) {
+		if in.Precedence != mesh.PrecedenceExact || !v.allows(in.Source, in.Destination) {
 			continue
 		}
 		src := s.Services[in.Source]
@@ -295,4 +301,46 @@ func describeFilter(f map[string]string) string {
 		parts = append(parts, fmt.Sprintf("%s=%s", k, f[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// l7Verdicts answers allows(s, src, dst), remembering the answers that cost a search.
+//
+// allows is Authorize's question "is some request from src to dst allowed", and its answer
+// depends only on the deciding intention (the first of s.Candidates): its action alone, or its
+// permissions and the mesh's defaultIntention, where no permission matches. Only the second
+// kind needs a search (mesh.CompareAccess); its answer is kept by the deciding intention, in
+// this analysis, and by the permissions' content and the default, in cache, across
+// compilations. A mesh-wide defaultIntention change decides those again, since they depend on
+// it; a tls change, or a change of one file, decides only what changed.
+type l7Verdicts struct {
+	s           *mesh.Snapshot
+	cache       *Cache
+	byIntention map[*mesh.Intention]bool
+}
+
+func (v *l7Verdicts) allows(src, dst string) bool {
+	in := v.s.Deciding(src, dst)
+	switch {
+	case in == nil: // the default decides every request (Authorize's "" is deny)
+		return v.s.Mesh.DefaultIntention == mesh.Allow
+	case len(in.Permissions) == 0: // the action decides every request
+		return in.Action == mesh.Allow
+	}
+	if a, ok := v.byIntention[in]; ok {
+		return a
+	}
+	key, err := json.Marshal(struct {
+		Default     mesh.Action
+		Permissions []mesh.Permission
+	}{v.s.Mesh.DefaultIntention, in.Permissions})
+	if err != nil {
+		return allows(v.s, src, dst)
+	}
+	a, ok := v.cache.verdict(string(key))
+	if !ok {
+		a = allows(v.s, src, dst)
+		v.cache.putVerdict(string(key), a)
+	}
+	v.byIntention[in] = a
+	return a
 }

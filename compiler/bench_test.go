@@ -90,6 +90,14 @@ func BenchmarkCompileOneFileChanged(b *testing.B) {
 
 func benchOneFileChanged(b *testing.B, n int, cached bool) {
 	dir, _ := genTree(b, n)
+	name, orig := changeableFile(b, dir)
+	benchEdit(b, dir, name, cached, bytes.Replace(orig, []byte(`action: "allow"`), []byte(`action: "deny"`), 1), orig)
+}
+
+// benchEdit compiles the mesh in dir once, then times compilations that alternate the content
+// of the file name between a and b, with one Cache (cached) or none. It reports, besides
+// benchReport's metrics, the elements the last compilation evaluated and reused.
+func benchEdit(b *testing.B, dir, name string, cached bool, a, bb []byte) {
 	ctx := context.Background()
 	var opts compiler.Options
 	if cached {
@@ -98,11 +106,7 @@ func benchOneFileChanged(b *testing.B, n int, cached bool) {
 	if _, _, err := compiler.CompileDirWithReport(ctx, dir, opts); err != nil {
 		b.Fatal(firstLines(err))
 	}
-	name, orig := changeableFile(b, dir)
-	variants := [2][]byte{
-		bytes.Replace(orig, []byte(`action: "allow"`), []byte(`action: "deny"`), 1),
-		orig,
-	}
+	variants := [2][]byte{a, bb}
 	peak := startPeakRSS(b)
 	b.ReportAllocs()
 	i := 0
@@ -118,6 +122,68 @@ func benchOneFileChanged(b *testing.B, n int, cached bool) {
 		}
 	}
 	peak.report(b)
+	if cached {
+		st := opts.Cache.Stats()
+		b.ReportMetric(float64(st.ElementsEvaluated), "elems-evaluated")
+		b.ReportMetric(float64(st.ElementsReused), "elems-reused")
+		b.ReportMetric(float64(st.VerdictsSearched), "verdicts-searched")
+	}
+}
+
+// BenchmarkCompileMeshWideChange compiles a mesh after a mesh-wide setting changed
+// (setting=defaultIntention flips between deny and allow, setting=tls mesh.tls.minVersion
+// between TLSv1_2 and TLSv1_3), with the Cache of the previous compilation: on the dense
+// transparent mesh of issue 13 (1,000 services, each may reach every other) and on a generated
+// mesh of 10,000 services. No element depends on the settings, so only the settings are
+// evaluated (elems-evaluated 0).
+func BenchmarkCompileMeshWideChange(b *testing.B) {
+	settings := []struct{ name, a, b string }{
+		{"defaultIntention", `defaultIntention: "deny"`, `defaultIntention: "allow"`},
+		{"tls", `minVersion:  "TLSv1_2"`, `minVersion:  "TLSv1_3"`},
+	}
+	for _, set := range settings {
+		b.Run("dense-transparent/services=1000/setting="+set.name, func(b *testing.B) {
+			dir := b.TempDir()
+			writeDenseMesh(b, dir, 1000, true)
+			name := filepath.Join(dir, "mesh.cue")
+			orig := readFile(b, name)
+			a := bytes.Replace(orig, []byte(`trustDomain: "dense.mesh"`), []byte(`trustDomain: "dense.mesh", defaultIntention: "deny", tls: {minVersion:  "TLSv1_2"}`), 1)
+			if err := os.WriteFile(name, a, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			benchEdit(b, dir, name, true, bytes.Replace(a, []byte(set.a), []byte(set.b), 1), a)
+		})
+	}
+	for _, set := range settings {
+		b.Run("services=10000/setting="+set.name, func(b *testing.B) {
+			dir, _ := genTree(b, 10000)
+			name := filepath.Join(dir, "mesh.cue")
+			orig := readFile(b, name)
+			if !bytes.Contains(orig, []byte(set.a)) {
+				b.Fatalf("mesh.cue has no %s", set.a)
+			}
+			benchEdit(b, dir, name, true, bytes.Replace(orig, []byte(set.a), []byte(set.b), 1), orig)
+		})
+	}
+}
+
+// BenchmarkCompileDenseOneFileChanged is BenchmarkCompileOneFileChanged on the dense
+// transparent mesh: one service's port changes.
+func BenchmarkCompileDenseOneFileChanged(b *testing.B) {
+	dir := b.TempDir()
+	writeDenseMesh(b, dir, 1000, true)
+	name := filepath.Join(dir, "svc-0000.cue")
+	orig := readFile(b, name)
+	benchEdit(b, dir, name, true, bytes.Replace(orig, []byte("port: 8080"), []byte("port: 8081"), 1), orig)
+}
+
+func readFile(b *testing.B, name string) []byte {
+	b.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
 }
 
 // changeableFile returns the path and content of the first team file with an allow intention.

@@ -17,10 +17,11 @@ import (
 //
 //   - parsed files, by name and content;
 //   - for meshes of plain data (fastpath.go), each element CUE has validated (services.api,
-//     intentions.web, ...), by its text and the text of the mesh's other settings, with its
-//     data and raw form. Plain data has no references, so an element's validity and value
-//     depend on nothing else; an element whose text did not change is neither evaluated nor
-//     decoded again.
+//     intentions.web, ...), by its text, the schema and the user's top-level declarations other
+//     than `mesh` (elementDeps in elements.go), with its data and raw form. Plain data has no
+//     references, so an element's validity and value depend on nothing else; an element whose
+//     text did not change is neither evaluated nor decoded again, and a change to the mesh
+//     settings (defaultIntention, tls) evaluates the settings alone.
 //
 // Snapshots compiled with a Cache share maps (service and endpoint meta, subset filters) with
 // it: like every sealed snapshot, they must not be modified.
@@ -41,6 +42,8 @@ type Cache struct {
 	files map[fileKey]*cachedFile
 	byAST map[*ast.File]*cachedFile
 	elems map[[32]byte]*cachedElem
+	// verdicts of the analysis's L7 questions, by what they depend on (analysis.go).
+	verdicts map[string]*cachedVerdict
 
 	// What the latest compilation did, for tests and benchmarks.
 	last CacheStats
@@ -50,6 +53,13 @@ type Cache struct {
 type CacheStats struct {
 	FilesParsed, FilesReused          int
 	ElementsEvaluated, ElementsReused int
+	// SettingsEvaluated is set when the mesh settings (the shared declarations: mesh, and the
+	// user's top-level definitions) were new and CUE evaluated them; they are not counted in
+	// ElementsEvaluated or ElementsReused.
+	SettingsEvaluated bool
+	// VerdictsSearched and VerdictsReused count the analysis's L7 verdicts (analysis.go) that
+	// needed a search and that the Cache answered.
+	VerdictsSearched, VerdictsReused int
 }
 
 type fileKey struct {
@@ -74,7 +84,8 @@ type cachedElem struct {
 
 // NewCache returns an empty Cache.
 func NewCache() *Cache {
-	return &Cache{files: map[fileKey]*cachedFile{}, byAST: map[*ast.File]*cachedFile{}, elems: map[[32]byte]*cachedElem{}}
+	return &Cache{files: map[fileKey]*cachedFile{}, byAST: map[*ast.File]*cachedFile{}, elems: map[[32]byte]*cachedElem{},
+		verdicts: map[string]*cachedVerdict{}}
 }
 
 // Stats reports what the latest compilation that used c took from it.
@@ -113,6 +124,39 @@ func (c *Cache) end() {
 			delete(c.elems, k)
 		}
 	}
+	for k, v := range c.verdicts {
+		if v.used != c.gen {
+			delete(c.verdicts, k)
+		}
+	}
+}
+
+type cachedVerdict struct {
+	allows bool
+	used   uint64
+}
+
+// verdict returns the answer kept under key, if any.
+func (c *Cache) verdict(key string) (bool, bool) {
+	if c == nil {
+		return false, false
+	}
+	v, ok := c.verdicts[key]
+	if !ok {
+		return false, false
+	}
+	v.used = c.gen
+	c.last.VerdictsReused++
+	return v.allows, true
+}
+
+// putVerdict keeps an answer the analysis searched for.
+func (c *Cache) putVerdict(key string, allows bool) {
+	if c == nil {
+		return
+	}
+	c.last.VerdictsSearched++
+	c.verdicts[key] = &cachedVerdict{allows: allows, used: c.gen}
 }
 
 // parseFiles parses files on every core, taking those it has from c (nil: none). Syntax
@@ -181,6 +225,26 @@ func (c *Cache) elem(key [32]byte) (*cachedElem, bool) {
 	if ok {
 		e.used = c.gen
 		c.last.ElementsReused++
+	}
+	return e, ok
+}
+
+// settings records that the shared declarations were evaluated.
+func (c *Cache) settings() {
+	if c != nil {
+		c.last.SettingsEvaluated = true
+	}
+}
+
+// settingsKnown is elem for the key of the shared declarations, which is not counted as an
+// element reused.
+func (c *Cache) settingsKnown(key [32]byte) (*cachedElem, bool) {
+	if c == nil {
+		return nil, false
+	}
+	e, ok := c.elems[key]
+	if ok {
+		e.used = c.gen
 	}
 	return e, ok
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/token"
 
 	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/schema"
@@ -20,9 +21,11 @@ import (
 // Evaluating the files again on the full path is safe: CUE's build does not change their syntax
 // trees, and resolving the identifiers of plain data again changes nothing.
 //
-// Each element (services.api, intentions.web, ...) is keyed by its text and the text of the
-// shared declarations (the mesh settings); with a Cache, an element validated before under the
-// same key is taken from it (cache.go) and only the others are read and evaluated.
+// Each element (services.api, intentions.web, ...) is keyed by what it depends on (see
+// elementDeps); with a Cache, an element validated before under the same key is taken from it
+// (cache.go) and only the others are read and evaluated. The shared declarations are the
+// settings element, keyed by their text: a change to mesh.defaultIntention or mesh.tls
+// evaluates them alone.
 func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, bool) {
 	if !fastPath {
 		return nil, false
@@ -37,8 +40,11 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 		return nil, false
 	}
 	text := sourceText(files, userFiles)
-	sharedHash := sha256.New()
+	// sharedKey identifies all the shared declarations (the settings element); elemBase what of
+	// them an element's validity and value can depend on (see elementDeps).
+	sharedHash, elemHash := sha256.New(), sha256.New()
 	sharedHash.Write(schemaSum())
+	elemHash.Write(schemaSum())
 	sharedData := map[string]any{}
 	for _, d := range shared {
 		t, ok := text(d)
@@ -46,12 +52,16 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 			return nil, false
 		}
 		writeText(sharedHash, t)
+		if !isMeshSettings(d) {
+			writeText(elemHash, t)
+		}
 		if f, isField := d.(*ast.Field); isField && !mergeField(sharedData, f) {
 			return nil, false
 		}
 	}
-	var sharedKey [32]byte
+	var sharedKey, elemBase [32]byte
 	sharedHash.Sum(sharedKey[:0])
+	elemHash.Sum(elemBase[:0])
 
 	// The declarations of each element, in the order of the files.
 	var elems []*element
@@ -72,7 +82,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 	var toRead []*element
 	for _, e := range elems {
 		h := sha256.New()
-		h.Write(sharedKey[:])
+		h.Write(elemBase[:])
 		writeText(h, []byte(e.section+"."+e.name))
 		for _, kd := range e.decls {
 			t, ok := text(kd.sub)
@@ -132,9 +142,12 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 		return nil, false
 	}
 	// The shared declarations are validated with every chunk; alone when nothing else is new.
-	if _, known := cache.elem(sharedKey); !known || len(freshDecls) > 0 {
+	if _, known := cache.settingsKnown(sharedKey); !known || len(freshDecls) > 0 {
 		if _, ok := validChunks(shared, freshDecls); !ok {
 			return nil, false
+		}
+		if !known {
+			cache.settings()
 		}
 		cache.putElem(sharedKey, nil, nil)
 	}
@@ -179,6 +192,30 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 	}
 	fm.idx = buildPositions(userFiles)
 	return fm, true
+}
+
+// elementDeps: what an element's validity and value depend on.
+//
+// An element's value is the unification of its own declarations with the schema's constraint
+// for its section (`services: [#Name]: #Service`, ...): plain data has no references, so
+// nothing else in the user's files reaches it, and no definition of the schema refers to the
+// mesh settings (`mesh: #Mesh` is a field beside the sections, not a value they use). What
+// could reach it is the schema itself and a user's top-level declaration of the same package
+// that unifies with a definition the sections use (`#Service: port: 80`, `#Name: =~"^a"`):
+// plain data may write those. So an element's key is the schema, every shared declaration
+// except the `mesh` field, the element's name and the text of each of its declarations, in
+// order. Defaults that depend on mesh settings (a service's mode) are applied by the
+// compilation after the cache, never to an element's cached data or raw form.
+// TestCacheKeyDependencies holds this against a cold compile over random edits.
+
+// isMeshSettings reports whether d is a regular field `mesh: ...`, which no element depends on.
+func isMeshSettings(d ast.Decl) bool {
+	f, ok := d.(*ast.Field)
+	if !ok || f.Constraint != token.ILLEGAL {
+		return false
+	}
+	name, _, err := ast.LabelName(f.Label)
+	return err == nil && name == "mesh"
 }
 
 // element is one key of a top-level map, with every declaration of it.
@@ -238,7 +275,7 @@ func writeText(h hash.Hash, b []byte) {
 // schemaSum identifies the schema and the fast path's reading of it, for element keys.
 var schemaSum = sync.OnceValue(func() []byte {
 	h := sha256.New()
-	writeText(h, []byte("fast path 1"))
+	writeText(h, []byte("fast path 2"))
 	for _, f := range schema.Files() {
 		writeText(h, []byte(f.Name))
 		writeText(h, f.Data)

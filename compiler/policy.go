@@ -179,7 +179,7 @@ func guard(ctx context.Context, snap *mesh.Snapshot) error {
 		// Plain Compile: nobody reads warnings, so the analysis is not run; policies are.
 		st = &guardState{report: &Report{}}
 	} else {
-		warnings = analyze(snap)
+		warnings = analyzeCached(snap, st.opts.Cache)
 	}
 	if st.opts.Strict {
 		for _, w := range warnings {

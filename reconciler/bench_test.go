@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -9,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
 	"github.com/meshgit/mesh/internal/meshgen"
 	"github.com/meshgit/mesh/xds"
 )
@@ -177,4 +182,129 @@ func repo10k(b *testing.B) (*testRepo, map[string]string, meshgen.Stats) {
 	}
 	repo.commit(m, "10k services", false)
 	return repo, m, stats
+}
+
+// BenchmarkSnapshotEntry measures the Raft entry that replicates a new snapshot, for a
+// one-intention change and a mesh-wide change (mesh.defaultIntention), on the dense transparent
+// mesh of issue 13 (1,000 services that may all reach each other) and on a generated mesh of
+// 10,000 services: entry=full is the whole compressed snapshot (what the leader sent before
+// deltas, and still sends when there is no head), entry=delta the mesh.Delta against the head.
+// It reports the entry's size (entry-bytes), the leader's time to encode it (encode-ms), and
+// times a follower's Apply of it (ns/op): decompress, decode and verify the whole snapshot, or
+// apply the delta to the head.
+//
+//	go test -tags hashicorpmetrics -run '^$' -bench BenchmarkSnapshotEntry -benchtime 3x ./reconciler/
+func BenchmarkSnapshotEntry(b *testing.B) {
+	for _, m := range []struct {
+		name                 string
+		files                []compiler.File
+		intentionFile        string
+		intentionOld, intNew string
+	}{
+		{"dense-transparent/services=1000", denseFiles(1000), "intentions-extra.cue", "", "package mesh\n\nintentions: \"svc-0001\": \"svc-0002\": action: \"deny\"\n"},
+		{"services=10000", genFiles(b, 10000), "", `action: "allow"`, `action: "deny"`},
+	} {
+		cache := compiler.NewCache()
+		compile := func(files []compiler.File) *mesh.Snapshot {
+			s, _, err := compiler.CompileWithReport(context.Background(), files, compiler.Options{Cache: cache})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Commit = strings.Repeat("a", 40)
+			return s
+		}
+		base := compile(m.files)
+		oneIntention := slices.Clone(m.files)
+		if m.intentionFile != "" {
+			oneIntention = append(oneIntention, compiler.File{Name: m.intentionFile, Data: []byte(m.intNew)})
+		} else {
+			for i, f := range oneIntention {
+				if strings.HasPrefix(f.Name, "teams/") && bytes.Contains(f.Data, []byte(m.intentionOld)) {
+					oneIntention[i].Data = bytes.Replace(f.Data, []byte(m.intentionOld), []byte(m.intNew), 1)
+					break
+				}
+			}
+		}
+		meshWide := slices.Clone(m.files)
+		for i, f := range meshWide {
+			if f.Name == "mesh.cue" {
+				meshWide[i].Data = bytes.Replace(f.Data, []byte(`defaultIntention: "deny"`), []byte(`defaultIntention: "allow"`), 1)
+			}
+		}
+		changes := map[string]*mesh.Snapshot{"one-intention": compile(oneIntention), "mesh-wide": compile(meshWide)}
+		for _, change := range []string{"one-intention", "mesh-wide"} {
+			next := changes[change]
+			next.Commit = strings.Repeat("b", 40)
+			if next.Version == base.Version {
+				b.Fatalf("%s: %s changed nothing", m.name, change)
+			}
+			for _, kind := range []string{"full", "delta"} {
+				b.Run(fmt.Sprintf("%s/change=%s/entry=%s", m.name, change, kind), func(b *testing.B) {
+					benchEntry(b, base, next, kind == "delta")
+				})
+			}
+		}
+	}
+}
+
+func benchEntry(b *testing.B, base, next *mesh.Snapshot, delta bool) {
+	encode := func(head *mesh.Snapshot) []byte {
+		typ, c, blob, err := snapshotEntry(head, next)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cmd(b, typ, c, blob)
+	}
+	head := base
+	if !delta {
+		head = nil
+	}
+	t0 := time.Now()
+	entry := encode(head)
+	encodeTime := time.Since(t0)
+	baseData, err := base.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newFSM(20, discardLogger())
+	if r := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: cmd(b, cmdSnapshot, snapshotCmd{Version: base.Version, Commit: base.Commit}, compress(baseData))}); r != nil {
+		b.Fatal(r)
+	}
+	st := f.state()
+	b.ReportAllocs()
+	for b.Loop() {
+		ns, err := f.apply(st, 2, entry)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ns.head.Version != next.Version {
+			b.Fatalf("applied %s, want %s", ns.head.Version, next.Version)
+		}
+	}
+	b.ReportMetric(float64(len(entry)), "entry-bytes")
+	b.ReportMetric(float64(encodeTime.Microseconds())/1000, "encode-ms")
+}
+
+// denseFiles is the dense transparent mesh of issue 13: n services, one file each, in
+// transparent mode, with "*" → "*" allowed.
+func denseFiles(n int) []compiler.File {
+	files := []compiler.File{{Name: "mesh.cue", Data: []byte("package mesh\n\nmesh: {name: \"dense\", trustDomain: \"dense.mesh\", defaultIntention: \"deny\", mode: \"transparent\"}\n\nintentions: \"*\": \"*\": action: \"allow\"\n")}}
+	for i := range n {
+		files = append(files, compiler.File{Name: fmt.Sprintf("svc-%04d.cue", i), Data: fmt.Appendf(nil,
+			"package mesh\n\nservices: \"svc-%04d\": {\n\tprotocol: \"http\"\n\tport: 8080\n\tendpoints: [{address: \"10.%d.%d.1\", port: 21000}]\n}\n", i, i/250, i%250)})
+	}
+	return files
+}
+
+// genFiles is a mesh of n services from internal/meshgen.
+func genFiles(b *testing.B, n int) []compiler.File {
+	gen, _, err := meshgen.Generate(meshgen.Options{Services: n, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	files := make([]compiler.File, len(gen))
+	for i, f := range gen {
+		files[i] = compiler.File{Name: f.Name, Data: f.Data}
+	}
+	return files
 }

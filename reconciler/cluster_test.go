@@ -67,6 +67,12 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 	repo.commit(f2, "v2 after the leader died", false)
 	all(survivors, v2, 10*time.Second)
+	// Followers built v1 and v2 from deltas (fsm.go): what they serve hashes to its version.
+	for _, n := range survivors {
+		if v, err := n.fsm.state().served.ComputeVersion(); err != nil || v != v2 {
+			t.Errorf("%s serves content of version %s (%v), want %s", n.NodeID(), v, err, v2)
+		}
+	}
 	nl := leaderIndex(t, survivors)
 	if survivors[nl].NodeID() == old {
 		t.Fatal("the dead leader still leads")

@@ -100,8 +100,17 @@ type serverMeta struct {
 }
 
 // Command encoding: a format byte, a type byte, a uvarint-prefixed JSON header and, for
-// snapshots, the gzip-compressed snapshot JSON as the rest. A server that meets a format it does
-// not know refuses the entry (deterministically, on every server) instead of guessing.
+// snapshots, the gzip-compressed snapshot JSON (cmdSnapshot) or mesh.Delta JSON
+// (cmdSnapshotDelta) as the rest. A server that meets a format it does not know refuses the
+// entry (deterministically, on every server) instead of guessing.
+//
+// The leader replicates a new snapshot as a delta against the head every server holds (a
+// one-intention or mesh-wide change is a few hundred bytes where the whole snapshot is
+// megabytes), and whole only when there is no head yet. Log entries and Raft snapshots written
+// before deltas existed are read unchanged: cmdSnapshot entries are still applied, and the Raft
+// snapshot format (persisted, whole snapshots) did not change. A server of an older version
+// refuses cmdSnapshotDelta entries as of an unknown type: upgrade every server before the
+// leader.
 const cmdFormat byte = 1
 
 type cmdType byte
@@ -119,6 +128,10 @@ const (
 	// header []catalog.Command: commands committed together (catalog.Batcher), applied in
 	// order, each with its own result; the response is a catalogBatchResult.
 	cmdCatalogBatch cmdType = 10
+	// header snapshotCmd with Base, blob gzip(mesh.Delta JSON): the snapshot that the delta
+	// makes of the head, which must have version Base (else the entry is refused everywhere and
+	// the leader sends it again against the head it then has).
+	cmdSnapshotDelta cmdType = 11
 )
 
 // catalogBatchResult is the FSM's response to a cmdCatalogBatch entry: one error (or nil) per
@@ -134,6 +147,8 @@ type snapshotCmd struct {
 	Commit  string    `json:"commit"`
 	Time    time.Time `json:"time"`
 	Forced  bool      `json:"forced,omitempty"`
+	// Base is the version of the head a cmdSnapshotDelta applies to.
+	Base string `json:"base,omitempty"`
 }
 
 type pinCmd struct {
@@ -188,21 +203,90 @@ func compress(b []byte) []byte {
 const maxSnapshotJSON = 1 << 30
 
 func decodeSnapshot(data []byte) (*mesh.Snapshot, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("decompress snapshot: %w", err)
-	}
-	b, err := io.ReadAll(io.LimitReader(zr, maxSnapshotJSON))
+	b, err := decompress(data)
 	if err != nil {
 		return nil, fmt.Errorf("decompress snapshot: %w", err)
 	}
 	return mesh.Decode(b)
 }
 
-// histEntry is an Entry with its compressed snapshot.
+func decompress(data []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.LimitReader(zr, maxSnapshotJSON))
+}
+
+// encodeDelta and decodeDelta are the blob of a cmdSnapshotDelta entry.
+func encodeDelta(d *mesh.Delta) ([]byte, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	return compress(b), nil
+}
+
+func decodeDelta(blob []byte) (*mesh.Delta, error) {
+	b, err := decompress(blob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: decompress delta: %v", ErrBadCommand, err)
+	}
+	var d mesh.Delta
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("%w: decode delta: %v", ErrBadCommand, err)
+	}
+	return &d, nil
+}
+
+// histEntry is an Entry with its snapshot: compressed (data), decoded (snap), or both. An entry
+// applied whole has data; one made by a delta has snap, sharing the elements it did not change
+// with the entry before it, and data only once something needs it (blob: a Raft snapshot, the
+// HTTP API). The head's snap is kept; an older entry with data drops its snap.
 type histEntry struct {
 	Entry
-	data []byte
+	mu      sync.Mutex
+	data    []byte
+	snap    *mesh.Snapshot
+	retired bool // no longer the head: snap is dropped once data exists
+}
+
+// blob returns the entry's compressed snapshot JSON, encoding it once if need be.
+func (e *histEntry) blob() ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.data == nil {
+		b, err := e.snap.Encode()
+		if err != nil {
+			return nil, err
+		}
+		e.data = compress(b)
+		if e.retired {
+			e.snap = nil
+		}
+	}
+	return e.data, nil
+}
+
+// snapshot returns the entry's snapshot, decoding it if need be.
+func (e *histEntry) snapshot() (*mesh.Snapshot, error) {
+	e.mu.Lock()
+	snap, data := e.snap, e.data
+	e.mu.Unlock()
+	if snap != nil {
+		return snap, nil
+	}
+	return decodeSnapshot(data)
+}
+
+// retire drops the decoded snapshot of an entry that is no longer the head, when it has data.
+func (e *histEntry) retire() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.retired = true
+	if e.data != nil {
+		e.snap = nil
+	}
 }
 
 // state is the FSM's state. It is never modified once published: Apply builds a new one, so
@@ -346,33 +430,9 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 	}
 	s := old.clone()
 	switch t {
-	case cmdSnapshot:
-		var c snapshotCmd
-		if err := json.Unmarshal(h, &c); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
-		}
-		var snap *mesh.Snapshot
-		if v, ok := f.local.Load(sha256.Sum256(blob)); ok {
-			snap = v.(*mesh.Snapshot)
-		} else if snap, err = decodeSnapshot(blob); err != nil {
+	case cmdSnapshot, cmdSnapshotDelta:
+		if err := f.applySnapshot(old, s, t, index, h, blob); err != nil {
 			return nil, err
-		}
-		if snap.Version != c.Version || snap.Commit != c.Commit {
-			return nil, fmt.Errorf("%w: entry says %s@%s, snapshot is %s@%s", ErrBadCommand, c.Version, shortSHA(c.Commit), snap.Version, shortSHA(snap.Commit))
-		}
-		e := &histEntry{Entry: Entry{Version: c.Version, Commit: c.Commit, Time: c.Time, Forced: c.Forced}, data: blob}
-		hist := append([]*histEntry(nil), old.history...)
-		if n := len(hist); n > 0 && hist[n-1].Version == e.Version {
-			hist[n-1] = e // same content, new commit: one entry, the newest commit
-		} else {
-			hist = append(hist, e)
-		}
-		s.history = trim(hist, f.keep, s.pin)
-		s.head = snap
-		s.lastCommit = c.Commit
-		s.lastError = nil
-		if s.pin == "" {
-			s.served, s.servedIndex = snap, index
 		}
 	case cmdFailure:
 		var c Failure
@@ -392,7 +452,7 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		if e == nil {
 			return nil, fmt.Errorf("%w: %s", ErrUnknownVersion, c.Version)
 		}
-		snap, err := decodeSnapshot(e.data)
+		snap, err := e.snapshot()
 		if err != nil {
 			return nil, err
 		}
@@ -448,6 +508,63 @@ func (f *fsm) apply(old *state, index uint64, data []byte) (*state, error) {
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, t)
 	}
 	return s, nil
+}
+
+// applySnapshot applies a cmdSnapshot or cmdSnapshotDelta entry to s, a clone of old.
+func (f *fsm) applySnapshot(old, s *state, t cmdType, index uint64, h, blob []byte) error {
+	var c snapshotCmd
+	if err := json.Unmarshal(h, &c); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	if t == cmdSnapshotDelta && (old.head == nil || old.head.Version != c.Base) {
+		have := "none"
+		if old.head != nil {
+			have = old.head.Version
+		}
+		return fmt.Errorf("%w: %w: delta to %s is for %s, the head is %s", ErrBadCommand, mesh.ErrDeltaBase, c.Version, c.Base, have)
+	}
+	e := &histEntry{Entry: Entry{Version: c.Version, Commit: c.Commit, Time: c.Time, Forced: c.Forced}}
+	var snap *mesh.Snapshot
+	if v, ok := f.local.Load(sha256.Sum256(blob)); ok {
+		snap = v.(*mesh.Snapshot) // the leader's own snapshot: the entry was encoded from it
+	} else if t == cmdSnapshot {
+		var err error
+		if snap, err = decodeSnapshot(blob); err != nil {
+			return err
+		}
+	} else {
+		d, err := decodeDelta(blob)
+		if err != nil {
+			return err
+		}
+		if snap, err = d.Apply(old.head); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadCommand, err)
+		}
+	}
+	if snap.Version != c.Version || snap.Commit != c.Commit {
+		return fmt.Errorf("%w: entry says %s@%s, snapshot is %s@%s", ErrBadCommand, c.Version, shortSHA(c.Commit), snap.Version, shortSHA(snap.Commit))
+	}
+	e.snap = snap
+	if t == cmdSnapshot {
+		e.data = blob
+	}
+	hist := append([]*histEntry(nil), old.history...)
+	if n := len(hist); n > 0 && hist[n-1].Version == e.Version {
+		hist[n-1] = e // same content, new commit: one entry, the newest commit
+	} else {
+		if n > 0 {
+			hist[n-1].retire()
+		}
+		hist = append(hist, e)
+	}
+	s.history = trim(hist, f.keep, s.pin)
+	s.head = snap
+	s.lastCommit = c.Commit
+	s.lastError = nil
+	if s.pin == "" {
+		s.served, s.servedIndex = snap, index
+	}
+	return nil
 }
 
 // trim keeps the newest keep entries, and the newest entry of the pinned version wherever it is.
@@ -511,7 +628,13 @@ func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		Servers: s.st.servers, ServedIndex: s.st.servedIndex, CA: s.st.ca, ClusterID: s.st.clusterID, Index: s.applied,
 		Catalog: s.st.catalog}
 	for _, e := range s.st.history {
-		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: e.data})
+		// Entries made by deltas are written whole: a restored server needs no earlier entry.
+		data, err := e.blob()
+		if err != nil {
+			sink.Cancel()
+			return fmt.Errorf("persist fsm: %s: %w", e.Version, err)
+		}
+		p.History = append(p.History, persistedEntry{Entry: e.Entry, Data: data})
 	}
 	if err := json.NewEncoder(sink).Encode(&p); err != nil {
 		sink.Cancel()
@@ -548,6 +671,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		if err != nil {
 			return fmt.Errorf("restore fsm: head: %w", err)
 		}
+		h.snap = snap
 		s.head, s.served = snap, snap
 	}
 	if s.pin != "" {
@@ -555,7 +679,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		if e == nil {
 			return fmt.Errorf("restore fsm: pinned version %s not in history", s.pin)
 		}
-		snap, err := decodeSnapshot(e.data)
+		snap, err := e.snapshot()
 		if err != nil {
 			return fmt.Errorf("restore fsm: pinned: %w", err)
 		}

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"reflect"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,16 +144,30 @@ func TestFSMRejectsMismatchedSnapshot(t *testing.T) {
 
 // FuzzFSMApply: no entry, however malformed, panics the FSM or changes state when refused.
 func FuzzFSMApply(f *testing.F) {
-	_, blob := testSnapshot(f, "x", "c1")
-	s, _ := testSnapshot(f, "x", "c1")
-	f.Add(cmd(f, cmdSnapshot, snapshotCmd{Version: s.Version, Commit: "c1"}, blob))
+	s, blob := testSnapshot(f, "x", "c1")
+	head := cmd(f, cmdSnapshot, snapshotCmd{Version: s.Version, Commit: "c1"}, blob)
+	f.Add(head)
 	f.Add(cmd(f, cmdPin, pinCmd{Version: s.Version}, nil))
 	f.Add([]byte{cmdFormat, byte(cmdFailure), 2, '{', '}'})
+	next, _ := testSnapshot(f, "y", "c2")
+	typ, c, delta, err := snapshotEntry(s, next)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(cmd(f, typ, c, delta))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fs := newFSM(20, discardLogger())
-		before := fs.state()
-		if r := fs.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data}); r != nil && fs.state() != before {
-			t.Fatal("a refused entry changed the state")
+		// Applied to an empty FSM, and to one with a head that deltas apply to.
+		for _, first := range [][]byte{nil, head} {
+			fs := newFSM(20, discardLogger())
+			if first != nil {
+				if r := fs.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: first}); r != nil {
+					t.Fatal(r)
+				}
+			}
+			before := fs.state()
+			if r := fs.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: data}); r != nil && fs.state() != before {
+				t.Fatal("a refused entry changed the state")
+			}
 		}
 	})
 }
@@ -235,5 +253,151 @@ func TestFSMSourceFailureKeepsLastCommit(t *testing.T) {
 	f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: cmd(t, cmdFailure, Failure{Commit: "c2", Step: StepVerify, Errors: []PosError{{Msg: "unsigned"}}}, nil)})
 	if st := f.state(); st.lastCommit != "c2" || st.lastError.Commit != "c2" {
 		t.Errorf("after a commit's failure: lastCommit %q", st.lastCommit)
+	}
+}
+
+// compileFiles compiles files as versionOf does and returns the snapshot with commit set.
+func compileFiles(t testing.TB, files map[string]string, commit string) *mesh.Snapshot {
+	t.Helper()
+	var list []compiler.File
+	for n, data := range files {
+		if data != "" && strings.HasPrefix(n, "mesh/") {
+			list = append(list, compiler.File{Name: strings.TrimPrefix(n, "mesh/"), Data: []byte(data)})
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	s, err := compiler.Compile(context.Background(), list)
+	if err != nil {
+		t.Fatalf("compile fixture: %v", err)
+	}
+	s.Commit = commit
+	return s
+}
+
+// TestFSMSnapshotDeltas replicates snapshots as the leader does (the first whole, the next as
+// deltas against the head): a follower that applies the deltas serves and persists exactly what
+// the leader does; a delta for another head is refused everywhere and changes nothing; pins
+// work across delta-made entries; and a server restored from a Raft snapshot, as one catching
+// up from it, or from the Raft snapshot of the previous version (whole snapshots, the same
+// format), applies the deltas that follow.
+func TestFSMSnapshotDeltas(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	var snaps []*mesh.Snapshot
+	for i := range 5 {
+		files := meshFiles(i % 4) // the fifth has the content of the first: a new commit only
+		if i == 2 {
+			files["mesh/mesh.cue"] = strings.Replace(files["mesh/mesh.cue"], `"deny"`, `"allow"`, 1) // mesh-wide
+		}
+		snaps = append(snaps, compileFiles(t, files, fmt.Sprintf("%040d", i+1)))
+	}
+	leader := newFSM(20, discardLogger())
+	var entries [][]byte
+	var head *mesh.Snapshot
+	for i, s := range snaps {
+		typ, c, blob, err := snapshotEntry(head, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := cmdSnapshotDelta; i > 0 && typ != want {
+			t.Fatalf("snapshot %d replicated as type %d, want a delta", i, typ)
+		}
+		c.Time = t0.Add(time.Duration(i) * time.Second)
+		e := cmd(t, typ, c, blob)
+		if i > 0 && len(e) > 2048 {
+			t.Errorf("delta %d is %d bytes", i, len(e))
+		}
+		entries = append(entries, e)
+		leader.local.Store(sha256.Sum256(blob), s)
+		if i == 3 {
+			// Sent again after a leader change: its base is no longer the head.
+			entries = append(entries, e)
+			entries = append(entries, cmd(t, cmdPin, pinCmd{Version: snaps[1].Version, Time: t0}, nil))
+		}
+		head = s
+	}
+	for i, e := range entries {
+		leader.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: e})
+	}
+	follower, rs := applyAll(entries, 20)
+	for i, r := range rs {
+		if wantErr := i == 4; (r != nil) != wantErr || wantErr && (!errors.Is(r.(error), ErrBadCommand) || !errors.Is(r.(error), mesh.ErrDeltaBase)) {
+			t.Errorf("entry %d: %v", i, r)
+		}
+	}
+	encode := func(s *mesh.Snapshot) string {
+		b, err := s.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	check := func(name string, f *fsm) {
+		t.Helper()
+		st := f.state()
+		if st.head == nil || encode(st.head) != encode(snaps[4]) {
+			t.Fatalf("%s: head is not the last snapshot", name)
+		}
+		if st.served == nil || encode(st.served) != encode(snaps[1]) {
+			t.Errorf("%s: does not serve the pinned snapshot", name)
+		}
+		if len(st.history) != len(snaps) {
+			t.Errorf("%s: %d history entries, want %d", name, len(st.history), len(snaps))
+		}
+		for _, e := range st.history {
+			s, err := e.snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Version != e.Version || s.Commit != e.Commit {
+				t.Errorf("%s: history entry %s@%s holds %s@%s", name, e.Version, e.Commit, s.Version, s.Commit)
+			}
+		}
+	}
+	check("leader", leader)
+	check("follower", follower)
+	if !bytes.Equal(persist(t, leader), persist(t, follower)) {
+		t.Error("leader and follower persist different states")
+	}
+
+	// Restored from the follower's Raft snapshot, then the next delta.
+	restored := newFSM(20, discardLogger())
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(persist(t, follower)))); err != nil {
+		t.Fatal(err)
+	}
+	check("restored", restored)
+	next := compileFiles(t, meshFiles(7), fmt.Sprintf("%040d", 9))
+	typ, c, blob, err := snapshotEntry(snaps[4], next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := restored.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: cmd(t, typ, c, blob)}); r != nil {
+		t.Fatal(r)
+	}
+	if got := restored.state().head; got == nil || encode(got) != encode(next) {
+		t.Error("a restored server applied the next delta wrongly")
+	}
+
+	// The previous version's Raft snapshot: whole snapshots in format 1, no head decoded yet.
+	old := persisted{Format: 1, Index: 7, ServedIndex: 7, LastCommit: snaps[4].Commit}
+	for _, s := range snaps[3:] {
+		data, err := s.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		old.History = append(old.History, persistedEntry{Entry: Entry{Version: s.Version, Commit: s.Commit, Time: t0}, Data: compress(data)})
+	}
+	oldBytes, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgraded := newFSM(20, discardLogger())
+	if err := upgraded.Restore(io.NopCloser(bytes.NewReader(oldBytes))); err != nil {
+		t.Fatal(err)
+	}
+	if r := upgraded.Apply(&raft.Log{Index: 8, Type: raft.LogCommand, Data: cmd(t, typ, c, blob)}); r != nil {
+		t.Fatal(r)
+	}
+	if got := upgraded.state().served; got == nil || encode(got) != encode(next) {
+		t.Error("a server restored from the previous version's Raft snapshot applied the next delta wrongly")
 	}
 }

@@ -22,6 +22,10 @@ import (
 type Status struct {
 	Node      string `json:"node"`
 	RaftState string `json:"raftState"`
+	// Ready is set while this server serves a snapshot and the CA's trust bundle over xDS: a
+	// proxy that connects gets its whole configuration, mTLS trust included, and can get its
+	// certificate. It is false before, and while the server refuses xDS (NotServing).
+	Ready bool `json:"ready"`
 	// Version and Commit are what this server serves now (the pinned snapshot while pinned).
 	Version string `json:"version"`
 	Commit  string `json:"commit"`
@@ -116,6 +120,7 @@ func (s *Server) Status() Status {
 		out.PublishError = err.Error()
 	}
 	out.ClusterID, out.NotServing, out.ClusterConflict = s.cluster.get(), s.notServing(), s.cluster.conflict.Load()
+	out.Ready = out.NotServing == "" && s.pub.ready()
 	out.StorageErrors = s.storage.errors()
 	if h := st.headEntry(); h != nil {
 		e := h.Entry
@@ -330,7 +335,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "%v: %s", ErrUnknownVersion, v)
 		return
 	}
-	snap, err := decodeSnapshot(e.data)
+	snap, err := e.snapshot()
 	if err != nil {
 		httpjson.Error(w, http.StatusInternalServerError, "%v", err)
 		return

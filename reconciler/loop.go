@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/compiler"
 )
 
@@ -170,22 +171,51 @@ func (s *Server) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	data, err := snap.Encode()
+	s.ensureCA(ctx, snap)
+	t, cmd, blob, err := snapshotEntry(st.head, snap)
 	if err != nil {
 		return &StepError{Step: StepCompile, Commit: commit, Retry: true, Err: err}
 	}
-	blob := compress(data)
+	cmd.Time, cmd.Forced = time.Now().UTC(), forced
 	key := sha256.Sum256(blob)
 	s.fsm.local.Store(key, snap)
 	defer s.fsm.local.Delete(key)
-	cmd := snapshotCmd{Version: snap.Version, Commit: commit, Time: time.Now().UTC(), Forced: forced}
-	if err := s.apply(cmdSnapshot, cmd, blob); err != nil {
+	if err := s.apply(t, cmd, blob); err != nil {
 		return &StepError{Step: StepApply, Commit: commit, Retry: true, Err: err}
 	}
 	s.metrics.commitToApply.Observe(time.Since(seen).Seconds())
 	s.metrics.lastSuccess.SetToCurrentTime()
 	s.log.Info("applied", "version", snap.Version, "commit", shortSHA(commit), "forced", forced, "took", time.Since(seen).Round(time.Millisecond))
 	return nil
+}
+
+// ensureCA creates the cluster's CA for snap's trust domain if there is none yet, before snap is
+// applied: the first snapshot is then published with the trust bundle, instead of every proxy
+// being rendered again when the CA appears a moment later. A failure is logged and the CA's
+// leader loop (ca.Lead) tries again.
+func (s *Server) ensureCA(ctx context.Context, snap *mesh.Snapshot) {
+	if s.fsm.state().ca != nil || snap.Mesh.TrustDomain == "" {
+		return
+	}
+	if err := s.ca.Init(ctx, snap.Mesh.TrustDomain, nil); err != nil && !errors.Is(err, ca.ErrInitialized) && ctx.Err() == nil {
+		s.log.Warn("ca init", "err", err)
+	}
+}
+
+// snapshotEntry encodes snap for Raft: as a delta against head, the head every server holds,
+// or whole when there is none.
+func snapshotEntry(head, snap *mesh.Snapshot) (cmdType, snapshotCmd, []byte, error) {
+	cmd := snapshotCmd{Version: snap.Version, Commit: snap.Commit}
+	if head != nil {
+		cmd.Base = head.Version
+		blob, err := encodeDelta(mesh.Diff(head, snap))
+		return cmdSnapshotDelta, cmd, blob, err
+	}
+	data, err := snap.Encode()
+	if err != nil {
+		return 0, cmd, nil, err
+	}
+	return cmdSnapshot, cmd, compress(data), nil
 }
 
 // upToDate reports whether commit needs no pass: it was applied, or it failed in a way that only

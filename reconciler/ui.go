@@ -25,7 +25,7 @@ func (s *Server) SnapshotOf(version string) (*mesh.Snapshot, error) {
 	if e == nil {
 		return nil, fmt.Errorf("%w: %s", ui.ErrUnknownVersion, version)
 	}
-	return decodeSnapshot(e.data)
+	return e.snapshot()
 }
 
 // ServedChanged returns a channel closed the next time this server publishes a snapshot.
