@@ -359,7 +359,7 @@ func BenchmarkServedCache(b *testing.B) {
 		st := &state{served: snap, servedIndex: 1, history: []*histEntry{{Entry: Entry{Version: snap.Version, Commit: snap.Commit}, snap: snap}}}
 		b.Run(m.name+"/op=write", func(b *testing.B) {
 			for b.Loop() {
-				s.pub.writeCache(st)
+				s.pub.writeCache(point{st: st, applied: 1}, "")
 			}
 			if errs := s.storage.errors(); len(errs) > 0 {
 				b.Fatal(errs)
@@ -372,7 +372,7 @@ func BenchmarkServedCache(b *testing.B) {
 		})
 		b.Run(m.name+"/op=save", func(b *testing.B) {
 			for b.Loop() {
-				s.pub.saveCache(st)
+				s.pub.saveCache(point{st: st, applied: 1})
 			}
 		})
 	}

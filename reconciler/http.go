@@ -22,6 +22,10 @@ import (
 type Status struct {
 	Node      string `json:"node"`
 	RaftState string `json:"raftState"`
+	// Ready is set while this server serves a snapshot and the CA's trust bundle over xDS: a
+	// proxy that connects gets its whole configuration, mTLS trust included, and can get its
+	// certificate. It is false before, and while the server refuses xDS (NotServing).
+	Ready bool `json:"ready"`
 	// Version and Commit are what this server serves now (the pinned snapshot while pinned).
 	Version string `json:"version"`
 	Commit  string `json:"commit"`
@@ -120,6 +124,7 @@ func (s *Server) Status() Status {
 	}
 	out.VerifyError = s.pub.verifyError()
 	out.ClusterID, out.NotServing, out.ClusterConflict = s.cluster.get(), s.notServing(), s.cluster.conflict.Load()
+	out.Ready = out.NotServing == "" && s.pub.ready()
 	out.StorageErrors = s.storage.errors()
 	if h := st.headEntry(); h != nil {
 		e := h.Entry

@@ -106,6 +106,14 @@ type Publisher interface {
 	SetSnapshot(*mesh.Snapshot) error
 }
 
+// TrustBundler is a Publisher that also serves the CA's trust bundle (the xds.Server does, as
+// Envoy's ROOTCA secret): the server hands it the bundle whenever it changes, and before the
+// snapshot that follows the CA's creation, so that proxies get both in their first
+// configuration instead of being rendered again when the CA appears.
+type TrustBundler interface {
+	SetTrustBundle(pem []byte) error
+}
+
 // ProxyStatus is what the xDS server reports about one proxy (GET /v1/proxies, metrics).
 type ProxyStatus = xds.ProxyStatus
 

@@ -16,21 +16,24 @@ import (
 	"github.com/meshgit/mesh/xds"
 )
 
-// recordingPublisher hands every snapshot on to the xDS server and keeps it.
-type recordingPublisher struct {
-	next Publisher
-	mu   sync.Mutex
-	got  []*mesh.Snapshot
+// snapshotRecorder hands every snapshot and trust bundle on to the xDS server, and keeps the
+// snapshots.
+type snapshotRecorder struct {
+	x   *xds.Server
+	mu  sync.Mutex
+	got []*mesh.Snapshot
 }
 
-func (r *recordingPublisher) SetSnapshot(s *mesh.Snapshot) error {
+func (r *snapshotRecorder) SetSnapshot(s *mesh.Snapshot) error {
 	r.mu.Lock()
 	r.got = append(r.got, s)
 	r.mu.Unlock()
-	return r.next.SetSnapshot(s)
+	return r.x.SetSnapshot(s)
 }
 
-func (r *recordingPublisher) published() []*mesh.Snapshot {
+func (r *snapshotRecorder) SetTrustBundle(pem []byte) error { return r.x.SetTrustBundle(pem) }
+
+func (r *snapshotRecorder) published() []*mesh.Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*mesh.Snapshot(nil), r.got...)
@@ -63,7 +66,7 @@ func TestFollowerRefusesSnapshotThatDoesNotHashToItsVersion(t *testing.T) {
 	var nodes [3]*Server
 	var xdss [3]*xds.Server
 	var xdsAddrs [3]string
-	var recs [3]*recordingPublisher
+	var recs [3]*snapshotRecorder
 	for i := range nodes {
 		var o nodeOpts
 		if i > 0 {
@@ -71,7 +74,7 @@ func TestFollowerRefusesSnapshotThatDoesNotHashToItsVersion(t *testing.T) {
 		}
 		cfg := testConfig(t, repo.bare, o)
 		xdss[i], xdsAddrs[i] = attachXDS(t, &cfg)
-		recs[i] = &recordingPublisher{next: cfg.Publisher}
+		recs[i] = &snapshotRecorder{x: xdss[i]}
 		cfg.Publisher = recs[i]
 		nodes[i] = startServer(t, cfg)
 	}

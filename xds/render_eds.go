@@ -94,7 +94,7 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p 
 	}
 	ng.hash = hex.EncodeToString(all.Sum(nil))[:16]
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources}
-	cs.Resources[types.Endpoint] = cachev3.NewResources(ng.typeVersion[eds], r.byType()[eds])
+	cs.Resources[types.Endpoint] = m.cacheResources(ng.typeVersion[eds], r.byType()[eds])
 	cs.VersionMap = maps.Clone(old.cs.VersionMap)
 	cs.VersionMap[eds] = versionMap[eds]
 	ng.cs = cs

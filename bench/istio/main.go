@@ -33,6 +33,7 @@ type options struct {
 	istiodEnv      []string
 	cache, work    string
 	keep           bool
+	onlyStart      bool // -only start: measure start → ready, nothing else
 }
 
 func main() {
@@ -56,7 +57,16 @@ func run() error {
 	flag.StringVar(&istiodEnv, "istiod-env", "", "comma-separated KEY=VALUE settings for istiod (e.g. PILOT_MAX_REQUESTS_PER_SECOND=1000); default: none, istiod's defaults")
 	flag.StringVar(&o.cache, "cache", filepath.Join(home, ".cache", "mesh-bench"), "where pilot-discovery and mesh are built")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configurations, Git repository, server logs)")
+	only := ""
+	flag.StringVar(&only, "only", "", `"start": measure start → ready only (no proxies, no change), a few seconds a run`)
 	flag.Parse()
+	switch only {
+	case "":
+	case "start":
+		o.onlyStart = true
+	default:
+		return fmt.Errorf("-only: unknown row %q (start)", only)
+	}
 	for _, p := range strings.Split(proxies, ",") {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > o.services {
