@@ -618,6 +618,16 @@ func (c *CA) Bundle() (*Bundle, error) {
 	return b, nil
 }
 
+// BundlePEM returns the trust bundle's PEM (Bundle().BundlePEM) without parsing anything, ""
+// before the CA exists: cheap enough to compare at every state change.
+func (c *CA) BundlePEM() string {
+	st := c.State()
+	if st == nil {
+		return ""
+	}
+	return string(bundlePEM(st)) + c.extraRoots()
+}
+
 // LocalRootsPEM returns this CA's own roots not retired (without ExtraRoots): what it offers
 // federated datacenters to trust.
 func (c *CA) LocalRootsPEM() string {

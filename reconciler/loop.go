@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/ca"
 	"github.com/meshgit/mesh/compiler"
 )
 
@@ -170,6 +171,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.ensureCA(ctx, snap)
 	t, cmd, blob, err := snapshotEntry(st.head, snap)
 	if err != nil {
 		return &StepError{Step: StepCompile, Commit: commit, Retry: true, Err: err}
@@ -185,6 +187,19 @@ func (s *Server) reconcile(ctx context.Context) error {
 	s.metrics.lastSuccess.SetToCurrentTime()
 	s.log.Info("applied", "version", snap.Version, "commit", shortSHA(commit), "forced", forced, "took", time.Since(seen).Round(time.Millisecond))
 	return nil
+}
+
+// ensureCA creates the cluster's CA for snap's trust domain if there is none yet, before snap is
+// applied: the first snapshot is then published with the trust bundle, instead of every proxy
+// being rendered again when the CA appears a moment later. A failure is logged and the CA's
+// leader loop (ca.Lead) tries again.
+func (s *Server) ensureCA(ctx context.Context, snap *mesh.Snapshot) {
+	if s.fsm.state().ca != nil || snap.Mesh.TrustDomain == "" {
+		return
+	}
+	if err := s.ca.Init(ctx, snap.Mesh.TrustDomain, nil); err != nil && !errors.Is(err, ca.ErrInitialized) && ctx.Err() == nil {
+		s.log.Warn("ca init", "err", err)
+	}
 }
 
 // snapshotEntry encodes snap for Raft: as a delta against head, the head every server holds,

@@ -29,6 +29,8 @@ type raftNode struct {
 	addr     raft.ServerAddress
 	existing bool // the data directory held Raft state at start
 	notify   chan bool
+	lease    time.Duration // the configured leader lease timeout
+	started  time.Time     // when Raft started (the tests measure the first election from it)
 }
 
 func raftConfig(s *Server) *raft.Config {
@@ -59,7 +61,7 @@ func raftConfig(s *Server) *raft.Config {
 // directory (unless joining), and starts Raft. On error everything opened is closed again.
 func openRaft(ctx context.Context, s *Server) (_ *raftNode, err error) {
 	cfg := raftConfig(s)
-	n := &raftNode{notify: make(chan bool, 16)}
+	n := &raftNode{notify: make(chan bool, 16), lease: cfg.LeaderLeaseTimeout}
 	cfg.NotifyCh = n.notify
 	defer func() {
 		if err != nil {
@@ -91,6 +93,7 @@ func openRaft(ctx context.Context, s *Server) (_ *raftNode, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	n.started = time.Now()
 	err = recoverCorrupt(filepath.Join(s.cfg.DataDir, "raft.db"), func() (err error) {
 		n.raft, err = raft.NewRaft(cfg, s.fsm, logs, stable, snaps, n.trans)
 		return err
@@ -98,7 +101,48 @@ func openRaft(ctx context.Context, s *Server) (_ *raftNode, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft: %w", err)
 	}
+	if n.voters() == 1 && n.isVoter(cfg.LocalID) {
+		if err := n.electNow(); err != nil {
+			s.log.Warn("raft: the heartbeat timeout may be off its configured value", "err", err)
+		}
+	}
 	return n, nil
+}
+
+// isVoter reports whether id is a voter of the latest Raft configuration.
+func (n *raftNode) isVoter(id raft.ServerID) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.ID == id {
+			return srv.Suffrage == raft.Voter
+		}
+	}
+	return false
+}
+
+// electNow makes a server that is the only voter of its configuration (a new one-server cluster,
+// or one restarted) stand for election at once instead of waiting out its heartbeat timeout
+// (1 to 2 s with the defaults) for a leader that cannot exist: nobody else can vote or lead.
+// Lowering the heartbeat timeout through ReloadConfig wakes the follower loop, which finds no
+// contact from any leader and starts the election; the configured timeout is restored right
+// away, so the timeouts themselves never change, and a cluster of several voters is never
+// touched (an early election there would only disrupt).
+func (n *raftNode) electNow() error {
+	rc := n.raft.ReloadableConfig()
+	orig := rc.HeartbeatTimeout
+	// The lease is not reloadable, and the heartbeat timeout may not go below it.
+	rc.HeartbeatTimeout = max(n.lease, 5*time.Millisecond)
+	if rc.HeartbeatTimeout >= orig {
+		return nil // no lower value is valid: the election waits the configured timeout
+	}
+	if err := n.raft.ReloadConfig(rc); err != nil {
+		return nil // nothing changed
+	}
+	rc.HeartbeatTimeout = orig
+	return n.raft.ReloadConfig(rc) // valid a moment ago
 }
 
 // openStore opens raft.db, making it first if this server bootstraps. The first start is atomic:

@@ -72,6 +72,10 @@ var (
 	ErrNoLeader = errors.New("no raft leader")
 	// ErrUnknownVersion means a pin named a version not in the history.
 	ErrUnknownVersion = errors.New("version not in history")
+	// ErrSnapshotMismatch means a snapshot this server built by applying a Raft delta does not
+	// hash to the version the leader gave it: it is not served (the last good one is), and the
+	// server fetches that version whole from a peer.
+	ErrSnapshotMismatch = errors.New("snapshot does not match its version")
 	// ErrBadCommand means a Raft entry could not be decoded; the FSM ignores it.
 	ErrBadCommand = errors.New("malformed raft command")
 	// ErrUnauthorized means a write request had no token or an unknown one.
@@ -100,6 +104,14 @@ var (
 // SetSnapshot is called from one goroutine at a time, in order; it must not block for long.
 type Publisher interface {
 	SetSnapshot(*mesh.Snapshot) error
+}
+
+// TrustBundler is a Publisher that also serves the CA's trust bundle (the xds.Server does, as
+// Envoy's ROOTCA secret): the server hands it the bundle whenever it changes, and before the
+// snapshot that follows the CA's creation, so that proxies get both in their first
+// configuration instead of being rendered again when the CA appears.
+type TrustBundler interface {
+	SetTrustBundle(pem []byte) error
 }
 
 // ProxyStatus is what the xDS server reports about one proxy (GET /v1/proxies, metrics).

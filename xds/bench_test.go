@@ -288,7 +288,7 @@ func BenchmarkFanout1000Streams(b *testing.B) {
 }
 
 // testRootPEM makes a self-signed CA certificate (the public half of a trust bundle).
-func testRootPEM(b *testing.B, cn string) []byte {
+func testRootPEM(b testing.TB, cn string) []byte {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		b.Fatal(err)

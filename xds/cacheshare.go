@@ -61,13 +61,13 @@ func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[strin
 	return v
 }
 
-// cacheResources returns the cache's resources of type t with content hash and version, and
-// their version map, the ones another group of m's snapshot has when it has the same content:
-// items and versions (what hashTypes found for items) are used the first time only. A nil memo
-// shares nothing.
-func (m *memo) cacheResources(t resourcev3.Type, hash, version string, items []types.Resource, versions map[string]string) (cachev3.Resources, map[string]string) {
+// sharedResources returns the cache's resources of type t with content hash and version (as
+// cacheResources makes them), and their version map, the ones another group of m's snapshot
+// has when it has the same content: items and versions (what hashTypes found for items) are
+// used the first time only. A nil memo shares nothing.
+func (m *memo) sharedResources(t resourcev3.Type, hash, version string, items []types.Resource, versions map[string]string) (cachev3.Resources, map[string]string) {
 	if m == nil {
-		return cachev3.NewResources(version, items), versions
+		return m.cacheResources(version, items), versions
 	}
 	k := cacheTypeKey{t: t, hash: hash, version: version}
 	m.cache.mu.Lock()
@@ -78,7 +78,7 @@ func (m *memo) cacheResources(t resourcev3.Type, hash, version string, items []t
 	if m.cache.m == nil {
 		m.cache.m = map[cacheTypeKey]*cacheType{}
 	}
-	c := &cacheType{res: cachev3.NewResources(version, items), versions: versions}
+	c := &cacheType{res: m.cacheResources(version, items), versions: versions}
 	m.cache.m[k] = c
 	return c.res, c.versions
 }

@@ -25,10 +25,16 @@ type change struct {
 // diff compares two snapshots. A nil prev changes everything.
 func diff(prev, next *mesh.Snapshot) *change {
 	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}, endpoints: map[string]bool{}}
-	if prev == nil || !reflect.DeepEqual(prev.Mesh, next.Mesh) || !reflect.DeepEqual(prev.MeshGateways, next.MeshGateways) ||
+	if prev == nil || !meshEqualButDefault(prev.Mesh, next.Mesh) || !reflect.DeepEqual(prev.MeshGateways, next.MeshGateways) ||
 		!reflect.DeepEqual(prev.RemoteHealthy, next.RemoteHealthy) {
 		c.all = true
 		return c
+	}
+	if prev.Mesh.DefaultIntention != next.Mesh.DefaultIntention {
+		// The default decides where no intention does, into every service: a change of every
+		// service's inbound intentions (RBAC, and what transparent proxies reach), nothing
+		// else (rbac.go and mesh.Reachable are its only readers).
+		c.intentions[mesh.Wildcard] = true
 	}
 	if len(prev.Intentions) == len(next.Intentions) && (len(prev.Intentions) == 0 || &prev.Intentions[0] == &next.Intentions[0]) {
 		return c // the same intentions (a catalog change shares them with the previous snapshot)
@@ -49,6 +55,13 @@ func diff(prev, next *mesh.Snapshot) *change {
 		c.intentions[k.dst] = true
 	}
 	return c
+}
+
+// meshEqualButDefault reports whether two mesh-wide configurations are equal but for their
+// default intention.
+func meshEqualButDefault(a, b mesh.Config) bool {
+	a.DefaultIntention, b.DefaultIntention = "", ""
+	return reflect.DeepEqual(a, b)
 }
 
 func (c *change) serviceChanged(name string) bool {

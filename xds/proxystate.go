@@ -118,10 +118,11 @@ func (s *Server) ProxyConfig(nodeID string) (*ProxyConfig, error) {
 		res := n.served.GetResources(t)
 		list := make([]types.Resource, 0, len(res))
 		for _, name := range sortedKeys(res) {
-			if err := noKeyMaterial(res[name]); err != nil {
+			r := typed(res[name])
+			if err := noKeyMaterial(r); err != nil {
 				return nil, err
 			}
-			list = append(list, res[name])
+			list = append(list, r)
 		}
 		pc.Resources[shortType(t)] = list
 	}

@@ -73,7 +73,8 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool) *rbacv3.RBAC {
 			p = sourcePrincipal(snap.Mesh.TrustDomain, dcs, in.Source)
 			seen[in.Source] = true
 			// An exact source can only overlap an earlier wildcard, and none precedes it here.
-			earlier = append(earlier, sourcePrincipal(snap.Mesh.TrustDomain, dcs, in.Source))
+			// Messages are never modified once built, so both places share p.
+			earlier = append(earlier, p)
 		}
 		name := fmt.Sprintf("%03d-%s-to-%s", i, policySource(in.Source), policySource(in.Destination))
 		switch {

@@ -127,29 +127,24 @@ func (r *Resources) sort() {
 
 // byType returns the resources keyed by type URL, in name order.
 func (r *Resources) byType() map[resourcev3.Type][]types.Resource {
-	m := map[resourcev3.Type][]types.Resource{
-		resourcev3.ListenerType: nil, resourcev3.RouteType: nil, resourcev3.ClusterType: nil,
-		resourcev3.EndpointType: nil, resourcev3.SecretType: nil, resourcev3.ExtensionConfigType: nil,
+	return map[resourcev3.Type][]types.Resource{
+		resourcev3.ListenerType: asResources(r.Listeners), resourcev3.RouteType: asResources(r.Routes),
+		resourcev3.ClusterType: asResources(r.Clusters), resourcev3.EndpointType: asResources(r.Endpoints),
+		resourcev3.SecretType: asResources(r.Secrets), resourcev3.ExtensionConfigType: asResources(r.Extensions),
 	}
-	for _, x := range r.Listeners {
-		m[resourcev3.ListenerType] = append(m[resourcev3.ListenerType], x)
+}
+
+// asResources returns l as a list of resources, nil when empty (one allocation: this runs for
+// every proxy a change re-renders).
+func asResources[T types.Resource](l []T) []types.Resource {
+	if len(l) == 0 {
+		return nil
 	}
-	for _, x := range r.Routes {
-		m[resourcev3.RouteType] = append(m[resourcev3.RouteType], x)
+	out := make([]types.Resource, len(l))
+	for i, x := range l {
+		out[i] = x
 	}
-	for _, x := range r.Clusters {
-		m[resourcev3.ClusterType] = append(m[resourcev3.ClusterType], x)
-	}
-	for _, x := range r.Endpoints {
-		m[resourcev3.EndpointType] = append(m[resourcev3.EndpointType], x)
-	}
-	for _, x := range r.Secrets {
-		m[resourcev3.SecretType] = append(m[resourcev3.SecretType], x)
-	}
-	for _, x := range r.Extensions {
-		m[resourcev3.ExtensionConfigType] = append(m[resourcev3.ExtensionConfigType], x)
-	}
-	return m
+	return out
 }
 
 // resourceTypes is the order in which types are hashed and reported.

@@ -95,7 +95,7 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p 
 	ng.hash = hex.EncodeToString(all.Sum(nil))[:16]
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources}
 	cs.VersionMap = maps.Clone(old.cs.VersionMap)
-	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.cacheResources(eds, typeHash[eds], ng.typeVersion[eds], r.byType()[eds], versionMap[eds])
+	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash[eds], ng.typeVersion[eds], r.byType()[eds], versionMap[eds])
 	ng.cs = cs
 	return &ng, true, nil
 }

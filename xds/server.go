@@ -19,6 +19,9 @@
 //   - Rendering costs what differs, not proxies × upstreams: resources that depend only on an
 //     upstream or a service are built, validated and hashed once per snapshot and shared by
 //     every proxy using them, and byte for byte what each proxy would get alone (shared.go).
+//     Each distinct resource is marshalled once, and every stream is sent those bytes, equal
+//     to go-control-plane's own marshal of it (wire.go). A change of the default intention or
+//     of intentions alone rebuilds only inbound listeners: outbound ones are kept.
 //     Rendering runs on every core, outside the lock that streams need.
 //   - Nothing inconsistent is served: every resource passes ValidateAll, and every per-proxy
 //     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
@@ -628,6 +631,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	var err error
 	partial := inboundOnly && old != nil && old.res != nil && old.err == nil && old.cs != nil && snap.Services[p.Service] != nil
 	if partial {
+		m.carryListenerSet(p)
 		res, err = rerenderListeners(snap, p, m, old.res)
 		s.listenerOnly.Add(1)
 	} else {
@@ -696,7 +700,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		}
 		g.typeVersion[t] = v
 		// Shared with every group of the same content of t (cacheshare.go).
-		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.cacheResources(t, typeHash[t], v, byType[t], versionMap[t])
+		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.sharedResources(t, typeHash[t], v, byType[t], versionMap[t])
 	}
 	// go-control-plane's cs.Consistent() is not called: res.consistent above checks more (API
 	// listeners, unreferenced routes, load assignments without clusters), reading each shared

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
@@ -43,11 +44,14 @@ type memo struct {
 	// cache holds what groups with the same content share in go-control-plane's cache
 	// (cacheshare.go).
 	cache cacheTypes
+	// before is the previous snapshot's memo, whose listener sets such a proxy keeps too
+	// (carryListenerSet); nil once a newer memo took over, so that memos do not chain.
+	before atomic.Pointer[memo]
 }
 
 // facts are what is learnt of each message once: content hash, validity, references.
 type facts struct {
-	hashes sync.Map // types.Resource → hex content hash
+	hashes sync.Map // types.Resource → *encoded: hex content hash and wire
 	valid  sync.Map // types.Resource → error of ValidateAll, or true
 	refs   sync.Map // filter, API listener or route configuration → refs
 }
@@ -127,19 +131,50 @@ const (
 )
 
 type memoEntry struct {
-	once sync.Once
-	v    any
-	err  error
+	once  sync.Once
+	v     any
+	err   error
+	built atomic.Bool // v and err are set
 }
 
 // newMemo returns the memo of snap; prev, the memo of the snapshot served before (or nil),
-// lends its facts.
+// lends its facts and listener sets.
 func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 	m := &memo{snap: snap, entries: map[memoKey]*memoEntry{}, facts: &facts{}}
 	if prev != nil {
 		m.prev = prev.facts // not prev.prev: the chain stops here
+		m.before.Store(prev)
+		prev.before.Store(nil)
 	}
 	return m
+}
+
+// carryListenerSet makes the listener set of p's service in m (its outbound listeners, or a
+// gRPC proxy's API listeners: every listener but those the intentions into its service
+// decide) the very messages the previous snapshot's memo built, if it built them. The caller
+// knows the change leaves them as they were (change.inboundOnly: the same upstreams, chains
+// and targets), so a proxy re-rendered for its RBAC alone builds, marshals, hashes and checks
+// only its inbound listeners, and every other proxy with the same upstreams shares the set.
+func (m *memo) carryListenerSet(p Proxy) {
+	b := m.before.Load()
+	if b == nil || b.snap.Services[p.Service] == nil {
+		return
+	}
+	b.mu.Lock()
+	old := b.entries[b.setKey(memoListenerSet, p.Shape, p.Service)]
+	b.mu.Unlock()
+	if old == nil || !old.built.Load() || old.err != nil {
+		return
+	}
+	key := m.setKey(memoListenerSet, p.Shape, p.Service)
+	m.mu.Lock()
+	e := m.entries[key]
+	if e == nil {
+		e = &memoEntry{}
+		m.entries[key] = e
+	}
+	m.mu.Unlock()
+	e.once.Do(func() { e.v = old.v; e.built.Store(true) })
 }
 
 // shared returns the resource of key, building it with build the first time.
@@ -154,7 +189,7 @@ func shared[T any](m *memo, key memoKey, build func() (T, error)) (T, error) {
 		m.entries[key] = e
 	}
 	m.mu.Unlock()
-	e.once.Do(func() { e.v, e.err = build() })
+	e.once.Do(func() { e.v, e.err = build(); e.built.Store(true) })
 	if e.err != nil {
 		var zero T
 		return zero, e.err
@@ -169,24 +204,32 @@ func sharedOK[T any](m *memo, key memoKey, build func() T) T {
 }
 
 // resourceHash returns the content hash of a resource (16 hex digits of the SHA-256 of its
-// deterministic encoding), computed once per shared message. buf is scratch space.
+// deterministic encoding), computed once per shared message; the encoding is kept as the
+// message's wire, which the cache sends (wire.go). buf is scratch space for a nil memo.
 func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
-	if m != nil {
-		if h, ok := m.load(hashesOf, res); ok {
-			return h.(string), nil
+	if m == nil {
+		b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], res)
+		if err != nil {
+			return "", err
 		}
+		*buf = b
+		return hashOf(b), nil
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], res)
+	if e, ok := m.load(hashesOf, res); ok {
+		return e.(*encoded).hash, nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
 	if err != nil {
 		return "", err
 	}
-	*buf = b
+	e := &encoded{hash: hashOf(b), wire: newWire(res, b)}
+	m.facts.hashes.Store(res, e)
+	return e.hash, nil
+}
+
+func hashOf(b []byte) string {
 	sum := sha256.Sum256(b)
-	h := hex.EncodeToString(sum[:8])
-	if m != nil {
-		m.facts.hashes.Store(res, h)
-	}
-	return h, nil
+	return hex.EncodeToString(sum[:8])
 }
 
 // clone returns a deep copy of r, for altering without touching shared messages.

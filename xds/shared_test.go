@@ -145,8 +145,8 @@ func TestSharedAcrossProxies(t *testing.T) {
 }
 
 // TestIncrementalRenderingIdentical serves random transparent and direct meshes to a proxy of
-// every service in both shapes, then changes intentions at random (some changes only RBAC,
-// some what services reach) and services' modes: after each change every proxy's served
+// every service in both shapes, then changes intentions and the default intention at random
+// (some changes only RBAC, some what services reach) and services' modes: after each change every proxy's served
 // resources are byte for byte a fresh rendering of the new snapshot, whether the server
 // re-rendered the proxy, its listeners alone, or nothing.
 func TestIncrementalRenderingIdentical(t *testing.T) {
@@ -231,7 +231,9 @@ func mutateIntentions(r *rand.Rand, s *mesh.Snapshot) *mesh.Snapshot {
 	}
 	names := append([]string{mesh.Wildcard}, next.ServiceNames()...)
 	for range 1 + r.IntN(2) {
-		switch r.IntN(3) {
+		switch r.IntN(4) {
+		case 3: // the mesh-wide default: every service's RBAC, and what transparent ones reach
+			next.Mesh.DefaultIntention = map[mesh.Action]mesh.Action{mesh.Allow: mesh.Deny, mesh.Deny: mesh.Allow}[next.Mesh.DefaultIntention]
 		case 0:
 			if len(next.Intentions) > 0 {
 				i := r.IntN(len(next.Intentions))

@@ -34,6 +34,7 @@ type options struct {
 	meshMemLimit   string
 	cache, work    string
 	keep           bool
+	onlyStart      bool // -only start: measure start → ready, nothing else
 }
 
 func main() {
@@ -58,7 +59,16 @@ func run() error {
 	flag.StringVar(&o.meshMemLimit, "mesh-memory-limit", "", "run mesh serve with --memory-limit this (e.g. 600MiB); default: none, as mesh serve's default")
 	flag.StringVar(&o.cache, "cache", filepath.Join(home, ".cache", "mesh-bench"), "where pilot-discovery and mesh are built")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configurations, Git repository, server logs)")
+	only := ""
+	flag.StringVar(&only, "only", "", `"start": measure start → ready only (no proxies, no change), a few seconds a run`)
 	flag.Parse()
+	switch only {
+	case "":
+	case "start":
+		o.onlyStart = true
+	default:
+		return fmt.Errorf("-only: unknown row %q (start)", only)
+	}
 	for _, p := range strings.Split(proxies, ",") {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > o.services {

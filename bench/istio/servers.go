@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -250,6 +253,51 @@ func (s *meshServe) Start(log *os.File) (*proc, error) {
 		args = append(args, "--memory-limit", s.memLimit)
 	}
 	return startProc(log, s.dir, nil, s.bin, args...)
+}
+
+// awaitReady polls GET /v1/status every 10 ms until it says ready: a snapshot and the CA's
+// trust bundle are served.
+func (s *meshServe) awaitReady(ctx context.Context, p *proc) error {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ok, err := s.statusReady(ctx, hc); err != nil {
+			return err
+		} else if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("/v1/status not ready: %w", ctx.Err())
+		case <-tick.C:
+			if err := p.exited(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *meshServe) statusReady(ctx context.Context, hc *http.Client) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addrs[0]+"/v1/status", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, nil // not listening yet, or busy: ask again
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Ready *bool `json:"ready"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
+		return false, nil
+	}
+	if st.Ready == nil {
+		return false, errors.New("/v1/status has no ready field: a mesh built before it")
+	}
+	return *st.Ready, nil
 }
 
 // Node is what `mesh envoy bootstrap --service S --proxy-id ID` gives Envoy.

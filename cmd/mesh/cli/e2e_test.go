@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/reconciler"
 )
 
@@ -119,7 +120,10 @@ type faultCluster struct {
 
 func newFaultCluster(t *testing.T) *faultCluster {
 	repo, commit := gitRepo(t)
-	c := &faultCluster{t: t, commit: commit, order: map[string]int{}, seen: map[string]bool{},
+	// The repository's first commit is push 0: a one-server cluster elects itself at once, and
+	// may serve it before the first push.
+	first := testutil.Git(t, repo, "rev-parse", "HEAD")
+	c := &faultCluster{t: t, commit: commit, order: map[string]int{first: 0}, last: first, seen: map[string]bool{},
 		stopMon: make(chan struct{}), monDone: make(chan struct{})}
 	token := t.TempDir() + "/token"
 	if err := os.WriteFile(token, []byte("e2e-token\n"), 0o600); err != nil {

@@ -237,6 +237,8 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		gsrv = grpc.NewServer(xds.GRPCServerOptions()...)
 	}
 	xsrv.Register(gsrv)
+	// xsrv is also a reconciler.TrustBundler: the server hands it the CA's trust bundle (before the
+	// first snapshot, and after every rotation).
 	cfg.Publisher, cfg.Proxies, cfg.Collectors = xsrv, xsrv.Proxies, xsrv.Collectors()
 	cfg.ProxyConfig = xsrv.ProxyConfig
 
@@ -269,14 +271,11 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		}
 	}()
 	log.Info("xds listening", "addr", lis.Addr().String(), "tls", o.xdsTLS)
-	bundleDone := make(chan struct{})
-	go func() { defer close(bundleDone); followTrustBundle(ctx, authority, xsrv, log) }()
 	if o.ready != nil {
 		o.ready(srv, lis.Addr().String())
 	}
 
 	<-ctx.Done()
-	<-bundleDone
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -320,31 +319,6 @@ func (r *liveRoots) pool() *x509.CertPool {
 		r.pem, r.last = b.BundlePEM, p
 	}
 	return r.last
-}
-
-// followTrustBundle keeps the xDS server's trust bundle (Envoy's ROOTCA over SDS, and the roots
-// --xds-tls verifies proxies with) equal to the CA's: it is set once the CA exists and again after
-// every rotation or retirement, on every server. The CA state lives in the FSM; a cheap poll of
-// its bundle keeps this free of FSM callbacks, and an unchanged bundle pushes nothing.
-func followTrustBundle(ctx context.Context, authority *ca.CA, xsrv *xds.Server, log *slog.Logger) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	last := ""
-	for {
-		if b, err := authority.Bundle(); err == nil && b.BundlePEM != last {
-			if err := xsrv.SetTrustBundle([]byte(b.BundlePEM)); err != nil {
-				log.Error("trust bundle refused by the xDS server", "err", err)
-			} else {
-				last = b.BundlePEM
-				log.Info("trust bundle set", "roots", len(b.Roots))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // checkPlaintext refuses non-loopback addresses that would carry plaintext: --http and --raft
