@@ -89,7 +89,7 @@ const disconnectedTTL = 10 * time.Minute
 // per-type discovery services). It is safe for concurrent use.
 type Server struct {
 	log    *slog.Logger
-	cache  cachev3.SnapshotCache
+	cache  nodeCache
 	xds    serverv3.Server
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,6 +115,26 @@ type Server struct {
 	// testHookResources, when set (by tests only), alters rendered resources before they are
 	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
 	testHookResources func(Proxy, *Resources)
+}
+
+// nodeCache is what the server needs of a go-control-plane cache: watchCache (cache.go), or
+// go-control-plane's own SnapshotCache (WithSnapshotCache).
+type nodeCache interface {
+	cachev3.Cache
+	SetSnapshot(ctx context.Context, node string, snapshot cachev3.ResourceSnapshot) error
+	ClearSnapshot(node string)
+}
+
+// WithSnapshotCache serves from go-control-plane's SnapshotCache instead of the server's own
+// watch cache (cache.go), which answers the same at a cost that follows what changed. It is
+// kept for comparison (TestWatchCacheMatchesSnapshotCache, benchmarks).
+func WithSnapshotCache() Option {
+	return func(s *Server) {
+		// ads=false: gRPC clients ask for subsets of each type (one xDS client per target plus
+		// one for the server, same node id), and an ADS-mode cache answers only complete
+		// requests.
+		s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cplLogger{s.log})
+	}
 }
 
 // group is the rendered configuration shared by every proxy of one service and shape.
@@ -208,9 +228,9 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
-	// ads=false: gRPC clients ask for subsets of each type (one xDS client per target plus one
-	// for the server, same node id), and an ADS-mode cache answers only complete requests.
-	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cplLogger{s.log})
+	if s.cache == nil {
+		s.cache = newWatchCache() // cache.go
+	}
 	s.xds = serverv3.NewServer(s.ctx, s.cache, (*callbacks)(s))
 	return s
 }
