@@ -510,7 +510,7 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 		for name := range sub.SubscribedResources() {
 			prev, ok := returned[name]
 			if it := items[name]; it != nil {
-				if prev != it.version { // as SnapshotCache: an unknown resource has version 
+				if prev != it.version { // as SnapshotCache: an unknown resource has version
 					res = append(res, &discoveryv3.Resource{Name: name, Resource: it.any, Version: it.version})
 				}
 				next[name] = it.version
