@@ -29,7 +29,8 @@ import (
 //   - a wildcard delta watch opened while the client was up to date with a typeSet is answered
 //     from the difference between that typeSet and the new one (computed once and shared by
 //     every node that makes the same step), not by walking the type;
-//   - the Any of each resource is built once and shared by every response that sends it.
+//   - the Any of each distinct resource is built once (wire.go) and shared by every response
+//     and every snapshot that sends it.
 //
 // Responses are go-control-plane's passthrough responses, so its server sends them as built
 // (setting the nonce on the per-response message); the maps handed to the server as returned
@@ -66,17 +67,12 @@ type nodeSnap struct {
 type typeSet struct {
 	version  string
 	typeURL  string
-	items    map[string]*cacheItem
-	versions map[string]string // name → delta version
-	src      uintptr           // identity of the cachev3.Resources.Items it was made from
+	items    map[string]*anypb.Any // name → the resource as sent (shared, see wire.any)
+	versions map[string]string     // name → delta version: the snapshot's own VersionMap entry
+	src      uintptr               // identity of the cachev3.Resources.Items it was made from
 
 	diffBase *typeSet // the typeSet diff was computed from
 	diff     *typeDiff
-}
-
-type cacheItem struct {
-	version string // delta version
-	any     *anypb.Any
 }
 
 // typeDiff is what changed from one typeSet to another.
@@ -222,29 +218,34 @@ func newTypeSet(t types.ResponseType, r cachev3.Resources, versionMap map[string
 		return nil, err
 	}
 	vm := versionMap[typeURL]
-	ts := &typeSet{version: r.Version, typeURL: typeURL, src: src,
-		items: make(map[string]*cacheItem, len(r.Items)), versions: make(map[string]string, len(r.Items))}
+	if vm == nil {
+		vm = map[string]string{}
+	}
+	ts := &typeSet{version: r.Version, typeURL: typeURL, src: src, items: make(map[string]*anypb.Any, len(r.Items)), versions: vm}
 	for name, rt := range r.Items {
 		if rt.TTL != nil {
 			return nil, fmt.Errorf("xds cache: resource %s %q has a TTL, which the cache does not serve", typeURL, name)
 		}
-		b, err := encodedOf(rt.Resource)
+		a, err := anyOf(typeURL, rt.Resource)
 		if err != nil {
 			return nil, fmt.Errorf("xds cache: marshal %s %q: %w", typeURL, name, err)
 		}
-		v := vm[name]
-		ts.items[name] = &cacheItem{version: v, any: &anypb.Any{TypeUrl: typeURL, Value: b}}
-		ts.versions[name] = v
+		ts.items[name] = a
 	}
 	return ts, nil
 }
 
-// encodedOf returns r's deterministic encoding: a wire's bytes, or go-control-plane's marshal.
-func encodedOf(r types.Resource) ([]byte, error) {
-	if w, ok := r.(*wire); ok {
-		return w.Empty.ProtoReflect().GetUnknown(), nil
+// anyOf returns r as sent: a wire's own Any (made once per distinct resource, shared by every
+// snapshot holding it), else an Any of go-control-plane's marshal of r.
+func anyOf(typeURL string, r types.Resource) (*anypb.Any, error) {
+	if w, ok := r.(*wire); ok && w.any.GetTypeUrl() == typeURL {
+		return w.any, nil
 	}
-	return cachev3.MarshalResource(r)
+	b, err := cachev3.MarshalResource(r)
+	if err != nil {
+		return nil, err
+	}
+	return &anypb.Any{TypeUrl: typeURL, Value: b}, nil
 }
 
 // diffFrom returns what changed from base to ts, memoized for the last base. Called with
@@ -254,8 +255,8 @@ func (ts *typeSet) diffFrom(base *typeSet) *typeDiff {
 		return ts.diff
 	}
 	d := &typeDiff{}
-	for name, it := range ts.items {
-		if v, ok := base.versions[name]; !ok || v != it.version {
+	for name := range ts.items {
+		if v, ok := base.versions[name]; !ok || v != ts.versions[name] {
 			d.changed = append(d.changed, name)
 		}
 	}
@@ -337,8 +338,8 @@ func sotwResponse(req *cachev3.Request, ts *typeSet) cachev3.Response {
 	returned := map[string]string{}
 	if ts != nil {
 		resp.VersionInfo = ts.version
-		add := func(name string, it *cacheItem) {
-			resp.Resources = append(resp.Resources, it.any)
+		add := func(name string, a *anypb.Any) {
+			resp.Resources = append(resp.Resources, a)
 			returned[name] = ts.version
 		}
 		if names := req.GetResourceNames(); len(names) > 0 {
@@ -469,8 +470,7 @@ func deltaStep(w *deltaWatch, ts *typeSet) *cachev3.DeltaPassthroughResponse {
 	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: w.req.GetTypeUrl(), SystemVersionInfo: ts.version,
 		Resources: make([]*discoveryv3.Resource, 0, len(d.changed))}
 	for _, name := range d.changed {
-		it := ts.items[name]
-		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: name, Resource: it.any, Version: it.version})
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: name, Resource: ts.items[name], Version: ts.versions[name]})
 	}
 	if len(d.removed) > 0 {
 		resp.RemovedResources = append([]string(nil), d.removed...)
@@ -483,10 +483,11 @@ func deltaStep(w *deltaWatch, ts *typeSet) *cachev3.DeltaPassthroughResponse {
 // those it has that are gone; nil when there is nothing to send (but the first wildcard
 // request of a stream is always answered).
 func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet) *cachev3.DeltaPassthroughResponse {
-	var items map[string]*cacheItem
+	var items map[string]*anypb.Any
+	var versions map[string]string
 	version := ""
 	if ts != nil {
-		items, version = ts.items, ts.version
+		items, versions, version = ts.items, ts.versions, ts.version
 	}
 	returned := sub.ReturnedResources()
 	var next map[string]string
@@ -494,10 +495,11 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 	var removed []string
 	if sub.IsWildcard() {
 		next = make(map[string]string, len(items))
-		for name, it := range items {
-			next[name] = it.version
-			if prev, ok := returned[name]; !ok || prev != it.version {
-				res = append(res, &discoveryv3.Resource{Name: name, Resource: it.any, Version: it.version})
+		for name, a := range items {
+			v := versions[name]
+			next[name] = v
+			if prev, ok := returned[name]; !ok || prev != v {
+				res = append(res, &discoveryv3.Resource{Name: name, Resource: a, Version: v})
 			}
 		}
 		for name := range returned {
@@ -509,11 +511,12 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 		next = make(map[string]string, len(sub.SubscribedResources()))
 		for name := range sub.SubscribedResources() {
 			prev, ok := returned[name]
-			if it := items[name]; it != nil {
-				if prev != it.version { // as SnapshotCache: an unknown resource has version
-					res = append(res, &discoveryv3.Resource{Name: name, Resource: it.any, Version: it.version})
+			if a := items[name]; a != nil {
+				v := versions[name]
+				if prev != v { // as SnapshotCache (a resource never sent counts as version "")
+					res = append(res, &discoveryv3.Resource{Name: name, Resource: a, Version: v})
 				}
-				next[name] = it.version
+				next[name] = v
 			} else if ok {
 				removed = append(removed, name)
 			}
