@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 
+	mesh "github.com/meshgit/mesh"
 	"github.com/meshgit/mesh/internal/apiclient"
 )
 
@@ -65,6 +66,16 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 func (c *Client) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
 	var r struct{ Snapshots []SnapshotInfo }
 	return r.Snapshots, c.do(ctx, http.MethodGet, "/v1/snapshots", nil, &r)
+}
+
+// Snapshot fetches the snapshot of the given version from the server's history (whole: content,
+// commit and positions). The caller checks it against its version if it matters.
+func (c *Client) Snapshot(ctx context.Context, version string) (*mesh.Snapshot, error) {
+	var s mesh.Snapshot
+	if err := c.do(ctx, http.MethodGet, "/v1/snapshots/"+url.PathEscape(version), nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 // Proxies fetches the proxies connected to the server.

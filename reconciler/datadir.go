@@ -17,7 +17,8 @@ import (
 //
 //	LOCK            an flock held by the running mesh serve, holding its pid
 //	node-id         this server's Raft id
-//	served.gob.gz   the last snapshot served (served on the next start before Raft catches up)
+//	served.gob.gz   the last snapshot served (served on the next start before Raft catches up;
+//	                written in the background, the newest one, and on a clean close)
 //
 // Every file is written through a temporary file, fsync and rename, so a crash at any moment
 // leaves either the old content or the new one.

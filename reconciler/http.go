@@ -51,6 +51,9 @@ type Status struct {
 	// PublishError is why the xDS server refused the FSM's snapshot, if it did (this server then
 	// keeps serving Version).
 	PublishError string `json:"publishError,omitempty"`
+	// VerifyError says that a snapshot this server built from a Raft delta did not hash to its
+	// version, so it is not served, and how its repair from a peer went.
+	VerifyError string `json:"verifyError,omitempty"`
 	// Catalog counts the live instances by health, and flags undeclared services.
 	Catalog *catalog.Summary `json:"catalog,omitempty"`
 	// ClusterID is the cluster's identity ("" until known).
@@ -119,6 +122,7 @@ func (s *Server) Status() Status {
 	if err := s.pub.err(); err != nil {
 		out.PublishError = err.Error()
 	}
+	out.VerifyError = s.pub.verifyError()
 	out.ClusterID, out.NotServing, out.ClusterConflict = s.cluster.get(), s.notServing(), s.cluster.conflict.Load()
 	out.Ready = out.NotServing == "" && s.pub.ready()
 	out.StorageErrors = s.storage.errors()
@@ -336,6 +340,11 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	snap, err := e.snapshot()
+	if err == nil {
+		// A snapshot built from a delta is checked before it leaves this server, as before it
+		// is served: a peer repairing its own copy must not get a bad one.
+		err, _ = e.check.verify(snap)
+	}
 	if err != nil {
 		httpjson.Error(w, http.StatusInternalServerError, "%v", err)
 		return

@@ -19,6 +19,9 @@ type metrics struct {
 	webhooks        *prometheus.CounterVec
 	leaderChanges   prometheus.Counter
 	publishErrors   prometheus.Counter
+	verifyFailures  prometheus.Counter
+	verifyDuration  prometheus.Histogram
+	snapshotRepairs prometheus.Counter
 	storageErrors   *prometheus.CounterVec
 	served          *prometheus.GaugeVec
 }
@@ -44,13 +47,20 @@ func newMetrics(s *Server) *metrics {
 			Name: "mesh_raft_leadership_changes_total", Help: "Times this server gained or lost leadership."}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mesh_publish_errors_total", Help: "Snapshots the xDS server refused."}),
+		verifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mesh_snapshot_verify_failures_total", Help: "Snapshots built from a Raft delta that did not hash to their version (not served)."}),
+		verifyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mesh_snapshot_verify_seconds", Help: "Time to check that a snapshot built from a Raft delta hashes to its version, before serving it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		snapshotRepairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mesh_snapshot_repairs_total", Help: "Snapshots that failed their check and were replaced by a peer's copy."}),
 		storageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mesh_storage_errors_total", Help: "Failed writes to the data directory (raft-log, raft-stable, raft-snapshot, served-cache)."}, []string{"op"}),
 		served: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mesh_served_info", Help: "The snapshot this server serves (value 1)."}, []string{"version", "commit"}),
 	}
 	m.reg.MustRegister(m.compileDuration, m.commitToApply, m.lastSuccess, m.fetches, m.stepErrors, m.webhooks,
-		m.leaderChanges, m.publishErrors, m.storageErrors, m.served, collectors.NewGoCollector(),
+		m.leaderChanges, m.publishErrors, m.verifyFailures, m.verifyDuration, m.snapshotRepairs, m.storageErrors, m.served, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{s})
 	m.reg.MustRegister(s.cfg.Collectors...)
 	return m

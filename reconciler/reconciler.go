@@ -72,6 +72,10 @@ var (
 	ErrNoLeader = errors.New("no raft leader")
 	// ErrUnknownVersion means a pin named a version not in the history.
 	ErrUnknownVersion = errors.New("version not in history")
+	// ErrSnapshotMismatch means a snapshot this server built by applying a Raft delta does not
+	// hash to the version the leader gave it: it is not served (the last good one is), and the
+	// server fetches that version whole from a peer.
+	ErrSnapshotMismatch = errors.New("snapshot does not match its version")
 	// ErrBadCommand means a Raft entry could not be decoded; the FSM ignores it.
 	ErrBadCommand = errors.New("malformed raft command")
 	// ErrUnauthorized means a write request had no token or an unknown one.

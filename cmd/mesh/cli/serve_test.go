@@ -65,7 +65,7 @@ services: web: {protocol: "http", port: `+port+`}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if code, out, _ := run("status"); code != 0 || !strings.Contains(out, "leader:") || !strings.Contains(out, "Leader") {
+	if code, out, _ := run("status"); code != 0 || !strings.Contains(out, "leader:") || !strings.Contains(out, "Leader") || !strings.Contains(out, "ready:    yes") {
 		t.Errorf("status: %d\n%s", code, out)
 	}
 	checkRootPage(t, addr)

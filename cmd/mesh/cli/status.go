@@ -81,6 +81,11 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		leader += " (" + st.LeaderAddress + ")"
 	}
 	fmt.Fprintf(w, "node:     %s (%s)\n", st.Node, st.RaftState)
+	if st.Ready {
+		fmt.Fprintf(w, "ready:    yes (serving a snapshot and the CA's trust bundle over xDS)\n")
+	} else {
+		fmt.Fprintf(w, "ready:    no (no snapshot or no trust bundle served over xDS yet)\n")
+	}
 	fmt.Fprintf(w, "leader:   %s\n", leader)
 	fmt.Fprintf(w, "servers:  %d\n", len(st.Servers))
 	for _, s := range st.Servers {
@@ -91,6 +96,9 @@ func printStatus(w io.Writer, st *reconciler.Status) {
 		fmt.Fprintf(w, "  %s raft=%s http=%s %s%s\n", s.ID, s.RaftAddress, s.HTTPAddress, s.Suffrage, mark)
 	}
 	printCatalogSummary(w, st.Catalog)
+	if st.VerifyError != "" {
+		fmt.Fprintf(w, "snapshot check: %s\n", st.VerifyError)
+	}
 	if st.PublishError != "" {
 		fmt.Fprintf(w, "xds refused the newest snapshot: %s\n", st.PublishError)
 	}
