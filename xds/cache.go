@@ -48,6 +48,7 @@ type watchCache struct {
 	// shared maps every cachev3.Snapshot set for some node to its converted form, with the
 	// number of nodes holding it, so that the nodes of a group share one.
 	shared map[*cachev3.Snapshot]*sharedSnap
+	lastID uint64 // of typeSets
 }
 
 type sharedSnap struct {
@@ -71,7 +72,10 @@ type typeSet struct {
 	versions map[string]string     // name → delta version: the snapshot's own VersionMap entry
 	src      uintptr               // identity of the cachev3.Resources.Items it was made from
 
-	diffBase *typeSet // the typeSet diff was computed from
+	// diff is what changed since the typeSet whose id is diffBase (an id, not a pointer, which
+	// would keep every past typeSet alive).
+	id       uint64 // unique in its cache
+	diffBase uint64
 	diff     *typeDiff
 }
 
@@ -194,6 +198,8 @@ func (c *watchCache) acquire(cs *cachev3.Snapshot, old *nodeSnap) (*nodeSnap, er
 		if err != nil {
 			return nil, err
 		}
+		c.lastID++
+		ts.id = c.lastID
 		ns.types[t] = ts
 	}
 	c.shared[cs] = &sharedSnap{snap: ns, refs: 1}
@@ -251,7 +257,7 @@ func anyOf(typeURL string, r types.Resource) (*anypb.Any, error) {
 // diffFrom returns what changed from base to ts, memoized for the last base. Called with
 // c.mu held.
 func (ts *typeSet) diffFrom(base *typeSet) *typeDiff {
-	if ts.diffBase == base && ts.diff != nil {
+	if ts.diffBase == base.id && ts.diff != nil {
 		return ts.diff
 	}
 	d := &typeDiff{}
@@ -265,7 +271,7 @@ func (ts *typeSet) diffFrom(base *typeSet) *typeDiff {
 			d.removed = append(d.removed, name)
 		}
 	}
-	ts.diffBase, ts.diff = base, d
+	ts.diffBase, ts.diff = base.id, d
 	return d
 }
 
