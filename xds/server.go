@@ -23,6 +23,14 @@
 //     to go-control-plane's own marshal of it (wire.go). A change of the default intention or
 //     of intentions alone rebuilds only inbound listeners: outbound ones are kept.
 //     Rendering runs on every core, outside the lock that streams need.
+//   - Serving costs what changed (cache.go): the server's own implementation of
+//     go-control-plane's cache answers what its SnapshotCache answers, but a new snapshot of a
+//     node looks only at the watches of the types that changed, a wildcard delta watch is
+//     answered from the difference of the type's old and new resources (computed once for
+//     every node of a group), and each resource's wire bytes are shared by every response.
+//     Delta resource versions on the wire are the ones the server tracks (go-control-plane
+//     sends a hash of the bytes but tracks the snapshot's version map), so a delta client that
+//     reconnects with initial_resource_versions is sent only what it lacks.
 //   - Nothing inconsistent is served: every resource passes ValidateAll, and every per-proxy
 //     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
 //     inside API listeners; the golden tests hold Envoy-shaped snapshots to Consistent itself).
