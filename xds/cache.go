@@ -496,6 +496,9 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 		items, versions, version = ts.items, ts.versions, ts.version
 	}
 	returned := sub.ReturnedResources()
+	if !(sub.IsWildcard() && req.GetResponseNonce() == "") && subUpToDate(sub, items, versions) {
+		return nil // the common case of an ACK: nothing allocated
+	}
 	var next map[string]string
 	var res []*discoveryv3.Resource
 	var removed []string
@@ -537,6 +540,34 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 		resp.Resources = []*discoveryv3.Resource{}
 	}
 	return &cachev3.DeltaPassthroughResponse{DeltaRequest: req, DeltaDiscoveryResponse: resp, NextVersionMap: next}
+}
+
+// subUpToDate reports whether deltaFull has nothing to send to sub: it holds every resource of
+// items it subscribes to at its version, and nothing else of what it subscribes to.
+func subUpToDate(sub cachev3.Subscription, items map[string]*anypb.Any, versions map[string]string) bool {
+	returned := sub.ReturnedResources()
+	if sub.IsWildcard() {
+		if len(returned) != len(items) {
+			return false
+		}
+		for name := range items {
+			if v, ok := returned[name]; !ok || v != versions[name] {
+				return false
+			}
+		}
+		return true
+	}
+	for name := range sub.SubscribedResources() {
+		prev, ok := returned[name]
+		if _, in := items[name]; in {
+			if prev != versions[name] {
+				return false
+			}
+		} else if ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Fetch answers a REST request as SnapshotCache does.
