@@ -68,9 +68,10 @@ type nodeSnap struct {
 type typeSet struct {
 	version  string
 	typeURL  string
-	items    map[string]*anypb.Any // name → the resource as sent (shared, see wire.any)
-	versions map[string]string     // name → delta version: the snapshot's own VersionMap entry
-	src      uintptr               // identity of the cachev3.Resources.Items it was made from
+	items    map[string]types.ResourceWithTTL // the snapshot's own map (never copied)
+	extra    map[string]*anypb.Any            // the Any of each resource that is not a wire
+	versions map[string]string                // name → delta version: the snapshot's own VersionMap entry
+	src      uintptr                          // identity of the cachev3.Resources.Items it was made from
 
 	// diff is what changed since the typeSet whose id is diffBase (an id, not a pointer, which
 	// would keep every past typeSet alive).
@@ -227,31 +228,33 @@ func newTypeSet(t types.ResponseType, r cachev3.Resources, versionMap map[string
 	if vm == nil {
 		vm = map[string]string{}
 	}
-	ts := &typeSet{version: r.Version, typeURL: typeURL, src: src, items: make(map[string]*anypb.Any, len(r.Items)), versions: vm}
+	ts := &typeSet{version: r.Version, typeURL: typeURL, src: src, items: r.Items, versions: vm}
 	for name, rt := range r.Items {
 		if rt.TTL != nil {
 			return nil, fmt.Errorf("xds cache: resource %s %q has a TTL, which the cache does not serve", typeURL, name)
 		}
-		a, err := anyOf(typeURL, rt.Resource)
+		if w, ok := rt.Resource.(*wire); ok && w.any.GetTypeUrl() == typeURL {
+			continue
+		}
+		b, err := cachev3.MarshalResource(rt.Resource)
 		if err != nil {
 			return nil, fmt.Errorf("xds cache: marshal %s %q: %w", typeURL, name, err)
 		}
-		ts.items[name] = a
+		if ts.extra == nil {
+			ts.extra = map[string]*anypb.Any{}
+		}
+		ts.extra[name] = &anypb.Any{TypeUrl: typeURL, Value: b}
 	}
 	return ts, nil
 }
 
-// anyOf returns r as sent: a wire's own Any (made once per distinct resource, shared by every
-// snapshot holding it), else an Any of go-control-plane's marshal of r.
-func anyOf(typeURL string, r types.Resource) (*anypb.Any, error) {
-	if w, ok := r.(*wire); ok && w.any.GetTypeUrl() == typeURL {
-		return w.any, nil
+// any returns the resource name of ts as sent: its wire's own Any (made once per distinct
+// resource, shared by every snapshot holding it), else the one newTypeSet marshalled.
+func (ts *typeSet) any(name string) *anypb.Any {
+	if a := ts.extra[name]; a != nil {
+		return a
 	}
-	b, err := cachev3.MarshalResource(r)
-	if err != nil {
-		return nil, err
-	}
-	return &anypb.Any{TypeUrl: typeURL, Value: b}, nil
+	return ts.items[name].Resource.(*wire).any
 }
 
 // diffFrom returns what changed from base to ts, memoized for the last base. Called with
@@ -351,16 +354,16 @@ func sotwResponse(req *cachev3.Request, ts *typeSet) cachev3.Response {
 		if names := req.GetResourceNames(); len(names) > 0 {
 			seen := make(map[string]bool, len(names))
 			for _, name := range names {
-				if it := ts.items[name]; it != nil && !seen[name] {
+				if _, ok := ts.items[name]; ok && !seen[name] {
 					seen[name] = true
-					add(name, it)
+					add(name, ts.any(name))
 				}
 			}
 		} else {
 			resp.Resources = make([]*anypb.Any, 0, len(ts.items))
 			returned = make(map[string]string, len(ts.items))
-			for name, it := range ts.items {
-				add(name, it)
+			for name := range ts.items {
+				add(name, ts.any(name))
 			}
 		}
 	}
@@ -476,7 +479,7 @@ func deltaStep(w *deltaWatch, ts *typeSet) *cachev3.DeltaPassthroughResponse {
 	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: w.req.GetTypeUrl(), SystemVersionInfo: ts.version,
 		Resources: make([]*discoveryv3.Resource, 0, len(d.changed))}
 	for _, name := range d.changed {
-		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: name, Resource: ts.items[name], Version: ts.versions[name]})
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: name, Resource: ts.any(name), Version: ts.versions[name]})
 	}
 	if len(d.removed) > 0 {
 		resp.RemovedResources = append([]string(nil), d.removed...)
@@ -489,7 +492,7 @@ func deltaStep(w *deltaWatch, ts *typeSet) *cachev3.DeltaPassthroughResponse {
 // those it has that are gone; nil when there is nothing to send (but the first wildcard
 // request of a stream is always answered).
 func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet) *cachev3.DeltaPassthroughResponse {
-	var items map[string]*anypb.Any
+	var items map[string]types.ResourceWithTTL
 	var versions map[string]string
 	version := ""
 	if ts != nil {
@@ -504,11 +507,11 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 	var removed []string
 	if sub.IsWildcard() {
 		next = make(map[string]string, len(items))
-		for name, a := range items {
+		for name := range items {
 			v := versions[name]
 			next[name] = v
 			if prev, ok := returned[name]; !ok || prev != v {
-				res = append(res, &discoveryv3.Resource{Name: name, Resource: a, Version: v})
+				res = append(res, &discoveryv3.Resource{Name: name, Resource: ts.any(name), Version: v})
 			}
 		}
 		for name := range returned {
@@ -520,10 +523,10 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 		next = make(map[string]string, len(sub.SubscribedResources()))
 		for name := range sub.SubscribedResources() {
 			prev, ok := returned[name]
-			if a := items[name]; a != nil {
+			if _, in := items[name]; in {
 				v := versions[name]
 				if prev != v { // as SnapshotCache (a resource never sent counts as version "")
-					res = append(res, &discoveryv3.Resource{Name: name, Resource: a, Version: v})
+					res = append(res, &discoveryv3.Resource{Name: name, Resource: ts.any(name), Version: v})
 				}
 				next[name] = v
 			} else if ok {
@@ -544,7 +547,7 @@ func deltaFull(req *cachev3.DeltaRequest, sub cachev3.Subscription, ts *typeSet)
 
 // subUpToDate reports whether deltaFull has nothing to send to sub: it holds every resource of
 // items it subscribes to at its version, and nothing else of what it subscribes to.
-func subUpToDate(sub cachev3.Subscription, items map[string]*anypb.Any, versions map[string]string) bool {
+func subUpToDate(sub cachev3.Subscription, items map[string]types.ResourceWithTTL, versions map[string]string) bool {
 	returned := sub.ReturnedResources()
 	if sub.IsWildcard() {
 		if len(returned) != len(items) {
