@@ -23,6 +23,14 @@
 //     to go-control-plane's own marshal of it (wire.go). A change of the default intention or
 //     of intentions alone rebuilds only inbound listeners: outbound ones are kept.
 //     Rendering runs on every core, outside the lock that streams need.
+//   - Serving costs what changed (cache.go): the server's own implementation of
+//     go-control-plane's cache answers what its SnapshotCache answers, but a new snapshot of a
+//     node looks only at the watches of the types that changed, a wildcard delta watch is
+//     answered from the difference of the type's old and new resources (computed once for
+//     every node of a group), and each resource's wire bytes are shared by every response.
+//     Delta resource versions on the wire are the ones the server tracks (go-control-plane
+//     sends a hash of the bytes but tracks the snapshot's version map), so a delta client that
+//     reconnects with initial_resource_versions is sent only what it lacks.
 //   - Nothing inconsistent is served: every resource passes ValidateAll, and every per-proxy
 //     snapshot passes a reference check stricter than go-control-plane's Consistent (it looks
 //     inside API listeners; the golden tests hold Envoy-shaped snapshots to Consistent itself).
@@ -89,7 +97,7 @@ const disconnectedTTL = 10 * time.Minute
 // per-type discovery services). It is safe for concurrent use.
 type Server struct {
 	log    *slog.Logger
-	cache  cachev3.SnapshotCache
+	cache  nodeCache
 	xds    serverv3.Server
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,6 +123,26 @@ type Server struct {
 	// testHookResources, when set (by tests only), alters rendered resources before they are
 	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
 	testHookResources func(Proxy, *Resources)
+}
+
+// nodeCache is what the server needs of a go-control-plane cache: watchCache (cache.go), or
+// go-control-plane's own SnapshotCache (WithSnapshotCache).
+type nodeCache interface {
+	cachev3.Cache
+	SetSnapshot(ctx context.Context, node string, snapshot cachev3.ResourceSnapshot) error
+	ClearSnapshot(node string)
+}
+
+// WithSnapshotCache serves from go-control-plane's SnapshotCache instead of the server's own
+// watch cache (cache.go), which answers the same at a cost that follows what changed. It is
+// kept for comparison (TestWatchCacheMatchesSnapshotCache, benchmarks).
+func WithSnapshotCache() Option {
+	return func(s *Server) {
+		// ads=false: gRPC clients ask for subsets of each type (one xDS client per target plus
+		// one for the server, same node id), and an ADS-mode cache answers only complete
+		// requests.
+		s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cplLogger{s.log})
+	}
 }
 
 // group is the rendered configuration shared by every proxy of one service and shape.
@@ -208,9 +236,9 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
-	// ads=false: gRPC clients ask for subsets of each type (one xDS client per target plus one
-	// for the server, same node id), and an ADS-mode cache answers only complete requests.
-	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cplLogger{s.log})
+	if s.cache == nil {
+		s.cache = newWatchCache() // cache.go
+	}
 	s.xds = serverv3.NewServer(s.ctx, s.cache, (*callbacks)(s))
 	return s
 }

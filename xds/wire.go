@@ -3,6 +3,7 @@ package xds
 import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -25,12 +26,14 @@ type wire struct {
 	*emptypb.Empty // its unknown fields are the encoding of msg
 	msg            types.Resource
 	name           string
+	any            *anypb.Any // the same bytes as sent by the watch cache (cache.go)
 }
 
 func newWire(msg types.Resource, encoded []byte) *wire {
 	e := &emptypb.Empty{}
 	e.ProtoReflect().SetUnknown(encoded)
-	return &wire{Empty: e, msg: msg, name: cachev3.GetResourceName(msg)}
+	typeURL := "type.googleapis.com/" + string(msg.ProtoReflect().Descriptor().FullName())
+	return &wire{Empty: e, msg: msg, name: cachev3.GetResourceName(msg), any: &anypb.Any{TypeUrl: typeURL, Value: encoded}}
 }
 
 // GetName makes a wire a types.ResourceWithName: go-control-plane names it as it would msg.
