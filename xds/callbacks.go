@@ -24,8 +24,15 @@ func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, typeURL string) 
 }
 
 func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string) error {
-	return c.s().open(ctx, id, true)
+	return c.s().open(ctx, deltaStreamID(id), true)
 }
+
+// deltaStreamID is the key of delta stream id among the server's streams. go-control-plane
+// numbers state-of-the-world and delta streams with separate counters, so the first stream of
+// each kind is both 1: delta streams are kept under the negated number. Without this, a
+// state-of-the-world proxy and a delta proxy connected at the same time shared one stream's
+// state, and one of them was never registered, so never configured.
+func deltaStreamID(id int64) int64 { return -id }
 
 func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	s.mu.Lock()
@@ -46,7 +53,9 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 }
 
 func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node)      { c.s().streamClosed(id) }
-func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.s().streamClosed(id) }
+func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
+	c.s().streamClosed(deltaStreamID(id))
+}
 
 // OnStreamRequest registers the node on its first request, and records ACKs and NACKs.
 //
@@ -73,6 +82,7 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3
 }
 
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	id = deltaStreamID(id)
 	s := c.s()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -85,7 +95,7 @@ func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscove
 }
 
 func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	c.s().sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+	c.s().sent(deltaStreamID(id), resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 }
 
 // OnFetchRequest renders the configuration of a REST client (no stream) if needed.
