@@ -52,7 +52,7 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	return nil
 }
 
-func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node)      { c.s().streamClosed(id) }
+func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node) { c.s().streamClosed(id) }
 func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 	c.s().streamClosed(deltaStreamID(id))
 }
