@@ -31,10 +31,23 @@ func GRPCServerOptions() []grpc.ServerOption {
 }
 
 // unpooledCodec is gRPC's proto codec encoding into a buffer of the message's size, owned by
-// nobody once written. It decodes as gRPC's codec does.
+// nobody once written. It decodes as gRPC's codec does. A message that carries its own wire
+// encoding (preEncoded) is sent as that encoding, unchanged and uncopied.
 type unpooledCodec struct{}
 
+// preEncoded is a message whose wire encoding is already made, and may be shared by every
+// stream that sends it: its buffers must never be freed or altered (mem.SliceBuffer's Free is a
+// no-op). It must also be a proto.Message encoding to the same bytes, for gRPC servers without
+// GRPCServerOptions, whose codec ignores preEncoded.
+type preEncoded interface {
+	proto.Message
+	wire() mem.BufferSlice
+}
+
 func (unpooledCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if p, ok := v.(preEncoded); ok {
+		return p.wire(), nil
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("proto: cannot marshal %T, want proto.Message", v)
