@@ -55,6 +55,9 @@ func (a ads) StreamAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.D
 func (a ads) DeltaAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
 	ctx, cancel := killable(st.Context())
 	defer cancel(nil)
+	if a.s.delta != nil {
+		return run(ctx, func() error { return a.s.delta.serve(deltaStream{st, ctx}) })
+	}
 	return run(ctx, func() error { return a.s.xds.DeltaAggregatedResources(deltaStream{st, ctx}) })
 }
 

@@ -49,6 +49,9 @@ type watchCache struct {
 	// number of nodes holding it, so that the nodes of a group share one.
 	shared map[*cachev3.Snapshot]*sharedSnap
 	lastID uint64 // of typeSets
+	// deltaConns are the streams of the server's own delta server (deltaserver.go) by node id,
+	// woken when the node's snapshot changes.
+	deltaConns map[string]map[*deltaConn]struct{}
 }
 
 type sharedSnap struct {
@@ -110,7 +113,8 @@ type deltaWatch struct {
 var _ cachev3.Cache = (*watchCache)(nil)
 
 func newWatchCache() *watchCache {
-	return &watchCache{nodes: map[string]*cacheNode{}, shared: map[*cachev3.Snapshot]*sharedSnap{}}
+	return &watchCache{nodes: map[string]*cacheNode{}, shared: map[*cachev3.Snapshot]*sharedSnap{},
+		deltaConns: map[string]map[*deltaConn]struct{}{}}
 }
 
 // responseType returns the index of a type URL, types.UnknownType for an unknown one.
@@ -156,6 +160,9 @@ func (c *watchCache) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.
 	}
 	c.release(old)
 	n.snap = ns
+	for dc := range c.deltaConns[nodeID] {
+		dc.notify()
+	}
 	for t := range types.UnknownType {
 		var prev *typeSet
 		if old != nil {
@@ -276,6 +283,45 @@ func (ts *typeSet) diffFrom(base *typeSet) *typeDiff {
 	}
 	ts.diffBase, ts.diff = base.id, d
 	return d
+}
+
+// deltaWatch registers a stream of the delta server (deltaserver.go) to be woken whenever the
+// node's snapshot changes; deltaUnwatch forgets it.
+func (c *watchCache) deltaWatch(nodeID string, dc *deltaConn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.deltaConns[nodeID]
+	if m == nil {
+		m = map[*deltaConn]struct{}{}
+		c.deltaConns[nodeID] = m
+	}
+	m[dc] = struct{}{}
+}
+
+func (c *watchCache) deltaUnwatch(nodeID string, dc *deltaConn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.deltaConns[nodeID], dc)
+	if len(c.deltaConns[nodeID]) == 0 {
+		delete(c.deltaConns, nodeID)
+	}
+}
+
+// deltaView returns the node's typeSet of dt's type, and its difference from the typeSet dt's
+// client holds all of (wildcard, nothing else held) when there is one; ok is false while the node
+// has no snapshot.
+func (c *watchCache) deltaView(nodeID string, dt *deltaType) (ts *typeSet, diff *typeDiff, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nodes[nodeID]
+	if n == nil || n.snap == nil {
+		return nil, nil, false
+	}
+	ts = n.typeOf(dt.t)
+	if dt.wildcard && dt.baseAll && len(dt.over) == 0 && dt.base != nil && ts != nil && dt.base != ts {
+		diff = ts.diffFrom(dt.base)
+	}
+	return ts, diff, true
 }
 
 // ClearSnapshot forgets a node: its snapshot and its open watches (which are never answered).

@@ -96,11 +96,15 @@ const disconnectedTTL = 10 * time.Minute
 // Server serves rendered snapshots over xDS (ADS state-of-the-world and delta, and the
 // per-type discovery services). It is safe for concurrent use.
 type Server struct {
-	log    *slog.Logger
-	cache  nodeCache
-	xds    serverv3.Server
-	ctx    context.Context
-	cancel context.CancelFunc
+	log   *slog.Logger
+	cache nodeCache
+	xds   serverv3.Server
+	// delta serves DeltaAggregatedResources (deltaserver.go); nil when go-control-plane's
+	// server does (WithControlPlaneDeltaServer, WithSnapshotCache).
+	delta    *deltaServer
+	cplDelta bool
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	setMu sync.Mutex // serialises SetSnapshot
 
@@ -143,6 +147,15 @@ func WithSnapshotCache() Option {
 		// requests.
 		s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cplLogger{s.log})
 	}
+}
+
+// WithControlPlaneDeltaServer serves DeltaAggregatedResources with go-control-plane's delta
+// server over the watch cache instead of the server's own (deltaserver.go), which answers the
+// same with per-stream state that does not grow with the resources a stream holds, and encodes
+// each distinct response once. It is kept for comparison (TestDeltaServerMatchesControlPlane,
+// benchmarks). WithSnapshotCache implies it.
+func WithControlPlaneDeltaServer() Option {
+	return func(s *Server) { s.cplDelta = true }
 }
 
 // group is the rendered configuration shared by every proxy of one service and shape.
@@ -240,6 +253,9 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 		s.cache = newWatchCache() // cache.go
 	}
 	s.xds = serverv3.NewServer(s.ctx, s.cache, (*callbacks)(s))
+	if wc, ok := s.cache.(*watchCache); ok && !s.cplDelta {
+		s.delta = newDeltaServer(s, wc)
+	}
 	return s
 }
 

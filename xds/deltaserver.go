@@ -1,0 +1,560 @@
+package xds
+
+import (
+	"cmp"
+	"hash/maphash"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"weak"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// The server's own delta ADS stream server (DeltaAggregatedResources), reading the watch cache
+// (cache.go) directly. It speaks Envoy's incremental xDS exactly as go-control-plane's delta
+// server over the watch cache does (pkg/server/delta/v3 and stream/v3's Subscription): legacy
+// and explicit ("*") wildcard, subscription and unsubscription by name (an unsubscribed name
+// under wildcard is answered with the resource or its removal), initial_resource_versions (a
+// reconnecting client is sent only what it lacks), removed_resources, one response in flight
+// per type (the next one waits for the ACK or NACK of the last: a NACKed configuration is not
+// resent), per-stream nonces and the same callbacks into the Server (callbacks.go). What differs
+// is the cost:
+//
+//   - What a client holds of a type is not a map per stream: it is the typeSet last sent
+//     (shared by every node of a group, immutable), whether the whole of it was sent (wildcard)
+//     or only the subscribed names, plus a small overlay of what changed since (names
+//     unsubscribed, subscribed, initial versions), emptied at each response. A wildcard stream
+//     in sync with its node costs two pointers per type.
+//   - A response's body (every field but the nonce and the system version, which follow it as
+//     their own fields: a field may appear anywhere in an encoding) is encoded once for every
+//     stream that sends the same resources at the same versions, whatever the group: responses
+//     are interned by content while any stream still holds one (weak pointers), and sent
+//     unchanged through the server codec's preEncoded hook (grpcopts.go). The body references
+//     each resource's marshalled bytes (wire.go) rather than copying them.
+//
+// go-control-plane's server stays selectable (WithControlPlaneDeltaServer, and always with
+// WithSnapshotCache); TestDeltaServerMatchesControlPlane drives both with the same random
+// snapshots and subscriptions over real gRPC streams and holds their clients to the same state.
+
+// deltaStreamBase numbers this server's streams apart from go-control-plane's delta streams
+// (the per-type delta services), which count from 1 and share the Server's stream table.
+const deltaStreamBase = 1 << 40
+
+type deltaServer struct {
+	s     *Server
+	c     *watchCache
+	count atomic.Int64
+
+	mu     sync.Mutex // guards bodies
+	bodies map[uint64]weak.Pointer[deltaBody]
+}
+
+func newDeltaServer(s *Server, c *watchCache) *deltaServer {
+	return &deltaServer{s: s, c: c, bodies: map[uint64]weak.Pointer[deltaBody]{}}
+}
+
+// deltaConn is what the cache knows of a stream: it is woken when its node's snapshot changes.
+type deltaConn struct {
+	wake chan struct{} // capacity 1
+}
+
+func (dc *deltaConn) notify() {
+	select {
+	case dc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// deltaType is one stream's subscription to one resource type and what the client holds.
+type deltaType struct {
+	typeURL  string
+	t        types.ResponseType
+	wildcard bool
+	legacy   bool                // still in legacy wildcard mode: no name (nor "*") subscribed yet
+	names    map[string]struct{} // subscribed by name (may be non-empty under wildcard)
+	// What the client holds (go-control-plane's ReturnedResources): base's versions, of all of
+	// base when baseAll, else of the names subscribed; over overrides them name by name.
+	base    *typeSet
+	baseAll bool
+	over    map[string]heldVersion
+	open    bool // a request awaits a response (go-control-plane's open watch)
+	force   bool // the open request had no nonce: a wildcard one is answered even with nothing
+}
+
+// heldVersion is a version the client holds, or (!has) that it holds none.
+type heldVersion struct {
+	v   string
+	has bool
+}
+
+func newDeltaType(typeURL string, req *discoveryv3.DeltaDiscoveryRequest) *deltaType {
+	d := &deltaType{typeURL: typeURL, t: responseType(typeURL), legacy: true,
+		wildcard: len(req.GetResourceNamesSubscribe()) == 0, names: map[string]struct{}{}}
+	if irv := req.GetInitialResourceVersions(); len(irv) > 0 {
+		d.over = make(map[string]heldVersion, len(irv))
+		for name, v := range irv {
+			d.over[name] = heldVersion{v: v, has: true}
+		}
+	}
+	d.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	return d
+}
+
+// held returns the version of name the client holds.
+func (d *deltaType) held(name string) (string, bool) {
+	if o, ok := d.over[name]; ok {
+		return o.v, o.has
+	}
+	if d.base == nil {
+		return "", false
+	}
+	if !d.baseAll {
+		if _, ok := d.names[name]; !ok {
+			return "", false
+		}
+	}
+	if _, ok := d.base.items[name]; !ok {
+		return "", false
+	}
+	return d.base.versions[name], true
+}
+
+// eachHeld calls f with every name the client holds, once each.
+func (d *deltaType) eachHeld(f func(name string)) {
+	for name, o := range d.over {
+		if o.has {
+			f(name)
+		}
+	}
+	if d.base == nil {
+		return
+	}
+	if d.baseAll {
+		for name := range d.base.items {
+			if _, ok := d.over[name]; !ok {
+				f(name)
+			}
+		}
+		return
+	}
+	for name := range d.names {
+		if _, ok := d.base.items[name]; ok {
+			if _, o := d.over[name]; !o {
+				f(name)
+			}
+		}
+	}
+}
+
+func (d *deltaType) setOver(name string, h heldVersion) {
+	if d.over == nil {
+		d.over = map[string]heldVersion{}
+	}
+	d.over[name] = h
+}
+
+// update applies a request's subscriptions and unsubscriptions as go-control-plane's
+// Subscription.UpdateResourceSubscriptions does, keeping what the client holds the same.
+func (d *deltaType) update(subscribe, unsubscribe []string) {
+	if d.legacy {
+		if len(subscribe) == 0 {
+			return // still legacy wildcard (unsubscriptions are ignored, as go-control-plane does)
+		}
+		d.legacy = false
+	}
+	for _, name := range subscribe {
+		if name == "*" {
+			d.wildcard = true
+			continue
+		}
+		if _, ok := d.names[name]; ok {
+			continue
+		}
+		if d.base != nil && !d.baseAll {
+			// held() would now see base's version, which the client was never sent.
+			if _, in := d.base.items[name]; in {
+				if _, o := d.over[name]; !o {
+					d.setOver(name, heldVersion{})
+				}
+			}
+		}
+		d.names[name] = struct{}{}
+	}
+	for _, name := range unsubscribe {
+		if name == "*" {
+			d.wildcard = false
+			continue
+		}
+		if _, ok := d.names[name]; ok && d.wildcard {
+			d.setOver(name, heldVersion{has: true}) // answered with the resource or its removal
+		} else if _, has := d.held(name); has {
+			d.setOver(name, heldVersion{})
+		}
+		delete(d.names, name)
+	}
+}
+
+// deltaEntry is one resource of a response.
+type deltaEntry struct {
+	name, version string
+	any           *anypb.Any
+}
+
+// content returns what d must be sent now that the type is ts (diff, when not nil, is ts's
+// difference from d.base, which the client holds all of): the resources it lacks or holds at
+// another version and the names it holds that are gone; send is false when nothing is due.
+func (d *deltaType) content(ts *typeSet, diff *typeDiff) (entries []deltaEntry, removed []string, send bool) {
+	entry := func(name string) deltaEntry {
+		return deltaEntry{name: name, version: ts.versions[name], any: ts.any(name)}
+	}
+	switch {
+	case d.wildcard && diff != nil:
+		entries = make([]deltaEntry, 0, len(diff.changed))
+		for _, name := range diff.changed {
+			entries = append(entries, entry(name))
+		}
+		removed = slices.Clone(diff.removed)
+	case d.wildcard:
+		var items map[string]types.ResourceWithTTL
+		if ts != nil {
+			items = ts.items
+		}
+		for name := range items {
+			if v, ok := d.held(name); !ok || v != ts.versions[name] {
+				entries = append(entries, entry(name))
+			}
+		}
+		d.eachHeld(func(name string) {
+			if _, ok := items[name]; !ok {
+				removed = append(removed, name)
+			}
+		})
+	default:
+		for name := range d.names {
+			v, ok := d.held(name)
+			if ts != nil {
+				if _, in := ts.items[name]; in {
+					if v != ts.versions[name] { // as go-control-plane: never sent counts as ""
+						entries = append(entries, entry(name))
+					}
+					continue
+				}
+			}
+			if ok {
+				removed = append(removed, name)
+			}
+		}
+	}
+	send = len(entries) > 0 || len(removed) > 0 || d.wildcard && d.force
+	return entries, removed, send
+}
+
+// upToDate reports, cheaply, that a wildcard client holds exactly ts.
+func (d *deltaType) upToDate(ts *typeSet) bool {
+	return d.wildcard && d.baseAll && len(d.over) == 0 && d.base == ts && !d.force
+}
+
+// deltaStreamState is one stream.
+type deltaStreamState struct {
+	id    int64 // as the callbacks take it (negated by deltaStreamID)
+	conn  *deltaConn
+	node  *corev3.Node
+	types map[string]*deltaType
+	nonce int64
+}
+
+// serve serves one DeltaAggregatedResources stream until the client ends it, a callback or a
+// send fails, or the server closes.
+func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	ctx := st.Context()
+	ss := &deltaStreamState{id: deltaStreamBase + d.count.Add(1), conn: &deltaConn{wake: make(chan struct{}, 1)},
+		node: &corev3.Node{}, types: map[string]*deltaType{}}
+	cb := (*callbacks)(d.s)
+	registered := ""
+	defer func() {
+		if registered != "" {
+			d.c.deltaUnwatch(registered, ss.conn)
+		}
+		cb.OnDeltaStreamClosed(ss.id, ss.node)
+	}()
+	if err := cb.OnDeltaStreamOpen(ctx, ss.id, resourcev3.AnyType); err != nil {
+		return err
+	}
+	reqs := make(chan *discoveryv3.DeltaDiscoveryRequest)
+	go func() {
+		defer close(reqs)
+		for {
+			req, err := st.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			case <-d.s.ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-d.s.ctx.Done():
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-ss.conn.wake:
+			if err := d.respondAll(st, ss); err != nil {
+				return err
+			}
+		case req, more := <-reqs:
+			if !more {
+				return nil
+			}
+			// Changes that arrived before the request are answered first, as go-control-plane
+			// sends the responses its cache queued before it handles a request.
+			select {
+			case <-ss.conn.wake:
+				if err := d.respondAll(st, ss); err != nil {
+					return err
+				}
+			default:
+			}
+			if err := cb.OnStreamDeltaRequest(ss.id, req); err != nil {
+				return err
+			}
+			if req.GetNode() != nil {
+				ss.node = req.GetNode()
+			}
+			if req.GetTypeUrl() == "" {
+				return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
+			}
+			if registered == "" {
+				registered = ss.node.GetId()
+				d.c.deltaWatch(registered, ss.conn)
+			}
+			dt := ss.types[req.GetTypeUrl()]
+			if dt == nil {
+				dt = newDeltaType(req.GetTypeUrl(), req)
+				ss.types[req.GetTypeUrl()] = dt
+			} else {
+				dt.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+			}
+			dt.open, dt.force = true, req.GetResponseNonce() == ""
+			if err := d.respond(st, ss, registered, dt); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// respondAll answers every open request of the stream that something is now due to.
+func (d *deltaServer) respondAll(st grpc.ServerStream, ss *deltaStreamState) error {
+	id := ss.node.GetId()
+	for _, dt := range ss.types {
+		if dt.open {
+			if err := d.respond(st, ss, id, dt); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// respond sends dt what is due from the node's current snapshot, if anything; an open request
+// waits (nothing due, or no snapshot yet) for the node's next snapshot.
+func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, nodeID string, dt *deltaType) error {
+	ts, diff, ok := d.c.deltaView(nodeID, dt)
+	if !ok || dt.upToDate(ts) {
+		return nil
+	}
+	entries, removed, send := dt.content(ts, diff)
+	if !send {
+		return nil
+	}
+	body := d.body(dt.typeURL, entries, removed)
+	version := ""
+	if ts != nil {
+		version = ts.version
+	}
+	dt.base, dt.baseAll, dt.over, dt.open, dt.force = ts, dt.wildcard, nil, false, false
+	ss.nonce++
+	msg := &deltaMsg{body: body, version: version, nonce: strconv.FormatInt(ss.nonce, 10)}
+	(*callbacks)(d.s).OnStreamDeltaResponse(ss.id, nil,
+		&discoveryv3.DeltaDiscoveryResponse{TypeUrl: dt.typeURL, SystemVersionInfo: version, Nonce: msg.nonce})
+	return st.SendMsg(msg)
+}
+
+// deltaBody is the encoding of a delta response but for its nonce and system version: its
+// type URL, resources and removed names. Never modified; shared by every stream sending it.
+type deltaBody struct {
+	typeURL string
+	entries []deltaEntry // sorted by name
+	removed []string     // sorted
+	bufs    mem.BufferSlice
+}
+
+var deltaSeed = maphash.MakeSeed()
+
+// body returns the (interned) body of a response.
+func (d *deltaServer) body(typeURL string, entries []deltaEntry, removed []string) *deltaBody {
+	slices.SortFunc(entries, func(a, b deltaEntry) int { return cmp.Compare(a.name, b.name) })
+	slices.Sort(removed)
+	var h maphash.Hash
+	h.SetSeed(deltaSeed)
+	h.WriteString(typeURL)
+	for _, e := range entries {
+		h.WriteByte(0)
+		h.WriteString(e.name)
+		h.WriteByte(1)
+		h.WriteString(e.version)
+	}
+	for _, name := range removed {
+		h.WriteByte(2)
+		h.WriteString(name)
+	}
+	key := h.Sum64()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if b := d.bodies[key].Value(); b != nil && b.same(typeURL, entries, removed) {
+		return b
+	}
+	b := encodeDeltaBody(typeURL, entries, removed)
+	wp := weak.Make(b)
+	d.bodies[key] = wp
+	runtime.AddCleanup(b, func(key uint64) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.bodies[key].Value() == nil {
+			delete(d.bodies, key)
+		}
+	}, key)
+	return b
+}
+
+func (b *deltaBody) same(typeURL string, entries []deltaEntry, removed []string) bool {
+	return b.typeURL == typeURL && slices.Equal(b.removed, removed) &&
+		slices.EqualFunc(b.entries, entries, func(x, y deltaEntry) bool {
+			return x.name == y.name && x.version == y.version && x.any.GetTypeUrl() == y.any.GetTypeUrl()
+		})
+}
+
+// deltaInline is the size up to which a resource's bytes are copied into the body rather than
+// referenced.
+const deltaInline = 128
+
+// DeltaDiscoveryResponse, Resource and Any field numbers.
+const (
+	fDeltaVersion   = 1
+	fDeltaResources = 2
+	fDeltaTypeURL   = 4
+	fDeltaNonce     = 5
+	fDeltaRemoved   = 6
+	fResVersion     = 1
+	fResResource    = 2
+	fResName        = 3
+	fAnyTypeURL     = 1
+	fAnyValue       = 2
+)
+
+// encodeDeltaBody encodes a response's type URL, resources and removed names; each large
+// resource value is referenced as its own buffer (the wire's bytes), not copied.
+func encodeDeltaBody(typeURL string, entries []deltaEntry, removed []string) *deltaBody {
+	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed}
+	size := protowire.SizeTag(fDeltaTypeURL) + protowire.SizeBytes(len(typeURL))
+	for _, e := range entries {
+		size += 32 + len(e.name) + len(e.version) + len(e.any.GetTypeUrl())
+		if len(e.any.GetValue()) <= deltaInline {
+			size += len(e.any.GetValue())
+		}
+	}
+	for _, name := range removed {
+		size += protowire.SizeTag(fDeltaRemoved) + protowire.SizeBytes(len(name))
+	}
+	buf := make([]byte, 0, size)
+	start := 0
+	buf = protowire.AppendTag(buf, fDeltaTypeURL, protowire.BytesType)
+	buf = protowire.AppendString(buf, typeURL)
+	for _, e := range entries {
+		value := e.any.GetValue()
+		anyLen := protowire.SizeTag(fAnyTypeURL) + protowire.SizeBytes(len(e.any.GetTypeUrl())) +
+			protowire.SizeTag(fAnyValue) + protowire.SizeBytes(len(value))
+		resLen := protowire.SizeTag(fResName) + protowire.SizeBytes(len(e.name)) +
+			protowire.SizeTag(fResVersion) + protowire.SizeBytes(len(e.version)) +
+			protowire.SizeTag(fResResource) + protowire.SizeBytes(anyLen)
+		buf = protowire.AppendTag(buf, fDeltaResources, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(resLen))
+		buf = protowire.AppendTag(buf, fResName, protowire.BytesType)
+		buf = protowire.AppendString(buf, e.name)
+		buf = protowire.AppendTag(buf, fResVersion, protowire.BytesType)
+		buf = protowire.AppendString(buf, e.version)
+		buf = protowire.AppendTag(buf, fResResource, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(anyLen))
+		buf = protowire.AppendTag(buf, fAnyTypeURL, protowire.BytesType)
+		buf = protowire.AppendString(buf, e.any.GetTypeUrl())
+		buf = protowire.AppendTag(buf, fAnyValue, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(len(value)))
+		if len(value) <= deltaInline {
+			buf = append(buf, value...)
+			continue
+		}
+		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]), mem.SliceBuffer(value))
+		start = len(buf)
+	}
+	for _, name := range removed {
+		buf = protowire.AppendTag(buf, fDeltaRemoved, protowire.BytesType)
+		buf = protowire.AppendString(buf, name)
+	}
+	if start < len(buf) {
+		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]))
+	}
+	return b
+}
+
+// deltaMsg is one response as sent on one stream: the shared body, then the stream's system
+// version and nonce. It is preEncoded (grpcopts.go), and a proto.Message encoding to the same
+// bytes for gRPC servers without the server codec.
+type deltaMsg struct {
+	body           *deltaBody
+	version, nonce string
+
+	once sync.Once
+	msg  *emptypb.Empty // the encoding as unknown fields, made on first use
+}
+
+func (m *deltaMsg) wire() mem.BufferSlice {
+	tail := make([]byte, 0, 8+len(m.version)+len(m.nonce))
+	if m.version != "" {
+		tail = protowire.AppendTag(tail, fDeltaVersion, protowire.BytesType)
+		tail = protowire.AppendString(tail, m.version)
+	}
+	tail = protowire.AppendTag(tail, fDeltaNonce, protowire.BytesType)
+	tail = protowire.AppendString(tail, m.nonce)
+	out := make(mem.BufferSlice, len(m.body.bufs), len(m.body.bufs)+1)
+	copy(out, m.body.bufs)
+	return append(out, mem.SliceBuffer(tail))
+}
+
+func (m *deltaMsg) ProtoReflect() protoreflect.Message {
+	m.once.Do(func() {
+		m.msg = &emptypb.Empty{}
+		m.msg.ProtoReflect().SetUnknown(m.wire().Materialize())
+	})
+	return m.msg.ProtoReflect()
+}
+
+var _ preEncoded = (*deltaMsg)(nil)
