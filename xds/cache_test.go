@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"strings"
 	"context"
 	"fmt"
 	"log/slog"
@@ -47,8 +48,70 @@ func TestWatchCacheMatchesSnapshotCache(t *testing.T) {
 	t.Logf("seed %d (MESH_DIFF_SEED reproduces)", seed)
 	for run := range 5 {
 		r := rand.New(rand.NewPCG(seed, uint64(run)))
-		runCacheDifferential(t, r, 24)
+		runCacheDifferential(t, r, 24, diffMode{})
 	}
+}
+
+// TestDeltaServerMatchesControlPlane is the differential test of the server's own delta server
+// (deltaserver.go) against go-control-plane's, both over the watch cache, and go-control-plane's
+// over its SnapshotCache: delta clients only, wildcard or by name, changing names and
+// reconnecting with initial resource versions (one of them stale); every client holds what its
+// subscription selects of its node's snapshot, and the same as the clients of the other servers.
+func TestDeltaServerMatchesControlPlane(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("MESH_DIFF_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("seed %d (MESH_DIFF_SEED reproduces)", seed)
+	for run := range 4 {
+		r := rand.New(rand.NewPCG(seed, uint64(run)+100))
+		runCacheDifferential(t, r, 24, diffMode{allDelta: true})
+	}
+}
+
+// TestDeltaServerSubscriptionChanges drives the server's own delta server with the
+// subscription changes go-control-plane's server does not serve reliably (diffMode.rich):
+// subscribing to "*", to names under the wildcard (legacy or not), and unsubscribing from a
+// name under the wildcard, which the server must send again (or its removal). Unsubscribing
+// from "*" is left out: what go-control-plane's server then counts as held (what was held
+// under the wildcard, until the next response of the type) makes what a client should hold
+// depend on whether a response was in flight; TestDeltaServerUnsubscribeWildcard holds that
+// case to go-control-plane's server step by step instead.
+func TestDeltaServerSubscriptionChanges(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("MESH_DIFF_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("seed %d (MESH_DIFF_SEED reproduces)", seed)
+	for run := range 6 {
+		r := rand.New(rand.NewPCG(seed, uint64(run)+200))
+		runCacheDifferential(t, r, 24, diffMode{allDelta: true, rich: true})
+	}
+}
+
+// serveDeltaServer serves c with the server's own delta server for DeltaAggregatedResources
+// and go-control-plane's for the rest, on loopback.
+func serveDeltaServer(t *testing.T, c *watchCache) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(GRPCServerOptions()...)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ownDeltaADS{serverv3.NewServer(ctx, c, nil), newDeltaServer(ctx, c, serverv3.CallbackFuncs{})})
+	go g.Serve(lis)
+	t.Cleanup(func() { cancel(); g.Stop() })
+	return lis.Addr().String()
+}
+
+type ownDeltaADS struct {
+	serverv3.Server
+	d *deltaServer
+}
+
+func (a ownDeltaADS) DeltaAggregatedResources(st discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.d.serve(st)
 }
 
 // serveCache serves c with go-control-plane's server on loopback.
@@ -138,6 +201,9 @@ type diffClient struct {
 	node  string
 	delta bool
 	names map[resourcev3.Type][]string // nil: wildcard
+	// wild, for a delta client, is whether it subscribes to the wildcard (with names or not),
+	// once it subscribed to or unsubscribed from "*"; otherwise names being nil says.
+	wild map[resourcev3.Type]bool
 
 	mu      sync.Mutex
 	state   map[resourcev3.Type]map[string]diffEntry
@@ -156,6 +222,19 @@ type diffEntry struct {
 }
 
 func (c *diffClient) nodeProto() *corev3.Node { return &corev3.Node{Id: c.node} }
+
+// wildcard reports whether the client subscribes to every resource of typ.
+func (c *diffClient) wildcard(typ resourcev3.Type) bool {
+	if w, ok := c.wild[typ]; ok {
+		return w
+	}
+	return c.names[typ] == nil
+}
+
+// wants reports whether the client subscribes to resource name of typ.
+func (c *diffClient) wants(typ resourcev3.Type, name string) bool {
+	return c.wildcard(typ) || slices.Contains(c.names[typ], name)
+}
 
 // connect opens the stream and subscribes; a delta client sends what it holds as its initial
 // resource versions, with staleVersion for one of them when stale is set.
@@ -183,8 +262,12 @@ func (c *diffClient) connect(stale string) {
 					init[n] = "stale"
 				}
 			}
+			sub := c.names[typ]
+			if c.wildcard(typ) && len(sub) > 0 {
+				sub = append([]string{"*"}, sub...)
+			}
 			c.sendDelta(&discoveryv3.DeltaDiscoveryRequest{Node: c.nodeProto(), TypeUrl: typ,
-				ResourceNamesSubscribe: c.names[typ], InitialResourceVersions: init})
+				ResourceNamesSubscribe: sub, InitialResourceVersions: init})
 		}
 		go c.recvDelta(c.dstr, c.done)
 		return
@@ -214,6 +297,9 @@ func (c *diffClient) sendSotw(typ resourcev3.Type) {
 }
 
 func (c *diffClient) sendDelta(req *discoveryv3.DeltaDiscoveryRequest) {
+	if os.Getenv("DBG") != "" && c.node == os.Getenv("DBG") && strings.Contains(req.TypeUrl, os.Getenv("DBGT")) && c.addr != "" {
+		c.t.Logf("%s send sub=%v unsub=%v nonce=%q init=%v", c.addr, req.ResourceNamesSubscribe, req.ResourceNamesUnsubscribe, req.ResponseNonce, req.InitialResourceVersions)
+	}
 	_ = c.dstr.Send(req) // as sendSotw
 }
 
@@ -259,12 +345,19 @@ func (c *diffClient) recvDelta(str discoveryv3.AggregatedDiscoveryService_DeltaA
 			return
 		}
 		typ := resp.GetTypeUrl()
+		if os.Getenv("DBG") != "" && c.node == os.Getenv("DBG") && strings.Contains(typ, os.Getenv("DBGT")) {
+			var ns []string
+			for _, r := range resp.Resources {
+				ns = append(ns, r.Name+"@"+r.Version)
+			}
+			c.t.Logf("%s recv %v removed %v", c.addr, ns, resp.RemovedResources)
+		}
 		c.mu.Lock()
 		if c.state[typ] == nil {
 			c.state[typ] = map[string]diffEntry{}
 		}
 		for _, r := range resp.GetResources() {
-			if c.names[typ] != nil && !slices.Contains(c.names[typ], r.GetName()) {
+			if !c.wants(typ, r.GetName()) {
 				continue // answers an older subscription
 			}
 			c.state[typ][r.GetName()] = diffEntry{version: r.GetVersion(), bytes: string(r.GetResource().GetValue())}
@@ -292,8 +385,10 @@ func (c *diffClient) resubscribe(typ resourcev3.Type, names []string) {
 	old := c.names[typ]
 	c.names[typ] = names
 	for n := range c.state[typ] {
-		if !slices.Contains(names, n) {
-			delete(c.state[typ], n) // a client forgets what it no longer wants
+		// A client forgets what it no longer wants; a wildcard one forgets what it unsubscribed
+		// from by name, which the server must then send again (or its removal).
+		if !slices.Contains(names, n) && (!c.wildcard(typ) || slices.Contains(old, n)) {
+			delete(c.state[typ], n)
 		}
 	}
 	if !c.delta {
@@ -314,6 +409,51 @@ func (c *diffClient) resubscribe(typ resourcev3.Type, names []string) {
 	c.sendDelta(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: sub, ResourceNamesUnsubscribe: unsub})
 }
 
+// toggleWildcard subscribes a delta client to the wildcard of typ, or (with unwild)
+// unsubscribes it when it subscribes to names too, or, when it is a wildcard subscription,
+// subscribes it to names as well.
+func (c *diffClient) toggleWildcard(typ resourcev3.Type, names []string, unwild bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wild == nil {
+		c.wild = map[resourcev3.Type]bool{}
+	}
+	switch {
+	case !c.wildcard(typ):
+		c.wild[typ] = true
+		c.sendDelta(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}})
+	case len(c.names[typ]) > 0 && unwild:
+		// It unsubscribes from what it holds and no longer wants, and forgets it: unsubscribing
+		// from "*" alone leaves it held in go-control-plane's server (and so in the server's
+		// own, which behaves the same) until the next response of the type, so what the client
+		// should hold would depend on timing.
+		c.wild[typ] = false
+		unsub := []string{"*"}
+		for _, n := range slices.Sorted(maps.Keys(c.state[typ])) {
+			if !slices.Contains(c.names[typ], n) {
+				unsub = append(unsub, n)
+				delete(c.state[typ], n)
+			}
+		}
+		c.sendDelta(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesUnsubscribe: unsub})
+	case len(c.names[typ]) > 0:
+		return // a wildcard subscription with names already
+	default:
+		c.wild[typ] = true
+		c.names[typ] = names
+		c.sendDelta(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: names})
+	}
+}
+
+// held returns what the client holds and wants of typ.
+func (c *diffClient) held(typ resourcev3.Type) map[string]diffEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got := maps.Clone(c.state[typ])
+	maps.DeleteFunc(got, func(n string, _ diffEntry) bool { return !c.wants(typ, n) })
+	return got
+}
+
 // mismatch returns how the client differs from what it should hold of cs, or "".
 func (c *diffClient) mismatch(cs *cachev3.Snapshot) string {
 	c.mu.Lock()
@@ -324,7 +464,7 @@ func (c *diffClient) mismatch(cs *cachev3.Snapshot) string {
 	for _, typ := range diffCacheTypes {
 		want := map[string]diffEntry{}
 		for n, r := range cs.GetResources(typ) {
-			if c.names[typ] != nil && !slices.Contains(c.names[typ], n) {
+			if !c.wants(typ, n) {
 				continue
 			}
 			b, _ := cachev3.MarshalResource(r)
@@ -334,7 +474,9 @@ func (c *diffClient) mismatch(cs *cachev3.Snapshot) string {
 			}
 			want[n] = e
 		}
-		if got := c.state[typ]; !maps.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+		got := maps.Clone(c.state[typ])
+		maps.DeleteFunc(got, func(n string, _ diffEntry) bool { return !c.wants(typ, n) })
+		if !maps.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
 			return fmt.Sprintf("%s: holds %v, want %v", typ, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
 		}
 		if !c.delta && c.version[typ] != cs.GetVersion(typ) {
@@ -344,11 +486,30 @@ func (c *diffClient) mismatch(cs *cachev3.Snapshot) string {
 	return ""
 }
 
-func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
+// diffMode is what runCacheDifferential drives.
+type diffMode struct {
+	allDelta bool // every client is a delta one (else a third are state of the world)
+	// rich adds, for delta clients, subscribing to and unsubscribing from "*" and unsubscribing
+	// from a name under the wildcard, and serves the server's own delta server alone:
+	// go-control-plane's server applies a response its cache queued for a watch it has just
+	// cancelled after the subscription change that cancelled it (processAll runs before the
+	// request's Cancel), which loses an unsubscription under the wildcard now and then.
+	rich bool
+}
+
+// runCacheDifferential runs one random sequence against three servers: go-control-plane's
+// server over the watch cache, over its own SnapshotCache, and the server's own delta server
+// (deltaserver.go; go-control-plane's for state of the world) over the watch cache (the last
+// alone in rich mode).
+func runCacheDifferential(t *testing.T, r *rand.Rand, steps int, mode diffMode) {
 	quiet := cplLogger{slog.New(slog.DiscardHandler)}
-	caches := []nodeCache{newWatchCache(), cachev3.NewSnapshotCache(false, cachev3.IDHash{}, quiet)}
-	cacheNames := []string{"watch cache", "SnapshotCache"}
-	addrs := []string{serveCache(t, caches[0]), serveCache(t, caches[1])}
+	own := newWatchCache()
+	caches := []nodeCache{newWatchCache(), cachev3.NewSnapshotCache(false, cachev3.IDHash{}, quiet), own}
+	cacheNames := []string{"watch cache", "SnapshotCache", "delta server"}
+	addrs := []string{serveCache(t, caches[0]), serveCache(t, caches[1]), serveDeltaServer(t, own)}
+	if mode.rich {
+		caches, cacheNames, addrs = caches[2:], cacheNames[2:], addrs[2:]
+	}
 	groups := []*diffGroup{{}, {}}
 	for _, g := range groups {
 		g.content = map[resourcev3.Type]map[string]int{}
@@ -370,16 +531,17 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 		}
 		return out
 	}
-	clients := make([][2]*diffClient, nodes)
+	clients := make([][]*diffClient, nodes)
 	for i := range nodes {
-		delta := i%3 != 0
+		delta := mode.allDelta || i%3 != 0
 		names := map[resourcev3.Type][]string{}
 		for _, typ := range diffCacheTypes {
 			if r.IntN(2) == 0 {
 				names[typ] = randomNames(typ)
 			}
 		}
-		for k := range 2 {
+		clients[i] = make([]*diffClient, len(caches))
+		for k := range caches {
 			c := &diffClient{t: t, addr: addrs[k], node: "n" + strconv.Itoa(i), delta: delta,
 				names: maps.Clone(names), state: map[resourcev3.Type]map[string]diffEntry{}, version: map[resourcev3.Type]string{}}
 			for typ, ns := range names {
@@ -399,12 +561,24 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 	connected := make([]bool, nodes)
 	for i := range nodes {
 		if r.IntN(2) == 0 {
-			clients[i][0].connect("")
-			clients[i][1].connect("")
+			for _, c := range clients[i] {
+				c.connect("")
+			}
 			connected[i] = true
 		}
 	}
 	for step := range steps {
+		// Subscribing to or unsubscribing from "*" happens while the clients are up to date:
+		// a response computed before it is then one that changes nothing the client holds.
+		for i := range nodes {
+			if mode.rich && connected[i] && clients[i][0].delta && r.IntN(6) == 0 {
+				typ := diffCacheTypes[r.IntN(len(diffCacheTypes))]
+				names := randomNames(typ)
+				for _, c := range clients[i] {
+					c.toggleWildcard(typ, slices.Clone(names), false)
+				}
+			}
+		}
 		// Sometimes two snapshots in a row: the second is set while responses to the first are
 		// on their way, so that requests find the snapshot moved since what they ACK.
 		for sub := range 1 + r.IntN(2) {
@@ -425,8 +599,9 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 		}
 		for i := range nodes {
 			if !connected[i] {
-				clients[i][0].connect("")
-				clients[i][1].connect("")
+				for _, c := range clients[i] {
+					c.connect("")
+				}
 				connected[i] = true
 				continue
 			}
@@ -441,9 +616,9 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 						}
 					}
 				}
-				for k := range 2 {
-					clients[i][k].close()
-					clients[i][k].connect(stale)
+				for _, c := range clients[i] {
+					c.close()
+					c.connect(stale)
 				}
 			case 1, 2: // change a named subscription
 				typ := diffCacheTypes[r.IntN(len(diffCacheTypes))]
@@ -451,23 +626,62 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 					continue
 				}
 				names := randomNames(typ)
-				for k := range 2 {
-					clients[i][k].resubscribe(typ, slices.Clone(names))
+				for _, c := range clients[i] {
+					c.resubscribe(typ, slices.Clone(names))
+				}
+			case 3: // (delta, wildcard with names) unsubscribe from one name
+				typ := diffCacheTypes[r.IntN(len(diffCacheTypes))]
+				c0 := clients[i][0]
+				if !mode.rich || !c0.delta || !c0.wildcard(typ) || len(c0.names[typ]) == 0 {
+					continue
+				}
+				names := slices.Delete(slices.Clone(c0.names[typ]), 0, 1)
+				for _, c := range clients[i] {
+					c.resubscribe(typ, slices.Clone(names))
 				}
 			}
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for i := range nodes {
 			cs := groups[nodeGroup(i)].cs
-			for k := range 2 {
+			for k := range caches {
 				for {
 					m := clients[i][k].mismatch(cs)
 					if m == "" {
 						break
 					}
 					if time.Now().After(deadline) {
-						t.Fatalf("step %d: node n%d (delta %v, names %v) served by the %s: %s (the other: %q)", step, i,
-							clients[i][k].delta, clients[i][k].names, cacheNames[k], m, clients[i][1-k].mismatch(cs))
+						var others []string
+						for j, o := range clients[i] {
+							others = append(others, cacheNames[j]+": "+strconv.Quote(o.mismatch(cs)))
+						}
+						t.Fatalf("step %d: node n%d (delta %v, names %v, wild %v) served by the %s: %s (all: %v)", step, i,
+							clients[i][k].delta, clients[i][k].names, clients[i][k].wild, cacheNames[k], m, others)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			// And every client of the node holds the same as the others.
+			for _, typ := range diffCacheTypes {
+				for {
+					first, same := clients[i][0].held(typ), true
+					for _, c := range clients[i][1:] {
+						same = same && maps.Equal(first, c.held(typ))
+					}
+					if same {
+						break
+					}
+					if time.Now().After(deadline) {
+						var all []string
+						for j, c := range clients[i] {
+							var held []string
+							for n, e := range c.held(typ) {
+								held = append(held, n+"@"+e.version[:min(8, len(e.version))])
+							}
+							slices.Sort(held)
+							all = append(all, fmt.Sprintf("%s (delta %v, names %v, wild %v): %v", cacheNames[j], c.delta, c.names[typ], c.wild[typ], held))
+						}
+						t.Fatalf("step %d: node n%d %s: the clients of the servers differ: %v", step, i, typ, all)
 					}
 					time.Sleep(5 * time.Millisecond)
 				}

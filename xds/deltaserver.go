@@ -2,6 +2,7 @@ package xds
 
 import (
 	"cmp"
+	"context"
 	"hash/maphash"
 	"runtime"
 	"slices"
@@ -55,7 +56,8 @@ import (
 const deltaStreamBase = 1 << 40
 
 type deltaServer struct {
-	s     *Server
+	ctx   context.Context // the server's: its end ends every stream
+	cb    deltaCallbacks
 	c     *watchCache
 	count atomic.Int64
 
@@ -63,8 +65,16 @@ type deltaServer struct {
 	bodies map[uint64]weak.Pointer[deltaBody]
 }
 
-func newDeltaServer(s *Server, c *watchCache) *deltaServer {
-	return &deltaServer{s: s, c: c, bodies: map[uint64]weak.Pointer[deltaBody]{}}
+// deltaCallbacks are go-control-plane's delta callbacks: the Server's (callbacks.go).
+type deltaCallbacks interface {
+	OnDeltaStreamOpen(context.Context, int64, string) error
+	OnDeltaStreamClosed(int64, *corev3.Node)
+	OnStreamDeltaRequest(int64, *discoveryv3.DeltaDiscoveryRequest) error
+	OnStreamDeltaResponse(int64, *discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse)
+}
+
+func newDeltaServer(ctx context.Context, c *watchCache, cb deltaCallbacks) *deltaServer {
+	return &deltaServer{ctx: ctx, cb: cb, c: c, bodies: map[uint64]weak.Pointer[deltaBody]{}}
 }
 
 // deltaConn is what the cache knows of a stream: it is woken when its node's snapshot changes.
@@ -283,7 +293,7 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	ctx := st.Context()
 	ss := &deltaStreamState{id: deltaStreamBase + d.count.Add(1), conn: &deltaConn{wake: make(chan struct{}, 1)},
 		node: &corev3.Node{}, types: map[string]*deltaType{}}
-	cb := (*callbacks)(d.s)
+	cb := d.cb
 	registered := ""
 	defer func() {
 		if registered != "" {
@@ -306,14 +316,14 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 			case reqs <- req:
 			case <-ctx.Done():
 				return
-			case <-d.s.ctx.Done():
+			case <-d.ctx.Done():
 				return
 			}
 		}
 	}()
 	for {
 		select {
-		case <-d.s.ctx.Done():
+		case <-d.ctx.Done():
 			return nil
 		case <-ctx.Done():
 			return nil
@@ -394,7 +404,7 @@ func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, nodeID
 	dt.base, dt.baseAll, dt.over, dt.open, dt.force = ts, dt.wildcard, nil, false, false
 	ss.nonce++
 	msg := &deltaMsg{body: body, version: version, nonce: strconv.FormatInt(ss.nonce, 10)}
-	(*callbacks)(d.s).OnStreamDeltaResponse(ss.id, nil,
+	d.cb.OnStreamDeltaResponse(ss.id, nil,
 		&discoveryv3.DeltaDiscoveryResponse{TypeUrl: dt.typeURL, SystemVersionInfo: version, Nonce: msg.nonce})
 	return st.SendMsg(msg)
 }

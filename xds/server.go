@@ -254,7 +254,7 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 	}
 	s.xds = serverv3.NewServer(s.ctx, s.cache, (*callbacks)(s))
 	if wc, ok := s.cache.(*watchCache); ok && !s.cplDelta {
-		s.delta = newDeltaServer(s, wc)
+		s.delta = newDeltaServer(s.ctx, wc, (*callbacks)(s))
 	}
 	return s
 }
