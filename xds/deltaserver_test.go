@@ -1,0 +1,211 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// A delta response as the delta server sends it (shared body, then system version and nonce)
+// decodes to the response it stands for, whether the server codec sends its buffers
+// (preEncoded) or a plain gRPC codec marshals it as a proto.Message; and an equal body is
+// encoded once while a stream holds it.
+func TestDeltaMsgEncoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	d := newDeltaServer(context.Background(), newWatchCache(), nil)
+	for run := range 50 {
+		var entries []deltaEntry
+		want := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.ClusterType, Nonce: strconv.Itoa(run)}
+		if run%3 != 0 {
+			want.SystemVersionInfo = "v" + strconv.Itoa(run)
+		}
+		for i := range r.IntN(6) {
+			value := make([]byte, []int{0, 3, deltaInline, deltaInline + 1, 5000}[r.IntN(5)])
+			for k := range value {
+				value[k] = byte(r.IntN(256))
+			}
+			a := &anypb.Any{TypeUrl: resourcev3.ClusterType, Value: value}
+			e := deltaEntry{name: "r" + strconv.Itoa(i), version: strconv.Itoa(r.IntN(100)), any: a}
+			entries = append(entries, e)
+			want.Resources = append(want.Resources, &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: a})
+		}
+		for i := range r.IntN(3) {
+			want.RemovedResources = append(want.RemovedResources, "gone"+strconv.Itoa(i))
+		}
+		body := d.body(resourcev3.ClusterType, slices.Clone(entries), slices.Clone(want.RemovedResources))
+		if again := d.body(resourcev3.ClusterType, slices.Clone(entries), slices.Clone(want.RemovedResources)); again != body {
+			t.Fatalf("run %d: the same content was encoded twice", run)
+		}
+		msg := &deltaMsg{body: body, version: want.SystemVersionInfo, nonce: want.Nonce}
+		viaCodec, err := unpooledCodec{}.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		viaProto, err := proto.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range map[string][]byte{"server codec": viaCodec.Materialize(), "proto.Marshal": viaProto} {
+			got := &discoveryv3.DeltaDiscoveryResponse{}
+			if err := proto.Unmarshal(b, got); err != nil {
+				t.Fatalf("run %d, %s: %v", run, name, err)
+			}
+			if !proto.Equal(got, want) {
+				t.Fatalf("run %d, %s: decodes to %v, want %v", run, name, got, want)
+			}
+		}
+		if other := d.body(resourcev3.RouteType, slices.Clone(entries), nil); other == body {
+			t.Fatalf("run %d: another type URL shares the body", run)
+		}
+	}
+}
+
+// Unsubscribing from "*" leaves held, in go-control-plane's server, what the client held under
+// the wildcard until the next response of the type: subscribing by name to one of those is
+// answered only if it changed since. The server's own delta server answers the same, step by
+// step.
+func TestDeltaServerUnsubscribeWildcard(t *testing.T) {
+	type served struct {
+		name  string
+		cache *watchCache
+		addr  string
+	}
+	own, cpl := newWatchCache(), newWatchCache()
+	servers := []served{{"delta server", own, serveDeltaServer(t, own)}, {"go-control-plane", cpl, serveCache(t, cpl)}}
+	snap := func(content map[string]int) *cachev3.Snapshot {
+		var items []types.Resource
+		for _, n := range slices.Sorted(func(yield func(string) bool) {
+			for n := range content {
+				if !yield(n) {
+					return
+				}
+			}
+		}) {
+			items = append(items, diffResource(resourcev3.ClusterType, n, content[n]))
+		}
+		cs := &cachev3.Snapshot{}
+		cs.Resources[types.Cluster] = cachev3.NewResources(fmt.Sprint(content), items)
+		if err := cs.ConstructVersionMap(); err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	set := func(cs *cachev3.Snapshot) {
+		for _, s := range servers {
+			if err := s.cache.SetSnapshot(context.Background(), "n", cs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	set(snap(map[string]int{"c0": 0, "c1": 0, "c2": 0}))
+	type stream struct {
+		st    discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+		resps chan *discoveryv3.DeltaDiscoveryResponse
+	}
+	var streams []stream
+	for _, s := range servers {
+		cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps := make(chan *discoveryv3.DeltaDiscoveryResponse, 16)
+		go func() {
+			for {
+				r, err := st.Recv()
+				if err != nil {
+					close(resps)
+					return
+				}
+				resps <- r
+			}
+		}()
+		streams = append(streams, stream{st, resps})
+	}
+	send := func(req *discoveryv3.DeltaDiscoveryRequest) {
+		for _, s := range streams {
+			if err := s.st.Send(proto.CloneOf(req)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// next returns the names in each server's next response and its removed names (which must
+	// be the same for both servers, versions included), and ACKs it.
+	next := func(step string) (names, removed []string) {
+		var out []string
+		for i, s := range streams {
+			var r *discoveryv3.DeltaDiscoveryResponse
+			select {
+			case r = <-s.resps:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: %s sent nothing", step, servers[i].name)
+			}
+			var got []string
+			for _, res := range r.GetResources() {
+				got = append(got, res.GetName()+"@"+res.GetVersion()[:8])
+			}
+			slices.Sort(got)
+			removed = slices.Sorted(slices.Values(r.GetRemovedResources()))
+			out = append(out, fmt.Sprintf("%v removed %v", got, removed))
+			names = names[:0]
+			for _, res := range r.GetResources() {
+				names = append(names, res.GetName())
+			}
+			slices.Sort(names)
+			if err := s.st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: r.GetNonce()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out[0] != out[1] {
+			t.Fatalf("%s: %s sent %s, %s sent %s", step, servers[0].name, out[0], servers[1].name, out[1])
+		}
+		return names, removed
+	}
+	send(&discoveryv3.DeltaDiscoveryRequest{Node: (&diffClient{node: "n"}).nodeProto(), TypeUrl: resourcev3.ClusterType})
+	if got, _ := next("legacy wildcard"); !slices.Equal(got, []string{"c0", "c1", "c2"}) {
+		t.Fatalf("legacy wildcard: sent %v, want c0 c1 c2", got)
+	}
+	send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesSubscribe: []string{"c0"}})
+	if got, removed := next("c0 under the wildcard"); len(got)+len(removed) != 0 {
+		t.Fatalf("c0 under the wildcard: sent %v removed %v, want an empty response", got, removed)
+	}
+	send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesUnsubscribe: []string{"*"}})
+	// c1 changes, c2 does not; neither is subscribed: nothing is sent until the client
+	// subscribes to both, and then c1 alone (c2 is still held).
+	set(snap(map[string]int{"c0": 0, "c1": 1, "c2": 0}))
+	send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesSubscribe: []string{"c1", "c2"}})
+	if got, removed := next("c1 and c2 by name"); !slices.Equal(got, []string{"c1"}) || len(removed) != 0 {
+		t.Fatalf("c1 and c2 by name: sent %v removed %v, want c1 alone", got, removed)
+	}
+	set(snap(map[string]int{"c0": 0, "c1": 1}))
+	if got, removed := next("c2 removed"); len(got) != 0 || !slices.Equal(removed, []string{"c2"}) {
+		t.Fatalf("c2 removed: sent %v removed %v, want the removal of c2", got, removed)
+	}
+	send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesSubscribe: []string{"*"}})
+	if got, removed := next("wildcard"); len(got)+len(removed) != 0 {
+		t.Fatalf("wildcard: sent %v removed %v, want an empty response", got, removed)
+	}
+	set(snap(map[string]int{"c0": 2, "c1": 1, "c3": 0}))
+	if got, _ := next("wildcard again"); !slices.Equal(got, []string{"c0", "c3"}) {
+		t.Fatalf("wildcard again: sent %v, want c0 and c3", got)
+	}
+}
