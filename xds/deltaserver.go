@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"cmp"
 	"context"
 	"hash/maphash"
 	"runtime"
@@ -410,42 +409,41 @@ func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, nodeID
 }
 
 // deltaBody is the encoding of a delta response but for its nonce and system version: its
-// type URL, resources and removed names. Never modified; shared by every stream sending it.
+// type URL, resources and removed names. Never modified but for its index (under
+// deltaServer.mu); shared by every stream sending it.
 type deltaBody struct {
 	typeURL string
-	entries []deltaEntry // sorted by name
-	removed []string     // sorted
+	entries []deltaEntry
+	removed []string
 	bufs    mem.BufferSlice
+	// index maps each entry's name to its version, and each removed name to removedMark, made
+	// when another response is first compared with this one.
+	index map[string]string
 }
+
+const removedMark = "\x00removed"
 
 var deltaSeed = maphash.MakeSeed()
 
-// body returns the (interned) body of a response.
+// body returns the body of a response, shared with every stream that sends the same resources
+// at the same versions and the same removals while one of them holds it. Responses are keyed
+// by a hash that does not depend on their order (no sorting per stream), and compared in full
+// before one is shared.
 func (d *deltaServer) body(typeURL string, entries []deltaEntry, removed []string) *deltaBody {
-	slices.SortFunc(entries, func(a, b deltaEntry) int { return cmp.Compare(a.name, b.name) })
-	slices.Sort(removed)
-	var h maphash.Hash
-	h.SetSeed(deltaSeed)
-	h.WriteString(typeURL)
+	key := maphash.String(deltaSeed, typeURL)
 	for _, e := range entries {
-		h.WriteByte(0)
-		h.WriteString(e.name)
-		h.WriteByte(1)
-		h.WriteString(e.version)
+		key += mix(maphash.String(deltaSeed, e.name), maphash.String(deltaSeed, e.version))
 	}
 	for _, name := range removed {
-		h.WriteByte(2)
-		h.WriteString(name)
+		key += mix(maphash.String(deltaSeed, name), 0x9e3779b97f4a7c15)
 	}
-	key := h.Sum64()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if b := d.bodies[key].Value(); b != nil && b.same(typeURL, entries, removed) {
 		return b
 	}
 	b := encodeDeltaBody(typeURL, entries, removed)
-	wp := weak.Make(b)
-	d.bodies[key] = wp
+	d.bodies[key] = weak.Make(b)
 	runtime.AddCleanup(b, func(key uint64) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -456,11 +454,44 @@ func (d *deltaServer) body(typeURL string, entries []deltaEntry, removed []strin
 	return b
 }
 
+// mix combines the hashes of a name and a version into the hash of the pair.
+func mix(a, b uint64) uint64 {
+	x := a*0xff51afd7ed558ccd ^ b
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	return x ^ x>>29
+}
+
+// same reports whether b holds exactly entries (names and versions, in any order) and removed.
+// Called with deltaServer.mu held.
 func (b *deltaBody) same(typeURL string, entries []deltaEntry, removed []string) bool {
-	return b.typeURL == typeURL && slices.Equal(b.removed, removed) &&
-		slices.EqualFunc(b.entries, entries, func(x, y deltaEntry) bool {
-			return x.name == y.name && x.version == y.version && x.any.GetTypeUrl() == y.any.GetTypeUrl()
-		})
+	if b.typeURL != typeURL || len(b.entries) != len(entries) || len(b.removed) != len(removed) {
+		return false
+	}
+	if b.index == nil {
+		b.index = make(map[string]string, len(b.entries)+len(b.removed))
+		for _, e := range b.entries {
+			b.index[e.name] = e.version
+		}
+		for _, name := range b.removed {
+			b.index[name] = removedMark
+		}
+		if len(b.index) != len(b.entries)+len(b.removed) {
+			b.index = nil // a name twice: never shared
+			return false
+		}
+	}
+	for _, e := range entries {
+		if v, ok := b.index[e.name]; !ok || v != e.version {
+			return false
+		}
+	}
+	for _, name := range removed {
+		if b.index[name] != removedMark {
+			return false
+		}
+	}
+	return true
 }
 
 // deltaInline is the size up to which a resource's bytes are copied into the body rather than

@@ -67,6 +67,19 @@ func TestDeltaMsgEncoding(t *testing.T) {
 				t.Fatalf("run %d, %s: decodes to %v, want %v", run, name, got, want)
 			}
 		}
+		if reversed := slices.Clone(entries); len(reversed) > 1 {
+			slices.Reverse(reversed)
+			if d.body(resourcev3.ClusterType, reversed, slices.Clone(want.RemovedResources)) != body {
+				t.Fatalf("run %d: the same content in another order was encoded again", run)
+			}
+			reversed[0].version += "x"
+			if d.body(resourcev3.ClusterType, reversed, slices.Clone(want.RemovedResources)) == body {
+				t.Fatalf("run %d: a response with another version shares the body", run)
+			}
+		}
+		if len(want.RemovedResources) > 0 && d.body(resourcev3.ClusterType, slices.Clone(entries), nil) == body {
+			t.Fatalf("run %d: a response without removals shares the body", run)
+		}
 		if other := d.body(resourcev3.RouteType, slices.Clone(entries), nil); other == body {
 			t.Fatalf("run %d: another type URL shares the body", run)
 		}
