@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"hash/maphash"
 	"runtime"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unique"
 	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -201,7 +203,8 @@ func (d *deltaType) update(subscribe, unsubscribe []string) {
 				}
 			}
 		}
-		d.names[name] = struct{}{}
+		// Names are interned: the proxies of a service subscribe to the same ones.
+		d.names[unique.Make(name).Value()] = struct{}{}
 	}
 	for _, name := range unsubscribe {
 		if name == "*" {
@@ -371,17 +374,43 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	}
 }
 
-// respondAll answers every open request of the stream that something is now due to.
+// respondAll answers every open request of the stream that something is now due to, in the
+// order Envoy applies a change without dropping traffic: clusters before their endpoints,
+// then listeners before their routes, then the rest.
 func (d *deltaServer) respondAll(st grpc.ServerStream, ss *deltaStreamState) error {
 	id := ss.node.GetId()
+	open := make([]*deltaType, 0, len(ss.types))
 	for _, dt := range ss.types {
 		if dt.open {
-			if err := d.respond(st, ss, id, dt); err != nil {
-				return err
-			}
+			open = append(open, dt)
+		}
+	}
+	slices.SortFunc(open, func(a, b *deltaType) int {
+		if c := cmp.Compare(deltaRank(a.t), deltaRank(b.t)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.typeURL, b.typeURL)
+	})
+	for _, dt := range open {
+		if err := d.respond(st, ss, id, dt); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func deltaRank(t types.ResponseType) int {
+	switch t {
+	case types.Cluster:
+		return 0
+	case types.Endpoint:
+		return 1
+	case types.Listener:
+		return 2
+	case types.Route:
+		return 3
+	}
+	return 4 + int(t)
 }
 
 // respond sends dt what is due from the node's current snapshot, if anything; an open request
