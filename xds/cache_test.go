@@ -695,7 +695,15 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int, mode diffMode) 
 // bytes as its version but compares initial versions with the snapshot's version map, so it
 // re-sends everything); one it lacks, or holds at a stale version, is sent alone.
 func TestDeltaReconnectSendsOnlyWhatChanged(t *testing.T) {
-	s := NewServer(nil)
+	for name, opts := range map[string][]Option{"own delta server": nil, "go-control-plane's": {WithControlPlaneDeltaServer()}} {
+		t.Run(name, func(t *testing.T) { testDeltaReconnect(t, NewServer(nil, opts...)) })
+	}
+}
+
+func testDeltaReconnect(t *testing.T, s *Server) {
+	if (s.delta == nil) != (s.cplDelta) {
+		t.Fatalf("own delta server %v with WithControlPlaneDeltaServer %v", s.delta != nil, s.cplDelta)
+	}
 	addr := startXDS(t, s)
 	if err := s.SetSnapshot(seal(t, richMesh())); err != nil {
 		t.Fatal(err)

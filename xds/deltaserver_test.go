@@ -14,7 +14,9 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -220,5 +222,62 @@ func TestDeltaServerUnsubscribeWildcard(t *testing.T) {
 	set(snap(map[string]int{"c0": 2, "c1": 1, "c3": 0}))
 	if got, _ := next("wildcard again"); !slices.Equal(got, []string{"c0", "c3"}) {
 		t.Fatalf("wildcard again: sent %v, want c0 and c3", got)
+	}
+}
+
+// A delta stream whose service disappears from the mesh ends with NotFound (the kill path of
+// ads.go), with the server's own delta server as with go-control-plane's; and the server
+// counts the stream's ACK of what it was sent.
+func TestDeltaStreamKilled(t *testing.T) {
+	for name, opts := range map[string][]Option{"own delta server": nil, "go-control-plane's": {WithControlPlaneDeltaServer()}} {
+		t.Run(name, func(t *testing.T) {
+			srv := NewServer(testLogger(t), opts...)
+			addr := startXDS(t, srv)
+			if err := srv.SetSnapshot(seal(t, richMesh())); err != nil {
+				t.Fatal(err)
+			}
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: envoyNode("web-1", "web"), TypeUrl: resourcev3.ClusterType}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.GetResources()) == 0 || r.GetNonce() == "" || r.GetSystemVersionInfo() == "" {
+				t.Fatalf("first response: %d clusters, nonce %q, version %q", len(r.GetResources()), r.GetNonce(), r.GetSystemVersionInfo())
+			}
+			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: r.GetNonce()}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "the ACK recorded", func() bool {
+				ps, ok := proxyStatus(srv, "web-1")
+				return ok && ps.Acked[shortType(resourcev3.ClusterType)] == r.GetSystemVersionInfo()
+			})
+			without := richMesh()
+			delete(without.Services, "web")
+			delete(without.Chains, "web")
+			if err := srv.SetSnapshot(seal(t, without)); err != nil {
+				t.Fatal(err)
+			}
+			for range 10 {
+				if _, err = st.Recv(); err != nil {
+					break
+				}
+			}
+			if status.Code(err) != codes.NotFound {
+				t.Fatalf("after the service's removal: %v, want NotFound", err)
+			}
+		})
 	}
 }
