@@ -47,6 +47,9 @@ type deltaStream struct {
 func (w deltaStream) Context() context.Context { return w.ctx }
 
 func (a ads) StreamAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	if c, ok := a.s.cache.(*watchCache); ok && !a.s.cplSotw {
+		return a.s.serveSotw(st, c) // sotwserver.go
+	}
 	ctx, cancel := killable(st.Context())
 	defer cancel(nil)
 	return run(ctx, func() error { return a.s.xds.StreamAggregatedResources(sotwStream{st, ctx}) })

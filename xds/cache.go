@@ -78,6 +78,10 @@ type typeSet struct {
 	id       uint64 // unique in its cache
 	diffBase uint64
 	diff     *typeDiff
+
+	// sotw holds the state-of-the-world response bodies built from the typeSet
+	// (sotwserver.go), under its own lock.
+	sotw sotwBodies
 }
 
 // typeDiff is what changed from one typeSet to another.
@@ -90,6 +94,9 @@ type cacheNode struct {
 	snap   *nodeSnap
 	sotw   [types.UnknownType + 1]map[*sotwWatch]struct{}
 	deltas [types.UnknownType + 1]map[*deltaWatch]struct{}
+	// sotwConns are the node's state-of-the-world ADS streams served by sotwserver.go, woken
+	// when its snapshot changes.
+	sotwConns map[*sotwConn]struct{}
 }
 
 type sotwWatch struct {
@@ -156,6 +163,7 @@ func (c *watchCache) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.
 	}
 	c.release(old)
 	n.snap = ns
+	woken := false
 	for t := range types.UnknownType {
 		var prev *typeSet
 		if old != nil {
@@ -163,6 +171,10 @@ func (c *watchCache) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.
 		}
 		if ns.types[t] == prev && old != nil {
 			continue
+		}
+		if !woken {
+			n.wakeSotw()
+			woken = true
 		}
 		if err := c.respondSotw(ctx, n, t); err != nil {
 			return err

@@ -117,6 +117,9 @@ type Server struct {
 	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
 	listenerOnly atomic.Int64
 
+	cplSotw     bool         // WithControlPlaneSotW
+	sotwStreams atomic.Int64 // numbers the streams of sotwserver.go
+
 	authPeers bool         // WithPeerAuthentication
 	bundle    *trustBundle // SetTrustBundle; nil before
 
