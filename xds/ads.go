@@ -47,8 +47,8 @@ type deltaStream struct {
 func (w deltaStream) Context() context.Context { return w.ctx }
 
 func (a ads) StreamAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
-	if c, ok := a.s.cache.(*watchCache); ok && !a.s.cplSotw {
-		return a.s.serveSotw(st, c) // sotwserver.go
+	if a.s.sotw != nil {
+		return a.s.sotw.serve(st) // sotwserver.go
 	}
 	ctx, cancel := killable(st.Context())
 	defer cancel(nil)

@@ -117,8 +117,8 @@ type Server struct {
 	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
 	listenerOnly atomic.Int64
 
-	cplSotw     bool         // WithControlPlaneSotW
-	sotwStreams atomic.Int64 // numbers the streams of sotwserver.go
+	cplSotw bool        // WithControlPlaneSotW
+	sotw    *sotwServer // serves state-of-the-world ADS (sotwserver.go); nil with cplSotw
 
 	authPeers bool         // WithPeerAuthentication
 	bundle    *trustBundle // SetTrustBundle; nil before
@@ -243,6 +243,9 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 		s.cache = newWatchCache() // cache.go
 	}
 	s.xds = serverv3.NewServer(s.ctx, s.cache, (*callbacks)(s))
+	if c, ok := s.cache.(*watchCache); ok && !s.cplSotw {
+		s.sotw = newSotwServer(s.ctx, c, (*callbacks)(s))
+	}
 	return s
 }
 

@@ -7,12 +7,15 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
@@ -74,9 +77,35 @@ func WithControlPlaneSotW() Option {
 	return func(s *Server) { s.cplSotw = true }
 }
 
+// sotwServer serves state-of-the-world ADS streams from a watch cache. It is safe for
+// concurrent use.
+type sotwServer struct {
+	ctx   context.Context // ends every stream (with OK) when done
+	cache *watchCache
+	// cb is told of streams, requests and responses as go-control-plane's server tells its
+	// callbacks, but that a response passed to OnStreamResponse has no resources (they are
+	// encoded already) and its request is nil; nil for none.
+	cb      sotw.Callbacks
+	streams atomic.Int64 // numbers streams
+}
+
+func newSotwServer(ctx context.Context, c *watchCache, cb sotw.Callbacks) *sotwServer {
+	return &sotwServer{ctx: ctx, cache: c, cb: cb}
+}
+
+// StreamAggregatedResources makes a sotwServer an ADS server (delta streams unimplemented),
+// for tests.
+func (x *sotwServer) StreamAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return x.serve(st)
+}
+
+func (x *sotwServer) DeltaAggregatedResources(grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return status.Error(codes.Unimplemented, "delta xDS is not served here")
+}
+
 // sotwConn is one state-of-the-world ADS stream.
 type sotwConn struct {
-	s    *Server
+	x    *sotwServer
 	c    *watchCache
 	st   grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
 	id   int64
@@ -222,15 +251,18 @@ func (ty *sotwType) due(ts *typeSet) bool {
 	return false
 }
 
-// serveSotw serves one state-of-the-world ADS stream.
-func (s *Server) serveSotw(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], c *watchCache) error {
+// serve serves one state-of-the-world ADS stream, until the client ends it, the server's
+// context is done, or it is killed (ads.go's killable).
+func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
 	ctx, cancel := killable(st.Context())
 	defer cancel(nil)
-	conn := &sotwConn{s: s, c: c, st: st, id: sotwStreamBase + s.sotwStreams.Add(1), node: &corev3.Node{},
+	conn := &sotwConn{x: x, c: x.cache, st: st, id: sotwStreamBase + x.streams.Add(1), node: &corev3.Node{},
 		wake: make(chan struct{}, 1)}
 	defer conn.close()
-	if err := (*callbacks)(s).OnStreamOpen(ctx, conn.id, ""); err != nil {
-		return err
+	if x.cb != nil {
+		if err := x.cb.OnStreamOpen(ctx, conn.id, resourcev3.AnyType); err != nil {
+			return err
+		}
 	}
 	reqs := make(chan *discoveryv3.DiscoveryRequest)
 	go func() {
@@ -249,7 +281,7 @@ func (s *Server) serveSotw(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequ
 	}()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-x.ctx.Done():
 			return nil
 		case <-ctx.Done():
 			return context.Cause(ctx)
@@ -276,7 +308,9 @@ func (conn *sotwConn) close() {
 		conn.cnode = nil
 	}
 	conn.c.mu.Unlock()
-	(*callbacks)(conn.s).OnStreamClosed(conn.id, conn.node)
+	if conn.x.cb != nil {
+		conn.x.cb.OnStreamClosed(conn.id, conn.node)
+	}
 }
 
 // typ returns the stream's state of typeURL, nil before its first request.
@@ -301,8 +335,10 @@ func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 	if req.GetTypeUrl() == "" {
 		return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
 	}
-	if err := (*callbacks)(conn.s).OnStreamRequest(conn.id, req); err != nil {
-		return err
+	if conn.x.cb != nil {
+		if err := conn.x.cb.OnStreamRequest(conn.id, req); err != nil {
+			return err
+		}
 	}
 	ty, t := conn.typ(req.GetTypeUrl())
 	switch {
@@ -395,7 +431,10 @@ func (conn *sotwConn) respond(ty *sotwType, ts *typeSet) error {
 	if ty.retAll {
 		ty.retNames = nil
 	}
-	conn.s.sent(conn.id, ty.typeURL, nonce, version)
+	if conn.x.cb != nil {
+		conn.x.cb.OnStreamResponse(conn.st.Context(), conn.id, nil,
+			&discoveryv3.DiscoveryResponse{TypeUrl: ty.typeURL, VersionInfo: version, Nonce: nonce})
+	}
 	return conn.st.SendMsg(&sotwMsg{body: body, tail: protowire.AppendString(protowire.AppendTag(nil, 5, protowire.BytesType), nonce)})
 }
 
