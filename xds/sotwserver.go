@@ -454,6 +454,7 @@ func (n *cacheNode) wakeSotw() {
 type sotwMsg struct {
 	body []byte // never modified
 	tail []byte
+	msg  *emptypb.Empty // ProtoReflect's
 }
 
 var _ preEncoded = (*sotwMsg)(nil)
@@ -465,9 +466,11 @@ func (r *sotwMsg) wire() mem.BufferSlice {
 // ProtoReflect makes a sotwMsg a proto.Message encoding to its bytes, for gRPC servers
 // whose codec does not know preEncoded (a copy: those are tests).
 func (r *sotwMsg) ProtoReflect() protoreflect.Message {
-	e := &emptypb.Empty{}
-	e.ProtoReflect().SetUnknown(append(append(make([]byte, 0, len(r.body)+len(r.tail)), r.body...), r.tail...))
-	return e.ProtoReflect()
+	if r.msg == nil {
+		r.msg = &emptypb.Empty{}
+		r.msg.ProtoReflect().SetUnknown(append(append(make([]byte, 0, len(r.body)+len(r.tail)), r.body...), r.tail...))
+	}
+	return r.msg.ProtoReflect()
 }
 
 // sotwBodies are the response bodies of a typeSet, each held weakly (sotwserver.go).
