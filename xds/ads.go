@@ -7,8 +7,10 @@ import (
 	"google.golang.org/grpc"
 )
 
-// ads wraps go-control-plane's aggregated discovery service so that the Server can end one
-// stream with an error of its choosing (go-control-plane has no such hook): a node whose
+// ads serves the aggregated discovery service: state of the world with the server's own
+// (sotwserver.go; go-control-plane's with WithControlPlaneSotW or WithSnapshotCache), delta
+// with go-control-plane's. Either way the Server can end one stream with an error of its
+// choosing (go-control-plane has no such hook; killable below): a node whose
 // service disappears from the mesh, or that connected before the first snapshot and names a
 // service the snapshot does not have, gets a NotFound on its stream, as a node that names an
 // unknown service on its first request does.

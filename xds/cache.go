@@ -32,9 +32,12 @@ import (
 //   - the Any of each distinct resource is built once (wire.go) and shared by every response
 //     and every snapshot that sends it.
 //
-// Responses are go-control-plane's passthrough responses, so its server sends them as built
-// (setting the nonce on the per-response message); the maps handed to the server as returned
-// resources are fresh per response, because the server alters them.
+// State-of-the-world ADS streams are served from the cache by sotwserver.go, which registers
+// its streams on their node (sotwConns) and is woken by SetSnapshot; the rest of this file
+// serves go-control-plane's server (delta, per-type streams, REST, and SotW with
+// WithControlPlaneSotW). Its responses are go-control-plane's passthrough responses, so its
+// server sends them as built (setting the nonce on the per-response message); the maps handed
+// to the server as returned resources are fresh per response, because the server alters them.
 //
 // TestWatchCacheMatchesSnapshotCache drives both caches with the same random snapshots through
 // real ADS streams and holds their clients to the same state.
