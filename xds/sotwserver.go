@@ -70,6 +70,9 @@ var sotwTypeOrder = [...]types.ResponseType{
 	types.VirtualHost, types.ExtensionConfig, types.Secret, types.Runtime, types.RateLimitConfig,
 }
 
+// Every type is in sotwTypeOrder (this fails to compile when go-control-plane adds one).
+var _ = [1]struct{}{}[len(sotwTypeOrder)-int(types.UnknownType)]
+
 // WithControlPlaneSotW serves state-of-the-world ADS with go-control-plane's server, over the
 // same cache, instead of the server's own (sotwserver.go). It is kept for comparison
 // (TestSotwServerMatchesControlPlane, benchmarks). With WithSnapshotCache it is implied.
