@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/meshgit/mesh/internal/adsclient"
 )
 
 // The differential test of the state-of-the-world server (sotwserver.go): the random steps of
@@ -226,5 +229,105 @@ func TestSotwBodiesSharedAndWeak(t *testing.T) {
 	defer ts.sotw.mu.Unlock()
 	if ts.sotw.all.get() != nil || ts.sotw.named[s1.key].body.get() != nil {
 		t.Fatal("bodies nobody holds were not collected")
+	}
+}
+
+// The same differential at the level of the Server: two servers, ours and one with
+// WithControlPlaneSotW, are set the same random sequence of meshes (services added and
+// removed, an intention's permissions changed: clusters, endpoints, listeners, routes and
+// RBAC extension configs change), and serve the same Envoy-like clients (internal/adsclient:
+// wildcard listeners and clusters; routes, endpoints and extension configs by name as Envoy
+// follows them, or wildcard), some of which reconnect. After every step, once both servers
+// report every proxy up to date, each client of ours must hold exactly what its twin holds of
+// every type (resources byte for byte, and the version).
+func TestSotwServerMatchesControlPlaneServer(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("MESH_DIFF_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("seed %d (MESH_DIFF_SEED reproduces)", seed)
+	r := rand.New(rand.NewPCG(seed, 1))
+	servers := [2]*Server{NewServer(testLogger(t)), NewServer(testLogger(t), WithControlPlaneSotW())}
+	names := [2]string{"our SotW server", "go-control-plane's SotW server"}
+	var ccs [2]*grpc.ClientConn
+	for k, s := range servers {
+		ccs[k] = dialRaw(t, startXDS(t, s))
+	}
+	set := func() {
+		snap := seal(t, denseMesh(3+r.IntN(4), []string{"", "/a", "/b"}[r.IntN(3)]))
+		for _, s := range servers {
+			if err := s.SetSnapshot(snap); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	type twin struct {
+		node, service string
+		opts          adsclient.Options
+		cancel        [2]context.CancelFunc
+		c             [2]*adsclient.Client
+	}
+	open := func(tw *twin) {
+		for k := range servers {
+			if tw.cancel[k] != nil {
+				tw.cancel[k]()
+				<-tw.c[k].Done()
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			c, err := adsclient.Open(ctx, ccs[k], envoyNode(tw.node, tw.service), tw.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw.cancel[k], tw.c[k] = cancel, c
+		}
+	}
+	set()
+	twins := make([]*twin, 6)
+	for i := range twins {
+		tw := &twin{node: "n" + strconv.Itoa(i), service: "s" + strconv.Itoa(i%3),
+			opts: adsclient.Options{Follow: i%2 == 0, Keep: true, Extensions: []string{PublicHTTPRBAC}}}
+		open(tw)
+		twins[i] = tw
+	}
+	defer func() {
+		for _, tw := range twins {
+			for k := range servers {
+				tw.cancel[k]()
+			}
+		}
+	}()
+	typs := append(slices.Clone(adsclient.Types), resourcev3.ExtensionConfigType)
+	for step := range 12 {
+		if step > 0 {
+			set()
+			if r.IntN(2) == 0 {
+				open(twins[r.IntN(len(twins))])
+			}
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for _, tw := range twins {
+			for {
+				diff := ""
+				for k, s := range servers {
+					if !upToDate(s, tw.node) {
+						diff = names[k] + ": not up to date"
+					}
+				}
+				for _, typ := range typs {
+					a, b := tw.c[0], tw.c[1]
+					if a.Version(typ) != b.Version(typ) || !slices.Equal(a.Held(typ), b.Held(typ)) {
+						diff += fmt.Sprintf("; %s: version %q, %d resources from ours, version %q, %d resources from go-control-plane's",
+							shortType(typ), a.Version(typ), len(a.Held(typ)), b.Version(typ), len(b.Held(typ)))
+					}
+				}
+				if diff == "" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("step %d: node %s (%v): %s", step, tw.node, tw.opts, diff)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 	}
 }
