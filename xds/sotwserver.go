@@ -75,7 +75,7 @@ var _ = [1]struct{}{}[len(sotwTypeOrder)-int(types.UnknownType)]
 
 // WithControlPlaneSotW serves state-of-the-world ADS with go-control-plane's server, over the
 // same cache, instead of the server's own (sotwserver.go). It is kept for comparison
-// (TestSotwServerMatchesControlPlane, benchmarks). With WithSnapshotCache it is implied.
+// (TestSotwServerMatchesControlPlaneServer, benchmarks). With WithSnapshotCache it is implied.
 func WithControlPlaneSotW() Option {
 	return func(s *Server) { s.cplSotw = true }
 }
@@ -121,7 +121,7 @@ type sotwConn struct {
 
 	nonce uint64
 	types [types.UnknownType]*sotwType
-	other map[string]*sotwType // unknown type URLs: never anything to send
+	other map[string]*sotwType // unknown type URLs: only ever answered with no resources
 }
 
 // sotwType is a stream's state of one resource type.
