@@ -59,6 +59,9 @@ import (
 // A stream the server kills (ads.go) ends as soon as its goroutine is not blocked sending to
 // a proxy that does not read.
 
+// maxUnknownTypes bounds the unknown type URLs a stream may ask for (each has its state).
+const maxUnknownTypes = 16
+
 // sotwStreamBase numbers this server's streams apart from go-control-plane's (1, 2, … for its
 // per-type streams; negated for delta streams, callbacks.go).
 const sotwStreamBase = 1 << 40
@@ -350,6 +353,9 @@ func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 		if t < types.UnknownType {
 			conn.types[t] = ty
 		} else {
+			if len(conn.other) >= maxUnknownTypes {
+				return status.Errorf(codes.InvalidArgument, "more than %d unknown resource types", maxUnknownTypes)
+			}
 			if conn.other == nil {
 				conn.other = map[string]*sotwType{}
 			}

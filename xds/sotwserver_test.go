@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -329,5 +331,27 @@ func TestSotwServerMatchesControlPlaneServer(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
+	}
+}
+
+// A stream asking for ever more unknown resource types (each of which the server must keep
+// the state of) is ended with InvalidArgument once there are too many; until then each is
+// answered as go-control-plane answers one: with no resources, when its version is not "".
+func TestSotwUnknownTypesBounded(t *testing.T) {
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	if err := srv.SetSnapshot(seal(t, denseMesh(3, ""))); err != nil {
+		t.Fatal(err)
+	}
+	a := newRawADS(t, dialRaw(t, addr))
+	a.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("s0-1", "s0"), TypeUrl: "type.googleapis.com/unknown.0", VersionInfo: "1"})
+	if r := a.mustRecv("type.googleapis.com/unknown.0"); len(r.Resources) != 0 || r.VersionInfo != "" {
+		t.Fatalf("an unknown type: version %q, %d resources; want none", r.VersionInfo, len(r.Resources))
+	}
+	for i := 1; i <= maxUnknownTypes; i++ {
+		a.send(&discoveryv3.DiscoveryRequest{TypeUrl: "type.googleapis.com/unknown." + strconv.Itoa(i)})
+	}
+	if st := a.expectError(); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "unknown resource types") {
+		t.Fatalf("after %d unknown types: %v, want InvalidArgument", maxUnknownTypes+1, st)
 	}
 }
