@@ -153,13 +153,16 @@ type sotwSub struct {
 var sotwSeed = maphash.MakeSeed()
 
 // set updates the subscription from a request's resource names, as go-control-plane's
-// Subscription.SetResourceSubscription does.
-func (sub *sotwSub) set(requested []string) {
+// Subscription.SetResourceSubscription does, and reports whether it changed. A request naming
+// what the subscription names, in its order (an ACK), costs no allocation.
+func (sub *sotwSub) set(requested []string) bool {
 	if sub.legacy {
 		if len(requested) == 0 {
-			return
+			return false
 		}
 		sub.legacy = false
+	} else if !sub.wildcard && sub.names != nil && slices.Equal(requested, sub.names) {
+		return false
 	}
 	names := make([]string, 0, len(requested))
 	star := false
@@ -179,6 +182,7 @@ func (sub *sotwSub) set(requested []string) {
 		h.WriteByte(0)
 	}
 	sub.wildcard, sub.names, sub.key = star, names, h.Sum64()
+	return true
 }
 
 // all reports whether a response to sub holds every resource: it is wildcard, or names none.
@@ -208,7 +212,9 @@ func (ty *sotwType) returned(name string) bool {
 // resubscribe applies a request's names to an existing subscription, forgetting what was
 // returned of the names no longer subscribed (so that subscribing again gets them again).
 func (ty *sotwType) resubscribe(requested []string) {
-	ty.sub.set(requested)
+	if !ty.sub.set(requested) {
+		return
+	}
 	if ty.sub.wildcard || ty.sub.legacy || ty.ret == nil {
 		return
 	}
