@@ -20,6 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -353,5 +354,29 @@ func TestSotwUnknownTypesBounded(t *testing.T) {
 	}
 	if st := a.expectError(); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "unknown resource types") {
 		t.Fatalf("after %d unknown types: %v, want InvalidArgument", maxUnknownTypes+1, st)
+	}
+}
+
+// A NACK (whose version is the last one the proxy accepted, older than the cache's) is not
+// answered with the configuration just rejected; the next change is sent.
+func TestSotwNackNotResent(t *testing.T) {
+	srv := NewServer(testLogger(t))
+	addr := startXDS(t, srv)
+	if err := srv.SetSnapshot(seal(t, denseMesh(3, ""))); err != nil {
+		t.Fatal(err)
+	}
+	a := newRawADS(t, dialRaw(t, addr))
+	a.send(&discoveryv3.DiscoveryRequest{Node: envoyNode("s0-1", "s0"), TypeUrl: resourcev3.ClusterType})
+	r1 := a.mustRecv(resourcev3.ClusterType)
+	a.send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: r1.Nonce,
+		ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: "cluster: bad"}})
+	if r, err := a.recv(300 * time.Millisecond); err != nil || r != nil {
+		t.Fatalf("a NACK was answered: version %q (rejected %q), nonce %q (%v)", r.GetVersionInfo(), r1.VersionInfo, r.GetNonce(), err)
+	}
+	if err := srv.SetSnapshot(seal(t, denseMesh(4, ""))); err != nil {
+		t.Fatal(err)
+	}
+	if r2 := a.mustRecv(resourcev3.ClusterType); r2.VersionInfo == r1.VersionInfo {
+		t.Fatalf("after a change: version %q again", r2.VersionInfo)
 	}
 }
