@@ -91,14 +91,14 @@ func TestDeltaServerSubscriptionChanges(t *testing.T) {
 
 // serveDeltaServer serves c with the server's own delta server for DeltaAggregatedResources
 // and go-control-plane's for the rest, on loopback.
-func serveDeltaServer(t *testing.T, c *watchCache) string {
+func serveDeltaServer(t *testing.T, c *watchCache, opts ...grpc.ServerOption) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(GRPCServerOptions()...)
+	g := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ownDeltaADS{serverv3.NewServer(ctx, c, nil), newDeltaServer(ctx, c, serverv3.CallbackFuncs{})})
 	go g.Serve(lis)
 	t.Cleanup(func() { cancel(); g.Stop() })
@@ -214,6 +214,8 @@ type diffClient struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	err     error
+	// responses counts the SotW responses received.
+	responses int
 }
 
 type diffEntry struct {
@@ -329,6 +331,7 @@ func (c *diffClient) recvSotw(str discoveryv3.AggregatedDiscoveryService_StreamA
 			}
 		}
 		c.state[typ], c.version[typ], c.nonce[typ] = st, resp.GetVersionInfo(), resp.GetNonce()
+		c.responses++
 		c.sendSotw(typ)
 		c.mu.Unlock()
 	}
@@ -486,8 +489,9 @@ func (c *diffClient) mismatch(cs *cachev3.Snapshot) string {
 	return ""
 }
 
-// diffMode is what runCacheDifferential drives.
+// diffMode is what runDifferential drives.
 type diffMode struct {
+	sotwOnly bool // only state-of-the-world clients, some asking for duplicates and absent names
 	allDelta bool // every client is a delta one (else a third are state of the world)
 	// rich adds, for delta clients, subscribing to and unsubscribing from "*" and unsubscribing
 	// from a name under the wildcard, and serves the server's own delta server alone:
@@ -506,10 +510,20 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int, mode diffMode) 
 	own := newWatchCache()
 	caches := []nodeCache{newWatchCache(), cachev3.NewSnapshotCache(false, cachev3.IDHash{}, quiet), own}
 	cacheNames := []string{"watch cache", "SnapshotCache", "delta server"}
-	addrs := []string{serveCache(t, caches[0]), serveCache(t, caches[1]), serveDeltaServer(t, own)}
+	var opts []grpc.ServerOption
+	if r.IntN(2) == 0 {
+		opts = GRPCServerOptions() // else its responses are marshalled as proto.Messages
+	}
+	addrs := []string{serveCache(t, caches[0]), serveCache(t, caches[1]), serveDeltaServer(t, own, opts...)}
 	if mode.rich {
 		caches, cacheNames, addrs = caches[2:], cacheNames[2:], addrs[2:]
 	}
+	runDifferential(t, r, steps, caches, cacheNames, addrs, mode)
+}
+
+// runDifferential drives caches, served at addrs, with the same random steps and holds their
+// clients to the same state.
+func runDifferential(t *testing.T, r *rand.Rand, steps int, caches []nodeCache, cacheNames, addrs []string, mode diffMode) {
 	groups := []*diffGroup{{}, {}}
 	for _, g := range groups {
 		g.content = map[resourcev3.Type]map[string]int{}
@@ -529,11 +543,14 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int, mode diffMode) 
 		if len(out) == 0 {
 			out = []string{diffNames(typ)[r.IntN(5)]}
 		}
+		if mode.sotwOnly && r.IntN(3) == 0 {
+			out = append(out, out[0], "absent") // a duplicate, and a resource nobody has
+		}
 		return out
 	}
 	clients := make([][]*diffClient, nodes)
 	for i := range nodes {
-		delta := mode.allDelta || i%3 != 0
+		delta := (mode.allDelta || i%3 != 0) && !mode.sotwOnly
 		names := map[resourcev3.Type][]string{}
 		for _, typ := range diffCacheTypes {
 			if r.IntN(2) == 0 {
@@ -553,7 +570,9 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int, mode diffMode) 
 	defer func() {
 		for _, pair := range clients {
 			for _, c := range pair {
-				c.close()
+				if c.cancel != nil {
+					c.close()
+				}
 			}
 		}
 	}()
@@ -687,6 +706,24 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int, mode diffMode) 
 				}
 			}
 		}
+	}
+	// Once every client holds its state, responses stop (a few may still be on their way): no
+	// response answers an ACK of itself.
+	count := func() (n []int) {
+		for _, pair := range clients {
+			for _, c := range pair {
+				c.mu.Lock()
+				n = append(n, c.responses)
+				c.mu.Unlock()
+			}
+		}
+		return n
+	}
+	time.Sleep(100 * time.Millisecond)
+	before := count()
+	time.Sleep(200 * time.Millisecond)
+	if after := count(); !slices.Equal(before, after) {
+		t.Fatalf("responses after every client is up to date: %v, then %v", before, after)
 	}
 }
 
