@@ -295,8 +295,18 @@ func startRawFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer 
 		set: func(b *testing.B, v int) { setAll(v) }}
 }
 
+// benchXDSOptions are the xds.Server options of the mesh and commit servers: with
+// MESH_BENCH_CPL_DELTA set, delta streams are served by go-control-plane's server (the before
+// of xds's own delta server).
+func benchXDSOptions() []xds.Option {
+	if os.Getenv("MESH_BENCH_CPL_DELTA") != "" {
+		return []xds.Option{xds.WithControlPlaneDeltaServer()}
+	}
+	return nil
+}
+
 func startMeshFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer {
-	x := xds.NewServer(nil)
+	x := xds.NewServer(nil, benchXDSOptions()...)
 	addr, stop := serveGRPC(b, x.Register, xds.GRPCServerOptions()...) // as `mesh serve`
 	if err := x.SetSnapshot(fx.snaps[0]); err != nil {
 		b.Fatal(err)
@@ -314,7 +324,7 @@ func startCommitFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServ
 	repo.commit(fx.files[0], "v0", false)
 	cfg := testConfig(b, repo.bare, nodeOpts{})
 	cfg.Log = discardLogger()
-	x := xds.NewServer(nil)
+	x := xds.NewServer(nil, benchXDSOptions()...)
 	addr, stop := serveGRPC(b, x.Register, xds.GRPCServerOptions()...) // as `mesh serve`
 	cfg.Publisher, cfg.Proxies = x, x.Proxies
 	s := startServer(b, cfg)

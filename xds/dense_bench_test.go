@@ -90,7 +90,11 @@ func BenchmarkDenseMesh(b *testing.B) {
 }
 
 func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) {
-	s := NewServer(nil)
+	var opts []Option
+	if os.Getenv("MESH_BENCH_CPL_DELTA") != "" {
+		opts = append(opts, WithControlPlaneDeltaServer()) // the before of the own delta server
+	}
+	s := NewServer(nil, opts...)
 	addr := startXDS(b, s)
 	if err := s.SetSnapshot(snaps[0]); err != nil {
 		b.Fatal(err)

@@ -1,6 +1,6 @@
 // Package xds renders a compiled mesh.Snapshot into the configuration of each proxy and serves
-// it over xDS: state-of-the-world ADS with its own server (sotwserver.go), delta ADS and the
-// per-type services with go-control-plane's.
+// it over xDS: state-of-the-world and delta ADS with its own servers (sotwserver.go,
+// deltaserver.go), the per-type services with go-control-plane's.
 //
 // Guarantees:
 //
@@ -29,8 +29,10 @@
 //     node looks only at the watches of the types that changed, a wildcard delta watch is
 //     answered from the difference of the type's old and new resources (computed once for
 //     every node of a group), and each resource's wire bytes are shared by every response.
-//     A state-of-the-world response's bytes are encoded once for every stream that sends the
-//     same resources, and only its nonce per stream (sotwserver.go, with GRPCServerOptions).
+//     A state-of-the-world or delta response's bytes are encoded once for every stream that
+//     sends the same resources, and only its nonce per stream (sotwserver.go, deltaserver.go,
+//     with GRPCServerOptions); a delta stream in sync with its node holds a pointer to what it
+//     was sent per type, not a version per resource.
 //     Delta resource versions on the wire are the ones the server tracks (go-control-plane
 //     sends a hash of the bytes but tracks the snapshot's version map), so a delta client that
 //     reconnects with initial_resource_versions is sent only what it lacks.
