@@ -323,8 +323,8 @@ func (c *watchCache) deltaUnwatch(nodeID string, dc *deltaConn) {
 }
 
 // deltaView returns the node's typeSet of dt's type, and its difference from the typeSet dt's
-// client holds all of (wildcard, nothing else held) when there is one; ok is false while the node
-// has no snapshot.
+// client was last sent when it holds exactly what it was sent (dt.inStep); ok is false while
+// the node has no snapshot.
 func (c *watchCache) deltaView(nodeID string, dt *deltaType) (ts *typeSet, diff *typeDiff, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -333,7 +333,7 @@ func (c *watchCache) deltaView(nodeID string, dt *deltaType) (ts *typeSet, diff 
 		return nil, nil, false
 	}
 	ts = n.typeOf(dt.t)
-	if dt.wildcard && dt.baseAll && len(dt.over) == 0 && dt.base != nil && ts != nil && dt.base != ts {
+	if dt.inStep() && ts != nil && dt.base != ts {
 		diff = ts.diffFrom(dt.base)
 	}
 	return ts, diff, true

@@ -234,6 +234,17 @@ func (d *deltaType) content(ts *typeSet, diff *typeDiff) (entries []deltaEntry, 
 		return deltaEntry{name: name, version: ts.versions[name], any: ts.any(name)}
 	}
 	switch {
+	case !d.wildcard && diff != nil: // what it holds is base's versions of the names
+		for _, name := range diff.changed {
+			if _, ok := d.names[name]; ok {
+				entries = append(entries, entry(name))
+			}
+		}
+		for _, name := range diff.removed {
+			if _, ok := d.names[name]; ok {
+				removed = append(removed, name)
+			}
+		}
 	case d.wildcard && diff != nil:
 		entries = make([]deltaEntry, 0, len(diff.changed))
 		for _, name := range diff.changed {
@@ -275,9 +286,16 @@ func (d *deltaType) content(ts *typeSet, diff *typeDiff) (entries []deltaEntry, 
 	return entries, removed, send
 }
 
-// upToDate reports, cheaply, that a wildcard client holds exactly ts.
+// inStep reports whether the client holds exactly what it was last sent, all of base
+// (wildcard) or base's versions of the names it subscribes to, and still subscribes the same
+// way: what is due is then what changed since base, among the names when not wildcard.
+func (d *deltaType) inStep() bool {
+	return d.base != nil && len(d.over) == 0 && d.wildcard == d.baseAll
+}
+
+// upToDate reports, cheaply, that nothing is due from ts.
 func (d *deltaType) upToDate(ts *typeSet) bool {
-	return d.wildcard && d.baseAll && len(d.over) == 0 && d.base == ts && !d.force
+	return d.inStep() && d.base == ts && !(d.wildcard && d.force)
 }
 
 // deltaStreamState is one stream.
