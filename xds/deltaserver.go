@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"hash/maphash"
+	"maps"
 	"runtime"
 	"slices"
 	"strconv"
@@ -64,6 +65,7 @@ type deltaServer struct {
 
 	mu     sync.Mutex // guards bodies
 	bodies map[uint64]weak.Pointer[deltaBody]
+	sets   nameSets
 }
 
 // deltaCallbacks are go-control-plane's delta callbacks: the Server's (callbacks.go).
@@ -75,7 +77,8 @@ type deltaCallbacks interface {
 }
 
 func newDeltaServer(ctx context.Context, c *watchCache, cb deltaCallbacks) *deltaServer {
-	return &deltaServer{ctx: ctx, cb: cb, c: c, bodies: map[uint64]weak.Pointer[deltaBody]{}}
+	return &deltaServer{ctx: ctx, cb: cb, c: c, bodies: map[uint64]weak.Pointer[deltaBody]{},
+		sets: nameSets{sets: map[uint64]weak.Pointer[nameSet]{}}}
 }
 
 // deltaConn is what the cache knows of a stream: it is woken when its node's snapshot changes.
@@ -95,8 +98,11 @@ type deltaType struct {
 	typeURL  string
 	t        types.ResponseType
 	wildcard bool
-	legacy   bool                // still in legacy wildcard mode: no name (nor "*") subscribed yet
-	names    map[string]struct{} // subscribed by name (may be non-empty under wildcard)
+	legacy   bool // still in legacy wildcard mode: no name (nor "*") subscribed yet
+	// names are the names subscribed to (some may be under the wildcard): a set shared with
+	// every stream subscribing to the same names (namesRef keeps it interned), never modified.
+	names    map[string]struct{}
+	namesRef *nameSet
 	// What the client holds (go-control-plane's ReturnedResources): base's versions, of all of
 	// base when baseAll, else of the names subscribed; over overrides them name by name.
 	base    *typeSet
@@ -112,16 +118,16 @@ type heldVersion struct {
 	has bool
 }
 
-func newDeltaType(typeURL string, req *discoveryv3.DeltaDiscoveryRequest) *deltaType {
+func newDeltaType(sets *nameSets, typeURL string, req *discoveryv3.DeltaDiscoveryRequest) *deltaType {
 	d := &deltaType{typeURL: typeURL, t: responseType(typeURL), legacy: true,
-		wildcard: len(req.GetResourceNamesSubscribe()) == 0, names: map[string]struct{}{}}
+		wildcard: len(req.GetResourceNamesSubscribe()) == 0}
 	if irv := req.GetInitialResourceVersions(); len(irv) > 0 {
 		d.over = make(map[string]heldVersion, len(irv))
 		for name, v := range irv {
 			d.over[name] = heldVersion{v: v, has: true}
 		}
 	}
-	d.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	d.update(sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	return d
 }
 
@@ -180,13 +186,27 @@ func (d *deltaType) setOver(name string, h heldVersion) {
 
 // update applies a request's subscriptions and unsubscriptions as go-control-plane's
 // Subscription.UpdateResourceSubscriptions does, keeping what the client holds the same.
-func (d *deltaType) update(subscribe, unsubscribe []string) {
+func (d *deltaType) update(sets *nameSets, subscribe, unsubscribe []string) {
 	if d.legacy {
 		if len(subscribe) == 0 {
 			return // still legacy wildcard (unsubscriptions are ignored, as go-control-plane does)
 		}
 		d.legacy = false
 	}
+	// The names are changed in a copy of the shared set, interned again at the end.
+	owned := false
+	own := func() {
+		if !owned {
+			m := make(map[string]struct{}, len(d.names)+len(subscribe))
+			maps.Copy(m, d.names)
+			d.names, owned = m, true
+		}
+	}
+	defer func() {
+		if owned {
+			d.names, d.namesRef = sets.intern(d.names)
+		}
+	}()
 	for _, name := range subscribe {
 		if name == "*" {
 			d.wildcard = true
@@ -203,8 +223,8 @@ func (d *deltaType) update(subscribe, unsubscribe []string) {
 				}
 			}
 		}
-		// Names are interned: the proxies of a service subscribe to the same ones.
-		d.names[unique.Make(name).Value()] = struct{}{}
+		own()
+		d.names[unique.Make(name).Value()] = struct{}{} // the same strings in every set
 	}
 	for _, name := range unsubscribe {
 		if name == "*" {
@@ -216,8 +236,55 @@ func (d *deltaType) update(subscribe, unsubscribe []string) {
 		} else if _, has := d.held(name); has {
 			d.setOver(name, heldVersion{})
 		}
-		delete(d.names, name)
+		if _, ok := d.names[name]; ok {
+			own()
+			delete(d.names, name)
+		}
 	}
+}
+
+// nameSets interns the name sets of named subscriptions: the proxies of a service, and in a
+// dense mesh those of most services, subscribe to the same endpoints and routes.
+type nameSets struct {
+	mu   sync.Mutex
+	sets map[uint64]weak.Pointer[nameSet]
+}
+
+type nameSet struct{ m map[string]struct{} }
+
+// intern returns the shared set equal to m (m itself if there is none), nil for no names.
+func (n *nameSets) intern(m map[string]struct{}) (map[string]struct{}, *nameSet) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	var key uint64
+	for name := range m {
+		key += mix(maphash.String(deltaSeed, name), 0x5851f42d4c957f2d)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s := n.sets[key].Value(); s != nil && len(s.m) == len(m) {
+		same := true
+		for name := range m {
+			if _, ok := s.m[name]; !ok {
+				same = false
+				break
+			}
+		}
+		if same {
+			return s.m, s
+		}
+	}
+	s := &nameSet{m: m}
+	n.sets[key] = weak.Make(s)
+	runtime.AddCleanup(s, func(key uint64) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.sets[key].Value() == nil {
+			delete(n.sets, key)
+		}
+	}, key)
+	return m, s
 }
 
 // deltaEntry is one resource of a response.
@@ -379,10 +446,10 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 			}
 			dt := ss.types[req.GetTypeUrl()]
 			if dt == nil {
-				dt = newDeltaType(req.GetTypeUrl(), req)
+				dt = newDeltaType(&d.sets, req.GetTypeUrl(), req)
 				ss.types[req.GetTypeUrl()] = dt
 			} else {
-				dt.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+				dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 			}
 			dt.open, dt.force = true, req.GetResponseNonce() == ""
 			if err := d.respond(st, ss, registered, dt); err != nil {

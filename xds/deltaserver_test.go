@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
+	"weak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -280,4 +282,21 @@ func TestDeltaStreamKilled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Streams subscribing to the same names by name share one set, however they got there; a
+// stream that changes its names gets another without altering the shared one.
+func TestDeltaNameSetsShared(t *testing.T) {
+	sets := &nameSets{sets: map[uint64]weak.Pointer[nameSet]{}}
+	a := newDeltaType(sets, resourcev3.EndpointType, &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"x", "y", "z"}})
+	b := newDeltaType(sets, resourcev3.EndpointType, &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"z", "w"}})
+	b.update(sets, []string{"x", "y"}, []string{"w"})
+	if a.namesRef == nil || a.namesRef != b.namesRef {
+		t.Fatalf("the same names are held in two sets: %v, %v", a.names, b.names)
+	}
+	b.update(sets, nil, []string{"z"})
+	if a.namesRef == b.namesRef || len(a.names) != 3 || len(b.names) != 2 {
+		t.Fatalf("after one stream unsubscribed: %v and %v", a.names, b.names)
+	}
+	runtime.KeepAlive(a)
 }

@@ -70,7 +70,9 @@ func denseBenchMesh(transparent bool, variant int) *mesh.Snapshot {
 // and ACKing everything): the authorization change until every stream has received its new
 // RBAC and ACKed it (ns/op, and the CPU time it took), the bytes pushed
 // per proxy for it, and once per run the initial sync of every stream and the bytes per proxy
-// it took.
+// it took. MESH_BENCH_FOLLOW=1 subscribes to routes and endpoints by name, as Envoy does
+// (adsclient.Options.Follow); MESH_BENCH_CPL_DELTA=1 serves delta with go-control-plane's
+// server (WithControlPlaneDeltaServer).
 func BenchmarkDenseMesh(b *testing.B) {
 	for _, model := range []string{"explicit", "transparent"} {
 		var snaps [2]*mesh.Snapshot
@@ -116,7 +118,8 @@ func benchDense(b *testing.B, snaps [2]*mesh.Snapshot, streams int, delta bool) 
 	start := time.Now()
 	for i := range streams {
 		node := envoyNode(fmt.Sprintf("dense-%d", i), denseName(i))
-		c, err := adsclient.Open(ctx, conns[i%len(conns)], node, adsclient.Options{Delta: delta, Extensions: []string{PublicHTTPRBAC}})
+		c, err := adsclient.Open(ctx, conns[i%len(conns)], node, adsclient.Options{Delta: delta, Extensions: []string{PublicHTTPRBAC},
+			Follow: os.Getenv("MESH_BENCH_FOLLOW") != ""})
 		if err != nil {
 			b.Fatal(err)
 		}
