@@ -372,6 +372,8 @@ type deltaStreamState struct {
 	node  *corev3.Node
 	types map[string]*deltaType
 	nonce int64
+	// unknown counts the unknown type URLs in types, at most maxUnknownTypes (sotwserver.go).
+	unknown int
 }
 
 // serve serves one DeltaAggregatedResources stream until the client ends it, a callback or a
@@ -446,6 +448,12 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 			}
 			dt := ss.types[req.GetTypeUrl()]
 			if dt == nil {
+				if responseType(req.GetTypeUrl()) == types.UnknownType {
+					if ss.unknown >= maxUnknownTypes {
+						return status.Errorf(codes.InvalidArgument, "more than %d unknown resource types", maxUnknownTypes)
+					}
+					ss.unknown++
+				}
 				dt = newDeltaType(&d.sets, req.GetTypeUrl(), req)
 				ss.types[req.GetTypeUrl()] = dt
 			} else {

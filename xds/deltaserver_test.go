@@ -300,3 +300,41 @@ func TestDeltaNameSetsShared(t *testing.T) {
 	}
 	runtime.KeepAlive(a)
 }
+
+// A delta stream may ask for at most maxUnknownTypes unknown type URLs (each has its state):
+// the next one ends it with InvalidArgument.
+func TestDeltaUnknownTypesBounded(t *testing.T) {
+	srv := NewServer(nil)
+	addr := startXDS(t, srv)
+	if err := srv.SetSnapshot(seal(t, richMesh())); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxUnknownTypes + 1 {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: "type.googleapis.com/unknown.T" + strconv.Itoa(i)}
+		if i == 0 {
+			req.Node = envoyNode("web-1", "web")
+		}
+		if err := st.Send(req); err != nil {
+			break
+		}
+	}
+	for range maxUnknownTypes + 1 {
+		if _, err = st.Recv(); err != nil {
+			break
+		}
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("after %d unknown types: %v, want InvalidArgument", maxUnknownTypes+1, err)
+	}
+}
