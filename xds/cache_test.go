@@ -493,11 +493,12 @@ func (c *diffClient) mismatch(cs *cachev3.Snapshot) string {
 type diffMode struct {
 	sotwOnly bool // only state-of-the-world clients, some asking for duplicates and absent names
 	allDelta bool // every client is a delta one (else a third are state of the world)
-	// rich adds, for delta clients, subscribing to and unsubscribing from "*" and unsubscribing
-	// from a name under the wildcard, and serves the server's own delta server alone:
-	// go-control-plane's server applies a response its cache queued for a watch it has just
-	// cancelled after the subscription change that cancelled it (processAll runs before the
-	// request's Cancel), which loses an unsubscription under the wildcard now and then.
+	// rich adds, for delta clients, subscribing to "*" and to names under it, and
+	// unsubscribing from a name under the wildcard, and serves the server's own delta server
+	// alone: go-control-plane's server (over either cache) then leaves its clients short of a
+	// resource now and then. A likely cause: a response its cache queues for the watch a
+	// request is about to cancel (between the request's processAll and Cancel) is applied
+	// after that request's subscription change, and overwrites what it marked to resend.
 	rich bool
 }
 

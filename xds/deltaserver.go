@@ -367,11 +367,14 @@ func (d *deltaType) upToDate(ts *typeSet) bool {
 
 // deltaStreamState is one stream.
 type deltaStreamState struct {
-	id    int64 // as the callbacks take it (negated by deltaStreamID)
-	conn  *deltaConn
-	node  *corev3.Node
-	types map[string]*deltaType
-	nonce int64
+	id   int64 // as the callbacks take it (negated by deltaStreamID)
+	conn *deltaConn
+	node *corev3.Node // of the last request that had one (as go-control-plane's server)
+	// nodeID is the node the stream is served for, its first request's (the Server's
+	// callbacks hold a stream to its first node too).
+	nodeID string
+	types  map[string]*deltaType
+	nonce  int64
 	// unknown counts the unknown type URLs in types, at most maxUnknownTypes (sotwserver.go).
 	unknown int
 }
@@ -383,10 +386,9 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	ss := &deltaStreamState{id: deltaStreamBase + d.count.Add(1), conn: &deltaConn{wake: make(chan struct{}, 1)},
 		node: &corev3.Node{}, types: map[string]*deltaType{}}
 	cb := d.cb
-	registered := ""
 	defer func() {
-		if registered != "" {
-			d.c.deltaUnwatch(registered, ss.conn)
+		if ss.nodeID != "" {
+			d.c.deltaUnwatch(ss.nodeID, ss.conn)
 		}
 		cb.OnDeltaStreamClosed(ss.id, ss.node)
 	}()
@@ -442,9 +444,9 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 			if req.GetTypeUrl() == "" {
 				return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
 			}
-			if registered == "" {
-				registered = ss.node.GetId()
-				d.c.deltaWatch(registered, ss.conn)
+			if ss.nodeID == "" {
+				ss.nodeID = ss.node.GetId()
+				d.c.deltaWatch(ss.nodeID, ss.conn)
 			}
 			dt := ss.types[req.GetTypeUrl()]
 			if dt == nil {
@@ -460,7 +462,7 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 				dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 			}
 			dt.open, dt.force = true, req.GetResponseNonce() == ""
-			if err := d.respond(st, ss, registered, dt); err != nil {
+			if err := d.respond(st, ss, dt); err != nil {
 				return err
 			}
 		}
@@ -471,7 +473,6 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 // order Envoy applies a change without dropping traffic: clusters before their endpoints,
 // then listeners before their routes, then the rest.
 func (d *deltaServer) respondAll(st grpc.ServerStream, ss *deltaStreamState) error {
-	id := ss.node.GetId()
 	open := make([]*deltaType, 0, len(ss.types))
 	for _, dt := range ss.types {
 		if dt.open {
@@ -485,7 +486,7 @@ func (d *deltaServer) respondAll(st grpc.ServerStream, ss *deltaStreamState) err
 		return cmp.Compare(a.typeURL, b.typeURL)
 	})
 	for _, dt := range open {
-		if err := d.respond(st, ss, id, dt); err != nil {
+		if err := d.respond(st, ss, dt); err != nil {
 			return err
 		}
 	}
@@ -508,8 +509,8 @@ func deltaRank(t types.ResponseType) int {
 
 // respond sends dt what is due from the node's current snapshot, if anything; an open request
 // waits (nothing due, or no snapshot yet) for the node's next snapshot.
-func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, nodeID string, dt *deltaType) error {
-	ts, diff, ok := d.c.deltaView(nodeID, dt)
+func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, dt *deltaType) error {
+	ts, diff, ok := d.c.deltaView(ss.nodeID, dt)
 	if !ok || dt.upToDate(ts) {
 		return nil
 	}
