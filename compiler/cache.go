@@ -44,6 +44,8 @@ type Cache struct {
 	elems map[[32]byte]*cachedElem
 	// verdicts of the analysis's L7 questions, by what they depend on (analysis.go).
 	verdicts map[string]*cachedVerdict
+	// memo is what the compilations derived from the elements (incremental.go).
+	memo *memo
 
 	// What the latest compilation did, for tests and benchmarks.
 	last CacheStats

@@ -10,8 +10,9 @@ import (
 // weighted targets. It runs only on a configuration that passed every check, so references,
 // subsets, cycles and redirects are known to be sound.
 func (c *compilation) chains() {
+	c.chainContext()
 	for _, name := range c.snap.ServiceNames() {
-		c.snap.Chains[name] = c.chain(name, "")
+		c.snap.Chains[name] = c.memoChain(name) // incremental.go
 	}
 	// Upstreams that name another datacenter follow the chain resolved there.
 	for _, name := range c.snap.ServiceNames() {

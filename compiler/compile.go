@@ -59,6 +59,7 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 		Positions: map[string]mesh.Pos{},
 	}}
 	c.meshConfig()
+	c.startIncremental(cache) // incremental.go
 	if l.fast == nil {
 		checkOneOfsClosed(c.root, &errs) // closed.go
 	}
@@ -79,9 +80,10 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if len(errs.list) > 0 {
 		return nil, errs.err()
 	}
-	if err := c.snap.Seal(); err != nil {
+	if err := c.seal(); err != nil {
 		return nil, err
 	}
+	c.commit()
 	// Guardrails: analysis warnings and policy violations (analysis.go, policy.go).
 	if err := guard(ctx, c.snap); err != nil {
 		return nil, err
@@ -107,6 +109,8 @@ type compilation struct {
 	resolverNodes map[string]node
 	splitterNodes map[string]node
 	routerNodes   map[string]node
+	// inc reuses what earlier compilations with the same Cache derived (incremental.go).
+	inc *incremental
 }
 
 func (c *compilation) add(pos mesh.Pos, format string, args ...any) { c.errs.add(pos, format, args...) }
@@ -249,7 +253,7 @@ func (c *compilation) hasDC(dc string) bool {
 }
 
 func (c *compilation) services() {
-	for _, e := range decodeMap(c.root.at(cue.Str("services")), c.raws.services, c.errs, c.quiet) {
+	for _, e := range decodeMap(c.reuseServices(c.root.at(cue.Str("services"))), c.raws.services, c.errs, c.quiet) {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
@@ -358,6 +362,7 @@ func (c *compilation) services() {
 		}
 		c.snap.Services[e.name] = s
 		c.snap.Positions[mesh.PathService(e.name)] = e.pos
+		c.derivedService(e.name, s)
 	}
 	// Transparent sidecars match connections by the destinations' virtual IPs.
 	for _, svc := range c.snap.Services {
@@ -383,11 +388,15 @@ func (c *compilation) intentions() {
 		addCUEErrors(c.errs, err)
 	}
 	for _, d := range dests {
+		if c.reuseIntentions(d.name) {
+			continue
+		}
 		dpos := d.node.pos()
 		dst := d.name
 		if !c.checkName("intention destination", dst, dpos, true) {
 			continue
 		}
+		start := len(c.snap.Intentions)
 		dsvc := c.snap.Services[dst]
 		if dst != mesh.Wildcard && dsvc == nil {
 			c.addUnlessPartial(dpos, "intentions: destination %s: no such service", dst)
@@ -429,6 +438,7 @@ func (c *compilation) intentions() {
 			c.snap.Intentions = append(c.snap.Intentions, in)
 			c.snap.Positions[mesh.PathIntention(dst, src)] = sEntry.pos
 		}
+		c.derivedIntentions(dst, dpos, c.snap.Intentions[start:])
 	}
 	mesh.SortIntentions(c.snap.Intentions)
 }

@@ -80,8 +80,10 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 	// Elements the cache knows are done; the others are read from the syntax (on every core),
 	// checked for the one-ofs and evaluated, unless an earlier process validated them.
 	var toRead []*element
+	h, dh := sha256.New(), sha256.New()
+	dkeys := make(map[elemKey][32]byte, len(elems))
 	for _, e := range elems {
-		h := sha256.New()
+		h.Reset()
 		h.Write(elemBase[:])
 		writeText(h, []byte(e.section+"."+e.name))
 		for _, kd := range e.decls {
@@ -92,6 +94,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 			writeText(h, t)
 		}
 		h.Sum(e.key[:0])
+		dkeys[elemKey{e.section, e.name}] = derivedKey(dh, e)
 		ce, known := cache.elem(e.key)
 		if known && ce.data != nil {
 			e.data, e.raw = ce.data, ce.raw
@@ -158,6 +161,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 
 	fm := &fastMesh{
 		data:       sharedData,
+		dkeys:      dkeys,
 		services:   map[string]rawService{},
 		intentions: map[string]map[string]rawIntention{},
 		routers:    map[string]rawRouter{},
@@ -216,6 +220,25 @@ func isMeshSettings(d ast.Decl) bool {
 	}
 	name, _, err := ast.LabelName(f.Label)
 	return err == nil && name == "mesh"
+}
+
+// derivedKey is what an element's compiled form (incremental.go) depends on besides the mesh
+// settings and other elements: its key, and where each of its declarations starts. The text
+// (in the key) and the start of each declaration give the position of everything in it.
+func derivedKey(h hash.Hash, e *element) [32]byte {
+	h.Reset()
+	h.Write(e.key[:])
+	var b [16]byte
+	for _, kd := range e.decls {
+		p := kd.sub.Pos()
+		writeText(h, []byte(p.Filename()))
+		binary.BigEndian.PutUint64(b[:8], uint64(p.Line()))
+		binary.BigEndian.PutUint64(b[8:], uint64(p.Column()))
+		h.Write(b[:])
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
 }
 
 // element is one key of a top-level map, with every declaration of it.
