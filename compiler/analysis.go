@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	mesh "github.com/meshgit/mesh"
@@ -33,31 +34,33 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	names := s.ServiceNames()
 	v := &l7Verdicts{s: s, cache: cache, byIntention: map[*mesh.Intention]bool{}}
 
-	// Upstreams denied, callers allowed without the upstream.
+	// Upstreams denied, callers allowed without the upstream: with the memo of the compilation
+	// that made s, only for what changed (incremental.go).
+	ma := analysisMemo(s, cache)
 	for _, name := range names {
 		svc := s.Services[name]
-		for _, u := range sortedKeys(svc.Upstreams) {
-			if s.Services[u] == nil {
-				continue
-			}
-			if v.allows(name, u) {
-				continue
-			}
-			// Every request is denied: any one says why.
-			d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u, Path: "/"})
-			w.add(s.Pos(mesh.PathService(name)+".upstreams."+u), "service %s: upstream %s: every request is denied (%s)", name, u, d.Reason)
+		if ma.reuseUpstreams(name, svc, &w) {
+			continue
 		}
+		start := len(w.list)
+		upstreamWarnings(s, v, name, svc, &w)
+		ma.keepUpstreams(name, svc, w.list[start:])
 	}
-	for _, in := range s.Intentions {
-		if in.Precedence != mesh.PrecedenceExact || !v.allows(in.Source, in.Destination) {
-			continue
+	if ma != nil {
+		for dst, me := range ma.m.intentions {
+			if ma.reuseIntentions(dst, me, &w) {
+				continue
+			}
+			start := len(w.list)
+			for _, in := range me.list {
+				intentionWarning(s, v, in, &w)
+			}
+			me.warn, me.warnCommit = slices.Clone(w.list[start:]), ma.m.commits
 		}
-		src := s.Services[in.Source]
-		if src == nil || src.Transparent() || src.Upstreams[in.Destination] != nil {
-			continue
+	} else {
+		for _, in := range s.Intentions {
+			intentionWarning(s, v, in, &w)
 		}
-		w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)),
-			"intention %s → %s allows %s, but %s does not declare %s as an upstream", in.Source, in.Destination, in.Source, in.Source, in.Destination)
 	}
 
 	// Intentions that never decide.
@@ -67,11 +70,20 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	wildInto := map[string]bool{}            // destinations with D←*
 	wildFrom := map[string]*mesh.Intention{} // sources with *←S
 	var both *mesh.Intention
+	anyWildDest := false
+	for _, in := range s.Intentions {
+		if in.Precedence == mesh.PrecedenceWildcardDest {
+			anyWildDest = true
+			break
+		}
+	}
 	for _, in := range s.Intentions {
 		switch in.Precedence {
 		case mesh.PrecedenceExact:
 			exactInto[in.Destination]++
-			exactFrom[in.Source] = append(exactFrom[in.Source], in.Destination)
+			if anyWildDest {
+				exactFrom[in.Source] = append(exactFrom[in.Source], in.Destination)
+			}
 		case mesh.PrecedenceWildcardSource:
 			wildInto[in.Destination] = true
 		case mesh.PrecedenceWildcardDest:
@@ -173,6 +185,35 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	}
 	w.list.sort()
 	return w.list
+}
+
+// upstreamWarnings warns about the upstreams of service name whose every request is denied.
+func upstreamWarnings(s *mesh.Snapshot, v *l7Verdicts, name string, svc *mesh.Service, w *errorList) {
+	for _, u := range sortedKeys(svc.Upstreams) {
+		if s.Services[u] == nil {
+			continue
+		}
+		if v.allows(name, u) {
+			continue
+		}
+		// Every request is denied: any one says why.
+		d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u, Path: "/"})
+		w.add(s.Pos(mesh.PathService(name)+".upstreams."+u), "service %s: upstream %s: every request is denied (%s)", name, u, d.Reason)
+	}
+}
+
+// intentionWarning warns when an exact intention allows a caller that does not declare its
+// destination as an upstream.
+func intentionWarning(s *mesh.Snapshot, v *l7Verdicts, in *mesh.Intention, w *errorList) {
+	if in.Precedence != mesh.PrecedenceExact || !v.allows(in.Source, in.Destination) {
+		return
+	}
+	src := s.Services[in.Source]
+	if src == nil || src.Transparent() || src.Upstreams[in.Destination] != nil {
+		return
+	}
+	w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)),
+		"intention %s → %s allows %s, but %s does not declare %s as an upstream", in.Source, in.Destination, in.Source, in.Source, in.Destination)
 }
 
 // grpcIgnoresTLS warns when mesh.tls asks for something proxyless gRPC cannot apply. gRPC's xDS

@@ -126,6 +126,7 @@ func benchEdit(b *testing.B, dir, name string, cached bool, a, bb []byte) {
 		st := opts.Cache.Stats()
 		b.ReportMetric(float64(st.ElementsEvaluated), "elems-evaluated")
 		b.ReportMetric(float64(st.ElementsReused), "elems-reused")
+		b.ReportMetric(float64(st.CompiledReused), "compiled-reused")
 		b.ReportMetric(float64(st.VerdictsSearched), "verdicts-searched")
 	}
 }

@@ -62,6 +62,9 @@ type CacheStats struct {
 	// VerdictsSearched and VerdictsReused count the analysis's L7 verdicts (analysis.go) that
 	// needed a search and that the Cache answered.
 	VerdictsSearched, VerdictsReused int
+	// CompiledReused counts the services and intention destinations whose compiled form an
+	// earlier compilation made (incremental.go).
+	CompiledReused int
 }
 
 type fileKey struct {

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -40,6 +42,24 @@ type memo struct {
 	intentions map[string]*memoIntentions
 	// intentionJSON is the canonical JSON of every intention of intentions' entries.
 	intentionJSON map[*mesh.Intention][]byte
+	// sizes of the latest snapshot's maps, to allocate the next ones at once
+	nServices, nPositions int
+
+	// The analysis (analysis.go) of the latest committed snapshot, snap: commits counts the
+	// commits, delta is what the latest changed since the one before.
+	snap             *mesh.Snapshot
+	commits          uint64
+	defaultIntention mesh.Action
+	delta            memoDelta
+}
+
+// memoDelta is what a commit changed since the one before: services compiled anew or removed,
+// destinations whose intentions were compiled anew or removed; all when every analysis result
+// must be made again (the first commit, another defaultIntention, other service settings).
+type memoDelta struct {
+	all      bool
+	services map[string]bool
+	dsts     map[string]bool
 }
 
 // memoSettings are the mesh settings a service's compiled form depends on.
@@ -53,6 +73,9 @@ type memoService struct {
 	svc  *mesh.Service
 	pos  []posEntry
 	json []byte // canonical JSON of svc, nil until the version needs it
+	// warn are the analysis's warnings on svc's upstreams, made at commit warnCommit.
+	warn       []*Error
+	warnCommit uint64
 	// chain is the service's chain for svc under chainCtx.
 	chain     *mesh.Chain
 	chainCtx  [32]byte
@@ -68,6 +91,9 @@ type memoIntentions struct {
 	list      []*mesh.Intention // by source
 	pos       []posEntry
 	sourcePos []mesh.Pos // of each of list
+	// warn are the analysis's warnings on list, made at commit warnCommit.
+	warn       []*Error
+	warnCommit uint64
 }
 
 type posEntry struct {
@@ -78,6 +104,7 @@ type posEntry struct {
 // incremental is one compilation's use of the memo.
 type incremental struct {
 	m          *memo
+	stats      *CacheStats
 	settingsOK bool // the services' entries were derived under these settings
 	chainCtx   [32]byte
 	fresh      map[string]*memoService
@@ -95,7 +122,17 @@ func (c *compilation) startIncremental(cache *Cache) {
 	}
 	m := cache.memo
 	m.gen++
-	c.inc = &incremental{m: m, settingsOK: m.settings == c.settings(),
+	if m.nPositions > len(c.snap.Positions) {
+		pos := make(map[string]mesh.Pos, m.nPositions)
+		maps.Copy(pos, c.snap.Positions)
+		c.snap.Positions = pos
+	}
+	if m.nServices > len(c.snap.Services) {
+		svcs := make(map[string]*mesh.Service, m.nServices)
+		maps.Copy(svcs, c.snap.Services)
+		c.snap.Services = svcs
+	}
+	c.inc = &incremental{m: m, stats: &cache.last, settingsOK: m.settings == c.settings(),
 		fresh: map[string]*memoService{}, freshInt: map[string]*memoIntentions{}}
 }
 
@@ -119,6 +156,7 @@ func (c *compilation) reuseServices(sec node) node {
 			continue
 		}
 		me.gen = in.m.gen
+		in.stats.CompiledReused++
 		c.snap.Services[name] = me.svc
 		for _, pe := range me.pos {
 			c.snap.Positions[pe.path] = pe.pos
@@ -159,6 +197,7 @@ func (c *compilation) reuseIntentions(dst string) bool {
 		return false
 	}
 	me.gen = in.m.gen
+	in.stats.CompiledReused++
 	if dst != mesh.Wildcard && dsvc == nil {
 		c.addUnlessPartial(me.dpos, "intentions: destination %s: no such service", dst)
 	}
@@ -258,14 +297,21 @@ func (c *compilation) commit() {
 		return
 	}
 	m := in.m
+	d := memoDelta{services: map[string]bool{}, dsts: map[string]bool{}}
+	d.all = m.commits == 0 || !in.settingsOK || m.defaultIntention != c.snap.Mesh.DefaultIntention
+	m.commits++
+	m.snap, m.defaultIntention = c.snap, c.snap.Mesh.DefaultIntention
 	m.settings = c.settings()
+	m.nServices, m.nPositions = len(c.snap.Services), len(c.snap.Positions)
 	for name, me := range in.fresh {
 		me.gen = m.gen
 		m.services[name] = me
+		d.services[name] = true
 	}
 	for name, me := range m.services {
 		if me.gen != m.gen {
 			delete(m.services, name)
+			d.services[name] = true
 		}
 	}
 	for dst, me := range in.freshInt {
@@ -276,6 +322,7 @@ func (c *compilation) commit() {
 		}
 		me.gen = m.gen
 		m.intentions[dst] = me
+		d.dsts[dst] = true
 	}
 	for dst, me := range m.intentions {
 		if me.gen != m.gen {
@@ -283,8 +330,70 @@ func (c *compilation) commit() {
 				delete(m.intentionJSON, it)
 			}
 			delete(m.intentions, dst)
+			d.dsts[dst] = true
 		}
 	}
+	m.delta = d
+}
+
+// memoAnalysis lets the analysis of the snapshot a compilation just committed reuse the
+// warnings of the elements that neither changed nor depend on what changed.
+type memoAnalysis struct{ m *memo }
+
+// analysisMemo is the memo of s, or nil when s is not the latest snapshot committed to cache.
+func analysisMemo(s *mesh.Snapshot, cache *Cache) *memoAnalysis {
+	if cache == nil || cache.memo == nil || cache.memo.snap != s {
+		return nil
+	}
+	return &memoAnalysis{m: cache.memo}
+}
+
+// reuseUpstreams adds the warnings on svc's upstreams made at the commit before, unless svc,
+// one of its upstreams, or an intention that may decide a call to one of them changed.
+func (ma *memoAnalysis) reuseUpstreams(name string, svc *mesh.Service, w *errorList) bool {
+	if ma == nil {
+		return false
+	}
+	m, d := ma.m, &ma.m.delta
+	me := m.services[name]
+	if me == nil || me.svc != svc || me.warnCommit != m.commits-1 || d.all || d.services[name] || d.dsts[mesh.Wildcard] {
+		return false
+	}
+	for u := range svc.Upstreams {
+		if d.dsts[u] || d.services[u] {
+			return false
+		}
+	}
+	me.warnCommit = m.commits
+	w.list = append(w.list, me.warn...)
+	return true
+}
+
+// keepUpstreams keeps the warnings made on svc's upstreams.
+func (ma *memoAnalysis) keepUpstreams(name string, svc *mesh.Service, warn []*Error) {
+	if ma == nil {
+		return
+	}
+	if me := ma.m.services[name]; me != nil && me.svc == svc {
+		me.warn, me.warnCommit = slices.Clone(warn), ma.m.commits
+	}
+}
+
+// reuseIntentions adds the warnings on the intentions into dst made at the commit before,
+// unless they or their sources changed.
+func (ma *memoAnalysis) reuseIntentions(dst string, me *memoIntentions, w *errorList) bool {
+	m, d := ma.m, &ma.m.delta
+	if me.warnCommit != m.commits-1 || d.all || d.dsts[dst] {
+		return false
+	}
+	for _, in := range me.list {
+		if d.services[in.Source] {
+			return false
+		}
+	}
+	me.warnCommit = m.commits
+	w.list = append(w.list, me.warn...)
+	return true
 }
 
 // seal sets the snapshot's Version: Snapshot.Seal, or with the memo the same hash of the same
