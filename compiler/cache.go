@@ -76,6 +76,45 @@ type cachedFile struct {
 	file  *ast.File
 	plain bool // isPlainData(file)
 	used  uint64
+	split *fileSplit // made on first use
+}
+
+// fileSplit is a file's declarations split by element (splitFile), with the SHA-256 of each
+// element declaration's text.
+type fileSplit struct {
+	shared []ast.Decl
+	keyed  []keyedDecl
+}
+
+// split returns f's declarations split by element; data is f's text. It reports false when
+// they cannot be split (the fast path does not apply).
+func (c *Cache) split(f *ast.File, data []byte) (*fileSplit, bool) {
+	var cf *cachedFile
+	if c != nil {
+		if cf = c.byAST[f]; cf != nil && cf.split != nil {
+			return cf.split, true
+		}
+	}
+	shared, keyed, ok := splitFile(f)
+	if !ok {
+		return nil, false
+	}
+	for i := range keyed {
+		start, end := keyed[i].sub.Pos(), keyed[i].sub.End()
+		if !start.IsValid() || !end.IsValid() || start.Filename() != f.Filename || end.Filename() != f.Filename {
+			return nil, false
+		}
+		a, b := start.Offset(), end.Offset()
+		if a < 0 || b > len(data) || a > b {
+			return nil, false
+		}
+		keyed[i].sum = sha256.Sum256(data[a:b])
+	}
+	fs := &fileSplit{shared: shared, keyed: keyed}
+	if cf != nil {
+		cf.split = fs
+	}
+	return fs, true
 }
 
 // cachedElem is an element of plain data that CUE validated: its data read from the syntax and

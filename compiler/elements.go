@@ -35,9 +35,14 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 			return nil, false
 		}
 	}
-	shared, keyed, ok := splitDecls(userFiles)
-	if !ok {
-		return nil, false
+	var shared []ast.Decl
+	var keyed []keyedDecl
+	for i, f := range userFiles {
+		fs, ok := cache.split(f, files[i].Data) // without dropped files, files[i] is f's
+		if !ok {
+			return nil, false
+		}
+		shared, keyed = append(shared, fs.shared...), append(keyed, fs.keyed...)
 	}
 	text := sourceText(files, userFiles)
 	// sharedKey identifies all the shared declarations (the settings element); elemBase what of
@@ -87,11 +92,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 		h.Write(elemBase[:])
 		writeText(h, []byte(e.section+"."+e.name))
 		for _, kd := range e.decls {
-			t, ok := text(kd.sub)
-			if !ok {
-				return nil, false
-			}
-			writeText(h, t)
+			h.Write(kd.sum[:])
 		}
 		h.Sum(e.key[:0])
 		dkeys[elemKey{e.section, e.name}] = derivedKey(dh, e)
@@ -168,6 +169,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 		splitters:  map[string]rawSplitter{},
 		resolvers:  map[string]rawResolver{},
 	}
+	var ok bool
 	if fm.mesh, ok = decodeValue[rawMesh](sharedData["mesh"]); !ok {
 		return nil, false
 	}
@@ -298,7 +300,7 @@ func writeText(h hash.Hash, b []byte) {
 // schemaSum identifies the schema and the fast path's reading of it, for element keys.
 var schemaSum = sync.OnceValue(func() []byte {
 	h := sha256.New()
-	writeText(h, []byte("fast path 2"))
+	writeText(h, []byte("fast path 3"))
 	for _, f := range schema.Files() {
 		writeText(h, []byte(f.Name))
 		writeText(h, f.Data)
