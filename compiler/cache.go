@@ -77,6 +77,24 @@ type cachedFile struct {
 	plain bool // isPlainData(file)
 	used  uint64
 	split *fileSplit // made on first use
+	// topLevelOK is set when checkTopLevel finds nothing wrong with file.
+	topLevelOK bool
+	pos        *posFragment // made on first use
+}
+
+// positions is filePositions(f), kept with f.
+func (c *Cache) positions(f *ast.File) *posFragment {
+	var cf *cachedFile
+	if c != nil {
+		if cf = c.byAST[f]; cf != nil && cf.pos != nil {
+			return cf.pos
+		}
+	}
+	fr := filePositions(f)
+	if cf != nil {
+		cf.pos = fr
+	}
+	return fr
 }
 
 // fileSplit is a file's declarations split by element (splitFile), with the SHA-256 of each
@@ -109,6 +127,7 @@ func (c *Cache) split(f *ast.File, data []byte) (*fileSplit, bool) {
 			return nil, false
 		}
 		keyed[i].sum = sha256.Sum256(data[a:b])
+		keyed[i].file, keyed[i].line, keyed[i].col = f.Filename, start.Line(), start.Column()
 	}
 	fs := &fileSplit{shared: shared, keyed: keyed}
 	if cf != nil {
@@ -223,18 +242,22 @@ func (c *Cache) parseFiles(files []File) ([]*ast.File, []error) {
 		}
 		todo = append(todo, i)
 	}
+	topOK := make([]bool, len(files))
 	parallel(len(todo), nil, func(j int) {
 		i := todo[j]
 		out[i], errs[i] = parser.ParseFile(files[i].Name, files[i].Data)
 		if errs[i] == nil && c != nil {
 			plain[i] = isPlainData(out[i])
+			var top errorList
+			checkTopLevel(out[i], &top)
+			topOK[i] = len(top.list) == 0
 		}
 	})
 	if c != nil {
 		for _, i := range todo {
 			if errs[i] == nil {
 				c.last.FilesParsed++
-				cf := &cachedFile{file: out[i], plain: plain[i], used: c.gen}
+				cf := &cachedFile{file: out[i], plain: plain[i], topLevelOK: topOK[i], used: c.gen}
 				c.files[keys[i]] = cf
 				c.byAST[out[i]] = cf
 			}
@@ -251,6 +274,16 @@ func (c *Cache) isPlain(f *ast.File) bool {
 		}
 	}
 	return isPlainData(f)
+}
+
+// topLevelOK reports whether checkTopLevel is known to find nothing wrong with f.
+func (c *Cache) topLevelOK(f *ast.File) bool {
+	if c != nil {
+		if cf, ok := c.byAST[f]; ok {
+			return cf.topLevelOK
+		}
+	}
+	return false
 }
 
 // evaluated counts elements CUE evaluated.

@@ -127,6 +127,9 @@ type keyedDecl struct {
 	decl ast.Decl
 	sub  *ast.Field // the field of the key in the files' syntax
 	sum  [32]byte   // SHA-256 of sub's text (fileSplit)
+	// where sub starts (fileSplit)
+	file      string
+	line, col int
 }
 
 // splitSection splits a declaration of one of chunkedSections into one declaration per key:

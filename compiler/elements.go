@@ -196,7 +196,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 			fm.resolvers[e.name] = raw
 		}
 	}
-	fm.idx = buildPositions(userFiles)
+	fm.idx = buildPositionsCached(userFiles, cache)
 	return fm, true
 }
 
@@ -232,10 +232,9 @@ func derivedKey(h hash.Hash, e *element) [32]byte {
 	h.Write(e.key[:])
 	var b [16]byte
 	for _, kd := range e.decls {
-		p := kd.sub.Pos()
-		writeText(h, []byte(p.Filename()))
-		binary.BigEndian.PutUint64(b[:8], uint64(p.Line()))
-		binary.BigEndian.PutUint64(b[8:], uint64(p.Column()))
+		writeText(h, []byte(kd.file))
+		binary.BigEndian.PutUint64(b[:8], uint64(kd.line))
+		binary.BigEndian.PutUint64(b[8:], uint64(kd.col))
 		h.Write(b[:])
 	}
 	var k [32]byte
