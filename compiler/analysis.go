@@ -70,24 +70,20 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	wildInto := map[string]bool{}            // destinations with D←*
 	wildFrom := map[string]*mesh.Intention{} // sources with *←S
 	var both *mesh.Intention
-	anyWildDest := false
 	for _, in := range s.Intentions {
 		if in.Precedence == mesh.PrecedenceWildcardDest {
-			anyWildDest = true
-			break
+			wildFrom[in.Source] = in
 		}
 	}
 	for _, in := range s.Intentions {
 		switch in.Precedence {
 		case mesh.PrecedenceExact:
 			exactInto[in.Destination]++
-			if anyWildDest {
+			if wildFrom[in.Source] != nil { // only the sources of *←S intentions are asked for
 				exactFrom[in.Source] = append(exactFrom[in.Source], in.Destination)
 			}
 		case mesh.PrecedenceWildcardSource:
 			wildInto[in.Destination] = true
-		case mesh.PrecedenceWildcardDest:
-			wildFrom[in.Source] = in
 		case mesh.PrecedenceWildcardBoth:
 			both = in
 		}

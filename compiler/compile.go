@@ -703,23 +703,28 @@ func (c *compilation) resolvers() {
 	for _, name := range sortedKeys(c.snap.Routers) {
 		for i, r := range c.snap.Routers[name].Routes {
 			if r.Destination.Subset != "" {
-				c.checkSubset(r.Destination.Service, r.Destination.Subset, c.routePos(name, i, "subset"),
-					sprintf("router %s: route %d", name, i+1))
+				c.checkSubset(r.Destination.Service, r.Destination.Subset, func() (mesh.Pos, string) {
+					return c.routePos(name, i, "subset"), sprintf("router %s: route %d", name, i+1)
+				})
 			}
 		}
 	}
 	for _, name := range sortedKeys(c.snap.Splitters) {
 		for i, s := range c.snap.Splitters[name].Splits {
 			if s.Subset != "" {
-				c.checkSubset(s.Service, s.Subset, lookup(c.splitterNodes[name], c.snap.Positions[mesh.PathSplitter(name)], cue.Str("splits"), cue.Index(i)),
-					sprintf("splitter %s: split %d", name, i+1))
+				c.checkSubset(s.Service, s.Subset, func() (mesh.Pos, string) {
+					return lookup(c.splitterNodes[name], c.snap.Positions[mesh.PathSplitter(name)], cue.Str("splits"), cue.Index(i)),
+						sprintf("splitter %s: split %d", name, i+1)
+				})
 			}
 		}
 	}
 	for _, name := range sortedKeys(c.snap.Resolvers) {
 		if rd := c.snap.Resolvers[name].Redirect; rd != nil && rd.Subset != "" {
-			c.checkSubset(rd.Service, rd.Subset, lookup(c.resolverNodes[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"), cue.Str("subset")),
-				sprintf("resolver %s: redirect", name))
+			c.checkSubset(rd.Service, rd.Subset, func() (mesh.Pos, string) {
+				return lookup(c.resolverNodes[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"), cue.Str("subset")),
+					sprintf("resolver %s: redirect", name)
+			})
 		}
 	}
 }
@@ -732,8 +737,9 @@ func (c *compilation) routePos(router string, i int, field string) mesh.Pos {
 	return c.snap.Positions[mesh.PathRoute(router, i)]
 }
 
-// checkSubset reports a subset that service's resolver does not define.
-func (c *compilation) checkSubset(service, subset string, pos mesh.Pos, what string) {
+// checkSubset reports a subset that service's resolver does not define, at the position and
+// with the subject where gives (asked only then: positions are looked up in the syntax).
+func (c *compilation) checkSubset(service, subset string, where func() (mesh.Pos, string)) {
 	if c.snap.Services[service] == nil || c.broken[mesh.PathResolver(service)] {
 		return // reported already
 	}
@@ -742,6 +748,7 @@ func (c *compilation) checkSubset(service, subset string, pos mesh.Pos, what str
 		return // the redirect decides; checked by checkRedirects
 	}
 	if r == nil || !hasSubset(r, subset) {
+		pos, what := where()
 		c.addUnlessPartial(pos, "%s: subset %s of service %s: no such subset (define it in resolvers.%s.subsets)", what, subset, service, service)
 	}
 }
