@@ -440,7 +440,7 @@ func (c *compilation) intentions() {
 		}
 		c.derivedIntentions(dst, dpos, c.snap.Intentions[start:])
 	}
-	mesh.SortIntentions(c.snap.Intentions)
+	c.sortIntentions() // incremental.go
 }
 
 // httpMatch converts a raw match, checking its regexes.

@@ -237,6 +237,53 @@ func (c *compilation) derivedIntentions(dst string, dpos mesh.Pos, list []*mesh.
 	c.inc.freshInt[dst] = me
 }
 
+// sortIntentions puts the intentions in canonical order (mesh.SortIntentions): with the memo,
+// the reused ones keep the latest snapshot's order and the others, sorted, are merged in.
+func (c *compilation) sortIntentions() {
+	in := c.inc
+	if in == nil || in.m.snap == nil {
+		mesh.SortIntentions(c.snap.Intentions)
+		return
+	}
+	m := in.m
+	kept := make([]*mesh.Intention, 0, len(c.snap.Intentions))
+	for _, it := range m.snap.Intentions {
+		if me := m.intentions[it.Destination]; me != nil && me.gen == m.gen {
+			kept = append(kept, it)
+		}
+	}
+	var fresh []*mesh.Intention
+	for _, me := range in.freshInt {
+		fresh = append(fresh, me.list...)
+	}
+	if len(kept)+len(fresh) != len(c.snap.Intentions) {
+		mesh.SortIntentions(c.snap.Intentions) // cannot happen; sorting is always right
+		return
+	}
+	mesh.SortIntentions(fresh)
+	out := c.snap.Intentions[:0]
+	for len(kept) > 0 && len(fresh) > 0 {
+		if intentionBefore(fresh[0], kept[0]) {
+			out, fresh = append(out, fresh[0]), fresh[1:]
+		} else {
+			out, kept = append(out, kept[0]), kept[1:]
+		}
+	}
+	c.snap.Intentions = append(append(out, kept...), fresh...)
+}
+
+// intentionBefore is the order of mesh.SortIntentions: precedence (highest first), then
+// destination, then source. TestIncrementalMatchesCold holds the merge to the sort.
+func intentionBefore(a, b *mesh.Intention) bool {
+	if a.Precedence != b.Precedence {
+		return a.Precedence > b.Precedence
+	}
+	if a.Destination != b.Destination {
+		return a.Destination < b.Destination
+	}
+	return a.Source < b.Source
+}
+
 // chainContext identifies what chains depend on besides their service: the routers, splitters
 // and resolvers, the mesh's datacenter and trust domain.
 func (c *compilation) chainContext() {

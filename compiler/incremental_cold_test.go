@@ -9,6 +9,9 @@ import (
 	"slices"
 	"testing"
 
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/parser"
+
 	"github.com/meshgit/mesh/internal/meshgen"
 )
 
@@ -160,6 +163,28 @@ func TestIncrementalVersionIsCanonical(t *testing.T) {
 		}
 		if round > 0 && cache.Stats().CompiledReused == 0 {
 			t.Fatalf("round %d: nothing reused", round)
+		}
+	}
+}
+
+// TestFieldNameMatchesLabelName: fieldName's shortcut for plain quoted labels gives what
+// ast.LabelName gives, and leaves every other form to it.
+func TestFieldNameMatchesLabelName(t *testing.T) {
+	src := "package mesh\n\nservices: {\n\t\"a-b\": 1\n\t\"a\\\"b\": 2\n\t\"\\u0041x\": 3\n\t#\"raw\\#(1)\"#: 4\n\tplain: 5\n\t\"\": 6\n\t\"caf\u00e9\": 7\n}\n"
+	f, err := parser.ParseFile("x.cue", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := f.Decls[1].(*ast.Field).Value.(*ast.StructLit)
+	if len(st.Elts) != 7 {
+		t.Fatalf("%d fields", len(st.Elts))
+	}
+	for _, e := range st.Elts {
+		field := e.(*ast.Field)
+		want, _, err := ast.LabelName(field.Label)
+		got, ok := fieldName(field)
+		if ok != (err == nil) || got != want {
+			t.Errorf("label %v: fieldName %q %v, LabelName %q %v", field.Label, got, ok, want, err)
 		}
 	}
 }

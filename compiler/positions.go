@@ -214,6 +214,10 @@ func fieldName(f *ast.Field) (string, bool) {
 		}
 		return l.Name, true
 	case *ast.BasicLit:
+		// A plain "name" is its own text; ast.LabelName unquotes (and allocates) otherwise.
+		if v := l.Value; l.Kind == token.STRING && len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && !strings.ContainsAny(v[1:len(v)-1], `"\\`) {
+			return v[1 : len(v)-1], true
+		}
 		n, _, err := ast.LabelName(l)
 		return n, err == nil
 	}
