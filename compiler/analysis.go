@@ -43,8 +43,8 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 			continue
 		}
 		start := len(w.list)
-		upstreamWarnings(s, v, name, svc, &w)
-		ma.keepUpstreams(name, svc, w.list[start:])
+		onDefault := upstreamWarnings(s, v, name, svc, &w)
+		ma.keepUpstreams(name, svc, w.list[start:], onDefault)
 	}
 	if ma != nil {
 		for dst, me := range ma.m.intentions {
@@ -52,8 +52,10 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 				continue
 			}
 			start := len(w.list)
+			me.warnOnDefault = false
 			for _, in := range me.list {
 				intentionWarning(s, v, in, &w)
+				me.warnOnDefault = me.warnOnDefault || len(in.Permissions) > 0
 			}
 			me.warn, me.warnCommit = slices.Clone(w.list[start:]), ma.m.commits
 		}
@@ -183,11 +185,15 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	return w.list
 }
 
-// upstreamWarnings warns about the upstreams of service name whose every request is denied.
-func upstreamWarnings(s *mesh.Snapshot, v *l7Verdicts, name string, svc *mesh.Service, w *errorList) {
+// upstreamWarnings warns about the upstreams of service name whose every request is denied,
+// and reports whether a verdict depended on the mesh's defaultIntention.
+func upstreamWarnings(s *mesh.Snapshot, v *l7Verdicts, name string, svc *mesh.Service, w *errorList) (onDefault bool) {
 	for _, u := range sortedKeys(svc.Upstreams) {
 		if s.Services[u] == nil {
 			continue
+		}
+		if in := s.Deciding(name, u); in == nil || len(in.Permissions) > 0 {
+			onDefault = true
 		}
 		if v.allows(name, u) {
 			continue
@@ -196,6 +202,7 @@ func upstreamWarnings(s *mesh.Snapshot, v *l7Verdicts, name string, svc *mesh.Se
 		d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u, Path: "/"})
 		w.add(s.Pos(mesh.PathService(name)+".upstreams."+u), "service %s: upstream %s: every request is denied (%s)", name, u, d.Reason)
 	}
+	return onDefault
 }
 
 // intentionWarning warns when an exact intention allows a caller that does not declare its

@@ -57,9 +57,16 @@ type memo struct {
 // destinations whose intentions were compiled anew or removed; all when every analysis result
 // must be made again (the first commit, another defaultIntention, other service settings).
 type memoDelta struct {
-	all      bool
-	services map[string]bool
-	dsts     map[string]bool
+	all              bool
+	defaultIntention bool // only the defaultIntention changed of what all covers
+	services         map[string]bool
+	dsts             map[string]bool
+}
+
+// redo reports whether a result made at the commit before must be made again for what the
+// delta changed mesh-wide, given whether it depended on the defaultIntention.
+func (d *memoDelta) redo(onDefault bool) bool {
+	return d.all && (!d.defaultIntention || onDefault)
 }
 
 // memoSettings are the mesh settings a service's compiled form depends on.
@@ -73,9 +80,11 @@ type memoService struct {
 	svc  *mesh.Service
 	pos  []posEntry
 	json []byte // canonical JSON of svc, nil until the version needs it
-	// warn are the analysis's warnings on svc's upstreams, made at commit warnCommit.
-	warn       []*Error
-	warnCommit uint64
+	// warn are the analysis's warnings on svc's upstreams, made at commit warnCommit;
+	// warnOnDefault is set when a verdict depended on the mesh's defaultIntention.
+	warn          []*Error
+	warnCommit    uint64
+	warnOnDefault bool
 	// chain is the service's chain for svc under chainCtx.
 	chain     *mesh.Chain
 	chainCtx  [32]byte
@@ -91,9 +100,11 @@ type memoIntentions struct {
 	list      []*mesh.Intention // by source
 	pos       []posEntry
 	sourcePos []mesh.Pos // of each of list
-	// warn are the analysis's warnings on list, made at commit warnCommit.
-	warn       []*Error
-	warnCommit uint64
+	// warn are the analysis's warnings on list, made at commit warnCommit; warnOnDefault is
+	// set when a verdict depended on the mesh's defaultIntention (an L7 intention).
+	warn          []*Error
+	warnCommit    uint64
+	warnOnDefault bool
 }
 
 type posEntry struct {
@@ -346,6 +357,7 @@ func (c *compilation) commit() {
 	m := in.m
 	d := memoDelta{services: map[string]bool{}, dsts: map[string]bool{}}
 	d.all = m.commits == 0 || !in.settingsOK || m.defaultIntention != c.snap.Mesh.DefaultIntention
+	d.defaultIntention = m.commits > 0 && in.settingsOK
 	m.commits++
 	m.snap, m.defaultIntention = c.snap, c.snap.Mesh.DefaultIntention
 	m.settings = c.settings()
@@ -403,7 +415,7 @@ func (ma *memoAnalysis) reuseUpstreams(name string, svc *mesh.Service, w *errorL
 	}
 	m, d := ma.m, &ma.m.delta
 	me := m.services[name]
-	if me == nil || me.svc != svc || me.warnCommit != m.commits-1 || d.all || d.services[name] || d.dsts[mesh.Wildcard] {
+	if me == nil || me.svc != svc || me.warnCommit != m.commits-1 || d.redo(me.warnOnDefault) || d.services[name] || d.dsts[mesh.Wildcard] {
 		return false
 	}
 	for u := range svc.Upstreams {
@@ -417,12 +429,12 @@ func (ma *memoAnalysis) reuseUpstreams(name string, svc *mesh.Service, w *errorL
 }
 
 // keepUpstreams keeps the warnings made on svc's upstreams.
-func (ma *memoAnalysis) keepUpstreams(name string, svc *mesh.Service, warn []*Error) {
+func (ma *memoAnalysis) keepUpstreams(name string, svc *mesh.Service, warn []*Error, onDefault bool) {
 	if ma == nil {
 		return
 	}
 	if me := ma.m.services[name]; me != nil && me.svc == svc {
-		me.warn, me.warnCommit = slices.Clone(warn), ma.m.commits
+		me.warn, me.warnCommit, me.warnOnDefault = slices.Clone(warn), ma.m.commits, onDefault
 	}
 }
 
@@ -430,7 +442,7 @@ func (ma *memoAnalysis) keepUpstreams(name string, svc *mesh.Service, warn []*Er
 // unless they or their sources changed.
 func (ma *memoAnalysis) reuseIntentions(dst string, me *memoIntentions, w *errorList) bool {
 	m, d := ma.m, &ma.m.delta
-	if me.warnCommit != m.commits-1 || d.all || d.dsts[dst] {
+	if me.warnCommit != m.commits-1 || d.redo(me.warnOnDefault) || d.dsts[dst] {
 		return false
 	}
 	for _, in := range me.list {
