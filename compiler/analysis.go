@@ -37,6 +37,9 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	// Upstreams denied, callers allowed without the upstream: with the memo of the compilation
 	// that made s, only for what changed (incremental.go).
 	ma := analysisMemo(s, cache)
+	if ma != nil {
+		v.permissions = ma.m.permissionJSON
+	}
 	for _, name := range names {
 		svc := s.Services[name]
 		if ma.reuseUpstreams(name, svc, &w) {
@@ -192,10 +195,9 @@ func upstreamWarnings(s *mesh.Snapshot, v *l7Verdicts, name string, svc *mesh.Se
 		if s.Services[u] == nil {
 			continue
 		}
-		if in := s.Deciding(name, u); in == nil || len(in.Permissions) > 0 {
-			onDefault = true
-		}
-		if v.allows(name, u) {
+		a, dep := v.decide(name, u)
+		onDefault = onDefault || dep
+		if a {
 			continue
 		}
 		// Every request is denied: any one says why.
@@ -360,31 +362,44 @@ type l7Verdicts struct {
 	s           *mesh.Snapshot
 	cache       *Cache
 	byIntention map[*mesh.Intention]bool
+	// permissions keeps the JSON of intentions' permissions (the memo's, incremental.go), nil
+	// for none.
+	permissions map[*mesh.Intention][]byte
 }
 
 func (v *l7Verdicts) allows(src, dst string) bool {
+	a, _ := v.decide(src, dst)
+	return a
+}
+
+// decide is allows, and whether the answer depended on the mesh's defaultIntention.
+func (v *l7Verdicts) decide(src, dst string) (allowed, onDefault bool) {
 	in := v.s.Deciding(src, dst)
 	switch {
 	case in == nil: // the default decides every request (Authorize's "" is deny)
-		return v.s.Mesh.DefaultIntention == mesh.Allow
+		return v.s.Mesh.DefaultIntention == mesh.Allow, true
 	case len(in.Permissions) == 0: // the action decides every request
-		return in.Action == mesh.Allow
+		return in.Action == mesh.Allow, false
 	}
 	if a, ok := v.byIntention[in]; ok {
-		return a
+		return a, true
 	}
-	key, err := json.Marshal(struct {
-		Default     mesh.Action
-		Permissions []mesh.Permission
-	}{v.s.Mesh.DefaultIntention, in.Permissions})
-	if err != nil {
-		return allows(v.s, src, dst)
+	perms, ok := v.permissions[in]
+	if !ok {
+		var err error
+		if perms, err = json.Marshal(in.Permissions); err != nil {
+			return allows(v.s, src, dst), true
+		}
+		if v.permissions != nil {
+			v.permissions[in] = perms
+		}
 	}
-	a, ok := v.cache.verdict(string(key))
+	key := string(v.s.Mesh.DefaultIntention) + "\x00" + string(perms)
+	a, ok := v.cache.verdict(key)
 	if !ok {
 		a = allows(v.s, src, dst)
-		v.cache.putVerdict(string(key), a)
+		v.cache.putVerdict(key, a)
 	}
 	v.byIntention[in] = a
-	return a
+	return a, true
 }

@@ -42,6 +42,9 @@ type memo struct {
 	intentions map[string]*memoIntentions
 	// intentionJSON is the canonical JSON of every intention of intentions' entries.
 	intentionJSON map[*mesh.Intention][]byte
+	// permissionJSON is the JSON of the permissions of L7 intentions of intentions' entries,
+	// the analysis's keys of their verdicts.
+	permissionJSON map[*mesh.Intention][]byte
 	// sizes of the latest snapshot's maps, to allocate the next ones at once
 	nServices, nPositions int
 
@@ -129,7 +132,7 @@ func (c *compilation) startIncremental(cache *Cache) {
 	}
 	if cache.memo == nil {
 		cache.memo = &memo{services: map[string]*memoService{}, intentions: map[string]*memoIntentions{},
-			intentionJSON: map[*mesh.Intention][]byte{}}
+			intentionJSON: map[*mesh.Intention][]byte{}, permissionJSON: map[*mesh.Intention][]byte{}}
 	}
 	m := cache.memo
 	m.gen++
@@ -377,6 +380,7 @@ func (c *compilation) commit() {
 		if old := m.intentions[dst]; old != nil {
 			for _, it := range old.list {
 				delete(m.intentionJSON, it)
+				delete(m.permissionJSON, it)
 			}
 		}
 		me.gen = m.gen
@@ -387,6 +391,7 @@ func (c *compilation) commit() {
 		if me.gen != m.gen {
 			for _, it := range me.list {
 				delete(m.intentionJSON, it)
+				delete(m.permissionJSON, it)
 			}
 			delete(m.intentions, dst)
 			d.dsts[dst] = true
