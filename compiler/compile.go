@@ -111,6 +111,16 @@ type compilation struct {
 	routerNodes   map[string]node
 	// inc reuses what earlier compilations with the same Cache derived (incremental.go).
 	inc *incremental
+	// names are the services' names, sorted, once services() has made them all.
+	names []string
+}
+
+// serviceNames is c.snap.ServiceNames(), made once: no service is added after services().
+func (c *compilation) serviceNames() []string {
+	if c.names == nil {
+		c.names = c.snap.ServiceNames()
+	}
+	return c.names
 }
 
 func (c *compilation) add(pos mesh.Pos, format string, args ...any) { c.errs.add(pos, format, args...) }
@@ -367,12 +377,12 @@ func (c *compilation) services() {
 	// Transparent sidecars match connections by the destinations' virtual IPs.
 	for _, svc := range c.snap.Services {
 		if svc.Transparent() {
-			c.snap.VirtualIPs = mesh.AssignVirtualIPs(c.snap.ServiceNames())
+			c.snap.VirtualIPs = mesh.AssignVirtualIPs(c.serviceNames())
 			break
 		}
 	}
 	// Upstreams must name services; checked once all services are known.
-	for _, name := range c.snap.ServiceNames() {
+	for _, name := range c.serviceNames() {
 		for u := range c.snap.Services[name].Upstreams {
 			if c.snap.Services[u] == nil {
 				c.addUnlessPartial(c.snap.Positions[mesh.PathService(name)+".upstreams."+u], "service %s: upstream %s: no such service", name, u)

@@ -477,7 +477,8 @@ func (c *compilation) seal() error {
 	w.WriteString(`{"mesh":`)
 	w.Write(b)
 	w.WriteString(`,"services":`)
-	err = writeMap(w, je, s.Services, func(name string, svc *mesh.Service) ([]byte, error) {
+	names := c.serviceNames() // the keys of both Services and Chains
+	err = writeMap(w, je, s.Services, names, func(name string, svc *mesh.Service) ([]byte, error) {
 		me := c.inc.serviceEntry(name, svc)
 		if me != nil && me.json != nil {
 			return me.json, nil
@@ -511,7 +512,7 @@ func (c *compilation) seal() error {
 		w.Write(b)
 	}
 	w.WriteString(`,"chains":`)
-	err = writeMap(w, je, s.Chains, func(name string, ch *mesh.Chain) ([]byte, error) {
+	err = writeMap(w, je, s.Chains, names, func(name string, ch *mesh.Chain) ([]byte, error) {
 		me := c.inc.serviceEntry(name, s.Services[name])
 		if me != nil && me.chain == ch && me.chainJSON != nil {
 			return me.chainJSON, nil
@@ -583,14 +584,18 @@ func (c *compilation) writeIntentions(w *bufio.Writer, je *jsonEncoder) error {
 	return nil
 }
 
-// writeMap writes m as encoding/json does, keys sorted, each value's JSON from enc.
-func writeMap[V any](w *bufio.Writer, je *jsonEncoder, m map[string]V, enc func(string, V) ([]byte, error)) error {
+// writeMap writes m, whose keys sorted are keys, as encoding/json does, each value's JSON
+// from enc.
+func writeMap[V any](w *bufio.Writer, je *jsonEncoder, m map[string]V, keys []string, enc func(string, V) ([]byte, error)) error {
 	if m == nil {
 		w.WriteString("null")
 		return nil
 	}
+	if len(keys) != len(m) {
+		return fmt.Errorf("%w: canonical encoding: %d keys for %d entries", ErrInternal, len(keys), len(m))
+	}
 	w.WriteByte('{')
-	for i, k := range sortedKeys(m) {
+	for i, k := range keys {
 		if i > 0 {
 			w.WriteByte(',')
 		}
