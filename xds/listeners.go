@@ -71,7 +71,7 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 		}
 		out = append(out, api...)
 		server, err := shared(m, memoKey{kind: memoServerLis, name: svc.Name},
-			func() ([]*listenerv3.Listener, error) { return grpcServerListeners(snap, svc) })
+			func() ([]*listenerv3.Listener, error) { return grpcServerListeners(snap, svc, m.principals()) })
 		if err != nil {
 			return nil, err
 		}
@@ -122,12 +122,12 @@ func outboundListeners(snap *mesh.Snapshot, svc *mesh.Service, m *memo) ([]*list
 }
 
 // grpcServerListeners renders the server listeners of a gRPC service, one per endpoint address.
-func grpcServerListeners(snap *mesh.Snapshot, svc *mesh.Service) ([]*listenerv3.Listener, error) {
+func grpcServerListeners(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) ([]*listenerv3.Listener, error) {
 	if len(svc.Endpoints) == 0 {
 		return nil, nil
 	}
 	var out []*listenerv3.Listener
-	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
+	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
 	seen := map[string]bool{}
 	for _, ep := range svc.Endpoints {
 		name := GRPCServerListenerName(ep.Address, ep.Port)

@@ -112,6 +112,9 @@ type Server struct {
 	groups    map[Proxy]*group
 	nodes     map[string]*node
 	streams   map[int64]*streamState
+	// rendering holds the groups groupFor is rendering outside s.mu, so that the proxies of
+	// a group connecting together wait for one rendering rather than each render it.
+	rendering map[Proxy]*inflight
 
 	metrics *metrics
 	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
@@ -916,29 +919,68 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 // with s.mu held, which it releases while it renders, so that a thousand proxies connecting at
 // once are rendered on every core and streams are served meanwhile; anything may change in the
 // meantime (the caller checks its node again), and a snapshot set meanwhile is rendered for
-// under the lock.
+// under the lock. Proxies of the same group connecting together render it once: the first
+// renders, the others wait for its result (see rendering).
 func (s *Server) groupFor(p Proxy) (*group, error) {
 	g := s.groups[p]
 	if s.current(p, g) {
 		return g, nil
 	}
 	snap, bundle, m := s.snap, s.bundle, s.memo
+	if r := s.rendering[p]; r != nil && r.snap == snap && r.bundle == bundle {
+		s.mu.Unlock()
+		<-r.done
+		s.mu.Lock()
+		if r.err != nil {
+			return nil, r.err
+		}
+		if cur := s.groups[p]; s.current(p, cur) {
+			return cur, nil
+		}
+		return s.settle(p, r.g, snap, bundle)
+	}
+	r := &inflight{snap: snap, bundle: bundle, done: make(chan struct{})}
+	if s.rendering == nil {
+		s.rendering = map[Proxy]*inflight{}
+	}
+	s.rendering[p] = r
 	s.mu.Unlock()
-	ng, err := s.render(snap, bundle, m, p, g, false)
+	r.g, r.err = s.render(snap, bundle, m, p, g, false)
 	s.mu.Lock()
-	if err != nil {
-		return nil, err
+	if s.rendering[p] == r {
+		delete(s.rendering, p)
+	}
+	close(r.done)
+	if r.err != nil {
+		return nil, r.err
 	}
 	if cur := s.groups[p]; s.current(p, cur) {
-		return cur, nil // rendered meanwhile by another stream or a publish
+		return cur, nil // rendered meanwhile by a publish
 	}
+	return s.settle(p, r.g, snap, bundle)
+}
+
+// settle makes ng, rendered for p from snap and bundle, p's group, rendering it again under
+// the lock if another snapshot or bundle is served by now. Called with s.mu held.
+func (s *Server) settle(p Proxy, ng *group, snap *mesh.Snapshot, bundle *trustBundle) (*group, error) {
 	if s.snap != snap || s.bundle != bundle {
+		var err error
 		if ng, err = s.render(s.snap, s.bundle, s.memo, p, s.groups[p], false); err != nil {
 			return nil, err
 		}
 	}
 	s.groups[p] = ng
 	return ng, nil
+}
+
+// inflight is a group being rendered by groupFor, outside s.mu, for snap and bundle; done is
+// closed when g and err are set.
+type inflight struct {
+	snap   *mesh.Snapshot
+	bundle *trustBundle
+	done   chan struct{}
+	g      *group
+	err    error
 }
 
 // recordAck records an ACK or NACK of the response with nonce on a stream. It returns the
