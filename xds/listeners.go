@@ -79,7 +79,7 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 	}
 	if port := publicPort(svc, snap.Mesh.Datacenter); port > 0 {
 		l, err := shared(m, memoKey{kind: memoPublicListener, name: svc.Name},
-			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port) })
+			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port, m) })
 		if err != nil {
 			return nil, err
 		}
@@ -174,9 +174,12 @@ func publicPort(svc *mesh.Service, dc string) int {
 // change names no method and is answered UNIMPLEMENTED whatever RBAC said.
 
 // publicListener is an Envoy sidecar's inbound listener. It depends on the service's protocol
-// and port and on the mesh's TLS settings, not on intentions.
-func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listenerv3.Listener, error) {
-	ts, err := tlsTransportSocket(envoyDownstreamTLS(snap))
+// and port and on the mesh's TLS settings, not on intentions. Its TLS transport socket, the
+// same for every service, is built once per memo.
+func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (*listenerv3.Listener, error) {
+	ts, err := shared(m, memoKey{kind: memoDownstreamTLS}, func() (*corev3.TransportSocket, error) {
+		return tlsTransportSocket(envoyDownstreamTLS(snap))
+	})
 	if err != nil {
 		return nil, err
 	}

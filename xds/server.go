@@ -708,7 +708,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		return nil, err
 	}
 	if d == nil {
-		d = dependencies(snap, p.Service)
+		d = m.dependencies(snap, p.Service)
 	}
 	if old != nil && old.err == nil && old.hash == hash {
 		ng := *old

@@ -44,6 +44,9 @@ type memo struct {
 	// cache holds what groups with the same content share in go-control-plane's cache
 	// (cacheshare.go).
 	cache cacheTypes
+	// upDeps are the deps of each list of upstreams (diff.go), shared by the groups whose
+	// services have the same list: upsKey → *upDeps.
+	upDeps sync.Map
 	// pr are the principals of the sources of snap's intentions (rbac.go).
 	pr *principals
 	// before is the previous snapshot's memo, whose listener sets such a proxy keeps too
@@ -124,6 +127,7 @@ const (
 	memoServerLis      = 's' // a gRPC service's server listeners
 	memoLocalApp       = 'l'
 	memoPublicRBAC     = 'x' // the RBAC extension configuration of a service's public listener
+	memoDownstreamTLS  = 't' // the TLS transport socket of every public listener
 	// Whole lists, shared by the proxies whose upstreams are the same (setKey): in a dense
 	// transparent mesh, most proxies reach the same services.
 	memoClusterSet  = 'C'
@@ -162,6 +166,25 @@ func (m *memo) principals() *principals {
 		return nil
 	}
 	return m.pr
+}
+
+// dependencies is dependencies(m.snap, service), the deps of the services with the same
+// upstreams shared (the same list: Snapshot.Upstreams gives every service that reaches every
+// service one slice). A nil memo shares nothing.
+func (m *memo) dependencies(snap *mesh.Snapshot, service string) *deps {
+	if m == nil {
+		return dependencies(snap, service)
+	}
+	ups := upstreams(snap, service)
+	k := upsKey{n: len(ups), transparent: snap.Services[service].Transparent()}
+	if len(ups) > 0 {
+		k.first = ups[0]
+	}
+	if v, ok := m.upDeps.Load(k); ok {
+		return &deps{service: service, up: v.(*upDeps)}
+	}
+	v, _ := m.upDeps.LoadOrStore(k, upstreamDeps(snap, service, ups))
+	return &deps{service: service, up: v.(*upDeps)}
 }
 
 // carryListenerSet makes the listener set of p's service in m (its outbound listeners, or a
