@@ -16,11 +16,11 @@ import (
 // and 1,000 proxies that is a fraction of the snapshot. A change is used by one goroutine.
 type change struct {
 	prev, next *mesh.Snapshot
-	all        bool            // mesh-wide settings changed, or there is no previous snapshot
-	intentions map[string]bool // destinations whose inbound intentions changed ("*" for wildcard)
-	services   map[string]bool // memo: service definition (incl. endpoints, upstreams) changed
-	endpoints  map[string]bool // memo: of a changed service, whether only its endpoints changed
-	chains     map[string]bool // memo: discovery chain changed
+	all        bool              // mesh-wide settings changed, or there is no previous snapshot
+	intentions map[string]bool   // destinations whose inbound intentions changed ("*" for wildcard)
+	services   map[string]bool   // memo: service definition (incl. endpoints, upstreams) changed
+	endpoints  map[string]bool   // memo: of a changed service, whether only its endpoints changed
+	chains     map[string]bool   // memo: discovery chain changed
 	reach      map[upsKey]string // memo: digest of a list of upstreams under next (reachChanged)
 }
 
