@@ -123,6 +123,10 @@ type Server struct {
 	authPeers bool         // WithPeerAuthentication
 	bundle    *trustBundle // SetTrustBundle; nil before
 
+	// renderWorkers bounds the goroutines that render a new snapshot's groups; 0 means
+	// GOMAXPROCS (tests set 1 to render serially).
+	renderWorkers int
+
 	// testHookResources, when set (by tests only), alters rendered resources before they are
 	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
 	testHookResources func(Proxy, *Resources)
@@ -529,7 +533,11 @@ func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *me
 	errs := make([]error, len(todo))
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(todo)) {
+	workers := s.renderWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	for range min(workers, len(todo)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
