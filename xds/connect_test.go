@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
@@ -10,6 +11,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	mesh "github.com/meshgit/mesh"
 )
 
 // TestConnectingProxiesRenderGroupOnce: proxies of one service and shape that connect together
@@ -70,5 +73,58 @@ func TestConnectingProxiesRenderGroupOnce(t *testing.T) {
 	}
 	if g := srv.groups[p]; g == nil || g.snap != snap {
 		t.Fatal("the group rendered is not kept")
+	}
+}
+
+// TestRefusedSnapshotChangesNothing: when one proxy's configuration of a new snapshot fails
+// validation, no proxy is sent anything of it, not even those whose configuration rendered
+// fine (rendering runs in parallel, but nothing is handed to the cache before every group
+// passed); the served snapshot and the versions reported stay as they were. The same change
+// without the bad intention is pushed.
+func TestRefusedSnapshotChangesNothing(t *testing.T) {
+	srv, addr := servingServer(t)
+	old := srv.Snapshot()
+	streams := map[string]*rawADS{}
+	for _, svc := range []string{"web", "api"} {
+		a := newRawADS(t, dialRaw(t, addr))
+		a.send(&discoveryv3.DiscoveryRequest{Node: envoyNode(svc+"-1", svc), TypeUrl: resourcev3.ExtensionConfigType,
+			ResourceNames: []string{PublicHTTPRBAC}})
+		a.ack(a.mustRecv(resourcev3.ExtensionConfigType), PublicHTTPRBAC)
+		streams[svc] = a
+	}
+	waitFor(t, 5*time.Second, "both proxies up to date", func() bool { return upToDate(srv, "web-1") && upToDate(srv, "api-1") })
+	versions := map[string]string{}
+	for _, p := range srv.Proxies() {
+		versions[p.NodeID] = p.Version
+	}
+
+	flipped := richMesh()
+	flipped.Mesh.DefaultIntention = mesh.Allow // every service's RBAC
+	bad := richMesh()
+	bad.Mesh.DefaultIntention = mesh.Allow
+	addIntention(bad, &mesh.Intention{Source: "db", Destination: "api", Permissions: []mesh.Permission{
+		{Action: mesh.Deny, HTTP: &mesh.HTTPMatch{Header: []mesh.HeaderMatch{{Name: "", Kind: mesh.MatchExact, Value: "x"}}}},
+	}})
+	if err := srv.SetSnapshot(seal(t, bad)); !errors.Is(err, ErrInvalidResource) {
+		t.Fatalf("got %v, want ErrInvalidResource", err)
+	}
+	for svc, a := range streams {
+		if r, err := a.recv(300 * time.Millisecond); r != nil || err != nil {
+			t.Fatalf("%s was sent %v (err %v) of a refused snapshot", svc, r, err)
+		}
+	}
+	if srv.Snapshot() != old {
+		t.Fatal("a refused snapshot is served")
+	}
+	for _, p := range srv.Proxies() {
+		if p.Version != versions[p.NodeID] || p.Sync != "SYNCED" {
+			t.Fatalf("%s: version %s (%s) after a refused snapshot, was %s", p.NodeID, p.Version, p.Sync, versions[p.NodeID])
+		}
+	}
+	if err := srv.SetSnapshot(seal(t, flipped)); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range streams {
+		a.mustRecv(resourcev3.ExtensionConfigType)
 	}
 }

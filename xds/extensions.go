@@ -84,14 +84,11 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 // marshalled once (rbacAny): a mesh-wide change renders this for every service.
 func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) ([]*corev3.TypedExtensionConfig, error) {
 	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
-	hf, nf := &rbacfilterv3.RBAC{Rules: rules}, networkRBAC(svc.Name, rules)
-	for _, x := range []interface {
-		validator
-		proto.Message
-	}{hf, nf} {
-		if err := x.ValidateAll(); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, x.ProtoReflect().Descriptor().FullName(), err)
-		}
+	// The HTTP filter's configuration is the rules alone, and its ValidateAll is theirs (as
+	// an embedded message), which the network filter's checks too, with its stat prefix.
+	nf := networkRBAC(svc.Name, rules)
+	if err := nf.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, nf.ProtoReflect().Descriptor().FullName(), err)
 	}
 	h, n, err := rbacAny(rules, svc.Name)
 	if err != nil {

@@ -423,7 +423,11 @@ func (s *Server) current(p Proxy, g *group) bool {
 // Rendering happens outside s.mu, on every core, with the resources proxies share built once
 // (shared.go); s.mu is held only to swap in the result, and the cache's snapshots are set after
 // it is released, so streams are served meanwhile and the first proxies get their configuration
-// while later ones are still being set.
+// while later ones are still being set. No group is handed to the cache before every group
+// rendered and passed its checks: a snapshot that fails for one proxy changes nothing for any
+// (TestRefusedSnapshotChangesNothing), which is worth more than pushing the first groups
+// while the last render (the CPU is the same: on a busy machine, the last ACK comes no
+// sooner).
 func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
 	prev, prevBundle, m := s.snap, s.bundle, s.memo
@@ -698,7 +702,8 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	if partial {
 		keep = keptTypes(old.res, res, m)
 	}
-	if err := res.validateTypes(m, keep); err != nil {
+	byType := res.byType() // once: validated, hashed and shared below
+	if err := validateByType(byType, m, keep); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
 	}
 	if keep == nil {
@@ -711,7 +716,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, errors.Join(errs...))
 		}
 	}
-	typeHash, hash, versionMap, err := res.hashTypesReusing(m, keep, old)
+	typeHash, hash, versionMap, err := hashByType(byType, m, keep, old)
 	if err != nil {
 		return nil, err
 	}
@@ -725,7 +730,6 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	}
 	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
 	cs := &cachev3.Snapshot{}
-	byType := res.byType()
 	for _, t := range resourceTypes {
 		v := snap.Version + "-" + typeHash[t][:8]
 		if old != nil && old.typeHash[t] == typeHash[t] && old.cs != nil {
