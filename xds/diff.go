@@ -6,6 +6,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"sync"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -13,8 +14,10 @@ import (
 // change is what differs between two snapshots, at the granularity rendering depends on. It
 // lets SetSnapshot re-render only the proxies a change can affect. Services and chains are
 // compared lazily, and only those some proxy depends on, each at most once: with 10k services
-// and 1,000 proxies that is a fraction of the snapshot. A change is used by one goroutine.
+// and 1,000 proxies that is a fraction of the snapshot. A change is safe for concurrent use
+// (the proxies of a snapshot are examined by the goroutines that render them).
 type change struct {
+	mu         sync.Mutex // guards the memos below
 	prev, next *mesh.Snapshot
 	all        bool              // mesh-wide settings changed, or there is no previous snapshot
 	intentions map[string]bool   // destinations whose inbound intentions changed ("*" for wildcard)
@@ -66,30 +69,40 @@ func meshEqualButDefault(a, b mesh.Config) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-func (c *change) serviceChanged(name string) bool {
-	if v, ok := c.services[name]; ok {
+// memoized returns m[k], computing it with compute (outside c.mu: two goroutines may both
+// compute it, to the same value) the first time.
+func memoized[K comparable, V any](c *change, m map[K]V, k K, compute func() V) V {
+	c.mu.Lock()
+	v, ok := m[k]
+	c.mu.Unlock()
+	if ok {
 		return v
 	}
-	v := !serviceEqual(c.prev.Services[name], c.next.Services[name])
-	c.services[name] = v
+	v = compute()
+	c.mu.Lock()
+	m[k] = v
+	c.mu.Unlock()
 	return v
+}
+
+func (c *change) serviceChanged(name string) bool {
+	return memoized(c, c.services, name, func() bool {
+		return !serviceEqual(c.prev.Services[name], c.next.Services[name])
+	})
 }
 
 // endpointsOnly reports whether service, which changed, changed in its endpoints only (their
 // health, a catalog instance...): what only the EDS of its callers is rendered from.
 func (c *change) endpointsOnly(name string) bool {
-	if v, ok := c.endpoints[name]; ok {
-		return v
-	}
-	a, b := c.prev.Services[name], c.next.Services[name]
-	v := false
-	if a != nil && b != nil {
+	return memoized(c, c.endpoints, name, func() bool {
+		a, b := c.prev.Services[name], c.next.Services[name]
+		if a == nil || b == nil {
+			return false
+		}
 		x, y := *a, *b
 		x.Endpoints, y.Endpoints = nil, nil
-		v = serviceEqual(&x, &y)
-	}
-	c.endpoints[name] = v
-	return v
+		return serviceEqual(&x, &y)
+	})
 }
 
 // healthOnly reports whether service changed in its endpoints' health and weights only: the
@@ -140,12 +153,9 @@ func (c *change) edsOnly(service string, d *deps) bool {
 }
 
 func (c *change) chainChanged(name string) bool {
-	if v, ok := c.chains[name]; ok {
-		return v
-	}
-	v := !chainEqual(c.prev.ChainByKey(name), c.next.ChainByKey(name))
-	c.chains[name] = v
-	return v
+	return memoized(c, c.chains, name, func() bool {
+		return !chainEqual(c.prev.ChainByKey(name), c.next.ChainByKey(name))
+	})
 }
 
 // deps are what a proxy's resources are rendered from, besides the mesh-wide settings and
@@ -244,12 +254,7 @@ func (c *change) reachChanged(service, reach string) bool {
 	if len(ups) > 0 {
 		k.first = ups[0]
 	}
-	v, ok := c.reach[k]
-	if !ok {
-		v = reachDigest(c.next, service, ups)
-		c.reach[k] = v
-	}
-	return v != reach
+	return memoized(c, c.reach, k, func() string { return reachDigest(c.next, service, ups) }) != reach
 }
 
 // upsKey identifies a list of upstreams of a snapshot (Snapshot.Upstreams returns the same

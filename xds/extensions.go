@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -158,14 +159,15 @@ func discoveredNetworkRBAC(service string) (*listenerv3.Filter, error) {
 	return &listenerv3.Filter{Name: PublicNetworkRBAC, ConfigType: &listenerv3.Filter_ConfigDiscovery{ConfigDiscovery: src}}, nil
 }
 
-// discoveredHTTPRBAC is public_listener's HTTP RBAC filter, configured over ECDS.
-func discoveredHTTPRBAC() (*hcmv3.HttpFilter, error) {
+// discoveredHTTPRBAC is public_listener's HTTP RBAC filter, configured over ECDS: a constant,
+// built once (messages are never modified once built).
+var discoveredHTTPRBAC = sync.OnceValues(func() (*hcmv3.HttpFilter, error) {
 	src, err := discoveredConfig(httpRBACTypeURL, &rbacfilterv3.RBAC{Rules: denyAll()})
 	if err != nil {
 		return nil, err
 	}
 	return &hcmv3.HttpFilter{Name: PublicHTTPRBAC, ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{ConfigDiscovery: src}}, nil
-}
+})
 
 // extensionTypeURL is the type URL of the configuration an extension config carries.
 func extensionTypeURL(x *corev3.TypedExtensionConfig) string {

@@ -3,6 +3,7 @@ package xds
 import (
 	"net"
 	"strconv"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -351,9 +352,11 @@ func grpcServerListener(name string, ep mesh.Endpoint, service string, rules *rb
 	}, nil
 }
 
-func routerFilter() (*hcmv3.HttpFilter, error) {
+// routerFilter is the router HTTP filter, the same message for every connection manager: it
+// is a constant, built once (messages are never modified once built).
+var routerFilter = sync.OnceValues(func() (*hcmv3.HttpFilter, error) {
 	return typedHTTPFilter(routerFilterName, &routerv3.Router{})
-}
+})
 
 func typedHTTPFilter(name string, m proto.Message) (*hcmv3.HttpFilter, error) {
 	a, err := toAny(m)

@@ -462,9 +462,10 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	}
 	rendered := map[Proxy]*group{}
 	examined := map[Proxy]bool{}
-	how := map[Proxy]renderScope{} // what of each proxy is rendered again (ch is not for goroutines)
 	// Nodes may connect while we render: their groups are missing or were rendered from prev.
-	// Each round renders, unlocked, what the last look under s.mu found missing.
+	// Each round renders, unlocked, what the last look under s.mu found missing; whether a
+	// proxy is affected at all, and what of it is rendered again, is worked out by the
+	// goroutine that renders it.
 	for round := 0; ; round++ {
 		var todo []Proxy
 		for _, p := range work {
@@ -472,14 +473,12 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 			if _, ok := rendered[p]; ok {
 				continue
 			}
-			g := old[p]
-			if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
+			if g := old[p]; g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) {
 				continue
 			}
-			how[p] = scopeOf(ch, p, g, prev, bundle)
 			todo = append(todo, p)
 		}
-		if err := s.renderAll(snap, prev, bundle, m, todo, old, rendered, how); err != nil {
+		if err := s.renderAll(snap, prev, bundle, m, ch, todo, old, rendered, unaffected); err != nil {
 			return err
 		}
 		s.mu.Lock()
@@ -502,8 +501,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		how[p] = scopeOf(ch, p, g, prev, bundle)
-		ng, err := s.rerender(snap, prev, bundle, m, p, g, how[p])
+		ng, err := s.rerender(snap, prev, bundle, m, p, g, scopeOf(ch, p, g, prev, bundle))
 		if err != nil {
 			s.mu.Unlock()
 			return err
@@ -531,8 +529,10 @@ type nodeSet struct {
 	cs *cachev3.Snapshot
 }
 
-// renderAll renders the proxies of todo in parallel into rendered.
-func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group, how map[Proxy]renderScope) error {
+// renderAll renders the proxies of todo that the change ch affects, in parallel, into
+// rendered, each as much as ch requires (scopeOf).
+func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, ch *change, todo []Proxy, old, rendered map[Proxy]*group,
+	unaffected func(Proxy, *group) bool) error {
 	groups := make([]*group, len(todo))
 	errs := make([]error, len(todo))
 	var next atomic.Int64
@@ -546,7 +546,11 @@ func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *me
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
-				groups[i], errs[i] = s.rerender(snap, prev, bundle, m, todo[i], old[todo[i]], how[todo[i]])
+				p, g := todo[i], old[todo[i]]
+				if unaffected(p, g) {
+					continue // groups[i] stays nil
+				}
+				groups[i], errs[i] = s.rerender(snap, prev, bundle, m, p, g, scopeOf(ch, p, g, prev, bundle))
 			}
 		}()
 	}
@@ -555,7 +559,9 @@ func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *me
 		if errs[i] != nil {
 			return errs[i]
 		}
-		rendered[p] = groups[i]
+		if groups[i] != nil {
+			rendered[p] = groups[i]
+		}
 	}
 	return nil
 }
