@@ -115,6 +115,9 @@ type Server struct {
 	// rendering holds the groups groupFor is rendering outside s.mu, so that the proxies of
 	// a group connecting together wait for one rendering rather than each render it.
 	rendering map[Proxy]*inflight
+	// renderSlots bounds the groups groupFor renders at once to GOMAXPROCS: a thousand proxies
+	// connecting together render on every core, not a thousand goroutines' worth of garbage.
+	renderSlots chan struct{}
 
 	metrics *metrics
 	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
@@ -237,6 +240,8 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 		groups:  map[Proxy]*group{},
 		nodes:   map[string]*node{},
 		streams: map[int64]*streamState{},
+
+		renderSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 	for _, o := range opts {
 		o(s)
@@ -963,7 +968,9 @@ func (s *Server) groupFor(p Proxy) (*group, error) {
 	}
 	s.rendering[p] = r
 	s.mu.Unlock()
+	s.renderSlots <- struct{}{} // as many renderings at once as cores, however many connect
 	r.g, r.err = s.render(snap, bundle, m, p, g, false)
+	<-s.renderSlots
 	s.mu.Lock()
 	if s.rendering[p] == r {
 		delete(s.rendering, p)
