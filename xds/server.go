@@ -22,7 +22,9 @@
 //     Each distinct resource is marshalled once, and every stream is sent those bytes, equal
 //     to go-control-plane's own marshal of it (wire.go). A change of the default intention or
 //     of intentions alone rebuilds only inbound listeners: outbound ones are kept.
-//     Rendering runs on every core, outside the lock that streams need.
+//     Rendering runs on every core (a pool of GOMAXPROCS goroutines), outside the lock that
+//     streams need; the proxies of one group that connect together render it once. What a
+//     change affects is worked out from deps that groups with the same upstreams share.
 //   - Serving costs what changed (cache.go): the server's own implementation of
 //     go-control-plane's cache answers what its SnapshotCache answers, but a new snapshot of a
 //     node looks only at the watches of the types that changed, a wildcard delta watch is
