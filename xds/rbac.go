@@ -88,19 +88,13 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv
 		switch {
 		case in.Action != "":
 			if in.Action == engine {
-				rules.Policies[name] = &rbacv3.Policy{
-					Principals:  []*rbacv3.Principal{p},
-					Permissions: []*rbacv3.Permission{anyPermission()},
-				}
+				rules.Policies[name] = newPolicy(p, anyPermission())
 			}
 		case !l7:
 			// Permissions on a tcp destination are rejected by the compiler; if one gets here,
 			// deny its sources whatever the engine.
 			if engine == mesh.Deny {
-				rules.Policies[name] = &rbacv3.Policy{
-					Principals:  []*rbacv3.Principal{p},
-					Permissions: []*rbacv3.Permission{anyPermission()},
-				}
+				rules.Policies[name] = newPolicy(p, anyPermission())
 			}
 		default:
 			var opposite []*rbacv3.Permission
@@ -114,10 +108,7 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv
 				if len(opposite) > 0 {
 					m = andRules(m, notRule(orRules(opposite...)))
 				}
-				rules.Policies[name+"-perm-"+strconv.Itoa(j)] = &rbacv3.Policy{
-					Principals:  []*rbacv3.Principal{p},
-					Permissions: []*rbacv3.Permission{m},
-				}
+				rules.Policies[name+"-perm-"+strconv.Itoa(j)] = newPolicy(p, m)
 			}
 		}
 	}
@@ -257,8 +248,22 @@ func notID(p *rbacv3.Principal) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
 }
 
-func anyPermission() *rbacv3.Permission {
-	return &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+// anyPerm is the permission of any request: one message, shared by every policy that has it
+// (messages are never modified once built).
+var anyPerm = &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+
+func anyPermission() *rbacv3.Permission { return anyPerm }
+
+// newPolicy returns the policy of one principal and one permission, in one allocation: a
+// mesh-wide change builds every service's policies again.
+func newPolicy(p *rbacv3.Principal, perm *rbacv3.Permission) *rbacv3.Policy {
+	a := &struct {
+		policy      rbacv3.Policy
+		principals  [1]*rbacv3.Principal
+		permissions [1]*rbacv3.Permission
+	}{principals: [1]*rbacv3.Principal{p}, permissions: [1]*rbacv3.Permission{perm}}
+	a.policy.Principals, a.policy.Permissions = a.principals[:], a.permissions[:]
+	return &a.policy
 }
 
 func andRules(rules ...*rbacv3.Permission) *rbacv3.Permission {
