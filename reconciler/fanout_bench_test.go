@@ -50,7 +50,9 @@ import (
 //     the same types are re-sent as by mesh; a change is SetSnapshot of every node's "after"
 //     snapshot, in a loop, until every stream has ACKed every type that changed.
 //   - mesh: our xds.Server from SetSnapshot(after mesh snapshot) (diff, render, validate, hash,
-//     set) until every stream has ACKed the same.
+//     set) until every stream has ACKed the same. It runs on a gRPC server with
+//     xds.GRPCServerOptions, as `mesh serve` runs it (raw on gRPC's defaults, as
+//     go-control-plane's users run it).
 //   - commit: a reconciler with the same xds.Server attached, from `git push` of the change
 //     (watch, compile with the reconciler's compiler cache, Raft apply, publish) until the same.
 //
@@ -265,12 +267,12 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 func fanNode(i int) string { return fmt.Sprintf("fan-%d", i) }
 
 // serveGRPC serves register's services on a loopback port until b ends.
-func serveGRPC(b *testing.B, register func(*grpc.Server)) (string, func()) {
+func serveGRPC(b *testing.B, register func(*grpc.Server), opts ...grpc.ServerOption) (string, func()) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	register(g)
 	go g.Serve(lis)
 	return lis.Addr().String(), g.Stop
@@ -295,7 +297,7 @@ func startRawFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer 
 
 func startMeshFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer {
 	x := xds.NewServer(nil)
-	addr, stop := serveGRPC(b, x.Register)
+	addr, stop := serveGRPC(b, x.Register, xds.GRPCServerOptions()...) // as `mesh serve`
 	if err := x.SetSnapshot(fx.snaps[0]); err != nil {
 		b.Fatal(err)
 	}
@@ -313,7 +315,7 @@ func startCommitFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServ
 	cfg := testConfig(b, repo.bare, nodeOpts{})
 	cfg.Log = discardLogger()
 	x := xds.NewServer(nil)
-	addr, stop := serveGRPC(b, x.Register)
+	addr, stop := serveGRPC(b, x.Register, xds.GRPCServerOptions()...) // as `mesh serve`
 	cfg.Publisher, cfg.Proxies = x, x.Proxies
 	s := startServer(b, cfg)
 	waitFor(b, 5*time.Minute, "the first commit to be served", func() bool { return servedVersion(s) == fx.snaps[0].Version })

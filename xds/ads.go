@@ -7,8 +7,10 @@ import (
 	"google.golang.org/grpc"
 )
 
-// ads wraps go-control-plane's aggregated discovery service so that the Server can end one
-// stream with an error of its choosing (go-control-plane has no such hook): a node whose
+// ads serves the aggregated discovery service: state of the world with the server's own
+// (sotwserver.go; go-control-plane's with WithControlPlaneSotW or WithSnapshotCache), delta
+// with go-control-plane's. Either way the Server can end one stream with an error of its
+// choosing (go-control-plane has no such hook; killable below): a node whose
 // service disappears from the mesh, or that connected before the first snapshot and names a
 // service the snapshot does not have, gets a NotFound on its stream, as a node that names an
 // unknown service on its first request does.
@@ -47,6 +49,9 @@ type deltaStream struct {
 func (w deltaStream) Context() context.Context { return w.ctx }
 
 func (a ads) StreamAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	if a.s.sotw != nil {
+		return a.s.sotw.serve(st) // sotwserver.go
+	}
 	ctx, cancel := killable(st.Context())
 	defer cancel(nil)
 	return run(ctx, func() error { return a.s.xds.StreamAggregatedResources(sotwStream{st, ctx}) })

@@ -32,9 +32,12 @@ import (
 //   - the Any of each distinct resource is built once (wire.go) and shared by every response
 //     and every snapshot that sends it.
 //
-// Responses are go-control-plane's passthrough responses, so its server sends them as built
-// (setting the nonce on the per-response message); the maps handed to the server as returned
-// resources are fresh per response, because the server alters them.
+// State-of-the-world ADS streams are served from the cache by sotwserver.go, which registers
+// its streams on their node (sotwConns) and is woken by SetSnapshot; the rest of this file
+// serves go-control-plane's server (delta, per-type streams, REST, and SotW with
+// WithControlPlaneSotW). Its responses are go-control-plane's passthrough responses, so its
+// server sends them as built (setting the nonce on the per-response message); the maps handed
+// to the server as returned resources are fresh per response, because the server alters them.
 //
 // TestWatchCacheMatchesSnapshotCache drives both caches with the same random snapshots through
 // real ADS streams and holds their clients to the same state.
@@ -78,6 +81,10 @@ type typeSet struct {
 	id       uint64 // unique in its cache
 	diffBase uint64
 	diff     *typeDiff
+
+	// sotw holds the state-of-the-world response bodies built from the typeSet
+	// (sotwserver.go), under its own lock.
+	sotw sotwBodies
 }
 
 // typeDiff is what changed from one typeSet to another.
@@ -90,6 +97,9 @@ type cacheNode struct {
 	snap   *nodeSnap
 	sotw   [types.UnknownType + 1]map[*sotwWatch]struct{}
 	deltas [types.UnknownType + 1]map[*deltaWatch]struct{}
+	// sotwConns are the node's state-of-the-world ADS streams served by sotwserver.go, woken
+	// when its snapshot changes.
+	sotwConns map[*sotwConn]struct{}
 }
 
 type sotwWatch struct {
@@ -156,6 +166,7 @@ func (c *watchCache) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.
 	}
 	c.release(old)
 	n.snap = ns
+	woken := false
 	for t := range types.UnknownType {
 		var prev *typeSet
 		if old != nil {
@@ -163,6 +174,10 @@ func (c *watchCache) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.
 		}
 		if ns.types[t] == prev && old != nil {
 			continue
+		}
+		if !woken {
+			n.wakeSotw()
+			woken = true
 		}
 		if err := c.respondSotw(ctx, n, t); err != nil {
 			return err

@@ -148,6 +148,8 @@ type diffClient struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	err     error
+	// responses counts the SotW responses received.
+	responses int
 }
 
 type diffEntry struct {
@@ -243,6 +245,7 @@ func (c *diffClient) recvSotw(str discoveryv3.AggregatedDiscoveryService_StreamA
 			}
 		}
 		c.state[typ], c.version[typ], c.nonce[typ] = st, resp.GetVersionInfo(), resp.GetNonce()
+		c.responses++
 		c.sendSotw(typ)
 		c.mu.Unlock()
 	}
@@ -347,8 +350,13 @@ func (c *diffClient) mismatch(cs *cachev3.Snapshot) string {
 func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 	quiet := cplLogger{slog.New(slog.DiscardHandler)}
 	caches := []nodeCache{newWatchCache(), cachev3.NewSnapshotCache(false, cachev3.IDHash{}, quiet)}
-	cacheNames := []string{"watch cache", "SnapshotCache"}
-	addrs := []string{serveCache(t, caches[0]), serveCache(t, caches[1])}
+	runDifferential(t, r, steps, caches, []string{"watch cache", "SnapshotCache"},
+		[]string{serveCache(t, caches[0]), serveCache(t, caches[1])}, false)
+}
+
+// runDifferential drives two caches, served at addrs, with the same random steps and holds
+// their clients to the same state (only state-of-the-world clients with sotwOnly).
+func runDifferential(t *testing.T, r *rand.Rand, steps int, caches []nodeCache, cacheNames, addrs []string, sotwOnly bool) {
 	groups := []*diffGroup{{}, {}}
 	for _, g := range groups {
 		g.content = map[resourcev3.Type]map[string]int{}
@@ -368,11 +376,14 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 		if len(out) == 0 {
 			out = []string{diffNames(typ)[r.IntN(5)]}
 		}
+		if sotwOnly && r.IntN(3) == 0 {
+			out = append(out, out[0], "absent") // a duplicate, and a resource nobody has
+		}
 		return out
 	}
 	clients := make([][2]*diffClient, nodes)
 	for i := range nodes {
-		delta := i%3 != 0
+		delta := i%3 != 0 && !sotwOnly
 		names := map[resourcev3.Type][]string{}
 		for _, typ := range diffCacheTypes {
 			if r.IntN(2) == 0 {
@@ -391,7 +402,9 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 	defer func() {
 		for _, pair := range clients {
 			for _, c := range pair {
-				c.close()
+				if c.cancel != nil {
+					c.close()
+				}
 			}
 		}
 	}()
@@ -473,6 +486,24 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int) {
 				}
 			}
 		}
+	}
+	// Once every client holds its state, responses stop (a few may still be on their way): no
+	// response answers an ACK of itself.
+	count := func() (n []int) {
+		for _, pair := range clients {
+			for _, c := range pair {
+				c.mu.Lock()
+				n = append(n, c.responses)
+				c.mu.Unlock()
+			}
+		}
+		return n
+	}
+	time.Sleep(100 * time.Millisecond)
+	before := count()
+	time.Sleep(200 * time.Millisecond)
+	if after := count(); !slices.Equal(before, after) {
+		t.Fatalf("responses after every client is up to date: %v, then %v", before, after)
 	}
 }
 

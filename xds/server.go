@@ -1,5 +1,6 @@
 // Package xds renders a compiled mesh.Snapshot into the configuration of each proxy and serves
-// it over xDS with go-control-plane.
+// it over xDS: state-of-the-world ADS with its own server (sotwserver.go), delta ADS and the
+// per-type services with go-control-plane's.
 //
 // Guarantees:
 //
@@ -30,6 +31,8 @@
 //     node looks only at the watches of the types that changed, a wildcard delta watch is
 //     answered from the difference of the type's old and new resources (computed once for
 //     every node of a group), and each resource's wire bytes are shared by every response.
+//     A state-of-the-world response's bytes are encoded once for every stream that sends the
+//     same resources, and only its nonce per stream (sotwserver.go, with GRPCServerOptions).
 //     Delta resource versions on the wire are the ones the server tracks (go-control-plane
 //     sends a hash of the bytes but tracks the snapshot's version map), so a delta client that
 //     reconnects with initial_resource_versions is sent only what it lacks.
@@ -124,6 +127,9 @@ type Server struct {
 	metrics *metrics
 	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
 	listenerOnly atomic.Int64
+
+	cplSotw bool        // WithControlPlaneSotW
+	sotw    *sotwServer // serves state-of-the-world ADS (sotwserver.go); nil with cplSotw
 
 	authPeers bool         // WithPeerAuthentication
 	bundle    *trustBundle // SetTrustBundle; nil before
@@ -254,6 +260,9 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 		s.cache = newWatchCache() // cache.go
 	}
 	s.xds = serverv3.NewServer(s.ctx, s.cache, (*callbacks)(s))
+	if c, ok := s.cache.(*watchCache); ok && !s.cplSotw {
+		s.sotw = newSotwServer(s.ctx, c, (*callbacks)(s))
+	}
 	return s
 }
 

@@ -55,6 +55,9 @@ type Options struct {
 	Retry      bool
 	Backoff    time.Duration
 	MaxBackoff time.Duration
+	// Keep keeps what a state-of-the-world stream holds (Held), for tests that compare
+	// servers; benchmarks leave it off. Delta streams ignore it.
+	Keep bool
 }
 
 // Client is one open stream. Its counters may be read while it runs.
@@ -62,7 +65,8 @@ type Client struct {
 	bytes    atomic.Int64 // received, protobuf size of each response
 	ecds     atomic.Bool  // extension configurations are subscribed to: synced waits for them too
 	vmu      sync.Mutex
-	versions map[string]string // type → version of its last response
+	versions map[string]string   // type → version of its last response
+	held     map[string][]string // type → the sorted encodings of its last response's resources (Keep)
 	marker   atomic.Pointer[[]byte]
 	markerAt atomic.Int64 // unix nanoseconds at which the marker was first seen (and ACKed), 0 before
 	retries  atomic.Int64 // streams reopened
@@ -302,10 +306,29 @@ func (c *Client) subscribeAll(send func(typ string, names []string, first bool) 
 	return send(resourcev3.ExtensionConfigType, names, false)
 }
 
+// Held is what a state-of-the-world stream with Options.Keep holds of typ: the encodings of
+// the resources of its last response, sorted.
+func (c *Client) Held(typ string) []string {
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	return c.held[typ]
+}
+
 // received records a response (already ACKed).
 func (c *Client) received(typeURL, version string, resources []*anypb.Any, seen map[string]bool) {
 	c.vmu.Lock()
 	c.versions[typeURL] = version
+	if c.opts.Keep && !c.opts.Delta {
+		held := make([]string, 0, len(resources))
+		for _, r := range resources {
+			held = append(held, r.GetTypeUrl()+"\x00"+string(r.GetValue()))
+		}
+		slices.Sort(held)
+		if c.held == nil {
+			c.held = map[string][]string{}
+		}
+		c.held[typeURL] = held
+	}
 	c.vmu.Unlock()
 	if m := c.marker.Load(); m != nil && c.markerAt.Load() == 0 {
 		for _, r := range resources {

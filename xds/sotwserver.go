@@ -1,0 +1,628 @@
+package xds
+
+import (
+	"context"
+	"hash/maphash"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+	"weak"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// The state-of-the-world ADS server: StreamAggregatedResources served from the watch cache
+// (cache.go) directly, answering what go-control-plane's SotW server answers over that cache
+// (WithControlPlaneSotW keeps that server, for TestSotwServerMatchesControlPlane and for
+// benchmarks), at a cost that does not grow with the streams that share a response:
+//
+//   - The wire bytes of a response body (version_info, resources, type_url) are built once per
+//     typeSet and set of requested names, and every stream of the group that sends it sends
+//     those very bytes (preEncoded, grpcopts.go); only the nonce, a field of its own appended
+//     after the body, is per stream. Bodies are held weakly: shared while streams are sending
+//     them, garbage once sent, so a served configuration is not held twice in memory.
+//   - A stream is one goroutine besides gRPC's (which reads requests): no reflect.Select, no
+//     per-type channels. A new snapshot of a node wakes its streams, each of which looks only
+//     at the types it waits on, by version.
+//   - Per stream and type it keeps the subscription (sorted names or wildcard), the version
+//     and nonce of the latest request and response, and what the latest response returned as
+//     a typeSet and names rather than a map of every resource.
+//
+// The protocol is go-control-plane's (pkg/server/sotw/v3 with the watch cache's CreateWatch):
+// a request whose nonce is not the type's latest response's is ignored (after the callbacks
+// have seen it); a request opens a watch answered at once when the cache's version differs
+// from the request's, or a subscribed resource (every resource, for a wildcard subscription)
+// was not returned by the latest response, and otherwise when a snapshot changes the type's
+// version. A subscription is wildcard when the first request names nothing (legacy wildcard,
+// for as long as requests name nothing) or when it names "*". A response holds the subscribed
+// resources that exist; a request naming nothing gets every resource (as from
+// go-control-plane, also once the subscription is no longer wildcard: it then gets them when
+// the version changes). One difference, where go-control-plane is wrong: a wildcard
+// subscription that also names resources ("*" and names) is answered with every resource
+// (go-control-plane sends only the named ones, then answers every ACK again: a response loop).
+//
+// A stream the server kills (ads.go) ends as soon as its goroutine is not blocked sending to
+// a proxy that does not read.
+
+// maxUnknownTypes bounds the unknown type URLs a stream may ask for (each has its state).
+const maxUnknownTypes = 16
+
+// sotwStreamBase numbers this server's streams apart from go-control-plane's (1, 2, … for its
+// per-type streams; negated for delta streams, callbacks.go).
+const sotwStreamBase = 1 << 40
+
+// sotwTypeOrder is the order in which one wake-up answers several types: clusters before
+// endpoints and listeners before routes, as Envoy warms them.
+var sotwTypeOrder = [...]types.ResponseType{
+	types.Cluster, types.Endpoint, types.Listener, types.Route, types.ScopedRoute,
+	types.VirtualHost, types.ExtensionConfig, types.Secret, types.Runtime, types.RateLimitConfig,
+}
+
+// Every type is in sotwTypeOrder (this fails to compile when go-control-plane adds one).
+var _ = [1]struct{}{}[len(sotwTypeOrder)-int(types.UnknownType)]
+
+// WithControlPlaneSotW serves state-of-the-world ADS with go-control-plane's server, over the
+// same cache, instead of the server's own (sotwserver.go). It is kept for comparison
+// (TestSotwServerMatchesControlPlaneServer, benchmarks). With WithSnapshotCache it is implied.
+func WithControlPlaneSotW() Option {
+	return func(s *Server) { s.cplSotw = true }
+}
+
+// sotwServer serves state-of-the-world ADS streams from a watch cache. It is safe for
+// concurrent use.
+type sotwServer struct {
+	ctx   context.Context // ends every stream (with OK) when done
+	cache *watchCache
+	// cb is told of streams, requests and responses as go-control-plane's server tells its
+	// callbacks, but that a response passed to OnStreamResponse has no resources (they are
+	// encoded already) and its request is nil; nil for none.
+	cb      sotw.Callbacks
+	streams atomic.Int64 // numbers streams
+}
+
+func newSotwServer(ctx context.Context, c *watchCache, cb sotw.Callbacks) *sotwServer {
+	return &sotwServer{ctx: ctx, cache: c, cb: cb}
+}
+
+// StreamAggregatedResources makes a sotwServer an ADS server (delta streams unimplemented),
+// for tests.
+func (x *sotwServer) StreamAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return x.serve(st)
+}
+
+func (x *sotwServer) DeltaAggregatedResources(grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return status.Error(codes.Unimplemented, "delta xDS is not served here")
+}
+
+// sotwConn is one state-of-the-world ADS stream.
+type sotwConn struct {
+	x    *sotwServer
+	c    *watchCache
+	st   grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
+	id   int64
+	node *corev3.Node // of the first request that had one
+
+	// wake is signalled (never blocking) by the cache when a snapshot of the node changes.
+	wake chan struct{}
+	// cnode is the cache node the stream waits on, under c.mu.
+	cnode *cacheNode
+
+	nonce uint64
+	types [types.UnknownType]*sotwType
+	other map[string]*sotwType // unknown type URLs: only ever answered with no resources
+}
+
+// sotwType is a stream's state of one resource type.
+type sotwType struct {
+	typeURL string
+	sub     sotwSub
+	// open: a request waits for the type's version to differ from reqVersion.
+	open       bool
+	reqVersion string
+	nonce      string // of the latest response; "" before
+	// What the latest response returned: the resources of ret (all of them, or those named in
+	// retNames), less those unsubscribed since.
+	ret      *typeSet
+	retAll   bool
+	retNames []string
+}
+
+// sotwSub is a subscription: wildcard, or the sorted distinct names asked for.
+type sotwSub struct {
+	wildcard bool
+	legacy   bool // no request has named anything yet: an empty request stays wildcard
+	names    []string
+	key      uint64 // of names
+}
+
+var sotwSeed = maphash.MakeSeed()
+
+// set updates the subscription from a request's resource names, as go-control-plane's
+// Subscription.SetResourceSubscription does, and reports whether it changed. A request naming
+// what the subscription names, in its order (an ACK), costs no allocation.
+func (sub *sotwSub) set(requested []string) bool {
+	if sub.legacy {
+		if len(requested) == 0 {
+			return false
+		}
+		sub.legacy = false
+	} else if !sub.wildcard && sub.names != nil && slices.Equal(requested, sub.names) {
+		return false
+	}
+	names := make([]string, 0, len(requested))
+	star := false
+	for _, n := range requested {
+		if n == "*" {
+			star = true
+			continue
+		}
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	names = slices.Compact(names)
+	var h maphash.Hash
+	h.SetSeed(sotwSeed)
+	for _, n := range names {
+		h.WriteString(n)
+		h.WriteByte(0)
+	}
+	sub.wildcard, sub.names, sub.key = star, names, h.Sum64()
+	return true
+}
+
+// all reports whether a response to sub holds every resource: it is wildcard, or names none.
+func (sub *sotwSub) all() bool { return sub.wildcard || len(sub.names) == 0 }
+
+func newSotwSub(requested []string) sotwSub {
+	sub := sotwSub{legacy: true, wildcard: len(requested) == 0}
+	sub.set(requested)
+	return sub
+}
+
+// returned reports whether the latest response returned name (and it was not unsubscribed).
+func (ty *sotwType) returned(name string) bool {
+	if ty.ret == nil {
+		return false
+	}
+	if _, ok := ty.ret.items[name]; !ok {
+		return false
+	}
+	if ty.retAll {
+		return true
+	}
+	_, ok := slices.BinarySearch(ty.retNames, name)
+	return ok
+}
+
+// resubscribe applies a request's names to an existing subscription, forgetting what was
+// returned of the names no longer subscribed (so that subscribing again gets them again).
+func (ty *sotwType) resubscribe(requested []string) {
+	if !ty.sub.set(requested) {
+		return
+	}
+	if ty.sub.wildcard || ty.sub.legacy || ty.ret == nil {
+		return
+	}
+	if ty.retAll {
+		ty.retAll, ty.retNames = false, ty.sub.names
+		return
+	}
+	kept := make([]string, 0, len(ty.retNames))
+	for _, n := range ty.retNames {
+		if _, ok := slices.BinarySearch(ty.sub.names, n); ok {
+			kept = append(kept, n)
+		}
+	}
+	ty.retNames = kept
+}
+
+// due reports whether an open request is answered from ts now, as the watch cache's
+// CreateWatch (sotwShouldRespond) decides.
+func (ty *sotwType) due(ts *typeSet) bool {
+	if ty.reqVersion != ts.versionOrEmpty() {
+		return true
+	}
+	if ts == nil {
+		return false
+	}
+	if ty.sub.wildcard {
+		if ty.ret == ts && ty.retAll {
+			return false
+		}
+		for name := range ts.items {
+			if !ty.returned(name) {
+				return true
+			}
+		}
+		return false
+	}
+	if ty.ret == ts && !ty.retAll && len(ty.retNames) == len(ty.sub.names) &&
+		(len(ty.retNames) == 0 || &ty.retNames[0] == &ty.sub.names[0]) {
+		return false // answered this very subscription from ts
+	}
+	for _, name := range ty.sub.names {
+		if _, ok := ts.items[name]; ok && !ty.returned(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// serve serves one state-of-the-world ADS stream, until the client ends it, the server's
+// context is done, or it is killed (ads.go's killable).
+func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	ctx, cancel := killable(st.Context())
+	defer cancel(nil)
+	conn := &sotwConn{x: x, c: x.cache, st: st, id: sotwStreamBase + x.streams.Add(1), node: &corev3.Node{},
+		wake: make(chan struct{}, 1)}
+	defer conn.close()
+	if x.cb != nil {
+		if err := x.cb.OnStreamOpen(ctx, conn.id, resourcev3.AnyType); err != nil {
+			return err
+		}
+	}
+	reqs := make(chan *discoveryv3.DiscoveryRequest)
+	go func() {
+		defer close(reqs)
+		for {
+			req, err := st.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-x.ctx.Done():
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case req, ok := <-reqs:
+			if !ok {
+				return nil
+			}
+			if err := conn.request(req); err != nil {
+				return err
+			}
+		case <-conn.wake:
+			if err := conn.changed(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// close stops the stream's watches and tells the server it closed.
+func (conn *sotwConn) close() {
+	conn.c.mu.Lock()
+	if conn.cnode != nil {
+		delete(conn.cnode.sotwConns, conn)
+		conn.cnode = nil
+	}
+	conn.c.mu.Unlock()
+	if conn.x.cb != nil {
+		conn.x.cb.OnStreamClosed(conn.id, conn.node)
+	}
+}
+
+// typ returns the stream's state of typeURL, nil before its first request.
+func (conn *sotwConn) typ(typeURL string) (*sotwType, types.ResponseType) {
+	t := responseType(typeURL)
+	if t < types.UnknownType {
+		return conn.types[t], t
+	}
+	return conn.other[typeURL], t
+}
+
+// request handles one request: callbacks, nonce, subscription, and an answer if one is due.
+func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
+	if req == nil {
+		return status.Errorf(codes.Unavailable, "empty request")
+	}
+	if req.GetNode() != nil {
+		conn.node = req.GetNode()
+	} else {
+		req.Node = conn.node
+	}
+	if req.GetTypeUrl() == "" {
+		return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
+	}
+	if conn.x.cb != nil {
+		if err := conn.x.cb.OnStreamRequest(conn.id, req); err != nil {
+			return err
+		}
+	}
+	ty, t := conn.typ(req.GetTypeUrl())
+	switch {
+	case ty == nil:
+		ty = &sotwType{typeURL: req.GetTypeUrl(), sub: newSotwSub(req.GetResourceNames())}
+		if t < types.UnknownType {
+			conn.types[t] = ty
+		} else {
+			if len(conn.other) >= maxUnknownTypes {
+				return status.Errorf(codes.InvalidArgument, "more than %d unknown resource types", maxUnknownTypes)
+			}
+			if conn.other == nil {
+				conn.other = map[string]*sotwType{}
+			}
+			conn.other[ty.typeURL] = ty
+		}
+	case ty.nonce != "" && req.GetResponseNonce() != ty.nonce:
+		return nil // stale: an answer to an older response
+	default:
+		ty.resubscribe(req.GetResourceNames())
+	}
+	ty.reqVersion, ty.open = req.GetVersionInfo(), true
+
+	c := conn.c
+	c.mu.Lock()
+	n := c.node(req.GetNode().GetId())
+	if conn.cnode != n {
+		if conn.cnode != nil {
+			delete(conn.cnode.sotwConns, conn)
+		}
+		if n.sotwConns == nil {
+			n.sotwConns = map[*sotwConn]struct{}{}
+		}
+		n.sotwConns[conn] = struct{}{}
+		conn.cnode = n
+	}
+	ts := n.typeOf(t)
+	due := n.snap != nil && ty.due(ts)
+	c.mu.Unlock()
+	if !due {
+		return nil
+	}
+	return conn.respond(ty, ts)
+}
+
+// changed answers the open requests of the types whose version a new snapshot changed.
+func (conn *sotwConn) changed() error {
+	var due [len(sotwTypeOrder)]bool
+	var sets [len(sotwTypeOrder)]*typeSet
+	c := conn.c
+	c.mu.Lock()
+	if n := conn.cnode; n != nil && n.snap != nil {
+		for i, t := range sotwTypeOrder {
+			if ty := conn.types[t]; ty != nil && ty.open {
+				sets[i] = n.typeOf(t)
+				due[i] = sets[i].versionOrEmpty() != ty.reqVersion
+			}
+		}
+	}
+	c.mu.Unlock()
+	for i, t := range sotwTypeOrder {
+		if due[i] {
+			if err := conn.respond(conn.types[t], sets[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// versionOrEmpty is ts's version, "" for no typeSet.
+func (ts *typeSet) versionOrEmpty() string {
+	if ts == nil {
+		return ""
+	}
+	return ts.version
+}
+
+// respond sends ty's subscription from ts (nil: no resources) and closes ty's watch.
+func (conn *sotwConn) respond(ty *sotwType, ts *typeSet) error {
+	conn.nonce++
+	nonce := strconv.FormatUint(conn.nonce, 10)
+	version := ""
+	var body []byte
+	if ts != nil {
+		version = ts.version
+		body = ts.sotwBody(&ty.sub)
+	} else {
+		body = encodeSotwBody("", ty.typeURL, nil)
+	}
+	ty.open, ty.nonce = false, nonce
+	ty.ret, ty.retAll, ty.retNames = ts, ty.sub.all(), ty.sub.names
+	if ty.retAll {
+		ty.retNames = nil
+	}
+	if conn.x.cb != nil {
+		conn.x.cb.OnStreamResponse(conn.st.Context(), conn.id, nil,
+			&discoveryv3.DiscoveryResponse{TypeUrl: ty.typeURL, VersionInfo: version, Nonce: nonce})
+	}
+	return conn.st.SendMsg(&sotwMsg{body: body, tail: protowire.AppendString(protowire.AppendTag(nil, 5, protowire.BytesType), nonce)})
+}
+
+// wakeSotw tells the node's state-of-the-world streams that its snapshot changed. Called with
+// c.mu held.
+func (n *cacheNode) wakeSotw() {
+	for conn := range n.sotwConns {
+		select {
+		case conn.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sotwMsg is a DiscoveryResponse as sent: a body shared by every stream sending the same
+// resources, and this stream's nonce field.
+type sotwMsg struct {
+	body []byte // never modified
+	tail []byte
+	msg  *emptypb.Empty // ProtoReflect's
+}
+
+var _ preEncoded = (*sotwMsg)(nil)
+
+func (r *sotwMsg) wire() mem.BufferSlice {
+	return mem.BufferSlice{mem.SliceBuffer(r.body), mem.SliceBuffer(r.tail)}
+}
+
+// ProtoReflect makes a sotwMsg a proto.Message encoding to its bytes, for gRPC servers
+// whose codec does not know preEncoded (a copy: those are tests).
+func (r *sotwMsg) ProtoReflect() protoreflect.Message {
+	if r.msg == nil {
+		r.msg = &emptypb.Empty{}
+		r.msg.ProtoReflect().SetUnknown(append(append(make([]byte, 0, len(r.body)+len(r.tail)), r.body...), r.tail...))
+	}
+	return r.msg.ProtoReflect()
+}
+
+// sotwBodies are the response bodies of a typeSet, each held weakly (sotwserver.go).
+type sotwBodies struct {
+	mu    sync.Mutex
+	all   weakBytes
+	named map[uint64]namedBody
+}
+
+type namedBody struct {
+	names []string
+	body  weakBytes
+}
+
+// maxNamedBodies bounds the bodies of named subscriptions kept per typeSet; beyond, the
+// collected ones are dropped, then all.
+const maxNamedBodies = 64
+
+// weakBytes is a byte slice that the garbage collector may take once nobody else holds it.
+type weakBytes struct {
+	p weak.Pointer[byte]
+	n int
+}
+
+func makeWeak(b []byte) weakBytes {
+	if len(b) == 0 {
+		return weakBytes{}
+	}
+	return weakBytes{p: weak.Make(&b[0]), n: len(b)}
+}
+
+func (w weakBytes) get() []byte {
+	if w.n == 0 {
+		return nil
+	}
+	p := w.p.Value()
+	if p == nil {
+		return nil
+	}
+	return unsafe.Slice(p, w.n)
+}
+
+// sotwBody returns the encoded body of the response to sub from ts, built once for every
+// stream sending it at the same time.
+func (ts *typeSet) sotwBody(sub *sotwSub) []byte {
+	b := &ts.sotw
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if sub.all() {
+		if body := b.all.get(); body != nil {
+			return body
+		}
+		names := make([]string, 0, len(ts.items))
+		for name := range ts.items {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		body := ts.encodeSotw(names)
+		b.all = makeWeak(body)
+		return body
+	}
+	if e, ok := b.named[sub.key]; ok && slices.Equal(e.names, sub.names) {
+		if body := e.body.get(); body != nil {
+			return body
+		}
+	}
+	body := ts.encodeSotw(sub.names)
+	if b.named == nil {
+		b.named = map[uint64]namedBody{}
+	}
+	if len(b.named) >= maxNamedBodies {
+		for k, e := range b.named {
+			if e.body.get() == nil {
+				delete(b.named, k)
+			}
+		}
+		if len(b.named) >= maxNamedBodies {
+			clear(b.named)
+		}
+	}
+	b.named[sub.key] = namedBody{names: sub.names, body: makeWeak(body)}
+	return body
+}
+
+// encodeSotw encodes the body of a response holding the named resources of ts that exist.
+func (ts *typeSet) encodeSotw(names []string) []byte {
+	anys := make([]*anypb.Any, 0, len(names))
+	for _, name := range names {
+		if _, ok := ts.items[name]; ok {
+			anys = append(anys, ts.any(name))
+		}
+	}
+	return encodeSotwBody(ts.version, ts.typeURL, anys)
+}
+
+// encodeSotwBody returns the deterministic encoding of a DiscoveryResponse with these fields
+// (and no nonce): version_info (1), resources (2), type_url (4), in field order, as
+// proto.Marshal writes them.
+func encodeSotwBody(version, typeURL string, anys []*anypb.Any) []byte {
+	size := 0
+	if version != "" {
+		size += protowire.SizeTag(1) + protowire.SizeBytes(len(version))
+	}
+	for _, a := range anys {
+		size += protowire.SizeTag(2) + protowire.SizeBytes(anySize(a))
+	}
+	if typeURL != "" {
+		size += protowire.SizeTag(4) + protowire.SizeBytes(len(typeURL))
+	}
+	b := make([]byte, 0, size)
+	if version != "" {
+		b = protowire.AppendString(protowire.AppendTag(b, 1, protowire.BytesType), version)
+	}
+	for _, a := range anys {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(anySize(a)))
+		if a.GetTypeUrl() != "" {
+			b = protowire.AppendString(protowire.AppendTag(b, 1, protowire.BytesType), a.GetTypeUrl())
+		}
+		if len(a.GetValue()) > 0 {
+			b = protowire.AppendBytes(protowire.AppendTag(b, 2, protowire.BytesType), a.GetValue())
+		}
+	}
+	if typeURL != "" {
+		b = protowire.AppendString(protowire.AppendTag(b, 4, protowire.BytesType), typeURL)
+	}
+	return b
+}
+
+// anySize is the encoded size of an Any's type_url and value.
+func anySize(a *anypb.Any) int {
+	n := 0
+	if u := a.GetTypeUrl(); u != "" {
+		n += protowire.SizeTag(1) + protowire.SizeBytes(len(u))
+	}
+	if v := a.GetValue(); len(v) > 0 {
+		n += protowire.SizeTag(2) + protowire.SizeBytes(len(v))
+	}
+	return n
+}
