@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	mesh "github.com/meshgit/mesh"
@@ -33,31 +34,38 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	names := s.ServiceNames()
 	v := &l7Verdicts{s: s, cache: cache, byIntention: map[*mesh.Intention]bool{}}
 
-	// Upstreams denied, callers allowed without the upstream.
+	// Upstreams denied, callers allowed without the upstream: with the memo of the compilation
+	// that made s, only for what changed (incremental.go).
+	ma := analysisMemo(s, cache)
+	if ma != nil {
+		v.permissions = ma.m.permissionJSON
+	}
 	for _, name := range names {
 		svc := s.Services[name]
-		for _, u := range sortedKeys(svc.Upstreams) {
-			if s.Services[u] == nil {
-				continue
-			}
-			if v.allows(name, u) {
-				continue
-			}
-			// Every request is denied: any one says why.
-			d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u, Path: "/"})
-			w.add(s.Pos(mesh.PathService(name)+".upstreams."+u), "service %s: upstream %s: every request is denied (%s)", name, u, d.Reason)
+		if ma.reuseUpstreams(name, svc, &w) {
+			continue
 		}
+		start := len(w.list)
+		onDefault := upstreamWarnings(s, v, name, svc, &w)
+		ma.keepUpstreams(name, svc, w.list[start:], onDefault)
 	}
-	for _, in := range s.Intentions {
-		if in.Precedence != mesh.PrecedenceExact || !v.allows(in.Source, in.Destination) {
-			continue
+	if ma != nil {
+		for dst, me := range ma.m.intentions {
+			if ma.reuseIntentions(dst, me, &w) {
+				continue
+			}
+			start := len(w.list)
+			me.warnOnDefault = false
+			for _, in := range me.list {
+				intentionWarning(s, v, in, &w)
+				me.warnOnDefault = me.warnOnDefault || len(in.Permissions) > 0
+			}
+			me.warn, me.warnCommit = slices.Clone(w.list[start:]), ma.m.commits
 		}
-		src := s.Services[in.Source]
-		if src == nil || src.Transparent() || src.Upstreams[in.Destination] != nil {
-			continue
+	} else {
+		for _, in := range s.Intentions {
+			intentionWarning(s, v, in, &w)
 		}
-		w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)),
-			"intention %s → %s allows %s, but %s does not declare %s as an upstream", in.Source, in.Destination, in.Source, in.Source, in.Destination)
 	}
 
 	// Intentions that never decide.
@@ -68,14 +76,19 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	wildFrom := map[string]*mesh.Intention{} // sources with *←S
 	var both *mesh.Intention
 	for _, in := range s.Intentions {
+		if in.Precedence == mesh.PrecedenceWildcardDest {
+			wildFrom[in.Source] = in
+		}
+	}
+	for _, in := range s.Intentions {
 		switch in.Precedence {
 		case mesh.PrecedenceExact:
 			exactInto[in.Destination]++
-			exactFrom[in.Source] = append(exactFrom[in.Source], in.Destination)
+			if wildFrom[in.Source] != nil { // only the sources of *←S intentions are asked for
+				exactFrom[in.Source] = append(exactFrom[in.Source], in.Destination)
+			}
 		case mesh.PrecedenceWildcardSource:
 			wildInto[in.Destination] = true
-		case mesh.PrecedenceWildcardDest:
-			wildFrom[in.Source] = in
 		case mesh.PrecedenceWildcardBoth:
 			both = in
 		}
@@ -173,6 +186,39 @@ func analyzeCached(s *mesh.Snapshot, cache *Cache) Errors {
 	}
 	w.list.sort()
 	return w.list
+}
+
+// upstreamWarnings warns about the upstreams of service name whose every request is denied,
+// and reports whether a verdict depended on the mesh's defaultIntention.
+func upstreamWarnings(s *mesh.Snapshot, v *l7Verdicts, name string, svc *mesh.Service, w *errorList) (onDefault bool) {
+	for _, u := range sortedKeys(svc.Upstreams) {
+		if s.Services[u] == nil {
+			continue
+		}
+		a, dep := v.decide(name, u)
+		onDefault = onDefault || dep
+		if a {
+			continue
+		}
+		// Every request is denied: any one says why.
+		d := mesh.Authorize(s, mesh.Request{Source: name, Destination: u, Path: "/"})
+		w.add(s.Pos(mesh.PathService(name)+".upstreams."+u), "service %s: upstream %s: every request is denied (%s)", name, u, d.Reason)
+	}
+	return onDefault
+}
+
+// intentionWarning warns when an exact intention allows a caller that does not declare its
+// destination as an upstream.
+func intentionWarning(s *mesh.Snapshot, v *l7Verdicts, in *mesh.Intention, w *errorList) {
+	if in.Precedence != mesh.PrecedenceExact || !v.allows(in.Source, in.Destination) {
+		return
+	}
+	src := s.Services[in.Source]
+	if src == nil || src.Transparent() || src.Upstreams[in.Destination] != nil {
+		return
+	}
+	w.add(s.Pos(mesh.PathIntention(in.Destination, in.Source)),
+		"intention %s → %s allows %s, but %s does not declare %s as an upstream", in.Source, in.Destination, in.Source, in.Source, in.Destination)
 }
 
 // grpcIgnoresTLS warns when mesh.tls asks for something proxyless gRPC cannot apply. gRPC's xDS
@@ -316,31 +362,44 @@ type l7Verdicts struct {
 	s           *mesh.Snapshot
 	cache       *Cache
 	byIntention map[*mesh.Intention]bool
+	// permissions keeps the JSON of intentions' permissions (the memo's, incremental.go), nil
+	// for none.
+	permissions map[*mesh.Intention][]byte
 }
 
 func (v *l7Verdicts) allows(src, dst string) bool {
+	a, _ := v.decide(src, dst)
+	return a
+}
+
+// decide is allows, and whether the answer depended on the mesh's defaultIntention.
+func (v *l7Verdicts) decide(src, dst string) (allowed, onDefault bool) {
 	in := v.s.Deciding(src, dst)
 	switch {
 	case in == nil: // the default decides every request (Authorize's "" is deny)
-		return v.s.Mesh.DefaultIntention == mesh.Allow
+		return v.s.Mesh.DefaultIntention == mesh.Allow, true
 	case len(in.Permissions) == 0: // the action decides every request
-		return in.Action == mesh.Allow
+		return in.Action == mesh.Allow, false
 	}
 	if a, ok := v.byIntention[in]; ok {
-		return a
+		return a, true
 	}
-	key, err := json.Marshal(struct {
-		Default     mesh.Action
-		Permissions []mesh.Permission
-	}{v.s.Mesh.DefaultIntention, in.Permissions})
-	if err != nil {
-		return allows(v.s, src, dst)
+	perms, ok := v.permissions[in]
+	if !ok {
+		var err error
+		if perms, err = json.Marshal(in.Permissions); err != nil {
+			return allows(v.s, src, dst), true
+		}
+		if v.permissions != nil {
+			v.permissions[in] = perms
+		}
 	}
-	a, ok := v.cache.verdict(string(key))
+	key := string(v.s.Mesh.DefaultIntention) + "\x00" + string(perms)
+	a, ok := v.cache.verdict(key)
 	if !ok {
 		a = allows(v.s, src, dst)
-		v.cache.putVerdict(string(key), a)
+		v.cache.putVerdict(key, a)
 	}
 	v.byIntention[in] = a
-	return a
+	return a, true
 }

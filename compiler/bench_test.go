@@ -37,7 +37,7 @@ import (
 var benchSizes = []int{1000, 10000}
 
 // genTree writes a generated mesh of n services under a temporary directory.
-func genTree(b *testing.B, n int) (string, meshgen.Stats) {
+func genTree(b testing.TB, n int) (string, meshgen.Stats) {
 	b.Helper()
 	files, stats, err := meshgen.Generate(meshgen.Options{Services: n, Seed: 1})
 	if err != nil {
@@ -126,6 +126,7 @@ func benchEdit(b *testing.B, dir, name string, cached bool, a, bb []byte) {
 		st := opts.Cache.Stats()
 		b.ReportMetric(float64(st.ElementsEvaluated), "elems-evaluated")
 		b.ReportMetric(float64(st.ElementsReused), "elems-reused")
+		b.ReportMetric(float64(st.CompiledReused), "compiled-reused")
 		b.ReportMetric(float64(st.VerdictsSearched), "verdicts-searched")
 	}
 }
@@ -375,7 +376,7 @@ func BenchmarkCompileDense(b *testing.B) {
 }
 
 // writeDenseMesh writes the dense mesh, one file per service, and returns its size in bytes.
-func writeDenseMesh(b *testing.B, dir string, n int, transparent bool) int {
+func writeDenseMesh(b testing.TB, dir string, n int, transparent bool) int {
 	b.Helper()
 	mode := ""
 	if transparent {

@@ -21,15 +21,24 @@ import (
 //     than `mesh` (elementDeps in elements.go), with its data and raw form. Plain data has no
 //     references, so an element's validity and value depend on nothing else; an element whose
 //     text did not change is neither evaluated nor decoded again, and a change to the mesh
-//     settings (defaultIntention, tls) evaluates the settings alone.
+//     settings (defaultIntention, tls) evaluates the settings alone;
+//   - for each cached file, its declarations split by element with their text hashes, its
+//     position index entries and its top-level check;
+//   - what the latest successful compilation derived from each element (incremental.go): the
+//     compiled service or intentions with their positions, the service's chain, their canonical
+//     JSON (the snapshot's Version is hashed from it, the same hash as Snapshot.Seal), and the
+//     analysis's warnings on them, reused for the elements that did not change and do not
+//     depend on what did.
 //
-// Snapshots compiled with a Cache share maps (service and endpoint meta, subset filters) with
-// it: like every sealed snapshot, they must not be modified.
+// Snapshots compiled with a Cache share maps (service and endpoint meta, subset filters) and
+// compiled elements (services, intentions, chains) with it and with each other: like every
+// sealed snapshot, they must not be modified.
 //
-// A Cache keeps what the latest compilation used and drops the rest, so it holds about one
-// mesh: at 10k services about 290 MiB of syntax trees and data, against 70 MiB for the
-// snapshot. Compilations sharing a Cache run one at a time. The zero Cache is not usable; a nil
-// *Cache caches nothing.
+// A Cache keeps what the latest compilation used (the analysis's verdicts: the latest two) and
+// drops the rest, so it holds about one mesh: at 10k services about 340 MiB live (290 MiB of
+// syntax trees and data, 12 MiB of split declarations and position entries, 38 MiB of compiled
+// elements and their JSON), against 70 MiB for the snapshot. Compilations sharing a Cache run
+// one at a time. The zero Cache is not usable; a nil *Cache caches nothing.
 //
 // WriteElements and ReadElements carry the keys of the validated elements from one process to
 // the next (mesh review --cache): an element read back is known valid, so CUE does not evaluate
@@ -44,6 +53,8 @@ type Cache struct {
 	elems map[[32]byte]*cachedElem
 	// verdicts of the analysis's L7 questions, by what they depend on (analysis.go).
 	verdicts map[string]*cachedVerdict
+	// memo is what the compilations derived from the elements (incremental.go).
+	memo *memo
 
 	// What the latest compilation did, for tests and benchmarks.
 	last CacheStats
@@ -60,6 +71,9 @@ type CacheStats struct {
 	// VerdictsSearched and VerdictsReused count the analysis's L7 verdicts (analysis.go) that
 	// needed a search and that the Cache answered.
 	VerdictsSearched, VerdictsReused int
+	// CompiledReused counts the services and intention destinations whose compiled form an
+	// earlier compilation made (incremental.go).
+	CompiledReused int
 }
 
 type fileKey struct {
@@ -71,6 +85,64 @@ type cachedFile struct {
 	file  *ast.File
 	plain bool // isPlainData(file)
 	used  uint64
+	split *fileSplit // made on first use
+	// topLevelOK is set when checkTopLevel finds nothing wrong with file.
+	topLevelOK bool
+	pos        *posFragment // made on first use
+}
+
+// positions is filePositions(f), kept with f.
+func (c *Cache) positions(f *ast.File) *posFragment {
+	var cf *cachedFile
+	if c != nil {
+		if cf = c.byAST[f]; cf != nil && cf.pos != nil {
+			return cf.pos
+		}
+	}
+	fr := filePositions(f)
+	if cf != nil {
+		cf.pos = fr
+	}
+	return fr
+}
+
+// fileSplit is a file's declarations split by element (splitFile), with the SHA-256 of each
+// element declaration's text.
+type fileSplit struct {
+	shared []ast.Decl
+	keyed  []keyedDecl
+}
+
+// split returns f's declarations split by element; data is f's text. It reports false when
+// they cannot be split (the fast path does not apply).
+func (c *Cache) split(f *ast.File, data []byte) (*fileSplit, bool) {
+	var cf *cachedFile
+	if c != nil {
+		if cf = c.byAST[f]; cf != nil && cf.split != nil {
+			return cf.split, true
+		}
+	}
+	shared, keyed, ok := splitFile(f)
+	if !ok {
+		return nil, false
+	}
+	for i := range keyed {
+		start, end := keyed[i].sub.Pos(), keyed[i].sub.End()
+		if !start.IsValid() || !end.IsValid() || start.Filename() != f.Filename || end.Filename() != f.Filename {
+			return nil, false
+		}
+		a, b := start.Offset(), end.Offset()
+		if a < 0 || b > len(data) || a > b {
+			return nil, false
+		}
+		keyed[i].sum = sha256.Sum256(data[a:b])
+		keyed[i].file, keyed[i].line, keyed[i].col = f.Filename, start.Line(), start.Column()
+	}
+	fs := &fileSplit{shared: shared, keyed: keyed}
+	if cf != nil {
+		cf.split = fs
+	}
+	return fs, true
 }
 
 // cachedElem is an element of plain data that CUE validated: its data read from the syntax and
@@ -125,7 +197,9 @@ func (c *Cache) end() {
 		}
 	}
 	for k, v := range c.verdicts {
-		if v.used != c.gen {
+		// Verdicts stay for one more compilation: a defaultIntention flipped back (or a
+		// review's base after its head) decides none of them again.
+		if v.used+1 < c.gen {
 			delete(c.verdicts, k)
 		}
 	}
@@ -179,18 +253,22 @@ func (c *Cache) parseFiles(files []File) ([]*ast.File, []error) {
 		}
 		todo = append(todo, i)
 	}
+	topOK := make([]bool, len(files))
 	parallel(len(todo), nil, func(j int) {
 		i := todo[j]
 		out[i], errs[i] = parser.ParseFile(files[i].Name, files[i].Data)
 		if errs[i] == nil && c != nil {
 			plain[i] = isPlainData(out[i])
+			var top errorList
+			checkTopLevel(out[i], &top)
+			topOK[i] = len(top.list) == 0
 		}
 	})
 	if c != nil {
 		for _, i := range todo {
 			if errs[i] == nil {
 				c.last.FilesParsed++
-				cf := &cachedFile{file: out[i], plain: plain[i], used: c.gen}
+				cf := &cachedFile{file: out[i], plain: plain[i], topLevelOK: topOK[i], used: c.gen}
 				c.files[keys[i]] = cf
 				c.byAST[out[i]] = cf
 			}
@@ -207,6 +285,16 @@ func (c *Cache) isPlain(f *ast.File) bool {
 		}
 	}
 	return isPlainData(f)
+}
+
+// topLevelOK reports whether checkTopLevel is known to find nothing wrong with f.
+func (c *Cache) topLevelOK(f *ast.File) bool {
+	if c != nil {
+		if cf, ok := c.byAST[f]; ok {
+			return cf.topLevelOK
+		}
+	}
+	return false
 }
 
 // evaluated counts elements CUE evaluated.

@@ -10,11 +10,12 @@ import (
 // weighted targets. It runs only on a configuration that passed every check, so references,
 // subsets, cycles and redirects are known to be sound.
 func (c *compilation) chains() {
-	for _, name := range c.snap.ServiceNames() {
-		c.snap.Chains[name] = c.chain(name, "")
+	c.chainContext()
+	for _, name := range c.serviceNames() {
+		c.snap.Chains[name] = c.memoChain(name) // incremental.go
 	}
 	// Upstreams that name another datacenter follow the chain resolved there.
-	for _, name := range c.snap.ServiceNames() {
+	for _, name := range c.serviceNames() {
 		for _, u := range c.snap.Services[name].Upstreams {
 			key := c.snap.ChainKey(u)
 			if key == u.Service || c.snap.RemoteChains[key] != nil || c.snap.Services[u.Service] == nil {

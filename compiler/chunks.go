@@ -38,18 +38,28 @@ var chunkedSections = map[string]bool{
 // false when a declaration of those sections cannot be split by key.
 func splitDecls(userFiles []*ast.File) (shared []ast.Decl, keyed []keyedDecl, ok bool) {
 	for _, f := range userFiles {
-		for _, d := range f.Decls {
-			switch d.(type) {
-			case *ast.Package, *ast.ImportDecl, *ast.CommentGroup:
-				continue
-			}
-			if parts, ok := splitSection(d); ok {
-				keyed = append(keyed, parts...)
-			} else if isSection(d) {
-				return nil, nil, false
-			} else {
-				shared = append(shared, d)
-			}
+		s, k, ok := splitFile(f)
+		if !ok {
+			return nil, nil, false
+		}
+		shared, keyed = append(shared, s...), append(keyed, k...)
+	}
+	return shared, keyed, true
+}
+
+// splitFile is splitDecls of one file.
+func splitFile(f *ast.File) (shared []ast.Decl, keyed []keyedDecl, ok bool) {
+	for _, d := range f.Decls {
+		switch d.(type) {
+		case *ast.Package, *ast.ImportDecl, *ast.CommentGroup:
+			continue
+		}
+		if parts, ok := splitSection(d); ok {
+			keyed = append(keyed, parts...)
+		} else if isSection(d) {
+			return nil, nil, false
+		} else {
+			shared = append(shared, d)
 		}
 	}
 	return shared, keyed, true
@@ -116,6 +126,10 @@ type keyedDecl struct {
 	key  string // section.key, e.g. "services.api"
 	decl ast.Decl
 	sub  *ast.Field // the field of the key in the files' syntax
+	sum  [32]byte   // SHA-256 of sub's text (fileSplit)
+	// where sub starts (fileSplit)
+	file      string
+	line, col int
 }
 
 // splitSection splits a declaration of one of chunkedSections into one declaration per key:

@@ -59,6 +59,7 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 		Positions: map[string]mesh.Pos{},
 	}}
 	c.meshConfig()
+	c.startIncremental(cache) // incremental.go
 	if l.fast == nil {
 		checkOneOfsClosed(c.root, &errs) // closed.go
 	}
@@ -79,9 +80,10 @@ func Compile(ctx context.Context, files []File) (snap *mesh.Snapshot, err error)
 	if len(errs.list) > 0 {
 		return nil, errs.err()
 	}
-	if err := c.snap.Seal(); err != nil {
+	if err := c.seal(); err != nil {
 		return nil, err
 	}
+	c.commit()
 	// Guardrails: analysis warnings and policy violations (analysis.go, policy.go).
 	if err := guard(ctx, c.snap); err != nil {
 		return nil, err
@@ -107,6 +109,18 @@ type compilation struct {
 	resolverNodes map[string]node
 	splitterNodes map[string]node
 	routerNodes   map[string]node
+	// inc reuses what earlier compilations with the same Cache derived (incremental.go).
+	inc *incremental
+	// names are the services' names, sorted, once services() has made them all.
+	names []string
+}
+
+// serviceNames is c.snap.ServiceNames(), made once: no service is added after services().
+func (c *compilation) serviceNames() []string {
+	if c.names == nil {
+		c.names = c.snap.ServiceNames()
+	}
+	return c.names
 }
 
 func (c *compilation) add(pos mesh.Pos, format string, args ...any) { c.errs.add(pos, format, args...) }
@@ -249,7 +263,7 @@ func (c *compilation) hasDC(dc string) bool {
 }
 
 func (c *compilation) services() {
-	for _, e := range decodeMap(c.root.at(cue.Str("services")), c.raws.services, c.errs, c.quiet) {
+	for _, e := range decodeMap(c.reuseServices(c.root.at(cue.Str("services"))), c.raws.services, c.errs, c.quiet) {
 		if !c.checkName("service", e.name, e.pos, false) {
 			continue
 		}
@@ -358,16 +372,17 @@ func (c *compilation) services() {
 		}
 		c.snap.Services[e.name] = s
 		c.snap.Positions[mesh.PathService(e.name)] = e.pos
+		c.derivedService(e.name, s)
 	}
 	// Transparent sidecars match connections by the destinations' virtual IPs.
 	for _, svc := range c.snap.Services {
 		if svc.Transparent() {
-			c.snap.VirtualIPs = mesh.AssignVirtualIPs(c.snap.ServiceNames())
+			c.snap.VirtualIPs = mesh.AssignVirtualIPs(c.serviceNames())
 			break
 		}
 	}
 	// Upstreams must name services; checked once all services are known.
-	for _, name := range c.snap.ServiceNames() {
+	for _, name := range c.serviceNames() {
 		for u := range c.snap.Services[name].Upstreams {
 			if c.snap.Services[u] == nil {
 				c.addUnlessPartial(c.snap.Positions[mesh.PathService(name)+".upstreams."+u], "service %s: upstream %s: no such service", name, u)
@@ -383,11 +398,15 @@ func (c *compilation) intentions() {
 		addCUEErrors(c.errs, err)
 	}
 	for _, d := range dests {
+		if c.reuseIntentions(d.name) {
+			continue
+		}
 		dpos := d.node.pos()
 		dst := d.name
 		if !c.checkName("intention destination", dst, dpos, true) {
 			continue
 		}
+		start := len(c.snap.Intentions)
 		dsvc := c.snap.Services[dst]
 		if dst != mesh.Wildcard && dsvc == nil {
 			c.addUnlessPartial(dpos, "intentions: destination %s: no such service", dst)
@@ -429,8 +448,9 @@ func (c *compilation) intentions() {
 			c.snap.Intentions = append(c.snap.Intentions, in)
 			c.snap.Positions[mesh.PathIntention(dst, src)] = sEntry.pos
 		}
+		c.derivedIntentions(dst, dpos, c.snap.Intentions[start:])
 	}
-	mesh.SortIntentions(c.snap.Intentions)
+	c.sortIntentions() // incremental.go
 }
 
 // httpMatch converts a raw match, checking its regexes.
@@ -693,23 +713,28 @@ func (c *compilation) resolvers() {
 	for _, name := range sortedKeys(c.snap.Routers) {
 		for i, r := range c.snap.Routers[name].Routes {
 			if r.Destination.Subset != "" {
-				c.checkSubset(r.Destination.Service, r.Destination.Subset, c.routePos(name, i, "subset"),
-					sprintf("router %s: route %d", name, i+1))
+				c.checkSubset(r.Destination.Service, r.Destination.Subset, func() (mesh.Pos, string) {
+					return c.routePos(name, i, "subset"), sprintf("router %s: route %d", name, i+1)
+				})
 			}
 		}
 	}
 	for _, name := range sortedKeys(c.snap.Splitters) {
 		for i, s := range c.snap.Splitters[name].Splits {
 			if s.Subset != "" {
-				c.checkSubset(s.Service, s.Subset, lookup(c.splitterNodes[name], c.snap.Positions[mesh.PathSplitter(name)], cue.Str("splits"), cue.Index(i)),
-					sprintf("splitter %s: split %d", name, i+1))
+				c.checkSubset(s.Service, s.Subset, func() (mesh.Pos, string) {
+					return lookup(c.splitterNodes[name], c.snap.Positions[mesh.PathSplitter(name)], cue.Str("splits"), cue.Index(i)),
+						sprintf("splitter %s: split %d", name, i+1)
+				})
 			}
 		}
 	}
 	for _, name := range sortedKeys(c.snap.Resolvers) {
 		if rd := c.snap.Resolvers[name].Redirect; rd != nil && rd.Subset != "" {
-			c.checkSubset(rd.Service, rd.Subset, lookup(c.resolverNodes[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"), cue.Str("subset")),
-				sprintf("resolver %s: redirect", name))
+			c.checkSubset(rd.Service, rd.Subset, func() (mesh.Pos, string) {
+				return lookup(c.resolverNodes[name], c.snap.Positions[mesh.PathResolver(name)], cue.Str("redirect"), cue.Str("subset")),
+					sprintf("resolver %s: redirect", name)
+			})
 		}
 	}
 }
@@ -722,8 +747,9 @@ func (c *compilation) routePos(router string, i int, field string) mesh.Pos {
 	return c.snap.Positions[mesh.PathRoute(router, i)]
 }
 
-// checkSubset reports a subset that service's resolver does not define.
-func (c *compilation) checkSubset(service, subset string, pos mesh.Pos, what string) {
+// checkSubset reports a subset that service's resolver does not define, at the position and
+// with the subject where gives (asked only then: positions are looked up in the syntax).
+func (c *compilation) checkSubset(service, subset string, where func() (mesh.Pos, string)) {
 	if c.snap.Services[service] == nil || c.broken[mesh.PathResolver(service)] {
 		return // reported already
 	}
@@ -732,6 +758,7 @@ func (c *compilation) checkSubset(service, subset string, pos mesh.Pos, what str
 		return // the redirect decides; checked by checkRedirects
 	}
 	if r == nil || !hasSubset(r, subset) {
+		pos, what := where()
 		c.addUnlessPartial(pos, "%s: subset %s of service %s: no such subset (define it in resolvers.%s.subsets)", what, subset, service, service)
 	}
 }

@@ -35,9 +35,14 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 			return nil, false
 		}
 	}
-	shared, keyed, ok := splitDecls(userFiles)
-	if !ok {
-		return nil, false
+	var shared []ast.Decl
+	var keyed []keyedDecl
+	for i, f := range userFiles {
+		fs, ok := cache.split(f, files[i].Data) // without dropped files, files[i] is f's
+		if !ok {
+			return nil, false
+		}
+		shared, keyed = append(shared, fs.shared...), append(keyed, fs.keyed...)
 	}
 	text := sourceText(files, userFiles)
 	// sharedKey identifies all the shared declarations (the settings element); elemBase what of
@@ -80,18 +85,17 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 	// Elements the cache knows are done; the others are read from the syntax (on every core),
 	// checked for the one-ofs and evaluated, unless an earlier process validated them.
 	var toRead []*element
+	h, dh := sha256.New(), sha256.New()
+	dkeys := make(map[elemKey][32]byte, len(elems))
 	for _, e := range elems {
-		h := sha256.New()
+		h.Reset()
 		h.Write(elemBase[:])
 		writeText(h, []byte(e.section+"."+e.name))
 		for _, kd := range e.decls {
-			t, ok := text(kd.sub)
-			if !ok {
-				return nil, false
-			}
-			writeText(h, t)
+			h.Write(kd.sum[:])
 		}
 		h.Sum(e.key[:0])
+		dkeys[elemKey{e.section, e.name}] = derivedKey(dh, e)
 		ce, known := cache.elem(e.key)
 		if known && ce.data != nil {
 			e.data, e.raw = ce.data, ce.raw
@@ -158,12 +162,14 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 
 	fm := &fastMesh{
 		data:       sharedData,
+		dkeys:      dkeys,
 		services:   map[string]rawService{},
 		intentions: map[string]map[string]rawIntention{},
 		routers:    map[string]rawRouter{},
 		splitters:  map[string]rawSplitter{},
 		resolvers:  map[string]rawResolver{},
 	}
+	var ok bool
 	if fm.mesh, ok = decodeValue[rawMesh](sharedData["mesh"]); !ok {
 		return nil, false
 	}
@@ -190,7 +196,7 @@ func loadFast(files []File, userFiles []*ast.File, cache *Cache) (*fastMesh, boo
 			fm.resolvers[e.name] = raw
 		}
 	}
-	fm.idx = buildPositions(userFiles)
+	fm.idx = buildPositionsCached(userFiles, cache)
 	return fm, true
 }
 
@@ -216,6 +222,24 @@ func isMeshSettings(d ast.Decl) bool {
 	}
 	name, _, err := ast.LabelName(f.Label)
 	return err == nil && name == "mesh"
+}
+
+// derivedKey is what an element's compiled form (incremental.go) depends on besides the mesh
+// settings and other elements: its key, and where each of its declarations starts. The text
+// (in the key) and the start of each declaration give the position of everything in it.
+func derivedKey(h hash.Hash, e *element) [32]byte {
+	h.Reset()
+	h.Write(e.key[:])
+	var b [16]byte
+	for _, kd := range e.decls {
+		writeText(h, []byte(kd.file))
+		binary.BigEndian.PutUint64(b[:8], uint64(kd.line))
+		binary.BigEndian.PutUint64(b[8:], uint64(kd.col))
+		h.Write(b[:])
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
 }
 
 // element is one key of a top-level map, with every declaration of it.
@@ -275,7 +299,7 @@ func writeText(h hash.Hash, b []byte) {
 // schemaSum identifies the schema and the fast path's reading of it, for element keys.
 var schemaSum = sync.OnceValue(func() []byte {
 	h := sha256.New()
-	writeText(h, []byte("fast path 2"))
+	writeText(h, []byte("fast path 3"))
 	for _, f := range schema.Files() {
 		writeText(h, []byte(f.Name))
 		writeText(h, f.Data)

@@ -53,6 +53,8 @@ type fastMesh struct {
 	routers    map[string]rawRouter
 	splitters  map[string]rawSplitter
 	resolvers  map[string]rawResolver
+	// dkeys are the elements' derived keys (derivedKey), by section and name.
+	dkeys map[elemKey][32]byte
 }
 
 // root is the node of the whole mesh.

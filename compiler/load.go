@@ -57,7 +57,9 @@ func load(files []File, errs *errorList, cache *Cache) (loaded, bool) {
 	}
 	errs.partial = len(userFiles) < len(files)
 	for _, af := range userFiles {
-		checkTopLevel(af, errs)
+		if !cache.topLevelOK(af) {
+			checkTopLevel(af, errs)
+		}
 	}
 	if !hasTopLevel(userFiles, "mesh") && !errs.partial {
 		errs.add(mesh.Pos{File: files[0].Name, Line: 1, Col: 1},

@@ -39,34 +39,70 @@ type pathSel struct {
 func fieldSel(name string) pathSel { return pathSel{name: name, index: -1} }
 
 // buildPositions indexes files.
-func buildPositions(files []*ast.File) *posIndex {
-	idx := &posIndex{sections: map[string][]*ast.Field{}, elements: map[elemKey][]*ast.Field{}}
-	for _, f := range files {
-		for _, d := range f.Decls {
-			field, ok := d.(*ast.Field)
-			if !ok {
-				continue
-			}
-			section, ok := fieldName(field)
-			if !ok {
-				continue
-			}
-			idx.sections[section] = append(idx.sections[section], field)
-			st, ok := field.Value.(*ast.StructLit)
-			if !ok {
-				continue
-			}
-			for _, e := range st.Elts {
-				if ef, ok := e.(*ast.Field); ok {
-					if name, ok := fieldName(ef); ok {
-						k := elemKey{section, name}
-						idx.elements[k] = append(idx.elements[k], ef)
-					}
+func buildPositions(files []*ast.File) *posIndex { return buildPositionsCached(files, nil) }
+
+// buildPositionsCached indexes files, taking each file's fields from cache (nil: none).
+func buildPositionsCached(files []*ast.File, cache *Cache) *posIndex {
+	n := 0
+	frags := make([]*posFragment, len(files))
+	for i, f := range files {
+		frags[i] = cache.positions(f)
+		n += len(frags[i].elements)
+	}
+	idx := &posIndex{sections: map[string][]*ast.Field{}, elements: make(map[elemKey][]*ast.Field, n)}
+	for _, fr := range frags {
+		for _, s := range fr.sections {
+			idx.sections[s.name] = append(idx.sections[s.name], s.f)
+		}
+		for _, e := range fr.elements {
+			idx.elements[e.k] = append(idx.elements[e.k], e.f)
+		}
+	}
+	return idx
+}
+
+// posFragment is what one file adds to a posIndex, in order.
+type posFragment struct {
+	sections []sectionField
+	elements []elementField
+}
+
+type sectionField struct {
+	name string
+	f    *ast.Field
+}
+
+type elementField struct {
+	k elemKey
+	f *ast.Field
+}
+
+// filePositions lists the top-level fields of f and the fields of its top-level structs.
+func filePositions(f *ast.File) *posFragment {
+	fr := &posFragment{}
+	for _, d := range f.Decls {
+		field, ok := d.(*ast.Field)
+		if !ok {
+			continue
+		}
+		section, ok := fieldName(field)
+		if !ok {
+			continue
+		}
+		fr.sections = append(fr.sections, sectionField{section, field})
+		st, ok := field.Value.(*ast.StructLit)
+		if !ok {
+			continue
+		}
+		for _, e := range st.Elts {
+			if ef, ok := e.(*ast.Field); ok {
+				if name, ok := fieldName(ef); ok {
+					fr.elements = append(fr.elements, elementField{elemKey{section, name}, ef})
 				}
 			}
 		}
 	}
-	return idx
+	return fr
 }
 
 // pos is where path is first written, if it is.
@@ -178,6 +214,10 @@ func fieldName(f *ast.Field) (string, bool) {
 		}
 		return l.Name, true
 	case *ast.BasicLit:
+		// A plain "name" is its own text; ast.LabelName unquotes (and allocates) otherwise.
+		if v := l.Value; l.Kind == token.STRING && len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && !strings.ContainsAny(v[1:len(v)-1], `"\\`) {
+			return v[1 : len(v)-1], true
+		}
 		n, _, err := ast.LabelName(l)
 		return n, err == nil
 	}
