@@ -110,14 +110,18 @@ func reportCPU(b *testing.B, start time.Duration, n int) {
 func registerNodes(b *testing.B, s *Server, n int) {
 	cb := (*callbacks)(s)
 	for i := 0; i < n; i++ {
-		id := int64(i + 1)
-		if err := cb.OnStreamOpen(context.Background(), id, ""); err != nil {
-			b.Fatal(err)
-		}
-		req := &discoveryv3.DiscoveryRequest{Node: envoyNode(fmt.Sprintf("node-%d", i), benchName(i%benchProxies)), TypeUrl: resourcev3.ListenerType}
-		if err := cb.OnStreamRequest(id, req); err != nil {
-			b.Fatal(err)
-		}
+		registerNode(b, cb, int64(i+1), benchName(i%benchProxies))
+	}
+}
+
+// registerNode makes an envoy node of service known to s as if it had opened stream id.
+func registerNode(b *testing.B, cb *callbacks, id int64, service string) {
+	if err := cb.OnStreamOpen(context.Background(), id, ""); err != nil {
+		b.Fatal(err)
+	}
+	req := &discoveryv3.DiscoveryRequest{Node: envoyNode(fmt.Sprintf("node-%d", id-1), service), TypeUrl: resourcev3.ListenerType}
+	if err := cb.OnStreamRequest(id, req); err != nil {
+		b.Fatal(err)
 	}
 }
 

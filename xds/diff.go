@@ -1,10 +1,12 @@
 package xds
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"maps"
 	"reflect"
 	"slices"
-	"strconv"
+	"sync"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -12,19 +14,22 @@ import (
 // change is what differs between two snapshots, at the granularity rendering depends on. It
 // lets SetSnapshot re-render only the proxies a change can affect. Services and chains are
 // compared lazily, and only those some proxy depends on, each at most once: with 10k services
-// and 1,000 proxies that is a fraction of the snapshot. A change is used by one goroutine.
+// and 1,000 proxies that is a fraction of the snapshot. A change is safe for concurrent use
+// (the proxies of a snapshot are examined by the goroutines that render them).
 type change struct {
+	mu         sync.Mutex // guards the memos below
 	prev, next *mesh.Snapshot
-	all        bool            // mesh-wide settings changed, or there is no previous snapshot
-	intentions map[string]bool // destinations whose inbound intentions changed ("*" for wildcard)
-	services   map[string]bool // memo: service definition (incl. endpoints, upstreams) changed
-	endpoints  map[string]bool // memo: of a changed service, whether only its endpoints changed
-	chains     map[string]bool // memo: discovery chain changed
+	all        bool              // mesh-wide settings changed, or there is no previous snapshot
+	intentions map[string]bool   // destinations whose inbound intentions changed ("*" for wildcard)
+	services   map[string]bool   // memo: service definition (incl. endpoints, upstreams) changed
+	endpoints  map[string]bool   // memo: of a changed service, whether only its endpoints changed
+	chains     map[string]bool   // memo: discovery chain changed
+	reach      map[upsKey]string // memo: digest of a list of upstreams under next (reachChanged)
 }
 
 // diff compares two snapshots. A nil prev changes everything.
 func diff(prev, next *mesh.Snapshot) *change {
-	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}, endpoints: map[string]bool{}}
+	c := &change{prev: prev, next: next, intentions: map[string]bool{}, services: map[string]bool{}, chains: map[string]bool{}, endpoints: map[string]bool{}, reach: map[upsKey]string{}}
 	if prev == nil || !meshEqualButDefault(prev.Mesh, next.Mesh) || !reflect.DeepEqual(prev.MeshGateways, next.MeshGateways) ||
 		!reflect.DeepEqual(prev.RemoteHealthy, next.RemoteHealthy) {
 		c.all = true
@@ -64,30 +69,40 @@ func meshEqualButDefault(a, b mesh.Config) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-func (c *change) serviceChanged(name string) bool {
-	if v, ok := c.services[name]; ok {
+// memoized returns m[k], computing it with compute (outside c.mu: two goroutines may both
+// compute it, to the same value) the first time.
+func memoized[K comparable, V any](c *change, m map[K]V, k K, compute func() V) V {
+	c.mu.Lock()
+	v, ok := m[k]
+	c.mu.Unlock()
+	if ok {
 		return v
 	}
-	v := !serviceEqual(c.prev.Services[name], c.next.Services[name])
-	c.services[name] = v
+	v = compute()
+	c.mu.Lock()
+	m[k] = v
+	c.mu.Unlock()
 	return v
+}
+
+func (c *change) serviceChanged(name string) bool {
+	return memoized(c, c.services, name, func() bool {
+		return !serviceEqual(c.prev.Services[name], c.next.Services[name])
+	})
 }
 
 // endpointsOnly reports whether service, which changed, changed in its endpoints only (their
 // health, a catalog instance...): what only the EDS of its callers is rendered from.
 func (c *change) endpointsOnly(name string) bool {
-	if v, ok := c.endpoints[name]; ok {
-		return v
-	}
-	a, b := c.prev.Services[name], c.next.Services[name]
-	v := false
-	if a != nil && b != nil {
+	return memoized(c, c.endpoints, name, func() bool {
+		a, b := c.prev.Services[name], c.next.Services[name]
+		if a == nil || b == nil {
+			return false
+		}
 		x, y := *a, *b
 		x.Endpoints, y.Endpoints = nil, nil
-		v = serviceEqual(&x, &y)
-	}
-	c.endpoints[name] = v
-	return v
+		return serviceEqual(&x, &y)
+	})
 }
 
 // healthOnly reports whether service changed in its endpoints' health and weights only: the
@@ -121,15 +136,15 @@ func (c *change) edsOnly(service string, d *deps) bool {
 	}
 	// A transparent proxy also reaches services its intentions allow: one added or removed
 	// changes its listeners and clusters, not only its EDS.
-	if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+	if c.reachChanged(service, d.up.reach) {
 		return false
 	}
-	for _, ch := range d.chains {
+	for _, ch := range d.up.chains {
 		if c.chainChanged(ch) {
 			return false
 		}
 	}
-	for _, svc := range d.services {
+	for svc := range d.services {
 		if c.serviceChanged(svc) && !c.endpointsOnly(svc) {
 			return false
 		}
@@ -138,45 +153,75 @@ func (c *change) edsOnly(service string, d *deps) bool {
 }
 
 func (c *change) chainChanged(name string) bool {
-	if v, ok := c.chains[name]; ok {
-		return v
-	}
-	v := !chainEqual(c.prev.ChainByKey(name), c.next.ChainByKey(name))
-	c.chains[name] = v
-	return v
+	return memoized(c, c.chains, name, func() bool {
+		return !chainEqual(c.prev.ChainByKey(name), c.next.ChainByKey(name))
+	})
 }
 
 // deps are what a proxy's resources are rendered from, besides the mesh-wide settings and
 // the intentions into its service: its service's definition (ports, endpoints, upstreams), its
 // upstreams' chains, and the services (endpoints) of their targets.
 type deps struct {
-	services []string // its own first
-	chains   []string // by Snapshot.ChainKey
-	// reach is, for a transparent service, what its upstreams are: each one's name, local port
-	// and virtual IP. Intentions into any service and services added or removed change it.
-	reach []string
+	service string  // its own
+	up      *upDeps // what its upstreams add
 }
 
-// reachKey describes a transparent service's upstreams, or is nil for a direct one.
-func reachKey(snap *mesh.Snapshot, service string, ups []*mesh.Upstream) []string {
+// upDeps are the deps that come from a list of upstreams. The proxies of services with the
+// same list (in a dense transparent mesh, every service reaches every service: one list)
+// share them (memo.dependencies): a group holds them for as long as it is served, and a
+// thousand copies of a thousand names each were most of a group's memory.
+type upDeps struct {
+	chains  []string // by Snapshot.ChainKey
+	targets []string // the services of the chains' targets, without repetition
+	// reach is, for a transparent service, a digest of what its upstreams are: each one's name,
+	// datacenter, local port and virtual IP (reachDigest); "" for a direct one. Intentions into
+	// any service and services added or removed change it.
+	reach string
+}
+
+// services yields the services d depends on: its own, then its targets'.
+func (d *deps) services(yield func(string) bool) {
+	if !yield(d.service) {
+		return
+	}
+	for _, svc := range d.up.targets {
+		if !yield(svc) {
+			return
+		}
+	}
+}
+
+// reachDigest is a digest of a transparent service's upstreams (name, datacenter, local port
+// and virtual IP of each, in order), or "" for a direct service.
+func reachDigest(snap *mesh.Snapshot, service string, ups []*mesh.Upstream) string {
 	if !snap.Services[service].Transparent() {
-		return nil
+		return ""
 	}
 	vips := virtualIPs(snap)
-	out := make([]string, len(ups))
-	for i, u := range ups {
-		out[i] = u.Service + "@" + u.Datacenter + ":" + strconv.Itoa(u.LocalPort) + "=" + vips[u.Service]
+	h := sha256.New()
+	var buf []byte
+	for _, u := range ups {
+		buf = buf[:0]
+		for _, f := range [...]string{u.Service, u.Datacenter, vips[u.Service]} {
+			buf = binary.AppendUvarint(buf, uint64(len(f)))
+			buf = append(buf, f...)
+		}
+		buf = binary.AppendVarint(buf, int64(u.LocalPort))
+		h.Write(buf)
 	}
-	return out
+	return string(h.Sum(nil))
 }
 
 // dependencies returns the deps of a proxy of service in snap. They stay valid for a later
 // snapshot unless the service itself or one of the chains changed, which affects reports.
 func dependencies(snap *mesh.Snapshot, service string) *deps {
-	d := &deps{services: []string{service}}
-	seen := map[string]bool{service: true}
-	ups := upstreams(snap, service)
-	d.reach = reachKey(snap, service, ups)
+	return &deps{service: service, up: upstreamDeps(snap, service, upstreams(snap, service))}
+}
+
+// upstreamDeps returns the deps that service's upstreams ups add.
+func upstreamDeps(snap *mesh.Snapshot, service string, ups []*mesh.Upstream) *upDeps {
+	d := &upDeps{chains: make([]string, 0, len(ups)), reach: reachDigest(snap, service, ups)}
+	seen := map[string]bool{}
 	for _, u := range ups {
 		key := snap.ChainKey(u)
 		d.chains = append(d.chains, key)
@@ -187,11 +232,37 @@ func dependencies(snap *mesh.Snapshot, service string) *deps {
 		for _, t := range ch.Targets {
 			if !seen[t.Service] {
 				seen[t.Service] = true
-				d.services = append(d.services, t.Service)
+				d.targets = append(d.targets, t.Service)
 			}
 		}
 	}
+	if cap(d.targets) > len(d.targets) {
+		d.targets = slices.Clone(d.targets) // held as long as the group: no room to grow
+	}
 	return d
+}
+
+// reachChanged reports whether the reach of a transparent service, whose digest under prev
+// is reach (as in its deps), is another under next. Digests are computed once per list of
+// upstreams.
+func (c *change) reachChanged(service, reach string) bool {
+	if reach == "" {
+		return false
+	}
+	ups := upstreams(c.next, service)
+	k := upsKey{n: len(ups), transparent: c.next.Services[service].Transparent()}
+	if len(ups) > 0 {
+		k.first = ups[0]
+	}
+	return memoized(c, c.reach, k, func() string { return reachDigest(c.next, service, ups) }) != reach
+}
+
+// upsKey identifies a list of upstreams of a snapshot (Snapshot.Upstreams returns the same
+// slice for every service that reaches every service) and whether its service is transparent.
+type upsKey struct {
+	first       *mesh.Upstream
+	n           int
+	transparent bool
 }
 
 // affects reports whether the change can alter the resources of a proxy of service, whose
@@ -205,15 +276,15 @@ func (c *change) affects(service string, d *deps) bool {
 			return true
 		}
 		d = dependencies(c.next, service)
-	} else if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+	} else if c.reachChanged(service, d.up.reach) {
 		return true
 	}
-	for _, ch := range d.chains {
+	for _, ch := range d.up.chains {
 		if c.chainChanged(ch) {
 			return true
 		}
 	}
-	for _, svc := range d.services {
+	for svc := range d.services {
 		if c.serviceChanged(svc) {
 			return true
 		}
@@ -229,15 +300,15 @@ func (c *change) inboundOnly(service string, d *deps) bool {
 	if c.all || d == nil || !(c.intentions[service] || c.intentions[mesh.Wildcard]) {
 		return false
 	}
-	if d.reach != nil && !slices.Equal(d.reach, reachKey(c.next, service, upstreams(c.next, service))) {
+	if c.reachChanged(service, d.up.reach) {
 		return false
 	}
-	for _, ch := range d.chains {
+	for _, ch := range d.up.chains {
 		if c.chainChanged(ch) {
 			return false
 		}
 	}
-	for _, svc := range d.services {
+	for svc := range d.services {
 		if c.serviceChanged(svc) {
 			return false
 		}

@@ -1,13 +1,18 @@
 package xds
 
 import (
+	"fmt"
+	"sync"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -67,7 +72,7 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 		return nil, nil
 	}
 	return shared(m, memoKey{kind: memoPublicRBAC, name: svc.Name}, func() ([]*corev3.TypedExtensionConfig, error) {
-		return publicRBAC(snap, svc)
+		return publicRBAC(snap, svc, m.principals())
 	})
 }
 
@@ -75,18 +80,49 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 // filter and of the network RBAC filter; the listener uses the one of its protocol. The rules
 // are those of svc's protocol in both (for a tcp service, an intention with permissions fails
 // closed in either).
-func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service) ([]*corev3.TypedExtensionConfig, error) {
-	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
-	h, err := toAny(&rbacfilterv3.RBAC{Rules: rules})
-	if err != nil {
-		return nil, err
+//
+// Both are what toAny packs, byte for byte, but the rules, which are most of either, are
+// marshalled once (rbacAny): a mesh-wide change renders this for every service.
+func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) ([]*corev3.TypedExtensionConfig, error) {
+	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
+	// The HTTP filter's configuration is the rules alone, and its ValidateAll is theirs (as
+	// an embedded message), which the network filter's checks too, with its stat prefix.
+	nf := networkRBAC(svc.Name, rules)
+	if err := nf.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, nf.ProtoReflect().Descriptor().FullName(), err)
 	}
-	n, err := toAny(networkRBAC(svc.Name, rules))
+	h, n, err := rbacAny(rules, svc.Name)
 	if err != nil {
 		return nil, err
 	}
 	return []*corev3.TypedExtensionConfig{{Name: PublicHTTPRBAC, TypedConfig: h}, {Name: PublicNetworkRBAC, TypedConfig: n}}, nil
 }
+
+// rbacAny packs the HTTP RBAC filter's configuration {rules} and the network RBAC filter's
+// {rules, stat_prefix} from one deterministic marshal of rules, which is most of either. In
+// both messages rules is field 1, the lowest: the deterministic encoding of a message is its
+// set fields in field number order (as protobuf-go marshals them), so each is rules' field
+// followed by the encoding of the rest of the message. These are the bytes toAny writes, which
+// TestRBACAnyMatchesToAny holds them to.
+func rbacAny(rules *rbacv3.RBAC, service string) (h, n *anypb.Any, err error) {
+	opts := proto.MarshalOptions{Deterministic: true}
+	b, err := opts.Marshal(rules)
+	if err != nil {
+		return nil, nil, err
+	}
+	hv := make([]byte, 0, len(b)+protowire.SizeVarint(uint64(len(b)))+1)
+	hv = protowire.AppendTag(hv, rbacRulesField, protowire.BytesType)
+	hv = protowire.AppendBytes(hv, b)
+	nv := make([]byte, len(hv), len(hv)+len(service)+24)
+	copy(nv, hv)
+	if nv, err = opts.MarshalAppend(nv, networkRBAC(service, nil)); err != nil {
+		return nil, nil, err
+	}
+	return &anypb.Any{TypeUrl: httpRBACTypeURL, Value: hv}, &anypb.Any{TypeUrl: networkRBACTypeURL, Value: nv}, nil
+}
+
+// rbacRulesField is the number of the rules field of both RBAC filter configurations.
+const rbacRulesField = 1
 
 // unreferencedOK reports whether an extension config no listener names may be rendered: one
 // of public_listener's RBAC pair when the other is named.
@@ -123,14 +159,15 @@ func discoveredNetworkRBAC(service string) (*listenerv3.Filter, error) {
 	return &listenerv3.Filter{Name: PublicNetworkRBAC, ConfigType: &listenerv3.Filter_ConfigDiscovery{ConfigDiscovery: src}}, nil
 }
 
-// discoveredHTTPRBAC is public_listener's HTTP RBAC filter, configured over ECDS.
-func discoveredHTTPRBAC() (*hcmv3.HttpFilter, error) {
+// discoveredHTTPRBAC is public_listener's HTTP RBAC filter, configured over ECDS: a constant,
+// built once (messages are never modified once built).
+var discoveredHTTPRBAC = sync.OnceValues(func() (*hcmv3.HttpFilter, error) {
 	src, err := discoveredConfig(httpRBACTypeURL, &rbacfilterv3.RBAC{Rules: denyAll()})
 	if err != nil {
 		return nil, err
 	}
 	return &hcmv3.HttpFilter{Name: PublicHTTPRBAC, ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{ConfigDiscovery: src}}, nil
-}
+})
 
 // extensionTypeURL is the type URL of the configuration an extension config carries.
 func extensionTypeURL(x *corev3.TypedExtensionConfig) string {

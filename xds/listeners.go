@@ -3,6 +3,7 @@ package xds
 import (
 	"net"
 	"strconv"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -71,7 +72,7 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 		}
 		out = append(out, api...)
 		server, err := shared(m, memoKey{kind: memoServerLis, name: svc.Name},
-			func() ([]*listenerv3.Listener, error) { return grpcServerListeners(snap, svc) })
+			func() ([]*listenerv3.Listener, error) { return grpcServerListeners(snap, svc, m.principals()) })
 		if err != nil {
 			return nil, err
 		}
@@ -79,7 +80,7 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 	}
 	if port := publicPort(svc, snap.Mesh.Datacenter); port > 0 {
 		l, err := shared(m, memoKey{kind: memoPublicListener, name: svc.Name},
-			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port) })
+			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port, m) })
 		if err != nil {
 			return nil, err
 		}
@@ -122,12 +123,12 @@ func outboundListeners(snap *mesh.Snapshot, svc *mesh.Service, m *memo) ([]*list
 }
 
 // grpcServerListeners renders the server listeners of a gRPC service, one per endpoint address.
-func grpcServerListeners(snap *mesh.Snapshot, svc *mesh.Service) ([]*listenerv3.Listener, error) {
+func grpcServerListeners(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) ([]*listenerv3.Listener, error) {
 	if len(svc.Endpoints) == 0 {
 		return nil, nil
 	}
 	var out []*listenerv3.Listener
-	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol))
+	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
 	seen := map[string]bool{}
 	for _, ep := range svc.Endpoints {
 		name := GRPCServerListenerName(ep.Address, ep.Port)
@@ -174,9 +175,12 @@ func publicPort(svc *mesh.Service, dc string) int {
 // change names no method and is answered UNIMPLEMENTED whatever RBAC said.
 
 // publicListener is an Envoy sidecar's inbound listener. It depends on the service's protocol
-// and port and on the mesh's TLS settings, not on intentions.
-func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int) (*listenerv3.Listener, error) {
-	ts, err := tlsTransportSocket(envoyDownstreamTLS(snap))
+// and port and on the mesh's TLS settings, not on intentions. Its TLS transport socket, the
+// same for every service, is built once per memo.
+func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (*listenerv3.Listener, error) {
+	ts, err := shared(m, memoKey{kind: memoDownstreamTLS}, func() (*corev3.TransportSocket, error) {
+		return tlsTransportSocket(envoyDownstreamTLS(snap))
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -348,9 +352,11 @@ func grpcServerListener(name string, ep mesh.Endpoint, service string, rules *rb
 	}, nil
 }
 
-func routerFilter() (*hcmv3.HttpFilter, error) {
+// routerFilter is the router HTTP filter, the same message for every connection manager: it
+// is a constant, built once (messages are never modified once built).
+var routerFilter = sync.OnceValues(func() (*hcmv3.HttpFilter, error) {
 	return typedHTTPFilter(routerFilterName, &routerv3.Router{})
-}
+})
 
 func typedHTTPFilter(name string, m proto.Message) (*hcmv3.HttpFilter, error) {
 	a, err := toAny(m)

@@ -1,9 +1,13 @@
 package xds
 
 import (
-	"fmt"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -42,8 +46,10 @@ const (
 
 // rbacRules renders the rules that enforce the intentions into dest. l7 says whether the
 // destination speaks HTTP (permissions may then be rendered); for a tcp destination, an
-// intention with permissions cannot be enforced and fails closed: it denies its sources.
-func rbacRules(snap *mesh.Snapshot, dest string, l7 bool) *rbacv3.RBAC {
+// intention with permissions cannot be enforced and fails closed: it denies its sources. The
+// principal of each source is taken from pr (built once per snapshot, shared by every
+// destination); a nil pr builds them afresh.
+func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv3.RBAC {
 	def := snap.Mesh.DefaultIntention
 	if def == "" {
 		def = mesh.Deny
@@ -54,7 +60,9 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool) *rbacv3.RBAC {
 		engine = mesh.Deny
 		rules.Action = rbacv3.RBAC_DENY
 	}
-	dcs := datacenters(snap)
+	if pr == nil {
+		pr = newPrincipals(snap, nil)
+	}
 	var earlier []*rbacv3.Principal // sources of every intention so far
 	seen := map[string]bool{}
 	wildcardSeen := false
@@ -64,35 +72,29 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool) *rbacv3.RBAC {
 		}
 		var p *rbacv3.Principal
 		if in.Source == mesh.Wildcard {
-			p = wildcardPrincipal(snap.Mesh.TrustDomain)
+			p = pr.wildcard()
 			if len(earlier) > 0 {
 				p = andIDs(p, notID(orIDs(earlier...)))
 			}
 			wildcardSeen = true
 		} else {
-			p = sourcePrincipal(snap.Mesh.TrustDomain, dcs, in.Source)
+			p = pr.source(in.Source)
 			seen[in.Source] = true
 			// An exact source can only overlap an earlier wildcard, and none precedes it here.
 			// Messages are never modified once built, so both places share p.
 			earlier = append(earlier, p)
 		}
-		name := fmt.Sprintf("%03d-%s-to-%s", i, policySource(in.Source), policySource(in.Destination))
+		name := policyName(i, in)
 		switch {
 		case in.Action != "":
 			if in.Action == engine {
-				rules.Policies[name] = &rbacv3.Policy{
-					Principals:  []*rbacv3.Principal{p},
-					Permissions: []*rbacv3.Permission{anyPermission()},
-				}
+				rules.Policies[name] = newPolicy(p, anyPermission())
 			}
 		case !l7:
 			// Permissions on a tcp destination are rejected by the compiler; if one gets here,
 			// deny its sources whatever the engine.
 			if engine == mesh.Deny {
-				rules.Policies[name] = &rbacv3.Policy{
-					Principals:  []*rbacv3.Principal{p},
-					Permissions: []*rbacv3.Permission{anyPermission()},
-				}
+				rules.Policies[name] = newPolicy(p, anyPermission())
 			}
 		default:
 			var opposite []*rbacv3.Permission
@@ -106,14 +108,82 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool) *rbacv3.RBAC {
 				if len(opposite) > 0 {
 					m = andRules(m, notRule(orRules(opposite...)))
 				}
-				rules.Policies[fmt.Sprintf("%s-perm-%d", name, j)] = &rbacv3.Policy{
-					Principals:  []*rbacv3.Principal{p},
-					Permissions: []*rbacv3.Permission{m},
-				}
+				rules.Policies[name+"-perm-"+strconv.Itoa(j)] = newPolicy(p, m)
 			}
 		}
 	}
 	return rules
+}
+
+// policyName names the policy of the i-th intention into a destination: %03d-<source>-to-<destination>.
+func policyName(i int, in *mesh.Intention) string {
+	var b strings.Builder
+	src, dst := policySource(in.Source), policySource(in.Destination)
+	b.Grow(len(src) + len(dst) + 8)
+	n := strconv.Itoa(i)
+	for k := len(n); k < 3; k++ {
+		b.WriteByte('0')
+	}
+	b.WriteString(n)
+	b.WriteByte('-')
+	b.WriteString(src)
+	b.WriteString("-to-")
+	b.WriteString(dst)
+	return b.String()
+}
+
+// principals are the principals of the sources of one snapshot's intentions, each built once
+// and shared, as the same immutable message, by the RBAC of every destination that names it:
+// a mesh-wide change renders every destination's rules, and most of their messages are the
+// principals of the same few thousand sources. They depend on the trust domain and the
+// datacenters alone, so a snapshot that keeps both borrows those of the one before. Safe for
+// concurrent use.
+type principals struct {
+	trustDomain string
+	dcs         []string
+	bySource    sync.Map // source service → *rbacv3.Principal
+	wild        atomic.Pointer[rbacv3.Principal]
+	// prev is the previous snapshot's, with the same trust domain and datacenters; nil once a
+	// newer one took over, so that they do not chain.
+	prev atomic.Pointer[principals]
+}
+
+// newPrincipals returns the principals of snap, borrowing prev's if they are of the same trust
+// domain and datacenters (prev's own predecessor is not kept: the chain stops there).
+func newPrincipals(snap *mesh.Snapshot, prev *principals) *principals {
+	pr := &principals{trustDomain: snap.Mesh.TrustDomain, dcs: datacenters(snap)}
+	if prev != nil && prev.trustDomain == pr.trustDomain && slices.Equal(prev.dcs, pr.dcs) {
+		pr.prev.Store(prev)
+		prev.prev.Store(nil)
+	}
+	return pr
+}
+
+// source returns the principal of an exact source service.
+func (pr *principals) source(service string) *rbacv3.Principal {
+	if v, ok := pr.bySource.Load(service); ok {
+		return v.(*rbacv3.Principal)
+	}
+	var p *rbacv3.Principal
+	if prev := pr.prev.Load(); prev != nil {
+		if v, ok := prev.bySource.Load(service); ok {
+			p = v.(*rbacv3.Principal)
+		}
+	}
+	if p == nil {
+		p = sourcePrincipal(pr.trustDomain, pr.dcs, service)
+	}
+	v, _ := pr.bySource.LoadOrStore(service, p)
+	return v.(*rbacv3.Principal)
+}
+
+// wildcard returns the principal of any service of the trust domain.
+func (pr *principals) wildcard() *rbacv3.Principal {
+	if p := pr.wild.Load(); p != nil {
+		return p
+	}
+	pr.wild.CompareAndSwap(nil, wildcardPrincipal(pr.trustDomain))
+	return pr.wild.Load()
 }
 
 func policySource(s string) string {
@@ -178,8 +248,22 @@ func notID(p *rbacv3.Principal) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
 }
 
-func anyPermission() *rbacv3.Permission {
-	return &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+// anyPerm is the permission of any request: one message, shared by every policy that has it
+// (messages are never modified once built).
+var anyPerm = &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+
+func anyPermission() *rbacv3.Permission { return anyPerm }
+
+// newPolicy returns the policy of one principal and one permission, in one allocation: a
+// mesh-wide change builds every service's policies again.
+func newPolicy(p *rbacv3.Principal, perm *rbacv3.Permission) *rbacv3.Policy {
+	a := &struct {
+		policy      rbacv3.Policy
+		principals  [1]*rbacv3.Principal
+		permissions [1]*rbacv3.Permission
+	}{principals: [1]*rbacv3.Principal{p}, permissions: [1]*rbacv3.Permission{perm}}
+	a.policy.Principals, a.policy.Permissions = a.principals[:], a.permissions[:]
+	return &a.policy
 }
 
 func andRules(rules ...*rbacv3.Permission) *rbacv3.Permission {

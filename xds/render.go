@@ -163,8 +163,12 @@ func (r *Resources) validate(m *memo) error { return r.validateTypes(m, nil) }
 
 // validateTypes is validate leaving out the types in skip (validated before).
 func (r *Resources) validateTypes(m *memo, skip map[resourcev3.Type]bool) error {
+	return validateByType(r.byType(), m, skip)
+}
+
+// validateByType is validateTypes of the resources byType (Resources.byType) lists.
+func validateByType(byType map[resourcev3.Type][]types.Resource, m *memo, skip map[resourcev3.Type]bool) error {
 	var errs []error
-	byType := r.byType()
 	for _, t := range resourceTypes {
 		if skip[t] {
 			continue
@@ -396,7 +400,11 @@ func (r *Resources) hashTypes(m *memo) (map[resourcev3.Type]string, string, map[
 // oldHash and oldVersions (what hashTypes returned for resources whose lists of those types
 // were the same).
 func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old *group) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
-	byType := r.byType()
+	return hashByType(r.byType(), m, keep, old)
+}
+
+// hashByType is hashTypesReusing of the resources byType (Resources.byType) lists.
+func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[resourcev3.Type]bool, old *group) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
 	out := make(map[resourcev3.Type]string, len(resourceTypes))
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()

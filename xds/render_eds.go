@@ -22,8 +22,8 @@ const (
 	scopeListeners             // the RBAC of its service changed, and nothing else of it
 )
 
-// scopeOf decides, on the publishing goroutine (a change is used by one goroutine), what of p's
-// configuration, rendered into g from prev, the change ch requires rendering again.
+// scopeOf decides what of p's configuration, rendered into g from prev, the change ch requires
+// rendering again. It runs on the goroutine that renders p.
 func scopeOf(ch *change, p Proxy, g *group, prev *mesh.Snapshot, bundle *trustBundle) renderScope {
 	if g == nil || g.err != nil || g.cs == nil || g.snap != prev || p.Shape == ShapeEnvoy && g.bundle != bundle ||
 		p.Kind == mesh.KindMeshGateway { // a gateway's resources are not a sidecar's: render them whole

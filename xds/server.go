@@ -23,7 +23,9 @@
 //     Each distinct resource is marshalled once, and every stream is sent those bytes, equal
 //     to go-control-plane's own marshal of it (wire.go). A change of the default intention or
 //     of intentions alone rebuilds only inbound listeners: outbound ones are kept.
-//     Rendering runs on every core, outside the lock that streams need.
+//     Rendering runs on every core (a pool of GOMAXPROCS goroutines), outside the lock that
+//     streams need; the proxies of one group that connect together render it once. What a
+//     change affects is worked out from deps that groups with the same upstreams share.
 //   - Serving costs what changed (cache.go): the server's own implementation of
 //     go-control-plane's cache answers what its SnapshotCache answers, but a new snapshot of a
 //     node looks only at the watches of the types that changed, a wildcard delta watch is
@@ -121,6 +123,12 @@ type Server struct {
 	groups    map[Proxy]*group
 	nodes     map[string]*node
 	streams   map[int64]*streamState
+	// rendering holds the groups groupFor is rendering outside s.mu, so that the proxies of
+	// a group connecting together wait for one rendering rather than each render it.
+	rendering map[Proxy]*inflight
+	// renderSlots bounds the groups groupFor renders at once to GOMAXPROCS: a thousand proxies
+	// connecting together render on every core, not a thousand goroutines' worth of garbage.
+	renderSlots chan struct{}
 
 	metrics *metrics
 	// listenerOnly counts the renders that re-rendered listeners alone (render, inboundOnly).
@@ -131,6 +139,10 @@ type Server struct {
 
 	authPeers bool         // WithPeerAuthentication
 	bundle    *trustBundle // SetTrustBundle; nil before
+
+	// renderWorkers bounds the goroutines that render a new snapshot's groups; 0 means
+	// GOMAXPROCS (tests set 1 to render serially).
+	renderWorkers int
 
 	// testHookResources, when set (by tests only), alters rendered resources before they are
 	// checked, to provoke NACKs with configuration that is valid for Envoy but not for gRPC.
@@ -251,6 +263,8 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 		groups:  map[Proxy]*group{},
 		nodes:   map[string]*node{},
 		streams: map[int64]*streamState{},
+
+		renderSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 	for _, o := range opts {
 		o(s)
@@ -443,7 +457,11 @@ func (s *Server) current(p Proxy, g *group) bool {
 // Rendering happens outside s.mu, on every core, with the resources proxies share built once
 // (shared.go); s.mu is held only to swap in the result, and the cache's snapshots are set after
 // it is released, so streams are served meanwhile and the first proxies get their configuration
-// while later ones are still being set.
+// while later ones are still being set. No group is handed to the cache before every group
+// rendered and passed its checks: a snapshot that fails for one proxy changes nothing for any
+// (TestRefusedSnapshotChangesNothing), which is worth more than pushing the first groups
+// while the last render (the CPU is the same: on a busy machine, the last ACK comes no
+// sooner).
 func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
 	prev, prevBundle, m := s.snap, s.bundle, s.memo
@@ -478,9 +496,10 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	}
 	rendered := map[Proxy]*group{}
 	examined := map[Proxy]bool{}
-	how := map[Proxy]renderScope{} // what of each proxy is rendered again (ch is not for goroutines)
 	// Nodes may connect while we render: their groups are missing or were rendered from prev.
-	// Each round renders, unlocked, what the last look under s.mu found missing.
+	// Each round renders, unlocked, what the last look under s.mu found missing; whether a
+	// proxy is affected at all, and what of it is rendered again, is worked out by the
+	// goroutine that renders it.
 	for round := 0; ; round++ {
 		var todo []Proxy
 		for _, p := range work {
@@ -488,14 +507,12 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 			if _, ok := rendered[p]; ok {
 				continue
 			}
-			g := old[p]
-			if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
+			if g := old[p]; g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) {
 				continue
 			}
-			how[p] = scopeOf(ch, p, g, prev, bundle)
 			todo = append(todo, p)
 		}
-		if err := s.renderAll(snap, prev, bundle, m, todo, old, rendered, how); err != nil {
+		if err := s.renderAll(snap, prev, bundle, m, ch, todo, old, rendered, unaffected); err != nil {
 			return err
 		}
 		s.mu.Lock()
@@ -518,8 +535,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
 		}
-		how[p] = scopeOf(ch, p, g, prev, bundle)
-		ng, err := s.rerender(snap, prev, bundle, m, p, g, how[p])
+		ng, err := s.rerender(snap, prev, bundle, m, p, g, scopeOf(ch, p, g, prev, bundle))
 		if err != nil {
 			s.mu.Unlock()
 			return err
@@ -547,18 +563,28 @@ type nodeSet struct {
 	cs *cachev3.Snapshot
 }
 
-// renderAll renders the proxies of todo in parallel into rendered.
-func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, todo []Proxy, old, rendered map[Proxy]*group, how map[Proxy]renderScope) error {
+// renderAll renders the proxies of todo that the change ch affects, in parallel, into
+// rendered, each as much as ch requires (scopeOf).
+func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, ch *change, todo []Proxy, old, rendered map[Proxy]*group,
+	unaffected func(Proxy, *group) bool) error {
 	groups := make([]*group, len(todo))
 	errs := make([]error, len(todo))
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(todo)) {
+	workers := s.renderWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	for range min(workers, len(todo)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
-				groups[i], errs[i] = s.rerender(snap, prev, bundle, m, todo[i], old[todo[i]], how[todo[i]])
+				p, g := todo[i], old[todo[i]]
+				if unaffected(p, g) {
+					continue // groups[i] stays nil
+				}
+				groups[i], errs[i] = s.rerender(snap, prev, bundle, m, p, g, scopeOf(ch, p, g, prev, bundle))
 			}
 		}()
 	}
@@ -567,7 +593,9 @@ func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *me
 		if errs[i] != nil {
 			return errs[i]
 		}
-		rendered[p] = groups[i]
+		if groups[i] != nil {
+			rendered[p] = groups[i]
+		}
 	}
 	return nil
 }
@@ -714,7 +742,8 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	if partial {
 		keep = keptTypes(old.res, res, m)
 	}
-	if err := res.validateTypes(m, keep); err != nil {
+	byType := res.byType() // once: validated, hashed and shared below
+	if err := validateByType(byType, m, keep); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
 	}
 	if keep == nil {
@@ -727,12 +756,12 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, errors.Join(errs...))
 		}
 	}
-	typeHash, hash, versionMap, err := res.hashTypesReusing(m, keep, old)
+	typeHash, hash, versionMap, err := hashByType(byType, m, keep, old)
 	if err != nil {
 		return nil, err
 	}
 	if d == nil {
-		d = dependencies(snap, p.Service)
+		d = m.dependencies(snap, p.Service)
 	}
 	if old != nil && old.err == nil && old.hash == hash {
 		ng := *old
@@ -741,7 +770,6 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	}
 	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
 	cs := &cachev3.Snapshot{}
-	byType := res.byType()
 	for _, t := range resourceTypes {
 		v := snap.Version + "-" + typeHash[t][:8]
 		if old != nil && old.typeHash[t] == typeHash[t] && old.cs != nil {
@@ -943,29 +971,70 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 // with s.mu held, which it releases while it renders, so that a thousand proxies connecting at
 // once are rendered on every core and streams are served meanwhile; anything may change in the
 // meantime (the caller checks its node again), and a snapshot set meanwhile is rendered for
-// under the lock.
+// under the lock. Proxies of the same group connecting together render it once: the first
+// renders, the others wait for its result (see rendering).
 func (s *Server) groupFor(p Proxy) (*group, error) {
 	g := s.groups[p]
 	if s.current(p, g) {
 		return g, nil
 	}
 	snap, bundle, m := s.snap, s.bundle, s.memo
+	if r := s.rendering[p]; r != nil && r.snap == snap && r.bundle == bundle {
+		s.mu.Unlock()
+		<-r.done
+		s.mu.Lock()
+		if r.err != nil {
+			return nil, r.err
+		}
+		if cur := s.groups[p]; s.current(p, cur) {
+			return cur, nil
+		}
+		return s.settle(p, r.g, snap, bundle)
+	}
+	r := &inflight{snap: snap, bundle: bundle, done: make(chan struct{})}
+	if s.rendering == nil {
+		s.rendering = map[Proxy]*inflight{}
+	}
+	s.rendering[p] = r
 	s.mu.Unlock()
-	ng, err := s.render(snap, bundle, m, p, g, false)
+	s.renderSlots <- struct{}{} // as many renderings at once as cores, however many connect
+	r.g, r.err = s.render(snap, bundle, m, p, g, false)
+	<-s.renderSlots
 	s.mu.Lock()
-	if err != nil {
-		return nil, err
+	if s.rendering[p] == r {
+		delete(s.rendering, p)
+	}
+	close(r.done)
+	if r.err != nil {
+		return nil, r.err
 	}
 	if cur := s.groups[p]; s.current(p, cur) {
-		return cur, nil // rendered meanwhile by another stream or a publish
+		return cur, nil // rendered meanwhile by a publish
 	}
+	return s.settle(p, r.g, snap, bundle)
+}
+
+// settle makes ng, rendered for p from snap and bundle, p's group, rendering it again under
+// the lock if another snapshot or bundle is served by now. Called with s.mu held.
+func (s *Server) settle(p Proxy, ng *group, snap *mesh.Snapshot, bundle *trustBundle) (*group, error) {
 	if s.snap != snap || s.bundle != bundle {
+		var err error
 		if ng, err = s.render(s.snap, s.bundle, s.memo, p, s.groups[p], false); err != nil {
 			return nil, err
 		}
 	}
 	s.groups[p] = ng
 	return ng, nil
+}
+
+// inflight is a group being rendered by groupFor, outside s.mu, for snap and bundle; done is
+// closed when g and err are set.
+type inflight struct {
+	snap   *mesh.Snapshot
+	bundle *trustBundle
+	done   chan struct{}
+	g      *group
+	err    error
 }
 
 // recordAck records an ACK or NACK of the response with nonce on a stream. It returns the

@@ -44,6 +44,11 @@ type memo struct {
 	// cache holds what groups with the same content share in go-control-plane's cache
 	// (cacheshare.go).
 	cache cacheTypes
+	// upDeps are the deps of each list of upstreams (diff.go), shared by the groups whose
+	// services have the same list: upsKey → *upDeps.
+	upDeps sync.Map
+	// pr are the principals of the sources of snap's intentions (rbac.go).
+	pr *principals
 	// before is the previous snapshot's memo, whose listener sets such a proxy keeps too
 	// (carryListenerSet); nil once a newer memo took over, so that memos do not chain.
 	before atomic.Pointer[memo]
@@ -122,6 +127,7 @@ const (
 	memoServerLis      = 's' // a gRPC service's server listeners
 	memoLocalApp       = 'l'
 	memoPublicRBAC     = 'x' // the RBAC extension configuration of a service's public listener
+	memoDownstreamTLS  = 't' // the TLS transport socket of every public listener
 	// Whole lists, shared by the proxies whose upstreams are the same (setKey): in a dense
 	// transparent mesh, most proxies reach the same services.
 	memoClusterSet  = 'C'
@@ -141,12 +147,44 @@ type memoEntry struct {
 // lends its facts and listener sets.
 func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 	m := &memo{snap: snap, entries: map[memoKey]*memoEntry{}, facts: &facts{}}
+	var prevPr *principals
+	if prev != nil {
+		prevPr = prev.pr
+	}
+	m.pr = newPrincipals(snap, prevPr)
 	if prev != nil {
 		m.prev = prev.facts // not prev.prev: the chain stops here
 		m.before.Store(prev)
 		prev.before.Store(nil)
 	}
 	return m
+}
+
+// principals returns the principals of m's snapshot, or nil for a nil memo.
+func (m *memo) principals() *principals {
+	if m == nil {
+		return nil
+	}
+	return m.pr
+}
+
+// dependencies is dependencies(m.snap, service), the deps of the services with the same
+// upstreams shared (the same list: Snapshot.Upstreams gives every service that reaches every
+// service one slice). A nil memo shares nothing.
+func (m *memo) dependencies(snap *mesh.Snapshot, service string) *deps {
+	if m == nil {
+		return dependencies(snap, service)
+	}
+	ups := upstreams(snap, service)
+	k := upsKey{n: len(ups), transparent: snap.Services[service].Transparent()}
+	if len(ups) > 0 {
+		k.first = ups[0]
+	}
+	if v, ok := m.upDeps.Load(k); ok {
+		return &deps{service: service, up: v.(*upDeps)}
+	}
+	v, _ := m.upDeps.LoadOrStore(k, upstreamDeps(snap, service, ups))
+	return &deps{service: service, up: v.(*upDeps)}
 }
 
 // carryListenerSet makes the listener set of p's service in m (its outbound listeners, or a
@@ -160,12 +198,15 @@ func (m *memo) carryListenerSet(p Proxy) {
 	if b == nil || b.snap.Services[p.Service] == nil {
 		return
 	}
+	bkey := b.setKey(memoListenerSet, p.Shape, p.Service)
 	b.mu.Lock()
-	old := b.entries[b.setKey(memoListenerSet, p.Shape, p.Service)]
+	old := b.entries[bkey]
 	b.mu.Unlock()
 	if old == nil || !old.built.Load() || old.err != nil {
 		return
 	}
+	// The same upstreams and chains: the same key, without hashing them again.
+	m.upsKeys.LoadOrStore(p.Service, bkey.name)
 	key := m.setKey(memoListenerSet, p.Shape, p.Service)
 	m.mu.Lock()
 	e := m.entries[key]
@@ -236,7 +277,7 @@ func hashOf(b []byte) string {
 func (r *Resources) clone() *Resources {
 	return &Resources{
 		Listeners: cloneAll(r.Listeners), Routes: cloneAll(r.Routes), Clusters: cloneAll(r.Clusters),
-		Endpoints: cloneAll(r.Endpoints), Secrets: cloneAll(r.Secrets),
+		Endpoints: cloneAll(r.Endpoints), Secrets: cloneAll(r.Secrets), Extensions: cloneAll(r.Extensions),
 	}
 }
 

@@ -1,0 +1,102 @@
+package xds
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// TestRBACAnyMatchesToAny holds publicRBAC's one-marshal packing (rbacAny) to toAny's
+// anypb.MarshalFrom of each filter configuration, byte for byte, over random meshes (both
+// defaults, tcp and http services, permissions, wildcards) and meshgen's repositories.
+func TestRBACAnyMatchesToAny(t *testing.T) {
+	// rbacAny relies on rules being field 1, the lowest, of both configurations.
+	for _, m := range []proto.Message{&rbacfilterv3.RBAC{}, networkRBAC("x", nil)} {
+		fields := m.ProtoReflect().Descriptor().Fields()
+		if f := fields.ByName("rules"); f == nil || f.Number() != rbacRulesField {
+			t.Fatalf("%s: rules is not field %d", m.ProtoReflect().Descriptor().FullName(), rbacRulesField)
+		}
+		for i := range fields.Len() {
+			if f := fields.Get(i); f.Name() != "rules" && f.Number() <= protoreflect.FieldNumber(rbacRulesField) {
+				t.Fatalf("%s: field %s precedes rules", m.ProtoReflect().Descriptor().FullName(), f.Name())
+			}
+		}
+	}
+	var snaps []*mesh.Snapshot
+	r := rand.New(rand.NewPCG(3, 11))
+	for range 12 {
+		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))))
+	}
+	ms := meshgenSnaps(t, 60, 5)
+	snaps = append(snaps, ms[0], ms[1])
+	checked := 0
+	for i, snap := range snaps {
+		for _, name := range snap.ServiceNames() {
+			svc := snap.Services[name]
+			got, err := publicRBAC(snap, svc, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rules := rbacRules(snap, name, mesh.IsHTTP(svc.Protocol), nil)
+			h, err := toAny(&rbacfilterv3.RBAC{Rules: rules})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := toAny(networkRBAC(name, rules))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range [2][]byte{h.Value, n.Value} {
+				a := got[k].TypedConfig
+				if a.TypeUrl != []string{h.TypeUrl, n.TypeUrl}[k] || !bytes.Equal(a.Value, want) {
+					t.Fatalf("mesh %d, service %s: %s packs other bytes than anypb.MarshalFrom", i, name, got[k].Name)
+				}
+			}
+			checked++
+		}
+	}
+	if checked < 100 {
+		t.Fatalf("only %d services checked", checked)
+	}
+}
+
+// TestPrincipalsBorrowed: a snapshot borrows the previous one's principals only when the trust
+// domain and the datacenters are the same, and then shares the very messages; otherwise the
+// principal names the new trust domain.
+func TestPrincipalsBorrowed(t *testing.T) {
+	a := newSnap(mesh.Deny)
+	pa := newPrincipals(a, nil)
+	web := pa.source("web")
+	b := newSnap(mesh.Allow)
+	pb := newPrincipals(b, pa)
+	if pb.source("web") != web {
+		t.Fatal("same trust domain and datacenters: the principal was built again")
+	}
+	c := newSnap(mesh.Deny)
+	c.Mesh.TrustDomain = "other.example"
+	pc := newPrincipals(c, pb)
+	got := pc.source("web")
+	if got == web || proto.Equal(got, web) {
+		t.Fatal("another trust domain borrowed the previous principal")
+	}
+	if !proto.Equal(got, sourcePrincipal("other.example", datacenters(c), "web")) {
+		t.Fatal("principal differs from a fresh one")
+	}
+	d := newSnap(mesh.Deny)
+	d.Mesh.Datacenters = []string{"dc1"}
+	if newPrincipals(d, newPrincipals(a, nil)).prev.Load() != nil {
+		t.Fatal("other datacenters borrowed the previous principals")
+	}
+	if pb.prev.Load() != pa {
+		t.Fatal("pb does not borrow pa")
+	}
+	if pe := newPrincipals(newSnap(mesh.Deny), pb); pe.prev.Load() != pb || pb.prev.Load() != nil {
+		t.Fatal("principals chain beyond one snapshot")
+	}
+}
