@@ -16,8 +16,14 @@ func secureDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	// The server's own background writers may create and rename temporary files meanwhile
+	// (atomicfile): an entry gone between listing and looking at it is not an error.
+	gone := func(path string, err error) bool { return path != dir && errors.Is(err, fs.ErrNotExist) }
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if gone(path, err) {
+				return nil
+			}
 			return err
 		}
 		if d.Type()&fs.ModeSymlink != 0 {
@@ -25,6 +31,9 @@ func secureDataDir(dir string) error {
 		}
 		info, err := d.Info()
 		if err != nil {
+			if gone(path, err) {
+				return nil
+			}
 			return err
 		}
 		want := info.Mode().Perm() & 0o700
@@ -34,7 +43,10 @@ func secureDataDir(dir string) error {
 		if info.Mode().Perm() == want {
 			return nil
 		}
-		return os.Chmod(path, want)
+		if err := os.Chmod(path, want); err != nil && !gone(path, err) {
+			return err
+		}
+		return nil
 	})
 }
 
