@@ -1108,7 +1108,12 @@ func (s *Server) streamClosed(streamID int64) {
 		nd.served = nil
 		s.cache.ClearSnapshot(nd.id)
 		s.log.Info("proxy disconnected", "node", nd.id, "service", nd.proxy.Service)
+		return
 	}
+	// A stream that closes after its node's other streams ACKed everything (a proxy that
+	// reconnected: its old stream ends on the server after the new one is up to date) was what
+	// kept the node from being up to date.
+	s.updateAcked(nd)
 }
 
 // maxNackError bounds the NACK detail kept and logged: clients quote whole resources in it.

@@ -327,6 +327,10 @@ func TestSotwServerMatchesControlPlaneServer(t *testing.T) {
 					break
 				}
 				if time.Now().After(deadline) {
+					for k, s := range servers {
+						p, _ := proxyStatus(s, tw.node)
+						t.Logf("%s: %+v", names[k], p)
+					}
 					t.Fatalf("step %d: node %s (%v): %s", step, tw.node, tw.opts, diff)
 				}
 				time.Sleep(5 * time.Millisecond)
