@@ -72,7 +72,7 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 		return nil, nil
 	}
 	return shared(m, memoKey{kind: memoPublicRBAC, name: svc.Name}, func() ([]*corev3.TypedExtensionConfig, error) {
-		return publicRBAC(snap, svc, m.principals())
+		return publicRBAC(snap, svc, m.principals(), m)
 	})
 }
 
@@ -82,8 +82,11 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 // closed in either).
 //
 // Both are what toAny packs, byte for byte, but the rules, which are most of either, are
-// marshalled once (rbacAny): a mesh-wide change renders this for every service.
-func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) ([]*corev3.TypedExtensionConfig, error) {
+// marshalled once (rbacAny): a mesh-wide change renders this for every service. With a memo,
+// the deterministic encoding of each extension configuration, made from those same bytes, is
+// what the memo learns of it (its content hash and wire), so memo.resourceHash does not
+// marshal it again.
+func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals, m *memo) ([]*corev3.TypedExtensionConfig, error) {
 	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
 	// The HTTP filter's configuration is the rules alone, and its ValidateAll is theirs (as
 	// an embedded message), which the network filter's checks too, with its stat prefix.
@@ -91,34 +94,73 @@ func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) ([]*core
 	if err := nf.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, nf.ProtoReflect().Descriptor().FullName(), err)
 	}
-	h, n, err := rbacAny(rules, svc.Name)
+	xs, encs, err := rbacAny(rules, svc.Name)
 	if err != nil {
 		return nil, err
 	}
-	return []*corev3.TypedExtensionConfig{{Name: PublicHTTPRBAC, TypedConfig: h}, {Name: PublicNetworkRBAC, TypedConfig: n}}, nil
+	if m != nil {
+		for i, x := range xs {
+			m.facts.hashes.LoadOrStore(x, &encoded{hash: hashOf(encs[i]), wire: newWire(x, encs[i])})
+		}
+	}
+	return xs, nil
 }
 
 // rbacAny packs the HTTP RBAC filter's configuration {rules} and the network RBAC filter's
-// {rules, stat_prefix} from one deterministic marshal of rules, which is most of either. In
-// both messages rules is field 1, the lowest: the deterministic encoding of a message is its
-// set fields in field number order (as protobuf-go marshals them), so each is rules' field
-// followed by the encoding of the rest of the message. These are the bytes toAny writes, which
-// TestRBACAnyMatchesToAny holds them to.
-func rbacAny(rules *rbacv3.RBAC, service string) (h, n *anypb.Any, err error) {
+// {rules, stat_prefix} from one deterministic marshal of rules, which is most of either, as
+// the extension configurations PublicHTTPRBAC and PublicNetworkRBAC, and returns the
+// deterministic encoding of each (enc; each configuration's packed value is a slice of it). In
+// both filter configurations rules is field 1, the lowest: the deterministic encoding of a
+// message is its set fields in field number order (as protobuf-go marshals them), so each is
+// rules' field followed by the encoding of the rest of the message. These are the bytes toAny
+// writes, which TestRBACAnyMatchesToAny holds them to; TestRBACExtensionEncoding holds enc to
+// a fresh deterministic marshal of each configuration.
+func rbacAny(rules *rbacv3.RBAC, service string) (xs []*corev3.TypedExtensionConfig, enc [2][]byte, err error) {
 	opts := proto.MarshalOptions{Deterministic: true}
 	b, err := opts.Marshal(rules)
 	if err != nil {
-		return nil, nil, err
+		return nil, enc, err
 	}
-	hv := make([]byte, 0, len(b)+protowire.SizeVarint(uint64(len(b)))+1)
-	hv = protowire.AppendTag(hv, rbacRulesField, protowire.BytesType)
-	hv = protowire.AppendBytes(hv, b)
-	nv := make([]byte, len(hv), len(hv)+len(service)+24)
-	copy(nv, hv)
-	if nv, err = opts.MarshalAppend(nv, networkRBAC(service, nil)); err != nil {
-		return nil, nil, err
+	tail, err := opts.Marshal(networkRBAC(service, nil))
+	if err != nil {
+		return nil, enc, err
 	}
-	return &anypb.Any{TypeUrl: httpRBACTypeURL, Value: hv}, &anypb.Any{TypeUrl: networkRBACTypeURL, Value: nv}, nil
+	ruleLen := protowire.SizeTag(rbacRulesField) + protowire.SizeBytes(len(b))
+	xs = make([]*corev3.TypedExtensionConfig, 2)
+	for i, c := range [2]struct {
+		name, url string
+		tail      []byte
+	}{{PublicHTTPRBAC, httpRBACTypeURL, nil}, {PublicNetworkRBAC, networkRBACTypeURL, tail}} {
+		vlen := ruleLen + len(c.tail)
+		e := appendExtensionHeader(nil, c.name, c.url, vlen)
+		start := len(e)
+		e = protowire.AppendTag(e, rbacRulesField, protowire.BytesType)
+		e = protowire.AppendBytes(e, b)
+		e = append(e, c.tail...)
+		enc[i] = e
+		xs[i] = &corev3.TypedExtensionConfig{Name: c.name, TypedConfig: &anypb.Any{TypeUrl: c.url, Value: e[start:len(e):len(e)]}}
+	}
+	return xs, enc, nil
+}
+
+// appendExtensionHeader appends to b the deterministic encoding of a TypedExtensionConfig
+// {name, typed_config: Any{type_url: url, value}} up to value's bytes (a value of vlen > 0
+// bytes follows; a nil b is allocated with room for them): name is field 1, typed_config field 2, and in the
+// Any type_url is field 1 and value field 2.
+func appendExtensionHeader(b []byte, name, url string, vlen int) []byte {
+	anyLen := protowire.SizeTag(1) + protowire.SizeBytes(len(url)) + protowire.SizeTag(2) + protowire.SizeBytes(vlen)
+	n := protowire.SizeTag(1) + protowire.SizeBytes(len(name)) + protowire.SizeTag(2) + protowire.SizeBytes(anyLen)
+	if b == nil {
+		b = make([]byte, 0, n+vlen)
+	}
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, name)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, url)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	return protowire.AppendVarint(b, uint64(vlen))
 }
 
 // rbacRulesField is the number of the rules field of both RBAC filter configurations.

@@ -39,7 +39,7 @@ func TestRBACAnyMatchesToAny(t *testing.T) {
 	for i, snap := range snaps {
 		for _, name := range snap.ServiceNames() {
 			svc := snap.Services[name]
-			got, err := publicRBAC(snap, svc, nil)
+			got, err := publicRBAC(snap, svc, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,5 +98,59 @@ func TestPrincipalsBorrowed(t *testing.T) {
 	}
 	if pe := newPrincipals(newSnap(mesh.Deny), pb); pe.prev.Load() != pb || pb.prev.Load() != nil {
 		t.Fatal("principals chain beyond one snapshot")
+	}
+}
+
+// TestRBACExtensionEncoding holds what publicRBAC tells the memo of each RBAC extension
+// configuration (the encoding made from the rules' bytes, its hash, its wire) to a fresh
+// deterministic marshal of the configuration, over random meshes and meshgen's: the content
+// hash, so every version, and the bytes served are what marshalling again would give.
+func TestRBACExtensionEncoding(t *testing.T) {
+	var snaps []*mesh.Snapshot
+	r := rand.New(rand.NewPCG(5, 17))
+	for range 12 {
+		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))))
+	}
+	ms := meshgenSnaps(t, 60, 5)
+	snaps = append(snaps, ms[0], ms[1])
+	checked := 0
+	for i, snap := range snaps {
+		m := newMemo(snap, nil)
+		for _, name := range snap.ServiceNames() {
+			svc := snap.Services[name]
+			xs, err := publicRBAC(snap, svc, m.principals(), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range xs {
+				fresh, err := proto.MarshalOptions{Deterministic: true}.Marshal(proto.Clone(x))
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, ok := m.facts.hashes.Load(x)
+				if !ok {
+					t.Fatalf("mesh %d, service %s: %s: the memo was not told its encoding", i, name, x.Name)
+				}
+				e := v.(*encoded)
+				if got := e.wire.ProtoReflect().GetUnknown(); !bytes.Equal(got, fresh) {
+					t.Fatalf("mesh %d, service %s: %s: kept encoding differs from a fresh marshal", i, name, x.Name)
+				}
+				if !bytes.Equal(e.wire.any.Value, fresh) || e.wire.msg != x || e.wire.name != x.Name {
+					t.Fatalf("mesh %d, service %s: %s: wire differs from the configuration", i, name, x.Name)
+				}
+				var buf []byte
+				want, err := (*memo)(nil).resourceHash(x, &buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, err := m.resourceHash(x, &buf); err != nil || got != want || e.hash != want {
+					t.Fatalf("mesh %d, service %s: %s: hash %s (%v), fresh marshal hashes to %s", i, name, x.Name, got, err, want)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 200 {
+		t.Fatalf("only %d configurations checked", checked)
 	}
 }

@@ -2,10 +2,10 @@ package xds
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"slices"
 	"sort"
 
@@ -408,7 +408,7 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 	out := make(map[resourcev3.Type]string, len(resourceTypes))
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()
-	var buf []byte
+	var buf, scratch []byte
 	var hashes []string
 	for _, t := range resourceTypes {
 		if keep[t] {
@@ -423,9 +423,11 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 				}
 				name := cachev3.GetResourceName(res)
 				hashes = append(hashes, rh)
-				writeLen(h, len(name))
-				h.Write([]byte(name))
-				h.Write([]byte(rh))
+				// One Write of name's length (8 bytes, little-endian), name and hash, through scratch space:
+				// no allocation per resource.
+				scratch = binary.LittleEndian.AppendUint64(scratch[:0], uint64(len(name)))
+				scratch = append(append(scratch, name...), rh...)
+				h.Write(scratch)
 			}
 			out[t] = hex.EncodeToString(h.Sum(nil))[:16]
 			// The same content has the same version map: made once per memo (cacheshare.go).
@@ -478,14 +480,6 @@ func listenersRefs(ls []*listenerv3.Listener, m *memo) (routes, clusters []strin
 	sort.Strings(routes)
 	sort.Strings(clusters)
 	return routes, clusters, nil
-}
-
-func writeLen(h hash.Hash, n int) {
-	var b [8]byte
-	for i := range b {
-		b[i] = byte(n >> (8 * i))
-	}
-	h.Write(b[:])
 }
 
 // shortType turns a type URL into the message name, for messages and file names.
