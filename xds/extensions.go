@@ -89,9 +89,10 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals, m *memo) ([]*corev3.TypedExtensionConfig, error) {
 	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
 	// The HTTP filter's configuration is the rules alone, and its ValidateAll is theirs (as
-	// an embedded message), which the network filter's checks too, with its stat prefix.
+	// an embedded message), which the network filter's checks too, with its stat prefix
+	// (validateNetworkRBAC checks each shared principal once).
 	nf := networkRBAC(svc.Name, rules)
-	if err := nf.ValidateAll(); err != nil {
+	if err := pr.validateNetworkRBAC(nf); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, nf.ProtoReflect().Descriptor().FullName(), err)
 	}
 	xs, encs, err := rbacAny(rules, svc.Name)

@@ -15,6 +15,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -143,6 +145,7 @@ type principals struct {
 	dcs         []string
 	bySource    sync.Map // source service → *rbacv3.Principal
 	wild        atomic.Pointer[rbacv3.Principal]
+	valid       sync.Map // *rbacv3.Principal → bool: validPrincipal's answer
 	// prev is the previous snapshot's, with the same trust domain and datacenters; nil once a
 	// newer one took over, so that they do not chain.
 	prev atomic.Pointer[principals]
@@ -333,4 +336,106 @@ func httpRBACFilter(rules *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
 // networkRBAC is the configuration of the network RBAC filter of a tcp public listener.
 func networkRBAC(service string, rules *rbacv3.RBAC) *netrbacv3.RBAC {
 	return &netrbacv3.RBAC{StatPrefix: "connect_authz_" + service, Rules: rules}
+}
+
+// validateNetworkRBAC is nf.ValidateAll, checking each principal message once per snapshot
+// (and the previous one's, which this one borrows): a mesh-wide change validates the rules of
+// every destination, and most of what they hold is the principals of the same few thousand
+// sources. Principals are checked by validPrincipal; the rest of nf is checked by
+// ValidateAll itself, on a shallow copy whose policies hold, instead of their principals, as
+// many of a principal that is valid. When anything is invalid, the error is nf.ValidateAll's
+// own. A nil pr runs nf.ValidateAll.
+func (pr *principals) validateNetworkRBAC(nf *netrbacv3.RBAC) error {
+	rules := nf.GetRules()
+	if pr == nil || rules == nil {
+		return nf.ValidateAll()
+	}
+	n := 0
+	for _, pol := range rules.GetPolicies() {
+		for _, p := range pol.GetPrincipals() {
+			if !pr.validPrincipal(p) {
+				return nf.ValidateAll()
+			}
+		}
+		n = max(n, len(pol.GetPrincipals()))
+	}
+	stand := make([]*rbacv3.Principal, n)
+	for i := range stand {
+		stand[i] = anyPrincipal
+	}
+	r := shallowCopy(rules, "policies")
+	if len(rules.GetPolicies()) > 0 {
+		r.Policies = make(map[string]*rbacv3.Policy, len(rules.GetPolicies()))
+		for name, pol := range rules.GetPolicies() {
+			c := shallowCopy(pol, "principals")
+			c.Principals = stand[:len(pol.GetPrincipals())]
+			r.Policies[name] = c
+		}
+	}
+	c := shallowCopy(nf, "rules")
+	c.Rules = r
+	if c.ValidateAll() != nil {
+		return nf.ValidateAll()
+	}
+	return nil
+}
+
+// anyPrincipal is a valid principal, standing in for principals checked already.
+var anyPrincipal = &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
+
+// shallowCopy returns a new message holding m's fields but skip, sharing their values.
+func shallowCopy[T proto.Message](m T, skip protoreflect.Name) T {
+	src := m.ProtoReflect()
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != skip {
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	return dst.Interface().(T)
+}
+
+// validPrincipal reports whether p.ValidateAll() passes, remembering it per message
+// (principals are never modified once built). A set of principals (and_ids, or_ids) or a
+// negation is valid when its principals are, each looked up or checked once; anything else,
+// or a composite whose parts are not all valid, is checked by ValidateAll itself.
+func (pr *principals) validPrincipal(p *rbacv3.Principal) bool {
+	if v, ok := pr.valid.Load(p); ok {
+		return v.(bool)
+	}
+	if prev := pr.prev.Load(); prev != nil {
+		if v, ok := prev.valid.Load(p); ok {
+			pr.valid.Store(p, v)
+			return v.(bool)
+		}
+	}
+	ok := false
+	switch id := p.GetIdentifier().(type) {
+	case *rbacv3.Principal_AndIds:
+		ok = id != nil && pr.validSet(id.AndIds)
+	case *rbacv3.Principal_OrIds:
+		ok = id != nil && pr.validSet(id.OrIds)
+	case *rbacv3.Principal_NotId:
+		ok = id != nil && id.NotId != nil && pr.validPrincipal(id.NotId)
+	}
+	if !ok {
+		ok = p.ValidateAll() == nil
+	}
+	pr.valid.Store(p, ok)
+	return ok
+}
+
+// validSet reports whether a set of principals is valid: it has some, all valid, and nothing
+// else set.
+func (pr *principals) validSet(s *rbacv3.Principal_Set) bool {
+	if s == nil || len(s.GetIds()) == 0 || len(s.ProtoReflect().GetUnknown()) > 0 {
+		return false
+	}
+	for _, p := range s.GetIds() {
+		if !pr.validPrincipal(p) {
+			return false
+		}
+	}
+	return true
 }

@@ -3,9 +3,13 @@ package xds
 import (
 	"bytes"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -153,4 +157,117 @@ func TestRBACExtensionEncoding(t *testing.T) {
 	if checked < 200 {
 		t.Fatalf("only %d configurations checked", checked)
 	}
+}
+
+// TestValidateNetworkRBACMatchesValidateAll holds validateNetworkRBAC, which checks each
+// shared principal once, to ValidateAll: the same verdict and the same error, on the rules of
+// random meshes and meshgen's (twice over one principals, so that the second pass answers
+// from what the first remembered) and on rules made invalid in each place validation looks.
+func TestValidateNetworkRBACMatchesValidateAll(t *testing.T) {
+	// validPrincipal relies on a principal being its identifier alone and a set its ids alone.
+	for _, m := range []proto.Message{&rbacv3.Principal{}, &rbacv3.Principal_Set{}} {
+		fields := m.ProtoReflect().Descriptor().Fields()
+		for i := range fields.Len() {
+			f := fields.Get(i)
+			if o := f.ContainingOneof(); (o == nil || o.Name() != "identifier") && f.Name() != "ids" {
+				t.Fatalf("%s has field %s besides its identifier or ids", m.ProtoReflect().Descriptor().FullName(), f.Name())
+			}
+		}
+	}
+	same := func(t *testing.T, pr *principals, nf *netrbacv3.RBAC) error {
+		t.Helper()
+		want := nf.ValidateAll()
+		got := pr.validateNetworkRBAC(nf)
+		if (got == nil) != (want == nil) || got != nil && got.Error() != want.Error() {
+			t.Fatalf("validateNetworkRBAC: %v; ValidateAll: %v", got, want)
+		}
+		return got
+	}
+	var snaps []*mesh.Snapshot
+	r := rand.New(rand.NewPCG(7, 23))
+	for range 12 {
+		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))))
+	}
+	ms := meshgenSnaps(t, 60, 5)
+	snaps = append(snaps, ms[0], ms[1])
+	var sample *rbacv3.RBAC
+	var samplePr *principals
+	for _, snap := range snaps {
+		pr := newPrincipals(snap, nil)
+		for range 2 {
+			for _, name := range snap.ServiceNames() {
+				rules := rbacRules(snap, name, mesh.IsHTTP(snap.Services[name].Protocol), pr)
+				if err := same(t, pr, networkRBAC(name, rules)); err != nil {
+					t.Fatalf("valid rules rejected: %v", err)
+				}
+				if sample == nil || len(rules.Policies) > len(sample.Policies) {
+					sample, samplePr = rules, pr
+				}
+			}
+		}
+	}
+	if len(sample.Policies) < 2 {
+		t.Fatalf("no rules with policies to break")
+	}
+	// Each breaks a copy of sample (whose principals samplePr has seen, valid) in one place.
+	var shared *rbacv3.Principal
+	for _, pol := range sample.Policies {
+		shared = pol.Principals[0]
+		break
+	}
+	breaks := map[string]func(r *rbacv3.RBAC){
+		"empty set under not": func(r *rbacv3.RBAC) {
+			for _, pol := range r.Policies {
+				pol.Principals = append(pol.Principals, andIDs(shared, notID(&rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{}}})))
+				return
+			}
+		},
+		"principal without identifier": func(r *rbacv3.RBAC) {
+			for _, pol := range r.Policies {
+				pol.Principals = []*rbacv3.Principal{orIDs(shared, &rbacv3.Principal{})}
+				return
+			}
+		},
+		"matcher without pattern": func(r *rbacv3.RBAC) {
+			for _, pol := range r.Policies {
+				pol.Principals[0] = andIDs(shared, authenticated(&matcherv3.StringMatcher{}))
+			}
+		},
+		"no principals": func(r *rbacv3.RBAC) {
+			for _, pol := range r.Policies {
+				pol.Principals = nil
+				return
+			}
+		},
+		"no permissions": func(r *rbacv3.RBAC) {
+			for _, pol := range r.Policies {
+				pol.Permissions = nil
+			}
+		},
+		"bad permission": func(r *rbacv3.RBAC) {
+			for _, pol := range r.Policies {
+				pol.Permissions = append(pol.Permissions, &rbacv3.Permission{})
+				return
+			}
+		},
+		"bad action": func(r *rbacv3.RBAC) { r.Action = 99 },
+	}
+	for name, brk := range breaks {
+		t.Run(name, func(t *testing.T) {
+			r := proto.Clone(sample).(*rbacv3.RBAC)
+			// The clone's principals are new messages: keep the shared ones shared.
+			for k, pol := range r.Policies {
+				pol.Principals = slices.Clone(sample.Policies[k].Principals)
+			}
+			brk(r)
+			if same(t, samplePr, networkRBAC("web", r)) == nil {
+				t.Fatal("broken rules accepted")
+			}
+		})
+	}
+	t.Run("empty stat prefix", func(t *testing.T) {
+		if same(t, samplePr, &netrbacv3.RBAC{Rules: sample}) == nil {
+			t.Fatal("empty stat prefix accepted")
+		}
+	})
 }
