@@ -95,7 +95,7 @@ func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals, m *memo)
 	if err := pr.validateNetworkRBAC(nf); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, nf.ProtoReflect().Descriptor().FullName(), err)
 	}
-	xs, encs, err := rbacAny(rules, svc.Name)
+	xs, encs, err := rbacAny(rules, svc.Name, pr)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals, m *memo)
 }
 
 // rbacAny packs the HTTP RBAC filter's configuration {rules} and the network RBAC filter's
-// {rules, stat_prefix} from one deterministic marshal of rules, which is most of either, as
+// {rules, stat_prefix} from one deterministic marshal of rules (pr.marshalRules), which is most of either, as
 // the extension configurations PublicHTTPRBAC and PublicNetworkRBAC, and returns the
 // deterministic encoding of each (enc; each configuration's packed value is a slice of it). In
 // both filter configurations rules is field 1, the lowest: the deterministic encoding of a
@@ -116,9 +116,9 @@ func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals, m *memo)
 // rules' field followed by the encoding of the rest of the message. These are the bytes toAny
 // writes, which TestRBACAnyMatchesToAny holds them to; TestRBACExtensionEncoding holds enc to
 // a fresh deterministic marshal of each configuration.
-func rbacAny(rules *rbacv3.RBAC, service string) (xs []*corev3.TypedExtensionConfig, enc [2][]byte, err error) {
+func rbacAny(rules *rbacv3.RBAC, service string, pr *principals) (xs []*corev3.TypedExtensionConfig, enc [2][]byte, err error) {
 	opts := proto.MarshalOptions{Deterministic: true}
-	b, err := opts.Marshal(rules)
+	b, err := pr.marshalRules(rules)
 	if err != nil {
 		return nil, enc, err
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"errors"
 	"regexp"
 	"slices"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -145,6 +147,7 @@ type principals struct {
 	dcs         []string
 	bySource    sync.Map // source service → *rbacv3.Principal
 	wild        atomic.Pointer[rbacv3.Principal]
+	enc         sync.Map // principal or permission message → its encoding (marshalRules)
 	valid       sync.Map // *rbacv3.Principal → bool: validPrincipal's answer
 	// prev is the previous snapshot's, with the same trust domain and datacenters; nil once a
 	// newer one took over, so that they do not chain.
@@ -439,3 +442,131 @@ func (pr *principals) validSet(s *rbacv3.Principal_Set) bool {
 	}
 	return true
 }
+
+// marshalRules returns the deterministic encoding of rules, as proto.MarshalOptions{
+// Deterministic: true} writes it, with the encoding of each principal and permission message
+// made once per snapshot (and the previous one's, which this one borrows): the rules of every
+// destination hold the principals of the same sources. The encoding is protobuf's: set fields
+// in field number order, map entries sorted by key (TestRBACAnyMatchesToAny holds the bytes
+// to anypb.MarshalFrom's). Rules holding anything rbacRules does not set are marshalled by
+// proto; so is everything for a nil pr.
+func (pr *principals) marshalRules(rules *rbacv3.RBAC) ([]byte, error) {
+	opts := proto.MarshalOptions{Deterministic: true}
+	if pr == nil || rules.GetAuditLoggingOptions() != nil || len(rules.ProtoReflect().GetUnknown()) > 0 {
+		return opts.Marshal(rules)
+	}
+	names := make([]string, 0, len(rules.GetPolicies()))
+	for name, pol := range rules.GetPolicies() {
+		if pol == nil || pol.GetCondition() != nil || pol.GetCheckedCondition() != nil || pol.GetCelConfig() != nil ||
+			len(pol.ProtoReflect().GetUnknown()) > 0 {
+			return opts.Marshal(rules)
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b, pol []byte
+	if rules.GetAction() != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(rules.GetAction()))
+	}
+	for _, name := range names {
+		p := rules.Policies[name]
+		pol = pol[:0]
+		for _, perm := range p.GetPermissions() {
+			e, err := pr.encoding(perm)
+			if err != nil {
+				return opts.Marshal(rules) // proto's own error, or its bytes
+			}
+			pol = protowire.AppendTag(pol, 1, protowire.BytesType)
+			pol = protowire.AppendBytes(pol, e)
+		}
+		for _, id := range p.GetPrincipals() {
+			e, err := pr.encoding(id)
+			if err != nil {
+				return opts.Marshal(rules)
+			}
+			pol = protowire.AppendTag(pol, 2, protowire.BytesType)
+			pol = protowire.AppendBytes(pol, e)
+		}
+		entry := protowire.SizeTag(1) + protowire.SizeBytes(len(name)) + protowire.SizeTag(2) + protowire.SizeBytes(len(pol))
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(entry))
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, name)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendBytes(b, pol)
+	}
+	return b, nil
+}
+
+// encoding returns the deterministic encoding of a principal or permission message,
+// remembered per message (never modified once built). A set of principals (and_ids, or_ids)
+// or a negation is encoded from the encodings of its principals; anything else by proto.
+func (pr *principals) encoding(m proto.Message) ([]byte, error) {
+	if !m.ProtoReflect().IsValid() {
+		return nil, errNilRBACMessage
+	}
+	if v, ok := pr.enc.Load(m); ok {
+		return v.([]byte), nil
+	}
+	if prev := pr.prev.Load(); prev != nil {
+		if v, ok := prev.enc.Load(m); ok {
+			pr.enc.Store(m, v)
+			return v.([]byte), nil
+		}
+	}
+	var b []byte
+	var err error
+	if p, ok := m.(*rbacv3.Principal); ok && len(p.ProtoReflect().GetUnknown()) == 0 {
+		switch id := p.GetIdentifier().(type) {
+		case *rbacv3.Principal_AndIds:
+			if id != nil {
+				b, err = pr.appendSet(1, id.AndIds)
+			}
+		case *rbacv3.Principal_OrIds:
+			if id != nil {
+				b, err = pr.appendSet(2, id.OrIds)
+			}
+		case *rbacv3.Principal_NotId:
+			if id != nil && id.NotId != nil {
+				var e []byte
+				if e, err = pr.encoding(id.NotId); err == nil {
+					b = protowire.AppendTag(nil, 8, protowire.BytesType)
+					b = protowire.AppendBytes(b, e)
+				}
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(m); err != nil {
+			return nil, err
+		}
+	}
+	pr.enc.Store(m, b)
+	return b, nil
+}
+
+// appendSet returns the encoding of a principal whose identifier is set, as field num (and_ids
+// or or_ids), or nil for proto to marshal it (a nil set, unknown fields).
+func (pr *principals) appendSet(num protowire.Number, set *rbacv3.Principal_Set) ([]byte, error) {
+	if set == nil || len(set.ProtoReflect().GetUnknown()) > 0 {
+		return nil, nil
+	}
+	var s []byte
+	for _, p := range set.GetIds() {
+		e, err := pr.encoding(p)
+		if err != nil {
+			return nil, err
+		}
+		s = protowire.AppendTag(s, 1, protowire.BytesType)
+		s = protowire.AppendBytes(s, e)
+	}
+	b := protowire.AppendTag(nil, num, protowire.BytesType)
+	return protowire.AppendBytes(b, s), nil
+}
+
+// errNilRBACMessage is why encoding leaves a nil message to proto (which rejects it in a list).
+var errNilRBACMessage = errors.New("nil message in RBAC rules")

@@ -40,10 +40,21 @@ func TestRBACAnyMatchesToAny(t *testing.T) {
 	ms := meshgenSnaps(t, 60, 5)
 	snaps = append(snaps, ms[0], ms[1])
 	checked := 0
+	var prevPr *principals
 	for i, snap := range snaps {
-		for _, name := range snap.ServiceNames() {
+		// Without principals (proto marshals the rules), then twice with (marshalRules encodes
+		// each principal, then reuses the encodings; the snapshot before lends its own).
+		pr := newPrincipals(snap, prevPr)
+		prevPr = pr
+		for k := range 3 * len(snap.ServiceNames()) {
+			names := snap.ServiceNames()
+			name := names[k%len(names)]
 			svc := snap.Services[name]
-			got, err := publicRBAC(snap, svc, nil, nil)
+			var p *principals
+			if k >= len(names) {
+				p = pr
+			}
+			got, err := publicRBAC(snap, svc, p, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,7 +76,7 @@ func TestRBACAnyMatchesToAny(t *testing.T) {
 			checked++
 		}
 	}
-	if checked < 100 {
+	if checked < 300 {
 		t.Fatalf("only %d services checked", checked)
 	}
 }
@@ -174,6 +185,19 @@ func TestValidateNetworkRBACMatchesValidateAll(t *testing.T) {
 			}
 		}
 	}
+	// marshalRules relies on the rules and their policies having no other fields than these
+	// (it leaves rules with any of them set to proto).
+	for m, known := range map[proto.Message][]string{
+		&rbacv3.RBAC{}:   {"action", "policies", "audit_logging_options"},
+		&rbacv3.Policy{}: {"permissions", "principals", "condition", "checked_condition", "cel_config"},
+	} {
+		fields := m.ProtoReflect().Descriptor().Fields()
+		for i := range fields.Len() {
+			if !slices.Contains(known, string(fields.Get(i).Name())) {
+				t.Fatalf("%s has field %s, which marshalRules does not know", m.ProtoReflect().Descriptor().FullName(), fields.Get(i).Name())
+			}
+		}
+	}
 	same := func(t *testing.T, pr *principals, nf *netrbacv3.RBAC) error {
 		t.Helper()
 		want := nf.ValidateAll()
@@ -262,6 +286,12 @@ func TestValidateNetworkRBACMatchesValidateAll(t *testing.T) {
 			brk(r)
 			if same(t, samplePr, networkRBAC("web", r)) == nil {
 				t.Fatal("broken rules accepted")
+			}
+			// marshalRules writes what proto writes of these too.
+			got, err := samplePr.marshalRules(r)
+			want, werr := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+			if (err == nil) != (werr == nil) || !bytes.Equal(got, want) {
+				t.Fatalf("marshalRules: %x, %v; proto: %x, %v", got, err, want, werr)
 			}
 		})
 	}
