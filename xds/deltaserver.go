@@ -395,23 +395,11 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	if err := cb.OnDeltaStreamOpen(ctx, ss.id, resourcev3.AnyType); err != nil {
 		return err
 	}
-	reqs := make(chan *discoveryv3.DeltaDiscoveryRequest)
-	go func() {
-		defer close(reqs)
-		for {
-			req, err := st.Recv()
-			if err != nil {
-				return
-			}
-			select {
-			case reqs <- req:
-			case <-ctx.Done():
-				return
-			case <-d.ctx.Done():
-				return
-			}
-		}
-	}()
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	stop := context.AfterFunc(d.ctx, rcancel)
+	defer stop()
+	reqs := receive(rctx, st.Recv)
 	for {
 		select {
 		case <-d.ctx.Done():

@@ -276,21 +276,7 @@ func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequ
 			return err
 		}
 	}
-	reqs := make(chan *discoveryv3.DiscoveryRequest)
-	go func() {
-		defer close(reqs)
-		for {
-			req, err := st.Recv()
-			if err != nil {
-				return
-			}
-			select {
-			case reqs <- req:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	reqs := receive(ctx, st.Recv)
 	for {
 		select {
 		case <-x.ctx.Done():
