@@ -18,7 +18,6 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -345,7 +344,7 @@ func networkRBAC(service string, rules *rbacv3.RBAC) *netrbacv3.RBAC {
 // (and the previous one's, which this one borrows): a mesh-wide change validates the rules of
 // every destination, and most of what they hold is the principals of the same few thousand
 // sources. Principals are checked by validPrincipal; the rest of nf is checked by
-// ValidateAll itself, on a shallow copy whose policies hold, instead of their principals, as
+// ValidateAll itself, on a shallow copy (field by field) whose policies hold, instead of their principals, as
 // many of a principal that is valid. When anything is invalid, the error is nf.ValidateAll's
 // own. A nil pr runs nf.ValidateAll.
 func (pr *principals) validateNetworkRBAC(nf *netrbacv3.RBAC) error {
@@ -366,17 +365,19 @@ func (pr *principals) validateNetworkRBAC(nf *netrbacv3.RBAC) error {
 	for i := range stand {
 		stand[i] = anyPrincipal
 	}
-	r := shallowCopy(rules, "policies")
+	// Copies field by field (TestValidateNetworkRBACMatchesValidateAll holds the lists of
+	// fields to the messages' descriptors).
+	r := &rbacv3.RBAC{Action: rules.Action, AuditLoggingOptions: rules.AuditLoggingOptions}
 	if len(rules.GetPolicies()) > 0 {
 		r.Policies = make(map[string]*rbacv3.Policy, len(rules.GetPolicies()))
 		for name, pol := range rules.GetPolicies() {
-			c := shallowCopy(pol, "principals")
-			c.Principals = stand[:len(pol.GetPrincipals())]
-			r.Policies[name] = c
+			r.Policies[name] = &rbacv3.Policy{Permissions: pol.Permissions, Principals: stand[:len(pol.GetPrincipals())],
+				Condition: pol.Condition, CheckedCondition: pol.CheckedCondition, CelConfig: pol.CelConfig}
 		}
 	}
-	c := shallowCopy(nf, "rules")
-	c.Rules = r
+	c := &netrbacv3.RBAC{Rules: r, Matcher: nf.Matcher, ShadowRules: nf.ShadowRules, ShadowMatcher: nf.ShadowMatcher,
+		ShadowRulesStatPrefix: nf.ShadowRulesStatPrefix, StatPrefix: nf.StatPrefix, EnforcementType: nf.EnforcementType,
+		DelayDeny: nf.DelayDeny}
 	if c.ValidateAll() != nil {
 		return nf.ValidateAll()
 	}
@@ -385,19 +386,6 @@ func (pr *principals) validateNetworkRBAC(nf *netrbacv3.RBAC) error {
 
 // anyPrincipal is a valid principal, standing in for principals checked already.
 var anyPrincipal = &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
-
-// shallowCopy returns a new message holding m's fields but skip, sharing their values.
-func shallowCopy[T proto.Message](m T, skip protoreflect.Name) T {
-	src := m.ProtoReflect()
-	dst := src.New()
-	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Name() != skip {
-			dst.Set(fd, v)
-		}
-		return true
-	})
-	return dst.Interface().(T)
-}
 
 // validPrincipal reports whether p.ValidateAll() passes, remembering it per message
 // (principals are never modified once built). A set of principals (and_ids, or_ids) or a

@@ -186,10 +186,13 @@ func TestValidateNetworkRBACMatchesValidateAll(t *testing.T) {
 		}
 	}
 	// marshalRules relies on the rules and their policies having no other fields than these
-	// (it leaves rules with any of them set to proto).
+	// (it leaves rules with any of them set to proto), validateNetworkRBAC's copies on all
+	// three.
 	for m, known := range map[proto.Message][]string{
 		&rbacv3.RBAC{}:   {"action", "policies", "audit_logging_options"},
 		&rbacv3.Policy{}: {"permissions", "principals", "condition", "checked_condition", "cel_config"},
+		&netrbacv3.RBAC{}: {"rules", "matcher", "shadow_rules", "shadow_matcher", "shadow_rules_stat_prefix",
+			"stat_prefix", "enforcement_type", "delay_deny"},
 	} {
 		fields := m.ProtoReflect().Descriptor().Fields()
 		for i := range fields.Len() {
@@ -295,6 +298,13 @@ func TestValidateNetworkRBACMatchesValidateAll(t *testing.T) {
 			}
 		})
 	}
+	t.Run("bad shadow rules", func(t *testing.T) {
+		nf := networkRBAC("web", sample)
+		nf.ShadowRules = &rbacv3.RBAC{Action: 99}
+		if same(t, samplePr, nf) == nil {
+			t.Fatal("bad shadow rules accepted")
+		}
+	})
 	t.Run("empty stat prefix", func(t *testing.T) {
 		if same(t, samplePr, &netrbacv3.RBAC{Rules: sample}) == nil {
 			t.Fatal("empty stat prefix accepted")
