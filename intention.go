@@ -3,6 +3,7 @@ package mesh
 import (
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -281,23 +282,24 @@ func contains(list []*Intention, in *Intention) bool {
 // into "*", then "*" into "*". It is what a destination's RBAC is rendered from.
 func (s *Snapshot) Inbound(destination string) []*Intention {
 	s.indexOnce.Do(s.buildIndex)
-	var exact, wildDest []*Intention
+	// One slice for the whole answer: the exact sources, the wildcard source, the intentions
+	// into every destination, the wildcard pair.
+	out := make([]*Intention, 0, len(s.index[destination])+len(s.index[Wildcard])+1)
 	for src, in := range s.index[destination] {
 		if src != Wildcard {
-			exact = append(exact, in)
+			out = append(out, in)
 		}
 	}
+	// Sources are distinct within each part: the order is total.
+	bySource := func(a, b *Intention) int { return strings.Compare(a.Source, b.Source) }
+	slices.SortFunc(out, bySource)
+	var wildDest []*Intention
 	for src, in := range s.index[Wildcard] {
 		if src != Wildcard {
 			wildDest = append(wildDest, in)
 		}
 	}
-	bySource := func(l []*Intention) {
-		sort.Slice(l, func(i, j int) bool { return l[i].Source < l[j].Source })
-	}
-	bySource(exact)
-	bySource(wildDest)
-	out := exact
+	slices.SortFunc(wildDest, bySource)
 	if in := s.index[destination][Wildcard]; in != nil {
 		out = append(out, in)
 	}
