@@ -452,39 +452,65 @@ func (pr *principals) marshalRules(rules *rbacv3.RBAC) ([]byte, error) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var b, pol []byte
+	// First the encodings of every permission and principal, in order, and the size of each
+	// policy; then the bytes, into one slice of the size they add up to.
+	var encs [][]byte
+	sizes := make([]int, len(names))
+	total := 0
 	if rules.GetAction() != 0 {
-		b = protowire.AppendTag(b, 1, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(rules.GetAction()))
+		total = protowire.SizeTag(1) + protowire.SizeVarint(uint64(rules.GetAction()))
 	}
-	for _, name := range names {
+	for i, name := range names {
 		p := rules.Policies[name]
-		pol = pol[:0]
 		for _, perm := range p.GetPermissions() {
 			e, err := pr.encoding(perm)
 			if err != nil {
 				return opts.Marshal(rules) // proto's own error, or its bytes
 			}
-			pol = protowire.AppendTag(pol, 1, protowire.BytesType)
-			pol = protowire.AppendBytes(pol, e)
+			encs = append(encs, e)
+			sizes[i] += protowire.SizeTag(1) + protowire.SizeBytes(len(e))
 		}
 		for _, id := range p.GetPrincipals() {
 			e, err := pr.encoding(id)
 			if err != nil {
 				return opts.Marshal(rules)
 			}
-			pol = protowire.AppendTag(pol, 2, protowire.BytesType)
-			pol = protowire.AppendBytes(pol, e)
+			encs = append(encs, e)
+			sizes[i] += protowire.SizeTag(2) + protowire.SizeBytes(len(e))
 		}
-		entry := protowire.SizeTag(1) + protowire.SizeBytes(len(name)) + protowire.SizeTag(2) + protowire.SizeBytes(len(pol))
+		total += protowire.SizeTag(2) + protowire.SizeBytes(entrySize(name, sizes[i]))
+	}
+	b := make([]byte, 0, total)
+	if rules.GetAction() != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(rules.GetAction()))
+	}
+	k := 0
+	for i, name := range names {
+		p := rules.Policies[name]
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(entry))
+		b = protowire.AppendVarint(b, uint64(entrySize(name, sizes[i])))
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		b = protowire.AppendString(b, name)
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendBytes(b, pol)
+		b = protowire.AppendVarint(b, uint64(sizes[i]))
+		for range p.GetPermissions() {
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendBytes(b, encs[k])
+			k++
+		}
+		for range p.GetPrincipals() {
+			b = protowire.AppendTag(b, 2, protowire.BytesType)
+			b = protowire.AppendBytes(b, encs[k])
+			k++
+		}
 	}
 	return b, nil
+}
+
+// entrySize is the size of a map entry {key: name, value: a message of size bytes}.
+func entrySize(name string, size int) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(len(name)) + protowire.SizeTag(2) + protowire.SizeBytes(size)
 }
 
 // encoding returns the deterministic encoding of a principal or permission message,
