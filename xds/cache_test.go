@@ -500,6 +500,13 @@ type diffMode struct {
 	// request is about to cancel (between the request's processAll and Cancel) is applied
 	// after that request's subscription change, and overwrites what it marked to resend.
 	rich bool
+	// cplDelta marks the caches (by index) whose delta clients go-control-plane's delta server
+	// serves. The race described under rich also strikes, rarely and only on a loaded machine,
+	// when a client changes its subscription by name: a resource removed from the snapshot stays
+	// with the client (a removal never sent). A client of such a server that is not up to date
+	// in time is reconnected, which must bring it back to the expected state, and the run goes
+	// on; the servers' own clients get no such leeway.
+	cplDelta []bool
 }
 
 // runCacheDifferential runs one random sequence against three servers: go-control-plane's
@@ -518,6 +525,8 @@ func runCacheDifferential(t *testing.T, r *rand.Rand, steps int, mode diffMode) 
 	addrs := []string{serveCache(t, caches[0]), serveCache(t, caches[1]), serveDeltaServer(t, own, opts...)}
 	if mode.rich {
 		caches, cacheNames, addrs = caches[2:], cacheNames[2:], addrs[2:]
+	} else {
+		mode.cplDelta = []bool{true, true, false}
 	}
 	runDifferential(t, r, steps, caches, cacheNames, addrs, mode)
 }
@@ -665,10 +674,18 @@ func runDifferential(t *testing.T, r *rand.Rand, steps int, caches []nodeCache, 
 		for i := range nodes {
 			cs := groups[nodeGroup(i)].cs
 			for k := range caches {
+				resynced := false
 				for {
 					m := clients[i][k].mismatch(cs)
 					if m == "" {
 						break
+					}
+					if time.Now().After(deadline) && !resynced && k < len(mode.cplDelta) && mode.cplDelta[k] && clients[i][k].delta {
+						t.Logf("step %d: node n%d served by the %s (go-control-plane's delta server): %s; reconnecting", step, i, cacheNames[k], m)
+						clients[i][k].close()
+						clients[i][k].connect("")
+						resynced, deadline = true, time.Now().Add(10*time.Second)
+						continue
 					}
 					if time.Now().After(deadline) {
 						var others []string
