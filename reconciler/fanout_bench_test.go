@@ -8,6 +8,8 @@ import (
 	"maps"
 	"net"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -65,7 +67,9 @@ import (
 // process's CPU time (the machines are shared: CPU time is the steadier of the two), and
 // -benchmem's figures are of the three changes together. Run with -benchtime 10x; with
 // MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes run (for -cpuprofile,
-// -memprofile: the others report 1ms).
+// -memprofile: the others report 1ms); MESH_FANOUT_CPUPROFILE=file profiles the changes alone
+// (not the set-up and initial syncs), MESH_FANOUT_ALLOCPROFILE=file writes
+// the allocation profile before (file.before) and after them.
 //
 //	go test -tags hashicorpmetrics -run '^$' -bench MeshWideChange -benchtime 10x -timeout 60m ./reconciler/
 func BenchmarkMeshWideChange(b *testing.B) {
@@ -229,6 +233,20 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 	checkSameContent(b, raw, meshSrv)
 	checkSameContent(b, raw, commit)
 
+	if path := os.Getenv("MESH_FANOUT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if path := os.Getenv("MESH_FANOUT_ALLOCPROFILE"); path != "" {
+		writeAllocs(b, path+".before")
+		defer writeAllocs(b, path)
+	}
 	v := 1
 	for b.Loop() {
 		for _, srv := range servers {
@@ -262,6 +280,20 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 	b.ReportMetric(p(initial[1], 0.5)/p(initial[0], 0.5), "mesh/raw-initial")
 	b.ReportMetric(p(initialCPU[0], 0.5), "raw-initial-cpu-ms")
 	b.ReportMetric(p(initialCPU[1], 0.5), "mesh-initial-cpu-ms")
+}
+
+// writeAllocs writes the allocation profile to path (the changes' own allocations are the
+// difference of two: go tool pprof -base path.before path).
+func writeAllocs(b *testing.B, path string) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func fanNode(i int) string { return fmt.Sprintf("fan-%d", i) }
