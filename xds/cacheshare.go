@@ -66,8 +66,15 @@ func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[strin
 // has when it has the same content: items and versions (what hashTypes found for items) are
 // used the first time only. A nil memo shares nothing.
 func (m *memo) sharedResources(t resourcev3.Type, hash, version string, items []types.Resource, versions map[string]string) (cachev3.Resources, map[string]string) {
-	if m == nil {
+	return m.sharedCache(t, hash, version, func() (cachev3.Resources, map[string]string) {
 		return m.cacheResources(version, items), versions
+	})
+}
+
+// sharedCache is sharedResources with what the cache holds made by build, the first time.
+func (m *memo) sharedCache(t resourcev3.Type, hash, version string, build func() (cachev3.Resources, map[string]string)) (cachev3.Resources, map[string]string) {
+	if m == nil {
+		return build()
 	}
 	k := cacheTypeKey{t: t, hash: hash, version: version}
 	m.cache.mu.Lock()
@@ -78,7 +85,8 @@ func (m *memo) sharedResources(t resourcev3.Type, hash, version string, items []
 	if m.cache.m == nil {
 		m.cache.m = map[cacheTypeKey]*cacheType{}
 	}
-	c := &cacheType{res: m.cacheResources(version, items), versions: versions}
+	c := &cacheType{}
+	c.res, c.versions = build()
 	m.cache.m[k] = c
 	return c.res, c.versions
 }

@@ -1,6 +1,9 @@
 package xds
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"sync"
 
@@ -65,28 +68,55 @@ func typeURL(m proto.Message) string {
 
 // extensionConfigs renders the extension configurations of proxy p: for an Envoy sidecar
 // with a public listener, the rules of its RBAC filter, as the HTTP and as the network filter
-// (sorted by name); nothing for the other shapes.
+// (sorted by name); nothing for the other shapes. The memo learns the content hash and wire of
+// each (so memo.resourceHash does not marshal them again).
 func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExtensionConfig, error) {
+	set, err := publicRBACSet(snap, p, m)
+	if set == nil || err != nil {
+		return nil, err
+	}
+	if m != nil {
+		for i, x := range set.xs {
+			m.facts.hashes.LoadOrStore(x, set.enc[i])
+		}
+	}
+	return set.xs, nil
+}
+
+// publicRBACSet returns the RBAC pair of p's public listener, built once per service and memo;
+// nil when p is not an Envoy sidecar with a public listener.
+func publicRBACSet(snap *mesh.Snapshot, p Proxy, m *memo) (*rbacSet, error) {
 	svc := snap.Services[p.Service]
 	if svc == nil || p.Shape != ShapeEnvoy || p.Kind == mesh.KindMeshGateway || publicPort(svc, snap.Mesh.Datacenter) <= 0 {
 		return nil, nil
 	}
-	return shared(m, memoKey{kind: memoPublicRBAC, name: svc.Name}, func() ([]*corev3.TypedExtensionConfig, error) {
-		return publicRBAC(snap, svc, m.principals(), m)
+	return shared(m, memoKey{kind: memoPublicRBAC, name: svc.Name}, func() (*rbacSet, error) {
+		return publicRBAC(snap, svc, m.principals())
 	})
+}
+
+// rbacSet is the RBAC pair of a service's public listener, as rendered once per snapshot: the
+// two extension configurations, sorted by name, each one's content hash and wire (its
+// deterministic encoding), and the pair's content hash and version map as the
+// ExtensionConfigType of a group (what hashByType computes of them). It is never modified.
+type rbacSet struct {
+	xs       []*corev3.TypedExtensionConfig
+	enc      [2]*encoded
+	typeHash string
+	versions map[string]string // name → content hash
 }
 
 // publicRBAC renders the RBAC of svc's public listener as the configuration of the HTTP RBAC
 // filter and of the network RBAC filter; the listener uses the one of its protocol. The rules
 // are those of svc's protocol in both (for a tcp service, an intention with permissions fails
-// closed in either).
+// closed in either). Both configurations pass ValidateAll (the network filter's checks the
+// rules as the HTTP filter's does, and its stat prefix), as does each TypedExtensionConfig.
 //
 // Both are what toAny packs, byte for byte, but the rules, which are most of either, are
-// marshalled once (rbacAny): a mesh-wide change renders this for every service. With a memo,
-// the deterministic encoding of each extension configuration, made from those same bytes, is
-// what the memo learns of it (its content hash and wire), so memo.resourceHash does not
-// marshal it again.
-func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals, m *memo) ([]*corev3.TypedExtensionConfig, error) {
+// marshalled once (rbacAny): a mesh-wide change renders this for every service. The
+// deterministic encoding of each extension configuration, made from those same bytes, is its
+// wire and what its content hash is of, so nothing marshals it again.
+func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) (*rbacSet, error) {
 	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
 	// The HTTP filter's configuration is the rules alone, and its ValidateAll is theirs (as
 	// an embedded message), which the network filter's checks too, with its stat prefix
@@ -99,12 +129,28 @@ func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals, m *memo)
 	if err != nil {
 		return nil, err
 	}
-	if m != nil {
-		for i, x := range xs {
-			m.facts.hashes.LoadOrStore(x, &encoded{hash: hashOf(encs[i]), wire: newWire(x, encs[i])})
+	return newRBACSet(xs, encs)
+}
+
+// newRBACSet checks the two extension configurations xs (ValidateAll: their typed configs
+// were checked before) and returns their set, whose deterministic encodings are encs.
+func newRBACSet(xs []*corev3.TypedExtensionConfig, encs [2][]byte) (*rbacSet, error) {
+	set := &rbacSet{xs: xs, versions: make(map[string]string, 2)}
+	h := sha256.New()
+	var scratch []byte
+	for i, x := range xs {
+		if err := x.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("%w: extension config %q: %w", ErrInvalidResource, x.Name, err)
 		}
+		set.enc[i] = &encoded{hash: hashOf(encs[i]), wire: newWire(x, encs[i])}
+		set.versions[x.Name] = set.enc[i].hash
+		// As hashByType hashes each resource of a type.
+		scratch = binary.LittleEndian.AppendUint64(scratch[:0], uint64(len(x.Name)))
+		scratch = append(append(scratch, x.Name...), set.enc[i].hash...)
+		h.Write(scratch)
 	}
-	return xs, nil
+	set.typeHash = hex.EncodeToString(h.Sum(nil))[:16]
+	return set, nil
 }
 
 // rbacAny packs the HTTP RBAC filter's configuration {rules} and the network RBAC filter's

@@ -54,10 +54,11 @@ func TestRBACAnyMatchesToAny(t *testing.T) {
 			if k >= len(names) {
 				p = pr
 			}
-			got, err := publicRBAC(snap, svc, p, nil)
+			set, err := publicRBAC(snap, svc, p)
 			if err != nil {
 				t.Fatal(err)
 			}
+			got := set.xs
 			rules := rbacRules(snap, name, mesh.IsHTTP(svc.Protocol), nil)
 			h, err := toAny(&rbacfilterv3.RBAC{Rules: rules})
 			if err != nil {
@@ -132,8 +133,7 @@ func TestRBACExtensionEncoding(t *testing.T) {
 	for i, snap := range snaps {
 		m := newMemo(snap, nil)
 		for _, name := range snap.ServiceNames() {
-			svc := snap.Services[name]
-			xs, err := publicRBAC(snap, svc, m.principals(), m)
+			xs, err := extensionConfigs(snap, Proxy{Service: name, Shape: ShapeEnvoy}, m)
 			if err != nil {
 				t.Fatal(err)
 			}

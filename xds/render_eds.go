@@ -1,8 +1,6 @@
 package xds
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"maps"
 	"sort"
 
@@ -43,6 +41,11 @@ func scopeOf(ch *change, p Proxy, g *group, prev *mesh.Snapshot, bundle *trustBu
 func (s *Server) rerender(snap, prev *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group, scope renderScope) (*group, error) {
 	if scope == scopeEDS && s.testHookResources == nil {
 		if g, ok, err := s.renderEDS(snap, bundle, m, p, old); ok || err != nil {
+			return g, err
+		}
+	}
+	if scope == scopeListeners {
+		if g, ok, err := s.renderRBAC(snap, bundle, m, p, old); ok || err != nil {
 			return g, err
 		}
 	}
@@ -87,12 +90,7 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p 
 	ng.typeHash, ng.typeVersion = maps.Clone(old.typeHash), maps.Clone(old.typeVersion)
 	ng.typeHash[eds] = typeHash[eds]
 	ng.typeVersion[eds] = snap.Version + "-" + typeHash[eds][:8]
-	all := sha256.New() // as hashTypes combines the types
-	for _, t := range resourceTypes {
-		all.Write([]byte(t))
-		all.Write([]byte(ng.typeHash[t]))
-	}
-	ng.hash = hex.EncodeToString(all.Sum(nil))[:16]
+	ng.hash = groupHash(ng.typeHash)
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources}
 	cs.VersionMap = maps.Clone(old.cs.VersionMap)
 	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash[eds], ng.typeVersion[eds], r.byType()[eds], versionMap[eds])

@@ -1,0 +1,81 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	mesh "github.com/meshgit/mesh"
+)
+
+// renderRBAC is render for an Envoy sidecar whose RBAC alone changed (change.inboundOnly): its
+// RBAC is its two extension configurations (ECDS) and nothing else of it depends on the
+// intentions into its service, so the new group is old with that one type replaced: its list,
+// content hash, version, version map and cache resources, all made once per service and
+// snapshot (rbacSet). Nothing else is rendered, validated, hashed or indexed again: it costs
+// what writing and hashing the new RBAC costs, however much the proxy reaches.
+//
+// The result is what render gives for the same inputs (TestRenderRBACMatchesRender): the same
+// versions, hashes and bytes. It reports false, and renders nothing, where the shortcut does
+// not apply (another shape or kind, a test hook, no previous group, or extension
+// configurations of other names than old's: then their references are checked again).
+func (s *Server) renderRBAC(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Proxy, old *group) (*group, bool, error) {
+	if p.Shape != ShapeEnvoy || p.Kind == mesh.KindMeshGateway || s.testHookResources != nil ||
+		old == nil || old.res == nil || old.err != nil || old.cs == nil || old.deps == nil || snap.Services[p.Service] == nil {
+		return nil, false, nil
+	}
+	set, err := publicRBACSet(snap, p, m)
+	if err != nil {
+		return nil, false, fmt.Errorf("render %s extension configs: %w", p, err)
+	}
+	var xs []*corev3.TypedExtensionConfig
+	if set != nil {
+		xs = set.xs
+	}
+	if !sameExtensionNames(old.res.Extensions, xs) {
+		return nil, false, nil
+	}
+	s.metrics.renders.Inc()
+	s.listenerOnly.Add(1)
+	t := resourcev3.ExtensionConfigType
+	ng := *old
+	ng.snap, ng.bundle = snap, bundle
+	if set == nil || set.typeHash == old.typeHash[t] {
+		return &ng, true, nil // the same content: the same versions, nothing to send
+	}
+	res := *old.res
+	res.Extensions = set.xs
+	ng.res = &res
+	ng.typeHash, ng.typeVersion = maps.Clone(old.typeHash), maps.Clone(old.typeVersion)
+	ng.typeHash[t] = set.typeHash
+	ng.typeVersion[t] = snap.Version + "-" + set.typeHash[:8]
+	ng.hash = groupHash(ng.typeHash)
+	cs := &cachev3.Snapshot{Resources: old.cs.Resources, VersionMap: maps.Clone(old.cs.VersionMap)}
+	rt := cachev3.GetResponseType(t)
+	cs.Resources[rt], cs.VersionMap[t] = m.sharedCache(t, set.typeHash, ng.typeVersion[t], func() (cachev3.Resources, map[string]string) {
+		items := make(map[string]types.ResourceWithTTL, len(set.xs))
+		for i, x := range set.xs {
+			items[x.Name] = types.ResourceWithTTL{Resource: set.enc[i].wire}
+		}
+		return cachev3.Resources{Version: ng.typeVersion[t], Items: items}, set.versions
+	})
+	ng.cs = cs
+	return &ng, true, nil
+}
+
+// groupHash is the hash of all of a group's content from the content hash of each type, as
+// hashByType combines them.
+func groupHash(typeHash map[resourcev3.Type]string) string {
+	all := sha256.New()
+	for _, t := range resourceTypes {
+		all.Write([]byte(t))
+		all.Write([]byte(typeHash[t]))
+	}
+	return hex.EncodeToString(all.Sum(nil))[:16]
+}
