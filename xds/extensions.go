@@ -112,23 +112,34 @@ type rbacSet struct {
 // closed in either). Both configurations pass ValidateAll (the network filter's checks the
 // rules as the HTTP filter's does, and its stat prefix), as does each TypedExtensionConfig.
 //
-// Both are what toAny packs, byte for byte, but the rules, which are most of either, are
-// marshalled once (rbacAny): a mesh-wide change renders this for every service. The
-// deterministic encoding of each extension configuration, made from those same bytes, is its
-// wire and what its content hash is of, so nothing marshals it again.
+// Both are what toAny packs, byte for byte (TestRBACAnyMatchesToAny), written straight to
+// bytes from the encodings of their principals (rbacenc.go): a mesh-wide change renders this
+// for every service. The deterministic encoding of each extension configuration is its wire
+// and what its content hash is of, so nothing marshals it again. Rules that hold an invalid
+// piece are built as messages, for ValidateAll's error (or, were it to pass, proto's bytes).
 func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) (*rbacSet, error) {
-	rules := rbacRules(snap, svc.Name, mesh.IsHTTP(svc.Protocol), pr)
-	// The HTTP filter's configuration is the rules alone, and its ValidateAll is theirs (as
-	// an embedded message), which the network filter's checks too, with its stat prefix
-	// (validateNetworkRBAC checks each shared principal once).
-	nf := networkRBAC(svc.Name, rules)
-	if err := pr.validateNetworkRBAC(nf); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, nf.ProtoReflect().Descriptor().FullName(), err)
+	if pr == nil {
+		pr = newPrincipals(snap, nil)
 	}
-	xs, encs, err := rbacAny(rules, svc.Name, pr)
-	if err != nil {
-		return nil, err
+	l7 := mesh.IsHTTP(svc.Protocol)
+	e := rbacEncoders.Get().(*rbacEncoder)
+	defer rbacEncoders.Put(e)
+	policies, action, valid := e.encodeRules(snap, svc.Name, l7, pr)
+	size := rulesSize(action, policies)
+	write := func(b []byte) []byte { return appendRules(b, action, policies) }
+	if !valid {
+		rules := rbacRules(snap, svc.Name, l7, pr)
+		nf := networkRBAC(svc.Name, rules)
+		if err := nf.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, nf.ProtoReflect().Descriptor().FullName(), err)
+		}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rules)
+		if err != nil {
+			return nil, err
+		}
+		size, write = len(b), func(dst []byte) []byte { return append(dst, b...) }
 	}
+	xs, encs := rbacAny(size, write, svc.Name)
 	return newRBACSet(xs, encs)
 }
 
@@ -154,40 +165,58 @@ func newRBACSet(xs []*corev3.TypedExtensionConfig, encs [2][]byte) (*rbacSet, er
 }
 
 // rbacAny packs the HTTP RBAC filter's configuration {rules} and the network RBAC filter's
-// {rules, stat_prefix} from one deterministic marshal of rules (pr.marshalRules), which is most of either, as
-// the extension configurations PublicHTTPRBAC and PublicNetworkRBAC, and returns the
-// deterministic encoding of each (enc; each configuration's packed value is a slice of it). In
-// both filter configurations rules is field 1, the lowest: the deterministic encoding of a
+// {rules, stat_prefix}, where write appends the size bytes of rules' deterministic encoding,
+// as the extension configurations PublicHTTPRBAC and PublicNetworkRBAC, and returns the
+// deterministic encoding of each (enc; each configuration's packed value is a slice of it).
+// In both filter configurations rules is field 1, the lowest: the deterministic encoding of a
 // message is its set fields in field number order (as protobuf-go marshals them), so each is
-// rules' field followed by the encoding of the rest of the message. These are the bytes toAny
-// writes, which TestRBACAnyMatchesToAny holds them to; TestRBACExtensionEncoding holds enc to
-// a fresh deterministic marshal of each configuration.
-func rbacAny(rules *rbacv3.RBAC, service string, pr *principals) (xs []*corev3.TypedExtensionConfig, enc [2][]byte, err error) {
-	opts := proto.MarshalOptions{Deterministic: true}
-	b, err := pr.marshalRules(rules)
-	if err != nil {
-		return nil, enc, err
-	}
-	tail, err := opts.Marshal(networkRBAC(service, nil))
-	if err != nil {
-		return nil, enc, err
-	}
-	ruleLen := protowire.SizeTag(rbacRulesField) + protowire.SizeBytes(len(b))
+// rules' field followed by the encoding of the rest of the message (the network filter's stat
+// prefix). These are the bytes toAny writes, which TestRBACAnyMatchesToAny holds them to;
+// TestRBACExtensionEncoding holds enc to a fresh deterministic marshal of each configuration.
+// Both encodings share one allocation, and the rules are written once and copied.
+func rbacAny(size int, write func([]byte) []byte, service string) (xs []*corev3.TypedExtensionConfig, enc [2][]byte) {
+	prefix := "connect_authz_" + service // networkRBAC's
+	ruleLen := protowire.SizeTag(rbacRulesField) + protowire.SizeBytes(size)
+	tailLen := protowire.SizeTag(netStatPrefixField) + protowire.SizeBytes(len(prefix))
+	httpLen := extensionHeaderSize(PublicHTTPRBAC, httpRBACTypeURL, ruleLen) + ruleLen
+	netLen := extensionHeaderSize(PublicNetworkRBAC, networkRBACTypeURL, ruleLen+tailLen) + ruleLen + tailLen
+	buf := make([]byte, 0, httpLen+netLen)
 	xs = make([]*corev3.TypedExtensionConfig, 2)
+	var rules []byte // the rules' field, as written in the first
 	for i, c := range [2]struct {
 		name, url string
-		tail      []byte
-	}{{PublicHTTPRBAC, httpRBACTypeURL, nil}, {PublicNetworkRBAC, networkRBACTypeURL, tail}} {
-		vlen := ruleLen + len(c.tail)
-		e := appendExtensionHeader(nil, c.name, c.url, vlen)
-		start := len(e)
-		e = protowire.AppendTag(e, rbacRulesField, protowire.BytesType)
-		e = protowire.AppendBytes(e, b)
-		e = append(e, c.tail...)
-		enc[i] = e
-		xs[i] = &corev3.TypedExtensionConfig{Name: c.name, TypedConfig: &anypb.Any{TypeUrl: c.url, Value: e[start:len(e):len(e)]}}
+		tail      bool
+	}{{PublicHTTPRBAC, httpRBACTypeURL, false}, {PublicNetworkRBAC, networkRBACTypeURL, true}} {
+		vlen := ruleLen
+		if c.tail {
+			vlen += tailLen
+		}
+		start := len(buf)
+		buf = appendExtensionHeader(buf, c.name, c.url, vlen)
+		value := len(buf)
+		if rules == nil {
+			buf = protowire.AppendTag(buf, rbacRulesField, protowire.BytesType)
+			buf = protowire.AppendVarint(buf, uint64(size))
+			buf = write(buf)
+			rules = buf[value:]
+		} else {
+			buf = append(buf, rules...)
+		}
+		if c.tail {
+			buf = protowire.AppendTag(buf, netStatPrefixField, protowire.BytesType)
+			buf = protowire.AppendString(buf, prefix)
+		}
+		enc[i] = buf[start:len(buf):len(buf)]
+		xs[i] = &corev3.TypedExtensionConfig{Name: c.name, TypedConfig: &anypb.Any{TypeUrl: c.url, Value: buf[value:len(buf):len(buf)]}}
 	}
-	return xs, enc, nil
+	return xs, enc
+}
+
+// extensionHeaderSize is the size of what appendExtensionHeader appends.
+func extensionHeaderSize(name, url string, vlen int) int {
+	anyLen := protowire.SizeTag(1) + protowire.SizeBytes(len(url)) + protowire.SizeTag(2) + protowire.SizeBytes(vlen)
+	return protowire.SizeTag(1) + protowire.SizeBytes(len(name)) + protowire.SizeTag(2) + protowire.SizeVarint(uint64(anyLen)) +
+		protowire.SizeTag(1) + protowire.SizeBytes(len(url)) + protowire.SizeTag(2) + protowire.SizeVarint(uint64(vlen))
 }
 
 // appendExtensionHeader appends to b the deterministic encoding of a TypedExtensionConfig

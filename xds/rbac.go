@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"errors"
 	"regexp"
 	"slices"
 	"sort"
@@ -16,8 +15,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	mesh "github.com/meshgit/mesh"
 )
@@ -53,54 +50,89 @@ const (
 // principal of each source is taken from pr (built once per snapshot, shared by every
 // destination); a nil pr builds them afresh.
 func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv3.RBAC {
-	def := snap.Mesh.DefaultIntention
-	if def == "" {
-		def = mesh.Deny
-	}
-	engine := mesh.Allow // the action of the rendered policies
-	rules := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
-	if def == mesh.Allow {
-		engine = mesh.Deny
-		rules.Action = rbacv3.RBAC_DENY
-	}
 	if pr == nil {
 		pr = newPrincipals(snap, nil)
 	}
-	var earlier []*rbacv3.Principal // sources of every intention so far
-	seen := map[string]bool{}
-	wildcardSeen := false
+	rules := &rbacv3.RBAC{Policies: map[string]*rbacv3.Policy{}}
+	rules.Action = rbacPolicies(snap, dest, l7, func(pol rbacPolicy) {
+		var p *rbacv3.Principal
+		if pol.source == mesh.Wildcard {
+			p = pr.wildcard()
+			if len(pol.earlier) > 0 {
+				ids := make([]*rbacv3.Principal, len(pol.earlier))
+				for k, src := range pol.earlier {
+					ids[k] = pr.source(src)
+				}
+				p = andIDs(p, notID(orIDs(ids...)))
+			}
+		} else {
+			p = pr.source(pol.source)
+		}
+		rules.Policies[pol.name] = newPolicy(p, pol.perm)
+	})
+	return rules
+}
+
+// rbacPolicy is one policy of the rules into a destination.
+type rbacPolicy struct {
+	name string
+	// source is the exact source service the policy's principal matches, or mesh.Wildcard for
+	// any service of the trust domain but those in earlier (the exact sources of the
+	// intentions before it).
+	source  string
+	earlier []string
+	perm    *rbacv3.Permission
+}
+
+// rbacPolicies calls visit with each policy of the rules that enforce the intentions into dest
+// (see rbacRules), in the evaluator's order, and returns the rules' action. It is the one
+// place that decides what the rules are: rbacRules builds them as messages from it, and
+// rbacEncoder writes them straight to bytes.
+func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, visit func(rbacPolicy)) rbacv3.RBAC_Action {
+	engine, action := mesh.Allow, rbacv3.RBAC_ALLOW // the action of the rendered policies
+	if snap.Mesh.DefaultIntention == mesh.Allow {
+		engine, action = mesh.Deny, rbacv3.RBAC_DENY
+	}
+	var earlier []string     // exact sources of every intention so far
+	var seen map[string]bool // the same, once there are many
 	for i, in := range snap.Inbound(dest) {
-		if wildcardSeen || seen[in.Source] {
+		if seen == nil && len(earlier) > 16 {
+			seen = make(map[string]bool, 2*len(earlier))
+			for _, src := range earlier {
+				seen[src] = true
+			}
+		}
+		if seen != nil && seen[in.Source] || seen == nil && slices.Contains(earlier, in.Source) {
 			continue // shadowed: every source it names is decided by an earlier intention
 		}
-		var p *rbacv3.Principal
-		if in.Source == mesh.Wildcard {
-			p = pr.wildcard()
-			if len(earlier) > 0 {
-				p = andIDs(p, notID(orIDs(earlier...)))
-			}
-			wildcardSeen = true
-		} else {
-			p = pr.source(in.Source)
+		if seen != nil {
 			seen[in.Source] = true
-			// An exact source can only overlap an earlier wildcard, and none precedes it here.
-			// Messages are never modified once built, so both places share p.
-			earlier = append(earlier, p)
 		}
-		name := policyName(i, in)
+		pol := rbacPolicy{source: in.Source}
+		if in.Source == mesh.Wildcard {
+			// Sources it does not exclude are decided by it: nothing after it can decide.
+			pol.earlier = earlier[:len(earlier):len(earlier)]
+		} else {
+			// An exact source can only overlap an earlier wildcard, and none precedes it here.
+			earlier = append(earlier, in.Source)
+		}
+		pol.name = policyName(i, in)
 		switch {
 		case in.Action != "":
 			if in.Action == engine {
-				rules.Policies[name] = newPolicy(p, anyPermission())
+				pol.perm = anyPermission()
+				visit(pol)
 			}
 		case !l7:
 			// Permissions on a tcp destination are rejected by the compiler; if one gets here,
 			// deny its sources whatever the engine.
 			if engine == mesh.Deny {
-				rules.Policies[name] = newPolicy(p, anyPermission())
+				pol.perm = anyPermission()
+				visit(pol)
 			}
 		default:
 			var opposite []*rbacv3.Permission
+			name := pol.name
 			for j := range in.Permissions {
 				perm := &in.Permissions[j]
 				m := matchPermission(perm.HTTP)
@@ -111,11 +143,15 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv
 				if len(opposite) > 0 {
 					m = andRules(m, notRule(orRules(opposite...)))
 				}
-				rules.Policies[name+"-perm-"+strconv.Itoa(j)] = newPolicy(p, m)
+				pol.name, pol.perm = name+"-perm-"+strconv.Itoa(j), m
+				visit(pol)
 			}
 		}
+		if in.Source == mesh.Wildcard {
+			break
+		}
 	}
-	return rules
+	return action
 }
 
 // policyName names the policy of the i-th intention into a destination: %03d-<source>-to-<destination>.
@@ -146,8 +182,8 @@ type principals struct {
 	dcs         []string
 	bySource    sync.Map // source service → *rbacv3.Principal
 	wild        atomic.Pointer[rbacv3.Principal]
-	enc         sync.Map // principal or permission message → its encoding (marshalRules)
-	valid       sync.Map // *rbacv3.Principal → bool: validPrincipal's answer
+	pieces      sync.Map // source service → *piece: its principal encoded and checked (rbacenc.go)
+	wildPiece   atomic.Pointer[piece]
 	// prev is the previous snapshot's, with the same trust domain and datacenters; nil once a
 	// newer one took over, so that they do not chain.
 	prev atomic.Pointer[principals]
@@ -339,248 +375,3 @@ func httpRBACFilter(rules *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
 func networkRBAC(service string, rules *rbacv3.RBAC) *netrbacv3.RBAC {
 	return &netrbacv3.RBAC{StatPrefix: "connect_authz_" + service, Rules: rules}
 }
-
-// validateNetworkRBAC is nf.ValidateAll, checking each principal message once per snapshot
-// (and the previous one's, which this one borrows): a mesh-wide change validates the rules of
-// every destination, and most of what they hold is the principals of the same few thousand
-// sources. Principals are checked by validPrincipal; the rest of nf is checked by
-// ValidateAll itself, on a shallow copy (field by field) whose policies hold, instead of their principals, as
-// many of a principal that is valid. When anything is invalid, the error is nf.ValidateAll's
-// own. A nil pr runs nf.ValidateAll.
-func (pr *principals) validateNetworkRBAC(nf *netrbacv3.RBAC) error {
-	rules := nf.GetRules()
-	if pr == nil || rules == nil {
-		return nf.ValidateAll()
-	}
-	n := 0
-	for _, pol := range rules.GetPolicies() {
-		for _, p := range pol.GetPrincipals() {
-			if !pr.validPrincipal(p) {
-				return nf.ValidateAll()
-			}
-		}
-		n = max(n, len(pol.GetPrincipals()))
-	}
-	stand := make([]*rbacv3.Principal, n)
-	for i := range stand {
-		stand[i] = anyPrincipal
-	}
-	// Copies field by field (TestValidateNetworkRBACMatchesValidateAll holds the lists of
-	// fields to the messages' descriptors).
-	r := &rbacv3.RBAC{Action: rules.Action, AuditLoggingOptions: rules.AuditLoggingOptions}
-	if len(rules.GetPolicies()) > 0 {
-		r.Policies = make(map[string]*rbacv3.Policy, len(rules.GetPolicies()))
-		for name, pol := range rules.GetPolicies() {
-			r.Policies[name] = &rbacv3.Policy{Permissions: pol.Permissions, Principals: stand[:len(pol.GetPrincipals())],
-				Condition: pol.Condition, CheckedCondition: pol.CheckedCondition, CelConfig: pol.CelConfig}
-		}
-	}
-	c := &netrbacv3.RBAC{Rules: r, Matcher: nf.Matcher, ShadowRules: nf.ShadowRules, ShadowMatcher: nf.ShadowMatcher,
-		ShadowRulesStatPrefix: nf.ShadowRulesStatPrefix, StatPrefix: nf.StatPrefix, EnforcementType: nf.EnforcementType,
-		DelayDeny: nf.DelayDeny}
-	if c.ValidateAll() != nil {
-		return nf.ValidateAll()
-	}
-	return nil
-}
-
-// anyPrincipal is a valid principal, standing in for principals checked already.
-var anyPrincipal = &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
-
-// validPrincipal reports whether p.ValidateAll() passes, remembering it per message
-// (principals are never modified once built). A set of principals (and_ids, or_ids) or a
-// negation is valid when its principals are, each looked up or checked once; anything else,
-// or a composite whose parts are not all valid, is checked by ValidateAll itself.
-func (pr *principals) validPrincipal(p *rbacv3.Principal) bool {
-	if v, ok := pr.valid.Load(p); ok {
-		return v.(bool)
-	}
-	if prev := pr.prev.Load(); prev != nil {
-		if v, ok := prev.valid.Load(p); ok {
-			pr.valid.Store(p, v)
-			return v.(bool)
-		}
-	}
-	ok := false
-	switch id := p.GetIdentifier().(type) {
-	case *rbacv3.Principal_AndIds:
-		ok = id != nil && pr.validSet(id.AndIds)
-	case *rbacv3.Principal_OrIds:
-		ok = id != nil && pr.validSet(id.OrIds)
-	case *rbacv3.Principal_NotId:
-		ok = id != nil && id.NotId != nil && pr.validPrincipal(id.NotId)
-	}
-	if !ok {
-		ok = p.ValidateAll() == nil
-	}
-	pr.valid.Store(p, ok)
-	return ok
-}
-
-// validSet reports whether a set of principals is valid: it has some, all valid, and nothing
-// else set.
-func (pr *principals) validSet(s *rbacv3.Principal_Set) bool {
-	if s == nil || len(s.GetIds()) == 0 || len(s.ProtoReflect().GetUnknown()) > 0 {
-		return false
-	}
-	for _, p := range s.GetIds() {
-		if !pr.validPrincipal(p) {
-			return false
-		}
-	}
-	return true
-}
-
-// marshalRules returns the deterministic encoding of rules, as proto.MarshalOptions{
-// Deterministic: true} writes it, with the encoding of each principal and permission message
-// made once per snapshot (and the previous one's, which this one borrows): the rules of every
-// destination hold the principals of the same sources. The encoding is protobuf's: set fields
-// in field number order, map entries sorted by key (TestRBACAnyMatchesToAny holds the bytes
-// to anypb.MarshalFrom's). Rules holding anything rbacRules does not set are marshalled by
-// proto; so is everything for a nil pr.
-func (pr *principals) marshalRules(rules *rbacv3.RBAC) ([]byte, error) {
-	opts := proto.MarshalOptions{Deterministic: true}
-	if pr == nil || rules.GetAuditLoggingOptions() != nil || len(rules.ProtoReflect().GetUnknown()) > 0 {
-		return opts.Marshal(rules)
-	}
-	names := make([]string, 0, len(rules.GetPolicies()))
-	for name, pol := range rules.GetPolicies() {
-		if pol == nil || pol.GetCondition() != nil || pol.GetCheckedCondition() != nil || pol.GetCelConfig() != nil ||
-			len(pol.ProtoReflect().GetUnknown()) > 0 {
-			return opts.Marshal(rules)
-		}
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	// First the encodings of every permission and principal, in order, and the size of each
-	// policy; then the bytes, into one slice of the size they add up to.
-	var encs [][]byte
-	sizes := make([]int, len(names))
-	total := 0
-	if rules.GetAction() != 0 {
-		total = protowire.SizeTag(1) + protowire.SizeVarint(uint64(rules.GetAction()))
-	}
-	for i, name := range names {
-		p := rules.Policies[name]
-		for _, perm := range p.GetPermissions() {
-			e, err := pr.encoding(perm)
-			if err != nil {
-				return opts.Marshal(rules) // proto's own error, or its bytes
-			}
-			encs = append(encs, e)
-			sizes[i] += protowire.SizeTag(1) + protowire.SizeBytes(len(e))
-		}
-		for _, id := range p.GetPrincipals() {
-			e, err := pr.encoding(id)
-			if err != nil {
-				return opts.Marshal(rules)
-			}
-			encs = append(encs, e)
-			sizes[i] += protowire.SizeTag(2) + protowire.SizeBytes(len(e))
-		}
-		total += protowire.SizeTag(2) + protowire.SizeBytes(entrySize(name, sizes[i]))
-	}
-	b := make([]byte, 0, total)
-	if rules.GetAction() != 0 {
-		b = protowire.AppendTag(b, 1, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(rules.GetAction()))
-	}
-	k := 0
-	for i, name := range names {
-		p := rules.Policies[name]
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(entrySize(name, sizes[i])))
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, name)
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(sizes[i]))
-		for range p.GetPermissions() {
-			b = protowire.AppendTag(b, 1, protowire.BytesType)
-			b = protowire.AppendBytes(b, encs[k])
-			k++
-		}
-		for range p.GetPrincipals() {
-			b = protowire.AppendTag(b, 2, protowire.BytesType)
-			b = protowire.AppendBytes(b, encs[k])
-			k++
-		}
-	}
-	return b, nil
-}
-
-// entrySize is the size of a map entry {key: name, value: a message of size bytes}.
-func entrySize(name string, size int) int {
-	return protowire.SizeTag(1) + protowire.SizeBytes(len(name)) + protowire.SizeTag(2) + protowire.SizeBytes(size)
-}
-
-// encoding returns the deterministic encoding of a principal or permission message,
-// remembered per message (never modified once built). A set of principals (and_ids, or_ids)
-// or a negation is encoded from the encodings of its principals; anything else by proto.
-func (pr *principals) encoding(m proto.Message) ([]byte, error) {
-	if !m.ProtoReflect().IsValid() {
-		return nil, errNilRBACMessage
-	}
-	if v, ok := pr.enc.Load(m); ok {
-		return v.([]byte), nil
-	}
-	if prev := pr.prev.Load(); prev != nil {
-		if v, ok := prev.enc.Load(m); ok {
-			pr.enc.Store(m, v)
-			return v.([]byte), nil
-		}
-	}
-	var b []byte
-	var err error
-	if p, ok := m.(*rbacv3.Principal); ok && len(p.ProtoReflect().GetUnknown()) == 0 {
-		switch id := p.GetIdentifier().(type) {
-		case *rbacv3.Principal_AndIds:
-			if id != nil {
-				b, err = pr.appendSet(1, id.AndIds)
-			}
-		case *rbacv3.Principal_OrIds:
-			if id != nil {
-				b, err = pr.appendSet(2, id.OrIds)
-			}
-		case *rbacv3.Principal_NotId:
-			if id != nil && id.NotId != nil {
-				var e []byte
-				if e, err = pr.encoding(id.NotId); err == nil {
-					b = protowire.AppendTag(nil, 8, protowire.BytesType)
-					b = protowire.AppendBytes(b, e)
-				}
-			}
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if b == nil {
-		if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(m); err != nil {
-			return nil, err
-		}
-	}
-	pr.enc.Store(m, b)
-	return b, nil
-}
-
-// appendSet returns the encoding of a principal whose identifier is set, as field num (and_ids
-// or or_ids), or nil for proto to marshal it (a nil set, unknown fields).
-func (pr *principals) appendSet(num protowire.Number, set *rbacv3.Principal_Set) ([]byte, error) {
-	if set == nil || len(set.ProtoReflect().GetUnknown()) > 0 {
-		return nil, nil
-	}
-	var s []byte
-	for _, p := range set.GetIds() {
-		e, err := pr.encoding(p)
-		if err != nil {
-			return nil, err
-		}
-		s = protowire.AppendTag(s, 1, protowire.BytesType)
-		s = protowire.AppendBytes(s, e)
-	}
-	b := protowire.AppendTag(nil, num, protowire.BytesType)
-	return protowire.AppendBytes(b, s), nil
-}
-
-// errNilRBACMessage is why encoding leaves a nil message to proto (which rejects it in a list).
-var errNilRBACMessage = errors.New("nil message in RBAC rules")

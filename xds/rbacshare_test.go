@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -170,144 +171,111 @@ func TestRBACExtensionEncoding(t *testing.T) {
 	}
 }
 
-// TestValidateNetworkRBACMatchesValidateAll holds validateNetworkRBAC, which checks each
-// shared principal once, to ValidateAll: the same verdict and the same error, on the rules of
-// random meshes and meshgen's (twice over one principals, so that the second pass answers
-// from what the first remembered) and on rules made invalid in each place validation looks.
-func TestValidateNetworkRBACMatchesValidateAll(t *testing.T) {
-	// validPrincipal relies on a principal being its identifier alone and a set its ids alone.
-	for _, m := range []proto.Message{&rbacv3.Principal{}, &rbacv3.Principal_Set{}} {
-		fields := m.ProtoReflect().Descriptor().Fields()
-		for i := range fields.Len() {
-			f := fields.Get(i)
-			if o := f.ContainingOneof(); (o == nil || o.Name() != "identifier") && f.Name() != "ids" {
-				t.Fatalf("%s has field %s besides its identifier or ids", m.ProtoReflect().Descriptor().FullName(), f.Name())
-			}
+// TestRBACEncoderMatchesValidateAll holds publicRBAC, which writes the rules straight to bytes
+// and checks each principal and permission once (rbacenc.go), to building the rules as
+// messages: over random meshes (both defaults, tcp and http services, permissions, wildcards),
+// some with header names that ValidateAll rejects in random permissions, and meshgen's, it
+// fails exactly when the network filter's ValidateAll does, with the same error, and otherwise
+// writes proto's bytes; twice over one principals, so that the second pass answers from what
+// the first remembered.
+func TestRBACEncoderMatchesValidateAll(t *testing.T) {
+	// The field numbers the encoder writes.
+	for _, c := range []struct {
+		m     proto.Message
+		field string
+		num   int
+	}{
+		{&rbacv3.RBAC{}, "action", rbacActionField}, {&rbacv3.RBAC{}, "policies", rbacPoliciesField},
+		{&rbacv3.Policy{}, "permissions", policyPermsField}, {&rbacv3.Policy{}, "principals", policyPrincipalField},
+		{&rbacv3.Principal{}, "and_ids", principalAndField}, {&rbacv3.Principal{}, "or_ids", principalOrField},
+		{&rbacv3.Principal{}, "not_id", principalNotField}, {&rbacv3.Principal_Set{}, "ids", principalSetIDsField},
+		{&netrbacv3.RBAC{}, "stat_prefix", netStatPrefixField},
+	} {
+		f := c.m.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(c.field))
+		if f == nil || int(f.Number()) != c.num {
+			t.Fatalf("%s.%s is not field %d", c.m.ProtoReflect().Descriptor().FullName(), c.field, c.num)
 		}
 	}
-	// marshalRules relies on the rules and their policies having no other fields than these
-	// (it leaves rules with any of them set to proto), validateNetworkRBAC's copies on all
-	// three.
+	// The encoder's verdict relies on these messages having no rule of their own beyond their
+	// parts' (a principal is its identifier, a set its ids): a new field may bring one.
 	for m, known := range map[proto.Message][]string{
 		&rbacv3.RBAC{}:   {"action", "policies", "audit_logging_options"},
 		&rbacv3.Policy{}: {"permissions", "principals", "condition", "checked_condition", "cel_config"},
 		&netrbacv3.RBAC{}: {"rules", "matcher", "shadow_rules", "shadow_matcher", "shadow_rules_stat_prefix",
 			"stat_prefix", "enforcement_type", "delay_deny"},
+		&rbacv3.Principal_Set{}: {"ids"},
 	} {
 		fields := m.ProtoReflect().Descriptor().Fields()
 		for i := range fields.Len() {
 			if !slices.Contains(known, string(fields.Get(i).Name())) {
-				t.Fatalf("%s has field %s, which marshalRules does not know", m.ProtoReflect().Descriptor().FullName(), fields.Get(i).Name())
+				t.Fatalf("%s has field %s, which the encoder does not know", m.ProtoReflect().Descriptor().FullName(), fields.Get(i).Name())
 			}
 		}
 	}
-	same := func(t *testing.T, pr *principals, nf *netrbacv3.RBAC) error {
-		t.Helper()
-		want := nf.ValidateAll()
-		got := pr.validateNetworkRBAC(nf)
-		if (got == nil) != (want == nil) || got != nil && got.Error() != want.Error() {
-			t.Fatalf("validateNetworkRBAC: %v; ValidateAll: %v", got, want)
+	fields := (&rbacv3.Principal{}).ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		if o := fields.Get(i).ContainingOneof(); o == nil || o.Name() != "identifier" {
+			t.Fatalf("rbac Principal has field %s besides its identifier", fields.Get(i).Name())
 		}
-		return got
 	}
 	var snaps []*mesh.Snapshot
 	r := rand.New(rand.NewPCG(7, 23))
-	for range 12 {
-		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))))
+	for k := range 40 {
+		s := randomTransparentMesh(r, 3+r.IntN(8))
+		if k%2 == 1 {
+			breakHeaderNames(r, s)
+		}
+		snaps = append(snaps, seal(t, s))
 	}
 	ms := meshgenSnaps(t, 60, 5)
 	snaps = append(snaps, ms[0], ms[1])
-	var sample *rbacv3.RBAC
-	var samplePr *principals
-	for _, snap := range snaps {
+	valid, invalid := 0, 0
+	for i, snap := range snaps {
 		pr := newPrincipals(snap, nil)
-		for range 2 {
+		for pass := range 2 {
 			for _, name := range snap.ServiceNames() {
-				rules := rbacRules(snap, name, mesh.IsHTTP(snap.Services[name].Protocol), pr)
-				if err := same(t, pr, networkRBAC(name, rules)); err != nil {
-					t.Fatalf("valid rules rejected: %v", err)
+				svc := snap.Services[name]
+				rules := rbacRules(snap, name, mesh.IsHTTP(svc.Protocol), nil)
+				want := networkRBAC(name, rules).ValidateAll()
+				set, got := publicRBAC(snap, svc, pr)
+				if (got == nil) != (want == nil) || got != nil && !strings.HasSuffix(got.Error(), want.Error()) {
+					t.Fatalf("mesh %d, service %s: publicRBAC: %v; ValidateAll: %v", i, name, got, want)
 				}
-				if sample == nil || len(rules.Policies) > len(sample.Policies) {
-					sample, samplePr = rules, pr
+				if got != nil {
+					invalid++
+					continue
 				}
+				b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rules)
+				if err != nil {
+					t.Fatal(err)
+				}
+				field := protowire.AppendBytes(protowire.AppendTag(nil, rbacRulesField, protowire.BytesType), b)
+				if !bytes.Equal(set.xs[0].TypedConfig.Value, field) {
+					t.Fatalf("mesh %d, service %s (pass %d): the rules' bytes differ from proto's", i, name, pass)
+				}
+				valid++
 			}
 		}
 	}
-	if len(sample.Policies) < 2 {
-		t.Fatalf("no rules with policies to break")
+	t.Logf("%d valid, %d invalid", valid, invalid)
+	if valid < 300 || invalid < 20 {
+		t.Fatalf("only %d valid and %d invalid rules checked", valid, invalid)
 	}
-	// Each breaks a copy of sample (whose principals samplePr has seen, valid) in one place.
-	var shared *rbacv3.Principal
-	for _, pol := range sample.Policies {
-		shared = pol.Principals[0]
-		break
-	}
-	breaks := map[string]func(r *rbacv3.RBAC){
-		"empty set under not": func(r *rbacv3.RBAC) {
-			for _, pol := range r.Policies {
-				pol.Principals = append(pol.Principals, andIDs(shared, notID(&rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{}}})))
-				return
+}
+
+// breakHeaderNames gives a random half of the permissions in s a header match whose name
+// ValidateAll rejects (empty, or with a line feed).
+func breakHeaderNames(r *rand.Rand, s *mesh.Snapshot) {
+	for _, in := range s.Intentions {
+		for j := range in.Permissions {
+			if r.IntN(2) > 0 {
+				continue
 			}
-		},
-		"principal without identifier": func(r *rbacv3.RBAC) {
-			for _, pol := range r.Policies {
-				pol.Principals = []*rbacv3.Principal{orIDs(shared, &rbacv3.Principal{})}
-				return
+			p := &in.Permissions[j]
+			if p.HTTP == nil {
+				p.HTTP = &mesh.HTTPMatch{}
 			}
-		},
-		"matcher without pattern": func(r *rbacv3.RBAC) {
-			for _, pol := range r.Policies {
-				pol.Principals[0] = andIDs(shared, authenticated(&matcherv3.StringMatcher{}))
-			}
-		},
-		"no principals": func(r *rbacv3.RBAC) {
-			for _, pol := range r.Policies {
-				pol.Principals = nil
-				return
-			}
-		},
-		"no permissions": func(r *rbacv3.RBAC) {
-			for _, pol := range r.Policies {
-				pol.Permissions = nil
-			}
-		},
-		"bad permission": func(r *rbacv3.RBAC) {
-			for _, pol := range r.Policies {
-				pol.Permissions = append(pol.Permissions, &rbacv3.Permission{})
-				return
-			}
-		},
-		"bad action": func(r *rbacv3.RBAC) { r.Action = 99 },
-	}
-	for name, brk := range breaks {
-		t.Run(name, func(t *testing.T) {
-			r := proto.Clone(sample).(*rbacv3.RBAC)
-			// The clone's principals are new messages: keep the shared ones shared.
-			for k, pol := range r.Policies {
-				pol.Principals = slices.Clone(sample.Policies[k].Principals)
-			}
-			brk(r)
-			if same(t, samplePr, networkRBAC("web", r)) == nil {
-				t.Fatal("broken rules accepted")
-			}
-			// marshalRules writes what proto writes of these too.
-			got, err := samplePr.marshalRules(r)
-			want, werr := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-			if (err == nil) != (werr == nil) || !bytes.Equal(got, want) {
-				t.Fatalf("marshalRules: %x, %v; proto: %x, %v", got, err, want, werr)
-			}
-		})
-	}
-	t.Run("bad shadow rules", func(t *testing.T) {
-		nf := networkRBAC("web", sample)
-		nf.ShadowRules = &rbacv3.RBAC{Action: 99}
-		if same(t, samplePr, nf) == nil {
-			t.Fatal("bad shadow rules accepted")
+			p.HTTP.Header = append(p.HTTP.Header, mesh.HeaderMatch{Name: []string{"", "x-bad\nname"}[r.IntN(2)], Kind: mesh.MatchExact, Value: "v"})
 		}
-	})
-	t.Run("empty stat prefix", func(t *testing.T) {
-		if same(t, samplePr, &netrbacv3.RBAC{Rules: sample}) == nil {
-			t.Fatal("empty stat prefix accepted")
-		}
-	})
+	}
 }
