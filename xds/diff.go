@@ -25,6 +25,12 @@ type change struct {
 	endpoints  map[string]bool   // memo: of a changed service, whether only its endpoints changed
 	chains     map[string]bool   // memo: discovery chain changed
 	reach      map[upsKey]string // memo: digest of a list of upstreams under next (reachChanged)
+	// wide holds, once computed (wideChanges), the services and chains that changed, of all:
+	// a mesh-wide change examines every proxy, and so nearly every service and chain.
+	wide struct {
+		once             sync.Once
+		services, chains map[string]bool
+	}
 }
 
 // diff compares two snapshots. A nil prev changes everything.
@@ -38,8 +44,11 @@ func diff(prev, next *mesh.Snapshot) *change {
 	if prev.Mesh.DefaultIntention != next.Mesh.DefaultIntention {
 		// The default decides where no intention does, into every service: a change of every
 		// service's inbound intentions (RBAC, and what transparent proxies reach), nothing
-		// else (rbac.go and mesh.Reachable are its only readers).
+		// else (rbac.go and mesh.Reachable are its only readers). Which destinations' own
+		// intentions changed too does not matter then: every reader of c.intentions takes the
+		// wildcard for all of them.
 		c.intentions[mesh.Wildcard] = true
+		return c
 	}
 	if len(prev.Intentions) == len(next.Intentions) && (len(prev.Intentions) == 0 || &prev.Intentions[0] == &next.Intentions[0]) {
 		return c // the same intentions (a catalog change shares them with the previous snapshot)
@@ -303,6 +312,22 @@ func (c *change) inboundOnly(service string, d *deps) bool {
 	if c.reachChanged(service, d.up.reach) {
 		return false
 	}
+	if c.intentions[mesh.Wildcard] {
+		// Every proxy asks: look its deps up in what changed of all (nothing, for a flip of
+		// the default intention alone), not each in a memo under a lock.
+		services, chains := c.wideChanges()
+		if len(chains) > 0 && slices.ContainsFunc(d.up.chains, func(ch string) bool { return chains[ch] }) {
+			return false
+		}
+		if len(services) > 0 {
+			for svc := range d.services {
+				if services[svc] {
+					return false
+				}
+			}
+		}
+		return true
+	}
 	for _, ch := range d.up.chains {
 		if c.chainChanged(ch) {
 			return false
@@ -314,6 +339,29 @@ func (c *change) inboundOnly(service string, d *deps) bool {
 		}
 	}
 	return true
+}
+
+// wideChanges returns the services and the chains (by Snapshot.ChainKey) that differ between
+// the two snapshots, of all, computed once.
+func (c *change) wideChanges() (services, chains map[string]bool) {
+	c.wide.once.Do(func() {
+		c.wide.services, c.wide.chains = map[string]bool{}, map[string]bool{}
+		for _, m := range []map[string]*mesh.Service{c.prev.Services, c.next.Services} {
+			for name := range m {
+				if !serviceEqual(c.prev.Services[name], c.next.Services[name]) {
+					c.wide.services[name] = true
+				}
+			}
+		}
+		for _, m := range []map[string]*mesh.Chain{c.prev.Chains, c.next.Chains, c.prev.RemoteChains, c.next.RemoteChains} {
+			for key := range m {
+				if !chainEqual(c.prev.ChainByKey(key), c.next.ChainByKey(key)) {
+					c.wide.chains[key] = true
+				}
+			}
+		}
+	})
+	return c.wide.services, c.wide.chains
 }
 
 // empty reports whether nothing that rendering reads changed, for every service of next.

@@ -1,11 +1,12 @@
 package xds
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"sync"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -97,13 +98,16 @@ func publicRBACSet(snap *mesh.Snapshot, p Proxy, m *memo) (*rbacSet, error) {
 
 // rbacSet is the RBAC pair of a service's public listener, as rendered once per snapshot: the
 // two extension configurations, sorted by name, each one's content hash and wire (its
-// deterministic encoding), and the pair's content hash and version map as the
-// ExtensionConfigType of a group (what hashByType computes of them). It is never modified.
+// deterministic encoding), the pair's content hash and version map as the ExtensionConfigType
+// of a group (what hashByType computes of them), and what the cache holds of them at the
+// version they have when they changed in this snapshot. It is never modified.
 type rbacSet struct {
 	xs       []*corev3.TypedExtensionConfig
 	enc      [2]*encoded
 	typeHash string
+	version  string            // <snapshot version>-<typeHash[:8]>
 	versions map[string]string // name → content hash
+	res      cachev3.Resources // at version
 }
 
 // publicRBAC renders the RBAC of svc's public listener as the configuration of the HTTP RBAC
@@ -139,49 +143,68 @@ func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) (*rbacSe
 		}
 		size, write = len(b), func(dst []byte) []byte { return append(dst, b...) }
 	}
-	xs, encs := rbacAny(size, write, svc.Name)
-	return newRBACSet(xs, encs)
+	encs, values := rbacAny(size, write, svc.Name)
+	return newRBACSet(snap.Version, encs, values)
 }
 
-// newRBACSet checks the two extension configurations xs (ValidateAll: their typed configs
-// were checked before) and returns their set, whose deterministic encodings are encs.
-func newRBACSet(xs []*corev3.TypedExtensionConfig, encs [2][]byte) (*rbacSet, error) {
-	set := &rbacSet{xs: xs, versions: make(map[string]string, 2)}
-	h := sha256.New()
-	var scratch []byte
-	for i, x := range xs {
+// newRBACSet returns the set of the two extension configurations PublicHTTPRBAC and
+// PublicNetworkRBAC whose deterministic encodings are encs, each one's packed value starting at
+// values[i], for the snapshot of version snapVersion; each passes ValidateAll (their typed
+// configs were checked before). Everything is allocated at once but the version map and the
+// cache's index.
+func newRBACSet(snapVersion string, encs [2][]byte, values [2]int) (*rbacSet, error) {
+	a := &struct {
+		set rbacSet
+		xs  [2]*corev3.TypedExtensionConfig
+		x   [2]corev3.TypedExtensionConfig
+		any [2]anypb.Any
+	}{}
+	set := &a.set
+	set.xs, set.versions = a.xs[:], make(map[string]string, 2)
+	var buf [128]byte // as hashByType hashes each resource of a type: no allocation
+	b := buf[:0]
+	for i, c := range [2]struct{ name, url string }{{PublicHTTPRBAC, httpRBACTypeURL}, {PublicNetworkRBAC, networkRBACTypeURL}} {
+		a.any[i].TypeUrl, a.any[i].Value = c.url, encs[i][values[i]:]
+		x := &a.x[i]
+		x.Name, x.TypedConfig = c.name, &a.any[i]
+		a.xs[i] = x
 		if err := x.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("%w: extension config %q: %w", ErrInvalidResource, x.Name, err)
 		}
-		set.enc[i] = &encoded{hash: hashOf(encs[i]), wire: newWire(x, encs[i])}
+		set.enc[i] = newEncoded(x, encs[i], extensionConfigTypeURL, x.Name)
 		set.versions[x.Name] = set.enc[i].hash
-		// As hashByType hashes each resource of a type.
-		scratch = binary.LittleEndian.AppendUint64(scratch[:0], uint64(len(x.Name)))
-		scratch = append(append(scratch, x.Name...), set.enc[i].hash...)
-		h.Write(scratch)
+		b = binary.LittleEndian.AppendUint64(b, uint64(len(x.Name)))
+		b = append(append(b, x.Name...), set.enc[i].hash...)
 	}
-	set.typeHash = hex.EncodeToString(h.Sum(nil))[:16]
+	set.typeHash = hashOf(b)
+	set.version = snapVersion + "-" + set.typeHash[:8]
+	set.res = cachev3.Resources{Version: set.version, Items: make(map[string]types.ResourceWithTTL, 2)}
+	for i, x := range set.xs {
+		set.res.Items[x.Name] = types.ResourceWithTTL{Resource: set.enc[i].wire}
+	}
 	return set, nil
 }
+
+// extensionConfigTypeURL is the type URL of a TypedExtensionConfig.
+var extensionConfigTypeURL = typeURL(&corev3.TypedExtensionConfig{})
 
 // rbacAny packs the HTTP RBAC filter's configuration {rules} and the network RBAC filter's
 // {rules, stat_prefix}, where write appends the size bytes of rules' deterministic encoding,
 // as the extension configurations PublicHTTPRBAC and PublicNetworkRBAC, and returns the
-// deterministic encoding of each (enc; each configuration's packed value is a slice of it).
+// deterministic encoding of each (enc), whose packed value starts at values[i].
 // In both filter configurations rules is field 1, the lowest: the deterministic encoding of a
 // message is its set fields in field number order (as protobuf-go marshals them), so each is
 // rules' field followed by the encoding of the rest of the message (the network filter's stat
 // prefix). These are the bytes toAny writes, which TestRBACAnyMatchesToAny holds them to;
 // TestRBACExtensionEncoding holds enc to a fresh deterministic marshal of each configuration.
 // Both encodings share one allocation, and the rules are written once and copied.
-func rbacAny(size int, write func([]byte) []byte, service string) (xs []*corev3.TypedExtensionConfig, enc [2][]byte) {
+func rbacAny(size int, write func([]byte) []byte, service string) (enc [2][]byte, values [2]int) {
 	prefix := "connect_authz_" + service // networkRBAC's
 	ruleLen := protowire.SizeTag(rbacRulesField) + protowire.SizeBytes(size)
 	tailLen := protowire.SizeTag(netStatPrefixField) + protowire.SizeBytes(len(prefix))
 	httpLen := extensionHeaderSize(PublicHTTPRBAC, httpRBACTypeURL, ruleLen) + ruleLen
 	netLen := extensionHeaderSize(PublicNetworkRBAC, networkRBACTypeURL, ruleLen+tailLen) + ruleLen + tailLen
 	buf := make([]byte, 0, httpLen+netLen)
-	xs = make([]*corev3.TypedExtensionConfig, 2)
 	var rules []byte // the rules' field, as written in the first
 	for i, c := range [2]struct {
 		name, url string
@@ -193,12 +216,12 @@ func rbacAny(size int, write func([]byte) []byte, service string) (xs []*corev3.
 		}
 		start := len(buf)
 		buf = appendExtensionHeader(buf, c.name, c.url, vlen)
-		value := len(buf)
+		values[i] = len(buf) - start
 		if rules == nil {
 			buf = protowire.AppendTag(buf, rbacRulesField, protowire.BytesType)
 			buf = protowire.AppendVarint(buf, uint64(size))
 			buf = write(buf)
-			rules = buf[value:]
+			rules = buf[start+values[i]:]
 		} else {
 			buf = append(buf, rules...)
 		}
@@ -207,9 +230,8 @@ func rbacAny(size int, write func([]byte) []byte, service string) (xs []*corev3.
 			buf = protowire.AppendString(buf, prefix)
 		}
 		enc[i] = buf[start:len(buf):len(buf)]
-		xs[i] = &corev3.TypedExtensionConfig{Name: c.name, TypedConfig: &anypb.Any{TypeUrl: c.url, Value: buf[value:len(buf):len(buf)]}}
 	}
-	return xs, enc
+	return enc, values
 }
 
 // extensionHeaderSize is the size of what appendExtensionHeader appends.

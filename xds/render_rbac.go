@@ -1,13 +1,10 @@
 package xds
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -54,17 +51,10 @@ func (s *Server) renderRBAC(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p
 	ng.res = &res
 	ng.typeHash, ng.typeVersion = maps.Clone(old.typeHash), maps.Clone(old.typeVersion)
 	ng.typeHash[t] = set.typeHash
-	ng.typeVersion[t] = snap.Version + "-" + set.typeHash[:8]
+	ng.typeVersion[t] = set.version
 	ng.hash = groupHash(ng.typeHash)
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources, VersionMap: maps.Clone(old.cs.VersionMap)}
-	rt := cachev3.GetResponseType(t)
-	cs.Resources[rt], cs.VersionMap[t] = m.sharedCache(t, set.typeHash, ng.typeVersion[t], func() (cachev3.Resources, map[string]string) {
-		items := make(map[string]types.ResourceWithTTL, len(set.xs))
-		for i, x := range set.xs {
-			items[x.Name] = types.ResourceWithTTL{Resource: set.enc[i].wire}
-		}
-		return cachev3.Resources{Version: ng.typeVersion[t], Items: items}, set.versions
-	})
+	cs.Resources[cachev3.GetResponseType(t)], cs.VersionMap[t] = set.res, set.versions
 	ng.cs = cs
 	return &ng, true, nil
 }
@@ -72,10 +62,10 @@ func (s *Server) renderRBAC(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p
 // groupHash is the hash of all of a group's content from the content hash of each type, as
 // hashByType combines them.
 func groupHash(typeHash map[resourcev3.Type]string) string {
-	all := sha256.New()
+	var buf [512]byte // room for the six types and their hashes: no allocation
+	b := buf[:0]
 	for _, t := range resourceTypes {
-		all.Write([]byte(t))
-		all.Write([]byte(typeHash[t]))
+		b = append(append(b, t...), typeHash[t]...)
 	}
-	return hex.EncodeToString(all.Sum(nil))[:16]
+	return hashOf(b)
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 
 	mesh "github.com/meshgit/mesh"
@@ -263,14 +264,17 @@ func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	e := &encoded{hash: hashOf(b), wire: newWire(res, b)}
+	e := newEncoded(res, b, messageTypeURL(res), cachev3.GetResourceName(res))
 	m.facts.hashes.Store(res, e)
 	return e.hash, nil
 }
 
+// hashOf is the content hash of an encoding: 16 hex digits of its SHA-256.
 func hashOf(b []byte) string {
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
+	var h [16]byte
+	hex.Encode(h[:], sum[:8])
+	return string(h[:])
 }
 
 // clone returns a deep copy of r, for altering without touching shared messages.

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"sync"
+
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -30,10 +32,36 @@ type wire struct {
 }
 
 func newWire(msg types.Resource, encoded []byte) *wire {
-	e := &emptypb.Empty{}
-	e.ProtoReflect().SetUnknown(encoded)
-	typeURL := "type.googleapis.com/" + string(msg.ProtoReflect().Descriptor().FullName())
-	return &wire{Empty: e, msg: msg, name: cachev3.GetResourceName(msg), any: &anypb.Any{TypeUrl: typeURL, Value: encoded}}
+	return newEncoded(msg, encoded, messageTypeURL(msg), cachev3.GetResourceName(msg)).wire
+}
+
+// newEncoded returns what the memo learns of msg, named name, of type typeURL, whose
+// deterministic encoding is enc: its content hash and its wire, in one allocation.
+func newEncoded(msg types.Resource, enc []byte, typeURL, name string) *encoded {
+	a := &struct {
+		enc encoded
+		w   wire
+		e   emptypb.Empty
+		any anypb.Any
+	}{}
+	a.e.ProtoReflect().SetUnknown(enc)
+	a.any.TypeUrl, a.any.Value = typeURL, enc
+	a.w = wire{Empty: &a.e, msg: msg, name: name, any: &a.any}
+	a.enc = encoded{hash: hashOf(enc), wire: &a.w}
+	return &a.enc
+}
+
+// typeURLs holds the type URL of each message type a wire was made of: full name → URL.
+var typeURLs sync.Map
+
+// messageTypeURL is the type URL of msg's type.
+func messageTypeURL(msg types.Resource) string {
+	name := msg.ProtoReflect().Descriptor().FullName()
+	if u, ok := typeURLs.Load(name); ok {
+		return u.(string)
+	}
+	u, _ := typeURLs.LoadOrStore(name, "type.googleapis.com/"+string(name))
+	return u.(string)
 }
 
 // GetName makes a wire a types.ResourceWithName: go-control-plane names it as it would msg.
