@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -56,7 +55,7 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv
 	rules := &rbacv3.RBAC{Policies: map[string]*rbacv3.Policy{}}
 	rules.Action = rbacPolicies(snap, dest, l7, func(pol rbacPolicy) {
 		var p *rbacv3.Principal
-		if pol.source == mesh.Wildcard {
+		if pol.in.Source == mesh.Wildcard {
 			p = pr.wildcard()
 			if len(pol.earlier) > 0 {
 				ids := make([]*rbacv3.Principal, len(pol.earlier))
@@ -66,22 +65,60 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv
 				p = andIDs(p, notID(orIDs(ids...)))
 			}
 		} else {
-			p = pr.source(pol.source)
+			p = pr.source(pol.in.Source)
 		}
-		rules.Policies[pol.name] = newPolicy(p, pol.perm)
+		rules.Policies[string(pol.appendName(nil))] = newPolicy(p, pol.permission())
 	})
 	return rules
 }
 
-// rbacPolicy is one policy of the rules into a destination.
+// rbacPolicy is one policy of the rules into a destination: of its index-th intention in, the
+// perm-th permission (-1: any request).
 type rbacPolicy struct {
-	name string
-	// source is the exact source service the policy's principal matches, or mesh.Wildcard for
-	// any service of the trust domain but those in earlier (the exact sources of the
-	// intentions before it).
-	source  string
+	index  int
+	in     *mesh.Intention
+	perm   int
+	engine mesh.Action // the action of the rules' policies
+	// earlier are, for a wildcard source, the exact sources of the intentions before it,
+	// which its principal excludes.
 	earlier []string
-	perm    *rbacv3.Permission
+}
+
+// appendName appends the policy's name: %03d-<source>-to-<destination>, and -perm-<perm> for
+// a permission.
+func (p rbacPolicy) appendName(b []byte) []byte {
+	if p.index < 100 {
+		b = append(b, '0')
+		if p.index < 10 {
+			b = append(b, '0')
+		}
+	}
+	b = strconv.AppendInt(b, int64(p.index), 10)
+	b = append(append(b, '-'), policySource(p.in.Source)...)
+	b = append(append(b, "-to-"...), policySource(p.in.Destination)...)
+	if p.perm >= 0 {
+		b = strconv.AppendInt(append(b, "-perm-"...), int64(p.perm), 10)
+	}
+	return b
+}
+
+// permission builds the policy's permission: any request, or the match of its permission AND
+// NOT any earlier permission of the opposite action.
+func (p rbacPolicy) permission() *rbacv3.Permission {
+	if p.perm < 0 {
+		return anyPermission()
+	}
+	var opposite []*rbacv3.Permission
+	for _, q := range p.in.Permissions[:p.perm] {
+		if q.Action != p.engine {
+			opposite = append(opposite, matchPermission(q.HTTP))
+		}
+	}
+	m := matchPermission(p.in.Permissions[p.perm].HTTP)
+	if len(opposite) > 0 {
+		m = andRules(m, notRule(orRules(opposite...)))
+	}
+	return m
 }
 
 // rbacPolicies calls visit with each policy of the rules that enforce the intentions into dest
@@ -89,7 +126,7 @@ type rbacPolicy struct {
 // place that decides what the rules are: rbacRules builds them as messages from it, and
 // rbacEncoder writes them straight to bytes.
 func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, visit func(rbacPolicy)) rbacv3.RBAC_Action {
-	engine, action := mesh.Allow, rbacv3.RBAC_ALLOW // the action of the rendered policies
+	engine, action := mesh.Allow, rbacv3.RBAC_ALLOW
 	if snap.Mesh.DefaultIntention == mesh.Allow {
 		engine, action = mesh.Deny, rbacv3.RBAC_DENY
 	}
@@ -108,7 +145,7 @@ func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, visit func(rbacPoli
 		if seen != nil {
 			seen[in.Source] = true
 		}
-		pol := rbacPolicy{source: in.Source}
+		pol := rbacPolicy{index: i, in: in, perm: -1, engine: engine}
 		if in.Source == mesh.Wildcard {
 			// Sources it does not exclude are decided by it: nothing after it can decide.
 			pol.earlier = earlier[:len(earlier):len(earlier)]
@@ -116,35 +153,23 @@ func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, visit func(rbacPoli
 			// An exact source can only overlap an earlier wildcard, and none precedes it here.
 			earlier = append(earlier, in.Source)
 		}
-		pol.name = policyName(i, in)
 		switch {
 		case in.Action != "":
 			if in.Action == engine {
-				pol.perm = anyPermission()
 				visit(pol)
 			}
 		case !l7:
 			// Permissions on a tcp destination are rejected by the compiler; if one gets here,
 			// deny its sources whatever the engine.
 			if engine == mesh.Deny {
-				pol.perm = anyPermission()
 				visit(pol)
 			}
 		default:
-			var opposite []*rbacv3.Permission
-			name := pol.name
 			for j := range in.Permissions {
-				perm := &in.Permissions[j]
-				m := matchPermission(perm.HTTP)
-				if perm.Action != engine {
-					opposite = append(opposite, m)
-					continue
+				if in.Permissions[j].Action == engine {
+					pol.perm = j
+					visit(pol)
 				}
-				if len(opposite) > 0 {
-					m = andRules(m, notRule(orRules(opposite...)))
-				}
-				pol.name, pol.perm = name+"-perm-"+strconv.Itoa(j), m
-				visit(pol)
 			}
 		}
 		if in.Source == mesh.Wildcard {
@@ -152,23 +177,6 @@ func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, visit func(rbacPoli
 		}
 	}
 	return action
-}
-
-// policyName names the policy of the i-th intention into a destination: %03d-<source>-to-<destination>.
-func policyName(i int, in *mesh.Intention) string {
-	var b strings.Builder
-	src, dst := policySource(in.Source), policySource(in.Destination)
-	b.Grow(len(src) + len(dst) + 8)
-	n := strconv.Itoa(i)
-	for k := len(n); k < 3; k++ {
-		b.WriteByte('0')
-	}
-	b.WriteString(n)
-	b.WriteByte('-')
-	b.WriteString(src)
-	b.WriteString("-to-")
-	b.WriteString(dst)
-	return b.String()
 }
 
 // principals are the principals of the sources of one snapshot's intentions, each built once
@@ -184,6 +192,8 @@ type principals struct {
 	wild        atomic.Pointer[rbacv3.Principal]
 	pieces      sync.Map // source service → *piece: its principal encoded and checked (rbacenc.go)
 	wildPiece   atomic.Pointer[piece]
+	permMu      sync.RWMutex
+	perms       map[string]*piece // appendPermKey → a policy's permission encoded and checked
 	// prev is the previous snapshot's, with the same trust domain and datacenters; nil once a
 	// newer one took over, so that they do not chain.
 	prev atomic.Pointer[principals]

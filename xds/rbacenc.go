@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 
@@ -89,10 +90,9 @@ func (pr *principals) wildcardPiece() *piece {
 	return pr.wildPiece.Load()
 }
 
-// encodedPolicy is a policy whose principal and permission are encoded.
+// encodedPolicy is a policy whose name, principal and permission are encoded.
 type encodedPolicy struct {
-	name            string
-	principal, perm []byte
+	name, principal, perm []byte
 }
 
 // rbacEncoder writes the rules of one destination. Its scratch space is reused from
@@ -100,6 +100,8 @@ type encodedPolicy struct {
 type rbacEncoder struct {
 	policies []encodedPolicy
 	arena    []byte // the encodings of wildcard principals that exclude earlier sources
+	names    []byte // the policies' names
+	key      []byte // a permission's key (permPiece)
 }
 
 var rbacEncoders = sync.Pool{New: func() any { return &rbacEncoder{} }}
@@ -108,11 +110,11 @@ var rbacEncoders = sync.Pool{New: func() any { return &rbacEncoder{} }}
 // name, with the rules' action, and whether every piece they hold is valid. The policies are
 // good until e is used again.
 func (e *rbacEncoder) encodeRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) ([]encodedPolicy, rbacv3.RBAC_Action, bool) {
-	e.policies, e.arena = e.policies[:0], e.arena[:0]
+	e.policies, e.arena, e.names = e.policies[:0], e.arena[:0], e.names[:0]
 	valid := true
 	action := rbacPolicies(snap, dest, l7, func(pol rbacPolicy) {
 		var principal []byte
-		if pol.source == mesh.Wildcard {
+		if pol.in.Source == mesh.Wildcard {
 			w := pr.wildcardPiece()
 			valid = valid && w.valid
 			principal = w.enc
@@ -122,29 +124,91 @@ func (e *rbacEncoder) encodeRules(snap *mesh.Snapshot, dest string, l7 bool, pr 
 				valid = valid && ok
 			}
 		} else {
-			pc := pr.sourcePiece(pol.source)
+			pc := pr.sourcePiece(pol.in.Source)
 			valid = valid && pc.valid
 			principal = pc.enc
 		}
 		perm := anyPermPiece()
-		if pol.perm != anyPerm {
-			perm = newPiece(pol.perm)
+		if pol.perm >= 0 {
+			e.key = appendPermKey(e.key[:0], pol.engine, pol.in.Permissions[:pol.perm+1])
+			perm = pr.permPiece(e.key, pol.permission)
 		}
 		valid = valid && perm.valid
-		e.policies = append(e.policies, encodedPolicy{name: pol.name, principal: principal, perm: perm.enc})
+		start := len(e.names)
+		e.names = pol.appendName(e.names)
+		e.policies = append(e.policies, encodedPolicy{name: e.names[start:len(e.names):len(e.names)], principal: principal, perm: perm.enc})
 	})
-	slices.SortFunc(e.policies, func(a, b encodedPolicy) int { return cmpString(a.name, b.name) })
+	slices.SortFunc(e.policies, func(a, b encodedPolicy) int { return bytes.Compare(a.name, b.name) })
 	return e.policies, action, valid
 }
 
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// permPiece returns the piece of the permission whose key (appendPermKey) is key, built with
+// build the first time in this snapshot or the one before (a permission depends on nothing
+// else).
+func (pr *principals) permPiece(key []byte, build func() *rbacv3.Permission) *piece {
+	lookup := func(p *principals) *piece {
+		p.permMu.RLock()
+		defer p.permMu.RUnlock()
+		return p.perms[string(key)]
 	}
-	return 0
+	if pc := lookup(pr); pc != nil {
+		return pc
+	}
+	var pc *piece
+	if prev := pr.prev.Load(); prev != nil {
+		pc = lookup(prev)
+	}
+	if pc == nil {
+		pc = newPiece(build())
+	}
+	pr.permMu.Lock()
+	defer pr.permMu.Unlock()
+	if old := pr.perms[string(key)]; old != nil {
+		return old
+	}
+	if pr.perms == nil {
+		pr.perms = map[string]*piece{}
+	}
+	pr.perms[string(key)] = pc
+	return pc
+}
+
+// appendPermKey appends what the permission of a policy is made of: the engine and the
+// intention's permissions up to the policy's (TestPermKeyCoversEveryField holds it to the
+// fields of the types).
+func appendPermKey(b []byte, engine mesh.Action, perms []mesh.Permission) []byte {
+	str := func(s string) { b = protowire.AppendString(b, s) }
+	str(string(engine))
+	for _, p := range perms {
+		str(string(p.Action))
+		if p.HTTP == nil {
+			b = append(b, 0)
+			continue
+		}
+		m := p.HTTP
+		b = append(b, 1)
+		str(m.Path)
+		str(m.PathPrefix)
+		str(m.PathRegex)
+		b = protowire.AppendVarint(b, uint64(len(m.Methods)))
+		for _, x := range m.Methods {
+			str(x)
+		}
+		b = protowire.AppendVarint(b, uint64(len(m.Header)))
+		for _, h := range m.Header {
+			str(h.Name)
+			str(h.Kind)
+			str(h.Value)
+			b = protowire.AppendVarint(b, protowire.EncodeBool(h.Invert))
+		}
+		b = protowire.AppendVarint(b, uint64(len(m.QueryParam)))
+		for _, q := range m.QueryParam {
+			str(q.Name)
+			str(q.Kind)
+			str(q.Value)
+		}
+	}
+	return b
 }
 
 // excluding returns the encoding of andIDs(wildcard, notID(orIDs(earlier...))), appended to
@@ -193,7 +257,7 @@ func rulesSize(action rbacv3.RBAC_Action, policies []encodedPolicy) int {
 		n = protowire.SizeTag(rbacActionField) + protowire.SizeVarint(uint64(action))
 	}
 	for _, p := range policies {
-		n += protowire.SizeTag(rbacPoliciesField) + protowire.SizeBytes(entrySize(p.name, policySize(p)))
+		n += protowire.SizeTag(rbacPoliciesField) + protowire.SizeBytes(entrySize(len(p.name), policySize(p)))
 	}
 	return n
 }
@@ -204,9 +268,10 @@ func policySize(p encodedPolicy) int {
 		protowire.SizeTag(policyPrincipalField) + protowire.SizeBytes(len(p.principal))
 }
 
-// entrySize is the size of a map entry {key: name, value: a message of size bytes}.
-func entrySize(name string, size int) int {
-	return protowire.SizeTag(1) + protowire.SizeBytes(len(name)) + protowire.SizeTag(2) + protowire.SizeBytes(size)
+// entrySize is the size of a map entry {key: a name of nameLen bytes, value: a message of
+// size bytes}.
+func entrySize(nameLen, size int) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(nameLen) + protowire.SizeTag(2) + protowire.SizeBytes(size)
 }
 
 // appendRules appends the encoding of rules with action and policies (sorted by name).
@@ -218,9 +283,9 @@ func appendRules(b []byte, action rbacv3.RBAC_Action, policies []encodedPolicy) 
 	for _, p := range policies {
 		size := policySize(p)
 		b = protowire.AppendTag(b, rbacPoliciesField, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(entrySize(p.name, size)))
+		b = protowire.AppendVarint(b, uint64(entrySize(len(p.name), size)))
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, p.name)
+		b = protowire.AppendBytes(b, p.name)
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(size))
 		b = protowire.AppendTag(b, policyPermsField, protowire.BytesType)

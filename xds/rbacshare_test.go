@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -276,6 +277,51 @@ func breakHeaderNames(r *rand.Rand, s *mesh.Snapshot) {
 				p.HTTP = &mesh.HTTPMatch{}
 			}
 			p.HTTP.Header = append(p.HTTP.Header, mesh.HeaderMatch{Name: []string{"", "x-bad\nname"}[r.IntN(2)], Kind: mesh.MatchExact, Value: "v"})
+		}
+	}
+}
+
+// TestPermKeyCoversEveryField fails when a field is added to a type appendPermKey reads (a
+// permission's encoding is shared by every policy with the same key, across snapshots): add it
+// to the key, then the count here.
+func TestPermKeyCoversEveryField(t *testing.T) {
+	for _, c := range []struct {
+		v    any
+		want int
+	}{{mesh.Permission{}, 2}, {mesh.HTTPMatch{}, 6}, {mesh.HeaderMatch{}, 4}, {mesh.QueryMatch{}, 3}} {
+		if got := reflect.TypeOf(c.v).NumField(); got != c.want {
+			t.Errorf("%T has %d fields, appendPermKey knows %d", c.v, got, c.want)
+		}
+	}
+	// Permissions that differ in any one thing have other keys.
+	base := mesh.Permission{Action: mesh.Allow, HTTP: &mesh.HTTPMatch{Path: "/a", Methods: []string{"GET"},
+		Header: []mesh.HeaderMatch{{Name: "x", Kind: mesh.MatchExact, Value: "1"}}, QueryParam: []mesh.QueryMatch{{Name: "q", Kind: mesh.MatchExact, Value: "v"}}}}
+	variants := []func(p *mesh.Permission){
+		func(p *mesh.Permission) { p.Action = mesh.Deny },
+		func(p *mesh.Permission) { p.HTTP = nil },
+		func(p *mesh.Permission) { p.HTTP.Path, p.HTTP.PathPrefix = "", "/a" },
+		func(p *mesh.Permission) { p.HTTP.Path, p.HTTP.PathRegex = "", "/a" },
+		func(p *mesh.Permission) { p.HTTP.Methods = []string{"GE", "T"} },
+		func(p *mesh.Permission) { p.HTTP.Header[0].Invert = true },
+		func(p *mesh.Permission) { p.HTTP.Header[0].Kind = mesh.MatchPrefix },
+		func(p *mesh.Permission) { p.HTTP.Header[0].Name = "y" },
+		func(p *mesh.Permission) { p.HTTP.Header[0].Value = "2" },
+		func(p *mesh.Permission) { p.HTTP.QueryParam[0].Name = "r" },
+		func(p *mesh.Permission) { p.HTTP.QueryParam[0].Kind = mesh.MatchRegex },
+		func(p *mesh.Permission) { p.HTTP.QueryParam[0].Value = "w" },
+	}
+	want := appendPermKey(nil, mesh.Allow, []mesh.Permission{base})
+	if bytes.Equal(want, appendPermKey(nil, mesh.Deny, []mesh.Permission{base})) {
+		t.Fatal("the engine is not in the key")
+	}
+	for i, v := range variants {
+		p := base
+		m := *base.HTTP
+		m.Header, m.QueryParam = slices.Clone(m.Header), slices.Clone(m.QueryParam)
+		p.HTTP = &m
+		v(&p)
+		if bytes.Equal(want, appendPermKey(nil, mesh.Allow, []mesh.Permission{p})) {
+			t.Fatalf("variant %d has the same key", i)
 		}
 	}
 }
