@@ -190,10 +190,10 @@ type principals struct {
 	dcs         []string
 	bySource    sync.Map // source service → *rbacv3.Principal
 	wild        atomic.Pointer[rbacv3.Principal]
-	pieces      sync.Map // source service → *piece: its principal encoded and checked (rbacenc.go)
-	wildPiece   atomic.Pointer[piece]
-	permMu      sync.RWMutex
-	perms       map[string]*piece // appendPermKey → a policy's permission encoded and checked
+	// pieces are the principals and permissions encoded and checked (rbacenc.go), shared with
+	// the snapshots before and after of the same trust domain and datacenters.
+	pieces    *pieceCache
+	wildPiece atomic.Pointer[piece]
 	// prev is the previous snapshot's, with the same trust domain and datacenters; nil once a
 	// newer one took over, so that they do not chain.
 	prev atomic.Pointer[principals]
@@ -206,6 +206,14 @@ func newPrincipals(snap *mesh.Snapshot, prev *principals) *principals {
 	if prev != nil && prev.trustDomain == pr.trustDomain && slices.Equal(prev.dcs, pr.dcs) {
 		pr.prev.Store(prev)
 		prev.prev.Store(nil)
+		// What the pieces are keyed by is all they depend on, but for the trust domain and the
+		// datacenters: keep them, unless they hold much more than this snapshot can use.
+		if prev.pieces.size() <= 2*(len(snap.Services)+len(snap.Intentions))+64 {
+			pr.pieces = prev.pieces
+		}
+	}
+	if pr.pieces == nil {
+		pr.pieces = &pieceCache{}
 	}
 	return pr
 }

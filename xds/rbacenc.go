@@ -62,23 +62,57 @@ func newPiece(m interface {
 // anyPermPiece is anyPerm's piece.
 var anyPermPiece = sync.OnceValue(func() *piece { return newPiece(anyPerm) })
 
-// sourcePiece returns the piece of an exact source's principal, made once per snapshot (or
-// borrowed from the previous one's).
+// pieceCache holds pieces by what they are made of: sources' principals by source service,
+// policies' permissions by appendPermKey. Safe for concurrent use.
+type pieceCache struct {
+	mu      sync.RWMutex
+	sources map[string]*piece
+	perms   map[string]*piece
+}
+
+// source returns the piece of a source's principal, or nil.
+func (c *pieceCache) source(service string) *piece {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.sources[service]
+}
+
+// perm returns the piece of a permission by its key, or nil.
+func (c *pieceCache) perm(key []byte) *piece {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.perms[string(key)]
+}
+
+// put records pc in *m (c.sources or c.perms) as the piece of key, unless one was recorded
+// meanwhile, and returns the recorded one.
+func (c *pieceCache) put(m *map[string]*piece, key string, pc *piece) *piece {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := (*m)[key]; old != nil {
+		return old
+	}
+	if *m == nil {
+		*m = map[string]*piece{}
+	}
+	(*m)[key] = pc
+	return pc
+}
+
+// size is the number of pieces held.
+func (c *pieceCache) size() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.sources) + len(c.perms)
+}
+
+// sourcePiece returns the piece of an exact source's principal, made once for as long as the
+// trust domain and datacenters stay the same.
 func (pr *principals) sourcePiece(service string) *piece {
-	if v, ok := pr.pieces.Load(service); ok {
-		return v.(*piece)
+	if pc := pr.pieces.source(service); pc != nil {
+		return pc
 	}
-	var pc *piece
-	if prev := pr.prev.Load(); prev != nil {
-		if v, ok := prev.pieces.Load(service); ok {
-			pc = v.(*piece)
-		}
-	}
-	if pc == nil {
-		pc = newPiece(pr.source(service))
-	}
-	v, _ := pr.pieces.LoadOrStore(service, pc)
-	return v.(*piece)
+	return pr.pieces.put(&pr.pieces.sources, service, newPiece(pr.source(service)))
 }
 
 // wildcardPiece returns the piece of the wildcard principal.
@@ -143,34 +177,12 @@ func (e *rbacEncoder) encodeRules(snap *mesh.Snapshot, dest string, l7 bool, pr 
 }
 
 // permPiece returns the piece of the permission whose key (appendPermKey) is key, built with
-// build the first time in this snapshot or the one before (a permission depends on nothing
-// else).
+// build the first time (a permission depends on nothing else).
 func (pr *principals) permPiece(key []byte, build func() *rbacv3.Permission) *piece {
-	lookup := func(p *principals) *piece {
-		p.permMu.RLock()
-		defer p.permMu.RUnlock()
-		return p.perms[string(key)]
-	}
-	if pc := lookup(pr); pc != nil {
+	if pc := pr.pieces.perm(key); pc != nil {
 		return pc
 	}
-	var pc *piece
-	if prev := pr.prev.Load(); prev != nil {
-		pc = lookup(prev)
-	}
-	if pc == nil {
-		pc = newPiece(build())
-	}
-	pr.permMu.Lock()
-	defer pr.permMu.Unlock()
-	if old := pr.perms[string(key)]; old != nil {
-		return old
-	}
-	if pr.perms == nil {
-		pr.perms = map[string]*piece{}
-	}
-	pr.perms[string(key)] = pc
-	return pc
+	return pr.pieces.put(&pr.pieces.perms, string(key), newPiece(build()))
 }
 
 // appendPermKey appends what the permission of a policy is made of: the engine and the

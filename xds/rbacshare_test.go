@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -116,6 +117,21 @@ func TestPrincipalsBorrowed(t *testing.T) {
 	}
 	if pe := newPrincipals(newSnap(mesh.Deny), pb); pe.prev.Load() != pb || pb.prev.Load() != nil {
 		t.Fatal("principals chain beyond one snapshot")
+	}
+	// The encoded pieces are shared along, but for another trust domain, and dropped once they
+	// hold far more than a snapshot can use.
+	wp := pa.sourcePiece("web")
+	if pb.pieces != pa.pieces || pb.sourcePiece("web") != wp {
+		t.Fatal("same trust domain and datacenters: the pieces are not shared")
+	}
+	if pc.pieces == pb.pieces || bytes.Equal(pc.sourcePiece("web").enc, wp.enc) {
+		t.Fatal("another trust domain shares the pieces")
+	}
+	for i := range 100 {
+		pb.sourcePiece(fmt.Sprintf("gone-%d", i))
+	}
+	if pf := newPrincipals(newSnap(mesh.Allow), pb); pf.pieces == pb.pieces || pf.sourcePiece("web").enc == nil {
+		t.Fatal("pieces of a hundred services that are gone are kept")
 	}
 }
 

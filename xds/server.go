@@ -494,8 +494,8 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		return !ch.affects(p.Service, g.deps)
 	}
-	rendered := map[Proxy]*group{}
-	examined := map[Proxy]bool{}
+	rendered := make(map[Proxy]*group, len(work))
+	examined := make(map[Proxy]bool, len(work))
 	// Nodes may connect while we render: their groups are missing or were rendered from prev.
 	// Each round renders, unlocked, what the last look under s.mu found missing; whether a
 	// proxy is affected at all, and what of it is rendered again, is worked out by the
