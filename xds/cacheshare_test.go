@@ -54,7 +54,7 @@ func TestGroupsShareCacheIndex(t *testing.T) {
 			}
 			for _, typ := range resourceTypes {
 				rt := cachev3.GetResponseType(typ)
-				if g.typeHash[typ] != alone.typeHash[typ] || !maps.Equal(g.cs.VersionMap[typ], alone.cs.VersionMap[typ]) ||
+				if g.typeHash.get(typ) != alone.typeHash.get(typ) || !maps.Equal(g.cs.VersionMap[typ], alone.cs.VersionMap[typ]) ||
 					g.cs.Resources[rt].Version != alone.cs.Resources[rt].Version ||
 					!keysEqual(g.cs.Resources[rt].Items, alone.cs.Resources[rt].Items) {
 					t.Fatalf("%s %s %s: shared %v, alone %v", shape, p.Service, shortType(typ), g.cs.VersionMap[typ], alone.cs.VersionMap[typ])
@@ -68,7 +68,7 @@ func TestGroupsShareCacheIndex(t *testing.T) {
 			for _, g := range groups[1:] {
 				sameIndex := reflect.ValueOf(g.cs.Resources[rt].Items).Pointer() == reflect.ValueOf(groups[0].cs.Resources[rt].Items).Pointer()
 				sameVersions := reflect.ValueOf(g.cs.VersionMap[typ]).Pointer() == reflect.ValueOf(groups[0].cs.VersionMap[typ]).Pointer()
-				if g.typeHash[typ] == groups[0].typeHash[typ] {
+				if g.typeHash.get(typ) == groups[0].typeHash.get(typ) {
 					if len(g.cs.Resources[rt].Items) > 0 && (!sameIndex || !sameVersions) {
 						t.Errorf("%s %s: %s and %s have the same content and their own index (%v) or version map (%v)",
 							shape, shortType(typ), g.proxy.Service, groups[0].proxy.Service, !sameIndex, !sameVersions)
@@ -80,7 +80,7 @@ func TestGroupsShareCacheIndex(t *testing.T) {
 			}
 		}
 		// Every proxy of a dense mesh holds the same clusters and load assignments.
-		if c, e := groups[5].typeHash[resourcev3.ClusterType], groups[5].typeHash[resourcev3.EndpointType]; c != groups[0].typeHash[resourcev3.ClusterType] || e != groups[0].typeHash[resourcev3.EndpointType] || shared < 2*5 {
+		if c, e := groups[5].typeHash.get(resourcev3.ClusterType), groups[5].typeHash.get(resourcev3.EndpointType); c != groups[0].typeHash.get(resourcev3.ClusterType) || e != groups[0].typeHash.get(resourcev3.EndpointType) || shared < 2*5 {
 			t.Fatalf("%s: the fixture has too little in common (%d shared)", shape, shared)
 		}
 	}

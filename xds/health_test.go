@@ -116,10 +116,10 @@ func TestEDSOnlyRenderMatchesFull(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if eds.hash != full.hash || !maps.Equal(eds.typeHash, full.typeHash) || !maps.Equal(eds.typeVersion, full.typeVersion) {
+		if eds.hash != full.hash || eds.typeHash != full.typeHash || !maps.Equal(eds.typeVersion, full.typeVersion) {
 			t.Fatalf("%s: EDS-only %v %v, full %v %v", shape, eds.hash, eds.typeVersion, full.hash, full.typeVersion)
 		}
-		if eds.typeHash[resourcev3.EndpointType] == old.typeHash[resourcev3.EndpointType] {
+		if eds.typeHash.get(resourcev3.EndpointType) == old.typeHash.get(resourcev3.EndpointType) {
 			t.Fatalf("%s: the EDS did not change", shape)
 		}
 		for _, typ := range resourceTypes {

@@ -153,6 +153,40 @@ var resourceTypes = []resourcev3.Type{
 	resourcev3.EndpointType, resourcev3.SecretType, resourcev3.ExtensionConfigType,
 }
 
+// typeHashes holds a content hash per resource type, in resourceTypes order: a group's, in
+// an array rather than a map (a mesh-wide change copies every group's).
+type typeHashes [6]string
+
+// typeIndex is t's index in resourceTypes, or -1.
+func typeIndex(t resourcev3.Type) int {
+	switch t {
+	case resourcev3.ListenerType:
+		return 0
+	case resourcev3.RouteType:
+		return 1
+	case resourcev3.ClusterType:
+		return 2
+	case resourcev3.EndpointType:
+		return 3
+	case resourcev3.SecretType:
+		return 4
+	case resourcev3.ExtensionConfigType:
+		return 5
+	}
+	return -1
+}
+
+// get returns the hash of type t ("" for a type that is not one of resourceTypes).
+func (h *typeHashes) get(t resourcev3.Type) string {
+	if i := typeIndex(t); i >= 0 {
+		return h[i]
+	}
+	return ""
+}
+
+// set sets the hash of type t, one of resourceTypes.
+func (h *typeHashes) set(t resourcev3.Type, v string) { h[typeIndex(t)] = v }
+
 type validator interface{ ValidateAll() error }
 
 // Validate runs the generated protoc-gen-validate rules (ValidateAll) on every resource.
@@ -392,34 +426,34 @@ func routeClusters(rc *routev3.RouteConfiguration) []string {
 // hashTypes returns a content hash of each resource type (hex, 16 digits), of the whole, and
 // of each resource (type URL → name → hash, the version map delta xDS needs). Every resource
 // is marshalled once, deterministically.
-func (r *Resources) hashTypes(m *memo) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
+func (r *Resources) hashTypes(m *memo) (typeHashes, string, map[string]map[string]string, error) {
 	return r.hashTypesReusing(m, nil, nil)
 }
 
 // hashTypesReusing is hashTypes taking the hashes and version maps of the types in keep from
 // oldHash and oldVersions (what hashTypes returned for resources whose lists of those types
 // were the same).
-func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old *group) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
+func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old *group) (typeHashes, string, map[string]map[string]string, error) {
 	return hashByType(r.byType(), m, keep, old)
 }
 
 // hashByType is hashTypesReusing of the resources byType (Resources.byType) lists.
-func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[resourcev3.Type]bool, old *group) (map[resourcev3.Type]string, string, map[string]map[string]string, error) {
-	out := make(map[resourcev3.Type]string, len(resourceTypes))
+func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[resourcev3.Type]bool, old *group) (typeHashes, string, map[string]map[string]string, error) {
+	var out typeHashes
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all := sha256.New()
 	var buf, scratch []byte
 	var hashes []string
-	for _, t := range resourceTypes {
+	for i, t := range resourceTypes {
 		if keep[t] {
-			out[t], perResource[t] = old.typeHash[t], old.cs.VersionMap[t]
+			out[i], perResource[t] = old.typeHash[i], old.cs.VersionMap[t]
 		} else {
 			h := sha256.New()
 			hashes = hashes[:0]
 			for _, res := range byType[t] {
 				rh, err := m.resourceHash(res, &buf)
 				if err != nil {
-					return nil, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
+					return out, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
 				}
 				name := cachev3.GetResourceName(res)
 				hashes = append(hashes, rh)
@@ -429,9 +463,9 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 				scratch = append(append(scratch, name...), rh...)
 				h.Write(scratch)
 			}
-			out[t] = hex.EncodeToString(h.Sum(nil))[:16]
+			out[i] = hex.EncodeToString(h.Sum(nil))[:16]
 			// The same content has the same version map: made once per memo (cacheshare.go).
-			perResource[t] = m.versionMap(t, out[t], func() map[string]string {
+			perResource[t] = m.versionMap(t, out[i], func() map[string]string {
 				names := make(map[string]string, len(hashes))
 				for i, res := range byType[t] {
 					names[cachev3.GetResourceName(res)] = hashes[i]
@@ -440,7 +474,7 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 			})
 		}
 		all.Write([]byte(t))
-		all.Write([]byte(out[t]))
+		all.Write([]byte(out[i]))
 	}
 	return out, hex.EncodeToString(all.Sum(nil))[:16], perResource, nil
 }

@@ -81,19 +81,19 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p 
 	eds := resourcev3.EndpointType
 	ng := *old
 	ng.snap, ng.bundle = snap, bundle
-	if typeHash[eds] == old.typeHash[eds] {
+	if typeHash.get(eds) == old.typeHash.get(eds) {
 		return &ng, true, nil
 	}
 	res := *old.res
 	res.Endpoints = r.Endpoints
 	ng.res = &res
-	ng.typeHash, ng.typeVersion = maps.Clone(old.typeHash), maps.Clone(old.typeVersion)
-	ng.typeHash[eds] = typeHash[eds]
-	ng.typeVersion[eds] = snap.Version + "-" + typeHash[eds][:8]
+	ng.typeVersion = maps.Clone(old.typeVersion)
+	ng.typeHash.set(eds, typeHash.get(eds))
+	ng.typeVersion[eds] = snap.Version + "-" + typeHash.get(eds)[:8]
 	ng.hash = groupHash(ng.typeHash)
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources}
 	cs.VersionMap = maps.Clone(old.cs.VersionMap)
-	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash[eds], ng.typeVersion[eds], r.byType()[eds], versionMap[eds])
+	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash.get(eds), ng.typeVersion[eds], r.byType()[eds], versionMap[eds])
 	ng.cs = cs
 	return &ng, true, nil
 }

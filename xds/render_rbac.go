@@ -43,14 +43,14 @@ func (s *Server) renderRBAC(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p
 	t := resourcev3.ExtensionConfigType
 	ng := *old
 	ng.snap, ng.bundle = snap, bundle
-	if set == nil || set.typeHash == old.typeHash[t] {
+	if set == nil || set.typeHash == old.typeHash.get(t) {
 		return &ng, true, nil // the same content: the same versions, nothing to send
 	}
 	res := *old.res
 	res.Extensions = set.xs
 	ng.res = &res
-	ng.typeHash, ng.typeVersion = maps.Clone(old.typeHash), maps.Clone(old.typeVersion)
-	ng.typeHash[t] = set.typeHash
+	ng.typeVersion = maps.Clone(old.typeVersion)
+	ng.typeHash.set(t, set.typeHash)
 	ng.typeVersion[t] = set.version
 	ng.hash = groupHash(ng.typeHash)
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources, VersionMap: maps.Clone(old.cs.VersionMap)}
@@ -61,11 +61,11 @@ func (s *Server) renderRBAC(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p
 
 // groupHash is the hash of all of a group's content from the content hash of each type, as
 // hashByType combines them.
-func groupHash(typeHash map[resourcev3.Type]string) string {
+func groupHash(typeHash typeHashes) string {
 	var buf [512]byte // room for the six types and their hashes: no allocation
 	b := buf[:0]
-	for _, t := range resourceTypes {
-		b = append(append(b, t...), typeHash[t]...)
+	for i, t := range resourceTypes {
+		b = append(append(b, t...), typeHash[i]...)
 	}
 	return hashOf(b)
 }

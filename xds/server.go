@@ -185,7 +185,7 @@ type group struct {
 	bundle      *trustBundle   // rendered with
 	deps        *deps          // what the content was rendered from
 	hash        string         // of all the content
-	typeHash    map[resourcev3.Type]string
+	typeHash    typeHashes
 	typeVersion map[resourcev3.Type]string
 	cs          *cachev3.Snapshot
 	res         *Resources // what cs holds (never modified)
@@ -770,9 +770,9 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	}
 	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
 	cs := &cachev3.Snapshot{}
-	for _, t := range resourceTypes {
-		v := snap.Version + "-" + typeHash[t][:8]
-		if old != nil && old.typeHash[t] == typeHash[t] && old.cs != nil {
+	for i, t := range resourceTypes {
+		v := snap.Version + "-" + typeHash[i][:8]
+		if old != nil && old.typeHash[i] == typeHash[i] && old.cs != nil {
 			v = old.typeVersion[t] // unchanged type: same version, not resent
 			g.typeVersion[t] = v
 			cs.Resources[cachev3.GetResponseType(t)] = old.cs.Resources[cachev3.GetResponseType(t)]
@@ -783,7 +783,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		}
 		g.typeVersion[t] = v
 		// Shared with every group of the same content of t (cacheshare.go).
-		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.sharedResources(t, typeHash[t], v, byType[t], versionMap[t])
+		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.sharedResources(t, typeHash[i], v, byType[t], versionMap[t])
 	}
 	// go-control-plane's cs.Consistent() is not called: res.consistent above checks more (API
 	// listeners, unreferenced routes, load assignments without clusters), reading each shared

@@ -74,9 +74,9 @@ func TestSharedRenderingIdentical(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for typ, h := range ha {
-				if hb[typ] != h {
-					t.Fatalf("mesh %d, %s: %s hash %s shared, %s alone", i, p, shortType(typ), hb[typ], h)
+			for k, h := range ha {
+				if typ := resourceTypes[k]; hb[k] != h {
+					t.Fatalf("mesh %d, %s: %s hash %s shared, %s alone", i, p, shortType(typ), hb[k], h)
 				}
 			}
 		}
