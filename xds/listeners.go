@@ -106,7 +106,7 @@ func outboundListeners(snap *mesh.Snapshot, svc *mesh.Service, m *memo) ([]*list
 			continue
 		}
 		l, err := shared(m, memoKey{kind: memoOutboundLis, chain: chain, name: OutboundListenerName(u.Service, u.LocalPort)},
-			func() (*listenerv3.Listener, error) { return outboundListener(u, chain) })
+			func() (*listenerv3.Listener, error) { return outboundListener(u, chain, m) })
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +196,7 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (
 		if err != nil {
 			return nil, err
 		}
-		hcm, err := typedNetworkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+		hcm, err := knownFilter(m, hcmFilterName, &hcmv3.HttpConnectionManager{
 			StatPrefix:     PublicListener,
 			CodecType:      hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: localAppRouteConfig(svc.Name)},
@@ -213,7 +213,7 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (
 		if err != nil {
 			return nil, err
 		}
-		tcp, err := typedNetworkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
+		tcp, err := knownFilter(m, tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 			StatPrefix:       PublicListener,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: localAppCluster},
 		})
@@ -230,8 +230,8 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (
 	}, nil
 }
 
-func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener, error) {
-	filter, err := outboundFilter(u, chain)
+func outboundListener(u *mesh.Upstream, chain *mesh.Chain, m *memo) (*listenerv3.Listener, error) {
+	filter, err := outboundFilter(u, chain, m)
 	if err != nil {
 		return nil, err
 	}
@@ -244,8 +244,9 @@ func outboundListener(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Listener
 }
 
 // outboundFilter is the network filter that sends a connection to upstream u along its chain:
-// an HTTP connection manager with the chain's routes (RDS), or a TCP proxy to its targets.
-func outboundFilter(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Filter, error) {
+// an HTTP connection manager with the chain's routes (RDS), or a TCP proxy to its targets. m
+// learns its references (knownFilter).
+func outboundFilter(u *mesh.Upstream, chain *mesh.Chain, m *memo) (*listenerv3.Filter, error) {
 	var filter *listenerv3.Filter
 	var err error
 	if mesh.IsHTTP(chain.Protocol) {
@@ -253,7 +254,7 @@ func outboundFilter(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Filter, er
 		if rerr != nil {
 			return nil, rerr
 		}
-		filter, err = typedNetworkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+		filter, err = knownFilter(m, hcmFilterName, &hcmv3.HttpConnectionManager{
 			StatPrefix: "upstream." + u.Service,
 			CodecType:  hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -283,7 +284,7 @@ func outboundFilter(u *mesh.Upstream, chain *mesh.Chain) (*listenerv3.Filter, er
 			}
 			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
 		}
-		filter, err = typedNetworkFilter(tcpProxyFilterName, tp)
+		filter, err = knownFilter(m, tcpProxyFilterName, tp)
 	}
 	if err != nil {
 		return nil, err
@@ -372,4 +373,28 @@ func typedNetworkFilter(name string, m proto.Message) (*listenerv3.Filter, error
 		return nil, err
 	}
 	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+// knownFilter is typedNetworkFilter telling m the references of the filter (filterRefs), read
+// from msg itself, of which the filter's packed configuration is the encoding: the consistency
+// check then does not unmarshal it again. TestKnownFilterRefs holds them to what filterRefs
+// reads of the packed bytes.
+func knownFilter(m *memo, name string, msg proto.Message) (*listenerv3.Filter, error) {
+	f, err := typedNetworkFilter(name, msg)
+	if err != nil || m == nil {
+		return f, err
+	}
+	var r refs
+	switch x := msg.(type) {
+	case *hcmv3.HttpConnectionManager:
+		if name == hcmFilterName {
+			r = hcmRefs(x)
+		}
+	case *tcpproxyv3.TcpProxy:
+		if name == tcpProxyFilterName {
+			r = refs{clusters: tcpProxyRefs(x)}
+		}
+	}
+	m.facts.refs.Store(f, r)
+	return f, nil
 }

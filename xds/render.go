@@ -551,6 +551,11 @@ func tcpProxyClusters(tc interface {
 	if err := tc.UnmarshalTo(tp); err != nil {
 		return nil
 	}
+	return tcpProxyRefs(tp)
+}
+
+// tcpProxyRefs returns the clusters a tcp proxy names.
+func tcpProxyRefs(tp *tcpproxyv3.TcpProxy) []string {
 	if c := tp.GetCluster(); c != "" {
 		return []string{c}
 	}

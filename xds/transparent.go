@@ -52,7 +52,7 @@ func transparentListener(snap *mesh.Snapshot, ups []*mesh.Upstream, m *memo) (*l
 			continue
 		}
 		filter, err := shared(m, memoKey{kind: memoOutbound, chain: chain, name: u.Service},
-			func() (*listenerv3.Filter, error) { return outboundFilter(u, chain) })
+			func() (*listenerv3.Filter, error) { return outboundFilter(u, chain, m) })
 		if err != nil {
 			return nil, err
 		}
@@ -65,7 +65,7 @@ func transparentListener(snap *mesh.Snapshot, ups []*mesh.Upstream, m *memo) (*l
 		})
 	}
 	if !snap.Mesh.TransparentProxy.MeshDestinationsOnly {
-		tcp, err := typedNetworkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
+		tcp, err := knownFilter(m, tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 			StatPrefix:       PassthroughCluster,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: PassthroughCluster},
 		})
