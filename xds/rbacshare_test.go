@@ -45,8 +45,8 @@ func TestRBACAnyMatchesToAny(t *testing.T) {
 	checked := 0
 	var prevPr *principals
 	for i, snap := range snaps {
-		// Without principals (proto marshals the rules), then twice with (marshalRules encodes
-		// each principal, then reuses the encodings; the snapshot before lends its own).
+		// Without principals (publicRBAC makes fresh ones), then twice with (the encoder
+		// encodes each principal, then reuses the encodings; the snapshot before lends its own).
 		pr := newPrincipals(snap, prevPr)
 		prevPr = pr
 		for k := range 3 * len(snap.ServiceNames()) {
