@@ -147,7 +147,15 @@ type memoEntry struct {
 // newMemo returns the memo of snap; prev, the memo of the snapshot served before (or nil),
 // lends its facts and listener sets.
 func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
-	m := &memo{snap: snap, entries: map[memoKey]*memoEntry{}, facts: &facts{}}
+	hint := 0
+	if prev != nil {
+		// As many as the memo before needed, up to what a mesh-wide change of RBAC needs: the
+		// map does not grow a thousand entries at a time.
+		prev.mu.Lock()
+		hint = min(len(prev.entries), 2*len(snap.Services))
+		prev.mu.Unlock()
+	}
+	m := &memo{snap: snap, entries: make(map[memoKey]*memoEntry, hint), facts: &facts{}}
 	var prevPr *principals
 	if prev != nil {
 		prevPr = prev.pr
