@@ -122,7 +122,10 @@ type Server struct {
 	memo      *memo // the resources shared by the proxies of snap (shared.go)
 	groups    map[Proxy]*group
 	nodes     map[string]*node
-	streams   map[int64]*streamState
+	// joined counts the streams nodeFor has added to nodes: publish looks for proxies that
+	// connected while it rendered only when it changed.
+	joined  uint64
+	streams map[int64]*streamState
 	// rendering holds the groups groupFor is rendering outside s.mu, so that the proxies of
 	// a group connecting together wait for one rendering rather than each render it.
 	rendering map[Proxy]*inflight
@@ -466,6 +469,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
 	prev, prevBundle, m := s.snap, s.bundle, s.memo
 	work := s.neededProxies()
+	joined := s.joined
 	old := make(map[Proxy]*group, len(work))
 	for _, p := range work {
 		old[p] = s.groups[p]
@@ -501,7 +505,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	// proxy is affected at all, and what of it is rendered again, is worked out by the
 	// goroutine that renders it.
 	for round := 0; ; round++ {
-		var todo []Proxy
+		todo := make([]Proxy, 0, len(work))
 		for _, p := range work {
 			examined[p] = true
 			if _, ok := rendered[p]; ok {
@@ -517,10 +521,13 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		s.mu.Lock()
 		work = work[:0]
-		for _, p := range s.neededProxies() {
-			if !examined[p] {
-				work = append(work, p)
-				old[p] = s.groups[p]
+		if s.joined != joined { // a stream joined meanwhile: maybe a proxy not examined yet
+			joined = s.joined
+			for _, p := range s.neededProxies() {
+				if !examined[p] {
+					work = append(work, p)
+					old[p] = s.groups[p]
+				}
 			}
 		}
 		if len(work) == 0 || round == 3 {
@@ -942,6 +949,7 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	nd.streams[streamID] = true
+	s.joined++
 	nd.lastSeen = now
 	st.nodeID = nd.id
 	if s.snap == nil {
