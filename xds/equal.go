@@ -56,7 +56,7 @@ func chainEqual(a, b *mesh.Chain) bool {
 	for i := range a.Routes {
 		x, y := &a.Routes[i], &b.Routes[i]
 		if x.PrefixRewrite != y.PrefixRewrite || x.RequestTimeout != y.RequestTimeout || x.NumRetries != y.NumRetries ||
-			!slices.Equal(x.RetryOn, y.RetryOn) || !slices.Equal(x.Splits, y.Splits) || !reflect.DeepEqual(x.Match, y.Match) {
+			!slices.Equal(x.RetryOn, y.RetryOn) || !slices.Equal(x.Splits, y.Splits) || !httpMatchEqual(x.Match, y.Match) {
 			return false
 		}
 	}
@@ -67,6 +67,18 @@ func chainEqual(a, b *mesh.Chain) bool {
 		}
 	}
 	return true
+}
+
+// httpMatchEqual reports whether two HTTP matches match the same (a nil list is an empty one).
+func httpMatchEqual(a, b *mesh.HTTPMatch) bool {
+	if a == b {
+		return true
+	}
+	if a == nil || b == nil {
+		return false
+	}
+	return a.Path == b.Path && a.PathPrefix == b.PathPrefix && a.PathRegex == b.PathRegex &&
+		slices.Equal(a.Methods, b.Methods) && slices.Equal(a.Header, b.Header) && slices.Equal(a.QueryParam, b.QueryParam)
 }
 
 func targetEqual(a, b *mesh.Target) bool {

@@ -16,7 +16,7 @@ func TestEqualityCoversEveryField(t *testing.T) {
 	}{
 		{mesh.Service{}, 9}, {mesh.Upstream{}, 4}, {mesh.Endpoint{}, 6}, {mesh.HealthCheck{}, 5},
 		{mesh.Chain{}, 5}, {mesh.ChainRoute{}, 6}, {mesh.TargetWeight{}, 2}, {mesh.Target{}, 9},
-		{mesh.Intention{}, 6},
+		{mesh.Intention{}, 6}, {mesh.HTTPMatch{}, 6}, {mesh.HeaderMatch{}, 4}, {mesh.QueryMatch{}, 3},
 	} {
 		if got := reflect.TypeOf(c.v).NumField(); got != c.want {
 			t.Errorf("%T has %d fields, equal.go knows %d: compare the new ones", c.v, got, c.want)
@@ -33,6 +33,12 @@ func TestDiffFindsEveryChange(t *testing.T) {
 		"upstream port":         func(s *mesh.Snapshot) { s.Services["web"].Upstreams["api"].LocalPort = 1 },
 		"upstream gateway mode": func(s *mesh.Snapshot) { s.Services["web"].Upstreams["api"].MeshGateway = mesh.MeshGatewayLocal },
 		"chain timeout":         func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].RequestTimeout = 1 },
+		"route path":            func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].Match.PathPrefix = "/v3/" },
+		"route method":          func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].Match.Methods[1] = "PUT" },
+		"route header invert":   func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].Match.Header[1].Invert = false },
+		"route header value":    func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].Match.Header[0].Value = "2" },
+		"route query":           func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].Match.QueryParam[0].Kind = mesh.MatchExact },
+		"route match gone":      func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].Match = nil },
 		"target lb":             func(s *mesh.Snapshot) { s.Chains["db"].Targets["db.dc1"].LoadBalancer = mesh.LBRingHash },
 		"permission":            func(s *mesh.Snapshot) { s.Intention("web", "auth").Permissions[0].Action = mesh.Allow },
 		"default":               func(s *mesh.Snapshot) { s.Mesh.DefaultIntention = mesh.Allow },
