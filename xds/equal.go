@@ -2,7 +2,6 @@ package xds
 
 import (
 	"maps"
-	"reflect"
 	"slices"
 
 	mesh "github.com/meshgit/mesh"
@@ -101,5 +100,8 @@ func intentionEqual(a, b *mesh.Intention) bool {
 		return false
 	}
 	return a.Source == b.Source && a.Destination == b.Destination && a.Precedence == b.Precedence &&
-		a.Action == b.Action && a.Description == b.Description && reflect.DeepEqual(a.Permissions, b.Permissions)
+		a.Action == b.Action && a.Description == b.Description &&
+		slices.EqualFunc(a.Permissions, b.Permissions, func(x, y mesh.Permission) bool {
+			return x.Action == y.Action && httpMatchEqual(x.HTTP, y.HTTP)
+		})
 }

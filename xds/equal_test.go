@@ -16,7 +16,7 @@ func TestEqualityCoversEveryField(t *testing.T) {
 	}{
 		{mesh.Service{}, 9}, {mesh.Upstream{}, 4}, {mesh.Endpoint{}, 6}, {mesh.HealthCheck{}, 5},
 		{mesh.Chain{}, 5}, {mesh.ChainRoute{}, 6}, {mesh.TargetWeight{}, 2}, {mesh.Target{}, 9},
-		{mesh.Intention{}, 6}, {mesh.HTTPMatch{}, 6}, {mesh.HeaderMatch{}, 4}, {mesh.QueryMatch{}, 3},
+		{mesh.Intention{}, 6}, {mesh.Permission{}, 2}, {mesh.HTTPMatch{}, 6}, {mesh.HeaderMatch{}, 4}, {mesh.QueryMatch{}, 3},
 	} {
 		if got := reflect.TypeOf(c.v).NumField(); got != c.want {
 			t.Errorf("%T has %d fields, equal.go knows %d: compare the new ones", c.v, got, c.want)
@@ -41,7 +41,12 @@ func TestDiffFindsEveryChange(t *testing.T) {
 		"route match gone":      func(s *mesh.Snapshot) { s.Chains["api"].Routes[0].Match = nil },
 		"target lb":             func(s *mesh.Snapshot) { s.Chains["db"].Targets["db.dc1"].LoadBalancer = mesh.LBRingHash },
 		"permission":            func(s *mesh.Snapshot) { s.Intention("web", "auth").Permissions[0].Action = mesh.Allow },
-		"default":               func(s *mesh.Snapshot) { s.Mesh.DefaultIntention = mesh.Allow },
+		"permission match":      func(s *mesh.Snapshot) { s.Intention("web", "auth").Permissions[0].HTTP.PathRegex = "/x" },
+		"permission added": func(s *mesh.Snapshot) {
+			in := s.Intention("web", "auth")
+			in.Permissions = append(in.Permissions, mesh.Permission{Action: mesh.Deny})
+		},
+		"default": func(s *mesh.Snapshot) { s.Mesh.DefaultIntention = mesh.Allow },
 		"remote chain": func(s *mesh.Snapshot) {
 			s.RemoteChains = map[string]*mesh.Chain{mesh.RemoteChainKey("api", "dc2"): {Service: "api", Datacenter: "dc2"}}
 		},
