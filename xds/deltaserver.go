@@ -377,16 +377,27 @@ type deltaStreamState struct {
 	nonce  int64
 	// unknown counts the unknown type URLs in types, at most maxUnknownTypes (sotwserver.go).
 	unknown int
+	// mu is held while a request or a wake-up is handled; stopped is set, under it, when the
+	// stream's handler returns.
+	mu      sync.Mutex
+	stopped bool
 }
 
 // serve serves one DeltaAggregatedResources stream until the client ends it, a callback or a
-// send fails, or the server closes.
+// send fails, the server closes, or the Server kills it (ads.go's killable). Requests are
+// handled on the receiving goroutine (handleRequests); this one answers what a new snapshot
+// makes due. Both hold ss.mu while they handle, so the stream's state and its sends are never
+// concurrent.
 func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	ctx := st.Context()
+	ctx, cancel := killable(st.Context())
+	defer cancel(nil)
 	ss := &deltaStreamState{id: deltaStreamBase + d.count.Add(1), conn: &deltaConn{wake: make(chan struct{}, 1)},
 		node: &corev3.Node{}, types: map[string]*deltaType{}}
 	cb := d.cb
 	defer func() {
+		ss.mu.Lock()
+		ss.stopped = true
+		ss.mu.Unlock()
 		if ss.nodeID != "" {
 			d.c.deltaUnwatch(ss.nodeID, ss.conn)
 		}
@@ -395,66 +406,68 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	if err := cb.OnDeltaStreamOpen(ctx, ss.id, resourcev3.AnyType); err != nil {
 		return err
 	}
-	rctx, rcancel := context.WithCancel(ctx)
-	defer rcancel()
-	stop := context.AfterFunc(d.ctx, rcancel)
-	defer stop()
-	reqs := receive(rctx, st.Recv)
+	end := handleRequests(st.Recv, &ss.mu, &ss.stopped, func(req *discoveryv3.DeltaDiscoveryRequest) error {
+		return d.request(st, ss, req)
+	})
 	for {
 		select {
 		case <-d.ctx.Done():
 			return nil
 		case <-ctx.Done():
-			return nil
+			return context.Cause(ctx)
+		case err := <-end:
+			return err
 		case <-ss.conn.wake:
-			if err := d.respondAll(st, ss); err != nil {
-				return err
-			}
-		case req, more := <-reqs:
-			if !more {
-				return nil
-			}
-			// Changes that arrived before the request are answered first, as go-control-plane
-			// sends the responses its cache queued before it handles a request.
-			select {
-			case <-ss.conn.wake:
-				if err := d.respondAll(st, ss); err != nil {
-					return err
-				}
-			default:
-			}
-			if err := cb.OnStreamDeltaRequest(ss.id, req); err != nil {
-				return err
-			}
-			if req.GetNode() != nil {
-				ss.node = req.GetNode()
-			}
-			if req.GetTypeUrl() == "" {
-				return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
-			}
-			if ss.nodeID == "" {
-				ss.nodeID = ss.node.GetId()
-				d.c.deltaWatch(ss.nodeID, ss.conn)
-			}
-			dt := ss.types[req.GetTypeUrl()]
-			if dt == nil {
-				if responseType(req.GetTypeUrl()) == types.UnknownType {
-					if ss.unknown >= maxUnknownTypes {
-						return status.Errorf(codes.InvalidArgument, "more than %d unknown resource types", maxUnknownTypes)
-					}
-					ss.unknown++
-				}
-				dt = newDeltaType(&d.sets, req.GetTypeUrl(), req)
-				ss.types[req.GetTypeUrl()] = dt
-			} else {
-				dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
-			}
-			dt.open, dt.force = true, req.GetResponseNonce() == ""
-			if err := d.respond(st, ss, dt); err != nil {
+			ss.mu.Lock()
+			err := d.respondAll(st, ss)
+			ss.mu.Unlock()
+			if err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// request handles one request: callbacks, subscription, and an answer if one is due. Called
+// with ss.mu held.
+func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *discoveryv3.DeltaDiscoveryRequest) error {
+	// Changes that arrived before the request are answered first, as go-control-plane sends
+	// the responses its cache queued before it handles a request.
+	select {
+	case <-ss.conn.wake:
+		if err := d.respondAll(st, ss); err != nil {
+			return err
+		}
+	default:
+	}
+	if err := d.cb.OnStreamDeltaRequest(ss.id, req); err != nil {
+		return err
+	}
+	if req.GetNode() != nil {
+		ss.node = req.GetNode()
+	}
+	if req.GetTypeUrl() == "" {
+		return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
+	}
+	if ss.nodeID == "" {
+		ss.nodeID = ss.node.GetId()
+		d.c.deltaWatch(ss.nodeID, ss.conn)
+	}
+	dt := ss.types[req.GetTypeUrl()]
+	if dt == nil {
+		if responseType(req.GetTypeUrl()) == types.UnknownType {
+			if ss.unknown >= maxUnknownTypes {
+				return status.Errorf(codes.InvalidArgument, "more than %d unknown resource types", maxUnknownTypes)
+			}
+			ss.unknown++
+		}
+		dt = newDeltaType(&d.sets, req.GetTypeUrl(), req)
+		ss.types[req.GetTypeUrl()] = dt
+	} else {
+		dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	}
+	dt.open, dt.force = true, req.GetResponseNonce() == ""
+	return d.respond(st, ss, dt)
 }
 
 // respondAll answers every open request of the stream that something is now due to, in the
