@@ -68,7 +68,8 @@ type deltaServer struct {
 	sets   nameSets
 }
 
-// deltaCallbacks are go-control-plane's delta callbacks: the Server's (callbacks.go).
+// deltaCallbacks are go-control-plane's delta callbacks: the Server's (callbacks.go). When
+// they are a sentRecorder, a response is told to deltaSent rather than OnStreamDeltaResponse.
 type deltaCallbacks interface {
 	OnDeltaStreamOpen(context.Context, int64, string) error
 	OnDeltaStreamClosed(int64, *corev3.Node)
@@ -527,8 +528,12 @@ func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, dt *de
 	dt.base, dt.baseAll, dt.over, dt.open, dt.force = ts, dt.wildcard, nil, false, false
 	ss.nonce++
 	msg := &deltaMsg{body: body, version: version, nonce: strconv.FormatInt(ss.nonce, 10)}
-	d.cb.OnStreamDeltaResponse(ss.id, nil,
-		&discoveryv3.DeltaDiscoveryResponse{TypeUrl: dt.typeURL, SystemVersionInfo: version, Nonce: msg.nonce})
+	if r, ok := d.cb.(sentRecorder); ok {
+		r.deltaSent(ss.id, dt.typeURL, msg.nonce, version)
+	} else {
+		d.cb.OnStreamDeltaResponse(ss.id, nil,
+			&discoveryv3.DeltaDiscoveryResponse{TypeUrl: dt.typeURL, SystemVersionInfo: version, Nonce: msg.nonce})
+	}
 	return st.SendMsg(msg)
 }
 

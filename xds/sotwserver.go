@@ -90,7 +90,8 @@ type sotwServer struct {
 	cache *watchCache
 	// cb is told of streams, requests and responses as go-control-plane's server tells its
 	// callbacks, but that a response passed to OnStreamResponse has no resources (they are
-	// encoded already) and its request is nil; nil for none.
+	// encoded already) and its request is nil, and that a cb that is a sentRecorder
+	// (callbacks.go) is told of a response by sotwSent instead; nil for none.
 	cb      sotw.Callbacks
 	streams atomic.Int64 // numbers streams
 }
@@ -443,7 +444,9 @@ func (conn *sotwConn) respond(ty *sotwType, ts *typeSet) error {
 	if ty.retAll {
 		ty.retNames = nil
 	}
-	if conn.x.cb != nil {
+	if r, ok := conn.x.cb.(sentRecorder); ok {
+		r.sotwSent(conn.id, ty.typeURL, nonce, version)
+	} else if conn.x.cb != nil {
 		conn.x.cb.OnStreamResponse(conn.st.Context(), conn.id, nil,
 			&discoveryv3.DiscoveryResponse{TypeUrl: ty.typeURL, VersionInfo: version, Nonce: nonce})
 	}
