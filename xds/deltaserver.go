@@ -375,6 +375,7 @@ type deltaStreamState struct {
 	// callbacks hold a stream to its first node too).
 	nodeID string
 	types  map[string]*deltaType
+	known  [types.UnknownType]*deltaType // the types of types that the server knows, by index
 	nonce  int64
 	// unknown counts the unknown type URLs in types, at most maxUnknownTypes (sotwserver.go).
 	unknown int
@@ -464,6 +465,9 @@ func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *d
 		}
 		dt = newDeltaType(&d.sets, req.GetTypeUrl(), req)
 		ss.types[req.GetTypeUrl()] = dt
+		if dt.t < types.UnknownType {
+			ss.known[dt.t] = dt
+		}
 	} else {
 		dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
@@ -473,27 +477,51 @@ func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *d
 
 // respondAll answers every open request of the stream that something is now due to, in the
 // order Envoy applies a change without dropping traffic: clusters before their endpoints,
-// then listeners before their routes, then the rest.
+// then listeners before their routes, then the rest (deltaOrder; unknown types last, by type
+// URL). The known types are answered from one look at the cache.
 func (d *deltaServer) respondAll(st grpc.ServerStream, ss *deltaStreamState) error {
-	open := make([]*deltaType, 0, len(ss.types))
-	for _, dt := range ss.types {
-		if dt.open {
-			open = append(open, dt)
+	var open [types.UnknownType]*deltaType
+	var views [types.UnknownType]deltaView
+	n := 0
+	for _, t := range deltaOrder {
+		if dt := ss.known[t]; dt != nil && dt.open {
+			open[n] = dt
+			n++
 		}
 	}
-	slices.SortFunc(open, func(a, b *deltaType) int {
-		if c := cmp.Compare(deltaRank(a.t), deltaRank(b.t)); c != 0 {
-			return c
+	d.c.deltaViews(ss.nodeID, open[:n], views[:n])
+	for i, dt := range open[:n] {
+		if err := d.respondFrom(st, ss, dt, views[i]); err != nil {
+			return err
 		}
-		return cmp.Compare(a.typeURL, b.typeURL)
-	})
-	for _, dt := range open {
+	}
+	if ss.unknown == 0 {
+		return nil
+	}
+	var unknown []*deltaType
+	for _, dt := range ss.types {
+		if dt.t == types.UnknownType && dt.open {
+			unknown = append(unknown, dt)
+		}
+	}
+	slices.SortFunc(unknown, func(a, b *deltaType) int { return cmp.Compare(a.typeURL, b.typeURL) })
+	for _, dt := range unknown {
 		if err := d.respond(st, ss, dt); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// deltaOrder is the order of the known types in which respondAll answers them.
+var deltaOrder = func() []types.ResponseType {
+	order := make([]types.ResponseType, 0, types.UnknownType)
+	for t := range types.UnknownType {
+		order = append(order, t)
+	}
+	slices.SortStableFunc(order, func(a, b types.ResponseType) int { return cmp.Compare(deltaRank(a), deltaRank(b)) })
+	return order
+}()
 
 func deltaRank(t types.ResponseType) int {
 	switch t {
@@ -512,15 +540,33 @@ func deltaRank(t types.ResponseType) int {
 // respond sends dt what is due from the node's current snapshot, if anything; an open request
 // waits (nothing due, or no snapshot yet) for the node's next snapshot.
 func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, dt *deltaType) error {
-	ts, diff, ok := d.c.deltaView(ss.nodeID, dt)
-	if !ok || dt.upToDate(ts) {
+	var v [1]deltaView
+	d.c.deltaViews(ss.nodeID, []*deltaType{dt}, v[:])
+	return d.respondFrom(st, ss, dt, v[0])
+}
+
+// respondFrom sends dt what is due from v, the node's snapshot of dt's type, if anything.
+func (d *deltaServer) respondFrom(st grpc.ServerStream, ss *deltaStreamState, dt *deltaType, v deltaView) error {
+	ts, diff := v.ts, v.diff
+	if !v.ok || dt.upToDate(ts) {
 		return nil
 	}
-	entries, removed, send := dt.content(ts, diff)
-	if !send {
-		return nil
+	var body *deltaBody
+	if diff != nil {
+		body = d.diffBody(dt, ts, diff)
+		if body == nil {
+			if !(dt.wildcard && dt.force) {
+				return nil
+			}
+			body = d.body(dt.typeURL, nil, nil)
+		}
+	} else {
+		entries, removed, send := dt.content(ts, diff)
+		if !send {
+			return nil
+		}
+		body = d.body(dt.typeURL, entries, removed)
 	}
-	body := d.body(dt.typeURL, entries, removed)
 	version := ""
 	if ts != nil {
 		version = ts.version
@@ -535,6 +581,36 @@ func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, dt *de
 			&discoveryv3.DeltaDiscoveryResponse{TypeUrl: dt.typeURL, SystemVersionInfo: version, Nonce: msg.nonce})
 	}
 	return st.SendMsg(msg)
+}
+
+// wildcardNames keys the bodies of wildcard subscriptions in typeDiff.bodies.
+var wildcardNames = &nameSet{}
+
+// diffBody returns the body of what is due to dt, whose client holds exactly dt.base, now that
+// the type is ts (diff is ts's difference from dt.base); nil when nothing changed of what dt
+// subscribes to. It is worked out once per change for every stream that subscribes the same
+// way (wildcard, or the same interned names) and kept with the diff, which lives as long as
+// ts does and is the difference of ts from one base only: the streams of a group step
+// together.
+func (d *deltaServer) diffBody(dt *deltaType, ts *typeSet, diff *typeDiff) *deltaBody {
+	key := dt.namesRef
+	if dt.wildcard {
+		key = wildcardNames
+	}
+	diff.mu.Lock()
+	defer diff.mu.Unlock()
+	if b, ok := diff.bodies[key]; ok {
+		return b
+	}
+	var b *deltaBody
+	if entries, removed, _ := dt.content(ts, diff); len(entries) > 0 || len(removed) > 0 {
+		b = d.body(dt.typeURL, entries, removed)
+	}
+	if diff.bodies == nil {
+		diff.bodies = map[*nameSet]*deltaBody{}
+	}
+	diff.bodies[key] = b
+	return b
 }
 
 // deltaBody is the encoding of a delta response but for its nonce and system version: its

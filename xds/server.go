@@ -1111,7 +1111,9 @@ func (s *Server) updateAcked(nd *node) {
 	}
 	if nd.ackedCS != g.cs && s.snap != nil {
 		nd.ackedCS, nd.ackedVersion = g.cs, nodeVersion(s.snap, g)
-		s.log.Debug("proxy up to date", "node", nd.id, "version", nd.ackedVersion)
+		if s.log.Enabled(s.ctx, slog.LevelDebug) { // the arguments would cost allocations
+			s.log.Debug("proxy up to date", "node", nd.id, "version", nd.ackedVersion)
+		}
 	}
 }
 
