@@ -70,6 +70,8 @@ type deltaServer struct {
 
 // deltaCallbacks are go-control-plane's delta callbacks: the Server's (callbacks.go). When
 // they are a sentRecorder, a response is told to deltaSent rather than OnStreamDeltaResponse.
+// A request passed to OnStreamDeltaRequest is the stream's, received into again after the
+// call (decode.go).
 type deltaCallbacks interface {
 	OnDeltaStreamOpen(context.Context, int64, string) error
 	OnDeltaStreamClosed(int64, *corev3.Node)
@@ -109,8 +111,9 @@ type deltaType struct {
 	base    *typeSet
 	baseAll bool
 	over    map[string]heldVersion
-	open    bool // a request awaits a response (go-control-plane's open watch)
-	force   bool // the open request had no nonce: a wildcard one is answered even with nothing
+	nonce   string // of the latest response
+	open    bool   // a request awaits a response (go-control-plane's open watch)
+	force   bool   // the open request had no nonce: a wildcard one is answered even with nothing
 }
 
 // heldVersion is a version the client holds, or (!has) that it holds none.
@@ -383,6 +386,19 @@ type deltaStreamState struct {
 	// stream's handler returns.
 	mu      sync.Mutex
 	stopped bool
+	// req is what every request is received into (decode.go), on the receiving goroutine.
+	req deltaRequest
+}
+
+// expect returns what the stream expects in a request of typeURL: an ACK of its latest
+// response.
+func (ss *deltaStreamState) expect(typeURL string) ackExpect {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if dt := ss.types[typeURL]; dt != nil {
+		return ackExpect{nonce: dt.nonce}
+	}
+	return ackExpect{}
 }
 
 // serve serves one DeltaAggregatedResources stream until the client ends it, a callback or a
@@ -408,7 +424,14 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	if err := cb.OnDeltaStreamOpen(ctx, ss.id, resourcev3.AnyType); err != nil {
 		return err
 	}
-	end := handleRequests(st.Recv, &ss.mu, &ss.stopped, func(req *discoveryv3.DeltaDiscoveryRequest) error {
+	ss.req.expect = ss.expect
+	recv := func() (*discoveryv3.DeltaDiscoveryRequest, error) {
+		if err := st.RecvMsg(&ss.req); err != nil {
+			return nil, err
+		}
+		return &ss.req.DeltaDiscoveryRequest, nil
+	}
+	end := handleRequests(recv, &ss.mu, &ss.stopped, func(req *discoveryv3.DeltaDiscoveryRequest) error {
 		return d.request(st, ss, req)
 	})
 	for {
@@ -574,6 +597,7 @@ func (d *deltaServer) respondFrom(st grpc.ServerStream, ss *deltaStreamState, dt
 	dt.base, dt.baseAll, dt.over, dt.open, dt.force = ts, dt.wildcard, nil, false, false
 	ss.nonce++
 	msg := &deltaMsg{body: body, version: version, nonce: strconv.FormatInt(ss.nonce, 10)}
+	dt.nonce = msg.nonce
 	if r, ok := d.cb.(sentRecorder); ok {
 		r.deltaSent(ss.id, dt.typeURL, msg.nonce, version)
 	} else {

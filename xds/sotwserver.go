@@ -91,7 +91,8 @@ type sotwServer struct {
 	// cb is told of streams, requests and responses as go-control-plane's server tells its
 	// callbacks, but that a response passed to OnStreamResponse has no resources (they are
 	// encoded already) and its request is nil, and that a cb that is a sentRecorder
-	// (callbacks.go) is told of a response by sotwSent instead; nil for none.
+	// (callbacks.go) is told of a response by sotwSent instead; nil for none. A request passed
+	// to OnStreamRequest is the stream's, received into again after the call (decode.go).
 	cb      sotw.Callbacks
 	streams atomic.Int64 // numbers streams
 }
@@ -122,6 +123,8 @@ type sotwConn struct {
 	// stream's handler returns.
 	mu      sync.Mutex
 	stopped bool
+	// req is what every request is received into (decode.go), on the receiving goroutine.
+	req sotwRequest
 
 	// wake is signalled (never blocking) by the cache when a snapshot of the node changes.
 	wake chan struct{}
@@ -141,6 +144,9 @@ type sotwType struct {
 	open       bool
 	reqVersion string
 	nonce      string // of the latest response; "" before
+	version    string // of the latest response
+	// reqNames are the resource names of the latest request, as received (never modified).
+	reqNames []string
 	// What the latest response returned: the resources of ret (all of them, or those named in
 	// retNames), less those unsubscribed since.
 	ret      *typeSet
@@ -284,7 +290,14 @@ func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequ
 			return err
 		}
 	}
-	end := handleRequests(st.Recv, &conn.mu, &conn.stopped, conn.request)
+	conn.req.expect = conn.expect
+	recv := func() (*discoveryv3.DiscoveryRequest, error) {
+		if err := st.RecvMsg(&conn.req); err != nil {
+			return nil, err
+		}
+		return &conn.req.DiscoveryRequest, nil
+	}
+	end := handleRequests(recv, &conn.mu, &conn.stopped, conn.request)
 	for {
 		select {
 		case <-x.ctx.Done():
@@ -319,6 +332,17 @@ func (conn *sotwConn) close() {
 	if conn.x.cb != nil {
 		conn.x.cb.OnStreamClosed(conn.id, conn.node)
 	}
+}
+
+// expect returns what the stream expects in a request of typeURL: an ACK of its latest
+// response, naming what the latest request named.
+func (conn *sotwConn) expect(typeURL string) ackExpect {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if ty, _ := conn.typ(typeURL); ty != nil {
+		return ackExpect{version: ty.version, nonce: ty.nonce, names: ty.reqNames}
+	}
+	return ackExpect{}
 }
 
 // typ returns the stream's state of typeURL, nil before its first request.
@@ -369,7 +393,7 @@ func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 	default:
 		ty.resubscribe(req.GetResourceNames())
 	}
-	ty.reqVersion, ty.open = req.GetVersionInfo(), true
+	ty.reqVersion, ty.open, ty.reqNames = req.GetVersionInfo(), true, req.GetResourceNames()
 
 	c := conn.c
 	c.mu.Lock()
@@ -439,7 +463,7 @@ func (conn *sotwConn) respond(ty *sotwType, ts *typeSet) error {
 	} else {
 		body = encodeSotwBody("", ty.typeURL, nil)
 	}
-	ty.open, ty.nonce = false, nonce
+	ty.open, ty.nonce, ty.version = false, nonce, version
 	ty.ret, ty.retAll, ty.retNames = ts, ty.sub.all(), ty.sub.names
 	if ty.retAll {
 		ty.retNames = nil
