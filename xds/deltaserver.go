@@ -407,8 +407,8 @@ func (ss *deltaStreamState) expect(typeURL string) ackExpect {
 // makes due. Both hold ss.mu while they handle, so the stream's state and its sends are never
 // concurrent.
 func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	ctx, cancel := killable(st.Context())
-	defer cancel(nil)
+	ctx, cancel := streamContext(st.Context(), d.ctx)
+	defer cancel()
 	ss := &deltaStreamState{id: deltaStreamBase + d.count.Add(1), conn: &deltaConn{wake: make(chan struct{}, 1)},
 		node: &corev3.Node{}, types: map[string]*deltaType{}}
 	cb := d.cb
@@ -436,10 +436,8 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	})
 	for {
 		select {
-		case <-d.ctx.Done():
-			return nil
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return streamEnd(ctx)
 		case err := <-end:
 			return err
 		case <-ss.conn.wake:
@@ -744,14 +742,17 @@ const (
 // encodeDeltaBody encodes a response's type URL, resources and removed names; each large
 // resource value is referenced as its own buffer (the wire's bytes), not copied.
 func encodeDeltaBody(typeURL string, entries []deltaEntry, removed []string) *deltaBody {
-	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed}
 	size := protowire.SizeTag(fDeltaTypeURL) + protowire.SizeBytes(len(typeURL))
+	nbufs := 1
 	for _, e := range entries {
 		size += 32 + len(e.name) + len(e.version) + len(e.any.GetTypeUrl())
 		if len(e.any.GetValue()) <= deltaInline {
 			size += len(e.any.GetValue())
+		} else {
+			nbufs += 2
 		}
 	}
+	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed, bufs: make(mem.BufferSlice, 0, nbufs)}
 	for _, name := range removed {
 		size += protowire.SizeTag(fDeltaRemoved) + protowire.SizeBytes(len(name))
 	}

@@ -1,6 +1,10 @@
 package xds
 
-import "sync"
+import (
+	"context"
+	"errors"
+	"sync"
+)
 
 // handleRequests reads a stream's requests on a goroutine of its own and handles each one on
 // that goroutine, holding mu: a request (mostly an ACK) costs no hand-over to the stream's
@@ -34,4 +38,23 @@ func handleRequests[T any](recv func() (T, error), mu *sync.Mutex, stopped *bool
 		}
 	}()
 	return end
+}
+
+// streamContext returns a stream's context (killable, ads.go) that also ends when the server's
+// ends, so that a stream's goroutine waits on one channel for both; streamEnd turns its cause
+// into what the handler returns: nil when the server closed, else the kill's cause.
+func streamContext(parent, server context.Context) (context.Context, func()) {
+	ctx, cancel := killable(parent)
+	stop := context.AfterFunc(server, func() { cancel(ErrClosed) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+func streamEnd(ctx context.Context) error {
+	if err := context.Cause(ctx); !errors.Is(err, ErrClosed) {
+		return err
+	}
+	return nil
 }

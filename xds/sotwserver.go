@@ -280,8 +280,8 @@ func (ty *sotwType) due(ts *typeSet) bool {
 // goroutine (handleRequests); this one answers what a new snapshot makes due. Both hold
 // conn.mu while they handle, so the stream's state and its sends are never concurrent.
 func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
-	ctx, cancel := killable(st.Context())
-	defer cancel(nil)
+	ctx, cancel := streamContext(st.Context(), x.ctx)
+	defer cancel()
 	conn := &sotwConn{x: x, c: x.cache, st: st, id: sotwStreamBase + x.streams.Add(1), node: &corev3.Node{},
 		wake: make(chan struct{}, 1)}
 	defer conn.close()
@@ -300,10 +300,8 @@ func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequ
 	end := handleRequests(recv, &conn.mu, &conn.stopped, conn.request)
 	for {
 		select {
-		case <-x.ctx.Done():
-			return nil
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return streamEnd(ctx)
 		case err := <-end:
 			return err
 		case <-conn.wake:
@@ -607,13 +605,16 @@ const (
 func encodeSotwBody(version, typeURL string, anys []*anypb.Any) *sotwBody {
 	size := protowire.SizeTag(fSotwVersion) + protowire.SizeBytes(len(version)) +
 		protowire.SizeTag(fSotwTypeURL) + protowire.SizeBytes(len(typeURL))
+	nbufs := 1
 	for _, a := range anys {
 		size += 16 + len(a.GetTypeUrl())
 		if len(a.GetValue()) <= deltaInline {
 			size += len(a.GetValue())
+		} else {
+			nbufs += 2
 		}
 	}
-	b := &sotwBody{}
+	b := &sotwBody{bufs: make(mem.BufferSlice, 0, nbufs)}
 	buf := make([]byte, 0, size)
 	start := 0
 	if version != "" {
