@@ -184,6 +184,11 @@ func (c *watchCache) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.
 		if ns.types[t] == prev && old != nil {
 			continue
 		}
+		if prev != nil && ns.types[t] != nil && len(c.deltaConns[nodeID]) > 0 {
+			// What the node's delta streams in step with prev are due, worked out here, once
+			// per group and step, rather than by the first stream that wakes (deltaViews).
+			ns.types[t].diffFrom(prev)
+		}
 		if !woken {
 			n.wakeSotw()
 			for dc := range c.deltaConns[nodeID] {
