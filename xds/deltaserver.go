@@ -803,6 +803,7 @@ type deltaMsg struct {
 	body           *deltaBody
 	version, nonce string
 
+	bufs [msgInlineBufs]mem.Buffer // wire's, when they fit (sotwserver.go)
 	once sync.Once
 	msg  *emptypb.Empty // the encoding as unknown fields, made on first use
 }
@@ -815,9 +816,7 @@ func (m *deltaMsg) wire() mem.BufferSlice {
 	}
 	tail = protowire.AppendTag(tail, fDeltaNonce, protowire.BytesType)
 	tail = protowire.AppendString(tail, m.nonce)
-	out := make(mem.BufferSlice, len(m.body.bufs), len(m.body.bufs)+1)
-	copy(out, m.body.bufs)
-	return append(out, mem.SliceBuffer(tail))
+	return appendWire(m.bufs[:0], m.body.bufs, mem.SliceBuffer(tail))
 }
 
 func (m *deltaMsg) ProtoReflect() protoreflect.Message {

@@ -114,6 +114,9 @@ type Server struct {
 	cancel   context.CancelFunc
 
 	setMu sync.Mutex // serialises SetSnapshot
+	// pubOld and pubRendered are publish's maps, kept (empty) between publishes so that a
+	// mesh-wide change does not allocate them afresh; under setMu.
+	pubOld, pubRendered map[Proxy]*group
 
 	mu        sync.Mutex
 	closed    bool
@@ -470,7 +473,14 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
 	prev, prevBundle, m := s.snap, s.bundle, s.memo
 	work := s.neededProxies()
-	old := make(map[Proxy]*group, len(work))
+	if s.pubOld == nil {
+		s.pubOld, s.pubRendered = map[Proxy]*group{}, map[Proxy]*group{}
+	}
+	old, rendered := s.pubOld, s.pubRendered
+	defer func() {
+		clear(old) // holds no group past the publish
+		clear(rendered)
+	}()
 	for _, p := range work {
 		old[p] = s.groups[p]
 	}
@@ -498,7 +508,6 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		return !ch.affects(p.Service, g.deps)
 	}
-	rendered := make(map[Proxy]*group, len(work))
 	// Nodes may connect while we render: their groups are missing or were rendered from prev.
 	// Each round renders, unlocked, what the last look under s.mu found missing; whether a
 	// proxy is affected at all, and what of it is rendered again, is worked out by the

@@ -493,15 +493,25 @@ func (n *cacheNode) wakeSotw() {
 type sotwMsg struct {
 	body *sotwBody // never modified
 	tail []byte
-	msg  *emptypb.Empty // ProtoReflect's
+	bufs [msgInlineBufs]mem.Buffer // wire's, when they fit
+	msg  *emptypb.Empty            // ProtoReflect's
 }
 
 var _ preEncoded = (*sotwMsg)(nil)
 
+// msgInlineBufs is how many buffers a response message holds without allocating a list.
+const msgInlineBufs = 6
+
 func (r *sotwMsg) wire() mem.BufferSlice {
-	out := make(mem.BufferSlice, len(r.body.bufs), len(r.body.bufs)+1)
-	copy(out, r.body.bufs)
-	return append(out, mem.SliceBuffer(r.tail))
+	return appendWire(r.bufs[:0], r.body.bufs, mem.SliceBuffer(r.tail))
+}
+
+// appendWire appends a body's buffers and tail to out (whose capacity is used when it fits).
+func appendWire(out, body mem.BufferSlice, tail mem.Buffer) mem.BufferSlice {
+	if cap(out) < len(body)+1 {
+		out = make(mem.BufferSlice, 0, len(body)+1)
+	}
+	return append(append(out, body...), tail)
 }
 
 // ProtoReflect makes a sotwMsg a proto.Message encoding to its bytes, for gRPC servers
