@@ -33,8 +33,11 @@ import (
 //   - The wire bytes of a response body (version_info, resources, type_url) are built once per
 //     typeSet and set of requested names, and every stream of the group that sends it sends
 //     those very bytes (preEncoded, grpcopts.go); only the nonce, a field of its own appended
-//     after the body, is per stream. Bodies are held weakly: shared while streams are sending
-//     them, garbage once sent, so a served configuration is not held twice in memory.
+//     after the body, is per stream. A body references each large resource's marshalled bytes
+//     (wire.go) rather than copying them. Bodies are held weakly: shared while streams are
+//     sending them, garbage once sent, so a served configuration is not held twice in memory.
+//   - A request is received into the stream's one message, an ACK without allocating
+//     (decode.go).
 //   - A stream is two goroutines: the one that reads requests handles each itself (an ACK
 //     wakes nobody), and gRPC's handler answers what a new snapshot makes due: no
 //     reflect.Select, no per-type channels. A new snapshot of a node wakes its streams, each of
