@@ -9,7 +9,7 @@ import (
 
 // ads serves the aggregated discovery service: state of the world with the server's own
 // (sotwserver.go; go-control-plane's with WithControlPlaneSotW or WithSnapshotCache), delta
-// with go-control-plane's. Either way the Server can end one stream with an error of its
+// likewise (deltaserver.go; go-control-plane's with WithControlPlaneDeltaServer). Either way the Server can end one stream with an error of its
 // choosing (go-control-plane has no such hook; killable below): a node whose
 // service disappears from the mesh, or that connected before the first snapshot and names a
 // service the snapshot does not have, gets a NotFound on its stream, as a node that names an
@@ -58,11 +58,11 @@ func (a ads) StreamAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.D
 }
 
 func (a ads) DeltaAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	if a.s.delta != nil {
+		return a.s.delta.serve(st) // deltaserver.go
+	}
 	ctx, cancel := killable(st.Context())
 	defer cancel(nil)
-	if a.s.delta != nil {
-		return run(ctx, func() error { return a.s.delta.serve(deltaStream{st, ctx}) })
-	}
 	return run(ctx, func() error { return a.s.xds.DeltaAggregatedResources(deltaStream{st, ctx}) })
 }
 

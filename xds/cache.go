@@ -94,6 +94,11 @@ type typeSet struct {
 type typeDiff struct {
 	changed []string // added or with another version
 	removed []string
+
+	// bodies are the delta server's responses of the change (deltaserver.go's diffBody), by
+	// subscription: wildcardNames, or the interned names of a named one; nil for nothing due.
+	mu     sync.Mutex
+	bodies map[*nameSet]*deltaBody
 }
 
 type cacheNode struct {
@@ -178,6 +183,11 @@ func (c *watchCache) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.
 		}
 		if ns.types[t] == prev && old != nil {
 			continue
+		}
+		if prev != nil && ns.types[t] != nil && len(c.deltaConns[nodeID]) > 0 {
+			// What the node's delta streams in step with prev are due, worked out here, once
+			// per group and step, rather than by the first stream that wakes (deltaViews).
+			ns.types[t].diffFrom(prev)
 		}
 		if !woken {
 			n.wakeSotw()
@@ -322,21 +332,30 @@ func (c *watchCache) deltaUnwatch(nodeID string, dc *deltaConn) {
 	}
 }
 
-// deltaView returns the node's typeSet of dt's type, and its difference from the typeSet dt's
-// client was last sent when it holds exactly what it was sent (dt.inStep); ok is false while
-// the node has no snapshot.
-func (c *watchCache) deltaView(nodeID string, dt *deltaType) (ts *typeSet, diff *typeDiff, ok bool) {
+// deltaView is what the delta server sees of a node's type: ts, the node's typeSet of it, and
+// diff, its difference from the typeSet a stream's client was last sent when the client holds
+// exactly what it was sent (deltaType.inStep); ok is false while the node has no snapshot.
+type deltaView struct {
+	ts   *typeSet
+	diff *typeDiff
+	ok   bool
+}
+
+// deltaViews sets out[i] to the node's view of dts[i]'s type, all from the same snapshot.
+func (c *watchCache) deltaViews(nodeID string, dts []*deltaType, out []deltaView) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.nodes[nodeID]
 	if n == nil || n.snap == nil {
-		return nil, nil, false
+		return
 	}
-	ts = n.typeOf(dt.t)
-	if dt.inStep() && ts != nil && dt.base != ts {
-		diff = ts.diffFrom(dt.base)
+	for i, dt := range dts {
+		ts := n.typeOf(dt.t)
+		out[i] = deltaView{ts: ts, ok: true}
+		if dt.inStep() && ts != nil && dt.base != ts {
+			out[i].diff = ts.diffFrom(dt.base)
+		}
 	}
-	return ts, diff, true
 }
 
 // ClearSnapshot forgets a node: its snapshot and its open watches (which are never answered).

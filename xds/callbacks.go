@@ -81,6 +81,22 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3
 	c.s().sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
+// sentRecorder is implemented by callbacks that take what OnStreamResponse and
+// OnStreamDeltaResponse take of a response of the server's own ADS servers without a response
+// message being built for them: the type URL, nonce and version of what stream id was sent.
+type sentRecorder interface {
+	sotwSent(id int64, typeURL, nonce, version string)
+	deltaSent(id int64, typeURL, nonce, version string)
+}
+
+func (c *callbacks) sotwSent(id int64, typeURL, nonce, version string) {
+	c.s().sent(id, typeURL, nonce, version)
+}
+
+func (c *callbacks) deltaSent(id int64, typeURL, nonce, version string) {
+	c.s().sent(deltaStreamID(id), typeURL, nonce, version)
+}
+
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	id = deltaStreamID(id)
 	s := c.s()

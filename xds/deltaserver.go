@@ -68,7 +68,10 @@ type deltaServer struct {
 	sets   nameSets
 }
 
-// deltaCallbacks are go-control-plane's delta callbacks: the Server's (callbacks.go).
+// deltaCallbacks are go-control-plane's delta callbacks: the Server's (callbacks.go). When
+// they are a sentRecorder, a response is told to deltaSent rather than OnStreamDeltaResponse.
+// A request passed to OnStreamDeltaRequest is the stream's, received into again after the
+// call (decode.go).
 type deltaCallbacks interface {
 	OnDeltaStreamOpen(context.Context, int64, string) error
 	OnDeltaStreamClosed(int64, *corev3.Node)
@@ -108,8 +111,9 @@ type deltaType struct {
 	base    *typeSet
 	baseAll bool
 	over    map[string]heldVersion
-	open    bool // a request awaits a response (go-control-plane's open watch)
-	force   bool // the open request had no nonce: a wildcard one is answered even with nothing
+	nonce   string // of the latest response
+	open    bool   // a request awaits a response (go-control-plane's open watch)
+	force   bool   // the open request had no nonce: a wildcard one is answered even with nothing
 }
 
 // heldVersion is a version the client holds, or (!has) that it holds none.
@@ -374,19 +378,44 @@ type deltaStreamState struct {
 	// callbacks hold a stream to its first node too).
 	nodeID string
 	types  map[string]*deltaType
+	known  [types.UnknownType]*deltaType // the types of types that the server knows, by index
 	nonce  int64
 	// unknown counts the unknown type URLs in types, at most maxUnknownTypes (sotwserver.go).
 	unknown int
+	// mu is held while a request or a wake-up is handled; stopped is set, under it, when the
+	// stream's handler returns.
+	mu      sync.Mutex
+	stopped bool
+	// req is what every request is received into (decode.go), on the receiving goroutine.
+	req deltaRequest
+}
+
+// expect returns what the stream expects in a request of typeURL: an ACK of its latest
+// response.
+func (ss *deltaStreamState) expect(typeURL string) ackExpect {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if dt := ss.types[typeURL]; dt != nil {
+		return ackExpect{nonce: dt.nonce}
+	}
+	return ackExpect{}
 }
 
 // serve serves one DeltaAggregatedResources stream until the client ends it, a callback or a
-// send fails, or the server closes.
+// send fails, the server closes, or the Server kills it (ads.go's killable). Requests are
+// handled on the receiving goroutine (handleRequests); this one answers what a new snapshot
+// makes due. Both hold ss.mu while they handle, so the stream's state and its sends are never
+// concurrent.
 func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	ctx := st.Context()
+	ctx, cancel := streamContext(st.Context(), d.ctx)
+	defer cancel()
 	ss := &deltaStreamState{id: deltaStreamBase + d.count.Add(1), conn: &deltaConn{wake: make(chan struct{}, 1)},
 		node: &corev3.Node{}, types: map[string]*deltaType{}}
 	cb := d.cb
 	defer func() {
+		ss.mu.Lock()
+		ss.stopped = true
+		ss.mu.Unlock()
 		if ss.nodeID != "" {
 			d.c.deltaUnwatch(ss.nodeID, ss.conn)
 		}
@@ -395,91 +424,125 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	if err := cb.OnDeltaStreamOpen(ctx, ss.id, resourcev3.AnyType); err != nil {
 		return err
 	}
-	rctx, rcancel := context.WithCancel(ctx)
-	defer rcancel()
-	stop := context.AfterFunc(d.ctx, rcancel)
-	defer stop()
-	reqs := receive(rctx, st.Recv)
+	ss.req.expect = ss.expect
+	recv := func() (*discoveryv3.DeltaDiscoveryRequest, error) {
+		if err := st.RecvMsg(&ss.req); err != nil {
+			return nil, err
+		}
+		return &ss.req.DeltaDiscoveryRequest, nil
+	}
+	end := handleRequests(recv, &ss.mu, &ss.stopped, func(req *discoveryv3.DeltaDiscoveryRequest) error {
+		return d.request(st, ss, req)
+	})
 	for {
 		select {
-		case <-d.ctx.Done():
-			return nil
 		case <-ctx.Done():
-			return nil
+			return streamEnd(ctx)
+		case err := <-end:
+			return err
 		case <-ss.conn.wake:
-			if err := d.respondAll(st, ss); err != nil {
-				return err
-			}
-		case req, more := <-reqs:
-			if !more {
-				return nil
-			}
-			// Changes that arrived before the request are answered first, as go-control-plane
-			// sends the responses its cache queued before it handles a request.
-			select {
-			case <-ss.conn.wake:
-				if err := d.respondAll(st, ss); err != nil {
-					return err
-				}
-			default:
-			}
-			if err := cb.OnStreamDeltaRequest(ss.id, req); err != nil {
-				return err
-			}
-			if req.GetNode() != nil {
-				ss.node = req.GetNode()
-			}
-			if req.GetTypeUrl() == "" {
-				return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
-			}
-			if ss.nodeID == "" {
-				ss.nodeID = ss.node.GetId()
-				d.c.deltaWatch(ss.nodeID, ss.conn)
-			}
-			dt := ss.types[req.GetTypeUrl()]
-			if dt == nil {
-				if responseType(req.GetTypeUrl()) == types.UnknownType {
-					if ss.unknown >= maxUnknownTypes {
-						return status.Errorf(codes.InvalidArgument, "more than %d unknown resource types", maxUnknownTypes)
-					}
-					ss.unknown++
-				}
-				dt = newDeltaType(&d.sets, req.GetTypeUrl(), req)
-				ss.types[req.GetTypeUrl()] = dt
-			} else {
-				dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
-			}
-			dt.open, dt.force = true, req.GetResponseNonce() == ""
-			if err := d.respond(st, ss, dt); err != nil {
+			ss.mu.Lock()
+			err := d.respondAll(st, ss)
+			ss.mu.Unlock()
+			if err != nil {
 				return err
 			}
 		}
 	}
 }
 
+// request handles one request: callbacks, subscription, and an answer if one is due. Called
+// with ss.mu held.
+func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *discoveryv3.DeltaDiscoveryRequest) error {
+	// Changes that arrived before the request are answered first, as go-control-plane sends
+	// the responses its cache queued before it handles a request.
+	select {
+	case <-ss.conn.wake:
+		if err := d.respondAll(st, ss); err != nil {
+			return err
+		}
+	default:
+	}
+	if err := d.cb.OnStreamDeltaRequest(ss.id, req); err != nil {
+		return err
+	}
+	if req.GetNode() != nil {
+		ss.node = req.GetNode()
+	}
+	if req.GetTypeUrl() == "" {
+		return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
+	}
+	if ss.nodeID == "" {
+		ss.nodeID = ss.node.GetId()
+		d.c.deltaWatch(ss.nodeID, ss.conn)
+	}
+	dt := ss.types[req.GetTypeUrl()]
+	if dt == nil {
+		if responseType(req.GetTypeUrl()) == types.UnknownType {
+			if ss.unknown >= maxUnknownTypes {
+				return status.Errorf(codes.InvalidArgument, "more than %d unknown resource types", maxUnknownTypes)
+			}
+			ss.unknown++
+		}
+		dt = newDeltaType(&d.sets, req.GetTypeUrl(), req)
+		ss.types[req.GetTypeUrl()] = dt
+		if dt.t < types.UnknownType {
+			ss.known[dt.t] = dt
+		}
+	} else {
+		dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	}
+	dt.open, dt.force = true, req.GetResponseNonce() == ""
+	return d.respond(st, ss, dt)
+}
+
 // respondAll answers every open request of the stream that something is now due to, in the
 // order Envoy applies a change without dropping traffic: clusters before their endpoints,
-// then listeners before their routes, then the rest.
+// then listeners before their routes, then the rest (deltaOrder; unknown types last, by type
+// URL). The known types are answered from one look at the cache.
 func (d *deltaServer) respondAll(st grpc.ServerStream, ss *deltaStreamState) error {
-	open := make([]*deltaType, 0, len(ss.types))
-	for _, dt := range ss.types {
-		if dt.open {
-			open = append(open, dt)
+	var open [types.UnknownType]*deltaType
+	var views [types.UnknownType]deltaView
+	n := 0
+	for _, t := range deltaOrder {
+		if dt := ss.known[t]; dt != nil && dt.open {
+			open[n] = dt
+			n++
 		}
 	}
-	slices.SortFunc(open, func(a, b *deltaType) int {
-		if c := cmp.Compare(deltaRank(a.t), deltaRank(b.t)); c != 0 {
-			return c
+	d.c.deltaViews(ss.nodeID, open[:n], views[:n])
+	for i, dt := range open[:n] {
+		if err := d.respondFrom(st, ss, dt, views[i]); err != nil {
+			return err
 		}
-		return cmp.Compare(a.typeURL, b.typeURL)
-	})
-	for _, dt := range open {
+	}
+	if ss.unknown == 0 {
+		return nil
+	}
+	var unknown []*deltaType
+	for _, dt := range ss.types {
+		if dt.t == types.UnknownType && dt.open {
+			unknown = append(unknown, dt)
+		}
+	}
+	slices.SortFunc(unknown, func(a, b *deltaType) int { return cmp.Compare(a.typeURL, b.typeURL) })
+	for _, dt := range unknown {
 		if err := d.respond(st, ss, dt); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// deltaOrder is the order of the known types in which respondAll answers them.
+var deltaOrder = func() []types.ResponseType {
+	order := make([]types.ResponseType, 0, types.UnknownType)
+	for t := range types.UnknownType {
+		order = append(order, t)
+	}
+	slices.SortStableFunc(order, func(a, b types.ResponseType) int { return cmp.Compare(deltaRank(a), deltaRank(b)) })
+	return order
+}()
 
 func deltaRank(t types.ResponseType) int {
 	switch t {
@@ -498,15 +561,33 @@ func deltaRank(t types.ResponseType) int {
 // respond sends dt what is due from the node's current snapshot, if anything; an open request
 // waits (nothing due, or no snapshot yet) for the node's next snapshot.
 func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, dt *deltaType) error {
-	ts, diff, ok := d.c.deltaView(ss.nodeID, dt)
-	if !ok || dt.upToDate(ts) {
+	var v [1]deltaView
+	d.c.deltaViews(ss.nodeID, []*deltaType{dt}, v[:])
+	return d.respondFrom(st, ss, dt, v[0])
+}
+
+// respondFrom sends dt what is due from v, the node's snapshot of dt's type, if anything.
+func (d *deltaServer) respondFrom(st grpc.ServerStream, ss *deltaStreamState, dt *deltaType, v deltaView) error {
+	ts, diff := v.ts, v.diff
+	if !v.ok || dt.upToDate(ts) {
 		return nil
 	}
-	entries, removed, send := dt.content(ts, diff)
-	if !send {
-		return nil
+	var body *deltaBody
+	if diff != nil {
+		body = d.diffBody(dt, ts, diff)
+		if body == nil {
+			if !(dt.wildcard && dt.force) {
+				return nil
+			}
+			body = d.body(dt.typeURL, nil, nil)
+		}
+	} else {
+		entries, removed, send := dt.content(ts, diff)
+		if !send {
+			return nil
+		}
+		body = d.body(dt.typeURL, entries, removed)
 	}
-	body := d.body(dt.typeURL, entries, removed)
 	version := ""
 	if ts != nil {
 		version = ts.version
@@ -514,9 +595,44 @@ func (d *deltaServer) respond(st grpc.ServerStream, ss *deltaStreamState, dt *de
 	dt.base, dt.baseAll, dt.over, dt.open, dt.force = ts, dt.wildcard, nil, false, false
 	ss.nonce++
 	msg := &deltaMsg{body: body, version: version, nonce: strconv.FormatInt(ss.nonce, 10)}
-	d.cb.OnStreamDeltaResponse(ss.id, nil,
-		&discoveryv3.DeltaDiscoveryResponse{TypeUrl: dt.typeURL, SystemVersionInfo: version, Nonce: msg.nonce})
+	dt.nonce = msg.nonce
+	if r, ok := d.cb.(sentRecorder); ok {
+		r.deltaSent(ss.id, dt.typeURL, msg.nonce, version)
+	} else {
+		d.cb.OnStreamDeltaResponse(ss.id, nil,
+			&discoveryv3.DeltaDiscoveryResponse{TypeUrl: dt.typeURL, SystemVersionInfo: version, Nonce: msg.nonce})
+	}
 	return st.SendMsg(msg)
+}
+
+// wildcardNames keys the bodies of wildcard subscriptions in typeDiff.bodies.
+var wildcardNames = &nameSet{}
+
+// diffBody returns the body of what is due to dt, whose client holds exactly dt.base, now that
+// the type is ts (diff is ts's difference from dt.base); nil when nothing changed of what dt
+// subscribes to. It is worked out once per change for every stream that subscribes the same
+// way (wildcard, or the same interned names) and kept with the diff, which lives as long as
+// ts does and is the difference of ts from one base only: the streams of a group step
+// together.
+func (d *deltaServer) diffBody(dt *deltaType, ts *typeSet, diff *typeDiff) *deltaBody {
+	key := dt.namesRef
+	if dt.wildcard {
+		key = wildcardNames
+	}
+	diff.mu.Lock()
+	defer diff.mu.Unlock()
+	if b, ok := diff.bodies[key]; ok {
+		return b
+	}
+	var b *deltaBody
+	if entries, removed, _ := dt.content(ts, diff); len(entries) > 0 || len(removed) > 0 {
+		b = d.body(dt.typeURL, entries, removed)
+	}
+	if diff.bodies == nil {
+		diff.bodies = map[*nameSet]*deltaBody{}
+	}
+	diff.bodies[key] = b
+	return b
 }
 
 // deltaBody is the encoding of a delta response but for its nonce and system version: its
@@ -626,14 +742,17 @@ const (
 // encodeDeltaBody encodes a response's type URL, resources and removed names; each large
 // resource value is referenced as its own buffer (the wire's bytes), not copied.
 func encodeDeltaBody(typeURL string, entries []deltaEntry, removed []string) *deltaBody {
-	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed}
 	size := protowire.SizeTag(fDeltaTypeURL) + protowire.SizeBytes(len(typeURL))
+	nbufs := 1
 	for _, e := range entries {
 		size += 32 + len(e.name) + len(e.version) + len(e.any.GetTypeUrl())
 		if len(e.any.GetValue()) <= deltaInline {
 			size += len(e.any.GetValue())
+		} else {
+			nbufs += 2
 		}
 	}
+	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed, bufs: make(mem.BufferSlice, 0, nbufs)}
 	for _, name := range removed {
 		size += protowire.SizeTag(fDeltaRemoved) + protowire.SizeBytes(len(name))
 	}
@@ -684,6 +803,7 @@ type deltaMsg struct {
 	body           *deltaBody
 	version, nonce string
 
+	bufs [msgInlineBufs]mem.Buffer // wire's, when they fit (sotwserver.go)
 	once sync.Once
 	msg  *emptypb.Empty // the encoding as unknown fields, made on first use
 }
@@ -696,9 +816,7 @@ func (m *deltaMsg) wire() mem.BufferSlice {
 	}
 	tail = protowire.AppendTag(tail, fDeltaNonce, protowire.BytesType)
 	tail = protowire.AppendString(tail, m.nonce)
-	out := make(mem.BufferSlice, len(m.body.bufs), len(m.body.bufs)+1)
-	copy(out, m.body.bufs)
-	return append(out, mem.SliceBuffer(tail))
+	return appendWire(m.bufs[:0], m.body.bufs, mem.SliceBuffer(tail))
 }
 
 func (m *deltaMsg) ProtoReflect() protoreflect.Message {

@@ -32,7 +32,8 @@ func GRPCServerOptions() []grpc.ServerOption {
 
 // unpooledCodec is gRPC's proto codec encoding into a buffer of the message's size, owned by
 // nobody once written. It decodes as gRPC's codec does. A message that carries its own wire
-// encoding (preEncoded) is sent as that encoding, unchanged and uncopied.
+// encoding (preEncoded) is sent as that encoding, unchanged and uncopied; one that decodes
+// itself (preDecoded, decode.go) is handed the received bytes, which it must not keep.
 type unpooledCodec struct{}
 
 // preEncoded is a message whose wire encoding is already made, and may be shared by every
@@ -60,6 +61,14 @@ func (unpooledCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (unpooledCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if p, ok := v.(preDecoded); ok { // decode.go
+		if len(data) == 1 {
+			return p.decodeWire(data[0].ReadOnlyData())
+		}
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		return p.decodeWire(buf.ReadOnlyData())
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("proto: cannot unmarshal into %T, want proto.Message", v)

@@ -7,6 +7,9 @@ import (
 // metrics are the server's Prometheus metrics; Collectors exposes them for the HTTP server's
 // registry (the server does not register them globally, so that tests can run many servers).
 type metrics struct {
+	// ackCounts are the counters of acks by type URL as received (a type URL not served counts
+	// as "other"), so that an ACK costs no label lookup; under Server.mu.
+	ackCounts    map[string]prometheus.Counter
 	acks         *prometheus.CounterVec
 	nacks        *prometheus.CounterVec
 	pushes       prometheus.Counter
@@ -65,4 +68,22 @@ func newMetrics(s *Server) *metrics {
 func (s *Server) Collectors() []prometheus.Collector {
 	m := s.metrics
 	return []prometheus.Collector{m.acks, m.nacks, m.pushes, m.renders, m.setSnapshot, m.rejected, m.proxies, m.streamsGauge}
+}
+
+// maxAckCounters bounds metrics.ackCounts (type URLs come from clients).
+const maxAckCounters = 32
+
+// ack counts an ACK of typeURL. Called with Server.mu held.
+func (m *metrics) ack(typeURL string) {
+	c := m.ackCounts[typeURL]
+	if c == nil {
+		c = m.acks.WithLabelValues(metricType(typeURL))
+		if m.ackCounts == nil {
+			m.ackCounts = map[string]prometheus.Counter{}
+		}
+		if len(m.ackCounts) < maxAckCounters {
+			m.ackCounts[typeURL] = c
+		}
+	}
+	c.Inc()
 }

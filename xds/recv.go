@@ -1,25 +1,60 @@
 package xds
 
-import "context"
+import (
+	"context"
+	"errors"
+	"sync"
+)
 
-// receive reads a stream's requests on its own goroutine and hands them over on the returned
-// channel, which is closed when the stream fails (the client went away) or ctx ends. The ADS
-// servers select over it and their wake-ups; the goroutine ends with the stream.
-func receive[T any](ctx context.Context, recv func() (T, error)) <-chan T {
-	reqs := make(chan T)
+// handleRequests reads a stream's requests on a goroutine of its own and handles each one on
+// that goroutine, holding mu: a request (mostly an ACK) costs no hand-over to the stream's
+// goroutine, which only wakes for what the cache changes. The returned channel receives
+// exactly one value when the loop ends: nil at the stream's first failing Recv (the client
+// went away, or the stream ended), or handle's first error. Once *stopped is true (set under
+// mu by the stream's goroutine as it returns), nothing more is handled, so nothing is sent or
+// reported to the callbacks for a stream that has ended; the goroutine ends with the stream's
+// next failing Recv.
+func handleRequests[T any](recv func() (T, error), mu *sync.Mutex, stopped *bool, handle func(T) error) <-chan error {
+	end := make(chan error, 1)
 	go func() {
-		defer close(reqs)
 		for {
 			req, err := recv()
 			if err != nil {
+				end <- nil
 				return
 			}
-			select {
-			case reqs <- req:
-			case <-ctx.Done():
+			mu.Lock()
+			if *stopped {
+				mu.Unlock()
+				end <- nil
+				return
+			}
+			err = handle(req)
+			mu.Unlock()
+			if err != nil {
+				end <- err
 				return
 			}
 		}
 	}()
-	return reqs
+	return end
+}
+
+// streamContext returns a stream's context (killable, ads.go) that also ends when the server's
+// ends, so that a stream's goroutine waits on one channel for both; streamEnd turns its cause
+// into what the handler returns: nil when the server closed, else the kill's cause.
+func streamContext(parent, server context.Context) (context.Context, func()) {
+	ctx, cancel := killable(parent)
+	stop := context.AfterFunc(server, func() { cancel(ErrClosed) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+func streamEnd(ctx context.Context) error {
+	if err := context.Cause(ctx); !errors.Is(err, ErrClosed) {
+		return err
+	}
+	return nil
 }

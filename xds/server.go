@@ -114,6 +114,9 @@ type Server struct {
 	cancel   context.CancelFunc
 
 	setMu sync.Mutex // serialises SetSnapshot
+	// pubOld and pubRendered are publish's maps, kept (empty) between publishes so that a
+	// mesh-wide change does not allocate them afresh; under setMu.
+	pubOld, pubRendered map[Proxy]*group
 
 	mu        sync.Mutex
 	closed    bool
@@ -122,10 +125,10 @@ type Server struct {
 	memo      *memo // the resources shared by the proxies of snap (shared.go)
 	groups    map[Proxy]*group
 	nodes     map[string]*node
-	// joined counts the streams nodeFor has added to nodes: publish looks for proxies that
-	// connected while it rendered only when it changed.
-	joined  uint64
-	streams map[int64]*streamState
+	// connected counts, per proxy, the nodes that have a stream (kept by nodeFor and
+	// streamClosed), so that a publish finds the proxies to render without a walk of nodes.
+	connected map[Proxy]int
+	streams   map[int64]*streamState
 	// rendering holds the groups groupFor is rendering outside s.mu, so that the proxies of
 	// a group connecting together wait for one rendering rather than each render it.
 	rendering map[Proxy]*inflight
@@ -262,10 +265,11 @@ func NewServer(log *slog.Logger, opts ...Option) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log:     log.With("component", "xds"),
-		groups:  map[Proxy]*group{},
-		nodes:   map[string]*node{},
-		streams: map[int64]*streamState{},
+		log:       log.With("component", "xds"),
+		groups:    map[Proxy]*group{},
+		nodes:     map[string]*node{},
+		connected: map[Proxy]int{},
+		streams:   map[int64]*streamState{},
 
 		renderSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
@@ -469,8 +473,14 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
 	prev, prevBundle, m := s.snap, s.bundle, s.memo
 	work := s.neededProxies()
-	joined := s.joined
-	old := make(map[Proxy]*group, len(work))
+	if s.pubOld == nil {
+		s.pubOld, s.pubRendered = map[Proxy]*group{}, map[Proxy]*group{}
+	}
+	old, rendered := s.pubOld, s.pubRendered
+	defer func() {
+		clear(old) // holds no group past the publish
+		clear(rendered)
+	}()
 	for _, p := range work {
 		old[p] = s.groups[p]
 	}
@@ -498,16 +508,13 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		return !ch.affects(p.Service, g.deps)
 	}
-	rendered := make(map[Proxy]*group, len(work))
-	examined := make(map[Proxy]bool, len(work))
 	// Nodes may connect while we render: their groups are missing or were rendered from prev.
 	// Each round renders, unlocked, what the last look under s.mu found missing; whether a
 	// proxy is affected at all, and what of it is rendered again, is worked out by the
-	// goroutine that renders it.
+	// goroutine that renders it. The proxies examined are the keys of old.
 	for round := 0; ; round++ {
 		todo := make([]Proxy, 0, len(work))
 		for _, p := range work {
-			examined[p] = true
 			if _, ok := rendered[p]; ok {
 				continue
 			}
@@ -521,13 +528,10 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		s.mu.Lock()
 		work = work[:0]
-		if s.joined != joined { // a stream joined meanwhile: maybe a proxy not examined yet
-			joined = s.joined
-			for _, p := range s.neededProxies() {
-				if !examined[p] {
-					work = append(work, p)
-					old[p] = s.groups[p]
-				}
+		for p := range s.connected {
+			if _, ok := old[p]; !ok {
+				work = append(work, p)
+				old[p] = s.groups[p]
 			}
 		}
 		if len(work) == 0 || round == 3 {
@@ -537,7 +541,6 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	}
 	// Still new nodes after a few rounds: render them under the lock, rather than loop.
 	for _, p := range work {
-		examined[p] = true
 		g := old[p]
 		if g != nil && g.snap == snap && (p.Shape != ShapeEnvoy || g.bundle == bundle) || unaffected(p, g) {
 			continue
@@ -549,7 +552,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 		}
 		rendered[p] = ng
 	}
-	sets := s.swap(snap, bundle, m, rendered, examined)
+	sets := s.swap(snap, bundle, m, rendered, old)
 	s.mu.Unlock()
 
 	for _, x := range sets {
@@ -608,8 +611,10 @@ func (s *Server) renderAll(snap, prev *mesh.Snapshot, bundle *trustBundle, m *me
 }
 
 // swap makes snap, bundle and the rendered groups the served ones and returns the nodes whose
-// cache snapshot is to be set (recorded as served already). Called with s.mu held.
-func (s *Server) swap(snap *mesh.Snapshot, bundle *trustBundle, m *memo, rendered map[Proxy]*group, examined map[Proxy]bool) []nodeSet {
+// cache snapshot is to be set (recorded as served already). examined holds (as keys) every
+// proxy checked against the change. Groups no connected node used when it was examined are
+// dropped; so are those whose last node swap forgets. Called with s.mu held.
+func (s *Server) swap(snap *mesh.Snapshot, bundle *trustBundle, m *memo, rendered, examined map[Proxy]*group) []nodeSet {
 	s.snap, s.bundle, s.memo = snap, bundle, m
 	for p, g := range rendered {
 		s.groups[p] = g
@@ -622,7 +627,7 @@ func (s *Server) swap(snap *mesh.Snapshot, bundle *trustBundle, m *memo, rendere
 		if _, ok := rendered[p]; ok {
 			continue
 		}
-		if !examined[p] {
+		if _, ok := examined[p]; !ok {
 			// No node of it is connected, so it was not checked against the change: drop it,
 			// a node that reconnects gets its configuration rendered afresh.
 			delete(s.groups, p)
@@ -630,11 +635,13 @@ func (s *Server) swap(snap *mesh.Snapshot, bundle *trustBundle, m *memo, rendere
 		}
 		g.snap, g.bundle = snap, bundle // unaffected: same content
 	}
-	var sets []nodeSet
+	sets := make([]nodeSet, 0, len(s.nodes))
 	now := time.Now()
+	forgot := false
 	for id, n := range s.nodes {
 		if len(n.streams) == 0 && now.Sub(n.closedAt) > disconnectedTTL {
 			delete(s.nodes, id)
+			forgot = true
 			continue
 		}
 		if len(n.streams) == 0 {
@@ -655,7 +662,9 @@ func (s *Server) swap(snap *mesh.Snapshot, bundle *trustBundle, m *memo, rendere
 			sets = append(sets, nodeSet{id: id, cs: g.cs})
 		}
 	}
-	s.gcGroups()
+	if forgot {
+		s.gcGroups()
+	}
 	return sets
 }
 
@@ -671,17 +680,35 @@ func (s *Server) killNode(n *node, err error) {
 
 // neededProxies returns the proxies of connected nodes. Called with s.mu held.
 func (s *Server) neededProxies() []Proxy {
-	set := map[Proxy]bool{}
-	for _, n := range s.nodes {
-		if len(n.streams) > 0 {
-			set[n.proxy] = true
-		}
-	}
-	out := make([]Proxy, 0, len(set))
-	for p := range set {
+	out := make([]Proxy, 0, len(s.connected))
+	for p := range s.connected {
 		out = append(out, p)
 	}
 	return out
+}
+
+// addStream records that a stream serves nd. Called with s.mu held.
+func (s *Server) addStream(nd *node, streamID int64) {
+	if nd.streams[streamID] {
+		return
+	}
+	if len(nd.streams) == 0 {
+		s.connected[nd.proxy]++
+	}
+	nd.streams[streamID] = true
+}
+
+// removeStream records that a stream no longer serves nd. Called with s.mu held.
+func (s *Server) removeStream(nd *node, streamID int64) {
+	if !nd.streams[streamID] {
+		return
+	}
+	delete(nd.streams, streamID)
+	if len(nd.streams) == 0 {
+		if s.connected[nd.proxy]--; s.connected[nd.proxy] <= 0 {
+			delete(s.connected, nd.proxy)
+		}
+	}
 }
 
 func (s *Server) groupOf(p Proxy) *group {
@@ -948,8 +975,7 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 		s.log.Warn("rejecting xDS stream", "stream", streamID, "err", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	nd.streams[streamID] = true
-	s.joined++
+	s.addStream(nd, streamID)
 	nd.lastSeen = now
 	st.nodeID = nd.id
 	if s.snap == nil {
@@ -1069,7 +1095,7 @@ func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errD
 	}
 	st.acked[typeURL] = sent.version
 	delete(st.nacked, typeURL)
-	s.metrics.acks.WithLabelValues(metricType(typeURL)).Inc()
+	s.metrics.ack(typeURL)
 	s.updateAcked(nd)
 	return ""
 }
@@ -1078,8 +1104,8 @@ func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errD
 // is ACKed at the version it should run. Called with s.mu held.
 func (s *Server) updateAcked(nd *node) {
 	g := s.groups[nd.proxy]
-	if g == nil || g.cs == nil || nd.served != g.cs {
-		return
+	if g == nil || g.cs == nil || nd.served != g.cs || nd.ackedCS == g.cs {
+		return // nothing to run, or up to date already: nothing changes
 	}
 	for id := range nd.streams {
 		st := s.streams[id]
@@ -1094,7 +1120,9 @@ func (s *Server) updateAcked(nd *node) {
 	}
 	if nd.ackedCS != g.cs && s.snap != nil {
 		nd.ackedCS, nd.ackedVersion = g.cs, nodeVersion(s.snap, g)
-		s.log.Debug("proxy up to date", "node", nd.id, "version", nd.ackedVersion)
+		if s.log.Enabled(s.ctx, slog.LevelDebug) { // the arguments would cost allocations
+			s.log.Debug("proxy up to date", "node", nd.id, "version", nd.ackedVersion)
+		}
 	}
 }
 
@@ -1110,7 +1138,7 @@ func (s *Server) streamClosed(streamID int64) {
 	if nd == nil {
 		return
 	}
-	delete(nd.streams, streamID)
+	s.removeStream(nd, streamID)
 	if len(nd.streams) == 0 {
 		nd.closedAt = time.Now()
 		nd.served = nil

@@ -269,7 +269,9 @@ func TestUnknownServiceLater(t *testing.T) {
 func TestInvalidTypedConfigRefused(t *testing.T) {
 	srv, _ := servingServer(t)
 	srv.mu.Lock()
-	srv.nodes["api-1"] = &node{id: "api-1", proxy: Proxy{Service: "api", Shape: ShapeEnvoy}, streams: map[int64]bool{99: true}}
+	nd := &node{id: "api-1", proxy: Proxy{Service: "api", Shape: ShapeEnvoy}, streams: map[int64]bool{}}
+	srv.nodes["api-1"] = nd
+	srv.addStream(nd, 99)
 	srv.mu.Unlock()
 	bad := richMesh()
 	addIntention(bad, &mesh.Intention{Source: "db", Destination: "api", Permissions: []mesh.Permission{

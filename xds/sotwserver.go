@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -34,11 +33,15 @@ import (
 //   - The wire bytes of a response body (version_info, resources, type_url) are built once per
 //     typeSet and set of requested names, and every stream of the group that sends it sends
 //     those very bytes (preEncoded, grpcopts.go); only the nonce, a field of its own appended
-//     after the body, is per stream. Bodies are held weakly: shared while streams are sending
-//     them, garbage once sent, so a served configuration is not held twice in memory.
-//   - A stream is one goroutine besides gRPC's (which reads requests): no reflect.Select, no
-//     per-type channels. A new snapshot of a node wakes its streams, each of which looks only
-//     at the types it waits on, by version.
+//     after the body, is per stream. A body references each large resource's marshalled bytes
+//     (wire.go) rather than copying them. Bodies are held weakly: shared while streams are
+//     sending them, garbage once sent, so a served configuration is not held twice in memory.
+//   - A request is received into the stream's one message, an ACK without allocating
+//     (decode.go).
+//   - A stream is two goroutines: the one that reads requests handles each itself (an ACK
+//     wakes nobody), and gRPC's handler answers what a new snapshot makes due: no
+//     reflect.Select, no per-type channels. A new snapshot of a node wakes its streams, each of
+//     which looks only at the types it waits on, by version.
 //   - Per stream and type it keeps the subscription (sorted names or wildcard), the version
 //     and nonce of the latest request and response, and what the latest response returned as
 //     a typeSet and names rather than a map of every resource.
@@ -90,7 +93,9 @@ type sotwServer struct {
 	cache *watchCache
 	// cb is told of streams, requests and responses as go-control-plane's server tells its
 	// callbacks, but that a response passed to OnStreamResponse has no resources (they are
-	// encoded already) and its request is nil; nil for none.
+	// encoded already) and its request is nil, and that a cb that is a sentRecorder
+	// (callbacks.go) is told of a response by sotwSent instead; nil for none. A request passed
+	// to OnStreamRequest is the stream's, received into again after the call (decode.go).
 	cb      sotw.Callbacks
 	streams atomic.Int64 // numbers streams
 }
@@ -117,6 +122,13 @@ type sotwConn struct {
 	id   int64
 	node *corev3.Node // of the first request that had one
 
+	// mu is held while a request or a wake-up is handled; stopped is set, under it, when the
+	// stream's handler returns.
+	mu      sync.Mutex
+	stopped bool
+	// req is what every request is received into (decode.go), on the receiving goroutine.
+	req sotwRequest
+
 	// wake is signalled (never blocking) by the cache when a snapshot of the node changes.
 	wake chan struct{}
 	// cnode is the cache node the stream waits on, under c.mu.
@@ -135,6 +147,9 @@ type sotwType struct {
 	open       bool
 	reqVersion string
 	nonce      string // of the latest response; "" before
+	version    string // of the latest response
+	// reqNames are the resource names of the latest request, as received (never modified).
+	reqNames []string
 	// What the latest response returned: the resources of ret (all of them, or those named in
 	// retNames), less those unsubscribed since.
 	ret      *typeSet
@@ -264,10 +279,12 @@ func (ty *sotwType) due(ts *typeSet) bool {
 }
 
 // serve serves one state-of-the-world ADS stream, until the client ends it, the server's
-// context is done, or it is killed (ads.go's killable).
+// context is done, or it is killed (ads.go's killable). Requests are handled on the receiving
+// goroutine (handleRequests); this one answers what a new snapshot makes due. Both hold
+// conn.mu while they handle, so the stream's state and its sends are never concurrent.
 func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
-	ctx, cancel := killable(st.Context())
-	defer cancel(nil)
+	ctx, cancel := streamContext(st.Context(), x.ctx)
+	defer cancel()
 	conn := &sotwConn{x: x, c: x.cache, st: st, id: sotwStreamBase + x.streams.Add(1), node: &corev3.Node{},
 		wake: make(chan struct{}, 1)}
 	defer conn.close()
@@ -276,30 +293,37 @@ func (x *sotwServer) serve(st grpc.BidiStreamingServer[discoveryv3.DiscoveryRequ
 			return err
 		}
 	}
-	reqs := receive(ctx, st.Recv)
+	conn.req.expect = conn.expect
+	recv := func() (*discoveryv3.DiscoveryRequest, error) {
+		if err := st.RecvMsg(&conn.req); err != nil {
+			return nil, err
+		}
+		return &conn.req.DiscoveryRequest, nil
+	}
+	end := handleRequests(recv, &conn.mu, &conn.stopped, conn.request)
 	for {
 		select {
-		case <-x.ctx.Done():
-			return nil
 		case <-ctx.Done():
-			return context.Cause(ctx)
-		case req, ok := <-reqs:
-			if !ok {
-				return nil
-			}
-			if err := conn.request(req); err != nil {
-				return err
-			}
+			return streamEnd(ctx)
+		case err := <-end:
+			return err
 		case <-conn.wake:
-			if err := conn.changed(); err != nil {
+			conn.mu.Lock()
+			err := conn.changed()
+			conn.mu.Unlock()
+			if err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// close stops the stream's watches and tells the server it closed.
+// close stops the stream's watches and tells the server it closed; nothing is handled on the
+// stream afterwards.
 func (conn *sotwConn) close() {
+	conn.mu.Lock()
+	conn.stopped = true
+	conn.mu.Unlock()
 	conn.c.mu.Lock()
 	if conn.cnode != nil {
 		delete(conn.cnode.sotwConns, conn)
@@ -309,6 +333,17 @@ func (conn *sotwConn) close() {
 	if conn.x.cb != nil {
 		conn.x.cb.OnStreamClosed(conn.id, conn.node)
 	}
+}
+
+// expect returns what the stream expects in a request of typeURL: an ACK of its latest
+// response, naming what the latest request named.
+func (conn *sotwConn) expect(typeURL string) ackExpect {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if ty, _ := conn.typ(typeURL); ty != nil {
+		return ackExpect{version: ty.version, nonce: ty.nonce, names: ty.reqNames}
+	}
+	return ackExpect{}
 }
 
 // typ returns the stream's state of typeURL, nil before its first request.
@@ -321,6 +356,7 @@ func (conn *sotwConn) typ(typeURL string) (*sotwType, types.ResponseType) {
 }
 
 // request handles one request: callbacks, nonce, subscription, and an answer if one is due.
+// Called with conn.mu held.
 func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 	if req == nil {
 		return status.Errorf(codes.Unavailable, "empty request")
@@ -358,7 +394,7 @@ func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 	default:
 		ty.resubscribe(req.GetResourceNames())
 	}
-	ty.reqVersion, ty.open = req.GetVersionInfo(), true
+	ty.reqVersion, ty.open, ty.reqNames = req.GetVersionInfo(), true, req.GetResourceNames()
 
 	c := conn.c
 	c.mu.Lock()
@@ -383,6 +419,7 @@ func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 }
 
 // changed answers the open requests of the types whose version a new snapshot changed.
+// Called with conn.mu held.
 func (conn *sotwConn) changed() error {
 	var due [len(sotwTypeOrder)]bool
 	var sets [len(sotwTypeOrder)]*typeSet
@@ -420,23 +457,27 @@ func (conn *sotwConn) respond(ty *sotwType, ts *typeSet) error {
 	conn.nonce++
 	nonce := strconv.FormatUint(conn.nonce, 10)
 	version := ""
-	var body []byte
+	var body *sotwBody
 	if ts != nil {
 		version = ts.version
 		body = ts.sotwBody(&ty.sub)
 	} else {
 		body = encodeSotwBody("", ty.typeURL, nil)
 	}
-	ty.open, ty.nonce = false, nonce
+	ty.open, ty.nonce, ty.version = false, nonce, version
 	ty.ret, ty.retAll, ty.retNames = ts, ty.sub.all(), ty.sub.names
 	if ty.retAll {
 		ty.retNames = nil
 	}
-	if conn.x.cb != nil {
+	if r, ok := conn.x.cb.(sentRecorder); ok {
+		r.sotwSent(conn.id, ty.typeURL, nonce, version)
+	} else if conn.x.cb != nil {
 		conn.x.cb.OnStreamResponse(conn.st.Context(), conn.id, nil,
 			&discoveryv3.DiscoveryResponse{TypeUrl: ty.typeURL, VersionInfo: version, Nonce: nonce})
 	}
-	return conn.st.SendMsg(&sotwMsg{body: body, tail: protowire.AppendString(protowire.AppendTag(nil, 5, protowire.BytesType), nonce)})
+	tail := make([]byte, 0, protowire.SizeTag(fSotwNonce)+protowire.SizeBytes(len(nonce)))
+	tail = protowire.AppendString(protowire.AppendTag(tail, fSotwNonce, protowire.BytesType), nonce)
+	return conn.st.SendMsg(&sotwMsg{body: body, tail: tail})
 }
 
 // wakeSotw tells the node's state-of-the-world streams that its snapshot changed. Called with
@@ -453,15 +494,27 @@ func (n *cacheNode) wakeSotw() {
 // sotwMsg is a DiscoveryResponse as sent: a body shared by every stream sending the same
 // resources, and this stream's nonce field.
 type sotwMsg struct {
-	body []byte // never modified
+	body *sotwBody // never modified
 	tail []byte
-	msg  *emptypb.Empty // ProtoReflect's
+	bufs [msgInlineBufs]mem.Buffer // wire's, when they fit
+	msg  *emptypb.Empty            // ProtoReflect's
 }
 
 var _ preEncoded = (*sotwMsg)(nil)
 
+// msgInlineBufs is how many buffers a response message holds without allocating a list.
+const msgInlineBufs = 6
+
 func (r *sotwMsg) wire() mem.BufferSlice {
-	return mem.BufferSlice{mem.SliceBuffer(r.body), mem.SliceBuffer(r.tail)}
+	return appendWire(r.bufs[:0], r.body.bufs, mem.SliceBuffer(r.tail))
+}
+
+// appendWire appends a body's buffers and tail to out (whose capacity is used when it fits).
+func appendWire(out, body mem.BufferSlice, tail mem.Buffer) mem.BufferSlice {
+	if cap(out) < len(body)+1 {
+		out = make(mem.BufferSlice, 0, len(body)+1)
+	}
+	return append(append(out, body...), tail)
 }
 
 // ProtoReflect makes a sotwMsg a proto.Message encoding to its bytes, for gRPC servers
@@ -469,59 +522,42 @@ func (r *sotwMsg) wire() mem.BufferSlice {
 func (r *sotwMsg) ProtoReflect() protoreflect.Message {
 	if r.msg == nil {
 		r.msg = &emptypb.Empty{}
-		r.msg.ProtoReflect().SetUnknown(append(append(make([]byte, 0, len(r.body)+len(r.tail)), r.body...), r.tail...))
+		r.msg.ProtoReflect().SetUnknown(r.wire().Materialize())
 	}
 	return r.msg.ProtoReflect()
+}
+
+// sotwBody is the encoding of a DiscoveryResponse but for its nonce: version_info, resources
+// and type_url, as buffers that reference each large resource's marshalled bytes (wire.go)
+// rather than copy them. Never modified; shared by every stream that sends it.
+type sotwBody struct {
+	bufs mem.BufferSlice
 }
 
 // sotwBodies are the response bodies of a typeSet, each held weakly (sotwserver.go).
 type sotwBodies struct {
 	mu    sync.Mutex
-	all   weakBytes
+	all   weak.Pointer[sotwBody]
 	named map[uint64]namedBody
 }
 
 type namedBody struct {
 	names []string
-	body  weakBytes
+	body  weak.Pointer[sotwBody]
 }
 
 // maxNamedBodies bounds the bodies of named subscriptions kept per typeSet; beyond, the
 // collected ones are dropped, then all.
 const maxNamedBodies = 64
 
-// weakBytes is a byte slice that the garbage collector may take once nobody else holds it.
-type weakBytes struct {
-	p weak.Pointer[byte]
-	n int
-}
-
-func makeWeak(b []byte) weakBytes {
-	if len(b) == 0 {
-		return weakBytes{}
-	}
-	return weakBytes{p: weak.Make(&b[0]), n: len(b)}
-}
-
-func (w weakBytes) get() []byte {
-	if w.n == 0 {
-		return nil
-	}
-	p := w.p.Value()
-	if p == nil {
-		return nil
-	}
-	return unsafe.Slice(p, w.n)
-}
-
 // sotwBody returns the encoded body of the response to sub from ts, built once for every
 // stream sending it at the same time.
-func (ts *typeSet) sotwBody(sub *sotwSub) []byte {
+func (ts *typeSet) sotwBody(sub *sotwSub) *sotwBody {
 	b := &ts.sotw
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if sub.all() {
-		if body := b.all.get(); body != nil {
+		if body := b.all.Value(); body != nil {
 			return body
 		}
 		names := make([]string, 0, len(ts.items))
@@ -530,11 +566,11 @@ func (ts *typeSet) sotwBody(sub *sotwSub) []byte {
 		}
 		sort.Strings(names)
 		body := ts.encodeSotw(names)
-		b.all = makeWeak(body)
+		b.all = weak.Make(body)
 		return body
 	}
 	if e, ok := b.named[sub.key]; ok && slices.Equal(e.names, sub.names) {
-		if body := e.body.get(); body != nil {
+		if body := e.body.Value(); body != nil {
 			return body
 		}
 	}
@@ -544,7 +580,7 @@ func (ts *typeSet) sotwBody(sub *sotwSub) []byte {
 	}
 	if len(b.named) >= maxNamedBodies {
 		for k, e := range b.named {
-			if e.body.get() == nil {
+			if e.body.Value() == nil {
 				delete(b.named, k)
 			}
 		}
@@ -552,12 +588,12 @@ func (ts *typeSet) sotwBody(sub *sotwSub) []byte {
 			clear(b.named)
 		}
 	}
-	b.named[sub.key] = namedBody{names: sub.names, body: makeWeak(body)}
+	b.named[sub.key] = namedBody{names: sub.names, body: weak.Make(body)}
 	return body
 }
 
 // encodeSotw encodes the body of a response holding the named resources of ts that exist.
-func (ts *typeSet) encodeSotw(names []string) []byte {
+func (ts *typeSet) encodeSotw(names []string) *sotwBody {
 	anys := make([]*anypb.Any, 0, len(names))
 	for _, name := range names {
 		if _, ok := ts.items[name]; ok {
@@ -567,36 +603,60 @@ func (ts *typeSet) encodeSotw(names []string) []byte {
 	return encodeSotwBody(ts.version, ts.typeURL, anys)
 }
 
+// DiscoveryResponse field numbers.
+const (
+	fSotwVersion   = 1
+	fSotwResources = 2
+	fSotwTypeURL   = 4
+	fSotwNonce     = 5
+)
+
 // encodeSotwBody returns the deterministic encoding of a DiscoveryResponse with these fields
 // (and no nonce): version_info (1), resources (2), type_url (4), in field order, as
-// proto.Marshal writes them.
-func encodeSotwBody(version, typeURL string, anys []*anypb.Any) []byte {
-	size := 0
+// proto.Marshal writes them. A resource's value larger than deltaInline is referenced as a
+// buffer of its own, not copied: the Any's bytes are never modified.
+func encodeSotwBody(version, typeURL string, anys []*anypb.Any) *sotwBody {
+	size := protowire.SizeTag(fSotwVersion) + protowire.SizeBytes(len(version)) +
+		protowire.SizeTag(fSotwTypeURL) + protowire.SizeBytes(len(typeURL))
+	nbufs := 1
+	for _, a := range anys {
+		size += 16 + len(a.GetTypeUrl())
+		if len(a.GetValue()) <= deltaInline {
+			size += len(a.GetValue())
+		} else {
+			nbufs += 2
+		}
+	}
+	b := &sotwBody{bufs: make(mem.BufferSlice, 0, nbufs)}
+	buf := make([]byte, 0, size)
+	start := 0
 	if version != "" {
-		size += protowire.SizeTag(1) + protowire.SizeBytes(len(version))
+		buf = protowire.AppendString(protowire.AppendTag(buf, fSotwVersion, protowire.BytesType), version)
 	}
 	for _, a := range anys {
-		size += protowire.SizeTag(2) + protowire.SizeBytes(anySize(a))
-	}
-	if typeURL != "" {
-		size += protowire.SizeTag(4) + protowire.SizeBytes(len(typeURL))
-	}
-	b := make([]byte, 0, size)
-	if version != "" {
-		b = protowire.AppendString(protowire.AppendTag(b, 1, protowire.BytesType), version)
-	}
-	for _, a := range anys {
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(anySize(a)))
+		value := a.GetValue()
+		buf = protowire.AppendTag(buf, fSotwResources, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(anySize(a)))
 		if a.GetTypeUrl() != "" {
-			b = protowire.AppendString(protowire.AppendTag(b, 1, protowire.BytesType), a.GetTypeUrl())
+			buf = protowire.AppendString(protowire.AppendTag(buf, fAnyTypeURL, protowire.BytesType), a.GetTypeUrl())
 		}
-		if len(a.GetValue()) > 0 {
-			b = protowire.AppendBytes(protowire.AppendTag(b, 2, protowire.BytesType), a.GetValue())
+		if len(value) == 0 {
+			continue
 		}
+		buf = protowire.AppendTag(buf, fAnyValue, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(len(value)))
+		if len(value) <= deltaInline {
+			buf = append(buf, value...)
+			continue
+		}
+		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]), mem.SliceBuffer(value))
+		start = len(buf)
 	}
 	if typeURL != "" {
-		b = protowire.AppendString(protowire.AppendTag(b, 4, protowire.BytesType), typeURL)
+		buf = protowire.AppendString(protowire.AppendTag(buf, fSotwTypeURL, protowire.BytesType), typeURL)
+	}
+	if start < len(buf) {
+		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]))
 	}
 	return b
 }
@@ -605,10 +665,10 @@ func encodeSotwBody(version, typeURL string, anys []*anypb.Any) []byte {
 func anySize(a *anypb.Any) int {
 	n := 0
 	if u := a.GetTypeUrl(); u != "" {
-		n += protowire.SizeTag(1) + protowire.SizeBytes(len(u))
+		n += protowire.SizeTag(fAnyTypeURL) + protowire.SizeBytes(len(u))
 	}
 	if v := a.GetValue(); len(v) > 0 {
-		n += protowire.SizeTag(2) + protowire.SizeBytes(len(v))
+		n += protowire.SizeTag(fAnyValue) + protowire.SizeBytes(len(v))
 	}
 	return n
 }

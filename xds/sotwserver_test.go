@@ -23,6 +23,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -149,6 +150,9 @@ func TestSotwResponseEncoding(t *testing.T) {
 	var items []types.Resource
 	for i := range 5 {
 		c := &clusterv3.Cluster{Name: "c" + strconv.Itoa(i), ConnectTimeout: durationpb.New(time.Duration(i+1) * time.Second)}
+		if i >= 3 {
+			c.AltStatName = strings.Repeat("large resource, referenced rather than copied ", 4)
+		}
 		if i%2 == 0 {
 			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 			if err != nil {
@@ -195,8 +199,21 @@ func TestSotwResponseEncoding(t *testing.T) {
 			if len(want.Resources) != map[bool]int{true: 5, false: 2}[sub.all()] {
 				t.Fatalf("names %v: %d resources", requested, len(want.Resources))
 			}
+			if sub.all() && !referenced(msg.body.bufs, items[4].(*wire).any.GetValue()) {
+				t.Fatalf("version %q: a large resource's bytes were copied into the body", version)
+			}
 		}
 	}
+}
+
+// referenced reports whether one of bufs is value itself (not a copy).
+func referenced(bufs mem.BufferSlice, value []byte) bool {
+	for _, b := range bufs {
+		if d := b.ReadOnlyData(); len(d) == len(value) && &d[0] == &value[0] {
+			return true
+		}
+	}
+	return false
 }
 
 // A typeSet's response body is built once for every subscription naming the same resources
@@ -212,14 +229,14 @@ func TestSotwBodiesSharedAndWeak(t *testing.T) {
 	}
 	s1, s2, s3 := newSotwSub([]string{"c2", "c0"}), newSotwSub([]string{"c0", "c2", "c0"}), newSotwSub([]string{"c1"})
 	b1, b2, b3 := ts.sotwBody(&s1), ts.sotwBody(&s2), ts.sotwBody(&s3)
-	if &b1[0] != &b2[0] {
+	if b1 != b2 {
 		t.Fatal("two subscriptions to the same names got bodies built twice")
 	}
-	if &b1[0] == &b3[0] || bytes.Equal(b1, b3) {
+	if b1 == b3 || bytes.Equal(b1.bufs.Materialize(), b3.bufs.Materialize()) {
 		t.Fatal("subscriptions to other names got the same body")
 	}
 	all := newSotwSub(nil)
-	if ba, bb := ts.sotwBody(&all), ts.sotwBody(&all); &ba[0] != &bb[0] {
+	if ba, bb := ts.sotwBody(&all), ts.sotwBody(&all); ba != bb {
 		t.Fatal("the wildcard body was built twice")
 	}
 	runtime.KeepAlive(b1)
@@ -230,7 +247,7 @@ func TestSotwBodiesSharedAndWeak(t *testing.T) {
 	}
 	ts.sotw.mu.Lock()
 	defer ts.sotw.mu.Unlock()
-	if ts.sotw.all.get() != nil || ts.sotw.named[s1.key].body.get() != nil {
+	if ts.sotw.all.Value() != nil || ts.sotw.named[s1.key].body.Value() != nil {
 		t.Fatal("bodies nobody holds were not collected")
 	}
 }

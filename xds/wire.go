@@ -51,16 +51,16 @@ func newEncoded(msg types.Resource, enc []byte, typeURL, name string) *encoded {
 	return &a.enc
 }
 
-// typeURLs holds the type URL of each message type a wire was made of: full name → URL.
-var typeURLs sync.Map
+// messageTypeURLs holds the type URL of each message type a wire was made of: full name → URL.
+var messageTypeURLs sync.Map
 
 // messageTypeURL is the type URL of msg's type.
 func messageTypeURL(msg types.Resource) string {
 	name := msg.ProtoReflect().Descriptor().FullName()
-	if u, ok := typeURLs.Load(name); ok {
+	if u, ok := messageTypeURLs.Load(name); ok {
 		return u.(string)
 	}
-	u, _ := typeURLs.LoadOrStore(name, "type.googleapis.com/"+string(name))
+	u, _ := messageTypeURLs.LoadOrStore(name, "type.googleapis.com/"+string(name))
 	return u.(string)
 }
 
