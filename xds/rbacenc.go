@@ -18,16 +18,17 @@ import (
 // is the principals of the same few thousand sources. rbacEncoder writes a destination's rules
 // as the deterministic encoding proto.MarshalOptions{Deterministic: true} makes of
 // rbacRules' message (set fields in field number order, map entries sorted by key), from the
-// encoding of each source's principal, made and checked once per snapshot (and borrowed from
-// the snapshot before when its trust domain and datacenters are the same): no message is built
-// per destination but its permissions, which only intentions with permissions have.
+// encoding of each source's principal and of each policy's permission, made and checked once
+// and kept for as long as the trust domain and datacenters stay the same (pieceCache): no
+// message is built per destination, and a permission only the first time its content is seen.
 //
 // Validation: the rules pass ValidateAll exactly when every principal and permission they hold
 // does. A policy holds one principal and one permission (its min_items); a set of principals
 // (the and/or/not that exclude earlier sources) is valid when it has some and they are valid;
 // the action is ALLOW or DENY; map keys and the stat prefix ("connect_authz_<service>") have no
-// rule they can break. TestRBACEncoderMatchesValidateAll holds the verdict to ValidateAll, and
-// TestRBACAnyMatchesToAny the bytes to proto's, over random meshes with invalid pieces.
+// rule they can break. TestRBACEncoderMatchesValidateAll holds the verdict to ValidateAll and
+// the bytes to proto's over random meshes, some with permissions ValidateAll rejects, and
+// TestRBACAnyMatchesToAny the packed configurations to toAny's.
 
 // Field numbers of the messages the encoder writes (TestRBACEncoderMatchesValidateAll holds
 // them to the descriptors).
