@@ -2,6 +2,7 @@ package xds
 
 import (
 	"sort"
+	"strconv"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -63,7 +64,7 @@ func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, erro
 	var out []*clusterv3.Cluster
 	if p.Shape == ShapeEnvoy {
 		if svc := snap.Services[p.Service]; svc != nil && (svc.Port > 0 || len(svc.Endpoints) > 0) {
-			c, err := shared(m, memoKey{kind: memoLocalApp, name: svc.Name}, func() (*clusterv3.Cluster, error) { return localApp(svc) })
+			c, err := shared(m, memoKey{kind: memoLocalApp, name: localAppKey(svc)}, func() (*clusterv3.Cluster, error) { return localApp(svc) })
 			if err != nil {
 				return nil, err
 			}
@@ -91,6 +92,19 @@ func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, erro
 	return append(out, targets...), nil
 }
 
+// localAppKey names the local_app cluster of svc in a memo by all that localApp reads of svc:
+// its port and whether it speaks HTTP/2. Services alike in both share one cluster.
+func localAppKey(svc *mesh.Service) string {
+	return strconv.FormatBool(localAppHTTP2(svc)) + ":" + strconv.Itoa(svc.Port)
+}
+
+// localAppHTTP2 reports whether the sidecar speaks HTTP/2 to svc's application.
+func localAppHTTP2(svc *mesh.Service) bool {
+	return svc.Protocol == mesh.ProtocolHTTP2 || svc.Protocol == mesh.ProtocolGRPC
+}
+
+// localApp is the cluster of the application behind svc's sidecar: it reads svc's port and
+// protocol only (localAppKey).
 func localApp(svc *mesh.Service) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:                 localAppCluster,
@@ -103,7 +117,7 @@ func localApp(svc *mesh.Service) (*clusterv3.Cluster, error) {
 			}},
 		},
 	}
-	if svc.Protocol == mesh.ProtocolHTTP2 || svc.Protocol == mesh.ProtocolGRPC {
+	if localAppHTTP2(svc) {
 		if err := setHTTP2(c); err != nil {
 			return nil, err
 		}

@@ -79,7 +79,7 @@ func listeners(snap *mesh.Snapshot, p Proxy, m *memo) ([]*listenerv3.Listener, e
 		return append(out, server...), nil
 	}
 	if port := publicPort(svc, snap.Mesh.Datacenter); port > 0 {
-		l, err := shared(m, memoKey{kind: memoPublicListener, name: svc.Name},
+		l, err := shared(m, memoKey{kind: memoPublicListener, name: publicListenerKey(svc, port)},
 			func() (*listenerv3.Listener, error) { return publicListener(snap, svc, port, m) })
 		if err != nil {
 			return nil, err
@@ -174,6 +174,17 @@ func publicPort(svc *mesh.Service, dc string) int {
 // not: gRPC dispatches on the exact "/service/method" string, so a path that normalization would
 // change names no method and is answered UNIMPLEMENTED whatever RBAC said.
 
+// publicListenerKey names the public listener of svc on port in a memo by what publicListener
+// reads of svc besides the snapshot: the port and the protocol's kind, and for a tcp service its
+// name (its RBAC filter's default configuration names it). Services with the same port and an
+// HTTP protocol share one listener. Service names are DNS labels: they contain no ':'.
+func publicListenerKey(svc *mesh.Service, port int) string {
+	if mesh.IsHTTP(svc.Protocol) {
+		return "http:" + strconv.Itoa(port)
+	}
+	return "tcp:" + svc.Name + ":" + strconv.Itoa(port)
+}
+
 // publicListener is an Envoy sidecar's inbound listener. It depends on the service's protocol
 // and port and on the mesh's TLS settings, not on intentions. Its TLS transport socket, the
 // same for every service, is built once per memo.
@@ -230,8 +241,12 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (
 	}, nil
 }
 
+// outboundListener is an Envoy sidecar's listener for upstream u on 127.0.0.1:u.LocalPort. Its
+// filter depends on the upstream alone, not the port: it is shared with every other listener
+// (and transparent filter chain) of the same upstream in m.
 func outboundListener(u *mesh.Upstream, chain *mesh.Chain, m *memo) (*listenerv3.Listener, error) {
-	filter, err := outboundFilter(u, chain, m)
+	filter, err := shared(m, memoKey{kind: memoOutbound, chain: chain, name: u.Service},
+		func() (*listenerv3.Filter, error) { return outboundFilter(u, chain, m) })
 	if err != nil {
 		return nil, err
 	}
