@@ -105,8 +105,9 @@ func outboundListeners(snap *mesh.Snapshot, svc *mesh.Service, m *memo) ([]*list
 		if chain == nil || u.LocalPort <= 0 {
 			continue
 		}
-		l, err := shared(m, memoKey{kind: memoOutboundLis, chain: chain, name: OutboundListenerName(u.Service, u.LocalPort)},
-			func() (*listenerv3.Listener, error) { return outboundListener(u, chain, m) })
+		name := OutboundListenerName(u.Service, u.LocalPort)
+		l, err := shared(m, memoKey{kind: memoOutboundLis, chain: chain, name: name},
+			func() (*listenerv3.Listener, error) { return outboundListener(name, u, chain, m) })
 		if err != nil {
 			return nil, err
 		}
@@ -241,18 +242,21 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (
 	}, nil
 }
 
-// outboundListener is an Envoy sidecar's listener for upstream u on 127.0.0.1:u.LocalPort. Its
-// filter depends on the upstream alone, not the port: it is shared with every other listener
-// (and transparent filter chain) of the same upstream in m.
-func outboundListener(u *mesh.Upstream, chain *mesh.Chain, m *memo) (*listenerv3.Listener, error) {
+// outboundListener is an Envoy sidecar's listener for upstream u on 127.0.0.1:u.LocalPort,
+// named name (OutboundListenerName). Its filter depends on the upstream alone, not the port:
+// it is shared with every other listener (and transparent filter chain) of the same upstream
+// in m; its address, with every listener on the same local port.
+func outboundListener(name string, u *mesh.Upstream, chain *mesh.Chain, m *memo) (*listenerv3.Listener, error) {
 	filter, err := shared(m, memoKey{kind: memoOutbound, chain: chain, name: u.Service},
 		func() (*listenerv3.Filter, error) { return outboundFilter(u, chain, m) })
 	if err != nil {
 		return nil, err
 	}
+	addr := sharedOK(m, memoKey{kind: memoLocalAddress, name: strconv.Itoa(u.LocalPort)},
+		func() *corev3.Address { return socketAddress("127.0.0.1", u.LocalPort) })
 	return &listenerv3.Listener{
-		Name:             OutboundListenerName(u.Service, u.LocalPort),
-		Address:          socketAddress("127.0.0.1", u.LocalPort),
+		Name:             name,
+		Address:          addr,
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
 	}, nil

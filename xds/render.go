@@ -281,8 +281,22 @@ func hcmRefs(h *hcmv3.HttpConnectionManager) refs {
 	return out
 }
 
-// listenerRefs lists the references of a listener, each filter's read once per memo.
+// listenerRefs lists the references of a listener, each filter's read once per memo, and the
+// list made once per shared listener (it is never modified).
 func listenerRefs(l *listenerv3.Listener, m *memo) []refs {
+	if m == nil {
+		return readListenerRefs(l, nil)
+	}
+	if v, ok := m.load(listenerRefsOf, l); ok {
+		return v.([]refs)
+	}
+	out := readListenerRefs(l, m)
+	m.facts.lrefs.Store(l, out)
+	return out
+}
+
+// readListenerRefs is listenerRefs without the memo's list of l.
+func readListenerRefs(l *listenerv3.Listener, m *memo) []refs {
 	var out []refs
 	if a := l.GetApiListener().GetApiListener(); a != nil {
 		out = append(out, m.refsOf(a, func() refs {
@@ -441,14 +455,15 @@ func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old
 func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[resourcev3.Type]bool, old *group) (typeHashes, string, map[string]map[string]string, error) {
 	var out typeHashes
 	perResource := make(map[string]map[string]string, len(resourceTypes))
-	all := sha256.New()
+	all, h := sha256.New(), sha256.New() // h hashes each type in turn (Reset)
 	var buf, scratch []byte
 	var hashes []string
+	var sum [sha256.Size]byte
 	for i, t := range resourceTypes {
 		if keep[t] {
 			out[i], perResource[t] = old.typeHash[i], old.cs.VersionMap[t]
 		} else {
-			h := sha256.New()
+			h.Reset()
 			hashes = hashes[:0]
 			for _, res := range byType[t] {
 				rh, err := m.resourceHash(res, &buf)
@@ -463,7 +478,7 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 				scratch = append(append(scratch, name...), rh...)
 				h.Write(scratch)
 			}
-			out[i] = hex.EncodeToString(h.Sum(nil))[:16]
+			out[i] = hexPrefix(h.Sum(sum[:0]))
 			// The same content has the same version map: made once per memo (cacheshare.go).
 			perResource[t] = m.versionMap(t, out[i], func() map[string]string {
 				names := make(map[string]string, len(hashes))
@@ -476,7 +491,14 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 		all.Write([]byte(t))
 		all.Write([]byte(out[i]))
 	}
-	return out, hex.EncodeToString(all.Sum(nil))[:16], perResource, nil
+	return out, hexPrefix(all.Sum(sum[:0])), perResource, nil
+}
+
+// hexPrefix is the first 16 hex digits of sum (its first 8 bytes), allocating only the result.
+func hexPrefix(sum []byte) string {
+	var h [16]byte
+	hex.Encode(h[:], sum[:8])
+	return string(h[:])
 }
 
 // listenerRefs returns every route configuration and cluster the listeners name (sorted,

@@ -2,7 +2,6 @@ package xds
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +59,7 @@ type facts struct {
 	hashes sync.Map // types.Resource → *encoded: hex content hash and wire
 	valid  sync.Map // types.Resource → error of ValidateAll, or true
 	refs   sync.Map // filter, API listener or route configuration → refs
+	lrefs  sync.Map // listener → []refs of its filters (listenerRefs)
 }
 
 // load looks a message up in the facts of this memo, then of the previous one.
@@ -76,6 +76,8 @@ func (m *memo) load(pick func(*facts) *sync.Map, x any) (any, bool) {
 func hashesOf(f *facts) *sync.Map { return &f.hashes }
 func validOf(f *facts) *sync.Map  { return &f.valid }
 func refsOf(f *facts) *sync.Map   { return &f.refs }
+
+func listenerRefsOf(f *facts) *sync.Map { return &f.lrefs }
 
 // setKey is the key of a list of resources that depends only on a service's upstreams (each
 // one's chain and local port), its mode and the shape: proxies of services with the same
@@ -129,6 +131,7 @@ const (
 	memoLocalApp       = 'l'
 	memoPublicRBAC     = 'x' // the RBAC extension configuration of a service's public listener
 	memoDownstreamTLS  = 't' // the TLS transport socket of every public listener
+	memoLocalAddress   = 'A' // 127.0.0.1 on a local port, the address of outbound listeners
 	// Whole lists, shared by the proxies whose upstreams are the same (setKey): in a dense
 	// transparent mesh, most proxies reach the same services.
 	memoClusterSet  = 'C'
@@ -280,9 +283,7 @@ func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
 // hashOf is the content hash of an encoding: 16 hex digits of its SHA-256.
 func hashOf(b []byte) string {
 	sum := sha256.Sum256(b)
-	var h [16]byte
-	hex.Encode(h[:], sum[:8])
-	return string(h[:])
+	return hexPrefix(sum[:])
 }
 
 // clone returns a deep copy of r, for altering without touching shared messages.
