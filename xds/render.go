@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -116,13 +117,17 @@ func rerenderListeners(snap *mesh.Snapshot, p Proxy, m *memo, old *Resources) (*
 	return &Resources{Listeners: ls, Routes: old.Routes, Clusters: old.Clusters, Endpoints: old.Endpoints, Secrets: old.Secrets, Extensions: xs}, nil
 }
 
+// sort sorts each list by resource name. slices.SortFunc is the pdqsort of sort.Slice (the
+// same order, equal names included) without its allocation per call.
 func (r *Resources) sort() {
-	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
-	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })
-	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })
-	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].ClusterName < r.Endpoints[j].ClusterName })
-	sort.Slice(r.Secrets, func(i, j int) bool { return r.Secrets[i].Name < r.Secrets[j].Name })
-	sort.Slice(r.Extensions, func(i, j int) bool { return r.Extensions[i].Name < r.Extensions[j].Name })
+	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Clusters, func(a, b *clusterv3.Cluster) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int {
+		return strings.Compare(a.ClusterName, b.ClusterName)
+	})
+	slices.SortFunc(r.Secrets, func(a, b *tlsv3.Secret) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Extensions, func(a, b *corev3.TypedExtensionConfig) int { return strings.Compare(a.Name, b.Name) })
 }
 
 // byType returns the resources keyed by type URL, in name order.
