@@ -78,7 +78,7 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 	}
 	if m != nil {
 		for i, x := range set.xs {
-			m.facts.hashes.LoadOrStore(x, set.enc[i])
+			learn(m, x, encOf, set.enc[i])
 		}
 	}
 	return set.xs, nil

@@ -40,11 +40,11 @@ func TestKnownFilterRefs(t *testing.T) {
 				}
 				for _, fc := range chains {
 					for _, f := range fc.Filters {
-						v, ok := m.facts.refs.Load(f)
-						if !ok {
+						v := learnt(m, f, refsOf)
+						if v == nil {
 							continue
 						}
-						got, want := v.(refs), filterRefs(f)
+						got, want := *v, filterRefs(f)
 						if want.err != nil || !slices.Equal(got.routes, want.routes) || !slices.Equal(got.clusters, want.clusters) ||
 							!slices.EqualFunc(got.extensions, want.extensions, func(a, b extensionRef) bool {
 								return a.name == b.name && slices.Equal(a.typeURLs, b.typeURLs)

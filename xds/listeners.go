@@ -414,6 +414,6 @@ func knownFilter(m *memo, name string, msg proto.Message) (*listenerv3.Filter, e
 			r = refs{clusters: tcpProxyRefs(x)}
 		}
 	}
-	m.facts.refs.Store(f, r)
+	learn(m, f, refsOf, &r)
 	return f, nil
 }

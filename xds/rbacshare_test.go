@@ -160,11 +160,10 @@ func TestRBACExtensionEncoding(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				v, ok := m.facts.hashes.Load(x)
-				if !ok {
+				e := learnt(m, x, encOf)
+				if e == nil {
 					t.Fatalf("mesh %d, service %s: %s: the memo was not told its encoding", i, name, x.Name)
 				}
-				e := v.(*encoded)
 				if got := e.wire.ProtoReflect().GetUnknown(); !bytes.Equal(got, fresh) {
 					t.Fatalf("mesh %d, service %s: %s: kept encoding differs from a fresh marshal", i, name, x.Name)
 				}

@@ -292,12 +292,11 @@ func listenerRefs(l *listenerv3.Listener, m *memo) []refs {
 	if m == nil {
 		return readListenerRefs(l, nil)
 	}
-	if v, ok := m.load(listenerRefsOf, l); ok {
-		return v.([]refs)
+	if v := learnt(m, l, lrefsOf); v != nil {
+		return *v
 	}
 	out := readListenerRefs(l, m)
-	m.facts.lrefs.Store(l, out)
-	return out
+	return *learn(m, l, lrefsOf, &out)
 }
 
 // readListenerRefs is listenerRefs without the memo's list of l.

@@ -54,30 +54,87 @@ type memo struct {
 	before atomic.Pointer[memo]
 }
 
-// facts are what is learnt of each message once: content hash, validity, references.
+// facts are what is learnt of each message once: content hash, validity, references. One
+// map holds every fact of a message, so a resource is looked up once per question rather than
+// in a map per question, and learning a fact of a known message allocates nothing but the fact.
 type facts struct {
-	hashes sync.Map // types.Resource → *encoded: hex content hash and wire
-	valid  sync.Map // types.Resource → error of ValidateAll, or true
-	refs   sync.Map // filter, API listener or route configuration → refs
-	lrefs  sync.Map // listener → []refs of its filters (listenerRefs)
+	mu sync.RWMutex
+	m  map[any]*fact // message → what is learnt of it
 }
 
-// load looks a message up in the facts of this memo, then of the previous one.
-func (m *memo) load(pick func(*facts) *sync.Map, x any) (any, bool) {
-	if v, ok := pick(m.facts).Load(x); ok {
-		return v, true
+// fact is what is learnt of one message. Each field is set at most once per memo (the first
+// to learn it wins: whoever learns it again learns the same) and read atomically, as the
+// groups of a memo are rendered concurrently.
+type fact struct {
+	enc   atomic.Pointer[encoded]  // content hash and wire (resources)
+	valid atomic.Pointer[validity] // the result of ValidateAll (resources)
+	refs  atomic.Pointer[refs]     // filter, API listener or route configuration
+	lrefs atomic.Pointer[[]refs]   // a listener's filters' (listenerRefs)
+}
+
+// validity is the result of a message's ValidateAll.
+type validity struct{ err error }
+
+// newFacts returns empty facts with room for hint messages.
+func newFacts(hint int) *facts { return &facts{m: make(map[any]*fact, hint)} }
+
+// get returns the fact of x, or nil.
+func (f *facts) get(x any) *fact {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.m[x]
+}
+
+// of returns the fact of x, made empty the first time.
+func (f *facts) of(x any) *fact {
+	if ft := f.get(x); ft != nil {
+		return ft
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ft := f.m[x]
+	if ft == nil {
+		ft = &fact{}
+		f.m[x] = ft
+	}
+	return ft
+}
+
+// len is the number of messages f knows.
+func (f *facts) len() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.m)
+}
+
+// learnt returns what field holds of x in the facts of m, else of the previous memo, or nil.
+func learnt[T any](m *memo, x any, field func(*fact) *atomic.Pointer[T]) *T {
+	if ft := m.facts.get(x); ft != nil {
+		if v := field(ft).Load(); v != nil {
+			return v
+		}
 	}
 	if m.prev != nil {
-		return pick(m.prev).Load(x)
+		if ft := m.prev.get(x); ft != nil {
+			return field(ft).Load()
+		}
 	}
-	return nil, false
+	return nil
 }
 
-func hashesOf(f *facts) *sync.Map { return &f.hashes }
-func validOf(f *facts) *sync.Map  { return &f.valid }
-func refsOf(f *facts) *sync.Map   { return &f.refs }
+// learn sets field of x's fact in m to v unless it is set, and returns what it holds.
+func learn[T any](m *memo, x any, field func(*fact) *atomic.Pointer[T], v *T) *T {
+	p := field(m.facts.of(x))
+	if p.CompareAndSwap(nil, v) {
+		return v
+	}
+	return p.Load()
+}
 
-func listenerRefsOf(f *facts) *sync.Map { return &f.lrefs }
+func encOf(f *fact) *atomic.Pointer[encoded]    { return &f.enc }
+func validOf(f *fact) *atomic.Pointer[validity] { return &f.valid }
+func refsOf(f *fact) *atomic.Pointer[refs]      { return &f.refs }
+func lrefsOf(f *fact) *atomic.Pointer[[]refs]   { return &f.lrefs }
 
 // setKey is the key of a list of resources that depends only on a service's upstreams (each
 // one's chain and local port), its mode and the shape: proxies of services with the same
@@ -158,7 +215,7 @@ func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 		hint = min(len(prev.entries), 2*len(snap.Services))
 		prev.mu.Unlock()
 	}
-	m := &memo{snap: snap, entries: make(map[memoKey]*memoEntry, hint), facts: &facts{}}
+	m := &memo{snap: snap, entries: make(map[memoKey]*memoEntry, hint), facts: newFacts(factsHint(snap, prev))}
 	var prevPr *principals
 	if prev != nil {
 		prevPr = prev.pr
@@ -170,6 +227,15 @@ func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 		prev.before.Store(nil)
 	}
 	return m
+}
+
+// factsHint is how many messages the facts of snap's memo are made room for: as many as the
+// previous memo learnt of, up to ten per service (meshgen's mesh learns of eight).
+func factsHint(snap *mesh.Snapshot, prev *memo) int {
+	if prev == nil {
+		return 0
+	}
+	return min(prev.facts.len(), 10*len(snap.Services))
 }
 
 // principals returns the principals of m's snapshot, or nil for a nil memo.
@@ -268,16 +334,14 @@ func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
 		*buf = b
 		return hashOf(b), nil
 	}
-	if e, ok := m.load(hashesOf, res); ok {
-		return e.(*encoded).hash, nil
+	if e := learnt(m, res, encOf); e != nil {
+		return e.hash, nil
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
 	if err != nil {
 		return "", err
 	}
-	e := newEncoded(res, b, messageTypeURL(res), cachev3.GetResourceName(res))
-	m.facts.hashes.Store(res, e)
-	return e.hash, nil
+	return learn(m, res, encOf, newEncoded(res, b, messageTypeURL(res), cachev3.GetResourceName(res))).hash, nil
 }
 
 // hashOf is the content hash of an encoding: 16 hex digits of its SHA-256.
@@ -307,17 +371,10 @@ func (m *memo) validated(res types.Resource, validate func() error) error {
 	if m == nil {
 		return validate()
 	}
-	if v, ok := m.load(validOf, res); ok {
-		err, _ := v.(error)
-		return err
+	if v := learnt(m, res, validOf); v != nil {
+		return v.err
 	}
-	err := validate()
-	var v any = true
-	if err != nil {
-		v = err
-	}
-	m.facts.valid.Store(res, v)
-	return err
+	return learn(m, res, validOf, &validity{err: validate()}).err
 }
 
 // refsOf reads the references of a shared message x once.
@@ -325,10 +382,9 @@ func (m *memo) refsOf(x proto.Message, read func() refs) refs {
 	if m == nil {
 		return read()
 	}
-	if v, ok := m.load(refsOf, x); ok {
-		return v.(refs)
+	if v := learnt(m, x, refsOf); v != nil {
+		return *v
 	}
 	r := read()
-	m.facts.refs.Store(x, r)
-	return r
+	return *learn(m, x, refsOf, &r)
 }

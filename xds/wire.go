@@ -91,8 +91,8 @@ func (m *memo) wired(r types.Resource) types.Resource {
 	if m == nil {
 		return r
 	}
-	if e, ok := m.load(hashesOf, r); ok && e.(*encoded).wire != nil {
-		return e.(*encoded).wire
+	if e := learnt(m, r, encOf); e != nil && e.wire != nil {
+		return e.wire
 	}
 	return r
 }
