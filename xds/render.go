@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -325,25 +326,22 @@ func readListenerRefs(l *listenerv3.Listener, m *memo) []refs {
 
 // consistent is Consistent, reading the references of each filter shared through m once.
 func (r *Resources) consistent(m *memo) error {
+	sc := consistencyScratches.Get().(*consistencyScratch)
+	defer sc.release()
 	var errs []error
-	routeNames := map[string]bool{}
 	for _, rc := range r.Routes {
-		routeNames[rc.Name] = true
+		sc.routes[rc.Name] = true
 	}
-	clusterNames := map[string]bool{}
-	edsNames := map[string]bool{}
 	for _, c := range r.Clusters {
-		clusterNames[c.Name] = true
+		sc.clusters[c.Name] = true
 		if c.GetType() == clusterv3.Cluster_EDS {
 			n := c.GetEdsClusterConfig().GetServiceName()
 			if n == "" {
 				n = c.Name
 			}
-			edsNames[n] = true
+			sc.eds[n] = true
 		}
 	}
-	referencedRoutes := map[string]bool{}
-	var refClusters []string
 	for _, l := range r.Listeners {
 		for _, x := range listenerRefs(l, m) {
 			if x.err != nil {
@@ -351,38 +349,37 @@ func (r *Resources) consistent(m *memo) error {
 				continue
 			}
 			for _, rc := range x.routes {
-				if !routeNames[rc] {
+				if !sc.routes[rc] {
 					errs = append(errs, fmt.Errorf("listener %q: route configuration %q is missing", l.Name, rc))
 				}
-				referencedRoutes[rc] = true
+				sc.referenced[rc] = true
 			}
-			refClusters = append(refClusters, x.clusters...)
+			sc.refClusters = append(sc.refClusters, x.clusters...)
 		}
 	}
 	for _, rc := range r.Routes {
-		if !referencedRoutes[rc.Name] {
+		if !sc.referenced[rc.Name] {
 			errs = append(errs, fmt.Errorf("route configuration %q is not referenced by any listener", rc.Name))
 		}
-		refClusters = append(refClusters, m.refsOf(rc, func() refs { return refs{clusters: routeClusters(rc)} }).clusters...)
+		sc.refClusters = append(sc.refClusters, m.refsOf(rc, func() refs { return refs{clusters: routeClusters(rc)} }).clusters...)
 	}
-	for _, c := range refClusters {
-		if !clusterNames[c] {
+	for _, c := range sc.refClusters {
+		if !sc.clusters[c] {
 			errs = append(errs, fmt.Errorf("cluster %q is referenced but missing", c))
 		}
 	}
-	errs = append(errs, extensionsConsistent(r.Listeners, r.Extensions, m)...)
-	claNames := map[string]bool{}
+	errs = append(errs, extensionsConsistentIn(sc, r.Listeners, r.Extensions, m)...)
 	for _, cla := range r.Endpoints {
-		if claNames[cla.ClusterName] {
+		if sc.cla[cla.ClusterName] {
 			errs = append(errs, fmt.Errorf("load assignment %q appears twice", cla.ClusterName))
 		}
-		claNames[cla.ClusterName] = true
-		if !edsNames[cla.ClusterName] {
+		sc.cla[cla.ClusterName] = true
+		if !sc.eds[cla.ClusterName] {
 			errs = append(errs, fmt.Errorf("load assignment %q has no EDS cluster", cla.ClusterName))
 		}
 	}
-	for n := range edsNames {
-		if !claNames[n] {
+	for n := range sc.eds {
+		if !sc.cla[n] {
 			errs = append(errs, fmt.Errorf("EDS cluster %q has no load assignment", n))
 		}
 	}
@@ -390,21 +387,57 @@ func (r *Resources) consistent(m *memo) error {
 	return errors.Join(errs...)
 }
 
+// consistencyScratch is the scratch space of one consistency check: sets of names, emptied
+// (keeping their room) when released, so that checking a thousand groups does not make
+// seven thousand maps.
+type consistencyScratch struct {
+	routes, clusters, eds, referenced, cla, named map[string]bool
+	types                                         map[string]string
+	refClusters                                   []string
+}
+
+var consistencyScratches = sync.Pool{New: func() any {
+	return &consistencyScratch{
+		routes: map[string]bool{}, clusters: map[string]bool{}, eds: map[string]bool{},
+		referenced: map[string]bool{}, cla: map[string]bool{}, named: map[string]bool{},
+		types: map[string]string{},
+	}
+}}
+
+// release empties sc and returns it to the pool.
+func (sc *consistencyScratch) release() {
+	clear(sc.routes)
+	clear(sc.clusters)
+	clear(sc.eds)
+	clear(sc.referenced)
+	clear(sc.cla)
+	clear(sc.named)
+	clear(sc.types)
+	clear(sc.refClusters) // no strings kept alive from the pool
+	sc.refClusters = sc.refClusters[:0]
+	consistencyScratches.Put(sc)
+}
+
 // extensionsConsistent checks that every extension configuration a listener's filter names
 // exists, with a type the filter admits, and that every extension configuration is named (but
 // for the other of public_listener's RBAC pair: extensions.go).
 func extensionsConsistent(ls []*listenerv3.Listener, xs []*corev3.TypedExtensionConfig, m *memo) []error {
+	sc := consistencyScratches.Get().(*consistencyScratch)
+	defer sc.release()
+	return extensionsConsistentIn(sc, ls, xs, m)
+}
+
+// extensionsConsistentIn is extensionsConsistent using sc's types and named, which it fills.
+func extensionsConsistentIn(sc *consistencyScratch, ls []*listenerv3.Listener, xs []*corev3.TypedExtensionConfig, m *memo) []error {
 	var errs []error
-	types := make(map[string]string, len(xs))
 	for _, x := range xs {
-		types[x.Name] = extensionTypeURL(x)
+		sc.types[x.Name] = extensionTypeURL(x)
 	}
-	named := map[string]bool{}
 	for _, l := range ls {
 		for _, x := range listenerRefs(l, m) {
 			for _, e := range x.extensions {
-				named[e.name] = true
-				t, ok := types[e.name]
+				sc.named[e.name] = true
+				t, ok := sc.types[e.name]
 				switch {
 				case !ok:
 					errs = append(errs, fmt.Errorf("listener %q: extension config %q is missing", l.Name, e.name))
@@ -415,7 +448,7 @@ func extensionsConsistent(ls []*listenerv3.Listener, xs []*corev3.TypedExtension
 		}
 	}
 	for _, x := range xs {
-		if !named[x.Name] && !unreferencedOK(x.Name, named) {
+		if !sc.named[x.Name] && !unreferencedOK(x.Name, sc.named) {
 			errs = append(errs, fmt.Errorf("extension config %q is not referenced by any listener", x.Name))
 		}
 	}
