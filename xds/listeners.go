@@ -254,12 +254,16 @@ func outboundListener(name string, u *mesh.Upstream, chain *mesh.Chain, m *memo)
 	}
 	addr := sharedOK(m, memoKey{kind: memoLocalAddress, name: strconv.Itoa(u.LocalPort)},
 		func() *corev3.Address { return socketAddress("127.0.0.1", u.LocalPort) })
-	return &listenerv3.Listener{
+	l := &listenerv3.Listener{
 		Name:             name,
 		Address:          addr,
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
-	}, nil
+	}
+	if err := learnOutboundEncoding(m, l, addr, filter); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // outboundFilter is the network filter that sends a connection to upstream u along its chain:

@@ -70,6 +70,7 @@ type fact struct {
 	valid atomic.Pointer[validity] // the result of ValidateAll (resources)
 	refs  atomic.Pointer[refs]     // filter, API listener or route configuration
 	lrefs atomic.Pointer[[]refs]   // a listener's filters' (listenerRefs)
+	raw   atomic.Pointer[[]byte]   // the encoding of a shared part of resources (encodingOf)
 }
 
 // validity is the result of a message's ValidateAll.
@@ -135,6 +136,7 @@ func encOf(f *fact) *atomic.Pointer[encoded]    { return &f.enc }
 func validOf(f *fact) *atomic.Pointer[validity] { return &f.valid }
 func refsOf(f *fact) *atomic.Pointer[refs]      { return &f.refs }
 func lrefsOf(f *fact) *atomic.Pointer[[]refs]   { return &f.lrefs }
+func rawOf(f *fact) *atomic.Pointer[[]byte]     { return &f.raw }
 
 // setKey is the key of a list of resources that depends only on a service's upstreams (each
 // one's chain and local port), its mode and the shape: proxies of services with the same
