@@ -3,6 +3,7 @@ package xds
 import (
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -283,9 +284,12 @@ func sanMatchers(sans []string) []*matcherv3.StringMatcher {
 	return out
 }
 
-func adsConfigSource() *corev3.ConfigSource {
+// adsConfigSource is the config source of everything a proxy fetches (EDS, RDS, SDS, ECDS):
+// ADS, API v3. It is a constant, built once and shared by every message that names it
+// (messages are never modified once built).
+var adsConfigSource = sync.OnceValue(func() *corev3.ConfigSource {
 	return &corev3.ConfigSource{
 		ResourceApiVersion:    corev3.ApiVersion_V3,
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 	}
-}
+})

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"sync"
+
 	"path"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -31,9 +33,27 @@ const (
 
 const tlsTransportSocketName = "envoy.transport_sockets.tls"
 
+// sdsSecret is the SDS reference to secret name over ADS. The references to SecretLeaf and
+// SecretRoots, in every TLS context, are constants built once (messages are never modified
+// once built).
 func sdsSecret(name string) *tlsv3.SdsSecretConfig {
+	switch name {
+	case SecretLeaf:
+		return sdsLeaf()
+	case SecretRoots:
+		return sdsRoots()
+	}
+	return newSDSSecret(name)
+}
+
+func newSDSSecret(name string) *tlsv3.SdsSecretConfig {
 	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsConfigSource()}
 }
+
+var (
+	sdsLeaf  = sync.OnceValue(func() *tlsv3.SdsSecretConfig { return newSDSSecret(SecretLeaf) })
+	sdsRoots = sync.OnceValue(func() *tlsv3.SdsSecretConfig { return newSDSSecret(SecretRoots) })
+)
 
 // tlsParams renders the mesh-wide TLS versions for Envoy (gRPC rejects tls_params).
 func tlsParams(snap *mesh.Snapshot) *tlsv3.TlsParameters {
