@@ -58,6 +58,13 @@ func proxyTargets(snap *mesh.Snapshot, service string) []proxyTarget {
 	return out
 }
 
+// proxyTargets is proxyTargets(snap, p.Service), listed once per list of upstreams and shape
+// in m (the cluster and endpoint sets of the services with the same upstreams both read it).
+// The list is shared: it is never modified.
+func (m *memo) proxyTargets(snap *mesh.Snapshot, p Proxy) []proxyTarget {
+	return sharedOK(m, m.setKey(memoTargets, p.Shape, p.Service), func() []proxyTarget { return proxyTargets(snap, p.Service) })
+}
+
 // clusters renders a proxy's clusters: one EDS cluster per target, named by its SNI, whose TLS
 // checks the SPIFFE ID of the target (and of its failover targets); and for Envoy the local_app
 // cluster of the application behind the sidecar.
@@ -77,7 +84,7 @@ func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, erro
 	}
 	targets, err := shared(m, m.setKey(memoClusterSet, p.Shape, p.Service), func() ([]*clusterv3.Cluster, error) {
 		var out []*clusterv3.Cluster
-		for _, pt := range proxyTargets(snap, p.Service) {
+		for _, pt := range m.proxyTargets(snap, p) {
 			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI + "|" + pt.mode},
 				func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape) })
 			if err != nil {

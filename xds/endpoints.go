@@ -17,7 +17,7 @@ import (
 // locality carries a load-balancing weight, because gRPC ignores localities without one.
 func endpoints(snap *mesh.Snapshot, p Proxy, m *memo) []*endpointv3.ClusterLoadAssignment {
 	set := sharedOK(m, m.setKey(memoEndpointSet, p.Shape, p.Service), func() []*endpointv3.ClusterLoadAssignment {
-		targets := proxyTargets(snap, p.Service)
+		targets := m.proxyTargets(snap, p)
 		out := make([]*endpointv3.ClusterLoadAssignment, 0, len(targets))
 		for _, pt := range targets {
 			if p.Shape != ShapeEnvoy {

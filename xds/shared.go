@@ -197,6 +197,7 @@ const (
 	memoRouteSet    = 'R'
 	memoEndpointSet = 'E'
 	memoListenerSet = 'L'
+	memoTargets     = 'T' // the targets of a list of upstreams (proxyTargets)
 )
 
 type memoEntry struct {
