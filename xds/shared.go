@@ -210,7 +210,8 @@ type memoEntry struct {
 // newMemo returns the memo of snap; prev, the memo of the snapshot served before (or nil),
 // lends its facts and listener sets.
 func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
-	hint := 0
+	// A first memo renders whole groups: meshgen's mesh makes thirteen entries per service.
+	hint := firstMemoHint * len(snap.Services)
 	if prev != nil {
 		// As many as the memo before needed, up to what a mesh-wide change of RBAC needs: the
 		// map does not grow a thousand entries at a time.
@@ -232,14 +233,19 @@ func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 	return m
 }
 
-// factsHint is how many messages the facts of snap's memo are made room for: as many as the
-// previous memo learnt of, up to ten per service (meshgen's mesh learns of eight).
+// factsHint is how many messages the facts of snap's memo are made room for: for a first
+// memo, which renders whole groups, firstMemoHint per service (meshgen's mesh learns of about
+// eleven); else as many as the previous memo learnt of, up to what a mesh-wide change of RBAC
+// needs (as for the entries).
 func factsHint(snap *mesh.Snapshot, prev *memo) int {
 	if prev == nil {
-		return 0
+		return firstMemoHint * len(snap.Services)
 	}
-	return min(prev.facts.len(), 10*len(snap.Services))
+	return min(prev.facts.len(), 2*len(snap.Services))
 }
+
+// firstMemoHint is the room per service made in the maps of a memo without a previous one.
+const firstMemoHint = 8
 
 // principals returns the principals of m's snapshot, or nil for a nil memo.
 func (m *memo) principals() *principals {
