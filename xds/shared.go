@@ -55,8 +55,8 @@ type memo struct {
 }
 
 // facts are what is learnt of each message once: content hash, validity, references. One
-// map holds every fact of a message, so a resource is looked up once per question rather than
-// in a map per question, and learning a fact of a known message allocates nothing but the fact.
+// map holds all that is learnt of a message (in place of a sync.Map per question, each a trie
+// of nodes allocated per message), under a lock that renderings mostly read.
 type facts struct {
 	mu sync.RWMutex
 	m  map[any]*fact // message → what is learnt of it
