@@ -211,7 +211,7 @@ func publicListener(snap *mesh.Snapshot, svc *mesh.Service, port int, m *memo) (
 		hcm, err := knownFilter(m, hcmFilterName, &hcmv3.HttpConnectionManager{
 			StatPrefix:     PublicListener,
 			CodecType:      hcmv3.HttpConnectionManager_AUTO,
-			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: localAppRouteConfig(svc.Name)},
+			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: localAppRouteConfig()},
 			HttpFilters:    []*hcmv3.HttpFilter{rbac, router},
 			NormalizePath:  wrapperspb.Bool(true),
 			MergeSlashes:   true,

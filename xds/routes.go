@@ -197,8 +197,8 @@ func serverRouteConfig(service string) *routev3.RouteConfiguration {
 }
 
 // localAppRouteConfig is the inline route configuration of an Envoy public listener: everything
-// that RBAC lets through goes to the local application.
-func localAppRouteConfig(service string) *routev3.RouteConfiguration {
+// that RBAC lets through goes to the local application, the same for every service (publicListenerKey).
+func localAppRouteConfig() *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name: "public_listener",
 		VirtualHosts: []*routev3.VirtualHost{{
