@@ -35,6 +35,30 @@ type cacheTypes struct {
 	versions map[cacheTypeKey]map[string]string // version ""
 }
 
+// presetRBAC makes set's version map and cache resources (made with the set, at set.version)
+// what groups of m whose extension configurations are set's share: versionMap and
+// sharedResources then find them, and a group's full render builds neither again. They are
+// what those would build: set.typeHash is the content hash hashByType computes of set.xs,
+// set.versions its version map, and set.res indexes the wires m learnt of set.xs
+// (TestRenderRBACMatchesRender holds renderRBAC's use of them to render's).
+func (m *memo) presetRBAC(set *rbacSet) {
+	t := resourcev3.ExtensionConfigType
+	m.cache.mu.Lock()
+	defer m.cache.mu.Unlock()
+	if m.cache.versions == nil {
+		m.cache.versions = map[cacheTypeKey]map[string]string{}
+	}
+	if m.cache.m == nil {
+		m.cache.m = map[cacheTypeKey]*cacheType{}
+	}
+	if k := (cacheTypeKey{t: t, hash: set.typeHash}); m.cache.versions[k] == nil {
+		m.cache.versions[k] = set.versions
+	}
+	if k := (cacheTypeKey{t: t, hash: set.typeHash, version: set.version}); m.cache.m[k] == nil {
+		m.cache.m[k] = &cacheType{res: set.res, versions: set.versions}
+	}
+}
+
 // versionMap returns the version map (name → content hash) of the resources of type t whose
 // content hash is hash, made with build the first time in m. A nil memo shares nothing.
 func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[string]string) map[string]string {

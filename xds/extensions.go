@@ -70,7 +70,8 @@ func typeURL(m proto.Message) string {
 // extensionConfigs renders the extension configurations of proxy p: for an Envoy sidecar
 // with a public listener, the rules of its RBAC filter, as the HTTP and as the network filter
 // (sorted by name); nothing for the other shapes. The memo learns the content hash and wire of
-// each (so memo.resourceHash does not marshal them again).
+// each (so memo.resourceHash does not marshal them again), and the pair's version map and cache
+// resources (presetRBAC: the group's cache snapshot takes them rather than making its own).
 func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExtensionConfig, error) {
 	set, err := publicRBACSet(snap, p, m)
 	if set == nil || err != nil {
@@ -80,6 +81,7 @@ func extensionConfigs(snap *mesh.Snapshot, p Proxy, m *memo) ([]*corev3.TypedExt
 		for i, x := range set.xs {
 			learn(m, x, encOf, set.enc[i])
 		}
+		m.presetRBAC(set)
 	}
 	return set.xs, nil
 }

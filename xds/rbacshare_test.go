@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -338,5 +340,52 @@ func TestPermKeyCoversEveryField(t *testing.T) {
 		if bytes.Equal(want, appendPermKey(nil, mesh.Allow, []mesh.Permission{p})) {
 			t.Fatalf("variant %d has the same key", i)
 		}
+	}
+}
+
+// TestPresetRBACIsWhatRenderBuilds holds what extensionConfigs presets in the memo's cache
+// (presetRBAC) to what a group's render would build of the same extension configurations: the
+// content hash and version map hashByType computes without a memo, and cache resources at the
+// version render gives them, indexing the wires the memo learnt.
+func TestPresetRBACIsWhatRenderBuilds(t *testing.T) {
+	ms := meshgenSnaps(t, 60, 3)
+	r := rand.New(rand.NewPCG(3, 9))
+	snaps := []*mesh.Snapshot{ms[0], ms[1], seal(t, richMesh()), seal(t, randomTransparentMesh(r, 6))}
+	ext := resourcev3.ExtensionConfigType
+	checked := 0
+	for i, snap := range snaps {
+		m := newMemo(snap, nil)
+		for _, name := range snap.ServiceNames() {
+			xs, err := extensionConfigs(snap, Proxy{Service: name, Shape: ShapeEnvoy}, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(xs) == 0 {
+				continue
+			}
+			fresh := &Resources{Extensions: xs}
+			hashes, _, versions, err := fresh.hashTypes(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hash, version := hashes.get(ext), snap.Version+"-"+hashes.get(ext)[:8]
+			gotVersions := m.versionMap(ext, hash, func() map[string]string { t.Fatalf("mesh %d, %s: no version map preset", i, name); return nil })
+			if !maps.Equal(gotVersions, versions[ext]) {
+				t.Fatalf("mesh %d, %s: preset version map %v, render's %v", i, name, gotVersions, versions[ext])
+			}
+			res, _ := m.sharedResources(ext, hash, version, nil, nil)
+			if res.Version != version || len(res.Items) != len(xs) {
+				t.Fatalf("mesh %d, %s: preset resources at %q with %d items, want %q with %d", i, name, res.Version, len(res.Items), version, len(xs))
+			}
+			for _, x := range xs {
+				if got := res.Items[x.Name]; got.Resource != m.wired(x) || got.TTL != nil {
+					t.Fatalf("mesh %d, %s: preset item %s is not the wire the memo learnt", i, name, x.Name)
+				}
+			}
+			checked++
+		}
+	}
+	if checked < 60 {
+		t.Fatalf("checked %d services, want at least 60", checked)
 	}
 }
