@@ -67,7 +67,10 @@ import (
 // process's CPU time (the machines are shared: CPU time is the steadier of the two), and
 // -benchmem's figures are of the three changes together. Run with -benchtime 10x; with
 // MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes run (for -cpuprofile,
-// -memprofile: the others report 1ms); MESH_FANOUT_CPUPROFILE=file profiles the changes alone
+// -memprofile: the others report 1ms; none: only set-up and initial syncs run);
+// MESH_FANOUT_INITIALPROFILE=prefix profiles each initial sync alone
+// (profileInitial);
+// MESH_FANOUT_CPUPROFILE=file profiles the changes alone
 // (not the set-up and initial syncs), MESH_FANOUT_ALLOCPROFILE=file writes
 // the allocation profile before (file.before) and after them.
 //
@@ -225,13 +228,15 @@ type fanoutServer struct {
 func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta bool) {
 	// Initial sync, three times per server, on fresh servers.
 	var initial, initialCPU [2][]time.Duration
-	for range 3 {
+	for round := range 3 {
 		for k, start := range []func(*testing.B, *fanoutFixture, int) *fanoutServer{startRawFanout, startMeshFanout} {
 			srv := start(b, fx, streams)
 			srv.delta = delta
+			stop := profileInitial(b, fmt.Sprintf("%s.%s.%d", strings.ReplaceAll(b.Name(), "/", "_"), srv.name, round))
 			cpu := cpuTime()
 			initial[k] = append(initial[k], srv.connect(b, fx, streams))
 			initialCPU[k] = append(initialCPU[k], cpuTime()-cpu)
+			stop()
 			srv.close()
 		}
 	}
@@ -292,6 +297,33 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 	b.ReportMetric(p(initial[1], 0.5)/p(initial[0], 0.5), "mesh/raw-initial")
 	b.ReportMetric(p(initialCPU[0], 0.5), "raw-initial-cpu-ms")
 	b.ReportMetric(p(initialCPU[1], 0.5), "mesh-initial-cpu-ms")
+}
+
+// profileInitial starts profiling an initial sync, name being the benchmark's, the server's and
+// the round's,
+// when MESH_FANOUT_INITIALPROFILE is set: the CPU profile goes to
+// $MESH_FANOUT_INITIALPROFILE.name.cpu (merge the rounds': go tool pprof -proto) and the
+// allocation profiles before and after to .name.allocs.before and .name.allocs (the sync's
+// own: go tool pprof -base). It returns what stops it.
+func profileInitial(b *testing.B, name string) func() {
+	prefix := os.Getenv("MESH_FANOUT_INITIALPROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	prefix += "." + name
+	writeAllocs(b, prefix+".allocs.before")
+	f, err := os.Create(prefix + ".cpu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		writeAllocs(b, prefix+".allocs")
+	}
 }
 
 // writeAllocs writes the allocation profile to path (the changes' own allocations are the
