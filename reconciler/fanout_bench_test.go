@@ -63,7 +63,9 @@ import (
 // change and the ratio of mesh and commit p50 to raw p50; and, measured three times before the
 // loop on fresh servers (interleaved too), the median initial sync: from opening every stream
 // to every stream having ACKed all five types (raw: node snapshots set before; mesh: the server
-// serves the snapshot, proxies rendered as they connect). Both report wall time and the
+// serves the snapshot, proxies rendered as they connect), and for mesh the initial sync of the
+// same streams connecting again after all hung up (mesh-reconnect: every group rendered
+// already, so the connect path and fan-out without the render). Both report wall time and the
 // process's CPU time (the machines are shared: CPU time is the steadier of the two), and
 // -benchmem's figures are of the three changes together. Run with -benchtime 10x; with
 // MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes run (for -cpuprofile,
@@ -221,22 +223,38 @@ type fanoutServer struct {
 	cancel  context.CancelFunc
 	// set makes variant v the served one; it returns when the server was handed it.
 	set func(b *testing.B, v int)
-	lat []time.Duration
-	cpu []time.Duration // process CPU time over each change
+	// hangUp closes the streams that connect opened, leaving the server running, and returns
+	// when the server has seen them close (nil: not supported).
+	hangUp    func(b *testing.B)
+	connected func() int // the nodes the server counts connected (mesh only)
+	lat       []time.Duration
+	cpu       []time.Duration // process CPU time over each change
 }
 
 func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta bool) {
-	// Initial sync, three times per server, on fresh servers.
+	// Initial sync, three times per server, on fresh servers; on the mesh server, once more
+	// after every stream hung up: its groups are rendered by then, so that sync is the
+	// connect path and fan-out alone (reconnect).
 	var initial, initialCPU [2][]time.Duration
+	var reconnectCPU []time.Duration
 	for round := range 3 {
 		for k, start := range []func(*testing.B, *fanoutFixture, int) *fanoutServer{startRawFanout, startMeshFanout} {
 			srv := start(b, fx, streams)
 			srv.delta = delta
-			stop := profileInitial(b, fmt.Sprintf("%s.%s.%d", strings.ReplaceAll(b.Name(), "/", "_"), srv.name, round))
+			prefix := fmt.Sprintf("%s.%s.%d", strings.ReplaceAll(b.Name(), "/", "_"), srv.name, round)
+			stop := profileInitial(b, prefix)
 			cpu := cpuTime()
 			initial[k] = append(initial[k], srv.connect(b, fx, streams))
 			initialCPU[k] = append(initialCPU[k], cpuTime()-cpu)
 			stop()
+			if srv.hangUp != nil {
+				srv.hangUp(b)
+				stop := profileInitial(b, prefix+".reconnect")
+				cpu := cpuTime()
+				srv.connect(b, fx, streams)
+				reconnectCPU = append(reconnectCPU, cpuTime()-cpu)
+				stop()
+			}
 			srv.close()
 		}
 	}
@@ -297,6 +315,8 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 	b.ReportMetric(p(initial[1], 0.5)/p(initial[0], 0.5), "mesh/raw-initial")
 	b.ReportMetric(p(initialCPU[0], 0.5), "raw-initial-cpu-ms")
 	b.ReportMetric(p(initialCPU[1], 0.5), "mesh-initial-cpu-ms")
+	b.ReportMetric(p(reconnectCPU, 0.5), "mesh-reconnect-cpu-ms")
+	b.ReportMetric(p(reconnectCPU, 0.5)/p(initialCPU[0], 0.5), "mesh-reconnect/raw-initial-cpu")
 }
 
 // profileInitial starts profiling an initial sync, name being the benchmark's, the server's and
@@ -387,12 +407,22 @@ func startMeshFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer
 	if err := x.SetSnapshot(fx.snaps[0]); err != nil {
 		b.Fatal(err)
 	}
-	return &fanoutServer{name: "mesh", addr: addr, cancel: func() { x.Close(); stop() },
+	srv := &fanoutServer{name: "mesh", addr: addr, cancel: func() { x.Close(); stop() },
 		set: func(b *testing.B, v int) {
 			if err := x.SetSnapshot(fx.snaps[v]); err != nil {
 				b.Fatal(err)
 			}
 		}}
+	srv.connected = func() int {
+		n := 0
+		for _, p := range x.Proxies() {
+			if p.Connected {
+				n++
+			}
+		}
+		return n
+	}
+	return srv
 }
 
 func startCommitFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer {
@@ -428,12 +458,22 @@ func (srv *fanoutServer) connect(b *testing.B, fx *fanoutFixture, streams int) t
 		conns[i] = cc
 	}
 	stopServer := srv.cancel
-	srv.cancel = func() {
+	hangUp := func() {
 		cancel()
 		for _, cc := range conns {
 			cc.Close()
 		}
+	}
+	srv.cancel = func() {
+		hangUp()
 		stopServer()
+	}
+	if srv.connected != nil {
+		srv.hangUp = func(b *testing.B) {
+			hangUp()
+			srv.cancel = stopServer
+			waitFor(b, time.Minute, "every stream to close on the server", func() bool { return srv.connected() == 0 })
+		}
 	}
 	w := newWaiter(streams)
 	srv.clients = make([]*fanoutClient, streams)
