@@ -327,6 +327,9 @@ func (d *deltaType) content(ts *typeSet, diff *typeDiff) (entries []deltaEntry, 
 		if ts != nil {
 			items = ts.items
 		}
+		if d.base == nil && len(d.over) == 0 {
+			entries = make([]deltaEntry, 0, len(items)) // holds nothing: gets every one
+		}
 		for name := range items {
 			if v, ok := d.held(name); !ok || v != ts.versions[name] {
 				entries = append(entries, entry(name))
@@ -803,13 +806,17 @@ type deltaMsg struct {
 	body           *deltaBody
 	version, nonce string
 
-	bufs [msgInlineBufs]mem.Buffer // wire's, when they fit (sotwserver.go)
-	once sync.Once
-	msg  *emptypb.Empty // the encoding as unknown fields, made on first use
+	bufs    [msgInlineBufs]mem.Buffer // wire's, when they fit (sotwserver.go)
+	tailBuf [msgTailSize]byte         // wire's tail, when it fits (sotwserver.go)
+	once    sync.Once
+	msg     *emptypb.Empty // the encoding as unknown fields, made on first use
 }
 
 func (m *deltaMsg) wire() mem.BufferSlice {
-	tail := make([]byte, 0, 8+len(m.version)+len(m.nonce))
+	tail := m.tailBuf[:0]
+	if n := 8 + len(m.version) + len(m.nonce); n > len(m.tailBuf) {
+		tail = make([]byte, 0, n)
+	}
 	if m.version != "" {
 		tail = protowire.AppendTag(tail, fDeltaVersion, protowire.BytesType)
 		tail = protowire.AppendString(tail, m.version)
