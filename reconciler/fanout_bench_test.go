@@ -65,7 +65,9 @@ import (
 // to every stream having ACKed all five types (raw: node snapshots set before; mesh: the server
 // serves the snapshot, proxies rendered as they connect), and for mesh the initial sync of the
 // same streams connecting again after all hung up (mesh-reconnect: every group rendered
-// already, so the connect path and fan-out without the render). Both report wall time and the
+// already, so the connect path and fan-out without the render). Each sync starts after a
+// garbage collection, so that whether one falls within it depends on what the sync allocates,
+// not on what ran before. Both report wall time and the
 // process's CPU time (the machines are shared: CPU time is the steadier of the two), and
 // -benchmem's figures are of the three changes together. Run with -benchtime 10x; with
 // MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes run (for -cpuprofile,
@@ -242,6 +244,7 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 			srv := start(b, fx, streams)
 			srv.delta = delta
 			prefix := fmt.Sprintf("%s.%s.%d", strings.ReplaceAll(b.Name(), "/", "_"), srv.name, round)
+			runtime.GC() // every sync starts from the same heap: what it allocates decides its GC
 			stop := profileInitial(b, prefix)
 			cpu := cpuTime()
 			initial[k] = append(initial[k], srv.connect(b, fx, streams))
@@ -249,6 +252,7 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 			stop()
 			if srv.hangUp != nil {
 				srv.hangUp(b)
+				runtime.GC()
 				stop := profileInitial(b, prefix+".reconnect")
 				cpu := cpuTime()
 				srv.connect(b, fx, streams)
