@@ -115,7 +115,7 @@ func (r *sotwRequest) decodeFast(b []byte) bool {
 		case fReqNames:
 			ok = names.add(v)
 		case fReqTypeURL:
-			r.TypeUrl = typeURL
+			r.TypeUrl, ok = typeURL, validTypeURL(v, typeURL)
 		case fReqNonce:
 			r.ResponseNonce, ok = wireString(v, exp.nonce)
 		case fReqErrorDetail:
@@ -163,7 +163,7 @@ func (r *deltaRequest) decodeFast(b []byte) bool {
 		case fDReqNode:
 			r.Node, ok = mergeNode(r.Node, v)
 		case fDReqTypeURL:
-			r.TypeUrl = typeURL
+			r.TypeUrl, ok = typeURL, validTypeURL(v, typeURL)
 		case fDReqSubscribe:
 			ok = sub.add(v)
 		case fDReqUnsubscribe:
@@ -214,6 +214,12 @@ func lastString(b []byte, num protowire.Number) (string, bool) {
 		return s, true
 	}
 	return wireString(last, "")
+}
+
+// validTypeURL reports whether an occurrence v of the type URL field is valid UTF-8, as
+// proto.Unmarshal requires of every occurrence, not only of the last one it keeps (last).
+func validTypeURL(v []byte, last string) bool {
+	return string(v) == last || utf8.Valid(v)
 }
 
 // wireString returns v as a string: known when it is equal, else a copy; ok is false for
