@@ -185,7 +185,7 @@ func (r *deltaRequest) decodeFast(b []byte) bool {
 
 // lastString returns the value of the last occurrence of string field num in b (as
 // proto.Unmarshal keeps it), interned when it is a known type URL; ok is false when b is
-// malformed or holds num with another wire type or invalid UTF-8 (in any occurrence).
+// malformed or holds num with another wire type or invalid UTF-8.
 func lastString(b []byte, num protowire.Number) (string, bool) {
 	var last []byte
 	found := false
@@ -199,8 +199,8 @@ func lastString(b []byte, num protowire.Number) (string, bool) {
 			return "", false
 		}
 		if n == num {
-			if typ != protowire.BytesType || found && !utf8.Valid(last) {
-				return "", false // proto.Unmarshal refuses invalid UTF-8 in every occurrence
+			if typ != protowire.BytesType {
+				return "", false
 			}
 			last, _ = protowire.ConsumeBytes(b[l:])
 			found = true
