@@ -67,16 +67,15 @@ import (
 // same streams connecting again after all hung up (mesh-reconnect: every group rendered
 // already, so the connect path and fan-out without the render). Each sync starts after a
 // garbage collection, so that whether one falls within it depends on what the sync allocates,
-// not on what ran before. Both report wall time and the
-// process's CPU time (the machines are shared: CPU time is the steadier of the two), and
-// -benchmem's figures are of the three changes together. Run with -benchtime 10x; with
-// MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes run (for -cpuprofile,
-// -memprofile: the others report 1ms; none: only set-up and initial syncs run);
-// MESH_FANOUT_INITIALPROFILE=prefix profiles each initial sync alone
-// (profileInitial);
-// MESH_FANOUT_CPUPROFILE=file profiles the changes alone
-// (not the set-up and initial syncs), MESH_FANOUT_ALLOCPROFILE=file writes
-// the allocation profile before (file.before) and after them.
+// not on what ran before. Both report wall time and the process's CPU time (the machines are
+// shared: CPU time is the steadier of the two), and the initial syncs the MB allocated
+// (process-wide, clients included); -benchmem's figures are of the three changes together.
+// Run with -benchtime 10x; with MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes
+// run (for -cpuprofile, -memprofile: the others report 1ms; none: only set-up and initial
+// syncs run); MESH_FANOUT_INITIALPROFILE=prefix profiles each initial sync alone
+// (profileInitial); MESH_FANOUT_CPUPROFILE=file profiles the changes alone (not the set-up
+// and initial syncs), MESH_FANOUT_ALLOCPROFILE=file writes the allocation profile before
+// (file.before) and after them.
 //
 //	go test -tags hashicorpmetrics -run '^$' -bench MeshWideChange -benchtime 10x -timeout 60m ./reconciler/
 func BenchmarkMeshWideChange(b *testing.B) {
@@ -239,6 +238,8 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 	// connect path and fan-out alone (reconnect).
 	var initial, initialCPU [2][]time.Duration
 	var reconnectCPU []time.Duration
+	var initialMB [2][]float64
+	var reconnectMB []float64
 	for round := range 3 {
 		for k, start := range []func(*testing.B, *fanoutFixture, int) *fanoutServer{startRawFanout, startMeshFanout} {
 			srv := start(b, fx, streams)
@@ -246,17 +247,19 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 			prefix := fmt.Sprintf("%s.%s.%d", strings.ReplaceAll(b.Name(), "/", "_"), srv.name, round)
 			runtime.GC() // every sync starts from the same heap: what it allocates decides its GC
 			stop := profileInitial(b, prefix)
-			cpu := cpuTime()
+			alloc, cpu := allocatedMB(), cpuTime()
 			initial[k] = append(initial[k], srv.connect(b, fx, streams))
 			initialCPU[k] = append(initialCPU[k], cpuTime()-cpu)
+			initialMB[k] = append(initialMB[k], allocatedMB()-alloc)
 			stop()
 			if srv.hangUp != nil {
 				srv.hangUp(b)
 				runtime.GC()
 				stop := profileInitial(b, prefix+".reconnect")
-				cpu := cpuTime()
+				alloc, cpu := allocatedMB(), cpuTime()
 				srv.connect(b, fx, streams)
 				reconnectCPU = append(reconnectCPU, cpuTime()-cpu)
+				reconnectMB = append(reconnectMB, allocatedMB()-alloc)
 				stop()
 			}
 			srv.close()
@@ -320,7 +323,18 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 	b.ReportMetric(p(initialCPU[0], 0.5), "raw-initial-cpu-ms")
 	b.ReportMetric(p(initialCPU[1], 0.5), "mesh-initial-cpu-ms")
 	b.ReportMetric(p(reconnectCPU, 0.5), "mesh-reconnect-cpu-ms")
+	median := func(l []float64) float64 { return slices.Sorted(slices.Values(l))[len(l)/2] }
+	b.ReportMetric(median(initialMB[0]), "raw-initial-MB")
+	b.ReportMetric(median(initialMB[1]), "mesh-initial-MB")
+	b.ReportMetric(median(reconnectMB), "mesh-reconnect-MB")
 	b.ReportMetric(p(reconnectCPU, 0.5)/p(initialCPU[0], 0.5), "mesh-reconnect/raw-initial-cpu")
+}
+
+// allocatedMB is what the process has allocated on the heap so far, in MB.
+func allocatedMB() float64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.TotalAlloc) / (1 << 20)
 }
 
 // profileInitial starts profiling an initial sync, name being the benchmark's, the server's and
