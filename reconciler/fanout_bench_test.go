@@ -63,13 +63,19 @@ import (
 // change and the ratio of mesh and commit p50 to raw p50; and, measured three times before the
 // loop on fresh servers (interleaved too), the median initial sync: from opening every stream
 // to every stream having ACKed all five types (raw: node snapshots set before; mesh: the server
-// serves the snapshot, proxies rendered as they connect). Both report wall time and the
-// process's CPU time (the machines are shared: CPU time is the steadier of the two), and
-// -benchmem's figures are of the three changes together. Run with -benchtime 10x; with
-// MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes run (for -cpuprofile,
-// -memprofile: the others report 1ms); MESH_FANOUT_CPUPROFILE=file profiles the changes alone
-// (not the set-up and initial syncs), MESH_FANOUT_ALLOCPROFILE=file writes
-// the allocation profile before (file.before) and after them.
+// serves the snapshot, proxies rendered as they connect), and for mesh the initial sync of the
+// same streams connecting again after all hung up (mesh-reconnect: every group rendered
+// already, so the connect path and fan-out without the render). Each sync starts after a
+// garbage collection, so that whether one falls within it depends on what the sync allocates,
+// not on what ran before. Both report wall time and the process's CPU time (the machines are
+// shared: CPU time is the steadier of the two), and the initial syncs the MB allocated
+// (process-wide, clients included); -benchmem's figures are of the three changes together.
+// Run with -benchtime 10x; with MESH_FANOUT_ONLY=raw|mesh|commit only that server's changes
+// run (for -cpuprofile, -memprofile: the others report 1ms; none: only set-up and initial
+// syncs run); MESH_FANOUT_INITIALPROFILE=prefix profiles each initial sync alone
+// (profileInitial); MESH_FANOUT_CPUPROFILE=file profiles the changes alone (not the set-up
+// and initial syncs), MESH_FANOUT_ALLOCPROFILE=file writes the allocation profile before
+// (file.before) and after them.
 //
 //	go test -tags hashicorpmetrics -run '^$' -bench MeshWideChange -benchtime 10x -timeout 60m ./reconciler/
 func BenchmarkMeshWideChange(b *testing.B) {
@@ -218,20 +224,44 @@ type fanoutServer struct {
 	cancel  context.CancelFunc
 	// set makes variant v the served one; it returns when the server was handed it.
 	set func(b *testing.B, v int)
-	lat []time.Duration
-	cpu []time.Duration // process CPU time over each change
+	// hangUp closes the streams that connect opened, leaving the server running, and returns
+	// when the server has seen them close (nil: not supported).
+	hangUp    func(b *testing.B)
+	connected func() int // the nodes the server counts connected (mesh only)
+	lat       []time.Duration
+	cpu       []time.Duration // process CPU time over each change
 }
 
 func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta bool) {
-	// Initial sync, three times per server, on fresh servers.
+	// Initial sync, three times per server, on fresh servers; on the mesh server, once more
+	// after every stream hung up: its groups are rendered by then, so that sync is the
+	// connect path and fan-out alone (reconnect).
 	var initial, initialCPU [2][]time.Duration
-	for range 3 {
+	var reconnectCPU []time.Duration
+	var initialMB [2][]float64
+	var reconnectMB []float64
+	for round := range 3 {
 		for k, start := range []func(*testing.B, *fanoutFixture, int) *fanoutServer{startRawFanout, startMeshFanout} {
 			srv := start(b, fx, streams)
 			srv.delta = delta
-			cpu := cpuTime()
+			prefix := fmt.Sprintf("%s.%s.%d", strings.ReplaceAll(b.Name(), "/", "_"), srv.name, round)
+			runtime.GC() // every sync starts from the same heap: what it allocates decides its GC
+			stop := profileInitial(b, prefix)
+			alloc, cpu := allocatedMB(), cpuTime()
 			initial[k] = append(initial[k], srv.connect(b, fx, streams))
 			initialCPU[k] = append(initialCPU[k], cpuTime()-cpu)
+			initialMB[k] = append(initialMB[k], allocatedMB()-alloc)
+			stop()
+			if srv.hangUp != nil {
+				srv.hangUp(b)
+				runtime.GC()
+				stop := profileInitial(b, prefix+".reconnect")
+				alloc, cpu := allocatedMB(), cpuTime()
+				srv.connect(b, fx, streams)
+				reconnectCPU = append(reconnectCPU, cpuTime()-cpu)
+				reconnectMB = append(reconnectMB, allocatedMB()-alloc)
+				stop()
+			}
 			srv.close()
 		}
 	}
@@ -292,6 +322,46 @@ func benchMeshWideChange(b *testing.B, fx *fanoutFixture, streams int, delta boo
 	b.ReportMetric(p(initial[1], 0.5)/p(initial[0], 0.5), "mesh/raw-initial")
 	b.ReportMetric(p(initialCPU[0], 0.5), "raw-initial-cpu-ms")
 	b.ReportMetric(p(initialCPU[1], 0.5), "mesh-initial-cpu-ms")
+	b.ReportMetric(p(reconnectCPU, 0.5), "mesh-reconnect-cpu-ms")
+	median := func(l []float64) float64 { return slices.Sorted(slices.Values(l))[len(l)/2] }
+	b.ReportMetric(median(initialMB[0]), "raw-initial-MB")
+	b.ReportMetric(median(initialMB[1]), "mesh-initial-MB")
+	b.ReportMetric(median(reconnectMB), "mesh-reconnect-MB")
+	b.ReportMetric(p(reconnectCPU, 0.5)/p(initialCPU[0], 0.5), "mesh-reconnect/raw-initial-cpu")
+}
+
+// allocatedMB is what the process has allocated on the heap so far, in MB.
+func allocatedMB() float64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.TotalAlloc) / (1 << 20)
+}
+
+// profileInitial starts profiling an initial sync, name being the benchmark's, the server's and
+// the round's,
+// when MESH_FANOUT_INITIALPROFILE is set: the CPU profile goes to
+// $MESH_FANOUT_INITIALPROFILE.name.cpu (merge the rounds': go tool pprof -proto) and the
+// allocation profiles before and after to .name.allocs.before and .name.allocs (the sync's
+// own: go tool pprof -base). It returns what stops it.
+func profileInitial(b *testing.B, name string) func() {
+	prefix := os.Getenv("MESH_FANOUT_INITIALPROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	prefix += "." + name
+	writeAllocs(b, prefix+".allocs.before")
+	f, err := os.Create(prefix + ".cpu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		writeAllocs(b, prefix+".allocs")
+	}
 }
 
 // writeAllocs writes the allocation profile to path (the changes' own allocations are the
@@ -355,12 +425,22 @@ func startMeshFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer
 	if err := x.SetSnapshot(fx.snaps[0]); err != nil {
 		b.Fatal(err)
 	}
-	return &fanoutServer{name: "mesh", addr: addr, cancel: func() { x.Close(); stop() },
+	srv := &fanoutServer{name: "mesh", addr: addr, cancel: func() { x.Close(); stop() },
 		set: func(b *testing.B, v int) {
 			if err := x.SetSnapshot(fx.snaps[v]); err != nil {
 				b.Fatal(err)
 			}
 		}}
+	srv.connected = func() int {
+		n := 0
+		for _, p := range x.Proxies() {
+			if p.Connected {
+				n++
+			}
+		}
+		return n
+	}
+	return srv
 }
 
 func startCommitFanout(b *testing.B, fx *fanoutFixture, streams int) *fanoutServer {
@@ -396,12 +476,22 @@ func (srv *fanoutServer) connect(b *testing.B, fx *fanoutFixture, streams int) t
 		conns[i] = cc
 	}
 	stopServer := srv.cancel
-	srv.cancel = func() {
+	hangUp := func() {
 		cancel()
 		for _, cc := range conns {
 			cc.Close()
 		}
+	}
+	srv.cancel = func() {
+		hangUp()
 		stopServer()
+	}
+	if srv.connected != nil {
+		srv.hangUp = func(b *testing.B) {
+			hangUp()
+			srv.cancel = stopServer
+			waitFor(b, time.Minute, "every stream to close on the server", func() bool { return srv.connected() == 0 })
+		}
 	}
 	w := newWaiter(streams)
 	srv.clients = make([]*fanoutClient, streams)

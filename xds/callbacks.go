@@ -43,7 +43,8 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	if s.suspended != "" {
 		return status.Error(codes.Unavailable, "xDS suspended: "+s.suspended)
 	}
-	st := &streamState{kill: streamKiller(ctx), sent: map[string]sentResponse{}, acked: map[string]string{}, nacked: map[string]*Nack{}, delta: delta}
+	st := newStreamState(delta)
+	st.kill = streamKiller(ctx)
 	if s.authPeers {
 		pi := peerIdentityFrom(ctx)
 		st.peer = &pi

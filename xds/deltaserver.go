@@ -47,7 +47,9 @@ import (
 //     stream that sends the same resources at the same versions, whatever the group: responses
 //     are interned by content while any stream still holds one (weak pointers), and sent
 //     unchanged through the server codec's preEncoded hook (grpcopts.go). The body references
-//     each resource's marshalled bytes (wire.go) rather than copying them.
+//     each resource's marshalled bytes (wire.go) rather than copying them. A wildcard stream's
+//     first response (every resource of the type) is kept with the typeSet (allBody), so the
+//     streams of a group connecting get it without working out what they lack.
 //
 // go-control-plane's server stays selectable (WithControlPlaneDeltaServer, and always with
 // WithSnapshotCache); TestDeltaServerMatchesControlPlane drives both with the same random
@@ -327,6 +329,9 @@ func (d *deltaType) content(ts *typeSet, diff *typeDiff) (entries []deltaEntry, 
 		if ts != nil {
 			items = ts.items
 		}
+		if d.base == nil && len(d.over) == 0 {
+			entries = make([]deltaEntry, 0, len(items)) // holds nothing: gets every one
+		}
 		for name := range items {
 			if v, ok := d.held(name); !ok || v != ts.versions[name] {
 				entries = append(entries, entry(name))
@@ -355,6 +360,30 @@ func (d *deltaType) content(ts *typeSet, diff *typeDiff) (entries []deltaEntry, 
 	}
 	send = len(entries) > 0 || len(removed) > 0 || d.wildcard && d.force
 	return entries, removed, send
+}
+
+// holdsNothing reports whether the client holds no resource of the type: it was sent none
+// and told of none.
+func (d *deltaType) holdsNothing() bool {
+	return d.base == nil && len(d.over) == 0
+}
+
+// allBody returns the delta body of every resource of ts (what a wildcard subscription that
+// holds nothing is due), built once for every stream sending it at the same time, as
+// sotwBody is: the first response of every stream of a group.
+func (ts *typeSet) allBody() *deltaBody {
+	ts.sotw.mu.Lock()
+	defer ts.sotw.mu.Unlock()
+	if b := ts.deltaAll.Value(); b != nil {
+		return b
+	}
+	entries := make([]deltaEntry, 0, len(ts.items))
+	for name := range ts.items {
+		entries = append(entries, deltaEntry{name: name, version: ts.versions[name], any: ts.any(name)})
+	}
+	b := encodeDeltaBody(ts.typeURL, entries, nil)
+	ts.deltaAll = weak.Make(b)
+	return b
 }
 
 // inStep reports whether the client holds exactly what it was last sent, all of base
@@ -581,6 +610,8 @@ func (d *deltaServer) respondFrom(st grpc.ServerStream, ss *deltaStreamState, dt
 			}
 			body = d.body(dt.typeURL, nil, nil)
 		}
+	} else if dt.wildcard && dt.holdsNothing() && ts != nil && len(ts.items) > 0 {
+		body = ts.allBody() // a wildcard stream's first response: every resource
 	} else {
 		entries, removed, send := dt.content(ts, diff)
 		if !send {
@@ -803,13 +834,17 @@ type deltaMsg struct {
 	body           *deltaBody
 	version, nonce string
 
-	bufs [msgInlineBufs]mem.Buffer // wire's, when they fit (sotwserver.go)
-	once sync.Once
-	msg  *emptypb.Empty // the encoding as unknown fields, made on first use
+	bufs    [msgInlineBufs]mem.Buffer // wire's, when they fit (sotwserver.go)
+	tailBuf [msgTailSize]byte         // wire's tail, when it fits (sotwserver.go)
+	once    sync.Once
+	msg     *emptypb.Empty // the encoding as unknown fields, made on first use
 }
 
 func (m *deltaMsg) wire() mem.BufferSlice {
-	tail := make([]byte, 0, 8+len(m.version)+len(m.nonce))
+	tail := m.tailBuf[:0]
+	if n := 8 + len(m.version) + len(m.nonce); n > len(m.tailBuf) {
+		tail = make([]byte, 0, n)
+	}
 	if m.version != "" {
 		tail = protowire.AppendTag(tail, fDeltaVersion, protowire.BytesType)
 		tail = protowire.AppendString(tail, m.version)

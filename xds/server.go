@@ -219,7 +219,12 @@ type streamState struct {
 	delta  bool
 	sent   map[string]sentResponse // type URL → latest response
 	acked  map[string]string       // type URL → last ACKed version
-	nacked map[string]*Nack        // type URL → the NACK of the latest response, until an ACK
+	nacked map[string]*Nack        // type URL → the NACK of the latest response, until an ACK; nil before the first NACK
+}
+
+// newStreamState returns the state of a stream that has been sent nothing yet.
+func newStreamState(delta bool) *streamState {
+	return &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, delta: delta}
 }
 
 type sentResponse struct {
@@ -936,7 +941,7 @@ func (s *Server) nodeFor(streamID int64, n *corev3.Node, delta bool) (*node, err
 	}
 	st := s.streams[streamID]
 	if st == nil {
-		st = &streamState{sent: map[string]sentResponse{}, acked: map[string]string{}, nacked: map[string]*Nack{}, delta: delta}
+		st = newStreamState(delta)
 		s.streams[streamID] = st
 	}
 	if st.nodeID != "" {
@@ -1089,6 +1094,9 @@ func (s *Server) recordAck(streamID int64, nd *node, typeURL, nonce string, errD
 				"type", shortType(typeURL), "version", sent.version, "error", n.Error)
 		}
 		nd.lastNack = n
+		if st.nacked == nil {
+			st.nacked = map[string]*Nack{}
+		}
 		st.nacked[typeURL] = n
 		s.metrics.nacks.WithLabelValues(metricType(typeURL)).Inc()
 		return sent.version

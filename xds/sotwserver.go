@@ -475,9 +475,9 @@ func (conn *sotwConn) respond(ty *sotwType, ts *typeSet) error {
 		conn.x.cb.OnStreamResponse(conn.st.Context(), conn.id, nil,
 			&discoveryv3.DiscoveryResponse{TypeUrl: ty.typeURL, VersionInfo: version, Nonce: nonce})
 	}
-	tail := make([]byte, 0, protowire.SizeTag(fSotwNonce)+protowire.SizeBytes(len(nonce)))
-	tail = protowire.AppendString(protowire.AppendTag(tail, fSotwNonce, protowire.BytesType), nonce)
-	return conn.st.SendMsg(&sotwMsg{body: body, tail: tail})
+	msg := &sotwMsg{body: body}
+	msg.tail = protowire.AppendString(protowire.AppendTag(msg.tailBuf[:0], fSotwNonce, protowire.BytesType), nonce)
+	return conn.st.SendMsg(msg)
 }
 
 // wakeSotw tells the node's state-of-the-world streams that its snapshot changed. Called with
@@ -495,15 +495,22 @@ func (n *cacheNode) wakeSotw() {
 // resources, and this stream's nonce field.
 type sotwMsg struct {
 	body *sotwBody // never modified
-	tail []byte
-	bufs [msgInlineBufs]mem.Buffer // wire's, when they fit
-	msg  *emptypb.Empty            // ProtoReflect's
+	tail []byte    // the nonce field, in tailBuf when it fits
+	// tailBuf holds the tail of a response in the message's own allocation: a nonce field
+	// (a decimal uint64) always fits, a delta response's system version and nonce mostly.
+	tailBuf [msgTailSize]byte
+	bufs    [msgInlineBufs]mem.Buffer // wire's, when they fit
+	msg     *emptypb.Empty            // ProtoReflect's
 }
 
 var _ preEncoded = (*sotwMsg)(nil)
 
 // msgInlineBufs is how many buffers a response message holds without allocating a list.
 const msgInlineBufs = 6
+
+// msgTailSize is how many bytes of a response's own fields its message holds without
+// allocating them.
+const msgTailSize = 64
 
 func (r *sotwMsg) wire() mem.BufferSlice {
 	return appendWire(r.bufs[:0], r.body.bufs, mem.SliceBuffer(r.tail))
