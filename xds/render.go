@@ -203,22 +203,23 @@ func (r *Resources) validate(m *memo) error { return r.validateTypes(m, nil) }
 
 // validateTypes is validate leaving out the types in skip (validated before).
 func (r *Resources) validateTypes(m *memo, skip map[resourcev3.Type]bool) error {
-	return validateByType(r.byType(), m, skip)
+	return validateByType(r.byType(), m, skip, nil)
 }
 
 // validateByType is validateTypes of the resources byType (Resources.byType) lists.
-func validateByType(byType map[resourcev3.Type][]types.Resource, m *memo, skip map[resourcev3.Type]bool) error {
+// gf, if not nil, holds the resources' facts (memo.factsOf with the same skip).
+func validateByType(byType map[resourcev3.Type][]types.Resource, m *memo, skip map[resourcev3.Type]bool, gf *groupFacts) error {
 	var errs []error
-	for _, t := range resourceTypes {
+	for i, t := range resourceTypes {
 		if skip[t] {
 			continue
 		}
-		for _, res := range byType[t] {
+		for j, res := range byType[t] {
 			v, ok := res.(validator)
 			if !ok {
 				continue
 			}
-			if err := m.validated(res, v.ValidateAll); err != nil {
+			if err := m.validatedIn(gf.at(i, j), res, v.ValidateAll); err != nil {
 				errs = append(errs, fmt.Errorf("%s %q: %w", shortType(t), cachev3.GetResourceName(res), err))
 			}
 		}
@@ -485,11 +486,12 @@ func (r *Resources) hashTypes(m *memo) (typeHashes, string, map[string]map[strin
 // oldHash and oldVersions (what hashTypes returned for resources whose lists of those types
 // were the same).
 func (r *Resources) hashTypesReusing(m *memo, keep map[resourcev3.Type]bool, old *group) (typeHashes, string, map[string]map[string]string, error) {
-	return hashByType(r.byType(), m, keep, old)
+	return hashByType(r.byType(), m, keep, old, nil)
 }
 
 // hashByType is hashTypesReusing of the resources byType (Resources.byType) lists.
-func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[resourcev3.Type]bool, old *group) (typeHashes, string, map[string]map[string]string, error) {
+// gf, if not nil, holds the resources' facts (memo.factsOf with keep as its skip).
+func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[resourcev3.Type]bool, old *group, gf *groupFacts) (typeHashes, string, map[string]map[string]string, error) {
 	var out typeHashes
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all, h := sha256.New(), sha256.New() // h hashes each type in turn (Reset)
@@ -502,8 +504,8 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 		} else {
 			h.Reset()
 			hashes = hashes[:0]
-			for _, res := range byType[t] {
-				rh, err := m.resourceHash(res, &buf)
+			for j, res := range byType[t] {
+				rh, err := m.resourceHashIn(gf.at(i, j), res, &buf)
 				if err != nil {
 					return out, "", nil, fmt.Errorf("hash %s: %w", shortType(t), err)
 				}

@@ -782,7 +782,9 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		keep = keptTypes(old.res, res, m)
 	}
 	byType := res.byType() // once: validated, hashed and shared below
-	if err := validateByType(byType, m, keep); err != nil {
+	var facts groupFacts
+	gf := m.factsOf(&facts, byType, keep) // looked up once for validation and hashing both
+	if err := validateByType(byType, m, keep, gf); err != nil {
 		return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInvalidResource, snap.Version, p, err)
 	}
 	if keep == nil {
@@ -795,7 +797,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 			return nil, fmt.Errorf("%w: snapshot %s, proxy %s: %w", ErrInconsistent, snap.Version, p, errors.Join(errs...))
 		}
 	}
-	typeHash, hash, versionMap, err := hashByType(byType, m, keep, old)
+	typeHash, hash, versionMap, err := hashByType(byType, m, keep, old, gf)
 	if err != nil {
 		return nil, err
 	}

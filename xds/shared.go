@@ -9,6 +9,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
 	mesh "github.com/meshgit/mesh"
@@ -373,6 +374,116 @@ func cloneAll[T proto.Message](l []T) []T {
 		out[i] = proto.Clone(m).(T)
 	}
 	return out
+}
+
+// factOf returns the fact that holds, or is to hold, the validity and encoding of x: x's in m;
+// else the previous memo's when it knows both (a message carried from it, whose facts are
+// there: it is only read); else a new one in m. One look-up serves both questions, which
+// Server.render asks of every resource of a group, most of them shared with other groups (and
+// each look-up takes the facts' lock). Nil for a nil memo.
+func (m *memo) factOf(x any) *fact {
+	if m == nil {
+		return nil
+	}
+	ft := m.facts.get(x)
+	if ft != nil && ft.valid.Load() != nil && ft.enc.Load() != nil {
+		return ft
+	}
+	var pf *fact
+	if m.prev != nil {
+		pf = m.prev.get(x)
+	}
+	if ft == nil {
+		if pf != nil && pf.valid.Load() != nil && pf.enc.Load() != nil {
+			return pf
+		}
+		ft = m.facts.of(x)
+	}
+	if pf != nil { // what the previous memo learnt, as learnt would read it
+		if v := pf.valid.Load(); v != nil {
+			ft.valid.CompareAndSwap(nil, v)
+		}
+		if e := pf.enc.Load(); e != nil {
+			ft.enc.CompareAndSwap(nil, e)
+		}
+	}
+	return ft
+}
+
+// groupFacts are the facts of a group's resources (factOf), by type in resourceTypes order,
+// each list parallel to the group's list of that type.
+type groupFacts [len(typeHashes{})][]*fact
+
+// factsOf sets gf to the facts of the resources byType (Resources.byType) lists, leaving out
+// the types in skip (nil lists), and returns gf, or nil for a nil memo: one look-up per
+// resource for validation and hashing both.
+func (m *memo) factsOf(gf *groupFacts, byType map[resourcev3.Type][]types.Resource, skip map[resourcev3.Type]bool) *groupFacts {
+	if m == nil {
+		return nil
+	}
+	n := 0
+	for _, t := range resourceTypes {
+		if !skip[t] {
+			n += len(byType[t])
+		}
+	}
+	all := make([]*fact, n) // one allocation for every type's
+	for i, t := range resourceTypes {
+		if skip[t] {
+			continue
+		}
+		l := byType[t]
+		f := all[:len(l):len(l)]
+		all = all[len(l):]
+		for j, res := range l {
+			f[j] = m.factOf(res)
+		}
+		gf[i] = f
+	}
+	return gf
+}
+
+// at returns the fact of the j-th resource of the i-th type, or nil when gf is nil.
+func (gf *groupFacts) at(i, j int) *fact {
+	if gf == nil {
+		return nil
+	}
+	return gf[i][j]
+}
+
+// validatedIn is validated with res's fact ft (factOf) already looked up; a nil ft looks it up.
+func (m *memo) validatedIn(ft *fact, res types.Resource, validate func() error) error {
+	if ft == nil {
+		return m.validated(res, validate)
+	}
+	if v := ft.valid.Load(); v != nil {
+		return v.err
+	}
+	v := &validity{err: validate()}
+	if ft.valid.CompareAndSwap(nil, v) {
+		return v.err
+	}
+	return ft.valid.Load().err
+}
+
+// resourceHashIn is resourceHash with res's fact ft (factOf) already looked up; a nil ft looks
+// it up.
+func (m *memo) resourceHashIn(ft *fact, res types.Resource, buf *[]byte) (string, error) {
+	if ft == nil {
+		return m.resourceHash(res, buf)
+	}
+	if e := ft.enc.Load(); e != nil {
+		return e.hash, nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
+	if err != nil {
+		return "", err
+	}
+	e := newEncoded(res, b, messageTypeURL(res), cachev3.GetResourceName(res))
+	if ft.enc.CompareAndSwap(nil, e) {
+		return e.hash, nil
+	}
+	return ft.enc.Load().hash, nil
 }
 
 // validated runs validate on res once per shared message.
