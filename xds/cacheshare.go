@@ -88,10 +88,11 @@ func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[strin
 // sharedResources returns the cache's resources of type t with content hash and version (as
 // cacheResources makes them), and their version map, the ones another group of m's snapshot
 // has when it has the same content: items and versions (what hashTypes found for items) are
-// used the first time only. A nil memo shares nothing.
-func (m *memo) sharedResources(t resourcev3.Type, hash, version string, items []types.Resource, versions map[string]string) (cachev3.Resources, map[string]string) {
+// used the first time only; facts, if not nil, are the items' (memo.factsOf). A nil memo
+// shares nothing.
+func (m *memo) sharedResources(t resourcev3.Type, hash, version string, items []types.Resource, versions map[string]string, facts []*fact) (cachev3.Resources, map[string]string) {
 	return m.sharedCache(t, hash, version, func() (cachev3.Resources, map[string]string) {
-		return m.cacheResources(version, items), versions
+		return m.cacheResources(version, items, facts), versions
 	})
 }
 

@@ -373,7 +373,7 @@ func TestPresetRBACIsWhatRenderBuilds(t *testing.T) {
 			if !maps.Equal(gotVersions, versions[ext]) {
 				t.Fatalf("mesh %d, %s: preset version map %v, render's %v", i, name, gotVersions, versions[ext])
 			}
-			res, _ := m.sharedResources(ext, hash, version, nil, nil)
+			res, _ := m.sharedResources(ext, hash, version, nil, nil, nil)
 			if res.Version != version || len(res.Items) != len(xs) {
 				t.Fatalf("mesh %d, %s: preset resources at %q with %d items, want %q with %d", i, name, res.Version, len(res.Items), version, len(xs))
 			}

@@ -93,7 +93,7 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p 
 	ng.hash = groupHash(ng.typeHash)
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources}
 	cs.VersionMap = maps.Clone(old.cs.VersionMap)
-	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash.get(eds), ng.typeVersion[eds], r.byType()[eds], versionMap[eds])
+	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash.get(eds), ng.typeVersion[eds], r.byType()[eds], versionMap[eds], nil)
 	ng.cs = cs
 	return &ng, true, nil
 }

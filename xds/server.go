@@ -824,7 +824,7 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		}
 		g.typeVersion[t] = v
 		// Shared with every group of the same content of t (cacheshare.go).
-		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.sharedResources(t, typeHash[i], v, byType[t], versionMap[t])
+		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.sharedResources(t, typeHash[i], v, byType[t], versionMap[t], gf.list(i))
 	}
 	// go-control-plane's cs.Consistent() is not called: res.consistent above checks more (API
 	// listeners, unreferenced routes, load assignments without clusters), reading each shared

@@ -451,6 +451,15 @@ func (gf *groupFacts) at(i, j int) *fact {
 	return gf[i][j]
 }
 
+// list returns the facts of the i-th type's resources, or nil when gf is nil or left the type
+// out.
+func (gf *groupFacts) list(i int) []*fact {
+	if gf == nil {
+		return nil
+	}
+	return gf[i]
+}
+
 // validatedIn is validated with res's fact ft (factOf) already looked up; a nil ft looks it up.
 func (m *memo) validatedIn(ft *fact, res types.Resource, validate func() error) error {
 	if ft == nil {

@@ -78,10 +78,19 @@ func typed(r types.Resource) types.Resource {
 // cacheResources returns one type's resources as the cache holds them, keyed by name: each as
 // its wire when the memo has marshalled it (every resource of a rendered group has been, by
 // hashTypes), else as itself.
-func (m *memo) cacheResources(version string, items []types.Resource) cachev3.Resources {
+// facts, if not nil, holds the items' facts (memo.factsOf), read instead of looked up.
+func (m *memo) cacheResources(version string, items []types.Resource, facts []*fact) cachev3.Resources {
 	out := cachev3.Resources{Version: version, Items: make(map[string]types.ResourceWithTTL, len(items))}
-	for _, r := range items {
-		out.Items[cachev3.GetResourceName(r)] = types.ResourceWithTTL{Resource: m.wired(r)}
+	for i, r := range items {
+		w := r
+		if facts != nil {
+			if e := facts[i].enc.Load(); e != nil && e.wire != nil {
+				w = e.wire
+			}
+		} else {
+			w = m.wired(r)
+		}
+		out.Items[cachev3.GetResourceName(r)] = types.ResourceWithTTL{Resource: w}
 	}
 	return out
 }
