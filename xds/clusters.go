@@ -9,7 +9,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -86,7 +85,7 @@ func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, erro
 		var out []*clusterv3.Cluster
 		for _, pt := range m.proxyTargets(snap, p) {
 			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI + "|" + pt.mode},
-				func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape) })
+				func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape, m) })
 			if err != nil {
 				return nil, err
 			}
@@ -154,7 +153,7 @@ func setHTTP2(c *clusterv3.Cluster) error {
 }
 
 // buildTargetCluster renders the cluster of one target.
-func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape) (*clusterv3.Cluster, error) {
+func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape, m *memo) (*clusterv3.Cluster, error) {
 	t := pt.target
 	timeout := t.ConnectTimeout.D()
 	if timeout <= 0 {
@@ -171,18 +170,18 @@ func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape) (*clus
 	}
 	setLBPolicy(c, t.LoadBalancer, shape)
 	sans := targetSANs(snap, pt)
-	var upstream *tlsv3.UpstreamTlsContext
+	var ts *corev3.TransportSocket
+	var err error
 	if shape == ShapeGRPC {
-		upstream = grpcUpstreamTLS(t.SNI, sans)
+		ts, err = tlsTransportSocket(grpcUpstreamTLS(t.SNI, sans))
 	} else {
-		upstream = envoyUpstreamTLS(snap, t.SNI, sans)
 		if mesh.IsHTTP(pt.chain.Protocol) && pt.chain.Protocol != mesh.ProtocolHTTP {
 			if err := setHTTP2(c); err != nil {
 				return nil, err
 			}
 		}
+		ts, err = envoyUpstreamTLSSocket(snap, t.SNI, sans, m) // tlsTransportSocket(envoyUpstreamTLS(snap, t.SNI, sans))
 	}
-	ts, err := tlsTransportSocket(upstream)
 	if err != nil {
 		return nil, err
 	}

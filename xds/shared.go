@@ -192,6 +192,7 @@ const (
 	memoPublicRBAC     = 'x' // the RBAC extension configuration of a service's public listener
 	memoDownstreamTLS  = 't' // the TLS transport socket of every public listener
 	memoLocalAddress   = 'A' // 127.0.0.1 on a local port, the address of outbound listeners
+	memoUpstreamTLS    = 'u' // the shared parts of every Envoy target cluster's TLS context (upstreamtlsenc.go)
 	// Whole lists, shared by the proxies whose upstreams are the same (setKey): in a dense
 	// transparent mesh, most proxies reach the same services.
 	memoClusterSet  = 'C'
