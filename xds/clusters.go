@@ -190,7 +190,7 @@ func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape, m *mem
 		// A failover target reached through mesh gateways needs its own SNI, which the gateways
 		// route on: its endpoints carry metadata that selects a transport socket with it.
 		for _, ft := range gatewayFailovers(snap, pt) {
-			fts, err := tlsTransportSocket(envoyUpstreamTLS(snap, ft.SNI, sans))
+			fts, err := envoyUpstreamTLSSocket(snap, ft.SNI, sans, m)
 			if err != nil {
 				return nil, err
 			}

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"math/rand/v2"
 	"strings"
@@ -14,12 +15,14 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
 )
 
 // TestUpstreamTLSEncoding holds the TLS transport socket of every Envoy target cluster
 // (written from the memo's shared parts: upstreamtlsenc.go) to a fresh deterministic marshal
 // of the context the cluster's target asks for, over random meshes, transparent ones and
-// meshgen's, with and without a memo; and the rendered cluster carries exactly that socket.
+// meshgen's, with and without a memo; and the rendered cluster carries exactly that socket
+// (and, for each failover target reached through mesh gateways, a match with that target's).
 func TestUpstreamTLSEncoding(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 5))
 	snaps := []*mesh.Snapshot{seal(t, richMesh()), seal(t, transparentMesh())}
@@ -28,8 +31,13 @@ func TestUpstreamTLSEncoding(t *testing.T) {
 	}
 	ms := meshgenSnaps(t, 60, 5)
 	snaps = append(snaps, ms[0], ms[1])
+	fo, err := compiler.Compile(context.Background(), []compiler.File{{Name: "m.cue", Data: []byte(failoverMesh)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps = append(snaps, fo) // failover targets reached through mesh gateways
 	det := proto.MarshalOptions{Deterministic: true}
-	checked := 0
+	checked, failovers := 0, 0
 	for i, snap := range snaps {
 		m := newMemo(snap, nil)
 		for _, name := range snap.ServiceNames() {
@@ -67,12 +75,29 @@ func TestUpstreamTLSEncoding(t *testing.T) {
 				if !proto.Equal(c.TransportSocket, old) {
 					t.Fatalf("mesh %d, %s: cluster %s: transport socket differs from tlsTransportSocket's", i, name, c.Name)
 				}
+				fts := gatewayFailovers(snap, pt)
+				if len(fts) != len(c.TransportSocketMatches) {
+					t.Fatalf("mesh %d, %s: cluster %s: %d transport socket matches for %d failovers", i, name, c.Name, len(c.TransportSocketMatches), len(fts))
+				}
+				for k, ft := range fts {
+					want, err := det.Marshal(envoyUpstreamTLS(snap, ft.SNI, targetSANs(snap, pt)))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := c.TransportSocketMatches[k].GetTransportSocket().GetTypedConfig().GetValue(); !bytes.Equal(got, want) {
+						t.Fatalf("mesh %d, %s: cluster %s: failover %s: written context differs from a fresh marshal", i, name, c.Name, ft.SNI)
+					}
+					failovers++
+				}
 				checked++
 			}
 		}
 	}
 	if checked < 200 {
 		t.Fatalf("checked %d target clusters, want at least 200", checked)
+	}
+	if failovers == 0 {
+		t.Fatal("no failover target's transport socket checked")
 	}
 }
 
