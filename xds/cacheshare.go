@@ -85,6 +85,27 @@ func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[strin
 	return v
 }
 
+// versionMapOf is versionMap with the map built, the first time, of items and their content
+// hashes (in items' order): name → hash. Only a group that builds it allocates.
+func (m *memo) versionMapOf(t resourcev3.Type, hash string, items []types.Resource, hashes []string) map[string]string {
+	if m != nil {
+		m.cache.mu.Lock()
+		v, ok := m.cache.versions[cacheTypeKey{t: t, hash: hash}]
+		m.cache.mu.Unlock()
+		if ok {
+			return v
+		}
+	}
+	names := make(map[string]string, len(items))
+	for i, res := range items {
+		names[cachev3.GetResourceName(res)] = hashes[i]
+	}
+	if m == nil {
+		return names
+	}
+	return m.versionMap(t, hash, func() map[string]string { return names })
+}
+
 // sharedResources returns the cache's resources of type t with content hash and version (as
 // cacheResources makes them), and their version map, the ones another group of m's snapshot
 // has when it has the same content: items and versions (what hashTypes found for items) are

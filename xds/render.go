@@ -496,7 +496,11 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 	perResource := make(map[string]map[string]string, len(resourceTypes))
 	all, h := sha256.New(), sha256.New() // h hashes each type in turn (Reset)
 	var buf, scratch []byte
-	var hashes []string
+	longest := 0
+	for _, l := range byType {
+		longest = max(longest, len(l))
+	}
+	hashes := make([]string, 0, longest) // room for every type's: one allocation
 	var sum [sha256.Size]byte
 	for i, t := range resourceTypes {
 		if keep[t] {
@@ -519,16 +523,12 @@ func hashByType(byType map[resourcev3.Type][]types.Resource, m *memo, keep map[r
 			}
 			out[i] = hexPrefix(h.Sum(sum[:0]))
 			// The same content has the same version map: made once per memo (cacheshare.go).
-			perResource[t] = m.versionMap(t, out[i], func() map[string]string {
-				names := make(map[string]string, len(hashes))
-				for i, res := range byType[t] {
-					names[cachev3.GetResourceName(res)] = hashes[i]
-				}
-				return names
-			})
+			perResource[t] = m.versionMapOf(t, out[i], byType[t], hashes)
 		}
-		all.Write([]byte(t))
-		all.Write([]byte(out[i]))
+		// Type URL and hash through scratch space: the same bytes hashed as two writes, without
+		// converting either to a new slice.
+		scratch = append(append(scratch[:0], t...), out[i]...)
+		all.Write(scratch)
 	}
 	return out, hexPrefix(all.Sum(sum[:0])), perResource, nil
 }
