@@ -131,26 +131,34 @@ func (r *Resources) sort() {
 	slices.SortFunc(r.Extensions, func(a, b *corev3.TypedExtensionConfig) int { return strings.Compare(a.Name, b.Name) })
 }
 
-// byType returns the resources keyed by type URL, in name order.
+// byType returns the resources keyed by type URL, in name order. Every list is cut from one
+// allocation (this runs for every proxy a change re-renders).
 func (r *Resources) byType() map[resourcev3.Type][]types.Resource {
+	all := make([]types.Resource, len(r.Listeners)+len(r.Routes)+len(r.Clusters)+len(r.Endpoints)+len(r.Secrets)+len(r.Extensions))
+	var ls, rs, cs, es, ss, xs []types.Resource
+	ls, all = asResources(all, r.Listeners)
+	rs, all = asResources(all, r.Routes)
+	cs, all = asResources(all, r.Clusters)
+	es, all = asResources(all, r.Endpoints)
+	ss, all = asResources(all, r.Secrets)
+	xs, _ = asResources(all, r.Extensions)
 	return map[resourcev3.Type][]types.Resource{
-		resourcev3.ListenerType: asResources(r.Listeners), resourcev3.RouteType: asResources(r.Routes),
-		resourcev3.ClusterType: asResources(r.Clusters), resourcev3.EndpointType: asResources(r.Endpoints),
-		resourcev3.SecretType: asResources(r.Secrets), resourcev3.ExtensionConfigType: asResources(r.Extensions),
+		resourcev3.ListenerType: ls, resourcev3.RouteType: rs, resourcev3.ClusterType: cs,
+		resourcev3.EndpointType: es, resourcev3.SecretType: ss, resourcev3.ExtensionConfigType: xs,
 	}
 }
 
-// asResources returns l as a list of resources, nil when empty (one allocation: this runs for
-// every proxy a change re-renders).
-func asResources[T types.Resource](l []T) []types.Resource {
+// asResources returns l as a list of resources cut from the front of room (its capacity its
+// length, so that appending to it never writes into the rest), nil when empty, and the rest.
+func asResources[T types.Resource](room []types.Resource, l []T) (out, rest []types.Resource) {
 	if len(l) == 0 {
-		return nil
+		return nil, room
 	}
-	out := make([]types.Resource, len(l))
+	out = room[:len(l):len(l)]
 	for i, x := range l {
 		out[i] = x
 	}
-	return out
+	return out, room[len(l):]
 }
 
 // resourceTypes is the order in which types are hashed and reported.
