@@ -6,7 +6,6 @@ import (
 	"maps"
 	"reflect"
 	"sync"
-	"weak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -89,9 +88,6 @@ type typeSet struct {
 	// sotw holds the state-of-the-world response bodies built from the typeSet
 	// (sotwserver.go), under its own lock.
 	sotw sotwBodies
-	// deltaAll holds the delta body of every resource of the typeSet (deltaserver.go's
-	// allBody), weakly, under sotw.mu.
-	deltaAll weak.Pointer[deltaBody]
 }
 
 // typeDiff is what changed from one typeSet to another.

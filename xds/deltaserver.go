@@ -47,9 +47,7 @@ import (
 //     stream that sends the same resources at the same versions, whatever the group: responses
 //     are interned by content while any stream still holds one (weak pointers), and sent
 //     unchanged through the server codec's preEncoded hook (grpcopts.go). The body references
-//     each resource's marshalled bytes (wire.go) rather than copying them. A wildcard stream's
-//     first response (every resource of the type) is kept with the typeSet (allBody), so the
-//     streams of a group connecting get it without working out what they lack.
+//     each resource's marshalled bytes (wire.go) rather than copying them.
 //
 // go-control-plane's server stays selectable (WithControlPlaneDeltaServer, and always with
 // WithSnapshotCache); TestDeltaServerMatchesControlPlane drives both with the same random
@@ -362,30 +360,6 @@ func (d *deltaType) content(ts *typeSet, diff *typeDiff) (entries []deltaEntry, 
 	return entries, removed, send
 }
 
-// holdsNothing reports whether the client holds no resource of the type: it was sent none
-// and told of none.
-func (d *deltaType) holdsNothing() bool {
-	return d.base == nil && len(d.over) == 0
-}
-
-// allBody returns the delta body of every resource of ts (what a wildcard subscription that
-// holds nothing is due), built once for every stream sending it at the same time, as
-// sotwBody is: the first response of every stream of a group.
-func (ts *typeSet) allBody() *deltaBody {
-	ts.sotw.mu.Lock()
-	defer ts.sotw.mu.Unlock()
-	if b := ts.deltaAll.Value(); b != nil {
-		return b
-	}
-	entries := make([]deltaEntry, 0, len(ts.items))
-	for name := range ts.items {
-		entries = append(entries, deltaEntry{name: name, version: ts.versions[name], any: ts.any(name)})
-	}
-	b := encodeDeltaBody(ts.typeURL, entries, nil)
-	ts.deltaAll = weak.Make(b)
-	return b
-}
-
 // inStep reports whether the client holds exactly what it was last sent, all of base
 // (wildcard) or base's versions of the names it subscribes to, and still subscribes the same
 // way: what is due is then what changed since base, among the names when not wildcard.
@@ -610,8 +584,6 @@ func (d *deltaServer) respondFrom(st grpc.ServerStream, ss *deltaStreamState, dt
 			}
 			body = d.body(dt.typeURL, nil, nil)
 		}
-	} else if dt.wildcard && dt.holdsNothing() && ts != nil && len(ts.items) > 0 {
-		body = ts.allBody() // a wildcard stream's first response: every resource
 	} else {
 		entries, removed, send := dt.content(ts, diff)
 		if !send {

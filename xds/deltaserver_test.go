@@ -7,12 +7,10 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 	"weak"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -338,58 +336,5 @@ func TestDeltaUnknownTypesBounded(t *testing.T) {
 	}
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("after %d unknown types: %v, want InvalidArgument", maxUnknownTypes+1, err)
-	}
-}
-
-// A wildcard stream's first response (it holds nothing) is every resource of the typeSet at
-// its version, as content and body make it, encoded once for every stream of the group that
-// sends it at the same time, and held weakly.
-func TestDeltaAllBodySharedAndWeak(t *testing.T) {
-	var items []types.Resource
-	for i := range 3 {
-		items = append(items, &clusterv3.Cluster{Name: "c" + strconv.Itoa(i), AltStatName: strings.Repeat("x", 100*i)})
-	}
-	cs, err := cachev3.NewSnapshot("v1", map[resourcev3.Type][]types.Resource{resourcev3.ClusterType: items})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cs.ConstructVersionMap(); err != nil {
-		t.Fatal(err)
-	}
-	ts, err := newTypeSet(types.Cluster, cs.Resources[types.Cluster], cs.VersionMap, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := ts.allBody()
-	if again := ts.allBody(); again != b {
-		t.Fatal("the body of every resource was built twice")
-	}
-	dt := &deltaType{typeURL: resourcev3.ClusterType, t: types.Cluster, wildcard: true}
-	entries, removed, _ := dt.content(ts, nil)
-	d := newDeltaServer(context.Background(), newWatchCache(), nil)
-	decode := func(body *deltaBody) *discoveryv3.DeltaDiscoveryResponse {
-		wire, err := unpooledCodec{}.Marshal(&deltaMsg{body: body, version: "v1", nonce: "1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &discoveryv3.DeltaDiscoveryResponse{}
-		if err := proto.Unmarshal(wire.Materialize(), r); err != nil {
-			t.Fatal(err)
-		}
-		slices.SortFunc(r.Resources, func(a, b *discoveryv3.Resource) int { return strings.Compare(a.Name, b.Name) })
-		return r
-	}
-	got, want := decode(b), decode(d.body(resourcev3.ClusterType, entries, removed))
-	if len(got.Resources) != len(items) || !proto.Equal(got, want) {
-		t.Fatalf("the body of every resource decodes to %v, want %v", got, want)
-	}
-	runtime.KeepAlive(b)
-	for range 3 {
-		runtime.GC()
-	}
-	ts.sotw.mu.Lock()
-	defer ts.sotw.mu.Unlock()
-	if ts.deltaAll.Value() != nil {
-		t.Fatal("the body of every resource outlived every stream sending it")
 	}
 }
