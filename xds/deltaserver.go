@@ -755,14 +755,12 @@ func encodeDeltaBody(typeURL string, entries []deltaEntry, removed []string) *de
 			nbufs += 2
 		}
 	}
-	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed, bufs: make(mem.BufferSlice, 0, nbufs)}
 	for _, name := range removed {
 		size += protowire.SizeTag(fDeltaRemoved) + protowire.SizeBytes(len(name))
 	}
-	buf := make([]byte, 0, size)
-	start := 0
-	buf = protowire.AppendTag(buf, fDeltaTypeURL, protowire.BytesType)
-	buf = protowire.AppendString(buf, typeURL)
+	w := bodyBuf{buf: make([]byte, 0, size), bufs: make(mem.BufferSlice, 0, nbufs)}
+	w.buf = protowire.AppendTag(w.buf, fDeltaTypeURL, protowire.BytesType)
+	w.buf = protowire.AppendString(w.buf, typeURL)
 	for _, e := range entries {
 		value := e.any.GetValue()
 		anyLen := protowire.SizeTag(fAnyTypeURL) + protowire.SizeBytes(len(e.any.GetTypeUrl())) +
@@ -770,33 +768,23 @@ func encodeDeltaBody(typeURL string, entries []deltaEntry, removed []string) *de
 		resLen := protowire.SizeTag(fResName) + protowire.SizeBytes(len(e.name)) +
 			protowire.SizeTag(fResVersion) + protowire.SizeBytes(len(e.version)) +
 			protowire.SizeTag(fResResource) + protowire.SizeBytes(anyLen)
-		buf = protowire.AppendTag(buf, fDeltaResources, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(resLen))
-		buf = protowire.AppendTag(buf, fResName, protowire.BytesType)
-		buf = protowire.AppendString(buf, e.name)
-		buf = protowire.AppendTag(buf, fResVersion, protowire.BytesType)
-		buf = protowire.AppendString(buf, e.version)
-		buf = protowire.AppendTag(buf, fResResource, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(anyLen))
-		buf = protowire.AppendTag(buf, fAnyTypeURL, protowire.BytesType)
-		buf = protowire.AppendString(buf, e.any.GetTypeUrl())
-		buf = protowire.AppendTag(buf, fAnyValue, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(len(value)))
-		if len(value) <= deltaInline {
-			buf = append(buf, value...)
-			continue
-		}
-		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]), mem.SliceBuffer(value))
-		start = len(buf)
+		w.buf = protowire.AppendTag(w.buf, fDeltaResources, protowire.BytesType)
+		w.buf = protowire.AppendVarint(w.buf, uint64(resLen))
+		w.buf = protowire.AppendTag(w.buf, fResName, protowire.BytesType)
+		w.buf = protowire.AppendString(w.buf, e.name)
+		w.buf = protowire.AppendTag(w.buf, fResVersion, protowire.BytesType)
+		w.buf = protowire.AppendString(w.buf, e.version)
+		w.buf = protowire.AppendTag(w.buf, fResResource, protowire.BytesType)
+		w.buf = protowire.AppendVarint(w.buf, uint64(anyLen))
+		w.buf = protowire.AppendTag(w.buf, fAnyTypeURL, protowire.BytesType)
+		w.buf = protowire.AppendString(w.buf, e.any.GetTypeUrl())
+		w.appendValue(value)
 	}
 	for _, name := range removed {
-		buf = protowire.AppendTag(buf, fDeltaRemoved, protowire.BytesType)
-		buf = protowire.AppendString(buf, name)
+		w.buf = protowire.AppendTag(w.buf, fDeltaRemoved, protowire.BytesType)
+		w.buf = protowire.AppendString(w.buf, name)
 	}
-	if start < len(buf) {
-		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]))
-	}
-	return b
+	return &deltaBody{typeURL: typeURL, entries: entries, removed: removed, bufs: w.finish()}
 }
 
 // deltaMsg is one response as sent on one stream: the shared body, then the stream's system

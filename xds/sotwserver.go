@@ -634,38 +634,53 @@ func encodeSotwBody(version, typeURL string, anys []*anypb.Any) *sotwBody {
 			nbufs += 2
 		}
 	}
-	b := &sotwBody{bufs: make(mem.BufferSlice, 0, nbufs)}
-	buf := make([]byte, 0, size)
-	start := 0
+	w := bodyBuf{buf: make([]byte, 0, size), bufs: make(mem.BufferSlice, 0, nbufs)}
 	if version != "" {
-		buf = protowire.AppendString(protowire.AppendTag(buf, fSotwVersion, protowire.BytesType), version)
+		w.buf = protowire.AppendString(protowire.AppendTag(w.buf, fSotwVersion, protowire.BytesType), version)
 	}
 	for _, a := range anys {
-		value := a.GetValue()
-		buf = protowire.AppendTag(buf, fSotwResources, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(anySize(a)))
+		w.buf = protowire.AppendTag(w.buf, fSotwResources, protowire.BytesType)
+		w.buf = protowire.AppendVarint(w.buf, uint64(anySize(a)))
 		if a.GetTypeUrl() != "" {
-			buf = protowire.AppendString(protowire.AppendTag(buf, fAnyTypeURL, protowire.BytesType), a.GetTypeUrl())
+			w.buf = protowire.AppendString(protowire.AppendTag(w.buf, fAnyTypeURL, protowire.BytesType), a.GetTypeUrl())
 		}
-		if len(value) == 0 {
-			continue
+		if len(a.GetValue()) > 0 {
+			w.appendValue(a.GetValue())
 		}
-		buf = protowire.AppendTag(buf, fAnyValue, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(len(value)))
-		if len(value) <= deltaInline {
-			buf = append(buf, value...)
-			continue
-		}
-		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]), mem.SliceBuffer(value))
-		start = len(buf)
 	}
 	if typeURL != "" {
-		buf = protowire.AppendString(protowire.AppendTag(buf, fSotwTypeURL, protowire.BytesType), typeURL)
+		w.buf = protowire.AppendString(protowire.AppendTag(w.buf, fSotwTypeURL, protowire.BytesType), typeURL)
 	}
-	if start < len(buf) {
-		b.bufs = append(b.bufs, mem.SliceBuffer(buf[start:len(buf):len(buf)]))
+	return &sotwBody{bufs: w.finish()}
+}
+
+// bodyBuf builds a response body's encoding as a list of buffers: what is written goes to buf,
+// and a large resource value (over deltaInline bytes) is referenced where it is stored rather
+// than copied, between the part of buf written before it and the part written after.
+type bodyBuf struct {
+	buf   []byte
+	start int // where in buf the bytes not yet cut into bufs begin
+	bufs  mem.BufferSlice
+}
+
+// appendValue writes an Any's value field: small values copied, large ones referenced.
+func (w *bodyBuf) appendValue(value []byte) {
+	w.buf = protowire.AppendTag(w.buf, fAnyValue, protowire.BytesType)
+	w.buf = protowire.AppendVarint(w.buf, uint64(len(value)))
+	if len(value) <= deltaInline {
+		w.buf = append(w.buf, value...)
+		return
 	}
-	return b
+	w.bufs = append(w.bufs, mem.SliceBuffer(w.buf[w.start:len(w.buf):len(w.buf)]), mem.SliceBuffer(value))
+	w.start = len(w.buf)
+}
+
+// finish returns the buffers of the whole body.
+func (w *bodyBuf) finish() mem.BufferSlice {
+	if w.start < len(w.buf) {
+		w.bufs = append(w.bufs, mem.SliceBuffer(w.buf[w.start:len(w.buf):len(w.buf)]))
+	}
+	return w.bufs
 }
 
 // anySize is the encoded size of an Any's type_url and value.
