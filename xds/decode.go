@@ -88,13 +88,9 @@ func (r *sotwRequest) decodeWire(b []byte) error {
 
 // decodeFast decodes b into r and reports true, or false when proto.Unmarshal must.
 func (r *sotwRequest) decodeFast(b []byte) bool {
-	typeURL, ok := lastString(b, fReqTypeURL)
+	typeURL, exp, ok := expectOf(b, fReqTypeURL, r.expect)
 	if !ok {
 		return false
-	}
-	var exp ackExpect
-	if r.expect != nil && typeURL != "" {
-		exp = r.expect(typeURL)
 	}
 	names := wireNames{expect: exp.names}
 	for len(b) > 0 {
@@ -140,13 +136,9 @@ func (r *deltaRequest) decodeWire(b []byte) error {
 }
 
 func (r *deltaRequest) decodeFast(b []byte) bool {
-	typeURL, ok := lastString(b, fDReqTypeURL)
+	typeURL, exp, ok := expectOf(b, fDReqTypeURL, r.expect)
 	if !ok {
 		return false
-	}
-	var exp ackExpect
-	if r.expect != nil && typeURL != "" {
-		exp = r.expect(typeURL)
 	}
 	var sub, unsub wireNames
 	for len(b) > 0 {
@@ -181,6 +173,20 @@ func (r *deltaRequest) decodeFast(b []byte) bool {
 	}
 	r.ResourceNamesSubscribe, r.ResourceNamesUnsubscribe = sub.list(), unsub.list()
 	return true
+}
+
+// expectOf returns the type URL of request b (its field typeField, as proto.Unmarshal keeps
+// it) and what the stream expects in a request of that type (nothing without expect or a type
+// URL); ok is false when b must be left to proto.Unmarshal.
+func expectOf(b []byte, typeField protowire.Number, expect func(typeURL string) ackExpect) (string, ackExpect, bool) {
+	typeURL, ok := lastString(b, typeField)
+	if !ok {
+		return "", ackExpect{}, false
+	}
+	if expect == nil || typeURL == "" {
+		return typeURL, ackExpect{}, true
+	}
+	return typeURL, expect(typeURL), true
 }
 
 // lastString returns the value of the last occurrence of string field num in b (as
