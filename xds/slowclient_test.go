@@ -55,63 +55,68 @@ var stuckTypes = []string{resourcev3.ListenerType, resourcev3.ClusterType, resou
 // and ACKs every response until seen (given each response's type and version; a delta
 // response's version is its first resource's) returns false: then it reads no more.
 func openADS(t *testing.T, ctx context.Context, cc *grpc.ClientConn, delta bool, id string, seen func(typeURL, version string) bool) {
-	node := &corev3.Node{Id: id, Cluster: "web", UserAgentName: "envoy"}
-	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(cc)
+	send, recv := sotwClient(t, ctx, cc)
 	if delta {
-		st, err := ads.DeltaAggregatedResources(ctx)
-		if err != nil {
+		send, recv = deltaClient(t, ctx, cc)
+	}
+	node := &corev3.Node{Id: id, Cluster: "web", UserAgentName: "envoy"}
+	for _, typ := range stuckTypes {
+		if err := send(typ, node, "", ""); err != nil {
 			t.Fatal(err)
 		}
-		for i, typ := range stuckTypes {
-			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
-			if i == 0 {
-				req.Node = node
-			}
-			if err := st.Send(req); err != nil {
-				t.Fatal(err)
-			}
-		}
-		go func() {
-			for {
-				r, err := st.Recv()
-				if err != nil || st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}) != nil {
-					return
-				}
-				version := ""
-				if len(r.Resources) > 0 {
-					version = r.Resources[0].Version
-				}
-				if !seen(r.TypeUrl, version) {
-					return
-				}
-			}
-		}()
-		return
-	}
-	st, err := ads.StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, typ := range stuckTypes {
-		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ}
-		if i == 0 {
-			req.Node = node
-		}
-		if err := st.Send(req); err != nil {
-			t.Fatal(err)
-		}
+		node = nil // on the first request only
 	}
 	go func() {
 		for {
-			r, err := st.Recv()
-			if err != nil || st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}) != nil {
-				return
-			}
-			if !seen(r.TypeUrl, r.VersionInfo) {
+			typ, version, nonce, err := recv()
+			if err != nil || send(typ, nil, version, nonce) != nil || !seen(typ, version) {
 				return
 			}
 		}
 	}()
+}
+
+// adsSend sends a request of typ (with node, when not nil), ACKing version and nonce;
+// adsRecv returns a response's type, version and nonce.
+type (
+	adsSend func(typ string, node *corev3.Node, version, nonce string) error
+	adsRecv func() (typ, version, nonce string, err error)
+)
+
+func sotwClient(t *testing.T, ctx context.Context, cc *grpc.ClientConn) (adsSend, adsRecv) {
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(typ string, node *corev3.Node, version, nonce string) error {
+			return st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typ, Node: node, VersionInfo: version, ResponseNonce: nonce})
+		}, func() (string, string, string, error) {
+			r, err := st.Recv()
+			if err != nil {
+				return "", "", "", err
+			}
+			return r.TypeUrl, r.VersionInfo, r.Nonce, nil
+		}
+}
+
+func deltaClient(t *testing.T, ctx context.Context, cc *grpc.ClientConn) (adsSend, adsRecv) {
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(typ string, node *corev3.Node, _, nonce string) error {
+			return st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, Node: node, ResponseNonce: nonce})
+		}, func() (string, string, string, error) {
+			r, err := st.Recv()
+			if err != nil {
+				return "", "", "", err
+			}
+			version := ""
+			if len(r.Resources) > 0 {
+				version = r.Resources[0].Version
+			}
+			return r.TypeUrl, version, r.Nonce, nil
+		}
 }
 
 func testStuckProxy(t *testing.T, delta bool) {
