@@ -35,6 +35,12 @@ type cacheTypes struct {
 	versions map[cacheTypeKey]map[string]string // version ""
 }
 
+// init makes c's maps with room for n contents.
+func (c *cacheTypes) init(n int) {
+	c.m = make(map[cacheTypeKey]*cacheType, n)
+	c.versions = make(map[cacheTypeKey]map[string]string, n)
+}
+
 // presetRBAC makes set's version map and cache resources (made with the set, at set.version)
 // what groups of m whose extension configurations are set's share: versionMap and
 // sharedResources then find them, and a group's full render builds neither again. They are

@@ -134,15 +134,7 @@ func localApp(svc *mesh.Service) (*clusterv3.Cluster, error) {
 
 // setHTTP2 makes Envoy speak HTTP/2 to the cluster's endpoints.
 func setHTTP2(c *clusterv3.Cluster) error {
-	opts, err := toAny(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-				},
-			},
-		},
-	})
+	opts, err := http2Options()
 	if err != nil {
 		return err
 	}
@@ -151,6 +143,20 @@ func setHTTP2(c *clusterv3.Cluster) error {
 	}
 	return nil
 }
+
+// http2Options are the protocol options of a cluster whose endpoints speak HTTP/2: a
+// constant, packed once (messages are never modified once built).
+var http2Options = sync.OnceValues(func() (*anypb.Any, error) {
+	return toAny(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+})
 
 // buildTargetCluster renders the cluster of one target.
 func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape, m *memo) (*clusterv3.Cluster, error) {
@@ -203,6 +209,7 @@ func buildTargetCluster(snap *mesh.Snapshot, pt proxyTarget, shape Shape, m *mem
 			})
 		}
 	}
+	learnTargetClusterEncoding(m, c)
 	return c, nil
 }
 

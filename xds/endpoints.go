@@ -24,7 +24,11 @@ func endpoints(snap *mesh.Snapshot, p Proxy, m *memo) []*endpointv3.ClusterLoadA
 				pt.mode = mesh.MeshGatewayNone // see targetEndpoints
 			}
 			key := memoKey{kind: memoLoadAssignment, shape: p.Shape, chain: pt.chain, name: pt.target.SNI + "|" + pt.mode}
-			out = append(out, sharedOK(m, key, func() *endpointv3.ClusterLoadAssignment { return loadAssignment(snap, pt, p.Shape) }))
+			out = append(out, sharedOK(m, key, func() *endpointv3.ClusterLoadAssignment {
+				cla := loadAssignment(snap, pt, p.Shape)
+				learnLoadAssignmentEncoding(m, cla)
+				return cla
+			}))
 		}
 		return out
 	})

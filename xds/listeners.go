@@ -105,9 +105,10 @@ func outboundListeners(snap *mesh.Snapshot, svc *mesh.Service, m *memo) ([]*list
 		if chain == nil || u.LocalPort <= 0 {
 			continue
 		}
-		name := OutboundListenerName(u.Service, u.LocalPort)
-		l, err := shared(m, memoKey{kind: memoOutboundLis, chain: chain, name: name},
-			func() (*listenerv3.Listener, error) { return outboundListener(name, u, chain, m) })
+		l, err := shared(m, memoKey{kind: memoOutboundLis, chain: chain, name: u.Service, port: u.LocalPort},
+			func() (*listenerv3.Listener, error) {
+				return outboundListener(OutboundListenerName(u.Service, u.LocalPort), u, chain, m)
+			})
 		if err != nil {
 			return nil, err
 		}
@@ -252,7 +253,7 @@ func outboundListener(name string, u *mesh.Upstream, chain *mesh.Chain, m *memo)
 	if err != nil {
 		return nil, err
 	}
-	addr := sharedOK(m, memoKey{kind: memoLocalAddress, name: strconv.Itoa(u.LocalPort)},
+	addr := sharedOK(m, memoKey{kind: memoLocalAddress, port: u.LocalPort},
 		func() *corev3.Address { return socketAddress("127.0.0.1", u.LocalPort) })
 	l := &listenerv3.Listener{
 		Name:             name,

@@ -77,6 +77,17 @@ type fact struct {
 // validity is the result of a message's ValidateAll.
 type validity struct{ err error }
 
+// validOK is the validity of every message that passes: one value, not one per message.
+var validOK = &validity{}
+
+// newValidity returns the validity of a ValidateAll that returned err.
+func newValidity(err error) *validity {
+	if err == nil {
+		return validOK
+	}
+	return &validity{err: err}
+}
+
 // newFacts returns empty facts with room for hint messages.
 func newFacts(hint int) *facts { return &facts{m: make(map[any]*fact, hint)} }
 
@@ -170,12 +181,14 @@ func (m *memo) setKey(kind byte, shape Shape, service string) memoKey {
 }
 
 // memoKey names a shared resource: its kind, the shape it is rendered for, the chain it comes
-// from (nil for per-service resources) and a name (target SNI, service, listener name).
+// from (nil for per-service resources), a name (target SNI, service, listener name) and a
+// port (an outbound listener's or address's local port, so that finding one builds no name).
 type memoKey struct {
 	kind  byte
 	shape Shape
 	chain *mesh.Chain
 	name  string
+	port  int
 }
 
 // Kinds of shared resources.
@@ -213,7 +226,7 @@ type memoEntry struct {
 // lends its facts and listener sets.
 func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 	// A first memo renders whole groups: meshgen's mesh makes thirteen entries per service.
-	hint := firstMemoHint * len(snap.Services)
+	hint := firstMemoEntries * len(snap.Services)
 	if prev != nil {
 		// As many as the memo before needed, up to what a mesh-wide change of RBAC needs: the
 		// map does not grow a thousand entries at a time.
@@ -222,6 +235,7 @@ func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 		prev.mu.Unlock()
 	}
 	m := &memo{snap: snap, entries: make(map[memoKey]*memoEntry, hint), facts: newFacts(factsHint(snap, prev))}
+	m.cache.init(cacheHint(snap, prev))
 	var prevPr *principals
 	if prev != nil {
 		prevPr = prev.pr
@@ -236,18 +250,37 @@ func newMemo(snap *mesh.Snapshot, prev *memo) *memo {
 }
 
 // factsHint is how many messages the facts of snap's memo are made room for: for a first
-// memo, which renders whole groups, firstMemoHint per service (meshgen's mesh learns of about
-// eleven); else as many as the previous memo learnt of, up to what a mesh-wide change of RBAC
+// memo, which renders whole groups, firstMemoFacts per service (meshgen's mesh learns of about
+// ten); else as many as the previous memo learnt of, up to what a mesh-wide change of RBAC
 // needs (as for the entries).
 func factsHint(snap *mesh.Snapshot, prev *memo) int {
 	if prev == nil {
-		return firstMemoHint * len(snap.Services)
+		return firstMemoFacts * len(snap.Services)
 	}
 	return min(prev.facts.len(), 2*len(snap.Services))
 }
 
-// firstMemoHint is the room per service made in the maps of a memo without a previous one.
-const firstMemoHint = 8
+// cacheHint is how many contents of a type the cache maps of snap's memo are made room for:
+// for a first memo, firstMemoCache per service (meshgen's mesh has five types of distinct
+// content per service); else as many as the previous memo made, up to what a mesh-wide change
+// of RBAC needs.
+func cacheHint(snap *mesh.Snapshot, prev *memo) int {
+	if prev == nil {
+		return firstMemoCache * len(snap.Services)
+	}
+	prev.cache.mu.Lock()
+	defer prev.cache.mu.Unlock()
+	return min(len(prev.cache.m), 2*len(snap.Services))
+}
+
+// The room per service made in the maps of a memo without a previous one, so that rendering
+// every group of meshgen's mesh does not grow them: its shared entries (thirteen per service),
+// the messages it learns of (about ten) and the distinct contents of a type (five).
+const (
+	firstMemoEntries = 14
+	firstMemoFacts   = 11
+	firstMemoCache   = 5
+)
 
 // principals returns the principals of m's snapshot, or nil for a nil memo.
 func (m *memo) principals() *principals {
@@ -469,7 +502,7 @@ func (m *memo) validatedIn(ft *fact, res types.Resource, validate func() error) 
 	if v := ft.valid.Load(); v != nil {
 		return v.err
 	}
-	v := &validity{err: validate()}
+	v := newValidity(validate())
 	if ft.valid.CompareAndSwap(nil, v) {
 		return v.err
 	}
@@ -504,7 +537,7 @@ func (m *memo) validated(res types.Resource, validate func() error) error {
 	if v := learnt(m, res, validOf); v != nil {
 		return v.err
 	}
-	return learn(m, res, validOf, &validity{err: validate()}).err
+	return learn(m, res, validOf, newValidity(validate())).err
 }
 
 // refsOf reads the references of a shared message x once.

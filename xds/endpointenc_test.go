@@ -1,0 +1,227 @@
+package xds
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	mesh "github.com/meshgit/mesh"
+	"github.com/meshgit/mesh/compiler"
+)
+
+// encoderSnaps are the meshes the encoder tests render: the rich and transparent fixtures,
+// random ones, meshgen's, and one failing over to another datacenter, directly and through
+// mesh gateways.
+func encoderSnaps(t *testing.T, seed uint64) []*mesh.Snapshot {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 31))
+	snaps := []*mesh.Snapshot{seal(t, richMesh()), seal(t, transparentMesh())}
+	for range 8 {
+		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))), seal(t, randomMesh(r, 1000+r.IntN(1000))))
+	}
+	ms := meshgenSnaps(t, 60, seed)
+	snaps = append(snaps, ms[0], ms[1])
+	fo, err := compiler.Compile(context.Background(), []compiler.File{{Name: "m.cue", Data: []byte(failoverMesh)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gws := map[string][]mesh.Gateway{"dc1": {{Service: "gateway", Address: "10.1.0.2", Port: 8443}}, "dc2": {{Service: "gateway", Address: "10.2.0.2", Port: 8443}}}
+	return append(snaps, fo, fo.WithRemote(gws, nil)) // the second reaches dc2 through gateways
+}
+
+// TestLoadAssignmentEncoding holds the encoding the memo learns of every load assignment
+// (appendLoadAssignment) to a fresh deterministic marshal of a copy of it, over random,
+// transparent, failover and generated meshes and both shapes, and its content hash and wire
+// to that encoding; a load assignment it cannot write (endpoint metadata) is left to
+// protobuf-go, and hashes as a fresh marshal.
+func TestLoadAssignmentEncoding(t *testing.T) {
+	det := proto.MarshalOptions{Deterministic: true}
+	written, left := 0, 0
+	for i, snap := range encoderSnaps(t, 3) {
+		m := newMemo(snap, nil)
+		for _, name := range snap.ServiceNames() {
+			for _, shape := range []Shape{ShapeEnvoy, ShapeGRPC} {
+				for _, cla := range endpoints(snap, Proxy{Service: name, Shape: shape}, m) {
+					fresh, err := det.Marshal(proto.Clone(cla))
+					if err != nil {
+						t.Fatal(err)
+					}
+					e := learnt(m, cla, encOf)
+					if !loadAssignmentEncodable(cla) {
+						if e != nil {
+							t.Fatalf("mesh %d, %s: load assignment %s: learnt though not encodable", i, name, cla.ClusterName)
+						}
+						if h, err := m.resourceHash(cla, nil); err != nil || h != hashOf(fresh) {
+							t.Fatalf("mesh %d, %s: load assignment %s: hash %s (%v), want %s", i, name, cla.ClusterName, h, err, hashOf(fresh))
+						}
+						left++
+						continue
+					}
+					if e == nil {
+						t.Fatalf("mesh %d, %s %s: load assignment %s: the memo was not told its encoding", i, shape, name, cla.ClusterName)
+					}
+					if got := e.wire.ProtoReflect().GetUnknown(); !bytes.Equal(got, fresh) {
+						t.Fatalf("mesh %d, %s %s: load assignment %s: written encoding differs from a fresh marshal:\n got %x\nwant %x", i, shape, name, cla.ClusterName, got, fresh)
+					}
+					if e.hash != hashOf(fresh) || e.wire.msg != cla || e.wire.name != cla.ClusterName || e.wire.any.TypeUrl != "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment" {
+						t.Fatalf("mesh %d, %s: load assignment %s: hash or wire differs from the assignment's", i, name, cla.ClusterName)
+					}
+					written++
+				}
+			}
+		}
+	}
+	if written < 200 || left == 0 {
+		t.Fatalf("%d load assignments written, %d left to protobuf-go: want at least 200 and 1", written, left)
+	}
+}
+
+// TestLoadAssignmentEncodingEdges holds appendLoadAssignment to protobuf-go where the
+// encoding has edges: empty and long strings (two-byte lengths), zero and large ports,
+// priorities and weights, weights set to 0, every health status, a protocol, nil and empty
+// localities and addresses, no endpoints, many endpoints; and loadAssignmentEncodable to the
+// fields it cannot write.
+func TestLoadAssignmentEncodingEdges(t *testing.T) {
+	det := proto.MarshalOptions{Deterministic: true}
+	long := strings.Repeat("z", 200)
+	sock := func(addr string, port uint32) *corev3.Address {
+		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
+	}
+	le := func(a *corev3.Address, h corev3.HealthStatus, w *wrapperspb.UInt32Value) *endpointv3.LbEndpoint {
+		return &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
+			HealthStatus: h, LoadBalancingWeight: w}
+	}
+	var many []*endpointv3.LbEndpoint
+	for i := range 300 {
+		many = append(many, le(sock("10.0.0.1", uint32(i*200)), corev3.HealthStatus(i%6), wrapperspb.UInt32(uint32(i))))
+	}
+	udp := sock("::1", 53)
+	udp.GetSocketAddress().Protocol = corev3.SocketAddress_UDP
+	cases := []*endpointv3.ClusterLoadAssignment{
+		{},
+		{ClusterName: long},
+		{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{}}},
+		{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{Locality: &corev3.Locality{}, LoadBalancingWeight: wrapperspb.UInt32(0), Priority: 0}}},
+		{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			Locality: &corev3.Locality{Region: long, Zone: "z", SubZone: "s"}, LoadBalancingWeight: wrapperspb.UInt32(1 << 31), Priority: 128,
+			LbEndpoints: []*endpointv3.LbEndpoint{
+				le(sock("10.0.0.1", 0), corev3.HealthStatus_UNKNOWN, nil),
+				le(sock("", 65535), corev3.HealthStatus_HEALTHY, wrapperspb.UInt32(0)),
+				le(sock(long, 8080), corev3.HealthStatus_UNHEALTHY, wrapperspb.UInt32(1)),
+				le(udp, corev3.HealthStatus_DEGRADED, wrapperspb.UInt32(300)),
+				le(nil, corev3.HealthStatus_DRAINING, nil),
+				le(&corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{PortSpecifier: &corev3.SocketAddress_PortValue{}}}}, 0, nil),
+			}}}},
+		{ClusterName: "many", Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: many, Priority: 1}, {LbEndpoints: many[:3], Priority: 2}}},
+	}
+	for i, cla := range cases {
+		if !loadAssignmentEncodable(cla) {
+			t.Fatalf("case %d: not encodable", i)
+		}
+		want, err := det.Marshal(cla)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendLoadAssignment(nil, cla); !bytes.Equal(got, want) {
+			t.Fatalf("case %d: got %x\nwant %x", i, got, want)
+		}
+		if got := appendLoadAssignment([]byte{7}, cla); !bytes.Equal(got, append([]byte{7}, want...)) {
+			t.Fatalf("case %d: appendLoadAssignment does not append", i)
+		}
+		if n := loadAssignmentSize(cla); n != len(want) {
+			t.Fatalf("case %d: size %d, want %d", i, n, len(want))
+		}
+	}
+	meta := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"k": {}}}
+	named := &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{PortSpecifier: &corev3.SocketAddress_NamedPort{NamedPort: "p"}}}}
+	pipe := &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/p"}}}
+	one := func(f func(l *endpointv3.LbEndpoint)) *endpointv3.ClusterLoadAssignment {
+		l := le(sock("10.0.0.1", 1), 0, nil)
+		f(l)
+		return &endpointv3.ClusterLoadAssignment{Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{l}}}}
+	}
+	for i, cla := range []*endpointv3.ClusterLoadAssignment{
+		{Policy: &endpointv3.ClusterLoadAssignment_Policy{}},
+		{NamedEndpoints: map[string]*endpointv3.Endpoint{"a": {}}},
+		{Endpoints: []*endpointv3.LocalityLbEndpoints{{Proximity: wrapperspb.UInt32(1)}}},
+		{Endpoints: []*endpointv3.LocalityLbEndpoints{{Metadata: meta}}},
+		{Endpoints: []*endpointv3.LocalityLbEndpoints{{LbConfig: &endpointv3.LocalityLbEndpoints_LoadBalancerEndpoints{}}}},
+		one(func(l *endpointv3.LbEndpoint) { l.Metadata = meta }),
+		one(func(l *endpointv3.LbEndpoint) {
+			l.HostIdentifier = &endpointv3.LbEndpoint_EndpointName{EndpointName: "n"}
+		}),
+		one(func(l *endpointv3.LbEndpoint) { l.GetEndpoint().Hostname = "h" }),
+		one(func(l *endpointv3.LbEndpoint) { l.GetEndpoint().ObservabilityName = "o" }),
+		one(func(l *endpointv3.LbEndpoint) {
+			l.GetEndpoint().HealthCheckConfig = &endpointv3.Endpoint_HealthCheckConfig{}
+		}),
+		one(func(l *endpointv3.LbEndpoint) {
+			l.GetEndpoint().AdditionalAddresses = []*endpointv3.Endpoint_AdditionalAddress{{}}
+		}),
+		one(func(l *endpointv3.LbEndpoint) { l.GetEndpoint().Address = named }),
+		one(func(l *endpointv3.LbEndpoint) { l.GetEndpoint().Address = pipe }),
+		one(func(l *endpointv3.LbEndpoint) { l.GetEndpoint().Address.GetSocketAddress().ResolverName = "r" }),
+		one(func(l *endpointv3.LbEndpoint) { l.GetEndpoint().Address.GetSocketAddress().Ipv4Compat = true }),
+		one(func(l *endpointv3.LbEndpoint) {
+			l.GetEndpoint().Address.GetSocketAddress().NetworkNamespaceFilepath = "/n"
+		}),
+	} {
+		if loadAssignmentEncodable(cla) {
+			t.Fatalf("case %d: encodable, but appendLoadAssignment does not write what it has", i)
+		}
+	}
+}
+
+// TestLoadAssignmentEncoderCoversEveryField holds the field numbers appendLoadAssignment
+// writes to the descriptors, and requires every other field of each message it writes to be
+// one that loadAssignmentEncodable refuses (a field added to one of them by a go-control-plane
+// upgrade fails here until the encoder writes or refuses it).
+func TestLoadAssignmentEncoderCoversEveryField(t *testing.T) {
+	for _, c := range []struct {
+		m       proto.Message
+		written map[string]int
+		refused []string
+	}{
+		{&endpointv3.ClusterLoadAssignment{}, map[string]int{"cluster_name": claClusterNameField, "endpoints": claEndpointsField}, []string{"policy", "named_endpoints"}},
+		{&endpointv3.LocalityLbEndpoints{}, map[string]int{"locality": llbLocalityField, "lb_endpoints": llbLbEndpointsField, "load_balancing_weight": llbWeightField, "priority": llbPriorityField},
+			[]string{"metadata", "load_balancer_endpoints", "leds_cluster_locality_config", "proximity"}},
+		{&corev3.Locality{}, map[string]int{"region": localityRegionField, "zone": localityZoneField, "sub_zone": localitySubZoneField}, nil},
+		{&endpointv3.LbEndpoint{}, map[string]int{"endpoint": lbeEndpointField, "health_status": lbeHealthField, "load_balancing_weight": lbeWeightField}, []string{"endpoint_name", "metadata"}},
+		{&endpointv3.Endpoint{}, map[string]int{"address": endpointAddressField}, []string{"health_check_config", "hostname", "additional_addresses", "observability_name"}},
+		{&corev3.Address{}, map[string]int{"socket_address": addressSocketField}, []string{"pipe", "envoy_internal_address"}},
+		{&corev3.SocketAddress{}, map[string]int{"protocol": socketProtocolField, "address": socketAddressField, "port_value": socketPortValueField},
+			[]string{"named_port", "resolver_name", "ipv4_compat", "network_namespace_filepath"}},
+		{&wrapperspb.UInt32Value{}, map[string]int{"value": wrapperValueField}, nil},
+	} {
+		fields := c.m.ProtoReflect().Descriptor().Fields()
+		seen := map[string]bool{}
+		for name, num := range c.written {
+			f := fields.ByName(protoreflect.Name(name))
+			if f == nil || int(f.Number()) != num {
+				t.Fatalf("%s.%s: descriptor says %v, the encoder writes field %d", c.m.ProtoReflect().Descriptor().FullName(), name, f, num)
+			}
+			seen[name] = true
+		}
+		for _, name := range c.refused {
+			if fields.ByName(protoreflect.Name(name)) == nil {
+				t.Fatalf("%s has no field %s", c.m.ProtoReflect().Descriptor().FullName(), name)
+			}
+			seen[name] = true
+		}
+		for i := range fields.Len() {
+			if f := fields.Get(i); !seen[string(f.Name())] {
+				t.Fatalf("%s.%s is neither written nor refused by the load assignment encoder", c.m.ProtoReflect().Descriptor().FullName(), f.Name())
+			}
+		}
+	}
+}
