@@ -3,6 +3,7 @@ package xds
 import (
 	"sort"
 	"sync"
+	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -59,10 +60,12 @@ var clusterTypeURL = typeURL(&clusterv3.Cluster{})
 
 // targetClusterEncodable reports whether appendTargetCluster writes c, a cluster
 // buildTargetCluster built, exactly: no transport socket matches, a discovery type, ring hash
-// configuration, EDS config source and transport socket of the shapes it writes.
+// configuration, EDS config source and transport socket of the shapes it writes, and every
+// string valid UTF-8 (protobuf-go refuses to marshal one that is not: the marshal then reports
+// it).
 // (buildTargetCluster sets no other field: TestTargetClusterEncoding.)
 func targetClusterEncodable(c *clusterv3.Cluster) bool {
-	if len(c.TransportSocketMatches) > 0 {
+	if len(c.TransportSocketMatches) > 0 || !utf8.ValidString(c.Name) || !utf8.ValidString(c.GetEdsClusterConfig().GetServiceName()) {
 		return false
 	}
 	switch c.ClusterDiscoveryType.(type) {
@@ -84,6 +87,14 @@ func targetClusterEncodable(c *clusterv3.Cluster) bool {
 	}
 	if ts := c.TransportSocket; ts != nil {
 		if _, ok := ts.ConfigType.(*corev3.TransportSocket_TypedConfig); !ok && ts.ConfigType != nil {
+			return false
+		}
+		if !utf8.ValidString(ts.Name) || !utf8.ValidString(ts.GetTypedConfig().GetTypeUrl()) {
+			return false
+		}
+	}
+	for k, v := range c.TypedExtensionProtocolOptions {
+		if !utf8.ValidString(k) || !utf8.ValidString(v.GetTypeUrl()) {
 			return false
 		}
 	}

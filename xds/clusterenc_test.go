@@ -113,8 +113,8 @@ func TestTargetClusterEncodingEdges(t *testing.T) {
 			LbPolicy: clusterv3.Cluster_MAGLEV, TransportSocket: &corev3.TransportSocket{},
 			LbConfig: &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{HashFunction: clusterv3.Cluster_RingHashLbConfig_XX_HASH}}},
 		{Name: "d", ConnectTimeout: &durationpb.Duration{Seconds: 1 << 40, Nanos: 999999999}, LbPolicy: clusterv3.Cluster_RANDOM,
-			TransportSocket: &corev3.TransportSocket{ConfigType: &corev3.TransportSocket_TypedConfig{}},
-			LbConfig:        &clusterv3.Cluster_RingHashLbConfig_{},
+			TransportSocket:               &corev3.TransportSocket{ConfigType: &corev3.TransportSocket_TypedConfig{}},
+			LbConfig:                      &clusterv3.Cluster_RingHashLbConfig_{},
 			TypedExtensionProtocolOptions: map[string]*anypb.Any{"z": opts, "a": {}, "": nil, long: {TypeUrl: long}}},
 	}
 	for i, c := range cases {
@@ -139,6 +139,12 @@ func TestTargetClusterEncodingEdges(t *testing.T) {
 		{LbConfig: &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(1)}}},
 		{LbConfig: &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MaximumRingSize: wrapperspb.UInt64(1)}}},
 		{EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{}}},
+		{Name: "\xff"},
+		{EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{ServiceName: "\xff"}},
+		{TransportSocket: &corev3.TransportSocket{Name: "\xff"}},
+		{TransportSocket: &corev3.TransportSocket{ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: "\xff"}}}},
+		{TypedExtensionProtocolOptions: map[string]*anypb.Any{"\xff": {}}},
+		{TypedExtensionProtocolOptions: map[string]*anypb.Any{"k": {TypeUrl: "\xff"}}},
 	} {
 		if targetClusterEncodable(c) {
 			t.Fatalf("case %d: encodable, but appendTargetCluster does not write what it has", i)

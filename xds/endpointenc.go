@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"unicode/utf8"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -60,11 +62,14 @@ const (
 // metadata, endpoint metadata, health check configuration, hostname, additional addresses,
 // observability name or endpoint name; every address a socket address with a port value and no resolver).
 func loadAssignmentEncodable(cla *endpointv3.ClusterLoadAssignment) bool {
-	if cla.Policy != nil || len(cla.NamedEndpoints) > 0 {
+	if cla.Policy != nil || len(cla.NamedEndpoints) > 0 || !utf8.ValidString(cla.ClusterName) {
 		return false
 	}
 	for _, loc := range cla.Endpoints {
 		if loc == nil || loc.Proximity != nil || loc.LbConfig != nil || loc.Metadata != nil {
+			return false
+		}
+		if l := loc.Locality; l != nil && !(utf8.ValidString(l.Region) && utf8.ValidString(l.Zone) && utf8.ValidString(l.SubZone)) {
 			return false
 		}
 		for _, le := range loc.LbEndpoints {
@@ -99,7 +104,7 @@ func socketAddressEncodable(a *corev3.Address) bool {
 	}
 	sa := s.SocketAddress
 	_, port := sa.PortSpecifier.(*corev3.SocketAddress_PortValue)
-	return port && sa.ResolverName == "" && !sa.Ipv4Compat && sa.NetworkNamespaceFilepath == ""
+	return port && sa.ResolverName == "" && !sa.Ipv4Compat && sa.NetworkNamespaceFilepath == "" && utf8.ValidString(sa.Address)
 }
 
 // loadAssignmentSize is the size of cla's deterministic encoding.

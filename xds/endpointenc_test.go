@@ -6,11 +6,15 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -175,6 +179,9 @@ func TestLoadAssignmentEncodingEdges(t *testing.T) {
 		one(func(l *endpointv3.LbEndpoint) {
 			l.GetEndpoint().Address.GetSocketAddress().NetworkNamespaceFilepath = "/n"
 		}),
+		one(func(l *endpointv3.LbEndpoint) { l.GetEndpoint().Address.GetSocketAddress().Address = "10.0.0.\xff" }),
+		{ClusterName: "\xc3"},
+		{Endpoints: []*endpointv3.LocalityLbEndpoints{{Locality: &corev3.Locality{Zone: "\xff"}}}},
 	} {
 		if loadAssignmentEncodable(cla) {
 			t.Fatalf("case %d: encodable, but appendLoadAssignment does not write what it has", i)
@@ -224,4 +231,77 @@ func TestLoadAssignmentEncoderCoversEveryField(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzEncodersMatchMarshal feeds the load assignment and target cluster encoders arbitrary
+// strings (names, addresses, localities, type URLs: what users and the catalog control, valid
+// UTF-8 or not) and numbers: each either writes exactly what a deterministic marshal writes,
+// or refuses the message (loadAssignmentEncodable, targetClusterEncodable), which is then
+// marshalled, and refuses it whenever the marshal fails.
+func FuzzEncodersMatchMarshal(f *testing.F) {
+	f.Add("api.default.dc1.internal.shop.mesh", "10.0.0.1", "dc1", "api", uint32(8080), uint32(1), int64(5), int32(0), uint8(3))
+	f.Add("", "", "", "", uint32(0), uint32(0), int64(0), int32(0), uint8(0))
+	f.Add("\xff", "::1", "\xc3", "z\x00", uint32(65536), uint32(1<<31), int64(-1), int32(-7), uint8(255))
+	det := proto.MarshalOptions{Deterministic: true}
+	f.Fuzz(func(t *testing.T, name, addr, region, zone string, port, weight uint32, secs int64, nanos int32, flags uint8) {
+		ep := &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
+				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+					Protocol: corev3.SocketAddress_Protocol(flags & 1)}}}}},
+			HealthStatus: corev3.HealthStatus(flags % 6),
+		}
+		if flags&2 != 0 {
+			ep.LoadBalancingWeight = wrapperspb.UInt32(weight)
+		}
+		loc := &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Region: region, Zone: zone, SubZone: name},
+			LbEndpoints: []*endpointv3.LbEndpoint{ep, ep}, Priority: weight % 130}
+		if flags&4 != 0 {
+			loc.LoadBalancingWeight = wrapperspb.UInt32(port)
+		}
+		cla := &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{loc, {}}}
+		want, err := det.Marshal(cla)
+		if !loadAssignmentEncodable(cla) {
+			if err == nil && utf8Valid(name, addr, region, zone) {
+				t.Fatalf("load assignment refused, but it marshals and its strings are valid")
+			}
+		} else if err != nil {
+			t.Fatalf("load assignment encodable, but marshal fails: %v", err)
+		} else if got := appendLoadAssignment(nil, cla); !bytes.Equal(got, want) {
+			t.Fatalf("load assignment: got %x\nwant %x", got, want)
+		}
+		c := &clusterv3.Cluster{
+			Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_DiscoveryType(flags % 5)},
+			EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource(), ServiceName: addr},
+			ConnectTimeout:   &durationpb.Duration{Seconds: secs, Nanos: nanos}, LbPolicy: clusterv3.Cluster_LbPolicy(flags % 9),
+			TransportSocket: &corev3.TransportSocket{Name: region, ConfigType: &corev3.TransportSocket_TypedConfig{
+				TypedConfig: &anypb.Any{TypeUrl: zone, Value: []byte(name)}}},
+		}
+		if flags&8 != 0 {
+			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{region: {TypeUrl: addr}, zone: nil}
+		}
+		if flags&16 != 0 {
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				HashFunction: clusterv3.Cluster_RingHashLbConfig_HashFunction(flags >> 5 & 1)}}
+		}
+		want, err = det.Marshal(c)
+		if !targetClusterEncodable(c) {
+			if err == nil && utf8Valid(name, addr, region, zone) {
+				t.Fatalf("cluster refused, but it marshals and its strings are valid")
+			}
+		} else if err != nil {
+			t.Fatalf("cluster encodable, but marshal fails: %v", err)
+		} else if got := appendTargetCluster(nil, c); !bytes.Equal(got, want) {
+			t.Fatalf("cluster: got %x\nwant %x", got, want)
+		}
+	})
+}
+
+func utf8Valid(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
 }
