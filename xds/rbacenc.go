@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"sync"
+	"unicode/utf8"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -113,7 +114,86 @@ func (pr *principals) sourcePiece(service string) *piece {
 	if pc := pr.pieces.source(service); pc != nil {
 		return pc
 	}
-	return pr.pieces.put(&pr.pieces.sources, service, newPiece(pr.source(service)))
+	return pr.pieces.put(&pr.pieces.sources, service, newSourcePiece(pr.trustDomain, pr.dcs, service))
+}
+
+// Field numbers of a source's principal besides those of the sets above.
+const (
+	principalAuthenticatedField = 4 // Principal.authenticated
+	authenticatedNameField      = 2 // Principal.Authenticated.principal_name
+)
+
+// newSourcePiece is newPiece(sourcePrincipal(trustDomain, dcs, service)), written straight to
+// bytes (a thousand sources are a thousand pieces when a server starts): the principal whose
+// principal_name matches exactly the source's SPIFFE ID in its only datacenter, or an or_ids of
+// one such per datacenter, each written as the deterministic marshal writes it. Such a
+// principal passes ValidateAll (its identifiers and matchers are set, its set is not empty;
+// an exact match has no rule a string can break); one whose IDs are not valid UTF-8, which
+// protobuf-go refuses to marshal, is left to newPiece. TestSourcePieceMatchesNewPiece holds
+// the two together.
+func newSourcePiece(trustDomain string, dcs []string, service string) *piece {
+	if len(dcs) == 0 {
+		dcs = noDatacenter
+	}
+	valid := utf8.ValidString(trustDomain) && utf8.ValidString(service)
+	for _, dc := range dcs {
+		valid = valid && utf8.ValidString(dc)
+	}
+	if !valid {
+		return newPiece(sourcePrincipal(trustDomain, dcs, service))
+	}
+	if len(dcs) == 1 {
+		b := make([]byte, 0, authenticatedIDSize(trustDomain, dcs[0], service))
+		return &piece{enc: appendAuthenticatedID(b, trustDomain, dcs[0], service), valid: true}
+	}
+	set := 0
+	for _, dc := range dcs {
+		set += protowire.SizeTag(principalSetIDsField) + protowire.SizeBytes(authenticatedIDSize(trustDomain, dc, service))
+	}
+	b := make([]byte, 0, protowire.SizeTag(principalOrField)+protowire.SizeBytes(set))
+	b = protowire.AppendTag(b, principalOrField, protowire.BytesType) // a oneof member
+	b = protowire.AppendVarint(b, uint64(set))
+	for _, dc := range dcs {
+		b = protowire.AppendTag(b, principalSetIDsField, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(authenticatedIDSize(trustDomain, dc, service)))
+		b = appendAuthenticatedID(b, trustDomain, dc, service)
+	}
+	return &piece{enc: b, valid: true}
+}
+
+// noDatacenter is what sourcePrincipal takes for no datacenters: one, unnamed.
+var noDatacenter = []string{""}
+
+// spiffeIDLen is len(mesh.SpiffeID(trustDomain, dc, service)).
+func spiffeIDLen(trustDomain, dc, service string) int {
+	return len("spiffe://") + len(trustDomain) + len("/ns/default/dc/") + len(dc) + len("/svc/") + len(service)
+}
+
+// authenticatedIDSize is the size of the encoding of authenticated(exactString(mesh.SpiffeID(
+// trustDomain, dc, service))).
+func authenticatedIDSize(trustDomain, dc, service string) int {
+	matcher := protowire.SizeTag(stringMatcherExactFld) + protowire.SizeBytes(spiffeIDLen(trustDomain, dc, service))
+	auth := protowire.SizeTag(authenticatedNameField) + protowire.SizeBytes(matcher)
+	return protowire.SizeTag(principalAuthenticatedField) + protowire.SizeBytes(auth)
+}
+
+// appendAuthenticatedID appends the encoding of authenticated(exactString(mesh.SpiffeID(
+// trustDomain, dc, service))), the ID written in place.
+func appendAuthenticatedID(b []byte, trustDomain, dc, service string) []byte {
+	id := spiffeIDLen(trustDomain, dc, service)
+	matcher := protowire.SizeTag(stringMatcherExactFld) + protowire.SizeBytes(id)
+	b = protowire.AppendTag(b, principalAuthenticatedField, protowire.BytesType) // a oneof member
+	b = protowire.AppendVarint(b, uint64(protowire.SizeTag(authenticatedNameField)+protowire.SizeBytes(matcher)))
+	b = protowire.AppendTag(b, authenticatedNameField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(matcher))
+	b = protowire.AppendTag(b, stringMatcherExactFld, protowire.BytesType) // a oneof member
+	b = protowire.AppendVarint(b, uint64(id))
+	b = append(b, "spiffe://"...)
+	b = append(b, trustDomain...)
+	b = append(b, "/ns/default/dc/"...)
+	b = append(b, dc...)
+	b = append(b, "/svc/"...)
+	return append(b, service...)
 }
 
 // wildcardPiece returns the piece of the wildcard principal.

@@ -13,6 +13,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -388,4 +389,45 @@ func TestPresetRBACIsWhatRenderBuilds(t *testing.T) {
 	if checked < 60 {
 		t.Fatalf("checked %d services, want at least 60", checked)
 	}
+}
+
+// TestSourcePieceMatchesNewPiece holds a source's principal written straight to bytes
+// (newSourcePiece) to newPiece of the message sourcePrincipal builds, encoding and ValidateAll
+// verdict both, over one and several datacenters, none, empty and long names (two-byte
+// lengths) and strings that are not valid UTF-8 (which protobuf-go refuses to marshal), and
+// holds the field numbers it writes to the descriptors.
+func TestSourcePieceMatchesNewPiece(t *testing.T) {
+	for _, c := range []struct {
+		m     proto.Message
+		field string
+		num   int
+	}{
+		{&rbacv3.Principal{}, "authenticated", principalAuthenticatedField},
+		{&rbacv3.Principal_Authenticated{}, "principal_name", authenticatedNameField},
+		{&matcherv3.StringMatcher{}, "exact", stringMatcherExactFld},
+	} {
+		if f := c.m.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(c.field)); f == nil || int(f.Number()) != c.num {
+			t.Fatalf("%s.%s is not field %d", c.m.ProtoReflect().Descriptor().FullName(), c.field, c.num)
+		}
+	}
+	long := strings.Repeat("s", 130)
+	tds := []string{"shop.mesh", "", long, "bad\xff"}
+	dcss := [][]string{nil, {"dc1"}, {"dc1", "dc2"}, {"", long, "dc3"}, {"dc\xc3"}}
+	services := []string{"api", "", long, "x\xff"}
+	checked := 0
+	for _, td := range tds {
+		for _, dcs := range dcss {
+			for _, svc := range services {
+				want, got := newPiece(sourcePrincipal(td, dcs, svc)), newSourcePiece(td, dcs, svc)
+				if !bytes.Equal(got.enc, want.enc) || got.valid != want.valid {
+					t.Fatalf("td %q, dcs %q, service %q: got %x (valid %v)\nwant %x (valid %v)", td, dcs, svc, got.enc, got.valid, want.enc, want.valid)
+				}
+				checked++
+			}
+		}
+	}
+	if newSourcePiece("td", nil, "a\xff").valid {
+		t.Fatal("a principal that does not marshal is valid")
+	}
+	t.Logf("%d principals", checked)
 }
