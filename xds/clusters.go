@@ -84,7 +84,7 @@ func clusters(snap *mesh.Snapshot, p Proxy, m *memo) ([]*clusterv3.Cluster, erro
 	targets, err := shared(m, m.setKey(memoClusterSet, p.Shape, p.Service), func() ([]*clusterv3.Cluster, error) {
 		var out []*clusterv3.Cluster
 		for _, pt := range m.proxyTargets(snap, p) {
-			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, name: pt.target.SNI + "|" + pt.mode},
+			c, err := shared(m, memoKey{kind: memoTargetCluster, shape: p.Shape, chain: pt.chain, target: pt.target, name: pt.mode},
 				func() (*clusterv3.Cluster, error) { return buildTargetCluster(snap, pt, p.Shape, m) })
 			if err != nil {
 				return nil, err

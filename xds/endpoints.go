@@ -23,7 +23,7 @@ func endpoints(snap *mesh.Snapshot, p Proxy, m *memo) []*endpointv3.ClusterLoadA
 			if p.Shape != ShapeEnvoy {
 				pt.mode = mesh.MeshGatewayNone // see targetEndpoints
 			}
-			key := memoKey{kind: memoLoadAssignment, shape: p.Shape, chain: pt.chain, name: pt.target.SNI + "|" + pt.mode}
+			key := memoKey{kind: memoLoadAssignment, shape: p.Shape, chain: pt.chain, target: pt.target, name: pt.mode}
 			out = append(out, sharedOK(m, key, func() *endpointv3.ClusterLoadAssignment {
 				cla := loadAssignment(snap, pt, p.Shape)
 				learnLoadAssignmentEncoding(m, cla)

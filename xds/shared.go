@@ -181,14 +181,16 @@ func (m *memo) setKey(kind byte, shape Shape, service string) memoKey {
 }
 
 // memoKey names a shared resource: its kind, the shape it is rendered for, the chain it comes
-// from (nil for per-service resources), a name (target SNI, service, listener name) and a
-// port (an outbound listener's or address's local port, so that finding one builds no name).
+// from (nil for per-service resources), the target of the chain it is of (a target's cluster
+// and load assignment), a name (service, listener name, mesh gateway mode) and a port (an
+// outbound listener's or address's local port). Finding a resource builds no string.
 type memoKey struct {
-	kind  byte
-	shape Shape
-	chain *mesh.Chain
-	name  string
-	port  int
+	kind   byte
+	shape  Shape
+	chain  *mesh.Chain
+	target *mesh.Target
+	name   string
+	port   int
 }
 
 // Kinds of shared resources.
