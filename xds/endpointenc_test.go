@@ -11,6 +11,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -233,11 +234,12 @@ func TestLoadAssignmentEncoderCoversEveryField(t *testing.T) {
 	}
 }
 
-// FuzzEncodersMatchMarshal feeds the load assignment and target cluster encoders arbitrary
-// strings (names, addresses, localities, type URLs: what users and the catalog control, valid
-// UTF-8 or not) and numbers: each either writes exactly what a deterministic marshal writes,
-// or refuses the message (loadAssignmentEncodable, targetClusterEncodable), which is then
-// marshalled, and refuses it whenever the marshal fails.
+// FuzzEncodersMatchMarshal feeds the load assignment, target cluster and route configuration
+// encoders arbitrary strings (names, addresses, localities, type URLs, paths, header names:
+// what users and the catalog control, valid UTF-8 or not) and numbers: each either writes
+// exactly what a deterministic marshal writes, or refuses the message (loadAssignmentEncodable,
+// targetClusterEncodable, encodeRouteConfig), which is then marshalled, and refuses it
+// whenever the marshal fails.
 func FuzzEncodersMatchMarshal(f *testing.F) {
 	f.Add("api.default.dc1.internal.shop.mesh", "10.0.0.1", "dc1", "api", uint32(8080), uint32(1), int64(5), int32(0), uint8(3))
 	f.Add("", "", "", "", uint32(0), uint32(0), int64(0), int32(0), uint8(0))
@@ -294,7 +296,43 @@ func FuzzEncodersMatchMarshal(f *testing.F) {
 		} else if got := appendTargetCluster(nil, c); !bytes.Equal(got, want) {
 			t.Fatalf("cluster: got %x\nwant %x", got, want)
 		}
+		rc := fuzzRouteConfig(name, addr, region, zone, weight, secs, nanos, flags)
+		want, err = det.Marshal(rc)
+		got, ok := encodeRouteConfig(rc)
+		switch {
+		case ok && err != nil:
+			t.Fatalf("route configuration written, but marshal fails: %v", err)
+		case !ok && err == nil:
+			t.Fatalf("route configuration refused, but it marshals")
+		case ok && !bytes.Equal(got, want):
+			t.Fatalf("route configuration: got %x\nwant %x", got, want)
+		}
 	})
+}
+
+// fuzzRouteConfig is a route configuration of the shape routeConfig builds, made of the
+// fuzzer's strings and numbers: a prefix or path match, or one with a header and a query
+// parameter (marshalled by protobuf-go), and a cluster or weighted clusters with a rewrite,
+// timeout, retry policy and maximum stream duration.
+func fuzzRouteConfig(name, addr, region, zone string, weight uint32, secs int64, nanos int32, flags uint8) *routev3.RouteConfiguration {
+	match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: addr}}
+	switch flags % 3 {
+	case 1:
+		match.PathSpecifier = &routev3.RouteMatch_Path{Path: addr}
+	case 2:
+		match.Headers = []*routev3.HeaderMatcher{{Name: region, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exactString(zone)}}}
+		match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: zone}}
+	}
+	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}, PrefixRewrite: zone,
+		Timeout: &durationpb.Duration{Seconds: secs, Nanos: nanos}, RetryPolicy: &routev3.RetryPolicy{RetryOn: region, NumRetries: wrapperspb.UInt32(weight)}}
+	if flags&8 != 0 {
+		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+			Clusters:    []*routev3.WeightedCluster_ClusterWeight{{Name: name, Weight: wrapperspb.UInt32(weight)}, {Name: addr}},
+			TotalWeight: wrapperspb.UInt32(weight)}}
+		action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: &durationpb.Duration{Seconds: -secs}}
+	}
+	return &routev3.RouteConfiguration{Name: name, ValidateClusters: wrapperspb.Bool(flags&16 != 0), VirtualHosts: []*routev3.VirtualHost{{
+		Name: region, Domains: []string{"*", zone}, Routes: []*routev3.Route{{Match: match, Action: &routev3.Route_Route{Route: action}}}}}}
 }
 
 func utf8Valid(ss ...string) bool {

@@ -26,7 +26,11 @@ func routes(snap *mesh.Snapshot, p Proxy, m *memo) []*routev3.RouteConfiguration
 				continue
 			}
 			out = append(out, sharedOK(m, memoKey{kind: memoRoute, shape: p.Shape, chain: chain},
-				func() *routev3.RouteConfiguration { return routeConfig(snap, chain, p.Shape) }))
+				func() *routev3.RouteConfiguration {
+					rc := routeConfig(snap, chain, p.Shape)
+					learnRouteConfigEncoding(m, rc)
+					return rc
+				}))
 		}
 		return out
 	})
