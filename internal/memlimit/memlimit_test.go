@@ -59,6 +59,10 @@ func TestMain(m *testing.M) {
 		fmt.Printf("limit=%d\n", debug.SetMemoryLimit(-1))
 		os.Exit(0)
 	}
+	if os.Getenv("GOGC_PRINT") != "" {
+		fmt.Printf("gogc=%d\n", gcPercent())
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
@@ -89,5 +93,56 @@ func TestSetAndFormat(t *testing.T) {
 		} else if back, err := Parse(s); err != nil || back != n {
 			t.Errorf("Parse(Format(%d)) = %d, %v", n, back, err)
 		}
+	}
+}
+
+// TestParseGCPercentAgreesWithRuntime starts this test binary with each case as GOGC: what
+// ParseGCPercent accepts, the runtime reads as the same target; what it refuses, the runtime
+// ignores (keeping 100), but for negative numbers, which it reads as off and the flag spells
+// "off".
+func TestParseGCPercentAgreesWithRuntime(t *testing.T) {
+	for _, c := range []string{"0", "1", "50", "75", "100", "250", "off", "-1", "+5", "5%", "1.5", "x", " 75", "75 ", "OFF", "0x10", "99999999999999999999"} {
+		want, perr := ParseGCPercent(c)
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "GOGC="+c, "GOGC_PRINT=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("GOGC=%s: %v: %s", c, err, out)
+		}
+		got, _ := strings.CutPrefix(firstLine(out), "gogc=")
+		switch {
+		case perr == nil && got != strconv.Itoa(want):
+			t.Errorf("GOGC=%q: runtime's target %s, ParseGCPercent = %d", c, got, want)
+		case perr != nil && !errors.Is(perr, ErrGCPercent):
+			t.Errorf("ParseGCPercent(%q) = %v, want ErrGCPercent", c, perr)
+		case perr != nil && strings.HasPrefix(c, "-") && got != "-1":
+			t.Errorf("GOGC=%q: runtime's target %s, want off", c, got)
+		case perr != nil && !strings.HasPrefix(c, "-") && got != "100":
+			t.Errorf("GOGC=%q: runtime's target %s, but ParseGCPercent refuses it: %v", c, got, perr)
+		}
+	}
+}
+
+func TestSetGCPercent(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	t.Setenv("GOGC", "")
+	if n, from, err := SetGCPercent("", DefaultGCPercent); err != nil || n != DefaultGCPercent || from != "default" || gcPercent() != DefaultGCPercent {
+		t.Fatalf("SetGCPercent(\"\") without GOGC = %d, %s, %v; runtime %d", n, from, err, gcPercent())
+	}
+	if n, from, err := SetGCPercent("40", DefaultGCPercent); err != nil || n != 40 || from != "flag" || gcPercent() != 40 {
+		t.Fatalf("SetGCPercent(40) = %d, %s, %v; runtime %d", n, from, err, gcPercent())
+	}
+	if _, _, err := SetGCPercent("forty", DefaultGCPercent); !errors.Is(err, ErrGCPercent) || gcPercent() != 40 {
+		t.Fatalf("SetGCPercent(forty) = %v, runtime %d; want ErrGCPercent and 40 kept", err, gcPercent())
+	}
+	// GOGC set: the runtime applied it at start (here, as if it had: 120), and it stays.
+	t.Setenv("GOGC", "120")
+	debug.SetGCPercent(120)
+	if n, from, err := SetGCPercent("", DefaultGCPercent); err != nil || n != 120 || from != "GOGC" || gcPercent() != 120 {
+		t.Fatalf("SetGCPercent(\"\") with GOGC=120 = %d, %s, %v; runtime %d", n, from, err, gcPercent())
+	}
+	if n, _, err := SetGCPercent("off", DefaultGCPercent); err != nil || n != -1 || gcPercent() != -1 {
+		t.Fatalf("SetGCPercent(off) = %d, %v; runtime %d", n, err, gcPercent())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,7 @@ type serveOptions struct {
 	insecurePlaintext                bool
 	checkAllow                       []string
 	memoryLimit                      string
+	gogc                             string
 
 	// ready, when set (tests), receives the running server once it listens.
 	ready func(*reconciler.Server, string)
@@ -133,7 +135,8 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	f.StringArrayVar(&o.federate, "federate", nil, "DC=https://HOST:PORT[,https://HOST:PORT...]: follow datacenter DC's cluster at that HTTP API (its mesh gateways and healthy-instance counts, blocking queries; with several of its servers, the next is tried when one fails); repeatable, once per datacenter")
 	f.StringVar(&o.datacenter, "datacenter", "", "the datacenter this cluster serves, one of mesh.datacenters (default mesh.datacenter): the same snapshot and version, with chains resolved there, its own catalog and leaves naming it")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.StringVar(&o.memoryLimit, "memory-limit", "", "soft memory limit of the Go runtime, as GOMEMLIMIT reads it (e.g. 600MiB, 2GiB, off): the garbage collector works harder near it instead of letting the process grow to twice its live heap (default: GOMEMLIMIT, else none)")
+	f.StringVar(&o.memoryLimit, "memory-limit", "", "soft memory limit of the Go runtime, as GOMEMLIMIT reads it (e.g. 600MiB, 2GiB, off): the garbage collector works harder near it instead of letting the heap grow by --gogc over its live heap (default: GOMEMLIMIT, else none)")
+	f.StringVar(&o.gogc, "gogc", "", "the garbage collector's target, as GOGC reads it (a percentage, or off): the heap grows this much over what the last collection kept before the next one runs; lower trades CPU for memory (default: GOGC, else "+strconv.Itoa(memlimit.DefaultGCPercent)+")")
 	f.StringSliceVar(&o.verifyCommits, "verify-commits", nil, "serve only commits signed by a key of these files: SSH allowed_signers or armored OpenPGP keyrings (repeatable or comma-separated); others are refused and shown in status")
 	f.StringVar(&o.tlsCert, "tls-cert-file", "", "this server's certificate (mesh tls cert create --server): TLS on Raft and the HTTP API")
 	f.StringVar(&o.tlsKey, "tls-key-file", "", "the key of --tls-cert-file")
@@ -141,6 +144,14 @@ be a loopback one: a non-loopback --http, --raft or --xds (without --xds-tls) is
 	addCheckAllowFlag(f, &o.checkAllow)
 	f.BoolVar(&o.insecurePlaintext, "insecure-plaintext", false, "allow non-loopback addresses without TLS (anyone reaching them can read and replace the configuration)")
 	return cmd
+}
+
+// gcName is how the log names a GC target: its percentage, or off.
+func gcName(percent int) string {
+	if percent < 0 {
+		return "off"
+	}
+	return strconv.Itoa(percent)
 }
 
 // runServe runs a server until ctx ends, then shuts it down in order: stop accepting (HTTP API,
@@ -178,6 +189,11 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	if limit != math.MaxInt64 {
 		log.Info("go runtime soft memory limit", "limit", memlimit.Format(limit))
 	}
+	gogc, from, err := memlimit.SetGCPercent(o.gogc, memlimit.DefaultGCPercent)
+	if err != nil {
+		return usageError{fmt.Errorf("serve: --gogc %w", err)}
+	}
+	log.Info("go runtime garbage collection target", "gogc", gcName(gogc), "from", from)
 	restrictUmask() // files the server creates are owner-only
 	// The data directory's lock before anything else is opened: a second server on it fails at once.
 	lock, err := reconciler.LockDataDir(o.data)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgit/mesh/internal/memlimit"
 	"github.com/meshgit/mesh/internal/testutil"
 	"github.com/meshgit/mesh/reconciler"
 )
@@ -45,12 +47,24 @@ services: web: {protocol: "http", port: `+port+`}
 	data := filepath.Join(t.TempDir(), "data")
 	oldLimit := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(oldLimit) })
+	oldGC := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(oldGC) })
+	t.Setenv("GOGC", "")
 	addr, _, log := startServe(t, serveOptions{repo: repo, data: data, logLevel: "info", memoryLimit: "3GiB"})
 	if got := debug.SetMemoryLimit(-1); got != 3<<30 {
 		t.Errorf("--memory-limit 3GiB: the runtime's limit is %d", got)
 	}
 	if !strings.Contains(log.String(), "go runtime soft memory limit") || !strings.Contains(log.String(), "limit=3GiB") {
 		t.Errorf("--memory-limit 3GiB not logged:\n%s", log.String())
+	}
+	// Neither --gogc nor GOGC: the server's default target, logged.
+	if got := debug.SetGCPercent(-1); got != memlimit.DefaultGCPercent {
+		t.Errorf("without --gogc or GOGC: the collector's target is %d, want %d", got, memlimit.DefaultGCPercent)
+	} else {
+		debug.SetGCPercent(got)
+	}
+	if want := fmt.Sprintf("gogc=%d from=default", memlimit.DefaultGCPercent); !strings.Contains(log.String(), want) {
+		t.Errorf("the GC target not logged as %q:\n%s", want, log.String())
 	}
 	if strings.Contains(log.String(), "WARNING") {
 		t.Errorf("a warning for plaintext xDS on loopback:\n%s", log.String())
