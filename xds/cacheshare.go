@@ -16,9 +16,11 @@ import (
 // built once, not once per proxy. go-control-plane only reads them (Snapshot.GetResources
 // copies), as it reads a group's snapshot shared by the nodes of the group.
 
-// cacheTypeKey names one type's content: its type, content hash and version on the wire.
+// cacheTypeKey names one type's content: its type (its index in resourceTypes: hashing the
+// type URL for every look-up would cost more than the rest of the key), content hash and
+// version on the wire.
 type cacheTypeKey struct {
-	t             resourcev3.Type
+	t             int
 	hash, version string
 }
 
@@ -57,10 +59,10 @@ func (m *memo) presetRBAC(set *rbacSet) {
 	if m.cache.m == nil {
 		m.cache.m = map[cacheTypeKey]*cacheType{}
 	}
-	if k := (cacheTypeKey{t: t, hash: set.typeHash}); m.cache.versions[k] == nil {
+	if k := (cacheTypeKey{t: typeIndex(t), hash: set.typeHash}); m.cache.versions[k] == nil {
 		m.cache.versions[k] = set.versions
 	}
-	if k := (cacheTypeKey{t: t, hash: set.typeHash, version: set.version}); m.cache.m[k] == nil {
+	if k := (cacheTypeKey{t: typeIndex(t), hash: set.typeHash, version: set.version}); m.cache.m[k] == nil {
 		m.cache.m[k] = &cacheType{res: set.res, versions: set.versions}
 	}
 }
@@ -71,7 +73,7 @@ func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[strin
 	if m == nil {
 		return build()
 	}
-	k := cacheTypeKey{t: t, hash: hash}
+	k := cacheTypeKey{t: typeIndex(t), hash: hash}
 	m.cache.mu.Lock()
 	v, ok := m.cache.versions[k]
 	m.cache.mu.Unlock()
@@ -96,7 +98,7 @@ func (m *memo) versionMap(t resourcev3.Type, hash string, build func() map[strin
 func (m *memo) versionMapOf(t resourcev3.Type, hash string, items []types.Resource, hashes []string) map[string]string {
 	if m != nil {
 		m.cache.mu.Lock()
-		v, ok := m.cache.versions[cacheTypeKey{t: t, hash: hash}]
+		v, ok := m.cache.versions[cacheTypeKey{t: typeIndex(t), hash: hash}]
 		m.cache.mu.Unlock()
 		if ok {
 			return v
@@ -128,7 +130,7 @@ func (m *memo) sharedCache(t resourcev3.Type, hash, version string, build func()
 	if m == nil {
 		return build()
 	}
-	k := cacheTypeKey{t: t, hash: hash, version: version}
+	k := cacheTypeKey{t: typeIndex(t), hash: hash, version: version}
 	m.cache.mu.Lock()
 	defer m.cache.mu.Unlock()
 	if c := m.cache.m[k]; c != nil {
