@@ -116,18 +116,33 @@ func catalogEndpoint(ep mesh.Endpoint) *endpointv3.LbEndpoint {
 		le.HealthStatus = corev3.HealthStatus_UNHEALTHY
 	}
 	if ep.Weight > 0 {
-		le.LoadBalancingWeight = wrapperspb.UInt32(uint32(ep.Weight))
+		le.LoadBalancingWeight.Value = uint32(ep.Weight) // its own, not yet shared
 	}
 	return le
 }
 
+// lbEndpoint is the endpoint address:port of weight 1. Its eight messages are made in one
+// allocation: a load assignment has one per instance, and a server's first render thousands.
 func lbEndpoint(address string, port int) *endpointv3.LbEndpoint {
-	return &endpointv3.LbEndpoint{
-		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-			Address: socketAddress(address, port),
-		}},
-		LoadBalancingWeight: wrapperspb.UInt32(1),
-	}
+	a := &struct {
+		le   endpointv3.LbEndpoint
+		host endpointv3.LbEndpoint_Endpoint
+		ep   endpointv3.Endpoint
+		addr corev3.Address
+		sock corev3.Address_SocketAddress
+		sa   corev3.SocketAddress
+		port corev3.SocketAddress_PortValue
+		w    wrapperspb.UInt32Value
+	}{}
+	a.port.PortValue = uint32(port)
+	a.sa.Address, a.sa.PortSpecifier = address, &a.port
+	a.sock.SocketAddress = &a.sa
+	a.addr.Address = &a.sock
+	a.ep.Address = &a.addr
+	a.host.Endpoint = &a.ep
+	a.w.Value = 1
+	a.le.HostIdentifier, a.le.LoadBalancingWeight = &a.host, &a.w
+	return &a.le
 }
 
 func socketAddress(address string, port int) *corev3.Address {

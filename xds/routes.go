@@ -3,6 +3,7 @@ package xds
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -66,10 +67,19 @@ func chainRoute(snap *mesh.Snapshot, chain *mesh.Chain, r *mesh.ChainRoute, shap
 		m.Methods = nil
 		match = &m
 	}
-	action := &routev3.RouteAction{}
+	// The route, its action and its cluster in one allocation (a server's first render makes
+	// thousands).
+	a := &struct {
+		r       routev3.Route
+		route   routev3.Route_Route
+		action  routev3.RouteAction
+		cluster routev3.RouteAction_Cluster
+	}{}
+	action := &a.action
 	switch {
 	case len(r.Splits) == 1:
-		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: targetCluster(chain, r.Splits[0].Target)}
+		a.cluster.Cluster = targetCluster(chain, r.Splits[0].Target)
+		action.ClusterSpecifier = &a.cluster
 	default:
 		wc := &routev3.WeightedCluster{}
 		var total uint32
@@ -112,10 +122,9 @@ func chainRoute(snap *mesh.Snapshot, chain *mesh.Chain, r *mesh.ChainRoute, shap
 		}
 		action.RetryPolicy = rp
 	}
-	return &routev3.Route{
-		Match:  routeMatch(match),
-		Action: &routev3.Route_Route{Route: action},
-	}
+	a.route.Route = action
+	a.r.Match, a.r.Action = routeMatch(match), &a.route
+	return &a.r
 }
 
 func defaultRetryOn(shape Shape) string {
@@ -136,11 +145,10 @@ func targetCluster(chain *mesh.Chain, id string) string {
 // routeMatch renders a chain route's match. Route matching uses Envoy's native matchers, which
 // ignore the query string for paths and match query parameters by name.
 func routeMatch(m *mesh.HTTPMatch) *routev3.RouteMatch {
-	rm := &routev3.RouteMatch{}
 	if m == nil {
-		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
-		return rm
+		return anyPathMatch()
 	}
+	rm := &routev3.RouteMatch{}
 	switch {
 	case m.Path != "":
 		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path}
@@ -183,6 +191,12 @@ func routeMatch(m *mesh.HTTPMatch) *routev3.RouteMatch {
 	}
 	return rm
 }
+
+// anyPathMatch is the match of every path (prefix "/"), the last route of most chains: a
+// constant, built once and shared (messages are never modified once built).
+var anyPathMatch = sync.OnceValue(func() *routev3.RouteMatch {
+	return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+})
 
 // serverRouteConfig is the inline route configuration of a gRPC server listener: gRPC servers
 // do not forward, they only need a route that matches so that the HTTP filters run.

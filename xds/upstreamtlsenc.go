@@ -83,12 +83,15 @@ func envoyUpstreamTLSSocket(snap *mesh.Snapshot, sni string, sans []string, m *m
 	if err := (&tlsv3.UpstreamTlsContext{Sni: sni}).ValidateAll(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, (&tlsv3.UpstreamTlsContext{}).ProtoReflect().Descriptor().FullName(), err)
 	}
-	return &corev3.TransportSocket{
-		Name: tlsTransportSocketName,
-		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: &anypb.Any{
-			TypeUrl: upstreamTLSTypeURL, Value: appendUpstreamTLS(nil, parts, sni, sans),
-		}},
-	}, nil
+	a := &struct { // the socket's three messages in one allocation
+		ts    corev3.TransportSocket
+		typed corev3.TransportSocket_TypedConfig
+		any   anypb.Any
+	}{}
+	a.any.TypeUrl, a.any.Value = upstreamTLSTypeURL, appendUpstreamTLS(nil, parts, sni, sans)
+	a.typed.TypedConfig = &a.any
+	a.ts.Name, a.ts.ConfigType = tlsTransportSocketName, &a.typed
+	return &a.ts, nil
 }
 
 // upstreamTLSTypeURL is the type URL of an UpstreamTlsContext.
