@@ -51,11 +51,17 @@ func loadAssignment(snap *mesh.Snapshot, pt proxyTarget, shape Shape) *endpointv
 			// overprovisioning): the control plane moves the failover up itself.
 			continue
 		}
-		loc := &endpointv3.LocalityLbEndpoints{
-			Locality:            &corev3.Locality{Region: t.Datacenter, Zone: t.Service},
-			Priority:            priority,
-			LoadBalancingWeight: wrapperspb.UInt32(uint32(len(eps))),
-		}
+		// The locality's three messages in one allocation.
+		a := &struct {
+			loc endpointv3.LocalityLbEndpoints
+			l   corev3.Locality
+			w   wrapperspb.UInt32Value
+		}{}
+		a.l.Region, a.l.Zone = t.Datacenter, t.Service
+		a.w.Value = uint32(len(eps))
+		loc := &a.loc
+		loc.Locality, loc.Priority, loc.LoadBalancingWeight = &a.l, priority, &a.w
+		loc.LbEndpoints = make([]*endpointv3.LbEndpoint, 0, len(eps))
 		viaGateway := shape == ShapeEnvoy && t != pt.target && slices.Contains(gatewayFailovers(snap, pt), t)
 		for _, ep := range eps {
 			le := catalogEndpoint(ep)

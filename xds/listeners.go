@@ -36,7 +36,8 @@ func GRPCServerListenerName(host string, port int) string {
 
 // OutboundListenerName is the name of an Envoy sidecar's listener for an upstream.
 func OutboundListenerName(service string, port int) string {
-	return service + ":127.0.0.1:" + strconv.Itoa(port)
+	var buf [64]byte // most names fit: one allocation, the string's
+	return string(strconv.AppendInt(append(append(buf[:0], service...), ":127.0.0.1:"...), int64(port), 10))
 }
 
 // listeners renders a proxy's listeners.
@@ -255,12 +256,19 @@ func outboundListener(name string, u *mesh.Upstream, chain *mesh.Chain, m *memo)
 	}
 	addr := sharedOK(m, memoKey{kind: memoLocalAddress, port: u.LocalPort},
 		func() *corev3.Address { return socketAddress("127.0.0.1", u.LocalPort) })
-	l := &listenerv3.Listener{
-		Name:             name,
-		Address:          addr,
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
-	}
+	// The listener, its filter chain and their lists in one allocation (a server's first render
+	// makes thousands).
+	a := &struct {
+		l       listenerv3.Listener
+		fc      listenerv3.FilterChain
+		chains  [1]*listenerv3.FilterChain
+		filters [1]*listenerv3.Filter
+	}{}
+	a.filters[0] = filter
+	a.fc.Filters = a.filters[:]
+	a.chains[0] = &a.fc
+	l := &a.l
+	l.Name, l.Address, l.TrafficDirection, l.FilterChains = name, addr, corev3.TrafficDirection_OUTBOUND, a.chains[:]
 	if err := learnOutboundEncoding(m, l, addr, filter); err != nil {
 		return nil, err
 	}
