@@ -52,7 +52,7 @@ func learnTargetClusterEncoding(m *memo, c *clusterv3.Cluster) {
 	if m == nil || !targetClusterEncodable(c) {
 		return
 	}
-	learn(m, c, encOf, newEncoded(c, appendTargetCluster(nil, c), clusterTypeURL, c.Name))
+	m.learnEncoded(c, appendTargetCluster(nil, c), clusterTypeURL, c.Name)
 }
 
 // clusterTypeURL is the type URL of a Cluster.

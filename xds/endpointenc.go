@@ -30,7 +30,7 @@ func learnLoadAssignmentEncoding(m *memo, cla *endpointv3.ClusterLoadAssignment)
 	if m == nil || !loadAssignmentEncodable(cla) {
 		return
 	}
-	learn(m, cla, encOf, newEncoded(cla, appendLoadAssignment(nil, cla), loadAssignmentTypeURL, cla.ClusterName))
+	m.learnEncoded(cla, appendLoadAssignment(nil, cla), loadAssignmentTypeURL, cla.ClusterName)
 }
 
 // loadAssignmentTypeURL is the type URL of a ClusterLoadAssignment.

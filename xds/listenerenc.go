@@ -44,7 +44,7 @@ func learnOutboundEncoding(m *memo, l *listenerv3.Listener, addr *corev3.Address
 		return err
 	}
 	enc := appendOutboundListener(nil, l.Name, addrEnc, filterEnc, l.TrafficDirection)
-	learn(m, l, encOf, newEncoded(l, enc, listenerTypeURL, l.Name))
+	m.learnEncoded(l, enc, listenerTypeURL, l.Name)
 	return nil
 }
 

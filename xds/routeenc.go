@@ -62,7 +62,7 @@ func learnRouteConfigEncoding(m *memo, rc *routev3.RouteConfiguration) {
 		return
 	}
 	if enc, ok := encodeRouteConfig(rc); ok {
-		learn(m, rc, encOf, newEncoded(rc, enc, routeConfigTypeURL, rc.Name))
+		m.learnEncoded(rc, enc, routeConfigTypeURL, rc.Name)
 	}
 }
 

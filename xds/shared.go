@@ -113,6 +113,17 @@ func (f *facts) of(x any) *fact {
 	return ft
 }
 
+// add makes ft the fact of x, unless x has one, and reports whether it did.
+func (f *facts) add(x any, ft *fact) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[x] != nil {
+		return false
+	}
+	f.m[x] = ft
+	return true
+}
+
 // len is the number of messages f knows.
 func (f *facts) len() int {
 	f.mu.RLock()

@@ -38,17 +38,43 @@ func newWire(msg types.Resource, encoded []byte) *wire {
 // newEncoded returns what the memo learns of msg, named name, of type typeURL, whose
 // deterministic encoding is enc: its content hash and its wire, in one allocation.
 func newEncoded(msg types.Resource, enc []byte, typeURL, name string) *encoded {
-	a := &struct {
-		enc encoded
-		w   wire
-		e   emptypb.Empty
-		any anypb.Any
-	}{}
+	a := &encodedParts{}
+	a.fill(msg, enc, typeURL, name)
+	return &a.enc
+}
+
+// encodedParts are what newEncoded allocates at once.
+type encodedParts struct {
+	enc encoded
+	w   wire
+	e   emptypb.Empty
+	any anypb.Any
+}
+
+// fill makes a the encoding of msg (newEncoded).
+func (a *encodedParts) fill(msg types.Resource, enc []byte, typeURL, name string) {
 	a.e.ProtoReflect().SetUnknown(enc)
 	a.any.TypeUrl, a.any.Value = typeURL, enc
 	a.w = wire{Empty: &a.e, msg: msg, name: name, any: &a.any}
 	a.enc = encoded{hash: hashOf(enc), wire: &a.w}
-	return &a.enc
+}
+
+// learnEncoded tells m that msg, a resource built for m (which knows nothing of it yet, as a
+// rule), named name, of type typeURL, encodes as enc: newEncoded and the fact that holds it in
+// one allocation. What m learnt of msg before, if anything, stays. A nil m learns nothing.
+func (m *memo) learnEncoded(msg types.Resource, enc []byte, typeURL, name string) {
+	if m == nil {
+		return
+	}
+	a := &struct {
+		ft fact
+		encodedParts
+	}{}
+	a.fill(msg, enc, typeURL, name)
+	a.ft.enc.Store(&a.enc)
+	if !m.facts.add(msg, &a.ft) {
+		learn(m, msg, encOf, &a.enc) // known already: only its encoding, unless it had one
+	}
 }
 
 // messageTypeURLs holds the type URL of each message type a wire was made of: full name → URL.
