@@ -3,7 +3,6 @@ package xds
 import (
 	"crypto/sha256"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -171,22 +170,27 @@ func (m *memo) setKey(kind byte, shape Shape, service string) memoKey {
 	if k, ok := m.upsKeys.Load(service); ok {
 		return memoKey{kind: kind, shape: shape, name: k.(string)}
 	}
-	var b strings.Builder
+	// The SHA-256 of "transparent;"? then "chainkey=service:port/gatewaymode;" per upstream,
+	// written through a scratch buffer rather than built as one string.
+	h := sha256.New()
+	var scratch [256]byte
+	b := scratch[:0]
 	if m.snap.Services[service].Transparent() {
-		b.WriteString("transparent;")
+		b = append(b, "transparent;"...)
 	}
 	for _, u := range upstreams(m.snap, service) {
-		b.WriteString(m.snap.ChainKey(u))
-		b.WriteByte('=')
-		b.WriteString(u.Service)
-		b.WriteByte(':')
-		b.WriteString(strconv.Itoa(u.LocalPort))
-		b.WriteByte('/')
-		b.WriteString(m.snap.Mesh.GatewayMode(u)) // the endpoints of targets in other datacenters
-		b.WriteByte(';')
+		b = append(append(b, m.snap.ChainKey(u)...), '=')
+		b = append(append(b, u.Service...), ':')
+		b = append(strconv.AppendInt(b, int64(u.LocalPort), 10), '/')
+		b = append(append(b, m.snap.Mesh.GatewayMode(u)...), ';') // the endpoints of targets in other datacenters
+		if len(b) > len(scratch)/2 {
+			h.Write(b)
+			b = b[:0]
+		}
 	}
-	sum := sha256.Sum256([]byte(b.String()))
-	k := string(sum[:])
+	h.Write(b)
+	var sum [sha256.Size]byte
+	k := string(h.Sum(sum[:0]))
 	m.upsKeys.Store(service, k)
 	return memoKey{kind: kind, shape: shape, name: k}
 }
