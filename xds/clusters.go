@@ -1,8 +1,9 @@
 package xds
 
 import (
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func proxyTargets(snap *mesh.Snapshot, service string) []proxyTarget {
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].target.SNI < out[j].target.SNI })
+	slices.SortFunc(out, func(a, b proxyTarget) int { return strings.Compare(a.target.SNI, b.target.SNI) }) // SNIs are unique
 	return out
 }
 
@@ -279,17 +280,17 @@ func setLBPolicy(c *clusterv3.Cluster, policy string, shape Shape) {
 // present, sorted and unique.
 func targetSANs(snap *mesh.Snapshot, pt proxyTarget) []string {
 	td := snap.Mesh.TrustDomain
-	set := map[string]bool{mesh.SpiffeID(td, pt.target.Datacenter, pt.target.Service): true}
+	out := make([]string, 1, 1+len(pt.target.Failover))
+	out[0] = mesh.SpiffeID(td, pt.target.Datacenter, pt.target.Service)
 	for _, id := range pt.target.Failover {
 		if ft := pt.chain.Targets[id]; ft != nil {
-			set[mesh.SpiffeID(td, ft.Datacenter, ft.Service)] = true
+			out = append(out, mesh.SpiffeID(td, ft.Datacenter, ft.Service))
 		}
 	}
-	out := make([]string, 0, len(set))
-	for s := range set {
-		out = append(out, s)
+	if len(out) > 1 {
+		slices.Sort(out)
+		out = slices.Compact(out)
 	}
-	sort.Strings(out)
 	return out
 }
 
