@@ -73,6 +73,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -809,10 +810,12 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		ng.snap, ng.bundle, ng.deps, ng.res = snap, bundle, d, res
 		return &ng, nil
 	}
-	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash, typeVersion: map[resourcev3.Type]string{}}
+	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash,
+		typeVersion: make(map[resourcev3.Type]string, len(resourceTypes))}
 	cs := &cachev3.Snapshot{}
+	versions := typeVersions(snap.Version, &typeHash)
 	for i, t := range resourceTypes {
-		v := snap.Version + "-" + typeHash[i][:8]
+		v := versions[i]
 		if old != nil && old.typeHash[i] == typeHash[i] && old.cs != nil {
 			v = old.typeVersion[t] // unchanged type: same version, not resent
 			g.typeVersion[t] = v
@@ -835,6 +838,24 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 	cs.VersionMap = versionMap
 	g.cs = cs
 	return g, nil
+}
+
+// typeVersions returns the version of each type whose content hashes are h in snapshot sv:
+// sv-<the hash's first 8 digits>, all six cut from one string (one allocation per group).
+func typeVersions(sv string, h *typeHashes) (out typeHashes) {
+	n := len(sv) + 1 + 8
+	var b strings.Builder
+	b.Grow(n * len(h))
+	for i := range h {
+		b.WriteString(sv)
+		b.WriteByte('-')
+		b.WriteString(h[i][:8])
+	}
+	all := b.String()
+	for i := range out {
+		out[i] = all[i*n : (i+1)*n]
+	}
+	return out
 }
 
 // keptTypes returns the types of res, re-rendered for its RBAC alone from old, that are old's
