@@ -229,7 +229,8 @@ func dependencies(snap *mesh.Snapshot, service string) *deps {
 
 // upstreamDeps returns the deps that service's upstreams ups add.
 func upstreamDeps(snap *mesh.Snapshot, service string, ups []*mesh.Upstream) *upDeps {
-	d := &upDeps{chains: make([]string, 0, len(ups)), reach: reachDigest(snap, service, ups)}
+	// Most chains target their own service alone: room for one target service per upstream.
+	d := &upDeps{chains: make([]string, 0, len(ups)), targets: make([]string, 0, len(ups)), reach: reachDigest(snap, service, ups)}
 	seen := map[string]bool{}
 	for _, u := range ups {
 		key := snap.ChainKey(u)
