@@ -435,7 +435,9 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 		return &ss.req.DeltaDiscoveryRequest, nil
 	}
 	end := handleRequests(recv, &ss.mu, &ss.stopped, func(req *discoveryv3.DeltaDiscoveryRequest) error {
-		return d.request(st, ss, req)
+		err := d.request(st, ss, req)
+		ss.req.release()
+		return err
 	})
 	for {
 		select {
