@@ -104,7 +104,8 @@ type deltaType struct {
 	legacy   bool // still in legacy wildcard mode: no name (nor "*") subscribed yet
 	// names are the names subscribed to (some may be under the wildcard): a set shared with
 	// every stream subscribing to the same names (namesRef keeps it interned), never modified.
-	names    map[string]struct{}
+	// Each name maps to its index in the set (nameSets.intern).
+	names    map[string]uint32
 	namesRef *nameSet
 	// What the client holds (go-control-plane's ReturnedResources): base's versions, of all of
 	// base when baseAll, else of the names subscribed; over overrides them name by name.
@@ -197,11 +198,14 @@ func (d *deltaType) update(sets *nameSets, subscribe, unsubscribe []string) {
 		}
 		d.legacy = false
 	}
+	if len(d.names) == 0 && d.base == nil && len(unsubscribe) == 0 && d.namesShared(sets, subscribe) {
+		return
+	}
 	// The names are changed in a copy of the shared set, interned again at the end.
 	owned := false
 	own := func() {
 		if !owned {
-			m := make(map[string]struct{}, len(d.names)+len(subscribe))
+			m := make(map[string]uint32, len(d.names)+len(subscribe))
 			maps.Copy(m, d.names)
 			d.names, owned = m, true
 		}
@@ -228,7 +232,7 @@ func (d *deltaType) update(sets *nameSets, subscribe, unsubscribe []string) {
 			}
 		}
 		own()
-		d.names[unique.Make(name).Value()] = struct{}{} // the same strings in every set
+		d.names[unique.Make(name).Value()] = 0 // the same strings in every set; indexed by intern
 	}
 	for _, name := range unsubscribe {
 		if name == "*" {
@@ -254,16 +258,21 @@ type nameSets struct {
 	sets map[uint64]weak.Pointer[nameSet]
 }
 
-type nameSet struct{ m map[string]struct{} }
+// nameSet is a set of names, each mapped to its own index in 0..len-1 (namesShared uses them).
+type nameSet struct{ m map[string]uint32 }
 
-// intern returns the shared set equal to m (m itself if there is none), nil for no names.
-func (n *nameSets) intern(m map[string]struct{}) (map[string]struct{}, *nameSet) {
+// nameKey is the part of a set's key that one name adds.
+func nameKey(name string) uint64 { return mix(maphash.String(deltaSeed, name), 0x5851f42d4c957f2d) }
+
+// intern returns the shared set equal to m (m itself, indexed, if there is none), nil for no
+// names.
+func (n *nameSets) intern(m map[string]uint32) (map[string]uint32, *nameSet) {
 	if len(m) == 0 {
 		return nil, nil
 	}
 	var key uint64
 	for name := range m {
-		key += mix(maphash.String(deltaSeed, name), 0x5851f42d4c957f2d)
+		key += nameKey(name)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -279,6 +288,11 @@ func (n *nameSets) intern(m map[string]struct{}) (map[string]struct{}, *nameSet)
 			return s.m, s
 		}
 	}
+	i := uint32(0)
+	for name := range m {
+		m[name] = i
+		i++
+	}
 	s := &nameSet{m: m}
 	n.sets[key] = weak.Make(s)
 	runtime.AddCleanup(s, func(key uint64) {
@@ -289,6 +303,48 @@ func (n *nameSets) intern(m map[string]struct{}) (map[string]struct{}, *nameSet)
 		}
 	}, key)
 	return m, s
+}
+
+// namesShared subscribes d, which subscribes to no name yet and holds nothing, to the names
+// of subscribe (and to the wildcard if it names "*") when another stream's set holds exactly
+// those names: the first requests of a dense mesh's proxies name the same thousand endpoints
+// and routes, and would each build a map of them only to find it interned already. It reports
+// false, changing nothing, when there is no such set (or nothing but the wildcard is named).
+func (d *deltaType) namesShared(sets *nameSets, subscribe []string) bool {
+	var key uint64
+	n, star := 0, false
+	for _, name := range subscribe {
+		if name == "*" {
+			star = true
+			continue
+		}
+		key += nameKey(name)
+		n++
+	}
+	if n == 0 {
+		return false
+	}
+	sets.mu.Lock()
+	s := sets.sets[key].Value()
+	sets.mu.Unlock()
+	if s == nil || len(s.m) != n {
+		return false
+	}
+	// Equal when every name is in s once: n names, each a distinct index of s's n.
+	seen := make([]uint64, (n+63)/64)
+	for _, name := range subscribe {
+		if name == "*" {
+			continue
+		}
+		i, ok := s.m[name]
+		if !ok || seen[i/64]&(1<<(i%64)) != 0 {
+			return false
+		}
+		seen[i/64] |= 1 << (i % 64)
+	}
+	d.names, d.namesRef = s.m, s
+	d.wildcard = d.wildcard || star
+	return true
 }
 
 // deltaEntry is one resource of a response.

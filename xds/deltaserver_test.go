@@ -421,3 +421,64 @@ func TestDeltaRequestReleasedOnceHandled(t *testing.T) {
 		runtime.GC()
 	}
 }
+
+// A stream subscribing by name to the names another stream's set holds (the first requests of
+// a dense mesh's proxies: the same thousand endpoints and routes) takes that set without
+// building a map of the names first; one whose names differ by one, repeat one or are
+// unsubscribed in the same request gets a set of its own, as before.
+func TestDeltaSubscribeToSharedNamesBuildsNoMap(t *testing.T) {
+	sets := &nameSets{sets: map[uint64]weak.Pointer[nameSet]{}}
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = "endpoints-of-cluster-" + strconv.Itoa(i)
+	}
+	first := newDeltaType(sets, resourcev3.EndpointType, &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: names})
+	rev := slices.Clone(names)
+	slices.Reverse(rev)
+	req := &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: rev}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var d *deltaType
+	for range 10 {
+		d = newDeltaType(sets, resourcev3.EndpointType, req)
+	}
+	runtime.ReadMemStats(&after)
+	if d.namesRef != first.namesRef {
+		t.Fatal("a stream subscribing to the same names holds a set of its own")
+	}
+	// A map of 1,000 names is tens of KB; the stream's state and a bitmap of the names, a few
+	// hundred bytes.
+	if per := (after.TotalAlloc - before.TotalAlloc) / 10; per > 2048 {
+		t.Fatalf("subscribing to 1,000 names another stream holds allocated %d bytes, want at most 2 KB", per)
+	}
+
+	other := slices.Clone(names)
+	other[500] = "another"
+	dup := slices.Clone(names)
+	dup[999] = dup[0]
+	for _, c := range []struct {
+		name       string
+		sub, unsub []string
+		want       int
+		shared     bool
+	}{
+		{"one name differs", other, nil, 1000, false},
+		{"one name repeated", dup, nil, 999, false},
+		{"one name also unsubscribed", append(slices.Clone(names), "*"), names[:1], 999, false},
+		{"the wildcard too", append(slices.Clone(names), "*"), nil, 1000, true},
+	} {
+		d := newDeltaType(sets, resourcev3.EndpointType, &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: c.sub, ResourceNamesUnsubscribe: c.unsub})
+		if shared := d.namesRef == first.namesRef; len(d.names) != c.want || shared != c.shared {
+			t.Errorf("%s: %d names, shared %v; want %d, shared %v", c.name, len(d.names), shared, c.want, c.shared)
+		}
+		for _, n := range c.sub {
+			if _, ok := d.names[n]; !ok && n != "*" && !slices.Contains(c.unsub, n) {
+				t.Errorf("%s: %s is not subscribed", c.name, n)
+			}
+		}
+		if star := slices.Contains(c.sub, "*"); d.wildcard != star {
+			t.Errorf("%s: wildcard %v, want %v", c.name, d.wildcard, star)
+		}
+	}
+	runtime.KeepAlive(first)
+}
