@@ -491,9 +491,7 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 		return &ss.req.DeltaDiscoveryRequest, nil
 	}
 	end := handleRequests(recv, &ss.mu, &ss.stopped, func(req *discoveryv3.DeltaDiscoveryRequest) error {
-		err := d.request(st, ss, req)
-		ss.req.release()
-		return err
+		return d.request(st, ss, req)
 	})
 	for {
 		select {
@@ -512,8 +510,8 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	}
 }
 
-// request handles one request: callbacks, subscription, and an answer if one is due. Called
-// with ss.mu held.
+// request handles one request, the stream's own (ss.req): callbacks, subscription, and an
+// answer if one is due. Called with ss.mu held.
 func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *discoveryv3.DeltaDiscoveryRequest) error {
 	// Changes that arrived before the request are answered first, as go-control-plane sends
 	// the responses its cache queued before it handles a request.
@@ -554,6 +552,9 @@ func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *d
 		dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
 	dt.open, dt.force = true, req.GetResponseNonce() == ""
+	// The request is applied: what it named is not kept while the answer is sent, which takes
+	// as long as the proxy takes to read it.
+	ss.req.release()
 	return d.respond(st, ss, dt)
 }
 

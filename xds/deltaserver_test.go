@@ -8,10 +8,12 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"weak"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -341,21 +343,27 @@ func TestDeltaUnknownTypesBounded(t *testing.T) {
 	}
 }
 
-// A delta stream does not keep what it decoded of a request once the request is handled: the
+// A delta stream does not keep what it decoded of a request once the request is applied: the
 // names of a subscription (a thousand per type in a dense mesh's first requests) are garbage
-// as soon as the stream has answered, not when the proxy's next request comes (for a proxy in
-// step with its server, the next change of the mesh). Fails when the stream's request, which
-// every request is received into, still holds the names after the response.
-func TestDeltaRequestReleasedOnceHandled(t *testing.T) {
+// while the stream waits to send its answer to a proxy that reads slowly, and after, not kept
+// until the proxy's next request (for a proxy in step, the next change of the mesh). The proxy
+// here reads nothing: its first answer fills gRPC's flow control window, and the stream waits
+// in SendMsg with its second. Fails when the stream's request, which every request is received
+// into, still holds the names then.
+func TestDeltaRequestReleasedOnceApplied(t *testing.T) {
 	c := newWatchCache()
-	var names []string
-	var items []types.Resource
-	for i := range 200 {
-		names = append(names, "endpoints-of-a-cluster-"+strconv.Itoa(i))
-		items = append(items, diffResource(resourcev3.EndpointType, names[i], 0))
+	long := strings.Repeat("x", 200)
+	var endpoints, routes []string
+	var eps, rts []types.Resource
+	for i := range 1000 {
+		endpoints = append(endpoints, long+"-endpoints-"+strconv.Itoa(i))
+		eps = append(eps, diffResource(resourcev3.EndpointType, endpoints[i], 0))
+		routes = append(routes, "route-"+strconv.Itoa(i))
+		rts = append(rts, &routev3.RouteConfiguration{Name: routes[i]})
 	}
 	cs := &cachev3.Snapshot{}
-	cs.Resources[types.Endpoint] = cachev3.NewResources("v0", items)
+	cs.Resources[types.Endpoint] = cachev3.NewResources("v0", eps)
+	cs.Resources[types.Route] = cachev3.NewResources("v0", rts)
 	if err := cs.ConstructVersionMap(); err != nil {
 		t.Fatal(err)
 	}
@@ -365,11 +373,8 @@ func TestDeltaRequestReleasedOnceHandled(t *testing.T) {
 
 	held := make(chan weak.Pointer[string], 1)
 	cb := serverv3.CallbackFuncs{StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-		if sub := req.GetResourceNamesSubscribe(); len(sub) > 0 {
-			select {
-			case held <- weak.Make(&sub[0]):
-			default:
-			}
+		if sub := req.GetResourceNamesSubscribe(); req.GetTypeUrl() == resourcev3.RouteType && len(sub) > 0 {
+			held <- weak.Make(&sub[0])
 		}
 		return nil
 	}}
@@ -384,7 +389,8 @@ func TestDeltaRequestReleasedOnceHandled(t *testing.T) {
 	go g.Serve(lis)
 	defer g.Stop()
 
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,16 +401,13 @@ func TestDeltaRequestReleasedOnceHandled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: (&diffClient{node: "n"}).nodeProto(),
-		TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: names}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := st.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r.GetResources()) != len(names) {
-		t.Fatalf("sent %d resources, want %d", len(r.GetResources()), len(names))
+	for _, req := range []*discoveryv3.DeltaDiscoveryRequest{
+		{Node: (&diffClient{node: "n"}).nodeProto(), TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: endpoints},
+		{TypeUrl: resourcev3.RouteType, ResourceNamesSubscribe: routes},
+	} {
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var w weak.Pointer[string]
 	select {
@@ -412,10 +415,9 @@ func TestDeltaRequestReleasedOnceHandled(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request never reached the callbacks")
 	}
-	// The stream releases the request right after it sends the response: give it a moment.
 	for i := 0; w.Value() != nil; i++ {
 		if i == 100 {
-			t.Fatal("the names of the handled request are still reachable from the stream")
+			t.Fatal("the names of an applied request are still reachable from the stream")
 		}
 		time.Sleep(10 * time.Millisecond)
 		runtime.GC()
