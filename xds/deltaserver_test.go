@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -483,4 +484,56 @@ func TestDeltaSubscribeToSharedNamesBuildsNoMap(t *testing.T) {
 		}
 	}
 	runtime.KeepAlive(first)
+}
+
+// A body that many streams send is copied into one buffer once the lists of buffers its
+// messages hold would outweigh the copy: the messages made after hold three buffers (the copy,
+// their nonce and version) rather than two per resource, and encode the same response. A body
+// few streams send keeps referencing each resource's bytes.
+func TestDeltaBodyFlattenedWhenShared(t *testing.T) {
+	d := newDeltaServer(context.Background(), newWatchCache(), nil)
+	var entries []deltaEntry
+	want := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.ClusterType, SystemVersionInfo: "v1"}
+	for i := range 100 {
+		a := &anypb.Any{TypeUrl: resourcev3.ClusterType, Value: bytes.Repeat([]byte{byte(i)}, 400)}
+		e := deltaEntry{name: "cluster-" + strconv.Itoa(i), version: "1", any: a}
+		entries = append(entries, e)
+		want.Resources = append(want.Resources, &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: a})
+	}
+	check := func(step string, body *deltaBody, nonce string, maxBufs int) {
+		t.Helper()
+		msg := &deltaMsg{body: body, version: want.SystemVersionInfo, nonce: nonce}
+		bufs, err := unpooledCodec{}.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bufs) > maxBufs {
+			t.Fatalf("%s: the message holds %d buffers, want at most %d", step, len(bufs), maxBufs)
+		}
+		got := &discoveryv3.DeltaDiscoveryResponse{}
+		if err := proto.Unmarshal(bufs.Materialize(), got); err != nil {
+			t.Fatal(err)
+		}
+		w := proto.CloneOf(want)
+		w.Nonce = nonce
+		if !proto.Equal(got, w) {
+			t.Fatalf("%s: decodes to another response", step)
+		}
+	}
+	body := d.body(resourcev3.ClusterType, slices.Clone(entries), nil)
+	check("one stream", body, "1", 1000)
+	if body.flat.Load() != nil {
+		t.Fatal("a body one stream sends was copied")
+	}
+	// 100 resources of about 450 bytes, 201 buffers at 40 bytes a message: copied at the 6th.
+	for i := 2; i <= 10; i++ {
+		if d.body(resourcev3.ClusterType, slices.Clone(entries), nil) != body {
+			t.Fatal("the same content was encoded twice")
+		}
+		if flat := body.flat.Load() != nil; flat != (i >= 6) {
+			t.Fatalf("%d streams: copied %v", i, flat)
+		}
+	}
+	check("ten streams", body, "10", 2)
+	runtime.KeepAlive(body)
 }
