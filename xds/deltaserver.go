@@ -707,46 +707,10 @@ type deltaBody struct {
 	typeURL string
 	entries []deltaEntry
 	removed []string
-	bufs    mem.BufferSlice
-	size    int // bytes in bufs
+	bodyBufs
 	// index maps each entry's name to its version, and each removed name to removedMark, made
 	// when another response is first compared with this one.
 	index map[string]string
-
-	// users counts the messages made of the body (handed). Each message holds a list of the
-	// body's buffers, two per resource referenced, and gRPC a list of its own of what it writes,
-	// until the proxy has read it; hundreds of streams of a dense mesh's initial sync sending
-	// one body of a thousand resources hold 80 KB each that way. Once the lists of its users
-	// would outweigh a copy of the body's bytes, the body is copied into one buffer (flat) and
-	// the messages made after reference that.
-	users    atomic.Int64
-	flatOnce sync.Once
-	flat     atomic.Pointer[flatBody]
-}
-
-type flatBody struct{ bufs mem.BufferSlice }
-
-// msgBufCost is about what a message costs per buffer of its body until it is written: its
-// entry in the message's list and in gRPC's list of what it writes.
-const msgBufCost = 40
-
-// handed counts a message made of b, and copies b into one buffer once its messages' lists of
-// buffers would outweigh the copy.
-func (b *deltaBody) handed() {
-	n := int(b.users.Add(1))
-	if len(b.bufs) > 2 && b.flat.Load() == nil && n*len(b.bufs)*msgBufCost >= b.size {
-		b.flatOnce.Do(func() {
-			b.flat.Store(&flatBody{bufs: mem.BufferSlice{mem.SliceBuffer(b.bufs.Materialize())}})
-		})
-	}
-}
-
-// wire returns b's buffers: its flat copy once there is one.
-func (b *deltaBody) wire() mem.BufferSlice {
-	if f := b.flat.Load(); f != nil {
-		return f.bufs
-	}
-	return b.bufs
 }
 
 const removedMark = "\x00removed"
@@ -884,8 +848,9 @@ func encodeDeltaBody(typeURL string, entries []deltaEntry, removed []string) *de
 		w.buf = protowire.AppendTag(w.buf, fDeltaRemoved, protowire.BytesType)
 		w.buf = protowire.AppendString(w.buf, name)
 	}
-	bufs := w.finish()
-	return &deltaBody{typeURL: typeURL, entries: entries, removed: removed, bufs: bufs, size: bufs.Len()}
+	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed}
+	b.setBufs(w.finish())
+	return b
 }
 
 // deltaMsg is one response as sent on one stream: the shared body, then the stream's system

@@ -513,7 +513,7 @@ const msgInlineBufs = 6
 const msgTailSize = 64
 
 func (r *sotwMsg) wire() mem.BufferSlice {
-	return appendWire(r.bufs[:0], r.body.bufs, mem.SliceBuffer(r.tail))
+	return appendWire(r.bufs[:0], r.body.wire(), mem.SliceBuffer(r.tail))
 }
 
 // appendWire appends a body's buffers and tail to out (whose capacity is used when it fits).
@@ -538,7 +538,7 @@ func (r *sotwMsg) ProtoReflect() protoreflect.Message {
 // and type_url, as buffers that reference each large resource's marshalled bytes (wire.go)
 // rather than copy them. Never modified; shared by every stream that sends it.
 type sotwBody struct {
-	bufs mem.BufferSlice
+	bodyBufs
 }
 
 // sotwBodies are the response bodies of a typeSet, each held weakly (sotwserver.go).
@@ -565,6 +565,7 @@ func (ts *typeSet) sotwBody(sub *sotwSub) *sotwBody {
 	defer b.mu.Unlock()
 	if sub.all() {
 		if body := b.all.Value(); body != nil {
+			body.handed()
 			return body
 		}
 		names := make([]string, 0, len(ts.items))
@@ -573,15 +574,18 @@ func (ts *typeSet) sotwBody(sub *sotwSub) *sotwBody {
 		}
 		sort.Strings(names)
 		body := ts.encodeSotw(names)
+		body.handed()
 		b.all = weak.Make(body)
 		return body
 	}
 	if e, ok := b.named[sub.key]; ok && slices.Equal(e.names, sub.names) {
 		if body := e.body.Value(); body != nil {
+			body.handed()
 			return body
 		}
 	}
 	body := ts.encodeSotw(sub.names)
+	body.handed()
 	if b.named == nil {
 		b.named = map[uint64]namedBody{}
 	}
@@ -651,7 +655,9 @@ func encodeSotwBody(version, typeURL string, anys []*anypb.Any) *sotwBody {
 	if typeURL != "" {
 		w.buf = protowire.AppendString(protowire.AppendTag(w.buf, fSotwTypeURL, protowire.BytesType), typeURL)
 	}
-	return &sotwBody{bufs: w.finish()}
+	b := &sotwBody{}
+	b.setBufs(w.finish())
+	return b
 }
 
 // bodyBuf builds a response body's encoding as a list of buffers: what is written goes to buf,
@@ -681,6 +687,47 @@ func (w *bodyBuf) finish() mem.BufferSlice {
 		w.bufs = append(w.bufs, mem.SliceBuffer(w.buf[w.start:len(w.buf):len(w.buf)]))
 	}
 	return w.bufs
+}
+
+// bodyBufs are a response body's buffers (bodyBuf), shared by the messages of every stream
+// that sends the body. Each message holds a list of them, two per resource referenced, and
+// gRPC a list of its own of what it writes, until the proxy has read it: hundreds of streams of
+// a dense mesh's initial sync sending one body of a thousand resources hold 80 KB each that
+// way. Once the lists of the messages made of a body (handed) would outweigh a copy of its
+// bytes, the body is copied into one buffer (flat) and the messages made after reference that.
+type bodyBufs struct {
+	bufs     mem.BufferSlice
+	size     int // bytes in bufs
+	users    atomic.Int64
+	flatOnce sync.Once
+	flat     atomic.Pointer[flatBody]
+}
+
+type flatBody struct{ bufs mem.BufferSlice }
+
+// msgBufCost is about what a message costs per buffer of its body until it is written: its
+// entry in the message's list and in gRPC's list of what it writes.
+const msgBufCost = 40
+
+func (b *bodyBufs) setBufs(bufs mem.BufferSlice) { b.bufs, b.size = bufs, bufs.Len() }
+
+// handed counts a message made of b, and copies b into one buffer once its messages' lists of
+// buffers would outweigh the copy.
+func (b *bodyBufs) handed() {
+	n := int(b.users.Add(1))
+	if len(b.bufs) > 2 && b.flat.Load() == nil && n*len(b.bufs)*msgBufCost >= b.size {
+		b.flatOnce.Do(func() {
+			b.flat.Store(&flatBody{bufs: mem.BufferSlice{mem.SliceBuffer(b.bufs.Materialize())}})
+		})
+	}
+}
+
+// wire returns b's buffers: its flat copy once there is one.
+func (b *bodyBufs) wire() mem.BufferSlice {
+	if f := b.flat.Load(); f != nil {
+		return f.bufs
+	}
+	return b.bufs
 }
 
 // anySize is the encoded size of an Any's type_url and value.

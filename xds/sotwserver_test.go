@@ -401,3 +401,42 @@ func TestSotwNackNotResent(t *testing.T) {
 		t.Fatalf("after a change: version %q again", r2.VersionInfo)
 	}
 }
+
+// A state-of-the-world body that many streams send is copied into one buffer once the lists
+// of buffers its messages hold would outweigh the copy (bodyBufs), and its messages encode the
+// same response before and after.
+func TestSotwBodyFlattenedWhenShared(t *testing.T) {
+	var items []types.Resource
+	for i := range 100 {
+		c := &clusterv3.Cluster{Name: "c" + strconv.Itoa(i), AltStatName: strings.Repeat("x", 400)}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, newWire(c, b))
+	}
+	ts, err := newTypeSet(types.Cluster, cachev3.NewResources("v1", items), map[string]map[string]string{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := newSotwSub(nil)
+	tail := protowire.AppendString(protowire.AppendTag(nil, 5, protowire.BytesType), "42")
+	first := &sotwMsg{body: ts.sotwBody(&all), tail: tail}
+	want := first.wire().Materialize()
+	if len(first.wire()) < 200 || first.body.flat.Load() != nil {
+		t.Fatalf("one stream: %d buffers, copied %v; want every resource referenced", len(first.wire()), first.body.flat.Load() != nil)
+	}
+	for i := 2; i <= 10; i++ {
+		msg := &sotwMsg{body: ts.sotwBody(&all), tail: tail}
+		if msg.body != first.body {
+			t.Fatal("the wildcard body was built twice")
+		}
+		if !bytes.Equal(msg.wire().Materialize(), want) {
+			t.Fatalf("%d streams: the message encodes another response", i)
+		}
+		if flat := len(msg.wire()) == 2; flat != (i >= 6) {
+			t.Fatalf("%d streams: %d buffers in a message", i, len(msg.wire()))
+		}
+	}
+	runtime.KeepAlive(first)
+}
