@@ -3,11 +3,13 @@ package xds
 import (
 	"context"
 	"hash/maphash"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unique"
 	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -161,8 +163,11 @@ type sotwType struct {
 type sotwSub struct {
 	wildcard bool
 	legacy   bool // no request has named anything yet: an empty request stays wildcard
-	names    []string
-	key      uint64 // of names
+	// names are shared with every stream subscribing to the same names (list keeps them
+	// interned in sotwLists), their strings with every list (unique); never modified.
+	names []string
+	list  *nameList
+	key   uint64 // of names
 }
 
 var sotwSeed = maphash.MakeSeed()
@@ -196,8 +201,48 @@ func (sub *sotwSub) set(requested []string) bool {
 		h.WriteString(n)
 		h.WriteByte(0)
 	}
-	sub.wildcard, sub.names, sub.key = star, names, h.Sum64()
+	sub.wildcard, sub.key = star, h.Sum64()
+	sub.names, sub.list = sotwLists.intern(sub.key, names)
 	return true
+}
+
+// nameLists interns the sorted name lists of state-of-the-world subscriptions: the proxies of
+// a service, and in a dense mesh those of most services, ask for the same endpoints and
+// routes, a thousand names each, and every stream would otherwise keep its own list of them,
+// and its own copy of every name (the strings of the request it received).
+type nameLists struct {
+	mu    sync.Mutex
+	lists map[uint64]weak.Pointer[nameList]
+}
+
+type nameList struct{ names []string }
+
+var sotwLists = nameLists{lists: map[uint64]weak.Pointer[nameList]{}}
+
+// intern returns the shared list equal to names (sorted, distinct; key is their hash), or
+// names itself, its strings made unique, when there is none; nil for no names.
+func (l *nameLists) intern(key uint64, names []string) ([]string, *nameList) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if nl := l.lists[key].Value(); nl != nil && slices.Equal(nl.names, names) {
+		return nl.names, nl
+	}
+	for i, n := range names {
+		names[i] = unique.Make(n).Value()
+	}
+	nl := &nameList{names: names}
+	l.lists[key] = weak.Make(nl)
+	runtime.AddCleanup(nl, func(key uint64) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.lists[key].Value() == nil {
+			delete(l.lists, key)
+		}
+	}, key)
+	return names, nl
 }
 
 // all reports whether a response to sub holds every resource: it is wildcard, or names none.
@@ -207,6 +252,31 @@ func newSotwSub(requested []string) sotwSub {
 	sub := sotwSub{legacy: true, wildcard: len(requested) == 0}
 	sub.set(requested)
 	return sub
+}
+
+// asReceived returns what reqNames keeps of a request's names: the subscription's shared list
+// when they are that list (sorted and distinct, as Envoy and gRPC name them), else a copy of
+// them (an ACK repeats them, in their order) that shares their strings with the subscription's,
+// so that the request's own are garbage once it is handled.
+func (ty *sotwType) asReceived(requested []string) []string {
+	if len(requested) == 0 {
+		return nil
+	}
+	if slices.Equal(requested, ty.sub.names) {
+		return ty.sub.names
+	}
+	if len(ty.reqNames) > 0 && &requested[0] == &ty.reqNames[0] {
+		return requested // an ACK decoded into what the stream expected (or a prefix of it)
+	}
+	out := make([]string, len(requested))
+	for i, n := range requested {
+		if k, ok := slices.BinarySearch(ty.sub.names, n); ok {
+			out[i] = ty.sub.names[k]
+		} else {
+			out[i] = unique.Make(n).Value() // "*"
+		}
+	}
+	return out
 }
 
 // returned reports whether the latest response returned name (and it was not unsubscribed).
@@ -394,7 +464,7 @@ func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 	default:
 		ty.resubscribe(req.GetResourceNames())
 	}
-	ty.reqVersion, ty.open, ty.reqNames = req.GetVersionInfo(), true, req.GetResourceNames()
+	ty.reqVersion, ty.open, ty.reqNames = req.GetVersionInfo(), true, ty.asReceived(req.GetResourceNames())
 
 	c := conn.c
 	c.mu.Lock()

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+	"weak"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -439,4 +441,59 @@ func TestSotwBodyFlattenedWhenShared(t *testing.T) {
 		}
 	}
 	runtime.KeepAlive(first)
+}
+
+// State-of-the-world streams subscribing to the same names share one sorted list of them, and
+// keep none of the strings of the requests they received (a thousand per type in a dense
+// mesh): what a stream keeps of its latest request's names, for the next ACK to be decoded
+// into, is that list when the request named them sorted, else a list of the shared strings.
+func TestSotwNamesSharedNotKept(t *testing.T) {
+	var names []string
+	for i := range 1000 {
+		names = append(names, "endpoints-"+strconv.Itoa(100000+i))
+	}
+	fresh := func(order []string) []string { // as a request decodes them: strings of its own
+		out := make([]string, len(order))
+		for i, n := range order {
+			out[i] = strings.Clone(n)
+		}
+		return out
+	}
+	subscribe := func(requested []string) *sotwType {
+		ty := &sotwType{sub: newSotwSub(requested)}
+		ty.reqNames = ty.asReceived(requested)
+		return ty
+	}
+	first := subscribe(fresh(names))
+	reversed := slices.Clone(names)
+	slices.Reverse(reversed)
+	var kept []weak.Pointer[byte]
+	var streams []*sotwType
+	for _, order := range [][]string{names, reversed} {
+		req := fresh(order)
+		kept = append(kept, weak.Make(unsafe.StringData(req[0])))
+		ty := subscribe(req)
+		if &ty.sub.names[0] != &first.sub.names[0] {
+			t.Fatal("two streams subscribing to the same names hold two lists")
+		}
+		if !slices.Equal(ty.reqNames, order) {
+			t.Fatal("the names kept for the next ACK are not the request's, in its order")
+		}
+		streams = append(streams, ty)
+	}
+	if &streams[0].reqNames[0] != &first.sub.names[0] {
+		t.Fatal("a request naming the subscription's names in order got a list of its own")
+	}
+	for i := 0; ; i++ {
+		runtime.GC()
+		if kept[0].Value() == nil && kept[1].Value() == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatal("a stream keeps the strings of the request it received")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.KeepAlive(first)
+	runtime.KeepAlive(streams)
 }
