@@ -135,6 +135,14 @@ func (r *deltaRequest) decodeWire(b []byte) error {
 	return nil
 }
 
+// release drops what r holds once its request is handled: a subscription's names (a
+// thousand in a dense mesh's first requests, with their strings) would otherwise stay
+// reachable from the stream until its next request, which may come minutes later. What the
+// stream keeps of a request (its node, the names it subscribes to) it keeps in its own state.
+func (r *deltaRequest) release() {
+	r.DeltaDiscoveryRequest = discoveryv3.DeltaDiscoveryRequest{}
+}
+
 func (r *deltaRequest) decodeFast(b []byte) bool {
 	typeURL, exp, ok := expectOf(b, fDReqTypeURL, r.expect)
 	if !ok {

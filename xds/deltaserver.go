@@ -104,7 +104,8 @@ type deltaType struct {
 	legacy   bool // still in legacy wildcard mode: no name (nor "*") subscribed yet
 	// names are the names subscribed to (some may be under the wildcard): a set shared with
 	// every stream subscribing to the same names (namesRef keeps it interned), never modified.
-	names    map[string]struct{}
+	// Each name maps to its index in the set (nameSets.intern).
+	names    map[string]uint32
 	namesRef *nameSet
 	// What the client holds (go-control-plane's ReturnedResources): base's versions, of all of
 	// base when baseAll, else of the names subscribed; over overrides them name by name.
@@ -197,11 +198,14 @@ func (d *deltaType) update(sets *nameSets, subscribe, unsubscribe []string) {
 		}
 		d.legacy = false
 	}
+	if len(d.names) == 0 && d.base == nil && len(unsubscribe) == 0 && d.namesShared(sets, subscribe) {
+		return
+	}
 	// The names are changed in a copy of the shared set, interned again at the end.
 	owned := false
 	own := func() {
 		if !owned {
-			m := make(map[string]struct{}, len(d.names)+len(subscribe))
+			m := make(map[string]uint32, len(d.names)+len(subscribe))
 			maps.Copy(m, d.names)
 			d.names, owned = m, true
 		}
@@ -228,7 +232,7 @@ func (d *deltaType) update(sets *nameSets, subscribe, unsubscribe []string) {
 			}
 		}
 		own()
-		d.names[unique.Make(name).Value()] = struct{}{} // the same strings in every set
+		d.names[unique.Make(name).Value()] = 0 // the same strings in every set; indexed by intern
 	}
 	for _, name := range unsubscribe {
 		if name == "*" {
@@ -254,16 +258,21 @@ type nameSets struct {
 	sets map[uint64]weak.Pointer[nameSet]
 }
 
-type nameSet struct{ m map[string]struct{} }
+// nameSet is a set of names, each mapped to its own index in 0..len-1 (namesShared uses them).
+type nameSet struct{ m map[string]uint32 }
 
-// intern returns the shared set equal to m (m itself if there is none), nil for no names.
-func (n *nameSets) intern(m map[string]struct{}) (map[string]struct{}, *nameSet) {
+// nameKey is the part of a set's key that one name adds.
+func nameKey(name string) uint64 { return mix(maphash.String(deltaSeed, name), 0x5851f42d4c957f2d) }
+
+// intern returns the shared set equal to m (m itself, indexed, if there is none), nil for no
+// names.
+func (n *nameSets) intern(m map[string]uint32) (map[string]uint32, *nameSet) {
 	if len(m) == 0 {
 		return nil, nil
 	}
 	var key uint64
 	for name := range m {
-		key += mix(maphash.String(deltaSeed, name), 0x5851f42d4c957f2d)
+		key += nameKey(name)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -279,6 +288,11 @@ func (n *nameSets) intern(m map[string]struct{}) (map[string]struct{}, *nameSet)
 			return s.m, s
 		}
 	}
+	i := uint32(0)
+	for name := range m {
+		m[name] = i
+		i++
+	}
 	s := &nameSet{m: m}
 	n.sets[key] = weak.Make(s)
 	runtime.AddCleanup(s, func(key uint64) {
@@ -289,6 +303,48 @@ func (n *nameSets) intern(m map[string]struct{}) (map[string]struct{}, *nameSet)
 		}
 	}, key)
 	return m, s
+}
+
+// namesShared subscribes d, which subscribes to no name yet and holds nothing, to the names
+// of subscribe (and to the wildcard if it names "*") when another stream's set holds exactly
+// those names: the first requests of a dense mesh's proxies name the same thousand endpoints
+// and routes, and would each build a map of them only to find it interned already. It reports
+// false, changing nothing, when there is no such set (or nothing but the wildcard is named).
+func (d *deltaType) namesShared(sets *nameSets, subscribe []string) bool {
+	var key uint64
+	n, star := 0, false
+	for _, name := range subscribe {
+		if name == "*" {
+			star = true
+			continue
+		}
+		key += nameKey(name)
+		n++
+	}
+	if n == 0 {
+		return false
+	}
+	sets.mu.Lock()
+	s := sets.sets[key].Value()
+	sets.mu.Unlock()
+	if s == nil || len(s.m) != n {
+		return false
+	}
+	// Equal when every name is in s once: n names, each a distinct index of s's n.
+	seen := make([]uint64, (n+63)/64)
+	for _, name := range subscribe {
+		if name == "*" {
+			continue
+		}
+		i, ok := s.m[name]
+		if !ok || seen[i/64]&(1<<(i%64)) != 0 {
+			return false
+		}
+		seen[i/64] |= 1 << (i % 64)
+	}
+	d.names, d.namesRef = s.m, s
+	d.wildcard = d.wildcard || star
+	return true
 }
 
 // deltaEntry is one resource of a response.
@@ -454,8 +510,8 @@ func (d *deltaServer) serve(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscove
 	}
 }
 
-// request handles one request: callbacks, subscription, and an answer if one is due. Called
-// with ss.mu held.
+// request handles one request, the stream's own (ss.req): callbacks, subscription, and an
+// answer if one is due. Called with ss.mu held.
 func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *discoveryv3.DeltaDiscoveryRequest) error {
 	// Changes that arrived before the request are answered first, as go-control-plane sends
 	// the responses its cache queued before it handles a request.
@@ -496,6 +552,9 @@ func (d *deltaServer) request(st grpc.ServerStream, ss *deltaStreamState, req *d
 		dt.update(&d.sets, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
 	dt.open, dt.force = true, req.GetResponseNonce() == ""
+	// The request is applied: what it named is not kept while the answer is sent, which takes
+	// as long as the proxy takes to read it.
+	ss.req.release()
 	return d.respond(st, ss, dt)
 }
 
@@ -625,6 +684,9 @@ func (d *deltaServer) diffBody(dt *deltaType, ts *typeSet, diff *typeDiff) *delt
 	diff.mu.Lock()
 	defer diff.mu.Unlock()
 	if b, ok := diff.bodies[key]; ok {
+		if b != nil {
+			b.handed()
+		}
 		return b
 	}
 	var b *deltaBody
@@ -645,7 +707,7 @@ type deltaBody struct {
 	typeURL string
 	entries []deltaEntry
 	removed []string
-	bufs    mem.BufferSlice
+	bodyBufs
 	// index maps each entry's name to its version, and each removed name to removedMark, made
 	// when another response is first compared with this one.
 	index map[string]string
@@ -670,9 +732,11 @@ func (d *deltaServer) body(typeURL string, entries []deltaEntry, removed []strin
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if b := d.bodies[key].Value(); b != nil && b.same(typeURL, entries, removed) {
+		b.handed()
 		return b
 	}
 	b := encodeDeltaBody(typeURL, entries, removed)
+	b.handed()
 	d.bodies[key] = weak.Make(b)
 	runtime.AddCleanup(b, func(key uint64) {
 		d.mu.Lock()
@@ -784,7 +848,9 @@ func encodeDeltaBody(typeURL string, entries []deltaEntry, removed []string) *de
 		w.buf = protowire.AppendTag(w.buf, fDeltaRemoved, protowire.BytesType)
 		w.buf = protowire.AppendString(w.buf, name)
 	}
-	return &deltaBody{typeURL: typeURL, entries: entries, removed: removed, bufs: w.finish()}
+	b := &deltaBody{typeURL: typeURL, entries: entries, removed: removed}
+	b.setBufs(w.finish())
+	return b
 }
 
 // deltaMsg is one response as sent on one stream: the shared body, then the stream's system
@@ -811,7 +877,7 @@ func (m *deltaMsg) wire() mem.BufferSlice {
 	}
 	tail = protowire.AppendTag(tail, fDeltaNonce, protowire.BytesType)
 	tail = protowire.AppendString(tail, m.nonce)
-	return appendWire(m.bufs[:0], m.body.bufs, mem.SliceBuffer(tail))
+	return appendWire(m.bufs[:0], m.body.wire(), mem.SliceBuffer(tail))
 }
 
 func (m *deltaMsg) ProtoReflect() protoreflect.Message {

@@ -1,20 +1,25 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"weak"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -337,4 +342,198 @@ func TestDeltaUnknownTypesBounded(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("after %d unknown types: %v, want InvalidArgument", maxUnknownTypes+1, err)
 	}
+}
+
+// A delta stream does not keep what it decoded of a request once the request is applied: the
+// names of a subscription (a thousand per type in a dense mesh's first requests) are garbage
+// while the stream waits to send its answer to a proxy that reads slowly, and after, not kept
+// until the proxy's next request (for a proxy in step, the next change of the mesh). The proxy
+// here reads nothing: its first answer fills gRPC's flow control window, and the stream waits
+// in SendMsg with its second. Fails when the stream's request, which every request is received
+// into, still holds the names then.
+func TestDeltaRequestReleasedOnceApplied(t *testing.T) {
+	c := newWatchCache()
+	long := strings.Repeat("x", 200)
+	var endpoints, routes []string
+	var eps, rts []types.Resource
+	for i := range 1000 {
+		endpoints = append(endpoints, long+"-endpoints-"+strconv.Itoa(i))
+		eps = append(eps, diffResource(resourcev3.EndpointType, endpoints[i], 0))
+		routes = append(routes, "route-"+strconv.Itoa(i))
+		rts = append(rts, &routev3.RouteConfiguration{Name: routes[i]})
+	}
+	cs := &cachev3.Snapshot{}
+	cs.Resources[types.Endpoint] = cachev3.NewResources("v0", eps)
+	cs.Resources[types.Route] = cachev3.NewResources("v0", rts)
+	if err := cs.ConstructVersionMap(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetSnapshot(context.Background(), "n", cs); err != nil {
+		t.Fatal(err)
+	}
+
+	held := make(chan weak.Pointer[string], 1)
+	cb := serverv3.CallbackFuncs{StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+		if sub := req.GetResourceNamesSubscribe(); req.GetTypeUrl() == resourcev3.RouteType && len(sub) > 0 {
+			held <- weak.Make(&sub[0])
+		}
+		return nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(GRPCServerOptions()...)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ownDeltaADS{serverv3.NewServer(ctx, c, nil), newDeltaServer(ctx, c, cb)})
+	go g.Serve(lis)
+	defer g.Stop()
+
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []*discoveryv3.DeltaDiscoveryRequest{
+		{Node: (&diffClient{node: "n"}).nodeProto(), TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: endpoints},
+		{TypeUrl: resourcev3.RouteType, ResourceNamesSubscribe: routes},
+	} {
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var w weak.Pointer[string]
+	select {
+	case w = <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the callbacks")
+	}
+	for i := 0; w.Value() != nil; i++ {
+		if i == 100 {
+			t.Fatal("the names of an applied request are still reachable from the stream")
+		}
+		time.Sleep(10 * time.Millisecond)
+		runtime.GC()
+	}
+}
+
+// A stream subscribing by name to the names another stream's set holds (the first requests of
+// a dense mesh's proxies: the same thousand endpoints and routes) takes that set without
+// building a map of the names first; one whose names differ by one, repeat one or are
+// unsubscribed in the same request gets a set of its own, as before.
+func TestDeltaSubscribeToSharedNamesBuildsNoMap(t *testing.T) {
+	sets := &nameSets{sets: map[uint64]weak.Pointer[nameSet]{}}
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = "endpoints-of-cluster-" + strconv.Itoa(i)
+	}
+	first := newDeltaType(sets, resourcev3.EndpointType, &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: names})
+	rev := slices.Clone(names)
+	slices.Reverse(rev)
+	req := &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: rev}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var d *deltaType
+	for range 10 {
+		d = newDeltaType(sets, resourcev3.EndpointType, req)
+	}
+	runtime.ReadMemStats(&after)
+	if d.namesRef != first.namesRef {
+		t.Fatal("a stream subscribing to the same names holds a set of its own")
+	}
+	// A map of 1,000 names is tens of KB; the stream's state and a bitmap of the names, a few
+	// hundred bytes.
+	if per := (after.TotalAlloc - before.TotalAlloc) / 10; per > 2048 {
+		t.Fatalf("subscribing to 1,000 names another stream holds allocated %d bytes, want at most 2 KB", per)
+	}
+
+	other := slices.Clone(names)
+	other[500] = "another"
+	dup := slices.Clone(names)
+	dup[999] = dup[0]
+	for _, c := range []struct {
+		name       string
+		sub, unsub []string
+		want       int
+		shared     bool
+	}{
+		{"one name differs", other, nil, 1000, false},
+		{"one name repeated", dup, nil, 999, false},
+		{"one name also unsubscribed", append(slices.Clone(names), "*"), names[:1], 999, false},
+		{"the wildcard too", append(slices.Clone(names), "*"), nil, 1000, true},
+	} {
+		d := newDeltaType(sets, resourcev3.EndpointType, &discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: c.sub, ResourceNamesUnsubscribe: c.unsub})
+		if shared := d.namesRef == first.namesRef; len(d.names) != c.want || shared != c.shared {
+			t.Errorf("%s: %d names, shared %v; want %d, shared %v", c.name, len(d.names), shared, c.want, c.shared)
+		}
+		for _, n := range c.sub {
+			if _, ok := d.names[n]; !ok && n != "*" && !slices.Contains(c.unsub, n) {
+				t.Errorf("%s: %s is not subscribed", c.name, n)
+			}
+		}
+		if star := slices.Contains(c.sub, "*"); d.wildcard != star {
+			t.Errorf("%s: wildcard %v, want %v", c.name, d.wildcard, star)
+		}
+	}
+	runtime.KeepAlive(first)
+}
+
+// A body that many streams send is copied into one buffer once the lists of buffers its
+// messages hold would outweigh the copy: the messages made after hold three buffers (the copy,
+// their nonce and version) rather than two per resource, and encode the same response. A body
+// few streams send keeps referencing each resource's bytes.
+func TestDeltaBodyFlattenedWhenShared(t *testing.T) {
+	d := newDeltaServer(context.Background(), newWatchCache(), nil)
+	var entries []deltaEntry
+	want := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.ClusterType, SystemVersionInfo: "v1"}
+	for i := range 100 {
+		a := &anypb.Any{TypeUrl: resourcev3.ClusterType, Value: bytes.Repeat([]byte{byte(i)}, 400)}
+		e := deltaEntry{name: "cluster-" + strconv.Itoa(i), version: "1", any: a}
+		entries = append(entries, e)
+		want.Resources = append(want.Resources, &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: a})
+	}
+	check := func(step string, body *deltaBody, nonce string, maxBufs int) {
+		t.Helper()
+		msg := &deltaMsg{body: body, version: want.SystemVersionInfo, nonce: nonce}
+		bufs, err := unpooledCodec{}.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bufs) > maxBufs {
+			t.Fatalf("%s: the message holds %d buffers, want at most %d", step, len(bufs), maxBufs)
+		}
+		got := &discoveryv3.DeltaDiscoveryResponse{}
+		if err := proto.Unmarshal(bufs.Materialize(), got); err != nil {
+			t.Fatal(err)
+		}
+		w := proto.CloneOf(want)
+		w.Nonce = nonce
+		if !proto.Equal(got, w) {
+			t.Fatalf("%s: decodes to another response", step)
+		}
+	}
+	body := d.body(resourcev3.ClusterType, slices.Clone(entries), nil)
+	check("one stream", body, "1", 1000)
+	if body.flat.Load() != nil {
+		t.Fatal("a body one stream sends was copied")
+	}
+	// 100 resources of about 450 bytes, 201 buffers at 40 bytes a message: copied at the 6th.
+	for i := 2; i <= 10; i++ {
+		if d.body(resourcev3.ClusterType, slices.Clone(entries), nil) != body {
+			t.Fatal("the same content was encoded twice")
+		}
+		if flat := body.flat.Load() != nil; flat != (i >= 6) {
+			t.Fatalf("%d streams: copied %v", i, flat)
+		}
+	}
+	check("ten streams", body, "10", 2)
+	runtime.KeepAlive(body)
 }

@@ -3,11 +3,13 @@ package xds
 import (
 	"context"
 	"hash/maphash"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unique"
 	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -161,8 +163,11 @@ type sotwType struct {
 type sotwSub struct {
 	wildcard bool
 	legacy   bool // no request has named anything yet: an empty request stays wildcard
-	names    []string
-	key      uint64 // of names
+	// names are shared with every stream subscribing to the same names (list keeps them
+	// interned in sotwLists), their strings with every list (unique); never modified.
+	names []string
+	list  *nameList
+	key   uint64 // of names
 }
 
 var sotwSeed = maphash.MakeSeed()
@@ -196,8 +201,48 @@ func (sub *sotwSub) set(requested []string) bool {
 		h.WriteString(n)
 		h.WriteByte(0)
 	}
-	sub.wildcard, sub.names, sub.key = star, names, h.Sum64()
+	sub.wildcard, sub.key = star, h.Sum64()
+	sub.names, sub.list = sotwLists.intern(sub.key, names)
 	return true
+}
+
+// nameLists interns the sorted name lists of state-of-the-world subscriptions: the proxies of
+// a service, and in a dense mesh those of most services, ask for the same endpoints and
+// routes, a thousand names each, and every stream would otherwise keep its own list of them,
+// and its own copy of every name (the strings of the request it received).
+type nameLists struct {
+	mu    sync.Mutex
+	lists map[uint64]weak.Pointer[nameList]
+}
+
+type nameList struct{ names []string }
+
+var sotwLists = nameLists{lists: map[uint64]weak.Pointer[nameList]{}}
+
+// intern returns the shared list equal to names (sorted, distinct; key is their hash), or
+// names itself, its strings made unique, when there is none; nil for no names.
+func (l *nameLists) intern(key uint64, names []string) ([]string, *nameList) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if nl := l.lists[key].Value(); nl != nil && slices.Equal(nl.names, names) {
+		return nl.names, nl
+	}
+	for i, n := range names {
+		names[i] = unique.Make(n).Value()
+	}
+	nl := &nameList{names: names}
+	l.lists[key] = weak.Make(nl)
+	runtime.AddCleanup(nl, func(key uint64) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.lists[key].Value() == nil {
+			delete(l.lists, key)
+		}
+	}, key)
+	return names, nl
 }
 
 // all reports whether a response to sub holds every resource: it is wildcard, or names none.
@@ -207,6 +252,31 @@ func newSotwSub(requested []string) sotwSub {
 	sub := sotwSub{legacy: true, wildcard: len(requested) == 0}
 	sub.set(requested)
 	return sub
+}
+
+// asReceived returns what reqNames keeps of a request's names: the subscription's shared list
+// when they are that list (sorted and distinct, as Envoy and gRPC name them), else a copy of
+// them (an ACK repeats them, in their order) that shares their strings with the subscription's,
+// so that the request's own are garbage once it is handled.
+func (ty *sotwType) asReceived(requested []string) []string {
+	if len(requested) == 0 {
+		return nil
+	}
+	if slices.Equal(requested, ty.sub.names) {
+		return ty.sub.names
+	}
+	if len(ty.reqNames) > 0 && &requested[0] == &ty.reqNames[0] {
+		return requested // an ACK decoded into what the stream expected (or a prefix of it)
+	}
+	out := make([]string, len(requested))
+	for i, n := range requested {
+		if k, ok := slices.BinarySearch(ty.sub.names, n); ok {
+			out[i] = ty.sub.names[k]
+		} else {
+			out[i] = unique.Make(n).Value() // "*"
+		}
+	}
+	return out
 }
 
 // returned reports whether the latest response returned name (and it was not unsubscribed).
@@ -394,7 +464,7 @@ func (conn *sotwConn) request(req *discoveryv3.DiscoveryRequest) error {
 	default:
 		ty.resubscribe(req.GetResourceNames())
 	}
-	ty.reqVersion, ty.open, ty.reqNames = req.GetVersionInfo(), true, req.GetResourceNames()
+	ty.reqVersion, ty.open, ty.reqNames = req.GetVersionInfo(), true, ty.asReceived(req.GetResourceNames())
 
 	c := conn.c
 	c.mu.Lock()
@@ -513,7 +583,7 @@ const msgInlineBufs = 6
 const msgTailSize = 64
 
 func (r *sotwMsg) wire() mem.BufferSlice {
-	return appendWire(r.bufs[:0], r.body.bufs, mem.SliceBuffer(r.tail))
+	return appendWire(r.bufs[:0], r.body.wire(), mem.SliceBuffer(r.tail))
 }
 
 // appendWire appends a body's buffers and tail to out (whose capacity is used when it fits).
@@ -538,7 +608,7 @@ func (r *sotwMsg) ProtoReflect() protoreflect.Message {
 // and type_url, as buffers that reference each large resource's marshalled bytes (wire.go)
 // rather than copy them. Never modified; shared by every stream that sends it.
 type sotwBody struct {
-	bufs mem.BufferSlice
+	bodyBufs
 }
 
 // sotwBodies are the response bodies of a typeSet, each held weakly (sotwserver.go).
@@ -565,6 +635,7 @@ func (ts *typeSet) sotwBody(sub *sotwSub) *sotwBody {
 	defer b.mu.Unlock()
 	if sub.all() {
 		if body := b.all.Value(); body != nil {
+			body.handed()
 			return body
 		}
 		names := make([]string, 0, len(ts.items))
@@ -573,15 +644,18 @@ func (ts *typeSet) sotwBody(sub *sotwSub) *sotwBody {
 		}
 		sort.Strings(names)
 		body := ts.encodeSotw(names)
+		body.handed()
 		b.all = weak.Make(body)
 		return body
 	}
 	if e, ok := b.named[sub.key]; ok && slices.Equal(e.names, sub.names) {
 		if body := e.body.Value(); body != nil {
+			body.handed()
 			return body
 		}
 	}
 	body := ts.encodeSotw(sub.names)
+	body.handed()
 	if b.named == nil {
 		b.named = map[uint64]namedBody{}
 	}
@@ -651,7 +725,9 @@ func encodeSotwBody(version, typeURL string, anys []*anypb.Any) *sotwBody {
 	if typeURL != "" {
 		w.buf = protowire.AppendString(protowire.AppendTag(w.buf, fSotwTypeURL, protowire.BytesType), typeURL)
 	}
-	return &sotwBody{bufs: w.finish()}
+	b := &sotwBody{}
+	b.setBufs(w.finish())
+	return b
 }
 
 // bodyBuf builds a response body's encoding as a list of buffers: what is written goes to buf,
@@ -681,6 +757,47 @@ func (w *bodyBuf) finish() mem.BufferSlice {
 		w.bufs = append(w.bufs, mem.SliceBuffer(w.buf[w.start:len(w.buf):len(w.buf)]))
 	}
 	return w.bufs
+}
+
+// bodyBufs are a response body's buffers (bodyBuf), shared by the messages of every stream
+// that sends the body. Each message holds a list of them, two per resource referenced, and
+// gRPC a list of its own of what it writes, until the proxy has read it: hundreds of streams of
+// a dense mesh's initial sync sending one body of a thousand resources hold 80 KB each that
+// way. Once the lists of the messages made of a body (handed) would outweigh a copy of its
+// bytes, the body is copied into one buffer (flat) and the messages made after reference that.
+type bodyBufs struct {
+	bufs     mem.BufferSlice
+	size     int // bytes in bufs
+	users    atomic.Int64
+	flatOnce sync.Once
+	flat     atomic.Pointer[flatBody]
+}
+
+type flatBody struct{ bufs mem.BufferSlice }
+
+// msgBufCost is about what a message costs per buffer of its body until it is written: its
+// entry in the message's list and in gRPC's list of what it writes.
+const msgBufCost = 40
+
+func (b *bodyBufs) setBufs(bufs mem.BufferSlice) { b.bufs, b.size = bufs, bufs.Len() }
+
+// handed counts a message made of b, and copies b into one buffer once its messages' lists of
+// buffers would outweigh the copy.
+func (b *bodyBufs) handed() {
+	n := int(b.users.Add(1))
+	if len(b.bufs) > 2 && b.flat.Load() == nil && n*len(b.bufs)*msgBufCost >= b.size {
+		b.flatOnce.Do(func() {
+			b.flat.Store(&flatBody{bufs: mem.BufferSlice{mem.SliceBuffer(b.bufs.Materialize())}})
+		})
+	}
+}
+
+// wire returns b's buffers: its flat copy once there is one.
+func (b *bodyBufs) wire() mem.BufferSlice {
+	if f := b.flat.Load(); f != nil {
+		return f.bufs
+	}
+	return b.bufs
 }
 
 // anySize is the encoded size of an Any's type_url and value.

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+	"weak"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -400,4 +402,98 @@ func TestSotwNackNotResent(t *testing.T) {
 	if r2 := a.mustRecv(resourcev3.ClusterType); r2.VersionInfo == r1.VersionInfo {
 		t.Fatalf("after a change: version %q again", r2.VersionInfo)
 	}
+}
+
+// A state-of-the-world body that many streams send is copied into one buffer once the lists
+// of buffers its messages hold would outweigh the copy (bodyBufs), and its messages encode the
+// same response before and after.
+func TestSotwBodyFlattenedWhenShared(t *testing.T) {
+	var items []types.Resource
+	for i := range 100 {
+		c := &clusterv3.Cluster{Name: "c" + strconv.Itoa(i), AltStatName: strings.Repeat("x", 400)}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, newWire(c, b))
+	}
+	ts, err := newTypeSet(types.Cluster, cachev3.NewResources("v1", items), map[string]map[string]string{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := newSotwSub(nil)
+	tail := protowire.AppendString(protowire.AppendTag(nil, 5, protowire.BytesType), "42")
+	first := &sotwMsg{body: ts.sotwBody(&all), tail: tail}
+	want := first.wire().Materialize()
+	if len(first.wire()) < 200 || first.body.flat.Load() != nil {
+		t.Fatalf("one stream: %d buffers, copied %v; want every resource referenced", len(first.wire()), first.body.flat.Load() != nil)
+	}
+	for i := 2; i <= 10; i++ {
+		msg := &sotwMsg{body: ts.sotwBody(&all), tail: tail}
+		if msg.body != first.body {
+			t.Fatal("the wildcard body was built twice")
+		}
+		if !bytes.Equal(msg.wire().Materialize(), want) {
+			t.Fatalf("%d streams: the message encodes another response", i)
+		}
+		if flat := len(msg.wire()) == 2; flat != (i >= 6) {
+			t.Fatalf("%d streams: %d buffers in a message", i, len(msg.wire()))
+		}
+	}
+	runtime.KeepAlive(first)
+}
+
+// State-of-the-world streams subscribing to the same names share one sorted list of them, and
+// keep none of the strings of the requests they received (a thousand per type in a dense
+// mesh): what a stream keeps of its latest request's names, for the next ACK to be decoded
+// into, is that list when the request named them sorted, else a list of the shared strings.
+func TestSotwNamesSharedNotKept(t *testing.T) {
+	var names []string
+	for i := range 1000 {
+		names = append(names, "endpoints-"+strconv.Itoa(100000+i))
+	}
+	fresh := func(order []string) []string { // as a request decodes them: strings of its own
+		out := make([]string, len(order))
+		for i, n := range order {
+			out[i] = strings.Clone(n)
+		}
+		return out
+	}
+	subscribe := func(requested []string) *sotwType {
+		ty := &sotwType{sub: newSotwSub(requested)}
+		ty.reqNames = ty.asReceived(requested)
+		return ty
+	}
+	first := subscribe(fresh(names))
+	reversed := slices.Clone(names)
+	slices.Reverse(reversed)
+	var kept []weak.Pointer[byte]
+	var streams []*sotwType
+	for _, order := range [][]string{names, reversed} {
+		req := fresh(order)
+		kept = append(kept, weak.Make(unsafe.StringData(req[0])))
+		ty := subscribe(req)
+		if &ty.sub.names[0] != &first.sub.names[0] {
+			t.Fatal("two streams subscribing to the same names hold two lists")
+		}
+		if !slices.Equal(ty.reqNames, order) {
+			t.Fatal("the names kept for the next ACK are not the request's, in its order")
+		}
+		streams = append(streams, ty)
+	}
+	if &streams[0].reqNames[0] != &first.sub.names[0] {
+		t.Fatal("a request naming the subscription's names in order got a list of its own")
+	}
+	for i := 0; ; i++ {
+		runtime.GC()
+		if kept[0].Value() == nil && kept[1].Value() == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatal("a stream keeps the strings of the request it received")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.KeepAlive(first)
+	runtime.KeepAlive(streams)
 }
