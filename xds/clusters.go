@@ -140,13 +140,16 @@ func setHTTP2(c *clusterv3.Cluster) error {
 		return err
 	}
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
-		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts,
+		// Its own Any of the shared bytes, not one message shared by every cluster:
+		// go-control-plane's server marshals each cluster per stream, and streams marshalling
+		// one message on every core contend for its size cache.
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {TypeUrl: opts.TypeUrl, Value: opts.Value},
 	}
 	return nil
 }
 
 // http2Options are the protocol options of a cluster whose endpoints speak HTTP/2: a
-// constant, packed once (messages are never modified once built).
+// constant, validated and packed once (never modified).
 var http2Options = sync.OnceValues(func() (*anypb.Any, error) {
 	return toAny(&httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{

@@ -3,7 +3,6 @@ package xds
 import (
 	"slices"
 	"strings"
-	"sync"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -146,7 +145,10 @@ func targetCluster(chain *mesh.Chain, id string) string {
 // ignore the query string for paths and match query parameters by name.
 func routeMatch(m *mesh.HTTPMatch) *routev3.RouteMatch {
 	if m == nil {
-		return anyPathMatch()
+		// Not one message shared by every route: go-control-plane's server marshals each
+		// route per stream, and streams marshalling one message on every core contend for its
+		// size cache.
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
 	}
 	rm := &routev3.RouteMatch{}
 	switch {
@@ -191,12 +193,6 @@ func routeMatch(m *mesh.HTTPMatch) *routev3.RouteMatch {
 	}
 	return rm
 }
-
-// anyPathMatch is the match of every path (prefix "/"), the last route of most chains: a
-// constant, built once and shared (messages are never modified once built).
-var anyPathMatch = sync.OnceValue(func() *routev3.RouteMatch {
-	return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
-})
 
 // serverRouteConfig is the inline route configuration of a gRPC server listener: gRPC servers
 // do not forward, they only need a route that matches so that the HTTP filters run.
