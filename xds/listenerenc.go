@@ -1,10 +1,17 @@
 package xds
 
 import (
+	"fmt"
+	"sync"
+	"unicode/utf8"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Outbound listeners written straight to bytes.
@@ -91,4 +98,129 @@ func (m *memo) encodingOf(x proto.Message) ([]byte, error) {
 		return nil, err
 	}
 	return *learn(m, x, rawOf, &b), nil
+}
+
+// An upstream's HTTP connection manager, written straight to bytes.
+//
+// Every HTTP upstream's outbound filter is the same connection manager but for its stat
+// prefix ("upstream.<service>") and the route configuration it takes over RDS (the chain's
+// service): the router filter, the ADS config source and the path normalization are
+// constants, encoded once (outboundHCMParts). outboundHCMFilter writes the connection manager
+// around them as toAny would pack it (fields outside oneofs in field number order, then the
+// rds member of the route_specifier oneof), and the filter around that, so that neither is
+// marshalled. Validation: the constants pass ValidateAll with any prefix and route name (checked
+// once, on the whole message), the stat prefix is never empty (its only rule), and the route
+// configuration's name has no rule; a name that is not valid UTF-8, which protobuf-go refuses
+// to marshal, is left to toAny. TestOutboundHCMEncoding holds the bytes to toAny's and a fresh
+// marshal of the filter.
+
+// Field numbers of the connection manager and filter fields outboundHCMFilter writes.
+const (
+	hcmStatPrefixField    = 2  // HttpConnectionManager.stat_prefix
+	hcmRdsField           = 3  // HttpConnectionManager.rds (oneof route_specifier)
+	hcmHTTPFiltersField   = 5  // HttpConnectionManager.http_filters
+	hcmNormalizePathField = 30 // HttpConnectionManager.normalize_path
+	hcmMergeSlashesField  = 33 // HttpConnectionManager.merge_slashes
+	rdsConfigSourceField  = 1  // Rds.config_source
+	rdsRouteConfigField   = 2  // Rds.route_config_name
+	filterNameField       = 1  // Filter.name
+	filterTypedField      = 4  // Filter.typed_config (oneof config_type)
+)
+
+// outboundHCMParts are the encodings every outbound connection manager shares: its router
+// filter (with its field tag and length), the rest of its fields outside the oneof
+// (normalize_path, merge_slashes), and the ADS config source.
+type outboundHCMParts struct {
+	router, tail, ads []byte
+}
+
+// hcmTypeURL is the type URL of an HttpConnectionManager.
+var hcmTypeURL = typeURL(&hcmv3.HttpConnectionManager{})
+
+// outboundHCM is the connection manager of an HTTP upstream's outbound filter.
+func outboundHCM(statPrefix, routeConfig string) (*hcmv3.HttpConnectionManager, error) {
+	router, err := routerFilter()
+	if err != nil {
+		return nil, err
+	}
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: routeConfig,
+		}},
+		HttpFilters:   []*hcmv3.HttpFilter{router},
+		NormalizePath: wrapperspb.Bool(true),
+		MergeSlashes:  true,
+	}, nil
+}
+
+// hcmParts validates the constant parts of outbound connection managers (ValidateAll of a whole
+// one) and encodes them, once.
+var hcmParts = sync.OnceValues(func() (*outboundHCMParts, error) {
+	h, err := outboundHCM("upstream.x", "x")
+	if err != nil {
+		return nil, err
+	}
+	if err := h.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidResource, h.ProtoReflect().Descriptor().FullName(), err)
+	}
+	det := proto.MarshalOptions{Deterministic: true}
+	router, err := det.Marshal(h.HttpFilters[0])
+	if err != nil {
+		return nil, err
+	}
+	ads, err := adsConfigSourceEncoding()
+	if err != nil {
+		return nil, err
+	}
+	p := &outboundHCMParts{router: appendBytesField(nil, hcmHTTPFiltersField, router), ads: ads}
+	p.tail = protowire.AppendTag(p.tail, hcmNormalizePathField, protowire.BytesType)
+	p.tail = protowire.AppendVarint(p.tail, uint64(varintFieldSize(wrapperValueField, 1)))
+	p.tail = appendVarintField(p.tail, wrapperValueField, 1)
+	p.tail = appendVarintField(p.tail, hcmMergeSlashesField, 1)
+	return p, nil
+})
+
+// outboundHCMFilter returns the network filter of an HTTP upstream whose connection manager
+// has stat prefix statPrefix and takes route configuration routeConfig over RDS, and the
+// filter's deterministic encoding; or false when either string is not valid UTF-8 (then
+// toAny packs it, and reports that).
+func outboundHCMFilter(statPrefix, routeConfig string) (*listenerv3.Filter, []byte, bool, error) {
+	if statPrefix == "" || !utf8.ValidString(statPrefix) || !utf8.ValidString(routeConfig) {
+		return nil, nil, false, nil
+	}
+	p, err := hcmParts()
+	if err != nil {
+		return nil, nil, false, err
+	}
+	rds := messageFieldSize(rdsConfigSourceField, len(p.ads)) + stringFieldSize(rdsRouteConfigField, routeConfig)
+	hcm := stringFieldSize(hcmStatPrefixField, statPrefix) + len(p.router) + len(p.tail) + messageFieldSize(hcmRdsField, rds)
+	anyLen := stringFieldSize(fAnyTypeURL, hcmTypeURL) + messageFieldSize(fAnyValue, hcm)
+	n := stringFieldSize(filterNameField, hcmFilterName) + messageFieldSize(filterTypedField, anyLen)
+	b := make([]byte, 0, n)
+	b = appendStringField(b, filterNameField, hcmFilterName)
+	b = protowire.AppendTag(b, filterTypedField, protowire.BytesType) // a oneof member
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = appendStringField(b, fAnyTypeURL, hcmTypeURL)
+	b = protowire.AppendTag(b, fAnyValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(hcm))
+	value := len(b)
+	b = appendStringField(b, hcmStatPrefixField, statPrefix)
+	b = append(b, p.router...)
+	b = append(b, p.tail...)
+	b = protowire.AppendTag(b, hcmRdsField, protowire.BytesType) // a oneof member
+	b = protowire.AppendVarint(b, uint64(rds))
+	b = appendBytesField(b, rdsConfigSourceField, p.ads)
+	b = appendStringField(b, rdsRouteConfigField, routeConfig)
+	a := &struct { // the filter's three messages in one allocation
+		f     listenerv3.Filter
+		typed listenerv3.Filter_TypedConfig
+		any   anypb.Any
+	}{}
+	a.any.TypeUrl, a.any.Value = hcmTypeURL, b[value:]
+	a.typed.TypedConfig = &a.any
+	a.f.Name, a.f.ConfigType = hcmFilterName, &a.typed
+	return &a.f, b, true, nil
 }

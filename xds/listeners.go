@@ -282,21 +282,22 @@ func outboundFilter(u *mesh.Upstream, chain *mesh.Chain, m *memo) (*listenerv3.F
 	var filter *listenerv3.Filter
 	var err error
 	if mesh.IsHTTP(chain.Protocol) {
-		router, rerr := routerFilter()
-		if rerr != nil {
-			return nil, rerr
+		f, enc, ok, herr := outboundHCMFilter("upstream."+u.Service, chain.Service)
+		if herr != nil {
+			return nil, herr
 		}
-		filter, err = knownFilter(m, hcmFilterName, &hcmv3.HttpConnectionManager{
-			StatPrefix: "upstream." + u.Service,
-			CodecType:  hcmv3.HttpConnectionManager_AUTO,
-			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-				ConfigSource:    adsConfigSource(),
-				RouteConfigName: chain.Service,
-			}},
-			HttpFilters:   []*hcmv3.HttpFilter{router},
-			NormalizePath: wrapperspb.Bool(true),
-			MergeSlashes:  true,
-		})
+		if ok {
+			if m != nil { // what knownFilter would learn, and the filter's encoding
+				learn(m, f, refsOf, &refs{routes: []string{chain.Service}})
+				learn(m, f, rawOf, &enc)
+			}
+			return f, nil
+		}
+		hcm, herr := outboundHCM("upstream."+u.Service, chain.Service)
+		if herr != nil {
+			return nil, herr
+		}
+		filter, err = knownFilter(m, hcmFilterName, hcm)
 	} else {
 		tp := &tcpproxyv3.TcpProxy{StatPrefix: "upstream." + u.Service}
 		var splits []mesh.TargetWeight
