@@ -284,26 +284,32 @@ func (s *Snapshot) Inbound(destination string) []*Intention {
 	s.indexOnce.Do(s.buildIndex)
 	// One slice for the whole answer: the exact sources, the wildcard source, the intentions
 	// into every destination, the wildcard pair.
-	out := make([]*Intention, 0, len(s.index[destination])+len(s.index[Wildcard])+1)
+	return s.AppendInbound(make([]*Intention, 0, len(s.index[destination])+len(s.index[Wildcard])+1), destination)
+}
+
+// AppendInbound appends Inbound(destination) to out: a caller that renders every destination
+// in turn reuses one slice.
+func (s *Snapshot) AppendInbound(out []*Intention, destination string) []*Intention {
+	s.indexOnce.Do(s.buildIndex)
+	// Sources are distinct within each part: the order is total.
+	bySource := func(a, b *Intention) int { return strings.Compare(a.Source, b.Source) }
+	start := len(out)
 	for src, in := range s.index[destination] {
 		if src != Wildcard {
 			out = append(out, in)
 		}
 	}
-	// Sources are distinct within each part: the order is total.
-	bySource := func(a, b *Intention) int { return strings.Compare(a.Source, b.Source) }
-	slices.SortFunc(out, bySource)
-	var wildDest []*Intention
-	for src, in := range s.index[Wildcard] {
-		if src != Wildcard {
-			wildDest = append(wildDest, in)
-		}
-	}
-	slices.SortFunc(wildDest, bySource)
+	slices.SortFunc(out[start:], bySource)
 	if in := s.index[destination][Wildcard]; in != nil {
 		out = append(out, in)
 	}
-	out = append(out, wildDest...)
+	start = len(out)
+	for src, in := range s.index[Wildcard] {
+		if src != Wildcard {
+			out = append(out, in)
+		}
+	}
+	slices.SortFunc(out[start:], bySource)
 	if in := s.index[Wildcard][Wildcard]; in != nil {
 		out = append(out, in)
 	}

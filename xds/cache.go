@@ -216,7 +216,12 @@ func (c *watchCache) acquire(cs *cachev3.Snapshot, old *nodeSnap) (*nodeSnap, er
 	if err := cs.ConstructVersionMap(); err != nil {
 		return nil, err
 	}
-	ns := &nodeSnap{cs: cs}
+	sh := &struct { // one allocation: a mesh-wide change sets a snapshot per group
+		sharedSnap
+		ns nodeSnap
+	}{}
+	ns := &sh.ns
+	ns.cs = cs
 	for t := range types.UnknownType {
 		r := cs.Resources[t]
 		if len(r.Items) == 0 && r.Version == "" {
@@ -235,7 +240,8 @@ func (c *watchCache) acquire(cs *cachev3.Snapshot, old *nodeSnap) (*nodeSnap, er
 		ts.id = c.lastID
 		ns.types[t] = ts
 	}
-	c.shared[cs] = &sharedSnap{snap: ns, refs: 1}
+	sh.snap, sh.refs = ns, 1
+	c.shared[cs] = &sh.sharedSnap
 	return ns, nil
 }
 

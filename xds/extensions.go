@@ -152,17 +152,21 @@ func publicRBAC(snap *mesh.Snapshot, svc *mesh.Service, pr *principals) (*rbacSe
 // newRBACSet returns the set of the two extension configurations PublicHTTPRBAC and
 // PublicNetworkRBAC whose deterministic encodings are encs, each one's packed value starting at
 // values[i], for the snapshot of version snapVersion; each passes ValidateAll (their typed
-// configs were checked before). Everything is allocated at once but the version map and the
-// cache's index.
+// configs were checked before). A mesh-wide change makes one per service: everything is
+// allocated at once (the set, its messages and their encodings) but the version map and the
+// cache's index, and its four strings (each one's content hash, the pair's, its version) are
+// cut from one.
 func newRBACSet(snapVersion string, encs [2][]byte, values [2]int) (*rbacSet, error) {
 	a := &struct {
-		set rbacSet
-		xs  [2]*corev3.TypedExtensionConfig
-		x   [2]corev3.TypedExtensionConfig
-		any [2]anypb.Any
+		set   rbacSet
+		xs    [2]*corev3.TypedExtensionConfig
+		x     [2]corev3.TypedExtensionConfig
+		any   [2]anypb.Any
+		parts [2]encodedParts
 	}{}
 	set := &a.set
-	set.xs, set.versions = a.xs[:], make(map[string]string, 2)
+	set.xs = a.xs[:]
+	var hashes [2][hashLen]byte
 	var buf [128]byte // as hashByType hashes each resource of a type: no allocation
 	b := buf[:0]
 	for i, c := range [2]struct{ name, url string }{{PublicHTTPRBAC, httpRBACTypeURL}, {PublicNetworkRBAC, networkRBACTypeURL}} {
@@ -173,15 +177,24 @@ func newRBACSet(snapVersion string, encs [2][]byte, values [2]int) (*rbacSet, er
 		if err := x.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("%w: extension config %q: %w", ErrInvalidResource, x.Name, err)
 		}
-		set.enc[i] = newEncoded(x, encs[i], extensionConfigTypeURL, x.Name)
-		set.versions[x.Name] = set.enc[i].hash
+		hashes[i] = hashBytes(encs[i])
 		b = binary.LittleEndian.AppendUint64(b, uint64(len(x.Name)))
-		b = append(append(b, x.Name...), set.enc[i].hash...)
+		b = append(append(b, x.Name...), hashes[i][:]...)
 	}
-	set.typeHash = hashOf(b)
-	set.version = snapVersion + "-" + set.typeHash[:8]
+	typeHash := hashBytes(b)
+	// One string: both hashes, the pair's, then the version <snapVersion>-<typeHash[:8]>.
+	all := make([]byte, 0, 3*hashLen+len(snapVersion)+1+8)
+	all = append(append(append(all, hashes[0][:]...), hashes[1][:]...), typeHash[:]...)
+	all = append(append(append(all, snapVersion...), '-'), typeHash[:8]...)
+	str := string(all)
+	set.typeHash, set.version = str[2*hashLen:3*hashLen], str[3*hashLen:]
+	set.versions = make(map[string]string, 2)
 	set.res = cachev3.Resources{Version: set.version, Items: make(map[string]types.ResourceWithTTL, 2)}
 	for i, x := range set.xs {
+		hash := str[i*hashLen : (i+1)*hashLen]
+		a.parts[i].fillHashed(x, encs[i], extensionConfigTypeURL, x.Name, hash)
+		set.enc[i] = &a.parts[i].enc
+		set.versions[x.Name] = hash
 		set.res.Items[x.Name] = types.ResourceWithTTL{Resource: set.enc[i].wire}
 	}
 	return set, nil

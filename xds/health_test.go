@@ -116,7 +116,7 @@ func TestEDSOnlyRenderMatchesFull(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if eds.hash != full.hash || eds.typeHash != full.typeHash || !maps.Equal(eds.typeVersion, full.typeVersion) {
+		if eds.hash != full.hash || eds.typeHash != full.typeHash || eds.typeVersion != full.typeVersion {
 			t.Fatalf("%s: EDS-only %v %v, full %v %v", shape, eds.hash, eds.typeVersion, full.hash, full.typeVersion)
 		}
 		if eds.typeHash.get(resourcev3.EndpointType) == old.typeHash.get(resourcev3.EndpointType) {

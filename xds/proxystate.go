@@ -6,7 +6,6 @@ import (
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
 // The sync states of a proxy and of each resource type it subscribes to, as istioctl
@@ -44,9 +43,9 @@ func (s *Server) typeStates(n *node) (map[string]TypeState, string) {
 	if len(n.streams) == 0 {
 		return nil, SyncDisconnected
 	}
-	var want map[resourcev3.Type]string // the versions the node should run, when known
+	var want *typeHashes // the versions the node should run, when known
 	if g := s.groups[n.proxy]; g != nil && g.cs != nil && n.served == g.cs {
-		want = g.typeVersion
+		want = &g.typeVersion
 	}
 	out := map[string]TypeState{}
 	overall := SyncSynced
@@ -62,7 +61,7 @@ func (s *Server) typeStates(n *node) (map[string]TypeState, string) {
 				ts.State, ts.Error = SyncNack, nk.Error
 			case ts.Acked != sent.version:
 				ts.State = SyncStale
-			case want != nil && want[t] != "" && want[t] != sent.version:
+			case want != nil && want.get(t) != "" && want.get(t) != sent.version:
 				ts.State = SyncStale // the server holds newer configuration than it sent
 			}
 			name := shortType(t)

@@ -53,7 +53,7 @@ func rbacRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) *rbacv
 		pr = newPrincipals(snap, nil)
 	}
 	rules := &rbacv3.RBAC{Policies: map[string]*rbacv3.Policy{}}
-	rules.Action = rbacPolicies(snap, dest, l7, func(pol rbacPolicy) {
+	rules.Action = rbacPolicies(snap, dest, l7, nil, func(pol rbacPolicy) {
 		var p *rbacv3.Principal
 		if pol.in.Source == mesh.Wildcard {
 			p = pr.wildcard()
@@ -125,14 +125,26 @@ func (p rbacPolicy) permission() *rbacv3.Permission {
 // (see rbacRules), in the evaluator's order, and returns the rules' action. It is the one
 // place that decides what the rules are: rbacRules builds them as messages from it, and
 // rbacEncoder writes them straight to bytes.
-func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, visit func(rbacPolicy)) rbacv3.RBAC_Action {
+//
+// scratch, if not nil, is space reused from destination to destination (a policy's earlier is
+// good only until visit returns).
+func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, scratch *policyScratch, visit func(rbacPolicy)) rbacv3.RBAC_Action {
 	engine, action := mesh.Allow, rbacv3.RBAC_ALLOW
 	if snap.Mesh.DefaultIntention == mesh.Allow {
 		engine, action = mesh.Deny, rbacv3.RBAC_DENY
 	}
-	var earlier []string     // exact sources of every intention so far
+	if scratch == nil {
+		scratch = &policyScratch{}
+	}
+	inbound := snap.AppendInbound(scratch.inbound[:0], dest)
+	earlier := scratch.earlier[:0] // exact sources of every intention so far
+	defer func() { // kept for the next destination, holding nothing of this snapshot
+		clear(inbound)
+		clear(earlier)
+		scratch.inbound, scratch.earlier = inbound[:0], earlier[:0]
+	}()
 	var seen map[string]bool // the same, once there are many
-	for i, in := range snap.Inbound(dest) {
+	for i, in := range inbound {
 		if seen == nil && len(earlier) > 16 {
 			seen = make(map[string]bool, 2*len(earlier))
 			for _, src := range earlier {
@@ -177,6 +189,12 @@ func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, visit func(rbacPoli
 		}
 	}
 	return action
+}
+
+// policyScratch is rbacPolicies' space for one destination's intentions and earlier sources.
+type policyScratch struct {
+	inbound []*mesh.Intention
+	earlier []string
 }
 
 // principals are the principals of the sources of one snapshot's intentions, each built once

@@ -217,6 +217,7 @@ type rbacEncoder struct {
 	arena    []byte // the encodings of wildcard principals that exclude earlier sources
 	names    []byte // the policies' names
 	key      []byte // a permission's key (permPiece)
+	scratch  policyScratch
 }
 
 var rbacEncoders = sync.Pool{New: func() any { return &rbacEncoder{} }}
@@ -227,7 +228,7 @@ var rbacEncoders = sync.Pool{New: func() any { return &rbacEncoder{} }}
 func (e *rbacEncoder) encodeRules(snap *mesh.Snapshot, dest string, l7 bool, pr *principals) ([]encodedPolicy, rbacv3.RBAC_Action, bool) {
 	e.policies, e.arena, e.names = e.policies[:0], e.arena[:0], e.names[:0]
 	valid := true
-	action := rbacPolicies(snap, dest, l7, func(pol rbacPolicy) {
+	action := rbacPolicies(snap, dest, l7, &e.scratch, func(pol rbacPolicy) {
 		var principal []byte
 		if pol.in.Source == mesh.Wildcard {
 			w := pr.wildcardPiece()

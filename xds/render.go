@@ -167,7 +167,7 @@ var resourceTypes = []resourcev3.Type{
 	resourcev3.EndpointType, resourcev3.SecretType, resourcev3.ExtensionConfigType,
 }
 
-// typeHashes holds a content hash per resource type, in resourceTypes order: a group's, in
+// typeHashes holds a content hash (or a version) per resource type, in resourceTypes order: a group's, in
 // an array rather than a map (a mesh-wide change copies every group's).
 type typeHashes [6]string
 

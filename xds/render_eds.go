@@ -87,13 +87,12 @@ func (s *Server) renderEDS(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p 
 	res := *old.res
 	res.Endpoints = r.Endpoints
 	ng.res = &res
-	ng.typeVersion = maps.Clone(old.typeVersion)
 	ng.typeHash.set(eds, typeHash.get(eds))
-	ng.typeVersion[eds] = snap.Version + "-" + typeHash.get(eds)[:8]
+	ng.typeVersion.set(eds, snap.Version+"-"+typeHash.get(eds)[:8])
 	ng.hash = groupHash(ng.typeHash)
 	cs := &cachev3.Snapshot{Resources: old.cs.Resources}
 	cs.VersionMap = maps.Clone(old.cs.VersionMap)
-	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash.get(eds), ng.typeVersion[eds], r.byType()[eds], versionMap[eds], nil)
+	cs.Resources[types.Endpoint], cs.VersionMap[eds] = m.sharedResources(eds, typeHash.get(eds), ng.typeVersion.get(eds), r.byType()[eds], versionMap[eds], nil)
 	ng.cs = cs
 	return &ng, true, nil
 }

@@ -46,16 +46,21 @@ func (s *Server) renderRBAC(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p
 	if set == nil || set.typeHash == old.typeHash.get(t) {
 		return &ng, true, nil // the same content: the same versions, nothing to send
 	}
-	res := *old.res
-	res.Extensions = set.xs
-	ng.res = &res
-	ng.typeVersion = maps.Clone(old.typeVersion)
+	// The resources and the cache snapshot that holds them in one allocation (a mesh-wide
+	// change makes one per service); not the group, which holds the snapshot it was rendered
+	// from, and which a node's served or ACKed cache snapshot must not keep alive.
+	a := &struct {
+		res Resources
+		cs  cachev3.Snapshot
+	}{res: *old.res}
+	a.res.Extensions = set.xs
+	ng.res = &a.res
 	ng.typeHash.set(t, set.typeHash)
-	ng.typeVersion[t] = set.version
+	ng.typeVersion.set(t, set.version)
 	ng.hash = groupHash(ng.typeHash)
-	cs := &cachev3.Snapshot{Resources: old.cs.Resources, VersionMap: maps.Clone(old.cs.VersionMap)}
-	cs.Resources[cachev3.GetResponseType(t)], cs.VersionMap[t] = set.res, set.versions
-	ng.cs = cs
+	a.cs = cachev3.Snapshot{Resources: old.cs.Resources, VersionMap: maps.Clone(old.cs.VersionMap)}
+	a.cs.Resources[cachev3.GetResponseType(t)], a.cs.VersionMap[t] = set.res, set.versions
+	ng.cs = &a.cs
 	return &ng, true, nil
 }
 

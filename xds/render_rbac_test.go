@@ -84,7 +84,7 @@ func TestRenderRBACMatchesRender(t *testing.T) {
 // (each resource's bytes).
 func sameGroup(t *testing.T, where string, a, b *group) {
 	t.Helper()
-	if a.hash != b.hash || a.typeHash != b.typeHash || !maps.Equal(a.typeVersion, b.typeVersion) {
+	if a.hash != b.hash || a.typeHash != b.typeHash || a.typeVersion != b.typeVersion {
 		t.Fatalf("%s: hashes %s %v, versions %v; want %s %v, %v", where, a.hash, a.typeHash, a.typeVersion, b.hash, b.typeHash, b.typeVersion)
 	}
 	if len(a.cs.VersionMap) != len(b.cs.VersionMap) {

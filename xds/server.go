@@ -193,7 +193,7 @@ type group struct {
 	deps        *deps          // what the content was rendered from
 	hash        string         // of all the content
 	typeHash    typeHashes
-	typeVersion map[resourcev3.Type]string
+	typeVersion typeHashes // the version of each type, as typeHash
 	cs          *cachev3.Snapshot
 	res         *Resources // what cs holds (never modified)
 	err         error      // why it could not be rendered (unknown service)
@@ -810,24 +810,20 @@ func (s *Server) render(snap *mesh.Snapshot, bundle *trustBundle, m *memo, p Pro
 		ng.snap, ng.bundle, ng.deps, ng.res = snap, bundle, d, res
 		return &ng, nil
 	}
-	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash,
-		typeVersion: make(map[resourcev3.Type]string, len(resourceTypes))}
+	g := &group{proxy: p, snap: snap, bundle: bundle, deps: d, res: res, hash: hash, typeHash: typeHash}
 	cs := &cachev3.Snapshot{}
-	versions := typeVersions(snap.Version, &typeHash)
+	g.typeVersion = typeVersions(snap.Version, &typeHash)
 	for i, t := range resourceTypes {
-		v := versions[i]
 		if old != nil && old.typeHash[i] == typeHash[i] && old.cs != nil {
-			v = old.typeVersion[t] // unchanged type: same version, not resent
-			g.typeVersion[t] = v
+			g.typeVersion[i] = old.typeVersion[i] // unchanged type: same version, not resent
 			cs.Resources[cachev3.GetResponseType(t)] = old.cs.Resources[cachev3.GetResponseType(t)]
 			if vm := old.cs.VersionMap[t]; vm != nil {
 				versionMap[t] = vm // the same content: share old's rather than keep a copy
 			}
 			continue
 		}
-		g.typeVersion[t] = v
 		// Shared with every group of the same content of t (cacheshare.go).
-		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.sharedResources(t, typeHash[i], v, byType[t], versionMap[t], gf.list(i))
+		cs.Resources[cachev3.GetResponseType(t)], versionMap[t] = m.sharedResources(t, typeHash[i], g.typeVersion[i], byType[t], versionMap[t], gf.list(i))
 	}
 	// go-control-plane's cs.Consistent() is not called: res.consistent above checks more (API
 	// listeners, unreferenced routes, load assignments without clusters), reading each shared
@@ -1144,7 +1140,7 @@ func (s *Server) updateAcked(nd *node) {
 			continue
 		}
 		for t := range st.sent {
-			if st.acked[t] != g.typeVersion[t] {
+			if st.acked[t] != g.typeVersion.get(t) {
 				return
 			}
 		}

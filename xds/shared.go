@@ -2,6 +2,7 @@ package xds
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -407,8 +408,18 @@ func (m *memo) resourceHash(res types.Resource, buf *[]byte) (string, error) {
 
 // hashOf is the content hash of an encoding: 16 hex digits of its SHA-256.
 func hashOf(b []byte) string {
+	h := hashBytes(b)
+	return string(h[:])
+}
+
+// hashLen is the length of a content hash (hashOf).
+const hashLen = 16
+
+// hashBytes is hashOf(b) as bytes, which allocates nothing.
+func hashBytes(b []byte) (h [hashLen]byte) {
 	sum := sha256.Sum256(b)
-	return hexPrefix(sum[:])
+	hex.Encode(h[:], sum[:hashLen/2])
+	return h
 }
 
 // clone returns a deep copy of r, for altering without touching shared messages.

@@ -131,7 +131,7 @@ func TestNodeUpToDateWhenLaggingStreamCloses(t *testing.T) {
 		defer s.mu.Unlock()
 		g := s.groups[Proxy{Service: "s0", Shape: ShapeEnvoy}]
 		for _, typ := range adsclient.Types {
-			if g == nil || c.Version(typ) != g.typeVersion[typ] {
+			if g == nil || c.Version(typ) != g.typeVersion.get(typ) {
 				return false
 			}
 		}

@@ -53,10 +53,15 @@ type encodedParts struct {
 
 // fill makes a the encoding of msg (newEncoded).
 func (a *encodedParts) fill(msg types.Resource, enc []byte, typeURL, name string) {
+	a.fillHashed(msg, enc, typeURL, name, hashOf(enc))
+}
+
+// fillHashed is fill for an enc whose hashOf is hash.
+func (a *encodedParts) fillHashed(msg types.Resource, enc []byte, typeURL, name, hash string) {
 	a.e.ProtoReflect().SetUnknown(enc)
 	a.any.TypeUrl, a.any.Value = typeURL, enc
 	a.w = wire{Empty: &a.e, msg: msg, name: name, any: &a.any}
-	a.enc = encoded{hash: hashOf(enc), wire: &a.w}
+	a.enc = encoded{hash: hash, wire: &a.w}
 }
 
 // learnEncoded tells m that msg, a resource built for m (which knows nothing of it yet, as a
