@@ -136,3 +136,37 @@ func TestInboundOutboundAgreeWithAuthorize(t *testing.T) {
 		}
 	}
 }
+
+// AppendInbound is Inbound appended to what a caller reuses: the prefix stays, the rest is
+// Inbound's answer whatever the slice held before (one slice reused from destination to
+// destination, as RBAC rendering does).
+func TestAppendInboundReusesSlice(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	names := []string{"a", "b", "c", "d", Wildcard}
+	var scratch []*Intention
+	for round := 0; round < 200; round++ {
+		var ins []*Intention
+		seen := map[[2]string]bool{}
+		for n := rng.Intn(14); n > 0; n-- {
+			src, dst := names[rng.Intn(len(names))], names[rng.Intn(len(names))]
+			if !seen[[2]string{src, dst}] {
+				seen[[2]string{src, dst}] = true
+				ins = append(ins, allow(src, dst))
+			}
+		}
+		s := newSnapshot(Deny, ins...)
+		prefix := allow("x", "y")
+		for _, dst := range names {
+			want := s.Inbound(dst)
+			scratch = s.AppendInbound(append(scratch[:0], prefix), dst)
+			if scratch[0] != prefix || len(scratch) != 1+len(want) {
+				t.Fatalf("round %d, %s: AppendInbound gives %d intentions after the prefix, want %d", round, dst, len(scratch)-1, len(want))
+			}
+			for i, in := range want {
+				if scratch[1+i] != in {
+					t.Fatalf("round %d, %s: AppendInbound[%d] = %v, Inbound %v", round, dst, i, scratch[1+i], in)
+				}
+			}
+		}
+	}
+}

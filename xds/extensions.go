@@ -3,6 +3,7 @@ package xds
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -183,10 +184,15 @@ func newRBACSet(snapVersion string, encs [2][]byte, values [2]int) (*rbacSet, er
 	}
 	typeHash := hashBytes(b)
 	// One string: both hashes, the pair's, then the version <snapVersion>-<typeHash[:8]>.
-	all := make([]byte, 0, 3*hashLen+len(snapVersion)+1+8)
-	all = append(append(append(all, hashes[0][:]...), hashes[1][:]...), typeHash[:]...)
-	all = append(append(append(all, snapVersion...), '-'), typeHash[:8]...)
-	str := string(all)
+	var all strings.Builder
+	all.Grow(3*hashLen + len(snapVersion) + 1 + 8)
+	all.Write(hashes[0][:])
+	all.Write(hashes[1][:])
+	all.Write(typeHash[:])
+	all.WriteString(snapVersion)
+	all.WriteByte('-')
+	all.Write(typeHash[:8])
+	str := all.String()
 	set.typeHash, set.version = str[2*hashLen:3*hashLen], str[3*hashLen:]
 	set.versions = make(map[string]string, 2)
 	set.res = cachev3.Resources{Version: set.version, Items: make(map[string]types.ResourceWithTTL, 2)}

@@ -638,11 +638,15 @@ func (ts *typeSet) sotwBody(sub *sotwSub) *sotwBody {
 			body.handed()
 			return body
 		}
-		names := make([]string, 0, len(ts.items))
+		var small [smallBody]string // most bodies of all are small (a sidecar's RBAC pair): no allocation
+		names := small[:0]
+		if len(ts.items) > len(small) {
+			names = make([]string, 0, len(ts.items))
+		}
 		for name := range ts.items {
 			names = append(names, name)
 		}
-		sort.Strings(names)
+		slices.Sort(names)
 		body := ts.encodeSotw(names)
 		body.handed()
 		b.all = weak.Make(body)
@@ -675,7 +679,11 @@ func (ts *typeSet) sotwBody(sub *sotwSub) *sotwBody {
 
 // encodeSotw encodes the body of a response holding the named resources of ts that exist.
 func (ts *typeSet) encodeSotw(names []string) *sotwBody {
-	anys := make([]*anypb.Any, 0, len(names))
+	var small [smallBody]*anypb.Any
+	anys := small[:0]
+	if len(names) > len(small) {
+		anys = make([]*anypb.Any, 0, len(names))
+	}
 	for _, name := range names {
 		if _, ok := ts.items[name]; ok {
 			anys = append(anys, ts.any(name))
@@ -708,7 +716,18 @@ func encodeSotwBody(version, typeURL string, anys []*anypb.Any) *sotwBody {
 			nbufs += 2
 		}
 	}
-	w := bodyBuf{buf: make([]byte, 0, size), bufs: make(mem.BufferSlice, 0, nbufs)}
+	// The body and its list of buffers in one allocation when the list is short.
+	var b *sotwBody
+	w := bodyBuf{buf: make([]byte, 0, size)}
+	if nbufs <= 2*smallBody+1 {
+		a := &struct {
+			body sotwBody
+			bufs [2*smallBody + 1]mem.Buffer
+		}{}
+		b, w.bufs = &a.body, a.bufs[:0]
+	} else {
+		b, w.bufs = &sotwBody{}, make(mem.BufferSlice, 0, nbufs)
+	}
 	if version != "" {
 		w.buf = protowire.AppendString(protowire.AppendTag(w.buf, fSotwVersion, protowire.BytesType), version)
 	}
@@ -725,10 +744,13 @@ func encodeSotwBody(version, typeURL string, anys []*anypb.Any) *sotwBody {
 	if typeURL != "" {
 		w.buf = protowire.AppendString(protowire.AppendTag(w.buf, fSotwTypeURL, protowire.BytesType), typeURL)
 	}
-	b := &sotwBody{}
 	b.setBufs(w.finish())
 	return b
 }
+
+// smallBody is how many resources a small response body holds (encodeSotw): its lists need no
+// allocation of their own.
+const smallBody = 2
 
 // bodyBuf builds a response body's encoding as a list of buffers: what is written goes to buf,
 // and a large resource value (over deltaInline bytes) is referenced where it is stored rather
