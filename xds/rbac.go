@@ -138,7 +138,8 @@ func rbacPolicies(snap *mesh.Snapshot, dest string, l7 bool, scratch *policyScra
 	}
 	inbound := snap.AppendInbound(scratch.inbound[:0], dest)
 	earlier := scratch.earlier[:0] // exact sources of every intention so far
-	defer func() {                 // kept for the next destination, holding nothing of this snapshot
+	// Kept for the next destination, holding nothing of this snapshot.
+	defer func() {
 		clear(inbound)
 		clear(earlier)
 		scratch.inbound, scratch.earlier = inbound[:0], earlier[:0]
