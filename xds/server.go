@@ -118,6 +118,8 @@ type Server struct {
 	// pubOld and pubRendered are publish's maps, kept (empty) between publishes so that a
 	// mesh-wide change does not allocate them afresh; under setMu.
 	pubOld, pubRendered map[Proxy]*group
+	// pubWork and pubTodo are publish's lists of proxies, kept (empty) likewise.
+	pubWork, pubTodo []Proxy
 
 	mu        sync.Mutex
 	closed    bool
@@ -478,14 +480,21 @@ func (s *Server) current(p Proxy, g *group) bool {
 func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	s.mu.Lock()
 	prev, prevBundle, m := s.snap, s.bundle, s.memo
-	work := s.neededProxies()
+	work := s.pubWork[:0]
+	for p := range s.connected {
+		work = append(work, p)
+	}
 	if s.pubOld == nil {
 		s.pubOld, s.pubRendered = map[Proxy]*group{}, map[Proxy]*group{}
 	}
 	old, rendered := s.pubOld, s.pubRendered
+	todo := s.pubTodo[:0]
 	defer func() {
 		clear(old) // holds no group past the publish
 		clear(rendered)
+		clear(work[:cap(work)])
+		clear(todo[:cap(todo)])
+		s.pubWork, s.pubTodo = work[:0], todo[:0]
 	}()
 	for _, p := range work {
 		old[p] = s.groups[p]
@@ -519,7 +528,7 @@ func (s *Server) publish(snap *mesh.Snapshot, bundle *trustBundle) error {
 	// proxy is affected at all, and what of it is rendered again, is worked out by the
 	// goroutine that renders it. The proxies examined are the keys of old.
 	for round := 0; ; round++ {
-		todo := make([]Proxy, 0, len(work))
+		todo = todo[:0]
 		for _, p := range work {
 			if _, ok := rendered[p]; ok {
 				continue
@@ -682,15 +691,6 @@ func (s *Server) killNode(n *node, err error) {
 			st.kill(err)
 		}
 	}
-}
-
-// neededProxies returns the proxies of connected nodes. Called with s.mu held.
-func (s *Server) neededProxies() []Proxy {
-	out := make([]Proxy, 0, len(s.connected))
-	for p := range s.connected {
-		out = append(out, p)
-	}
-	return out
 }
 
 // addStream records that a stream serves nd. Called with s.mu held.
