@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -65,15 +66,8 @@ func TestTargetClusterEncoding(t *testing.T) {
 						left++
 						continue
 					}
-					if e == nil {
-						t.Fatalf("mesh %d, %s %s: cluster %s: the memo was not told its encoding", i, shape, name, c.Name)
-					}
-					if got := e.wire.ProtoReflect().GetUnknown(); !bytes.Equal(got, fresh) {
-						t.Fatalf("mesh %d, %s %s: cluster %s: written encoding differs from a fresh marshal:\n got %x\nwant %x", i, shape, name, c.Name, got, fresh)
-					}
-					if e.hash != hashOf(fresh) || e.wire.msg != c || e.wire.name != c.Name || e.wire.any.TypeUrl != "type.googleapis.com/envoy.config.cluster.v3.Cluster" {
-						t.Fatalf("mesh %d, %s: cluster %s: hash or wire differs from the cluster's", i, name, c.Name)
-					}
+					checkWritten(t, m, c, c.Name, "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+						fmt.Sprintf("mesh %d, %s %s: cluster %s", i, shape, name, c.Name))
 					if c.GetRingHashLbConfig() != nil {
 						ringHash++
 					}

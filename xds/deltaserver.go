@@ -5,7 +5,6 @@ import (
 	"context"
 	"hash/maphash"
 	"maps"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -294,14 +293,7 @@ func (n *nameSets) intern(m map[string]uint32) (map[string]uint32, *nameSet) {
 		i++
 	}
 	s := &nameSet{m: m}
-	n.sets[key] = weak.Make(s)
-	runtime.AddCleanup(s, func(key uint64) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		if n.sets[key].Value() == nil {
-			delete(n.sets, key)
-		}
-	}, key)
+	keepWeak(&n.mu, n.sets, key, s)
 	return m, s
 }
 
@@ -737,14 +729,7 @@ func (d *deltaServer) body(typeURL string, entries []deltaEntry, removed []strin
 	}
 	b := encodeDeltaBody(typeURL, entries, removed)
 	b.handed()
-	d.bodies[key] = weak.Make(b)
-	runtime.AddCleanup(b, func(key uint64) {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.bodies[key].Value() == nil {
-			delete(d.bodies, key)
-		}
-	}, key)
+	keepWeak(&d.mu, d.bodies, key, b)
 	return b
 }
 

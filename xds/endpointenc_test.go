@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -71,15 +72,8 @@ func TestLoadAssignmentEncoding(t *testing.T) {
 						left++
 						continue
 					}
-					if e == nil {
-						t.Fatalf("mesh %d, %s %s: load assignment %s: the memo was not told its encoding", i, shape, name, cla.ClusterName)
-					}
-					if got := e.wire.ProtoReflect().GetUnknown(); !bytes.Equal(got, fresh) {
-						t.Fatalf("mesh %d, %s %s: load assignment %s: written encoding differs from a fresh marshal:\n got %x\nwant %x", i, shape, name, cla.ClusterName, got, fresh)
-					}
-					if e.hash != hashOf(fresh) || e.wire.msg != cla || e.wire.name != cla.ClusterName || e.wire.any.TypeUrl != "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment" {
-						t.Fatalf("mesh %d, %s: load assignment %s: hash or wire differs from the assignment's", i, name, cla.ClusterName)
-					}
+					checkWritten(t, m, cla, cla.ClusterName, "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+						fmt.Sprintf("mesh %d, %s %s: load assignment %s", i, shape, name, cla.ClusterName))
 					written++
 				}
 			}

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -41,20 +42,7 @@ func TestOutboundListenerEncoding(t *testing.T) {
 				if l.TrafficDirection != corev3.TrafficDirection_OUTBOUND || l.Name == TransparentListener {
 					continue
 				}
-				e := learnt(m, l, encOf)
-				if e == nil {
-					t.Fatalf("mesh %d, service %s: listener %s: the memo was not told its encoding", i, name, l.Name)
-				}
-				fresh, err := proto.MarshalOptions{Deterministic: true}.Marshal(proto.Clone(l))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := e.wire.ProtoReflect().GetUnknown(); !bytes.Equal(got, fresh) {
-					t.Fatalf("mesh %d, service %s: listener %s: written encoding differs from a fresh marshal:\n got %x\nwant %x", i, name, l.Name, got, fresh)
-				}
-				if e.hash != hashOf(fresh) || e.wire.msg != l || e.wire.name != l.Name || e.wire.any.TypeUrl != listenerTypeURL {
-					t.Fatalf("mesh %d, service %s: listener %s: hash or wire differs from the listener's", i, name, l.Name)
-				}
+				checkWritten(t, m, l, l.Name, listenerTypeURL, fmt.Sprintf("mesh %d, service %s: listener %s", i, name, l.Name))
 				checked++
 			}
 		}

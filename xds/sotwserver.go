@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"hash/maphash"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -234,14 +233,7 @@ func (l *nameLists) intern(key uint64, names []string) ([]string, *nameList) {
 		names[i] = unique.Make(n).Value()
 	}
 	nl := &nameList{names: names}
-	l.lists[key] = weak.Make(nl)
-	runtime.AddCleanup(nl, func(key uint64) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.lists[key].Value() == nil {
-			delete(l.lists, key)
-		}
-	}, key)
+	keepWeak(&l.mu, l.lists, key, nl)
 	return names, nl
 }
 
