@@ -94,15 +94,11 @@ func (r *sotwRequest) decodeFast(b []byte) bool {
 	}
 	names := wireNames{expect: exp.names}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType {
+		var num protowire.Number
+		var v []byte
+		if num, v, b, ok = nextBytesField(b); !ok {
 			return false
 		}
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return false
-		}
-		b = b[n+m:]
 		switch num {
 		case fReqVersion:
 			r.VersionInfo, ok = wireString(v, exp.version)
@@ -125,6 +121,21 @@ func (r *sotwRequest) decodeFast(b []byte) bool {
 	}
 	r.ResourceNames = names.list()
 	return true
+}
+
+// nextBytesField consumes the first field of b, and returns its number, its value and the rest
+// of b; ok is false when b is malformed or the field has another wire type than bytes (every
+// field the fast decoders read is a string or a message).
+func nextBytesField(b []byte) (num protowire.Number, v, rest []byte, ok bool) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || typ != protowire.BytesType {
+		return 0, nil, nil, false
+	}
+	v, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 {
+		return 0, nil, nil, false
+	}
+	return num, v, b[n+m:], true
 }
 
 func (r *deltaRequest) decodeWire(b []byte) error {
@@ -150,15 +161,11 @@ func (r *deltaRequest) decodeFast(b []byte) bool {
 	}
 	var sub, unsub wireNames
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType {
+		var num protowire.Number
+		var v []byte
+		if num, v, b, ok = nextBytesField(b); !ok {
 			return false
 		}
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return false
-		}
-		b = b[n+m:]
 		switch num {
 		case fDReqNode:
 			r.Node, ok = mergeNode(r.Node, v)
