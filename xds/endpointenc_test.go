@@ -2,9 +2,7 @@ package xds
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -19,30 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	mesh "github.com/meshgit/mesh"
-	"github.com/meshgit/mesh/compiler"
 )
-
-// encoderSnaps are the meshes the encoder tests render: the rich and transparent fixtures,
-// random ones, meshgen's, and one failing over to another datacenter, directly and through
-// mesh gateways.
-func encoderSnaps(t *testing.T, seed uint64) []*mesh.Snapshot {
-	t.Helper()
-	r := rand.New(rand.NewPCG(seed, 31))
-	snaps := []*mesh.Snapshot{seal(t, richMesh()), seal(t, transparentMesh())}
-	for range 8 {
-		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))), seal(t, randomMesh(r, 1000+r.IntN(1000))))
-	}
-	ms := meshgenSnaps(t, 60, seed)
-	snaps = append(snaps, ms[0], ms[1])
-	fo, err := compiler.Compile(context.Background(), []compiler.File{{Name: "m.cue", Data: []byte(failoverMesh)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gws := map[string][]mesh.Gateway{"dc1": {{Service: "gateway", Address: "10.1.0.2", Port: 8443}}, "dc2": {{Service: "gateway", Address: "10.2.0.2", Port: 8443}}}
-	return append(snaps, fo, fo.WithRemote(gws, nil)) // the second reaches dc2 through gateways
-}
 
 // TestLoadAssignmentEncoding holds the encoding the memo learns of every load assignment
 // (appendLoadAssignment) to a fresh deterministic marshal of a copy of it, over random,

@@ -3,7 +3,6 @@ package xds
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -23,15 +22,8 @@ import (
 // listener, over random meshes, transparent ones and meshgen's, and holds its content hash and
 // wire to that encoding.
 func TestOutboundListenerEncoding(t *testing.T) {
-	r := rand.New(rand.NewPCG(7, 23))
-	snaps := []*mesh.Snapshot{seal(t, richMesh()), seal(t, transparentMesh())}
-	for range 10 {
-		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))), seal(t, randomMesh(r, 1000+r.IntN(1000))))
-	}
-	ms := meshgenSnaps(t, 60, 5)
-	snaps = append(snaps, ms[0], ms[1])
 	checked := 0
-	for i, snap := range snaps {
+	for i, snap := range encoderSnaps(t, 7) {
 		m := newMemo(snap, nil)
 		for _, name := range snap.ServiceNames() {
 			ls, err := listeners(snap, Proxy{Service: name, Shape: ShapeEnvoy}, m)

@@ -2,9 +2,7 @@ package xds
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -15,7 +13,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	mesh "github.com/meshgit/mesh"
-	"github.com/meshgit/mesh/compiler"
 )
 
 // TestUpstreamTLSEncoding holds the TLS transport socket of every Envoy target cluster
@@ -24,21 +21,9 @@ import (
 // meshgen's, with and without a memo; and the rendered cluster carries exactly that socket
 // (and, for each failover target reached through mesh gateways, a match with that target's).
 func TestUpstreamTLSEncoding(t *testing.T) {
-	r := rand.New(rand.NewPCG(11, 5))
-	snaps := []*mesh.Snapshot{seal(t, richMesh()), seal(t, transparentMesh())}
-	for range 8 {
-		snaps = append(snaps, seal(t, randomTransparentMesh(r, 3+r.IntN(8))), seal(t, randomMesh(r, 1000+r.IntN(1000))))
-	}
-	ms := meshgenSnaps(t, 60, 5)
-	snaps = append(snaps, ms[0], ms[1])
-	fo, err := compiler.Compile(context.Background(), []compiler.File{{Name: "m.cue", Data: []byte(failoverMesh)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snaps = append(snaps, fo) // failover targets reached through mesh gateways
 	det := proto.MarshalOptions{Deterministic: true}
 	checked, failovers := 0, 0
-	for i, snap := range snaps {
+	for i, snap := range encoderSnaps(t, 11) {
 		m := newMemo(snap, nil)
 		for _, name := range snap.ServiceNames() {
 			p := Proxy{Service: name, Shape: ShapeEnvoy}
